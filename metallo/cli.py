@@ -1,0 +1,81 @@
+"""The ``metallo`` command line: a thin layer over the library.
+
+Each module contributes its commands from ``metallo/<module>/_cli.py`` through a
+``register(app)`` function; those modules import heavy libraries only inside the commands,
+so ``metallo --help`` stays fast. A :class:`~metallo.errors.MetalloError` is printed as one
+red line and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from metallo import __version__
+from metallo.errors import MetalloError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _MetalloGroup(TyperGroup):
+    """Turns a MetalloError from any command into one red line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except MetalloError as exc:
+            err_console.print(f"[red]error:[/red] {' '.join(str(exc).split())}")
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=_MetalloGroup,
+    name="metallo",
+    help="Quantitative metallography: EBSD, registration, annotation, segmentation, quantification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_COMMAND_MODULES = (
+    "metallo._cli_core",
+    "metallo.ebsd._cli",
+    "metallo.correlate._cli",
+    "metallo.annotate._cli",
+    "metallo.segment._cli",
+    "metallo.quantify._cli",
+    "metallo._cli_pipeline",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"metallo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """metallo: follow one specimen from microscope to number."""
+
+
+for _name in _COMMAND_MODULES:
+    if importlib.util.find_spec(_name) is not None:
+        importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``metallo`` console script."""
+    app(args=argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

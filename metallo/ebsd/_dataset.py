@@ -1,0 +1,144 @@
+"""The EBSD map as an ``xr.Dataset``: the one layout every reader, writer and consumer uses.
+
+Layout (dims ``y``, ``x`` on µm coordinates; pixel ``(i, j)`` at ``y = y0 + i*step_y``,
+``x = x0 + j*step_x``):
+
+========== =================== ========= =============================================
+variable   dims                dtype     meaning
+========== =================== ========= =============================================
+euler      (y, x, angle)       float64   Bunge Euler angles (phi1, Phi, phi2), radians
+phase      (y, x)              int16     phase id from ``attrs["phases"]``; -1 = not indexed
+ci         (y, x)              float32   confidence index (.ang) - optional
+iq         (y, x)              float32   image quality (.ang) or band contrast (.ctf) - optional
+fit        (y, x)              float32   fit (.ang) or MAD (.ctf), degrees - optional
+...        (y, x)              any       other columns a format has (bands, bs, sem, ...)
+========== =================== ========= =============================================
+
+Points absent from the grid (sparse maps, hexagonal-grid padding) have ``phase == -1`` and
+NaN Euler angles.
+
+attrs: ``step_um`` (x step), ``step_y_um`` (row spacing; ``step_um * sqrt(3)/2`` on a
+hexagonal grid), ``grid`` (``"square"`` or ``"hexagonal"``), ``phases`` (JSON list of
+``{"id", "name", "symmetry", "lattice"}``; ``symmetry`` is a Laue group symbol such as
+``"m-3m"`` or ``"6/mmm"``, ``lattice`` is ``[a, b, c, alpha, beta, gamma]`` in Å and degrees),
+``source`` (file name or generator), ``header`` (JSON of the file header, optional).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from metallo.errors import FormatError
+
+__all__ = ["LAUE_GROUPS", "ebsd_dataset", "phases_of"]
+
+#: The 11 Laue groups, by their Hermann-Mauguin symbols.
+LAUE_GROUPS = ("-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m")
+
+
+def ebsd_dataset(
+    euler: np.ndarray,
+    phase: np.ndarray,
+    *,
+    step_um: float,
+    phases: Sequence[Mapping[str, Any]],
+    step_y_um: float | None = None,
+    grid: str = "square",
+    origin_um: tuple[float, float] = (0.0, 0.0),
+    variables: Mapping[str, np.ndarray] | None = None,
+    source: str = "",
+    header: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build an EBSD map Dataset on the layout described in this module.
+
+    Parameters
+    ----------
+    euler : ndarray, (ny, nx, 3)
+        Bunge Euler angles in radians.
+    phase : ndarray, (ny, nx)
+        Phase ids (keys of ``phases``); -1 for not indexed.
+    step_um : float
+        Step size along x in µm.
+    phases : sequence of mappings
+        ``{"id": int, "name": str, "symmetry": Laue symbol, "lattice": [a, b, c, al, be, ga]}``.
+    step_y_um : float, optional
+        Row spacing; defaults to ``step_um`` (square) or ``step_um*sqrt(3)/2`` (hexagonal).
+    grid : {"square", "hexagonal"}
+    origin_um : (y0, x0)
+    variables : mapping, optional
+        Further per-point columns, e.g. ``{"ci": ..., "iq": ..., "fit": ...}``.
+    source : str
+        Where the data came from.
+    header : mapping, optional
+        The file header, kept as JSON.
+
+    Returns
+    -------
+    xr.Dataset
+    """
+    euler = np.asarray(euler, dtype=np.float64)
+    phase = np.asarray(phase)
+    if euler.ndim != 3 or euler.shape[2] != 3:
+        raise FormatError(f"{source or 'EBSD map'}: euler must have shape (ny, nx, 3); got {euler.shape}")
+    if phase.shape != euler.shape[:2]:
+        raise FormatError(f"{source or 'EBSD map'}: phase shape {phase.shape} != grid {euler.shape[:2]}")
+    if grid not in ("square", "hexagonal"):
+        raise FormatError(f"{source or 'EBSD map'}: grid must be 'square' or 'hexagonal'; got {grid!r}")
+    if not step_um > 0:
+        raise FormatError(f"{source or 'EBSD map'}: step_um must be positive; got {step_um}")
+    phase_list = []
+    for p in phases:
+        sym = str(p.get("symmetry", ""))
+        if sym not in LAUE_GROUPS:
+            raise FormatError(
+                f"{source or 'EBSD map'}: phase {p.get('name')!r} has unknown symmetry {sym!r}; "
+                f"expected one of {', '.join(LAUE_GROUPS)}"
+            )
+        phase_list.append(
+            {
+                "id": int(p["id"]),
+                "name": str(p.get("name", f"phase{p['id']}")),
+                "symmetry": sym,
+                "lattice": [float(v) for v in p.get("lattice", [])],
+            }
+        )
+    if step_y_um is None:
+        step_y_um = step_um * (np.sqrt(3.0) / 2.0 if grid == "hexagonal" else 1.0)
+    ny, nx = phase.shape
+    coords = {
+        "y": ("y", origin_um[0] + step_y_um * np.arange(ny), {"units": "um"}),
+        "x": ("x", origin_um[1] + step_um * np.arange(nx), {"units": "um"}),
+        "angle": ("angle", np.array(["phi1", "Phi", "phi2"])),
+    }
+    data_vars: dict[str, Any] = {
+        "euler": (("y", "x", "angle"), euler, {"units": "rad", "convention": "Bunge ZXZ, passive"}),
+        "phase": (("y", "x"), phase.astype(np.int16)),
+    }
+    for name, values in (variables or {}).items():
+        values = np.asarray(values)
+        if values.shape != phase.shape:
+            raise FormatError(f"{source or 'EBSD map'}: column {name!r} has shape {values.shape}, expected {phase.shape}")
+        if values.dtype.kind == "f":
+            values = values.astype(np.float32)
+        data_vars[name] = (("y", "x"), values)
+    attrs = {
+        "step_um": float(step_um),
+        "step_y_um": float(step_y_um),
+        "grid": grid,
+        "phases": json.dumps(phase_list),
+        "source": source,
+    }
+    if header is not None:
+        attrs["header"] = json.dumps(dict(header), default=str)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def phases_of(ebsd: xr.Dataset) -> list[dict[str, Any]]:
+    """The phase table of an EBSD map as a list of dicts (id, name, symmetry, lattice)."""
+    raw = ebsd.attrs.get("phases", "[]")
+    return list(json.loads(raw) if isinstance(raw, str) else raw)

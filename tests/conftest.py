@@ -1,0 +1,50 @@
+"""Shared test configuration.
+
+Tests that need the real public data in ``../shared/data`` take the ``shared_data`` fixture:
+they skip with a clear reason in a plain clone, and fail in CI, where ``.ci/run`` sets
+``METALLO_REQUIRE_SHARED_DATA=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one BLAS/torch thread each avoids oversubscription.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("METALLO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+REQUIRE_SHARED_DATA = os.environ.get("METALLO_REQUIRE_SHARED_DATA", "") == "1"
+
+
+def _missing_shared(path: Path) -> None:
+    reason = f"real data not found at {path} (a plain clone has no ../shared/data)"
+    if REQUIRE_SHARED_DATA:
+        pytest.fail(f"{reason}; METALLO_REQUIRE_SHARED_DATA=1 makes this a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder ``../shared/data``; skips (or fails in CI) when absent."""
+    if not SHARED_DATA.is_dir():
+        _missing_shared(SHARED_DATA)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_file(shared_data: Path):
+    """``shared_file("ebsd_ang/x.ang")`` -> Path; skips (or fails in CI) if that file is absent."""
+
+    def get(relative: str) -> Path:
+        path = shared_data / relative
+        if not path.exists():
+            _missing_shared(path)
+        return path
+
+    return get
