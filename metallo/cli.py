@@ -47,6 +47,7 @@ _COMMAND_MODULES = (
     "metallo.correlate._cli",
     "metallo.annotate._cli",
     "metallo.segment._cli",
+    "metallo.segment._cli_unsupervised",
     "metallo.quantify._cli",
     "metallo._cli_pipeline",
 )

@@ -1,1 +1,24 @@
-"""metallo.io"""
+"""Readers and writers: micrographs (TIFF/PNG/JPEG with pixel size) and EBSD maps (.ang, .ctf)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> private module that defines it. The image engineer owns _IMAGES,
+# the EBSD engineer owns _EBSD.
+_IMAGES: dict[str, str] = {}
+_EBSD: dict[str, str] = {}
+
+_LAZY = {**_IMAGES, **_EBSD}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'metallo.io' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
