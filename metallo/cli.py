@@ -43,6 +43,7 @@ app = typer.Typer(
 
 _COMMAND_MODULES = (
     "metallo._cli_core",
+    "metallo.synth._cli",
     "metallo.ebsd._cli",
     "metallo.correlate._cli",
     "metallo.annotate._cli",
