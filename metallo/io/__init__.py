@@ -7,7 +7,12 @@ from typing import Any
 
 # name -> private module that defines it. The image engineer owns _IMAGES,
 # the EBSD engineer owns _EBSD.
-_IMAGES: dict[str, str] = {}
+_IMAGES: dict[str, str] = {
+    "ReaderPlugin": "metallo.io._plugins",
+    "reader_for": "metallo.io._plugins",
+    "reader_names": "metallo.io._plugins",
+    "register_reader": "metallo.io._plugins",
+}
 _EBSD: dict[str, str] = {}
 
 _LAZY = {**_IMAGES, **_EBSD}
