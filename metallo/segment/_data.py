@@ -1,0 +1,521 @@
+"""Training data for supervised segmentation: labelled images, tiles and augmentation.
+
+Images are held as float32 ``(y, x, channel)`` arrays scaled to [0, 1] (8-bit / 255, 16-bit /
+65535); normalisation by the training mean and std happens after augmentation so that gamma
+and contrast act on physical intensities. Tiles are cut on a regular grid over a mirror-padded
+image (Breitenbach et al.: 256 px for LOM, 512 px for SEM, optional down-scaling first).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from metallo._xarray import pixel_size_um as _pixel_size_of
+from metallo._xarray import to_numpy
+from metallo.errors import ConfigError, FormatError
+
+__all__ = [
+    "Augment",
+    "LabelledImage",
+    "SegmentationData",
+    "TileDataset",
+    "default_tile_size",
+    "load_image_array",
+    "load_training_folder",
+    "mirror_index",
+    "segmentation_data_from_specimen",
+]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+DEFAULT_TILE = {"LOM": 256, "SEM": 512}
+
+
+def default_tile_size(modality: str | None) -> int:
+    """Training tile size of the lath-bainite paper: 256 px for LOM, 512 px for SEM.
+
+    Examples
+    --------
+    >>> default_tile_size("SEM")
+    512
+    """
+    return DEFAULT_TILE.get(str(modality).upper(), 256)
+
+
+def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Map indices outside ``[0, n)`` back inside by mirror reflection (``d c b | a b c d | c b a``).
+
+    Examples
+    --------
+    >>> mirror_index(np.arange(-3, 7), 4).tolist()
+    [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
+    """
+    index = np.asarray(index)
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= n, period - folded, folded)
+
+
+def to_unit_range(array: np.ndarray) -> np.ndarray:
+    """Integer images divided by their dtype maximum, floats kept; float32 (y, x, channel)."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ConfigError(f"an image must be (y, x) or (y, x, channel); got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        return (array.astype(np.float32) / float(np.iinfo(array.dtype).max)).astype(np.float32)
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    return np.nan_to_num(array.astype(np.float32, copy=False))
+
+
+def load_image_array(path: str | Path) -> np.ndarray:
+    """Read a PNG/TIFF/JPEG micrograph or label file as a numpy array (as stored).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
+    >>> Image.fromarray(np.zeros((3, 4), np.uint8)).save(p)
+    >>> load_image_array(p).shape
+    (3, 4)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        from PIL import Image
+
+        with Image.open(path) as im:
+            if im.mode in ("P", "CMYK", "LA", "PA"):
+                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+            return np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: not a readable image ({exc})") from None
+
+
+def _drop_alpha_and_grey(array: np.ndarray, grayscale: bool | str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[2] == 3:
+        equal = bool(np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]))
+        if grayscale is True or (grayscale == "auto" and equal):
+            array = array.mean(axis=2).astype(array.dtype) if not equal else array[..., 0]
+    return array
+
+
+@dataclass
+class LabelledImage:
+    """One micrograph (float32 (y, x, channel) in [0, 1]) with its label map (uint8 (y, x))."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    pixel_size_um: float | None = None
+
+
+@dataclass
+class SegmentationData:
+    """A set of labelled images with class names: what ``train`` and ``cross_validate`` consume.
+
+    Examples
+    --------
+    >>> img = LabelledImage("a", np.zeros((8, 8, 1), np.float32), np.zeros((8, 8), np.uint8))
+    >>> SegmentationData([img], classes=["matrix", "network"]).n_classes
+    2
+    """
+
+    samples: list[LabelledImage]
+    classes: list[str]
+    ignore_index: int = 255
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.samples:
+            raise ConfigError(f"no labelled images in {self.source or 'the data set'}")
+        channels = {s.image.shape[2] for s in self.samples}
+        if len(channels) != 1:
+            raise ConfigError(f"images of {self.source or 'the data set'} mix channel counts {sorted(channels)}")
+        for s in self.samples:
+            _check_pair(s.image, s.labels, len(self.classes), self.ignore_index, s.name)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.samples[0].image.shape[2])
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        sizes = [s.pixel_size_um for s in self.samples if s.pixel_size_um]
+        return float(np.median(sizes)) if sizes else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, indices: Iterable[int]) -> SegmentationData:
+        """The images at ``indices`` (for cross-validation folds)."""
+        return replace(self, samples=[self.samples[i] for i in indices])
+
+    def rescaled(self, scale: float) -> SegmentationData:
+        """Every image resized by ``scale`` (area interpolation down, linear up; labels nearest)."""
+        if scale == 1.0:
+            return self
+        return replace(self, samples=[rescale_sample(s, scale) for s in self.samples])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation over all pixels of all images."""
+        total = sum(s.image.shape[0] * s.image.shape[1] for s in self.samples)
+        mean = sum(s.image.reshape(-1, s.image.shape[2]).sum(0, dtype=np.float64) for s in self.samples) / total
+        sq = sum(((s.image.reshape(-1, s.image.shape[2]) - mean) ** 2).sum(0) for s in self.samples) / total
+        std = np.sqrt(np.maximum(sq, 1e-12))
+        return [float(v) for v in mean], [float(v) for v in std]
+
+
+def _check_pair(image: np.ndarray, labels: np.ndarray, n_classes: int, ignore_index: int, name: str) -> None:
+    if image.shape[:2] != labels.shape:
+        raise ConfigError(f"{name}: label map is {labels.shape[0]}x{labels.shape[1]} but the image is "
+                          f"{image.shape[0]}x{image.shape[1]} (rows x columns)")
+    bad = (labels >= n_classes) & (labels != ignore_index)
+    if bad.any():
+        raise ConfigError(f"{name}: label value {int(labels[bad].max())} is beyond n_classes={n_classes} "
+                          f"(valid 0..{n_classes - 1} and {ignore_index} = ignore)")
+
+
+def rescale_sample(sample: LabelledImage, scale: float) -> LabelledImage:
+    """Resize one labelled image by ``scale`` (the paper's optional down-scaling)."""
+    import cv2
+
+    if scale <= 0:
+        raise ConfigError(f"scale must be positive; got {scale}")
+    h, w = sample.labels.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(sample.image, size, interpolation=interp)
+    if image.ndim == 2:
+        image = image[..., None]
+    labels = cv2.resize(sample.labels, size, interpolation=cv2.INTER_NEAREST)
+    ps = sample.pixel_size_um / scale if sample.pixel_size_um else None
+    return LabelledImage(sample.name, image.astype(np.float32), labels, ps)
+
+
+def _read_classes_json(folder: Path) -> dict[str, Any]:
+    path = folder / "classes.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("classes", []), list):
+        raise FormatError(f"{path}: expected {{'classes': [names...], 'ignore_index': 255, 'pixel_size_um': float}}")
+    return meta
+
+
+def _read_metadata_csv(folder: Path) -> dict[str, float]:
+    path = folder / "metadata.csv"
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    if "um_per_px" not in table.columns:
+        return {}
+    key = "micrograph_id" if "micrograph_id" in table.columns else table.columns[0]
+    out = {}
+    for ident, ps in zip(table[key], table["um_per_px"], strict=True):
+        out[f"micrograph{ident}"] = float(ps)
+        out[str(ident)] = float(ps)
+    return out
+
+
+def load_training_folder(folder: str | Path, *, n_classes: int | None = None, classes: Sequence[str] | None = None,
+                         grayscale: bool | str = "auto", ignore_index: int | None = None) -> SegmentationData:
+    """Read ``folder/images/<stem>.*`` with ``folder/labels/<stem>.png`` into :class:`SegmentationData`.
+
+    ``classes.json`` (``{"classes": [...], "ignore_index": 255, "pixel_size_um": ...}``) and a
+    ``metadata.csv`` with ``um_per_px`` (as in the UHCS sets) are used when present.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The training-data folder.
+    n_classes : int, optional
+        Number of classes; default from classes.json, else the largest label + 1.
+    classes : sequence of str, optional
+        Class names (override classes.json).
+    grayscale : bool or "auto"
+        Convert RGB to one channel; "auto" does so when R = G = B (typical SEM PNGs).
+    ignore_index : int, optional
+        Label of unannotated pixels (classes.json or 255).
+
+    Returns
+    -------
+    SegmentationData
+
+    Examples
+    --------
+    >>> data = load_training_folder("path/to/uhcs")  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: training-data folder not found")
+    img_dir, lab_dir = folder / "images", folder / "labels"
+    if not img_dir.is_dir() or not lab_dir.is_dir():
+        raise ConfigError(f"{folder}: expected sub-folders images/ and labels/ (image/label pairs with the same stem)")
+    meta = _read_classes_json(folder)
+    ignore = int(ignore_index if ignore_index is not None else meta.get("ignore_index", 255))
+    sizes = _read_metadata_csv(folder)
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ConfigError(f"{img_dir}: no images (.png/.tif/.jpg) found")
+    label_files = {p.stem: p for p in lab_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    samples = []
+    for path in images:
+        if path.stem not in label_files:
+            raise ConfigError(f"{path}: no label map {lab_dir / (path.stem + '.png')}")
+        image = _drop_alpha_and_grey(load_image_array(path), grayscale)
+        labels = load_image_array(label_files[path.stem])
+        if labels.ndim == 3:
+            labels = labels[..., 0]
+        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:
+            raise ConfigError(f"{label_files[path.stem]}: labels must be integer class ids 0..254 (255 = ignore)")
+        ps = sizes.get(path.stem, meta.get("pixel_size_um"))
+        samples.append(LabelledImage(path.stem, to_unit_range(image), labels.astype(np.uint8), float(ps) if ps else None))
+    names = list(classes) if classes is not None else [str(c) for c in meta.get("classes", [])]
+    if n_classes is None:
+        n_classes = len(names) if names else int(max(int(s.labels[s.labels != ignore].max(initial=0)) for s in samples)) + 1
+    if not names:
+        names = [f"class_{i}" for i in range(n_classes)]
+    if len(names) != n_classes:
+        raise ConfigError(f"{folder}: {len(names)} class names but n_classes={n_classes}")
+    return SegmentationData(samples, names, ignore, source=str(folder))
+
+
+def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "micrographs/lom",
+                                    annotation: str = "annotations/bainite") -> SegmentationData:
+    """Pairs of ``micrographs/<m>`` and ``annotations/<a>`` nodes of one or more Specimens.
+
+    Parameters
+    ----------
+    specimens : Specimen or sequence of Specimen
+        Opened containers (anything with ``spec[node] -> xr.Dataset``).
+    micrograph, annotation : str
+        Node names; the annotation must lie on the micrograph's grid.
+
+    Returns
+    -------
+    SegmentationData
+
+    Examples
+    --------
+    >>> data = segmentation_data_from_specimen(spec, micrograph="micrographs/sem",
+    ...                                        annotation="annotations/bainite")  # doctest: +SKIP
+    """
+    specs = list(specimens) if isinstance(specimens, (list, tuple)) else [specimens]
+    samples, classes, ignore = [], None, 255
+    for i, spec in enumerate(specs):
+        try:
+            mic, ann = spec[micrograph], spec[annotation]
+        except KeyError as exc:
+            raise ConfigError(f"specimen {i}: node {exc} not found (need {micrograph!r} and {annotation!r})") from None
+        image_da = mic["image"] if "image" in mic else mic
+        labels_da = ann["labels"] if "labels" in ann else ann
+        attrs = {**getattr(ann, "attrs", {}), **getattr(labels_da, "attrs", {})}
+        names = attrs.get("classes")
+        if isinstance(names, str):
+            names = json.loads(names)
+        if names is None:
+            raise ConfigError(f"specimen {i}: {annotation} has no 'classes' attribute")
+        if classes is not None and list(names) != classes:
+            raise ConfigError(f"specimen {i}: {annotation} classes {names} differ from {classes}")
+        classes = list(names)
+        ignore = int(attrs.get("ignore_index", 255))
+        image = _drop_alpha_and_grey(to_numpy(image_da), "auto")
+        name = str(getattr(spec, "specimen_id", getattr(spec, "path", f"specimen{i}")))
+        samples.append(LabelledImage(f"{name}:{micrograph}", to_unit_range(image),
+                                     to_numpy(labels_da).astype(np.uint8), _pixel_size_of(image_da)))
+    return SegmentationData(samples, classes or [], ignore, source=f"{len(specs)} specimen(s)")
+
+
+@dataclass
+class Augment:
+    """Random flips, 90-degree rotations, brightness/contrast, gamma, blur and elastic warps.
+
+    Parameters
+    ----------
+    flips : bool
+        Horizontal and vertical mirror flips.
+    rot90 : bool
+        Rotations by multiples of 90 degrees (180 only on non-square tiles).
+    brightness : float
+        Additive shift up to ±brightness (intensities in [0, 1]).
+    contrast : float
+        Multiplicative contrast factor in [1 - contrast, 1 + contrast] about the tile mean.
+    gamma : float
+        ``image ** exp(u)`` with ``u`` uniform in ±gamma.
+    blur : float
+        Probability of a Gaussian blur with sigma uniform in [0.5, blur_sigma] px.
+    blur_sigma : float
+    elastic : float
+        Probability of an elastic warp (smooth random displacement, labels nearest).
+    elastic_alpha : float
+        Displacement amplitude in px.
+    elastic_sigma : float
+        Smoothness of the displacement field in px.
+
+    Examples
+    --------
+    >>> aug = Augment(elastic=1.0)
+    >>> img, lab = aug(np.random.rand(1, 32, 32).astype(np.float32), np.zeros((32, 32), np.uint8),
+    ...                np.random.default_rng(0))
+    >>> img.shape, lab.shape
+    ((1, 32, 32), (32, 32))
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    brightness: float = 0.05
+    contrast: float = 0.1
+    gamma: float = 0.2
+    blur: float = 0.0
+    blur_sigma: float = 1.5
+    elastic: float = 0.0
+    elastic_alpha: float = 8.0
+    elastic_sigma: float = 8.0
+
+    @classmethod
+    def from_config(cls, value: Any) -> Augment | None:
+        """``True`` -> defaults, ``False``/``None`` -> no augmentation, a dict -> those options."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, Augment):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"augment: unknown option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+            return cls(**value)
+        raise ConfigError(f"augment must be true, false or a mapping of options; got {value!r}")
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Augment a ``(channel, y, x)`` image in [0, 1] and its ``(y, x)`` label map together."""
+        if self.flips:
+            if rng.random() < 0.5:
+                image, labels = image[:, :, ::-1], labels[:, ::-1]
+            if rng.random() < 0.5:
+                image, labels = image[:, ::-1, :], labels[::-1, :]
+        if self.rot90:
+            k = int(rng.integers(4)) if image.shape[1] == image.shape[2] else 2 * int(rng.integers(2))
+            image, labels = np.rot90(image, k, axes=(1, 2)), np.rot90(labels, k)
+        if self.elastic > 0 and rng.random() < self.elastic:
+            image, labels = self._elastic(image, labels, rng)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if self.blur > 0 and rng.random() < self.blur:
+            sigma = rng.uniform(0.5, self.blur_sigma)
+            image = ndimage.gaussian_filter(image, (0, sigma, sigma), mode="mirror")
+        if self.gamma > 0:
+            image = np.clip(image, 0.0, 1.0) ** np.float32(math.exp(rng.uniform(-self.gamma, self.gamma)))
+        if self.contrast > 0:
+            mean = image.mean(axis=(1, 2), keepdims=True)
+            image = (image - mean) * np.float32(rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
+        if self.brightness > 0:
+            image = image + np.float32(rng.uniform(-self.brightness, self.brightness))
+        return image.astype(np.float32, copy=False), np.ascontiguousarray(labels)
+
+    def _elastic(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        h, w = labels.shape
+        dy, dx = (ndimage.gaussian_filter(rng.uniform(-1, 1, (h, w)), self.elastic_sigma, mode="mirror")
+                  for _ in range(2))
+        norm = max(np.abs(dy).max(), np.abs(dx).max(), 1e-12)
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        coords = np.stack([yy + dy / norm * self.elastic_alpha, xx + dx / norm * self.elastic_alpha])
+        warped = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="mirror") for c in image])
+        warped_labels = ndimage.map_coordinates(labels, coords, order=0, mode="mirror")
+        return warped.astype(np.float32), warped_labels.astype(labels.dtype)
+
+
+class TileDataset:
+    """Torch-style dataset of ``(image (C, th, tw) float32, labels (th, tw) int64)`` tiles.
+
+    Tiles lie on a regular grid over each image, mirror-padded where the grid overhangs; with
+    ``jitter`` the grid is shifted randomly each epoch so that training sees every context.
+
+    Parameters
+    ----------
+    data : SegmentationData
+    tile : int
+        Tile side in px (after any scaling of ``data``).
+    mean, std : sequence of float
+        Per-channel normalisation applied after augmentation.
+    augment : Augment, optional
+    jitter : bool
+    seed : int
+
+    Examples
+    --------
+    >>> img = LabelledImage("a", np.zeros((40, 50, 1), np.float32), np.zeros((40, 50), np.uint8))
+    >>> ds = TileDataset(SegmentationData([img], ["a"]), tile=32, mean=[0.0], std=[1.0])
+    >>> len(ds), ds[0][0].shape
+    (4, (1, 32, 32))
+    """
+
+    def __init__(self, data: SegmentationData, *, tile: int, mean: Sequence[float], std: Sequence[float],
+                 augment: Augment | None = None, jitter: bool = False, seed: int = 0) -> None:
+        if tile < 1:
+            raise ConfigError(f"tile size must be >= 1 px; got {tile}")
+        self.data, self.tile, self.augment, self.jitter, self.seed = data, int(tile), augment, jitter, seed
+        self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
+        self.epoch = 0
+        self.index: list[tuple[int, int, int]] = []
+        for k, s in enumerate(data.samples):
+            h, w = s.labels.shape
+            ny, nx = max(1, math.ceil(h / tile)), max(1, math.ceil(w / tile))
+            # Centre the grid so the mirror padding is split over both sides.
+            oy, ox = (ny * tile - h) // 2, (nx * tile - w) // 2
+            self.index += [(k, r * tile - oy, c * tile - ox) for r in range(ny) for c in range(nx)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed augmentation and jitter for a new epoch (deterministic per seed and epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        k, y0, x0 = self.index[i]
+        sample = self.data.samples[k]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.jitter:
+            y0 += int(rng.integers(-self.tile // 2, self.tile // 2 + 1))
+            x0 += int(rng.integers(-self.tile // 2, self.tile // 2 + 1))
+        h, w = sample.labels.shape
+        rows = mirror_index(np.arange(y0, y0 + self.tile), h)
+        cols = mirror_index(np.arange(x0, x0 + self.tile), w)
+        image = sample.image[np.ix_(rows, cols)].transpose(2, 0, 1)
+        labels = sample.labels[np.ix_(rows, cols)]
+        if self.augment is not None:
+            image, labels = self.augment(image, labels, rng)
+        image = (image - self.mean) / self.std
+        return np.ascontiguousarray(image, dtype=np.float32), labels.astype(np.int64)

@@ -1,0 +1,218 @@
+"""Segmentation losses: cross-entropy, class-weighted CE, focal loss, Dice.
+
+Every loss takes logits ``(N, C, ...)`` and integer targets ``(N, ...)`` and leaves pixels
+equal to ``ignore_index`` out of both the numerator and the normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metallo._registry import Registry
+from metallo.errors import ConfigError
+
+__all__ = ["DiceLoss", "FocalLoss", "get_loss", "inverse_frequency_weights", "loss_names"]
+
+_LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+
+
+def inverse_frequency_weights(labels: Any, *, n_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Class weights proportional to the inverse pixel frequency, normalised to mean 1.
+
+    Absent classes get the largest weight of the present ones.
+
+    Parameters
+    ----------
+    labels : array-like of int, or a sequence of label maps
+    n_classes : int
+    ignore_index : int
+
+    Returns
+    -------
+    ndarray (n_classes,) float
+
+    Examples
+    --------
+    >>> inverse_frequency_weights(np.array([0, 0, 0, 1]), n_classes=2).round(2).tolist()
+    [0.5, 1.5]
+    """
+    maps = labels if isinstance(labels, (list, tuple)) else [labels]
+    counts = np.zeros(n_classes, dtype=np.float64)
+    for lab in maps:
+        flat = np.asarray(lab).ravel()
+        flat = flat[flat != ignore_index].astype(np.int64)
+        counts += np.bincount(flat, minlength=n_classes)[:n_classes]
+    present = counts > 0
+    if not present.any():
+        raise ConfigError("no labelled pixels to compute class frequencies from")
+    weights = np.zeros(n_classes)
+    weights[present] = counts[present].sum() / counts[present]
+    weights[~present] = weights[present].max()
+    return weights / weights.mean()
+
+
+def _as_weight(weight: Sequence[float] | np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+    if weight is None:
+        return None
+    return torch.as_tensor(np.asarray(weight, dtype=np.float32))
+
+
+class _CE(nn.Module):
+    def __init__(self, weight: Any = None, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        w = _as_weight(weight)
+        self.register_buffer("weight", w if w is not None else torch.empty(0), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(logits.dtype) if self.weight.numel() else None
+        if not (target != self.ignore_index).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), target.long(), weight=None if weight is None else weight.float(),
+                               ignore_index=self.ignore_index)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss ``-alpha_t (1 - p_t)**gamma log p_t`` (Lin et al. 2017), mean over labelled pixels.
+
+    Parameters
+    ----------
+    gamma : float
+        Focusing parameter (2, as recommended and used for UHCS).
+    alpha : None, sequence of float or "inverse_frequency"
+        Per-class weights; "inverse_frequency" is resolved from the training labels by
+        :func:`~metallo.segment.train`.
+    ignore_index : int
+
+    Examples
+    --------
+    >>> loss = FocalLoss(gamma=0.0)
+    >>> x, t = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    >>> bool(torch.isclose(loss(x, t), F.cross_entropy(x, t)))
+    True
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: Any = None, ignore_index: int = 255) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ConfigError(f"focal loss gamma must be >= 0; got {gamma}")
+        if isinstance(alpha, str):
+            raise ConfigError(f"focal loss alpha={alpha!r} must be resolved to class weights first (train() does this)")
+        self.gamma = float(gamma)
+        self.ignore_index = ignore_index
+        a = _as_weight(alpha)
+        self.register_buffer("alpha", a if a is not None else torch.empty(0), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.long()
+        valid = target != self.ignore_index
+        if not valid.any():
+            return logits.sum() * 0.0
+        safe = target.masked_fill(~valid, 0)
+        logp = F.log_softmax(logits.float(), dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+        loss = -((1.0 - logp.exp()).clamp_min(0.0) ** self.gamma) * logp
+        if self.alpha.numel():
+            loss = loss * self.alpha.float()[safe]
+        return loss[valid].mean()
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss ``1 - mean_c 2|P_c T_c| / (|P_c| + |T_c|)`` over labelled pixels.
+
+    Parameters
+    ----------
+    smooth : float
+        Added to numerator and denominator (1).
+    ignore_index : int
+
+    Examples
+    --------
+    >>> t = torch.randint(0, 2, (1, 8, 8))
+    >>> perfect = F.one_hot(t, 2).permute(0, 3, 1, 2).float() * 50
+    >>> float(DiceLoss()(perfect, t)) < 1e-3
+    True
+    """
+
+    def __init__(self, smooth: float = 1.0, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.smooth = float(smooth)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n_classes = logits.shape[1]
+        target = target.long()
+        valid = (target != self.ignore_index).unsqueeze(1)
+        prob = F.softmax(logits.float(), dim=1) * valid
+        onehot = F.one_hot(target.masked_fill(~valid.squeeze(1), 0), n_classes).movedim(-1, 1) * valid
+        dims = (0, *range(2, logits.ndim))
+        inter = (prob * onehot).sum(dims)
+        denom = prob.sum(dims) + onehot.sum(dims)
+        return 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth)).mean()
+
+
+@_LOSSES.register("ce")
+def _ce(*, ignore_index: int = 255) -> nn.Module:
+    return _CE(None, ignore_index)
+
+
+@_LOSSES.register("weighted_ce")
+def _weighted_ce(*, weight: Any, ignore_index: int = 255) -> nn.Module:
+    if isinstance(weight, str):
+        raise ConfigError(f"weighted_ce weight={weight!r} must be resolved to class weights first (train() does this)")
+    return _CE(weight, ignore_index)
+
+
+@_LOSSES.register("focal")
+def _focal(*, gamma: float = 2.0, alpha: Any = None, ignore_index: int = 255) -> nn.Module:
+    return FocalLoss(gamma, alpha, ignore_index)
+
+
+@_LOSSES.register("dice")
+def _dice(*, smooth: float = 1.0, ignore_index: int = 255) -> nn.Module:
+    return DiceLoss(smooth, ignore_index)
+
+
+def loss_names() -> list[str]:
+    """Names accepted by :func:`get_loss`.
+
+    Examples
+    --------
+    >>> loss_names()
+    ['ce', 'dice', 'focal', 'weighted_ce']
+    """
+    return _LOSSES.names()
+
+
+def get_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build a loss by name.
+
+    Parameters
+    ----------
+    name : str
+        ``"ce"``, ``"weighted_ce"`` (``weight=``), ``"focal"`` (``gamma=``, ``alpha=``) or
+        ``"dice"`` (``smooth=``).
+    **kwargs
+        Loss options and ``ignore_index`` (255).
+
+    Returns
+    -------
+    torch.nn.Module
+        Called as ``loss(logits (N, C, ...), target (N, ...))``.
+
+    Examples
+    --------
+    >>> loss = get_loss("focal", gamma=2.0, alpha=[1.0, 3.0])
+    >>> float(loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))) > 0
+    True
+    """
+    factory = _LOSSES.get(name)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"loss {name!r}: bad option ({exc})") from None

@@ -1,0 +1,393 @@
+"""Supervised segmentation networks and their registry.
+
+Every model maps ``(batch, in_channels, H, W)`` to per-class logits ``(batch, n_classes, H, W)``
+for any ``H, W``: inputs that are not a multiple of the model's down-sampling factor are
+mirror-padded inside ``forward`` and the output is cropped back. Pass ``strict_size=True`` to
+get an error that names the padded size instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metallo._registry import Registry
+from metallo.errors import ConfigError
+from metallo.segment._vgg import BLOCK_CHANNELS, BLOCK_ENDS, VGG16, load_vgg16_state_dict
+
+__all__ = [
+    "PixelNet",
+    "SegmentationModel",
+    "UNet",
+    "UNetVGG16",
+    "get_model",
+    "model_names",
+    "padded_size",
+    "register_model",
+]
+
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that adds a model class (or factory) to the registry under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registry name used by :func:`get_model` and stored in checkpoints.
+
+    Returns
+    -------
+    callable
+        The decorator.
+
+    Examples
+    --------
+    >>> @register_model("my_net")  # doctest: +SKIP
+    ... class MyNet(SegmentationModel): ...
+    """
+    return _MODELS.register(name)
+
+
+def model_names() -> list[str]:
+    """Names of the registered segmentation models.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> model_names()
+    ['pixelnet', 'unet', 'unet_vgg16']
+    """
+    return _MODELS.names()
+
+
+def get_model(name: str, *, n_classes: int, in_channels: int = 1, **kwargs: Any) -> nn.Module:
+    """Build a registered segmentation model.
+
+    Parameters
+    ----------
+    name : str
+        ``"unet"``, ``"unet_vgg16"`` or ``"pixelnet"``; an unknown name raises
+        :class:`~metallo.errors.UnknownNameError` listing the valid ones.
+    n_classes : int
+        Number of output classes.
+    in_channels : int
+        1 for grey micrographs (default), 3 for RGB.
+    **kwargs
+        Model options, e.g. ``base_channels`` for ``unet``, ``weights`` for the VGG16 models.
+
+    Returns
+    -------
+    torch.nn.Module
+        A :class:`SegmentationModel`; ``model.config`` holds what rebuilds it.
+
+    Examples
+    --------
+    >>> net = get_model("unet", n_classes=3, base_channels=8)
+    >>> net(torch.zeros(1, 1, 37, 50)).shape
+    torch.Size([1, 3, 37, 50])
+    """
+    factory = _MODELS.get(name)
+    if int(n_classes) < 1:
+        raise ConfigError(f"n_classes must be >= 1; got {n_classes}")
+    if int(in_channels) < 1:
+        raise ConfigError(f"in_channels must be >= 1; got {in_channels}")
+    try:
+        model = factory(n_classes=int(n_classes), in_channels=int(in_channels), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: bad option ({exc})") from None
+    model.model_name = str(name).lower()
+    return model
+
+
+def padded_size(shape: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """The smallest (H, W) >= ``shape`` whose sides are multiples of ``multiple``.
+
+    Examples
+    --------
+    >>> padded_size((481, 645), 16)
+    (496, 656)
+    """
+    return tuple(-(-int(s) // multiple) * multiple for s in shape)  # type: ignore[return-value]
+
+
+def _mirror_pad(x: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
+    pad_y, pad_x = target[0] - x.shape[-2], target[1] - x.shape[-1]
+    if pad_y == 0 and pad_x == 0:
+        return x
+    # Reflection cannot pad by the side length or more; tiny inputs repeat their edge instead.
+    mode = "reflect" if pad_y < x.shape[-2] and pad_x < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pad_x, 0, pad_y), mode=mode)
+
+
+class SegmentationModel(nn.Module):
+    """Base class: size handling, ``config`` for checkpoints, ``dense_logits`` hook.
+
+    Subclasses implement ``dense_logits(x)`` for inputs whose sides are multiples of
+    ``size_multiple``.
+    """
+
+    size_multiple: int = 16
+    sparse_training: bool = False
+    model_name: str = ""
+
+    def __init__(self, *, n_classes: int, in_channels: int, strict_size: bool = False) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.in_channels = in_channels
+        self.strict_size = strict_size
+        self.config: dict[str, Any] = {}
+
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(
+                f"{type(self).__name__} expects input (batch, {self.in_channels}, H, W); got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        target = padded_size((h, w), self.size_multiple)
+        if target != (h, w):
+            if self.strict_size:
+                raise ConfigError(
+                    f"{type(self).__name__} needs H and W that are multiples of {self.size_multiple}; "
+                    f"got {h}x{w}, pad to {target[0]}x{target[1]}"
+                )
+            return self.dense_logits(_mirror_pad(x, target))[..., :h, :w]
+        return self.dense_logits(x)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+@register_model("unet")
+class UNet(SegmentationModel):
+    """The U-Net of Ronneberger et al. as used for lath bainite: 4 down-sampling levels,
+    batch norm after each convolution, transposed-convolution up-sampling, same padding.
+
+    Parameters
+    ----------
+    n_classes, in_channels : int
+        Output classes and input channels.
+    base_channels : int
+        Width of the first level (64 in the paper); level ``i`` has ``base * 2**i``.
+    depth : int
+        Number of down-sampling levels (4).
+    dropout : float
+        Dropout before the bottleneck (0 disables).
+
+    Examples
+    --------
+    >>> UNet(n_classes=2, in_channels=1, base_channels=4)(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 2, 32, 32])
+    """
+
+    def __init__(self, *, n_classes: int, in_channels: int = 1, base_channels: int = 64,
+                 depth: int = 4, dropout: float = 0.0, strict_size: bool = False) -> None:
+        super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
+        self.config = {"base_channels": base_channels, "depth": depth, "dropout": dropout}
+        self.size_multiple = 2**depth
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for width in widths[:-1]:
+            self.down.append(_conv_bn_relu(cin, width))
+            cin = width
+        self.pool = nn.MaxPool2d(2)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.bottleneck = _conv_bn_relu(widths[-2], widths[-1])
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for i in range(depth, 0, -1):
+            self.up.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
+            self.up_conv.append(_conv_bn_relu(2 * widths[i - 1], widths[i - 1]))
+        self.head = nn.Conv2d(widths[0], n_classes, 1)
+
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(self.drop(x))
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips), strict=True):
+            x = conv(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+class _VGGEncoderMixin:
+    features: nn.Sequential
+
+    def _init_encoder(self, in_channels: int, weights: str | Path | None) -> None:
+        self.features = VGG16(in_channels=in_channels).features
+        if weights is not None:
+            state = load_vgg16_state_dict(weights, in_channels=in_channels)
+            self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()})
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after conv1_2, conv2_2, conv3_3, conv4_3 and conv5_3 (post-ReLU)."""
+        taps = []
+        for i, layer in enumerate(self.features[: BLOCK_ENDS[-1] + 1]):
+            x = layer(x)
+            if i in BLOCK_ENDS:
+                taps.append(x)
+        return taps
+
+
+@register_model("unet_vgg16")
+class UNetVGG16(_VGGEncoderMixin, SegmentationModel):
+    """U-Net with a VGG16 encoder (torchvision names under ``features.*``) and a bilinear
+    up-sampling decoder with skips from conv1_2 ... conv4_3.
+
+    Parameters
+    ----------
+    n_classes, in_channels : int
+        Output classes and input channels.
+    weights : str or Path, optional
+        ``"imagenet"`` (torch hub cache ``vgg16-397923af.pth``) or a state-dict file;
+        ``None`` initialises randomly.
+    decoder_channels : tuple of int
+        Widths of the four decoder stages.
+
+    Examples
+    --------
+    >>> UNetVGG16(n_classes=2)(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 2, 32, 32])
+    """
+
+    def __init__(self, *, n_classes: int, in_channels: int = 1, weights: str | Path | None = None,
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32), strict_size: bool = False) -> None:
+        super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
+        decoder_channels = tuple(int(c) for c in decoder_channels)
+        if len(decoder_channels) != 4:
+            raise ConfigError(f"decoder_channels needs 4 widths; got {decoder_channels}")
+        # weights are not part of config: the checkpoint state dict carries them.
+        self.config = {"decoder_channels": list(decoder_channels)}
+        self._init_encoder(in_channels, weights)
+        self.decoder = nn.ModuleList()
+        cin = BLOCK_CHANNELS[-1]
+        for skip_ch, width in zip(reversed(BLOCK_CHANNELS[:-1]), decoder_channels, strict=True):
+            self.decoder.append(_conv_bn_relu(cin + skip_ch, width))
+            cin = width
+        self.head = nn.Conv2d(cin, n_classes, 1)
+
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+        taps = self.encode(x)
+        y = taps[-1]
+        for block, skip in zip(self.decoder, reversed(taps[:-1]), strict=True):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, skip], dim=1))
+        return self.head(y)
+
+
+@register_model("pixelnet")
+class PixelNet(_VGGEncoderMixin, SegmentationModel):
+    """PixelNet: VGG16 hypercolumns (conv1_2, conv2_2, conv3_3, conv4_3, conv5_3, each batch-
+    normalised after its ReLU) classified pixel by pixel with an MLP.
+
+    Training samples a sparse set of pixels per image (:meth:`sample_logits`), which keeps the
+    memory of the 1472-channel hypercolumns small; inference is dense.
+
+    Parameters
+    ----------
+    n_classes, in_channels : int
+        Output classes and input channels.
+    weights : str or Path, optional
+        VGG16 initialisation, as for ``unet_vgg16``.
+    hidden : int
+        MLP width (1024 in the paper).
+    n_hidden : int
+        Number of hidden MLP layers (2).
+    dropout : float
+        Dropout after the last hidden layer (0.1).
+    pixels_per_image : int
+        Pixels sampled per image during training (2048).
+
+    Examples
+    --------
+    >>> PixelNet(n_classes=4, hidden=16)(torch.zeros(1, 1, 20, 24)).shape
+    torch.Size([1, 4, 20, 24])
+    """
+
+    sparse_training = True
+
+    def __init__(self, *, n_classes: int, in_channels: int = 1, weights: str | Path | None = None,
+                 hidden: int = 1024, n_hidden: int = 2, dropout: float = 0.1,
+                 pixels_per_image: int = 2048, strict_size: bool = False) -> None:
+        super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
+        self.config = {"hidden": hidden, "n_hidden": n_hidden, "dropout": dropout,
+                       "pixels_per_image": pixels_per_image}
+        self.pixels_per_image = int(pixels_per_image)
+        self._init_encoder(in_channels, weights)
+        self.tap_norms = nn.ModuleList(nn.BatchNorm2d(c) for c in BLOCK_CHANNELS)
+        layers: list[nn.Module] = []
+        cin = sum(BLOCK_CHANNELS)
+        for _ in range(n_hidden):
+            layers += [nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden)]
+            cin = hidden
+        layers += [nn.Dropout(dropout), nn.Linear(cin, n_classes)]
+        self.mlp = nn.Sequential(*layers)
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [norm(t) for norm, t in zip(self.tap_norms, self.encode(x), strict=True)]
+
+    def _classify(self, columns: torch.Tensor) -> torch.Tensor:
+        # columns (N, C) -> (N, n_classes); BatchNorm1d needs the flat layout.
+        return self.mlp(columns)
+
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        taps = self._taps(x)
+        columns = torch.cat(
+            [taps[0]] + [F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) for t in taps[1:]],
+            dim=1,
+        )
+        flat = columns.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+        return self._classify(flat).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def sample_logits(self, x: torch.Tensor, labels: torch.Tensor, *, generator: torch.Generator | None = None,
+                      ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets at ``pixels_per_image`` random labelled pixels of each image.
+
+        Returns
+        -------
+        logits : Tensor (batch, n_classes, pixels)
+        targets : Tensor (batch, pixels)
+        """
+        b, _, h, w = x.shape
+        target_size = padded_size((h, w), self.size_multiple)
+        padded = _mirror_pad(x, target_size)
+        taps = self._taps(padded)
+        n = self.pixels_per_image
+        # Draw among labelled pixels only: random scores, ignored pixels ranked last.
+        scores = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device)
+        scores = scores.masked_fill(labels == ignore_index, -1.0).reshape(b, -1)
+        flat_idx = scores.topk(min(n, h * w), dim=1).indices
+        ys, xs = flat_idx // w, flat_idx % w
+        grid = torch.stack(
+            [(xs.float() + 0.5) / target_size[1] * 2 - 1, (ys.float() + 0.5) / target_size[0] * 2 - 1], dim=-1
+        ).unsqueeze(1).to(x.dtype)
+        cols = [F.grid_sample(t, grid, mode="bilinear", align_corners=False).squeeze(2) for t in taps]
+        columns = torch.cat(cols, dim=1)  # (b, C, n)
+        logits = self._classify(columns.permute(0, 2, 1).reshape(-1, columns.shape[1]))
+        logits = logits.reshape(b, -1, self.n_classes).permute(0, 2, 1)
+        targets = labels.reshape(b, -1).gather(1, flat_idx)
+        return logits, targets
