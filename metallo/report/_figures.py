@@ -1,0 +1,116 @@
+"""Figures of the QC report, rendered with matplotlib (Agg) to PNG bytes."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# A colour-blind-safe palette (Okabe-Ito) for class overlays.
+PALETTE = np.array(
+    [
+        [0.902, 0.624, 0.000],
+        [0.337, 0.706, 0.914],
+        [0.000, 0.620, 0.451],
+        [0.941, 0.894, 0.259],
+        [0.000, 0.447, 0.698],
+        [0.835, 0.369, 0.000],
+        [0.800, 0.475, 0.655],
+    ]
+)
+
+
+def _figure(width: float = 6.0, height: float = 4.0):  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def png_data_uri(fig: Any) -> str:
+    """A matplotlib figure as a ``data:image/png;base64`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3:
+        image = image[..., :3].mean(axis=2)
+    lo, hi = np.nanpercentile(image, [0.5, 99.5])
+    return np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+
+
+def overlay_figure(image: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, ignore_index: int = 255,
+                   extent_um: tuple[float, float] | None = None) -> Any:
+    """Micrograph beside the micrograph with the class overlay (alpha 0.45)."""
+    grey = _grey(image)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    colours = PALETTE[np.arange(len(classes)) % len(PALETTE)]
+    valid = (labels != ignore_index) & (labels < len(classes))
+    tinted = rgb.copy()
+    tinted[valid] = 0.55 * rgb[valid] + 0.45 * colours[labels[valid].astype(int)]
+    fig = _figure(10, 4.6)
+    axes = fig.subplots(1, 2)
+    extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
+    for ax, img, title in zip(axes, (rgb, tinted), ("micrograph", "segmentation overlay"), strict=True):
+        ax.imshow(img, extent=extent, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("x (µm)" if extent else "x (px)")
+    axes[0].set_ylabel("y (µm)" if extent else "y (px)")
+    from matplotlib.patches import Patch
+
+    axes[1].legend(handles=[Patch(color=colours[i], label=c) for i, c in enumerate(classes)], loc="lower right", fontsize=8)
+    return fig
+
+
+def fractions_figure(table: Any, limits: Mapping[str, Sequence[float]]) -> Any:
+    """Bar chart of phase fractions with 95% CI error bars and the QC limits as bands."""
+    fig = _figure(6, 3.6)
+    ax = fig.subplots()
+    classes = list(table["class"])
+    x = np.arange(len(classes))
+    mean = table["mean"].to_numpy() * 100
+    err = np.vstack([mean - table["ci_low"].to_numpy() * 100, table["ci_high"].to_numpy() * 100 - mean])
+    ax.bar(x, mean, color=PALETTE[x % len(PALETTE)], yerr=err, capsize=6)
+    for i, cls in enumerate(classes):
+        if cls in limits:
+            lo, hi = limits[cls]
+            ax.fill_between([i - 0.45, i + 0.45], lo * 100, hi * 100, color="k", alpha=0.12, label="limits" if i == 0 else None)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("area fraction (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("phase fractions, 95% CI over fields")
+    return fig
+
+
+def histogram_figure(values: np.ndarray, *, xlabel: str, title: str) -> Any:
+    """Histogram (log-spaced bins when the values span a decade) with the ECDF."""
+    fig = _figure(6, 3.4)
+    ax = fig.subplots()
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    else:
+        if values.max() / values.min() > 10:
+            bins = np.geomspace(values.min(), values.max(), 30)
+            ax.set_xscale("log")
+        else:
+            bins = 30
+        ax.hist(values, bins=bins, color=PALETTE[1], edgecolor="white")
+        ax2 = ax.twinx()
+        s = np.sort(values)
+        ax2.plot(s, np.arange(1, s.size + 1) / s.size, color="k", lw=1)
+        ax2.set_ylabel("ECDF")
+        ax2.set_ylim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    return fig
