@@ -13,7 +13,7 @@ _IMAGES: dict[str, str] = {
     "reader_names": "metallo.io._plugins",
     "register_reader": "metallo.io._plugins",
 }
-_EBSD: dict[str, str] = {}
+_EBSD: dict[str, str] = {"read_ebsd": "metallo.io._ebsd", "write_ang": "metallo.io._ebsd"}
 
 _LAZY = {**_IMAGES, **_EBSD}
 __all__ = sorted(_LAZY)

@@ -1,0 +1,269 @@
+"""TSL/EDAX OIM ``.ang`` reader and writer (square and hexagonal grids).
+
+Columns (8, 9, 10 or more): phi1 Phi phi2 (rad) x y (µm) IQ CI phase [SEM-signal [fit [...]]].
+Unindexed points are marked by CI = -1 or by the Euler marker 4*pi; both become phase -1.
+A phase column of 0 in a single-phase file means that phase (OIM's single-phase convention);
+in a multi-phase file it means not indexed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from metallo._atomic import atomic_path
+from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
+from metallo.errors import FormatError
+from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
+from metallo.io._plugins import register_reader
+
+__all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "write_ang"]
+
+#: TSL symmetry codes -> Laue group.
+ANG_SYMMETRY = {
+    1: "-1", 2: "2/m", 20: "2/m", 21: "2/m", 22: "mmm", 4: "4/m", 42: "4/mmm", 3: "-3",
+    32: "-3m", 6: "6/m", 62: "6/mmm", 23: "m-3", 43: "m-3m",
+}
+_LAUE_TO_ANG = {"-1": 1, "2/m": 2, "mmm": 22, "4/m": 4, "4/mmm": 42, "-3": 3, "-3m": 32,
+                "6/m": 6, "6/mmm": 62, "m-3": 23, "m-3m": 43}
+_COLUMNS = ("phi1", "Phi", "phi2", "x", "y", "iq", "ci", "phase", "sem", "fit")
+_UNINDEXED_EULER = 4.0 * np.pi
+
+
+def sniff_ang(head: bytes) -> bool:
+    """True if ``head`` (the first bytes of a file) looks like a TSL .ang header."""
+    text = head.lstrip()
+    return text.startswith(b"#") and any(
+        key in head for key in (b"MaterialName", b"GRID:", b"XSTEP", b"TEM_PIXperUM")
+    )
+
+
+def _header_value(line: str) -> str:
+    body = line.lstrip("#").strip()
+    parts = re.split(r"[:\s]+", body, maxsplit=1)
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+def _to_float(value: str, source: str, line_no: int, key: str) -> float:
+    try:
+        return float(value.replace(",", ".").split()[0])
+    except (ValueError, IndexError) as exc:
+        raise FormatError(f"{source}: line {line_no}: {key} is not a number: {value!r}") from exc
+
+
+def read_ang(path: str | Path) -> xr.Dataset:
+    """Read a TSL/EDAX ``.ang`` EBSD map.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ang`` file.
+
+    Returns
+    -------
+    xr.Dataset
+        The EBSD layout of :func:`metallo.ebsd.ebsd_dataset`, with ``ci``, ``iq`` and, where the
+        file has them, ``sem`` and ``fit`` (extra columns as ``col10``, ``col11``, ...).
+
+    Example
+    -------
+    >>> ebsd = read_ang("map.ang")  # doctest: +SKIP
+    """
+    path = Path(path)
+    source = path.name
+    raw = path.read_bytes().decode("latin-1")
+    lines = raw.split("\n")
+    n_header = next(
+        (k for k, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")),
+        len(lines),
+    )
+    header: dict[str, Any] = {}
+    phases: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    grid = "square"
+    for k, line in enumerate(lines[:n_header]):
+        line_no = k + 1
+        body = line.lstrip("#").strip()
+        if not body:
+            continue
+        key = re.split(r"[:\s]+", body, maxsplit=1)[0]
+        value = _header_value(line)
+        lower = key.lower()
+        if lower == "phase":
+            current = {"id": int(_to_float(value, source, line_no, "Phase")), "name": "", "symmetry": None, "lattice": []}
+            phases.append(current)
+        elif lower == "materialname":
+            if current is None or current["name"]:
+                current = {"id": len(phases) + 1, "name": "", "symmetry": None, "lattice": []}
+                phases.append(current)
+            current["name"] = value
+        elif lower == "symmetry":
+            if current is None:
+                current = {"id": len(phases) + 1, "name": "", "symmetry": None, "lattice": []}
+                phases.append(current)
+            code = int(_to_float(value, source, line_no, "Symmetry"))
+            if code not in ANG_SYMMETRY:
+                raise FormatError(
+                    f"{source}: line {line_no}: unknown symmetry code {code}; expected one of "
+                    f"{', '.join(str(c) for c in sorted(ANG_SYMMETRY))}"
+                )
+            current["symmetry"] = ANG_SYMMETRY[code]
+        elif lower == "latticeconstants" and current is not None:
+            current["lattice"] = [_to_float(v, source, line_no, "LatticeConstants") for v in value.split()[:6]]
+        elif lower == "grid":
+            grid = "hexagonal" if value.lower().startswith("hex") else "square"
+            header["GRID"] = value
+        elif lower in ("xstep", "ystep", "ncols_odd", "ncols_even", "nrows"):
+            header[key.upper()] = _to_float(value, source, line_no, key.upper())
+        elif current is None and value:
+            header[key] = value
+    for p in phases:
+        if p["symmetry"] is None:
+            raise FormatError(f"{source}: phase {p['id']} ({p['name'] or 'unnamed'}) has no Symmetry line")
+        p["name"] = p["name"] or f"phase{p['id']}"
+    data = parse_table("\n".join(lines[n_header:]), first_line_no=n_header + 1, source=source)
+    n_cols = data.shape[1]
+    if n_cols < 8:
+        raise FormatError(f"{source}: line {n_header + 1} has {n_cols} columns, expected at least 8")
+    euler = data[:, :3].copy()
+    x, y, iq, ci, phase_col = data[:, 3], data[:, 4], data[:, 5], data[:, 6], data[:, 7]
+    hx, hy = header.get("XSTEP"), header.get("YSTEP")
+    nrows, ncols = header.get("NROWS"), header.get("NCOLS_ODD")
+    placement = place_on_grid(
+        x, y, source=source, grid=grid,
+        header_step=(hx, hy),
+        header_shape=(int(nrows) if nrows else None, int(ncols) if ncols else None),
+    )
+    check_duplicates(placement, source)
+    phase_ids = np.rint(phase_col).astype(np.int64)
+    known = {p["id"] for p in phases}
+    if len(phases) == 1:
+        phase_ids[phase_ids == 0] = phases[0]["id"]
+    else:
+        phase_ids[phase_ids == 0] = -1
+    unknown = ~np.isin(phase_ids, list(known) + [-1])
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise FormatError(
+            f"{source}: line {n_header + 1 + row}: phase {phase_ids[row]} is not in the header phases {sorted(known)}"
+        )
+    marker = (np.abs(euler) > 2.0 * np.pi + 1e-3).any(axis=1)
+    phase_ids[marker | (ci < 0)] = -1
+    euler[marker] = np.nan
+    variables: dict[str, np.ndarray] = {
+        "ci": scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan)),
+        "iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan)),
+    }
+    for c in range(8, n_cols):
+        name = _COLUMNS[c] if c < len(_COLUMNS) else f"col{c}"
+        variables[name] = scatter_to_grid(placement, data[:, c].astype(np.float32), np.float32(np.nan))
+    header.update({"format": "ang", "columns": n_cols, "n_points": int(len(x))})
+    return ebsd_dataset(
+        scatter_to_grid(placement, euler, np.nan),
+        scatter_to_grid(placement, phase_ids.astype(np.int16), np.int16(-1)),
+        step_um=placement.step_x,
+        step_y_um=placement.step_y,
+        grid=placement.grid,
+        phases=phases,
+        origin_um=placement.origin,
+        variables=variables,
+        source=source,
+        header=header,
+    )
+
+
+def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
+    """Write an EBSD map to a TSL ``.ang`` file (square or hexagonal grid, 10 columns).
+
+    Points with phase -1 are written as OIM writes unindexed points: Euler angles 4*pi,
+    CI -1, phase 0. On a hexagonal grid the padding cell at the end of each odd row is not
+    written, so rows alternate between NCOLS_ODD and NCOLS_EVEN points.
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map in the layout of :func:`metallo.ebsd.ebsd_dataset`.
+    path : str or Path
+        Output file.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Example
+    -------
+    >>> write_ang(ebsd, tmp_path / "map.ang")  # doctest: +SKIP
+    """
+    path = Path(path)
+    phases = phases_of(ebsd)
+    grid = str(ebsd.attrs.get("grid", "square"))
+    step_x = float(ebsd.attrs["step_um"])
+    step_y = float(ebsd.attrs.get("step_y_um", step_x))
+    ny, nx = ebsd.sizes["y"], ebsd.sizes["x"]
+    euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3).copy()
+    phase = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int64)
+
+    def column(name: str, default: float) -> np.ndarray:
+        if name in ebsd:
+            return np.asarray(ebsd[name].values, dtype=np.float64).reshape(-1)
+        return np.full(ny * nx, default)
+
+    ci, iq, sem, fit = column("ci", 1.0), column("iq", 0.0), column("sem", 0.0), column("fit", 0.0)
+    unindexed = (phase < 0) | ~np.isfinite(euler).all(axis=1)
+    euler[unindexed] = _UNINDEXED_EULER
+    ci = np.where(unindexed, -1.0, np.nan_to_num(ci, nan=-1.0))
+    phase = np.where(unindexed, 0, phase)
+    rows, cols = np.divmod(np.arange(ny * nx), nx)
+    yy = float(ebsd["y"].values[0]) + rows * step_y
+    xx = float(ebsd["x"].values[0]) + cols * step_x
+    keep = np.ones(ny * nx, dtype=bool)
+    if grid == "hexagonal":
+        xx = xx + np.where(rows % 2 == 1, 0.5 * step_x, 0.0)
+        keep = ~((rows % 2 == 1) & (cols == nx - 1))
+    table = np.column_stack([euler, xx, yy, np.nan_to_num(iq), ci, phase, np.nan_to_num(sem), np.nan_to_num(fit)])[keep]
+    lines = ["# TEM_PIXperUM          1.000000", "# x-star                0.000000",
+             "# y-star                0.000000", "# z-star                0.000000",
+             "# WorkingDistance       0.000000", "#"]
+    for p in phases:
+        lattice = list(p.get("lattice") or [1.0, 1.0, 1.0, 90.0, 90.0, 90.0])
+        lines += [
+            f"# Phase {p['id']}",
+            f"# MaterialName  \t{p['name']}",
+            f"# Formula     \t{p['name']}",
+            "# Info          written by metallo",
+            f"# Symmetry              {_LAUE_TO_ANG[p['symmetry']] if p['symmetry'] in LAUE_GROUPS else 43}",
+            "# LatticeConstants      " + " ".join(f"{v:.3f}" for v in lattice[:3]) + "  "
+            + " ".join(f"{v:.3f}" for v in lattice[3:6]),
+            "# NumberFamilies        0",
+            "#",
+        ]
+    lines += [
+        f"# GRID: {'HexGrid' if grid == 'hexagonal' else 'SqrGrid'}",
+        f"# XSTEP: {step_x:.6f}",
+        f"# YSTEP: {step_y:.6f}",
+        f"# NCOLS_ODD: {nx}",
+        f"# NCOLS_EVEN: {nx - 1 if grid == 'hexagonal' else nx}",
+        f"# NROWS: {ny}",
+        "#",
+        "# OPERATOR: \tmetallo",
+        "#",
+        "# SAMPLEID: \t" + str(ebsd.attrs.get("source", "")),
+        "#",
+        "# SCANID: \t",
+        "#",
+    ]
+    with atomic_path(path) as tmp, tmp.open("w", encoding="latin-1", errors="replace", newline="\n") as fh:
+        fh.write("\n".join(lines) + "\n")
+        np.savetxt(
+            fh, table,
+            fmt=["%.5f", "%.5f", "%.5f", "%.5f", "%.5f", "%.1f", "%.3f", "%d", "%d", "%.3f"],
+        )
+    return path
+
+
+register_reader("ang", kind="ebsd", extensions=(".ang",), sniff=sniff_ang, read=read_ang)

@@ -1,0 +1,222 @@
+"""Shared parsing helpers of the EBSD text readers: numeric tables and grid placement.
+
+Both .ang and .ctf store one row per measured point with its x/y position. Files lie about
+their size, omit points (sparse maps) and store rows out of raster order, so points are
+placed on the grid by their coordinates, never by their row number.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from metallo.errors import FormatError
+
+__all__ = ["GridPlacement", "parse_table", "place_on_grid"]
+
+
+def _first_bad_line(lines: list[str], first_line_no: int, n_expected: int, sep: str | None) -> tuple[int, int]:
+    """Line number and token count of the first data line whose column count is wrong."""
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        n = len(line.split(sep) if sep else line.split())
+        if n != n_expected:
+            return first_line_no + k, n
+    return -1, n_expected
+
+
+def parse_table(
+    text: str,
+    *,
+    first_line_no: int,
+    source: str,
+    sep: str | None = None,
+    decimal_comma: bool = False,
+    n_columns: int | None = None,
+) -> np.ndarray:
+    """Parse whitespace- or ``sep``-separated numbers into a float64 ``(n_rows, n_cols)`` array.
+
+    Raises :class:`FormatError` naming the (1-based) file line of the first row with the
+    wrong number of columns, a non-numeric token or a NaN.
+    """
+    text = text.strip("\n")
+    if not text.strip():
+        raise FormatError(f"{source}: no data rows after the header (line {first_line_no})")
+    if decimal_comma:
+        text = text.replace(",", ".")
+    lines = text.split("\n")
+    first = next(line for line in lines if line.strip())
+    n_expected = n_columns or len(first.split(sep) if sep else first.split())
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=r"\s+" if sep is None else sep,
+            header=None,
+            names=range(n_expected),
+            dtype=np.float64,
+            skip_blank_lines=True,
+            engine="c",
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        line_no, n = _first_bad_line(lines, first_line_no, n_expected, sep)
+        if line_no > 0:
+            raise FormatError(
+                f"{source}: line {line_no} has {n} columns, expected {n_expected}"
+            ) from exc
+        raise FormatError(f"{source}: non-numeric data after line {first_line_no}: {exc}") from exc
+    values = frame.to_numpy()
+    bad = np.isnan(values).any(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        non_blank = [k for k, line in enumerate(lines) if line.strip()]
+        line_no = first_line_no + non_blank[row]
+        raw = lines[non_blank[row]]
+        n = len(raw.split(sep) if sep else raw.split())
+        what = f"has {n} columns, expected {n_expected}" if n != n_expected else "contains NaN"
+        raise FormatError(f"{source}: line {line_no} {what}")
+    return values
+
+
+@dataclass
+class GridPlacement:
+    """Where each point of a table goes on the output grid."""
+
+    shape: tuple[int, int]
+    rows: np.ndarray
+    cols: np.ndarray
+    step_x: float
+    step_y: float
+    origin: tuple[float, float]
+    grid: str
+    note: str = ""
+
+
+def _min_spacing(values: np.ndarray) -> float:
+    u = np.unique(np.round(values, 6))
+    if u.size < 2:
+        return float("nan")
+    d = np.diff(u)
+    d = d[d > 1e-6 * max(1.0, float(np.abs(u).max()))]
+    return float(f"{d.min():.6g}") if d.size else float("nan")
+
+
+def _close(a: float, b: float, rtol: float = 0.01) -> bool:
+    return bool(np.isfinite(a) and np.isfinite(b) and abs(a - b) <= rtol * max(abs(a), abs(b)))
+
+
+def place_on_grid(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    source: str,
+    grid: str = "square",
+    header_step: tuple[float | None, float | None] = (None, None),
+    header_shape: tuple[int | None, int | None] = (None, None),
+    scattered: bool = False,
+    max_cells: int | None = None,
+) -> GridPlacement:
+    """Infer the measurement grid from point coordinates and place every point on it.
+
+    The step comes from the coordinates when they disagree with the header (a warning names
+    both). ``scattered=True`` (non-grid "Interactive" jobs) snaps the points onto a square grid
+    whose step is the smallest point spacing over sqrt(2), so that no two points share a cell,
+    coarsened if that grid would exceed ``max_cells`` (default 400 cells per point, at most
+    one million; points that then share a cell are reported by :func:`check_duplicates`).
+    """
+    hx, hy = header_step
+    hrows, hcols = header_shape
+    x0, y0 = float(x.min()), float(y.min())
+    if scattered:
+        from scipy.spatial import cKDTree
+
+        pts = np.column_stack([x, y])
+        if len(pts) > 1:
+            dist, _ = cKDTree(pts).query(pts, k=2)
+            nearest = float(dist[:, 1][dist[:, 1] > 0].min())
+        else:
+            nearest = 1.0
+        span = max(float(x.max()) - x0, float(y.max()) - y0, nearest)
+        cells = max_cells or min(1_000_000, 400 * len(pts))
+        step = max(nearest / np.sqrt(2.0), span / np.sqrt(cells))
+        step = float(f"{step:.3g}")
+        rows = np.round((y - y0) / step).astype(np.int64)
+        cols = np.round((x - x0) / step).astype(np.int64)
+        return GridPlacement(
+            (int(rows.max()) + 1, int(cols.max()) + 1), rows, cols, step, step, (y0, x0), "square",
+            note=f"{len(x)} scattered points snapped to a {step:g} µm square grid",
+        )
+    if grid == "hexagonal":
+        step_y = _min_spacing(y)
+        # Alternate rows are offset by half a step, so x spacing is step/2 across rows.
+        step_x = hx if hx else 2.0 * _min_spacing(x)
+        if not np.isfinite(step_x):
+            step_x = 1.0
+        if not np.isfinite(step_y):
+            step_y = step_x * np.sqrt(3.0) / 2.0
+        if hy and not _close(hy, step_y):
+            warnings.warn(
+                f"{source}: header YSTEP {hy:g} disagrees with the row spacing {step_y:g} µm of the data; using the data",
+                UserWarning, stacklevel=3,
+            )
+        rows = np.round((y - y0) / step_y).astype(np.int64)
+        shift = np.where(rows % 2 == 1, 0.5 * step_x, 0.0)
+        x0 = float((x - shift).min())
+        cols = np.round((x - x0 - shift) / step_x).astype(np.int64)
+        shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
+    sx, sy = _min_spacing(x), _min_spacing(y)
+    if not np.isfinite(sx):
+        sx = hx or sy
+    if not np.isfinite(sy):
+        sy = hy or sx
+    if not (sx and np.isfinite(sx)):
+        sx = sy = 1.0
+    steps_ok = True
+    for label, h, d in (("XSTEP", hx, sx), ("YSTEP", hy, sy)):
+        if h and not _close(h, d):
+            steps_ok = False
+            warnings.warn(
+                f"{source}: header {label} {h:g} µm disagrees with the point coordinates ({d:g} µm); using the coordinates",
+                UserWarning, stacklevel=3,
+            )
+    if steps_ok:
+        sx, sy = float(hx or sx), float(hy or sy)
+    rows = np.round((y - y0) / sy).astype(np.int64)
+    cols = np.round((x - x0) / sx).astype(np.int64)
+    if np.abs((y - y0) / sy - rows).max() > 0.25 or np.abs((x - x0) / sx - cols).max() > 0.25:
+        raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
+    shape = [int(rows.max()) + 1, int(cols.max()) + 1]
+    if hrows and hcols and (hrows, hcols) != tuple(shape):
+        if steps_ok and hrows >= shape[0] and hcols >= shape[1]:
+            # A sparse map keeps the acquisition grid its header announces.
+            shape = [hrows, hcols]
+        else:
+            warnings.warn(
+                f"{source}: header says {hrows} rows x {hcols} columns but the coordinates span "
+                f"{shape[0]} x {shape[1]}; using the coordinates",
+                UserWarning, stacklevel=3,
+            )
+    return GridPlacement((shape[0], shape[1]), rows, cols, float(sx), float(sy), (y0, x0), "square")
+
+
+def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | int) -> np.ndarray:
+    """Put per-point ``values`` (n, ...) onto the grid, ``fill`` where no point landed."""
+    out = np.full(placement.shape + values.shape[1:], fill, dtype=values.dtype)
+    out[placement.rows, placement.cols] = values
+    return out
+
+
+def check_duplicates(placement: GridPlacement, source: str) -> None:
+    """Warn when two points land in the same cell (the later one wins)."""
+    flat = placement.rows * placement.shape[1] + placement.cols
+    n_unique = np.unique(flat).size
+    if n_unique < flat.size:
+        warnings.warn(
+            f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins",
+            UserWarning, stacklevel=3,
+        )
