@@ -1,0 +1,70 @@
+"""Recipe validation: errors name the YAML path and line; paths resolve against the recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metallo._recipe import load_recipe
+from metallo.errors import ConfigError, SchemaError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "S1.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_synthetic_recipe_resolves_output_dir(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "specimen: {id: S1}\ninputs:\n  synthetic: {seed: 3}\n"))
+    assert recipe.specimen_id == "S1"
+    assert recipe.output_dir == tmp_path / "S1"
+    assert recipe.specimen_path == tmp_path / "S1" / "S1.h5"
+    assert recipe.step("register") is None
+
+
+def test_unknown_key_reports_yaml_path_and_line(tmp_path):
+    text = "specimen: {id: S1}\ninputs:\n  synthetic: {seed: 1}\nsteps:\n  register:\n    grid: 5\n"
+    with pytest.raises(SchemaError) as info:
+        load_recipe(_write(tmp_path, text))
+    message = str(info.value)
+    assert "S1.yaml" in message
+    assert "steps.register (line 5)" in message
+    assert "'grid' was unexpected" in message
+
+
+def test_bad_value_reports_its_path(tmp_path):
+    text = "specimen: {id: S1}\ninputs:\n  synthetic: {seed: 1}\nlimits:\n  lath_bainite: [0.3, 1.5]\n"
+    with pytest.raises(SchemaError, match=r"limits\.lath_bainite\[1\] \(line 5\): 1\.5 is greater than the maximum of 1"):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_several_errors_are_listed_on_one_line(tmp_path):
+    text = "specimen: {id: 'bad id'}\ninputs:\n  synthetic: {seed: -1}\n"
+    with pytest.raises(SchemaError) as info:
+        load_recipe(_write(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "specimen.id" in message and "inputs.synthetic.seed" in message
+
+
+def test_recipe_without_inputs_is_rejected():
+    with pytest.raises(SchemaError, match="inputs"):
+        load_recipe({"specimen": {"id": "S1"}})
+
+
+def test_relative_input_paths_resolve_against_the_recipe_folder(tmp_path):
+    text = "specimen: {id: S1}\ninputs:\n  micrographs:\n    lom: {path: img/lom.tif, pixel_size_um: 0.2}\n  ebsd: {path: map.ang}\n"
+    recipe = load_recipe(_write(tmp_path, text))
+    assert recipe.data["inputs"]["micrographs"]["lom"]["path"] == str(tmp_path / "img" / "lom.tif")
+    assert recipe.data["inputs"]["ebsd"]["path"] == str(tmp_path / "map.ang")
+
+
+def test_unreadable_and_non_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read recipe"):
+        load_recipe(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line 2\)"):
+        load_recipe(_write(tmp_path, "specimen: {id: S1}\n  bad: [\n"))
+    with pytest.raises(SchemaError, match="must be a mapping"):
+        load_recipe(_write(tmp_path, "- just\n- a list\n"))
