@@ -113,13 +113,17 @@ def register_reader(
     if kind not in KINDS:
         raise ConfigError(f"reader {name!r}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if isinstance(extensions, str):
-        raise ConfigError(f"reader {name!r}: extensions must be a tuple of strings, e.g. ('.tif',); got {extensions!r}")
+        raise ConfigError(
+            f"reader {name!r}: extensions must be a tuple of strings, e.g. ('.tif',); got {extensions!r}"
+        )
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     if not callable(sniff) or not callable(read):
         raise ConfigError(f"reader {name!r}: sniff and read must be callables")
     if name in _READERS:
         raise ConfigError(f"reader {name!r} is already registered")
-    _READERS.add(name, ReaderPlugin(name=name.lower(), kind=kind, extensions=exts, sniff=sniff, read=read))
+    _READERS.add(
+        name, ReaderPlugin(name=name.lower(), kind=kind, extensions=exts, sniff=sniff, read=read)
+    )
 
 
 def _load_plugins() -> None:
@@ -138,7 +142,9 @@ def _plugins(kind: str | None) -> list[ReaderPlugin]:
     _load_plugins()
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(KINDS)} or None; got {kind!r}")
-    return [_READERS.get(n) for n in _READERS.names() if kind is None or _READERS.get(n).kind == kind]
+    return [
+        _READERS.get(n) for n in _READERS.names() if kind is None or _READERS.get(n).kind == kind
+    ]
 
 
 def reader_names(kind: str | None = None) -> list[str]:
