@@ -1,0 +1,35 @@
+"""Input checks shared by the quantify functions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from metallo._xarray import pixel_size_um as _attr_pixel_size
+from metallo._xarray import to_numpy
+from metallo.errors import ConfigError
+
+
+def resolve_pixel_size(data: Any, pixel_size_um: float | None, *, what: str = "labels") -> float:
+    """The explicit pixel size, else the one in ``data.attrs``; ConfigError when neither is known."""
+    value = pixel_size_um if pixel_size_um is not None else _attr_pixel_size(data)
+    if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ConfigError(
+            f"{what}: pixel_size_um must be a positive number (pass pixel_size_um= or use a "
+            f"DataArray with attrs['pixel_size_um']); got {value!r}"
+        )
+    return float(value)
+
+
+def label_array(data: Any, *, what: str = "labels") -> np.ndarray:
+    """A 2-D integer or boolean numpy array from an array or DataArray."""
+    array = to_numpy(data)
+    if array.ndim != 2:
+        raise ConfigError(f"{what} must be a 2-D (y, x) label map or mask; got shape {array.shape}")
+    if array.dtype.kind not in "biu":
+        if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+            return array.astype(np.int64)
+        raise ConfigError(f"{what} must hold integer labels or booleans; got dtype {array.dtype}")
+    return array
