@@ -1,0 +1,638 @@
+"""Feature + deformable registration: SIFT/RANSAC affine start, SimpleITK B-spline with Mattes MI.
+
+The defaults follow the lath-bainite correlative workflow (EBSD image quality onto LOM/SEM
+micrographs with SIFT landmarks and a B-spline warp, bUnwarpJ-style), computed with OpenCV SIFT
+and SimpleITK. Everything works on physical coordinates: each image's pixel size and origin
+come from its DataArray coords, so images of different pixel sizes register directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage as ndi
+
+from metallo._registry import Registry
+from metallo.correlate._transform import AffineStep, BSplineStep, Grid, Registration
+from metallo.errors import ConfigError, RegistrationError
+
+__all__ = ["RegistrationMethod", "get_method", "method_names", "mutual_information", "register"]
+
+
+@dataclass(frozen=True)
+class RegistrationMethod:
+    """How :func:`register` starts (``initial``) and whether it adds a B-spline (``deformable``)."""
+
+    name: str
+    initial: str  # "sift" | "intensity" | "landmarks" | "identity"
+    deformable: bool
+    description: str
+
+
+_METHODS: Registry[RegistrationMethod] = Registry("registration method")
+for _m in (
+    RegistrationMethod("sift", "sift", False, "SIFT keypoints, ratio test, RANSAC affine"),
+    RegistrationMethod("sift+bspline", "sift", True, "SIFT/RANSAC affine start, then Mattes-MI B-spline"),
+    RegistrationMethod("affine", "intensity", False, "Mattes-MI affine from a moments start"),
+    RegistrationMethod("affine+bspline", "intensity", True, "Mattes-MI affine, then Mattes-MI B-spline (plain SimpleITK)"),
+    RegistrationMethod("bspline", "identity", True, "Mattes-MI B-spline from the physical placement"),
+    RegistrationMethod("landmarks", "landmarks", False, "least-squares affine through the landmark pairs"),
+    RegistrationMethod("landmarks+bspline", "landmarks", True, "landmark affine, then Mattes-MI B-spline"),
+):
+    _METHODS.add(_m.name, _m)
+
+
+def get_method(name: str) -> RegistrationMethod:
+    """The registration method called ``name``; the error lists the valid names.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`method_names`, e.g. ``"sift+bspline"``.
+
+    Returns
+    -------
+    RegistrationMethod
+
+    Examples
+    --------
+    >>> get_method("sift+bspline").deformable
+    True
+    """
+    return _METHODS.get(name)
+
+
+def method_names() -> list[str]:
+    """Names accepted by ``register(method=...)``."""
+    return _METHODS.names()
+
+
+# ---------------------------------------------------------------------------------------------
+# image preparation
+
+
+@dataclass
+class _Prepared:
+    values: np.ndarray  # float64 (y, x), NaN filled, roughly in [0, 1]
+    valid: np.ndarray  # bool (y, x)
+    grid: Grid
+    name: str
+
+
+def _prepare(image: Any, role: str, user_mask: Any = None) -> _Prepared:
+    if isinstance(image, xr.DataArray):
+        if "y" not in image.dims or "x" not in image.dims:
+            raise RegistrationError(f"{role} image must have dims (y, x[, channel]); got {image.dims}")
+        da = image.transpose("y", "x", ...)
+        grid = Grid.of(da)
+        arr = np.asarray(da.values)
+        name = str(da.name or role)
+    else:
+        arr = np.asarray(image)
+        if arr.ndim not in (2, 3):
+            raise RegistrationError(f"{role} image must be 2-D (y, x) or 3-D (y, x, channel); got shape {arr.shape}")
+        grid = Grid.of(arr)
+        name = role
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.float64).mean(axis=2)
+    if arr.dtype.kind not in "iufb":
+        raise RegistrationError(f"{role} image has non-numeric dtype {arr.dtype}")
+    if min(arr.shape) < 16:
+        raise RegistrationError(f"{role} image is {arr.shape}; registration needs at least 16 x 16 pixels")
+    values = arr.astype(np.float64)
+    valid = np.isfinite(values)
+    if user_mask is not None:
+        m = np.asarray(getattr(user_mask, "values", user_mask)).astype(bool)
+        if m.shape != values.shape:
+            raise RegistrationError(f"{role} mask has shape {m.shape} but the {role} image is {values.shape}")
+        valid &= m
+    if valid.sum() < 0.05 * values.size:
+        raise RegistrationError(
+            f"{role} image has {valid.mean():.1%} finite (and unmasked) pixels; NaN images cannot be registered — "
+            "fill NaN or pass a mask covering the measured field"
+        )
+    lo, hi = np.percentile(values[valid], [0.5, 99.5])
+    if not hi > lo:
+        raise RegistrationError(f"{role} image is constant ({lo:g}); there is nothing to register")
+    values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+    values[~valid] = float(np.median(values[valid]))
+    return _Prepared(values, valid, grid, name)
+
+
+def _to_sitk(p: _Prepared) -> Any:
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(p.values.astype(np.float32))
+    img.SetSpacing((p.grid.spacing_yx[1], p.grid.spacing_yx[0]))
+    img.SetOrigin((p.grid.origin_yx[1], p.grid.origin_yx[0]))
+    return img
+
+
+def _mask_to_sitk(mask: np.ndarray, like: Any) -> Any:
+    import SimpleITK as sitk
+
+    m = sitk.GetImageFromArray(mask.astype(np.uint8))
+    m.CopyInformation(like)
+    return m
+
+
+def _resample(p: _Prepared, steps: list[Any], target: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Moving values and validity on the target grid through ``steps`` (fixed -> moving)."""
+    reg = Registration(steps, fixed_grid=target, moving_grid=p.grid)
+    pts = reg.fixed_to_moving_xy(target.points_xy())
+    idx = p.grid.to_index_xy(pts)
+    coords = [idx[:, 1], idx[:, 0]]
+    values = ndi.map_coordinates(p.values, coords, order=1, mode="nearest")
+    valid = ndi.map_coordinates(p.valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0) > 0.5
+    return values.reshape(target.shape), valid.reshape(target.shape)
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None, bins: int = 32) -> float:
+    """Normalised mutual information ``(H(a) + H(b)) / H(a, b)`` (1 = independent, 2 = identical).
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Two images of the same shape (values anywhere; each is binned over its own range).
+    mask : ndarray of bool, optional
+        Pixels to use (e.g. the overlap of the two fields).
+    bins : int
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((64, 64))
+    >>> mutual_information(x, 1 - x) > 1.9
+    True
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    sel = np.isfinite(a) & np.isfinite(b)
+    if mask is not None:
+        sel &= np.asarray(mask, dtype=bool)
+    if sel.sum() < 16:
+        return float("nan")
+    h, _, _ = np.histogram2d(a[sel], b[sel], bins=bins)
+    p = h / h.sum()
+    px, py = p.sum(axis=1), p.sum(axis=0)
+
+    def entropy(q: np.ndarray) -> float:
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    joint = entropy(p.ravel())
+    return (entropy(px) + entropy(py)) / joint if joint > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# initial (global) transforms
+
+
+def _to_uint8_for_features(p: _Prepared, scale: float, *, invert: bool = False, clahe: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    v = 1.0 - p.values if invert else p.values
+    img = (v * 255).astype(np.uint8)
+    mask = p.valid.astype(np.uint8)
+    if scale != 1.0:
+        size = (max(8, round(img.shape[1] * scale)), max(8, round(img.shape[0] * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    if clahe:
+        img = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img)
+    # Keypoints on the border of the measured field describe the mask, not the specimen.
+    mask = cv2.erode(mask, np.ones((5, 5), np.uint8))
+    return img, mask
+
+
+def _sift_affine(
+    fixed: _Prepared,
+    moving: _Prepared,
+    *,
+    ratio: float,
+    transform: str,
+    ransac_px: float,
+    max_side: int,
+    seed: int,
+) -> tuple[AffineStep | None, dict[str, Any]]:
+    import cv2
+
+    # A common working pixel size puts both images at the same scale for the descriptors.
+    work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
+    work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
+    sift = cv2.SIFT_create()
+    cv2.setRNGSeed(seed)
+
+    def detect(p: _Prepared, invert: bool) -> tuple[np.ndarray, Any]:
+        img, mask = _to_uint8_for_features(p, p.grid.spacing_yx[0] / work, invert=invert)
+        kps, desc = sift.detectAndCompute(img, mask)
+        if desc is None or len(kps) == 0:
+            return np.zeros((0, 2)), None
+        pts = np.array([k.pt for k in kps], dtype=np.float64) * work + np.array(p.grid.origin_yx[::-1])
+        return pts, desc
+
+    fpts, fdesc = detect(fixed, False)
+    best: tuple[int, AffineStep | None, dict[str, Any]] = (-1, None, {})
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    for invert in (False, True):
+        mpts, mdesc = detect(moving, invert)
+        info: dict[str, Any] = {
+            "keypoints_fixed": len(fpts),
+            "keypoints_moving": len(mpts),
+            "matches": 0,
+            "inliers": 0,
+            "inverted_moving": invert,
+        }
+        if fdesc is None or mdesc is None or len(fpts) < 3 or len(mpts) < 3:
+            best = max(best, (0, None, info), key=lambda t: t[0])
+            continue
+        knn = matcher.knnMatch(fdesc, mdesc, k=2)
+        good = [m[0] for m in knn if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+        info["matches"] = len(good)
+        if len(good) < 3:
+            best = max(best, (0, None, info), key=lambda t: t[0])
+            continue
+        src = fpts[[m.queryIdx for m in good]]
+        dst = mpts[[m.trainIdx for m in good]]
+        estimate = cv2.estimateAffinePartial2D if transform == "similarity" else cv2.estimateAffine2D
+        matrix, inl = estimate(
+            src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
+            ransacReprojThreshold=ransac_px * work, maxIters=5000, confidence=0.999,
+        )
+        if matrix is None:
+            best = max(best, (0, None, info), key=lambda t: t[0])
+            continue
+        inl = inl.ravel().astype(bool)
+        step = AffineStep(matrix[:, :2].astype(np.float64), matrix[:, 2].astype(np.float64))
+        resid = np.linalg.norm(step.apply(src[inl]) - dst[inl], axis=1)
+        info.update(
+            inliers=int(inl.sum()),
+            inlier_rms_um=float(np.sqrt(np.mean(resid**2))) if inl.any() else float("nan"),
+            inlier_points_fixed_xy=src[inl],
+            inlier_points_moving_xy=dst[inl],
+        )
+        if info["inliers"] > best[0]:
+            best = (info["inliers"], step, info)
+    return best[1], best[2]
+
+
+def _affine_from_points(src_xy: np.ndarray, dst_xy: np.ndarray, transform: str = "affine") -> AffineStep:
+    """Least-squares affine (or similarity) ``src -> dst``."""
+    n = len(src_xy)
+    if transform == "similarity" or n < 3:
+        if n < 2:
+            raise RegistrationError(f"need at least 2 landmark pairs for a similarity transform; got {n}")
+        sc, dc = src_xy.mean(0), dst_xy.mean(0)
+        s, d = src_xy - sc, dst_xy - dc
+        a = (s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1]).sum()
+        b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()
+        norm = (s**2).sum()
+        m = np.array([[a, -b], [b, a]]) / norm
+        return AffineStep(m, dc - m @ sc)
+    design = np.hstack([src_xy, np.ones((n, 1))])
+    sol, *_ = np.linalg.lstsq(design, dst_xy, rcond=None)
+    return AffineStep(sol[:2].T.copy(), sol[2].copy())
+
+
+def _intensity_affine(
+    fixed: _Prepared,
+    moving: _Prepared,
+    *,
+    initial: AffineStep | None,
+    fixed_mask: np.ndarray,
+    iterations: int,
+    seed: int,
+) -> AffineStep:
+    import SimpleITK as sitk
+
+    f, m = _to_sitk(fixed), _to_sitk(moving)
+    if initial is None:
+        tx = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(2), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    else:
+        tx = sitk.AffineTransform(initial.matrix.ravel().tolist(), initial.offset.tolist(), (0.0, 0.0))
+        centre = np.array(f.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in f.GetSize()]))
+        tx.SetCenter(centre.tolist())
+        # Re-centring changes the translation that gives the same mapping.
+        tx.SetTranslation((initial.apply(centre[None])[0] - centre).tolist())
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, seed)
+    reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
+    reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, gradientMagnitudeTolerance=1e-8
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(tx, inPlace=True)
+    try:
+        reg.Execute(f, m)
+    except RuntimeError as exc:
+        raise RegistrationError(
+            f"intensity-based affine registration failed ({_first_line(exc)}); "
+            "check that the images overlap, or give landmarks"
+        ) from None
+    from metallo.correlate._transform import _affine_from_sitk
+
+    return _affine_from_sitk(tx)
+
+
+def _bspline(
+    fixed: _Prepared,
+    moving: _Prepared,
+    *,
+    affine: AffineStep,
+    fixed_mask: np.ndarray,
+    grid_um: float,
+    iterations: int,
+    levels: int,
+    seed: int,
+) -> BSplineStep:
+    import SimpleITK as sitk
+
+    f, m = _to_sitk(fixed), _to_sitk(moving)
+    extent = fixed.grid.extent_xy
+    final_mesh = np.maximum(1, np.round(extent / grid_um)).astype(int)
+    factors = [2**k for k in range(levels)]
+    start_mesh = np.maximum(1, np.round(final_mesh / factors[-1])).astype(int)
+    tx = sitk.BSplineTransformInitializer(f, start_mesh.tolist(), 3)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, seed)
+    reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
+    reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsGradientDescentLineSearch(
+        learningRate=5.0, numberOfIterations=iterations, convergenceMinimumValue=1e-5, convergenceWindowSize=5
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    shrink = [2 ** (levels - 1 - k) for k in range(levels)]
+    reg.SetShrinkFactorsPerLevel(shrink)
+    reg.SetSmoothingSigmasPerLevel([s / 2 if s > 1 else 0 for s in shrink])
+    reg.SetMovingInitialTransform(
+        sitk.AffineTransform(affine.matrix.ravel().tolist(), affine.offset.tolist(), (0.0, 0.0))
+    )
+    reg.SetInitialTransformAsBSpline(tx, inPlace=True, scaleFactors=factors)
+    try:
+        reg.Execute(f, m)
+    except RuntimeError as exc:
+        raise RegistrationError(
+            f"B-spline registration failed ({_first_line(exc)}); try a larger grid_um, "
+            "or method='sift' (affine only)"
+        ) from None
+    return BSplineStep.from_sitk(tx)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry point
+
+
+def _landmarks_um(landmarks: Any, fixed: _Prepared, moving: _Prepared, units: str) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks as (moving_xy_um, fixed_xy_um)."""
+    from pathlib import Path
+
+    from metallo.correlate._landmarks import read_landmarks
+
+    if isinstance(landmarks, str | Path):
+        mov, fix = read_landmarks(landmarks)
+    elif isinstance(landmarks, tuple | list) and len(landmarks) == 2 and all(isinstance(v, str | Path) for v in landmarks):
+        mov, fix = read_landmarks(landmarks[0], landmarks[1])
+    elif isinstance(landmarks, tuple | list) and len(landmarks) == 2:
+        mov, fix = (np.asarray(v, dtype=np.float64) for v in landmarks)
+    else:
+        raise ConfigError("landmarks must be a file, a (moving_file, fixed_file) pair or a (moving_yx, fixed_yx) pair of arrays")
+    if mov.shape != fix.shape or mov.ndim != 2 or mov.shape[1] != 2:
+        raise ConfigError(f"landmarks: moving {mov.shape} and fixed {fix.shape} must both be (n, 2) (y, x)")
+    if units not in ("px", "um"):
+        raise ConfigError(f"landmarks_units must be 'px' or 'um'; got {units!r}")
+
+    def to_xy_um(pts: np.ndarray, grid: Grid) -> np.ndarray:
+        if units == "px":
+            pts = pts * np.array(grid.spacing_yx) + np.array(grid.origin_yx)
+        return pts[:, ::-1].copy()
+
+    return to_xy_um(mov, moving.grid), to_xy_um(fix, fixed.grid)
+
+
+def _overlap(fixed: _Prepared, moving: _Prepared, steps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    warped, valid = _resample(moving, steps, fixed.grid)
+    return warped, valid & fixed.valid
+
+
+def register(
+    fixed: Any,
+    moving: Any,
+    *,
+    method: str = "sift+bspline",
+    landmarks: Any = None,
+    landmarks_units: str = "px",
+    grid_um: float | None = None,
+    mask: Any = None,
+    moving_mask: Any = None,
+    transform: str = "affine",
+    ratio: float = 0.8,
+    min_inliers: int = 8,
+    ransac_px: float = 3.0,
+    refine_affine: bool = False,
+    iterations: int = 100,
+    levels: int = 3,
+    inverse_consistency: bool = False,
+    max_side: int = 2048,
+    seed: int = 0,
+    progress: bool = False,
+) -> Registration:
+    """Register a MOVING image (e.g. EBSD image quality) onto a FIXED image (e.g. a LOM micrograph).
+
+    Parameters
+    ----------
+    fixed, moving : ndarray or xr.DataArray
+        Grey-scale or RGB images. DataArrays are placed by their y/x coords in µm, so different
+        pixel sizes are handled; plain arrays are in pixels. NaN marks unmeasured pixels.
+    method : str
+        One of :func:`method_names`: ``"sift+bspline"`` (default: SIFT keypoints, ratio test,
+        RANSAC affine, then a Mattes-MI B-spline), ``"sift"``, ``"affine"``,
+        ``"affine+bspline"``, ``"bspline"``, ``"landmarks"``, ``"landmarks+bspline"``. When SIFT
+        finds fewer than ``min_inliers`` inliers it falls back to landmarks (if given) or a
+        Mattes-MI affine from a moments start; ``quality["initial"]`` says which was used.
+    landmarks : path, (path, path) or (moving_yx, fixed_yx), optional
+        Homologous points: a BigWarp/paired CSV, two Fiji point files (moving, fixed), or two
+        (n, 2) arrays in (y, x). They add to the SIFT inliers for the affine start, and give
+        ``quality["tre_px"]``.
+    landmarks_units : {"px", "um"}
+        Units of array landmarks and files (Fiji point files are in pixels).
+    grid_um : float, optional
+        B-spline control-point spacing in µm (pixels without pixel size). Default: 1/6 of the
+        shorter side of the fixed field.
+    mask, moving_mask : ndarray of bool, optional
+        Pixels of the fixed / moving image to use (e.g. exclude the background or a scale bar).
+    transform : {"affine", "similarity"}
+        Model of the initial transform.
+    ratio : float
+        Lowe's ratio test threshold.
+    min_inliers : int
+        Fewest RANSAC inliers to accept the SIFT start.
+    ransac_px : float
+        RANSAC reprojection threshold, in pixels of the coarser image.
+    refine_affine : bool
+        Refine the SIFT/landmark affine with a Mattes-MI intensity affine.
+    iterations : int
+        Optimiser iterations per level.
+    levels : int
+        Multi-resolution levels (image shrink 2**k; the B-spline grid is refined at each level).
+    inverse_consistency : bool
+        Also register fixed onto moving and report the round-trip error (doubles the time).
+    max_side : int
+        Largest working image side for SIFT (larger images are downsampled for features only).
+    seed : int
+        Seed of the metric sampling and RANSAC.
+    progress : bool
+        Print the stages.
+
+    Returns
+    -------
+    Registration
+        ``warp`` moves moving-space data onto the fixed grid, ``transform_points`` maps moving
+        µm to fixed µm; ``quality`` holds inliers, mi_before/mi_affine/mi_after, tre_px, ...
+
+    Examples
+    --------
+    >>> reg = register(lom, ebsd["iq"], method="sift+bspline", grid_um=20.0)  # doctest: +SKIP
+    >>> mask_on_lom = reg.warp(mask, interpolation="nearest", fill_value=255)  # doctest: +SKIP
+    """
+    import time
+
+    spec = get_method(method)
+    if transform not in ("affine", "similarity"):
+        raise ConfigError(f"transform must be 'affine' or 'similarity'; got {transform!r}")
+    t0 = time.perf_counter()
+    say = _Reporter(progress)
+    fp = _prepare(fixed, "fixed", mask)
+    mp = _prepare(moving, "moving", moving_mask)
+    if fp.grid.pixel_size_known != mp.grid.pixel_size_known:
+        raise RegistrationError(
+            "one image has a pixel size and the other does not; give both (DataArrays with pixel_size_um) "
+            "or neither (plain arrays, registered in pixels)"
+        )
+    quality: dict[str, Any] = {"method": spec.name}
+    lm = _landmarks_um(landmarks, fp, mp, landmarks_units) if landmarks is not None else None
+    if spec.initial == "landmarks" and lm is None:
+        raise ConfigError(f"method {spec.name!r} needs landmarks=")
+
+    affine: AffineStep | None = None
+    initial = spec.initial
+    if initial == "sift":
+        say("SIFT keypoints + RANSAC")
+        affine, info = _sift_affine(
+            fp, mp, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side, seed=seed
+        )
+        quality.update({k: v for k, v in info.items() if not k.startswith("inlier_points")})
+        if affine is not None and info["inliers"] >= min_inliers:
+            if lm is not None:
+                src = np.vstack([info["inlier_points_fixed_xy"], lm[1]])
+                dst = np.vstack([info["inlier_points_moving_xy"], lm[0]])
+                affine = _affine_from_points(src, dst, transform)
+        else:
+            reason = f"SIFT gave {info.get('inliers', 0)} RANSAC inliers (< min_inliers={min_inliers})"
+            initial = "landmarks" if lm is not None else "intensity"
+            warnings.warn(f"{reason}; falling back to the {initial} affine", stacklevel=2)
+            quality["fallback"] = reason
+            affine = None
+    if initial == "landmarks":
+        assert lm is not None
+        affine = _affine_from_points(lm[1], lm[0], transform)
+    if initial == "intensity":
+        say("Mattes-MI affine")
+        affine = _intensity_affine(fp, mp, initial=None, fixed_mask=fp.valid, iterations=iterations * 2, seed=seed)
+    if initial == "identity":
+        affine = AffineStep(np.eye(2), np.zeros(2))
+    assert affine is not None
+    quality["initial"] = initial
+
+    warped0, overlap0 = _overlap(fp, mp, [])
+    quality["mi_before"] = mutual_information(fp.values, warped0, mask=overlap0)
+    warped, overlap = _overlap(fp, mp, [affine])
+    if overlap.sum() < 0.02 * overlap.size:
+        raise RegistrationError(
+            f"after the {initial} start the images overlap on {overlap.mean():.1%} of the fixed field; "
+            "check the pixel sizes/origins, give landmarks, or try method='affine'"
+        )
+    if refine_affine and initial != "intensity":
+        say("Mattes-MI affine refinement")
+        affine = _intensity_affine(fp, mp, initial=affine, fixed_mask=overlap, iterations=iterations, seed=seed)
+        warped, overlap = _overlap(fp, mp, [affine])
+    quality["mi_affine"] = mutual_information(fp.values, warped, mask=overlap)
+    steps: list[Any] = [affine]
+
+    if spec.deformable:
+        say("Mattes-MI B-spline")
+        spacing = grid_um if grid_um is not None else float(fp.grid.extent_xy.min() / 6)
+        if not spacing > 0:
+            raise ConfigError(f"grid_um must be positive; got {grid_um}")
+        fixed_mask = ndi.binary_erosion(overlap, iterations=2) if overlap.sum() > 1000 else overlap
+        bspline = _bspline(
+            fp, mp, affine=affine, fixed_mask=fixed_mask, grid_um=spacing,
+            iterations=iterations, levels=levels, seed=seed,
+        )
+        steps = [bspline, affine]
+        quality["grid_um"] = spacing
+        warped, overlap = _overlap(fp, mp, steps)
+    quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
+    quality["overlap_fraction"] = float(overlap.mean())
+
+    reg = Registration(steps, fixed_grid=fp.grid, moving_grid=mp.grid, method=spec.name, fixed=fp.name, moving=mp.name)
+    if lm is not None:
+        px = fp.grid.spacing_yx[0]
+        affine_only = Registration([affine], fixed_grid=fp.grid, moving_grid=mp.grid)
+        for key, r in (("tre_affine_px", affine_only), ("tre_px", reg)):
+            err = np.linalg.norm(r.moving_to_fixed_xy(lm[0]) - lm[1], axis=1) / px
+            quality[key] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
+    if inverse_consistency:
+        say("reverse registration for inverse consistency")
+        back = register(
+            moving, fixed, method=method, grid_um=grid_um, mask=moving_mask, moving_mask=mask, transform=transform,
+            ratio=ratio, min_inliers=min_inliers, ransac_px=ransac_px, refine_affine=refine_affine,
+            iterations=iterations, levels=levels, max_side=max_side, seed=seed,
+        )
+        pts = fp.grid.points_xy()[overlap.ravel()]
+        if len(pts) > 20000:
+            pts = pts[np.random.default_rng(seed).choice(len(pts), 20000, replace=False)]
+        err = np.linalg.norm(back.fixed_to_moving_xy(reg.fixed_to_moving_xy(pts)) - pts, axis=1) / fp.grid.spacing_yx[0]
+        quality["inverse_consistency_px"] = {"median": float(np.median(err)), "p95": float(np.percentile(err, 95))}
+    quality["seconds"] = time.perf_counter() - t0
+    reg.quality = quality
+    return reg
+
+
+class _Reporter:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.t0 = 0.0
+        if enabled:
+            import time
+
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+            self.t0 = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        if self.enabled:
+            import time
+
+            self.console.log(f"[{time.perf_counter() - self.t0:6.1f} s] {stage}")

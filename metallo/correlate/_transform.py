@@ -1,0 +1,708 @@
+"""The :class:`Registration` result: a chain of transforms on physical (µm) coordinates.
+
+Conventions (the same as ITK, so exported ``.tfm`` files mean the same thing in Fiji/3D Slicer):
+
+* A registration maps points of the FIXED image space to the MOVING image space
+  (``T: fixed µm -> moving µm``). Resampling the moving image onto the fixed grid needs exactly
+  this direction: every fixed pixel looks up its value at ``T(p)`` in the moving image.
+* Internally, points are ``(x, y)`` in µm (ITK order). The public API takes and returns
+  ``(y, x)`` in µm, like image coordinates everywhere else in metallo.
+* :meth:`Registration.transform_points` maps MOVING µm -> FIXED µm (``T^-1``), which is what a
+  user wants for carrying an EBSD point onto the micrograph.
+
+Every step evaluates in numpy (B-spline coefficients with ``scipy.ndimage.map_coordinates`` and
+``prefilter=False``, which is the same cubic B-spline sum ITK evaluates), so warping and point
+mapping are vectorised and need no SimpleITK; SimpleITK is only used for ``.tfm`` import/export.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage as ndi
+
+from metallo._xarray import image_dataarray
+from metallo.errors import ConfigError, FormatError, RegistrationError
+
+__all__ = ["AffineStep", "BSplineStep", "DisplacementStep", "Grid", "Registration"]
+
+_FIXED_POINT_ITERATIONS = 100
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular pixel grid on physical coordinates: pixel (i, j) centre at origin + (i, j) * spacing."""
+
+    shape: tuple[int, int]
+    spacing_yx: tuple[float, float]
+    origin_yx: tuple[float, float] = (0.0, 0.0)
+    pixel_size_known: bool = True
+
+    @classmethod
+    def of(cls, image: Any) -> Grid:
+        """The grid of a DataArray (from its y/x coords) or a plain array (1 unit per pixel)."""
+        if isinstance(image, xr.DataArray):
+            shape = (int(image.sizes["y"]), int(image.sizes["x"]))
+            y = np.asarray(image["y"].values, dtype=float) if "y" in image.coords else np.arange(shape[0], dtype=float)
+            x = np.asarray(image["x"].values, dtype=float) if "x" in image.coords else np.arange(shape[1], dtype=float)
+            sy = float(y[1] - y[0]) if shape[0] > 1 else float(x[1] - x[0]) if shape[1] > 1 else 1.0
+            sx = float(x[1] - x[0]) if shape[1] > 1 else sy
+            ps = image.attrs.get("pixel_size_um", float("nan"))
+            known = ps is not None and math.isfinite(float(ps))
+            return cls(shape, (sy, sx), (float(y[0]), float(x[0])), known)
+        array = np.asarray(image)
+        return cls((int(array.shape[0]), int(array.shape[1])), (1.0, 1.0), (0.0, 0.0), False)
+
+    def points_xy(self) -> np.ndarray:
+        """Physical (x, y) of every pixel centre, shape (ny * nx, 2), row-major."""
+        yy = self.origin_yx[0] + self.spacing_yx[0] * np.arange(self.shape[0])
+        xx = self.origin_yx[1] + self.spacing_yx[1] * np.arange(self.shape[1])
+        gx, gy = np.meshgrid(xx, yy)
+        return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+    def to_index_xy(self, points_xy: np.ndarray) -> np.ndarray:
+        """Continuous (col, row) pixel index of physical (x, y) points."""
+        return (points_xy - np.array(self.origin_yx[::-1])) / np.array(self.spacing_yx[::-1])
+
+    @property
+    def extent_xy(self) -> np.ndarray:
+        return np.array([self.shape[1] * self.spacing_yx[1], self.shape[0] * self.spacing_yx[0]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "spacing_yx": list(self.spacing_yx),
+            "origin_yx": list(self.origin_yx),
+            "pixel_size_known": self.pixel_size_known,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grid:
+        return cls(
+            tuple(int(v) for v in d["shape"]),  # type: ignore[arg-type]
+            tuple(float(v) for v in d["spacing_yx"]),  # type: ignore[arg-type]
+            tuple(float(v) for v in d["origin_yx"]),  # type: ignore[arg-type]
+            bool(d.get("pixel_size_known", True)),
+        )
+
+
+def _invert_displacement(apply: Any, points_xy: np.ndarray) -> np.ndarray:
+    """Solve ``p + d(p) = q`` for p by fixed-point iteration (converges while |grad d| < 1)."""
+    p = points_xy.copy()
+    for _ in range(_FIXED_POINT_ITERATIONS):
+        residual = apply(p) - points_xy
+        p -= residual
+        if np.max(np.abs(residual), initial=0.0) < 1e-9 * (1.0 + np.max(np.abs(points_xy), initial=0.0)):
+            break
+    return p
+
+
+@dataclass
+class AffineStep:
+    """``p -> matrix @ p + offset`` on (x, y) µm."""
+
+    matrix: np.ndarray
+    offset: np.ndarray
+    kind: str = field(default="affine", init=False)
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        return p @ self.matrix.T + self.offset
+
+    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
+        return (p - self.offset) @ np.linalg.inv(self.matrix).T
+
+    def inverse(self, grid: Grid | None = None) -> AffineStep:
+        inv = np.linalg.inv(self.matrix)
+        return AffineStep(inv, -inv @ self.offset)
+
+
+@dataclass
+class BSplineStep:
+    """Cubic B-spline displacement ``p -> p + d(p)``; ``coefficients`` (2, ny, nx) in µm (x, y).
+
+    ``origin_xy`` and ``spacing_xy`` place the coefficient grid; ``d`` is zero outside the
+    transform domain, as in ITK's ``BSplineTransform``.
+    """
+
+    coefficients: np.ndarray
+    origin_xy: np.ndarray
+    spacing_xy: np.ndarray
+    kind: str = field(default="bspline", init=False)
+
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        u = (p - self.origin_xy) / self.spacing_xy
+        coords = [u[:, 1], u[:, 0]]
+        d = np.stack(
+            [ndi.map_coordinates(c, coords, order=3, prefilter=False, mode="constant") for c in self.coefficients],
+            axis=1,
+        )
+        size = np.array(self.coefficients.shape[:0:-1])
+        inside = np.all((u >= 1) & (u < size - 2), axis=1)
+        d[~inside] = 0.0
+        return d
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        return p + self.displacement(p)
+
+    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
+        return _invert_displacement(self.apply, p)
+
+    def inverse(self, grid: Grid) -> DisplacementStep:
+        return DisplacementStep.inverse_of(self, grid)
+
+    def to_sitk(self) -> Any:
+        import SimpleITK as sitk
+
+        images = []
+        for c in self.coefficients:
+            img = sitk.GetImageFromArray(np.ascontiguousarray(c, dtype=np.float64))
+            img.SetOrigin(tuple(float(v) for v in self.origin_xy))
+            img.SetSpacing(tuple(float(v) for v in self.spacing_xy))
+            images.append(img)
+        return sitk.BSplineTransform(images, 3)
+
+    @classmethod
+    def from_sitk(cls, tx: Any) -> BSplineStep:
+        import SimpleITK as sitk
+
+        tx = sitk.BSplineTransform(tx)
+        direction = np.asarray(tx.GetTransformDomainDirection())
+        if not np.allclose(direction, np.eye(2).ravel()):
+            raise FormatError(f"B-spline transform with a rotated grid (direction {direction.tolist()}) is not supported")
+        images = tx.GetCoefficientImages()
+        coefs = np.stack([sitk.GetArrayFromImage(img).astype(np.float64) for img in images])
+        return cls(coefs, np.asarray(images[0].GetOrigin(), float), np.asarray(images[0].GetSpacing(), float))
+
+
+@dataclass
+class DisplacementStep:
+    """Dense displacement ``p -> p + d(p)``, d bilinear on a grid, zero outside (ITK convention)."""
+
+    field_xy: np.ndarray  # (ny, nx, 2)
+    grid: Grid
+    kind: str = field(default="displacement", init=False)
+
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        idx = self.grid.to_index_xy(p)
+        coords = [idx[:, 1], idx[:, 0]]
+        return np.stack(
+            [ndi.map_coordinates(self.field_xy[..., c], coords, order=1, mode="nearest") for c in (0, 1)], axis=1
+        ) * _inside(idx, self.grid.shape)[:, None]
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        return p + self.displacement(p)
+
+    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
+        return _invert_displacement(self.apply, p)
+
+    def inverse(self, grid: Grid) -> DisplacementStep:
+        return DisplacementStep.inverse_of(self, grid)
+
+    @classmethod
+    def inverse_of(cls, step: BSplineStep | DisplacementStep, grid: Grid) -> DisplacementStep:
+        """The inverse sampled on ``grid``: at each grid point q, ``p - q`` with ``step(p) = q``."""
+        q = grid.points_xy()
+        p = step.apply_inverse(q)
+        return cls((p - q).reshape(grid.shape[0], grid.shape[1], 2), grid)
+
+    def to_sitk(self) -> Any:
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(np.ascontiguousarray(self.field_xy, dtype=np.float64), isVector=True)
+        img.SetOrigin((self.grid.origin_yx[1], self.grid.origin_yx[0]))
+        img.SetSpacing((self.grid.spacing_yx[1], self.grid.spacing_yx[0]))
+        return sitk.DisplacementFieldTransform(img)
+
+    @classmethod
+    def from_sitk(cls, tx: Any) -> DisplacementStep:
+        import SimpleITK as sitk
+
+        img = sitk.DisplacementFieldTransform(tx).GetDisplacementField()
+        arr = sitk.GetArrayFromImage(img).astype(np.float64)
+        sx, sy = img.GetSpacing()
+        ox, oy = img.GetOrigin()
+        return cls(arr, Grid((arr.shape[0], arr.shape[1]), (sy, sx), (oy, ox)))
+
+
+def _inside(idx_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return (
+        (idx_xy[:, 0] >= -0.5) & (idx_xy[:, 0] <= shape[1] - 0.5) & (idx_xy[:, 1] >= -0.5) & (idx_xy[:, 1] <= shape[0] - 0.5)
+    )
+
+
+Step = AffineStep | BSplineStep | DisplacementStep
+
+_INTERPOLATION_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
+
+
+class Registration:
+    """A fitted registration of a MOVING image onto a FIXED image.
+
+    ``steps`` are applied in order to a FIXED-space point to give its MOVING-space position
+    (ITK direction). Build one with :func:`metallo.correlate.register`.
+
+    Attributes
+    ----------
+    fixed_grid, moving_grid : Grid
+        Pixel grids (shape, spacing and origin in µm, or pixels when unknown) of both images.
+    quality : dict
+        Metrics of the fit: ``inliers``, ``mi_before``, ``mi_after``, ``tre_px`` (with landmarks), ...
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        *,
+        fixed_grid: Grid,
+        moving_grid: Grid,
+        method: str = "",
+        fixed: str = "fixed",
+        moving: str = "moving",
+        quality: dict[str, Any] | None = None,
+    ) -> None:
+        self.steps: list[Step] = list(steps)
+        self.fixed_grid = fixed_grid
+        self.moving_grid = moving_grid
+        self.method = method
+        self.fixed = fixed
+        self.moving = moving
+        self.quality: dict[str, Any] = dict(quality or {})
+
+    def __repr__(self) -> str:
+        kinds = "+".join(s.kind for s in self.steps) or "identity"
+        return f"Registration({self.moving!r} -> {self.fixed!r}, {kinds}, method={self.method!r})"
+
+    @property
+    def transform_type(self) -> str:
+        """The step kinds in application order, e.g. ``"bspline+affine"`` (``"identity"`` if none)."""
+        return "+".join(s.kind for s in self.steps) or "identity"
+
+    # -- point mapping -------------------------------------------------------------------
+    def fixed_to_moving_xy(self, points_xy: np.ndarray) -> np.ndarray:
+        """ITK direction on (x, y) µm arrays: fixed -> moving."""
+        p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        for step in self.steps:
+            p = step.apply(p)
+        return p
+
+    def moving_to_fixed_xy(self, points_xy: np.ndarray) -> np.ndarray:
+        """Inverse direction on (x, y) µm arrays: moving -> fixed."""
+        p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        for step in reversed(self.steps):
+            p = step.apply_inverse(p)
+        return p
+
+    def transform_points(self, points_yx_um: np.ndarray) -> np.ndarray:
+        """Map points from the MOVING image to the FIXED image.
+
+        Parameters
+        ----------
+        points_yx_um : ndarray, shape (n, 2)
+            (y, x) positions in the moving image, in µm (in pixels when its pixel size is unknown).
+
+        Returns
+        -------
+        ndarray, shape (n, 2)
+            (y, x) positions in the fixed image, in µm.
+
+        Examples
+        --------
+        >>> reg = Registration([AffineStep(np.eye(2), np.array([2.0, 0.0]))],
+        ...                    fixed_grid=Grid((8, 8), (1.0, 1.0)), moving_grid=Grid((8, 8), (1.0, 1.0)))
+        >>> reg.transform_points(np.array([[0.0, 5.0]])).tolist()
+        [[0.0, 3.0]]
+        """
+        pts = np.asarray(points_yx_um, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ConfigError(f"points_yx_um must have shape (n, 2); got {pts.shape}")
+        return self.moving_to_fixed_xy(pts[:, ::-1])[:, ::-1]
+
+    def fixed_to_moving(self, points_yx_um: np.ndarray) -> np.ndarray:
+        """Map (y, x) µm points from the FIXED image to the MOVING image (the ITK direction)."""
+        pts = np.asarray(points_yx_um, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ConfigError(f"points_yx_um must have shape (n, 2); got {pts.shape}")
+        return self.fixed_to_moving_xy(pts[:, ::-1])[:, ::-1]
+
+    # -- resampling ------------------------------------------------------------------------
+    def warp(
+        self,
+        image_or_labels: Any,
+        *,
+        interpolation: str | None = None,
+        fill_value: float = 0,
+    ) -> xr.DataArray:
+        """Resample an image or label map from the MOVING grid onto the FIXED grid.
+
+        Parameters
+        ----------
+        image_or_labels : ndarray or xr.DataArray
+            (y, x) or (y, x, channel) data on the moving image. A DataArray is placed by its own
+            y/x coordinates (so a map at another resolution over the same field works); a plain
+            array must have the moving image's shape.
+        interpolation : {"linear", "nearest", "cubic"}, optional
+            Default: "nearest" for integer and boolean 2-D data (labels keep their values
+            exactly), "linear" otherwise.
+        fill_value : float
+            Value where the fixed pixel maps outside the moving data (e.g. 255 = ignore for labels).
+
+        Returns
+        -------
+        xr.DataArray
+            On the fixed grid (fixed coordinates and pixel size), same dtype as the input for
+            "nearest"; float32 (or the input float dtype) otherwise.
+
+        Examples
+        --------
+        >>> reg = Registration([AffineStep(np.eye(2), np.array([1.0, 0.0]))],
+        ...                    fixed_grid=Grid((2, 3), (1.0, 1.0)), moving_grid=Grid((2, 3), (1.0, 1.0)))
+        >>> reg.warp(np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8), fill_value=255).values.tolist()
+        [[2, 3, 255], [5, 6, 255]]
+        """
+        data = np.asarray(image_or_labels.values if isinstance(image_or_labels, xr.DataArray) else image_or_labels)
+        if data.ndim not in (2, 3):
+            raise RegistrationError(f"warp expects a (y, x) or (y, x, channel) array; got shape {data.shape}")
+        if isinstance(image_or_labels, xr.DataArray) and "y" in image_or_labels.dims:
+            source_grid = Grid.of(image_or_labels)
+            image_or_labels = image_or_labels.transpose("y", "x", ...)
+            data = np.asarray(image_or_labels.values)
+        else:
+            if data.shape[:2] != self.moving_grid.shape:
+                raise RegistrationError(
+                    f"warp input has shape {data.shape[:2]} but the moving image is {self.moving_grid.shape}; "
+                    "pass a DataArray with y/x coordinates to warp data on another grid"
+                )
+            source_grid = self.moving_grid
+        is_discrete = data.dtype.kind in "iub"
+        if interpolation is None:
+            interpolation = "nearest" if is_discrete and data.ndim == 2 else "linear"
+        if interpolation not in _INTERPOLATION_ORDER:
+            raise ConfigError(f"interpolation must be one of {sorted(_INTERPOLATION_ORDER)}; got {interpolation!r}")
+        if interpolation == "nearest" and data.dtype.kind in "iu":
+            info = np.iinfo(data.dtype)
+            if not (np.isfinite(fill_value) and float(fill_value) == int(fill_value) and info.min <= fill_value <= info.max):
+                raise RegistrationError(
+                    f"fill_value {fill_value!r} does not fit the label dtype {data.dtype}; "
+                    f"use an integer in [{info.min}, {info.max}] (e.g. 255 for uint8 'ignore')"
+                )
+        if data.dtype.kind == "f" and not np.isfinite(data).any():
+            raise RegistrationError("warp input is all NaN/inf; nothing to resample")
+
+        moving_xy = self.fixed_to_moving_xy(self.fixed_grid.points_xy())
+        idx = source_grid.to_index_xy(moving_xy)
+        inside = _inside(idx, source_grid.shape)
+        out_shape = self.fixed_grid.shape + data.shape[2:]
+        order = _INTERPOLATION_ORDER[interpolation]
+        if order == 0:
+            ii = np.clip(np.rint(idx[:, 1]).astype(np.int64), 0, source_grid.shape[0] - 1)
+            jj = np.clip(np.rint(idx[:, 0]).astype(np.int64), 0, source_grid.shape[1] - 1)
+            values = data[ii, jj]
+            fill = np.asarray(fill_value).astype(data.dtype) if data.dtype.kind in "iub" else fill_value
+            values[~inside] = fill
+            out = values.reshape(out_shape)
+        else:
+            out_dtype = data.dtype if data.dtype.kind == "f" else np.float32
+            src = data.astype(np.float64)
+            channels = src[..., None] if src.ndim == 2 else src
+            coords = [idx[:, 1], idx[:, 0]]
+            cols = [
+                ndi.map_coordinates(channels[..., c], coords, order=order, mode="nearest", prefilter=order > 1)
+                for c in range(channels.shape[2])
+            ]
+            values = np.stack(cols, axis=1)
+            values[~inside] = fill_value
+            out = values.reshape(out_shape).astype(out_dtype)
+        attrs = dict(getattr(image_or_labels, "attrs", {}) or {})
+        attrs["registration"] = f"{self.moving} -> {self.fixed} ({self.transform_type})"
+        name = str(getattr(image_or_labels, "name", None) or "image")
+        return image_dataarray(
+            out,
+            pixel_size_um=self.fixed_grid.spacing_yx[0] if self.fixed_grid.pixel_size_known else None,
+            origin_um=self.fixed_grid.origin_yx,
+            name=name,
+            attrs=attrs,
+        )
+
+    # -- inverse -----------------------------------------------------------------------------
+    def inverse(self) -> Registration:
+        """The registration of the FIXED image onto the MOVING image.
+
+        Affine steps are inverted exactly; B-spline and displacement steps are inverted
+        numerically (fixed-point iteration) and sampled as a displacement field on the fixed
+        grid (at most 512 samples per side), which is accurate to well below a pixel for smooth
+        deformations.
+
+        Returns
+        -------
+        Registration
+
+        Examples
+        --------
+        >>> g = Grid((8, 8), (1.0, 1.0))
+        >>> reg = Registration([AffineStep(2 * np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g)
+        >>> reg.inverse().steps[0].matrix.tolist()
+        [[0.5, 0.0], [0.0, 0.5]]
+        """
+        g = self.fixed_grid
+        factor = max(1, int(math.ceil(max(g.shape) / 512)))
+        # The inverse field must cover where the forward deformation lands: the fixed field plus a margin.
+        margin = 2 * factor
+        sampling = Grid(
+            ((g.shape[0] + 2 * margin) // factor + 1, (g.shape[1] + 2 * margin) // factor + 1),
+            (g.spacing_yx[0] * factor, g.spacing_yx[1] * factor),
+            (g.origin_yx[0] - margin * g.spacing_yx[0], g.origin_yx[1] - margin * g.spacing_yx[1]),
+        )
+        steps = [s.inverse(sampling) for s in reversed(self.steps)]
+        quality = {"inverse_of": self.quality}
+        return Registration(
+            steps,
+            fixed_grid=self.moving_grid,
+            moving_grid=self.fixed_grid,
+            method=f"inverse({self.method})",
+            fixed=self.moving,
+            moving=self.fixed,
+            quality=quality,
+        )
+
+    # -- storage -----------------------------------------------------------------------------
+    def to_dataset(self) -> xr.Dataset:
+        """The registration as an ``xr.Dataset`` for ``spec.add("registration/<name>", ...)``.
+
+        Variables ``step<k>_matrix``/``step<k>_offset`` (affine), ``step<k>_coefficients``
+        (B-spline, dims (component, gy, gx)) or ``step<k>_field`` (displacement); attrs
+        ``fixed``, ``moving``, ``transform_type``, ``method``, ``quality`` (JSON),
+        ``fixed_grid``/``moving_grid`` and ``steps`` (JSON descriptions).
+
+        Returns
+        -------
+        xr.Dataset
+
+        Examples
+        --------
+        >>> g = Grid((4, 4), (1.0, 1.0))
+        >>> ds = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g).to_dataset()
+        >>> ds.attrs["transform_type"]
+        'affine'
+        """
+        data_vars: dict[str, Any] = {}
+        meta: list[dict[str, Any]] = []
+        for k, step in enumerate(self.steps):
+            if isinstance(step, AffineStep):
+                data_vars[f"step{k}_matrix"] = ((f"s{k}_row", f"s{k}_col"), step.matrix)
+                data_vars[f"step{k}_offset"] = ((f"s{k}_col",), step.offset)
+                meta.append({"kind": "affine"})
+            elif isinstance(step, BSplineStep):
+                data_vars[f"step{k}_coefficients"] = ((f"s{k}_component", f"s{k}_gy", f"s{k}_gx"), step.coefficients)
+                meta.append({"kind": "bspline", "origin_xy": step.origin_xy.tolist(), "spacing_xy": step.spacing_xy.tolist()})
+            else:
+                data_vars[f"step{k}_field"] = ((f"s{k}_gy", f"s{k}_gx", f"s{k}_component"), step.field_xy)
+                meta.append({"kind": "displacement", "grid": step.grid.to_dict()})
+        attrs = {
+            "fixed": self.fixed,
+            "moving": self.moving,
+            "transform_type": self.transform_type,
+            "method": self.method,
+            "direction": "fixed_to_moving_xy_um (ITK)",
+            "quality": json.dumps(_jsonable(self.quality)),
+            "fixed_grid": json.dumps(self.fixed_grid.to_dict()),
+            "moving_grid": json.dumps(self.moving_grid.to_dict()),
+            "steps": json.dumps(meta),
+        }
+        return xr.Dataset(data_vars, attrs=attrs)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> Registration:
+        """Rebuild a registration written by :meth:`to_dataset` (e.g. ``spec["registration/x"]``).
+
+        Parameters
+        ----------
+        ds : xr.Dataset
+
+        Returns
+        -------
+        Registration
+
+        Examples
+        --------
+        >>> g = Grid((4, 4), (1.0, 1.0))
+        >>> reg = Registration([AffineStep(np.eye(2), np.ones(2))], fixed_grid=g, moving_grid=g)
+        >>> Registration.from_dataset(reg.to_dataset()).steps[0].offset.tolist()
+        [1.0, 1.0]
+        """
+        try:
+            meta = json.loads(ds.attrs["steps"])
+            fixed_grid = Grid.from_dict(json.loads(ds.attrs["fixed_grid"]))
+            moving_grid = Grid.from_dict(json.loads(ds.attrs["moving_grid"]))
+            quality = json.loads(ds.attrs.get("quality", "{}"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise FormatError(f"registration dataset lacks or has a malformed attr: {exc}") from None
+        steps: list[Step] = []
+        for k, m in enumerate(meta):
+            try:
+                if m["kind"] == "affine":
+                    steps.append(AffineStep(np.asarray(ds[f"step{k}_matrix"].values, float), np.asarray(ds[f"step{k}_offset"].values, float)))
+                elif m["kind"] == "bspline":
+                    steps.append(
+                        BSplineStep(np.asarray(ds[f"step{k}_coefficients"].values, float), np.asarray(m["origin_xy"], float), np.asarray(m["spacing_xy"], float))
+                    )
+                elif m["kind"] == "displacement":
+                    steps.append(DisplacementStep(np.asarray(ds[f"step{k}_field"].values, float), Grid.from_dict(m["grid"])))
+                else:
+                    raise FormatError(f"registration step {k} has unknown kind {m['kind']!r}")
+            except KeyError as exc:
+                raise FormatError(f"registration dataset lacks variable {exc} for step {k} ({m.get('kind')})") from None
+        return cls(
+            steps,
+            fixed_grid=fixed_grid,
+            moving_grid=moving_grid,
+            method=str(ds.attrs.get("method", "")),
+            fixed=str(ds.attrs.get("fixed", "fixed")),
+            moving=str(ds.attrs.get("moving", "moving")),
+            quality=quality,
+        )
+
+    def to_sitk(self) -> Any:
+        """The mapping as a SimpleITK transform (fixed -> moving, physical (x, y))."""
+        import SimpleITK as sitk
+
+        parts = []
+        for step in self.steps:
+            if isinstance(step, AffineStep):
+                parts.append(sitk.AffineTransform(step.matrix.ravel().tolist(), step.offset.tolist(), (0.0, 0.0)))
+            else:
+                parts.append(step.to_sitk())
+        if len(parts) == 1:
+            return parts[0]
+        # ITK composite transforms apply the LAST added transform first.
+        return sitk.CompositeTransform(parts[::-1])
+
+    def save_tfm(self, path: str | Path) -> Path:
+        """Write the transform as an ITK transform file (``.tfm``/``.txt``; ``.h5`` for dense fields).
+
+        The file holds the ITK mapping FIXED -> MOVING in physical (x, y) units, so
+        ``sitk.ReadTransform(path)`` resamples the moving image onto the fixed one, as in
+        Fiji's and 3D Slicer's ITK transform readers. Dense displacement fields (inverse of a
+        B-spline) need an ``.h5`` file.
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        Path
+
+        Examples
+        --------
+        >>> g = Grid((4, 4), (1.0, 1.0))
+        >>> reg = Registration([AffineStep(np.eye(2), np.ones(2))], fixed_grid=g, moving_grid=g)
+        >>> reg.save_tfm(tmp_path / "t.tfm").suffix  # doctest: +SKIP
+        '.tfm'
+        """
+        import SimpleITK as sitk
+
+        path = Path(path)
+        if any(isinstance(s, DisplacementStep) for s in self.steps) and path.suffix.lower() in {".tfm", ".txt"}:
+            raise RegistrationError(
+                f"{path.name}: a dense displacement field cannot be written as a text .tfm; use a .h5 file"
+            )
+        sitk.WriteTransform(self.to_sitk(), str(path))
+        return path
+
+    @classmethod
+    def load_tfm(
+        cls,
+        path: str | Path,
+        *,
+        fixed: Any,
+        moving: Any,
+    ) -> Registration:
+        """Read an ITK transform file (fixed -> moving, physical (x, y)) as a Registration.
+
+        Parameters
+        ----------
+        path : str or Path
+            ``.tfm``, ``.txt``, ``.h5`` or ``.mat`` written by ITK/SimpleITK, Slicer or :meth:`save_tfm`.
+        fixed, moving : ndarray, xr.DataArray or Grid
+            The images (or their grids) the transform relates.
+
+        Returns
+        -------
+        Registration
+
+        Examples
+        --------
+        >>> reg = Registration.load_tfm("lom_ebsd.tfm", fixed=lom, moving=iq)  # doctest: +SKIP
+        """
+        import SimpleITK as sitk
+
+        path = Path(path)
+        if not path.is_file():
+            raise FormatError(f"{path}: transform file not found")
+        try:
+            tx = sitk.ReadTransform(str(path))
+        except RuntimeError as exc:
+            raise FormatError(f"{path}: not an ITK transform file ({str(exc).splitlines()[-1][:120]})") from None
+        steps = _steps_from_sitk(tx, path)
+        fixed_grid = fixed if isinstance(fixed, Grid) else Grid.of(fixed)
+        moving_grid = moving if isinstance(moving, Grid) else Grid.of(moving)
+        return cls(steps, fixed_grid=fixed_grid, moving_grid=moving_grid, method=f"tfm:{path.name}")
+
+
+def _steps_from_sitk(tx: Any, path: Path) -> list[Step]:
+    import SimpleITK as sitk
+
+    name = tx.GetName()
+    if name == "CompositeTransform":
+        comp = sitk.CompositeTransform(tx)
+        parts = [comp.GetNthTransform(i) for i in range(comp.GetNumberOfTransforms())]
+        steps: list[Step] = []
+        for part in reversed(parts):
+            steps.extend(_steps_from_sitk(part, path))
+        return steps
+    if tx.GetDimension() != 2:
+        raise FormatError(f"{path}: expected a 2-D transform; got {tx.GetDimension()}-D {name}")
+    if name == "BSplineTransform":
+        return [BSplineStep.from_sitk(tx)]
+    if name == "DisplacementFieldTransform":
+        return [DisplacementStep.from_sitk(tx)]
+    if name in {
+        "AffineTransform",
+        "Euler2DTransform",
+        "Similarity2DTransform",
+        "TranslationTransform",
+        "ScaleTransform",
+        "ScaleLogarithmicTransform",
+        "MatrixOffsetTransformBase",
+    } or "Affine" in name:
+        return [_affine_from_sitk(tx)]
+    raise FormatError(f"{path}: unsupported ITK transform type {name}")
+
+
+def _affine_from_sitk(tx: Any) -> AffineStep:
+    # Probe the transform: exact for every linear transform type regardless of its parametrisation.
+    o = np.asarray(tx.TransformPoint((0.0, 0.0)))
+    ex = np.asarray(tx.TransformPoint((1.0, 0.0))) - o
+    ey = np.asarray(tx.TransformPoint((0.0, 1.0))) - o
+    return AffineStep(np.stack([ex, ey], axis=1), o)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
