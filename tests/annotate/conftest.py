@@ -1,0 +1,80 @@
+"""Small EBSD maps with known grains and known classes, built without metallo.ebsd."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from metallo.ebsd import ebsd_dataset
+
+PHASES = [
+    {"id": 1, "name": "austenite", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90, 90, 90]},
+    {"id": 2, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]},
+]
+
+
+def block_grains(shape: tuple[int, int] = (40, 60), block: int = 10) -> np.ndarray:
+    """Square grains of ``block`` px numbered row by row."""
+    yy, xx = np.indices(shape)
+    return ((yy // block) * (shape[1] // block) + xx // block).astype(np.int32)
+
+
+@pytest.fixture
+def known_map():
+    """A 40 x 60 map at 0.5 µm of 24 square grains; odd grains are 'bainite' (GOS 3°, KAM 1°)."""
+    ids = block_grains()
+    n = int(ids.max()) + 1
+    bainite = (np.arange(n) % 2).astype(bool)
+    gos = np.where(bainite, 3.0, 0.4)
+    phase_of_grain = np.where(np.arange(n) < n // 2, 1, 2).astype(np.int16)
+    rng = np.random.default_rng(0)
+    kam = np.where(bainite[ids], 1.0, 0.2) + rng.normal(0, 0.02, ids.shape)
+    ci = np.full(ids.shape, 0.9, np.float32)
+    ci[5, 5] = 0.05
+    ebsd = ebsd_dataset(
+        np.zeros(ids.shape + (3,)),
+        phase_of_grain[ids],
+        step_um=0.5,
+        phases=PHASES,
+        variables={"ci": ci, "iq": np.where(bainite[ids], 0.3, 0.8)},
+        source="known_map",
+    )
+    n_pixels = np.bincount(ids.ravel())
+    table = pd.DataFrame(
+        {
+            "phase": phase_of_grain,
+            "n_pixels": n_pixels,
+            "area_um2": n_pixels * 0.25,
+            "gos_deg": gos,
+        },
+        index=pd.RangeIndex(n, name="grain_id"),
+    )
+    grains = SimpleNamespace(ids=xr.DataArray(ids, dims=("y", "x")), table=table)
+    derived = xr.Dataset({"kam": (("y", "x"), kam)})
+    truth = bainite[ids].astype(np.uint8)
+    return SimpleNamespace(ebsd=ebsd, grains=grains, derived=derived, truth=truth, ids=ids, bainite=bainite)
+
+
+class AffineRegistration:
+    """A known registration: fixed (y, x) µm = scale * moving µm + shift, for tests only."""
+
+    def __init__(self, fixed: xr.DataArray, scale: float, shift_um: tuple[float, float]) -> None:
+        self.fixed = fixed
+        self.scale = scale
+        self.shift = np.asarray(shift_um, dtype=np.float64)
+
+    def warp(self, image, *, interpolation="linear", fill_value=0):
+        from scipy import ndimage as ndi
+
+        assert interpolation == "nearest"
+        ps_f = float(self.fixed.attrs["pixel_size_um"])
+        ps_m = float(image.attrs["pixel_size_um"])
+        yy, xx = np.indices(self.fixed.shape[:2], dtype=np.float64)
+        my = ((yy * ps_f) - self.shift[0]) / self.scale / ps_m
+        mx = ((xx * ps_f) - self.shift[1]) / self.scale / ps_m
+        out = ndi.map_coordinates(np.asarray(image.values), [my, mx], order=0, mode="constant", cval=fill_value)
+        return xr.DataArray(out, dims=("y", "x"), coords={"y": self.fixed.y, "x": self.fixed.x})

@@ -1,0 +1,156 @@
+"""The rule language: parsing, validation, evaluation per grain, data-driven thresholds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metallo.annotate import classify_grains, from_ebsd, load_rules, preset_names, quantity_names
+from metallo.errors import ConfigError, MetalloError, UnknownNameError
+
+YAML_RULES = """
+classes: [polygonal_ferrite, lath_bainite]
+default: polygonal_ferrite
+rules:
+  lath_bainite: {any: [{gos: {gt: 2.0}}, {kam_mean: {gt: 0.6}}]}
+cleanup: {min_region_um2: 2.0, fill_holes: true, smooth_px: 1}
+ignore: {border_px: 1, min_ci: 0.1}
+"""
+DICT_RULES = {
+    "classes": ["polygonal_ferrite", "lath_bainite"],
+    "default": "polygonal_ferrite",
+    "rules": {"lath_bainite": {"any": [{"gos": {"gt": 2.0}}, {"kam_mean": {"gt": 0.6}}]}},
+    "cleanup": {"min_region_um2": 2.0, "fill_holes": True, "smooth_px": 1},
+    "ignore": {"border_px": 1, "min_ci": 0.1},
+}
+
+
+def test_yaml_text_file_and_dict_give_identical_masks(known_map, tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(YAML_RULES)
+    masks = [
+        from_ebsd(known_map.ebsd, rules=r, grains=known_map.grains, derived=known_map.derived)
+        for r in (YAML_RULES, path, str(path), DICT_RULES)
+    ]
+    for mask in masks[1:]:
+        np.testing.assert_array_equal(mask.values, masks[0].values)
+        assert json.loads(mask.attrs["rules"]) == json.loads(masks[0].attrs["rules"])
+    assert masks[1].attrs["rules_source"] == str(path)
+
+
+def test_unknown_quantity_lists_valid_names():
+    with pytest.raises(UnknownNameError) as info:
+        load_rules({"classes": ["a", "b"], "rules": {"b": {"gos_typo": {"gt": 1}}}})
+    message = str(info.value)
+    assert isinstance(info.value, MetalloError)
+    assert "gos_typo" in message
+    for name in quantity_names():
+        assert name in message
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(UnknownNameError) as info:
+        load_rules("martensite_magic")
+    assert all(name in str(info.value) for name in preset_names())
+
+
+@pytest.mark.parametrize(
+    ("rules", "fragment"),
+    [
+        ({"classes": ["a"], "rules": {"a": {"gos": {"greater": 1}}}}, "greater"),
+        ({"classes": ["a"], "rules": {"b": {"gos": {"gt": 1}}}}, "'b'"),
+        ({"classes": ["a"], "default": "c"}, "'c'"),
+        ({"classes": ["a"], "colours": {}}, "colours"),
+        ({"classes": ["a"], "thresholds": {"gos": "kmeans"}}, "kmeans"),
+        ({"classes": ["a"], "ignore": {"border": 2}}, "border"),
+    ],
+)
+def test_unknown_names_are_reported(rules, fragment):
+    with pytest.raises(UnknownNameError, match=fragment):
+        load_rules(rules)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"classes": []},
+        {"classes": ["a", "a"]},
+        {"classes": ["a"], "rules": {"a": {"any": []}}},
+        {"classes": ["a"], "rules": {"a": {"gos": {"between": [1]}}}},
+        {"classes": ["a"], "rules": {"a": {"phase": {"eq": "otsu"}}}},
+        {"classes": ["a"], "cleanup": {"min_region_um2": 1, "min_region_px": 3}},
+        "classes: [a\nrules: {",
+    ],
+)
+def test_malformed_rules_raise_config_error(rules):
+    with pytest.raises(ConfigError):
+        load_rules(rules)
+
+
+def test_logic_priority_and_nan():
+    table = pd.DataFrame(
+        {
+            "gos": [0.5, 3.0, 3.0, np.nan, 0.5],
+            "area_um2": [10.0, 10.0, 100.0, 10.0, 100.0],
+            "aspect_ratio": [1.0, 4.0, 1.0, 1.0, 1.0],
+        }
+    )
+    rules = {
+        "classes": ["ferrite", "lath", "granular", "large"],
+        "default": "ignore",
+        "rules": {
+            "lath": {"all": [{"gos": {"gt": 2.0}}, {"aspect_ratio": {"ge": 3}}]},
+            "granular": {"gos": {"gt": 2.0}, "not": {"aspect_ratio": {"ge": 3}}},
+            "large": {"area_um2": {"between": [50, 200]}},
+            "ferrite": {"gos": {"le": 2.0}},
+        },
+    }
+    classes, used = classify_grains(table, rules)
+    # Row 2 matches "granular" and "large": the rule written first wins; NaN GOS matches no
+    # comparison, so row 3 falls to the default (ignore = -1).
+    assert classes.tolist() == [0, 1, 2, -1, 3]
+    assert used["gos"] == {"value": 2.0, "method": "fixed"}
+
+
+def test_phase_conditions_take_names_or_ids(known_map):
+    phases = json.loads(known_map.ebsd.attrs["phases"])
+    table = pd.DataFrame({"phase": [1, 2, 2, 1]})
+    rules = {"classes": ["fcc", "bcc"], "default": "ignore",
+             "rules": {"fcc": {"phase": {"eq": "Austenite"}}, "bcc": {"phase": {"in": ["ferrite", 7]}}}}
+    classes, _ = classify_grains(table, rules, phases=phases)
+    assert classes.tolist() == [0, 1, 1, 0]
+    with pytest.raises(UnknownNameError, match="austenite, ferrite"):
+        classify_grains(table, {"classes": ["x"], "rules": {"x": {"phase": {"eq": "cementite"}}}}, phases=phases)
+
+
+@pytest.mark.parametrize("method", ["otsu", "gmm"])
+def test_data_driven_threshold_is_used_and_reported(method):
+    rng = np.random.default_rng(1)
+    gos = np.r_[rng.normal(0.5, 0.15, 400), rng.normal(4.0, 0.5, 200)]
+    table = pd.DataFrame({"gos": gos})
+    truth = (np.arange(600) >= 400).astype(int)
+    section = {"classes": ["f", "b"], "rules": {"b": {"gos": {"gt": 10.0}}}, "thresholds": {"gos": method}}
+    inline = {"classes": ["f", "b"], "rules": {"b": {"gos": {"gt": method}}}}
+    for rules in (section, inline):
+        classes, used = classify_grains(table, rules)
+        assert used["gos"]["method"] == method
+        assert gos[:400].max() < used["gos"]["value"] < gos[400:].min()
+        np.testing.assert_array_equal(classes, truth)
+
+
+def test_preset_lath_bainite_is_valid_and_plausible():
+    rules = load_rules("lath_bainite")
+    assert rules.classes == ["polygonal_ferrite", "lath_bainite"]
+    assert set(rules.used_quantities()) == {"gos", "kam_mean"}
+    assert rules.kam == {"order": 3, "max_deg": 5.0}  # the paper: KAM with 3rd-order neighbours
+    assert rules.grains["tolerance_deg"] == 5.0  # the paper: 5° grain tolerance
+
+
+def test_phase_preset_follows_the_map(known_map):
+    rules = load_rules("phase", ebsd=known_map.ebsd)
+    assert rules.classes == ["austenite", "ferrite"]
+    with pytest.raises(ConfigError, match="EBSD map"):
+        load_rules("phase")
