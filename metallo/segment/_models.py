@@ -349,19 +349,35 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [norm(t) for norm, t in zip(self.tap_norms, self.encode(x), strict=True)]
 
-    def _classify(self, columns: torch.Tensor) -> torch.Tensor:
-        # columns (N, C) -> (N, n_classes); BatchNorm1d needs the flat layout.
-        return self.mlp(columns)
-
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        # The first MLP layer is linear and bilinear up-sampling is linear, so they commute:
+        # applying that layer to each low-resolution tap and up-sampling its 1024-channel
+        # output avoids materialising the 1472-channel hypercolumns at full resolution.
+        h, w = x.shape[-2:]
         taps = self._taps(x)
-        columns = torch.cat(
-            [taps[0]] + [F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) for t in taps[1:]],
-            dim=1,
-        )
-        flat = columns.permute(0, 2, 3, 1).reshape(b * h * w, -1)
-        return self._classify(flat).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        first = self.mlp[0]
+        hidden: torch.Tensor | None = None
+        start = 0
+        for tap in taps:
+            weight = first.weight[:, start:start + tap.shape[1]]
+            start += tap.shape[1]
+            part = F.conv2d(tap, weight[:, :, None, None])
+            if part.shape[-2:] != (h, w):
+                part = F.interpolate(part, size=(h, w), mode="bilinear", align_corners=False)
+            hidden = part if hidden is None else hidden + part
+        assert hidden is not None
+        y = hidden + first.bias[None, :, None, None]
+        for module in list(self.mlp)[1:]:
+            if isinstance(module, nn.Linear):
+                y = F.conv2d(y, module.weight[:, :, None, None], module.bias)
+            elif isinstance(module, nn.BatchNorm1d):
+                y = F.batch_norm(y, module.running_mean, module.running_var, module.weight, module.bias,
+                                 training=module.training, momentum=module.momentum or 0.0, eps=module.eps)
+            elif isinstance(module, nn.Dropout):
+                y = F.dropout(y, module.p, training=module.training)
+            else:
+                y = module(y)
+        return y
 
     def sample_logits(self, x: torch.Tensor, labels: torch.Tensor, *, generator: torch.Generator | None = None,
                       ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,9 +401,9 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
         grid = torch.stack(
             [(xs.float() + 0.5) / target_size[1] * 2 - 1, (ys.float() + 0.5) / target_size[0] * 2 - 1], dim=-1
         ).unsqueeze(1).to(x.dtype)
-        cols = [F.grid_sample(t, grid, mode="bilinear", align_corners=False).squeeze(2) for t in taps]
+        cols = [F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False).squeeze(2) for t in taps]
         columns = torch.cat(cols, dim=1)  # (b, C, n)
-        logits = self._classify(columns.permute(0, 2, 1).reshape(-1, columns.shape[1]))
+        logits = self.mlp(columns.permute(0, 2, 1).reshape(-1, columns.shape[1]))
         logits = logits.reshape(b, -1, self.n_classes).permute(0, 2, 1)
         targets = labels.reshape(b, -1).gather(1, flat_idx)
         return logits, targets
