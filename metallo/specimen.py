@@ -1,0 +1,658 @@
+"""The Specimen container: one HDF5 file per specimen, written through xarray's DataTree.
+
+Layout (see ``docs/specimen.md``)::
+
+    /                          schema_version, metallo_version, specimen_id, material, process
+    /micrographs/<name>        image (y, x[, channel]); modality, pixel_size_um, source, sha256
+    /ebsd/<name>               the EBSD map of metallo.ebsd.ebsd_dataset; step_um, grid, phases
+    /ebsd/<name>/derived       grain_id, kam, gos, ... each with attrs["parameters"]
+    /registration/<name>       fixed, moving, transform_type, quality
+    /annotations/<name>        labels (y, x) uint8; classes, ignore_index, rules
+    /segmentations/<name>      labels (y, x) integer; classes, model, checkpoint_sha256, config
+    /quantities/<name>         a table (dim "row"); parameters
+    /provenance                one record per step (a table, dim "record")
+
+Every node and the root attributes are validated against ``data_schemas/specimen_*.json`` when
+a node is added, on save and on open. Saving is atomic. A step adds nodes and never mutates
+one in place; each :meth:`Specimen.add` appends a provenance record.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from metallo._specimen_io import FileStamp, atomic_write, check_hdf5, file_stamp
+from metallo._specimen_schema import (
+    NODE_KINDS,
+    describe_dataset,
+    validate_node,
+    validate_provenance,
+    validate_root,
+)
+from metallo._specimen_table import dataset_to_table, table_to_dataset
+from metallo._version import __version__
+from metallo.errors import ConfigError, FormatError, SchemaError, UnknownNameError
+
+__all__ = ["PROVENANCE_FIELDS", "SCHEMA_VERSION", "Specimen", "node_kind"]
+
+#: Version of the container layout written to ``/`` (``schema_version``).
+SCHEMA_VERSION = "1.0"
+#: The fields of a provenance record, in the order they are stored.
+PROVENANCE_FIELDS = ("step", "parameters", "inputs", "outputs", "metallo_version", "time_utc")
+
+_GROUPS = ("micrographs", "ebsd", "registration", "annotations", "segmentations", "quantities")
+_PROVENANCE = "provenance"
+_ARRAY_NAME = {"micrographs": "image", "annotations": "labels", "segmentations": "labels"}
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_LAYOUT = "micrographs/<name>, ebsd/<name>, ebsd/<name>/derived, " + ", ".join(
+    f"{g}/<name>" for g in _GROUPS[2:]
+)
+# Exceptions h5py / h5netcdf / xarray raise for unreadable or malformed files.
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError)
+
+
+def _normalize_node(node: str) -> str:
+    if not isinstance(node, str):
+        raise ConfigError(f"a node name is a string like 'micrographs/lom'; got {type(node).__name__}")
+    return node.strip("/")
+
+
+def node_kind(node: str) -> str:
+    """The schema kind of a node path (``"ebsd_derived"`` for ``ebsd/<name>/derived``).
+
+    Parameters
+    ----------
+    node : str
+        A node path such as ``"micrographs/lom"`` (a leading ``/`` is allowed).
+
+    Returns
+    -------
+    str
+        One of ``micrographs, ebsd, ebsd_derived, registration, annotations, segmentations,
+        quantities``.
+
+    Examples
+    --------
+    >>> node_kind("/ebsd/map1/derived")
+    'ebsd_derived'
+    """
+    parts = _normalize_node(node).split("/")
+    bad = [p for p in parts if not _NAME.match(p)]
+    if bad:
+        raise ConfigError(
+            f"node {node!r}: name part {bad[0]!r} must be letters, digits, '_', '.', '-' (no spaces)"
+        )
+    if len(parts) == 2 and parts[0] in _GROUPS:
+        return parts[0]
+    if len(parts) == 3 and parts[0] == "ebsd" and parts[2] == "derived":
+        return "ebsd_derived"
+    raise ConfigError(f"node {node!r} is not part of the specimen layout; expected one of {_LAYOUT}")
+
+
+def _now_utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, PathLike):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be JSON serialisable: {exc}") from None
+
+
+def _attr_value(value: Any, what: str) -> Any:
+    """An attribute value netCDF can store, in the form it is read back."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)  # netCDF has no boolean attributes
+    if isinstance(value, (str, int, float, np.number)):
+        return value
+    if isinstance(value, PathLike):
+        return str(value)
+    if isinstance(value, Mapping):
+        return _dumps(dict(value), what)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value.tolist() if isinstance(value, np.ndarray) else value)
+        if not items:
+            return np.array([], dtype=np.float64)
+        if all(isinstance(v, str) for v in items):
+            return [str(v) for v in items]
+        if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in items):
+            return np.asarray(items)
+        return _dumps(items, what)
+    if value is None:
+        raise ConfigError(f"{what} is None; netCDF attributes cannot be None (use '' or NaN)")
+    raise ConfigError(f"{what} has type {type(value).__name__}; expected a string, number, list or dict")
+
+
+def _storable(var: xr.Variable, what: str) -> None:
+    kind = var.dtype.kind
+    if kind in "iubUSMm" or (kind == "f" and var.dtype.itemsize >= 4):
+        return
+    if kind == "O":
+        sample = var.values.ravel()[:1000]
+        if all(isinstance(v, str) for v in sample.tolist()):
+            return
+    raise ConfigError(
+        f"{what} has dtype {var.dtype}; expected bool, (u)int8-64, float32/64, datetime or strings"
+    )
+
+
+class Specimen:
+    """One specimen: micrographs, EBSD maps and everything derived from them, in one file.
+
+    Create one with :meth:`create`, re-open it with :meth:`open`; do not call the constructor.
+
+    Examples
+    --------
+    >>> spec = Specimen.create(tmp / "S1.h5", specimen_id="S1", material="CP steel")  # doctest: +SKIP
+    >>> spec.add("micrographs/lom", lom, step="read_image", inputs=["lom.tif"])  # doctest: +SKIP
+    >>> spec.save()  # doctest: +SKIP
+    >>> Specimen.open(tmp / "S1.h5")["micrographs/lom"]["image"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        attrs: dict[str, Any],
+        provenance: list[dict[str, Any]],
+        *,
+        _stamp: FileStamp | None = None,
+    ) -> None:
+        self._path = path
+        self._attrs = attrs
+        self._provenance = provenance
+        # None = not loaded yet (lazy open); read from the file on first access.
+        self._nodes: dict[str, xr.Dataset | None] = {}
+        self._descriptions: dict[str, dict[str, Any]] = {}
+        self._stamp = _stamp
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls,
+        path: str | PathLike[str],
+        *,
+        specimen_id: str,
+        material: str = "",
+        process: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Specimen:
+        """Create a new, empty specimen file (written at once, atomically).
+
+        Parameters
+        ----------
+        path : path-like
+            The ``.h5`` file to create; its folder must exist.
+        specimen_id : str
+            The lab's identifier of the specimen.
+        material : str
+            Steel grade or material name.
+        process : dict, optional
+            Processing history, e.g. ``{"route": ..., "heat_treatment": ..., "preparation": ...,
+            "etchant": ...}``; stored as JSON in ``/`` attr ``process``.
+        overwrite : bool
+            Replace an existing file at ``path``.
+
+        Returns
+        -------
+        Specimen
+
+        Examples
+        --------
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", material="CP steel",
+        ...                        process={"etchant": "2% nital"})  # doctest: +SKIP
+        """
+        path = Path(path).absolute()
+        if not isinstance(specimen_id, str) or not specimen_id:
+            raise ConfigError(f"{path}: specimen_id must be a non-empty string; got {specimen_id!r}")
+        if path.exists() and not overwrite:
+            raise ConfigError(
+                f"{path} already exists; use Specimen.open() or pass overwrite=True to replace it"
+            )
+        process = dict(process or {})
+        attrs: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "metallo_version": __version__,
+            "specimen_id": specimen_id,
+            "material": str(material),
+            "process": _dumps(process, f"{path}: process"),
+        }
+        validate_root(attrs, where=str(path))
+        spec = cls(path, attrs, [])
+        spec._record(
+            "create",
+            {"specimen_id": specimen_id, "material": str(material), "process": process},
+            inputs=(),
+            outputs=("/",),
+        )
+        spec.save()
+        return spec
+
+    @classmethod
+    def open(cls, path: str | PathLike[str], *, lazy: bool = False) -> Specimen:
+        """Open and validate a specimen file.
+
+        Parameters
+        ----------
+        path : path-like
+            A file written by :meth:`save`.
+        lazy : bool
+            ``False`` (default): read every node into memory now, so the specimen stays usable
+            whatever happens to the file later. ``True``: read only the layout and attributes
+            now and each node on first access; if the file was replaced by another writer in
+            the meantime that access raises :class:`FormatError`.
+
+        Returns
+        -------
+        Specimen
+
+        Raises
+        ------
+        FormatError
+            Missing, truncated, non-HDF5 or foreign HDF5 file.
+        SchemaError
+            A node or attribute violates the container schema (the message names both).
+
+        Examples
+        --------
+        >>> spec = Specimen.open("S1.h5")  # doctest: +SKIP
+        >>> spec.nodes()  # doctest: +SKIP
+        ['ebsd/map1', 'micrographs/lom']
+        """
+        path = Path(path).absolute()
+        check_hdf5(path)
+        stamp = file_stamp(path)
+        _check_is_specimen(path)
+        try:
+            tree = xr.open_datatree(path, engine="h5netcdf")
+        except _READ_ERRORS as exc:
+            raise FormatError(f"{path}: unreadable specimen file ({_one_line(exc)})") from None
+        try:
+            return cls._from_tree(tree, path, stamp, lazy=lazy)
+        finally:
+            tree.close()
+
+    @classmethod
+    def _from_tree(cls, tree: xr.DataTree, path: Path, stamp: FileStamp, *, lazy: bool) -> Specimen:
+        where = str(path)
+        attrs = dict(tree.attrs)
+        validate_root(attrs, where=where)
+        if _PROVENANCE not in tree.children:
+            raise SchemaError(f"{where}: node '/provenance' is missing")
+        spec = cls(path, attrs, _read_provenance(tree[_PROVENANCE].to_dataset(inherit=False), where), _stamp=stamp)
+        for sub in tree.subtree:
+            node = sub.path.strip("/")
+            if not node or node == _PROVENANCE:
+                continue
+            if "/" not in node:
+                if node not in _GROUPS or sub.has_data:
+                    raise SchemaError(
+                        f"{where}: node '/{node}' is not part of the specimen layout; expected {_LAYOUT}"
+                    )
+                continue
+            try:
+                kind = node_kind(node)
+            except ConfigError as exc:
+                raise SchemaError(f"{where}: {exc}") from None
+            ds = sub.to_dataset(inherit=True)
+            description = describe_dataset(ds, node)
+            validate_node(description, kind, where=where)
+            spec._descriptions[node] = description
+            spec._nodes[node] = None if lazy else _load(ds, path, node)
+        return spec
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def path(self) -> Path:
+        """The file this specimen was opened from or last saved to."""
+        return self._path
+
+    @property
+    def specimen_id(self) -> str:
+        """The specimen identifier (root attr ``specimen_id``)."""
+        return str(self._attrs["specimen_id"])
+
+    @property
+    def material(self) -> str:
+        """The material (root attr ``material``)."""
+        return str(self._attrs["material"])
+
+    @property
+    def process(self) -> dict[str, Any]:
+        """The processing history (root attr ``process``, decoded from JSON)."""
+        return dict(json.loads(self._attrs["process"]))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """A copy of the root attributes."""
+        return dict(self._attrs)
+
+    @property
+    def provenance(self) -> list[dict[str, Any]]:
+        """One record per step: step, parameters, inputs, outputs, metallo_version, time_utc."""
+        return copy.deepcopy(self._provenance)
+
+    def nodes(self) -> list[str]:
+        """The data nodes, sorted, e.g. ``['ebsd/map1', 'ebsd/map1/derived', 'micrographs/lom']``."""
+        return sorted(self._nodes)
+
+    def __contains__(self, node: object) -> bool:
+        return isinstance(node, str) and node.strip("/") in self._nodes
+
+    def __getitem__(self, node: str) -> xr.Dataset:
+        """The Dataset of a node (a shallow copy: the stored node is never mutated)."""
+        return self._get(node).copy(deep=False)
+
+    def table(self, node: str) -> pd.DataFrame:
+        """A table node (``quantities/...``) as a DataFrame, equal to the one added.
+
+        Examples
+        --------
+        >>> spec.table("quantities/psd")["ecd_um"].median()  # doctest: +SKIP
+        """
+        key = _normalize_node(node)
+        return dataset_to_table(self._get(key), node=key)
+
+    def describe(self, node: str) -> dict[str, Any]:
+        """Metadata of a node without reading its data: attrs, dims, variables (dims, shape, dtype, attrs)."""
+        key = self._key(node)
+        return copy.deepcopy(self._descriptions[key])
+
+    def _key(self, node: str) -> str:
+        key = _normalize_node(node)
+        if key not in self._nodes:
+            raise UnknownNameError(
+                f"{self._path}: no node {node!r}; nodes: {', '.join(self.nodes()) or '(none)'}"
+            )
+        return key
+
+    def _get(self, node: str) -> xr.Dataset:
+        key = self._key(node)
+        ds = self._nodes[key]
+        if ds is None:
+            ds = self._read_node(key)
+            self._nodes[key] = ds
+        return ds
+
+    def _read_node(self, node: str) -> xr.Dataset:
+        try:
+            now = file_stamp(self._path)
+        except FileNotFoundError:
+            now = None
+        if now != self._stamp:
+            raise FormatError(
+                f"{self._path}: the file was replaced or removed since it was opened lazily; "
+                f"node {node!r} cannot be read from it - open it again"
+            )
+        try:
+            tree = xr.open_datatree(self._path, engine="h5netcdf")
+        except _READ_ERRORS as exc:
+            raise FormatError(f"{self._path}: unreadable specimen file ({_one_line(exc)})") from None
+        try:
+            return _load(tree[node].to_dataset(inherit=True), self._path, node)
+        finally:
+            tree.close()
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self,
+        node: str,
+        data: xr.DataArray | xr.Dataset | pd.DataFrame,
+        *,
+        step: str,
+        parameters: Mapping[str, Any] | None = None,
+        inputs: Sequence[str] = (),
+        overwrite: bool = False,
+    ) -> None:
+        """Add a node and append a provenance record (written to disk by :meth:`save`).
+
+        Parameters
+        ----------
+        node : str
+            Where the data goes, e.g. ``"micrographs/lom"``, ``"ebsd/map1"``,
+            ``"ebsd/map1/derived"``, ``"registration/lom_ebsd"``, ``"annotations/bainite"``,
+            ``"segmentations/unet"``, ``"quantities/psd"``.
+        data : DataArray, Dataset or DataFrame
+            A DataArray is stored as variable ``image`` (micrographs) or ``labels``
+            (annotations, segmentations), its attrs also becoming the node attrs. A DataFrame
+            becomes a table with dim ``row``. Dict attrs are stored as JSON text and booleans
+            as 0/1 (netCDF has neither).
+        step : str
+            Name of the step that made the data, e.g. ``"ebsd.derive"``.
+        parameters : dict, optional
+            The step's parameters (JSON serialisable). They are also the node attr
+            ``parameters`` of a quantities table and of derived EBSD variables that lack one.
+        inputs : sequence of str
+            The nodes or files the step read.
+        overwrite : bool
+            Replace an existing node (re-running a step); otherwise that raises ConfigError.
+
+        Examples
+        --------
+        >>> spec.add("quantities/psd", psd_table, step="quantify.particle_sizes",
+        ...          parameters={"min_area_um2": 0.05}, inputs=["segmentations/unet"])  # doctest: +SKIP
+        """
+        key = _normalize_node(node)
+        kind = node_kind(key)
+        where = str(self._path)
+        if not isinstance(step, str) or not step:
+            raise ConfigError(f"{where}: node {key!r}: step must be a non-empty string; got {step!r}")
+        if key in self._nodes and not overwrite:
+            raise ConfigError(
+                f"{where}: node {key!r} already exists; pass overwrite=True to re-run step {step!r}"
+            )
+        if kind == "ebsd_derived" and key.rsplit("/", 1)[0] not in self._nodes:
+            raise ConfigError(f"{where}: add the EBSD map {key.rsplit('/', 1)[0]!r} before {key!r}")
+        params = dict(parameters or {})
+        params_json = _dumps(params, f"{where}: step {step!r} parameters")
+        if isinstance(inputs, (str, PathLike)):
+            inputs = [inputs]
+        ds = _as_dataset(data, key, kind, params_json)
+        description = describe_dataset(ds, key)
+        validate_node(description, kind, where=where)
+        self._check_aligned(key, ds)
+        self._nodes[key] = ds
+        self._descriptions[key] = description
+        self._record(step, json.loads(params_json), inputs=[str(i) for i in inputs], outputs=(key,))
+
+    def _check_aligned(self, key: str, ds: xr.Dataset) -> None:
+        # A derived node inherits its map's coordinates in the DataTree, so both must share the grid.
+        parts = key.split("/")
+        if parts[0] != "ebsd":
+            return
+        other = "/".join(parts[:2]) if len(parts) == 3 else key + "/derived"
+        if other not in self._nodes:
+            return
+        pair = {other: self._get(other), key: ds}
+        try:
+            xr.DataTree.from_dict(dict(sorted(pair.items())))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self._path}: node {key!r} is not on the grid of {other!r} "
+                f"(a derived node must share its map's y/x): {str(exc).splitlines()[0]}"
+            ) from None
+
+    def _record(self, step: str, parameters: dict[str, Any], *, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        self._provenance.append(
+            {
+                "step": step,
+                "parameters": parameters,
+                "inputs": list(inputs),
+                "outputs": list(outputs),
+                "metallo_version": __version__,
+                "time_utc": _now_utc(),
+            }
+        )
+
+    def save(self, path: str | PathLike[str] | None = None) -> Path:
+        """Validate and write the whole specimen atomically; returns the path written.
+
+        Parameters
+        ----------
+        path : path-like, optional
+            Write to this file instead (and use it from now on); default: :attr:`path`.
+
+        Returns
+        -------
+        Path
+
+        Examples
+        --------
+        >>> spec.save()  # doctest: +SKIP
+        """
+        target = Path(path).absolute() if path is not None else self._path
+        where = str(target)
+        for key in self.nodes():
+            ds = self._get(key)
+            description = describe_dataset(ds, key)
+            validate_node(description, node_kind(key), where=where)
+            self._descriptions[key] = description
+        attrs = {**self._attrs, "metallo_version": __version__}
+        validate_root(attrs, where=where)
+        provenance = _provenance_dataset(self._provenance)
+        validate_provenance(_provenance_rows(provenance), where=where)
+        data: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=attrs)}
+        data.update((key, self._get(key)) for key in self.nodes())
+        data[_PROVENANCE] = provenance
+        tree = xr.DataTree.from_dict(data)
+        # No _FillValue: NaN already means unknown, and a fill value costs a masking pass on read.
+        # Only a node's own variables: coordinates inherited from its map are written there.
+        encoding = {
+            "/" + key: {
+                str(name): {"_FillValue": None}
+                for name, var in tree[key].to_dataset(inherit=False).variables.items()
+                if var.dtype.kind == "f"
+            }
+            for key in self.nodes()
+        }
+        atomic_write(target, lambda temp: tree.to_netcdf(temp, engine="h5netcdf", mode="w", encoding=encoding))
+        self._attrs = attrs
+        self._path = target
+        self._stamp = file_stamp(target)
+        return target
+
+    def __repr__(self) -> str:
+        return f"<Specimen {self.specimen_id!r} at {str(self._path)!r}: {len(self._nodes)} nodes, {len(self._provenance)} steps>"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def _check_is_specimen(path: Path) -> None:
+    """Tell a foreign or broken HDF5 file from a specimen before xarray sees it."""
+    try:
+        with h5py.File(path, "r") as fh:
+            root = set(fh.attrs)
+            groups = sorted(fh.keys())
+    except _READ_ERRORS as exc:
+        raise FormatError(f"{path}: truncated or corrupt HDF5 file ({_one_line(exc)})") from None
+    missing = [k for k in ("schema_version", "specimen_id") if k not in root]
+    if missing:
+        raise FormatError(
+            f"{path}: an HDF5 file but not a metallo specimen (root attr {missing[0]!r} missing; "
+            f"top-level groups: {', '.join(groups) or 'none'})"
+        )
+
+
+def _load(ds: xr.Dataset, path: Path, node: str) -> xr.Dataset:
+    try:
+        return ds.load().drop_encoding()
+    except _READ_ERRORS as exc:
+        raise FormatError(f"{path}: node {node!r} cannot be read ({_one_line(exc)})") from None
+
+
+def _as_dataset(data: Any, key: str, kind: str, params_json: str) -> xr.Dataset:
+    if isinstance(data, pd.DataFrame):
+        ds = table_to_dataset(data, node=key)
+        ds.attrs = dict(data.attrs)
+    elif isinstance(data, xr.DataArray):
+        name = _ARRAY_NAME.get(kind) or str(data.name or key.rsplit("/", 1)[1])
+        ds = data.to_dataset(name=name)
+        ds.attrs = dict(data.attrs)
+    elif isinstance(data, xr.Dataset):
+        ds = data.copy(deep=False)
+    else:
+        raise ConfigError(
+            f"node {key!r}: expected an xr.DataArray, xr.Dataset or pandas DataFrame; got {type(data).__name__}"
+        )
+    ds = ds.drop_encoding()
+    ds.attrs = {str(k): _attr_value(v, f"node {key!r} attr {k!r}") for k, v in ds.attrs.items()}
+    if kind == "quantities":
+        ds.attrs.setdefault("parameters", params_json)
+    for name, var in ds.variables.items():
+        what = f"node {key!r} variable {name!r}"
+        if "/" in str(name):
+            raise ConfigError(f"{what}: a variable name may not contain '/'")
+        _storable(var, what)
+        var.attrs = {str(k): _attr_value(v, f"{what} attr {k!r}") for k, v in var.attrs.items()}
+        if kind == "ebsd_derived" and name in ds.data_vars:
+            var.attrs.setdefault("parameters", params_json)
+    return ds
+
+
+def _provenance_dataset(records: list[dict[str, Any]]) -> xr.Dataset:
+    columns: dict[str, list[str]] = {field: [] for field in PROVENANCE_FIELDS}
+    for record in records:
+        for field in PROVENANCE_FIELDS:
+            value = record.get(field, "")
+            columns[field].append(value if isinstance(value, str) else _dumps(value, f"provenance {field}"))
+    return xr.Dataset(
+        {field: ("record", np.array(values, dtype=object)) for field, values in columns.items()},
+        attrs={"description": "one record per step; parameters, inputs and outputs are JSON"},
+    )
+
+
+def _provenance_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
+    n = ds.sizes.get("record", 0)
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for field in PROVENANCE_FIELDS:
+        if field not in ds.data_vars:
+            continue
+        for i, value in enumerate(ds[field].values.tolist()):
+            rows[i][field] = value.decode() if isinstance(value, bytes) else value
+    return rows
+
+
+def _read_provenance(ds: xr.Dataset, where: str) -> list[dict[str, Any]]:
+    missing = [f for f in PROVENANCE_FIELDS if f not in ds.data_vars]
+    if missing and ds.sizes.get("record", 0):
+        raise SchemaError(f"{where}: node '/provenance' field {missing[0]!r}: missing")
+    try:
+        rows = _provenance_rows(ds.load())
+    except _READ_ERRORS as exc:
+        raise FormatError(f"{where}: node '/provenance' cannot be read ({_one_line(exc)})") from None
+    validate_provenance(rows, where=where)
+    for row in rows:
+        for field in ("parameters", "inputs", "outputs"):
+            row[field] = json.loads(row[field])
+    return rows
+
