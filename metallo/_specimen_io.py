@@ -129,4 +129,6 @@ def check_hdf5(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head != _HDF5_SIGNATURE:
-        raise FormatError(f"{path}: not an HDF5 file (no HDF5 signature at byte 0); expected a metallo specimen")
+        raise FormatError(
+            f"{path}: not an HDF5 file (no HDF5 signature at byte 0); expected a metallo specimen"
+        )

@@ -27,7 +27,14 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from metallo.errors import SchemaError
 
-__all__ = ["NODE_KINDS", "describe_dataset", "jsonable", "validate_node", "validate_provenance", "validate_root"]
+__all__ = [
+    "NODE_KINDS",
+    "describe_dataset",
+    "jsonable",
+    "validate_node",
+    "validate_provenance",
+    "validate_root",
+]
 
 #: Node kinds with a schema of their own; ``ebsd_derived`` is ``ebsd/<name>/derived``.
 NODE_KINDS = (
@@ -49,7 +56,9 @@ def _json_content(
     try:
         decoded = json.loads(instance)
     except json.JSONDecodeError as exc:
-        yield ValidationError(f"is not valid JSON ({exc.msg} at character {exc.pos}): {instance[:60]!r}")
+        yield ValidationError(
+            f"is not valid JSON ({exc.msg} at character {exc.pos}): {instance[:60]!r}"
+        )
         return
     yield from validator.descend(decoded, content_schema)
 
@@ -61,7 +70,9 @@ _Validator = jsonschema.validators.extend(
 
 @cache
 def _validator(name: str) -> Any:
-    text = resources.files("metallo").joinpath("_schemas", f"specimen_{name}.json").read_text("utf-8")
+    text = (
+        resources.files("metallo").joinpath("_schemas", f"specimen_{name}.json").read_text("utf-8")
+    )
     schema = json.loads(text)
     _Validator.check_schema(schema)
     return _Validator(schema)

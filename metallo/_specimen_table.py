@@ -26,7 +26,9 @@ def _string_column(values: pd.Series, attrs: dict[str, Any]) -> np.ndarray:
     na = values.isna().to_numpy()
     if na.any():
         attrs["pandas_na"] = json.dumps(np.flatnonzero(na).tolist())
-    return np.array(["" if m else str(v) for v, m in zip(values.tolist(), na, strict=True)], dtype=object)
+    return np.array(
+        ["" if m else str(v) for v, m in zip(values.tolist(), na, strict=True)], dtype=object
+    )
 
 
 def _column(name: str, values: pd.Series, node: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -37,7 +39,11 @@ def _column(name: str, values: pd.Series, node: str) -> tuple[np.ndarray, dict[s
         attrs["ordered"] = int(dtype.ordered)
         return _string_column(values.astype(object), attrs), attrs
     if pd.api.types.is_string_dtype(dtype):
-        if dtype == object and not all(isinstance(v, str) for v in values.dropna().tolist()):
+        if (
+            isinstance(dtype, np.dtype)
+            and dtype.kind == "O"
+            and not all(isinstance(v, str) for v in values.dropna().tolist())
+        ):
             raise ConfigError(
                 f"table {node!r}: column {name!r} mixes strings and other objects; "
                 "expected numbers, booleans, datetimes or strings"
@@ -52,13 +58,17 @@ def _column(name: str, values: pd.Series, node: str) -> tuple[np.ndarray, dict[s
 def table_to_dataset(table: pd.DataFrame, *, node: str) -> xr.Dataset:
     """A DataFrame as a Dataset with one dim ``row``; the index becomes the ``row`` coordinate."""
     if isinstance(table.index, pd.MultiIndex) or isinstance(table.columns, pd.MultiIndex):
-        raise ConfigError(f"table {node!r}: a MultiIndex cannot be stored; call reset_index() first")
+        raise ConfigError(
+            f"table {node!r}: a MultiIndex cannot be stored; call reset_index() first"
+        )
     names = [str(c) for c in table.columns]
     if len(set(names)) != len(names):
         raise ConfigError(f"table {node!r}: column names must be unique; got {names}")
     bad = [n for n in names if n == ROW or "/" in n or not n]
     if bad:
-        raise ConfigError(f"table {node!r}: column names may not be 'row', empty or contain '/'; got {bad}")
+        raise ConfigError(
+            f"table {node!r}: column names may not be 'row', empty or contain '/'; got {bad}"
+        )
     data_vars = {}
     for name, column in zip(names, table.columns, strict=True):
         values, attrs = _column(name, table[column], node)
@@ -83,7 +93,9 @@ def _restore(values: np.ndarray, attrs: dict[str, Any]) -> pd.Series | np.ndarra
         series = pd.Series(values.astype(object))
         if na:
             series.iloc[na] = np.nan
-        cats = pd.CategoricalDtype(json.loads(attrs["categories"]), ordered=bool(attrs.get("ordered", 0)))
+        cats = pd.CategoricalDtype(
+            json.loads(attrs["categories"]), ordered=bool(attrs.get("ordered", 0))
+        )
         return series.astype(cats)
     if values.dtype.kind in "OUS" or dtype in ("object", "str", "string"):
         series = pd.Series(values.astype(object))
@@ -98,7 +110,9 @@ def _restore(values: np.ndarray, attrs: dict[str, Any]) -> pd.Series | np.ndarra
 def dataset_to_table(ds: xr.Dataset, *, node: str) -> pd.DataFrame:
     """The inverse of :func:`table_to_dataset`."""
     if set(ds.dims) - {ROW}:
-        raise ConfigError(f"node {node!r} is not a table: dims {sorted(map(str, ds.dims))}, expected only {ROW!r}")
+        raise ConfigError(
+            f"node {node!r} is not a table: dims {sorted(map(str, ds.dims))}, expected only {ROW!r}"
+        )
     columns: dict[str, Any] = {}
     for name, var in ds.data_vars.items():
         restored = _restore(np.asarray(var.values), dict(var.attrs))

@@ -35,7 +35,6 @@ import xarray as xr
 
 from metallo._specimen_io import FileStamp, atomic_write, check_hdf5, file_stamp
 from metallo._specimen_schema import (
-    NODE_KINDS,
     describe_dataset,
     validate_node,
     validate_provenance,
@@ -65,7 +64,9 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexErr
 
 def _normalize_node(node: str) -> str:
     if not isinstance(node, str):
-        raise ConfigError(f"a node name is a string like 'micrographs/lom'; got {type(node).__name__}")
+        raise ConfigError(
+            f"a node name is a string like 'micrographs/lom'; got {type(node).__name__}"
+        )
     return node.strip("/")
 
 
@@ -98,7 +99,9 @@ def node_kind(node: str) -> str:
         return parts[0]
     if len(parts) == 3 and parts[0] == "ebsd" and parts[2] == "derived":
         return "ebsd_derived"
-    raise ConfigError(f"node {node!r} is not part of the specimen layout; expected one of {_LAYOUT}")
+    raise ConfigError(
+        f"node {node!r} is not part of the specimen layout; expected one of {_LAYOUT}"
+    )
 
 
 def _now_utc() -> str:
@@ -145,7 +148,9 @@ def _attr_value(value: Any, what: str) -> Any:
         return _dumps(items, what)
     if value is None:
         raise ConfigError(f"{what} is None; netCDF attributes cannot be None (use '' or NaN)")
-    raise ConfigError(f"{what} has type {type(value).__name__}; expected a string, number, list or dict")
+    raise ConfigError(
+        f"{what} has type {type(value).__name__}; expected a string, number, list or dict"
+    )
 
 
 def _storable(var: xr.Variable, what: str) -> None:
@@ -228,7 +233,9 @@ class Specimen:
         """
         path = Path(path).absolute()
         if not isinstance(specimen_id, str) or not specimen_id:
-            raise ConfigError(f"{path}: specimen_id must be a non-empty string; got {specimen_id!r}")
+            raise ConfigError(
+                f"{path}: specimen_id must be a non-empty string; got {specimen_id!r}"
+            )
         if path.exists() and not overwrite:
             raise ConfigError(
                 f"{path} already exists; use Specimen.open() or pass overwrite=True to replace it"
@@ -303,7 +310,12 @@ class Specimen:
         validate_root(attrs, where=where)
         if _PROVENANCE not in tree.children:
             raise SchemaError(f"{where}: node '/provenance' is missing")
-        spec = cls(path, attrs, _read_provenance(tree[_PROVENANCE].to_dataset(inherit=False), where), _stamp=stamp)
+        spec = cls(
+            path,
+            attrs,
+            _read_provenance(tree[_PROVENANCE].to_dataset(inherit=False), where),
+            _stamp=stamp,
+        )
         for sub in tree.subtree:
             node = sub.path.strip("/")
             if not node or node == _PROVENANCE:
@@ -411,7 +423,9 @@ class Specimen:
         try:
             tree = xr.open_datatree(self._path, engine="h5netcdf")
         except _READ_ERRORS as exc:
-            raise FormatError(f"{self._path}: unreadable specimen file ({_one_line(exc)})") from None
+            raise FormatError(
+                f"{self._path}: unreadable specimen file ({_one_line(exc)})"
+            ) from None
         try:
             return _load(tree[node].to_dataset(inherit=True), self._path, node)
         finally:
@@ -460,7 +474,9 @@ class Specimen:
         kind = node_kind(key)
         where = str(self._path)
         if not isinstance(step, str) or not step:
-            raise ConfigError(f"{where}: node {key!r}: step must be a non-empty string; got {step!r}")
+            raise ConfigError(
+                f"{where}: node {key!r}: step must be a non-empty string; got {step!r}"
+            )
         if key in self._nodes and not overwrite:
             raise ConfigError(
                 f"{where}: node {key!r} already exists; pass overwrite=True to re-run step {step!r}"
@@ -496,7 +512,14 @@ class Specimen:
                 f"(a derived node must share its map's y/x): {str(exc).splitlines()[0]}"
             ) from None
 
-    def _record(self, step: str, parameters: dict[str, Any], *, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    def _record(
+        self,
+        step: str,
+        parameters: dict[str, Any],
+        *,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+    ) -> None:
         self._provenance.append(
             {
                 "step": step,
@@ -549,7 +572,10 @@ class Specimen:
             }
             for key in self.nodes()
         }
-        atomic_write(target, lambda temp: tree.to_netcdf(temp, engine="h5netcdf", mode="w", encoding=encoding))
+        atomic_write(
+            target,
+            lambda temp: tree.to_netcdf(temp, engine="h5netcdf", mode="w", encoding=encoding),
+        )
         self._attrs = attrs
         self._path = target
         self._stamp = file_stamp(target)
@@ -624,7 +650,9 @@ def _provenance_dataset(records: list[dict[str, Any]]) -> xr.Dataset:
     for record in records:
         for field in PROVENANCE_FIELDS:
             value = record.get(field, "")
-            columns[field].append(value if isinstance(value, str) else _dumps(value, f"provenance {field}"))
+            columns[field].append(
+                value if isinstance(value, str) else _dumps(value, f"provenance {field}")
+            )
     return xr.Dataset(
         {field: ("record", np.array(values, dtype=object)) for field, values in columns.items()},
         attrs={"description": "one record per step; parameters, inputs and outputs are JSON"},
@@ -649,10 +677,11 @@ def _read_provenance(ds: xr.Dataset, where: str) -> list[dict[str, Any]]:
     try:
         rows = _provenance_rows(ds.load())
     except _READ_ERRORS as exc:
-        raise FormatError(f"{where}: node '/provenance' cannot be read ({_one_line(exc)})") from None
+        raise FormatError(
+            f"{where}: node '/provenance' cannot be read ({_one_line(exc)})"
+        ) from None
     validate_provenance(rows, where=where)
     for row in rows:
         for field in ("parameters", "inputs", "outputs"):
             row[field] = json.loads(row[field])
     return rows
-
