@@ -1,5 +1,13 @@
-"""Synthetic specimens with known ground truth: the default data of the demo, tests and benchmarks."""
+"""Synthetic specimens with known ground truth: the default data of the demo, tests and benchmarks.
 
+- :func:`make_specimen`: ferrite + lath bainite seen by EBSD, LOM and SEM, with the exact
+  EBSD -> micrograph mapping and the constituent under every pixel.
+- :func:`make_particles`: round particles with known log-normal radii and touching pairs.
+- :func:`make_multiphase`: 2-6 phases with distinct grey levels and textures.
+"""
+
+from metallo.synth._multiphase import make_multiphase
+from metallo.synth._particles import SynthParticles, make_particles
 from metallo.synth._specimen import SynthSpecimen, make_specimen
 
-__all__ = ["SynthSpecimen", "make_specimen"]
+__all__ = ["SynthParticles", "SynthSpecimen", "make_multiphase", "make_particles", "make_specimen"]
