@@ -1,6 +1,17 @@
 """EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
 
+from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
+from metallo.ebsd._derive import derive
+from metallo.ebsd._grains import (
+    Grains,
+    gam,
+    gos,
+    grain_average_misorientation,
+    grain_orientation_spread,
+    grains,
+)
+from metallo.ebsd._kam import kam
 from metallo.ebsd._rotations import (
     axis_angle_to_quat,
     euler_to_quat,
@@ -12,12 +23,25 @@ from metallo.ebsd._rotations import (
     quat_to_matrix,
     random_quaternions,
 )
+from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
 
 __all__ = [
+    "BOUNDARY_CLASSES",
     "LAUE_GROUPS",
+    "Grains",
     "axis_angle_to_quat",
+    "boundaries",
+    "derive",
     "ebsd_dataset",
     "euler_to_quat",
+    "gam",
+    "grain_average_misorientation",
+    "grain_orientation_spread",
+    "grains",
+    "gos",
+    "kam",
+    "misorientation",
+    "misorientation_angle",
     "phases_of",
     "quat_conjugate",
     "quat_multiply",
@@ -26,4 +50,6 @@ __all__ = [
     "quat_to_euler",
     "quat_to_matrix",
     "random_quaternions",
+    "sigma3_deviation",
+    "symmetry_operators",
 ]
