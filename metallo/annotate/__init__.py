@@ -6,9 +6,11 @@ low-confidence points, warped into micrograph pixels through a registration and 
 for training (see ``docs/annotate.md``).
 """
 
-from metallo.annotate._cleanup import area_fractions, clean_labels, ignore_band
+from metallo.annotate._cleanup import clean_labels, ignore_band
+from metallo.annotate._export import add_annotation, write_labels, write_training_tiles
 from metallo.annotate._from_ebsd import from_ebsd, to_micrograph
 from metallo.annotate._quantities import grain_quantities
+from metallo.annotate._review import fraction_table, review_figure
 from metallo.annotate._rules import (
     AnnotationRules,
     classify_grains,
@@ -21,9 +23,10 @@ from metallo.annotate._thresholds import select_threshold
 
 __all__ = [
     "AnnotationRules",
-    "area_fractions",
+    "add_annotation",
     "classify_grains",
     "clean_labels",
+    "fraction_table",
     "from_ebsd",
     "grain_quantities",
     "ignore_band",
@@ -31,6 +34,9 @@ __all__ = [
     "preset_names",
     "presets",
     "quantity_names",
+    "review_figure",
     "select_threshold",
     "to_micrograph",
+    "write_labels",
+    "write_training_tiles",
 ]

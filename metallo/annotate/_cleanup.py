@@ -7,7 +7,7 @@ from scipy import ndimage as ndi
 
 from metallo.errors import ConfigError
 
-__all__ = ["area_fractions", "clean_labels", "ignore_band"]
+__all__ = ["clean_labels", "ignore_band"]
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -149,32 +149,3 @@ def ignore_band(
             raise ConfigError(f"ignore mask shape {mask.shape} != labels shape {labels.shape}")
         out[mask] = ignore_index
     return out
-
-
-def area_fractions(labels: np.ndarray, *, classes: list[str], ignore_index: int = 255) -> dict[str, float]:
-    """Area fraction of each class among the pixels that have a class.
-
-    Parameters
-    ----------
-    labels : ndarray (y, x) int
-    classes : list of str
-        Class names; the label value of a class is its index.
-    ignore_index : int
-        Pixels with this value are left out of the denominator.
-
-    Returns
-    -------
-    dict
-        Class name -> fraction in [0, 1] (NaN for every class if no pixel has a class).
-
-    Examples
-    --------
-    >>> area_fractions(np.array([[0, 1], [1, 255]]), classes=["a", "b"])
-    {'a': 0.3333333333333333, 'b': 0.6666666666666666}
-    """
-    values = np.asarray(labels).ravel()
-    values = values[values != ignore_index].astype(np.int64)
-    values = values[(values >= 0) & (values < len(classes))]
-    counts = np.bincount(values, minlength=len(classes)).astype(np.float64)
-    total = counts.sum()
-    return {name: (float(counts[i] / total) if total else float("nan")) for i, name in enumerate(classes)}

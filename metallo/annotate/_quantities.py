@@ -20,7 +20,7 @@ from metallo.errors import ConfigError
 __all__ = ["grain_quantities"]
 
 #: Columns of ``Grains.table`` that are quantities of the same name.
-_TABLE_COLUMNS = {"gos": "gos_deg", "area_um2": "area_um2", "ecd_um": "ecd_um", "aspect_ratio": "aspect_ratio",
+_TABLE_COLUMNS = {"gos": "gos_deg", "gam": "gam_deg", "area_um2": "area_um2", "ecd_um": "ecd_um", "aspect_ratio": "aspect_ratio",
                   "phase": "phase", "n_pixels": "n_pixels"}
 _PIXEL_MEANS = {"iq_mean": "iq", "ci_mean": "ci", "fit_mean": "fit"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metallo.annotate import area_fractions, clean_labels, ignore_band
+from metallo.annotate import clean_labels, ignore_band
 from metallo.errors import ConfigError
 
 
@@ -61,14 +61,6 @@ def test_ignore_pixels_do_not_make_a_border_and_mask_is_applied():
     assert (out == 255).sum() == 2
     with pytest.raises(ConfigError, match="shape"):
         ignore_band(labels, mask=np.zeros((3, 3), bool))
-
-
-def test_area_fractions_leave_out_ignore():
-    labels = np.zeros((10, 10), np.uint8)
-    labels[:, :3] = 1
-    labels[:, 9] = 255
-    fractions = area_fractions(labels, classes=["a", "b"])
-    assert fractions == pytest.approx({"a": 60 / 90, "b": 30 / 90})
 
 
 def test_labels_must_be_integer_2d():

@@ -1,0 +1,224 @@
+"""Export of annotations: label images with a class table, Specimen nodes, training tiles."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from metallo.errors import ConfigError
+
+__all__ = ["add_annotation", "write_labels", "write_training_tiles"]
+
+#: Tile size by modality: the paper trained on 256 px LOM and 512 px SEM crops.
+DEFAULT_TILE = {"SEM": 512}
+DEFAULT_TILE_OTHER = 256
+
+
+def _class_table(labels: xr.DataArray) -> dict[str, Any]:
+    attrs = labels.attrs
+    if "classes" not in attrs:
+        raise ConfigError("labels need attrs['classes'] (JSON list of names); make them with from_ebsd")
+    table: dict[str, Any] = {
+        "classes": json.loads(attrs["classes"]) if isinstance(attrs["classes"], str) else list(attrs["classes"]),
+        "ignore_index": int(attrs.get("ignore_index", 255)),
+        "pixel_size_um": float(attrs.get("pixel_size_um", math.nan)),
+    }
+    for key in ("rules", "thresholds"):
+        if key in attrs:
+            table[key] = json.loads(attrs[key]) if isinstance(attrs[key], str) else attrs[key]
+    return table
+
+
+def _write_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
+    """Write a label map as an 8-bit PNG or TIFF plus a ``.json`` class table beside it.
+
+    Parameters
+    ----------
+    labels : xr.DataArray (y, x) uint8
+        From :func:`~metallo.annotate.from_ebsd` or :func:`~metallo.annotate.to_micrograph`.
+    path : str or Path
+        ``.png``, ``.tif`` or ``.tiff``. The class table goes to the same name with ``.json``:
+        ``{"classes", "ignore_index", "pixel_size_um", "rules", "thresholds"}``.
+
+    Returns
+    -------
+    Path
+        The image path.
+
+    Examples
+    --------
+    >>> write_labels(mask, "bainite.png")  # doctest: +SKIP
+    PosixPath('bainite.png')
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".tif", ".tiff"):
+        raise ConfigError(f"{path}: label images are written as .png, .tif or .tiff")
+    values = np.asarray(labels.values)
+    if values.ndim != 2 or values.dtype != np.uint8:
+        raise ConfigError(f"{path}: labels must be a 2-D uint8 map; got shape {values.shape}, dtype {values.dtype}")
+    table = _class_table(labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        _write_png(values, path)
+    else:
+        import tifffile
+
+        pixel = table["pixel_size_um"]
+        resolution = (1e4 / pixel, 1e4 / pixel) if math.isfinite(pixel) and pixel > 0 else None
+        tifffile.imwrite(path, values, resolution=resolution, resolutionunit="CENTIMETER" if resolution else None,
+                         metadata=None, description=json.dumps(table))
+    path.with_suffix(".json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    return path
+
+
+def add_annotation(
+    specimen: Any,
+    name: str,
+    labels: xr.DataArray,
+    *,
+    inputs: tuple[str, ...] | list[str] = (),
+    overwrite: bool = False,
+) -> str:
+    """Store a label map in a Specimen under ``annotations/<name>`` with its rules and thresholds.
+
+    Parameters
+    ----------
+    specimen : Specimen
+        An open :class:`metallo.Specimen`.
+    name : str
+        Node name below ``annotations/``.
+    labels : xr.DataArray
+        From :func:`~metallo.annotate.from_ebsd` or :func:`~metallo.annotate.to_micrograph`.
+    inputs : sequence of str
+        Nodes the annotation was made from (EBSD map, registration), for provenance.
+    overwrite : bool
+        Replace an existing node.
+
+    Returns
+    -------
+    str
+        The node, ``"annotations/<name>"``.
+
+    Examples
+    --------
+    >>> add_annotation(spec, "bainite", mask, inputs=["ebsd/map1"])  # doctest: +SKIP
+    'annotations/bainite'
+    """
+    table = _class_table(labels)
+    node = f"annotations/{name}"
+    parameters = {"rules": table.get("rules", {}), "thresholds": table.get("thresholds", {}),
+                  "ignore_index": table["ignore_index"]}
+    dataset = xr.Dataset({"labels": labels.astype(np.uint8)}, attrs=dict(labels.attrs))
+    dataset["labels"].attrs = {}
+    specimen.add(node, dataset, step="annotate", parameters=parameters, inputs=list(inputs), overwrite=overwrite)
+    return node
+
+
+def write_training_tiles(
+    image: xr.DataArray,
+    labels: xr.DataArray,
+    out_dir: str | Path,
+    *,
+    tile: int | None = None,
+    stem: str | None = None,
+    max_ignore_fraction: float = 0.5,
+) -> pd.DataFrame:
+    """Cut a micrograph and its warped mask into training tiles for :mod:`metallo.segment`.
+
+    Writes ``out_dir/images/<stem>_<row>_<col>.png`` (the micrograph, 8-bit),
+    ``out_dir/labels/<stem>_<row>_<col>.png`` (class ids, ``ignore_index`` = ignore) and
+    ``out_dir/classes.json``; tiles mostly ``ignore`` (outside the EBSD field, borders) are
+    skipped.
+
+    Parameters
+    ----------
+    image : xr.DataArray (y, x)
+        The micrograph (uint8, or any grey image: scaled to 8 bit by its 0.5-99.5 % range).
+    labels : xr.DataArray (y, x) uint8
+        The mask on the same grid (:func:`~metallo.annotate.to_micrograph`).
+    out_dir : str or Path
+        Training data folder (layout in the contracts: images/, labels/, classes.json).
+    tile : int, optional
+        Tile side in pixels; default 512 for SEM, 256 otherwise (the paper's tiles).
+    stem : str, optional
+        Prefix of the tile names; default the image name.
+    max_ignore_fraction : float
+        Skip tiles with more ignored pixels than this.
+
+    Returns
+    -------
+    DataFrame
+        One row per written tile: ``stem``, ``row``, ``col`` (pixel offsets), ``ignore_fraction``.
+
+    Examples
+    --------
+    >>> write_training_tiles(spec.lom, on_lom, "train/")  # doctest: +SKIP
+    """
+    img = np.asarray(image.values)
+    lab = np.asarray(labels.values)
+    if img.shape[:2] != lab.shape:
+        raise ConfigError(f"image shape {img.shape[:2]} != labels shape {lab.shape}; warp the mask onto the image first")
+    if lab.dtype != np.uint8:
+        raise ConfigError(f"labels must be uint8; got {lab.dtype}")
+    table = _class_table(labels)
+    side = int(tile or DEFAULT_TILE.get(str(image.attrs.get("modality", "")).upper(), DEFAULT_TILE_OTHER))
+    if side < 8:
+        raise ConfigError(f"tile must be at least 8 px; got {side}")
+    stem = stem or str(image.name or "image")
+    out = Path(out_dir)
+    classes_file = out / "classes.json"
+    if classes_file.exists():
+        known = json.loads(classes_file.read_text(encoding="utf-8"))
+        if known.get("classes") != table["classes"] or int(known.get("ignore_index", 255)) != table["ignore_index"]:
+            raise ConfigError(f"{classes_file} has classes {known.get('classes')}; these tiles have {table['classes']}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    img8 = _to_uint8(img)
+    ignore = table["ignore_index"]
+    rows = []
+    ny, nx = lab.shape
+    for r in _offsets(ny, side):  # loop over tiles (a handful per image)
+        for c in _offsets(nx, side):
+            lab_tile = lab[r : r + side, c : c + side]
+            fraction = float(np.mean(lab_tile == ignore))
+            if fraction > max_ignore_fraction:
+                continue
+            name = f"{stem}_{r:05d}_{c:05d}"
+            _write_png(img8[r : r + side, c : c + side], out / "images" / f"{name}.png")
+            _write_png(lab_tile, out / "labels" / f"{name}.png")
+            rows.append({"stem": name, "row": r, "col": c, "ignore_fraction": fraction})
+    classes_file.write_text(
+        json.dumps({"classes": table["classes"], "ignore_index": ignore,
+                    "pixel_size_um": float(image.attrs.get("pixel_size_um", math.nan))}, indent=2),
+        encoding="utf-8",
+    )
+    return pd.DataFrame(rows, columns=["stem", "row", "col", "ignore_fraction"])
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    data = image.astype(np.float64)
+    lo, hi = np.nanpercentile(data, [0.5, 99.5])
+    return np.clip(np.nan_to_num((data - lo) / max(hi - lo, 1e-12) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _offsets(n: int, side: int) -> list[int]:
+    """Tile starts covering ``n`` pixels; the last tile is flush with the edge (may overlap)."""
+    starts = list(range(0, max(n - side, 0) + 1, side))
+    if n > side and starts[-1] + side < n:
+        starts.append(n - side)
+    return starts
