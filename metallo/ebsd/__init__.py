@@ -1,6 +1,7 @@
 """EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
 
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
+from metallo.ebsd._clean import clean
 from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.ebsd._derive import derive
 from metallo.ebsd._grains import (
@@ -11,6 +12,8 @@ from metallo.ebsd._grains import (
     grain_orientation_spread,
     grains,
 )
+from metallo.ebsd._grid import resample_to_square
+from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
 from metallo.ebsd._rotations import (
     axis_angle_to_quat,
@@ -31,6 +34,7 @@ __all__ = [
     "Grains",
     "axis_angle_to_quat",
     "boundaries",
+    "clean",
     "derive",
     "ebsd_dataset",
     "euler_to_quat",
@@ -39,6 +43,7 @@ __all__ = [
     "grain_orientation_spread",
     "grains",
     "gos",
+    "ipf_colors",
     "kam",
     "misorientation",
     "misorientation_angle",
@@ -50,6 +55,7 @@ __all__ = [
     "quat_to_euler",
     "quat_to_matrix",
     "random_quaternions",
+    "resample_to_square",
     "sigma3_deviation",
     "symmetry_operators",
 ]

@@ -1,0 +1,97 @@
+"""Inverse pole figure (IPF) colour key.
+
+The sample direction (x, y or z) is expressed in crystal coordinates, brought into the
+standard triangle of the phase's Laue group, and coloured by its barycentric weights on the
+triangle's corners (normalised so that the largest is 1):
+
+- cubic (m-3m, m-3): [001] red, [101] green, [111] blue;
+- hexagonal and trigonal (6/mmm, 6/m, -3m, -3): [0001] red, [2-1-10] green, [10-10] blue;
+- tetragonal (4/mmm, 4/m): [001] red, [100] green, [110] blue;
+- lower symmetry: [001] red, [100] green, [010] blue (the positive octant).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from metallo.ebsd._neighbours import orientation_map
+from metallo.ebsd._rotations import quat_to_matrix
+from metallo.errors import ConfigError
+
+__all__ = ["ipf_colors"]
+
+_DIRECTIONS = {"x": np.array([1.0, 0.0, 0.0]), "y": np.array([0.0, 1.0, 0.0]), "z": np.array([0.0, 0.0, 1.0])}
+
+
+def _unit(v: list[float]) -> np.ndarray:
+    a = np.array(v, dtype=float)
+    return a / np.linalg.norm(a)
+
+
+_CORNERS = {
+    "cubic": np.array([_unit([0, 0, 1]), _unit([1, 0, 1]), _unit([1, 1, 1])]),
+    "hexagonal": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([np.sqrt(3) / 2, 0.5, 0])]),
+    "tetragonal": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([1, 1, 0])]),
+    "low": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([0, 1, 0])]),
+}
+_FAMILY = {"m-3m": "cubic", "m-3": "cubic", "6/mmm": "hexagonal", "6/m": "hexagonal", "-3m": "hexagonal",
+           "-3": "hexagonal", "4/mmm": "tetragonal", "4/m": "tetragonal"}
+
+
+def _reduce(h: np.ndarray, family: str) -> np.ndarray:
+    """Crystal directions (n, 3) into the standard triangle of the family (Laue: h ~ -h)."""
+    h = np.abs(h) if family in ("cubic", "low") else h * np.sign(h[:, 2:3] + (h[:, 2:3] == 0))
+    if family == "cubic":
+        s = np.sort(h, axis=1)
+        # z >= x >= y >= 0 is the [001]-[101]-[111] triangle.
+        return np.column_stack([s[:, 1], s[:, 0], s[:, 2]])
+    if family == "hexagonal":
+        phi = np.mod(np.arctan2(h[:, 1], h[:, 0]), np.pi / 3)
+        phi = np.where(phi > np.pi / 6, np.pi / 3 - phi, phi)
+        r = np.hypot(h[:, 0], h[:, 1])
+        return np.column_stack([r * np.cos(phi), r * np.sin(phi), h[:, 2]])
+    if family == "tetragonal":
+        a = np.abs(h)
+        return np.column_stack([a[:, :2].max(axis=1), a[:, :2].min(axis=1), a[:, 2]])
+    return h
+
+
+def ipf_colors(ebsd: xr.Dataset, *, direction: str = "z") -> np.ndarray:
+    """IPF colour map: the crystal direction parallel to a sample direction, coloured by the
+    standard triangle key of each pixel's phase.
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map.
+    direction : {"x", "y", "z"}
+        Sample direction (default "z", the surface normal).
+
+    Returns
+    -------
+    ndarray, (y, x, 3)
+        RGB in [0, 1]; black at unindexed pixels.
+
+    Example
+    -------
+    >>> rgb = ipf_colors(ebsd, direction="z")  # doctest: +SKIP
+    """
+    if direction not in _DIRECTIONS:
+        raise ConfigError(f"direction must be one of x, y, z; got {direction!r}")
+    omap = orientation_map(ebsd)
+    out = np.zeros((omap.size, 3))
+    ok = omap.indexed()
+    for pid, sym in omap.laue.items():
+        sel = np.flatnonzero(ok & (omap.phase == pid))
+        if sel.size == 0:
+            continue
+        family = _FAMILY.get(sym, "low")
+        # Passive g maps sample to crystal coordinates: h = g @ v.
+        h = quat_to_matrix(omap.q[sel]) @ _DIRECTIONS[direction]
+        h = _reduce(h, family)
+        weights = h @ np.linalg.inv(_CORNERS[family])
+        weights = np.clip(weights, 0.0, None)
+        weights /= np.maximum(weights.max(axis=1, keepdims=True), 1e-12)
+        out[sel] = weights
+    return out.reshape(omap.shape + (3,))
