@@ -8,10 +8,13 @@ from typing import Any
 # name -> private module that defines it. The image engineer owns _IMAGES,
 # the EBSD engineer owns _EBSD.
 _IMAGES: dict[str, str] = {
+    "IMAGE_FORMATS": "metallo.io._images",
     "ReaderPlugin": "metallo.io._plugins",
+    "read_image": "metallo.io._images",
     "reader_for": "metallo.io._plugins",
     "reader_names": "metallo.io._plugins",
     "register_reader": "metallo.io._plugins",
+    "write_image": "metallo.io._images",
 }
 _EBSD: dict[str, str] = {"read_ebsd": "metallo.io._ebsd", "write_ang": "metallo.io._ebsd"}
 

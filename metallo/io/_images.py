@@ -1,0 +1,540 @@
+"""Micrographs in and out: TIFF (tifffile), PNG and JPEG (Pillow), with the pixel size in µm.
+
+Where the pixel size comes from when reading, first found wins:
+
+1. the ``pixel_size_um`` argument;
+2. TIFF: ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch, or the
+   ImageJ description (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags;
+   PNG: the ``pHYs`` chunk (pixels per metre);
+3. a TIFF description written by metallo (JSON ``{"metallo": {"pixel_size_um": ...}}``);
+4. a sidecar file ``<image>.json`` (``lom.tif.json``, or ``lom.json``) holding
+   ``{"pixel_size_um": 0.1266}`` (and optionally ``"modality"``);
+5. otherwise unknown: one warning, coordinates in pixels, ``attrs["pixel_size_um"]`` NaN.
+
+Resolutions coarser than 50 µm per pixel are print/screen defaults (72, 96, 300 dpi), not a
+calibration, and are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from metallo._atomic import atomic_path, atomic_write_text
+from metallo._xarray import image_dataarray, to_numpy
+from metallo._xarray import pixel_size_um as _pixel_size_of
+from metallo.errors import ConfigError, FormatError
+from metallo.io._plugins import reader_for, register_reader
+
+__all__ = ["IMAGE_FORMATS", "read_image", "write_image"]
+
+MODALITIES = ("LOM", "SEM", "EBSD-IQ", "other")
+
+#: Writable formats by extension.
+IMAGE_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+# A calibration coarser than this is a print/screen dpi default, not a microscope's.
+_MAX_CALIBRATED_UM = 50.0
+_UNIT_UM = {
+    "micron": 1.0,
+    "microns": 1.0,
+    "um": 1.0,
+    "µm": 1.0,
+    "\u03bcm": 1.0,
+    "\\u00b5m": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+    "inch": 25400.0,
+}
+_JPEG_QUALITY = 95
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_image(
+    path: str | Path,
+    *,
+    pixel_size_um: float | None = None,
+    modality: str | None = None,
+    palette: str = "index",
+    as_gray: bool = False,
+) -> xr.DataArray:
+    """Read a micrograph (TIFF, PNG, JPEG, BMP) as an image on µm coordinates.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file. Its format is recognised by its header, then by its extension.
+    pixel_size_um : float, optional
+        Pixel size in µm; overrides whatever the file says. See the module docstring for
+        where it is looked for when not given.
+    modality : {"LOM", "SEM", "EBSD-IQ", "other"}, optional
+        Imaging modality stored in ``attrs``; default: the one recorded by metallo in the
+        file or its sidecar, else ``"other"``.
+    palette : {"index", "rgb"}
+        Palette (indexed-colour) images: return the indices (label masks keep their class
+        ids) or the colours they display.
+    as_gray : bool
+        Convert colour images to one channel (ITU-R 601 luma, or the one channel if all
+        three are equal), keeping the dtype.
+
+    Returns
+    -------
+    xr.DataArray
+        dims ``(y, x)`` or ``(y, x, channel)`` (RGB; alpha is dropped), the file's dtype
+        (uint8, uint16, float32, ...); attrs ``pixel_size_um`` (NaN if unknown), ``source``
+        (file name), ``sha256`` (of the file), ``modality``.
+
+    Raises
+    ------
+    FormatError
+        The file is missing, truncated, or not an image format metallo knows.
+
+    Examples
+    --------
+    >>> lom = read_image("lom.tif", pixel_size_um=0.1266, modality="LOM")  # doctest: +SKIP
+    >>> lom.attrs["pixel_size_um"]  # doctest: +SKIP
+    0.1266
+    """
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    if palette not in ("index", "rgb"):
+        raise ConfigError(f"palette must be 'index' or 'rgb'; got {palette!r}")
+    if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise ConfigError(f"pixel_size_um must be a positive number; got {pixel_size_um}")
+    path = Path(path)
+    plugin = reader_for(path, kind="image")
+    image = plugin.read(
+        path, pixel_size_um=pixel_size_um, modality=modality, palette=palette, as_gray=as_gray
+    )
+    if not math.isfinite(image.attrs["pixel_size_um"]):
+        warnings.warn(
+            f"{path.name}: pixel size unknown (no argument, resolution tags or {path.name}.json "
+            "sidecar); coordinates are in pixels",
+            UserWarning,
+            stacklevel=2,
+        )
+    return image
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if candidate.is_file():
+            try:
+                meta = json.loads(candidate.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise FormatError(f"{candidate}: sidecar is not valid JSON ({exc})") from None
+            if not isinstance(meta, dict):
+                raise FormatError(
+                    f'{candidate}: sidecar must be a JSON object like {{"pixel_size_um": 0.1}}'
+                )
+            return meta
+    return {}
+
+
+def _positive(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise FormatError(f"{where}: pixel_size_um must be a number; got {value!r}") from None
+    if not (math.isfinite(out) and out > 0):
+        raise FormatError(f"{where}: pixel_size_um must be positive; got {value!r}")
+    return out
+
+
+def _calibrated(pixel_size: float | None) -> float | None:
+    if pixel_size is None or not math.isfinite(pixel_size) or pixel_size <= 0:
+        return None
+    return pixel_size if pixel_size <= _MAX_CALIBRATED_UM else None
+
+
+def _to_gray(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array
+    rgb = array[..., :3]
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0].copy()
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if np.issubdtype(array.dtype, np.integer):
+        return np.rint(luma).astype(array.dtype)
+    return luma.astype(array.dtype)
+
+
+def _finish(
+    array: np.ndarray,
+    path: Path,
+    *,
+    pixel_size_um: float | None,
+    file_pixel_size_um: float | None,
+    file_meta: dict[str, Any],
+    modality: str | None,
+    as_gray: bool,
+) -> xr.DataArray:
+    """Pixel size and modality by priority, attrs, and the DataArray."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # gray+alpha, RGBA: drop alpha
+        array = array[..., : array.shape[2] - 1]
+        if array.shape[2] == 1:
+            array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise FormatError(
+            f"{path}: an image of shape {array.shape}; read_image reads 2-D gray or RGB images"
+        )
+    if as_gray:
+        array = _to_gray(array)
+    sidecar: dict[str, Any] = {}
+    ps = pixel_size_um
+    if ps is None:
+        ps = _calibrated(file_pixel_size_um)
+    if ps is None:
+        ps = _positive(file_meta.get("pixel_size_um"), f"{path} (metallo description)")
+    if ps is None or modality is None:
+        sidecar = _sidecar(path)
+    if ps is None:
+        ps = _positive(sidecar.get("pixel_size_um"), f"{path.name}.json")
+    mod = modality or file_meta.get("modality") or sidecar.get("modality") or "other"
+    if mod not in MODALITIES:
+        mod = "other"
+    attrs = {"source": path.name, "sha256": _file_sha256(path), "modality": mod}
+    return image_dataarray(np.ascontiguousarray(array), pixel_size_um=ps, name="image", attrs=attrs)
+
+
+def _read_tiff(
+    path: Path, *, pixel_size_um=None, modality=None, palette="index", as_gray=False
+) -> xr.DataArray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array = series.asarray()
+            axes = series.axes
+            page = tif.pages[0]
+            file_ps = _tiff_pixel_size(page, tif.imagej_metadata)
+            meta = _metallo_description(page)
+            colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
+    except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError) as exc:
+        raise FormatError(f"{path}: not a readable TIFF image ({exc})") from None
+    # Planar RGB comes as (sample, y, x); metallo wants channels last.
+    if axes and axes[0] in "SC" and array.ndim == 3:
+        array = np.moveaxis(array, 0, -1)
+    if colormap is not None:
+        array = np.moveaxis(colormap, 0, -1)[array]
+    return _finish(
+        array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta=meta,
+        modality=modality, as_gray=as_gray,
+    )  # fmt: skip
+
+
+def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:
+    """Pixel size in µm from the resolution tags (and the ImageJ unit), or None."""
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    if not num or not den:
+        return None
+    per_unit = num / den
+    unit_code = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    if imagej and imagej.get("unit"):
+        unit = str(imagej["unit"]).strip().lower()
+        size = _UNIT_UM.get(unit)
+        return size / per_unit if size is not None else None
+    if unit_code == 2:
+        return 25400.0 / per_unit
+    if unit_code == 3:
+        return 10000.0 / per_unit
+    return None  # unit NONE: the numbers mean nothing physical
+
+
+def _metallo_description(page: Any) -> dict[str, Any]:
+    text = page.description or ""
+    if not text.lstrip().startswith("{"):
+        return {}
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    inner = meta.get("metallo") if isinstance(meta, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _read_with_pillow(
+    path: Path, *, pixel_size_um=None, modality=None, palette="index", as_gray=False
+) -> xr.DataArray:
+    from PIL import Image, UnidentifiedImageError
+
+    head = path.read_bytes()[:32]
+    if head.startswith(b"\x89PNG") and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6):
+        array, dpi = _read_png16_color(path), _png_dpi(path)
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                dpi = im.info.get("dpi") if im.format == "PNG" else None
+                array = _pillow_array(im, palette)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise FormatError(f"{path}: not a readable image ({exc})") from None
+    file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
+    return _finish(
+        array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta={},
+        modality=modality, as_gray=as_gray,
+    )  # fmt: skip
+
+
+def _pillow_array(im: Any, palette: str) -> np.ndarray:
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        if palette == "index":
+            return np.asarray(im.convert("P") if mode == "PA" else im)
+        return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im).astype(np.uint16)
+    if mode == "I":
+        values = np.asarray(im)
+        return values.astype(np.uint16) if values.min() >= 0 and values.max() < 65536 else values
+    if mode == "1":
+        return np.asarray(im).astype(np.uint8)
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"))
+    return np.asarray(im)
+
+
+def _read_png16_color(path: Path) -> np.ndarray:
+    """16-bit RGB(A) PNG, which Pillow would reduce to 8 bits."""
+    import cv2
+
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise FormatError(f"{path}: not a readable PNG image (truncated or corrupt)")
+    return np.ascontiguousarray(array[..., [2, 1, 0, 3][: array.shape[2]]])
+
+
+def _png_dpi(path: Path) -> tuple[float, float] | None:
+    data = path.read_bytes()
+    at = data.find(b"pHYs")
+    if at < 0 or len(data) < at + 13 or data[at + 12] != 1:
+        return None
+    ppm_x, ppm_y = struct.unpack(">II", data[at + 4 : at + 12])
+    return ppm_x * 0.0254, ppm_y * 0.0254
+
+
+def _sniff_tiff(head: bytes) -> bool:
+    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+register_reader(
+    "tiff", kind="image", extensions=(".tif", ".tiff"), sniff=_sniff_tiff, read=_read_tiff
+)
+register_reader(
+    "png",
+    kind="image",
+    extensions=(".png",),
+    sniff=lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"),
+    read=_read_with_pillow,
+)
+register_reader(
+    "jpeg",
+    kind="image",
+    extensions=(".jpg", ".jpeg"),
+    sniff=lambda h: h.startswith(b"\xff\xd8\xff"),
+    read=_read_with_pillow,
+)
+register_reader(
+    "bmp",
+    kind="image",
+    extensions=(".bmp",),
+    sniff=lambda h: h.startswith(b"BM"),
+    read=_read_with_pillow,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_image(
+    image: xr.DataArray | np.ndarray, path: str | Path, *, pixel_size_um: float | None = None
+) -> Path:
+    """Write an image to TIFF, PNG or JPEG (by extension), atomically, keeping its pixel size.
+
+    TIFF keeps every dtype and the pixel size in its resolution tags (centimetre unit) plus
+    a metallo JSON description (pixel size, modality). PNG holds 8/16-bit gray and RGB, the
+    pixel size in its ``pHYs`` chunk. JPEG holds 8-bit only, is lossy (a warning if the
+    image looks like a label map) and keeps the pixel size in a ``<file>.json`` sidecar.
+    Boolean masks are written as uint8 0/1.
+
+    Parameters
+    ----------
+    image : xr.DataArray or ndarray
+        (y, x) or (y, x, 3) image.
+    path : str or Path
+        Target file; the extension picks the format (.tif, .tiff, .png, .jpg, .jpeg).
+    pixel_size_um : float, optional
+        Overrides ``image.attrs["pixel_size_um"]``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+    >>> write_image(np.zeros((4, 4), np.uint8), out, pixel_size_um=0.5).name
+    'a.tif'
+    >>> read_image(out).attrs["pixel_size_um"]
+    0.5
+    """
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise FormatError(
+            f"{path}: cannot write {path.suffix or 'files without extension'!r}; "
+            f"known extensions: {', '.join(IMAGE_FORMATS)}"
+        )
+    array = to_numpy(image)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ConfigError(
+            f"{path.name}: can write (y, x) or (y, x, 3|4) images; got shape {array.shape}"
+        )
+    ps = pixel_size_um if pixel_size_um is not None else _pixel_size_of(image)
+    if ps is not None and not (math.isfinite(ps) and ps > 0):
+        raise ConfigError(f"pixel_size_um must be a positive number; got {ps}")
+    meta: dict[str, Any] = {"pixel_size_um": ps}
+    modality = getattr(image, "attrs", {}).get("modality")
+    if modality is not None:
+        meta["modality"] = str(modality)
+    if fmt == "tiff":
+        _write_tiff(array, path, ps, meta)
+    elif fmt == "png":
+        _write_png(array, path, ps)
+    else:
+        if str(getattr(image, "name", "") or "") == "labels" or len(np.unique(array)) <= 32:
+            warnings.warn(
+                f"{path.name}: JPEG is lossy and changes label values at edges; "
+                "write labels as PNG or TIFF",
+                UserWarning,
+                stacklevel=2,
+            )
+        _write_jpeg(array, path, meta)
+    return path
+
+
+def _write_tiff(array: np.ndarray, path: Path, ps: float | None, meta: dict[str, Any]) -> None:
+    import tifffile
+
+    kwargs: dict[str, Any] = {}
+    if ps is not None:
+        per_cm = 1e4 / ps
+        kwargs = {"resolution": (per_cm, per_cm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
+    photometric = "rgb" if array.ndim == 3 else "minisblack"
+    extra = {"extrasamples": [2]} if array.ndim == 3 and array.shape[2] == 4 else {}
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, array, photometric=photometric, description=json.dumps({"metallo": meta}),
+            metadata=None, software="metallo", **kwargs, **extra,
+        )  # fmt: skip
+
+
+def _check_integer(array: np.ndarray, path: Path, fmt: str, max_bits: int) -> np.ndarray:
+    allowed = (np.uint8, np.uint16) if max_bits == 16 else (np.uint8,)
+    if array.dtype in allowed:
+        return array
+    if np.issubdtype(array.dtype, np.integer) and array.size and array.min() >= 0:
+        top = int(array.max())
+        if top < 256:
+            return array.astype(np.uint8)
+        if max_bits == 16 and top < 65536:
+            return array.astype(np.uint16)
+    raise ConfigError(
+        f"{path.name}: {fmt} holds {'8/16' if max_bits == 16 else '8'}-bit unsigned integers; got "
+        f"{array.dtype} (range {array.min() if array.size else 0}..{array.max() if array.size else 0}); "
+        "write a .tif or convert the image"
+    )
+
+
+def _write_png(array: np.ndarray, path: Path, ps: float | None) -> None:
+    from PIL import Image
+
+    array = _check_integer(array, path, "PNG", 16)
+    dpi = (25400.0 / ps, 25400.0 / ps) if ps is not None else None
+    with atomic_path(path) as tmp:
+        if array.dtype == np.uint16 and array.ndim == 3:
+            _write_png16_color(array, tmp, ps)
+            return
+        im = Image.fromarray(array)
+        if dpi is not None:
+            im.save(tmp, format="PNG", dpi=dpi)
+        else:
+            im.save(tmp, format="PNG")
+
+
+def _write_png16_color(array: np.ndarray, tmp: Path, ps: float | None) -> None:
+    """16-bit RGB(A) PNG via OpenCV (Pillow cannot write it); pHYs added by hand."""
+    import zlib
+
+    import cv2
+
+    bgr = array[..., [2, 1, 0, 3][: array.shape[2]]]
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise FormatError(f"{tmp}: OpenCV could not encode a 16-bit colour PNG")
+    data = encoded.tobytes()
+    if ps is not None:
+        ppm = int(round(1e6 / ps))
+        body = b"pHYs" + struct.pack(">IIB", ppm, ppm, 1)
+        chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        end_ihdr = 8 + 8 + 13 + 4
+        data = data[:end_ihdr] + chunk + data[end_ihdr:]
+    tmp.write_bytes(data)
+
+
+def _write_jpeg(array: np.ndarray, path: Path, meta: dict[str, Any]) -> None:
+    from PIL import Image
+
+    array = _check_integer(array, path, "JPEG", 8)
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., :3]
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
+    sidecar = path.with_name(path.name + ".json")
+    if meta.get("pixel_size_um") is not None:
+        atomic_write_text(sidecar, json.dumps(meta))
+    elif sidecar.exists():
+        sidecar.unlink()  # a stale sidecar would give the new image an old pixel size
