@@ -133,12 +133,15 @@ def denuded_zone_width(
             dist_w = ndimage.distance_transform_edt(~widm)
             zone &= dist_w >= dist_net
     # Interface: zone pixels with a 4-neighbour that is neither zone nor network (the
-    # particle field); ignored pixels and the image border do not make an interface.
+    # particle field); ignored pixels do not make an interface.
     other = ~(zone | network | ignore)
     if widmanstatten_class is not None:
         other &= lab != widmanstatten_class
     cross = ndimage.generate_binary_structure(2, 1)
     interface = zone & ndimage.binary_dilation(other, structure=cross)
+    # On the image border the nearest network may lie outside the field: not measured.
+    interface[[0, -1], :] = False
+    interface[:, [0, -1]] = False
     width_map = np.where(zone, dist_net * ps, np.nan)
     yy, xx = np.nonzero(interface)
     table = pd.DataFrame(

@@ -77,35 +77,62 @@ def split_touching(
     >>> int(split_touching(pair).max())
     2
     """
-    from skimage.morphology import reconstruction
-    from skimage.segmentation import watershed
-
     mask = np.asarray(label_array(mask, what="mask")).astype(bool)
     if h_px < 0 or min_distance_px < 0:
         raise ConfigError(f"h_px and min_distance_px must be >= 0; got {h_px}, {min_distance_px}")
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
-    # Work on the bounding box of the foreground only: the transforms are global.
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
-    sub = mask[box]
-    dist = ndimage.distance_transform_edt(sub).astype(np.float32)
+    return _split(mask, h_px=float(h_px), min_distance_px=int(min_distance_px), compactness=compactness)
+
+
+def _split(mask: np.ndarray, *, h_px: float, min_distance_px: int, compactness: float) -> np.ndarray:
+    # cv2 and SimpleITK do the whole-image transforms (exact EDT, h-maxima, regional
+    # maxima) an order of magnitude faster than the scipy / skimage equivalents.
+    import cv2
+    import SimpleITK as sitk
+    from skimage.segmentation import watershed
+
+    mask_u8 = mask.astype(np.uint8)
+    # Pad with particle: distances are to matrix pixels inside the image only, as with
+    # scipy's distance_transform_edt.
+    padded = cv2.copyMakeBorder(mask_u8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
+    image = sitk.GetImageFromArray(dist)
     if h_px > 0:
-        # h-maxima: reconstruct (dist - h) under dist; the residue marks the peaks.
-        seed = np.maximum(dist - np.float32(h_px), 0)
-        peaks = (dist - reconstruction(seed, dist, method="dilation")) >= np.float32(h_px) - 1e-4
-        peaks &= sub
-    else:
-        peaks = (dist == ndimage.maximum_filter(dist, size=3)) & sub
+        # h-maxima: regional maxima of the reconstruction of (dist - h) under dist. Two
+        # peaks joined by a neck shallower than h share one plateau there: one marker.
+        image = sitk.HMaxima(image, h_px)
+    peaks = sitk.GetArrayFromImage(
+        sitk.RegionalMaxima(image, backgroundValue=0, foregroundValue=1, fullyConnected=True)
+    ).astype(bool)
+    peaks &= mask
     if min_distance_px > 0:
-        size = 2 * int(min_distance_px) + 1
-        peaks = ndimage.binary_dilation(peaks, structure=np.ones((size, size), bool)) & sub
-    markers, _ = ndimage.label(peaks, structure=np.ones((3, 3), bool))
-    ids = watershed(-dist, markers, mask=sub, compactness=compactness)
-    out = np.zeros(mask.shape, np.int32)
-    out[box] = ids
-    return out
+        size = 2 * min_distance_px + 1
+        peaks = cv2.dilate(peaks.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & mask
+    _, markers = cv2.connectedComponents(peaks.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    n_comp, comps = cv2.connectedComponents(mask_u8, connectivity=8, ltype=cv2.CV_32S)
+    # Only components holding two or more markers need a watershed.
+    marked = markers > 0
+    pairs = np.unique(np.stack([comps[marked], markers[marked]]), axis=1)
+    per_comp = np.bincount(pairs[0], minlength=n_comp)
+    multi = per_comp >= 2
+    multi[0] = False
+    ids = comps.copy()
+    if multi.any():
+        region = multi[comps]
+        keep_markers = np.where(region, markers, 0)
+        split = watershed(-dist, keep_markers, mask=region, compactness=compactness)
+        # New ids for the split pieces, after the component ids.
+        _, inverse = np.unique(split[region], return_inverse=True)
+        ids[region] = n_comp + inverse.astype(np.int32)
+    # Consecutive ids 1..n.
+    present = np.zeros(int(ids.max()) + 1, bool)
+    present[ids.ravel()] = True
+    present[0] = False
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut[ids]
 
 
 _watershed_split = split_touching

@@ -1,0 +1,78 @@
+"""ASTM E112 grain size on hexagonal tessellations of known grain area."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from metallo.errors import ConfigError
+from metallo.quantify import astm_g_intercept, astm_g_planimetric, grain_size
+
+
+def expected_g(spacing_um: float) -> tuple[float, float]:
+    """E112 G of regular hexagons with centre spacing d: area (sqrt3/2) d², l = pi d / 4."""
+    area_mm2 = math.sqrt(3) / 2 * spacing_um**2 * 1e-6
+    intercept_mm = math.pi * spacing_um / 4 * 1e-3  # l = pi / (2 L_A), L_A = 2 / d
+    return 3.321928 * math.log10(1 / area_mm2) - 2.954, -6.643856 * math.log10(intercept_mm) - 3.288
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 17.0, 30.0])
+@pytest.mark.parametrize("spacing_px", [20.0, 36.0])
+def test_hexagonal_tessellation_g(hexagons, angle_deg, spacing_px):
+    ps = 0.5
+    ids = hexagons((500, 600), spacing_px, angle_deg)
+    table = grain_size(ids, pixel_size_um=ps).set_index("method")
+    g_plan, g_int = expected_g(spacing_px * ps)
+    assert table.loc["planimetric", "G"] == pytest.approx(g_plan, abs=0.05)
+    assert table.loc["intercept", "G"] == pytest.approx(g_int, abs=0.1)
+    area = math.sqrt(3) / 2 * (spacing_px * ps) ** 2
+    assert table.loc["planimetric", "mean_area_um2"] == pytest.approx(area, rel=0.01)
+    assert table.loc["planimetric", "mean_ecd_um"] == pytest.approx(2 * math.sqrt(area / math.pi), rel=0.01)
+
+
+def test_square_grains_jeffries_counts_edge_grains_half():
+    ids = (np.arange(25).reshape(5, 5) + 1).repeat(20, 0).repeat(20, 1)
+    row = grain_size(ids, pixel_size_um=2.0, method="planimetric").iloc[0]
+    assert row["n_edge_grains"] == 16
+    assert row["n_grains"] == 25
+    # (9 + 16 / 2) grains in 200 µm x 200 µm = 0.04 mm²
+    assert row["n_a_per_mm2"] == pytest.approx(17 / 0.04)
+    assert row["G"] == pytest.approx(astm_g_planimetric(17 / 0.04))
+
+
+def test_boundary_pixels_and_grains_object(hexagons):
+    ids = hexagons((300, 300), 30.0, 10.0)
+    edge = np.zeros(ids.shape, bool)
+    edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    edge[1:, :] |= ids[1:, :] != ids[:-1, :]
+    with_lines = np.where(edge, 0, ids)
+    ref = grain_size(ids, pixel_size_um=1.0).set_index("method")["G"]
+    lined = grain_size(with_lines, pixel_size_um=1.0).set_index("method")["G"]
+    np.testing.assert_allclose(lined.to_numpy(), ref.to_numpy(), atol=0.05)
+
+    @dataclass
+    class FakeGrains:  # the metallo.ebsd Grains contract: ids (-1 = no grain) and table
+        ids: xr.DataArray
+        table: pd.DataFrame
+
+    da = xr.DataArray(ids - 1, dims=("y", "x"), coords={"y": np.arange(300) * 0.25, "x": np.arange(300) * 0.25})
+    grains = FakeGrains(da, pd.DataFrame())
+    from_grains = grain_size(grains).set_index("method")["G"]
+    expected = grain_size(ids, pixel_size_um=0.25).set_index("method")["G"]
+    np.testing.assert_allclose(from_grains.to_numpy(), expected.to_numpy())
+
+
+def test_e112_formulas_table_values():
+    # E112-13 Table 4: G 5 -> 248.0 grains/mm² and l = 0.0566 mm
+    assert astm_g_planimetric(248.0) == pytest.approx(5.0, abs=0.01)
+    assert astm_g_intercept(0.0566) == pytest.approx(5.0, abs=0.01)
+
+
+def test_bad_method():
+    with pytest.raises(ConfigError, match="method"):
+        grain_size(np.ones((4, 4), int), pixel_size_um=1.0, method="guess")

@@ -1,0 +1,156 @@
+"""Particle table: known disks, touching pairs, edges, ellipse shape, Feret calipers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metallo.errors import ConfigError
+from metallo.quantify import measure_particles, particle_sizes, split_touching
+
+
+def test_isolated_disks_ecd_within_2_percent(disks):
+    rng = np.random.default_rng(1)
+    radii = [4.0, 5.5, 7.0, 9.0, 12.0, 16.0, 20.0, 25.0]
+    centres = [(40 + 70 * (k // 4) + rng.uniform(-0.5, 0.5), 40 + 70 * (k % 4) + rng.uniform(-0.5, 0.5))
+               for k in range(len(radii))]
+    ids = disks((180, 300), centres, radii)
+    table = particle_sizes(ids > 0, pixel_size_um=0.05)
+    assert len(table) == len(radii)
+    table = table.sort_values("area_px")
+    expected = 2 * np.array(radii) * 0.05
+    np.testing.assert_allclose(table["ecd_um"].to_numpy(), expected, rtol=0.02)
+    # A digital disk is round: Feret max ~ Feret min ~ diameter + a pixel.
+    np.testing.assert_allclose(table["feret_max_um"].to_numpy(), expected + 0.05, rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(table["aspect_ratio"].to_numpy()[2:], 1.0, atol=0.03)
+
+
+@pytest.mark.parametrize("radius", [6.0, 10.0, 15.0])
+@pytest.mark.parametrize("gap", [0.0, -0.1])
+def test_touching_pairs_split_into_two(disks, radius, gap):
+    # gap 0: tangent disks; gap -0.1: centres 1.9 R apart (a lens of 0.67 % of each area)
+    d = (2 + gap) * radius
+    centres = [(50.3, 30.2), (50.3 + d * 0.6, 30.2 + d * 0.8)]
+    ids = disks((110, 110), centres, [radius, radius])
+    mask = ids > 0
+    naive = particle_sizes(mask, pixel_size_um=1.0, split_touching=False)
+    assert len(naive) == 1
+    table = particle_sizes(mask, pixel_size_um=1.0)
+    assert len(table) == 2
+    np.testing.assert_allclose(table["ecd_um"].to_numpy(), 2 * radius, rtol=0.02)
+
+
+def test_chain_and_cluster_counts(disks):
+    r = 8.0
+    centres = [(30, 20 + 16 * k) for k in range(5)] + [(80, 40), (80, 56), (80 + 16 * np.sqrt(3) / 2, 48)]
+    ids = disks((120, 130), centres, [r] * len(centres))
+    table = particle_sizes(ids > 0, pixel_size_um=1.0)
+    assert len(table) == len(centres)
+    np.testing.assert_allclose(table["ecd_um"].to_numpy(), 2 * r, rtol=0.03)
+
+
+def test_elongated_particle_not_oversplit():
+    yy, xx = np.mgrid[:80, :120]
+    a, b, angle = 40.0, 8.0, np.radians(30.0)
+    u = (xx - 60) * np.cos(angle) + (yy - 40) * np.sin(angle)
+    v = -(xx - 60) * np.sin(angle) + (yy - 40) * np.cos(angle)
+    mask = (u / a) ** 2 + (v / b) ** 2 <= 1
+    table = particle_sizes(mask, pixel_size_um=1.0)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["orientation_deg"] == pytest.approx(30.0, abs=1.0)
+    assert row["aspect_ratio"] == pytest.approx(a / b, rel=0.03)
+    assert row["major_axis_um"] == pytest.approx(2 * a, rel=0.02)
+    assert row["feret_max_um"] == pytest.approx(2 * a, rel=0.03)
+    assert row["feret_min_um"] == pytest.approx(2 * b, rel=0.08)
+
+
+def test_rectangle_feret_and_axes():
+    ids = np.zeros((50, 60), np.int32)
+    ids[10:20, 5:45] = 1
+    row = measure_particles(ids, pixel_size_um=0.5).iloc[0]
+    assert row["feret_min_um"] == pytest.approx(10 * 0.5)
+    assert row["feret_max_um"] == pytest.approx(np.hypot(10, 40) * 0.5, rel=1e-3)
+    assert row["area_um2"] == pytest.approx(400 * 0.25)
+    assert row["centroid_y_um"] == pytest.approx(14.5 * 0.5)
+    assert row["centroid_x_um"] == pytest.approx(24.5 * 0.5)
+    assert row["orientation_deg"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_matches_regionprops_table(disks):
+    from skimage.measure import regionprops_table
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:200, :200]
+    ids = np.zeros((200, 200), np.int32)
+    for k in range(1, 16):
+        cy, cx = rng.uniform(20, 180, 2)
+        a, b = rng.uniform(3, 12), rng.uniform(2, 6)
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        ids[((u / a) ** 2 + (v / b) ** 2 <= 1) & (ids == 0)] = k
+    ours = measure_particles(ids, pixel_size_um=1.0).set_index("label")
+    ref = regionprops_table(
+        ids, properties=("label", "area", "centroid", "axis_major_length", "axis_minor_length", "orientation")
+    )
+    order = np.argsort(ref["label"])
+    lab = ref["label"][order]
+    np.testing.assert_allclose(ours.loc[lab, "area_px"], ref["area"][order])
+    np.testing.assert_allclose(ours.loc[lab, "centroid_y_um"], ref["centroid-0"][order])
+    np.testing.assert_allclose(ours.loc[lab, "centroid_x_um"], ref["centroid-1"][order])
+    np.testing.assert_allclose(ours.loc[lab, "major_axis_um"], ref["axis_major_length"][order], rtol=1e-9)
+    np.testing.assert_allclose(ours.loc[lab, "minor_axis_um"], ref["axis_minor_length"][order], rtol=1e-6, atol=1e-9)
+    # skimage: angle of the major axis from the row axis; ours: from +x towards +y.
+    ref_deg = (90.0 - np.degrees(ref["orientation"][order]) + 90.0) % 180.0 - 90.0
+    diff = (ours.loc[lab, "orientation_deg"].to_numpy() - ref_deg + 90.0) % 180.0 - 90.0
+    np.testing.assert_allclose(diff, 0.0, atol=1e-6)
+
+
+def test_edge_and_ignore_exclusion(disks):
+    ids = disks((100, 100), [(50, 50), (2, 50), (50, 97), (80, 20)], [6, 6, 6, 6])
+    labels = (ids > 0).astype(np.uint8)
+    labels[87:, :] = 255  # the disk at (80, 20) reaches row 86: it touches the ignore band
+    kept = particle_sizes(labels, pixel_size_um=1.0)
+    assert len(kept) == 1
+    assert kept["centroid_y_um"].item() == pytest.approx(50.0)
+    everything = particle_sizes(labels, pixel_size_um=1.0, exclude_edge=False)
+    assert len(everything) == 4
+    assert everything["touches_edge"].sum() == 3
+
+
+def test_min_area_and_miles_weights(disks):
+    ids = disks((100, 200), [(50, 40), (50, 120)], [3, 15])
+    small = particle_sizes(ids > 0, pixel_size_um=0.1, min_area_um2=0.5)
+    assert len(small) == 1
+    ml = particle_sizes(ids > 0, pixel_size_um=0.1, edge_correction="miles").sort_values("area_px")
+    box = np.array([7, 31])
+    expected = 100 * 200 / ((100 - box) * (200 - box))
+    np.testing.assert_allclose(ml["weight"].to_numpy(), expected)
+
+
+def test_instances_input_and_pixel_size_from_attrs():
+    from metallo._xarray import image_dataarray
+
+    ids = np.zeros((30, 30), np.int32)
+    ids[5:10, 5:10] = 1
+    ids[5:10, 10:15] = 2  # touching, different ids: kept apart
+    table = particle_sizes(image_dataarray(ids, pixel_size_um=0.2), instances=True)
+    assert len(table) == 2
+    np.testing.assert_allclose(table["area_um2"], 25 * 0.04)
+
+
+def test_split_touching_settings_control_split(disks):
+    ids = disks((60, 80), [(30, 25), (30, 25 + 1.6 * 10)], [10, 10])
+    assert split_touching(ids > 0).max() == 2
+    # The neck is ~4 px deep: a larger h keeps the pair together.
+    assert split_touching(ids > 0, h_px=6.0).max() == 1
+
+
+def test_bad_input_raises():
+    with pytest.raises(ConfigError, match="pixel_size_um"):
+        particle_sizes(np.zeros((5, 5), bool))
+    with pytest.raises(ConfigError, match="2-D"):
+        particle_sizes(np.zeros((5, 5, 2), bool), pixel_size_um=1.0)
+    with pytest.raises(ConfigError, match="edge_correction"):
+        particle_sizes(np.zeros((5, 5), bool), pixel_size_um=1.0, edge_correction="guess")
