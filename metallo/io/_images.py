@@ -445,6 +445,7 @@ def write_image(
     elif fmt == "png":
         _write_png(array, path, ps)
     else:
+        array = _check_integer(array, path, "JPEG", 8)
         if str(getattr(image, "name", "") or "") == "labels" or len(np.unique(array)) <= 32:
             warnings.warn(
                 f"{path.name}: JPEG is lossy and changes label values at edges; "
@@ -528,7 +529,6 @@ def _write_png16_color(array: np.ndarray, tmp: Path, ps: float | None) -> None:
 def _write_jpeg(array: np.ndarray, path: Path, meta: dict[str, Any]) -> None:
     from PIL import Image
 
-    array = _check_integer(array, path, "JPEG", 8)
     if array.ndim == 3 and array.shape[2] == 4:
         array = array[..., :3]
     with atomic_path(path) as tmp:

@@ -1,0 +1,279 @@
+"""Image I/O: one round-trip battery over every writer, dtype and channel layout, plus the
+pixel size from foreign TIFF tags, ImageJ metadata, PNG pHYs and sidecars, and bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from metallo._xarray import image_dataarray
+from metallo.errors import ConfigError, FormatError
+from metallo.io import read_image, reader_for, write_image
+
+
+def _smooth(shape: tuple[int, ...], top: int, dtype: type) -> np.ndarray:
+    """A smooth test pattern (JPEG-friendly) spanning most of the dtype's range."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, shape[0]), np.linspace(0, 1, shape[1]), indexing="ij")
+    base = 0.5 + 0.4 * np.sin(3 * yy) * np.cos(2 * xx)
+    if len(shape) == 3:
+        base = np.stack([base, base[::-1], base[:, ::-1]], axis=-1)
+    return np.rint(base * top).astype(dtype)
+
+
+# (extension, dtype, channels, lossless)
+CASES = [
+    (".tif", np.uint8, 1, True),
+    (".tif", np.uint8, 3, True),
+    (".tif", np.uint16, 1, True),
+    (".tif", np.uint16, 3, True),
+    (".tif", np.float32, 1, True),
+    (".tif", np.int32, 1, True),
+    (".tiff", np.uint8, 1, True),
+    (".png", np.uint8, 1, True),
+    (".png", np.uint8, 3, True),
+    (".png", np.uint16, 1, True),
+    (".png", np.uint16, 3, True),
+    (".jpg", np.uint8, 1, False),
+    (".jpeg", np.uint8, 3, False),
+]
+
+
+@pytest.mark.parametrize(
+    "ext, dtype, channels, lossless", CASES, ids=lambda v: getattr(v, "__name__", str(v))
+)
+class TestRoundTrip:
+    """Every writer/reader pair: values, dtype, shape, pixel size, modality, coordinates."""
+
+    @pytest.fixture
+    def written(self, tmp_path, ext, dtype, channels, lossless):
+        shape = (37, 53) if channels == 1 else (37, 53, 3)
+        top = {np.uint8: 255, np.uint16: 65000, np.float32: 1, np.int32: 100000}[dtype]
+        array = (
+            _smooth(shape, top, dtype)
+            if dtype != np.float32
+            else _smooth(shape, 1, np.float64).astype(np.float32)
+        )
+        if dtype == np.float32:
+            array = (array + np.linspace(0, 0.5, 53, dtype=np.float32)).astype(np.float32)
+        image = image_dataarray(array, pixel_size_um=0.1266, attrs={"modality": "SEM"})
+        path = tmp_path / f"micrograph{ext}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # smooth images: no lossy-label warning, no unknown size
+            assert write_image(image, path) == path
+        return array, path, lossless
+
+    def test_values_and_dtype(self, written):
+        array, path, lossless = written
+        back = read_image(path)
+        assert back.dtype == array.dtype
+        assert back.shape == array.shape
+        if lossless:
+            np.testing.assert_array_equal(back.values, array)
+        else:
+            assert np.abs(back.values.astype(float) - array).mean() < 2.0
+
+    def test_pixel_size_and_coordinates(self, written):
+        _, path, _ = written
+        back = read_image(path)
+        assert back.attrs["pixel_size_um"] == pytest.approx(0.1266, rel=1e-6)
+        assert float(back.x[10]) == pytest.approx(10 * 0.1266, rel=1e-6)
+        assert back.dims[:2] == ("y", "x")
+
+    def test_attrs(self, written):
+        _, path, _ = written
+        back = read_image(path, modality="LOM")
+        assert back.attrs["source"] == path.name
+        assert back.attrs["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert back.attrs["modality"] == "LOM"  # the argument wins
+
+    def test_explicit_pixel_size_wins(self, written):
+        _, path, _ = written
+        assert read_image(path, pixel_size_um=2.0).attrs["pixel_size_um"] == 2.0
+
+    def test_reader_chosen_by_header_not_extension(self, written, tmp_path, ext):
+        _, path, _ = written
+        renamed = tmp_path / "renamed.dat"
+        renamed.write_bytes(path.read_bytes())
+        expected = {
+            ".tif": "tiff",
+            ".tiff": "tiff",
+            ".png": "png",
+            ".jpg": "jpeg",
+            ".jpeg": "jpeg",
+        }[ext]
+        assert reader_for(renamed, kind="image").name == expected
+
+
+def test_tiff_modality_written_by_metallo_comes_back(tmp_path):
+    image = image_dataarray(
+        np.zeros((8, 8), np.uint8), pixel_size_um=0.3, attrs={"modality": "LOM"}
+    )
+    write_image(image, tmp_path / "a.tif")
+    assert read_image(tmp_path / "a.tif").attrs["modality"] == "LOM"
+
+
+@pytest.mark.parametrize(
+    "unit, per_unit, expected_um",
+    [("CENTIMETER", 1e4 / 0.25, 0.25), ("INCH", 25400 / 0.5, 0.5)],
+)
+def test_pixel_size_from_foreign_tiff_resolution_tags(tmp_path, unit, per_unit, expected_um):
+    path = tmp_path / "foreign.tif"
+    tifffile.imwrite(
+        path, np.zeros((10, 12), np.uint16), resolution=(per_unit, per_unit),
+        resolutionunit=getattr(tifffile.RESUNIT, unit), metadata=None,
+    )  # fmt: skip
+    assert read_image(path).attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "unit, expected_um", [("micron", 0.2), ("\\u00B5m", 0.2), ("um", 0.2), ("nm", 0.0002)]
+)
+def test_pixel_size_from_imagej_metadata(tmp_path, unit, expected_um):
+    # ImageJ itself writes µm as the escaped text "\\u00B5m" in its ASCII description.
+    path = tmp_path / "imagej.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((10, 12), np.uint8),
+        imagej=True,
+        resolution=(5.0, 5.0),
+        metadata={"unit": unit},
+    )
+    assert read_image(path).attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-6)
+
+
+def test_print_dpi_is_not_a_calibration(tmp_path):
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(
+        path, np.zeros((6, 6), np.uint8), resolution=(72, 72), resolutionunit=tifffile.RESUNIT.INCH
+    )
+    with pytest.warns(UserWarning, match="pixel size unknown"):
+        image = read_image(path)
+    assert np.isnan(image.attrs["pixel_size_um"])
+    assert image.x.attrs["units"] == "px"
+
+
+@pytest.mark.parametrize("sidecar_name", ["plain.png.json", "plain.json"])
+def test_pixel_size_from_sidecar(tmp_path, sidecar_name):
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "plain.png")
+    (tmp_path / sidecar_name).write_text(json.dumps({"pixel_size_um": 0.05, "modality": "SEM"}))
+    image = read_image(tmp_path / "plain.png")
+    assert image.attrs["pixel_size_um"] == 0.05
+    assert image.attrs["modality"] == "SEM"
+
+
+def test_unknown_pixel_size_warns_once_from_the_callers_line(tmp_path):
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "bare.png")
+    with pytest.warns(UserWarning) as record:
+        image = read_image(tmp_path / "bare.png")
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    assert np.isnan(image.attrs["pixel_size_um"]) and image.attrs["modality"] == "other"
+
+
+def test_bad_sidecar_is_a_format_error(tmp_path):
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "x.png.json").write_text("{not json")
+    with pytest.raises(FormatError, match="x.png.json"):
+        read_image(tmp_path / "x.png")
+
+
+def test_rgba_drops_alpha_and_palette_gives_indices(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    out = read_image(tmp_path / "rgba.png", pixel_size_um=1.0)
+    assert out.shape == (4, 5, 3) and (out.values[..., 0] == 200).all()
+
+    labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    pal = Image.fromarray(labels, "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (3 * 253))
+    pal.save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "pal.png", pixel_size_um=1.0).values, labels
+    )
+    rgb = read_image(tmp_path / "pal.png", pixel_size_um=1.0, palette="rgb").values
+    np.testing.assert_array_equal(rgb[0, 1], [255, 0, 0])
+
+
+def test_as_gray_collapses_equal_channels_and_converts_colour(tmp_path):
+    gray = _smooth((9, 11), 255, np.uint8)
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "g.png", pixel_size_um=1, as_gray=True).values, gray
+    )
+    red = np.zeros((3, 3, 3), np.uint8)
+    red[..., 0] = 100
+    Image.fromarray(red).save(tmp_path / "r.png")
+    assert (read_image(tmp_path / "r.png", pixel_size_um=1, as_gray=True).values == 30).all()
+
+
+def test_bool_masks_are_written_as_uint8(tmp_path):
+    mask = np.eye(6, dtype=bool)
+    write_image(mask, tmp_path / "m.png")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "m.png", pixel_size_um=1).values, mask.astype(np.uint8)
+    )
+
+
+def test_jpeg_warns_for_labels_and_refuses_16_bit(tmp_path):
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:12, 4:12] = 1
+    with pytest.warns(UserWarning, match="lossy"):
+        write_image(labels, tmp_path / "labels.jpg", pixel_size_um=0.5)
+    with pytest.raises(ConfigError, match="8-bit"):
+        write_image(np.zeros((4, 4), np.uint16) + 1000, tmp_path / "deep.jpg")
+
+
+def test_png_refuses_floats_and_unknown_extensions_are_format_errors(tmp_path):
+    with pytest.raises(ConfigError, match="PNG"):
+        write_image(np.zeros((4, 4), np.float32), tmp_path / "f.png")
+    with pytest.raises(FormatError, match=r"\.gif"):
+        write_image(np.zeros((4, 4), np.uint8), tmp_path / "f.gif")
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "a.tif"
+    write_image(np.ones((4, 4), np.uint8), path, pixel_size_um=1.0)
+    write_image(np.full((4, 4), 7, np.uint8), path, pixel_size_um=1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+    assert (read_image(path).values == 7).all()
+
+
+@pytest.mark.parametrize("ext", [".tif", ".png", ".jpg"])
+def test_truncated_files_are_format_errors_naming_the_file(tmp_path, ext):
+    good = tmp_path / f"good{ext}"
+    write_image(_smooth((64, 64), 255, np.uint8), good, pixel_size_um=1.0)
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(good.read_bytes()[:120])
+    with pytest.raises(FormatError, match=f"cut{ext}"):
+        read_image(cut, pixel_size_um=1.0)
+
+
+def test_unknown_and_missing_files_are_format_errors(tmp_path):
+    junk = tmp_path / "notes.xyz"
+    junk.write_text("hello")
+    with pytest.raises(FormatError, match="known formats: .*tiff"):
+        read_image(junk)
+    with pytest.raises(FormatError, match="no such file"):
+        read_image(tmp_path / "missing.tif")
+
+
+def test_reads_the_real_float_bse_tiff(shared_file):
+    path = shared_file("correlative_ebsd_bse_coni/Slice381_bse.tif")
+    with pytest.warns(UserWarning, match="pixel size unknown"):
+        image = read_image(path, modality="SEM")
+    assert image.shape == (483, 644) and image.dtype == np.float32
+    assert 0.0 <= float(image.min()) and float(image.max()) < 1.0
+
+
+def test_reads_a_real_uhcs_png_with_the_metadata_pixel_size(shared_file):
+    path = shared_file("uhcs_microconstituent_segmentation/images/micrograph1061.png")
+    image = read_image(path, pixel_size_um=0.5, as_gray=True)
+    assert image.dims == ("y", "x") and image.dtype == np.uint8
+    assert image.shape == (481, 645)
