@@ -1,0 +1,196 @@
+"""Grains, KAM, GOS, GAM, boundaries and derive on maps with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import map_from_quaternions
+
+from metallo.ebsd import (
+    axis_angle_to_quat,
+    boundaries,
+    derive,
+    gam,
+    gos,
+    grains,
+    kam,
+    misorientation_angle,
+    quat_multiply,
+    random_quaternions,
+)
+from metallo.errors import ConfigError
+
+
+def _same_partition(ids: np.ndarray, truth: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([ids.ravel(), truth.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def test_grains_recovers_known_grains(known_grains):
+    ebsd, truth, oris = known_grains
+    g = grains(ebsd, tolerance_deg=5.0)
+    ids = g.ids.values
+    assert ids.dtype == np.int32 and ids.shape == truth.shape
+    assert len(g) == 6 and ids.min() == 0
+    assert _same_partition(ids, truth)
+    sizes = np.bincount(truth.ravel())
+    np.testing.assert_array_equal(g.table["n_pixels"].to_numpy(), sizes[truth.ravel()[np.unique(ids.ravel(), return_index=True)[1]]])
+    np.testing.assert_allclose(g.table["area_um2"], g.table["n_pixels"] * 0.25)
+    np.testing.assert_allclose(g.table["ecd_um"], 2 * np.sqrt(g.table["area_um2"] / np.pi))
+    # Mean orientations are the truth orientations up to symmetry (noise is 0.2 deg at most).
+    first = truth.ravel()[np.unique(ids.ravel(), return_index=True)[1]]
+    assert misorientation_angle(g.mean_quaternions, oris[first]).max() < 0.1
+    # Grain 0 is the 20 x 20 square at the origin: aspect ratio 1, centroid (4.75, 4.75) µm.
+    row = g.table.loc[ids[0, 0]]
+    assert row["aspect_ratio"] == pytest.approx(1.0)
+    assert (row["centroid_y_um"], row["centroid_x_um"]) == pytest.approx((4.75, 4.75))
+    assert g.colors().shape == truth.shape + (3,)
+
+
+def test_grains_elongated_grain_aspect_ratio():
+    truth = np.zeros((10, 40), dtype=int)
+    truth[4:6, :] = 1  # a 2 x 40 band
+    q = random_quaternions(2, 11)[truth]
+    g = grains(map_from_quaternions(q))
+    band = g.table.loc[g.ids.values[5, 0]]
+    # Second moments of a 2 x 40 rectangle of cells: axes ratio 40 / 2.
+    assert band["aspect_ratio"] == pytest.approx(20.0, rel=1e-6)
+
+
+def test_min_size_removes_single_pixel_grain_and_unindexed_get_minus_one():
+    q = np.broadcast_to(random_quaternions(1, 12), (20, 20, 4)).copy()
+    q[10, 10] = random_quaternions(1, 13)[0]
+    phase = np.ones((20, 20), dtype=np.int16)
+    phase[0, 0] = -1
+    g = grains(map_from_quaternions(q, phase), min_size_px=2)
+    assert g.ids.values[10, 10] == -1 and g.ids.values[0, 0] == -1
+    assert len(g) == 1 and g.table["n_pixels"].iloc[0] == 398
+    g1 = grains(map_from_quaternions(q, phase), min_size_px=1)
+    assert len(g1) == 2
+
+
+def test_tolerance_splits_at_the_right_angle():
+    q0 = random_quaternions(1, 14)[0]
+    q = np.broadcast_to(q0, (10, 20, 4)).copy()
+    q[:, 10:] = quat_multiply(axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), np.radians(4.0)), q0)
+    assert len(grains(map_from_quaternions(q), tolerance_deg=5.0)) == 1
+    assert len(grains(map_from_quaternions(q), tolerance_deg=3.0)) == 2
+
+
+def test_phases_never_share_a_grain():
+    q = np.broadcast_to(random_quaternions(1, 15), (10, 10, 4)).copy()
+    phase = np.ones((10, 10), dtype=np.int16)
+    phase[:, 5:] = 2
+    phases = [{"id": 1, "name": "austenite", "symmetry": "m-3m"}, {"id": 2, "name": "ferrite", "symmetry": "m-3m"}]
+    g = grains(map_from_quaternions(q, phase, phases=phases))
+    assert len(g) == 2 and sorted(g.table["phase"]) == [1, 2]
+    b = boundaries(map_from_quaternions(q, phase, phases=phases))
+    assert (b.values[:, 4] == 2).all() and b.values[:, :4].max() == 0
+
+
+def test_kam_on_lattice_rotation_gradient(gradient_map):
+    ebsd, rate = gradient_map
+    for order in (1, 2, 3):
+        k = kam(ebsd, order=order, max_deg=5.0).values
+        inner = k[order:-order, order:-order]
+        # Ring at Chebyshev distance n on an x-gradient: mean |dx| = 0.75 n.
+        np.testing.assert_allclose(inner, 0.75 * order * rate, atol=1e-6)
+    assert kam(ebsd, order=3).attrs["units"] == "deg"
+
+
+def test_kam_max_deg_excludes_larger_angles(gradient_map):
+    ebsd, rate = gradient_map
+    # Cut-off between 0.2 and 0.3 deg keeps |dx| <= 2 of the order-3 ring: only the
+    # ring's top and bottom rows with |dx| in {0, 1, 2} remain: mean (0+1+1+2+2)/5.
+    k = kam(ebsd, order=3, max_deg=0.25).values[5:-5, 5:-5]
+    np.testing.assert_allclose(k, rate * 6 / 5, atol=1e-6)
+
+
+def test_kam_nan_at_unindexed(gradient_map):
+    ebsd, _ = gradient_map
+    ebsd["phase"][5, 5] = -1
+    k = kam(ebsd, order=1).values
+    assert np.isnan(k[5, 5]) and np.isfinite(k[5, 6])
+
+
+def test_gos_and_gam_on_gradient(gradient_map):
+    ebsd, rate = gradient_map
+    ny, nx = ebsd.sizes["y"], ebsd.sizes["x"]
+    g = grains(ebsd)
+    assert len(g) == 1
+    # Misorientation to the mean (the central orientation) is |j - (nx-1)/2| * rate.
+    expected_gos = np.mean(np.abs(np.arange(nx) - (nx - 1) / 2)) * rate
+    np.testing.assert_allclose(gos(ebsd, g).values, expected_gos, atol=1e-4)
+    assert g.table["gos_deg"].iloc[0] == pytest.approx(expected_gos, abs=1e-4)
+    # GAM: horizontal neighbours differ by `rate`, vertical ones by 0.
+    horiz = np.full((ny, nx), 2.0)
+    horiz[:, [0, -1]] = 1.0
+    vert = np.full((ny, nx), 2.0)
+    vert[[0, -1], :] = 1.0
+    expected_gam = np.mean(horiz * rate / (horiz + vert))
+    np.testing.assert_allclose(gam(ebsd, g).values, expected_gam, atol=1e-6)
+    assert g.table["gam_deg"].iloc[0] == pytest.approx(expected_gam, abs=1e-6)
+
+
+def test_boundaries_low_high_and_sigma3():
+    q0 = random_quaternions(1, 16)[0]
+    q = np.broadcast_to(q0, (12, 30, 4)).copy()
+    q[:, 10:20] = quat_multiply(axis_angle_to_quat(np.array([1.0, 0.0, 0.0]), np.radians(8.0)), q0)
+    q[:, 20:] = quat_multiply(axis_angle_to_quat(np.array([1.0, 1.0, 1.0]), np.radians(60.0)), q[0, 10])
+    b = boundaries(map_from_quaternions(q)).values
+    assert b.dtype == np.uint8
+    assert (b[:, 9] == 1).all()  # 8 deg: low-angle
+    assert (b[:, 19] == 3).all()  # Sigma3
+    interior = np.ones(30, dtype=bool)
+    interior[[9, 19]] = False
+    assert b[:, interior].max() == 0
+    no_special = boundaries(map_from_quaternions(q), special=False).values
+    assert (no_special[:, 19] == 2).all()
+    with pytest.raises(ConfigError):
+        boundaries(map_from_quaternions(q), low_deg=20, high_deg=15)
+
+
+def test_known_grain_boundaries_are_high_angle(known_grains):
+    ebsd, truth, _ = known_grains
+    b = boundaries(ebsd, grains(ebsd)).values
+    right = np.zeros_like(truth, dtype=bool)
+    right[:, :-1] = truth[:, :-1] != truth[:, 1:]
+    down = np.zeros_like(truth, dtype=bool)
+    down[:-1] = truth[:-1] != truth[1:]
+    assert (b[right | down] >= 2).all()
+    assert (b[~(right | down)] == 0).all()
+
+
+def test_hexagonal_grid_grains_and_kam():
+    ny, nx, rate = 20, 30, 0.1
+    rows = np.arange(ny)[:, None]
+    x = np.arange(nx)[None, :] + np.where(rows % 2 == 1, 0.5, 0.0)  # in steps
+    base = random_quaternions(1, 17)[0]
+    rot = axis_angle_to_quat(np.broadcast_to([0.0, 0.0, 1.0], (ny, nx, 3)), np.radians(rate) * x)
+    q = quat_multiply(base, rot)
+    ebsd = map_from_quaternions(q, grid="hexagonal")
+    # First ring: 2 neighbours at |dx| = 1, 4 at |dx| = 1/2 -> mean 2/3 rate.
+    np.testing.assert_allclose(kam(ebsd, order=1).values[2:-2, 2:-2], rate * 2 / 3, atol=1e-6)
+    # Second ring (12 pixels): |dx| = 2 x2 (same row), 1.5 x4 (rows +-1), 1 x4 and 0 x2
+    # (rows +-2): sum 14 -> mean 7/6 rate.
+    np.testing.assert_allclose(kam(ebsd, order=2).values[3:-3, 3:-3], rate * 7 / 6, atol=1e-6)
+    q2 = q.copy()
+    q2[:, 15:] = quat_multiply(axis_angle_to_quat(np.array([0.0, 1.0, 0.0]), 0.5), q[:, 15:])
+    g = grains(map_from_quaternions(q2, grid="hexagonal"))
+    assert len(g) == 2 and g.parameters["connectivity"] == 6
+    assert g.table["area_um2"].sum() == pytest.approx(ny * nx * 0.5 * 0.5 * np.sqrt(3) / 2)
+
+
+def test_derive_has_every_map_with_parameters(known_grains):
+    ebsd, truth, _ = known_grains
+    d, g = derive(ebsd, return_grains=True)
+    assert set(d.data_vars) == {"grain_id", "kam", "gos", "gam", "boundaries"}
+    for name in d.data_vars:
+        assert d[name].dims == ("y", "x")
+        assert isinstance(json.loads(d[name].attrs["parameters"]), dict)
+    assert _same_partition(d["grain_id"].values, truth)
+    np.testing.assert_allclose(d["kam"].values, kam(ebsd).values, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(d["gos"].values, gos(ebsd, g).values, atol=1e-5)
+    assert d["boundaries"].dtype == np.uint8 and len(g) == d.attrs["n_grains"] == 6
