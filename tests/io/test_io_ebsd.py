@@ -1,0 +1,189 @@
+"""EBSD readers: every shared .ang/.ctf file, synthetic fixtures, malformed files, round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metallo.ebsd import ebsd_dataset, phases_of
+from metallo.errors import FormatError
+from metallo.io import read_ebsd, write_ang
+
+SHARED = {
+    # file: (shape (ny, nx), step_um, phase symmetries, indexed points)
+    "ebsd_ang/sdss_ferrite_austenite.ang": ((100, 117), 1.5, ["m-3m", "m-3m"], 11700),
+    "ebsd_ang/ebsdlib_Out_Of_Order_Ni.ang": ((201, 189), 0.25, ["m-3m"], 37989 - 6926),
+    "ebsd_ang/mtex_3dData_S00.ANG": ((40, 35), 0.4, ["m-3m"], 1400 - 342),
+    "ebsd_ang/mtex_ACOM.ang": ((15, 15), 2.0, ["m-3m"], None),
+    "ebsd_ctf/mtexTools_MEA_60CR_1C.ctf": ((375, 500), 0.96, ["m-3m"], 61735),
+    "ebsd_ctf/mtex_twins_Mg.ctf": ((137, 167), 0.3, ["6/mmm"], 22879 - 46),
+    "ebsd_ctf/ebsdlib_Test_European_1_decimal_comma.ctf": ((5, 40), 0.5, ["6/mmm"], 190),
+    "ebsd_ctf/mtex_eclogite_interactive.ctf": (None, None, ["mmm", "2/m", "-1", "m-3m", "2/m", "2/m", "-3m"], None),
+}
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("relative", sorted(SHARED))
+def test_shared_maps_load(shared_file, relative):
+    shape, step, symmetries, n_indexed = SHARED[relative]
+    ebsd = read_ebsd(shared_file(relative))
+    if shape is not None:
+        assert (ebsd.sizes["y"], ebsd.sizes["x"]) == shape
+        assert ebsd.attrs["step_um"] == pytest.approx(step)
+    assert [p["symmetry"] for p in phases_of(ebsd)] == symmetries
+    phase = ebsd["phase"].values
+    if n_indexed is not None:
+        assert int((phase >= 0).sum()) == n_indexed
+    euler = ebsd["euler"].values[phase >= 0]
+    assert np.isfinite(euler).all() and euler.max() <= 2 * np.pi + 1e-6
+    assert ebsd["y"].attrs["units"] == "um"
+
+
+@pytest.mark.shared_data
+def test_out_of_order_rows_are_placed_by_coordinates(shared_file):
+    path = shared_file("ebsd_ang/ebsdlib_Out_Of_Order_Ni.ang")
+    ebsd = read_ebsd(path)
+    rows = np.loadtxt(path, comments="#")
+    # The first data row is at x = 1.75, y = 0.25 µm -> pixel (1, 7).
+    np.testing.assert_allclose(ebsd["iq"].values[1, 7], rows[0, 5])
+    assert ebsd["phase"].values[1, 7] == -1  # CI -1 and the 4*pi marker: not indexed
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore:.*rows x.*:UserWarning")
+def test_lying_header_warns_and_trusts_coordinates(shared_file):
+    with pytest.warns(UserWarning, match="disagrees"):
+        ebsd = read_ebsd(shared_file("ebsd_ang/mtex_3dData_S00.ANG"))
+    assert ebsd.sizes["x"] == 35 and ebsd.attrs["step_um"] == pytest.approx(0.4)
+
+
+@pytest.mark.shared_data
+def test_ctf_degrees_and_decimal_comma(shared_file):
+    ebsd = read_ebsd(shared_file("ebsd_ctf/ebsdlib_Test_European_1_decimal_comma.ctf"))
+    # Second data row: X 0,5 -> column 1; Euler 103,85 40,207 29,394 degrees.
+    np.testing.assert_allclose(np.degrees(ebsd["euler"].values[0, 1]), [103.85, 40.207, 29.394], atol=1e-6)
+    assert ebsd["phase"].values[0, 0] == -1 and ebsd["iq"].values[0, 0] == 85
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore:.*share a grid cell.*:UserWarning")
+def test_scattered_job_is_snapped_with_warning(shared_file):
+    with pytest.warns(UserWarning, match="scattered"):
+        ebsd = read_ebsd(shared_file("ebsd_ctf/mtex_eclogite_interactive.ctf"))
+    assert ebsd.attrs["scattered"] == 1
+    n_points = json.loads(ebsd.attrs["header"])["n_points"]
+    assert n_points == 617
+    # Most cells are empty (phase -1); every point that kept its cell is there.
+    assert 590 <= int((ebsd["phase"].values >= 0).sum()) <= 617
+
+
+def _ang_text(rows: list[str], *, symmetry: int = 43, grid: str = "SqrGrid") -> str:
+    header = [
+        "# Phase 1", "# MaterialName  \tIron", "# Symmetry              %d" % symmetry,
+        "# LatticeConstants      2.870 2.870 2.870  90.000  90.000  90.000",
+        f"# GRID: {grid}", "# XSTEP: 1.000000", "# YSTEP: 1.000000",
+        "# NCOLS_ODD: 2", "# NCOLS_EVEN: 2", "# NROWS: 2", "#",
+    ]
+    return "\n".join(header + rows) + "\n"
+
+
+GOOD_ROWS = [
+    "0.1 0.2 0.3 0.0 0.0 50.0 0.9 1 0 0.5",
+    "0.4 0.5 0.6 1.0 0.0 50.0 0.8 1 0 0.5",
+    "0.7 0.8 0.9 0.0 1.0 50.0 0.7 1 0 0.5",
+    "1.0 1.1 1.2 1.0 1.0 50.0 -1 1 0 0.5",
+]
+
+
+def test_synthetic_ang_fixture(tmp_path):
+    path = tmp_path / "tiny.ang"
+    path.write_text(_ang_text(GOOD_ROWS))
+    ebsd = read_ebsd(path)
+    assert ebsd.sizes["y"] == 2 and ebsd.sizes["x"] == 2
+    np.testing.assert_allclose(ebsd["euler"].values[1, 0], [0.7, 0.8, 0.9])
+    np.testing.assert_array_equal(ebsd["phase"].values, [[1, 1], [1, -1]])
+    assert phases_of(ebsd)[0]["lattice"] == [2.87, 2.87, 2.87, 90.0, 90.0, 90.0]
+
+
+@pytest.mark.parametrize(("rows", "line", "what"), [
+    (GOOD_ROWS[:3] + ["1.0 1.1 1.2 1.0"], 15, "columns"),
+    (GOOD_ROWS[:2] + ["0.7 0.8 0.9 0.0 1.0 50.0 0.7 1 0 0.5 9 9"] + GOOD_ROWS[3:], 14, "columns"),
+    (GOOD_ROWS[:1] + ["nan 0.5 0.6 1.0 0.0 50.0 0.8 1 0 0.5"] + GOOD_ROWS[2:], 13, "NaN"),
+])
+def test_malformed_ang_names_the_line(tmp_path, rows, line, what):
+    path = tmp_path / "bad.ang"
+    path.write_text(_ang_text(rows))
+    with pytest.raises(FormatError, match=f"line {line}.*{what}|line {line} has"):
+        read_ebsd(path)
+
+
+def test_unknown_symmetry_raises(tmp_path):
+    path = tmp_path / "bad.ang"
+    path.write_text(_ang_text(GOOD_ROWS, symmetry=99))
+    with pytest.raises(FormatError, match="line 3: unknown symmetry code 99"):
+        read_ebsd(path)
+
+
+def test_unknown_file_lists_formats(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(FormatError, match="ang"):
+        read_ebsd(path)
+
+
+def _ctf_text(rows: list[str], laue: int = 11) -> str:
+    head = ["Channel Text File", "Prj\ttest", "JobMode\tGrid", "XCells\t2", "YCells\t2", "XStep\t0.5",
+            "YStep\t0.5", "Phases\t1", f"3.6;3.6;3.6\t90;90;90\tIron fcc\t{laue}\t225",
+            "Phase\tX\tY\tBands\tError\tEuler1\tEuler2\tEuler3\tMAD\tBC\tBS"]
+    return "\n".join(head + rows) + "\n"
+
+
+CTF_ROWS = ["1\t0.0\t0.0\t8\t0\t10\t20\t30\t0.5\t100\t90", "1\t0.5\t0.0\t8\t0\t40\t50\t60\t0.5\t100\t90",
+            "0\t0.0\t0.5\t0\t3\t0\t0\t0\t0\t20\t5", "1\t0.5\t0.5\t8\t0\t70\t80\t90\t0.5\t100\t90"]
+
+
+def test_synthetic_ctf_fixture(tmp_path):
+    path = tmp_path / "tiny.ctf"
+    path.write_text(_ctf_text(CTF_ROWS))
+    ebsd = read_ebsd(path)
+    np.testing.assert_allclose(ebsd["euler"].values[0, 1], np.radians([40, 50, 60]))
+    np.testing.assert_array_equal(ebsd["phase"].values, [[1, 1], [-1, 1]])
+    assert ebsd["fit"].values[0, 0] == pytest.approx(0.5) and ebsd["iq"].values[1, 0] == 20
+
+
+def test_malformed_ctf(tmp_path):
+    path = tmp_path / "bad.ctf"
+    path.write_text(_ctf_text(CTF_ROWS[:2] + ["1\t0.0\t0.5\t8"] + CTF_ROWS[3:]))
+    with pytest.raises(FormatError, match="line 13 has 4 columns"):
+        read_ebsd(path)
+    path.write_text(_ctf_text(CTF_ROWS, laue=12))
+    with pytest.raises(FormatError, match="line 9: unknown Laue group 12"):
+        read_ebsd(path)
+
+
+@pytest.mark.parametrize("grid", ["square", "hexagonal"])
+def test_write_ang_round_trip(tmp_path, grid):
+    rng = np.random.default_rng(0)
+    ny, nx = 7, 9
+    euler = rng.random((ny, nx, 3)) * [2 * np.pi, np.pi, 2 * np.pi]
+    phase = np.where(rng.random((ny, nx)) < 0.1, -1, 1 + (rng.random((ny, nx)) < 0.5)).astype(np.int16)
+    if grid == "hexagonal":
+        phase[1::2, -1] = -1  # the padding cell of the short rows
+    phases = [{"id": 1, "name": "Ti", "symmetry": "6/mmm", "lattice": [2.95, 2.95, 4.68, 90, 90, 120]},
+              {"id": 2, "name": "beta", "symmetry": "m-3m", "lattice": [3.3, 3.3, 3.3, 90, 90, 90]}]
+    ci = np.round(rng.random((ny, nx)), 3)
+    ebsd = ebsd_dataset(euler, phase, step_um=0.35, phases=phases, grid=grid, variables={"ci": ci})
+    path = write_ang(ebsd, tmp_path / "rt.ang")
+    if grid == "hexagonal":
+        assert "HexGrid" in path.read_text() and "NCOLS_EVEN: 8" in path.read_text()
+    back = read_ebsd(path)
+    assert back.attrs["grid"] == grid and back.sizes["y"] == ny and back.sizes["x"] == nx
+    assert back.attrs["step_um"] == pytest.approx(0.35)
+    np.testing.assert_array_equal(back["phase"].values, phase)
+    ok = phase >= 0
+    np.testing.assert_allclose(back["euler"].values[ok], euler[ok], atol=1e-5)
+    np.testing.assert_allclose(back["ci"].values[ok], ci[ok], atol=1e-6)
+    assert [p["symmetry"] for p in phases_of(back)] == ["6/mmm", "m-3m"]
