@@ -1,0 +1,68 @@
+"""Lath widths from intercepts perpendicular to parallel laths of known width."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metallo.errors import ConfigError
+from metallo.quantify import lath_orientation, lath_width_summary, lath_widths
+
+
+def lath_field(shape, angle_deg, period_px, width_px=None):
+    """Parallel laths along angle_deg (from +x towards +y). Ids (no boundary pixels) when
+    width_px is None, else a mask: laths of width_px separated by (period - width) px of boundary."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    a = np.radians(angle_deg)
+    across = -xx * np.sin(a) + yy * np.cos(a) + 0.37
+    if width_px is None:
+        return (np.floor(across / period_px) + 1000).astype(np.int64)
+    return np.mod(across, period_px) < width_px
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 20.0, 45.0, 60.0, 90.0, 135.0])
+def test_lath_ids_width_within_5_percent(angle_deg):
+    ps = 0.05
+    ids = lath_field((200, 200), angle_deg, 10.0)
+    table = lath_widths(ids, pixel_size_um=ps)
+    assert len(table) > 200
+    summary = lath_width_summary(table)
+    assert summary["mean_um"] == pytest.approx(10.0 * ps, rel=0.05)
+    assert summary["median_um"] == pytest.approx(10.0 * ps, rel=0.05)
+    wrapped = (table["lath_angle_deg"] - ((angle_deg + 90) % 180 - 90) + 90) % 180 - 90
+    assert np.median(np.abs(wrapped)) < 2.0
+
+
+@pytest.mark.parametrize("angle_deg", [10.0, 75.0, 120.0])
+def test_lath_mask_with_boundaries(angle_deg):
+    mask = lath_field((220, 220), angle_deg, 16.0, width_px=13.0)
+    table = lath_widths(mask, pixel_size_um=1.0)
+    assert lath_width_summary(table)["mean_um"] == pytest.approx(13.0, rel=0.05)
+
+
+def test_class_label_map_and_two_widths_number_weighted():
+    # Period 24 px: a 6 px lath, a boundary pixel, a 16 px lath, a boundary pixel (class 2).
+    # Number-weighted mean 11; the point-sampled mean is biased to the wide laths.
+    pos = (np.arange(121)[:, None].repeat(80, 1) + 23) % 24  # boundary rows at 0 and 120: 5 laths each
+    labels = np.where((pos == 6) | (pos == 23), 2, 1).astype(np.uint8)
+    # spacing_px=1: every pixel is an intercept point, no aliasing with the 24 px period.
+    table = lath_widths(labels, pixel_size_um=1.0, lath_class=1, integration_sigma_px=12.0, spacing_px=1)
+    summary = lath_width_summary(table)
+    widths = np.unique(np.round(table["width_um"]))
+    assert set(widths) == {6.0, 16.0}
+    assert summary["mean_um"] == pytest.approx(11.0, rel=0.05)
+    assert summary["mean_point_sampled_um"] > summary["mean_um"]
+
+
+def test_orientation_of_stripes():
+    ids = lath_field((128, 128), 30.0, 8.0)
+    angle, coherence = lath_orientation(ids)
+    assert np.median(angle[30:-30, 30:-30]) == pytest.approx(30.0, abs=1.0)
+    assert np.median(coherence[30:-30, 30:-30]) > 0.9
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError):
+        lath_widths(np.ones((10, 10), bool), pixel_size_um=1.0, step_px=0)
+    with pytest.raises(ConfigError, match="pixel_size_um"):
+        lath_widths(np.ones((10, 10), bool))
