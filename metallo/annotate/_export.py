@@ -121,9 +121,8 @@ def add_annotation(
     node = f"annotations/{name}"
     parameters = {"rules": table.get("rules", {}), "thresholds": table.get("thresholds", {}),
                   "ignore_index": table["ignore_index"]}
-    dataset = xr.Dataset({"labels": labels.astype(np.uint8)}, attrs=dict(labels.attrs))
-    dataset["labels"].attrs = {}
-    specimen.add(node, dataset, step="annotate", parameters=parameters, inputs=list(inputs), overwrite=overwrite)
+    specimen.add(node, labels.astype(np.uint8), step="annotate", parameters=parameters, inputs=list(inputs),
+                 overwrite=overwrite)
     return node
 
 

@@ -135,7 +135,8 @@ def _phase(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
         "classes": names,
         "default": IGNORE_CLASS,
         "rules": {name: {"phase": {"eq": int(p["id"])}} for name, p in zip(names, phases, strict=True)},
-        "grains": {"tolerance_deg": 5.0},
+        # One-pixel grains kept, so every indexed point is labelled with its own phase.
+        "grains": {"tolerance_deg": 5.0, "min_size_px": 1},
     }
 
 

@@ -78,3 +78,41 @@ class AffineRegistration:
         mx = ((xx * ps_f) - self.shift[1]) / self.scale / ps_m
         out = ndi.map_coordinates(np.asarray(image.values), [my, mx], order=0, mode="constant", cval=fill_value)
         return xr.DataArray(out, dims=("y", "x"), coords={"y": self.fixed.y, "x": self.fixed.x})
+
+
+@pytest.fixture(scope="session")
+def synth_specimen():
+    """The default synthetic ferrite + lath-bainite specimen (EBSD 200 x 200 at 0.5 µm, LOM)."""
+    from metallo.synth import make_specimen
+
+    return make_specimen(0)
+
+
+@pytest.fixture(scope="session")
+def synth_registration(synth_specimen):
+    """The registration recovered by metallo.correlate (EBSD IQ -> LOM), not the synth truth."""
+    from metallo._xarray import image_dataarray
+    from metallo.correlate import register
+
+    ebsd = synth_specimen.ebsd
+    iq = image_dataarray(ebsd["iq"].values, pixel_size_um=float(ebsd.attrs["step_um"]), name="iq")
+    return register(fixed=synth_specimen.lom, moving=iq)
+
+
+@pytest.fixture(scope="session")
+def demo_specimen(tmp_path_factory, synth_specimen):
+    """A Specimen file with the synthetic LOM and EBSD map, as `metallo demo` writes it."""
+    from metallo.specimen import Specimen
+
+    path = tmp_path_factory.mktemp("demo") / "demo.h5"
+    spec = Specimen.create(path, specimen_id="demo", material="synthetic CP steel")
+    spec.add("micrographs/lom", synth_specimen.lom, step="synth.make_specimen")
+    spec.add("ebsd/map", synth_specimen.ebsd, step="synth.make_specimen")
+    spec.save()
+    return path
+
+
+def iou(labels: np.ndarray, truth: np.ndarray, cls: int, valid: np.ndarray) -> float:
+    """Intersection over union of class ``cls`` over the ``valid`` pixels."""
+    a, b = (labels == cls) & valid, (truth == cls) & valid
+    return float((a & b).sum() / (a | b).sum())
