@@ -119,11 +119,13 @@ def describe_dataset(ds: xr.Dataset, node: str) -> dict[str, Any]:
 
 def _field(error: ValidationError) -> str:
     path = [str(p) for p in error.absolute_path]
+    if path and isinstance(error.absolute_path[0], int):
+        path[0] = f"record {path[0]}:"
     if error.validator == "required" and isinstance(error.instance, Mapping):
         missing = [k for k in error.validator_value if k not in error.instance]
         if missing:
             path.append(str(missing[0]))
-    return ".".join(path) or "(whole)"
+    return ".".join(path).replace(":.", ": ") or "(whole)"
 
 
 def _raise_first(errors: Iterator[ValidationError], where: str, what: str) -> None:
@@ -154,5 +156,5 @@ def validate_node(description: Mapping[str, Any], kind: str, *, where: str) -> N
 
 
 def validate_provenance(records: list[Mapping[str, Any]], *, where: str) -> None:
-    """Validate provenance records in their stored form (parameters/inputs/outputs as JSON text)."""
-    _raise_first(_validator("provenance").iter_errors(records), where, "node '/provenance' record")
+    """Validate the provenance records (a list of dicts)."""
+    _raise_first(_validator("provenance").iter_errors(records), where, "node '/provenance'")

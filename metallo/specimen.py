@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo._specimen_h5 import UnsupportedLayout, read_groups
 from metallo._specimen_io import FileStamp, atomic_write, check_hdf5, file_stamp
 from metallo._specimen_schema import (
     describe_dataset,
@@ -42,7 +43,7 @@ from metallo._specimen_schema import (
 )
 from metallo._specimen_table import dataset_to_table, table_to_dataset
 from metallo._version import __version__
-from metallo.errors import ConfigError, FormatError, SchemaError, UnknownNameError
+from metallo.errors import ConfigError, FormatError, MetalloError, SchemaError, UnknownNameError
 
 __all__ = ["PROVENANCE_FIELDS", "SCHEMA_VERSION", "Specimen", "node_kind"]
 
@@ -53,6 +54,7 @@ PROVENANCE_FIELDS = ("step", "parameters", "inputs", "outputs", "metallo_version
 
 _GROUPS = ("micrographs", "ebsd", "registration", "annotations", "segmentations", "quantities")
 _PROVENANCE = "provenance"
+_RECORDS = "records"
 _ARRAY_NAME = {"micrographs": "image", "annotations": "labels", "segmentations": "labels"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _LAYOUT = "micrographs/<name>, ebsd/<name>, ebsd/<name>/derived, " + ", ".join(
@@ -293,35 +295,15 @@ class Specimen:
         path = Path(path).absolute()
         check_hdf5(path)
         stamp = file_stamp(path)
-        _check_is_specimen(path)
-        try:
-            tree = xr.open_datatree(path, engine="h5netcdf")
-        except _READ_ERRORS as exc:
-            raise FormatError(f"{path}: unreadable specimen file ({_one_line(exc)})") from None
-        try:
-            return cls._from_tree(tree, path, stamp, lazy=lazy)
-        finally:
-            tree.close()
-
-    @classmethod
-    def _from_tree(cls, tree: xr.DataTree, path: Path, stamp: FileStamp, *, lazy: bool) -> Specimen:
+        attrs, groups = _read_groups(path, lazy=lazy)
         where = str(path)
-        attrs = dict(tree.attrs)
         validate_root(attrs, where=where)
-        if _PROVENANCE not in tree.children:
+        if _PROVENANCE not in groups:
             raise SchemaError(f"{where}: node '/provenance' is missing")
-        spec = cls(
-            path,
-            attrs,
-            _read_provenance(tree[_PROVENANCE].to_dataset(inherit=False), where),
-            _stamp=stamp,
-        )
-        for sub in tree.subtree:
-            node = sub.path.strip("/")
-            if not node or node == _PROVENANCE:
-                continue
+        spec = cls(path, attrs, _read_provenance(groups.pop(_PROVENANCE), where), _stamp=stamp)
+        for node, ds in groups.items():
             if "/" not in node:
-                if node not in _GROUPS or sub.has_data:
+                if node not in _GROUPS or ds.data_vars:
                     raise SchemaError(
                         f"{where}: node '/{node}' is not part of the specimen layout; expected {_LAYOUT}"
                     )
@@ -330,11 +312,10 @@ class Specimen:
                 kind = node_kind(node)
             except ConfigError as exc:
                 raise SchemaError(f"{where}: {exc}") from None
-            ds = sub.to_dataset(inherit=True)
             description = describe_dataset(ds, node)
             validate_node(description, kind, where=where)
             spec._descriptions[node] = description
-            spec._nodes[node] = None if lazy else _load(ds, path, node)
+            spec._nodes[node] = None if lazy else ds
         return spec
 
     # ------------------------------------------------------------------ reading
@@ -420,16 +401,7 @@ class Specimen:
                 f"{self._path}: the file was replaced or removed since it was opened lazily; "
                 f"node {node!r} cannot be read from it - open it again"
             )
-        try:
-            tree = xr.open_datatree(self._path, engine="h5netcdf")
-        except _READ_ERRORS as exc:
-            raise FormatError(
-                f"{self._path}: unreadable specimen file ({_one_line(exc)})"
-            ) from None
-        try:
-            return _load(tree[node].to_dataset(inherit=True), self._path, node)
-        finally:
-            tree.close()
+        return _read_groups(self._path, load=[node])[1][node]
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -556,8 +528,8 @@ class Specimen:
             self._descriptions[key] = description
         attrs = {**self._attrs, "metallo_version": __version__}
         validate_root(attrs, where=where)
+        validate_provenance(self._provenance, where=where)
         provenance = _provenance_dataset(self._provenance)
-        validate_provenance(_provenance_rows(provenance), where=where)
         data: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=attrs)}
         data.update((key, self._get(key)) for key in self.nodes())
         data[_PROVENANCE] = provenance
@@ -593,27 +565,48 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def _check_is_specimen(path: Path) -> None:
-    """Tell a foreign or broken HDF5 file from a specimen before xarray sees it."""
-    try:
-        with h5py.File(path, "r") as fh:
-            root = set(fh.attrs)
-            groups = sorted(fh.keys())
-    except _READ_ERRORS as exc:
-        raise FormatError(f"{path}: truncated or corrupt HDF5 file ({_one_line(exc)})") from None
-    missing = [k for k in ("schema_version", "specimen_id") if k not in root]
+def _check_is_specimen(fh: h5py.File, path: Path) -> None:
+    """Tell a foreign HDF5 file from a specimen before reading it as netCDF."""
+    missing = [k for k in ("schema_version", "specimen_id") if k not in fh.attrs]
     if missing:
         raise FormatError(
             f"{path}: an HDF5 file but not a metallo specimen (root attr {missing[0]!r} missing; "
-            f"top-level groups: {', '.join(groups) or 'none'})"
+            f"top-level groups: {', '.join(sorted(fh.keys())) or 'none'})"
         )
 
 
-def _load(ds: xr.Dataset, path: Path, node: str) -> xr.Dataset:
+def _read_groups(
+    path: Path, *, lazy: bool = False, load: Sequence[str] | None = None
+) -> tuple[dict[str, Any], dict[str, xr.Dataset]]:
+    """Root attrs and ``{group: Dataset}`` of a specimen file; data read unless ``lazy``.
+
+    The fast h5py reader handles files metallo wrote; anything else goes through
+    ``xarray.open_datatree``. Every read error becomes a FormatError naming the file.
+    """
     try:
-        return ds.load().drop_encoding()
+        with h5py.File(path, "r") as fh:
+            _check_is_specimen(fh, path)
+            if not lazy:
+                try:
+                    attrs, groups = read_groups(fh, load=load)
+                    return attrs, {k: ds.drop_encoding() for k, ds in groups.items()}
+                except UnsupportedLayout:
+                    pass
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            groups = {
+                sub.path.strip("/"): sub.to_dataset(inherit=True)
+                for sub in tree.subtree
+                if load is None or sub.path.strip("/") in load
+            }
+            if not lazy:
+                groups = {k: ds.load().drop_encoding() for k, ds in groups.items()}
+            return dict(tree.attrs), groups
+    except MetalloError:
+        raise
     except _READ_ERRORS as exc:
-        raise FormatError(f"{path}: node {node!r} cannot be read ({_one_line(exc)})") from None
+        raise FormatError(
+            f"{path}: truncated, corrupt or unreadable specimen file ({_one_line(exc)})"
+        ) from None
 
 
 def _as_dataset(data: Any, key: str, kind: str, params_json: str) -> xr.Dataset:
@@ -646,42 +639,23 @@ def _as_dataset(data: Any, key: str, kind: str, params_json: str) -> xr.Dataset:
 
 
 def _provenance_dataset(records: list[dict[str, Any]]) -> xr.Dataset:
-    columns: dict[str, list[str]] = {field: [] for field in PROVENANCE_FIELDS}
-    for record in records:
-        for field in PROVENANCE_FIELDS:
-            value = record.get(field, "")
-            columns[field].append(
-                value if isinstance(value, str) else _dumps(value, f"provenance {field}")
-            )
+    text = [_dumps(record, "provenance record") for record in records]
     return xr.Dataset(
-        {field: ("record", np.array(values, dtype=object)) for field, values in columns.items()},
-        attrs={"description": "one record per step; parameters, inputs and outputs are JSON"},
+        {_RECORDS: ("record", np.array(text, dtype=object))},
+        attrs={"description": "one JSON record per step: " + ", ".join(PROVENANCE_FIELDS)},
     )
 
 
-def _provenance_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
-    n = ds.sizes.get("record", 0)
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    for field in PROVENANCE_FIELDS:
-        if field not in ds.data_vars:
-            continue
-        for i, value in enumerate(ds[field].values.tolist()):
-            rows[i][field] = value.decode() if isinstance(value, bytes) else value
-    return rows
-
-
 def _read_provenance(ds: xr.Dataset, where: str) -> list[dict[str, Any]]:
-    missing = [f for f in PROVENANCE_FIELDS if f not in ds.data_vars]
-    if missing and ds.sizes.get("record", 0):
-        raise SchemaError(f"{where}: node '/provenance' field {missing[0]!r}: missing")
-    try:
-        rows = _provenance_rows(ds.load())
-    except _READ_ERRORS as exc:
-        raise FormatError(
-            f"{where}: node '/provenance' cannot be read ({_one_line(exc)})"
-        ) from None
-    validate_provenance(rows, where=where)
-    for row in rows:
-        for field in ("parameters", "inputs", "outputs"):
-            row[field] = json.loads(row[field])
-    return rows
+    if _RECORDS not in ds.data_vars:
+        raise SchemaError(f"{where}: node '/provenance' field {_RECORDS!r}: missing")
+    records = []
+    for i, text in enumerate(np.asarray(ds[_RECORDS].values).ravel().tolist()):
+        try:
+            records.append(json.loads(text))
+        except (TypeError, ValueError):
+            raise SchemaError(
+                f"{where}: node '/provenance' record {i}: not a JSON object: {str(text)[:60]!r}"
+            ) from None
+    validate_provenance(records, where=where)
+    return records
