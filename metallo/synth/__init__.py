@@ -4,10 +4,19 @@
   EBSD -> micrograph mapping and the constituent under every pixel.
 - :func:`make_particles`: round particles with known log-normal radii and touching pairs.
 - :func:`make_multiphase`: 2-6 phases with distinct grey levels and textures.
+- :func:`write_demo_specimen`: the specimen of ``metallo demo`` as a Specimen file.
 """
 
+from metallo.synth._demo import write_demo_specimen
 from metallo.synth._multiphase import make_multiphase
 from metallo.synth._particles import SynthParticles, make_particles
 from metallo.synth._specimen import SynthSpecimen, make_specimen
 
-__all__ = ["SynthParticles", "SynthSpecimen", "make_multiphase", "make_particles", "make_specimen"]
+__all__ = [
+    "SynthParticles",
+    "SynthSpecimen",
+    "make_multiphase",
+    "make_particles",
+    "make_specimen",
+    "write_demo_specimen",
+]
