@@ -596,7 +596,7 @@ def _read_groups(
             groups = {
                 sub.path.strip("/"): sub.to_dataset(inherit=True)
                 for sub in tree.subtree
-                if load is None or sub.path.strip("/") in load
+                if sub is not tree and (load is None or sub.path.strip("/") in load)
             }
             if not lazy:
                 groups = {k: ds.load().drop_encoding() for k, ds in groups.items()}
