@@ -46,6 +46,10 @@ def annotate_command(
         ebsd_node = maps[0]
     else:
         raise ConfigError(f"{specimen}: give --ebsd, the specimen has EBSD nodes: {', '.join(maps) or 'none'}")
+    micro_node = f"micrographs/{micrograph}"
+    if micrograph and micro_node not in nodes:
+        raise ConfigError(f"{specimen}: no micrograph {micro_node!r}; micrographs: "
+                          f"{', '.join(n for n in nodes if n.startswith('micrographs/')) or 'none'}")
     ebsd_map = spec[ebsd_node]
     derived = spec[f"{ebsd_node}/derived"] if f"{ebsd_node}/derived" in nodes else None
     rule_set = annotate.load_rules(Path(rules) if Path(rules).suffix.lower() in (".yaml", ".yml", ".json") else rules,
@@ -62,10 +66,6 @@ def annotate_command(
     boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else _boundaries(ebsd_map)
     on_micrograph = None
     if micrograph:
-        micro_node = f"micrographs/{micrograph}"
-        if micro_node not in nodes:
-            raise ConfigError(f"{specimen}: no micrograph {micro_node!r}; micrographs: "
-                              f"{', '.join(n for n in nodes if n.startswith('micrographs/')) or 'none'}")
         image = spec[micro_node]["image"]
         reg = _registration(spec, registration or micrograph, image, micro_node, iq, ebsd_node, overwrite, console)
         on_micrograph = annotate.to_micrograph(labels, reg, image)

@@ -1,0 +1,78 @@
+"""`metallo annotate` on the synthetic demo specimen, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import iou
+from typer.testing import CliRunner
+
+from metallo.cli import app
+from metallo.specimen import Specimen
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def demo(demo_specimen, tmp_path):
+    path = tmp_path / "demo.h5"
+    shutil.copy(demo_specimen, path)
+    return path
+
+
+@pytest.mark.slow
+def test_annotate_onto_lom_registers_stores_and_exports(demo, tmp_path, synth_specimen):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["annotate", str(demo), "--rules", "lath_bainite", "--micrograph", "lom",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    spec = Specimen.open(demo)
+    nodes = spec.nodes()
+    for node in ("annotations/lath_bainite", "annotations/lath_bainite_lom", "registration/lom"):
+        assert node in nodes
+    on_lom = spec["annotations/lath_bainite_lom"]["labels"].values
+    field = synth_specimen.lom_field & (on_lom != 255)
+    assert iou(on_lom, synth_specimen.lom_labels, 1, field) >= 0.90
+    assert spec["registration/lom"].attrs["moving"] == "ebsd/map"
+    steps = [r["step"] for r in spec.provenance]
+    assert "correlate.register" in steps and steps.count("annotate") == 2
+    for name in ("lath_bainite_ebsd.png", "lath_bainite_ebsd.tif", "lath_bainite_ebsd.json", "lath_bainite_lom.png",
+                 "lath_bainite_lom_review.png", "lath_bainite_lom_review.csv", "tiles/classes.json"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "tiles" / "labels").glob("*.png"))) >= 1
+    # A second run reuses the stored registration; without --overwrite the node exists.
+    again = runner.invoke(app, ["annotate", str(demo), "--micrograph", "lom", "--out", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_yaml_rules_file_on_the_ebsd_grid(demo, tmp_path):
+    rules = tmp_path / "strain.yaml"
+    rules.write_text(
+        "classes: [polygonal_ferrite, lath_bainite]\n"
+        "default: polygonal_ferrite\n"
+        "rules:\n  lath_bainite: {gos: {gt: otsu}}\n"
+        "ignore: {min_ci: 0.1}\n"
+    )
+    result = runner.invoke(app, ["annotate", str(demo), "--rules", str(rules), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    stored = Specimen.open(demo)["annotations/strain"]
+    thresholds = json.loads(stored.attrs["thresholds"])
+    assert thresholds["gos"]["method"] == "otsu"
+    assert set(np.unique(stored["labels"].values)) == {0, 1, 255}
+    assert (tmp_path / "o" / "strain_ebsd_review.png").is_file()
+
+
+def test_unknown_preset_is_one_line_with_valid_names(demo):
+    result = runner.invoke(app, ["annotate", str(demo), "--rules", "bainite_magic"])
+    assert result.exit_code == 1
+    assert "lath_bainite" in result.output and "phase" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_micrograph_names_the_nodes(demo, tmp_path):
+    result = runner.invoke(app, ["annotate", str(demo), "--micrograph", "sem", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "micrographs/lom" in result.output
