@@ -28,8 +28,7 @@ from metallo.ebsd._rotations import quat_conjugate, quat_multiply
 from metallo.ebsd._symmetry import (
     _pair_product,
     disorientation_cos,
-    nearest_symmetry_operator,
-    symmetry_operators,
+    nearest_operator_quaternion,
 )
 from metallo.errors import ConfigError
 
@@ -137,10 +136,8 @@ def _mean_orientations(omap: OrientationMap, ids: np.ndarray, n: int, iterations
         aligned = np.empty_like(q)
         for sym, phase_ids in omap.laue_groups().items():
             sel = np.flatnonzero(np.isin(phase_of_grain[g], phase_ids))
-            ops = symmetry_operators(sym)
             d = _pair_product(q[sel], ref[g[sel]])
-            op = nearest_symmetry_operator(d, sym)
-            eq = quat_multiply(quat_conjugate(ops[op]), q[sel])
+            eq = quat_multiply(quat_conjugate(nearest_operator_quaternion(d, sym)), q[sel])
             sign = np.sign(np.einsum("ij,ij->i", eq, ref[g[sel]]))
             aligned[sel] = eq * np.where(sign == 0, 1.0, sign)[:, None]
         mean = np.column_stack([np.bincount(g, weights=aligned[:, k], minlength=n) for k in range(4)])
