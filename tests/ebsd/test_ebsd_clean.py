@@ -1,0 +1,131 @@
+"""Cleanup, IPF colours, hexagonal resampling, synth maps, specimen storage and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import map_from_quaternions
+
+from metallo.ebsd import (
+    axis_angle_to_quat,
+    clean,
+    derive,
+    euler_to_quat,
+    grains,
+    ipf_colors,
+    misorientation_angle,
+    random_quaternions,
+    resample_to_square,
+)
+from metallo.errors import ConfigError
+
+
+def _same_partition(ids: np.ndarray, truth: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([ids.ravel(), truth.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def test_clean_restores_known_grains(known_grains):
+    ebsd, truth, oris = known_grains
+    rng = np.random.default_rng(20)
+    bad = rng.random(truth.shape) < 0.08
+    q = euler_to_quat(ebsd["euler"].values)
+    q[bad] = random_quaternions(int(bad.sum()), 21)
+    ci = np.where(bad, 0.02, 0.9)
+    phase = np.ones(truth.shape, dtype=np.int16)
+    phase[5, 5] = -1
+    noisy = map_from_quaternions(q, phase, ci=ci)
+    assert not _same_partition(grains(noisy).ids.values, truth)
+    cleaned = clean(noisy, min_ci=0.1, tolerance_deg=5.0)
+    assert (cleaned["phase"].values >= 0).all()
+    ids = grains(cleaned).ids.values
+    assert ids.max() == 5 and ids.min() == 0
+    # A bad point copies its best neighbour, which across a boundary is the other grain:
+    # only points next to a boundary may change grain.
+    mapped = np.array([np.bincount(truth[ids == k]).argmax() for k in range(6)])[ids]
+    wrong = mapped != truth
+    near_boundary = np.zeros_like(wrong)
+    near_boundary[:, 1:] |= truth[:, 1:] != truth[:, :-1]
+    near_boundary[:, :-1] |= truth[:, 1:] != truth[:, :-1]
+    near_boundary[1:] |= truth[1:] != truth[:-1]
+    near_boundary[:-1] |= truth[1:] != truth[:-1]
+    assert not (wrong & ~near_boundary).any() and wrong.mean() < 0.02
+    own = misorientation_angle(euler_to_quat(cleaned["euler"].values), oris[truth])
+    assert own[~near_boundary].max() < 1.0
+    record = json.loads(cleaned.attrs["cleanup"])
+    assert [r["step"] for r in record] == ["ci_correlation", "ci_threshold", "grain_dilation"]
+    assert record[0]["parameters"] == {"min_ci": 0.1} and record[0]["n_changed"] > 0.9 * bad.sum()
+
+
+def test_ci_threshold_alone_marks_low_ci_unindexed(known_grains):
+    ebsd, truth, _ = known_grains
+    ci = np.full(truth.shape, 0.9)
+    ci[3, 4] = 0.05
+    ebsd["ci"] = (("y", "x"), ci.astype(np.float32))
+    out = clean(ebsd, steps=("ci_threshold",))
+    assert out["phase"].values[3, 4] == -1 and (out["phase"].values >= 0).sum() == truth.size - 1
+    assert np.isnan(out["euler"].values[3, 4]).all()
+    with pytest.raises(ConfigError, match="unknown cleanup steps"):
+        clean(ebsd, steps=("median",))
+
+
+def test_ipf_colors_cubic_and_hexagonal_corners():
+    tilt_111 = np.arccos(1 / np.sqrt(3))
+    euler = np.array([[[0.0, 0.0, 0.0], [0.0, np.pi / 4, 0.0], [0.0, tilt_111, np.pi / 4]]])
+    cubic = map_from_quaternions(euler_to_quat(euler))
+    rgb = ipf_colors(cubic)
+    np.testing.assert_allclose(rgb[0], np.eye(3), atol=1e-9)  # [001] red, [011] green, [111] blue
+    hexa = [{"id": 1, "name": "Ti", "symmetry": "6/mmm"}]
+    # z || [0001]; z || a = [2-1-10] (Phi 90 deg, phi2 90 deg); z || [10-10] (phi2 60 deg more).
+    euler_h = np.array([[[0.0, 0.0, 0.0], [0.0, np.pi / 2, np.pi / 2], [0.0, np.pi / 2, np.pi / 3]]])
+    rgb_h = ipf_colors(map_from_quaternions(euler_to_quat(euler_h), phases=hexa))
+    np.testing.assert_allclose(rgb_h[0], np.eye(3), atol=1e-9)
+    with pytest.raises(ConfigError):
+        ipf_colors(cubic, direction="w")
+
+
+def test_resample_hexagonal_to_square_keeps_grains():
+    ny, nx = 23, 20
+    truth = np.zeros((ny, nx), dtype=int)
+    truth[:, 10:] = 1
+    oris = random_quaternions(2, 22)
+    hexmap = map_from_quaternions(oris[truth], grid="hexagonal", step_um=1.0)
+    sq = resample_to_square(hexmap)
+    assert sq.attrs["grid"] == "square" and sq.attrs["step_um"] == 1.0
+    assert sq.sizes["y"] == int(np.floor((ny - 1) * np.sqrt(3) / 2)) + 1 and sq.sizes["x"] == nx
+    g = grains(sq)
+    assert len(g) == 2
+    assert resample_to_square(sq) is sq
+
+
+def test_synth_map_grains_and_gradient():
+    synth = pytest.importorskip("metallo.synth")
+    spec = synth.make_specimen(0, ebsd_shape=(80, 80))
+    d, g = derive(clean(spec.ebsd), return_grains=True)
+    truth_n = len(np.unique(spec.grain_ids))
+    assert 0.5 * truth_n <= len(g) <= 2 * truth_n
+    assert np.nanmean(d["kam"].values) < 5.0
+
+
+def test_specimen_round_trip_and_cli(tmp_path, known_grains):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.io import read_ebsd, write_ang
+    from metallo.specimen import Specimen
+
+    ebsd, truth, _ = known_grains
+    ang = write_ang(ebsd, tmp_path / "known.ang")
+    spec_path = tmp_path / "s.metallo.h5"
+    result = CliRunner().invoke(app, ["ebsd", str(ang), "--specimen", str(spec_path)])
+    assert result.exit_code == 0, result.output
+    assert "grains: 6" in result.output
+    spec = Specimen.open(spec_path)
+    derived = spec["ebsd/map1/derived"]
+    assert _same_partition(derived["grain_id"].values, truth)
+    assert json.loads(derived["kam"].attrs["parameters"])["order"] == 3
+    steps = [p["step"] for p in spec.provenance]
+    assert steps[-2:] == ["ebsd.clean", "ebsd.derive"]
+    assert read_ebsd(ang).sizes["x"] == truth.shape[1]
