@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metallo.ebsd import axis_angle_to_quat, ebsd_dataset, quat_multiply, quat_to_euler, random_quaternions
+from metallo.ebsd import (
+    axis_angle_to_quat,
+    ebsd_dataset,
+    quat_multiply,
+    quat_to_euler,
+    random_quaternions,
+)
 
 CUBIC = [{"id": 1, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}]
 

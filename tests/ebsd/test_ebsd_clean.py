@@ -9,7 +9,6 @@ import pytest
 from conftest import map_from_quaternions
 
 from metallo.ebsd import (
-    axis_angle_to_quat,
     clean,
     derive,
     euler_to_quat,

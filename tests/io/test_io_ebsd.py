@@ -82,7 +82,7 @@ def test_scattered_job_is_snapped_with_warning(shared_file):
 
 def _ang_text(rows: list[str], *, symmetry: int = 43, grid: str = "SqrGrid") -> str:
     header = [
-        "# Phase 1", "# MaterialName  \tIron", "# Symmetry              %d" % symmetry,
+        "# Phase 1", "# MaterialName  \tIron", f"# Symmetry              {symmetry}",
         "# LatticeConstants      2.870 2.870 2.870  90.000  90.000  90.000",
         f"# GRID: {grid}", "# XSTEP: 1.000000", "# YSTEP: 1.000000",
         "# NCOLS_ODD: 2", "# NCOLS_EVEN: 2", "# NROWS: 2", "#",
