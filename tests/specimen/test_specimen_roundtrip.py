@@ -1,0 +1,157 @@
+"""One round-trip battery over every node kind: Specimen, lazy Specimen, xarray and h5py agree."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from conftest import NODE_CASES
+
+from metallo.specimen import Specimen, node_kind
+
+ARRAY_NAME = {"micrographs": "image", "annotations": "labels", "segmentations": "labels"}
+
+
+def expected_dataset(node: str, data, added: dict) -> xr.Dataset:
+    """What spec[node] must return for the data that was added."""
+    kind = node_kind(node)
+    if isinstance(data, xr.DataArray):
+        ds = data.to_dataset(name=ARRAY_NAME[kind])
+        ds.attrs = dict(data.attrs)
+        return ds
+    if kind == "ebsd_derived":
+        # DataTree semantics: a child node sees every indexed coordinate of its parent.
+        return data.assign_coords(angle=added["ebsd/map1"].angle)
+    return data
+
+
+def assert_same(got: xr.Dataset, want: xr.Dataset) -> None:
+    xr.testing.assert_identical(got, want)
+    for name, var in want.variables.items():
+        if var.dtype.kind not in "OU":
+            assert got[name].dtype == var.dtype, (name, got[name].dtype, var.dtype)
+
+
+@pytest.mark.parametrize("node", list(NODE_CASES))
+def test_roundtrip_through_specimen(full_specimen, node):
+    path, added = full_specimen
+    spec = Specimen.open(path)
+    data = added[node]
+    if isinstance(data, pd.DataFrame):
+        pd.testing.assert_frame_equal(spec.table(node), data)
+    else:
+        assert_same(spec[node], expected_dataset(node, data, added))
+
+
+def test_lazy_open_reads_the_same(full_specimen):
+    path, _ = full_specimen
+    eager, lazy = Specimen.open(path), Specimen.open(path, lazy=True)
+    assert lazy.nodes() == eager.nodes()
+    for node in NODE_CASES:
+        assert lazy.describe(node) == eager.describe(node), node
+        assert_same(lazy[node], eager[node])
+
+
+@pytest.mark.parametrize("node", list(NODE_CASES))
+def test_readable_with_xarray_open_datatree(full_specimen, node):
+    path, added = full_specimen
+    data = added[node]
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        got = tree[node].to_dataset().load()
+    if isinstance(data, pd.DataFrame):
+        assert got.sizes["row"] == len(data)
+        np.testing.assert_array_equal(got["ecd_um"].values, data["ecd_um"].to_numpy())
+        assert list(got["constituent"].values) == ["cementite", "cementite", "martensite", ""]
+    else:
+        assert_same(got, expected_dataset(node, data, added))
+
+
+@pytest.mark.parametrize("node", list(NODE_CASES))
+def test_readable_with_plain_h5py(full_specimen, node):
+    path, added = full_specimen
+    want = Specimen.open(path)[node]
+    with h5py.File(path, "r") as fh:
+        group = fh[node]
+        for name, var in want.data_vars.items():
+            raw = group[name]
+            assert raw.shape == var.shape
+            if var.dtype == bool:
+                # netCDF has no bool: int8 with attr dtype="bool" (decoded by xarray)
+                assert raw.dtype == np.int8 and raw.attrs["dtype"] == "bool"
+                np.testing.assert_array_equal(raw[()].astype(bool), var.values)
+            elif var.dtype.kind in "OU":
+                assert list(raw.asstr()[()]) == [str(v) for v in var.values]
+            else:
+                assert raw.dtype == var.dtype
+                np.testing.assert_array_equal(raw[()], var.values)
+        for key, value in want.attrs.items():
+            stored = group.attrs[key]
+            if isinstance(value, str):
+                assert stored == value
+
+
+def test_root_metadata_and_coordinates_in_um(full_specimen):
+    path, added = full_specimen
+    spec = Specimen.open(path)
+    assert spec.specimen_id == "S1"
+    assert spec.material == "CP steel"
+    assert spec.process["heat_treatment"] == {"T_C": 650, "t_h": 2}
+    assert spec.attrs["schema_version"] == "1.0"
+    lom = spec["micrographs/lom_uint16"]["image"]
+    assert lom.attrs["pixel_size_um"] == 0.125
+    assert lom.x.attrs["units"] == "um"
+    assert float(lom.x[-1]) == pytest.approx(31 * 0.125)
+    with h5py.File(path, "r") as fh:
+        assert fh.attrs["specimen_id"] == "S1"
+        assert json.loads(fh.attrs["process"])["etchant"] == "2% nital"
+        np.testing.assert_allclose(fh["ebsd/map1/x"][()], 0.5 * np.arange(16))
+        assert fh["ebsd/map1/x"].attrs["units"] == "um"
+
+
+def test_nodes_lists_every_added_node(full_specimen):
+    path, added = full_specimen
+    spec = Specimen.open(path)
+    assert spec.nodes() == sorted(added)
+    assert all(node in spec for node in added)
+    assert "/micrographs/lom_uint16" in spec
+    assert "micrographs/other" not in spec
+
+
+def test_resave_of_an_opened_specimen_is_identical(full_specimen, tmp_path):
+    path, added = full_specimen
+    first = Specimen.open(path)
+    copy_path = first.save(tmp_path / "copy.h5")
+    assert first.path == copy_path
+    second = Specimen.open(copy_path)
+    assert second.nodes() == first.nodes()
+    for node in first.nodes():
+        assert_same(second[node], first[node])
+    assert second.provenance == first.provenance
+
+
+def test_table_variants_round_trip(tmp_path):
+    spec = Specimen.create(tmp_path / "t.h5", specimen_id="T")
+    tables = {
+        "quantities/grains": pd.DataFrame(
+            {"area_um2": [1.5, 2.5, 4.0], "phase": ["ferrite", "bainite", "ferrite"]},
+            index=pd.Index([3, 7, 11], name="grain_id"),
+        ),
+        "quantities/fractions": pd.DataFrame(
+            {"fraction": [0.6, 0.4]}, index=pd.Index(["ferrite", "bainite"], name="class")
+        ),
+        "quantities/nullable": pd.DataFrame(
+            {"count": pd.array([1, None, 3], dtype="Int64"), "when": pd.to_datetime(["2024-01-02", "2024-03-04", "2025-05-06"])}
+        ),
+        "quantities/empty": pd.DataFrame({"ecd_um": np.array([], dtype=np.float64)}),
+    }
+    for node, table in tables.items():
+        spec.add(node, table, step="quantify", parameters={"node": node})
+    spec.save()
+    reopened = Specimen.open(tmp_path / "t.h5")
+    for node, table in tables.items():
+        pd.testing.assert_frame_equal(reopened.table(node), table)
+        assert json.loads(reopened[node].attrs["parameters"]) == {"node": node}
