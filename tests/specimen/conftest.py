@@ -14,7 +14,12 @@ import xarray as xr
 from metallo._xarray import image_dataarray
 from metallo.ebsd import ebsd_dataset
 
-FERRITE = {"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90.0, 90.0, 90.0]}
+FERRITE = {
+    "id": 0,
+    "name": "ferrite",
+    "symmetry": "m-3m",
+    "lattice": [2.87, 2.87, 2.87, 90.0, 90.0, 90.0],
+}
 
 
 def micrograph(dtype: str = "uint16", *, channels: int = 0, seed: int = 0) -> xr.DataArray:
@@ -159,12 +164,22 @@ def full_specimen(tmp_path_factory):
         path,
         specimen_id="S1",
         material="CP steel",
-        process={"route": "hot rolled", "heat_treatment": {"T_C": 650, "t_h": 2}, "etchant": "2% nital"},
+        process={
+            "route": "hot rolled",
+            "heat_treatment": {"T_C": 650, "t_h": 2},
+            "etchant": "2% nital",
+        },
     )
     added = {}
     for node, build in NODE_CASES.items():
         data = build()
-        spec.add(node, data, step=f"make.{node.split('/')[0]}", parameters={"seed": 0}, inputs=["synthetic"])
+        spec.add(
+            node,
+            data,
+            step=f"make.{node.split('/')[0]}",
+            parameters={"seed": 0},
+            inputs=["synthetic"],
+        )
         added[node] = data
     spec.save()
     return path, added

@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 from conftest import annotation_labels, ebsd_derived, ebsd_map, micrograph, psd_table
@@ -56,7 +55,17 @@ def test_node_kind(node, kind):
     assert node_kind(node) == kind
 
 
-@pytest.mark.parametrize("node", ["lom", "images/lom", "micrographs/lom/extra", "ebsd/m/other", "micrographs/my lom", "provenance"])
+@pytest.mark.parametrize(
+    "node",
+    [
+        "lom",
+        "images/lom",
+        "micrographs/lom/extra",
+        "ebsd/m/other",
+        "micrographs/my lom",
+        "provenance",
+    ],
+)
 def test_nodes_outside_the_layout_are_refused(spec, node):
     with pytest.raises(ConfigError, match=re.escape(node.split("/")[-1])):
         spec.add(node, micrograph(), step="read")
@@ -92,7 +101,10 @@ def test_provenance_record_of_a_step(spec):
     when = datetime.strptime(record["time_utc"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before.replace(microsecond=0) <= when <= datetime.now(UTC)
     # The step's parameters become the table's parameters attr when it has none.
-    assert json.loads(Specimen.open(spec.path)["quantities/psd"].attrs["parameters"])["split_touching"] is True
+    assert (
+        json.loads(Specimen.open(spec.path)["quantities/psd"].attrs["parameters"])["split_touching"]
+        is True
+    )
 
 
 def test_step_parameters_must_be_json(spec):
@@ -139,15 +151,25 @@ def test_derived_needs_its_map_and_its_grid(spec):
 def test_derived_variables_get_the_step_parameters_when_missing(spec):
     ebsd = ebsd_map()
     spec.add("ebsd/map1", ebsd, step="read_ebsd")
-    kam = xr.Dataset({"kam": (("y", "x"), np.zeros((12, 16), np.float32))}, coords={"y": ebsd.y, "x": ebsd.x})
+    kam = xr.Dataset(
+        {"kam": (("y", "x"), np.zeros((12, 16), np.float32))}, coords={"y": ebsd.y, "x": ebsd.x}
+    )
     spec.add("ebsd/map1/derived", kam, step="ebsd.kam", parameters={"order": 3, "max_deg": 5.0})
-    assert json.loads(spec["ebsd/map1/derived"]["kam"].attrs["parameters"]) == {"order": 3, "max_deg": 5.0}
+    assert json.loads(spec["ebsd/map1/derived"]["kam"].attrs["parameters"]) == {
+        "order": 3,
+        "max_deg": 5.0,
+    }
 
 
 def test_attribute_values_are_stored_as_netcdf_can(spec):
     lom = micrograph()
     lom.attrs.update(
-        {"calibrated": True, "stage_um": [1.5, 2.5], "tags": ["etched", "polished"], "settings": {"kv": 20}}
+        {
+            "calibrated": True,
+            "stage_um": [1.5, 2.5],
+            "tags": ["etched", "polished"],
+            "settings": {"kv": 20},
+        }
     )
     spec.add("micrographs/lom", lom, step="read_image")
     spec.save()
@@ -180,7 +202,9 @@ def test_eager_open_survives_a_later_replace_lazy_open_refuses(spec, tmp_path):
     other = Specimen.open(spec.path)
     other.add("micrographs/lom", micrograph(), step="read_image")
     other.save()
-    np.testing.assert_array_equal(eager["annotations/bainite"]["labels"].values, annotation_labels().values)
+    np.testing.assert_array_equal(
+        eager["annotations/bainite"]["labels"].values, annotation_labels().values
+    )
     with pytest.raises(FormatError, match="replaced"):
         lazy["annotations/bainite"]
     # Saving the eagerly opened copy replaces the file again and stays consistent.

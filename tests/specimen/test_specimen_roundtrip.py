@@ -144,7 +144,10 @@ def test_table_variants_round_trip(tmp_path):
             {"fraction": [0.6, 0.4]}, index=pd.Index(["ferrite", "bainite"], name="class")
         ),
         "quantities/nullable": pd.DataFrame(
-            {"count": pd.array([1, None, 3], dtype="Int64"), "when": pd.to_datetime(["2024-01-02", "2024-03-04", "2025-05-06"])}
+            {
+                "count": pd.array([1, None, 3], dtype="Int64"),
+                "when": pd.to_datetime(["2024-01-02", "2024-03-04", "2025-05-06"]),
+            }
         ),
         "quantities/empty": pd.DataFrame({"ecd_um": np.array([], dtype=np.float64)}),
     }
