@@ -4,17 +4,19 @@ Every grid (the EBSD map, the LOM and the SEM micrographs) samples the same cont
 model at its own points, so the truth is consistent between modalities by construction.
 
 Geometry
-    Grains are the Voronoi cells of seeds on a jittered square lattice (equiaxed, mean ECD
-    about ``grain_size_um``). Cells are grouped into clusters (the nearest coarse seed,
-    spacing ``cluster_size_um``); whole clusters become lath bainite until the area
-    fraction inside the EBSD field is as close as possible to the requested one. A few cells
-    of a bainite cluster stay polygonal ferrite (embedded ferrite, as in the seed paper's
-    Fig. 1k-n).
+    Polygonal ferrite grains are the Voronoi cells of seeds on a jittered square lattice
+    (equiaxed, mean ECD about ``grain_size_um``). Cells are grouped into clusters (the
+    nearest coarse seed, spacing ``cluster_size_um``, the prior austenite grains that
+    transformed last); whole clusters become lath bainite until the area fraction inside
+    the EBSD field is as close as possible to the requested one. A few cells of a bainite
+    cluster stay polygonal ferrite (embedded ferrite, as in the seed paper's Fig. 1k-n).
 Bainite blocks
-    Each bainite cell is one block of parallel laths (lath direction and width per block,
-    width drawn from ``lath_width_um``, slightly wavy). Each lath is rotated away from the
-    block orientation by a small random rotation (lath-to-lath misorientation of about
-    ``lath_misorientation_deg``), and the whole block carries an orientation gradient of
+    The bainite cells of a cluster are grouped into blocks (nearest block seed, spacing
+    ``block_size_um``), so blocks have the irregular outlines of cell unions. Each block
+    is one grain of parallel laths (lath direction and width per block, width drawn from
+    ``lath_width_um``, slightly wavy). Each lath is rotated away from the block orientation
+    by a small random rotation (lath-to-lath misorientation of about
+    ``lath_misorientation_deg``), and the block carries an orientation gradient of
     ``gradient_deg_per_um`` about a fixed (per block) axis along the lath direction.
 """
 
@@ -29,6 +31,10 @@ from scipy.spatial import cKDTree
 from metallo.ebsd import axis_angle_to_quat, quat_multiply, quat_normalize, random_quaternions
 from metallo.synth._noise import hash_uniform, hash_unit_vectors
 
+# Nearest cells examined per point, and points per vectorised chunk (bounds memory).
+_K = 4
+_CHUNK = 65536
+
 FERRITE, BAINITE = 0, 1
 CLASSES = ["polygonal_ferrite", "lath_bainite"]
 
@@ -37,8 +43,9 @@ CLASSES = ["polygonal_ferrite", "lath_bainite"]
 class PlaneSample:
     """The microstructure at a set of points of the specimen plane."""
 
-    grain: np.ndarray  # int32 cell id
-    neighbour: np.ndarray  # int32 id of the cell across the nearest boundary
+    grain: np.ndarray  # int32 grain id (a ferrite cell or a bainite block)
+    neighbour: np.ndarray  # int32 id of the grain across the nearest boundary
+    neighbour_constituent: np.ndarray  # uint8, the constituent across that boundary
     constituent: np.ndarray  # uint8, FERRITE / BAINITE
     boundary_distance_um: np.ndarray  # distance to the nearest grain boundary
     lath: np.ndarray  # int64 lath index inside a bainite block (0 in ferrite)
@@ -47,7 +54,7 @@ class PlaneSample:
 
 
 class Microstructure:
-    """Voronoi ferrite grains and lath-bainite clusters on the specimen plane."""
+    """Voronoi ferrite grains and lath-bainite blocks on the specimen plane."""
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class Microstructure:
         field_points_um: np.ndarray,
         grain_size_um: float,
         cluster_size_um: float,
+        block_size_um: float,
         bainite_fraction: float,
         embedded_ferrite: float,
         lath_width_um: tuple[float, float],
@@ -69,12 +77,43 @@ class Microstructure:
         # Cell area = spacing**2 and ECD = 2*sqrt(area/pi): spacing from the requested ECD.
         spacing = grain_size_um * np.sqrt(np.pi) / 2.0
         self.seeds = _jittered_lattice(rng, extent_um, margin_um, spacing, jitter=0.42)
-        n = len(self.seeds)
+        n_cells = len(self.seeds)
         self._tree = cKDTree(self.seeds)
         coarse = _jittered_lattice(
             rng, extent_um, margin_um + cluster_size_um, cluster_size_um, jitter=0.45
         )
-        self.cluster = cKDTree(coarse).query(self.seeds)[1].astype(np.int32)
+        cluster = cKDTree(coarse).query(self.seeds)[1].astype(np.int64)
+        ferrite_in_cluster = rng.random(n_cells) < embedded_ferrite
+        # A subsample of the field is plenty to steer the bainite fraction.
+        stride = max(1, len(field_points_um) // 100_000)
+        field_cells = self._tree.query(field_points_um[::stride], workers=-1)[1]
+        bainite_cell = (
+            _choose_clusters(rng, cluster, field_cells, ~ferrite_in_cluster, bainite_fraction)
+            & ~ferrite_in_cluster
+        )
+        # A bainite block: the bainite cells of one cluster nearest to one block seed.
+        block_seeds = _jittered_lattice(
+            rng, extent_um, margin_um + block_size_um, block_size_um, jitter=0.45
+        )
+        block = cKDTree(block_seeds).query(self.seeds)[1].astype(np.int64)
+        key = np.where(bainite_cell, cluster * len(block_seeds) + block, -1 - np.arange(n_cells))
+        _, self.cell_grain = np.unique(key, return_inverse=True)
+        self.cell_grain = self.cell_grain.astype(np.int32)
+        n = int(self.cell_grain.max()) + 1
+        self.n_grains = n
+        counts = np.bincount(self.cell_grain, minlength=n).astype(float)
+        self.centres = np.stack(
+            [
+                np.bincount(self.cell_grain, weights=self.seeds[:, c], minlength=n) / counts
+                for c in (0, 1)
+            ],
+            axis=1,
+        )
+        self.n_cells = counts.astype(np.int64)
+        self.cluster = np.zeros(n, np.int64)
+        self.cluster[self.cell_grain] = cluster
+        self.constituent = np.zeros(n, np.uint8)
+        self.constituent[self.cell_grain[bainite_cell]] = BAINITE
         self.quaternions = random_quaternions(n, rng)
         self.lath_angle = rng.uniform(0.0, np.pi, n)
         self.lath_width_um = rng.uniform(lath_width_um[0], lath_width_um[1], n)
@@ -82,26 +121,21 @@ class Microstructure:
         self.wave_um = rng.uniform(0.05, 0.15, n)
         self.wavelength_um = rng.uniform(3.0, 8.0, n)
         self.gradient_axis = hash_unit_vectors(np.arange(n), salt=int(rng.integers(2**31)))
-        ferrite_in_cluster = rng.random(n) < embedded_ferrite
-        field_cells = self._tree.query(field_points_um)[1]
-        self.constituent = np.zeros(n, np.uint8)
-        self.constituent[
-            _choose_clusters(rng, self.cluster, field_cells, ~ferrite_in_cluster, bainite_fraction)
-        ] = BAINITE
-        self.constituent[ferrite_in_cluster] = FERRITE
         self._salt = int(rng.integers(2**31))
 
     def sample(self, points_um: np.ndarray) -> PlaneSample:
         """The microstructure at ``points_um`` (``(..., 2)`` as y, x in µm)."""
         shape = points_um.shape[:-1]
         pts = points_um.reshape(-1, 2)
-        dist, idx = self._tree.query(pts, k=2)
-        g, h = idx[:, 0], idx[:, 1]
-        # Distance to the bisector of the two nearest seeds = distance to the Voronoi boundary.
-        sep = np.linalg.norm(self.seeds[h] - self.seeds[g], axis=1)
-        d_gb = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2.0 * sep)
+        grain = np.empty(len(pts), np.int32)
+        neighbour = np.empty(len(pts), np.int32)
+        d_gb = np.empty(len(pts))
+        for lo in range(0, len(pts), _CHUNK):
+            sl = slice(lo, lo + _CHUNK)
+            grain[sl], neighbour[sl], d_gb[sl] = self._nearest_boundary(pts[sl])
+        g = grain
         constituent = self.constituent[g]
-        rel = pts - self.seeds[g]
+        rel = pts - self.centres[g]
         theta = self.lath_angle[g]
         along = rel[:, 0] * np.sin(theta) + rel[:, 1] * np.cos(theta)
         across = rel[:, 0] * np.cos(theta) - rel[:, 1] * np.sin(theta)
@@ -112,14 +146,51 @@ class Microstructure:
         d_lath = self.lath_width_um[g] * np.minimum(frac, 1.0 - frac)
         bainite = constituent == BAINITE
         return PlaneSample(
-            grain=g.astype(np.int32).reshape(shape),
-            neighbour=h.astype(np.int32).reshape(shape),
+            grain=g.reshape(shape),
+            neighbour=neighbour.reshape(shape),
+            neighbour_constituent=self.constituent[neighbour].reshape(shape),
             constituent=constituent.reshape(shape),
             boundary_distance_um=d_gb.reshape(shape),
             lath=np.where(bainite, lath, 0).astype(np.int64).reshape(shape),
             lath_boundary_distance_um=np.where(bainite, d_lath, np.inf).reshape(shape),
             along_um=along.reshape(shape),
         )
+
+    def _nearest_boundary(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grain, grain across the nearest boundary, and distance to that boundary.
+
+        A grain is a union of Voronoi cells. The region of a foreign cell j lies in every
+        half-plane "closer to s_j than to s_i", so its distance from p is at least
+        max_i (d_j^2 - d_i^2) / (2 |s_j - s_i|) over the own-grain cells i; that bound is
+        the distance to the shared Voronoi facet, exact wherever the facet is the nearest
+        part of the boundary. Only the K nearest cells are considered.
+        """
+        dist, idx = self._tree.query(pts, k=_K, workers=-1)
+        cell_grain = self.cell_grain[idx]
+        own = cell_grain == cell_grain[:, :1]
+        d2 = dist**2
+        seeds = self.seeds[idx]
+        # Own cell = the nearest one only (every ferrite grain): one bisector per neighbour.
+        diff = seeds - seeds[:, :1]
+        sep0 = np.sqrt(diff[..., 0] ** 2 + diff[..., 1] ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = (d2 - d2[:, :1]) / (2.0 * sep0)
+        multi = np.flatnonzero(own[:, 1:].any(axis=1))
+        if len(multi):
+            s, o = seeds[multi], own[multi]
+            diff = s[:, None, :, :] - s[:, :, None, :]
+            sep = np.sqrt(diff[..., 0] ** 2 + diff[..., 1] ** 2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pair = (d2[multi][:, None, :] - d2[multi][:, :, None]) / (2.0 * sep)
+            bound[multi] = np.where(o[:, :, None], pair, -np.inf).max(axis=1)
+        bound = np.where(own, np.inf, bound)
+        j = np.argmin(bound, axis=1)
+        rows = np.arange(len(pts))
+        d_gb = bound[rows, j]
+        # Deep inside a large block no foreign cell is among the K nearest: at least this far.
+        d_gb = np.where(np.isinf(d_gb), 0.5 * (dist[:, -1] - dist[:, 0]), d_gb)
+        neighbour = np.where(own[rows, j], cell_grain[:, 0], cell_grain[rows, j])
+        return cell_grain[:, 0].astype(np.int32), neighbour.astype(np.int32), d_gb
 
     def orientations(self, s: PlaneSample) -> np.ndarray:
         """Quaternions ``(..., 4)`` at the sampled points (no measurement noise)."""
@@ -143,13 +214,14 @@ class Microstructure:
         return q
 
     def grain_table(self) -> pd.DataFrame:
-        """One row per cell: seed, constituent, cluster, orientation, lath parameters."""
+        """One row per grain: centre, constituent, cells, orientation, lath parameters."""
         q = self.quaternions
         return pd.DataFrame(
             {
-                "y_um": self.seeds[:, 0],
-                "x_um": self.seeds[:, 1],
+                "y_um": self.centres[:, 0],
+                "x_um": self.centres[:, 1],
                 "constituent": self.constituent,
+                "n_cells": self.n_cells,
                 "cluster": self.cluster,
                 "q0": q[:, 0],
                 "q1": q[:, 1],

@@ -118,6 +118,7 @@ def make_specimen(
     bainite_fraction: float = 0.35,
     grain_size_um: float = 7.0,
     cluster_size_um: float | None = None,
+    block_size_um: float | None = None,
     embedded_ferrite: float = 0.05,
     lath_width_um: tuple[float, float] = (0.5, 1.0),
     lath_misorientation_deg: float = 3.0,
@@ -147,6 +148,8 @@ def make_specimen(
         Mean equivalent circle diameter of the grains (ferrite grains and bainite blocks).
     cluster_size_um : float, optional
         Size of the grain clusters that transform to bainite together (default 2.5 grains).
+    block_size_um : float, optional
+        Size of the bainite blocks (grains of parallel laths; default 1.6 grains).
     embedded_ferrite : float
         Probability that a grain of a bainite cluster stays polygonal ferrite.
     lath_width_um : (float, float)
@@ -204,6 +207,7 @@ def make_specimen(
         field_points_um=points.reshape(-1, 2),
         grain_size_um=grain_size_um,
         cluster_size_um=cluster_size_um or 2.5 * grain_size_um,
+        block_size_um=block_size_um or 1.6 * grain_size_um,
         bainite_fraction=bainite_fraction,
         embedded_ferrite=embedded_ferrite,
         lath_width_um=lath_width_um,
