@@ -60,7 +60,8 @@ def split_touching(
         Minimum depth of the neck, in pixels of distance, for a split (the dynamic of the
         h-maxima transform).
     min_distance_px : int
-        Peaks closer than this (pixels) are merged into one marker.
+        Marker regions separated by a gap of at most this many pixels merge into one
+        marker (each grows by ``min_distance_px // 2``).
     compactness : float
         Compact-watershed parameter (``skimage.segmentation.watershed``); 0 is the classic
         watershed.
@@ -107,8 +108,8 @@ def _split(mask: np.ndarray, *, h_px: float, min_distance_px: int, compactness: 
         sitk.RegionalMaxima(image, backgroundValue=0, foregroundValue=1, fullyConnected=True)
     ).astype(bool)
     peaks &= mask
-    if min_distance_px > 0:
-        size = 2 * min_distance_px + 1
+    if min_distance_px >= 2:
+        size = 2 * (min_distance_px // 2) + 1
         peaks = cv2.dilate(peaks.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & mask
     _, markers = cv2.connectedComponents(peaks.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     n_comp, comps = cv2.connectedComponents(mask_u8, connectivity=8, ltype=cv2.CV_32S)

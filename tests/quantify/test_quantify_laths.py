@@ -66,3 +66,20 @@ def test_bad_options():
         lath_widths(np.ones((10, 10), bool), pixel_size_um=1.0, step_px=0)
     with pytest.raises(ConfigError, match="pixel_size_um"):
         lath_widths(np.ones((10, 10), bool))
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 35.0, 100.0])
+def test_lath_widths_from_ebsd(angle_deg):
+    from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+
+    step = 0.1
+    ids = lath_field((120, 120), angle_deg, 9.0)
+    ids -= ids.min()
+    # One random orientation per lath; neighbours differ by far more than 5°.
+    quats = random_quaternions(int(ids.max()) + 1, rng=7)
+    euler = quat_to_euler(quats[ids])
+    phase = np.zeros(ids.shape, np.int16)
+    ebsd = ebsd_dataset(euler, phase, step_um=step,
+                        phases=[{"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}])
+    table = lath_widths(ebsd, threshold_deg=5.0)
+    assert lath_width_summary(table)["mean_um"] == pytest.approx(9.0 * step, rel=0.05)

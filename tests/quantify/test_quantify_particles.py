@@ -154,3 +154,22 @@ def test_bad_input_raises():
         particle_sizes(np.zeros((5, 5, 2), bool), pixel_size_um=1.0)
     with pytest.raises(ConfigError, match="edge_correction"):
         particle_sizes(np.zeros((5, 5), bool), pixel_size_um=1.0, edge_correction="guess")
+
+
+def test_synthetic_particles_from_metallo_synth():
+    from scipy.spatial import cKDTree
+
+    from metallo.quantify import ks_test
+    from metallo.synth import make_particles
+
+    sp = make_particles((512, 512), n_particles=200, seed=0, pixel_size_um=0.05)
+    table = particle_sizes(sp.mask, pixel_size_um=0.05)
+    truth = sp.table
+    assert len(table) == len(truth)  # 40 touching pairs all split
+    _, nearest = cKDTree(truth[["centroid_y_um", "centroid_x_um"]].to_numpy()).query(
+        table[["centroid_y_um", "centroid_x_um"]].to_numpy()
+    )
+    assert len(np.unique(nearest)) == len(truth)
+    rel = table["ecd_um"].to_numpy() / truth["ecd_um"].to_numpy()[nearest] - 1
+    assert np.median(np.abs(rel)) < 0.02
+    assert ks_test(table, truth).consistent
