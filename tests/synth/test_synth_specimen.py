@@ -7,8 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from metallo.ebsd import euler_to_quat, phases_of
-from metallo.ebsd._symmetry import misorientation_angle
+from metallo.ebsd import euler_to_quat, misorientation_angle, phases_of
 from metallo.errors import ConfigError
 from metallo.synth import make_specimen
 
