@@ -137,6 +137,8 @@ def _raise_first(errors: Iterator[ValidationError], where: str, what: str) -> No
         reason = "missing"
     else:
         reason = " ".join(error.message.split())
+        if isinstance(error.instance, (str, int, float)) and repr(error.instance) not in reason:
+            reason = f"got {error.instance!r}; {reason}"
         if len(reason) > 160:
             reason = reason[:157] + "..."
     raise SchemaError(f"{where}: {what} field {field!r}: {reason}")

@@ -592,7 +592,7 @@ def _read_groups(
                     return attrs, {k: ds.drop_encoding() for k, ds in groups.items()}
                 except UnsupportedLayout:
                     pass
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
+        with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as tree:
             groups = {
                 sub.path.strip("/"): sub.to_dataset(inherit=True)
                 for sub in tree.subtree
