@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from metallo.errors import ConfigError
+from metallo.io import write_image
 
 __all__ = ["add_annotation", "write_labels", "write_training_tiles"]
 
@@ -33,12 +34,6 @@ def _class_table(labels: xr.DataArray) -> dict[str, Any]:
         if key in attrs:
             table[key] = json.loads(attrs[key]) if isinstance(attrs[key], str) else attrs[key]
     return table
-
-
-def _write_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    Image.fromarray(np.ascontiguousarray(array)).save(path)
 
 
 def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
@@ -71,15 +66,7 @@ def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
         raise ConfigError(f"{path}: labels must be a 2-D uint8 map; got shape {values.shape}, dtype {values.dtype}")
     table = _class_table(labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        _write_png(values, path)
-    else:
-        import tifffile
-
-        pixel = table["pixel_size_um"]
-        resolution = (1e4 / pixel, 1e4 / pixel) if math.isfinite(pixel) and pixel > 0 else None
-        tifffile.imwrite(path, values, resolution=resolution, resolutionunit="CENTIMETER" if resolution else None,
-                         metadata=None, description=json.dumps(table))
+    write_image(labels, path, pixel_size_um=_known(table["pixel_size_um"]))
     path.with_suffix(".json").write_text(json.dumps(table, indent=2), encoding="utf-8")
     return path
 
@@ -186,6 +173,7 @@ def write_training_tiles(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     img8 = _to_uint8(img)
+    pixel = _known(float(image.attrs.get("pixel_size_um", math.nan)))
     ignore = table["ignore_index"]
     rows = []
     ny, nx = lab.shape
@@ -196,8 +184,8 @@ def write_training_tiles(
             if fraction > max_ignore_fraction:
                 continue
             name = f"{stem}_{r:05d}_{c:05d}"
-            _write_png(img8[r : r + side, c : c + side], out / "images" / f"{name}.png")
-            _write_png(lab_tile, out / "labels" / f"{name}.png")
+            write_image(img8[r : r + side, c : c + side], out / "images" / f"{name}.png", pixel_size_um=pixel)
+            write_image(lab_tile, out / "labels" / f"{name}.png", pixel_size_um=pixel)
             rows.append({"stem": name, "row": r, "col": c, "ignore_fraction": fraction})
     classes_file.write_text(
         json.dumps({"classes": table["classes"], "ignore_index": ignore,
@@ -221,3 +209,7 @@ def _offsets(n: int, side: int) -> list[int]:
     if n > side and starts[-1] + side < n:
         starts.append(n - side)
     return starts
+
+
+def _known(pixel_size_um: float) -> float | None:
+    return pixel_size_um if math.isfinite(pixel_size_um) and pixel_size_um > 0 else None

@@ -100,16 +100,11 @@ def synth_registration(synth_specimen):
 
 
 @pytest.fixture(scope="session")
-def demo_specimen(tmp_path_factory, synth_specimen):
-    """A Specimen file with the synthetic LOM and EBSD map, as `metallo demo` writes it."""
-    from metallo.specimen import Specimen
+def demo_specimen(tmp_path_factory):
+    """The specimen file `metallo demo` writes (synthetic LOM, SEM, EBSD map and truth masks)."""
+    from metallo.synth import write_demo_specimen
 
-    path = tmp_path_factory.mktemp("demo") / "demo.h5"
-    spec = Specimen.create(path, specimen_id="demo", material="synthetic CP steel")
-    spec.add("micrographs/lom", synth_specimen.lom, step="synth.make_specimen")
-    spec.add("ebsd/map", synth_specimen.ebsd, step="synth.make_specimen")
-    spec.save()
-    return path
+    return write_demo_specimen(tmp_path_factory.mktemp("demo"))
 
 
 def iou(labels: np.ndarray, truth: np.ndarray, cls: int, valid: np.ndarray) -> float:
