@@ -17,6 +17,7 @@ from metallo.ebsd._grains import map_dataarray
 from metallo.ebsd._neighbours import (
     OrientationMap,
     iter_pair_angles,
+    iter_slice_angles,
     neighbour_offsets,
     orientation_map,
 )
@@ -29,14 +30,25 @@ def kam_values(omap: OrientationMap, *, order: int, max_deg: float) -> np.ndarra
     """Flat KAM values (degrees, NaN where undefined) of an :class:`OrientationMap`."""
     total = np.zeros(omap.size)
     count = np.zeros(omap.size)
+    offsets = neighbour_offsets(order, omap.grid, half=True)
     # Each unordered pair is computed once and credited to both pixels.
-    for a, b, ang in iter_pair_angles(omap, neighbour_offsets(order, omap.grid, half=True)):
-        ok = ang <= max_deg
-        aa, bb, w = a[ok], b[ok], ang[ok]
-        total += np.bincount(aa, weights=w, minlength=omap.size)
-        total += np.bincount(bb, weights=w, minlength=omap.size)
-        count += np.bincount(aa, minlength=omap.size)
-        count += np.bincount(bb, minlength=omap.size)
+    if omap.grid != "hexagonal":
+        total2, count2 = total.reshape(omap.shape), count.reshape(omap.shape)
+        for sa, sb, ang in iter_slice_angles(omap, offsets):
+            ok = ang <= max_deg
+            w = np.where(ok, ang, 0.0)
+            total2[sa] += w
+            total2[sb] += w
+            count2[sa] += ok
+            count2[sb] += ok
+    else:
+        for a, b, ang in iter_pair_angles(omap, offsets):
+            ok = ang <= max_deg
+            aa, bb, w = a[ok], b[ok], ang[ok]
+            total += np.bincount(aa, weights=w, minlength=omap.size)
+            total += np.bincount(bb, weights=w, minlength=omap.size)
+            count += np.bincount(aa, minlength=omap.size)
+            count += np.bincount(bb, minlength=omap.size)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = total / count
     out[(count == 0) | ~omap.indexed()] = np.nan

@@ -129,23 +129,46 @@ def offset_pairs(shape: tuple[int, int], grid: str, offset: tuple[int, int]) -> 
     return a, (rb * nx + cb)[ok]
 
 
-def pair_angles(omap: OrientationMap, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Disorientation angles (degrees) of pixel pairs; NaN where a pixel is not indexed or
-    the two pixels belong to different phases."""
-    pa, pb = omap.phase[a], omap.phase[b]
+def angles_between(omap: OrientationMap, qa: np.ndarray, qb: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """Disorientation angles (degrees) of orientation arrays ``qa``, ``qb`` (..., 4) with phases
+    ``pa``, ``pb``; NaN where a pixel is not indexed or the phases differ."""
     same = (pa == pb) & (pa >= 0)
     groups = omap.laue_groups()
-    cos_half = np.full(a.shape, np.nan)
     if len(groups) == 1:
         (sym,) = groups
-        d = _pair_product(omap.q[a], omap.q[b])
-        cos_half = np.where(same, disorientation_cos(d, sym), np.nan)
+        cos_half = disorientation_cos(_pair_product(qa, qb), sym)
+        cos_half[~same] = np.nan
     else:
+        cos_half = np.full(pa.shape, np.nan)
         for sym, ids in groups.items():
-            sel = np.flatnonzero(same & np.isin(pa, ids))
-            d = _pair_product(omap.q[a[sel]], omap.q[b[sel]])
-            cos_half[sel] = disorientation_cos(d, sym)
+            sel = same & np.isin(pa, ids)
+            cos_half[sel] = disorientation_cos(_pair_product(qa[sel], qb[sel]), sym)
     return np.degrees(2.0 * np.arccos(np.minimum(cos_half, 1.0)))
+
+
+def pair_angles(omap: OrientationMap, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Disorientation angles (degrees) of flat pixel pairs ``a``, ``b`` (see :func:`angles_between`)."""
+    return angles_between(omap, omap.q[a], omap.q[b], omap.phase[a], omap.phase[b])
+
+
+def offset_slices(shape: tuple[int, int], offset: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Square grid: the 2-D slices of the first and second pixel of every pair at ``offset``."""
+    ny, nx = shape
+    d1, d2 = offset
+    sa = (slice(max(0, -d1), ny - max(0, d1)), slice(max(0, -d2), nx - max(0, d2)))
+    sb = (slice(max(0, d1), ny - max(0, -d1)), slice(max(0, d2), nx - max(0, -d2)))
+    return sa, sb
+
+
+def iter_slice_angles(
+    omap: OrientationMap, offsets: list[tuple[int, int]]
+) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], np.ndarray]]:
+    """Square grid: ``(slices_a, slices_b, angle_deg)`` per offset, on 2-D views (no index arrays)."""
+    q = omap.q.reshape(omap.shape + (4,))
+    p = omap.phase.reshape(omap.shape)
+    for off in offsets:
+        sa, sb = offset_slices(omap.shape, off)
+        yield sa, sb, angles_between(omap, q[sa], q[sb], p[sa], p[sb])
 
 
 def iter_pair_angles(
