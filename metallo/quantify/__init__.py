@@ -22,8 +22,10 @@ from metallo.quantify._psd import (
     size_distribution,
     size_ecdf,
 )
+from metallo.quantify._specimen import QUANTITIES, quantify_specimen
 
 __all__ = [
+    "QUANTITIES",
     "DenudedZone",
     "KSResult",
     "astm_g_intercept",
@@ -41,6 +43,7 @@ __all__ = [
     "particle_sizes",
     "phase_fraction_ci",
     "phase_fractions",
+    "quantify_specimen",
     "size_distribution",
     "size_ecdf",
     "split_touching",

@@ -1,0 +1,82 @@
+"""`metallo quantify` on a small specimen with known particles, a denuded band and laths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from metallo._xarray import image_dataarray
+from metallo.cli import app
+from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+from metallo.quantify import quantify_specimen
+from metallo.specimen import Specimen
+
+runner = CliRunner()
+
+
+def _annotation(labels, classes, ps):
+    return image_dataarray(labels.astype(np.uint8), pixel_size_um=ps, name="labels", attrs={
+        "classes": json.dumps(classes), "ignore_index": 255, "rules": json.dumps({"source": "test"})})
+
+
+@pytest.fixture
+def specimen_path(tmp_path, disks):
+    spec = Specimen.create(tmp_path / "S1.h5", specimen_id="S1", material="UHCS")
+    centres = [(30 + 40 * (k // 4), 30 + 40 * (k % 4)) for k in range(12)]
+    particles = (disks((140, 180), centres, [8.0] * 12) > 0).astype(np.uint8)
+    spec.add("annotations/particles", _annotation(particles, ["ferrite", "particle"], 0.05),
+             step="test", inputs=[])
+    band = np.full((120, 120), 1, np.uint8)  # spheroidite
+    band[50:70] = 0  # network
+    band[40:50] = 2  # denuded matrix, 10 px
+    band[70:80] = 2
+    spec.add("annotations/constituents",
+             _annotation(band, ["network", "spheroidite", "matrix", "widmanstatten"], 0.1), step="test")
+    ids = (np.arange(90)[:, None] // 9).repeat(90, 1)
+    quats = random_quaternions(int(ids.max()) + 1, rng=3)
+    ebsd = ebsd_dataset(quat_to_euler(quats[ids]), np.zeros(ids.shape, np.int16), step_um=0.2,
+                        phases=[{"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}])
+    spec.add("ebsd/laths", ebsd, step="test")
+    spec.save()
+    return tmp_path / "S1.h5"
+
+
+def test_cli_quantify_writes_tables_figures_and_nodes(specimen_path, tmp_path):
+    out = tmp_path / "q"
+    result = runner.invoke(app, ["quantify", str(specimen_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    spec = Specimen.open(specimen_path)
+    particles = spec.table("quantities/particles_particles")
+    assert len(particles) == 12
+    np.testing.assert_allclose(particles["ecd_um"], 16 * 0.05, rtol=0.02)
+    widths = spec.table("quantities/constituents_denuded")["width_um"]
+    assert abs(widths.median() - 1.0) <= 0.1  # 10 px of 0.1 µm
+    laths = spec.table("quantities/laths_laths")
+    assert laths["width_um"].median() == pytest.approx(9 * 0.2, rel=0.05)
+    grains = spec.table("quantities/laths_grain_size").set_index("method")
+    assert grains.loc["planimetric", "n_grains"] == 10
+    fractions = spec.table("quantities/constituents_phases").set_index("class")
+    assert fractions.loc["matrix", "fraction"] == pytest.approx(20 / 120)
+    steps = {p["step"] for p in spec.provenance}
+    assert {"quantify.particles", "quantify.denuded", "quantify.laths", "quantify.grains", "quantify.phases"} <= steps
+    record = next(p for p in spec.provenance if p["step"] == "quantify.particles")
+    assert record["parameters"]["split_touching"] is True
+    assert (out / "particles_particles.csv").is_file()
+    assert (out / "particles_particles.png").is_file()
+    assert (out / "constituents_denuded.png").is_file()
+
+
+def test_cli_unknown_quantity_is_one_red_line(specimen_path):
+    result = runner.invoke(app, ["quantify", str(specimen_path), "--what", "porosity"])
+    assert result.exit_code == 1
+    assert "unknown quantity" in result.output
+
+
+def test_quantify_specimen_selected_labels(specimen_path):
+    spec = Specimen.open(specimen_path)
+    tables = quantify_specimen(spec, what=["particles"], labels=["annotations/particles"], min_area_um2=0.1)
+    assert set(tables) == {"quantities/particles_particles", "quantities/particles_psd"}
+    assert tables["quantities/particles_psd"]["count"].sum() == 12
