@@ -228,7 +228,12 @@ def _finish(
 
 
 def _read_tiff(
-    path: Path, *, pixel_size_um=None, modality=None, palette="index", as_gray=False
+    path: Path,
+    *,
+    pixel_size_um: float | None = None,
+    modality: str | None = None,
+    palette: str = "index",
+    as_gray: bool = False,
 ) -> xr.DataArray:
     import tifffile
 
@@ -237,7 +242,7 @@ def _read_tiff(
             series = tif.series[0]
             array = series.asarray()
             axes = series.axes
-            page = tif.pages[0]
+            page = tif.pages.first
             file_ps = _tiff_pixel_size(page, tif.imagej_metadata)
             meta = _metallo_description(page)
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
@@ -288,7 +293,12 @@ def _metallo_description(page: Any) -> dict[str, Any]:
 
 
 def _read_with_pillow(
-    path: Path, *, pixel_size_um=None, modality=None, palette="index", as_gray=False
+    path: Path,
+    *,
+    pixel_size_um: float | None = None,
+    modality: str | None = None,
+    palette: str = "index",
+    as_gray: bool = False,
 ) -> xr.DataArray:
     from PIL import Image, UnidentifiedImageError
 
@@ -460,17 +470,20 @@ def write_image(
 def _write_tiff(array: np.ndarray, path: Path, ps: float | None, meta: dict[str, Any]) -> None:
     import tifffile
 
-    kwargs: dict[str, Any] = {}
-    if ps is not None:
-        per_cm = 1e4 / ps
-        kwargs = {"resolution": (per_cm, per_cm), "resolutionunit": tifffile.RESUNIT.CENTIMETER}
-    photometric = "rgb" if array.ndim == 3 else "minisblack"
-    extra = {"extrasamples": [2]} if array.ndim == 3 and array.shape[2] == 4 else {}
+    per_cm = 1e4 / ps if ps is not None else None
+    rgba = array.ndim == 3 and array.shape[2] == 4
     with atomic_path(path) as tmp:
         tifffile.imwrite(
-            tmp, array, photometric=photometric, description=json.dumps({"metallo": meta}),
-            metadata=None, software="metallo", **kwargs, **extra,
-        )  # fmt: skip
+            tmp,
+            array,
+            photometric="rgb" if array.ndim == 3 else "minisblack",
+            extrasamples=(2,) if rgba else None,  # 2 = unassociated alpha
+            description=json.dumps({"metallo": meta}),
+            metadata=None,
+            software="metallo",
+            resolution=(per_cm, per_cm) if per_cm is not None else None,
+            resolutionunit=tifffile.RESUNIT.CENTIMETER if per_cm is not None else None,
+        )
 
 
 def _check_integer(array: np.ndarray, path: Path, fmt: str, max_bits: int) -> np.ndarray:
