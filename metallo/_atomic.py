@@ -46,6 +46,9 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or f"{path.suffix}.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result should look like any new file
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -86,6 +86,14 @@ def _nodes(spec: Any, prefix: str) -> list[str]:
     return [n for n in spec.nodes() if n.startswith(prefix) and n.count("/") == 1]
 
 
+def _particles_class(spec: Any) -> str:
+    for record in reversed(spec.provenance):
+        if "quantities/particles" in (record.get("outputs") or []):
+            params = record.get("parameters") or {}
+            return str(params.get("class", "particles"))
+    return "particles"
+
+
 def _grain_ecd_um(spec: Any) -> np.ndarray | None:
     derived = [n for n in spec.nodes() if n.startswith("ebsd/") and n.endswith("/derived")]
     if not derived:
@@ -172,10 +180,13 @@ def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequenc
     if "quantities/particles" in spec:
         particles = spec.table("quantities/particles")
         column = "ecd_um" if "ecd_um" in particles else particles.columns[0]
-        parts.append("<h2>Particle size distribution</h2>")
-        parts.append(f"<p>{len(particles)} particles; median ECD {np.median(particles[column]):.3g} µm.</p>")
+        what = _particles_class(spec)
+        parts.append(f"<h2>Size distribution — {_esc(what)}</h2>")
+        if len(particles):
+            parts.append(f"<p>{len(particles)} particles (edge-touching ones excluded); median ECD "
+                         f"{np.median(particles[column]):.3g} µm.</p>")
         parts.append(_img(figs.png_data_uri(figs.histogram_figure(particles[column].to_numpy(), xlabel="ECD (µm)",
-                                                                     title="particle size distribution")), "PSD"))
+                                                                     title=f"size distribution: {what}")), "PSD"))
     grain_ecd = _grain_ecd_um(spec)
     if grain_ecd is not None or "quantities/grain_size" in spec:
         parts.append("<h2>Grain size</h2>")
