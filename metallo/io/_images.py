@@ -204,9 +204,10 @@ def _finish(
         array = array[..., : array.shape[2] - 1]
         if array.shape[2] == 1:
             array = array[..., 0]
-    if array.ndim not in (2, 3):
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
         raise FormatError(
-            f"{path}: an image of shape {array.shape}; read_image reads 2-D gray or RGB images"
+            f"{path}: holds an array of shape {array.shape} (a stack or multi-channel image); "
+            "read_image reads one 2-D gray or RGB image"
         )
     if as_gray:
         array = _to_gray(array)

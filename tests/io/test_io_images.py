@@ -255,6 +255,12 @@ def test_truncated_files_are_format_errors_naming_the_file(tmp_path, ext):
         read_image(cut, pixel_size_um=1.0)
 
 
+def test_stacks_are_refused_with_their_shape(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 16, 16), np.uint8))
+    with pytest.raises(FormatError, match=r"stack.tif: holds an array of shape \(5, 16, 16\)"):
+        read_image(tmp_path / "stack.tif", pixel_size_um=1.0)
+
+
 def test_unknown_and_missing_files_are_format_errors(tmp_path):
     junk = tmp_path / "notes.xyz"
     junk.write_text("hello")
