@@ -57,6 +57,7 @@ def _ci_correlation(omap: OrientationMap, ci: np.ndarray, euler: np.ndarray, min
     src = best_src[take]
     euler[take] = euler[src]
     omap.q[take] = omap.q[src]
+    omap.touch()
     omap.phase[take] = omap.phase[src]
     ci[take] = ci[src]
     return int(take.size)
@@ -95,6 +96,7 @@ def _grain_dilation(omap: OrientationMap, euler: np.ndarray, ci: np.ndarray | No
         ids[target] = grain
         euler[target] = euler[source]
         omap.q[target] = omap.q[source]
+        omap.touch()
         omap.phase[target] = omap.phase[source]
         if ci is not None:
             ci[target] = ci[source]

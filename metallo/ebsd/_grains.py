@@ -27,8 +27,9 @@ from metallo.ebsd._neighbours import (
 from metallo.ebsd._rotations import quat_conjugate, quat_multiply
 from metallo.ebsd._symmetry import (
     _pair_product,
-    disorientation_cos,
+    disorientation_cos_components,
     nearest_operator_quaternion,
+    pair_product_components,
 )
 from metallo.errors import ConfigError
 
@@ -153,8 +154,8 @@ def _misorientation_to_mean(omap: OrientationMap, ids: np.ndarray, mean: np.ndar
     pix = np.flatnonzero(ids >= 0)
     for sym, phase_ids in omap.laue_groups().items():
         sel = pix[np.isin(omap.phase[pix], phase_ids)]
-        d = _pair_product(omap.q[sel], mean[ids[sel]])
-        out[sel] = np.degrees(2.0 * np.arccos(disorientation_cos(d, sym)))
+        d = pair_product_components(omap.qc[:, sel], np.ascontiguousarray(mean[ids[sel]].T))
+        out[sel] = np.degrees(2.0 * np.arccos(disorientation_cos_components(d, sym)))
     return out
 
 

@@ -20,7 +20,11 @@ import xarray as xr
 
 from metallo.ebsd._dataset import phases_of
 from metallo.ebsd._rotations import euler_to_quat
-from metallo.ebsd._symmetry import _pair_product, disorientation_cos, symmetry_operators
+from metallo.ebsd._symmetry import (
+    disorientation_cos_components,
+    pair_product_components,
+    symmetry_operators,
+)
 from metallo.errors import FormatError
 
 __all__ = ["OrientationMap", "neighbour_offsets", "offset_pairs", "orientation_map", "pair_angles"]
@@ -38,10 +42,22 @@ class OrientationMap:
     step_x: float
     step_y: float
     coords: dict[str, np.ndarray]
+    _qc: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return self.shape[0] * self.shape[1]
+
+    @property
+    def qc(self) -> np.ndarray:
+        """Component-first copy ``(4, n)`` of :attr:`q` (cached; reset by :meth:`touch`)."""
+        if self._qc is None:
+            self._qc = np.ascontiguousarray(self.q.T)
+        return self._qc
+
+    def touch(self) -> None:
+        """Forget cached copies after :attr:`q` was modified in place."""
+        self._qc = None
 
     def indexed(self) -> np.ndarray:
         return self.phase >= 0
@@ -130,25 +146,26 @@ def offset_pairs(shape: tuple[int, int], grid: str, offset: tuple[int, int]) -> 
 
 
 def angles_between(omap: OrientationMap, qa: np.ndarray, qb: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
-    """Disorientation angles (degrees) of orientation arrays ``qa``, ``qb`` (..., 4) with phases
-    ``pa``, ``pb``; NaN where a pixel is not indexed or the phases differ."""
+    """Disorientation angles (degrees) of component-first orientation arrays ``qa``, ``qb``
+    (4, ...) with phases ``pa``, ``pb``; NaN where a pixel is not indexed or the phases differ."""
     same = (pa == pb) & (pa >= 0)
     groups = omap.laue_groups()
     if len(groups) == 1:
         (sym,) = groups
-        cos_half = disorientation_cos(_pair_product(qa, qb), sym)
+        cos_half = disorientation_cos_components(pair_product_components(qa, qb), sym)
         cos_half[~same] = np.nan
     else:
         cos_half = np.full(pa.shape, np.nan)
         for sym, ids in groups.items():
             sel = same & np.isin(pa, ids)
-            cos_half[sel] = disorientation_cos(_pair_product(qa[sel], qb[sel]), sym)
-    return np.degrees(2.0 * np.arccos(np.minimum(cos_half, 1.0)))
+            cos_half[sel] = disorientation_cos_components(pair_product_components(qa[:, sel], qb[:, sel]), sym)
+    return np.degrees(2.0 * np.arccos(cos_half))
 
 
 def pair_angles(omap: OrientationMap, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Disorientation angles (degrees) of flat pixel pairs ``a``, ``b`` (see :func:`angles_between`)."""
-    return angles_between(omap, omap.q[a], omap.q[b], omap.phase[a], omap.phase[b])
+    qc = omap.qc
+    return angles_between(omap, qc[:, a], qc[:, b], omap.phase[a], omap.phase[b])
 
 
 def offset_slices(shape: tuple[int, int], offset: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
@@ -164,11 +181,12 @@ def iter_slice_angles(
     omap: OrientationMap, offsets: list[tuple[int, int]]
 ) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], np.ndarray]]:
     """Square grid: ``(slices_a, slices_b, angle_deg)`` per offset, on 2-D views (no index arrays)."""
-    q = omap.q.reshape(omap.shape + (4,))
+    q = omap.qc.reshape((4,) + omap.shape)
     p = omap.phase.reshape(omap.shape)
+    whole = slice(None)
     for off in offsets:
         sa, sb = offset_slices(omap.shape, off)
-        yield sa, sb, angles_between(omap, q[sa], q[sb], p[sa], p[sb])
+        yield sa, sb, angles_between(omap, q[(whole, *sa)], q[(whole, *sb)], p[sa], p[sb])
 
 
 def iter_pair_angles(

@@ -28,6 +28,8 @@ from metallo.errors import UnknownNameError
 
 __all__ = [
     "disorientation_cos",
+    "disorientation_cos_components",
+    "pair_product_components",
     "misorientation",
     "misorientation_angle",
     "nearest_symmetry_operator",
@@ -114,6 +116,33 @@ def _pair_product(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     return out
 
 
+def pair_product_components(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a * conj(b)`` for component-first quaternion arrays ``(4, ...)`` (contiguous rows are
+    several times faster than the strided columns of ``(..., 4)`` arrays)."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.stack([
+        aw * bw + ax * bx + ay * by + az * bz,
+        ax * bw - aw * bx - ay * bz + az * by,
+        ay * bw - aw * by + ax * bz - az * bx,
+        az * bw - aw * bz - ax * by + ay * bx,
+    ])
+
+
+def disorientation_cos_components(d: np.ndarray, laue: str) -> np.ndarray:
+    """:func:`disorientation_cos` for component-first misorientations ``(4, ...)``."""
+    if laue != "m-3m":
+        return disorientation_cos(np.moveaxis(d, 0, -1), laue)
+    a0, a1, a2, a3 = np.abs(d)
+    hi01, lo01 = np.maximum(a0, a1), np.minimum(a0, a1)
+    hi23, lo23 = np.maximum(a2, a3), np.minimum(a2, a3)
+    top1 = np.maximum(hi01, hi23)
+    top2 = np.maximum(np.minimum(hi01, hi23), np.maximum(lo01, lo23))
+    w = np.maximum(top1, (top1 + top2) * np.sqrt(0.5))
+    np.maximum(w, 0.5 * (a0 + a1 + a2 + a3), out=w)
+    return np.minimum(w, 1.0, out=w)
+
+
 def disorientation_cos(d: np.ndarray, laue: str) -> np.ndarray:
     """``max_i |<S_i, d>|`` = cos(half the disorientation angle) of misorientations ``d``.
 
@@ -123,10 +152,7 @@ def disorientation_cos(d: np.ndarray, laue: str) -> np.ndarray:
     """
     d = np.asarray(d, dtype=np.float64)
     if laue == "m-3m":
-        a = np.abs(d)
-        a.sort(axis=-1)
-        w = np.maximum(a[..., 3], (a[..., 3] + a[..., 2]) * np.sqrt(0.5))
-        return np.minimum(np.maximum(w, 0.5 * a.sum(axis=-1)), 1.0)
+        return disorientation_cos_components(np.moveaxis(d, -1, 0), laue)
     ops = symmetry_operators(laue)
     flat = d.reshape(-1, 4)
     out = np.empty(flat.shape[0])
