@@ -29,7 +29,12 @@ def info(file: Path = typer.Argument(..., help="A specimen file (.h5).")) -> Non
     console = Console(highlight=False)
     tree = Tree(f"[bold]{escape(spec.specimen_id)}[/bold]  {escape(str(spec.path))}")
     for key, value in spec.attrs.items():
-        tree.add(f"[cyan]{escape(key)}[/cyan] = {escape(_short(value))}")
+        if key != "process":
+            tree.add(f"[cyan]{escape(key)}[/cyan] = {escape(_short(value))}")
+    process = tree.add("[cyan]process[/cyan]")
+    for key, value in spec.process.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        process.add(f"[cyan]{escape(key)}[/cyan] = {escape(_short(text))}")
     groups: dict[str, Tree] = {}
     for node in spec.nodes():
         description = spec.describe(node)

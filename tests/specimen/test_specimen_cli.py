@@ -1,0 +1,43 @@
+"""``metallo info FILE``."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from metallo.cli import app
+
+runner = CliRunner()
+
+
+def test_info_shows_metadata_nodes_variables_and_provenance(full_specimen):
+    path, added = full_specimen
+    result = runner.invoke(app, ["info", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "S1" in out and "CP steel" in out and "2% nital" in out
+    for node in added:
+        assert node.rsplit("/", 1)[1] in out
+    assert "image (y, x) 24×32 uint16" in out
+    assert "image (y, x, channel) 24×32×3 uint8" in out
+    assert "euler (y, x, angle) 12×16×3 float64  [rad]" in out
+    assert "kam (y, x) 12×16 float32  [deg]" in out
+    assert "labels (y, x) 24×32 uint8" in out
+    assert "x: 32 points [um]" in out
+    assert "provenance" in out and "make.quantities" in out and "create" in out
+
+
+def test_info_on_a_bad_file_is_one_line_and_exit_1(tmp_path):
+    bad = tmp_path / "notes.h5"
+    bad.write_text("not a specimen")
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "not an HDF5 file" in lines[0] and "notes.h5" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_info_on_a_missing_file(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path / "gone.h5")])
+    assert result.exit_code == 1
+    assert "no such file" in result.output
