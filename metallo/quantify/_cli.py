@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
                     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
                     weights = table["weight"] if suffix == "_laths" else None
                     edges = np.histogram_bin_edges(table[column], bins="auto")
-                    ax.hist(table[column], bins=edges, weights=weights, color="#4477aa")
+                    ax.hist(table[column], bins=edges.tolist(), weights=weights, color="#4477aa")
                     ax.set_xlabel(xlabel)
                     ax.set_ylabel("count" if weights is None else "number fraction")
                     ax.set_title(name, fontsize=9)

@@ -59,8 +59,10 @@ def _grain_map(labels_or_grains: Any, pixel_size_um: float | None) -> tuple[np.n
             pixel_size_um = float(abs(data.x.values[1] - data.x.values[0]))
     ps = resolve_pixel_size(data, pixel_size_um, what=source)
     array = np.asarray(label_array(data, what=source)).astype(np.int64)
-    # Grains.ids uses -1 for "no grain"; label maps use 0 for boundaries / background.
-    array = np.where(array < 0, 0, array + 1) if source == "grains" else np.where(array < 0, 0, array)
+    # Maps with negative values (Grains.ids, EBSD grain_id) use -1 for "no grain" and 0 as a
+    # grain id; plain label maps use 0 for boundaries / background.
+    if source == "grains" or (array.size and array.min() < 0):
+        array = np.where(array < 0, 0, array + 1)
     return array, ps, source
 
 
@@ -82,8 +84,8 @@ def grain_size(
     Parameters
     ----------
     labels_or_grains : (y, x) int array / DataArray, or metallo.ebsd Grains
-        Grain ids (> 0; 0 = boundary or background), or a ``Grains`` object (its ``ids``,
-        -1 = no grain).
+        Grain ids (> 0; 0 = boundary or background; if the map has negative values, -1 = no
+        grain and 0 is a grain id), or a ``Grains`` object (its ``ids``, -1 = no grain).
     pixel_size_um : float, optional
         Pixel size in µm; from ``attrs["pixel_size_um"]`` or the x coordinate when omitted.
     method : {"both", "planimetric", "intercept"}

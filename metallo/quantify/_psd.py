@@ -76,7 +76,7 @@ def size_distribution(
             raise ConfigError("log_bins needs an integer bins and positive sizes")
         edges = np.geomspace(values.min(), values.max(), bins + 1)
     else:
-        edges = np.histogram_bin_edges(values, bins=bins)  # type: ignore[arg-type]
+        edges = np.histogram_bin_edges(values, bins=bins)
     count, edges = np.histogram(values, bins=edges, weights=w)
     count = count.astype(np.float64)
     total = count.sum()

@@ -44,6 +44,7 @@ def specimen_path(tmp_path, disks):
     return tmp_path / "S1.h5"
 
 
+@pytest.mark.slow
 def test_cli_quantify_writes_tables_figures_and_nodes(specimen_path, tmp_path):
     out = tmp_path / "q"
     result = runner.invoke(app, ["quantify", str(specimen_path), "--out", str(out)])

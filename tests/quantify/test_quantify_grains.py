@@ -65,6 +65,9 @@ def test_boundary_pixels_and_grains_object(hexagons):
     from_grains = grain_size(grains).set_index("method")["G"]
     expected = grain_size(ids, pixel_size_um=0.25).set_index("method")["G"]
     np.testing.assert_allclose(from_grains.to_numpy(), expected.to_numpy())
+    # A plain map with -1 = no grain (EBSD derived grain_id) keeps grain 0.
+    from_ids = grain_size(ids - 1, pixel_size_um=0.25).set_index("method")["G"]
+    np.testing.assert_allclose(from_ids.to_numpy(), expected.to_numpy())
 
 
 def test_e112_formulas_table_values():
