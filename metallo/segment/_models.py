@@ -231,9 +231,15 @@ class UNet(SegmentationModel):
 
 class _VGGEncoderMixin:
     features: nn.Sequential
+    block_channels: tuple[int, ...]
 
-    def _init_encoder(self, in_channels: int, weights: str | Path | None) -> None:
-        self.features = VGG16(in_channels=in_channels).features
+    def _init_encoder(self, in_channels: int, weights: str | Path | None, width_divisor: int) -> None:
+        if width_divisor < 1:
+            raise ConfigError(f"width_divisor must be >= 1; got {width_divisor}")
+        if weights is not None and width_divisor != 1:
+            raise ConfigError("pretrained VGG16 weights need width_divisor=1")
+        self.features = VGG16(in_channels=in_channels, width_divisor=width_divisor).features
+        self.block_channels = tuple(c // width_divisor for c in BLOCK_CHANNELS)
         if weights is not None:
             state = load_vgg16_state_dict(weights, in_channels=in_channels)
             self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()})
@@ -262,6 +268,8 @@ class UNetVGG16(_VGGEncoderMixin, SegmentationModel):
         ``None`` initialises randomly.
     decoder_channels : tuple of int
         Widths of the four decoder stages.
+    width_divisor : int
+        Thin the encoder by this factor (1 = VGG16; tests use 8).
 
     Examples
     --------
@@ -270,17 +278,18 @@ class UNetVGG16(_VGGEncoderMixin, SegmentationModel):
     """
 
     def __init__(self, *, n_classes: int, in_channels: int = 1, weights: str | Path | None = None,
-                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32), strict_size: bool = False) -> None:
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32), width_divisor: int = 1,
+                 strict_size: bool = False) -> None:
         super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
         decoder_channels = tuple(int(c) for c in decoder_channels)
         if len(decoder_channels) != 4:
             raise ConfigError(f"decoder_channels needs 4 widths; got {decoder_channels}")
         # weights are not part of config: the checkpoint state dict carries them.
-        self.config = {"decoder_channels": list(decoder_channels)}
-        self._init_encoder(in_channels, weights)
+        self.config = {"decoder_channels": list(decoder_channels), "width_divisor": width_divisor}
+        self._init_encoder(in_channels, weights, width_divisor)
         self.decoder = nn.ModuleList()
-        cin = BLOCK_CHANNELS[-1]
-        for skip_ch, width in zip(reversed(BLOCK_CHANNELS[:-1]), decoder_channels, strict=True):
+        cin = self.block_channels[-1]
+        for skip_ch, width in zip(reversed(self.block_channels[:-1]), decoder_channels, strict=True):
             self.decoder.append(_conv_bn_relu(cin + skip_ch, width))
             cin = width
         self.head = nn.Conv2d(cin, n_classes, 1)
@@ -316,6 +325,8 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
         Dropout after the last hidden layer (0.1).
     pixels_per_image : int
         Pixels sampled per image during training (2048).
+    width_divisor : int
+        Thin the encoder by this factor (1 = VGG16; tests use 8).
 
     Examples
     --------
@@ -327,15 +338,15 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
 
     def __init__(self, *, n_classes: int, in_channels: int = 1, weights: str | Path | None = None,
                  hidden: int = 1024, n_hidden: int = 2, dropout: float = 0.1,
-                 pixels_per_image: int = 2048, strict_size: bool = False) -> None:
+                 pixels_per_image: int = 2048, width_divisor: int = 1, strict_size: bool = False) -> None:
         super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
         self.config = {"hidden": hidden, "n_hidden": n_hidden, "dropout": dropout,
-                       "pixels_per_image": pixels_per_image}
+                       "pixels_per_image": pixels_per_image, "width_divisor": width_divisor}
         self.pixels_per_image = int(pixels_per_image)
-        self._init_encoder(in_channels, weights)
-        self.tap_norms = nn.ModuleList(nn.BatchNorm2d(c) for c in BLOCK_CHANNELS)
+        self._init_encoder(in_channels, weights, width_divisor)
+        self.tap_norms = nn.ModuleList(nn.BatchNorm2d(c) for c in self.block_channels)
         layers: list[nn.Module] = []
-        cin = sum(BLOCK_CHANNELS)
+        cin = sum(self.block_channels)
         for _ in range(n_hidden):
             layers += [nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden)]
             cin = hidden

@@ -39,6 +39,9 @@ class VGG16(nn.Module):
         1 for grey micrographs, 3 for RGB.
     n_classes : int
         Size of the classifier output (1000 for ImageNet).
+    width_divisor : int
+        Divide every width by this (1 = VGG16; larger values give small test networks that
+        cannot load ImageNet weights).
 
     Examples
     --------
@@ -47,7 +50,7 @@ class VGG16(nn.Module):
     'classifier.0.bias'
     """
 
-    def __init__(self, in_channels: int = 3, n_classes: int = 1000) -> None:
+    def __init__(self, in_channels: int = 3, n_classes: int = 1000, width_divisor: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -55,14 +58,16 @@ class VGG16(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [nn.Conv2d(channels, int(item), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                channels = int(item)
+                width = int(item) // width_divisor
+                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        hidden = 4096 // width_divisor
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, n_classes),
+            nn.Linear(channels * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(hidden, n_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

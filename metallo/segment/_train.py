@@ -1,0 +1,577 @@
+"""Training, k-fold cross-validation and evaluation of supervised segmentation models.
+
+Defaults follow the two seed papers: Adam with cosine annealing (Breitenbach et al.), tiles of
+256 px (LOM) / 512 px (SEM), 5-fold cross-validation, evaluation on whole images; focal loss
+with gamma = 2 and inverse-frequency alpha and AdamW are available as in DeCost et al.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from metallo.errors import ConfigError
+from metallo.segment._checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from metallo.segment._data import (
+    Augment,
+    SegmentationData,
+    TileDataset,
+    default_tile_size,
+    load_training_folder,
+)
+from metallo.segment._infer import predict_array
+from metallo.segment._losses import get_loss, inverse_frequency_weights
+from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
+from metallo.segment._models import get_model
+
+__all__ = ["CVResult", "TrainConfig", "TrainResult", "cross_validate", "evaluate", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; a YAML file or dict with these keys builds one.
+
+    Parameters
+    ----------
+    data : str, optional
+        Training-data folder (``images/`` + ``labels/`` [+ ``classes.json``]).
+    model : str
+        ``"unet"``, ``"unet_vgg16"`` or ``"pixelnet"``.
+    model_kwargs : dict
+        Model options (``base_channels``, ``weights="imagenet"``, ...).
+    n_classes : int, optional
+        Default: from the data.
+    loss : str
+        ``"ce"``, ``"weighted_ce"``, ``"focal"`` or ``"dice"``.
+    loss_kwargs : dict
+        e.g. ``{"gamma": 2, "alpha": "inverse_frequency"}``; ``weight``/``alpha`` may be
+        ``"inverse_frequency"`` (computed from the training labels).
+    modality : str
+        "LOM" or "SEM": sets the default tile size (256 / 512 px).
+    tile_size : int, optional
+        Training tile side in px after scaling.
+    scale : float
+        Down-scaling factor applied to images before tiling (1 = native).
+    epochs, batch_size : int
+    lr, weight_decay : float
+    optimizer : "adam" or "adamw"
+    schedule : "cosine", "plateau" or "none"
+    patience : int, optional
+        Early stopping after this many epochs without improvement (None: off).
+    folds : int
+        Folds of :func:`cross_validate` (5).
+    augment : bool or dict
+        ``True`` for the defaults of :class:`~metallo.segment.Augment`, or its options.
+    jitter : bool
+        Shift the tile grid randomly each epoch.
+    freeze_encoder_epochs : int
+        Epochs with the VGG16 encoder frozen (PixelNet recipe), then fine-tuning.
+    steps_per_epoch : int, optional
+        Cap on batches per epoch.
+    max_time_s : float, optional
+        Stop training after this wall time (seconds).
+    eval_tile, eval_overlap : int
+        Tiling of whole-image evaluation (``eval_tile=None``: one pass per image).
+    device : str
+        "auto", "cpu" or "cuda" (float16 autocast on CUDA when ``amp``).
+    amp : bool
+    seed : int
+    out_dir : str, optional
+        Where checkpoints and metrics go (None: nothing written).
+    num_workers : int
+        DataLoader workers.
+    progress : bool
+        rich progress bar.
+    """
+
+    data: str | None = None
+    model: str = "unet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_classes: int | None = None
+    loss: str = "ce"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    modality: str = "LOM"
+    tile_size: int | None = None
+    scale: float = 1.0
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    patience: int | None = None
+    folds: int = 5
+    augment: bool | dict[str, Any] = True
+    jitter: bool = True
+    freeze_encoder_epochs: int = 0
+    steps_per_epoch: int | None = None
+    max_time_s: float | None = None
+    eval_tile: int | None = None
+    eval_overlap: int = 64
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    out_dir: str | None = "metallo-runs"
+    num_workers: int = 0
+    progress: bool = False
+
+    @classmethod
+    def from_any(cls, config: Any = None, **overrides: Any) -> TrainConfig:
+        """Build from a TrainConfig, a mapping, a YAML file or a data folder, plus overrides.
+
+        Examples
+        --------
+        >>> TrainConfig.from_any({"model": "unet", "epochs": 3}, lr=1e-4).lr
+        0.0001
+        """
+        if isinstance(config, TrainConfig):
+            values = asdict(config)
+        elif config is None:
+            values = {}
+        elif isinstance(config, Mapping):
+            values = dict(config)
+        elif isinstance(config, (str, Path)):
+            path = Path(config)
+            if path.is_dir():
+                values = {"data": str(path)}
+            elif path.is_file():
+                import yaml
+
+                try:
+                    loaded = yaml.safe_load(path.read_text())
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+                if not isinstance(loaded, dict):
+                    raise ConfigError(f"{path}: a training config must be a YAML mapping of options")
+                values = loaded
+                if values.get("data") and not Path(values["data"]).is_absolute():
+                    values["data"] = str((path.parent / values["data"]).resolve())
+            else:
+                raise ConfigError(f"{path}: neither a YAML config file nor a training-data folder")
+        else:
+            raise ConfigError(f"config must be a mapping, YAML file or data folder; got {type(config).__name__}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; valid: {sorted(valid)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ConfigError on values that cannot work."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
+        if self.optimizer.lower() not in ("adam", "adamw"):
+            raise ConfigError(f"optimizer must be 'adam' or 'adamw'; got {self.optimizer!r}")
+        if self.schedule.lower() not in ("cosine", "plateau", "none"):
+            raise ConfigError(f"schedule must be 'cosine', 'plateau' or 'none'; got {self.schedule!r}")
+        if self.folds < 2:
+            raise ConfigError(f"folds must be >= 2; got {self.folds}")
+        if self.lr <= 0 or self.scale <= 0:
+            raise ConfigError(f"lr and scale must be positive; got lr={self.lr}, scale={self.scale}")
+
+    @property
+    def tile(self) -> int:
+        return int(self.tile_size or default_tile_size(self.modality))
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`: the model (best epoch), its checkpoint and history."""
+
+    model: nn.Module
+    checkpoint: Path | None
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    config: TrainConfig
+    info: dict[str, Any]
+
+
+@dataclass
+class CVResult:
+    """Outcome of :func:`cross_validate`: per-fold metrics, mean and standard deviation.
+
+    ``pooled`` holds the metrics of the summed confusion matrix over all held-out images.
+    """
+
+    folds: list[dict[str, Any]]
+    mean: dict[str, Any]
+    std: dict[str, Any]
+    pooled: dict[str, Any]
+    classes: list[str]
+    checkpoints: list[Path | None]
+    config: TrainConfig
+
+    def table(self) -> pd.DataFrame:
+        """One row per fold plus ``mean`` and ``std``: accuracy, mean IoU, IoU per class."""
+        rows = []
+        for k, m in enumerate(self.folds):
+            rows.append({"fold": str(k), "accuracy": m["accuracy"], "mean_iou": m["mean_iou"],
+                         **{f"iou_{c}": v for c, v in zip(self.classes, m["iou"], strict=True)}})
+        for label, agg in (("mean", self.mean), ("std", self.std)):
+            rows.append({"fold": label, "accuracy": agg["accuracy"], "mean_iou": agg["mean_iou"],
+                         **{f"iou_{c}": v for c, v in zip(self.classes, agg["iou"], strict=True)}})
+        return pd.DataFrame(rows).set_index("fold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": self.classes, "folds": self.folds, "mean": self.mean, "std": self.std,
+                "pooled": self.pooled, "checkpoints": [str(c) if c else None for c in self.checkpoints],
+                "config": asdict(self.config)}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def _resolve_class_weights(kwargs: dict[str, Any], data: SegmentationData) -> dict[str, Any]:
+    out = dict(kwargs)
+    for key in ("alpha", "weight"):
+        if isinstance(out.get(key), str):
+            if out[key] != "inverse_frequency":
+                raise ConfigError(f"loss option {key}={out[key]!r}: expected a list of floats or 'inverse_frequency'")
+            out[key] = inverse_frequency_weights([s.labels for s in data.samples], n_classes=data.n_classes,
+                                                 ignore_index=data.ignore_index).tolist()
+    out.setdefault("ignore_index", data.ignore_index)
+    return out
+
+
+def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationData:
+    if data is not None:
+        return data
+    if not cfg.data:
+        raise ConfigError("no training data: give a SegmentationData, a data folder or config key 'data'")
+    return load_training_folder(cfg.data, n_classes=cfg.n_classes)
+
+
+def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
+                   scale: float = 1.0, tile: int | None = None, overlap: int = 64,
+                   device: str | torch.device = "auto", amp: bool = True) -> dict[str, Any]:
+    """Whole-image metrics of ``model`` on ``data`` (pooled confusion plus per image)."""
+    import cv2
+
+    total = np.zeros((data.n_classes, data.n_classes), np.int64)
+    per_image = []
+    for s in data.samples:
+        h, w = s.labels.shape
+        image = s.image
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        _, probs = predict_array(model, image, mean=mean, std=std, tile=tile, overlap=overlap, device=device,
+                                 amp=amp, probabilities=True)
+        assert probs is not None
+        if scale != 1.0:
+            probs = np.stack([cv2.resize(probs[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
+                              for c in range(probs.shape[2])], axis=-1)
+        pred = probs.argmax(axis=-1)
+        cm = confusion_matrix(s.labels, pred, n_classes=data.n_classes, ignore_index=data.ignore_index)
+        total += cm
+        m = metrics_from_confusion(cm, classes=data.classes)
+        per_image.append({"image": s.name, "accuracy": m["accuracy"], "mean_iou": m["mean_iou"], "iou": m["iou"]})
+    metrics = metrics_from_confusion(total, classes=data.classes)
+    metrics["images"] = per_image
+    return metrics
+
+
+def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.device, ignore_index: int,
+                           generator: torch.Generator, use_amp: bool, max_batches: int = 50) -> None:
+    """Re-estimate batch-norm running statistics with the final weights ("precise BN").
+
+    The exponential running averages lag behind the weights; after short trainings (tens of
+    steps) the lag makes eval-mode predictions much worse than train-mode ones.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        for i, (x, y) in enumerate(loader):
+            if i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            if getattr(model, "sparse_training", False):
+                model.sample_logits(x, y, generator=generator, ignore_index=ignore_index)
+            else:
+                model(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
+def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = None,
+          select_on_val: bool = False, checkpoint_name: str = "model.pt", **overrides: Any) -> TrainResult:
+    """Train a segmentation model on tiles of labelled micrographs.
+
+    Parameters
+    ----------
+    config_or_dataset : TrainConfig, dict, str, Path or SegmentationData
+        A config (mapping or YAML file), a training-data folder, or loaded data.
+    val_data : SegmentationData, optional
+        Held-out images evaluated on whole images at the end (and each epoch when
+        ``select_on_val``).
+    select_on_val : bool
+        Keep the epoch with the best validation mean IoU and stop early on it; otherwise
+        the training loss drives the plateau schedule and early stopping, and the held-out
+        images stay unseen until the final evaluation.
+    checkpoint_name : str
+        File name inside ``out_dir``.
+    **overrides
+        Any :class:`TrainConfig` field.
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> result = train("data/uhcs", model="unet", epochs=30, out_dir="runs/uhcs")  # doctest: +SKIP
+    >>> result.checkpoint  # doctest: +SKIP
+    PosixPath('runs/uhcs/model.pt')
+    """
+    data = config_or_dataset if isinstance(config_or_dataset, SegmentationData) else None
+    cfg = TrainConfig.from_any(None if data is not None else config_or_dataset, **overrides)
+    data = _load_data(cfg, data)
+    if cfg.n_classes is not None and cfg.n_classes != data.n_classes:
+        raise ConfigError(f"n_classes={cfg.n_classes} but the data has {data.n_classes} classes {data.classes}")
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed)
+    scaled = data.rescaled(cfg.scale)
+    mean, std = scaled.mean_std()
+    augment = Augment.from_config(cfg.augment)
+    tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(tiles, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                                         num_workers=cfg.num_workers, drop_last=len(tiles) > cfg.batch_size)
+    model = get_model(cfg.model, n_classes=data.n_classes, in_channels=data.in_channels, **cfg.model_kwargs).to(device)
+    loss_fn = get_loss(cfg.loss, **_resolve_class_weights(cfg.loss_kwargs, scaled)).to(device)
+    opt_cls = torch.optim.AdamW if cfg.optimizer.lower() == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = cfg.schedule.lower()
+    scheduler: Any = None
+    if schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    elif schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                               patience=max(1, (cfg.patience or 10) // 3))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    encoder = getattr(model, "features", None)
+    history: list[dict[str, Any]] = []
+    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+    start = time.perf_counter()
+    bar = None
+    if cfg.progress:
+        from rich.progress import Progress
+
+        bar = Progress()
+        bar.start()
+        task = bar.add_task(f"training {cfg.model}", total=cfg.epochs)
+    try:
+        for epoch in range(cfg.epochs):
+            tiles.set_epoch(epoch)
+            if encoder is not None:
+                encoder.requires_grad_(epoch >= cfg.freeze_encoder_epochs)
+            model.train()
+            losses = []
+            for step, (x, y) in enumerate(loader):
+                if cfg.steps_per_epoch is not None and step >= cfg.steps_per_epoch:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    if getattr(model, "sparse_training", False):
+                        logits, target = model.sample_logits(x, y, generator=generator, ignore_index=data.ignore_index)
+                    else:
+                        logits, target = model(x), y
+                loss = loss_fn(logits.float(), target)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+            record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                                      "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
+            score = -record["loss"]
+            if select_on_val and val_data is not None:
+                vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
+                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp)
+                record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
+                score = vm["mean_iou"]
+            history.append(record)
+            if scheduler is not None:
+                if schedule == "plateau":
+                    scheduler.step(score)
+                else:
+                    scheduler.step()
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            if bar is not None:
+                bar.update(task, advance=1, description=f"training {cfg.model} loss {record['loss']:.4f}")
+            if cfg.patience is not None and stale >= cfg.patience:
+                break
+            if cfg.max_time_s is not None and record["time_s"] >= cfg.max_time_s:
+                break
+    finally:
+        if bar is not None:
+            bar.stop()
+    if best_state is not None and (select_on_val or schedule == "plateau" or cfg.patience is not None):
+        model.load_state_dict(best_state)
+    _recalibrate_batchnorm(model, loader, device=device, ignore_index=data.ignore_index, generator=generator,
+                           use_amp=use_amp)
+    model.eval()
+    metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
+    if val_data is not None:
+        metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
+                                      overlap=cfg.eval_overlap, device=device, amp=cfg.amp))
+    tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality}
+    info = {"model": model.model_name, "classes": data.classes, "ignore_index": data.ignore_index,
+            "normalization": {"mean": mean, "std": std}, "pixel_size_um": data.pixel_size_um,
+            "tile": tile_info, "metrics": metrics, "sha256": ""}
+    model.metallo_info = info
+    checkpoint = None
+    if cfg.out_dir is not None:
+        checkpoint = save_checkpoint(Path(cfg.out_dir) / checkpoint_name, model, classes=data.classes, mean=mean,
+                                     std=std, pixel_size_um=data.pixel_size_um, tile=tile_info, metrics=metrics,
+                                     config=asdict(cfg), ignore_index=data.ignore_index)
+    return TrainResult(model, checkpoint, history, metrics, cfg, info)
+
+
+def fold_indices(n_images: int, folds: int, *, seed: int = 0) -> list[np.ndarray]:
+    """Held-out image indices of each fold: a seeded permutation split into ``folds`` parts.
+
+    Examples
+    --------
+    >>> [f.tolist() for f in fold_indices(5, 2, seed=0)]
+    [[2, 4, 3], [0, 1]]
+    """
+    if folds > n_images:
+        raise ConfigError(f"{folds}-fold cross-validation needs at least {folds} images; got {n_images}")
+    order = np.random.default_rng(seed).permutation(n_images)
+    return list(np.array_split(order, folds))
+
+
+def _aggregate(fold_metrics: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    acc = np.array([m["accuracy"] for m in fold_metrics])
+    miou = np.array([m["mean_iou"] for m in fold_metrics])
+    iou = np.array([m["iou"] for m in fold_metrics], dtype=np.float64)
+    prec = np.array([m["precision"] for m in fold_metrics], dtype=np.float64)
+    rec = np.array([m["recall"] for m in fold_metrics], dtype=np.float64)
+    ddof = 1 if len(fold_metrics) > 1 else 0
+    # Folds without a class give NaN IoU for it; nanmean/nanstd warn when all folds lack it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {"accuracy": float(acc.mean()), "mean_iou": float(miou.mean()), "iou": np.nanmean(iou, 0).tolist(),
+                "precision": np.nanmean(prec, 0).tolist(), "recall": np.nanmean(rec, 0).tolist()}
+        std = {"accuracy": float(acc.std(ddof=ddof)), "mean_iou": float(miou.std(ddof=ddof)),
+               "iou": np.nanstd(iou, 0, ddof=ddof).tolist(), "precision": np.nanstd(prec, 0, ddof=ddof).tolist(),
+               "recall": np.nanstd(rec, 0, ddof=ddof).tolist()}
+    return mean, std
+
+
+def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None, **overrides: Any) -> CVResult:
+    """k-fold cross-validation over images: train on k-1 folds, evaluate whole held-out images.
+
+    Parameters
+    ----------
+    config_or_dataset : TrainConfig, dict, str, Path or SegmentationData
+        As for :func:`train`.
+    folds : int, optional
+        Number of folds (config ``folds``, default 5).
+    **overrides
+        Any :class:`TrainConfig` field.
+
+    Returns
+    -------
+    CVResult
+        Per-fold metrics (IoU per class, mean IoU, accuracy, precision, recall, confusion),
+        their mean and standard deviation, and the pooled metrics; with ``out_dir`` also
+        ``fold<k>.pt`` checkpoints and ``cv_metrics.json``.
+
+    Examples
+    --------
+    >>> cv = cross_validate("data/uhcs", model="unet", folds=5, epochs=40)  # doctest: +SKIP
+    >>> cv.table().loc["mean", "mean_iou"]  # doctest: +SKIP
+    0.79
+    """
+    data = config_or_dataset if isinstance(config_or_dataset, SegmentationData) else None
+    cfg = TrainConfig.from_any(None if data is not None else config_or_dataset, folds=folds, **overrides)
+    data = _load_data(cfg, data)
+    parts = fold_indices(len(data), cfg.folds, seed=cfg.seed)
+    fold_metrics, checkpoints = [], []
+    total = np.zeros((data.n_classes, data.n_classes), np.int64)
+    for k, held in enumerate(parts):
+        train_idx = np.setdiff1d(np.arange(len(data)), held)
+        result = train(data.subset(train_idx), val_data=data.subset(held), checkpoint_name=f"fold{k}.pt",
+                       **asdict(cfg))
+        m = dict(result.metrics)
+        m["fold"] = k
+        m["held_out"] = [data.samples[i].name for i in held]
+        fold_metrics.append(m)
+        checkpoints.append(result.checkpoint)
+        total += np.asarray(m["confusion"], np.int64)
+    mean, std = _aggregate(fold_metrics)
+    cv = CVResult(fold_metrics, mean, std, metrics_from_confusion(total, classes=data.classes), data.classes,
+                  checkpoints, cfg)
+    if cfg.out_dir is not None:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cv_metrics.json").write_text(json.dumps(cv.to_dict(), indent=1, default=float))
+    return cv
+
+
+def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: int = 64,
+             device: str = "auto") -> dict[str, Any]:
+    """Metrics of a checkpoint on a labelled folder (or SegmentationData), on whole images.
+
+    Parameters
+    ----------
+    checkpoint : str, Path or dict
+    data : str, Path or SegmentationData
+        Must use the checkpoint's classes.
+    tile, overlap, device : see :func:`~metallo.segment.predict`
+
+    Returns
+    -------
+    dict
+        Pooled ``iou``, ``mean_iou``, ``accuracy``, ``precision``, ``recall``, ``confusion`` and
+        per-image ``images``.
+
+    Examples
+    --------
+    >>> evaluate("runs/uhcs/fold0.pt", "data/uhcs_test")["mean_iou"]  # doctest: +SKIP
+    0.81
+    """
+    model, info = load_checkpoint(checkpoint, device=device)
+    if not isinstance(data, SegmentationData):
+        data = load_training_folder(data, n_classes=int(model.n_classes))
+    if data.n_classes != int(model.n_classes):
+        raise ConfigError(f"data has {data.n_classes} classes but the checkpoint model predicts {model.n_classes}")
+    norm = info["normalization"]
+    return evaluate_model(model, data, mean=norm["mean"], std=norm["std"],
+                          scale=float(info.get("tile", {}).get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
+                          device=device)
