@@ -83,7 +83,7 @@ class _Prepared:
     name: str
 
 
-def _prepare(image: Any, role: str, user_mask: Any = None) -> _Prepared:
+def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | None = None) -> _Prepared:
     if isinstance(image, xr.DataArray):
         if "y" not in image.dims or "x" not in image.dims:
             raise RegistrationError(f"{role} image must have dims (y, x[, channel]); got {image.dims}")
@@ -120,6 +120,13 @@ def _prepare(image: Any, role: str, user_mask: Any = None) -> _Prepared:
         raise RegistrationError(f"{role} image is constant ({lo:g}); there is nothing to register")
     values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
     values[~valid] = float(np.median(values[valid]))
+    if highpass_um:
+        # Slow shading (EBSD pattern-quality drift, uneven illumination) is not shared by the
+        # two modalities; removing it leaves edges, pores and grain contrast for the metric.
+        sigma = highpass_um / np.array(grid.spacing_yx)
+        values = values - ndi.gaussian_filter(values, sigma)
+        lo, hi = np.percentile(values[valid], [0.5, 99.5])
+        values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
     return _Prepared(values, valid, grid, name)
 
 
@@ -357,15 +364,22 @@ def _bspline(
     iterations: int,
     levels: int,
     seed: int,
+    initial: BSplineStep | None = None,
 ) -> BSplineStep:
     import SimpleITK as sitk
 
     f, m = _to_sitk(fixed), _to_sitk(moving)
-    extent = fixed.grid.extent_xy
-    final_mesh = np.maximum(1, np.round(extent / grid_um)).astype(int)
-    factors = [2**k for k in range(levels)]
-    start_mesh = np.maximum(1, np.round(final_mesh / factors[-1])).astype(int)
-    tx = sitk.BSplineTransformInitializer(f, start_mesh.tolist(), 3)
+    if initial is None:
+        extent = fixed.grid.extent_xy
+        final_mesh = np.maximum(1, np.round(extent / grid_um)).astype(int)
+        factors = [2**k for k in range(levels)]
+        start_mesh = np.maximum(1, np.round(final_mesh / factors[-1])).astype(int)
+        tx = sitk.BSplineTransformInitializer(f, start_mesh.tolist(), 3)
+    else:
+        # Refine a fitted spline on its own grid: refining the mesh would discard nothing but
+        # cost time, and the fit already holds the coarse deformation.
+        factors = [1] * levels
+        tx = initial.to_sitk()
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -392,6 +406,77 @@ def _bspline(
             "or method='sift' (affine only)"
         ) from None
     return BSplineStep.from_sitk(tx)
+
+
+def _block_bspline(
+    fixed: _Prepared,
+    moving: _Prepared,
+    affine: AffineStep,
+    spacing_um: float,
+    landmarks: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    block_px: int | None = None,
+    passes: int = 3,
+    min_ncc: float = 0.3,
+) -> tuple[BSplineStep, AffineStep, dict[str, Any]]:
+    """B-spline through NCC block matches (two passes: wide then narrow search), outliers removed."""
+    from metallo.correlate._blocks import block_matches, fit_bspline
+
+    if block_px is None:
+        block_px = int(np.clip(min(fixed.grid.shape) // 12, 16, 64)) // 2 * 2
+    search = block_px // 2
+    steps: list[Any] = [affine]
+    bspline: BSplineStep | None = None
+    spacing_px = np.array(fixed.grid.spacing_yx)
+    origin = np.array(fixed.grid.origin_yx)
+    info: dict[str, Any] = {"block_px": block_px}
+    for k in range(passes):
+        warped, valid = _resample(moving, steps, fixed.grid)
+        valid &= fixed.valid
+        centres, shifts, ncc = block_matches(fixed.values, warped, valid, block_px=block_px, search_px=search, min_ncc=min_ncc)
+        p_xy = (centres * spacing_px + origin)[:, ::-1]
+        q_xy = Registration(steps, fixed_grid=fixed.grid, moving_grid=moving.grid).fixed_to_moving_xy(
+            ((centres + shifts) * spacing_px + origin)[:, ::-1]
+        )
+        if landmarks is not None:
+            p_xy = np.vstack([p_xy, landmarks[1]])
+            q_xy = np.vstack([q_xy, landmarks[0]])
+            ncc = np.concatenate([ncc, np.ones(len(landmarks[0]))])
+        info[f"blocks_pass{k}"] = len(centres)
+        if len(p_xy) < 6:
+            break
+        if len(p_xy) >= 12:
+            # The matches also re-estimate the global affine: a poor intensity start is common.
+            affine = _robust_affine(p_xy, q_xy, threshold=search * float(spacing_px[0]) / 2)
+        d = affine.apply_inverse(q_xy) - p_xy
+        keep = np.ones(len(d), bool)
+        for _ in range(3):
+            bspline = fit_bspline(p_xy[keep], d[keep], fixed.grid, spacing_um=spacing_um, weights=ncc[keep])
+            resid = np.linalg.norm(bspline.displacement(p_xy) - d, axis=1)
+            mad = np.median(resid[keep]) * 1.4826
+            keep = resid <= max(3 * mad, 1.5 * float(spacing_px[0]))
+        info[f"blocks_kept_pass{k}"] = int(keep.sum())
+        steps = [bspline, affine]
+        search = max(3, search // 2)
+    if bspline is None:
+        raise RegistrationError(
+            f"block matching found {info.get('blocks_pass0', 0)} textured blocks with NCC >= {min_ncc}; "
+            "try deformable='mi', a smaller block_px, or landmarks"
+        )
+    return bspline, affine, info
+
+
+def _robust_affine(src_xy: np.ndarray, dst_xy: np.ndarray, *, threshold: float) -> AffineStep:
+    import cv2
+
+    matrix, inl = cv2.estimateAffine2D(
+        src_xy.astype(np.float32), dst_xy.astype(np.float32), method=cv2.RANSAC,
+        ransacReprojThreshold=threshold, maxIters=2000, confidence=0.999,
+    )
+    if matrix is None or inl.sum() < 6:
+        return _affine_from_points(src_xy, dst_xy)
+    inl = inl.ravel().astype(bool)
+    return _affine_from_points(src_xy[inl], dst_xy[inl])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -454,6 +539,9 @@ def register(
     levels: int = 3,
     inverse_consistency: bool = False,
     max_side: int = 2048,
+    highpass_um: float | None = None,
+    deformable: str = "blocks+mi",
+    block_px: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> Registration:
@@ -522,8 +610,8 @@ def register(
         raise ConfigError(f"transform must be 'affine' or 'similarity'; got {transform!r}")
     t0 = time.perf_counter()
     say = _Reporter(progress)
-    fp = _prepare(fixed, "fixed", mask)
-    mp = _prepare(moving, "moving", moving_mask)
+    fp = _prepare(fixed, "fixed", mask, highpass_um)
+    mp = _prepare(moving, "moving", moving_mask, highpass_um)
     if fp.grid.pixel_size_known != mp.grid.pixel_size_known:
         raise RegistrationError(
             "one image has a pixel size and the other does not; give both (DataArrays with pixel_size_um) "
@@ -584,11 +672,22 @@ def register(
         spacing = grid_um if grid_um is not None else float(fp.grid.extent_xy.min() / 6)
         if not spacing > 0:
             raise ConfigError(f"grid_um must be positive; got {grid_um}")
-        fixed_mask = ndi.binary_erosion(overlap, iterations=2) if overlap.sum() > 1000 else overlap
-        bspline = _bspline(
-            fp, mp, affine=affine, fixed_mask=fixed_mask, grid_um=spacing,
-            iterations=iterations, levels=levels, seed=seed,
-        )
+        if deformable not in ("mi", "blocks", "blocks+mi"):
+            raise ConfigError(f"deformable must be 'mi', 'blocks' or 'blocks+mi'; got {deformable!r}")
+        bspline = None
+        if deformable.startswith("blocks"):
+            say("block matching + B-spline fit")
+            bspline, affine, block_info = _block_bspline(fp, mp, affine, spacing, lm, block_px=block_px)
+            quality.update(block_info)
+            warped, overlap = _overlap(fp, mp, [bspline, affine])
+        if deformable.endswith("mi"):
+            say("Mattes-MI B-spline")
+            fixed_mask = ndi.binary_erosion(overlap, iterations=2) if overlap.sum() > 1000 else overlap
+            bspline = _bspline(
+                fp, mp, affine=affine, fixed_mask=fixed_mask, grid_um=spacing,
+                iterations=iterations, levels=levels, seed=seed, initial=bspline,
+            )
+        assert bspline is not None
         steps = [bspline, affine]
         quality["grid_um"] = spacing
         warped, overlap = _overlap(fp, mp, steps)

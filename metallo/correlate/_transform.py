@@ -54,8 +54,12 @@ class Grid:
             x = np.asarray(image["x"].values, dtype=float) if "x" in image.coords else np.arange(shape[1], dtype=float)
             sy = float(y[1] - y[0]) if shape[0] > 1 else float(x[1] - x[0]) if shape[1] > 1 else 1.0
             sx = float(x[1] - x[0]) if shape[1] > 1 else sy
-            ps = image.attrs.get("pixel_size_um", float("nan"))
-            known = ps is not None and math.isfinite(float(ps))
+            ps = image.attrs.get("pixel_size_um")
+            if ps is not None:
+                known = math.isfinite(float(ps))
+            else:
+                # e.g. a variable of an EBSD Dataset: calibrated coords without the attr.
+                known = "x" in image.coords and image["x"].attrs.get("units", "um") != "px"
             return cls(shape, (sy, sx), (float(y[0]), float(x[0])), known)
         array = np.asarray(image)
         return cls((int(array.shape[0]), int(array.shape[1])), (1.0, 1.0), (0.0, 0.0), False)
