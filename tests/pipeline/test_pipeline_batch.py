@@ -1,0 +1,93 @@
+"""Batch on Dask: 12 specimens, one corrupt, killed mid-way and re-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from metallo.batch import collect_recipes, run_batch
+from metallo.errors import ConfigError
+from metallo.specimen import Specimen
+
+
+def _write_recipes(folder: Path, n: int, corrupt: int) -> None:
+    folder.mkdir(parents=True)
+    bad = folder / "corrupt.ang"
+    bad.write_text("# this is not an EBSD map\n1 2 3\n")
+    for i in range(n):
+        inputs = {"ebsd": {"path": bad.name}} if i == corrupt else {"synthetic": {"seed": i, "ebsd_shape": [48, 48]}}
+        recipe = {
+            "specimen": {"id": f"B{i:02d}", "material": "synthetic"},
+            "output": {"dir": f"../out/B{i:02d}"},
+            "inputs": inputs,
+            "steps": {"clean_ebsd": {"min_ci": 0.1}, "ebsd_derive": {}},
+        }
+        (folder / f"B{i:02d}.yaml").write_text(yaml.safe_dump(recipe))
+
+
+@pytest.mark.slow
+def test_batch_killed_midway_and_rerun_completes_every_good_specimen(tmp_path):
+    recipes, out = tmp_path / "recipes", tmp_path / "summary"
+    _write_recipes(recipes, 12, corrupt=7)
+    cmd = [sys.executable, "-m", "metallo.cli", "batch", str(recipes), "--workers", "2", "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((tmp_path / "out").glob("*/*_report.html"))) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the batch finished before it could be killed: " + proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((tmp_path / "out").glob("*/*_report.html")))
+    assert 3 <= done_before < 11
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 1  # one specimen failed
+    failed_lines = [line for line in rerun.stdout.splitlines() if line.startswith("failed")]
+    assert len(failed_lines) == 1 and "B07" in failed_lines[0] and "FormatError" in failed_lines[0]
+    assert "11 of 12 specimens complete" in rerun.stdout
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary["status"] == "complete").sum() == 11
+    bad = summary[summary["status"] == "failed"]
+    assert list(bad["specimen"]) == ["B07"] and "corrupt.ang" in bad["reason"].iloc[0]
+    assert "\n" not in bad["reason"].iloc[0]
+    assert (out / "summary.html").read_text().count("<tr>") == 13
+    for i in range(12):
+        if i == 7:
+            continue
+        spec = Specimen.open(tmp_path / "out" / f"B{i:02d}" / f"B{i:02d}.h5")  # none is corrupt
+        assert "ebsd/clean/derived" in spec
+    # The specimens finished before the kill were skipped, not re-computed.
+    steps = summary.set_index("specimen")["steps_run"]
+    assert (steps == 0).sum() >= done_before
+
+
+def test_collect_recipes_reads_folders_and_rejects_missing(tmp_path):
+    (tmp_path / "a.yaml").write_text("x: 1")
+    (tmp_path / "b.yml").write_text("x: 1")
+    (tmp_path / "notes.txt").write_text("")
+    assert [p.name for p in collect_recipes([tmp_path])] == ["a.yaml", "b.yml"]
+    with pytest.raises(ConfigError, match="no such recipe"):
+        collect_recipes([tmp_path / "nope.yaml"])
+    with pytest.raises(ConfigError, match="no recipes"):
+        collect_recipes([tmp_path / "empty"] if (tmp_path / "empty").mkdir() is None else [])
+
+
+@pytest.mark.slow
+def test_run_batch_in_process_reports_failures_without_stopping(tmp_path):
+    recipes = tmp_path / "recipes"
+    _write_recipes(recipes, 3, corrupt=1)
+    result = run_batch([recipes], workers=1, out_dir=tmp_path / "summary")
+    assert [r["status"] for r in result.rows] == ["complete", "failed", "complete"]
+    assert result.failed[0]["reason"].startswith("FormatError")
+    assert result.summary_csv.exists() and result.summary_html.exists()
