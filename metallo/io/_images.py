@@ -303,7 +303,8 @@ def _read_with_pillow(
 ) -> xr.DataArray:
     from PIL import Image, UnidentifiedImageError
 
-    head = path.read_bytes()[:32]
+    with path.open("rb") as fh:
+        head = fh.read(32)
     if head.startswith(b"\x89PNG") and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6):
         array, dpi = _read_png16_color(path), _png_dpi(path)
     else:
