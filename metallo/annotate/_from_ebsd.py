@@ -46,8 +46,8 @@ def from_ebsd(
         Result of :func:`metallo.ebsd.grains`; reconstructed with ``rules["grains"]``
         options when omitted.
     derived : xr.Dataset, optional
-        An ``ebsd/<name>/derived`` node whose maps (grain_id, kam, gos, gam, boundaries) are
-        reused.
+        An ``ebsd/<name>/derived`` node: its ``kam`` (when made with the rules' ``kam``
+        options) and ``boundaries`` maps are reused instead of recomputed.
     ignore_index : int
         Label of pixels without a class (not indexed, no grain, border band, low CI).
 

@@ -1,11 +1,13 @@
 """Grain-level quantities for the rules, gathered with bincount over grain ids.
 
-Grain reconstruction, KAM, GOS, GAM and boundary maps come from :mod:`metallo.ebsd`
-(or from an ``ebsd/<name>/derived`` node); this module only aggregates them per grain.
+Grains (with their table: phase, size, shape, GOS, GAM), KAM and boundary maps come from
+:mod:`metallo.ebsd`; a KAM or boundary map already in an ``ebsd/<name>/derived`` node is
+reused. This module only aggregates pixel maps per grain.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,9 +21,17 @@ from metallo.errors import ConfigError
 
 __all__ = ["grain_quantities"]
 
-#: Columns of ``Grains.table`` that are quantities of the same name.
-_TABLE_COLUMNS = {"gos": "gos_deg", "gam": "gam_deg", "area_um2": "area_um2", "ecd_um": "ecd_um", "aspect_ratio": "aspect_ratio",
-                  "phase": "phase", "n_pixels": "n_pixels"}
+#: Quantity -> column of ``metallo.ebsd.Grains.table``.
+_TABLE_COLUMNS = {
+    "gos": "gos_deg",
+    "gam": "gam_deg",
+    "area_um2": "area_um2",
+    "ecd_um": "ecd_um",
+    "aspect_ratio": "aspect_ratio",
+    "phase": "phase",
+    "n_pixels": "n_pixels",
+}
+#: Quantity -> EBSD column averaged over each grain.
 _PIXEL_MEANS = {"iq_mean": "iq", "ci_mean": "ci", "fit_mean": "fit"}
 
 
@@ -37,14 +47,14 @@ def grain_mean(ids: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 class _Context:
-    """Lazily computed maps of one EBSD map, shared by every quantity."""
+    """One EBSD map, its grains and lazily computed pixel maps, shared by every quantity."""
 
     def __init__(self, ebsd: xr.Dataset, grains: Any, derived: xr.Dataset | None, options: Mapping[str, Any]) -> None:
         self.ebsd = ebsd
         self.derived = derived
         self.options = options
         self._grains = grains
-        self._cache: dict[str, Any] = {}
+        self._maps: dict[str, np.ndarray] = {}
 
     @property
     def grains(self) -> Any:
@@ -56,115 +66,81 @@ class _Context:
 
     @property
     def ids(self) -> np.ndarray:
-        if "ids" not in self._cache:
-            if self.uses_derived_ids:
-                ids = np.asarray(self.derived["grain_id"].values)
-            else:
-                ids = np.asarray(getattr(self.grains, "ids", self.grains))
-            if ids.shape != self.ebsd["phase"].shape:
-                raise ConfigError(f"grain ids shape {ids.shape} != EBSD grid {self.ebsd['phase'].shape}")
-            self._cache["ids"] = ids.astype(np.int64)
-        return self._cache["ids"]
+        ids = np.asarray(getattr(self.grains.ids, "values", self.grains.ids)).astype(np.int64)
+        if ids.shape != self.ebsd["phase"].shape:
+            raise ConfigError(f"grain ids shape {ids.shape} != EBSD grid {self.ebsd['phase'].shape}")
+        return ids
 
     @property
     def n(self) -> int:
-        return int(self.ids.max()) + 1 if self.ids.size and self.ids.max() >= 0 else 0
+        table = self.grains.table
+        return int(table.index.max()) + 1 if len(table) else 0
 
-    @property
-    def uses_derived_ids(self) -> bool:
-        return self._grains is None and self.derived is not None and "grain_id" in self.derived
-
-    @property
-    def table(self) -> pd.DataFrame | None:
-        return None if self.uses_derived_ids else getattr(self.grains, "table", None)
+    def _derived_map(self, name: str, wanted: Mapping[str, Any]) -> np.ndarray | None:
+        """A map of the derived node, if present and made with the wanted parameters."""
+        if self.derived is None or name not in self.derived:
+            return None
+        raw = self.derived[name].attrs.get("parameters", "{}")
+        made_with = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        if any(key in made_with and made_with[key] != value for key, value in wanted.items()):
+            return None
+        return np.asarray(self.derived[name].values)
 
     def pixel_map(self, name: str) -> np.ndarray:
-        """A per-pixel map from the derived node if present, else from metallo.ebsd."""
-        if name not in self._cache:
-            if self.derived is not None and name in self.derived:
-                values = self.derived[name].values
-            elif name in ("iq", "ci", "fit"):
-                if name not in self.ebsd:
-                    raise ConfigError(f"EBSD map has no {name!r} column; variables: {', '.join(map(str, self.ebsd.data_vars))}")
-                values = self.ebsd[name].values
+        """A per-pixel map: an EBSD column, or KAM / boundaries (derived node or metallo.ebsd)."""
+        if name in self._maps:
+            return self._maps[name]
+        if name in ("iq", "ci", "fit"):
+            if name not in self.ebsd:
+                raise ConfigError(
+                    f"the rules need the EBSD column {name!r}; the map has {', '.join(map(str, self.ebsd.data_vars))}"
+                )
+            values = np.asarray(self.ebsd[name].values)
+        else:
+            import metallo.ebsd as mebsd
+
+            kam_options = dict(self.options.get("kam", {}))
+            stored = self._derived_map(name, kam_options if name == "kam" else {})
+            if stored is not None:
+                values = stored
+            elif name == "kam":
+                values = np.asarray(mebsd.kam(self.ebsd, **kam_options).values)
             else:
-                import metallo.ebsd as mebsd
-
-                if name == "kam":
-                    values = mebsd.kam(self.ebsd, **dict(self.options.get("kam", {}))).values
-                elif name == "gos":
-                    values = mebsd.grain_orientation_spread(self.ebsd, self.grains).values
-                elif name == "gam":
-                    values = mebsd.grain_average_misorientation(self.ebsd, self.grains).values
-                elif name == "boundaries":
-                    values = mebsd.boundaries(self.ebsd, self.grains).values
-                else:  # pragma: no cover - names come from the fixed list above
-                    raise ConfigError(f"no per-pixel map {name!r}")
-            self._cache[name] = np.asarray(values)
-        return self._cache[name]
-
-    def pixel_area_um2(self) -> float:
-        step = float(self.ebsd.attrs.get("step_um", np.nan))
-        step_y = float(self.ebsd.attrs.get("step_y_um", step))
-        return step * step_y
+                values = np.asarray(mebsd.boundaries(self.ebsd, self.grains).values)
+        self._maps[name] = values
+        return values
 
     def quantity(self, name: str) -> np.ndarray:
         n = self.n
-        table = self.table
-        column = _TABLE_COLUMNS.get(name)
-        if table is not None and column in table.columns:
+        if name in _TABLE_COLUMNS:
+            table = self.grains.table
+            column = _TABLE_COLUMNS[name]
+            if column not in table.columns:
+                raise ConfigError(f"the grain table has no column {column!r} (for quantity {name!r})")
             out = np.full(n, np.nan)
-            index = table.index.to_numpy()
-            inside = (index >= 0) & (index < n)
-            out[index[inside]] = table[column].to_numpy(np.float64)[inside]
+            out[table.index.to_numpy()] = table[column].to_numpy(np.float64)
             return out
         ids = self.ids
-        if name in ("gos", "gam", "kam_mean"):
-            return grain_mean(ids, self.pixel_map(name.removesuffix("_mean")), n)
+        if name == "kam_mean":
+            return grain_mean(ids, self.pixel_map("kam"), n)
         if name == "kam_median":
             kam = self.pixel_map("kam")
-            lab = np.where(np.isfinite(kam), ids + 1, 0)
+            lab = np.where(np.isfinite(kam) & (ids >= 0), ids + 1, 0)
             return np.asarray(ndi.median(np.nan_to_num(kam), labels=lab, index=np.arange(1, n + 1)), dtype=np.float64)
         if name in _PIXEL_MEANS:
             return grain_mean(ids, self.pixel_map(_PIXEL_MEANS[name]), n)
-        if name == "n_pixels":
-            return np.bincount(ids[ids >= 0], minlength=n)[:n].astype(np.float64)
-        if name == "area_um2":
-            return self.quantity("n_pixels") * self.pixel_area_um2()
-        if name == "ecd_um":
-            return np.sqrt(4.0 * self.quantity("area_um2") / np.pi)
-        if name == "phase":
-            # A grain never crosses a phase boundary, so any of its pixels gives its phase.
-            out = np.full(n, np.nan)
-            flat = ids.ravel()
-            first = np.flatnonzero(flat >= 0)
-            out[flat[first]] = np.asarray(self.ebsd["phase"].values).ravel()[first]
-            return out
-        if name == "aspect_ratio":
-            return _aspect_ratio(ids, n)
         if name == "boundary_density":
             on_boundary = (self.pixel_map("boundaries") > 0).astype(np.float64)
-            step = float(self.ebsd.attrs.get("step_um", np.nan))
-            # Boundary points x step approximates the boundary length in the grain.
-            return grain_mean(ids, on_boundary, n) / step
-        raise ConfigError(f"cannot compute quantity {name!r}")  # pragma: no cover
+            # Boundary points x step approximates the boundary length inside the grain.
+            return grain_mean(ids, on_boundary, n) / float(self.ebsd.attrs["step_um"])
+        raise ConfigError(f"cannot compute quantity {name!r}")  # pragma: no cover - registry names only
 
 
-def _aspect_ratio(ids: np.ndarray, n: int) -> np.ndarray:
-    """Major/minor axis ratio of each grain's second-moment ellipse."""
-    yy, xx = np.indices(ids.shape, dtype=np.float64)
-    mean_y, mean_x = grain_mean(ids, yy, n), grain_mean(ids, xx, n)
-    dy = np.where(ids >= 0, yy - mean_y[np.maximum(ids, 0)], 0.0)
-    dx = np.where(ids >= 0, xx - mean_x[np.maximum(ids, 0)], 0.0)
-    # + 1/12: the variance of a uniform pixel, so a one-pixel grain is round, not degenerate.
-    syy = grain_mean(ids, dy * dy, n) + 1 / 12
-    sxx = grain_mean(ids, dx * dx, n) + 1 / 12
-    sxy = grain_mean(ids, dx * dy, n)
-    root = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
-    major = (sxx + syy) / 2 + root
-    minor = (sxx + syy) / 2 - root
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(major / minor)
+def quantity_table(ctx: _Context, names: Iterable[str]) -> pd.DataFrame:
+    """The grain table of ``names`` (plus ``n_pixels``) for one map context."""
+    columns = {name: ctx.quantity(name) for name in dict.fromkeys(["n_pixels", *names])}
+    table = pd.DataFrame(columns, index=pd.RangeIndex(ctx.n, name="grain_id"))
+    return table[table["n_pixels"] > 0]
 
 
 def grain_quantities(
@@ -182,15 +158,14 @@ def grain_quantities(
     ----------
     ebsd : xr.Dataset
         EBSD map (layout of :func:`metallo.ebsd.ebsd_dataset`).
-    grains : Grains or ndarray, optional
-        Result of :func:`metallo.ebsd.grains` (or just its id map). Reconstructed with
-        ``grain_options`` when omitted.
+    grains : Grains, optional
+        Result of :func:`metallo.ebsd.grains`; reconstructed with ``grain_options`` when omitted.
     derived : xr.Dataset, optional
-        An ``ebsd/<name>/derived`` node (grain_id, kam, gos, gam, boundaries); maps found
-        there are reused instead of recomputed.
+        An ``ebsd/<name>/derived`` node: its ``kam`` (if made with ``kam_options``) and
+        ``boundaries`` maps are reused instead of recomputed.
     names : iterable of str, optional
-        Quantities to compute (see :func:`~metallo.annotate.quantity_names`); default all
-        that need no more than the map has.
+        Quantities to compute (see :func:`~metallo.annotate.quantity_names`); default every
+        one the map has the columns for.
     grain_options, kam_options : mapping, optional
         Keyword options of :func:`metallo.ebsd.grains` and :func:`metallo.ebsd.kam`
         (the paper: 5° grain tolerance, 3rd-order KAM).
@@ -198,25 +173,20 @@ def grain_quantities(
     Returns
     -------
     DataFrame
-        Indexed by grain id (0..n-1, rows of empty ids dropped); always has ``n_pixels``.
+        Indexed by grain id; always has ``n_pixels``.
 
     Examples
     --------
     >>> import metallo as mt
-    >>> spec = mt.synth.make_specimen(0, ebsd_shape=(60, 60))        # doctest: +SKIP
-    >>> grain_quantities(spec.ebsd, names=["gos", "kam_mean"]).head()  # doctest: +SKIP
+    >>> spec = mt.synth.make_specimen(0, ebsd_shape=(60, 60), micrographs=False)
+    >>> table = grain_quantities(spec.ebsd, names=["gos", "kam_mean"])
+    >>> list(table.columns)
+    ['n_pixels', 'gos', 'kam_mean']
     """
-    wanted = list(names) if names is not None else [
-        q for q in quantities.names() if not (q.endswith("_mean") and q[:-5] in ("iq", "ci", "fit") and q[:-5] not in ebsd)
-    ]
+    if names is None:
+        names = [q for q in quantities.names() if q not in _PIXEL_MEANS or _PIXEL_MEANS[q] in ebsd]
+    wanted = list(names)
     for name in wanted:
         quantities.get(name)
     ctx = _Context(ebsd, grains, derived, {"grains": grain_options or {}, "kam": kam_options or {}})
     return quantity_table(ctx, wanted)
-
-
-def quantity_table(ctx: _Context, names: Iterable[str]) -> pd.DataFrame:
-    """The grain table of ``names`` (plus ``n_pixels``) for one map context."""
-    columns = {name: ctx.quantity(name) for name in dict.fromkeys(["n_pixels", *names])}
-    table = pd.DataFrame(columns, index=pd.RangeIndex(ctx.n, name="grain_id"))
-    return table[table["n_pixels"] > 0]
