@@ -26,7 +26,6 @@ from metallo.ebsd._neighbours import (
 )
 from metallo.ebsd._rotations import quat_conjugate, quat_multiply
 from metallo.ebsd._symmetry import (
-    _pair_product,
     disorientation_cos_components,
     nearest_operator_quaternion,
     pair_product_components,
@@ -125,27 +124,37 @@ def _label(omap: OrientationMap, pairs: list, tolerance_deg: float, min_size_px:
 def _mean_orientations(omap: OrientationMap, ids: np.ndarray, n: int, iterations: int = 2) -> np.ndarray:
     """Symmetry-aware mean orientation of each grain: bring every pixel to the symmetric
     equivalent nearest a reference (first the grain's first pixel, then the previous mean),
-    average in quaternion space and normalise."""
+    average in quaternion space and normalise.
+
+    Pixels whose stored orientation already is the nearest equivalent (the usual case: the
+    indexing software reports neighbouring points in one fundamental zone) skip the operator
+    search."""
     pix = np.flatnonzero(ids >= 0)
     g = ids[pix].astype(np.int64)
-    q = omap.q[pix]
+    qc = omap.qc[:, pix]
     _, first = np.unique(g, return_index=True)
-    ref = q[first]
-    phase_of_grain = omap.phase[pix[first]]
-    mean = ref.copy()
+    ref = np.ascontiguousarray(qc[:, first])
+    phase_of_pixel = omap.phase[pix]
     for _ in range(iterations):
-        aligned = np.empty_like(q)
+        aligned = qc.copy()
         for sym, phase_ids in omap.laue_groups().items():
-            sel = np.flatnonzero(np.isin(phase_of_grain[g], phase_ids))
-            d = _pair_product(q[sel], ref[g[sel]])
-            eq = quat_multiply(quat_conjugate(nearest_operator_quaternion(d, sym)), q[sel])
-            sign = np.sign(np.einsum("ij,ij->i", eq, ref[g[sel]]))
-            aligned[sel] = eq * np.where(sign == 0, 1.0, sign)[:, None]
-        mean = np.column_stack([np.bincount(g, weights=aligned[:, k], minlength=n) for k in range(4)])
-        mean /= np.linalg.norm(mean, axis=1, keepdims=True)
-        mean = np.where(mean[:, :1] < 0, -mean, mean)
+            sel = np.flatnonzero(np.isin(phase_of_pixel, phase_ids))
+            r = ref[:, g[sel]]
+            d = pair_product_components(qc[:, sel], r)
+            # <q, r> is d's scalar part; it is the best overlap unless another operator wins.
+            sign = np.where(d[0] < 0, -1.0, 1.0)
+            moved = np.abs(d[0]) < disorientation_cos_components(d, sym) - 1e-12
+            aligned[:, sel] *= sign
+            if moved.any():
+                sm = sel[moved]
+                eq = quat_multiply(quat_conjugate(nearest_operator_quaternion(d[:, moved].T, sym)), qc[:, sm].T)
+                dot = np.einsum("ij,ji->i", eq, r[:, moved])
+                aligned[:, sm] = (eq * np.where(dot < 0, -1.0, 1.0)[:, None]).T
+        mean = np.stack([np.bincount(g, weights=aligned[k], minlength=n) for k in range(4)])
+        mean /= np.linalg.norm(mean, axis=0, keepdims=True)
+        mean *= np.where(mean[0] < 0, -1.0, 1.0)
         ref = mean
-    return mean
+    return np.ascontiguousarray(ref.T)
 
 
 def _misorientation_to_mean(omap: OrientationMap, ids: np.ndarray, mean: np.ndarray) -> np.ndarray:

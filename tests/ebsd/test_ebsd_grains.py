@@ -194,3 +194,18 @@ def test_derive_has_every_map_with_parameters(known_grains):
     np.testing.assert_allclose(d["kam"].values, kam(ebsd).values, atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(d["gos"].values, gos(ebsd, g).values, atol=1e-5)
     assert d["boundaries"].dtype == np.uint8 and len(g) == d.attrs["n_grains"] == 6
+
+
+def test_mean_orientation_and_gos_ignore_stored_symmetric_equivalents(known_grains):
+    from metallo.ebsd import euler_to_quat, symmetry_operators
+
+    ebsd, truth, oris = known_grains
+    q = euler_to_quat(ebsd["euler"].values)
+    ops = symmetry_operators("m-3m")
+    pick = np.random.default_rng(30).integers(0, 24, truth.shape)
+    scrambled = map_from_quaternions(quat_multiply(ops[pick], q))
+    g0, g1 = grains(ebsd), grains(scrambled)
+    np.testing.assert_array_equal(g0.ids.values, g1.ids.values)
+    assert misorientation_angle(g1.mean_quaternions, g0.mean_quaternions).max() < 1e-5
+    np.testing.assert_allclose(g1.table["gos_deg"], g0.table["gos_deg"], atol=1e-6)
+    assert g1.table["gos_deg"].max() < 0.2
