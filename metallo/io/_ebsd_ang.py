@@ -76,11 +76,16 @@ def read_ang(path: str | Path) -> xr.Dataset:
     path = Path(path)
     source = path.name
     raw = path.read_bytes().decode("latin-1")
-    lines = raw.split("\n")
-    n_header = next(
-        (k for k, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")),
-        len(lines),
-    )
+    # Find the first data line without splitting the (possibly huge) data block.
+    pos, n_header = 0, 0
+    while pos < len(raw):
+        end = raw.find("\n", pos)
+        end = len(raw) if end < 0 else end
+        line = raw[pos:end]
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        pos, n_header = end + 1, n_header + 1
+    lines = raw[:pos].split("\n")
     header: dict[str, Any] = {}
     phases: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
@@ -125,7 +130,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
         if p["symmetry"] is None:
             raise FormatError(f"{source}: phase {p['id']} ({p['name'] or 'unnamed'}) has no Symmetry line")
         p["name"] = p["name"] or f"phase{p['id']}"
-    data = parse_table("\n".join(lines[n_header:]), first_line_no=n_header + 1, source=source)
+    data = parse_table(raw[pos:], first_line_no=n_header + 1, source=source)
     n_cols = data.shape[1]
     if n_cols < 8:
         raise FormatError(f"{source}: line {n_header + 1} has {n_cols} columns, expected at least 8")

@@ -44,13 +44,15 @@ def parse_table(
     Raises :class:`FormatError` naming the (1-based) file line of the first row with the
     wrong number of columns, a non-numeric token or a NaN.
     """
-    text = text.strip("\n")
-    if not text.strip():
+    stripped = text.lstrip("\n")
+    first_line_no += len(text) - len(stripped)
+    text = stripped.rstrip()
+    if not text:
         raise FormatError(f"{source}: no data rows after the header (line {first_line_no})")
     if decimal_comma:
         text = text.replace(",", ".")
-    lines = text.split("\n")
-    first = next(line for line in lines if line.strip())
+    end = text.find("\n")
+    first = text if end < 0 else text[:end]
     n_expected = n_columns or len(first.split(sep) if sep else first.split())
     try:
         frame = pd.read_csv(
@@ -63,7 +65,7 @@ def parse_table(
             engine="c",
         )
     except (pd.errors.ParserError, ValueError) as exc:
-        line_no, n = _first_bad_line(lines, first_line_no, n_expected, sep)
+        line_no, n = _first_bad_line(text.split("\n"), first_line_no, n_expected, sep)
         if line_no > 0:
             raise FormatError(
                 f"{source}: line {line_no} has {n} columns, expected {n_expected}"
@@ -73,6 +75,7 @@ def parse_table(
     bad = np.isnan(values).any(axis=1)
     if bad.any():
         row = int(np.argmax(bad))
+        lines = text.split("\n")
         non_blank = [k for k, line in enumerate(lines) if line.strip()]
         line_no = first_line_no + non_blank[row]
         raw = lines[non_blank[row]]
