@@ -10,11 +10,12 @@
 from metallo.synth._demo import write_demo_specimen
 from metallo.synth._multiphase import make_multiphase
 from metallo.synth._particles import SynthParticles, make_particles
-from metallo.synth._specimen import SynthSpecimen, make_specimen
+from metallo.synth._specimen import SynthSpecimen, ebsd_points_um, make_specimen
 
 __all__ = [
     "SynthParticles",
     "SynthSpecimen",
+    "ebsd_points_um",
     "make_multiphase",
     "make_particles",
     "make_specimen",

@@ -16,7 +16,7 @@ from metallo.synth._microstructure import BAINITE, CLASSES, Microstructure
 from metallo.synth._render import ebsd_columns, render_lom, render_sem
 from metallo.synth._transforms import FieldTransform, random_field_transform
 
-__all__ = ["SynthSpecimen", "make_specimen"]
+__all__ = ["SynthSpecimen", "ebsd_points_um", "make_specimen"]
 
 FERRITE_PHASE = {
     "id": 0,
@@ -94,11 +94,39 @@ def _transform(t: FieldTransform | None, name: str) -> FieldTransform:
     return t
 
 
-def _grid_points(shape: tuple[int, int], step_um: float) -> np.ndarray:
-    yy, xx = np.meshgrid(
-        np.arange(shape[0]) * step_um, np.arange(shape[1]) * step_um, indexing="ij"
-    )
+def _grid_points(shape: tuple[int, int], step_um: float, grid: str = "square") -> np.ndarray:
+    """(y, x) in µm of every grid point; on a hexagonal grid odd rows shift by half a step."""
+    step_y = step_um * np.sqrt(3.0) / 2.0 if grid == "hexagonal" else step_um
+    yy, xx = np.meshgrid(np.arange(shape[0]) * step_y, np.arange(shape[1]) * step_um, indexing="ij")
+    if grid == "hexagonal":
+        xx = xx + 0.5 * step_um * (np.arange(shape[0]) % 2)[:, None]
     return np.stack([yy, xx], axis=-1)
+
+
+def ebsd_points_um(ebsd: xr.Dataset) -> np.ndarray:
+    """The (y, x) position in µm of every point of a square or hexagonal EBSD map.
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map on the metallo layout.
+
+    Returns
+    -------
+    ndarray, (ny, nx, 2)
+
+    Examples
+    --------
+    >>> spec = make_specimen(0, ebsd_shape=(4, 4), grid="hexagonal", micrographs=False)
+    >>> ebsd_points_um(spec.ebsd)[1, 0].round(3).tolist()
+    [0.433, 0.25]
+    """
+    shape = (ebsd.sizes["y"], ebsd.sizes["x"])
+    origin = np.array([float(ebsd.y[0]), float(ebsd.x[0])])
+    return (
+        _grid_points(shape, float(ebsd.attrs["step_um"]), str(ebsd.attrs.get("grid", "square")))
+        + origin
+    )
 
 
 def _micrograph(array: np.ndarray, modality: str, pixel_size_um: float, seed: int) -> xr.DataArray:
@@ -115,6 +143,7 @@ def make_specimen(
     *,
     ebsd_shape: tuple[int, int] = (200, 200),
     step_um: float = 0.5,
+    grid: str = "square",
     bainite_fraction: float = 0.35,
     grain_size_um: float = 7.0,
     cluster_size_um: float | None = None,
@@ -139,9 +168,13 @@ def make_specimen(
     seed : int
         Random seed; the same seed gives the same specimen.
     ebsd_shape : (int, int)
-        EBSD map size (rows, columns), square grid.
+        EBSD map size (rows, columns).
     step_um : float
         EBSD step in µm.
+    grid : {"square", "hexagonal"}
+        EBSD grid; on a hexagonal grid (the seed paper's scans) rows are
+        ``step_um * sqrt(3) / 2`` apart and odd rows shift by half a step
+        (positions: :func:`ebsd_points_um`).
     bainite_fraction : float
         Requested area fraction of lath bainite inside the EBSD field (0-1).
     grain_size_um : float
@@ -198,8 +231,10 @@ def make_specimen(
         )
     rng = np.random.default_rng(seed)
     ny, nx = (int(v) for v in ebsd_shape)
-    extent = ((ny - 1) * step_um, (nx - 1) * step_um)
-    points = _grid_points((ny, nx), step_um)
+    if grid not in ("square", "hexagonal"):
+        raise ConfigError(f"grid must be 'square' or 'hexagonal'; got {grid!r}")
+    points = _grid_points((ny, nx), step_um, grid)
+    extent = (float(points[-1, 0, 0]), float(points[..., 1].max()))
     margin = 0.3 * max(extent) + 3.0 * grain_size_um
     micro = Microstructure(
         rng,
@@ -229,14 +264,18 @@ def make_specimen(
         quat_to_euler(q_meas),
         phase,
         step_um=step_um,
+        grid=grid,
         phases=[FERRITE_PHASE],
         variables={"ci": ci, "iq": iq, "fit": cols["fit"]},
         source="metallo.synth",
     )
     grain_q = _mean_orientations(micro.quaternions, sample.grain, q_true)
     table = micro.grain_table()
+    table["ebsd_points"] = np.bincount(sample.grain.ravel(), minlength=micro.n_grains)
+    table["ebsd_area_um2"] = table["ebsd_points"] * step_um * float(ebsd.attrs["step_y_um"])
     truth: dict[str, Any] = {
         "seed": seed,
+        "grid": grid,
         "grain_table": table,
         "grain_size_um": grain_size_um,
         "requested_bainite_fraction": bainite_fraction,

@@ -9,7 +9,7 @@ import pytest
 
 from metallo.ebsd import euler_to_quat, misorientation_angle, phases_of
 from metallo.errors import ConfigError
-from metallo.synth import make_specimen
+from metallo.synth import ebsd_points_um, make_specimen
 
 
 def _small_angle_deg(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
@@ -206,3 +206,32 @@ def test_micrographs_can_be_skipped_and_then_transforms_say_so():
 def test_bad_parameters_raise_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_specimen(0, **kwargs)
+
+
+def test_hexagonal_grid_specimen_is_consistent():
+    spec = make_specimen(7, ebsd_shape=(60, 70), step_um=0.35, grid="hexagonal")
+    ebsd = spec.ebsd
+    assert ebsd.attrs["grid"] == "hexagonal"
+    assert ebsd.attrs["step_y_um"] == pytest.approx(0.35 * np.sqrt(3) / 2)
+    points = ebsd_points_um(ebsd)
+    np.testing.assert_allclose(points[1, 0], [0.35 * np.sqrt(3) / 2, 0.175])
+    np.testing.assert_allclose(points[2, 3], [0.7 * np.sqrt(3) / 2, 1.05])
+    # The micrograph truth agrees with the EBSD constituent at the true hexagonal positions.
+    far = spec.truth["boundary_distance_um"] > 0.6
+    where = np.rint(spec.ebsd_to_lom(points[far]) / 0.3).astype(int)
+    np.testing.assert_array_equal(spec.lom_labels[where[:, 0], where[:, 1]], spec.constituent[far])
+
+
+def test_grain_table_areas_add_up_to_the_field(specimen):
+    table = specimen.truth["grain_table"]
+    assert table["ebsd_points"].sum() == specimen.grain_ids.size
+    np.testing.assert_array_equal(
+        table["ebsd_points"].to_numpy(),
+        np.bincount(specimen.grain_ids.ravel(), minlength=len(table)),
+    )
+    assert table["ebsd_area_um2"].sum() == pytest.approx(120 * 120 * 0.25)
+    # Ferrite grains: mean ECD of whole grains near the requested 7 µm.
+    ferrite = table[(table["constituent"] == 0) & (table["ebsd_points"] > 0)]
+    interior = ferrite[(ferrite["y_um"].between(10, 50)) & (ferrite["x_um"].between(10, 50))]
+    ecd = 2 * np.sqrt(interior["ebsd_area_um2"] / np.pi)
+    assert ecd.mean() == pytest.approx(7.0, rel=0.15)
