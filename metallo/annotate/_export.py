@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo.annotate._labels import as_annotation
 from metallo.errors import ConfigError
 from metallo.io import write_image
 
@@ -22,7 +23,7 @@ DEFAULT_TILE_OTHER = 256
 
 
 def _class_table(labels: xr.DataArray) -> dict[str, Any]:
-    attrs = labels.attrs
+    attrs = as_annotation(labels).attrs
     if "classes" not in attrs:
         raise ConfigError("labels need attrs['classes'] (JSON list of names); make them with from_ebsd")
     table: dict[str, Any] = {
@@ -61,6 +62,7 @@ def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".png", ".tif", ".tiff"):
         raise ConfigError(f"{path}: label images are written as .png, .tif or .tiff")
+    labels = as_annotation(labels, where=str(path))
     values = np.asarray(labels.values)
     if values.ndim != 2 or values.dtype != np.uint8:
         raise ConfigError(f"{path}: labels must be a 2-D uint8 map; got shape {values.shape}, dtype {values.dtype}")
@@ -104,6 +106,7 @@ def add_annotation(
     >>> add_annotation(spec, "bainite", mask, inputs=["ebsd/map1"])  # doctest: +SKIP
     'annotations/bainite'
     """
+    labels = as_annotation(labels)
     table = _class_table(labels)
     node = f"annotations/{name}"
     parameters = {"rules": table.get("rules", {}), "thresholds": table.get("thresholds", {}),
@@ -153,6 +156,7 @@ def write_training_tiles(
     --------
     >>> write_training_tiles(spec.lom, on_lom, "train/")  # doctest: +SKIP
     """
+    labels = as_annotation(labels)
     img = np.asarray(image.values)
     lab = np.asarray(labels.values)
     if img.shape[:2] != lab.shape:

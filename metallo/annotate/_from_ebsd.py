@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from metallo.annotate._cleanup import clean_labels, ignore_band
+from metallo.annotate._labels import as_annotation
 from metallo.annotate._quantities import _Context, quantity_table
 from metallo.annotate._rules import AnnotationRules, classify_grains, load_rules
 from metallo.errors import ConfigError, RegistrationError
@@ -146,8 +147,9 @@ def to_micrograph(
 
     Parameters
     ----------
-    labels : xr.DataArray (y, x) uint8
-        Output of :func:`from_ebsd` (on the EBSD = moving grid).
+    labels : xr.DataArray (y, x) uint8 or xr.Dataset
+        Output of :func:`from_ebsd` (on the EBSD = moving grid), or its ``annotations/<name>``
+        node read from a Specimen.
     registration : Registration
         From :func:`metallo.correlate.register` with ``fixed`` = the micrograph and
         ``moving`` = an EBSD map image (e.g. IQ) on the EBSD coordinates.
@@ -167,8 +169,7 @@ def to_micrograph(
     >>> reg = mt.correlate.register(fixed=spec.lom, moving=spec.ebsd["iq"])  # doctest: +SKIP
     >>> on_lom = to_micrograph(mask, reg, spec.lom)                         # doctest: +SKIP
     """
-    if not isinstance(labels, xr.DataArray) or labels.dims != ("y", "x"):
-        raise ConfigError("labels must be a (y, x) DataArray on the EBSD grid (see from_ebsd)")
+    labels = as_annotation(labels)
     if ignore_index is None:
         ignore_index = int(labels.attrs.get("ignore_index", 255))
     warped = registration.warp(labels, interpolation="nearest", fill_value=ignore_index)

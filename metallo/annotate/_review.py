@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo.annotate._labels import as_annotation
 from metallo.errors import ConfigError
 
 __all__ = ["fraction_table", "review_figure"]
@@ -72,6 +73,9 @@ def fraction_table(
     """
     from metallo.quantify import phase_fractions
 
+    ebsd_labels = as_annotation(ebsd_labels)
+    if micrograph_labels is not None:
+        micrograph_labels = as_annotation(micrograph_labels)
     names = _classes(ebsd_labels, classes)
     ignore = _ignore(ebsd_labels, ignore_index)
     columns: dict[str, Any] = {}
@@ -160,6 +164,7 @@ def review_figure(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    labels = as_annotation(labels)
     names = _classes(labels, None)
     ignore = _ignore(labels, None)
     grey = _grey(micrograph)

@@ -117,7 +117,7 @@ def test_review_figure_writes_png_and_csv(lom_and_mask, mask, tmp_path):
         review_figure(lom, mask)
 
 
-def test_add_annotation_stores_node_with_rules(mask, tmp_path):
+def test_add_annotation_stores_node_with_rules(mask, lom_and_mask, tmp_path):
     from metallo.specimen import Specimen
 
     spec = Specimen.create(tmp_path / "s.h5", specimen_id="s")
@@ -131,3 +131,8 @@ def test_add_annotation_stores_node_with_rules(mask, tmp_path):
     record = again.provenance[-1]
     assert record["outputs"] == [node] and record["inputs"] == ["ebsd/map"]
     assert record["parameters"]["rules"]["rules"] == RULES["rules"]
+    # The node read back works wherever the DataArray does.
+    lom, on_lom = lom_and_mask
+    again_on_lom = to_micrograph(stored, AffineRegistration(lom, 0.8, (2.0, 3.0)), lom)
+    np.testing.assert_array_equal(again_on_lom.values, on_lom.values)
+    assert fraction_table(stored).loc["lath_bainite", "ebsd_fraction"] == fraction_table(mask).loc["lath_bainite", "ebsd_fraction"]
