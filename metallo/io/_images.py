@@ -113,8 +113,11 @@ def read_image(
     >>> lom.attrs["pixel_size_um"]  # doctest: +SKIP
     0.1266
     """
-    if modality is not None and modality not in MODALITIES:
-        raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    if modality is not None:
+        canonical = {m.lower(): m for m in MODALITIES}.get(str(modality).lower())
+        if canonical is None:
+            raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+        modality = canonical
     if palette not in ("index", "rgb"):
         raise ConfigError(f"palette must be 'index' or 'rgb'; got {palette!r}")
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):

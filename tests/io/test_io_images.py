@@ -110,6 +110,13 @@ class TestRoundTrip:
         assert reader_for(renamed, kind="image").name == expected
 
 
+def test_modality_is_checked_and_case_insensitive(tmp_path):
+    write_image(np.zeros((4, 4), np.uint8), tmp_path / "a.png", pixel_size_um=1.0)
+    assert read_image(tmp_path / "a.png", modality="sem").attrs["modality"] == "SEM"
+    with pytest.raises(ConfigError, match="modality must be one of LOM, SEM, EBSD-IQ, other"):
+        read_image(tmp_path / "a.png", modality="TEM")
+
+
 def test_tiff_modality_written_by_metallo_comes_back(tmp_path):
     image = image_dataarray(
         np.zeros((8, 8), np.uint8), pixel_size_um=0.3, attrs={"modality": "LOM"}
