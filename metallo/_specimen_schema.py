@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -157,6 +157,6 @@ def validate_node(description: Mapping[str, Any], kind: str, *, where: str) -> N
     )
 
 
-def validate_provenance(records: list[Mapping[str, Any]], *, where: str) -> None:
+def validate_provenance(records: Sequence[Mapping[str, Any]], *, where: str) -> None:
     """Validate the provenance records (a list of dicts)."""
     _raise_first(_validator("provenance").iter_errors(records), where, "node '/provenance'")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
@@ -539,7 +539,7 @@ class Specimen:
         encoding = {
             "/" + key: {
                 str(name): {"_FillValue": None}
-                for name, var in tree[key].to_dataset(inherit=False).variables.items()
+                for name, var in _own_variables(tree, key).items()
                 if var.dtype.kind == "f"
             }
             for key in self.nodes()
@@ -563,6 +563,12 @@ class Specimen:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."
+
+
+def _own_variables(tree: xr.DataTree, key: str) -> Mapping[Hashable, xr.Variable]:
+    node = tree[key]
+    assert isinstance(node, xr.DataTree)
+    return node.to_dataset(inherit=False).variables
 
 
 def _check_is_specimen(fh: h5py.File, path: Path) -> None:
@@ -600,7 +606,7 @@ def _read_groups(
             }
             if not lazy:
                 groups = {k: ds.load().drop_encoding() for k, ds in groups.items()}
-            return dict(tree.attrs), groups
+            return {str(k): v for k, v in tree.attrs.items()}, groups
     except MetalloError:
         raise
     except _READ_ERRORS as exc:
@@ -624,16 +630,19 @@ def _as_dataset(data: Any, key: str, kind: str, params_json: str) -> xr.Dataset:
             f"node {key!r}: expected an xr.DataArray, xr.Dataset or pandas DataFrame; got {type(data).__name__}"
         )
     ds = ds.drop_encoding()
-    ds.attrs = {str(k): _attr_value(v, f"node {key!r} attr {k!r}") for k, v in ds.attrs.items()}
+    attrs: dict[str, Any] = {
+        str(k): _attr_value(v, f"node {key!r} attr {k!r}") for k, v in ds.attrs.items()
+    }
+    ds.attrs = attrs
     if kind == "quantities":
         ds.attrs.setdefault("parameters", params_json)
-    for name, var in ds.variables.items():
-        what = f"node {key!r} variable {name!r}"
-        if "/" in str(name):
+    for var_name, var in ds.variables.items():
+        what = f"node {key!r} variable {var_name!r}"
+        if "/" in str(var_name):
             raise ConfigError(f"{what}: a variable name may not contain '/'")
         _storable(var, what)
         var.attrs = {str(k): _attr_value(v, f"{what} attr {k!r}") for k, v in var.attrs.items()}
-        if kind == "ebsd_derived" and name in ds.data_vars:
+        if kind == "ebsd_derived" and var_name in ds.data_vars:
             var.attrs.setdefault("parameters", params_json)
     return ds
 

@@ -172,6 +172,7 @@ def test_attribute_values_are_stored_as_netcdf_can(spec):
         }
     )
     spec.add("micrographs/lom", lom, step="read_image")
+    assert lom.attrs["calibrated"] is True  # the caller's object is not converted in place
     spec.save()
     attrs = Specimen.open(spec.path)["micrographs/lom"].attrs
     assert attrs["calibrated"] == 1
