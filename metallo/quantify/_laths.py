@@ -45,7 +45,13 @@ def lath_boundaries_from_ebsd(ebsd: xr.Dataset, *, threshold_deg: float = 5.0) -
 
     Examples
     --------
-    >>> ids = lath_boundaries_from_ebsd(ebsd_map, threshold_deg=5.0)  # doctest: +SKIP
+    >>> from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+    >>> rows = np.arange(20)[:, None].repeat(10, 1) // 5  # 4 laths of 5 rows
+    >>> euler = quat_to_euler(random_quaternions(4, rng=0)[rows])
+    >>> bcc = {"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}
+    >>> ebsd = ebsd_dataset(euler, np.zeros(rows.shape, np.int16), step_um=0.1, phases=[bcc])
+    >>> int(lath_boundaries_from_ebsd(ebsd, threshold_deg=5.0).max())
+    4
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

@@ -217,9 +217,8 @@ def measure_particles(
     >>> measure_particles(ids, pixel_size_um=0.5)["feret_min_um"].item()
     2.0
     """
-    ids = label_array(ids, what="ids")
-    ps = resolve_pixel_size(ids, pixel_size_um, what="ids") if pixel_size_um is None else float(pixel_size_um)
-    ids = np.asarray(ids)
+    ps = resolve_pixel_size(ids, pixel_size_um, what="ids")
+    ids = np.asarray(label_array(ids, what="ids"))
     if ids.dtype == bool:
         ids = ids.astype(np.int32)
     if ids.size and ids.min() < 0:

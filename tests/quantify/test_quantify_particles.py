@@ -138,6 +138,8 @@ def test_instances_input_and_pixel_size_from_attrs():
     table = particle_sizes(image_dataarray(ids, pixel_size_um=0.2), instances=True)
     assert len(table) == 2
     np.testing.assert_allclose(table["area_um2"], 25 * 0.04)
+    direct = measure_particles(image_dataarray(ids, pixel_size_um=0.2))
+    np.testing.assert_allclose(direct["area_um2"], 25 * 0.04)
 
 
 def test_split_touching_settings_control_split(disks):
