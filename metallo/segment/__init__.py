@@ -60,7 +60,20 @@ _SUPERVISED: dict[str, str] = {
     "save_grad_cam_figure": "metallo.segment._explain",
     "save_dissection_figure": "metallo.segment._explain",
 }
-_UNSUPERVISED: dict[str, str] = {}
+_UNSUPERVISED: dict[str, str] = {
+    "unsupervised": "metallo.segment._unsupervised",
+    "unsupervised_stack": "metallo.segment._unsupervised",
+    "choose_n_classes": "metallo.segment._unsupervised",
+    "plot_criteria": "metallo.segment._unsupervised",
+    "refine_by_superpixels": "metallo.segment._unsupervised",
+    "slic_superpixels": "metallo.segment._superpixels",
+    "criterion_f": "metallo.segment._criteria",
+    "criterion_f_prime": "metallo.segment._criteria",
+    "criterion_q": "metallo.segment._criteria",
+    "segmentation_criteria": "metallo.segment._criteria",
+    "region_statistics": "metallo.segment._criteria",
+    "adjusted_rand_index": "metallo.segment._criteria",
+}
 
 _LAZY = {**_SUPERVISED, **_UNSUPERVISED}
 __all__ = sorted(_LAZY)
