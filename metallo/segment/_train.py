@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import time
 import warnings
 from collections.abc import Mapping
@@ -235,8 +234,7 @@ class CVResult:
 
 
 def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+    # Tiles and augmentation draw from seeded numpy Generators; torch seeds weights and shuffling.
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = False

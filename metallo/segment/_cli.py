@@ -1,0 +1,123 @@
+"""``metallo train``, ``metallo predict``, ``metallo evaluate``: supervised segmentation commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the supervised segmentation commands to the ``metallo`` app."""
+
+    @app.command()
+    def train(
+        source: Annotated[Path, typer.Argument(help="A YAML training config, or a DATA_DIR with images/ + labels/.")],
+        out: Annotated[Path | None, typer.Option("--out", help="Output folder (checkpoints, metrics).")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="unet, unet_vgg16 or pixelnet.")] = None,
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
+        folds: Annotated[int | None, typer.Option("--folds", help="Cross-validation folds (default 5; 0 = none).")] = None,
+        tile: Annotated[int | None, typer.Option("--tile", help="Training tile size in px.")] = None,
+        scale: Annotated[float | None, typer.Option("--scale", help="Down-scaling factor before tiling.")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+        final: Annotated[bool, typer.Option("--final/--no-final", help="After CV, train model.pt on all images.")] = True,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    ) -> None:
+        """Train a segmentation CNN with k-fold cross-validation, then a final model on all images."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from metallo.segment._train import TrainConfig, cross_validate
+        from metallo.segment._train import train as train_model
+
+        overrides = {"out_dir": str(out) if out else None, "model": model, "epochs": epochs, "tile_size": tile,
+                     "scale": scale, "device": device, "seed": seed, "progress": not quiet}
+        cfg = TrainConfig.from_any(source, **{k: v for k, v in overrides.items() if v is not None})
+        n_folds = cfg.folds if folds is None else folds
+        console = Console(highlight=False)
+        out_dir = Path(cfg.out_dir or "metallo-runs")
+        if n_folds:
+            cfg = TrainConfig.from_any(cfg, folds=n_folds, out_dir=str(out_dir))
+            cv = cross_validate(cfg)
+            table = Table(title=f"{n_folds}-fold cross-validation ({cfg.model})")
+            frame = cv.table()
+            table.add_column("fold")
+            for col in frame.columns:
+                table.add_column(col, justify="right")
+            for idx, row in frame.iterrows():
+                table.add_row(str(idx), *[f"{v:.3f}" for v in row])
+            console.print(table)
+            console.print(f"metrics: {out_dir / 'cv_metrics.json'}")
+        if final or not n_folds:
+            result = train_model(cfg, out_dir=str(out_dir), checkpoint_name="model.pt")
+            console.print(f"checkpoint: {result.checkpoint}")
+
+    @app.command()
+    def predict(
+        checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by metallo train.")],
+        images: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+        out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("metallo-predictions"),
+        tile: Annotated[int, typer.Option("--tile", help="Tile size in px (0 = whole image at once).")] = 512,
+        overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px.")] = 64,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 4,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write class probabilities (.npy).")] = False,
+        specimen: Annotated[Path | None, typer.Option("--specimen", help="Specimen file: IMAGES are micrograph node names.")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing segmentation node.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    ) -> None:
+        """Segment micrographs: label PNGs, overlays and class fractions (or Specimen /segmentations/NAME)."""
+        from rich.console import Console
+
+        from metallo.segment._infer import predict_files, predict_to_specimen
+
+        console = Console(highlight=False)
+        if specimen is not None:
+            from metallo.specimen import Specimen
+
+            spec = Specimen.open(specimen)
+            for node in images:
+                predict_to_specimen(checkpoint, spec, micrograph=str(node), name=name, tile=tile or None,
+                                    overlap=overlap, device=device, overwrite=overwrite)
+                console.print(f"{node} -> segmentations/{name or 'model'}")
+            spec.save()
+            return
+        records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
+                                batch_size=batch_size, device=device, probabilities=probabilities,
+                                progress=not quiet)
+        (out / "predictions.json").write_text(json.dumps(records, indent=1))
+        for rec in records:
+            fractions = ", ".join(f"{k} {v:.3f}" for k, v in rec["fractions"].items())
+            console.print(f"{rec['input']} -> {rec['labels']}  ({fractions})")
+
+    @app.command()
+    def evaluate(
+        checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by metallo train.")],
+        data_dir: Annotated[Path, typer.Argument(help="Labelled folder (images/ + labels/).")],
+        out: Annotated[Path | None, typer.Option("--out", help="Write metrics JSON here.")] = None,
+        tile: Annotated[int, typer.Option("--tile", help="Tile size in px (0 = whole image).")] = 0,
+        overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px.")] = 64,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    ) -> None:
+        """Whole-image metrics of a checkpoint on labelled images: IoU per class, accuracy, confusion."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from metallo.segment._train import evaluate as evaluate_checkpoint
+
+        metrics = evaluate_checkpoint(checkpoint, data_dir, tile=tile or None, overlap=overlap, device=device)
+        table = Table(title=f"{checkpoint.name} on {data_dir}")
+        for col in ("class", "IoU", "precision", "recall"):
+            table.add_column(col, justify="right")
+        for c, name in enumerate(metrics["classes"]):
+            table.add_row(name, *[f"{metrics[k][c]:.3f}" for k in ("iou", "precision", "recall")])
+        console = Console(highlight=False)
+        console.print(table)
+        console.print(f"accuracy {metrics['accuracy']:.3f}  mean IoU {metrics['mean_iou']:.3f}")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(metrics, indent=1, default=float))
