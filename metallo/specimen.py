@@ -133,6 +133,8 @@ def _attr_value(value: Any, what: str) -> Any:
     """An attribute value netCDF can store, in the form it is read back."""
     if isinstance(value, (bool, np.bool_)):
         return int(value)  # netCDF has no boolean attributes
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"{what}: strings with NUL characters cannot be stored in HDF5")
     if isinstance(value, (str, int, float, np.number)):
         return value
     if isinstance(value, PathLike):
@@ -157,11 +159,13 @@ def _attr_value(value: Any, what: str) -> Any:
 
 def _storable(var: xr.Variable, what: str) -> None:
     kind = var.dtype.kind
-    if kind in "iubUSMm" or (kind == "f" and var.dtype.itemsize >= 4):
+    if kind in "iubSMm" or (kind == "f" and var.dtype.itemsize >= 4):
         return
-    if kind == "O":
-        sample = var.values.ravel()[:1000]
-        if all(isinstance(v, str) for v in sample.tolist()):
+    if kind in "UO":
+        values = var.values.ravel().tolist()
+        if all(isinstance(v, str) for v in values):
+            if any("\x00" in v for v in values):
+                raise ConfigError(f"{what}: strings with NUL characters cannot be stored in HDF5")
             return
     raise ConfigError(
         f"{what} has dtype {var.dtype}; expected bool, (u)int8-64, float32/64, datetime or strings"

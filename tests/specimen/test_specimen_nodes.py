@@ -191,6 +191,8 @@ def test_unsupported_data_is_refused(spec):
     half = micrograph("float32").astype(np.float16)
     with pytest.raises(ConfigError, match="float16"):
         spec.add("micrographs/lom", half, step="read_image")
+    with pytest.raises(ConfigError, match="NUL"):
+        spec.add("quantities/names", psd_table().assign(constituent="ferr\x00ite"), step="q")
     with pytest.raises(ConfigError, match="MultiIndex"):
         spec.add("quantities/m", psd_table().set_index(["phase", "n_pixels"]), step="q")
 
