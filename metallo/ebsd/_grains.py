@@ -22,6 +22,7 @@ from metallo.ebsd._neighbours import (
     OrientationMap,
     first_neighbour_offsets,
     iter_pair_angles,
+    iter_slice_angles,
     orientation_map,
 )
 from metallo.ebsd._rotations import quat_conjugate, quat_multiply
@@ -189,6 +190,22 @@ def _pixel_gam(omap: OrientationMap, ids: np.ndarray, pairs: list) -> np.ndarray
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _pixel_gam_square(omap: OrientationMap, ids: np.ndarray) -> np.ndarray:
+    """:func:`_pixel_gam` on a square grid, accumulated on 2-D slices."""
+    ids2 = ids.reshape(omap.shape)
+    total = np.zeros(omap.shape)
+    count = np.zeros(omap.shape)
+    for sa, sb, ang in iter_slice_angles(omap, first_neighbour_offsets(omap.grid)):
+        same = (ids2[sa] == ids2[sb]) & (ids2[sa] >= 0) & np.isfinite(ang)
+        w = np.where(same, ang, 0.0)
+        total[sa] += w
+        total[sb] += w
+        count[sa] += same
+        count[sb] += same
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).ravel()
+
+
 def _shape_table(omap: OrientationMap, ids: np.ndarray, n: int) -> dict[str, np.ndarray]:
     ny, nx = omap.shape
     rows, cols = np.divmod(np.arange(omap.size), nx)
@@ -336,7 +353,11 @@ def grain_average_misorientation(ebsd: xr.Dataset, grains: Grains | xr.DataArray
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
     n = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
-    per_grain = _grain_mean(ids, _pixel_gam(omap, ids, _first_neighbour_angles(omap)), n)
+    if omap.grid == "hexagonal":
+        pixel = _pixel_gam(omap, ids, _first_neighbour_angles(omap))
+    else:
+        pixel = _pixel_gam_square(omap, ids)
+    per_grain = _grain_mean(ids, pixel, n)
     values = np.where(ids >= 0, per_grain[np.maximum(ids, 0)] if n else np.nan, np.nan)
     return map_dataarray(values, omap, "gam", _grain_params(grains), "deg")
 
