@@ -79,3 +79,17 @@ def test_e112_formulas_table_values():
 def test_bad_method():
     with pytest.raises(ConfigError, match="method"):
         grain_size(np.ones((4, 4), int), pixel_size_um=1.0, method="guess")
+
+
+def test_grains_from_metallo_ebsd(hexagons):
+    from metallo.ebsd import ebsd_dataset, grains, quat_to_euler, random_quaternions
+
+    ids = hexagons((160, 160), 24.0, 5.0)
+    quats = random_quaternions(int(ids.max()) + 1, rng=11)
+    bcc = {"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}
+    ebsd = ebsd_dataset(quat_to_euler(quats[ids]), np.zeros(ids.shape, np.int16), step_um=0.5, phases=[bcc])
+    from_ebsd = grain_size(grains(ebsd, tolerance_deg=5.0, min_size_px=1)).set_index("method")
+    truth = grain_size(ids, pixel_size_um=0.5).set_index("method")
+    np.testing.assert_allclose(from_ebsd["G"].to_numpy(), truth["G"].to_numpy(), atol=1e-9)
+    g_plan, _ = expected_g(24.0 * 0.5)
+    assert from_ebsd.loc["planimetric", "G"] == pytest.approx(g_plan, abs=0.1)
