@@ -17,10 +17,6 @@ from metallo.io import write_image
 
 __all__ = ["add_annotation", "write_labels", "write_training_tiles"]
 
-#: Tile size by modality: the paper trained on 256 px LOM and 512 px SEM crops.
-DEFAULT_TILE = {"SEM": 512}
-DEFAULT_TILE_OTHER = 256
-
 
 def _class_table(labels: xr.DataArray) -> dict[str, Any]:
     attrs = as_annotation(labels).attrs
@@ -164,7 +160,9 @@ def write_training_tiles(
     if lab.dtype != np.uint8:
         raise ConfigError(f"labels must be uint8; got {lab.dtype}")
     table = _class_table(labels)
-    side = int(tile or DEFAULT_TILE.get(str(image.attrs.get("modality", "")).upper(), DEFAULT_TILE_OTHER))
+    from metallo.segment import default_tile_size
+
+    side = int(tile or default_tile_size(image.attrs.get("modality")))
     if side < 8:
         raise ConfigError(f"tile must be at least 8 px; got {side}")
     stem = stem or str(image.name or "image")

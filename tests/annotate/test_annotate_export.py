@@ -72,6 +72,12 @@ def test_training_tiles_skip_mostly_ignored_tiles(lom_and_mask, tmp_path):
     np.testing.assert_array_equal(labels, on_lom.values[r : r + 32, c : c + 32])
     classes = json.loads((tmp_path / "classes.json").read_text())
     assert classes == {"classes": ["polygonal_ferrite", "lath_bainite"], "ignore_index": 255, "pixel_size_um": 0.25}
+    # metallo.segment reads the folder back: same pairs, classes and ignore index.
+    from metallo.segment import load_training_folder
+
+    data = load_training_folder(tmp_path)
+    assert len(data.samples) == len(expected)
+    assert list(data.classes) == ["polygonal_ferrite", "lath_bainite"] and data.ignore_index == 255
 
 
 def test_training_tiles_refuse_a_different_class_table(lom_and_mask, tmp_path):
