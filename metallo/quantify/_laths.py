@@ -60,6 +60,11 @@ def lath_boundaries_from_ebsd(ebsd: xr.Dataset, *, threshold_deg: float = 5.0) -
 
     if "euler" not in ebsd or "phase" not in ebsd:
         raise ConfigError("ebsd: expected variables 'euler' and 'phase' (metallo EBSD layout)")
+    if ebsd.attrs.get("grid", "square") != "square":
+        raise ConfigError(
+            f"ebsd: lath widths need a square grid; got grid={ebsd.attrs.get('grid')!r} "
+            "(resample with metallo.ebsd.resample_to_square first)"
+        )
     phase = np.asarray(ebsd["phase"].values)
     quat = mebsd.euler_to_quat(np.asarray(ebsd["euler"].values))
     h, w = phase.shape

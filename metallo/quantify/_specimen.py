@@ -175,18 +175,19 @@ def quantify_specimen(
                 add("phase_fractions_ci", table, "phases.ci", {"confidence": 0.95, "classes": classes},
                     list(labels))
     ebsd_nodes = [n for n in nodes if n.startswith("ebsd/") and n.count("/") == 1]
-    if "grains" in what:
+    if ebsd_nodes and {"grains", "laths"} & set(what):
         from metallo import ebsd as mebsd
 
         for node in ebsd_nodes:
-            grains = mebsd.grains(spec[node], tolerance_deg=grain_tolerance_deg)
-            step = float(spec[node].attrs["step_um"])
-            table = grain_size(grains, pixel_size_um=step)
-            params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}
-            add(f"{node[5:]}_grain_size", table, "grains", params, [node])
-    if "laths" in what:
-        for node in ebsd_nodes:
-            table = lath_widths(spec[node], threshold_deg=lath_threshold_deg)
-            if len(table):
-                add(f"{node[5:]}_laths", table, "laths", json.loads(table.attrs["parameters"]), [node])
+            # Intercepts and Jeffries counts assume square pixels: resample hexagonal grids.
+            ebsd = mebsd.resample_to_square(spec[node])
+            step = float(ebsd.attrs["step_um"])
+            if "grains" in what:
+                table = grain_size(mebsd.grains(ebsd, tolerance_deg=grain_tolerance_deg), pixel_size_um=step)
+                params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}
+                add(f"{node[5:]}_grain_size", table, "grains", params, [node])
+            if "laths" in what:
+                table = lath_widths(ebsd, threshold_deg=lath_threshold_deg)
+                if len(table):
+                    add(f"{node[5:]}_laths", table, "laths", json.loads(table.attrs["parameters"]), [node])
     return out

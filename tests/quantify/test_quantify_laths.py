@@ -83,3 +83,12 @@ def test_lath_widths_from_ebsd(angle_deg):
                         phases=[{"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}])
     table = lath_widths(ebsd, threshold_deg=5.0)
     assert lath_width_summary(table)["mean_um"] == pytest.approx(9.0 * step, rel=0.05)
+
+
+def test_hexagonal_ebsd_grid_is_refused():
+    from metallo.ebsd import ebsd_dataset
+
+    bcc = {"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}
+    ebsd = ebsd_dataset(np.zeros((6, 6, 3)), np.zeros((6, 6), np.int16), step_um=0.1, phases=[bcc], grid="hexagonal")
+    with pytest.raises(ConfigError, match="resample_to_square"):
+        lath_widths(ebsd)
