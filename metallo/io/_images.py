@@ -3,8 +3,10 @@
 Where the pixel size comes from when reading, first found wins:
 
 1. the ``pixel_size_um`` argument;
-2. TIFF: ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch, or the
-   ImageJ description (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags;
+2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, Zeiss ``CZ_SEM`` image pixel
+   size; these also make the default modality "SEM"), the ImageJ description
+   (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags, or
+   ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch;
    PNG: the ``pHYs`` chunk (pixels per metre);
 3. a TIFF description written by metallo (JSON ``{"metallo": {"pixel_size_um": ...}}``);
 4. a sidecar file ``<image>.json`` (``lom.tif.json``, or ``lom.json``) holding
@@ -175,7 +177,8 @@ def _positive(value: Any, where: str) -> float | None:
 def _calibrated(pixel_size: float | None) -> float | None:
     if pixel_size is None or not math.isfinite(pixel_size) or pixel_size <= 0:
         return None
-    return pixel_size if pixel_size <= _MAX_CALIBRATED_UM else None
+    # 12 significant digits: hides unit-conversion round-off (2.5e-08 m -> 0.025 µm).
+    return float(f"{pixel_size:.12g}") if pixel_size <= _MAX_CALIBRATED_UM else None
 
 
 def _to_gray(array: np.ndarray) -> np.ndarray:
@@ -247,8 +250,11 @@ def _read_tiff(
             array = series.asarray()
             axes = series.axes
             page = tif.pages.first
-            file_ps = _tiff_pixel_size(page, tif.imagej_metadata)
             meta = _metallo_description(page)
+            sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata)
+            file_ps = sem_ps or _tiff_pixel_size(page, tif.imagej_metadata)
+            if sem_ps is not None:
+                meta.setdefault("modality", "SEM")
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
     except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError) as exc:
         raise FormatError(f"{path}: not a readable TIFF image ({exc})") from None
@@ -282,6 +288,22 @@ def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:
     if unit_code == 3:
         return 10000.0 / per_unit
     return None  # unit NONE: the numbers mean nothing physical
+
+
+def _sem_vendor_pixel_size(
+    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None
+) -> float | None:
+    """Pixel size in µm from FEI/Thermo (``[Scan] PixelWidth`` in m) or Zeiss (CZ_SEM) tags."""
+    for section in ("Scan", "EScan"):
+        width = ((fei or {}).get(section) or {}).get("PixelWidth")
+        if isinstance(width, (int, float)) and width > 0:
+            return float(width) * 1e6
+    entry = (zeiss or {}).get("ap_image_pixel_size") or (zeiss or {}).get("ap_pixel_size")
+    if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[1], (int, float)):
+        size = _UNIT_UM.get(str(entry[2]).strip().lower())
+        if size is not None and entry[1] > 0:
+            return float(entry[1]) * size
+    return None
 
 
 def _metallo_description(page: Any) -> dict[str, Any]:

@@ -154,6 +154,26 @@ def test_pixel_size_from_imagej_metadata(tmp_path, unit, expected_um):
     assert read_image(path).attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-6)
 
 
+def test_pixel_size_and_modality_from_fei_sem_tags(tmp_path):
+    path = tmp_path / "fei.tif"
+    ini = "[User]\nDate=01/02/2024\n[Scan]\nPixelWidth=2.5e-08\nPixelHeight=2.5e-08\n"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8), extratags=[(34682, "s", 0, ini, True)])
+    image = read_image(path)
+    assert image.attrs["pixel_size_um"] == 0.025
+    assert image.attrs["modality"] == "SEM"
+
+
+def test_pixel_size_from_zeiss_sem_tags(tmp_path):
+    path = tmp_path / "zeiss.tif"
+    text = "\r\n".join(
+        ["0", "AP_IMAGE_PIXEL_SIZE", "Image Pixel Size = 27.70 nm", "AP_WD", "WD = 5.0 mm"]
+    )
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8), extratags=[(34118, "s", 0, text, True)])
+    image = read_image(path, modality="other")
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.0277)
+    assert image.attrs["modality"] == "other"  # the argument still wins
+
+
 def test_print_dpi_is_not_a_calibration(tmp_path):
     path = tmp_path / "scan.tif"
     tifffile.imwrite(
