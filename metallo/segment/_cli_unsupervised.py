@@ -1,0 +1,170 @@
+"""``metallo segment-unsupervised``: CNN + superpixel segmentation without labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _parse_classes(value: str) -> int | None:
+    """``"auto"`` -> None (choose by F); otherwise a positive integer."""
+    from metallo.errors import ConfigError
+
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        raise ConfigError(f"--classes must be a positive integer or 'auto'; got {value!r}") from None
+    if k < 1:
+        raise ConfigError(f"--classes must be a positive integer or 'auto'; got {value!r}")
+    return k
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``segment-unsupervised`` to the ``metallo`` app."""
+
+    @app.command("segment-unsupervised")
+    def segment_unsupervised(
+        images: Annotated[list[str], typer.Argument(help="Image files, or micrograph node names with --specimen.")],
+        classes: Annotated[str, typer.Option("--classes", help="Number of classes, or 'auto' (lowest mean F).")] = "auto",
+        k_range: Annotated[str, typer.Option("--k-range", help="Class counts tried by 'auto', as FIRST:LAST.")] = "2:6",
+        repeats: Annotated[int, typer.Option("--repeats", help="Runs per class count for 'auto'.")] = 3,
+        out: Annotated[Path, typer.Option("--out", help="Output folder for label maps, overlays, criteria.")] = Path(
+            "metallo-unsupervised"),
+        stack: Annotated[bool, typer.Option("--stack/--separate",
+                                            help="One network for all images (labels agree across images).")] = False,
+        superpixels: Annotated[int, typer.Option("--superpixels", help="SLIC superpixels per image.")] = 50_000,
+        compactness: Annotated[float, typer.Option("--compactness", help="SLIC compactness (0-100 scale).")] = 20.0,
+        channels: Annotated[int, typer.Option("--channels", help="Filters per 3x3 convolution.")] = 100,
+        max_iter: Annotated[int, typer.Option("--max-iter", help="Iteration limit.")] = 1000,
+        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        specimen: Annotated[Path | None, typer.Option("--specimen",
+                                                      help="Specimen file: IMAGES are micrograph node names.")] = None,
+        name: Annotated[str, typer.Option("--name", help="Segmentation node name (with --specimen).")] = "unsupervised",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing specimen nodes.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    ) -> None:
+        """Segment micrographs without labels (CNN + SLIC superpixels) and rank the result by F, F', Q."""
+        from metallo.segment._cli_unsupervised import run_segment_unsupervised
+
+        run_segment_unsupervised(
+            images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
+            options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
+                     "max_iter": max_iter, "device": device},
+            seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=not quiet,
+        )
+
+
+def _k_values(text: str) -> list[int]:
+    from metallo.errors import ConfigError
+
+    try:
+        first, last = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--k-range must look like FIRST:LAST (e.g. 2:6); got {text!r}") from None
+    if not 1 <= first <= last:
+        raise ConfigError(f"--k-range needs 1 <= FIRST <= LAST; got {text!r}")
+    return list(range(first, last + 1))
+
+
+def run_segment_unsupervised(
+    images: list[str], *, classes: str, k_range: str, repeats: int, out: Path, stack: bool,
+    options: dict[str, Any], seed: int, specimen: Path | None, name: str, overwrite: bool, progress: bool,
+) -> list[Path]:
+    """The body of ``metallo segment-unsupervised``; returns the files written."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+    from rich.console import Console
+
+    from metallo.errors import ConfigError
+    from metallo.segment._criteria import segmentation_criteria
+    from metallo.segment._infer import overlay_rgb
+    from metallo.segment._unsupervised import (
+        choose_n_classes,
+        plot_criteria,
+        unsupervised,
+        unsupervised_stack,
+    )
+
+    console = Console(highlight=False)
+    n_classes = _parse_classes(classes)
+    if not images:
+        raise ConfigError("no images given")
+    spec = None
+    if specimen is not None:
+        from metallo.specimen import Specimen
+
+        spec = Specimen.open(specimen)
+        loaded = []
+        for node in images:
+            if node not in spec:
+                raise ConfigError(f"{specimen}: no node {node!r}; micrograph nodes: "
+                                  f"{[n for n in spec.nodes() if n.startswith('micrographs/')]}")
+            data = spec[node]
+            loaded.append(data["image"] if isinstance(data, xr.Dataset) else data)
+        stems = [node.rsplit("/", 1)[-1] for node in images]
+    else:
+        from metallo.io import read_image
+
+        loaded = [read_image(path) for path in images]
+        stems = [Path(path).stem for path in images]
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    k_tables = []
+    if n_classes is None:
+        # 'auto' picks k on the first image (or each image when segmented separately).
+        targets = loaded[:1] if stack else loaded
+        chosen = []
+        for stem, image in zip(stems, targets, strict=False):
+            best, table = choose_n_classes(image, k_range=_k_values(k_range), repeats=repeats, seed=seed,
+                                           progress=progress, **options)
+            chosen.append(best)
+            table.insert(0, "image", stem)
+            k_tables.append(table)
+            written.append(plot_criteria(table, out / f"{stem}_criteria_vs_k.png"))
+            console.print(f"{stem}: chose {best} classes (lowest mean F over {repeats} runs)")
+        pd.concat(k_tables).to_csv(out / "criteria_vs_k.csv")
+        written.append(out / "criteria_vs_k.csv")
+    else:
+        chosen = [n_classes] * (1 if stack else len(loaded))
+
+    if stack:
+        maps = unsupervised_stack(loaded, n_classes=chosen[0], seed=seed, progress=progress, **options)
+    else:
+        maps = [unsupervised(image, n_classes=k, seed=seed, progress=progress, **options)
+                for image, k in zip(loaded, chosen, strict=True)]
+
+    from PIL import Image
+
+    rows = []
+    for stem, source, image, labels in zip(stems, images, loaded, maps, strict=True):
+        values = np.asarray(image.values)
+        label_path = out / f"{stem}_labels.png"
+        overlay_path = out / f"{stem}_overlay.png"
+        Image.fromarray(labels.values.astype(np.uint8)).save(label_path)
+        Image.fromarray(overlay_rgb(values, labels.values)).save(overlay_path)
+        written += [label_path, overlay_path]
+        crit = segmentation_criteria(values, labels.values)
+        rows.append({"image": stem, "n_classes": labels.attrs["n_classes"],
+                     "n_iterations": labels.attrs["n_iterations"], **crit})
+        if spec is not None:
+            node = f"segmentations/{name}" if len(images) == 1 else f"segmentations/{name}_{stem}"
+            spec.add(node, labels, step="segment.unsupervised", inputs=[source], overwrite=overwrite,
+                     parameters={**json.loads(labels.attrs["config"]), "criteria": crit})
+            console.print(f"{source} -> {node}")
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "criteria.csv", index=False)
+    written.append(out / "criteria.csv")
+    if spec is not None:
+        spec.save()
+    console.print(table.to_string(index=False))
+    console.print(f"written to {out}")
+    return written

@@ -1,0 +1,56 @@
+"""``metallo segment-unsupervised`` writes label maps, overlays, criteria and Specimen nodes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from typer.testing import CliRunner
+
+from metallo.cli import app
+from metallo.io import write_image
+from metallo.segment import adjusted_rand_index
+
+FAST_ARGS = ["--superpixels", "1000", "--channels", "16", "--max-iter", "100", "--device", "cpu", "--quiet"]
+
+
+def test_cli_writes_labels_overlays_and_criteria(multiphase, tmp_path):
+    image, truth = multiphase(3)
+    path = write_image(image, tmp_path / "mp.tif")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment-unsupervised", str(path), "--classes", "3", "--seed", "1",
+                                      "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    labels = np.asarray(Image.open(out / "mp_labels.png"))
+    assert adjusted_rand_index(truth, labels) >= 0.9
+    assert np.asarray(Image.open(out / "mp_overlay.png")).shape == (128, 128, 3)
+    table = pd.read_csv(out / "criteria.csv")
+    assert table.loc[0, "n_classes"] == 3 and table.loc[0, "F"] > 0
+
+
+def test_cli_auto_classes_into_a_specimen(multiphase, tmp_path):
+    from metallo.specimen import Specimen
+
+    image, truth = multiphase(2)
+    spec = Specimen.create(tmp_path / "s.h5", specimen_id="S1")
+    spec.add("micrographs/lom", image.assign_attrs(modality="LOM", source="synth"), step="test")
+    spec.save()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment-unsupervised", "micrographs/lom", "--specimen", str(tmp_path / "s.h5"),
+                                      "--classes", "auto", "--k-range", "2:3", "--repeats", "1",
+                                      "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out / "criteria_vs_k.csv")["k"].tolist() == [2, 3]
+    reopened = Specimen.open(tmp_path / "s.h5")
+    node = reopened["segmentations/unsupervised"]
+    assert node.attrs["model"] == "unsupervised"
+    assert json.loads(node.attrs["classes"]) == ["class_0", "class_1"]
+    assert adjusted_rand_index(truth, node["labels"].values) >= 0.9
+
+
+def test_cli_bad_classes_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["segment-unsupervised", "x.png", "--classes", "many"])
+    assert result.exit_code == 1
+    assert "--classes" in result.output
