@@ -10,6 +10,7 @@ import pytest
 from metallo.ebsd import euler_to_quat, misorientation_angle, phases_of
 from metallo.errors import ConfigError
 from metallo.synth import ebsd_points_um, make_specimen
+from metallo.synth._transforms import random_field_transform
 
 
 def _small_angle_deg(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
@@ -235,3 +236,18 @@ def test_grain_table_areas_add_up_to_the_field(specimen):
     interior = ferrite[(ferrite["y_um"].between(10, 50)) & (ferrite["x_um"].between(10, 50))]
     ecd = 2 * np.sqrt(interior["ebsd_area_um2"] / np.pi)
     assert ecd.mean() == pytest.approx(7.0, rel=0.15)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_field_transforms_invert_to_a_thousandth_of_a_pixel(seed):
+    rng = np.random.default_rng(seed)
+    ps = 0.1
+    t = random_field_transform(
+        rng, ebsd_extent_um=(80.0, 120.0), centre_ebsd_um=(40.0, 60.0), centre_micrograph_um=(50.0, 70.0),
+        rotation_deg=(1.0, 5.0), scale_error=0.01, shear=0.005, deformation_um=10 * ps,
+    )  # fmt: skip
+    p = rng.uniform(-20, 140, (2000, 2))
+    assert np.abs(t.inverse(t.forward(p)) - p).max() / ps < 1e-3
+    # The deformation is as large as asked and no larger.
+    size = np.linalg.norm(t.displacement(p), axis=1)
+    assert size.max() <= 10 * ps + 1e-12 and size.max() > 2 * ps
