@@ -240,6 +240,14 @@ def test_as_gray_collapses_equal_channels_and_converts_colour(tmp_path):
     assert (read_image(tmp_path / "r.png", pixel_size_um=1, as_gray=True).values == 30).all()
 
 
+def test_bmp_is_read_with_values_intact(tmp_path):
+    rgb = _smooth((12, 17, 3), 255, np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "old.bmp")
+    image = read_image(tmp_path / "old.bmp", pixel_size_um=0.5)
+    np.testing.assert_array_equal(image.values, rgb)
+    assert reader_for(tmp_path / "old.bmp").name == "bmp"
+
+
 def test_bool_masks_are_written_as_uint8(tmp_path):
     mask = np.eye(6, dtype=bool)
     write_image(mask, tmp_path / "m.png")
