@@ -69,6 +69,21 @@ class SynthSpecimen:
     _lom_transform: FieldTransform | None = field(default=None, repr=False)
     _sem_transform: FieldTransform | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        ny, nx = self.grain_ids.shape
+        parts = [
+            f"ebsd {ny}x{nx} at {self.ebsd.attrs['step_um']} µm ({self.ebsd.attrs['grid']})",
+            f"{len(np.unique(self.grain_ids))} grains",
+            f"bainite {self.truth['bainite_fraction']:.1%}",
+        ]
+        for name in ("lom", "sem"):
+            image = getattr(self, name)
+            if image is not None:
+                parts.append(
+                    f"{name} {image.shape[0]}x{image.shape[1]} at {image.attrs['pixel_size_um']} µm"
+                )
+        return f"SynthSpecimen(seed={self.truth['seed']}: {', '.join(parts)})"
+
     def ebsd_to_lom(self, points_yx_um: np.ndarray) -> np.ndarray:
         """EBSD µm (y, x) -> LOM µm (y, x): the known affine + smooth deformation."""
         return _transform(self._lom_transform, "lom").forward(points_yx_um)
