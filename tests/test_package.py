@@ -1,0 +1,73 @@
+"""Package-level promises: a light `import metallo`, the version, the error hierarchy, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import metallo
+from metallo import errors
+from metallo._registry import Registry
+from metallo.cli import app
+
+HEAVY = ("torch", "SimpleITK", "cv2", "dask", "distributed", "matplotlib")
+
+
+@pytest.mark.parametrize("statement", [
+    "import metallo",
+    "import metallo.io, metallo.ebsd, metallo.correlate, metallo.annotate, metallo.segment, metallo.quantify",
+    "import metallo.cli",
+])
+def test_light_imports_do_not_load_heavy_libraries(statement):
+    code = f"import sys; {statement}; print(__import__('json').dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_version_and_lazy_attributes():
+    assert metallo.__version__.count(".") == 2
+    assert metallo.Specimen.__name__ == "Specimen"
+    with pytest.raises(AttributeError):
+        metallo.no_such_thing  # noqa: B018
+
+
+def test_every_error_is_a_metallo_error():
+    for name in ("FormatError", "SchemaError", "ConfigError", "UnknownNameError", "RegistrationError", "ModelError"):
+        assert issubclass(getattr(errors, name), errors.MetalloError)
+    assert issubclass(errors.UnknownNameError, KeyError)
+
+
+def test_registry_lists_valid_names_in_its_error():
+    reg: Registry[int] = Registry("widget")
+    reg.add("Alpha", 1)
+    reg.add("beta", 2)
+    assert reg.get("ALPHA") == 1 and "beta" in reg and len(reg) == 2
+    with pytest.raises(errors.UnknownNameError, match="unknown widget 'gamma'; valid names: alpha, beta"):
+        reg.get("gamma")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("alpha", 3)
+
+
+def test_cli_help_and_version():
+    runner = CliRunner()
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"metallo {metallo.__version__}"
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for command in ("info", "demo", "analyze", "batch", "register", "annotate", "quantify", "train", "predict",
+                    "evaluate", "segment-unsupervised", "ebsd"):
+        assert command in out.output, command
+
+
+def test_cli_metallo_error_is_one_line_and_exit_1(tmp_path):
+    bogus = tmp_path / "not_a_specimen.h5"
+    bogus.write_text("hello")
+    out = CliRunner().invoke(app, ["info", str(bogus)])
+    assert out.exit_code == 1
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not_a_specimen.h5" in lines[0]
+    assert "Traceback" not in out.output
