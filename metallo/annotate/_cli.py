@@ -52,8 +52,7 @@ def annotate_command(
                           f"{', '.join(n for n in nodes if n.startswith('micrographs/')) or 'none'}")
     ebsd_map = spec[ebsd_node]
     derived = spec[f"{ebsd_node}/derived"] if f"{ebsd_node}/derived" in nodes else None
-    rule_set = annotate.load_rules(Path(rules) if Path(rules).suffix.lower() in (".yaml", ".yml", ".json") else rules,
-                                   ebsd=ebsd_map)
+    rule_set = annotate.load_rules(rules, ebsd=ebsd_map)
     name = name or (Path(rule_set.source).stem if rule_set.source.lower().endswith((".yaml", ".yml", ".json")) else rule_set.source)
     labels = annotate.from_ebsd(ebsd_map, rules=rule_set, derived=derived)
     inputs = [ebsd_node] + ([f"{ebsd_node}/derived"] if derived is not None else [])

@@ -62,10 +62,10 @@ def from_ebsd(
     Examples
     --------
     >>> import metallo as mt
-    >>> spec = mt.synth.make_specimen(0)                             # doctest: +SKIP
-    >>> mask = mt.annotate.from_ebsd(spec.ebsd, rules="lath_bainite")  # doctest: +SKIP
-    >>> json.loads(mask.attrs["classes"])                            # doctest: +SKIP
-    ['polygonal_ferrite', 'lath_bainite']
+    >>> spec = mt.synth.make_specimen(0, ebsd_shape=(60, 60), micrographs=False)
+    >>> mask = from_ebsd(spec.ebsd, rules="lath_bainite")
+    >>> json.loads(mask.attrs["classes"]), mask.dtype.name
+    (['polygonal_ferrite', 'lath_bainite'], 'uint8')
     """
     if not isinstance(ebsd, xr.Dataset) or "phase" not in ebsd:
         raise ConfigError("from_ebsd needs an EBSD map Dataset with a 'phase' variable (see metallo.io.read_ebsd)")

@@ -46,7 +46,7 @@ __all__ = [
 #: Keys allowed at the top level of a rule set.
 RULE_KEYS = ("classes", "default", "rules", "thresholds", "cleanup", "ignore", "grains", "kam")
 CLEANUP_KEYS = ("min_region_um2", "min_region_px", "fill_holes", "smooth_px", "smooth_um")
-IGNORE_KEYS = ("border_px", "border_um", "min_ci", "unindexed", "ungrained")
+IGNORE_KEYS = ("border_px", "border_um", "min_ci")
 COMPARISONS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
     "gt": lambda v, t: v > t,
     "ge": lambda v, t: v >= t,
@@ -312,9 +312,11 @@ def _validate(raw: dict[str, Any], source: str) -> AnnotationRules:
     _check_keys(cleanup, CLEANUP_KEYS, "rules cleanup")
     ignore = dict(raw.get("ignore", {}) or {})
     _check_keys(ignore, IGNORE_KEYS, "rules ignore")
-    for section, pair in ((cleanup, ("min_region_um2", "min_region_px")), (cleanup, ("smooth_px", "smooth_um")), (ignore, ("border_px", "border_um"))):
-        if all(k in section for k in pair):
-            raise ConfigError(f"rules ({source}): give one of {pair[0]} or {pair[1]}, not both")
+    exclusive = [(cleanup, "min_region_um2", "min_region_px"), (cleanup, "smooth_um", "smooth_px"),
+                 (ignore, "border_um", "border_px")]
+    for section, in_um, in_px in exclusive:
+        if in_um in section and in_px in section:
+            raise ConfigError(f"rules ({source}): give one of {in_um} or {in_px}, not both")
     return AnnotationRules(
         classes=list(classes),
         default=str(default),
