@@ -220,6 +220,7 @@ def misorientation_angle(q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3
 
     Example
     -------
+    >>> import numpy as np
     >>> from metallo.ebsd import axis_angle_to_quat
     >>> q = axis_angle_to_quat([0, 0, 1], np.pi / 2)   # 90 deg about [001]
     >>> float(misorientation_angle(q, [1, 0, 0, 0]))   # a cubic symmetry operation
@@ -256,6 +257,7 @@ def misorientation(
 
     Example
     -------
+    >>> import numpy as np
     >>> from metallo.ebsd import axis_angle_to_quat
     >>> sigma3 = axis_angle_to_quat([1, 1, 1], np.pi / 3)
     >>> angle, axis = misorientation(sigma3, [1, 0, 0, 0])
