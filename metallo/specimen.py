@@ -212,7 +212,11 @@ class Specimen:
         process: Mapping[str, Any] | None = None,
         overwrite: bool = False,
     ) -> Specimen:
-        """Create a new, empty specimen file (written at once, atomically).
+        """Start a new, empty specimen; the file is written by :meth:`save`.
+
+        Like :meth:`add`, this changes nothing on disk: a run that fails before its first
+        save leaves no empty specimen behind (and, with ``overwrite=True``, the old file
+        stays until the new one replaces it atomically).
 
         Parameters
         ----------
@@ -226,7 +230,7 @@ class Specimen:
             Processing history, e.g. ``{"route": ..., "heat_treatment": ..., "preparation": ...,
             "etchant": ...}``; stored as JSON in ``/`` attr ``process``.
         overwrite : bool
-            Replace an existing file at ``path``.
+            Allow ``path`` to exist already; it is replaced on :meth:`save`.
 
         Returns
         -------
@@ -242,6 +246,8 @@ class Specimen:
             raise ConfigError(
                 f"{path}: specimen_id must be a non-empty string; got {specimen_id!r}"
             )
+        if not path.parent.is_dir():
+            raise ConfigError(f"{path}: folder {path.parent} does not exist")
         if path.exists() and not overwrite:
             raise ConfigError(
                 f"{path} already exists; use Specimen.open() or pass overwrite=True to replace it"
@@ -262,7 +268,6 @@ class Specimen:
             inputs=(),
             outputs=("/",),
         )
-        spec.save()
         return spec
 
     @classmethod

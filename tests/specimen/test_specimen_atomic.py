@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import micrograph
+from specimen_cases import micrograph
 
 from metallo._specimen_io import temp_files
 from metallo._xarray import image_dataarray

@@ -7,7 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from conftest import micrograph
+from specimen_cases import micrograph
 
 from metallo import FormatError, SchemaError
 from metallo.specimen import Specimen

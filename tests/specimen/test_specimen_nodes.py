@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import annotation_labels, ebsd_derived, ebsd_map, micrograph, psd_table
+from specimen_cases import annotation_labels, ebsd_derived, ebsd_map, micrograph, psd_table
 
 from metallo import ConfigError, FormatError, UnknownNameError, __version__
 from metallo.specimen import Specimen, node_kind
@@ -20,9 +20,11 @@ def spec(tmp_path):
     return Specimen.create(tmp_path / "S1.h5", specimen_id="S1", material="CP steel")
 
 
-def test_create_writes_a_valid_file_at_once(tmp_path):
+def test_create_writes_nothing_until_save(tmp_path):
     path = tmp_path / "new.h5"
-    Specimen.create(path, specimen_id="new", process={"etchant": "LePera"})
+    spec = Specimen.create(path, specimen_id="new", process={"etchant": "LePera"})
+    assert not path.exists()
+    assert spec.save() == path
     reopened = Specimen.open(path)
     assert reopened.nodes() == []
     assert reopened.process == {"etchant": "LePera"}
@@ -32,11 +34,15 @@ def test_create_writes_a_valid_file_at_once(tmp_path):
 
 def test_create_refuses_an_existing_file_unless_overwrite(tmp_path):
     path = tmp_path / "S.h5"
-    Specimen.create(path, specimen_id="A")
+    Specimen.create(path, specimen_id="A").save()
     with pytest.raises(ConfigError, match="already exists"):
         Specimen.create(path, specimen_id="B")
-    Specimen.create(path, specimen_id="B", overwrite=True)
+    replacement = Specimen.create(path, specimen_id="B", overwrite=True)
+    assert Specimen.open(path).specimen_id == "A"  # replaced only by the atomic save
+    replacement.save()
     assert Specimen.open(path).specimen_id == "B"
+    with pytest.raises(ConfigError, match="does not exist"):
+        Specimen.create(tmp_path / "no" / "S.h5", specimen_id="C")
 
 
 @pytest.mark.parametrize(

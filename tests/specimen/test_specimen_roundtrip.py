@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import NODE_CASES
+from specimen_cases import NODE_CASES
 
 from metallo.specimen import Specimen, node_kind
 

@@ -11,7 +11,7 @@ import jsonschema
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import (
+from specimen_cases import (
     annotation_labels,
     ebsd_derived,
     ebsd_map,
@@ -44,7 +44,9 @@ def with_attrs(data, **attrs):
 
 @pytest.fixture
 def spec(tmp_path):
-    return Specimen.create(tmp_path / "S1.h5", specimen_id="S1", material="CP steel")
+    spec = Specimen.create(tmp_path / "S1.h5", specimen_id="S1", material="CP steel")
+    spec.save()
+    return spec
 
 
 def test_every_schema_is_a_valid_json_schema():
