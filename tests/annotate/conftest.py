@@ -101,10 +101,10 @@ def synth_registration(synth_specimen):
 
 @pytest.fixture(scope="session")
 def demo_specimen(tmp_path_factory):
-    """The specimen file `metallo demo` writes (synthetic LOM, SEM, EBSD map and truth masks)."""
+    """The specimen file `metallo demo` writes (LOM, SEM, EBSD map, truth masks), 120 x 120 EBSD points."""
     from metallo.synth import write_demo_specimen
 
-    return write_demo_specimen(tmp_path_factory.mktemp("demo"))
+    return write_demo_specimen(tmp_path_factory.mktemp("demo"), ebsd_shape=(120, 120))
 
 
 def iou(labels: np.ndarray, truth: np.ndarray, cls: int, valid: np.ndarray) -> float:
