@@ -10,7 +10,7 @@ Layout (see ``docs/specimen.md``)::
     /annotations/<name>        labels (y, x) uint8; classes, ignore_index, rules
     /segmentations/<name>      labels (y, x) integer; classes, model, checkpoint_sha256, config
     /quantities/<name>         a table (dim "row"); parameters
-    /provenance                one record per step (a table, dim "record")
+    /provenance                records (dim "record"): one JSON string per step
 
 Every node and the root attributes are validated against ``data_schemas/specimen_*.json`` when
 a node is added, on save and on open. Saving is atomic. A step adds nodes and never mutates
@@ -49,7 +49,7 @@ __all__ = ["PROVENANCE_FIELDS", "SCHEMA_VERSION", "Specimen", "node_kind"]
 
 #: Version of the container layout written to ``/`` (``schema_version``).
 SCHEMA_VERSION = "1.0"
-#: The fields of a provenance record, in the order they are stored.
+#: The fields of every provenance record.
 PROVENANCE_FIELDS = ("step", "parameters", "inputs", "outputs", "metallo_version", "time_utc")
 
 _GROUPS = ("micrographs", "ebsd", "registration", "annotations", "segmentations", "quantities")
@@ -372,6 +372,16 @@ class Specimen:
     def table(self, node: str) -> pd.DataFrame:
         """A table node (``quantities/...``) as a DataFrame, equal to the one added.
 
+        Parameters
+        ----------
+        node : str
+            A node holding a table (one dim ``row``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Same columns, dtypes (categoricals, strings, nullable integers) and index.
+
         Examples
         --------
         >>> spec.table("quantities/psd")["ecd_um"].median()  # doctest: +SKIP
@@ -380,7 +390,24 @@ class Specimen:
         return dataset_to_table(self._get(key), node=key)
 
     def describe(self, node: str) -> dict[str, Any]:
-        """Metadata of a node without reading its data: attrs, dims, variables (dims, shape, dtype, attrs)."""
+        """Metadata of a node without reading its data (what the node schemas validate).
+
+        Parameters
+        ----------
+        node : str
+            A node name, e.g. ``"ebsd/map1"``.
+
+        Returns
+        -------
+        dict
+            ``{"node", "attrs", "dims", "variables", "coords"}``; each variable as
+            ``{"dims", "shape", "dtype", "attrs"}`` with JSON-safe values.
+
+        Examples
+        --------
+        >>> spec.describe("micrographs/lom")["variables"]["image"]["dtype"]  # doctest: +SKIP
+        'uint16'
+        """
         key = self._key(node)
         return copy.deepcopy(self._descriptions[key])
 
