@@ -139,8 +139,8 @@ def disorientation_cos_components(d: np.ndarray, laue: str) -> np.ndarray:
     top1 = np.maximum(hi01, hi23)
     top2 = np.maximum(np.minimum(hi01, hi23), np.maximum(lo01, lo23))
     w = np.maximum(top1, (top1 + top2) * np.sqrt(0.5))
-    np.maximum(w, 0.5 * (a0 + a1 + a2 + a3), out=w)
-    return np.minimum(w, 1.0, out=w)
+    w = np.maximum(w, 0.5 * (a0 + a1 + a2 + a3))
+    return np.minimum(w, 1.0)
 
 
 def disorientation_cos(d: np.ndarray, laue: str) -> np.ndarray:

@@ -93,3 +93,9 @@ def test_euler_quaternion_round_trip_and_bunge_matrix():
     np.testing.assert_allclose(np.abs(np.sum(q * back, axis=1)), 1.0, atol=1e-12)
     g = quat_to_matrix(euler_to_quat(np.array([0.3, 0.0, 0.0])))
     np.testing.assert_allclose(g, [[np.cos(0.3), np.sin(0.3), 0], [-np.sin(0.3), np.cos(0.3), 0], [0, 0, 1]], atol=1e-12)
+
+
+def test_single_orientations_give_scalars():
+    q = axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), np.radians(10.0))
+    assert float(misorientation_angle(q, [1, 0, 0, 0])) == pytest.approx(10.0)
+    assert float(misorientation_angle(q, [1, 0, 0, 0], symmetry="6/mmm")) == pytest.approx(10.0)
