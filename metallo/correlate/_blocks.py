@@ -141,6 +141,6 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
 
 def _difference_operator(size: np.ndarray) -> sparse.csr_matrix:
     nx, ny = int(size[0]), int(size[1])
-    dx = sparse.diags([-1, 1], [0, 1], shape=(nx - 1, nx))
-    dy = sparse.diags([-1, 1], [0, 1], shape=(ny - 1, ny))
-    return sparse.vstack([sparse.kron(sparse.eye(ny), dx), sparse.kron(dy, sparse.eye(nx))]).tocsr()
+    dx = sparse.diags_array([-np.ones(nx - 1), np.ones(nx - 1)], offsets=[0, 1], shape=(nx - 1, nx))
+    dy = sparse.diags_array([-np.ones(ny - 1), np.ones(ny - 1)], offsets=[0, 1], shape=(ny - 1, ny))
+    return sparse.vstack([sparse.kron(sparse.eye_array(ny), dx), sparse.kron(dy, sparse.eye_array(nx))]).tocsr()

@@ -417,13 +417,13 @@ def _block_bspline(
     *,
     block_px: int | None = None,
     passes: int = 3,
-    min_ncc: float = 0.3,
+    min_ncc: float = 0.15,
 ) -> tuple[BSplineStep, AffineStep, dict[str, Any]]:
     """B-spline through NCC block matches (two passes: wide then narrow search), outliers removed."""
     from metallo.correlate._blocks import block_matches, fit_bspline
 
     if block_px is None:
-        block_px = int(np.clip(min(fixed.grid.shape) // 12, 16, 64)) // 2 * 2
+        block_px = int(np.clip(min(fixed.grid.shape) // 7, 16, 64)) // 2 * 2
     search = block_px // 2
     steps: list[Any] = [affine]
     bspline: BSplineStep | None = None
@@ -477,6 +477,60 @@ def _robust_affine(src_xy: np.ndarray, dst_xy: np.ndarray, *, threshold: float) 
         return _affine_from_points(src_xy, dst_xy)
     inl = inl.ravel().astype(bool)
     return _affine_from_points(src_xy[inl], dst_xy[inl])
+
+
+def _foreground(p: _Prepared) -> np.ndarray | None:
+    """The specimen section on a darker background (largest bright Otsu region, holes filled).
+
+    ``None`` when the image has no such outline (a field inside the specimen).
+    """
+    from skimage.filters import threshold_otsu
+
+    sigma = max(1.0, min(p.grid.shape) / 200)
+    smooth = ndi.gaussian_filter(p.values, sigma)
+    fg = (smooth > threshold_otsu(smooth[p.valid])) & p.valid
+    labels, n = ndi.label(fg)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    fg = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    # The background must be a frame around the section: touching at most three image sides.
+    border = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
+    if not 0.3 < fg.mean() < 0.97 or sum(b < 0.5 for b in border) < 2:
+        return None
+    return fg
+
+
+def _outline_affine(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int) -> AffineStep:
+    """Affine aligning the specimen outlines (mean squares on blurred masks, moments start)."""
+    import SimpleITK as sitk
+
+    def blurred(p: _Prepared, fg: np.ndarray) -> Any:
+        sigma = max(1.0, min(p.grid.shape) / 150)
+        q = _Prepared(ndi.gaussian_filter(fg.astype(np.float64), sigma), p.valid, p.grid, p.name)
+        return _to_sitk(q)
+
+    f, m = blurred(fixed, ffg), blurred(moving, mfg)
+    tx = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(2), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMeanSquares()
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(0.2, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-5, numberOfIterations=500, gradientMagnitudeTolerance=1e-12
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(tx, inPlace=True)
+    try:
+        reg.Execute(f, m)
+    except RuntimeError as exc:
+        raise RegistrationError(f"outline (specimen mask) affine failed ({_first_line(exc)})") from None
+    from metallo.correlate._transform import _affine_from_sitk
+
+    return _affine_from_sitk(tx)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -637,13 +691,20 @@ def register(
                 affine = _affine_from_points(src, dst, transform)
         else:
             reason = f"SIFT gave {info.get('inliers', 0)} RANSAC inliers (< min_inliers={min_inliers})"
-            initial = "landmarks" if lm is not None else "intensity"
+            initial = "landmarks" if lm is not None else "outline"
             warnings.warn(f"{reason}; falling back to the {initial} affine", stacklevel=2)
             quality["fallback"] = reason
             affine = None
     if initial == "landmarks":
         assert lm is not None
         affine = _affine_from_points(lm[1], lm[0], transform)
+    if initial == "outline":
+        ffg, mfg = _foreground(fp), _foreground(mp)
+        if ffg is not None and mfg is not None:
+            say("specimen-outline affine")
+            affine = _outline_affine(fp, mp, ffg, mfg, seed)
+        else:
+            initial = "intensity"
     if initial == "intensity":
         say("Mattes-MI affine")
         affine = _intensity_affine(fp, mp, initial=None, fixed_mask=fp.valid, iterations=iterations * 2, seed=seed)

@@ -1,0 +1,63 @@
+"""``metallo register FIXED MOVING``: registration alone, on any two images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``metallo register`` to the ``metallo`` app."""
+
+    @app.command("register")
+    def register_command(
+        fixed: Annotated[Path, typer.Argument(help="Fixed image (e.g. the LOM/SEM micrograph).")],
+        moving: Annotated[Path, typer.Argument(help="Moving image (e.g. the EBSD IQ map), warped onto FIXED.")],
+        out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("registration"),
+        landmarks: Annotated[
+            list[Path] | None,
+            typer.Option("--landmarks", help="BigWarp/paired CSV, or twice: MOVING then FIXED Fiji point files (pixels)."),
+        ] = None,
+        grid_um: Annotated[float | None, typer.Option("--grid-um", help="B-spline control-point spacing in µm.")] = None,
+        method: Annotated[str, typer.Option("--method", help="sift+bspline, sift, affine, affine+bspline, bspline, landmarks, landmarks+bspline.")] = "sift+bspline",
+        fixed_pixel_size_um: Annotated[float | None, typer.Option("--fixed-pixel-size-um", help="Override the fixed pixel size.")] = None,
+        moving_pixel_size_um: Annotated[float | None, typer.Option("--moving-pixel-size-um", help="Override the moving pixel size.")] = None,
+        inverse_consistency: Annotated[bool, typer.Option("--inverse-consistency/--no-inverse-consistency", help="Also register backwards and report the round-trip error.")] = True,
+    ) -> None:
+        """Register MOVING onto FIXED; write the warped image, the transform (.tfm), an overlay PNG and quality.json."""
+        import json
+        import warnings
+
+        from metallo._xarray import image_dataarray
+        from metallo.correlate import register as run_register
+        from metallo.correlate._figures import overlay_figure
+        from metallo.correlate._transform import _jsonable
+        from metallo.io import read_image, write_image
+
+        f = read_image(fixed, pixel_size_um=fixed_pixel_size_um)
+        m = read_image(moving, pixel_size_um=moving_pixel_size_um)
+        if (f.attrs.get("pixel_size_um") == f.attrs.get("pixel_size_um")) != (m.attrs.get("pixel_size_um") == m.attrs.get("pixel_size_um")):
+            # One calibrated image and one not: register both in pixels rather than fail.
+            typer.echo("note: only one image has a pixel size; registering in pixels", err=True)
+            f = image_dataarray(f.values, name="fixed", attrs={k: v for k, v in f.attrs.items() if k != "pixel_size_um"})
+            m = image_dataarray(m.values, name="moving", attrs={k: v for k, v in m.attrs.items() if k != "pixel_size_um"})
+        lm = None
+        if landmarks:
+            lm = str(landmarks[0]) if len(landmarks) == 1 else (str(landmarks[0]), str(landmarks[1]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reg = run_register(
+                f, m, method=method, landmarks=lm, grid_um=grid_um, inverse_consistency=inverse_consistency, progress=True
+            )
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
+        out.mkdir(parents=True, exist_ok=True)
+        warped = reg.warp(m)
+        write_image(warped.astype("float32"), out / "warped.tif")
+        reg.save_tfm(out / "transform.tfm")
+        overlay_figure(reg, f, m, out / "overlay.png")
+        (out / "quality.json").write_text(json.dumps(_jsonable(reg.quality), indent=2))
+        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("initial", "inliers", "mi_before", "mi_after", "tre_px") if k in reg.quality})))
+        typer.echo(f"wrote {out}/warped.tif, transform.tfm, overlay.png, quality.json")
