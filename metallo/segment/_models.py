@@ -18,7 +18,7 @@ from torch import nn
 
 from metallo._registry import Registry
 from metallo.errors import ConfigError
-from metallo.segment._vgg import BLOCK_CHANNELS, BLOCK_ENDS, VGG16, load_vgg16_state_dict
+from metallo.segment._vgg import BLOCK_CHANNELS, BLOCK_ENDS, load_vgg16_state_dict, vgg16_features
 
 __all__ = [
     "PixelNet",
@@ -238,7 +238,7 @@ class _VGGEncoderMixin:
             raise ConfigError(f"width_divisor must be >= 1; got {width_divisor}")
         if weights is not None and width_divisor != 1:
             raise ConfigError("pretrained VGG16 weights need width_divisor=1")
-        self.features = VGG16(in_channels=in_channels, width_divisor=width_divisor).features
+        self.features = vgg16_features(in_channels, width_divisor=width_divisor)
         self.block_channels = tuple(c // width_divisor for c in BLOCK_CHANNELS)
         if weights is not None:
             state = load_vgg16_state_dict(weights, in_channels=in_channels)

@@ -15,7 +15,7 @@ from torch import nn
 
 from metallo.errors import ModelError
 
-__all__ = ["VGG16", "VGG16_IMAGENET_FILE", "load_vgg16_state_dict", "vgg16_weights_path"]
+__all__ = ["VGG16", "VGG16_IMAGENET_FILE", "load_vgg16_state_dict", "vgg16_features", "vgg16_weights_path"]
 
 VGG16_IMAGENET_FILE = "vgg16-397923af.pth"
 
@@ -52,16 +52,8 @@ class VGG16(nn.Module):
 
     def __init__(self, in_channels: int = 3, n_classes: int = 1000, width_divisor: int = 1) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for item in _CFG_D:
-            if item == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                width = int(item) // width_divisor
-                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                channels = width
-        self.features = nn.Sequential(*layers)
+        self.features = vgg16_features(in_channels, width_divisor=width_divisor)
+        channels = 512 // width_divisor
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         hidden = 4096 // width_divisor
         self.classifier = nn.Sequential(
@@ -73,6 +65,26 @@ class VGG16(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+
+def vgg16_features(in_channels: int = 3, *, width_divisor: int = 1) -> nn.Sequential:
+    """The convolutional part of VGG16 (``features``), without the 120M-parameter classifier.
+
+    Examples
+    --------
+    >>> len(vgg16_features())
+    31
+    """
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for item in _CFG_D:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            width = int(item) // width_divisor
+            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+    return nn.Sequential(*layers)
 
 
 def vgg16_weights_path(weights: str | Path) -> Path:
@@ -119,7 +131,7 @@ def load_vgg16_state_dict(weights: str | Path, *, in_channels: int) -> dict[str,
     --------
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "vgg.pth")
-    >>> torch.save(VGG16().state_dict(), path)
+    >>> torch.save({f"features.{k}": v for k, v in vgg16_features().state_dict().items()}, path)
     >>> load_vgg16_state_dict(path, in_channels=1)["features.0.weight"].shape
     torch.Size([64, 1, 3, 3])
     """
@@ -133,7 +145,8 @@ def load_vgg16_state_dict(weights: str | Path, *, in_channels: int) -> dict[str,
         raise ModelError(f"{path}: not a readable torch state dict ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    reference = VGG16(in_channels=3).features.state_dict()
+    with torch.device("meta"):  # shapes only, no memory
+        reference = vgg16_features(3).state_dict()
     out: dict[str, torch.Tensor] = {}
     for key, ref in reference.items():
         name = f"features.{key}"

@@ -1,0 +1,88 @@
+"""Losses against hand-computed values; ignore_index honoured by every loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metallo.errors import ConfigError, UnknownNameError
+from metallo.segment import get_loss, inverse_frequency_weights
+
+LOSSES = [("ce", {}), ("weighted_ce", {"weight": [1.0, 2.0, 0.5]}), ("focal", {"gamma": 2.0, "alpha": [1, 2, 3]}),
+          ("dice", {})]
+
+
+def test_focal_matches_its_formula():
+    logits = torch.tensor([[[2.0]], [[0.0]]]).reshape(1, 2, 1, 1)
+    target = torch.zeros(1, 1, 1, dtype=torch.long)
+    p = math.exp(2) / (math.exp(2) + 1)
+    expected = -0.25 * (1 - p) ** 2 * math.log(p)
+    value = get_loss("focal", gamma=2.0, alpha=[0.25, 0.75])(logits, target)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))
+    assert float(get_loss("focal", gamma=0.0)(x, t)) == pytest.approx(float(F.cross_entropy(x, t)), rel=1e-6)
+
+
+def test_weighted_ce_is_the_weighted_mean():
+    x = torch.zeros(1, 2, 1, 2)
+    t = torch.tensor([[[0, 1]]])
+    # both pixels have -log(0.5); weights 1 and 3 -> weighted mean is still log 2
+    assert float(get_loss("weighted_ce", weight=[1.0, 3.0])(x, t)) == pytest.approx(math.log(2))
+    x[0, 1, 0, 1] = 5.0  # pixel 2 (class 1, weight 3) now almost right
+    expected = (1 * math.log(2) + 3 * -math.log(math.exp(5) / (1 + math.exp(5)))) / 4
+    assert float(get_loss("weighted_ce", weight=[1.0, 3.0])(x, t)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_dice_perfect_and_worst():
+    t = torch.tensor([[[0, 1], [1, 0]]])
+    perfect = F.one_hot(t, 2).permute(0, 3, 1, 2).float() * 100
+    assert float(get_loss("dice", smooth=0.0)(perfect, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(get_loss("dice", smooth=0.0)(-perfect, t)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), LOSSES)
+def test_ignored_pixels_do_not_count(name, kwargs):
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 3, 6, 6), torch.randint(0, 3, (2, 6, 6))
+    t[:, :3] = 255
+    loss = get_loss(name, **kwargs)
+    base = float(loss(x, t))
+    x2 = x.clone()
+    x2[:, :, :3] = torch.randn(2, 3, 3, 6) * 10
+    assert float(loss(x2, t)) == pytest.approx(base, rel=1e-6)
+    all_ignored = torch.full_like(t, 255)
+    assert float(loss(x, all_ignored)) == pytest.approx(0.0, abs=1e-6) or name == "dice"
+    assert math.isfinite(float(loss(x, all_ignored)))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), LOSSES)
+def test_losses_work_on_sparse_pixel_layout(name, kwargs):
+    x, t = torch.randn(2, 3, 50, requires_grad=True), torch.randint(0, 3, (2, 50))
+    get_loss(name, **kwargs)(x, t).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_inverse_frequency_weights_known_answer():
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1 + [255] * 5)
+    w = inverse_frequency_weights(labels, n_classes=3)
+    inv = np.array([1 / 6, 1 / 3, 1.0])
+    assert np.allclose(w, inv / inv.mean())
+
+
+def test_bad_loss_options():
+    with pytest.raises(UnknownNameError, match="ce, dice, focal, weighted_ce"):
+        get_loss("hinge")
+    with pytest.raises(ConfigError, match="gamma"):
+        get_loss("focal", gamma=-1)
+    with pytest.raises(ConfigError, match="bad option"):
+        get_loss("ce", gamma=2)
+    with pytest.raises(ConfigError, match="inverse_frequency"):
+        get_loss("focal", alpha="inverse_frequency")
