@@ -19,6 +19,8 @@ import h5py
 import numpy as np
 import xarray as xr
 from h5netcdf.attrs import Attributes
+from xarray.backends import BackendArray
+from xarray.core.indexing import LazilyIndexedArray
 
 __all__ = ["UnsupportedLayout", "read_groups"]
 
@@ -39,6 +41,17 @@ def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
     return out
 
 
+class _NotRead(BackendArray):
+    """Shape and dtype of a variable whose values are not read (lazy open)."""
+
+    def __init__(self, dset: h5py.Dataset) -> None:
+        self.shape = dset.shape
+        self.dtype = np.dtype(object) if h5py.check_string_dtype(dset.dtype) else dset.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise RuntimeError("the values of this variable were not read (lazy open)")
+
+
 def _values(dset: h5py.Dataset) -> np.ndarray:
     info = h5py.check_string_dtype(dset.dtype)
     if info is not None:
@@ -52,7 +65,11 @@ def _values(dset: h5py.Dataset) -> np.ndarray:
 
 
 def read_groups(
-    fh: h5py.File, *, load: Collection[str] | None = None
+    fh: h5py.File,
+    *,
+    load: Collection[str] | None = None,
+    values: bool = True,
+    always_read: Collection[str] = (),
 ) -> tuple[dict[str, Any], dict[str, xr.Dataset]]:
     """Root attrs and one decoded Dataset per group (path without leading '/').
 
@@ -63,6 +80,11 @@ def read_groups(
     load : collection of str, optional
         Group paths whose data are read (and their ancestors, for inherited coordinates);
         default all.
+    values : bool
+        ``False``: read only coordinates; other variables keep their shape, decoded dtype
+        and attrs but no values (for validating a lazily opened file).
+    always_read : collection of str
+        Groups whose values are read even when ``values`` is False.
 
     Returns
     -------
@@ -104,6 +126,7 @@ def read_groups(
             continue
         variables: dict[str, xr.Variable] = {}
         coords: list[str] = []
+        read = values or path in always_read
         for name, dset, is_scale in found[path]:
             if is_scale:
                 dims: tuple[str, ...] = (name,)
@@ -118,9 +141,12 @@ def read_groups(
                     raise UnsupportedLayout(f"unknown dimension id in {dset.name}") from None
             else:
                 raise UnsupportedLayout(f"{dset.name} has no _Netcdf4Coordinates")
-            variables[name] = xr.Variable(dims, _values(dset), _attrs(dset))
+            data = _values(dset) if read or is_scale else LazilyIndexedArray(_NotRead(dset))
+            variables[name] = xr.Variable(dims, data, _attrs(dset))
         raw_ds = xr.Dataset(variables, attrs=_attrs(groups[path])).set_coords(coords)
-        ds = xr.decode_cf(raw_ds).load()
+        ds = xr.decode_cf(raw_ds)
+        if read:
+            ds = ds.load()
         if path:
             ancestors = [""] + ["/".join(path.split("/")[: i + 1]) for i in range(path.count("/"))]
             # DataTree.to_dataset(inherit=True) adds every indexed coordinate of the ancestors.

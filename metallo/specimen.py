@@ -628,20 +628,24 @@ def _read_groups(
     try:
         with h5py.File(path, "r") as fh:
             _check_is_specimen(fh, path)
-            if not lazy:
-                try:
-                    attrs, groups = read_groups(fh, load=load)
-                    return attrs, {k: ds.drop_encoding() for k, ds in groups.items()}
-                except UnsupportedLayout:
-                    pass
+            try:
+                attrs, groups = read_groups(
+                    fh, load=load, values=not lazy, always_read=(_PROVENANCE,)
+                )
+                return attrs, {k: ds.drop_encoding() for k, ds in groups.items()}
+            except UnsupportedLayout:
+                pass
         with xr.open_datatree(path, engine="h5netcdf", phony_dims="access") as tree:
             groups = {
                 sub.path.strip("/"): sub.to_dataset(inherit=True)
                 for sub in tree.subtree
                 if sub is not tree and (load is None or sub.path.strip("/") in load)
             }
-            if not lazy:
-                groups = {k: ds.load().drop_encoding() for k, ds in groups.items()}
+            # Read before the file closes; a lazy open still needs the provenance values.
+            groups = {
+                k: ds.load().drop_encoding() if not lazy or k == _PROVENANCE else ds
+                for k, ds in groups.items()
+            }
             return {str(k): v for k, v in tree.attrs.items()}, groups
     except MetalloError:
         raise

@@ -158,3 +158,26 @@ def test_table_variants_round_trip(tmp_path):
     for node, table in tables.items():
         pd.testing.assert_frame_equal(reopened.table(node), table)
         assert json.loads(reopened[node].attrs["parameters"]) == {"node": node}
+
+
+def test_xarray_fallback_reader_gives_the_same(full_specimen, monkeypatch):
+    """Files the fast h5py reader does not recognise go through xarray.open_datatree."""
+    import h5py
+
+    from metallo._specimen_h5 import UnsupportedLayout
+
+    path, _ = full_specimen
+    fast = Specimen.open(path)
+
+    def unsupported(*args, **kwargs):
+        raise UnsupportedLayout("forced by the test")
+
+    monkeypatch.setattr("metallo.specimen.read_groups", unsupported)
+    for slow in (Specimen.open(path), Specimen.open(path, lazy=True)):
+        assert slow.nodes() == fast.nodes()
+        assert slow.provenance == fast.provenance
+        for node in fast.nodes():
+            assert slow.describe(node) == fast.describe(node), node
+            assert_same(slow[node], fast[node])
+    open_files = {i.name.decode() for i in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)}
+    assert str(path) not in open_files
