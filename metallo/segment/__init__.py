@@ -66,6 +66,7 @@ _UNSUPERVISED: dict[str, str] = {
     "choose_n_classes": "metallo.segment._unsupervised",
     "plot_criteria": "metallo.segment._unsupervised",
     "refine_by_superpixels": "metallo.segment._unsupervised",
+    "SuperpixelRefinement": "metallo.segment._unsupervised",
     "slic_superpixels": "metallo.segment._superpixels",
     "criterion_f": "metallo.segment._criteria",
     "criterion_f_prime": "metallo.segment._criteria",
