@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from metallo.errors import FormatError
+from metallo.errors import ConfigError, FormatError
 
 __all__ = ["FileStamp", "atomic_write", "check_hdf5", "file_stamp", "temp_files"]
 
@@ -105,7 +105,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path).absolute()
     if not path.parent.is_dir():
-        raise FormatError(f"{path}: folder {path.parent} does not exist")
+        raise ConfigError(f"{path}: folder {path.parent} does not exist")
     remove_stale_temp_files(path)
     temp = path.parent / f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:

@@ -43,6 +43,8 @@ def test_create_refuses_an_existing_file_unless_overwrite(tmp_path):
     assert Specimen.open(path).specimen_id == "B"
     with pytest.raises(ConfigError, match="does not exist"):
         Specimen.create(tmp_path / "no" / "S.h5", specimen_id="C")
+    with pytest.raises(ConfigError, match="does not exist"):
+        replacement.save(tmp_path / "no" / "S.h5")
 
 
 @pytest.mark.parametrize(
