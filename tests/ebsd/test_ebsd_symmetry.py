@@ -99,3 +99,15 @@ def test_single_orientations_give_scalars():
     q = axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), np.radians(10.0))
     assert float(misorientation_angle(q, [1, 0, 0, 0])) == pytest.approx(10.0)
     assert float(misorientation_angle(q, [1, 0, 0, 0], symmetry="6/mmm")) == pytest.approx(10.0)
+
+
+def test_sigma3_deviation_is_symmetry_invariant():
+    from metallo.ebsd import sigma3_deviation
+
+    q = random_quaternions(500, 31)
+    ops = symmetry_operators("m-3m")
+    twin = axis_angle_to_quat(np.array([1.0, 1.0, 1.0]), np.pi / 3)
+    q2 = quat_multiply(ops[np.arange(500) % 24], quat_multiply(twin, quat_multiply(ops[(7 * np.arange(500)) % 24], q)))
+    np.testing.assert_allclose(sigma3_deviation(q, q2), 0.0, atol=1e-5)
+    tilt = axis_angle_to_quat(np.array([1.0, 0.0, 0.0]), np.radians(3.0))
+    np.testing.assert_allclose(sigma3_deviation(q, quat_multiply(tilt, quat_multiply(twin, q))), 3.0, atol=1e-6)
