@@ -1,4 +1,5 @@
-"""Fixtures for the supervised segmentation tests: small synthetic two-phase micrographs."""
+"""Fixtures for the supervised segmentation tests: small synthetic two-phase micrographs
+from :func:`metallo.synth.make_multiphase` (dark flat phase 0, bright textured phase 1)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage
 
 from metallo.segment._data import LabelledImage, SegmentationData
+from metallo.synth import make_multiphase
 
 
 def two_phase(shape: tuple[int, int] = (64, 64), *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A bright, rough phase 1 in a dark, smooth phase 0 (blobs of ~10 px), uint8 + labels.
+    """uint8 micrograph and its uint8 labels (0/1), blobs of about 1/8 of the width."""
+    image, labels = make_multiphase(shape, n_phases=2, pixel_size_um=0.1, seed=seed)
+    return np.asarray(image.values), np.asarray(labels, dtype=np.uint8)
 
-    Phase 0 has mean 70 and phase 1 mean 170 with noise sigma 20: an easy, known answer.
-    """
-    rng = np.random.default_rng(seed)
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), 4, mode="wrap")
-    labels = (field > 0).astype(np.uint8)
-    image = np.where(labels == 1, 170.0, 70.0) + rng.normal(0, 20, shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+@pytest.fixture
+def two_phase_image():
+    """The generator ``two_phase(shape, seed=...)`` for tests that need their own sizes."""
+    return two_phase
 
 
 @pytest.fixture

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from metallo.errors import ConfigError
-from metallo.segment import confusion_matrix, mean_iou, metrics_from_confusion, pixel_accuracy, segmentation_metrics
+from metallo.segment import (
+    confusion_matrix,
+    mean_iou,
+    metrics_from_confusion,
+    pixel_accuracy,
+    segmentation_metrics,
+)
 
 
 def test_known_confusion_and_scores():

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from metallo.errors import ConfigError, ModelError, UnknownNameError
-from metallo.segment import get_model, load_checkpoint, load_vgg16_state_dict, model_names, save_checkpoint
+from metallo.segment import (
+    get_model,
+    load_checkpoint,
+    load_vgg16_state_dict,
+    model_names,
+    save_checkpoint,
+)
 from metallo.segment._vgg import VGG16, vgg16_features
 
 SMALL = {
