@@ -235,7 +235,7 @@ def _train(
         torch.manual_seed(seed)
         model = _build_network(batch.shape[1], channels, n_conv, n_outputs).to(device)
         if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         x = torch.from_numpy(batch).to(device)
         if device.type == "cuda":
@@ -281,6 +281,7 @@ def _train(
                     live.update(task, advance=1, description=f"unsupervised: {n_labels} labels")
                 if n_labels <= target:
                     break
+        assert predicted is not None  # max_iter >= 1 was checked, so the loop ran
         if n_labels > target:
             predicted = _keep_largest_labels(logits.detach(), kept, target, n_outputs)
         result = predicted.view(len(arrays), height, width).cpu().numpy()
@@ -574,7 +575,7 @@ def choose_n_classes(
     compactness = float(options.get("compactness", 20.0))
     values = _as_float_stack([image])[0]
     superpixels = [slic_superpixels(values, n_superpixels=n_superpixels, compactness=compactness)]
-    parameters = {
+    parameters: dict[str, Any] = {
         "n_superpixels": n_superpixels, "compactness": compactness,
         "channels": int(options.get("channels", 100)), "n_conv": int(options.get("n_conv", 2)),
         "n_outputs": int(options.get("n_outputs", DEFAULT_N_OUTPUTS)), "lr": float(options.get("lr", 0.1)),
