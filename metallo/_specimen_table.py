@@ -49,7 +49,15 @@ def _column(name: str, values: pd.Series, node: str) -> tuple[np.ndarray, dict[s
                 "expected numbers, booleans, datetimes or strings"
             )
         return _string_column(values, attrs), attrs
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        # netCDF times have no zone: stored as UTC, the zone comes back from pandas_dtype.
+        return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), attrs
     if isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            raise ConfigError(
+                f"table {node!r}: column {name!r} has dtype {dtype}; "
+                "expected numbers, booleans, datetimes, strings or categories"
+            )
         # Nullable Int64/boolean/Float64: stored as float with NaN for <NA>, restored on read.
         return values.astype("float64").to_numpy(), attrs
     return values.to_numpy(), attrs
@@ -102,6 +110,10 @@ def _restore(values: np.ndarray, attrs: dict[str, Any]) -> pd.Series | np.ndarra
         if na:
             series.iloc[na] = None
         return series.astype(dtype) if dtype and dtype != "object" else series
+    if dtype.startswith("datetime64[") and "," in dtype:
+        unit, zone = dtype[len("datetime64[") : -1].split(",", 1)
+        utc = pd.Series(values.astype(f"datetime64[{unit}]")).dt.tz_localize("UTC")
+        return utc.dt.tz_convert(zone.strip())
     if dtype and dtype != str(values.dtype):
         return pd.Series(values).astype(dtype)
     return values

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from specimen_cases import annotation_labels, ebsd_derived, ebsd_map, micrograph, psd_table
@@ -201,6 +202,12 @@ def test_unsupported_data_is_refused(spec):
         spec.add("micrographs/lom", half, step="read_image")
     with pytest.raises(ConfigError, match="NUL"):
         spec.add("quantities/names", psd_table().assign(constituent="ferr\x00ite"), step="q")
+    with pytest.raises(ConfigError, match="period"):
+        spec.add(
+            "quantities/p",
+            pd.DataFrame({"month": pd.period_range("2024-01", periods=3, freq="M")}),
+            step="q",
+        )
     with pytest.raises(ConfigError, match="MultiIndex"):
         spec.add("quantities/m", psd_table().set_index(["phase", "n_pixels"]), step="q")
 

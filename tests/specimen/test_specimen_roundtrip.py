@@ -150,6 +150,13 @@ def test_table_variants_round_trip(tmp_path):
             }
         ),
         "quantities/empty": pd.DataFrame({"ecd_um": np.array([], dtype=np.float64)}),
+        "quantities/zoned": pd.DataFrame(
+            {
+                "acquired": pd.to_datetime(["2024-01-02 10:00", "2024-07-03 11:30"]).tz_localize(
+                    "Europe/Berlin"
+                )
+            }
+        ),
     }
     for node, table in tables.items():
         spec.add(node, table, step="quantify", parameters={"node": node})
