@@ -1,0 +1,40 @@
+"""``metallo register`` writes the warped image, the .tfm, the overlay and the quality JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import tifffile
+from conftest import make_pair
+from typer.testing import CliRunner
+
+from metallo.cli import app
+
+
+def test_register_command_outputs(tmp_path):
+    pair = make_pair(1, moving_shape=(120, 120), fixed_shape=(180, 180))
+    tifffile.imwrite(tmp_path / "lom.tif", pair.fixed.values)
+    tifffile.imwrite(tmp_path / "iq.tif", pair.moving.values)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["register", str(tmp_path / "lom.tif"), str(tmp_path / "iq.tif"), "--out", str(out),
+         "--method", "sift", "--no-inverse-consistency"],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("warped.tif", "transform.tfm", "overlay.png", "quality.json"):
+        assert (out / name).is_file()
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["initial"] == "sift" and quality["inliers"] >= 8
+    assert tifffile.imread(out / "warped.tif").shape == (180, 180)
+    assert sitk.ReadTransform(str(out / "transform.tfm")).GetDimension() == 2
+
+
+def test_register_command_bad_input_is_one_line(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.full((40, 40), np.nan, np.float32))
+    tifffile.imwrite(tmp_path / "b.tif", np.random.default_rng(0).random((40, 40)).astype(np.float32))
+    result = CliRunner().invoke(app, ["register", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "NaN" in result.output

@@ -1,0 +1,171 @@
+"""Registration transforms: evaluation vs SimpleITK, warp, inverse, storage, .tfm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from metallo._xarray import image_dataarray
+from metallo.correlate import Grid, Registration
+from metallo.correlate._transform import AffineStep, BSplineStep
+from metallo.errors import FormatError, RegistrationError
+
+
+def _bspline_step(seed: int = 0, amplitude: float = 1.5) -> BSplineStep:
+    img = sitk.Image(120, 100, sitk.sitkFloat32)
+    img.SetSpacing((0.5, 0.5))
+    tx = sitk.BSplineTransformInitializer(img, [4, 3], 3)
+    rng = np.random.default_rng(seed)
+    tx.SetParameters(rng.normal(0, amplitude, len(tx.GetParameters())).tolist())
+    return BSplineStep.from_sitk(tx), tx
+
+
+def _registration(amplitude: float = 1.5) -> Registration:
+    step, _ = _bspline_step(0, amplitude)
+    a = np.deg2rad(3.0)
+    affine = AffineStep(1.1 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), np.array([2.0, -1.0]))
+    fixed = Grid((100, 120), (0.5, 0.5))
+    moving = Grid((90, 110), (0.6, 0.6))
+    return Registration([step, affine], fixed_grid=fixed, moving_grid=moving, method="test")
+
+
+def test_bspline_evaluation_matches_simpleitk():
+    step, tx = _bspline_step(3)
+    pts = np.random.default_rng(1).uniform(-5, 65, (500, 2))
+    expected = np.array([tx.TransformPoint(tuple(p)) for p in pts])
+    np.testing.assert_allclose(step.apply(pts), expected, atol=1e-9)
+
+
+def test_transform_points_is_moving_to_fixed():
+    g = Grid((10, 10), (1.0, 1.0))
+    # ITK direction: fixed point (x=0) maps to moving x=2; so moving x=5 comes from fixed x=3.
+    reg = Registration([AffineStep(np.eye(2), np.array([2.0, 0.0]))], fixed_grid=g, moving_grid=g)
+    np.testing.assert_allclose(reg.transform_points(np.array([[1.0, 5.0]])), [[1.0, 3.0]])
+    np.testing.assert_allclose(reg.fixed_to_moving(np.array([[1.0, 3.0]])), [[1.0, 5.0]])
+
+
+def test_point_round_trip_through_bspline_inverse():
+    reg = _registration()
+    pts = np.random.default_rng(2).uniform(5, 45, (300, 2))
+    back = reg.fixed_to_moving(reg.transform_points(pts))
+    np.testing.assert_allclose(back, pts, atol=1e-6)
+
+
+def test_warp_matches_simpleitk_resample():
+    reg = _registration()
+    rng = np.random.default_rng(4)
+    from scipy import ndimage as ndi
+
+    moving = ndi.gaussian_filter(rng.random((90, 110)), 3).astype(np.float64)
+    m_img = sitk.GetImageFromArray(moving)
+    m_img.SetSpacing((0.6, 0.6))
+    f_img = sitk.Image(120, 100, sitk.sitkFloat64)
+    f_img.SetSpacing((0.5, 0.5))
+    expected = sitk.GetArrayFromImage(sitk.Resample(m_img, f_img, reg.to_sitk(), sitk.sitkLinear, -1.0))
+    got = reg.warp(moving, interpolation="linear", fill_value=-1.0).values
+    inner = (expected != -1.0) & (got != -1.0)
+    assert inner.mean() > 0.6
+    np.testing.assert_allclose(got[inner], expected[inner], atol=1e-6)
+
+
+def test_warp_labels_keep_values_and_fill():
+    reg = _registration()
+    rng = np.random.default_rng(5)
+    labels = rng.choice(np.array([0, 3, 7], dtype=np.uint8), size=(90, 110))
+    out = reg.warp(labels, interpolation="nearest", fill_value=255)
+    assert out.dtype == np.uint8
+    assert set(np.unique(out.values)) <= {0, 3, 7, 255}
+    assert (out.values == 255).any() and (out.values != 255).mean() > 0.5
+    assert out.attrs["pixel_size_um"] == 0.5 and out.shape == (100, 120)
+    # Default for integer 2-D input is nearest too.
+    np.testing.assert_array_equal(reg.warp(labels, fill_value=255).values, out.values)
+
+
+def test_warp_shift_known_answer_and_rgb():
+    g = Grid((4, 5), (1.0, 1.0))
+    reg = Registration([AffineStep(np.eye(2), np.array([1.0, 0.0]))], fixed_grid=g, moving_grid=g)
+    img = np.arange(20, dtype=np.float32).reshape(4, 5)
+    out = reg.warp(img, fill_value=-1).values
+    np.testing.assert_array_equal(out[:, :4], img[:, 1:])
+    assert (out[:, 4] == -1).all()
+    rgb = np.stack([img, 2 * img, 3 * img], axis=2)
+    out_rgb = reg.warp(rgb).values
+    assert out_rgb.shape == (4, 5, 3)
+    np.testing.assert_array_equal(out_rgb[:, :4, 2], 3 * img[:, 1:])
+
+
+def test_warp_dataarray_on_its_own_grid():
+    # A label map at half the moving resolution over the same field lands in the same place.
+    g = Grid((8, 8), (1.0, 1.0))
+    reg = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g)
+    coarse = image_dataarray(np.array([[1, 2], [3, 4]], dtype=np.uint8).repeat(2, 0).repeat(2, 1), pixel_size_um=2.0)
+    out = reg.warp(coarse).values
+    assert out[0, 0] == 1 and out[0, 7] == 2 and out[7, 0] == 3 and out[7, 7] == 4
+
+
+def test_warp_errors():
+    reg = _registration()
+    with pytest.raises(RegistrationError, match="label dtype"):
+        reg.warp(np.zeros((90, 110), np.uint8), interpolation="nearest", fill_value=-1)
+    with pytest.raises(RegistrationError, match="shape"):
+        reg.warp(np.zeros((10, 10)))
+    with pytest.raises(RegistrationError, match="NaN"):
+        reg.warp(np.full((90, 110), np.nan))
+
+
+def test_inverse_round_trip_within_a_pixel():
+    reg = _registration()
+    inv = reg.inverse()
+    assert inv.fixed_grid == reg.moving_grid
+    pts = np.random.default_rng(6).uniform(8, 40, (400, 2))  # fixed (y, x) µm inside the field
+    moving_pts = reg.fixed_to_moving(pts)
+    # inverse().transform_points maps its moving (= our fixed) space to our moving space.
+    err = np.linalg.norm(inv.transform_points(pts) - moving_pts, axis=1) / 0.5
+    assert err.max() < 0.1
+    # Warping there and back keeps labels in place (within one pixel at boundaries).
+    labels = (np.indices((100, 120)).sum(0) // 15 % 2).astype(np.uint8)
+    there = reg.inverse().warp(labels, fill_value=255)
+    back = reg.warp(there, fill_value=255).values
+    ok = back != 255
+    assert (back[ok] == labels[ok]).mean() > 0.97
+    # the affine part inverts exactly
+    affine = Registration([reg.steps[1]], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+    np.testing.assert_allclose(affine.inverse().inverse().steps[0].matrix, reg.steps[1].matrix, atol=1e-12)
+
+
+def test_dataset_round_trip():
+    reg = _registration()
+    reg.quality = {"inliers": 12, "mi_after": 1.2, "tre_px": {"median": 0.3}}
+    ds = reg.to_dataset()
+    assert ds.attrs["transform_type"] == "bspline+affine"
+    for key in ("fixed", "moving", "quality"):
+        assert key in ds.attrs
+    back = Registration.from_dataset(ds)
+    pts = np.random.default_rng(7).uniform(0, 50, (50, 2))
+    np.testing.assert_allclose(back.fixed_to_moving(pts), reg.fixed_to_moving(pts), atol=1e-12)
+    assert back.quality["inliers"] == 12
+    inv_ds = reg.inverse().to_dataset()
+    inv = Registration.from_dataset(inv_ds)
+    np.testing.assert_allclose(inv.fixed_to_moving(pts[:5] + 5), reg.inverse().fixed_to_moving(pts[:5] + 5), atol=1e-12)
+
+
+def test_tfm_export_reimported_by_simpleitk(tmp_path):
+    reg = _registration()
+    path = reg.save_tfm(tmp_path / "t.tfm")
+    tx = sitk.ReadTransform(str(path))
+    pts_xy = np.random.default_rng(8).uniform(0, 60, (200, 2))
+    itk = np.array([tx.TransformPoint(tuple(p)) for p in pts_xy])
+    np.testing.assert_allclose(itk, reg.fixed_to_moving_xy(pts_xy), atol=1e-6)
+    back = Registration.load_tfm(path, fixed=reg.fixed_grid, moving=reg.moving_grid)
+    np.testing.assert_allclose(back.fixed_to_moving_xy(pts_xy), reg.fixed_to_moving_xy(pts_xy), atol=1e-6)
+
+
+def test_tfm_errors(tmp_path):
+    reg = _registration()
+    with pytest.raises(RegistrationError, match=r"\.h5"):
+        reg.inverse().save_tfm(tmp_path / "inv.tfm")
+    bad = tmp_path / "bad.tfm"
+    bad.write_text("not a transform\n")
+    with pytest.raises(FormatError, match="bad.tfm"):
+        Registration.load_tfm(bad, fixed=reg.fixed_grid, moving=reg.moving_grid)
