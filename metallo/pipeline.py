@@ -90,10 +90,6 @@ def _file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _array_sha256(values: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-
-
 class _Context:
     """State shared by the steps of one run."""
 
@@ -167,15 +163,9 @@ def _step_inputs(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
         from metallo import synth
 
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in synthetic.items() if k != "seed"}
-        sample = synth.make_specimen(int(synthetic.get("seed", 0)), **kwargs)
-        source = f"metallo.synth.make_specimen(seed={synthetic.get('seed', 0)})"
-        for name, image, modality in (("lom", sample.lom, "LOM"), ("sem", sample.sem, "SEM")):
-            image = image.copy()
-            image.attrs.update(modality=modality, source=source, sha256=_array_sha256(image.values))
-            ctx.add(f"micrographs/{name}", image, step="io.synthetic", parameters=synthetic, inputs=[], key=key)
-            outputs.append(f"micrographs/{name}")
-        ctx.add("ebsd/map", sample.ebsd, step="io.synthetic", parameters=synthetic, inputs=[], key=key)
-        outputs.append("ebsd/map")
+        outputs += synth.add_synthetic_specimen(
+            ctx.spec, int(synthetic.get("seed", 0)), ebsd_name="map", extra_parameters={"cache_key": key}, **kwargs
+        )
     for name, mic in inputs.get("micrographs", {}).items():
         image = io.read_image(mic["path"], pixel_size_um=mic.get("pixel_size_um"), modality=mic.get("modality"))
         ctx.add(f"micrographs/{name}", image, step="io.read_image", parameters=mic, inputs=[mic["path"]], key=key)
@@ -248,7 +238,8 @@ def _step_annotate(ctx: _Context, params: dict[str, Any], key: str) -> list[str]
 
     rules = params.get("rules", "lath_bainite")
     source = ctx.ebsd_node()
-    labels = annotate.from_ebsd(ctx.spec[source], rules=rules)
+    derived = f"{source}/derived"
+    labels = annotate.from_ebsd(ctx.spec[source], rules=rules, derived=ctx.spec[derived] if derived in ctx.spec else None)
     outputs = ["annotations/ebsd"]
     ctx.add("annotations/ebsd", labels, step="annotate.from_ebsd", parameters={"rules": rules}, inputs=[source], key=key)
     reg_nodes = [n for n in ctx.spec.nodes() if n.startswith("registration/")]
@@ -530,7 +521,7 @@ def _expected_outputs(ctx: _Context, step: str) -> list[str] | None:
     """The nodes a finished step has written, read from provenance (None: never ran)."""
     names: list[str] = []
     prefix = {
-        "inputs": ("io.",),
+        "inputs": ("io.", "synth."),
         "clean_ebsd": ("ebsd.clean",),
         "ebsd_derive": ("ebsd.derive",),
         "register": ("correlate.register",),

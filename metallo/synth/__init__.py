@@ -4,16 +4,17 @@
   EBSD -> micrograph mapping and the constituent under every pixel.
 - :func:`make_particles`: round particles with known log-normal radii and touching pairs.
 - :func:`make_multiphase`: 2-6 phases with distinct grey levels and textures.
-- :func:`write_demo_specimen`: the specimen of ``metallo demo`` as a Specimen file.
+- :func:`add_synthetic_specimen` / :func:`write_demo_specimen`: its inputs and truth in a Specimen.
 """
 
-from metallo.synth._demo import write_demo_specimen
+from metallo.synth._demo import add_synthetic_specimen, write_demo_specimen
 from metallo.synth._multiphase import make_multiphase
 from metallo.synth._particles import SynthParticles, make_particles
 from metallo.synth._specimen import SynthSpecimen, ebsd_points_um, make_specimen
 
 __all__ = [
     "SynthParticles",
+    "add_synthetic_specimen",
     "SynthSpecimen",
     "ebsd_points_um",
     "make_multiphase",

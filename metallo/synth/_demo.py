@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -11,7 +12,7 @@ import xarray as xr
 from metallo._xarray import image_dataarray
 from metallo.synth._specimen import SynthSpecimen, make_specimen
 
-__all__ = ["DEMO_FILE", "write_demo_specimen"]
+__all__ = ["DEMO_FILE", "add_synthetic_specimen", "write_demo_specimen"]
 
 #: File name of the demo specimen inside the output folder.
 DEMO_FILE = "synthetic-specimen.h5"
@@ -66,8 +67,6 @@ def write_demo_specimen(
         console.print(
             f"making synthetic specimen (seed {seed}, EBSD {ebsd_shape[0]} x {ebsd_shape[1]})"
         )
-    synth = make_specimen(seed, ebsd_shape=ebsd_shape)
-    parameters = {"seed": seed, "ebsd_shape": list(ebsd_shape)}
     spec = Specimen.create(
         out / DEMO_FILE,
         specimen_id=f"synth-{seed}",
@@ -80,21 +79,64 @@ def write_demo_specimen(
         },
         overwrite=True,
     )
-    step = "synth.make_specimen"
-    spec.add("ebsd/synth", synth.ebsd, step=step, parameters=parameters)
-    for name in ("lom", "sem"):
-        spec.add(f"micrographs/{name}", getattr(synth, name), step=step, parameters=parameters)
-        spec.add(
-            f"annotations/truth_{name}",
-            _truth_labels(synth, name),
-            step=step,
-            parameters=parameters,
-            inputs=[f"micrographs/{name}"],
-        )
+    add_synthetic_specimen(spec, seed, ebsd_name="synth", ebsd_shape=ebsd_shape)
     path = spec.save()
     if console is not None:
         console.print(f"wrote {path}")
     return path
+
+
+def add_synthetic_specimen(
+    spec: Any,
+    seed: int = 0,
+    *,
+    ebsd_name: str = "map",
+    step: str = "synth.make_specimen",
+    extra_parameters: dict[str, Any] | None = None,
+    **make_kwargs: Any,
+) -> list[str]:
+    """Make a synthetic specimen and add its inputs and ground truth to a Specimen.
+
+    Nodes: ``ebsd/<ebsd_name>``, ``micrographs/lom``, ``micrographs/sem`` and the truth
+    ``annotations/truth_lom`` / ``annotations/truth_sem`` (0 polygonal ferrite, 1 lath bainite),
+    each with a provenance record of ``step``.
+
+    Parameters
+    ----------
+    spec : Specimen
+        The container to add to (existing nodes of the same names are replaced).
+    seed : int
+        Seed of :func:`metallo.synth.make_specimen`.
+    ebsd_name : str
+        Name of the EBSD node.
+    step : str
+        Step name in the provenance records.
+    extra_parameters : dict, optional
+        Recorded with the parameters (e.g. a pipeline cache key).
+    **make_kwargs
+        Passed to :func:`metallo.synth.make_specimen` (``ebsd_shape``, ``bainite_fraction``, ...).
+
+    Returns
+    -------
+    list of str
+        The nodes added.
+    """
+    synth = make_specimen(seed, **make_kwargs)
+    parameters = {
+        "seed": seed,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in make_kwargs.items()},
+        **(extra_parameters or {}),
+    }
+    added = [f"ebsd/{ebsd_name}"]
+    spec.add(added[0], synth.ebsd, step=step, parameters=parameters, overwrite=added[0] in spec)
+    for name in ("lom", "sem"):
+        for node, data, inputs in (
+            (f"micrographs/{name}", getattr(synth, name), []),
+            (f"annotations/truth_{name}", _truth_labels(synth, name), [f"micrographs/{name}"]),
+        ):
+            spec.add(node, data, step=step, parameters=parameters, inputs=inputs, overwrite=node in spec)
+            added.append(node)
+    return added
 
 
 def _truth_labels(synth: SynthSpecimen, name: str) -> xr.DataArray:
