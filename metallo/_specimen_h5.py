@@ -86,8 +86,8 @@ def read_groups(
     fh : h5py.File
         An open specimen file.
     load : collection of str, optional
-        Group paths whose data are read (and their ancestors, for inherited coordinates);
-        default all.
+        Group paths whose data are read (their ancestors are visited for the coordinates
+        they pass down, without reading their other values); default all.
     values : bool
         ``False``: read only coordinates; other variables keep their shape, decoded dtype
         and attrs but no values (for validating a lazily opened file).
@@ -136,7 +136,8 @@ def read_groups(
             continue
         variables: dict[str, xr.Variable] = {}
         coords: list[str] = []
-        read = values or path in always_read
+        # Ancestors of the requested groups only lend their coordinates (always read).
+        read = (values and (load is None or path in load)) or path in always_read
         for name, dset, is_scale in found[path]:
             if is_scale:
                 dims: tuple[str, ...] = (name,)

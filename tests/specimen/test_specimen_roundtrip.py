@@ -188,3 +188,28 @@ def test_xarray_fallback_reader_gives_the_same(full_specimen, monkeypatch):
             assert_same(slow[node], fast[node])
     open_files = {i.name.decode() for i in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)}
     assert str(path) not in open_files
+
+
+def test_provenance_is_readable_without_metallo(full_specimen):
+    path, added = full_specimen
+    with h5py.File(path, "r") as fh:
+        records = [json.loads(text) for text in fh["provenance/records"].asstr()[()]]
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        via_xarray = [json.loads(str(t)) for t in tree["provenance"].to_dataset()["records"].values]
+    assert records == via_xarray == Specimen.open(path).provenance
+    assert [r["outputs"] for r in records] == [["/"], *([node] for node in added)]
+    assert all(r["inputs"] == ["synthetic"] and r["parameters"] == {"seed": 0} for r in records[1:])
+
+
+def test_lazy_access_reads_only_the_requested_node(full_specimen):
+    from metallo.specimen import _read_groups
+
+    path, _ = full_specimen
+    _, groups = _read_groups(path, load=["ebsd/map1/derived"])
+    assert set(groups) == {"ebsd", "ebsd/map1", "ebsd/map1/derived"}
+    np.testing.assert_array_equal(
+        groups["ebsd/map1/derived"]["kam"].values[1:],
+        Specimen.open(path)["ebsd/map1/derived"]["kam"].values[1:],
+    )
+    with pytest.raises(RuntimeError, match="not read"):
+        groups["ebsd/map1"]["euler"].values  # the map only lent its coordinates
