@@ -1,0 +1,130 @@
+"""Training, cross-validation and evaluation on synthetic two-phase micrographs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metallo.errors import ConfigError
+from metallo.segment import (
+    LabelledImage,
+    SegmentationData,
+    TrainConfig,
+    cross_validate,
+    evaluate,
+    fold_indices,
+    load_checkpoint,
+    train,
+)
+
+FAST = {"epochs": 3, "tile_size": 32, "batch_size": 4, "device": "cpu", "out_dir": None}
+SMALL = {
+    "unet": {"base_channels": 4},
+    "unet_vgg16": {"width_divisor": 16, "decoder_channels": (16, 8, 8, 8)},
+    "pixelnet": {"width_divisor": 16, "hidden": 16, "pixels_per_image": 128},
+}
+
+
+def _held_out(two_phase_image, seed=99, shape=(96, 96)):
+    image, labels = two_phase_image(shape, seed=seed)
+    return SegmentationData([LabelledImage("held", image[..., None] / np.float32(255), labels, 0.1)], ["a", "b"])
+
+
+@pytest.mark.slow
+def test_tiny_unet_reaches_iou_0_9_on_an_easy_two_phase_task(two_phase_data, two_phase_image):
+    result = train(two_phase_data, val_data=_held_out(two_phase_image), model="unet",
+                   model_kwargs={"base_channels": 8}, epochs=10, tile_size=32, batch_size=4, lr=1e-2,
+                   device="cpu", out_dir=None, seed=0)
+    assert min(result.metrics["iou"]) >= 0.9
+    assert result.metrics["accuracy"] >= 0.95
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_model_trains_and_the_loss_falls(name, two_phase_data):
+    result = train(two_phase_data, model=name, model_kwargs=SMALL[name], lr=1e-2 if name == "unet_vgg16" else 3e-3,
+                   epochs=4, tile_size=32, batch_size=4, device="cpu", out_dir=None, augment=False, jitter=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoint_carries_what_prediction_needs(two_phase_data, tmp_path):
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, scale=0.5,
+                   **{**FAST, "out_dir": str(tmp_path)})
+    assert result.checkpoint == tmp_path / "model.pt"
+    payload = torch.load(result.checkpoint, weights_only=True)
+    assert payload["classes"] == ["ferrite", "pearlite"]
+    assert payload["pixel_size_um"] == pytest.approx(0.1)
+    assert payload["tile"] == {"size": 32, "scale": 0.5, "overlap": 64, "modality": "LOM"}
+    mean = np.mean([s.image.mean() for s in two_phase_data.rescaled(0.5).samples])
+    assert payload["normalization"]["mean"][0] == pytest.approx(mean, rel=1e-3)
+    assert payload["config"]["epochs"] == 3 and payload["metrics"]["epochs_run"] == 3
+    model, info = load_checkpoint(result.checkpoint)
+    assert info["model"] == "unet" and not model.training
+
+
+def test_same_seed_same_weights(two_phase_data):
+    a = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, seed=3, **FAST)
+    b = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, seed=3, **FAST)
+    c = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, seed=4, **FAST)
+    sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_focal_with_inverse_frequency_alpha_and_plateau_early_stopping(two_phase_data):
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, loss="focal",
+                   loss_kwargs={"gamma": 2.0, "alpha": "inverse_frequency"}, optimizer="adamw",
+                   schedule="plateau", patience=1, lr=1e-6, **{**FAST, "epochs": 20})
+    # With a learning rate this small the loss cannot improve for long: early stopping ends it.
+    assert result.metrics["epochs_run"] < 20
+
+
+def test_cross_validation_reports_folds_mean_and_std(two_phase_data, tmp_path):
+    cv = cross_validate(two_phase_data, folds=2, model="unet", model_kwargs={"base_channels": 4},
+                        **{**FAST, "epochs": 2, "out_dir": str(tmp_path)})
+    assert len(cv.folds) == 2
+    held = sorted(name for f in cv.folds for name in f["held_out"])
+    assert held == sorted(s.name for s in two_phase_data.samples)  # each image held out once
+    accs = [f["accuracy"] for f in cv.folds]
+    assert cv.mean["accuracy"] == pytest.approx(np.mean(accs))
+    assert cv.std["accuracy"] == pytest.approx(np.std(accs, ddof=1))
+    assert np.asarray(cv.pooled["confusion"]).sum() == 4 * 64 * 64
+    table = cv.table()
+    assert list(table.index) == ["0", "1", "mean", "std"] and "iou_pearlite" in table.columns
+    assert (tmp_path / "cv_metrics.json").is_file() and (tmp_path / "fold1.pt").is_file()
+
+
+def test_fold_indices_partition_the_images():
+    parts = fold_indices(11, 5, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(11))
+    assert [len(p) for p in parts] == [3, 2, 2, 2, 2]
+    with pytest.raises(ConfigError, match="at least 5 images"):
+        fold_indices(3, 5)
+
+
+def test_evaluate_a_checkpoint_on_a_folder(data_folder, tmp_path):
+    result = train(str(data_folder), model="unet", model_kwargs={"base_channels": 4},
+                   **{**FAST, "out_dir": str(tmp_path / "run")})
+    metrics = evaluate(result.checkpoint, data_folder, device="cpu")
+    assert metrics["classes"] == ["ferrite", "pearlite"]
+    assert metrics["n_pixels"] == 4 * (64 * 64 - 9)  # 3x3 corner of each image is ignore
+    assert len(metrics["images"]) == 4
+
+
+def test_config_from_yaml_and_bad_options(data_folder, tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(f"data: {data_folder}\nmodel: unet\nepochs: 2\nloss: focal\nfolds: 3\n")
+    cfg = TrainConfig.from_any(path, lr=1e-4)
+    assert (cfg.model, cfg.epochs, cfg.loss, cfg.folds, cfg.lr) == ("unet", 2, "focal", 3, 1e-4)
+    assert TrainConfig.from_any(data_folder).data == str(data_folder)
+    assert TrainConfig.from_any({"modality": "SEM"}).tile == 512
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_any({"epochz": 3})
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig.from_any({"optimizer": "sgd"})
+    with pytest.raises(ConfigError, match="neither a YAML config file nor a training-data folder"):
+        TrainConfig.from_any(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="2 class names but n_classes=3"):
+        train(str(data_folder), n_classes=3, **FAST)
