@@ -212,4 +212,4 @@ def test_lazy_access_reads_only_the_requested_node(full_specimen):
         Specimen.open(path)["ebsd/map1/derived"]["kam"].values[1:],
     )
     with pytest.raises(RuntimeError, match="not read"):
-        groups["ebsd/map1"]["euler"].values  # the map only lent its coordinates
+        _ = groups["ebsd/map1"]["euler"].values  # the map only lent its coordinates
