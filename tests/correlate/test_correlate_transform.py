@@ -169,3 +169,26 @@ def test_tfm_errors(tmp_path):
     bad.write_text("not a transform\n")
     with pytest.raises(FormatError, match="bad.tfm"):
         Registration.load_tfm(bad, fixed=reg.fixed_grid, moving=reg.moving_grid)
+
+
+def test_stored_in_a_specimen_and_read_back(tmp_path):
+    from metallo.specimen import Specimen
+
+    reg = _registration()
+    reg.quality = {"inliers": 30, "mi_after": 1.1}
+    spec = Specimen.create(tmp_path / "s.h5", specimen_id="S1")
+    spec.add("registration/lom_ebsd", reg.to_dataset(), step="correlate.register", parameters={"method": "test"})
+    spec.save()
+    back = Registration.from_dataset(Specimen.open(tmp_path / "s.h5")["registration/lom_ebsd"])
+    pts = np.random.default_rng(9).uniform(0, 50, (50, 2))
+    np.testing.assert_allclose(back.fixed_to_moving(pts), reg.fixed_to_moving(pts), atol=1e-9)
+    assert back.quality["inliers"] == 30
+
+
+def test_inverse_exports_as_h5(tmp_path):
+    reg = _registration()
+    inv = reg.inverse()
+    path = inv.save_tfm(tmp_path / "inv.h5")
+    back = Registration.load_tfm(path, fixed=inv.fixed_grid, moving=inv.moving_grid)
+    pts = np.random.default_rng(10).uniform(5, 40, (50, 2))
+    np.testing.assert_allclose(back.fixed_to_moving(pts), inv.fixed_to_moving(pts), atol=1e-6)
