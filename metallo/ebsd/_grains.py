@@ -144,11 +144,14 @@ def _mean_orientations(omap: OrientationMap, ids: np.ndarray, n: int, iterations
             d = pair_product_components(qc[:, sel], r)
             # <q, r> is d's scalar part; it is the best overlap unless another operator wins.
             sign = np.where(d[0] < 0, -1.0, 1.0)
-            moved = np.abs(d[0]) < disorientation_cos_components(d, sym) - 1e-12
+            overlap = np.abs(d[0])
+            # disorientation_cos_components consumes d.
+            moved = overlap < disorientation_cos_components(d, sym) - 1e-12
             aligned[:, sel] *= sign
             if moved.any():
                 sm = sel[moved]
-                eq = quat_multiply(quat_conjugate(nearest_operator_quaternion(d[:, moved].T, sym)), qc[:, sm].T)
+                dm = pair_product_components(qc[:, sm], r[:, moved])
+                eq = quat_multiply(quat_conjugate(nearest_operator_quaternion(dm.T, sym)), qc[:, sm].T)
                 dot = np.einsum("ij,ji->i", eq, r[:, moved])
                 aligned[:, sm] = (eq * np.where(dot < 0, -1.0, 1.0)[:, None]).T
         mean = np.stack([np.bincount(g, weights=aligned[k], minlength=n) for k in range(4)])

@@ -118,29 +118,62 @@ def _pair_product(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
 
 def pair_product_components(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a * conj(b)`` for component-first quaternion arrays ``(4, ...)`` (contiguous rows are
-    several times faster than the strided columns of ``(..., 4)`` arrays)."""
+    several times faster than the strided columns of ``(..., 4)`` arrays; products go into
+    two preallocated buffers because fresh large temporaries cost page faults)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim == 1 and b.ndim == 1:
+        return pair_product_components(a[:, None], b[:, None])[:, 0]
     aw, ax, ay, az = a
     bw, bx, by, bz = b
-    return np.stack([
-        aw * bw + ax * bx + ay * by + az * bz,
-        ax * bw - aw * bx - ay * bz + az * by,
-        ay * bw - aw * by + ax * bz - az * bx,
-        az * bw - aw * bz - ax * by + ay * bx,
-    ])
+    shape = np.broadcast_shapes(aw.shape, bw.shape)
+    out = np.empty((4,) + shape)
+    tmp = np.empty(shape)
+    terms = (
+        ((aw, bw, 1), (ax, bx, 1), (ay, by, 1), (az, bz, 1)),
+        ((ax, bw, 1), (aw, bx, -1), (ay, bz, -1), (az, by, 1)),
+        ((ay, bw, 1), (aw, by, -1), (ax, bz, 1), (az, bx, -1)),
+        ((az, bw, 1), (aw, bz, -1), (ax, by, -1), (ay, bx, 1)),
+    )
+    for k, row in enumerate(terms):
+        np.multiply(row[0][0], row[0][1], out=out[k])
+        for u, v, sign in row[1:]:
+            np.multiply(u, v, out=tmp)
+            if sign > 0:
+                out[k] += tmp
+            else:
+                out[k] -= tmp
+    return out
 
 
 def disorientation_cos_components(d: np.ndarray, laue: str) -> np.ndarray:
-    """:func:`disorientation_cos` for component-first misorientations ``(4, ...)``."""
+    """:func:`disorientation_cos` for component-first misorientations ``(4, ...)``.
+
+    ``d`` may be overwritten (it is a temporary everywhere it is used)."""
     if laue != "m-3m":
         return disorientation_cos(np.moveaxis(d, 0, -1), laue)
-    a0, a1, a2, a3 = np.abs(d)
-    hi01, lo01 = np.maximum(a0, a1), np.minimum(a0, a1)
-    hi23, lo23 = np.maximum(a2, a3), np.minimum(a2, a3)
+    if d.ndim == 1:
+        return disorientation_cos_components(np.array(d, dtype=np.float64)[:, None], laue)[0]
+    a = np.abs(d, out=d) if d.dtype == np.float64 and d.flags.writeable else np.abs(d)
+    a0, a1, a2, a3 = a
+    total = np.add(a0, a1)
+    total += a2
+    total += a3
+    # Top two of four without sorting: pairwise max/min, then merge.
+    hi01 = np.maximum(a0, a1)
+    lo01 = np.minimum(a0, a1, out=a0)
+    hi23 = np.maximum(a2, a3)
+    lo23 = np.minimum(a2, a3, out=a2)
     top1 = np.maximum(hi01, hi23)
-    top2 = np.maximum(np.minimum(hi01, hi23), np.maximum(lo01, lo23))
-    w = np.maximum(top1, (top1 + top2) * np.sqrt(0.5))
-    w = np.maximum(w, 0.5 * (a0 + a1 + a2 + a3))
-    return np.minimum(w, 1.0)
+    np.minimum(hi01, hi23, out=hi01)
+    np.maximum(lo01, lo23, out=lo23)
+    top2 = np.maximum(hi01, lo23, out=hi01)
+    np.add(top1, top2, out=top2)
+    top2 *= np.sqrt(0.5)
+    total *= 0.5
+    np.maximum(top1, top2, out=top1)
+    np.maximum(top1, total, out=top1)
+    return np.minimum(top1, 1.0, out=top1)
 
 
 def disorientation_cos(d: np.ndarray, laue: str) -> np.ndarray:
@@ -152,7 +185,7 @@ def disorientation_cos(d: np.ndarray, laue: str) -> np.ndarray:
     """
     d = np.asarray(d, dtype=np.float64)
     if laue == "m-3m":
-        return disorientation_cos_components(np.moveaxis(d, -1, 0), laue)
+        return disorientation_cos_components(np.array(np.moveaxis(d, -1, 0)), laue)
     ops = symmetry_operators(laue)
     flat = d.reshape(-1, 4)
     out = np.empty(flat.shape[0])
@@ -229,7 +262,8 @@ def misorientation_angle(q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3
     q1 = np.asarray(q1, dtype=np.float64)
     q2 = np.asarray(q2, dtype=np.float64)
     symmetry_operators(symmetry)
-    return _angle_deg(disorientation_cos(_pair_product(q1, q2), symmetry))
+    d = pair_product_components(np.moveaxis(q1, -1, 0), np.moveaxis(q2, -1, 0))
+    return _angle_deg(disorientation_cos_components(d, symmetry))
 
 
 def misorientation(
