@@ -1,0 +1,155 @@
+"""Tiled inference: exact agreement with untiled prediction, blending, files, specimens."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from PIL import Image
+from torch import nn
+
+from metallo._xarray import image_dataarray
+from metallo.errors import ConfigError, ModelError
+from metallo.segment import (
+    blend_window,
+    get_model,
+    load_checkpoint,
+    predict,
+    predict_files,
+    predict_to_specimen,
+    save_checkpoint,
+)
+from metallo.segment._infer import predict_array
+
+
+class SmallField(nn.Module):
+    """Two 3x3 convolutions: receptive-field radius 2 px, far below the 8 px blend margin."""
+
+    n_classes = 3
+    in_channels = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * 5
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4)
+    return save_checkpoint(tmp_path / "unet.pt", net, classes=["ferrite", "pearlite"], mean=[0.5], std=[0.25],
+                           pixel_size_um=0.1, tile={"size": 32, "scale": 1.0})
+
+
+@pytest.mark.parametrize(("shape", "tile", "overlap"), [((150, 201), 48, 32), ((64, 64), 40, 16), ((33, 97), 64, 32)])
+def test_tiled_equals_untiled_when_the_receptive_field_fits_the_margin(shape, tile, overlap):
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    whole = predict(SmallField(), image, tile=None, overlap=overlap, probabilities=True, device="cpu")
+    tiled = predict(SmallField(), image, tile=tile, overlap=overlap, batch_size=3, probabilities=True, device="cpu")
+    assert np.abs(whole["probabilities"].values - tiled["probabilities"].values).max() < 1e-5
+    assert np.array_equal(whole["labels"].values, tiled["labels"].values)
+
+
+def test_blend_ramps_sum_to_one():
+    tile, overlap = 64, 24
+    w = blend_window(tile, overlap)
+    step = tile - overlap
+    overlap_zone = w[step:] + w[: tile - step]
+    assert np.allclose(overlap_zone, 1.0, atol=1e-6)
+    assert w[: overlap // 4].max() == 0.0 and w[overlap:-overlap].min() == 1.0
+
+
+def test_probabilities_sum_to_one_and_match_labels():
+    out = predict(SmallField(), np.random.default_rng(2).random((40, 50)), tile=32, overlap=16,
+                  probabilities=True, device="cpu")
+    p = out["probabilities"].values
+    assert p.shape == (40, 50, 3) and np.allclose(p.sum(-1), 1.0, atol=1e-5)
+    assert np.array_equal(p.argmax(-1), out["labels"].values)
+
+
+def test_memory_mapped_input_and_output(tmp_path):
+    image = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(300, 260))
+    image[:] = np.random.default_rng(3).integers(0, 255, (300, 260), dtype=np.uint8)
+    out = np.lib.format.open_memmap(tmp_path / "labels.npy", mode="w+", dtype=np.uint8, shape=(300, 260))
+    labels, probs = predict_array(SmallField(), image, mean=[0.0], std=[1.0], tile=64, overlap=16,
+                                  batch_size=2, device="cpu", labels_out=out)
+    assert labels is out and probs is None
+    reference = predict(SmallField(), np.asarray(image), tile=None, overlap=16, device="cpu")
+    assert np.array_equal(np.asarray(out), reference.values)
+
+
+def test_predict_from_checkpoint_keeps_coordinates_and_records_provenance(checkpoint):
+    image = image_dataarray(np.random.default_rng(4).integers(0, 255, (45, 70), dtype=np.uint8), pixel_size_um=0.2)
+    labels = predict(checkpoint, image, tile=32, overlap=8, device="cpu")
+    assert isinstance(labels, xr.DataArray) and labels.dims == ("y", "x") and labels.shape == (45, 70)
+    assert np.allclose(labels.x.values, image.x.values) and labels.attrs["pixel_size_um"] == 0.2
+    assert json.loads(labels.attrs["classes"]) == ["ferrite", "pearlite"]
+    assert labels.attrs["model"] == "unet" and len(labels.attrs["checkpoint_sha256"]) == 64
+    rgb = np.repeat(image.values[..., None], 3, axis=2)
+    assert np.array_equal(predict(checkpoint, rgb, tile=32, overlap=8, device="cpu").values, labels.values)
+
+
+def test_predict_rescales_like_training(checkpoint, tmp_path):
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["tile"]["scale"] = 0.5
+    torch.save(payload, tmp_path / "half.pt")
+    labels = predict(tmp_path / "half.pt", np.random.default_rng(5).random((40, 60)), tile=None, device="cpu")
+    assert labels.shape == (40, 60) and json.loads(labels.attrs["config"])["scale"] == 0.5
+
+
+def test_predict_files_writes_labels_overlays_and_fractions(checkpoint, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50), dtype=np.uint8)).save(folder / f"a{i}.png")
+    records = predict_files(checkpoint, [folder], out_dir=tmp_path / "out", tile=32, overlap=8, device="cpu",
+                            probabilities=True)
+    assert len(records) == 2
+    lab = np.asarray(Image.open(records[0]["labels"]))
+    assert lab.shape == (40, 50) and set(np.unique(lab)) <= {0, 1}
+    assert np.asarray(Image.open(records[0]["overlay"])).shape == (40, 50, 3)
+    assert np.load(records[0]["probabilities"]).shape == (40, 50, 2)
+    assert sum(records[0]["fractions"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_prediction_inputs(checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no images"):
+        predict_files(checkpoint, [tmp_path / "empty"], out_dir=tmp_path / "o", device="cpu")
+    with pytest.raises(ConfigError, match="no such image file or folder"):
+        predict_files(checkpoint, [tmp_path / "nope.png"], out_dir=tmp_path / "o", device="cpu")
+    with pytest.raises(ConfigError, match="larger than overlap"):
+        predict(checkpoint, np.zeros((100, 100)), tile=16, overlap=16, device="cpu")
+    with pytest.raises(ModelError, match="checkpoint file not found"):
+        predict(tmp_path / "missing.pt", np.zeros((10, 10)), device="cpu")
+    with pytest.raises(ModelError, match="holds model 'unet', not 'pixelnet'"):
+        load_checkpoint(checkpoint, model="pixelnet")
+
+
+class FakeSpecimen(dict):
+    """What predict_to_specimen uses of the Specimen contract: ``spec[node]`` and ``spec.add``."""
+
+    def add(self, node, data, *, step, parameters=None, inputs=(), overwrite=False):
+        if node in self and not overwrite:
+            raise ConfigError(f"node {node} exists")
+        self[node] = xr.Dataset({"labels": data})
+        self.record = {"step": step, "parameters": parameters, "inputs": list(inputs)}
+
+
+def test_predict_into_a_specimen(checkpoint):
+    image = image_dataarray(np.random.default_rng(6).integers(0, 255, (30, 40), dtype=np.uint8), pixel_size_um=0.3)
+    spec = FakeSpecimen({"micrographs/sem": xr.Dataset({"image": image})})
+    labels = predict_to_specimen(checkpoint, spec, micrograph="micrographs/sem", name="unet_uhcs", device="cpu")
+    stored = spec["segmentations/unet_uhcs"]["labels"]
+    assert stored.dtype == np.uint8 and stored.shape == (30, 40) and np.array_equal(stored.values, labels.values)
+    assert json.loads(stored.attrs["classes"]) == ["ferrite", "pearlite"] and stored.attrs["pixel_size_um"] == 0.3
+    assert spec.record["step"] == "segment.predict" and spec.record["inputs"] == ["micrographs/sem"]
+    with pytest.raises(ConfigError, match="no node 'micrographs/lom'"):
+        predict_to_specimen(checkpoint, spec, micrograph="micrographs/lom", device="cpu")
