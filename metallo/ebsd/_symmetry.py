@@ -236,7 +236,9 @@ def _angle_deg(cos_half: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arccos(np.clip(cos_half, -1.0, 1.0)))
 
 
-def misorientation_angle(q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3m") -> np.ndarray:
+def misorientation_angle(
+    q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3m", device: str | None = None
+) -> np.ndarray:
     """Disorientation angle between orientations, reduced by crystal symmetry, in degrees.
 
     Parameters
@@ -245,6 +247,9 @@ def misorientation_angle(q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3
         Orientations as unit quaternions (w, x, y, z); broadcast against each other.
     symmetry : str
         Laue group shared by both orientations (default ``"m-3m"``).
+    device : {None, "auto", "cpu", "cuda"}
+        None (default) computes with numpy; a device name uses torch on that device
+        (``"auto"``: CUDA when available).
 
     Returns
     -------
@@ -262,6 +267,10 @@ def misorientation_angle(q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3
     q1 = np.asarray(q1, dtype=np.float64)
     q2 = np.asarray(q2, dtype=np.float64)
     symmetry_operators(symmetry)
+    if device is not None:
+        from metallo.ebsd._torch import misorientation_angle_torch
+
+        return misorientation_angle_torch(q1, q2, symmetry=symmetry, device=device)
     d = pair_product_components(np.moveaxis(q1, -1, 0), np.moveaxis(q2, -1, 0))
     return _angle_deg(disorientation_cos_components(d, symmetry))
 

@@ -111,3 +111,11 @@ def test_sigma3_deviation_is_symmetry_invariant():
     np.testing.assert_allclose(sigma3_deviation(q, q2), 0.0, atol=1e-5)
     tilt = axis_angle_to_quat(np.array([1.0, 0.0, 0.0]), np.radians(3.0))
     np.testing.assert_allclose(sigma3_deviation(q, quat_multiply(tilt, quat_multiply(twin, q))), 3.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("laue", ["m-3m", "6/mmm"])
+def test_torch_path_matches_numpy_on_cpu(laue):
+    q1, q2 = random_quaternions(2000, 40), random_quaternions(2000, 41)
+    np.testing.assert_allclose(
+        misorientation_angle(q1, q2, symmetry=laue, device="cpu"), misorientation_angle(q1, q2, symmetry=laue), atol=1e-8
+    )
