@@ -113,6 +113,7 @@ def test_sigma3_deviation_is_symmetry_invariant():
     np.testing.assert_allclose(sigma3_deviation(q, quat_multiply(tilt, quat_multiply(twin, q))), 3.0, atol=1e-6)
 
 
+@pytest.mark.slow  # importing torch takes ~10 s on the shared box
 @pytest.mark.parametrize("laue", ["m-3m", "6/mmm"])
 def test_torch_path_matches_numpy_on_cpu(laue):
     q1, q2 = random_quaternions(2000, 40), random_quaternions(2000, 41)
