@@ -8,6 +8,7 @@ and tile settings it was trained with, and the validation metrics.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, ValueError, EOFError) as exc:
+        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             raise ModelError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{label}: not a metallo segmentation checkpoint (expected format {CHECKPOINT_FORMAT!r})")

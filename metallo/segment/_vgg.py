@@ -8,6 +8,7 @@ hub cache, or any file saved from ``torchvision.models.vgg16().state_dict()``, l
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -141,7 +142,7 @@ def load_vgg16_state_dict(weights: str | Path, *, in_channels: int) -> dict[str,
         raise ModelError(f"VGG16 weights not found at {path}{hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"{path}: not a readable torch state dict ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from metallo.errors import ConfigError
-from metallo.segment import dissect_activations, get_model, grad_cam, save_dissection_figure, save_grad_cam_figure
+from metallo.segment import (
+    dissect_activations,
+    get_model,
+    grad_cam,
+    save_dissection_figure,
+    save_grad_cam_figure,
+)
 
 
 class BrightDetector(nn.Module):

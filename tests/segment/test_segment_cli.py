@@ -1,0 +1,54 @@
+"""metallo train / predict / evaluate through the real CLI app."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from metallo.cli import app
+
+runner = CliRunner()
+
+
+def test_train_predict_evaluate(data_folder, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {data_folder}\nmodel: unet\nmodel_kwargs: {{base_channels: 4}}\n"
+                      "epochs: 2\ntile_size: 32\nbatch_size: 4\ndevice: cpu\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--folds", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "2-fold cross-validation" in result.output
+    cv = json.loads((out / "cv_metrics.json").read_text())
+    assert len(cv["folds"]) == 2 and cv["classes"] == ["ferrite", "pearlite"]
+    assert (out / "model.pt").is_file()
+
+    pred = tmp_path / "pred"
+    result = runner.invoke(app, ["predict", str(out / "model.pt"), str(data_folder / "images" / "m0.png"),
+                                 str(data_folder / "images" / "m1.png"), "--out", str(pred), "--tile", "32",
+                                 "--overlap", "8", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(pred / "m0_labels.png")).shape == (64, 64)
+    assert (pred / "m1_overlay.png").is_file() and len(json.loads((pred / "predictions.json").read_text())) == 2
+
+    metrics = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["evaluate", str(out / "model.pt"), str(data_folder), "--out", str(metrics),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "mean IoU" in result.output and json.loads(metrics.read_text())["n_pixels"] == 4 * (64 * 64 - 9)
+
+
+def test_errors_are_one_red_line(data_folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    ckpt = tmp_path / "not_a_checkpoint.pt"
+    ckpt.write_bytes(b"garbage")
+    result = runner.invoke(app, ["predict", str(ckpt), str(tmp_path / "empty"), "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no images" in lines[0]
+    result = runner.invoke(app, ["evaluate", str(ckpt), str(data_folder), "--device", "cpu"])
+    assert result.exit_code == 1 and "not a readable torch checkpoint" in result.output
+    result = runner.invoke(app, ["train", str(tmp_path / "empty"), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 1 and "expected sub-folders images/ and labels/" in result.output
