@@ -54,3 +54,19 @@ def test_cli_bad_classes_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["segment-unsupervised", "x.png", "--classes", "many"])
     assert result.exit_code == 1
     assert "--classes" in result.output
+
+
+def test_cli_stack_gives_one_labelling_for_all_images(multiphase, tmp_path):
+    paths, truths = [], []
+    for seed in (1, 2):
+        image, truth = multiphase(3, seed=seed)
+        paths.append(str(write_image(image, tmp_path / f"mp{seed}.tif")))
+        truths.append(truth)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment-unsupervised", *paths, "--classes", "3", "--stack", "--seed", "1",
+                                      "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    for seed, truth in zip((1, 2), truths, strict=True):
+        labels = np.asarray(Image.open(out / f"mp{seed}_labels.png"))
+        assert np.mean(labels == truth) >= 0.95
+    assert len(pd.read_csv(out / "criteria.csv")) == 2

@@ -120,3 +120,11 @@ def test_choose_n_classes_recovers_the_true_count(multiphase, n_phases, tmp_path
     assert table.loc[best, "best"] and table["F"].idxmin() == best
     png = plot_criteria(table, tmp_path / "k.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_colour_image_is_segmented_in_cielab(multiphase, fast_options):
+    image, truth = multiphase(2)
+    grey = image.values.astype(float) / 255
+    rgb = np.dstack([grey, 0.8 * grey, 0.5 + 0.3 * grey])  # a tinted micrograph
+    labels = unsupervised(rgb, n_classes=2, seed=1, **fast_options)
+    assert adjusted_rand_index(truth, labels.values) >= 0.9
