@@ -148,7 +148,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the slow paper-size CPU run")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = _resolve_device(args.device)
     repeats = 1 if args.quick else 3
     image_da, truth = make_multiphase((1000, 1000), n_phases=3, seed=0)
