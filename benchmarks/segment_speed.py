@@ -1,0 +1,137 @@
+"""Inference speed of the segmentation models and memory of tiled prediction on huge images.
+
+Table 1: images/s for each model at 1024 x 1024 (``--quick`` on CPU: 256 x 256, said in the
+output), batch sizes 1 and 8, float32 on CPU and float16 autocast on CUDA. Two numbers per row:
+the bare network forward pass and the whole ``predict_array`` pipeline (normalise, tile, blend,
+argmax); their ratio is the pipeline efficiency measured in the same run.
+
+Table 2: peak resident memory of ``predict_array`` on a memory-mapped square image of growing
+side (10 240 px full, 2048 / 4096 px with ``--quick``), each in a fresh process. Memory follows
+the tile batch and the strip buffer (classes x tile x width), not the image area.
+
+    /work/venv/bin/python benchmarks/segment_speed.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metallo.segment import get_model, resolve_device
+from metallo.segment._infer import predict_array
+
+MODELS = {"unet": {}, "unet_vgg16": {}, "pixelnet": {}}
+
+
+def _throughput(fn, n_images: int, repeats: int) -> float:
+    fn()  # warm-up (cuDNN autotune, allocator)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return n_images * repeats / (time.perf_counter() - start)
+
+
+def speed_table(size: int, device: torch.device, repeats: int) -> list[dict]:
+    rows = []
+    amp = device.type == "cuda"
+    for name, kwargs in MODELS.items():
+        net = get_model(name, n_classes=4, **kwargs).to(device).eval()
+        for batch in (1, 8):
+            x = torch.rand(batch, 1, size, size, device=device)
+            images = np.random.default_rng(0).integers(0, 255, (batch, size, size), dtype=np.uint8)
+
+            def forward(x=x, net=net):
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    net(x).argmax(1)
+
+            def pipeline(images=images, net=net, batch=batch):
+                for image in images:
+                    # One tile per image at this size: the tile batch is the image batch here.
+                    predict_array(net, image, mean=[0.5], std=[0.25], tile=size + 64, overlap=64,
+                                  batch_size=batch, device=device, amp=amp)
+
+            fwd = _throughput(forward, batch, repeats)
+            pipe = _throughput(pipeline, batch, repeats)
+            rows.append({"model": name, "device": device.type, "amp": amp, "size": size, "batch": batch,
+                         "forward_images_per_s": fwd, "predict_images_per_s": pipe, "ratio": pipe / fwd})
+            print(f"{name:<11}{device.type:>6}{size:>6}{batch:>6}{fwd:>12.2f}{pipe:>12.2f}{pipe / fwd:>8.2f}",
+                  flush=True)
+    return rows
+
+
+def _memory_child(side: int, tile: int, batch: int, device: str, queue) -> None:
+    torch.set_num_threads(2)
+    net = get_model("unet", n_classes=4, base_channels=4).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        image = np.lib.format.open_memmap(Path(tmp) / "mosaic.npy", mode="w+", dtype=np.uint8, shape=(side, side))
+        for r in range(0, side, 1024):  # write in strips so the writer does not hold it all
+            image[r:r + 1024] = (np.arange(r, min(r + 1024, side))[:, None] * 7 + np.arange(side)[None]) % 251
+        image.flush()
+        out = np.lib.format.open_memmap(Path(tmp) / "labels.npy", mode="w+", dtype=np.uint8, shape=(side, side))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        predict_array(net, image, mean=[0.5], std=[0.25], tile=tile, overlap=64, batch_size=batch,
+                      device=device, labels_out=out)
+        elapsed = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if device == "cuda":
+            gpu = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            gpu = 0.0
+    queue.put({"side": side, "tile": tile, "batch": batch, "peak_rss_mib": peak / 1024,
+               "rss_before_mib": before / 1024, "gpu_peak_mib": gpu, "seconds": elapsed,
+               "image_mib": side * side / 2**20, "strip_buffer_mib": 4 * 5 * tile * (side + tile) / 2**20})
+
+
+def memory_table(sides: list[int], device: torch.device) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    rows = []
+    for side in sides:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_memory_child, args=(side, 512, 4, device.type, queue))
+        proc.start()
+        row = queue.get()
+        proc.join()
+        rows.append(row)
+        print(f"{side:>7} px  peak RSS {row['peak_rss_mib']:8.0f} MiB  (image {row['image_mib']:6.0f} MiB uint8, "
+              f"strip buffer ~{row['strip_buffer_mib']:5.0f} MiB, GPU peak {row['gpu_peak_mib']:6.0f} MiB)  "
+              f"{row['seconds']:7.1f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CPU: 256 px images, 2048/4096 px memory test")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    quick = args.quick or device.type == "cpu"
+    size = 256 if quick else 1024
+    print(f"inference speed, {size} x {size} px" + (" (reduced from 1024 on CPU)" if size != 1024 else ""))
+    print(f"{'model':<11}{'device':>6}{'size':>6}{'batch':>6}{'fwd img/s':>12}{'pred img/s':>12}{'ratio':>8}")
+    speed = speed_table(size, device, repeats=1 if quick else 10)
+    sides = [2048, 4096] if quick else [2048, 10240]
+    print("\npeak memory of tiled prediction, memory-mapped uint8 input and output, tile 512, batch 4"
+          + (" (reduced sides on CPU)" if quick else ""))
+    memory = memory_table(sides, device)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "segment_speed.json").write_text(json.dumps({"speed": speed, "memory": memory, "quick": quick,
+                                                        "torch_threads": torch.get_num_threads()}, indent=1))
+    print(f"saved {out / 'segment_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
