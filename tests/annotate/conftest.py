@@ -59,27 +59,6 @@ def known_map():
     return SimpleNamespace(ebsd=ebsd, grains=grains, derived=derived, truth=truth, ids=ids, bainite=bainite)
 
 
-class AffineRegistration:
-    """A known registration: fixed (y, x) µm = scale * moving µm + shift, for tests only."""
-
-    def __init__(self, fixed: xr.DataArray, scale: float, shift_um: tuple[float, float]) -> None:
-        self.fixed = fixed
-        self.scale = scale
-        self.shift = np.asarray(shift_um, dtype=np.float64)
-
-    def warp(self, image, *, interpolation="linear", fill_value=0):
-        from scipy import ndimage as ndi
-
-        assert interpolation == "nearest"
-        ps_f = float(self.fixed.attrs["pixel_size_um"])
-        ps_m = float(image.attrs["pixel_size_um"])
-        yy, xx = np.indices(self.fixed.shape[:2], dtype=np.float64)
-        my = ((yy * ps_f) - self.shift[0]) / self.scale / ps_m
-        mx = ((xx * ps_f) - self.shift[1]) / self.scale / ps_m
-        out = ndi.map_coordinates(np.asarray(image.values), [my, mx], order=0, mode="constant", cval=fill_value)
-        return xr.DataArray(out, dims=("y", "x"), coords={"y": self.fixed.y, "x": self.fixed.x})
-
-
 @pytest.fixture(scope="session")
 def synth_specimen():
     """The default synthetic ferrite + lath-bainite specimen (EBSD 200 x 200 at 0.5 µm, LOM)."""
@@ -107,7 +86,3 @@ def demo_specimen(tmp_path_factory):
     return write_demo_specimen(tmp_path_factory.mktemp("demo"), ebsd_shape=(120, 120))
 
 
-def iou(labels: np.ndarray, truth: np.ndarray, cls: int, valid: np.ndarray) -> float:
-    """Intersection over union of class ``cls`` over the ``valid`` pixels."""
-    a, b = (labels == cls) & valid, (truth == cls) & valid
-    return float((a & b).sum() / (a | b).sum())

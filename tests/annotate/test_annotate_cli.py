@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import iou
+from annotate_helpers import iou
 from typer.testing import CliRunner
 
 from metallo.cli import app

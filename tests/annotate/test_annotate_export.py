@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from conftest import AffineRegistration
+from annotate_helpers import AffineRegistration
 from PIL import Image
 
 from metallo._xarray import image_dataarray

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import AffineRegistration
+from annotate_helpers import AffineRegistration
 
 from metallo._xarray import image_dataarray
 from metallo.annotate import from_ebsd, to_micrograph

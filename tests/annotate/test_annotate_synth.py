@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import iou
+from annotate_helpers import iou
 
 from metallo.annotate import from_ebsd, load_rules, to_micrograph
 
