@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal, overload
 
 import numpy as np
 import xarray as xr
@@ -19,6 +20,18 @@ from metallo.ebsd._kam import kam_values
 from metallo.ebsd._neighbours import orientation_map
 
 __all__ = ["derive"]
+
+
+@overload
+def derive(ebsd: xr.Dataset, *, tolerance_deg: float = ..., min_size_px: int = ..., kam_order: int = ...,
+           kam_max_deg: float = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
+           return_grains: Literal[False] = ...) -> xr.Dataset: ...
+
+
+@overload
+def derive(ebsd: xr.Dataset, *, tolerance_deg: float = ..., min_size_px: int = ..., kam_order: int = ...,
+           kam_max_deg: float = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
+           return_grains: Literal[True]) -> tuple[xr.Dataset, Grains]: ...
 
 
 def derive(

@@ -155,7 +155,7 @@ def _mean_orientations(omap: OrientationMap, ids: np.ndarray, n: int, iterations
                 dot = np.einsum("ij,ji->i", eq, r[:, moved])
                 aligned[:, sm] = (eq * np.where(dot < 0, -1.0, 1.0)[:, None]).T
         mean = np.stack([np.bincount(g, weights=aligned[k], minlength=n) for k in range(4)])
-        mean /= np.linalg.norm(mean, axis=0, keepdims=True)
+        mean = mean / np.linalg.norm(mean, axis=0, keepdims=True)
         mean *= np.where(mean[0] < 0, -1.0, 1.0)
         ref = mean
     return np.ascontiguousarray(ref.T)

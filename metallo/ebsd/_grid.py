@@ -44,23 +44,18 @@ def resample_to_square(ebsd: xr.Dataset, *, step_um: float | None = None) -> xr.
     xs = np.arange(int(np.floor(width / step + 1e-9)) + 1) * step
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     # Nearest of the two candidate rows around y (the other row's shift can win near x edges).
-    best = None
-    best_d = None
     base = np.floor(yy / sy).astype(np.int64)
+    candidates = []
     for dr in (0, 1):
         r = np.clip(base + dr, 0, ny - 1)
         shift = np.where(r % 2 == 1, 0.5 * sx, 0.0)
         c = np.clip(np.round((xx - shift) / sx).astype(np.int64), 0, nx - 1)
-        d = (yy - r * sy) ** 2 + (xx - shift - c * sx) ** 2
-        if best is None:
-            best, best_d = (r, c), d
-        else:
-            closer = d < best_d
-            best = (np.where(closer, r, best[0]), np.where(closer, c, best[1]))
-            best_d = np.where(closer, d, best_d)
-    r, c = best
+        candidates.append((r, c, (yy - r * sy) ** 2 + (xx - shift - c * sx) ** 2))
+    (r0, c0, d0), (r1, c1, d1) = candidates
+    closer = d1 < d0
+    r, c = np.where(closer, r1, r0), np.where(closer, c1, c0)
     variables = {
-        name: np.asarray(ebsd[name].values)[r, c]
+        str(name): np.asarray(ebsd[name].values)[r, c]
         for name in ebsd.data_vars
         if name not in ("euler", "phase") and ebsd[name].dims == ("y", "x")
     }

@@ -119,7 +119,7 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     return m
 
 
-def axis_angle_to_quat(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+def axis_angle_to_quat(axis: np.ndarray, angle: np.ndarray | float) -> np.ndarray:
     """Rotation of ``angle`` radians about ``axis`` (``(..., 3)``, need not be unit)."""
     axis = np.asarray(axis, dtype=np.float64)
     axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)

@@ -193,21 +193,21 @@ def place_on_grid(
     cols = np.round((x - x0) / sx).astype(np.int64)
     if np.abs((y - y0) / sy - rows).max() > 0.25 or np.abs((x - x0) / sx - cols).max() > 0.25:
         raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
-    shape = [int(rows.max()) + 1, int(cols.max()) + 1]
-    if hrows and hcols and (hrows, hcols) != tuple(shape):
+    shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+    if hrows and hcols and (hrows, hcols) != shape:
         if steps_ok and hrows >= shape[0] and hcols >= shape[1]:
             # A sparse map keeps the acquisition grid its header announces.
-            shape = [hrows, hcols]
+            shape = (hrows, hcols)
         else:
             warnings.warn(
                 f"{source}: header says {hrows} rows x {hcols} columns but the coordinates span "
                 f"{shape[0]} x {shape[1]}; using the coordinates",
                 UserWarning, stacklevel=3,
             )
-    return GridPlacement((shape[0], shape[1]), rows, cols, float(sx), float(sy), (y0, x0), "square")
+    return GridPlacement(shape, rows, cols, float(sx), float(sy), (y0, x0), "square")
 
 
-def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | int) -> np.ndarray:
+def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | np.generic) -> np.ndarray:
     """Put per-point ``values`` (n, ...) onto the grid, ``fill`` where no point landed."""
     out = np.full(placement.shape + values.shape[1:], fill, dtype=values.dtype)
     out[placement.rows, placement.cols] = values
