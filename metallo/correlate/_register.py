@@ -479,6 +479,89 @@ def _robust_affine(src_xy: np.ndarray, dst_xy: np.ndarray, *, threshold: float) 
     return _affine_from_points(src_xy[inl], dst_xy[inl])
 
 
+def _masked_ncc(image: np.ndarray, image_mask: np.ndarray, template: np.ndarray, template_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masked normalised cross-correlation for every shift (Padfield 2012), and the overlap count.
+
+    Output index k puts template pixel p on image pixel ``p + k - (template.shape - 1)``.
+    """
+    from scipy.signal import fftconvolve
+
+    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return fftconvolve(a, b[::-1, ::-1], mode="full")
+
+    mi, mt = image_mask.astype(np.float64), template_mask.astype(np.float64)
+    i, t = image * mi, template * mt
+    n = np.maximum(np.round(corr(mi, mt)), 0)
+    si, st = corr(i, mt), corr(mi, t)
+    si2, st2 = corr(i * i, mt), corr(mi, t * t)
+    sit = corr(i, t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = sit - si * st / n
+        den = np.sqrt(np.maximum(si2 - si**2 / n, 0) * np.maximum(st2 - st**2 / n, 0))
+        ncc = np.where((n > 0) & (den > 1e-9 * np.maximum(n, 1)), num / den, 0.0)
+    return ncc, n
+
+
+def _ncc_search(
+    fixed: _Prepared,
+    moving: _Prepared,
+    *,
+    angles_deg: np.ndarray,
+    min_overlap: float = 0.6,
+    max_side: int = 256,
+) -> tuple[AffineStep, dict[str, Any]]:
+    """Rigid start by exhaustive masked-NCC search over translations, rotations and polarity.
+
+    For fields that share no outline and too few SIFT matches (a small SEM field inside an EBSD
+    map): the smaller field slides over the larger one at a coarse common pixel size; shifts
+    where less than ``min_overlap`` of the smaller field overlaps are not considered, because
+    a small overlap correlates well by chance.
+    """
+    import cv2
+
+    work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
+    work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
+
+    def small(p: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = p.grid.spacing_yx[0] / work
+        size = (max(8, round(p.grid.shape[1] * scale)), max(8, round(p.grid.shape[0] * scale)))
+        img = cv2.resize(p.values, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        valid = cv2.resize(p.valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        # small pixel (col, row) -> physical (x, y), matching cv2.resize's pixel-centre convention
+        to_um = np.array([[work, 0, p.grid.origin_yx[1] + 0.5 * work - 0.5 * p.grid.spacing_yx[1]],
+                          [0, work, p.grid.origin_yx[0] + 0.5 * work - 0.5 * p.grid.spacing_yx[0]],
+                          [0, 0, 1.0]])
+        return img, valid, to_um
+
+    f_img, f_valid, f_to_um = small(fixed)
+    m_img, m_valid, m_to_um = small(moving)
+    template_is_fixed = f_img.size <= m_img.size
+    t_img, t_valid, t_to_um = (f_img, f_valid, f_to_um) if template_is_fixed else (m_img, m_valid, m_to_um)
+    i_img, i_valid, i_to_um = (m_img, m_valid, m_to_um) if template_is_fixed else (f_img, f_valid, f_to_um)
+    h, w = t_img.shape
+    best: tuple[float, np.ndarray | None, dict[str, Any]] = (-np.inf, None, {})
+    for angle in angles_deg:
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0)
+        r_img = cv2.warpAffine(t_img, rot, (w, h), flags=cv2.INTER_LINEAR)
+        r_valid = cv2.warpAffine(t_valid.astype(np.uint8), rot, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
+        for polarity in (1.0, -1.0):
+            ncc, n = _masked_ncc(i_img * polarity, i_valid, r_img, r_valid)
+            ncc[n < min_overlap * r_valid.sum()] = -np.inf
+            k = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+            if ncc[k] > best[0]:
+                shift = np.array([k[1] - (w - 1), k[0] - (h - 1)], dtype=np.float64)
+                # template small pixel p -> rotated pixel rot @ p -> image small pixel + shift
+                t_to_i = np.vstack([rot, [0, 0, 1]])
+                t_to_i[:2, 2] += shift
+                info = {"ncc": float(ncc[k]), "angle_deg": float(angle), "inverted_moving": polarity < 0}
+                best = (float(ncc[k]), t_to_i, info)
+    assert best[1] is not None
+    # physical template -> physical image
+    t_um_to_i_um = i_to_um @ best[1] @ np.linalg.inv(t_to_um)
+    fixed_to_moving = t_um_to_i_um if template_is_fixed else np.linalg.inv(t_um_to_i_um)
+    return AffineStep(fixed_to_moving[:2, :2].copy(), fixed_to_moving[:2, 2].copy()), best[2]
+
+
 def _foreground(p: _Prepared) -> np.ndarray | None:
     """The specimen section on a darker background (largest bright Otsu region, holes filled).
 
@@ -704,7 +787,11 @@ def register(
             say("specimen-outline affine")
             affine = _outline_affine(fp, mp, ffg, mfg, seed)
         else:
-            initial = "intensity"
+            initial = "search"
+    if initial == "search":
+        say("masked-NCC search over shift, rotation and polarity")
+        affine, search_info = _ncc_search(fp, mp, angles_deg=np.arange(-10.0, 10.5, 2.0))
+        quality["search"] = search_info
     if initial == "intensity":
         say("Mattes-MI affine")
         affine = _intensity_affine(fp, mp, initial=None, fixed_mask=fp.valid, iterations=iterations * 2, seed=seed)
