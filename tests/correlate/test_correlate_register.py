@@ -75,15 +75,26 @@ def test_landmarks_give_tre_and_landmark_method(pair):
         register(pair.fixed, pair.moving, method="landmarks")
 
 
-def test_intensity_fallback_when_no_features():
-    # Two smooth blobs: no SIFT matches, but a shift that Mattes-MI recovers.
+def test_fallback_when_no_features():
+    # Two smooth blobs: no SIFT matches, but a shift that the fallback start recovers.
     yy, xx = np.mgrid[:96, :96]
     fixed = np.exp(-((yy - 44) ** 2 + (xx - 50) ** 2) / 300.0) + 0.5 * np.exp(-((yy - 70) ** 2 + (xx - 30) ** 2) / 80.0)
     moving = np.exp(-((yy - 48) ** 2 + (xx - 47) ** 2) / 300.0) + 0.5 * np.exp(-((yy - 74) ** 2 + (xx - 27) ** 2) / 80.0)
     with pytest.warns(UserWarning, match="falling back"):
         reg = register(fixed, moving, method="sift", min_inliers=50)
-    assert reg.quality["initial"] in ("intensity", "outline")
+    assert reg.quality["initial"] in ("outline", "search")
     np.testing.assert_allclose(reg.fixed_to_moving(np.array([[44.0, 50.0]])), [[48.0, 47.0]], atol=1.0)
+
+
+def test_intensity_affine_method_recovers_shift():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(12)
+    base = ndi.gaussian_filter(rng.random((110, 110)), 3.0)
+    fixed, moving = base[5:101, 5:101], base[9:105, 2:98]  # moving = fixed shifted by (+4, -3) px
+    reg = register(fixed, moving, method="affine")
+    assert reg.quality["initial"] == "intensity"
+    np.testing.assert_allclose(reg.fixed_to_moving(np.array([[50.0, 50.0]])), [[46.0, 53.0]], atol=0.5)
 
 
 def test_plain_arrays_register_in_pixels(pair):
@@ -107,3 +118,28 @@ def test_errors_say_what_failed():
             register(image_dataarray(img, pixel_size_um=1.0), far, method="bspline")
     with pytest.raises(RegistrationError, match="pixel size"):
         register(image_dataarray(img, pixel_size_um=1.0), img)
+
+
+def test_search_start_finds_small_rotated_inverted_field():
+    # A fine "SEM" field (3x finer pixels, inverted contrast, rotated 4 deg) inside a coarse map:
+    # SIFT gets nothing usable, there is no specimen outline, the masked-NCC search finds it.
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(11)
+    coarse = ndi.gaussian_filter(rng.random((120, 120)), 2.0)
+    big = image_dataarray(coarse, pixel_size_um=1.0)
+    a = np.deg2rad(4.0)
+    matrix = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    offset = np.array([40.0, 30.0])  # fixed (x, y) µm -> moving (x, y) µm
+    fy, fx = np.mgrid[:150, :150] / 3.0
+    pts = np.stack([fx.ravel(), fy.ravel()], 1) @ matrix.T + offset
+    fine = ndi.map_coordinates(coarse, [pts[:, 1], pts[:, 0]], order=3).reshape(150, 150)
+    small = image_dataarray(1.0 - fine, pixel_size_um=1.0 / 3.0)
+    with pytest.warns(UserWarning, match="falling back"):
+        reg = register(small, big, method="sift", min_inliers=1000)
+    assert reg.quality["initial"] == "search"
+    assert reg.quality["search"]["inverted_moving"]
+    probe = np.array([[10.0, 10.0], [40.0, 20.0]])  # fixed (y, x) µm
+    expected = (probe[:, ::-1] @ matrix.T + offset)[:, ::-1]
+    # The coarse search is good to about one coarse pixel (2-deg angle steps).
+    np.testing.assert_allclose(reg.fixed_to_moving(probe), expected, atol=1.5)
