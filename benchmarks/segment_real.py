@@ -47,10 +47,10 @@ def main() -> None:
     data = load_training_folder(folder, classes=UHCS_CLASSES)
     quick = args.quick or device.type == "cpu"
     folds = args.folds or (3 if quick else 5)
-    minutes = args.minutes or (15.0 if quick else 60.0)
+    minutes = args.minutes or (13.0 if quick else 60.0)
     settings = dict(
         model=args.model,
-        model_kwargs={"base_channels": 16} if args.model == "unet" and quick else
+        model_kwargs={"base_channels": 8} if args.model == "unet" and quick else
         ({"base_channels": 32} if args.model == "unet" else {}),
         loss="ce", modality="SEM", scale=0.5 if quick else 1.0, tile_size=128 if quick else 256,
         epochs=400, batch_size=8, lr=2e-3, schedule="plateau", weight_decay=1e-4,
