@@ -573,8 +573,6 @@ def choose_n_classes(
             raise ConfigError(f"choose_n_classes sets {key} itself; do not pass it in options")
     n_superpixels = int(options.get("n_superpixels", 50_000))
     compactness = float(options.get("compactness", 20.0))
-    values = _as_float_stack([image])[0]
-    superpixels = [slic_superpixels(values, n_superpixels=n_superpixels, compactness=compactness)]
     parameters: dict[str, Any] = {
         "n_superpixels": n_superpixels, "compactness": compactness,
         "channels": int(options.get("channels", 100)), "n_conv": int(options.get("n_conv", 2)),
@@ -585,6 +583,8 @@ def choose_n_classes(
     unknown = set(options) - set(parameters)
     if unknown:
         raise ConfigError(f"unknown options {sorted(unknown)}; valid: {sorted(parameters)}")
+    values = _as_float_stack([image])[0]
+    superpixels = [slic_superpixels(values, n_superpixels=n_superpixels, compactness=compactness)]
     rows = []
     bar = _progress_bar(progress, len(ks) * repeats)
     with bar as live:

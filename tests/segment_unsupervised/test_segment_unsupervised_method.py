@@ -107,6 +107,10 @@ def test_bad_input_raises_config_error(fast_options):
         unsupervised(image, **{**fast_options, "device": "tpu"})
     with pytest.raises(ConfigError, match="channels"):
         unsupervised_stack([image, np.dstack([image, image])], **fast_options)
+    with pytest.raises(ConfigError, match="unknown options"):
+        choose_n_classes(image, n_superpixel=100)
+    with pytest.raises(ConfigError, match="criterion"):
+        choose_n_classes(image, criterion="G")
 
 
 @pytest.mark.slow
