@@ -1,8 +1,9 @@
-"""Whole-chain commands: ``metallo analyze`` and ``metallo batch``."""
+"""Whole-chain commands: ``metallo demo``, ``metallo analyze`` and ``metallo batch``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,32 +12,35 @@ def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the ``metallo`` app."""
 
     @app.command()
-    def analyze(
-        recipe: Path = typer.Argument(..., help="Recipe YAML file (see docs/pipeline.md)."),
-        force: bool = typer.Option(False, "--force", help="Re-run every step, even unchanged ones."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    def demo(
+        out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("metallo-demo"),
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic specimen.")] = 0,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     ) -> None:
-        """Run one specimen through the chain described by RECIPE (resumes an interrupted run)."""
-        from rich.console import Console
-
+        """Run the whole chain on a synthetic specimen and write its Specimen file and QC report."""
         from metallo import pipeline
 
-        result = pipeline.run(recipe, force=force, progress=not quiet)
-        out = Console()
-        out.print(f"specimen: {result.specimen_path}")
-        if result.report_path:
-            out.print(f"report:   {result.report_path}")
-        for cls, qc in result.qc.items():
-            mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
-            out.print(f"QC {cls}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}")
+        result = pipeline.run(pipeline.demo_recipe(out, seed=seed), progress=not quiet)
+        _print_result(result)
+
+    @app.command()
+    def analyze(
+        recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (see docs/pipeline.md).")],
+        force: Annotated[bool, typer.Option("--force", help="Re-run every step, even unchanged ones.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    ) -> None:
+        """Run one specimen through the chain described by RECIPE (resumes an interrupted run)."""
+        from metallo import pipeline
+
+        _print_result(pipeline.run(recipe, force=force, progress=not quiet))
 
     @app.command()
     def batch(
-        recipes: list[Path] = typer.Argument(..., help="Recipe files or folders of recipes."),
-        scheduler: str = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler."),
-        workers: int = typer.Option(None, "--workers", "-w", min=1, help="Local worker processes (default: CPU count)."),
-        out: Path = typer.Option(Path("metallo-batch"), "--out", help="Folder of summary.html and summary.csv."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        recipes: Annotated[list[Path], typer.Argument(help="Recipe files or folders of recipes.")],
+        scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler.")] = None,
+        workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Local worker processes (default: CPU count).")] = None,
+        out: Annotated[Path, typer.Option("--out", help="Folder of summary.html and summary.csv.")] = Path("metallo-batch"),
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Run many specimens on Dask; failures are reported and do not stop the others."""
         from rich.console import Console
@@ -44,9 +48,23 @@ def register(app: typer.Typer) -> None:
         from metallo.batch import run_batch
 
         result = run_batch(recipes, scheduler=scheduler, workers=workers, out_dir=out, progress=not quiet)
-        console = Console()
+        console = Console(highlight=False, soft_wrap=True)
         for row in result.failed:
-            console.print(f"[red]failed[/red] {row['specimen']}: {row['reason']}")
-        console.print(f"{len(result.complete)} of {len(result.rows)} specimens complete; summary: {result.summary_html}")
+            console.print(f"failed {row['specimen']}: {row['reason']}", markup=False)
+        console.print(f"{len(result.complete)} of {len(result.rows)} specimens complete; summary: {result.summary_html}",
+                      markup=False)
         if result.failed:
             raise typer.Exit(1)
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"specimen: {result.specimen_path}", markup=False)
+    if result.report_path:
+        out.print(f"report:   {result.report_path}", markup=False)
+    for cls, qc in result.qc.items():
+        mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
+        out.print(f"QC {cls}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
+                  markup=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+
 import click
 import typer
 from rich.console import Console
@@ -43,7 +44,6 @@ app = typer.Typer(
 
 _COMMAND_MODULES = (
     "metallo._cli_core",
-    "metallo.synth._cli",
     "metallo.ebsd._cli",
     "metallo.correlate._cli",
     "metallo.annotate._cli",

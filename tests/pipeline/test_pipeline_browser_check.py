@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def test_console_errors_are_detected(load_page, tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<html><body><h1>broken</h1><script>console.log('hi'); notDefined();</script></body></html>")

@@ -1,13 +1,11 @@
-"""``metallo demo`` and write_demo_specimen: a Specimen file with the synthetic data and truth."""
+"""write_demo_specimen: a Specimen file with the synthetic data and truth (the inputs of ``metallo demo``)."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from typer.testing import CliRunner
 
-from metallo.cli import app
 from metallo.specimen import Specimen
 from metallo.synth import make_specimen, write_demo_specimen
 
@@ -20,13 +18,9 @@ NODES = [
 ]
 
 
-def test_demo_command_writes_a_specimen(tmp_path):
-    result = CliRunner().invoke(
-        app, ["demo", "--out", str(tmp_path / "demo"), "--size", "40", "--seed", "2"]
-    )
-    assert result.exit_code == 0, result.output
-    path = tmp_path / "demo" / "synthetic-specimen.h5"
-    assert str(path) in result.output
+def test_demo_specimen_holds_the_synthetic_data(tmp_path):
+    path = write_demo_specimen(tmp_path / "demo", 2, ebsd_shape=(40, 40))
+    assert path == tmp_path / "demo" / "synthetic-specimen.h5"
     spec = Specimen.open(path)
     assert spec.nodes() == NODES
     truth = make_specimen(2, ebsd_shape=(40, 40))
@@ -48,9 +42,3 @@ def test_demo_specimen_records_provenance_and_truth_classes(tmp_path):
     assert truth["labels"].dtype == np.uint8 and set(np.unique(truth["labels"].values)) <= {0, 1}
     # Writing again replaces the file rather than failing.
     assert write_demo_specimen(tmp_path, seed=1, ebsd_shape=(30, 30)) == path
-
-
-def test_demo_help_lists_its_options():
-    result = CliRunner().invoke(app, ["demo", "--help"])
-    assert result.exit_code == 0
-    assert "--out" in result.output and "--seed" in result.output
