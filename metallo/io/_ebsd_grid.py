@@ -56,13 +56,15 @@ def parse_table(
     n_expected = n_columns or len(first.split(sep) if sep else first.split())
     try:
         frame = pd.read_csv(
-            io.StringIO(text),
+            # Bytes parse faster than a StringIO, which pandas re-encodes chunk by chunk.
+            io.BytesIO(text.encode("latin-1", errors="replace")),
             sep=r"\s+" if sep is None else sep,
             header=None,
             names=range(n_expected),
             dtype=np.float64,
             skip_blank_lines=True,
             engine="c",
+            encoding="latin-1",
         )
     except (pd.errors.ParserError, ValueError) as exc:
         line_no, n = _first_bad_line(text.split("\n"), first_line_no, n_expected, sep)
@@ -100,7 +102,8 @@ class GridPlacement:
 
 
 def _min_spacing(values: np.ndarray) -> float:
-    u = np.unique(np.round(values, 6))
+    # Sorting beats np.unique's hashing of a million floats; repeated values give zero steps.
+    u = np.sort(np.round(values, 6))
     if u.size < 2:
         return float("nan")
     d = np.diff(u)
@@ -217,7 +220,7 @@ def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | 
 def check_duplicates(placement: GridPlacement, source: str) -> None:
     """Warn when two points land in the same cell (the later one wins)."""
     flat = placement.rows * placement.shape[1] + placement.cols
-    n_unique = np.unique(flat).size
+    n_unique = int(np.count_nonzero(np.bincount(flat, minlength=placement.shape[0] * placement.shape[1])))
     if n_unique < flat.size:
         warnings.warn(
             f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins",
