@@ -312,7 +312,8 @@ def grain_orientation_spread(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
     ebsd : xr.Dataset
         The EBSD map the grains come from.
     grains : Grains or (y, x) integer ids
-        Grain ids (-1 = no grain).
+        Grain ids (-1 = no grain). A :class:`Grains` brings its mean orientations; for bare
+        ids they are computed here.
 
     Returns
     -------
@@ -326,7 +327,11 @@ def grain_orientation_spread(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
     n = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
-    mean = _mean_orientations(omap, ids, n) if n else np.zeros((0, 4))
+    if isinstance(grains, Grains) and len(grains.table) == n:
+        # The reconstruction already averaged each grain's orientation.
+        mean = grains.mean_quaternions
+    else:
+        mean = _mean_orientations(omap, ids, n) if n else np.zeros((0, 4))
     per_grain = _grain_mean(ids, _misorientation_to_mean(omap, ids, mean), n)
     values = np.where(ids >= 0, per_grain[np.maximum(ids, 0)] if n else np.nan, np.nan)
     return map_dataarray(values, omap, "gos", _grain_params(grains), "deg")

@@ -123,6 +123,7 @@ def test_gos_and_gam_on_gradient(gradient_map):
     # Misorientation to the mean (the central orientation) is |j - (nx-1)/2| * rate.
     expected_gos = np.mean(np.abs(np.arange(nx) - (nx - 1) / 2)) * rate
     np.testing.assert_allclose(gos(ebsd, g).values, expected_gos, atol=1e-4)
+    np.testing.assert_allclose(gos(ebsd, g.ids).values, expected_gos, atol=1e-4)  # bare ids
     assert g.table["gos_deg"].iloc[0] == pytest.approx(expected_gos, abs=1e-4)
     # GAM: horizontal neighbours differ by `rate`, vertical ones by 0.
     horiz = np.full((ny, nx), 2.0)
