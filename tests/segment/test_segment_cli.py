@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from metallo.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate(data_folder, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(f"data: {data_folder}\nmodel: unet\nmodel_kwargs: {{base_channels: 4}}\n"
