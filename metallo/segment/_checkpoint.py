@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from metallo._version import __version__
 from metallo.errors import ConfigError, ModelError, UnknownNameError
-from metallo.segment._models import get_model
+from metallo.segment._models import SegmentationModel, get_model
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "resolve_device", "save_checkpoint"]
 
@@ -44,7 +43,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, *, classes: list[str], mean: list[float], std: list[float],
+def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list[str], mean: list[float], std: list[float],
                     pixel_size_um: float | None = None, tile: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                     ignore_index: int = 255) -> Path:
@@ -73,7 +72,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, classes: list[str], m
     --------
     >>> save_checkpoint("unet.pt", model, classes=["a", "b"], mean=[0.5], std=[0.2])  # doctest: +SKIP
     """
-    name = getattr(model, "model_name", "")
+    name = model.model_name if isinstance(model, SegmentationModel) else ""
     if not name:
         raise ModelError("only models built by metallo.segment.get_model can be saved as checkpoints")
     path = Path(path)
@@ -97,7 +96,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, classes: list[str], m
 
 
 def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | None = None,
-                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+                    device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint, in eval mode, on ``device``.
 
     Parameters
@@ -110,7 +109,7 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
 
     Returns
     -------
-    model : torch.nn.Module
+    model : SegmentationModel
     info : dict
         The checkpoint without ``state_dict``, plus ``sha256`` of the file.
 
@@ -155,4 +154,5 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["sha256"] = sha
     net.metallo_info = info
-    return net.to(resolve_device(device)).eval(), info
+    net.to(resolve_device(device)).eval()
+    return net, info

@@ -103,7 +103,7 @@ def load_image_array(path: str | Path) -> np.ndarray:
 
         with Image.open(path) as im:
             if im.mode in ("P", "CMYK", "LA", "PA"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+                return np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB"))
             return np.asarray(im)
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: not a readable image ({exc})") from None

@@ -104,7 +104,7 @@ def grad_cam(model: nn.Module, image: Any, *, classes: Sequence[int] | None = No
             logits = model(x)
             pred = logits.argmax(1)
             wanted = list(range(logits.shape[1])) if classes is None else [int(c) for c in classes]
-            maps = []
+            maps: list[np.ndarray] = []
             for c in wanted:
                 if not 0 <= c < logits.shape[1]:
                     raise ConfigError(f"class {c} out of range 0..{logits.shape[1] - 1}")
@@ -113,6 +113,7 @@ def grad_cam(model: nn.Module, image: Any, *, classes: Sequence[int] | None = No
                 act = store["act"]
                 act.grad = None
                 score.backward(retain_graph=True)
+                assert act.grad is not None
                 weights = act.grad.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((weights * act).sum(1, keepdim=True))
                 cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

@@ -91,6 +91,13 @@ def _normalised_tiles(image: Any, rows: np.ndarray, col_sets: Sequence[np.ndarra
     return np.stack(out)
 
 
+def _n_classes(model: nn.Module) -> int:
+    n = getattr(model, "n_classes", None)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{type(model).__name__} needs an integer attribute n_classes to be used for prediction")
+    return n
+
+
 def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str | torch.device = "auto", amp: bool = True, probabilities: bool = False,
@@ -106,7 +113,7 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
         raise ConfigError(f"cannot predict an empty image of shape {tuple(image.shape)}")
     if overlap < 0:
         raise ConfigError(f"overlap must be >= 0 px; got {overlap}")
-    n_classes = int(model.n_classes)
+    n_classes = _n_classes(model)
     in_channels = int(getattr(model, "in_channels", 1))
     multiple = int(getattr(model, "size_multiple", 1))
     pad = overlap // 2
@@ -249,7 +256,7 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         labels, probs = predict_array(model, array, mean=mean, std=std, tile=tile, overlap=overlap,
                                       batch_size=batch_size, device=device, amp=amp,
                                       probabilities=probabilities, progress=progress)
-    classes = info.get("classes") or [f"class_{i}" for i in range(int(model.n_classes))]
+    classes = info.get("classes") or [f"class_{i}" for i in range(_n_classes(model))]
     attrs = {
         "classes": json.dumps(list(classes)),
         "model": str(info.get("model", getattr(model, "model_name", type(model).__name__))),
@@ -296,7 +303,7 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) ->
         grey = grey[..., :3].mean(axis=2)
     lo, hi = np.percentile(grey, (0.5, 99.5))
     grey = np.clip((grey - lo) / max(hi - lo, 1e-12), 0, 1)
-    colours = np.asarray(colormaps["tab10"].colors, np.float32)[labels.astype(np.int64) % 10]
+    colours = colormaps["tab10"](np.arange(10))[:, :3].astype(np.float32)[labels.astype(np.int64) % 10]
     rgb = (1 - alpha) * grey[..., None] + alpha * colours
     return (rgb * 255).round().astype(np.uint8)
 
@@ -349,7 +356,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         if probabilities and isinstance(result, xr.Dataset):
             rec["probabilities"] = str(out / f"{path.stem}_probabilities.npy")
             np.save(rec["probabilities"], result["probabilities"].values)
-        counts = np.bincount(labels.ravel(), minlength=int(model.n_classes))
+        counts = np.bincount(labels.ravel(), minlength=_n_classes(model))
         rec["fractions"] = dict(zip(info.get("classes", []), (counts / counts.sum()).round(6).tolist(), strict=False))
         records.append(rec)
     return records
@@ -389,7 +396,7 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     model, info = load_checkpoint(checkpoint, device=device)
     labels = predict((model, info), image, tile=tile, overlap=overlap, device=device)
     assert isinstance(labels, xr.DataArray)
-    labels = labels.astype(np.uint8 if int(model.n_classes) <= 256 else np.int32)
+    labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
     node_name = f"segmentations/{name or info.get('model', 'model')}"
     specimen.add(node_name, labels, step="segment.predict", inputs=[micrograph], overwrite=overwrite,

@@ -64,6 +64,8 @@ def _as_weight(weight: Sequence[float] | np.ndarray | torch.Tensor | None) -> to
 
 
 class _CE(nn.Module):
+    weight: torch.Tensor
+
     def __init__(self, weight: Any = None, ignore_index: int = 255) -> None:
         super().__init__()
         self.ignore_index = ignore_index
@@ -97,6 +99,8 @@ class FocalLoss(nn.Module):
     >>> bool(torch.isclose(loss(x, t), F.cross_entropy(x, t)))
     True
     """
+
+    alpha: torch.Tensor
 
     def __init__(self, gamma: float = 2.0, alpha: Any = None, ignore_index: int = 255) -> None:
         super().__init__()

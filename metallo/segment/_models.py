@@ -31,10 +31,10 @@ __all__ = [
     "register_model",
 ]
 
-_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+_MODELS: Registry[Callable[..., Any]] = Registry("model")
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that adds a model class (or factory) to the registry under ``name``.
 
     Parameters
@@ -70,7 +70,7 @@ def model_names() -> list[str]:
     return _MODELS.names()
 
 
-def get_model(name: str, *, n_classes: int, in_channels: int = 1, **kwargs: Any) -> nn.Module:
+def get_model(name: str, *, n_classes: int, in_channels: int = 1, **kwargs: Any) -> SegmentationModel:
     """Build a registered segmentation model.
 
     Parameters
@@ -87,8 +87,8 @@ def get_model(name: str, *, n_classes: int, in_channels: int = 1, **kwargs: Any)
 
     Returns
     -------
-    torch.nn.Module
-        A :class:`SegmentationModel`; ``model.config`` holds what rebuilds it.
+    SegmentationModel
+        A torch module; ``model.config`` holds the options that rebuild it.
 
     Examples
     --------
@@ -105,6 +105,8 @@ def get_model(name: str, *, n_classes: int, in_channels: int = 1, **kwargs: Any)
         model = factory(n_classes=int(n_classes), in_channels=int(in_channels), **kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: bad option ({exc})") from None
+    if not isinstance(model, SegmentationModel):
+        raise ConfigError(f"model {name!r} is registered but does not build a SegmentationModel")
     model.model_name = str(name).lower()
     return model
 
@@ -139,13 +141,18 @@ class SegmentationModel(nn.Module):
     size_multiple: int = 16
     sparse_training: bool = False
     model_name: str = ""
+    n_classes: int
+    in_channels: int
+    config: dict[str, Any]
+    metallo_info: dict[str, Any]
 
     def __init__(self, *, n_classes: int, in_channels: int, strict_size: bool = False) -> None:
         super().__init__()
         self.n_classes = n_classes
         self.in_channels = in_channels
         self.strict_size = strict_size
-        self.config: dict[str, Any] = {}
+        self.config = {}
+        self.metallo_info = {}
 
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -247,7 +254,7 @@ class _VGGEncoderMixin:
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after conv1_2, conv2_2, conv3_3, conv4_3 and conv5_3 (post-ReLU)."""
         taps = []
-        for i, layer in enumerate(self.features[: BLOCK_ENDS[-1] + 1]):
+        for i, layer in enumerate(list(self.features)[: BLOCK_ENDS[-1] + 1]):
             x = layer(x)
             if i in BLOCK_ENDS:
                 taps.append(x)
@@ -367,6 +374,7 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
         h, w = x.shape[-2:]
         taps = self._taps(x)
         first = self.mlp[0]
+        assert isinstance(first, nn.Linear)
         hidden: torch.Tensor | None = None
         start = 0
         for tap in taps:

@@ -34,7 +34,7 @@ from metallo.segment._data import (
 from metallo.segment._infer import predict_array
 from metallo.segment._losses import get_loss, inverse_frequency_weights
 from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
-from metallo.segment._models import get_model
+from metallo.segment._models import PixelNet, get_model
 
 __all__ = ["CVResult", "TrainConfig", "TrainResult", "cross_validate", "evaluate", "train"]
 
@@ -311,7 +311,7 @@ def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.devic
             if i >= max_batches:
                 break
             x, y = x.to(device), y.to(device)
-            if getattr(model, "sparse_training", False):
+            if isinstance(model, PixelNet):
                 model.sample_logits(x, y, generator=generator, ignore_index=ignore_index)
             else:
                 model(x)
@@ -361,8 +361,9 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     augment = Augment.from_config(cfg.augment)
     tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(tiles, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                                         num_workers=cfg.num_workers, drop_last=len(tiles) > cfg.batch_size)
+    # TileDataset is a map-style dataset without subclassing torch's Dataset.
+    loader: Any = torch.utils.data.DataLoader(tiles, batch_size=cfg.batch_size, shuffle=True, generator=generator,  # type: ignore[arg-type]
+                                              num_workers=cfg.num_workers, drop_last=len(tiles) > cfg.batch_size)
     model = get_model(cfg.model, n_classes=data.n_classes, in_channels=data.in_channels, **cfg.model_kwargs).to(device)
     loss_fn = get_loss(cfg.loss, **_resolve_class_weights(cfg.loss_kwargs, scaled)).to(device)
     opt_cls = torch.optim.AdamW if cfg.optimizer.lower() == "adamw" else torch.optim.Adam
@@ -400,7 +401,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    if getattr(model, "sparse_training", False):
+                    if isinstance(model, PixelNet):
                         logits, target = model.sample_logits(x, y, generator=generator, ignore_index=data.ignore_index)
                     else:
                         logits, target = model(x), y
