@@ -831,10 +831,23 @@ def register(
         if deformable.endswith("mi"):
             say("Mattes-MI B-spline")
             fixed_mask = ndi.binary_erosion(overlap, iterations=2) if overlap.sum() > 1000 else overlap
-            bspline = _bspline(
+            refined = _bspline(
                 fp, mp, affine=affine, fixed_mask=fixed_mask, grid_um=spacing,
                 iterations=iterations, levels=levels, seed=seed, initial=bspline,
             )
+            if bspline is None:
+                bspline = refined
+            else:
+                # Mattes-MI can trade the shared structure for a better histogram fit of
+                # unrelated contrast (EBSD IQ vs BSE/SEM); keep the refinement only if the
+                # full-resolution MI over the overlap really rises.
+                mi_blocks = mutual_information(fp.values, warped, mask=overlap)
+                w2, o2 = _overlap(fp, mp, [refined, affine])
+                mi_refined = mutual_information(fp.values, w2, mask=o2)
+                quality["mi_blocks"] = mi_blocks
+                quality["mi_refinement"] = "kept" if mi_refined > mi_blocks else "rejected"
+                if mi_refined > mi_blocks:
+                    bspline = refined
         assert bspline is not None
         steps = [bspline, affine]
         quality["grid_um"] = spacing
