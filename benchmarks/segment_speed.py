@@ -1,6 +1,6 @@
 """Inference speed of the segmentation models and memory of tiled prediction on huge images.
 
-Table 1: images/s for each model at 1024 x 1024 (``--quick`` on CPU: 256 x 256, said in the
+Table 1: images/s for each model at 1024 x 1024 (``--quick`` on CPU: 128 x 128, said in the
 output), batch sizes 1 and 8, float32 on CPU and float16 autocast on CUDA. Two numbers per row:
 the bare network forward pass and the whole ``predict_array`` pipeline (normalise, tile, blend,
 argmax); their ratio is the pipeline efficiency measured in the same run.
@@ -113,12 +113,12 @@ def memory_table(sides: list[int], device: torch.device) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CPU: 256 px images, 2048/4096 px memory test")
+    parser.add_argument("--quick", action="store_true", help="CPU: 128 px images, 2048/4096 px memory test")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
     quick = args.quick or device.type == "cpu"
-    size = 256 if quick else 1024
+    size = 128 if quick else 1024
     print(f"inference speed, {size} x {size} px" + (" (reduced from 1024 on CPU)" if size != 1024 else ""))
     print(f"{'model':<11}{'device':>6}{'size':>6}{'batch':>6}{'fwd img/s':>12}{'pred img/s':>12}{'ratio':>8}")
     speed = speed_table(size, device, repeats=1 if quick else 10)

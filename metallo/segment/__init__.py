@@ -48,6 +48,7 @@ _SUPERVISED: dict[str, str] = {
     "predict_files": "metallo.segment._infer",
     "predict_to_specimen": "metallo.segment._infer",
     "blend_window": "metallo.segment._infer",
+    "predict_array": "metallo.segment._infer",
     "TrainConfig": "metallo.segment._train",
     "TrainResult": "metallo.segment._train",
     "CVResult": "metallo.segment._train",

@@ -28,7 +28,7 @@ from metallo.errors import ConfigError
 from metallo.segment._checkpoint import load_checkpoint, resolve_device
 from metallo.segment._data import IMAGE_SUFFIXES, load_image_array, mirror_index
 
-__all__ = ["blend_window", "predict", "predict_files", "predict_to_specimen"]
+__all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_to_specimen"]
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
