@@ -104,8 +104,38 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
                   labels_out: np.ndarray | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Tiled prediction of a ``(y, x[, channel])`` array (numpy, memmap or anything sliceable).
 
-    Returns the label map ``(y, x)`` uint8 and, with ``probabilities``, ``(y, x, class)`` float32.
-    ``labels_out`` may be a pre-allocated (e.g. memory-mapped) uint8 array to write into.
+    The image is read one row of tiles at a time, so a memory-mapped mosaic never has to fit
+    in memory; write the labels into a memory-mapped ``labels_out`` to keep the output on disk.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps ``(batch, in_channels, H, W)`` to logits ``(batch, n_classes, H, W)``; needs
+        integer attributes ``n_classes`` (and ``in_channels``, default 1).
+    image : array-like
+        ``(y, x)`` or ``(y, x, channel)``; integers are divided by their dtype maximum.
+    mean, std : sequence of float
+        Per-channel normalisation of [0, 1] intensities (from the checkpoint).
+    tile, overlap, batch_size, device, amp, progress
+        As for :func:`predict`.
+    probabilities : bool
+        Also return ``(y, x, class)`` float32 probabilities (image-sized).
+    labels_out : ndarray, optional
+        Pre-allocated ``(y, x)`` array (e.g. ``np.lib.format.open_memmap``) to write into.
+
+    Returns
+    -------
+    labels : ndarray (y, x) uint8
+    probabilities : ndarray (y, x, class) float32 or None
+
+    Examples
+    --------
+    >>> from metallo.segment import get_model
+    >>> net = get_model("unet", n_classes=2, base_channels=4)
+    >>> labels, _ = predict_array(net, np.zeros((100, 120), np.uint8), mean=[0.5], std=[0.2],
+    ...                           tile=64, overlap=16, device="cpu")
+    >>> labels.shape
+    (100, 120)
     """
     dev = resolve_device(device)
     h, w = int(image.shape[0]), int(image.shape[1])
