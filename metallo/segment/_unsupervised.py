@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ DEFAULT_MAX_ITER = 1000
 #: The paper's number of linear classifiers ``q`` (outputs of the 1x1 convolution).
 DEFAULT_N_OUTPUTS = 50
 _IGNORE = -100
+_MIN_PIXELS_PER_SUPERPIXEL = 8
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -356,6 +358,14 @@ def _segment(
     if len(images) == 0:
         raise ConfigError("no images given to segment")
     arrays = _as_float_stack(images)
+    smallest = min(a.shape[0] * a.shape[1] for a in arrays)
+    if smallest < _MIN_PIXELS_PER_SUPERPIXEL * n_superpixels:
+        warnings.warn(
+            f"n_superpixels={n_superpixels} leaves fewer than {_MIN_PIXELS_PER_SUPERPIXEL} pixels per superpixel "
+            f"on a {smallest}-pixel image, so the majority vote has little to work with; the paper used "
+            f"about 20 (50 000 on 1000 x 1000)",
+            UserWarning, stacklevel=3,
+        )
     torch_device = _resolve_device(device)
     if superpixels is None:
         start = time.perf_counter()

@@ -97,8 +97,14 @@ def test_stack_labels_mean_the_same_phase_in_every_image(multiphase, fast_option
         assert np.mean(labels.values == truth) >= 0.95
 
 
-def test_bad_input_raises_config_error(fast_options):
+def test_too_many_superpixels_for_the_image_warns():
     image = np.random.default_rng(0).random((32, 32))
+    with pytest.warns(UserWarning, match="pixels per superpixel"):
+        unsupervised(image, n_superpixels=500, channels=4, max_iter=1, device="cpu")
+
+
+def test_bad_input_raises_config_error(fast_options):
+    image = np.random.default_rng(0).random((128, 128))
     with pytest.raises(ConfigError, match="n_classes"):
         unsupervised(image, n_classes=0, **fast_options)
     with pytest.raises(ConfigError, match="NaN"):
