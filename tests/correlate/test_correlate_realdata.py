@@ -50,3 +50,26 @@ def test_coni_ebsd_onto_bse_beats_affine_through_points(shared_file):
     # The best affine through the 48 points themselves leaves a 5.4 px median error.
     assert np.median(err) < 5.4
     assert reg.quality["initial"] == "outline"
+
+
+@pytest.mark.slow
+def test_synth_sem_small_field_found_and_refined():
+    from metallo.synth import make_specimen
+
+    spec = make_specimen(0)
+    iq = spec.ebsd["iq"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SIFT fails on a 5x finer field; the NCC search takes over
+        reg = register(spec.sem, iq, method="sift+bspline", deformable="blocks")
+        affine = register(spec.sem, iq, method="sift")
+    assert reg.quality["initial"] == "search"
+    ys, xs = np.meshgrid(iq.y.values[::2], iq.x.values[::2], indexing="ij")
+    pts = np.stack([ys.ravel(), xs.ravel()], 1)
+    truth = spec.ebsd_to_sem(pts)
+    ps = float(spec.sem.attrs["pixel_size_um"])
+    inside = np.all((truth > 0) & (truth < np.array(spec.sem.shape) * ps - ps), axis=1)
+    err = np.linalg.norm(reg.transform_points(pts[inside]) - truth[inside], axis=1) / ps
+    err_affine = np.linalg.norm(affine.transform_points(pts[inside]) - truth[inside], axis=1) / ps
+    # SEM pixels are 5x finer than the EBSD step: 1 SEM px = 0.2 EBSD px.
+    assert np.median(err) <= 0.75
+    assert np.median(err) < 0.5 * np.median(err_affine)

@@ -143,3 +143,13 @@ def test_search_start_finds_small_rotated_inverted_field():
     expected = (probe[:, ::-1] @ matrix.T + offset)[:, ::-1]
     # The coarse search is good to about one coarse pixel (2-deg angle steps).
     np.testing.assert_allclose(reg.fixed_to_moving(probe), expected, atol=1.5)
+
+
+def test_inverse_consistency_reported(pair):
+    reg = register(
+        pair.fixed, pair.moving, method="sift+bspline", deformable="blocks", grid_um=15.0, inverse_consistency=True
+    )
+    ic = reg.quality["inverse_consistency_px"]
+    # Two independent fits, forward and backward, each ~0.5 px off the truth: round trip ~1 px.
+    assert 0.0 < ic["median"] < 1.5
+    assert ic["p95"] >= ic["median"]
