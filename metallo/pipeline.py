@@ -203,29 +203,13 @@ def _step_ebsd_derive(ctx: _Context, params: dict[str, Any], key: str) -> list[s
     return [node]
 
 
-def _ebsd_iq_image(ebsd_map: xr.Dataset) -> xr.DataArray:
-    from metallo._xarray import image_dataarray
-
-    var = "iq" if "iq" in ebsd_map else ("ci" if "ci" in ebsd_map else None)
-    if var is None:
-        raise ConfigError("the EBSD map has neither an 'iq' nor a 'ci' column to register with")
-    values = np.nan_to_num(ebsd_map[var].values.astype(np.float32))
-    return image_dataarray(
-        values,
-        pixel_size_um=float(ebsd_map.attrs["step_um"]),
-        origin_um=(float(ebsd_map.y[0]), float(ebsd_map.x[0])),
-        name=var,
-        attrs={"modality": "EBSD-IQ"},
-    )
-
-
 def _step_register(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
-    from metallo import correlate
+    from metallo import correlate, ebsd
 
     name = ctx.micrograph_name(params)
     options = {k: v for k, v in params.items() if k != "micrograph"}
     source = ctx.ebsd_node()
-    reg = correlate.register(ctx.micrograph(name), _ebsd_iq_image(ctx.spec[source]), **options)
+    reg = correlate.register(ctx.micrograph(name), ebsd.map_image(ctx.spec[source]), **options)
     node = f"registration/{name}"
     ds = reg.to_dataset()
     ds.attrs.update(fixed=f"micrographs/{name}", moving=source)

@@ -31,6 +31,7 @@ def annotate_command(
     from rich.table import Table
 
     from metallo import annotate
+    from metallo.ebsd import map_image
     from metallo.errors import ConfigError
     from metallo.specimen import Specimen
 
@@ -61,7 +62,7 @@ def annotate_command(
     out.mkdir(parents=True, exist_ok=True)
     annotate.write_labels(labels, out / f"{name}_ebsd.png")
     annotate.write_labels(labels, out / f"{name}_ebsd.tif")
-    iq = _ebsd_image(ebsd_map)
+    iq = map_image(ebsd_map)
     boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else _boundaries(ebsd_map)
     on_micrograph = None
     if micrograph:
@@ -91,11 +92,6 @@ def annotate_command(
     console.print(table)
     console.print(f"wrote {specimen} and {out}")
 
-
-def _ebsd_image(ebsd_map: Any) -> Any:
-    from metallo.pipeline import _ebsd_iq_image
-
-    return _ebsd_iq_image(ebsd_map)
 
 
 def _boundaries(ebsd_map: Any) -> Any:

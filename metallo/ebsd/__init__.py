@@ -13,6 +13,7 @@ from metallo.ebsd._grains import (
     grains,
 )
 from metallo.ebsd._grid import resample_to_square
+from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
 from metallo.ebsd._rotations import (
@@ -29,6 +30,7 @@ from metallo.ebsd._rotations import (
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
 
 __all__ = [
+    "map_image",
     "BOUNDARY_CLASSES",
     "LAUE_GROUPS",
     "Grains",

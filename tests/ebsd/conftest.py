@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ebsd_helpers import CUBIC, map_from_quaternions  # noqa: F401  (fixtures build maps with it)
 
 from metallo.ebsd import (
     axis_angle_to_quat,
-    ebsd_dataset,
     quat_multiply,
-    quat_to_euler,
     random_quaternions,
 )
-
-CUBIC = [{"id": 1, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}]
-
-
-def map_from_quaternions(q: np.ndarray, phase: np.ndarray | None = None, *, step_um: float = 0.5,
-                         phases=CUBIC, grid: str = "square", ci: np.ndarray | None = None):
-    """An EBSD Dataset from a (ny, nx, 4) quaternion map."""
-    ny, nx = q.shape[:2]
-    if phase is None:
-        phase = np.ones((ny, nx), dtype=np.int16)
-    variables = {"ci": ci if ci is not None else np.full((ny, nx), 0.9)}
-    return ebsd_dataset(quat_to_euler(q), phase, step_um=step_um, phases=phases, grid=grid, variables=variables)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import map_from_quaternions
+from ebsd_helpers import map_from_quaternions
 
 from metallo.ebsd import (
     axis_angle_to_quat,
