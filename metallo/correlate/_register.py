@@ -206,8 +206,8 @@ def _to_uint8_for_features(p: _Prepared, scale: float, *, invert: bool = False, 
     import cv2
 
     v = 1.0 - p.values if invert else p.values
-    img = (v * 255).astype(np.uint8)
-    mask = p.valid.astype(np.uint8)
+    img: np.ndarray = (v * 255).astype(np.uint8)
+    mask: np.ndarray = p.valid.astype(np.uint8)
     if scale != 1.0:
         size = (max(8, round(img.shape[1] * scale)), max(8, round(img.shape[0] * scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
@@ -234,7 +234,7 @@ def _sift_affine(
     # A common working pixel size puts both images at the same scale for the descriptors.
     work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
     work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
-    sift = cv2.SIFT_create()
+    sift = cv2.SIFT_create()  # type: ignore[attr-defined]
     cv2.setRNGSeed(seed)
 
     def detect(p: _Prepared, invert: bool) -> tuple[np.ndarray, Any]:
