@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -56,6 +57,7 @@ def test_cli_bad_classes_is_one_line_error(tmp_path):
     assert "--classes" in result.output
 
 
+@pytest.mark.slow
 def test_cli_stack_gives_one_labelling_for_all_images(multiphase, tmp_path):
     paths, truths = [], []
     for seed in (1, 2):
