@@ -1,22 +1,87 @@
-"""Atomic file writes: write a temporary file in the target folder, fsync, then rename.
+"""Atomic file writes, shared by every writer in metallo (specimens, images, reports, tables).
 
-A reader never sees a half-written file, and a crash leaves the previous version intact.
+The data is written to a temporary file in the target's folder (so the rename never crosses a
+file system), flushed and fsynced, then ``os.replace``-d over the target, and the folder is
+fsynced so the rename itself survives a power cut. A killed writer leaves the previous file
+untouched plus, at worst, a stale temporary file. Temporary names start with a dot and end in
+``.tmp`` (``.<name>.<host>.<pid>.<random>.tmp``) so that globs such as ``*.h5`` never pick them
+up; the next write of the same file deletes those whose writer is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+from metallo.errors import ConfigError
+
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "temp_files"]
+
+#: Temp files of other hosts (network folders) or on systems where a process cannot be
+#: probed are only deleted after this long.
+_STALE_AFTER_S = 24 * 3600.0
 
 
-def fsync_dir(folder: Path) -> None:
-    """Flush a directory entry (the rename) to disk where the OS supports it."""
-    if os.name != "posix":
+def _host() -> str:
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname()) or "host"
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temporary files that a write of ``path`` may have left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(temp: Path, now: float) -> bool:
+    parts = temp.name[len(".") :].rsplit(".", 4)
+    try:
+        age = now - temp.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if len(parts) == 5 and parts[1] == _host() and parts[2].isdigit() and sys.platform != "win32":
+        # On Windows os.kill(pid, 0) would terminate the process, so only the age is used there.
+        return int(parts[2]) != os.getpid() and not _pid_alive(int(parts[2]))
+    return age > _STALE_AFTER_S
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Delete temporary files of earlier writes of ``path`` whose writer is gone."""
+    removed = []
+    now = time.time()
+    for temp in temp_files(path):
+        if _is_stale(temp, now):
+            try:
+                temp.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(temp)
+    return removed
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    if sys.platform == "win32":  # directories cannot be opened for fsync there
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -26,11 +91,12 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, make_parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
-    The caller writes the temporary file (by any library). It is fsynced and renamed onto
-    ``path`` when the block exits normally, and removed when the block raises.
+    The caller writes the temporary file (with any library) and must have closed it when the
+    block ends. It is fsynced and renamed onto ``path`` when the block exits normally, and
+    removed when the block raises (a KeyboardInterrupt too).
 
     Examples
     --------
@@ -41,30 +107,36 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     >>> target.read_text()
     'done'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or f"{path.suffix}.tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result should look like any new file
+    path = Path(path).absolute()
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist")
+    remove_stale_temp_files(path)
+    temp = path.parent / f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        yield temp
+        _fsync_file(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, make_parents: bool = True) -> Path:
+    """Call ``write(temp)`` and atomically move ``temp`` to ``path``; returns ``path``."""
+    with atomic_path(path, make_parents=make_parents) as temp:
+        write(temp)
+    return Path(path).absolute()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+    return atomic_write(path, lambda temp: temp.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> Path:

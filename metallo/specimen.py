@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo._atomic import atomic_write
 from metallo._specimen_h5 import UnsupportedLayout, read_groups
-from metallo._specimen_io import FileStamp, atomic_write, check_hdf5, file_stamp
+from metallo._specimen_io import FileStamp, check_hdf5, file_stamp
 from metallo._specimen_schema import (
     describe_dataset,
     validate_node,
@@ -583,6 +584,7 @@ class Specimen:
         atomic_write(
             target,
             lambda temp: tree.to_netcdf(temp, engine="h5netcdf", mode="w", encoding=encoding),
+            make_parents=False,
         )
         self._attrs = attrs
         self._path = target

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from specimen_cases import micrograph
 
-from metallo._specimen_io import temp_files
+from metallo._atomic import temp_files
 from metallo._xarray import image_dataarray
 from metallo.specimen import Specimen
 
@@ -117,7 +117,7 @@ def test_failed_save_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     def fail(_path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("metallo._specimen_io._fsync_file", fail)
+    monkeypatch.setattr("metallo._atomic._fsync_file", fail)
     spec.add("micrographs/sem", micrograph(seed=3), step="read_image")
     with pytest.raises(OSError, match="No space"):
         spec.save()
