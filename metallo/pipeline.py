@@ -479,8 +479,11 @@ def run(
             result.steps.append({"step": step, "status": "skipped", "seconds": 0.0})
             say(f"{step}: unchanged, skipped")
             continue
-        say(f"{step} ...")
-        _STEP_FUNCTIONS[step](ctx, dict(params), key)
+        if console is not None:
+            with console.status(f"[{recipe.specimen_id}] {step} ...", spinner="dots"):
+                _STEP_FUNCTIONS[step](ctx, dict(params), key)
+        else:
+            _STEP_FUNCTIONS[step](ctx, dict(params), key)
         spec.save()
         seconds = time.perf_counter() - t0
         result.steps.append({"step": step, "status": "ran", "seconds": round(seconds, 3)})

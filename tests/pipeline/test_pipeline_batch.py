@@ -91,3 +91,15 @@ def test_run_batch_in_process_reports_failures_without_stopping(tmp_path):
     assert [r["status"] for r in result.rows] == ["complete", "failed", "complete"]
     assert result.failed[0]["reason"].startswith("FormatError")
     assert result.summary_csv.exists() and result.summary_html.exists()
+
+
+@pytest.mark.slow
+def test_run_batch_on_an_existing_cluster_by_address(tmp_path):
+    from dask.distributed import LocalCluster
+
+    recipes = tmp_path / "recipes"
+    _write_recipes(recipes, 2, corrupt=-1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = run_batch([recipes], scheduler=cluster.scheduler_address, out_dir=tmp_path / "summary")
+        assert cluster.scheduler_address.startswith("tcp://")
+    assert [r["status"] for r in result.rows] == ["complete", "complete"]
