@@ -34,7 +34,8 @@ def block_matches(
     import cv2
 
     half = block_px // 2
-    stride = max(4, half)
+    # At most ~1500 blocks: enough matches for any B-spline grid, bounded time on large images.
+    stride = max(4, half, int(np.sqrt(fixed.shape[0] * fixed.shape[1] / 1500)))
     rows = np.arange(half + search_px, fixed.shape[0] - half - search_px, stride)
     cols = np.arange(half + search_px, fixed.shape[1] - half - search_px, stride)
     if len(rows) == 0 or len(cols) == 0:
