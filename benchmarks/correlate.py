@@ -42,7 +42,8 @@ def main() -> None:
         spec = make_specimen(0, ebsd_shape=(600, 600), lom_pixel_size_um=0.195, sem_pixel_size_um=0.5)
     iq = spec.ebsd["iq"]
     runs = {
-        "metallo sift+bspline": dict(method="sift+bspline"),
+        "metallo sift+bspline (default: blocks + MI)": dict(method="sift+bspline"),
+        "metallo sift+bspline, deformable=blocks": dict(method="sift+bspline", deformable="blocks"),
         "metallo sift (affine only)": dict(method="sift"),
         "baseline SimpleITK affine+bspline (moments start, MI)": dict(method="affine+bspline", deformable="mi"),
     }

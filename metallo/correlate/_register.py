@@ -816,7 +816,6 @@ def register(
     steps: list[Any] = [affine]
 
     if spec.deformable:
-        say("Mattes-MI B-spline")
         spacing = grid_um if grid_um is not None else float(fp.grid.extent_xy.min() / 6)
         if not spacing > 0:
             raise ConfigError(f"grid_um must be positive; got {grid_um}")
