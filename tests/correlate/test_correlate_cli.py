@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import tifffile
 from conftest import make_pair
@@ -21,7 +22,8 @@ def test_register_command_outputs(tmp_path):
     result = CliRunner().invoke(
         app,
         ["register", str(tmp_path / "lom.tif"), str(tmp_path / "iq.tif"), "--out", str(out),
-         "--method", "sift", "--no-inverse-consistency"],
+         "--method", "sift", "--no-inverse-consistency", "--fixed-pixel-size-um", "0.35",
+         "--moving-pixel-size-um", "0.5"],
     )
     assert result.exit_code == 0, result.output
     for name in ("warped.tif", "transform.tfm", "overlay.png", "quality.json"):
@@ -32,6 +34,7 @@ def test_register_command_outputs(tmp_path):
     assert sitk.ReadTransform(str(out / "transform.tfm")).GetDimension() == 2
 
 
+@pytest.mark.filterwarnings("ignore:.*pixel size unknown:UserWarning")
 def test_register_command_bad_input_is_one_line(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", np.full((40, 40), np.nan, np.float32))
     tifffile.imwrite(tmp_path / "b.tif", np.random.default_rng(0).random((40, 40)).astype(np.float32))
