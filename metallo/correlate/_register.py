@@ -679,6 +679,7 @@ def register(
     highpass_um: float | None = None,
     deformable: str = "blocks+mi",
     block_px: int | None = None,
+    fallback: str = "auto",
     seed: int = 0,
     progress: bool = False,
 ) -> Registration:
@@ -724,6 +725,19 @@ def register(
         Also register fixed onto moving and report the round-trip error (doubles the time).
     max_side : int
         Largest working image side for SIFT (larger images are downsampled for features only).
+    highpass_um : float, optional
+        Subtract a Gaussian background of this sigma (µm) from both images first (uneven
+        illumination or EBSD pattern-quality drift).
+    deformable : {"blocks+mi", "blocks", "mi"}
+        Deformable stage: NCC block matches + least-squares B-spline, then a Mattes-MI B-spline
+        refinement kept only if MI rises (default); blocks only (fast); or Mattes-MI only (plain
+        SimpleITK).
+    block_px : int, optional
+        Block size for block matching, in fixed pixels (default ~1/7 of the shorter side, <= 64).
+    fallback : {"auto", "outline", "search", "intensity"}
+        Start used when SIFT finds too few inliers and no landmarks are given: "auto" tries the
+        specimen outline, then the masked-NCC search; "intensity" is the Mattes-MI affine from a
+        moments start.
     seed : int
         Seed of the metric sampling and RANSAC.
     progress : bool
@@ -743,6 +757,8 @@ def register(
     import time
 
     spec = get_method(method)
+    if fallback not in ("auto", "outline", "search", "intensity"):
+        raise ConfigError(f"fallback must be 'auto', 'outline', 'search' or 'intensity'; got {fallback!r}")
     if transform not in ("affine", "similarity"):
         raise ConfigError(f"transform must be 'affine' or 'similarity'; got {transform!r}")
     t0 = time.perf_counter()
@@ -774,7 +790,7 @@ def register(
                 affine = _affine_from_points(src, dst, transform)
         else:
             reason = f"SIFT gave {info.get('inliers', 0)} RANSAC inliers (< min_inliers={min_inliers})"
-            initial = "landmarks" if lm is not None else "outline"
+            initial = "landmarks" if lm is not None else ("outline" if fallback == "auto" else fallback)
             warnings.warn(f"{reason}; falling back to the {initial} affine", stacklevel=2)
             quality["fallback"] = reason
             affine = None

@@ -84,6 +84,10 @@ def test_fallback_when_no_features():
         reg = register(fixed, moving, method="sift", min_inliers=50)
     assert reg.quality["initial"] in ("outline", "search")
     np.testing.assert_allclose(reg.fixed_to_moving(np.array([[44.0, 50.0]])), [[48.0, 47.0]], atol=1.0)
+    with pytest.warns(UserWarning, match="intensity"):
+        reg = register(fixed, moving, method="sift", min_inliers=50, fallback="intensity")
+    assert reg.quality["initial"] == "intensity"
+    np.testing.assert_allclose(reg.fixed_to_moving(np.array([[44.0, 50.0]])), [[48.0, 47.0]], atol=1.0)
 
 
 def test_intensity_affine_method_recovers_shift():
