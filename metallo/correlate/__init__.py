@@ -5,6 +5,7 @@ The registration maps FIXED-space points to MOVING-space points (ITK convention)
 :meth:`Registration.transform_points` maps moving µm to fixed µm.
 """
 
+from metallo.correlate._figures import checkerboard, overlay_figure
 from metallo.correlate._landmarks import read_landmarks, read_points, write_points
 from metallo.correlate._register import (
     RegistrationMethod,
@@ -21,9 +22,11 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "RegistrationMethod",
+    "checkerboard",
     "get_method",
     "method_names",
     "mutual_information",
+    "overlay_figure",
     "read_landmarks",
     "read_points",
     "register",

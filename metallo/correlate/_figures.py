@@ -22,7 +22,24 @@ def _grey(image: Any) -> np.ndarray:
 
 
 def checkerboard(a: np.ndarray, b: np.ndarray, *, squares: int = 8) -> np.ndarray:
-    """Alternate squares of two same-shape images (``squares`` along the longer side)."""
+    """Alternate squares of two same-shape images (``squares`` along the longer side).
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Images of the same shape (e.g. fixed and warped moving).
+    squares : int
+        Number of squares along the longer side.
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    >>> checkerboard(np.zeros((4, 4)), np.ones((4, 4)), squares=2)[:, 0].tolist()
+    [0.0, 0.0, 1.0, 1.0]
+    """
     size = max(1, max(a.shape[:2]) // squares)
     yy, xx = np.indices(a.shape[:2]) // size
     return np.where((yy + xx) % 2 == 0, a, b)

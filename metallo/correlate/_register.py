@@ -67,7 +67,17 @@ def get_method(name: str) -> RegistrationMethod:
 
 
 def method_names() -> list[str]:
-    """Names accepted by ``register(method=...)``."""
+    """Names accepted by ``register(method=...)``.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> "sift+bspline" in method_names()
+    True
+    """
     return _METHODS.names()
 
 

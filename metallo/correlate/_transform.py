@@ -329,7 +329,23 @@ class Registration:
         return self.moving_to_fixed_xy(pts[:, ::-1])[:, ::-1]
 
     def fixed_to_moving(self, points_yx_um: np.ndarray) -> np.ndarray:
-        """Map (y, x) µm points from the FIXED image to the MOVING image (the ITK direction)."""
+        """Map (y, x) µm points from the FIXED image to the MOVING image (the ITK direction).
+
+        Parameters
+        ----------
+        points_yx_um : ndarray, shape (n, 2)
+
+        Returns
+        -------
+        ndarray, shape (n, 2)
+
+        Examples
+        --------
+        >>> g = Grid((8, 8), (1.0, 1.0))
+        >>> reg = Registration([AffineStep(np.eye(2), np.array([2.0, 0.0]))], fixed_grid=g, moving_grid=g)
+        >>> reg.fixed_to_moving(np.array([[0.0, 3.0]])).tolist()
+        [[0.0, 5.0]]
+        """
         pts = np.asarray(points_yx_um, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ConfigError(f"points_yx_um must have shape (n, 2); got {pts.shape}")

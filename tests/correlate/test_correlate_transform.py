@@ -192,3 +192,14 @@ def test_inverse_exports_as_h5(tmp_path):
     back = Registration.load_tfm(path, fixed=inv.fixed_grid, moving=inv.moving_grid)
     pts = np.random.default_rng(10).uniform(5, 40, (50, 2))
     np.testing.assert_allclose(back.fixed_to_moving(pts), inv.fixed_to_moving(pts), atol=1e-6)
+
+
+def test_checkerboard_and_overlay_figure(tmp_path):
+    from metallo.correlate import checkerboard, overlay_figure
+
+    board = checkerboard(np.zeros((6, 6)), np.ones((6, 6)), squares=3)
+    np.testing.assert_array_equal(board[::2, ::2], [[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+    reg = _registration()
+    rng = np.random.default_rng(13)
+    path = overlay_figure(reg, rng.random((100, 120)), rng.random((90, 110)), tmp_path / "o.png")
+    assert path.stat().st_size > 10_000
