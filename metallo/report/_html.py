@@ -86,6 +86,25 @@ def _nodes(spec: Any, prefix: str) -> list[str]:
     return [n for n in spec.nodes() if n.startswith(prefix) and n.count("/") == 1]
 
 
+def _registration_figure(spec: Any, node: str) -> str | None:
+    """Checkerboards before/after and the colour overlay of a stored registration, as a data URI."""
+    import base64
+    import tempfile
+
+    from metallo.correlate import Registration, overlay_figure
+    from metallo.ebsd import map_image
+
+    ds = spec[node]
+    fixed, moving = str(ds.attrs.get("fixed", "")), str(ds.attrs.get("moving", ""))
+    if fixed not in spec or moving not in spec:
+        return None
+    moving_ds = spec[moving]
+    moving_image = moving_ds["image"] if "image" in moving_ds else map_image(moving_ds)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = overlay_figure(Registration.from_dataset(ds), spec[fixed]["image"], moving_image, Path(tmp) / "reg.png")
+        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
 def _particles_class(spec: Any) -> str:
     for record in reversed(spec.provenance):
         if "quantities/particles" in (record.get("outputs") or []):
@@ -208,6 +227,10 @@ def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequenc
             rows.append({"registration": node.split("/", 1)[1], "fixed": ds.attrs.get("fixed", ""),
                          "moving": ds.attrs.get("moving", ""), "transform": ds.attrs.get("transform_type", ""), **flat})
         parts.append(_table(pd.DataFrame(rows)))
+        for node in regs:
+            uri = _registration_figure(spec, node)
+            if uri:
+                parts.append(_img(uri, f"registration {node}"))
 
     prov = pd.DataFrame(
         [{"#": i + 1, "step": r.get("step", ""), "outputs": ", ".join(r.get("outputs") or []),

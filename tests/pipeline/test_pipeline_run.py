@@ -101,7 +101,7 @@ def test_report_loads_in_chromium_without_console_errors(first_run, load_page, n
     _, result = first_run
     html = result.report_path.read_text()
     assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
-    assert html.count("data:image/png;base64,") >= 3  # fractions, overlay, grain sizes
+    assert html.count("data:image/png;base64,") >= 4  # fractions, overlay, grain sizes, registration
     assert "QC report" in html and "lath_bainite" in html and "Provenance" in html
     page = load_page(result.report_path)
     assert page.errors == []
