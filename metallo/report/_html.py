@@ -34,6 +34,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #ddd}
 .meta td:first-child{font-weight:bold;width:14em}
 footer{margin-top:3em;font-size:.8em;color:#666}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -55,7 +56,7 @@ def _table(df: pd.DataFrame, *, float_format: str = "{:.4g}", classes: Mapping[i
                 cells.append(f"<td>{_esc(value)}</td>")
         cls = f' class="{classes[i]}"' if classes and i in classes else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _img(uri: str, alt: str) -> str:
