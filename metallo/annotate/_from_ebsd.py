@@ -105,7 +105,7 @@ def from_ebsd(
     return xr.DataArray(
         labels,
         dims=("y", "x"),
-        coords={"y": ebsd["y"].values, "x": ebsd["x"].values},
+        coords={"y": ebsd["y"], "x": ebsd["x"]},
         name="labels",
         attrs={
             "classes": json.dumps(rules.classes),
@@ -188,7 +188,7 @@ def to_micrograph(
     return xr.DataArray(
         np.rint(values).astype(np.uint8) if values.dtype.kind == "f" else values.astype(np.uint8),
         dims=("y", "x"),
-        coords={"y": micrograph["y"].values, "x": micrograph["x"].values},
+        coords={"y": micrograph["y"], "x": micrograph["x"]},
         name="labels",
         attrs=attrs,
     )
