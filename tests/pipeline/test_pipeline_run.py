@@ -128,3 +128,14 @@ def test_qc_status_pass_fail_and_ci_flag():
     assert qc["c"]["status"] == "missing"
     assert json.dumps(qc)
     assert np.isclose(qc["a"]["mean"], 0.35)
+
+
+@pytest.mark.slow
+def test_every_gridded_node_is_on_micrometre_coordinates(first_run):
+    _, result = first_run
+    spec = Specimen.open(result.specimen_path)
+    for node in spec.nodes():
+        ds = spec[node]
+        for dim in ("y", "x"):
+            if dim in ds.coords:
+                assert ds[dim].attrs.get("units") == "um", f"{node}:{dim}"
