@@ -9,6 +9,8 @@ come from its DataArray coords, so images of different pixel sizes register dire
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,6 +231,34 @@ def _to_uint8_for_features(p: _Prepared, scale: float, *, invert: bool = False, 
     return img, mask
 
 
+def _sitk_seed(seed: int) -> int:
+    """A SimpleITK sampling seed for the user's ``seed`` that is never ``sitkWallClock``.
+
+    SimpleITK reads seed 0 as "seed from the wall clock", so ``seed=0`` (the default) made the
+    metric sampling, and with it every registration, differ from call to call.
+    """
+    return int(seed) % (2**32 - 1) + 1
+
+
+@contextmanager
+def _single_threaded_itk() -> Iterator[None]:
+    """Run SimpleITK registrations on one thread, so that equal inputs give equal transforms.
+
+    ITK's v4 metrics take their work-unit count from the global default, not from
+    ``ImageRegistrationMethod.SetNumberOfThreads``, and Mattes MI adds the threads' joint
+    histograms in the order they finish: last-bit differences that the optimiser amplifies to
+    tenths of a pixel, and results that depend on the machine's core count.
+    """
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
 def _sift_affine(
     fixed: _Prepared,
     moving: _Prepared,
@@ -341,7 +371,7 @@ def _intensity_affine(
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, seed)
+    reg.SetMetricSamplingPercentage(0.25, _sitk_seed(seed))
     reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
     reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
     reg.SetInterpolator(sitk.sitkLinear)
@@ -353,7 +383,8 @@ def _intensity_affine(
     reg.SetSmoothingSigmasPerLevel([2, 1, 0])
     reg.SetInitialTransform(tx, inPlace=True)
     try:
-        reg.Execute(f, m)
+        with _single_threaded_itk():
+            reg.Execute(f, m)
     except RuntimeError as exc:
         raise RegistrationError(
             f"intensity-based affine registration failed ({_first_line(exc)}); "
@@ -393,7 +424,7 @@ def _bspline(
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, seed)
+    reg.SetMetricSamplingPercentage(0.25, _sitk_seed(seed))
     reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
     reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
     reg.SetInterpolator(sitk.sitkLinear)
@@ -409,7 +440,8 @@ def _bspline(
     )
     reg.SetInitialTransformAsBSpline(tx, inPlace=True, scaleFactors=factors)
     try:
-        reg.Execute(f, m)
+        with _single_threaded_itk():
+            reg.Execute(f, m)
     except RuntimeError as exc:
         raise RegistrationError(
             f"B-spline registration failed ({_first_line(exc)}); try a larger grid_um, "
@@ -608,7 +640,7 @@ def _outline_affine(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: n
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.REGULAR)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    reg.SetMetricSamplingPercentage(0.2, _sitk_seed(seed))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-5, numberOfIterations=500, gradientMagnitudeTolerance=1e-12
@@ -618,7 +650,8 @@ def _outline_affine(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: n
     reg.SetSmoothingSigmasPerLevel([2, 1, 0])
     reg.SetInitialTransform(tx, inPlace=True)
     try:
-        reg.Execute(f, m)
+        with _single_threaded_itk():
+            reg.Execute(f, m)
     except RuntimeError as exc:
         raise RegistrationError(f"outline (specimen mask) affine failed ({_first_line(exc)})") from None
     from metallo.correlate._transform import _affine_from_sitk
