@@ -35,19 +35,14 @@ def main() -> None:
         moving = mt.io.read_image(args.moving)
     else:
         sample = mt.synth.make_specimen(seed=1)
-        fixed = sample.lom
-        from metallo._xarray import image_dataarray
-
-        moving = image_dataarray(
-            sample.ebsd["iq"].values, pixel_size_um=float(sample.ebsd.attrs["step_um"]), attrs={"modality": "EBSD-IQ"}
-        )
+        fixed, moving = sample.lom, mt.ebsd.map_image(sample.ebsd, "iq")
         truth = sample
 
     reg = mt.correlate.register(fixed, moving, method="sift+bspline", grid_um=args.grid_um)
     warped = reg.warp(moving, interpolation="linear")
     mt.io.write_image(warped.astype(np.float32), out / "warped.tif")
     reg.save_tfm(out / "transform.tfm")
-    reg.overlay_figure(fixed, moving, out / "overlay.png")
+    mt.correlate.overlay_figure(reg, fixed, moving, out / "overlay.png")
     quality = dict(reg.quality)
     if truth is not None:
         ys, xs = np.meshgrid(moving.y.values[5:-5:7], moving.x.values[5:-5:7], indexing="ij")

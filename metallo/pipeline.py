@@ -295,22 +295,6 @@ def _step_segment(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
     return [out]
 
 
-def _fields(labels: np.ndarray, grid: tuple[int, int], *, ignore_index: int, min_valid: float = 0.25) -> list[np.ndarray]:
-    """Split a label map into rows x columns fields over its labelled bounding box.
-
-    Fields with less than ``min_valid`` labelled pixels (e.g. outside the EBSD field of an
-    annotation) are dropped, as a metallographer would not count a field that is mostly off
-    the specimen.
-    """
-    valid = labels != ignore_index
-    if not valid.any():
-        raise ConfigError("the segmentation has no labelled pixel to measure phase fractions on")
-    rows_any, cols_any = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
-    box = labels[rows_any[0] : rows_any[-1] + 1, cols_any[0] : cols_any[-1] + 1]
-    fields = [f for band in np.array_split(box, grid[0], axis=0) for f in np.array_split(band, grid[1], axis=1)]
-    return [f for f in fields if f.size and (f != ignore_index).mean() >= min_valid]
-
-
 def _step_quantify(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
     import pandas as pd
 
@@ -325,7 +309,7 @@ def _step_quantify(ctx: _Context, params: dict[str, Any], key: str) -> list[str]
     classes = json.loads(seg["labels"].attrs.get("classes", seg.attrs.get("classes", "[]")))
     ignore = 255
     grid = tuple(params.get("fields", (3, 3)))
-    fields = _fields(labels, grid, ignore_index=ignore)  # type: ignore[arg-type]
+    fields = quantify.measurement_fields(labels, grid=grid, ignore_index=ignore)  # type: ignore[arg-type]
     per_field = pd.concat(
         [quantify.phase_fractions(f, classes=classes, ignore_index=ignore).assign(field=i) for i, f in enumerate(fields)],
         ignore_index=True,

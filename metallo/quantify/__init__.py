@@ -5,7 +5,7 @@ Specimen under ``quantities/<name>``.
 """
 
 from metallo.quantify._denuded import DenudedZone, denuded_zone_width
-from metallo.quantify._fractions import phase_fraction_ci, phase_fractions
+from metallo.quantify._fractions import measurement_fields, phase_fraction_ci, phase_fractions
 from metallo.quantify._grains import astm_g_intercept, astm_g_planimetric, grain_size
 from metallo.quantify._laths import (
     lath_boundaries_from_ebsd,
@@ -25,6 +25,7 @@ from metallo.quantify._psd import (
 from metallo.quantify._specimen import QUANTITIES, quantify_specimen
 
 __all__ = [
+    "measurement_fields",
     "QUANTITIES",
     "DenudedZone",
     "KSResult",

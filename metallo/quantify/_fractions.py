@@ -12,7 +12,7 @@ import pandas as pd
 from metallo.errors import ConfigError
 from metallo.quantify._common import label_array
 
-__all__ = ["phase_fraction_ci", "phase_fractions"]
+__all__ = ["measurement_fields", "phase_fraction_ci", "phase_fractions"]
 
 
 def _classes_of(labels: Any, classes: Sequence[str] | None) -> list[str] | None:
@@ -160,3 +160,48 @@ def phase_fraction_ci(
     table.attrs["fields"] = json.dumps(mat.tolist())
     table.attrs["confidence"] = confidence
     return table
+
+
+def measurement_fields(
+    labels: Any,
+    *,
+    grid: tuple[int, int] = (3, 3),
+    ignore_index: int = 255,
+    min_valid: float = 0.25,
+) -> list[np.ndarray]:
+    """Split a label map into ``rows x columns`` fields for :func:`phase_fraction_ci`.
+
+    The fields tile the bounding box of the labelled (non-ignore) pixels, so that the part of a
+    micrograph outside an EBSD-informed annotation does not make empty fields; a field with
+    less than ``min_valid`` labelled pixels is dropped, as a metallographer would not count a
+    field that is mostly off the specimen.
+
+    Parameters
+    ----------
+    labels : array-like or xr.DataArray
+        Label map (y, x).
+    grid : (int, int)
+        Fields along y and x.
+    ignore_index : int
+        Label of unlabelled pixels.
+    min_valid : float
+        Smallest labelled fraction of a field that is kept.
+
+    Returns
+    -------
+    list of ndarray
+
+    Examples
+    --------
+    >>> lab = np.zeros((6, 6), np.uint8); lab[:, :2] = 255
+    >>> [f.shape for f in measurement_fields(lab, grid=(2, 2))]
+    [(3, 2), (3, 2), (3, 2), (3, 2)]
+    """
+    values = np.asarray(getattr(labels, "values", labels))
+    valid = values != ignore_index
+    if not valid.any():
+        raise ConfigError("the label map has no labelled pixel to divide into fields")
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    box = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    fields = [f for band in np.array_split(box, grid[0], axis=0) for f in np.array_split(band, grid[1], axis=1)]
+    return [f for f in fields if f.size and (f != ignore_index).mean() >= min_valid]
