@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from metallo.pipeline import RunResult
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +60,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+def _print_result(result: RunResult) -> None:
     from rich.console import Console
 
     out = Console(highlight=False, soft_wrap=True)

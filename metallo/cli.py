@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -25,7 +25,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 class _MetalloGroup(TyperGroup):
     """Turns a MetalloError from any command into one red line and exit code 1."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: Any) -> Any:  # typer vendors click; its Context type is private
         try:
             return super().invoke(ctx)
         except MetalloError as exc:

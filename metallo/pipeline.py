@@ -140,7 +140,7 @@ def _done(spec: Any, outputs: list[str], key: str) -> bool:
     """True when every output node exists with a provenance record carrying ``key``."""
     if not outputs or not all(node in spec for node in outputs):
         return False
-    have = set()
+    have: set[str] = set()
     for record in spec.provenance:
         params = record.get("parameters") or {}
         if isinstance(params, str):
@@ -162,7 +162,7 @@ def _step_inputs(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
     if synthetic is not None:
         from metallo import synth
 
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in synthetic.items() if k != "seed"}
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in synthetic.items() if k != "seed"}
         outputs += synth.add_synthetic_specimen(
             ctx.spec, int(synthetic.get("seed", 0)), ebsd_name="map", extra_parameters={"cache_key": key}, **kwargs
         )
@@ -308,8 +308,8 @@ def _step_quantify(ctx: _Context, params: dict[str, Any], key: str) -> list[str]
     labels = seg["labels"].values
     classes = json.loads(seg["labels"].attrs.get("classes", seg.attrs.get("classes", "[]")))
     ignore = 255
-    grid = tuple(params.get("fields", (3, 3)))
-    fields = quantify.measurement_fields(labels, grid=grid, ignore_index=ignore)  # type: ignore[arg-type]
+    grid = (int(params.get("fields", (3, 3))[0]), int(params.get("fields", (3, 3))[1]))
+    fields = quantify.measurement_fields(labels, grid=grid, ignore_index=ignore)
     per_field = pd.concat(
         [quantify.phase_fractions(f, classes=classes, ignore_index=ignore).assign(field=i) for i, f in enumerate(fields)],
         ignore_index=True,

@@ -23,7 +23,7 @@ PALETTE = np.array(
 )
 
 
-def _figure(width: float = 6.0, height: float = 4.0):  # type: ignore[no-untyped-def]
+def _figure(width: float = 6.0, height: float = 4.0) -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -99,11 +99,10 @@ def histogram_figure(values: np.ndarray, *, xlabel: str, title: str) -> Any:
     if values.size == 0:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     else:
-        if values.max() / values.min() > 10:
-            bins = np.geomspace(values.min(), values.max(), 30)
+        log = values.max() / values.min() > 10
+        bins = np.geomspace(values.min(), values.max(), 30) if log else 30
+        if log:
             ax.set_xscale("log")
-        else:
-            bins = 30
         ax.hist(values, bins=bins, color=PALETTE[1], edgecolor="white")
         ax2 = ax.twinx()
         s = np.sort(values)
