@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from scipy import ndimage
 
 from metallo._xarray import pixel_size_um as _pixel_size_of
@@ -28,7 +30,8 @@ __all__ = [
     "SegmentationData",
     "TileDataset",
     "default_tile_size",
-    "load_image_array",
+    "read_label_map",
+    "read_micrograph",
     "load_training_folder",
     "mirror_index",
     "segmentation_data_from_specimen",
@@ -79,44 +82,53 @@ def to_unit_range(array: np.ndarray) -> np.ndarray:
     return np.nan_to_num(array.astype(np.float32, copy=False))
 
 
-def load_image_array(path: str | Path) -> np.ndarray:
-    """Read a PNG/TIFF/JPEG micrograph or label file as a numpy array (as stored).
+def read_micrograph(path: str | Path, *, pixel_size_um: float | None = None, palette: str = "index",
+                    as_gray: bool = False) -> xr.DataArray:
+    """:func:`metallo.io.read_image` without its unknown-pixel-size warning.
+
+    Segmentation works on the pixel grid; the pixel size is carried along when the folder
+    metadata or the file knows it, and is optional otherwise.
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> from PIL import Image
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
-    >>> Image.fromarray(np.zeros((3, 4), np.uint8)).save(p)
-    >>> load_image_array(p).shape
+    >>> import tempfile, pathlib
+    >>> from metallo.io import write_image
+    >>> p = write_image(np.zeros((3, 4), np.uint8), pathlib.Path(tempfile.mkdtemp()) / "a.png")
+    >>> read_micrograph(p).shape
     (3, 4)
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: file not found")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+    from metallo.io import read_image
 
-            return np.asarray(tifffile.imread(path))
-        from PIL import Image
-
-        with Image.open(path) as im:
-            if im.mode in ("P", "CMYK", "LA", "PA"):
-                return np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB"))
-            return np.asarray(im)
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a readable image ({exc})") from None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pixel size unknown", category=UserWarning)
+        return read_image(path, pixel_size_um=pixel_size_um, palette=palette, as_gray=as_gray)
 
 
-def _drop_alpha_and_grey(array: np.ndarray, grayscale: bool | str) -> np.ndarray:
-    if array.ndim == 3 and array.shape[2] in (2, 4):
-        array = array[..., :-1]
-    if array.ndim == 3 and array.shape[2] == 3:
-        equal = bool(np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]))
-        if grayscale is True or (grayscale == "auto" and equal):
-            array = array.mean(axis=2).astype(array.dtype) if not equal else array[..., 0]
+def _grey_if_equal(array: np.ndarray) -> np.ndarray:
+    """One channel from an RGB image whose three channels are equal (typical SEM PNGs)."""
+    if array.ndim == 3 and array.shape[2] == 3 and bool(
+            np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
+        return array[..., 0]
     return array
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A label PNG/TIFF as uint8 class ids (palette images give their indices, 255 = ignore).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from metallo.io import write_image
+    >>> p = write_image(np.array([[0, 1], [2, 255]], np.uint8), pathlib.Path(tempfile.mkdtemp()) / "l.png")
+    >>> read_label_map(p).tolist()
+    [[0, 1], [2, 255]]
+    """
+    labels = to_numpy(read_micrograph(path, palette="index"))
+    if labels.ndim == 3:
+        labels = labels[..., 0]
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:
+        raise ConfigError(f"{path}: labels must be integer class ids 0..254 (255 = ignore)")
+    return labels.astype(np.uint8)
 
 
 @dataclass
@@ -292,14 +304,12 @@ def load_training_folder(folder: str | Path, *, n_classes: int | None = None, cl
     for path in images:
         if path.stem not in label_files:
             raise ConfigError(f"{path}: no label map {lab_dir / (path.stem + '.png')}")
-        image = _drop_alpha_and_grey(load_image_array(path), grayscale)
-        labels = load_image_array(label_files[path.stem])
-        if labels.ndim == 3:
-            labels = labels[..., 0]
-        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:
-            raise ConfigError(f"{label_files[path.stem]}: labels must be integer class ids 0..254 (255 = ignore)")
-        ps = sizes.get(path.stem, meta.get("pixel_size_um"))
-        samples.append(LabelledImage(path.stem, to_unit_range(image), labels.astype(np.uint8), float(ps) if ps else None))
+        # metadata.csv, then classes.json, then what the file itself says.
+        given = sizes.get(path.stem, meta.get("pixel_size_um"))
+        image = read_micrograph(path, pixel_size_um=float(given) if given else None, as_gray=grayscale is True)
+        array = _grey_if_equal(to_numpy(image)) if grayscale == "auto" else to_numpy(image)
+        labels = read_label_map(label_files[path.stem])
+        samples.append(LabelledImage(path.stem, to_unit_range(array), labels, _pixel_size_of(image)))
     names = list(classes) if classes is not None else [str(c) for c in meta.get("classes", [])]
     if n_classes is None:
         n_classes = len(names) if names else int(max(int(s.labels[s.labels != ignore].max(initial=0)) for s in samples)) + 1
@@ -349,7 +359,7 @@ def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "microg
             raise ConfigError(f"specimen {i}: {annotation} classes {names} differ from {classes}")
         classes = list(names)
         ignore = int(attrs.get("ignore_index", 255))
-        image = _drop_alpha_and_grey(to_numpy(image_da), "auto")
+        image = _grey_if_equal(to_numpy(image_da))
         name = str(getattr(spec, "specimen_id", getattr(spec, "path", f"specimen{i}")))
         samples.append(LabelledImage(f"{name}:{micrograph}", to_unit_range(image),
                                      to_numpy(labels_da).astype(np.uint8), _pixel_size_of(image_da)))

@@ -26,7 +26,7 @@ from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError
 from metallo.segment._checkpoint import load_checkpoint, resolve_device
-from metallo.segment._data import IMAGE_SUFFIXES, load_image_array, mirror_index
+from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
 
 __all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_to_specimen"]
 
@@ -76,14 +76,9 @@ def _normalised_tiles(image: Any, rows: np.ndarray, col_sets: Sequence[np.ndarra
                       std: np.ndarray, in_channels: int) -> np.ndarray:
     out = []
     for cols in col_sets:
-        tile = np.asarray(image[np.ix_(rows, cols)])
-        if tile.ndim == 2:
-            tile = tile[..., None]
+        tile = to_unit_range(np.asarray(image[np.ix_(rows, cols)]))
         if tile.shape[2] in (2, 4):
             tile = tile[..., :-1]
-        if np.issubdtype(tile.dtype, np.integer):
-            tile = tile.astype(np.float32) / float(np.iinfo(tile.dtype).max)
-        tile = np.nan_to_num(tile.astype(np.float32, copy=False))
         if tile.shape[2] != in_channels:
             grey = tile.mean(axis=2, keepdims=True)
             tile = np.repeat(grey, in_channels, axis=2) if in_channels > 1 else grey
@@ -366,7 +361,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     --------
     >>> predict_files("fold0.pt", ["new_micrographs/"], out_dir="pred")  # doctest: +SKIP
     """
-    from PIL import Image
+    from metallo.io import write_image
 
     paths = _expand_inputs(inputs)
     model, info = load_checkpoint(checkpoint, device=device)
@@ -374,15 +369,16 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in paths:
-        array = load_image_array(path)
-        result = predict((model, info), array, tile=tile, overlap=overlap, batch_size=batch_size,
+        image = read_micrograph(path)
+        result = predict((model, info), image, tile=tile, overlap=overlap, batch_size=batch_size,
                          device=device, probabilities=probabilities, progress=progress)
-        labels = (result["labels"] if isinstance(result, xr.Dataset) else result).values
+        labels_da = result["labels"] if isinstance(result, xr.Dataset) else result
+        labels = labels_da.values
         rec: dict[str, Any] = {"input": str(path), "labels": str(out / f"{path.stem}_labels.png")}
-        Image.fromarray(labels.astype(np.uint8)).save(rec["labels"])
+        write_image(labels_da, rec["labels"])
         if overlay:
             rec["overlay"] = str(out / f"{path.stem}_overlay.png")
-            Image.fromarray(overlay_rgb(array, labels)).save(rec["overlay"])
+            write_image(overlay_rgb(image.values, labels), rec["overlay"], pixel_size_um=_pixel_size_of(image))
         if probabilities and isinstance(result, xr.Dataset):
             rec["probabilities"] = str(out / f"{path.stem}_probabilities.npy")
             np.save(rec["probabilities"], result["probabilities"].values)
