@@ -228,11 +228,7 @@ def save_grad_cam_figure(image: Any, cams: np.ndarray, path: str | Path, *,
     >>> save_grad_cam_figure(np.random.rand(16, 16), np.random.rand(2, 16, 16), "/tmp/cam.png").suffix
     '.png'
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     grey = to_unit_range(to_numpy(image)).mean(axis=2)
     names = list(classes) if classes is not None else [str(c) for c in range(len(cams))]
     fig, axes = plt.subplots(1, len(cams) + 1, figsize=(3 * (len(cams) + 1), 3), squeeze=False)
@@ -244,12 +240,7 @@ def save_grad_cam_figure(image: Any, cams: np.ndarray, path: str | Path, *,
         ax.set_title(f"Grad-CAM: {name}")
     for ax in axes[0]:
         ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 10) -> Path:
@@ -262,11 +253,7 @@ def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 
     >>> save_dissection_figure(t, "/tmp/dissect.png").suffix
     '.png'
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     groups = list(table.groupby("class_name", sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3), squeeze=False)
     for ax, (name, group) in zip(axes[0], groups, strict=True):
@@ -276,6 +263,23 @@ def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 
         ax.set_title(f"{name}: top channels")
         ax.set_xlabel("channel")
         ax.set_ylabel("IoU (top 1 % mask vs class)")
+    return _save_figure(fig, path)
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (figures go to files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as PNG (parents created) and free it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
