@@ -267,7 +267,6 @@ def _sift_affine(
     transform: str,
     ransac_px: float,
     max_side: int,
-    seed: int,
 ) -> tuple[AffineStep | None, dict[str, Any]]:
     import cv2
 
@@ -275,7 +274,6 @@ def _sift_affine(
     work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
     work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
     sift = cv2.SIFT_create()  # type: ignore[attr-defined]
-    cv2.setRNGSeed(seed)
 
     def detect(p: _Prepared, invert: bool) -> tuple[np.ndarray, Any]:
         img, mask = _to_uint8_for_features(p, p.grid.spacing_yx[0] / work, invert=invert)
@@ -782,7 +780,8 @@ def register(
         specimen outline, then the masked-NCC search; "intensity" is the Mattes-MI affine from a
         moments start.
     seed : int
-        Seed of the metric sampling and RANSAC.
+        Seed of the SimpleITK metric sampling. Equal inputs and seed give identical transforms
+        (the ITK stages run single-threaded; OpenCV's RANSAC has its own fixed seed).
     progress : bool
         Print the stages.
 
@@ -823,7 +822,7 @@ def register(
     if initial == "sift":
         say("SIFT keypoints + RANSAC")
         affine, info = _sift_affine(
-            fp, mp, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side, seed=seed
+            fp, mp, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side
         )
         quality.update({k: v for k, v in info.items() if not k.startswith("inlier_points")})
         if affine is not None and info["inliers"] >= min_inliers:

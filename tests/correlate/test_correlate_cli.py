@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tifffile
-from conftest import make_pair
+from correlate_helpers import make_pair
 from typer.testing import CliRunner
 
 from metallo.cli import app

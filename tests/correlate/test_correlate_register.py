@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_pair, tre_px
+from correlate_helpers import make_pair, tre_px
 
 from metallo._xarray import image_dataarray
 from metallo.correlate import get_method, method_names, register

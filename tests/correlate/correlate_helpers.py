@@ -3,7 +3,8 @@
 A Voronoi "microstructure" is defined on a continuous specimen plane (µm). The MOVING image is
 an EBSD-IQ-like map of it (bright grains, dark boundaries); the FIXED image is a LOM-like
 rendering with another contrast (non-monotonic grain tones), another pixel size and noise,
-seen through a known affine + smooth sinusoidal deformation.
+seen through a known affine + smooth sinusoidal deformation. (A uniquely named module: every test
+folder has a ``conftest``, so ``from conftest import ...`` would pick whichever was imported first.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 import xarray as xr
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
@@ -124,7 +124,3 @@ def tre_px(reg, pair: SynthPair, *, step: int = 4) -> np.ndarray:
     got = reg.transform_points(pts_yx[inside])
     return np.linalg.norm(got - truth[inside], axis=1) / fixed_ps
 
-
-@pytest.fixture(scope="session")
-def synth_pair() -> SynthPair:
-    return make_pair(0)
