@@ -81,9 +81,9 @@ def register(app: typer.Typer) -> None:
 
             spec = Specimen.open(specimen)
             for node in images:
-                predict_to_specimen(checkpoint, spec, micrograph=str(node), name=name, tile=tile or None,
-                                    overlap=overlap, device=device, overwrite=overwrite)
-                console.print(f"{node} -> segmentations/{name or 'model'}")
+                labels = predict_to_specimen(checkpoint, spec, micrograph=str(node), name=name, tile=tile or None,
+                                             overlap=overlap, device=device, overwrite=overwrite)
+                console.print(f"{node} -> segmentations/{name or labels.attrs['model']}")
             spec.save()
             return
         records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,

@@ -327,7 +327,7 @@ def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "microg
     Parameters
     ----------
     specimens : Specimen or sequence of Specimen
-        Opened containers (anything with ``spec[node] -> xr.Dataset``).
+        Opened containers (:class:`metallo.specimen.Specimen`).
     micrograph, annotation : str
         Node names; the annotation must lie on the micrograph's grid.
 
@@ -343,10 +343,11 @@ def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "microg
     specs = list(specimens) if isinstance(specimens, (list, tuple)) else [specimens]
     samples, classes, ignore = [], None, 255
     for i, spec in enumerate(specs):
-        try:
-            mic, ann = spec[micrograph], spec[annotation]
-        except KeyError as exc:
-            raise ConfigError(f"specimen {i}: node {exc} not found (need {micrograph!r} and {annotation!r})") from None
+        where = str(getattr(spec, "path", f"specimen {i}"))
+        missing = [node for node in (micrograph, annotation) if node not in spec]
+        if missing:
+            raise ConfigError(f"{where}: node {missing[0]!r} not found (need {micrograph!r} and {annotation!r})")
+        mic, ann = spec[micrograph], spec[annotation]
         image_da = mic["image"] if "image" in mic else mic
         labels_da = ann["labels"] if "labels" in ann else ann
         attrs = {**getattr(ann, "attrs", {}), **getattr(labels_da, "attrs", {})}
@@ -354,13 +355,13 @@ def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "microg
         if isinstance(names, str):
             names = json.loads(names)
         if names is None:
-            raise ConfigError(f"specimen {i}: {annotation} has no 'classes' attribute")
+            raise ConfigError(f"{where}: {annotation} has no 'classes' attribute")
         if classes is not None and list(names) != classes:
-            raise ConfigError(f"specimen {i}: {annotation} classes {names} differ from {classes}")
+            raise ConfigError(f"{where}: {annotation} classes {names} differ from {classes}")
         classes = list(names)
         ignore = int(attrs.get("ignore_index", 255))
         image = _grey_if_equal(to_numpy(image_da))
-        name = str(getattr(spec, "specimen_id", getattr(spec, "path", f"specimen{i}")))
+        name = str(getattr(spec, "specimen_id", where))
         samples.append(LabelledImage(f"{name}:{micrograph}", to_unit_range(image),
                                      to_numpy(labels_da).astype(np.uint8), _pixel_size_of(image_da)))
     return SegmentationData(samples, classes or [], ignore, source=f"{len(specs)} specimen(s)")

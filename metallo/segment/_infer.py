@@ -401,7 +401,7 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     micrograph : str
         Input node.
     name : str, optional
-        Segmentation name (default: the model name).
+        Segmentation name (default: the model name, ``labels.attrs["model"]``).
     tile, overlap, device : see :func:`predict`
     overwrite : bool
 
@@ -414,17 +414,17 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     --------
     >>> predict_to_specimen("fold0.pt", spec, micrograph="micrographs/sem")  # doctest: +SKIP
     """
-    try:
-        node = specimen[micrograph]
-    except KeyError:
-        raise ConfigError(f"specimen has no node {micrograph!r}") from None
+    if micrograph not in specimen:
+        where = str(getattr(specimen, "path", "specimen"))
+        raise ConfigError(f"{where}: no node {micrograph!r} to predict")
+    node = specimen[micrograph]
     image = node["image"] if isinstance(node, xr.Dataset) else node
     model, info = load_checkpoint(checkpoint, device=device)
     labels = predict((model, info), image, tile=tile, overlap=overlap, device=device)
     assert isinstance(labels, xr.DataArray)
     labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
-    node_name = f"segmentations/{name or info.get('model', 'model')}"
+    node_name = f"segmentations/{name or labels.attrs['model']}"
     specimen.add(node_name, labels, step="segment.predict", inputs=[micrograph], overwrite=overwrite,
                  parameters={"checkpoint": str(checkpoint), "checkpoint_sha256": info.get("sha256", ""),
                              "tile": tile, "overlap": overlap})

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-import xarray as xr
 from PIL import Image
 
 from metallo.errors import ConfigError, FormatError
@@ -18,7 +15,6 @@ from metallo.segment import (
     default_tile_size,
     load_training_folder,
     mirror_index,
-    segmentation_data_from_specimen,
 )
 
 
@@ -129,19 +125,3 @@ def test_rescaling_halves_the_grid_and_doubles_the_pixel_size(two_phase_data):
     assert half.samples[0].image.shape == (32, 32, 1) and half.samples[0].labels.shape == (32, 32)
     assert half.samples[0].pixel_size_um == pytest.approx(0.2)
     assert set(np.unique(half.samples[0].labels)) <= {0, 1}
-
-
-def test_data_from_specimen_nodes():
-    rng = np.random.default_rng(0)
-    image = xr.DataArray(rng.integers(0, 255, (20, 30), dtype=np.uint8), dims=("y", "x"),
-                         attrs={"pixel_size_um": 0.5})
-    labels = xr.DataArray(rng.integers(0, 2, (20, 30), dtype=np.uint8), dims=("y", "x"))
-    spec = {"micrographs/lom": xr.Dataset({"image": image}),
-            "annotations/bainite": xr.Dataset({"labels": labels},
-                                              attrs={"classes": json.dumps(["ferrite", "bainite"]),
-                                                     "ignore_index": 255})}
-    data = segmentation_data_from_specimen(spec)
-    assert data.classes == ["ferrite", "bainite"] and data.samples[0].pixel_size_um == 0.5
-    assert np.array_equal(data.samples[0].labels, labels.values)
-    with pytest.raises(ConfigError, match="node 'annotations/x' not found"):
-        segmentation_data_from_specimen(spec, annotation="annotations/x")

@@ -19,7 +19,6 @@ from metallo.segment import (
     load_checkpoint,
     predict,
     predict_files,
-    predict_to_specimen,
     save_checkpoint,
 )
 from metallo.segment._infer import predict_array
@@ -131,25 +130,3 @@ def test_bad_prediction_inputs(checkpoint, tmp_path):
         predict(tmp_path / "missing.pt", np.zeros((10, 10)), device="cpu")
     with pytest.raises(ModelError, match="holds model 'unet', not 'pixelnet'"):
         load_checkpoint(checkpoint, model="pixelnet")
-
-
-class FakeSpecimen(dict):
-    """What predict_to_specimen uses of the Specimen contract: ``spec[node]`` and ``spec.add``."""
-
-    def add(self, node, data, *, step, parameters=None, inputs=(), overwrite=False):
-        if node in self and not overwrite:
-            raise ConfigError(f"node {node} exists")
-        self[node] = xr.Dataset({"labels": data})
-        self.record = {"step": step, "parameters": parameters, "inputs": list(inputs)}
-
-
-def test_predict_into_a_specimen(checkpoint):
-    image = image_dataarray(np.random.default_rng(6).integers(0, 255, (30, 40), dtype=np.uint8), pixel_size_um=0.3)
-    spec = FakeSpecimen({"micrographs/sem": xr.Dataset({"image": image})})
-    labels = predict_to_specimen(checkpoint, spec, micrograph="micrographs/sem", name="unet_uhcs", device="cpu")
-    stored = spec["segmentations/unet_uhcs"]["labels"]
-    assert stored.dtype == np.uint8 and stored.shape == (30, 40) and np.array_equal(stored.values, labels.values)
-    assert json.loads(stored.attrs["classes"]) == ["ferrite", "pearlite"] and stored.attrs["pixel_size_um"] == 0.3
-    assert spec.record["step"] == "segment.predict" and spec.record["inputs"] == ["micrographs/sem"]
-    with pytest.raises(ConfigError, match="no node 'micrographs/lom'"):
-        predict_to_specimen(checkpoint, spec, micrograph="micrographs/lom", device="cpu")
