@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from metallo.errors import ConfigError, FormatError
+from metallo.io import read_image, write_image
 from metallo.segment import (
     Augment,
     LabelledImage,
@@ -33,6 +34,43 @@ def test_rgb_with_equal_channels_becomes_grey(data_folder):
     data = load_training_folder(data_folder)
     assert data.in_channels == 1
     assert np.allclose(data.samples[0].image[..., 0], grey / 255.0)
+
+
+def test_pixel_size_priority_metadata_csv_then_classes_json_then_file(data_folder):
+    for i in range(4):  # every image now carries its own calibration (PNG pHYs)
+        path = data_folder / "images" / f"m{i}.png"
+        write_image(read_image(path, pixel_size_um=0.5), path)
+
+    def sizes():
+        return [s.pixel_size_um for s in load_training_folder(data_folder).samples]
+
+    assert sizes() == [0.25] * 4  # classes.json beats the file
+    (data_folder / "metadata.csv").write_text("micrograph_id,um_per_px\nm1,0.125\n")
+    assert sizes() == [0.25, 0.125, 0.25, 0.25]  # metadata.csv beats both
+    (data_folder / "classes.json").write_text('{"classes": ["ferrite", "pearlite"]}')
+    assert sizes() == [0.5, 0.125, 0.5, 0.5]  # else the file's own
+
+
+def test_labels_are_read_as_class_ids(data_folder):
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:20, 30:50], labels[:3, :3] = 1, 255
+    palette = Image.fromarray(labels, "P")
+    # A palette whose colours are not the ids: the ids must come back, not the red channel.
+    palette.putpalette([200, 0, 0, 10, 250, 0] + [0, 0, 0] * 253 + [255, 255, 255])
+    palette.save(data_folder / "labels" / "m0.png")
+    write_image(labels.astype(np.uint16), data_folder / "labels" / "m1.tif")
+    (data_folder / "labels" / "m1.png").unlink()
+    data = load_training_folder(data_folder)
+    for sample in data.samples[:2]:
+        assert sample.labels.dtype == np.uint8 and np.array_equal(sample.labels, labels)
+
+
+def test_sixteen_bit_tiff_images_scale_by_65535(data_folder):
+    values = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16
+    write_image(values, data_folder / "images" / "m2.tif", pixel_size_um=0.1)
+    (data_folder / "images" / "m2.png").unlink()
+    sample = load_training_folder(data_folder).samples[2]
+    assert sample.name == "m2" and np.allclose(sample.image[..., 0], values / 65535.0)
 
 
 def test_uhcs_layout_reads_pixel_size_from_metadata(shared_file):

@@ -13,6 +13,7 @@ from torch import nn
 
 from metallo._xarray import image_dataarray
 from metallo.errors import ConfigError, ModelError
+from metallo.io import read_image, write_image
 from metallo.segment import (
     blend_window,
     get_model,
@@ -107,11 +108,16 @@ def test_predict_files_writes_labels_overlays_and_fractions(checkpoint, tmp_path
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50), dtype=np.uint8)).save(folder / f"a{i}.png")
+        write_image(np.random.default_rng(i).integers(0, 255, (40, 50), dtype=np.uint8), folder / f"a{i}.png",
+                    pixel_size_um=0.4)
     records = predict_files(checkpoint, [folder], out_dir=tmp_path / "out", tile=32, overlap=8, device="cpu",
                             probabilities=True)
     assert len(records) == 2
-    lab = np.asarray(Image.open(records[0]["labels"]))
+    written = read_image(records[0]["labels"])
+    expected = predict(checkpoint, read_image(folder / "a0.png"), tile=32, overlap=8, device="cpu")
+    assert written.dtype == np.uint8 and np.array_equal(written.values, expected.values)
+    assert written.attrs["pixel_size_um"] == 0.4  # the labels keep the micrograph's calibration
+    lab = written.values
     assert lab.shape == (40, 50) and set(np.unique(lab)) <= {0, 1}
     assert np.asarray(Image.open(records[0]["overlay"])).shape == (40, 50, 3)
     assert np.load(records[0]["probabilities"]).shape == (40, 50, 2)
