@@ -142,15 +142,16 @@ def run_segment_unsupervised(
         maps = [unsupervised(image, n_classes=k, seed=seed, progress=progress, **options)
                 for image, k in zip(loaded, chosen, strict=True)]
 
-    from PIL import Image
+    from metallo._xarray import pixel_size_um
+    from metallo.io import write_image
 
     rows = []
     for stem, source, image, labels in zip(stems, images, loaded, maps, strict=True):
         values = np.asarray(image.values)
         label_path = out / f"{stem}_labels.png"
         overlay_path = out / f"{stem}_overlay.png"
-        Image.fromarray(labels.values.astype(np.uint8)).save(label_path)
-        Image.fromarray(overlay_rgb(values, labels.values)).save(overlay_path)
+        write_image(labels.astype(np.uint8), label_path)
+        write_image(overlay_rgb(values, labels.values), overlay_path, pixel_size_um=pixel_size_um(labels))
         written += [label_path, overlay_path]
         crit = segmentation_criteria(values, labels.values)
         rows.append({"image": stem, "n_classes": labels.attrs["n_classes"],
