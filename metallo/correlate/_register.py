@@ -346,6 +346,20 @@ def _affine_from_points(src_xy: np.ndarray, dst_xy: np.ndarray, transform: str =
     return AffineStep(sol[:2].T.copy(), sol[2].copy())
 
 
+def _mattes_mi_method(f: Any, m: Any, fixed_mask: np.ndarray, moving_mask: np.ndarray, seed: int) -> Any:
+    """A SimpleITK registration with masked Mattes MI (32 bins, 25 % seeded random samples)."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, _sitk_seed(seed))
+    reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
+    reg.SetMetricMovingMask(_mask_to_sitk(moving_mask, m))
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
 def _intensity_affine(
     fixed: _Prepared,
     moving: _Prepared,
@@ -366,13 +380,7 @@ def _intensity_affine(
         tx.SetCenter(centre.tolist())
         # Re-centring changes the translation that gives the same mapping.
         tx.SetTranslation((initial.apply(centre[None])[0] - centre).tolist())
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, _sitk_seed(seed))
-    reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
-    reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mattes_mi_method(f, m, fixed_mask, moving.valid, seed)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, gradientMagnitudeTolerance=1e-8
     )
@@ -419,13 +427,7 @@ def _bspline(
         # cost time, and the fit already holds the coarse deformation.
         factors = [1] * levels
         tx = initial.to_sitk()
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, _sitk_seed(seed))
-    reg.SetMetricFixedMask(_mask_to_sitk(fixed_mask, f))
-    reg.SetMetricMovingMask(_mask_to_sitk(moving.valid, m))
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mattes_mi_method(f, m, fixed_mask, moving.valid, seed)
     reg.SetOptimizerAsGradientDescentLineSearch(
         learningRate=5.0, numberOfIterations=iterations, convergenceMinimumValue=1e-5, convergenceWindowSize=5
     )

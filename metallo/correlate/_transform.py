@@ -17,6 +17,7 @@ mapping are vectorised and need no SimpleITK; SimpleITK is only used for ``.tfm`
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 from collections.abc import Sequence
@@ -127,8 +128,25 @@ class AffineStep:
         return AffineStep(inv, -inv @ self.offset)
 
 
+class _DisplacementMapping(abc.ABC):
+    """``p -> p + d(p)`` for a step that defines ``displacement``; inverted numerically."""
+
+    @abc.abstractmethod
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        """Displacement (x, y) in µm at points ``p`` (n, 2)."""
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        return p + self.displacement(p)
+
+    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
+        return _invert_displacement(self.apply, p)
+
+    def inverse(self, grid: Grid) -> DisplacementStep:
+        return DisplacementStep.inverse_of(self, grid)
+
+
 @dataclass
-class BSplineStep:
+class BSplineStep(_DisplacementMapping):
     """Cubic B-spline displacement ``p -> p + d(p)``; ``coefficients`` (2, ny, nx) in µm (x, y).
 
     ``origin_xy`` and ``spacing_xy`` place the coefficient grid; ``d`` is zero outside the
@@ -152,14 +170,6 @@ class BSplineStep:
         d[~inside] = 0.0
         return d
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        return p + self.displacement(p)
-
-    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
-        return _invert_displacement(self.apply, p)
-
-    def inverse(self, grid: Grid) -> DisplacementStep:
-        return DisplacementStep.inverse_of(self, grid)
 
     def to_sitk(self) -> Any:
         import SimpleITK as sitk
@@ -186,7 +196,7 @@ class BSplineStep:
 
 
 @dataclass
-class DisplacementStep:
+class DisplacementStep(_DisplacementMapping):
     """Dense displacement ``p -> p + d(p)``, d bilinear on a grid, zero outside (ITK convention)."""
 
     field_xy: np.ndarray  # (ny, nx, 2)
@@ -200,17 +210,9 @@ class DisplacementStep:
             [ndi.map_coordinates(self.field_xy[..., c], coords, order=1, mode="nearest") for c in (0, 1)], axis=1
         ) * _inside(idx, self.grid.shape)[:, None]
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        return p + self.displacement(p)
-
-    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
-        return _invert_displacement(self.apply, p)
-
-    def inverse(self, grid: Grid) -> DisplacementStep:
-        return DisplacementStep.inverse_of(self, grid)
 
     @classmethod
-    def inverse_of(cls, step: BSplineStep | DisplacementStep, grid: Grid) -> DisplacementStep:
+    def inverse_of(cls, step: _DisplacementMapping, grid: Grid) -> DisplacementStep:
         """The inverse sampled on ``grid``: at each grid point q, ``p - q`` with ``step(p) = q``."""
         q = grid.points_xy()
         p = step.apply_inverse(q)
