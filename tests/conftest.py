@@ -48,3 +48,9 @@ def shared_file(shared_data: Path):
         return path
 
     return get
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that executed no test must not look green (e.g. every xdist worker crashed)."""
+    if exitstatus == 0 and session.testscollected == 0 and not session.config.option.collectonly:
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED

@@ -18,3 +18,39 @@ def map_from_quaternions(q: np.ndarray, phase: np.ndarray | None = None, *, step
         phase = np.ones((ny, nx), dtype=np.int16)
     variables = {"ci": ci if ci is not None else np.full((ny, nx), 0.9)}
     return ebsd_dataset(quat_to_euler(q), phase, step_um=step_um, phases=phases, grid=grid, variables=variables)
+
+
+_ORIX_SCRIPT = """
+import sys
+import numpy as np
+from orix.quaternion import Orientation
+from orix.quaternion.symmetry import D6h, Oh
+data = np.load(sys.argv[1])
+symmetry = {"m-3m": Oh, "6/mmm": D6h}[sys.argv[2]]
+a = Orientation.from_euler(data["a"], symmetry=symmetry)
+b = Orientation.from_euler(data["b"], symmetry=symmetry)
+np.save(sys.argv[3], np.asarray(a.angle_with(b, degrees=True)))
+"""
+
+
+def orix_misorientation_deg(euler_a: np.ndarray, euler_b: np.ndarray, laue: str, tmp_path) -> np.ndarray:
+    """Disorientation angles (degrees) computed by orix, in a separate Python process.
+
+    orix JIT-compiles numba functions on import; doing that inside a test process that has
+    already loaded torch, OpenCV and SimpleITK crashed intermittently (segfault in numba's
+    gufunc compile), so orix runs alone with numpy.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    import pytest
+
+    if importlib.util.find_spec("orix") is None:
+        pytest.skip("orix (GPL, test-only cross-check) is not installed")
+    inputs, output = tmp_path / "orix_in.npz", tmp_path / "orix_out.npy"
+    np.savez(inputs, a=np.asarray(euler_a, float), b=np.asarray(euler_b, float))
+    proc = subprocess.run([sys.executable, "-c", _ORIX_SCRIPT, str(inputs), laue, str(output)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.load(output)
