@@ -8,6 +8,7 @@ get an error that names the padded size instead.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def _mirror_pad(x: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
     return F.pad(x, (0, pad_x, 0, pad_y), mode=mode)
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(nn.Module, abc.ABC):
     """Base class: size handling, ``config`` for checkpoints, ``dense_logits`` hook.
 
     Subclasses implement ``dense_logits(x)`` for inputs whose sides are multiples of
@@ -154,8 +155,9 @@ class SegmentationModel(nn.Module):
         self.config = {}
         self.metallo_info = {}
 
-    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (batch, n_classes, H, W) for an input whose size the model accepts."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
