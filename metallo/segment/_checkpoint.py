@@ -131,7 +131,11 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-            raise ModelError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
+            # torch's own message is a paragraph about weights_only; its first sentence says enough.
+            reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
+            raise ModelError(
+                f"{path}: not a readable metallo checkpoint ({reason}); expected a file written by metallo train"
+            ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{label}: not a metallo segmentation checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     name = payload["model"]

@@ -51,6 +51,6 @@ def test_errors_are_one_red_line(data_folder, tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "no images" in lines[0]
     result = runner.invoke(app, ["evaluate", str(ckpt), str(data_folder), "--device", "cpu"])
-    assert result.exit_code == 1 and "not a readable torch checkpoint" in result.output
+    assert result.exit_code == 1 and "not a readable metallo checkpoint" in result.output
     result = runner.invoke(app, ["train", str(tmp_path / "empty"), "--device", "cpu", "--quiet"])
     assert result.exit_code == 1 and "expected sub-folders images/ and labels/" in result.output
