@@ -346,6 +346,10 @@ def _affine_from_points(src_xy: np.ndarray, dst_xy: np.ndarray, transform: str =
     return AffineStep(sol[:2].T.copy(), sol[2].copy())
 
 
+#: Largest image side (pixels) at which the MI refinement of a block-fitted B-spline runs.
+_MI_REFINE_MAX_PX = 1024
+
+
 def _mattes_mi_method(f: Any, m: Any, fixed_mask: np.ndarray, moving_mask: np.ndarray, seed: int) -> Any:
     """A SimpleITK registration with masked Mattes MI (32 bins, 25 % seeded random samples)."""
     import SimpleITK as sitk
@@ -432,7 +436,10 @@ def _bspline(
         learningRate=5.0, numberOfIterations=iterations, convergenceMinimumValue=1e-5, convergenceWindowSize=5
     )
     reg.SetOptimizerScalesFromPhysicalShift()
-    shrink = [2 ** (levels - 1 - k) for k in range(levels)]
+    # Refining a block-fitted spline needs no full-resolution pass on large images: the blocks
+    # already hold the fine alignment, and MI over millions of pixels costs minutes on a CPU.
+    base = 1 if initial is None else max(1, int(np.ceil(max(fixed.grid.shape) / _MI_REFINE_MAX_PX)))
+    shrink = [base * 2 ** (levels - 1 - k) for k in range(levels)]
     reg.SetShrinkFactorsPerLevel(shrink)
     reg.SetSmoothingSigmasPerLevel([s / 2 if s > 1 else 0 for s in shrink])
     reg.SetMovingInitialTransform(
