@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--minutes", type=float, default=None, help="training budget over all folds")
+    parser.add_argument("--loss", default="ce", choices=["ce", "weighted_ce", "focal", "dice"],
+                        help="focal and weighted_ce use inverse-frequency class weights")
     args = parser.parse_args()
 
     root = Path(__file__).resolve().parents[1]
@@ -52,7 +54,8 @@ def main() -> None:
         model=args.model,
         model_kwargs={"base_channels": 8} if args.model == "unet" and quick else
         ({"base_channels": 32} if args.model == "unet" else {}),
-        loss="ce", modality="SEM", scale=0.5 if quick else 1.0, tile_size=128 if quick else 256,
+        loss=args.loss, loss_kwargs={"alpha": "inverse_frequency"} if args.loss == "focal" else
+        ({"weight": "inverse_frequency"} if args.loss == "weighted_ce" else {}), modality="SEM", scale=0.5 if quick else 1.0, tile_size=128 if quick else 256,
         epochs=400, batch_size=8, lr=2e-3, schedule="plateau", weight_decay=1e-4,
         augment={"elastic": 0.0, "blur": 0.2}, device=str(device), seed=0,
         max_time_s=60.0 * minutes / folds, eval_tile=None, out_dir=str(root / "benchmarks" / "results" / "segment_real_runs"),
