@@ -137,17 +137,21 @@ class _Context:
 
 
 def _done(spec: Any, outputs: list[str], key: str) -> bool:
-    """True when every output node exists with a provenance record carrying ``key``."""
+    """True when every output node exists and was last written by a step carrying ``key``.
+
+    Only the latest record of a node counts: a node re-written with other parameters no longer
+    holds what an earlier record with the same key described.
+    """
     if not outputs or not all(node in spec for node in outputs):
         return False
-    have: set[str] = set()
+    last_key: dict[str, Any] = {}
     for record in spec.provenance:
         params = record.get("parameters") or {}
         if isinstance(params, str):
             params = json.loads(params)
-        if params.get("cache_key") == key:
-            have.update(record.get("outputs") or [])
-    return all(node in have for node in outputs)
+        for node in record.get("outputs") or []:
+            last_key[node] = params.get("cache_key")
+    return all(last_key.get(node) == key for node in outputs)
 
 
 # steps --------------------------------------------------------------------------------------
@@ -477,12 +481,13 @@ def run(
     if recipe.data.get("output", {}).get("report", True):
         from metallo import report
 
-        if not result.ran and not force and recipe.report_path.exists():
+        limits = recipe.data.get("limits", {})
+        if not force and report.report_is_current(recipe.report_path, spec, limits):
             result.report_path = recipe.report_path
             result.steps.append({"step": "report", "status": "skipped", "seconds": 0.0})
             return result
         t0 = time.perf_counter()
-        result.report_path = report.write_report(spec, recipe.report_path, limits=recipe.data.get("limits", {}))
+        result.report_path = report.write_report(spec, recipe.report_path, limits=limits)
         result.steps.append({"step": "report", "status": "ran", "seconds": round(time.perf_counter() - t0, 3)})
         say(f"report: {result.report_path}")
     return result

@@ -17,7 +17,7 @@ from metallo._atomic import atomic_write_text
 from metallo._version import __version__
 from metallo.report import _figures as figs
 
-__all__ = ["write_batch_summary", "write_report"]
+__all__ = ["report_is_current", "report_key", "write_batch_summary", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -127,6 +127,23 @@ def _grain_ecd_um(spec: Any) -> np.ndarray | None:
     counts = np.bincount(ids[ids >= 0])
     counts = counts[counts > 0]
     return np.sqrt(4.0 * counts * step * step / np.pi)
+
+
+def report_key(spec: Any, limits: Mapping[str, Sequence[float]] | None) -> str:
+    """What a report shows depends on: the specimen's steps so far and the QC limits."""
+    import hashlib
+
+    state = {"provenance": spec.provenance, "limits": dict(limits or {}), "version": __version__}
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def report_is_current(path: str | Path, spec: Any, limits: Mapping[str, Sequence[float]] | None) -> bool:
+    """True when ``path`` is a report of this specimen state and these limits (no need to rewrite)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    head = path.read_text(encoding="utf-8", errors="replace")[:2000]
+    return f'<meta name="metallo-report-key" content="{report_key(spec, limits)}">' in head
 
 
 def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequence[float]] | None = None) -> Path:
@@ -243,6 +260,7 @@ def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequenc
     body = "\n".join(parts)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="metallo-report-key" content="{report_key(spec, limits)}">'
             f"<title>metallo QC — {_esc(sid)}</title><style>{_CSS}</style></head><body>{body}"
             f"<footer>metallo {__version__} — written {created} from {_esc(Path(str(spec.path)).name)}</footer>"
             f"</body></html>\n")

@@ -79,6 +79,10 @@ def test_rerun_skips_unchanged_steps_and_reruns_downstream_of_a_change(first_run
     assert changed.ran == ["quantify", "report"]
     fields = Specimen.open(changed.specimen_path).table("quantities/phase_fields")
     assert fields["field"].nunique() <= 4
+    # Going back to the first parameters re-runs the step: the node now holds the 2 x 2 result.
+    back = pipeline.run(recipe(tmp))
+    assert back.ran == ["quantify", "report"]
+    assert Specimen.open(back.specimen_path).table("quantities/phase_fields")["field"].nunique() > 4
 
 
 @pytest.mark.slow
@@ -139,3 +143,16 @@ def test_every_gridded_node_is_on_micrometre_coordinates(first_run):
         for dim in ("y", "x"):
             if dim in ds.coords:
                 assert ds[dim].attrs.get("units") == "um", f"{node}:{dim}"
+
+
+@pytest.mark.slow
+def test_changing_only_the_limits_rewrites_the_report(first_run):
+    tmp, _ = first_run
+    data = recipe(tmp)
+    data["limits"] = {"lath_bainite": [0.0, 0.01]}
+    result = pipeline.run(data)
+    assert result.ran == ["report"]
+    assert result.qc["lath_bainite"]["status"] == "fail"
+    assert "FAIL" in result.report_path.read_text()
+    again = pipeline.run(data)
+    assert again.ran == [] and "report" in again.skipped
