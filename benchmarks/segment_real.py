@@ -70,7 +70,7 @@ def main() -> None:
         held = set(m["held_out"])
         counts = sum(np.bincount(s.labels[s.labels != 255], minlength=4) for s in data.samples if s.name not in held)
         cm = np.asarray(m["confusion"])
-        base_acc.append(cm[:, int(np.argmax(counts))].sum() / cm.sum())
+        base_acc.append(cm[int(np.argmax(counts))].sum() / cm.sum())  # rows are the truth
     ratio = cv.pooled["accuracy"] / float(np.mean(base_acc))
 
     print(f"\nUHCS microconstituents, {folds}-fold CV over {len(data)} images, model {args.model}, "
