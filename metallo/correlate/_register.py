@@ -350,6 +350,27 @@ def _affine_from_points(src_xy: np.ndarray, dst_xy: np.ndarray, transform: str =
 _MI_REFINE_MAX_PX = 1024
 
 
+def _run_affine(
+    reg: Any, tx: Any, f: Any, m: Any, *, min_step: float, iterations: int, gradient_tolerance: float, failure: str
+) -> AffineStep:
+    """Optimise the affine ``tx`` in place (3-level pyramid, single-threaded ITK for reproducibility)."""
+    from metallo.correlate._transform import _affine_from_sitk
+
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=min_step, numberOfIterations=iterations, gradientMagnitudeTolerance=gradient_tolerance
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(tx, inPlace=True)
+    try:
+        with _single_threaded_itk():
+            reg.Execute(f, m)
+    except RuntimeError as exc:
+        raise RegistrationError(failure.format(_first_line(exc))) from None
+    return _affine_from_sitk(tx)
+
+
 def _mattes_mi_method(f: Any, m: Any, fixed_mask: np.ndarray, moving_mask: np.ndarray, seed: int) -> Any:
     """A SimpleITK registration with masked Mattes MI (32 bins, 25 % seeded random samples)."""
     import SimpleITK as sitk
@@ -385,24 +406,10 @@ def _intensity_affine(
         # Re-centring changes the translation that gives the same mapping.
         tx.SetTranslation((initial.apply(centre[None])[0] - centre).tolist())
     reg = _mattes_mi_method(f, m, fixed_mask, moving.valid, seed)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, gradientMagnitudeTolerance=1e-8
+    return _run_affine(
+        reg, tx, f, m, min_step=1e-4, iterations=iterations, gradient_tolerance=1e-8,
+        failure="intensity-based affine registration failed ({}); check that the images overlap, or give landmarks",
     )
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-    reg.SetInitialTransform(tx, inPlace=True)
-    try:
-        with _single_threaded_itk():
-            reg.Execute(f, m)
-    except RuntimeError as exc:
-        raise RegistrationError(
-            f"intensity-based affine registration failed ({_first_line(exc)}); "
-            "check that the images overlap, or give landmarks"
-        ) from None
-    from metallo.correlate._transform import _affine_from_sitk
-
-    return _affine_from_sitk(tx)
 
 
 def _bspline(
@@ -649,21 +656,10 @@ def _outline_affine(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: n
     reg.SetMetricSamplingStrategy(reg.REGULAR)
     reg.SetMetricSamplingPercentage(0.2, _sitk_seed(seed))
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-5, numberOfIterations=500, gradientMagnitudeTolerance=1e-12
+    return _run_affine(
+        reg, tx, f, m, min_step=1e-5, iterations=500, gradient_tolerance=1e-12,
+        failure="outline (specimen mask) affine failed ({})",
     )
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-    reg.SetInitialTransform(tx, inPlace=True)
-    try:
-        with _single_threaded_itk():
-            reg.Execute(f, m)
-    except RuntimeError as exc:
-        raise RegistrationError(f"outline (specimen mask) affine failed ({_first_line(exc)})") from None
-    from metallo.correlate._transform import _affine_from_sitk
-
-    return _affine_from_sitk(tx)
 
 
 def _first_line(exc: BaseException) -> str:
