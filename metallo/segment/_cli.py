@@ -65,8 +65,8 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 4,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write class probabilities (.npy).")] = False,
-        specimen: Annotated[Path | None, typer.Option("--specimen", help="Specimen file: IMAGES are micrograph node names.")] = None,
-        name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen).")] = None,
+        specimen: Annotated[Path | None, typer.Option("--specimen", help="Specimen file: IMAGES are micrograph node names (several: one segmentation each, NAME_<micrograph>).")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen; default the model name).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing segmentation node.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
@@ -77,13 +77,21 @@ def register(app: typer.Typer) -> None:
 
         console = Console(highlight=False)
         if specimen is not None:
+            from metallo.errors import ConfigError
             from metallo.specimen import Specimen
 
             spec = Specimen.open(specimen)
-            for node in images:
-                labels = predict_to_specimen(checkpoint, spec, micrograph=str(node), name=name, tile=tile or None,
-                                             overlap=overlap, device=device, overwrite=overwrite)
-                console.print(f"{node} -> segmentations/{name or labels.attrs['model']}")
+            nodes = [str(node).strip("/") for node in images]
+            # Several micrographs with one model: one segmentation each, named <name>_<micrograph>.
+            leaves = [n.rsplit("/", 1)[-1] for n in nodes]
+            if len(set(leaves)) != len(leaves):
+                raise ConfigError(f"{specimen}: micrograph nodes {nodes} share a name; predict them one at a time "
+                                  "with --name")
+            for node, leaf in zip(nodes, leaves, strict=True):
+                suffix = f"_{leaf}" if len(nodes) > 1 else ""
+                labels = predict_to_specimen(checkpoint, spec, micrograph=node, name=name, tile=tile or None,
+                                             overlap=overlap, device=device, overwrite=overwrite, suffix=suffix)
+                console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
             spec.save()
             return
         records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,

@@ -390,8 +390,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
 
 def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: str = "micrographs/lom",
                         name: str | None = None, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                        device: str = "auto", overwrite: bool = False) -> xr.DataArray:
-    """Predict a Specimen micrograph node and store the labels as ``segmentations/<name>``.
+                        device: str = "auto", overwrite: bool = False, suffix: str = "") -> xr.DataArray:
+    """Predict a Specimen micrograph node and store the labels as ``segmentations/<name><suffix>``.
 
     Parameters
     ----------
@@ -404,6 +404,9 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
         Segmentation name (default: the model name, ``labels.attrs["model"]``).
     tile, overlap, device : see :func:`predict`
     overwrite : bool
+    suffix : str
+        Appended to the name, e.g. ``"_sem"`` when several micrographs of one specimen are
+        predicted with one model (``metallo predict --specimen`` does this).
 
     Returns
     -------
@@ -424,7 +427,7 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     assert isinstance(labels, xr.DataArray)
     labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
-    node_name = f"segmentations/{name or labels.attrs['model']}"
+    node_name = f"segmentations/{name or labels.attrs['model']}{suffix}"
     specimen.add(node_name, labels, step="segment.predict", inputs=[micrograph], overwrite=overwrite,
                  parameters={"checkpoint": str(checkpoint), "checkpoint_sha256": info.get("sha256", ""),
                              "tile": tile, "overlap": overlap})
