@@ -54,10 +54,11 @@ class TrainConfig:
     n_classes : int, optional
         Default: from the data.
     loss : str
-        ``"ce"``, ``"weighted_ce"``, ``"focal"`` or ``"dice"``.
+        ``"ce"``, ``"weighted_ce"``, ``"focal"``, ``"dice"`` or ``"ce_dice"``.
     loss_kwargs : dict
         e.g. ``{"gamma": 2, "alpha": "inverse_frequency"}``; ``weight``/``alpha`` may be
-        ``"inverse_frequency"`` (computed from the training labels).
+        ``"inverse_frequency"`` or the milder ``"sqrt_inverse_frequency"`` (computed from the
+        training labels).
     modality : str
         "LOM" or "SEM": sets the default tile size (256 / 512 px).
     tile_size : int, optional
@@ -68,6 +69,9 @@ class TrainConfig:
     lr, weight_decay : float
     optimizer : "adam" or "adamw"
     schedule : "cosine", "plateau" or "none"
+        ``"cosine"`` anneals the learning rate to 0, step by step, over ``epochs`` or over
+        ``max_time_s`` when that runs out first (training then ends at the budget with a
+        fully annealed model).
     patience : int, optional
         Early stopping after this many epochs without improvement (None: off).
     folds : int
@@ -245,10 +249,12 @@ def _resolve_class_weights(kwargs: dict[str, Any], data: SegmentationData) -> di
     out = dict(kwargs)
     for key in ("alpha", "weight"):
         if isinstance(out.get(key), str):
-            if out[key] != "inverse_frequency":
-                raise ConfigError(f"loss option {key}={out[key]!r}: expected a list of floats or 'inverse_frequency'")
+            powers = {"inverse_frequency": 1.0, "sqrt_inverse_frequency": 0.5}
+            if out[key] not in powers:
+                raise ConfigError(f"loss option {key}={out[key]!r}: expected a list of floats or one of "
+                                  f"{sorted(powers)}")
             out[key] = inverse_frequency_weights([s.labels for s in data.samples], n_classes=data.n_classes,
-                                                 ignore_index=data.ignore_index).tolist()
+                                                 ignore_index=data.ignore_index, power=powers[out[key]]).tolist()
     out.setdefault("ignore_index", data.ignore_index)
     return out
 
@@ -289,6 +295,19 @@ def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float
     metrics = metrics_from_confusion(total, classes=data.classes)
     metrics["images"] = per_image
     return metrics
+
+
+def _progress(epochs_done: float, cfg: TrainConfig, elapsed_s: float) -> float:
+    """Fraction of the training budget used: epochs or wall time, whichever runs out first."""
+    progress = epochs_done / cfg.epochs
+    if cfg.max_time_s is not None:
+        progress = max(progress, elapsed_s / cfg.max_time_s)
+    return min(1.0, progress)
+
+
+def _cosine_lr(lr: float, progress: float) -> float:
+    """Cosine annealing from ``lr`` to 0 over ``progress`` in [0, 1]."""
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.device, ignore_index: int,
@@ -370,9 +389,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = cfg.schedule.lower()
     scheduler: Any = None
-    if schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    elif schedule == "plateau":
+    if schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                                patience=max(1, (cfg.patience or 10) // 3))
     use_amp = cfg.amp and device.type == "cuda"
@@ -395,9 +412,14 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                 encoder.requires_grad_(epoch >= cfg.freeze_encoder_epochs)
             model.train()
             losses = []
+            n_steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
             for step, (x, y) in enumerate(loader):
-                if cfg.steps_per_epoch is not None and step >= cfg.steps_per_epoch:
+                if step >= n_steps:
                     break
+                if schedule == "cosine":
+                    progress = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start)
+                    for group in optimizer.param_groups:
+                        group["lr"] = _cosine_lr(cfg.lr, progress)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -420,10 +442,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                 score = vm["mean_iou"]
             history.append(record)
             if scheduler is not None:
-                if schedule == "plateau":
-                    scheduler.step(score)
-                else:
-                    scheduler.step()
+                scheduler.step(score)
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -434,6 +453,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
             if cfg.patience is not None and stale >= cfg.patience:
                 break
             if cfg.max_time_s is not None and record["time_s"] >= cfg.max_time_s:
+                break
+            if schedule == "cosine" and _progress(epoch + 1, cfg, record["time_s"]) >= 1.0:
                 break
     finally:
         if bar is not None:

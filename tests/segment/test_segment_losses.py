@@ -13,7 +13,7 @@ from metallo.errors import ConfigError, UnknownNameError
 from metallo.segment import get_loss, inverse_frequency_weights
 
 LOSSES = [("ce", {}), ("weighted_ce", {"weight": [1.0, 2.0, 0.5]}), ("focal", {"gamma": 2.0, "alpha": [1, 2, 3]}),
-          ("dice", {})]
+          ("dice", {}), ("ce_dice", {"weight": [1.0, 2.0, 0.5], "dice_weight": 0.5})]
 
 
 def test_focal_matches_its_formula():
@@ -77,8 +77,31 @@ def test_inverse_frequency_weights_known_answer():
     assert np.allclose(w, inv / inv.mean())
 
 
+def test_ce_dice_is_the_sum_of_its_terms():
+    torch.manual_seed(1)
+    x, t = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    weight = [1.0, 2.0, 0.5]
+    expected = float(F.cross_entropy(x, t, weight=torch.tensor(weight))) + 0.5 * float(get_loss("dice")(x, t))
+    assert float(get_loss("ce_dice", weight=weight, dice_weight=0.5)(x, t)) == pytest.approx(expected, rel=1e-6)
+    assert float(get_loss("ce_dice", dice_weight=0.0)(x, t)) == pytest.approx(float(F.cross_entropy(x, t)), rel=1e-6)
+
+
+def test_square_root_inverse_frequency_is_milder():
+    labels = np.array([0] * 64 + [1] * 16 + [2] * 1 + [255] * 5)
+    w = inverse_frequency_weights(labels, n_classes=3, power=0.5)
+    inv_sqrt = np.array([1 / 8, 1 / 4, 1.0])  # sqrt(1/64), sqrt(1/16), sqrt(1/1)
+    assert np.allclose(w, inv_sqrt / inv_sqrt.mean())
+    full = inverse_frequency_weights(labels, n_classes=3)
+    assert w[2] / w[0] == pytest.approx(8.0) and full[2] / full[0] == pytest.approx(64.0)
+    assert np.allclose(inverse_frequency_weights(labels, n_classes=3, power=0.0), 1.0)
+
+
 def test_bad_loss_options():
-    with pytest.raises(UnknownNameError, match="ce, dice, focal, weighted_ce"):
+    with pytest.raises(ConfigError, match="dice_weight"):
+        get_loss("ce_dice", dice_weight=-1)
+    with pytest.raises(ConfigError, match="resolved"):
+        get_loss("ce_dice", weight="sqrt_inverse_frequency")
+    with pytest.raises(UnknownNameError, match="ce, ce_dice, dice, focal, weighted_ce"):
         get_loss("hinge")
     with pytest.raises(ConfigError, match="gamma"):
         get_loss("focal", gamma=-1)

@@ -81,6 +81,22 @@ def test_focal_with_inverse_frequency_alpha_and_plateau_early_stopping(two_phase
     assert result.metrics["epochs_run"] < 20
 
 
+def test_cosine_schedule_anneals_per_step_over_the_epochs(two_phase_data):
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, schedule="cosine", lr=0.01,
+                   steps_per_epoch=2, **{**FAST, "epochs": 4})
+    # The lr recorded after each epoch is the one of its last step: progress (e + 1/2) / 4.
+    expected = [0.005 * (1 + np.cos(np.pi * (e + 0.5) / 4)) for e in range(4)]
+    assert [h["lr"] for h in result.history] == pytest.approx(expected)
+
+
+def test_cosine_schedule_over_a_time_budget_ends_annealed(two_phase_data):
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, schedule="cosine", lr=0.01,
+                   max_time_s=2.0, **{**FAST, "epochs": 100_000})
+    lrs = [h["lr"] for h in result.history]
+    assert len(lrs) < 100_000 and result.history[-1]["time_s"] >= 2.0  # the budget, not the epochs, ended it
+    assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < 0.005
+
+
 def test_cross_validation_reports_folds_mean_and_std(two_phase_data, tmp_path):
     cv = cross_validate(two_phase_data, folds=2, model="unet", model_kwargs={"base_channels": 4},
                         **{**FAST, "epochs": 2, "out_dir": str(tmp_path)})
