@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         specimen: Annotated[Path | None, typer.Option("--specimen", help="Specimen file: IMAGES are micrograph node names (several: one segmentation each, NAME_<micrograph>).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen; default the model name).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing segmentation node.")] = False,
+        tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Segment micrographs: label PNGs, overlays and class fractions (or Specimen /segmentations/NAME)."""
@@ -90,13 +91,14 @@ def register(app: typer.Typer) -> None:
             for node, leaf in zip(nodes, leaves, strict=True):
                 suffix = f"_{leaf}" if len(nodes) > 1 else ""
                 labels = predict_to_specimen(checkpoint, spec, micrograph=node, name=name, tile=tile or None,
-                                             overlap=overlap, device=device, overwrite=overwrite, suffix=suffix)
+                                             overlap=overlap, device=device, overwrite=overwrite, suffix=suffix,
+                                             tta=tta)
                 console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
             spec.save()
             return
         records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
                                 batch_size=batch_size, device=device, probabilities=probabilities,
-                                progress=not quiet)
+                                progress=not quiet, tta=tta)
         (out / "predictions.json").write_text(json.dumps(records, indent=1))
         for rec in records:
             fractions = ", ".join(f"{k} {v:.3f}" for k, v in rec["fractions"].items())
@@ -110,6 +112,7 @@ def register(app: typer.Typer) -> None:
         tile: Annotated[int, typer.Option("--tile", help="Tile size in px (0 = whole image).")] = 0,
         overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px.")] = 64,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated).")] = None,
     ) -> None:
         """Whole-image metrics of a checkpoint on labelled images: IoU per class, accuracy, confusion."""
         from rich.console import Console
@@ -117,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
         from metallo.segment._train import evaluate as evaluate_checkpoint
 
-        metrics = evaluate_checkpoint(checkpoint, data_dir, tile=tile or None, overlap=overlap, device=device)
+        metrics = evaluate_checkpoint(checkpoint, data_dir, tile=tile or None, overlap=overlap, device=device, tta=tta)
         table = Table(title=f"{checkpoint.name} on {data_dir}")
         for col in ("class", "IoU", "precision", "recall"):
             table.add_column(col, justify="right")

@@ -93,10 +93,27 @@ def _n_classes(model: nn.Module) -> int:
     return n
 
 
+def _class_probabilities(model: nn.Module, x: torch.Tensor, *, tta: bool, use_amp: bool) -> torch.Tensor:
+    """Softmax of ``model(x)``; with ``tta`` the mean over the 8 flips and 90-degree rotations."""
+    transforms = [(k, flip) for k in range(4) for flip in (False, True)] if tta else [(0, False)]
+    total = None
+    for k, flip in transforms:
+        xi = torch.rot90(x, k, (2, 3)) if k else x
+        xi = xi.flip(3) if flip else xi
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.float16, enabled=use_amp):
+            p = torch.softmax(model(xi).float(), dim=1)
+        p = p.flip(3) if flip else p
+        p = torch.rot90(p, -k, (2, 3)) if k else p
+        total = p if total is None else total + p
+    assert total is not None
+    return total / len(transforms)
+
+
 def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str | torch.device = "auto", amp: bool = True, probabilities: bool = False,
-                  labels_out: np.ndarray | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  labels_out: np.ndarray | None = None, progress: bool = False,
+                  tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Tiled prediction of a ``(y, x[, channel])`` array (numpy, memmap or anything sliceable).
 
     The image is read one row of tiles at a time, so a memory-mapped mosaic never has to fit
@@ -111,7 +128,7 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
         ``(y, x)`` or ``(y, x, channel)``; integers are divided by their dtype maximum.
     mean, std : sequence of float
         Per-channel normalisation of [0, 1] intensities (from the checkpoint).
-    tile, overlap, batch_size, device, amp, progress
+    tile, overlap, batch_size, device, amp, progress, tta
         As for :func:`predict`.
     probabilities : bool
         Also return ``(y, x, class)`` float32 probabilities (image-sized).
@@ -172,9 +189,7 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
             for b0 in range(0, nx, batch_size):
                 batch = _normalised_tiles(image, rows, col_sets[b0:b0 + batch_size], mean_a, std_a, in_channels)
                 x = torch.from_numpy(batch).to(dev, non_blocking=True)
-                with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(x)
-                p = (torch.softmax(logits.float(), dim=1) * window_t).cpu().numpy()
+                p = (_class_probabilities(model, x, tta=tta, use_amp=use_amp) * window_t).cpu().numpy()
                 for k in range(p.shape[0]):
                     c0 = (b0 + k) * step_x
                     acc[:, :, c0:c0 + tw] += p[k]
@@ -212,7 +227,7 @@ def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tup
 def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_TILE,
             overlap: int = DEFAULT_OVERLAP, batch_size: int = 4, device: str = "auto",
             probabilities: bool = False, scale: float | None = None, amp: bool = True,
-            progress: bool = False) -> xr.DataArray | xr.Dataset:
+            progress: bool = False, tta: bool | None = None) -> xr.DataArray | xr.Dataset:
     """Segment a whole micrograph with a trained model.
 
     Parameters
@@ -239,6 +254,11 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
     amp : bool
     progress : bool
         Show a rich progress bar.
+    tta : bool, optional
+        Test-time augmentation: average the class probabilities over the 8 flips and
+        90-degree rotations of each tile (8x the compute; micrographs have no preferred
+        orientation, and the average is smoother at class borders). Default: as the
+        checkpoint was evaluated in training (``eval_tta``).
 
     Returns
     -------
@@ -263,6 +283,8 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         raise ConfigError(f"image must be (y, x) or (y, x, channel); got {getattr(array, 'shape', type(image))}")
     if scale is None:
         scale = float(info.get("tile", {}).get("scale", 1.0) or 1.0)
+    if tta is None:
+        tta = bool(info.get("tile", {}).get("tta", False))
     h, w = int(array.shape[0]), int(array.shape[1])
     if scale != 1.0:
         import cv2
@@ -271,7 +293,7 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         src = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         _, small = predict_array(model, src, mean=mean, std=std, tile=tile, overlap=overlap, batch_size=batch_size,
-                                 device=device, amp=amp, probabilities=True, progress=progress)
+                                 device=device, amp=amp, probabilities=True, progress=progress, tta=tta)
         assert small is not None
         probs_full = np.stack([cv2.resize(small[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
                                for c in range(small.shape[2])], axis=-1)
@@ -280,13 +302,14 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
     else:
         labels, probs = predict_array(model, array, mean=mean, std=std, tile=tile, overlap=overlap,
                                       batch_size=batch_size, device=device, amp=amp,
-                                      probabilities=probabilities, progress=progress)
+                                      probabilities=probabilities, progress=progress, tta=tta)
     classes = info.get("classes") or [f"class_{i}" for i in range(_n_classes(model))]
     attrs = {
         "classes": json.dumps(list(classes)),
         "model": str(info.get("model", getattr(model, "model_name", type(model).__name__))),
         "checkpoint_sha256": str(info.get("sha256", "")),
-        "config": json.dumps({"tile": tile, "overlap": overlap, "scale": scale, "batch_size": batch_size}),
+        "config": json.dumps({"tile": tile, "overlap": overlap, "scale": scale, "batch_size": batch_size,
+                              "tta": bool(tta)}),
     }
     if isinstance(image, xr.DataArray):
         coords = {d: image.coords[d] for d in ("y", "x") if d in image.coords}
@@ -336,7 +359,7 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) ->
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str = "auto", probabilities: bool = False, overlay: bool = True,
-                  progress: bool = False) -> list[dict[str, Any]]:
+                  progress: bool = False, tta: bool | None = None) -> list[dict[str, Any]]:
     """Predict image files and folders, writing ``<stem>_labels.png`` (+ overlay, probabilities).
 
     Parameters
@@ -345,7 +368,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     inputs : sequence of str or Path
         Image files and/or folders of images.
     out_dir : str or Path
-    tile, overlap, batch_size, device : see :func:`predict`
+    tile, overlap, batch_size, device, tta : see :func:`predict`
     probabilities : bool
         Also write ``<stem>_probabilities.npy`` (y, x, class) float32.
     overlay : bool
@@ -371,7 +394,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     for path in paths:
         image = read_micrograph(path)
         result = predict((model, info), image, tile=tile, overlap=overlap, batch_size=batch_size,
-                         device=device, probabilities=probabilities, progress=progress)
+                         device=device, probabilities=probabilities, progress=progress, tta=tta)
         labels_da = result["labels"] if isinstance(result, xr.Dataset) else result
         labels = labels_da.values
         rec: dict[str, Any] = {"input": str(path), "labels": str(out / f"{path.stem}_labels.png")}
@@ -390,7 +413,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
 
 def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: str = "micrographs/lom",
                         name: str | None = None, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                        device: str = "auto", overwrite: bool = False, suffix: str = "") -> xr.DataArray:
+                        device: str = "auto", overwrite: bool = False, suffix: str = "",
+                        tta: bool | None = None) -> xr.DataArray:
     """Predict a Specimen micrograph node and store the labels as ``segmentations/<name><suffix>``.
 
     Parameters
@@ -402,7 +426,7 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
         Input node.
     name : str, optional
         Segmentation name (default: the model name, ``labels.attrs["model"]``).
-    tile, overlap, device : see :func:`predict`
+    tile, overlap, device, tta : see :func:`predict`
     overwrite : bool
     suffix : str
         Appended to the name, e.g. ``"_sem"`` when several micrographs of one specimen are
@@ -423,14 +447,14 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     node = specimen[micrograph]
     image = node["image"] if isinstance(node, xr.Dataset) else node
     model, info = load_checkpoint(checkpoint, device=device)
-    labels = predict((model, info), image, tile=tile, overlap=overlap, device=device)
+    labels = predict((model, info), image, tile=tile, overlap=overlap, device=device, tta=tta)
     assert isinstance(labels, xr.DataArray)
     labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
     node_name = f"segmentations/{name or labels.attrs['model']}{suffix}"
     specimen.add(node_name, labels, step="segment.predict", inputs=[micrograph], overwrite=overwrite,
                  parameters={"checkpoint": str(checkpoint), "checkpoint_sha256": info.get("sha256", ""),
-                             "tile": tile, "overlap": overlap})
+                             "tile": tile, "overlap": overlap, "tta": json.loads(labels.attrs["config"])["tta"]})
     return labels
 
 

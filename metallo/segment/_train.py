@@ -88,6 +88,9 @@ class TrainConfig:
         Stop training after this wall time (seconds).
     eval_tile, eval_overlap : int
         Tiling of whole-image evaluation (``eval_tile=None``: one pass per image).
+    eval_tta : bool
+        Evaluate with test-time augmentation (8 flips/rotations averaged, see
+        :func:`~metallo.segment.predict`).
     device : str
         "auto", "cpu" or "cuda" (float16 autocast on CUDA when ``amp``).
     amp : bool
@@ -124,6 +127,7 @@ class TrainConfig:
     max_time_s: float | None = None
     eval_tile: int | None = None
     eval_overlap: int = 64
+    eval_tta: bool = False
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -269,7 +273,7 @@ def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationD
 
 def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
                    scale: float = 1.0, tile: int | None = None, overlap: int = 64,
-                   device: str | torch.device = "auto", amp: bool = True) -> dict[str, Any]:
+                   device: str | torch.device = "auto", amp: bool = True, tta: bool = False) -> dict[str, Any]:
     """Whole-image metrics of ``model`` on ``data`` (pooled confusion plus per image)."""
     import cv2
 
@@ -282,7 +286,7 @@ def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         _, probs = predict_array(model, image, mean=mean, std=std, tile=tile, overlap=overlap, device=device,
-                                 amp=amp, probabilities=True)
+                                 amp=amp, probabilities=True, tta=tta)
         assert probs is not None
         if scale != 1.0:
             probs = np.stack([cv2.resize(probs[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
@@ -437,7 +441,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
             score = -record["loss"]
             if select_on_val and val_data is not None:
                 vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
-                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp)
+                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta)
                 record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
                 score = vm["mean_iou"]
             history.append(record)
@@ -467,8 +471,9 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
     if val_data is not None:
         metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
-                                      overlap=cfg.eval_overlap, device=device, amp=cfg.amp))
-    tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality}
+                                      overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta))
+    tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality,
+                 "tta": cfg.eval_tta}
     info = {"model": model.model_name, "classes": data.classes, "ignore_index": data.ignore_index,
             "normalization": {"mean": mean, "std": std}, "pixel_size_um": data.pixel_size_um,
             "tile": tile_info, "metrics": metrics, "sha256": ""}
@@ -565,7 +570,7 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None, *
 
 
 def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: int = 64,
-             device: str = "auto") -> dict[str, Any]:
+             device: str = "auto", tta: bool | None = None) -> dict[str, Any]:
     """Metrics of a checkpoint on a labelled folder (or SegmentationData), on whole images.
 
     Parameters
@@ -574,6 +579,8 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
     data : str, Path or SegmentationData
         Must use the checkpoint's classes.
     tile, overlap, device : see :func:`~metallo.segment.predict`
+    tta : bool, optional
+        Test-time augmentation; default: as in the checkpoint's cross-validation.
 
     Returns
     -------
@@ -592,6 +599,7 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
     if data.n_classes != int(model.n_classes):
         raise ConfigError(f"data has {data.n_classes} classes but the checkpoint model predicts {model.n_classes}")
     norm = info["normalization"]
+    tile_info = info.get("tile", {})
     return evaluate_model(model, data, mean=norm["mean"], std=norm["std"],
-                          scale=float(info.get("tile", {}).get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
-                          device=device)
+                          scale=float(tile_info.get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
+                          device=device, tta=bool(tile_info.get("tta", False)) if tta is None else tta)

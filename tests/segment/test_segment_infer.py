@@ -57,6 +57,32 @@ def test_tiled_equals_untiled_when_the_receptive_field_fits_the_margin(shape, ti
     assert np.array_equal(whole["labels"].values, tiled["labels"].values)
 
 
+def test_test_time_augmentation_is_the_mean_over_the_eight_symmetries():
+    image = np.random.default_rng(4).random((40, 56)).astype(np.float32)
+    net = SmallField().eval()
+    x = torch.from_numpy(image)[None, None]
+    expected = []
+    with torch.no_grad():
+        for k in range(4):
+            for flip in (False, True):
+                xi = torch.rot90(x, k, (2, 3))
+                xi = xi.flip(3) if flip else xi
+                p = torch.softmax(net(xi), dim=1)
+                p = p.flip(3) if flip else p
+                expected.append(torch.rot90(p, -k, (2, 3))[0].permute(1, 2, 0).numpy())
+    # predict mirror-pads the image, the reference zero-pads it: compare beyond the 2 px field.
+    inner = (slice(2, -2), slice(2, -2))
+    expected = np.mean(expected, axis=0)[inner]
+    whole = predict(net, image, tile=None, overlap=16, probabilities=True, device="cpu", tta=True)
+    assert np.abs(whole["probabilities"].values[inner] - expected).max() < 1e-5
+    plain = predict(net, image, tile=None, overlap=16, probabilities=True, device="cpu")
+    assert np.abs(plain["probabilities"].values[inner] - expected).max() > 1e-3  # the network is not symmetric
+    # Tiling keeps its exactness with TTA: every symmetry of a tile sees the same context.
+    tiled = predict(net, image, tile=32, overlap=16, probabilities=True, device="cpu", tta=True)
+    assert np.abs(tiled["probabilities"].values - whole["probabilities"].values).max() < 1e-5
+    assert json.loads(tiled.attrs["config"])["tta"] is True
+
+
 def test_blend_ramps_sum_to_one():
     tile, overlap = 64, 24
     w = blend_window(tile, overlap)

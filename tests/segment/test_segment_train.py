@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from metallo.segment import (
     evaluate,
     fold_indices,
     load_checkpoint,
+    predict,
     train,
 )
 
@@ -50,18 +53,23 @@ def test_every_model_trains_and_the_loss_falls(name, two_phase_data):
 
 
 def test_checkpoint_carries_what_prediction_needs(two_phase_data, tmp_path):
-    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, scale=0.5,
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, scale=0.5, eval_tta=True,
                    **{**FAST, "out_dir": str(tmp_path)})
     assert result.checkpoint == tmp_path / "model.pt"
     payload = torch.load(result.checkpoint, weights_only=True)
     assert payload["classes"] == ["ferrite", "pearlite"]
     assert payload["pixel_size_um"] == pytest.approx(0.1)
-    assert payload["tile"] == {"size": 32, "scale": 0.5, "overlap": 64, "modality": "LOM"}
+    assert payload["tile"] == {"size": 32, "scale": 0.5, "overlap": 64, "modality": "LOM", "tta": True}
     mean = np.mean([s.image.mean() for s in two_phase_data.rescaled(0.5).samples])
     assert payload["normalization"]["mean"][0] == pytest.approx(mean, rel=1e-3)
     assert payload["config"]["epochs"] == 3 and payload["metrics"]["epochs_run"] == 3
     model, info = load_checkpoint(result.checkpoint)
     assert info["model"] == "unet" and not model.training
+    # Prediction re-applies the down-scaling and the test-time augmentation of the evaluation.
+    image = two_phase_data.samples[0].image[..., 0]
+    labels = predict(result.checkpoint, image, tile=None, device="cpu")
+    assert json.loads(labels.attrs["config"]) == {"tile": None, "overlap": 64, "scale": 0.5, "batch_size": 4,
+                                                  "tta": True}
 
 
 def test_same_seed_same_weights(two_phase_data):
