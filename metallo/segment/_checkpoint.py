@@ -43,6 +43,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """True on CPUs with bfloat16 matrix units (Intel AMX or AVX512-BF16), where oneDNN runs
+    bfloat16 convolutions 2-3x faster than float32; elsewhere bfloat16 would be slower."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The mixed-precision dtype of training on ``device`` (None: float32 throughout).
+
+    float16 on CUDA (with gradient scaling); bfloat16 on a CPU with native bfloat16 units (no
+    scaling needed: bfloat16 has float32's exponent range); float32 on other CPUs.
+
+    Examples
+    --------
+    >>> autocast_dtype(torch.device("cpu"), amp=False) is None
+    True
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return None
+
+
 def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list[str], mean: list[float], std: list[float],
                     pixel_size_um: float | None = None, tile: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from metallo.segment._checkpoint import autocast_dtype, load_checkpoint, resolve_device, save_checkpoint
 from metallo.segment._data import (
     Augment,
     SegmentationData,
@@ -92,8 +92,11 @@ class TrainConfig:
         Evaluate with test-time augmentation (8 flips/rotations averaged, see
         :func:`~metallo.segment.predict`).
     device : str
-        "auto", "cpu" or "cuda" (float16 autocast on CUDA when ``amp``).
+        "auto", "cpu" or "cuda".
     amp : bool
+        Mixed-precision training: float16 autocast with gradient scaling on CUDA, bfloat16
+        autocast (and channels-last tensors) on CPUs with AMX or AVX512-BF16 units, where a
+        U-Net trains 2-3x faster; float32 elsewhere. Weights stay float32.
     seed : int
     out_dir : str, optional
         Where checkpoints and metrics go (None: nothing written).
@@ -314,8 +317,16 @@ def _cosine_lr(lr: float, progress: float) -> float:
     return 0.5 * lr * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
+def _to_device(x: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if amp_dtype == torch.bfloat16 and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.device, ignore_index: int,
-                           generator: torch.Generator, use_amp: bool, max_batches: int = 50) -> None:
+                           generator: torch.Generator, amp_dtype: torch.dtype | None,
+                           max_batches: int = 50) -> None:
     """Re-estimate batch-norm running statistics with the final weights ("precise BN").
 
     The exponential running averages lag behind the weights; after short trainings (tens of
@@ -329,11 +340,11 @@ def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.devic
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the recalibration batches
     model.train()
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         for i, (x, y) in enumerate(loader):
             if i >= max_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = _to_device(x, device, amp_dtype), y.to(device)
             if isinstance(model, PixelNet):
                 model.sample_logits(x, y, generator=generator, ignore_index=ignore_index)
             else:
@@ -396,8 +407,10 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     if schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                                patience=max(1, (cfg.patience or 10) // 3))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    if amp_dtype == torch.bfloat16:
+        model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for bfloat16 convolutions
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     encoder = getattr(model, "features", None)
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
@@ -424,9 +437,9 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                     progress = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start)
                     for group in optimizer.param_groups:
                         group["lr"] = _cosine_lr(cfg.lr, progress)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = _to_device(x, device, amp_dtype), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     if isinstance(model, PixelNet):
                         logits, target = model.sample_logits(x, y, generator=generator, ignore_index=data.ignore_index)
                     else:
@@ -466,7 +479,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     if best_state is not None and (select_on_val or schedule == "plateau" or cfg.patience is not None):
         model.load_state_dict(best_state)
     _recalibrate_batchnorm(model, loader, device=device, ignore_index=data.ignore_index, generator=generator,
-                           use_amp=use_amp)
+                           amp_dtype=amp_dtype)
+    model = model.to(memory_format=torch.contiguous_format)
     model.eval()
     metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
     if val_data is not None:

@@ -20,6 +20,7 @@ from metallo.segment import (
     predict,
     train,
 )
+from metallo.segment._checkpoint import autocast_dtype
 
 FAST = {"epochs": 3, "tile_size": 32, "batch_size": 4, "device": "cpu", "out_dir": None}
 SMALL = {
@@ -103,6 +104,34 @@ def test_cosine_schedule_over_a_time_budget_ends_annealed(two_phase_data):
     lrs = [h["lr"] for h in result.history]
     assert len(lrs) < 100_000 and result.history[-1]["time_s"] >= 2.0  # the budget, not the epochs, ended it
     assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < 0.005
+
+
+def test_autocast_dtype_per_device(monkeypatch):
+    from metallo.segment import _checkpoint
+
+    assert autocast_dtype(torch.device("cuda"), amp=True) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), amp=False) is None
+    monkeypatch.setattr(_checkpoint, "cpu_has_native_bfloat16", lambda: False)
+    assert autocast_dtype(torch.device("cpu"), amp=True) is None  # bfloat16 would be slower than float32
+    monkeypatch.setattr(_checkpoint, "cpu_has_native_bfloat16", lambda: True)
+    assert autocast_dtype(torch.device("cpu"), amp=True) == torch.bfloat16
+
+
+def test_bfloat16_training_on_cpu_learns_and_keeps_float32_weights(two_phase_data, monkeypatch):
+    from metallo.segment import _checkpoint
+
+    # Force the bfloat16 path so that it runs on every CPU (it is only chosen by default where fast).
+    monkeypatch.setattr(_checkpoint, "cpu_has_native_bfloat16", lambda: True)
+    options = {"model": "unet", "model_kwargs": {"base_channels": 4}, "lr": 1e-2, **{**FAST, "epochs": 6},
+               "augment": False, "jitter": False}
+    bf16 = train(two_phase_data, amp=True, **options)
+    fp32 = train(two_phase_data, amp=False, **options)
+    losses = [h["loss"] for h in bf16.history]
+    assert losses[-1] < 0.7 * losses[0]
+    params = list(bf16.model.parameters())
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in params)
+    state32 = fp32.model.state_dict()
+    assert not all(torch.equal(v, state32[k]) for k, v in bf16.model.state_dict().items())  # really ran in bf16
 
 
 def test_cross_validation_reports_folds_mean_and_std(two_phase_data, tmp_path):
