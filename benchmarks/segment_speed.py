@@ -5,7 +5,10 @@ output), batch sizes 1 and 8, float32 on CPU and float16 autocast on CUDA. Two n
 the bare network forward pass and the whole ``predict_array`` pipeline (normalise, tile, blend,
 argmax); their ratio is the pipeline efficiency measured in the same run.
 
-Table 2: peak resident memory of ``predict_array`` on a memory-mapped square image of growing
+Table 2: training steps/s of the U-Net (tile 256, batch 4) in float32 and with ``amp`` (float16
+on CUDA; bfloat16 + channels-last on CPUs with AMX/AVX512-BF16, as ``train`` chooses), same run.
+
+Table 3: peak resident memory of ``predict_array`` on a memory-mapped square image of growing
 side (2048, 4096 and 10 240 px, a thin U-Net), each in a fresh process. Memory follows
 the tile batch and the strip buffer (classes x tile x width), not the image area.
 
@@ -71,6 +74,43 @@ def speed_table(size: int, device: torch.device, repeats: int) -> list[dict]:
     return rows
 
 
+def training_table(device: torch.device, base_channels: int, repeats: int) -> list[dict]:
+    from metallo.segment._checkpoint import autocast_dtype
+
+    rows = []
+    dtype = autocast_dtype(device, amp=True)
+    for label, amp_dtype in (("float32", None), (str(dtype).removeprefix("torch."), dtype)):
+        if label != "float32" and amp_dtype is None:
+            print(f"{'':<11}{device.type:>6}  no fast mixed precision on this device: float32 only")
+            continue
+        torch.manual_seed(0)
+        net = get_model("unet", n_classes=4, base_channels=base_channels).to(device)
+        x = torch.rand(4, 1, 256, 256, device=device)
+        y = torch.randint(0, 4, (4, 256, 256), device=device)
+        if amp_dtype == torch.bfloat16:
+            net = net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+        def step(net=net, x=x, y=y, opt=opt, scaler=scaler, amp_dtype=amp_dtype):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        rate = _throughput(step, 1, repeats)
+        rows.append({"model": "unet", "base_channels": base_channels, "device": device.type, "precision": label,
+                     "tile": 256, "batch": 4, "steps_per_s": rate})
+    for row in rows:
+        row["speedup_vs_float32"] = row["steps_per_s"] / rows[0]["steps_per_s"]
+        print(f"{'unet':<11}{device.type:>6}{base_channels:>6}{row['precision']:>10}{row['steps_per_s']:>10.2f}"
+              f"{row['speedup_vs_float32']:>9.2f}x", flush=True)
+    return rows
+
+
 def _high_water_mib() -> float:
     """Peak resident memory of this process (VmHWM; unlike ru_maxrss it restarts at exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -130,13 +170,17 @@ def main() -> None:
     print(f"inference speed, {size} x {size} px" + (" (reduced from 1024 on CPU)" if size != 1024 else ""))
     print(f"{'model':<11}{'device':>6}{'size':>6}{'batch':>6}{'fwd img/s':>12}{'pred img/s':>12}{'ratio':>8}")
     speed = speed_table(size, device, repeats=3 if quick else 10)
+    base = 16 if quick else 64
+    print(f"\ntraining steps/s, U-Net base {base}, tile 256, batch 4 (float32 vs mixed precision)")
+    print(f"{'model':<11}{'device':>6}{'base':>6}{'precision':>10}{'steps/s':>10}{'speedup':>10}")
+    training = training_table(device, base, repeats=5 if quick else 20)
     # A thin U-Net keeps the 10k x 10k run short on CPU; memory is dominated by tiles and buffers.
     sides = [2048, 4096, 10240]
     print("\npeak memory of tiled prediction, memory-mapped uint8 input and output, tile 512, batch 4")
     memory = memory_table(sides, device)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "segment_speed.json").write_text(json.dumps({"speed": speed, "memory": memory, "quick": quick,
+    (out / "segment_speed.json").write_text(json.dumps({"speed": speed, "training": training, "memory": memory, "quick": quick,
                                                         "torch_threads": torch.get_num_threads()}, indent=1))
     print(f"saved {out / 'segment_speed.json'}")
 

@@ -23,7 +23,12 @@ import torch
 from torch import nn
 
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import autocast_dtype, load_checkpoint, resolve_device, save_checkpoint
+from metallo.segment._checkpoint import (
+    autocast_dtype,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
 from metallo.segment._data import (
     Augment,
     SegmentationData,
@@ -409,7 +414,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                                                                patience=max(1, (cfg.patience or 10) // 3))
     amp_dtype = autocast_dtype(device, cfg.amp)
     if amp_dtype == torch.bfloat16:
-        model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for bfloat16 convolutions
+        # oneDNN's fast layout for bfloat16 convolutions
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     encoder = getattr(model, "features", None)
     history: list[dict[str, Any]] = []
@@ -480,7 +486,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
         model.load_state_dict(best_state)
     _recalibrate_batchnorm(model, loader, device=device, ignore_index=data.ignore_index, generator=generator,
                            amp_dtype=amp_dtype)
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
     metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
     if val_data is not None:
