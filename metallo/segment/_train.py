@@ -58,6 +58,9 @@ class TrainConfig:
         Model options (``base_channels``, ``weights="imagenet"``, ...).
     n_classes : int, optional
         Default: from the data.
+    classes : list of str, optional
+        Class names for a data folder without ``classes.json`` (label value i is
+        ``classes[i]``).
     loss : str
         ``"ce"``, ``"weighted_ce"``, ``"focal"``, ``"dice"`` or ``"ce_dice"``.
     loss_kwargs : dict
@@ -115,6 +118,7 @@ class TrainConfig:
     model: str = "unet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     n_classes: int | None = None
+    classes: list[str] | None = None
     loss: str = "ce"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     modality: str = "LOM"
@@ -276,7 +280,7 @@ def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationD
         return data
     if not cfg.data:
         raise ConfigError("no training data: give a SegmentationData, a data folder or config key 'data'")
-    return load_training_folder(cfg.data, n_classes=cfg.n_classes)
+    return load_training_folder(cfg.data, n_classes=cfg.n_classes, classes=cfg.classes)
 
 
 def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],

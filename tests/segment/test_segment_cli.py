@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +55,33 @@ def test_errors_are_one_red_line(data_folder, tmp_path):
     assert result.exit_code == 1 and "not a readable metallo checkpoint" in result.output
     result = runner.invoke(app, ["train", str(tmp_path / "empty"), "--device", "cpu", "--quiet"])
     assert result.exit_code == 1 and "expected sub-folders images/ and labels/" in result.output
+
+
+@pytest.mark.slow
+def test_the_uhcs_training_recipe_trains_and_predicts_real_micrographs(shared_file, tmp_path):
+    """examples/train_uhcs.yaml: valid, points at ../shared/data, and runs end to end (1 epoch)."""
+    import yaml
+
+    from metallo.segment import TrainConfig, load_checkpoint
+
+    recipe = Path(__file__).resolve().parents[2] / "examples" / "train_uhcs.yaml"
+    folder = shared_file("uhcs_microconstituent_segmentation")
+    cfg = TrainConfig.from_any(recipe)
+    assert Path(cfg.data) == (recipe.parents[1].parent / "shared" / "data" / folder.name).resolve()
+    assert cfg.classes == ["matrix", "network", "spheroidite", "widmanstatten"] and cfg.eval_tta
+    config = yaml.safe_load(recipe.read_text())
+    config["data"] = str(folder)  # METALLO_SHARED_DATA may point elsewhere
+    (tmp_path / "uhcs.yaml").write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(tmp_path / "uhcs.yaml"), "--epochs", "1", "--folds", "0",
+                                 "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    model, info = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert info["classes"] == config["classes"] and info["tile"]["tta"] is True
+    assert info["pixel_size_um"] is None or info["pixel_size_um"] > 0
+    image = folder / "images" / "micrograph295.png"
+    result = runner.invoke(app, ["predict", str(tmp_path / "run" / "model.pt"), str(image), "--out",
+                                 str(tmp_path / "pred"), "--tile", "0", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    labels = np.asarray(Image.open(tmp_path / "pred" / "micrograph295_labels.png"))
+    assert labels.shape == (481, 645) and labels.max() <= 3
