@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         folds: Annotated[int | None, typer.Option("--folds", help="Cross-validation folds (default 5; 0 = none).")] = None,
         tile: Annotated[int | None, typer.Option("--tile", help="Training tile size in px.")] = None,
         scale: Annotated[float | None, typer.Option("--scale", help="Down-scaling factor before tiling.")] = None,
+        pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Resample every image to this pixel size (µm) first, instead of --scale.")] = None,
         device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
         final: Annotated[bool, typer.Option("--final/--no-final", help="After CV, train model.pt on all images.")] = True,
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from metallo.segment._train import train as train_model
 
         overrides = {"out_dir": str(out) if out else None, "model": model, "epochs": epochs, "tile_size": tile,
-                     "scale": scale, "device": device, "seed": seed, "progress": not quiet}
+                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed, "progress": not quiet}
         cfg = TrainConfig.from_any(source, **{k: v for k, v in overrides.items() if v is not None})
         n_folds = cfg.folds if folds is None else folds
         console = Console(highlight=False)
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen; default the model name).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing segmentation node.")] = False,
         tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated).")] = None,
+        pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Pixel size of the images in µm (overrides the files).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Segment micrographs: label PNGs, overlays and class fractions (or Specimen /segmentations/NAME)."""
@@ -98,7 +100,7 @@ def register(app: typer.Typer) -> None:
             return
         records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
                                 batch_size=batch_size, device=device, probabilities=probabilities,
-                                progress=not quiet, tta=tta)
+                                progress=not quiet, tta=tta, pixel_size_um=pixel_size)
         (out / "predictions.json").write_text(json.dumps(records, indent=1))
         for rec in records:
             fractions = ", ".join(f"{k} {v:.3f}" for k, v in rec["fractions"].items())

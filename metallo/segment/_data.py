@@ -193,6 +193,23 @@ class SegmentationData:
             return self
         return replace(self, samples=[rescale_sample(s, scale) for s in self.samples])
 
+    def resampled_to(self, pixel_size_um: float) -> SegmentationData:
+        """Every image resized to ``pixel_size_um`` (µm/px) from its own pixel size.
+
+        Micrographs taken at different magnifications then show their features at one
+        physical scale. Raises ConfigError naming an image whose pixel size is unknown.
+        """
+        if not pixel_size_um or pixel_size_um <= 0:
+            raise ConfigError(f"pixel_size_um must be a positive size in µm; got {pixel_size_um}")
+        out = []
+        for s in self.samples:
+            if not s.pixel_size_um or not np.isfinite(s.pixel_size_um):
+                raise ConfigError(f"{s.name}: pixel size unknown, cannot resample to {pixel_size_um} µm/px "
+                                  "(give it in metadata.csv (um_per_px), classes.json or the TIFF tags)")
+            factor = s.pixel_size_um / pixel_size_um
+            out.append(s if abs(factor - 1.0) < 1e-6 else rescale_sample(s, factor))
+        return replace(self, samples=out)
+
     def mean_std(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and standard deviation over all pixels of all images."""
         total = sum(s.image.shape[0] * s.image.shape[1] for s in self.samples)

@@ -28,7 +28,8 @@ from metallo.errors import ConfigError
 from metallo.segment._checkpoint import load_checkpoint, resolve_device
 from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
 
-__all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_to_specimen"]
+__all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_resized", "predict_to_specimen",
+           "scale_to_pixel_size"]
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
@@ -215,6 +216,40 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
     return labels, probs
 
 
+def scale_to_pixel_size(image_pixel_size_um: float | None, pixel_size_um: float, name: str = "image") -> float:
+    """Resize factor taking an image of ``image_pixel_size_um`` to ``pixel_size_um`` (µm/px).
+
+    Examples
+    --------
+    >>> scale_to_pixel_size(0.1, 0.2)
+    0.5
+    """
+    if image_pixel_size_um is None or not np.isfinite(image_pixel_size_um) or image_pixel_size_um <= 0:
+        raise ConfigError(f"{name}: pixel size unknown, but the model works at {pixel_size_um} µm/px; "
+                          "give the image's pixel size (pixel_size_um=, metallo predict --pixel-size)")
+    return float(image_pixel_size_um) / float(pixel_size_um)
+
+
+def predict_resized(model: nn.Module, image: Any, scale: float, *, mean: Sequence[float], std: Sequence[float],
+                    **options: Any) -> np.ndarray:
+    """Class probabilities ``(y, x, class)`` on the grid of ``image``, predicted at ``scale`` x its size.
+
+    The image is resized (area interpolation down, linear up), predicted with
+    :func:`predict_array` (``options``: tile, overlap, batch_size, device, amp, tta, progress)
+    and the probabilities are resized back linearly.
+    """
+    import cv2
+
+    src = np.asarray(image)
+    h, w = int(src.shape[0]), int(src.shape[1])
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    src = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    _, small = predict_array(model, src, mean=mean, std=std, probabilities=True, **options)
+    assert small is not None
+    return np.stack([cv2.resize(small[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
+                     for c in range(small.shape[2])], axis=-1)
+
+
 def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(checkpoint_or_model, nn.Module):
         info = dict(getattr(checkpoint_or_model, "metallo_info", {}) or {})
@@ -227,7 +262,8 @@ def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tup
 def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_TILE,
             overlap: int = DEFAULT_OVERLAP, batch_size: int = 4, device: str = "auto",
             probabilities: bool = False, scale: float | None = None, amp: bool = True,
-            progress: bool = False, tta: bool | None = None) -> xr.DataArray | xr.Dataset:
+            progress: bool = False, tta: bool | None = None,
+            pixel_size_um: float | None = None) -> xr.DataArray | xr.Dataset:
     """Segment a whole micrograph with a trained model.
 
     Parameters
@@ -250,7 +286,9 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         Also return the blended class probabilities.
     scale : float, optional
         Resize factor applied before prediction; default: the training down-scaling stored in
-        the checkpoint. Results are resized back to the input grid.
+        the checkpoint, or, for a model trained at one pixel size (``pixel_size_um`` in
+        training), the factor that resamples this image to it. Results are resized back to the
+        input grid.
     amp : bool
     progress : bool
         Show a rich progress bar.
@@ -259,6 +297,9 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         90-degree rotations of each tile (8x the compute; micrographs have no preferred
         orientation, and the average is smoother at class borders). Default: as the
         checkpoint was evaluated in training (``eval_tta``).
+    pixel_size_um : float, optional
+        The image's pixel size in µm (default: its ``pixel_size_um`` attribute); needed only
+        for a model trained at one pixel size.
 
     Returns
     -------
@@ -281,22 +322,19 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
     array = image.data if isinstance(image, xr.DataArray) else image
     if not hasattr(array, "shape") or len(array.shape) not in (2, 3):
         raise ConfigError(f"image must be (y, x) or (y, x, channel); got {getattr(array, 'shape', type(image))}")
+    tile_info = info.get("tile", {}) or {}
+    if scale is None and tile_info.get("pixel_size_um"):
+        # The model was trained at one physical pixel size: resample this image to it.
+        if pixel_size_um is None and isinstance(image, xr.DataArray):
+            pixel_size_um = image.attrs.get("pixel_size_um")
+        scale = scale_to_pixel_size(pixel_size_um, float(tile_info["pixel_size_um"]), "image")
     if scale is None:
-        scale = float(info.get("tile", {}).get("scale", 1.0) or 1.0)
+        scale = float(tile_info.get("scale", 1.0) or 1.0)
     if tta is None:
-        tta = bool(info.get("tile", {}).get("tta", False))
-    h, w = int(array.shape[0]), int(array.shape[1])
+        tta = bool(tile_info.get("tta", False))
     if scale != 1.0:
-        import cv2
-
-        src = np.asarray(array)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        src = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        _, small = predict_array(model, src, mean=mean, std=std, tile=tile, overlap=overlap, batch_size=batch_size,
-                                 device=device, amp=amp, probabilities=True, progress=progress, tta=tta)
-        assert small is not None
-        probs_full = np.stack([cv2.resize(small[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
-                               for c in range(small.shape[2])], axis=-1)
+        probs_full = predict_resized(model, array, scale, mean=mean, std=std, tile=tile, overlap=overlap,
+                                     batch_size=batch_size, device=device, amp=amp, progress=progress, tta=tta)
         labels = probs_full.argmax(axis=-1).astype(np.uint8)
         probs = probs_full if probabilities else None
     else:
@@ -359,7 +397,8 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) ->
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str = "auto", probabilities: bool = False, overlay: bool = True,
-                  progress: bool = False, tta: bool | None = None) -> list[dict[str, Any]]:
+                  progress: bool = False, tta: bool | None = None,
+                  pixel_size_um: float | None = None) -> list[dict[str, Any]]:
     """Predict image files and folders, writing ``<stem>_labels.png`` (+ overlay, probabilities).
 
     Parameters
@@ -369,6 +408,9 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         Image files and/or folders of images.
     out_dir : str or Path
     tile, overlap, batch_size, device, tta : see :func:`predict`
+    pixel_size_um : float, optional
+        Pixel size (µm) of the images, overriding what the files say; needed by a model
+        trained at one pixel size when the files do not carry it.
     probabilities : bool
         Also write ``<stem>_probabilities.npy`` (y, x, class) float32.
     overlay : bool
@@ -392,7 +434,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in paths:
-        image = read_micrograph(path)
+        image = read_micrograph(path, pixel_size_um=pixel_size_um)
         result = predict((model, info), image, tile=tile, overlap=overlap, batch_size=batch_size,
                          device=device, probabilities=probabilities, progress=progress, tta=tta)
         labels_da = result["labels"] if isinstance(result, xr.Dataset) else result

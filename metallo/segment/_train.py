@@ -36,7 +36,7 @@ from metallo.segment._data import (
     default_tile_size,
     load_training_folder,
 )
-from metallo.segment._infer import predict_array
+from metallo.segment._infer import predict_array, predict_resized, scale_to_pixel_size
 from metallo.segment._losses import get_loss, inverse_frequency_weights
 from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
 from metallo.segment._models import PixelNet, get_model
@@ -73,6 +73,11 @@ class TrainConfig:
         Training tile side in px after scaling.
     scale : float
         Down-scaling factor applied to images before tiling (1 = native).
+    pixel_size_um : float, optional
+        Resample every image to this pixel size (µm/px) from its own pixel size before tiling,
+        instead of ``scale``: micrographs at different magnifications then show features at one
+        physical scale, and prediction resamples new micrographs the same way (their pixel
+        size must be known).
     epochs, batch_size : int
     lr, weight_decay : float
     optimizer : "adam" or "adamw"
@@ -124,6 +129,7 @@ class TrainConfig:
     modality: str = "LOM"
     tile_size: int | None = None
     scale: float = 1.0
+    pixel_size_um: float | None = None
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-3
@@ -203,6 +209,10 @@ class TrainConfig:
             raise ConfigError(f"folds must be >= 2; got {self.folds}")
         if self.lr <= 0 or self.scale <= 0:
             raise ConfigError(f"lr and scale must be positive; got lr={self.lr}, scale={self.scale}")
+        if self.pixel_size_um is not None and not self.pixel_size_um > 0:
+            raise ConfigError(f"pixel_size_um must be a positive size in µm/px; got {self.pixel_size_um}")
+        if self.pixel_size_um is not None and self.scale != 1.0:
+            raise ConfigError("give either scale or pixel_size_um, not both")
 
     @property
     def tile(self) -> int:
@@ -285,24 +295,25 @@ def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationD
 
 def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
                    scale: float = 1.0, tile: int | None = None, overlap: int = 64,
-                   device: str | torch.device = "auto", amp: bool = True, tta: bool = False) -> dict[str, Any]:
-    """Whole-image metrics of ``model`` on ``data`` (pooled confusion plus per image)."""
-    import cv2
+                   device: str | torch.device = "auto", amp: bool = True, tta: bool = False,
+                   pixel_size_um: float | None = None) -> dict[str, Any]:
+    """Whole-image metrics of ``model`` on ``data`` (pooled confusion plus per image).
 
+    Images are resized by ``scale``, or to ``pixel_size_um`` from their own pixel size, for
+    the prediction; the metrics are counted on the original label grid.
+    """
     total = np.zeros((data.n_classes, data.n_classes), np.int64)
     per_image = []
     for s in data.samples:
-        h, w = s.labels.shape
-        image = s.image
-        if scale != 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        _, probs = predict_array(model, image, mean=mean, std=std, tile=tile, overlap=overlap, device=device,
-                                 amp=amp, probabilities=True, tta=tta)
+        image_scale = scale if pixel_size_um is None else scale_to_pixel_size(s.pixel_size_um, pixel_size_um, s.name)
+        probs: np.ndarray | None
+        if image_scale != 1.0:
+            probs = predict_resized(model, s.image, image_scale, mean=mean, std=std, tile=tile, overlap=overlap,
+                                    device=device, amp=amp, tta=tta)
+        else:
+            _, probs = predict_array(model, s.image, mean=mean, std=std, tile=tile, overlap=overlap, device=device,
+                                     amp=amp, probabilities=True, tta=tta)
         assert probs is not None
-        if scale != 1.0:
-            probs = np.stack([cv2.resize(probs[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
-                              for c in range(probs.shape[2])], axis=-1)
         pred = probs.argmax(axis=-1)
         cm = confusion_matrix(s.labels, pred, n_classes=data.n_classes, ignore_index=data.ignore_index)
         total += cm
@@ -399,7 +410,7 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
         raise ConfigError(f"n_classes={cfg.n_classes} but the data has {data.n_classes} classes {data.classes}")
     device = resolve_device(cfg.device)
     _seed_everything(cfg.seed)
-    scaled = data.rescaled(cfg.scale)
+    scaled = data.rescaled(cfg.scale) if cfg.pixel_size_um is None else data.resampled_to(cfg.pixel_size_um)
     mean, std = scaled.mean_std()
     augment = Augment.from_config(cfg.augment)
     tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed)
@@ -464,7 +475,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
             score = -record["loss"]
             if select_on_val and val_data is not None:
                 vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
-                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta)
+                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
+                                    pixel_size_um=cfg.pixel_size_um)
                 record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
                 score = vm["mean_iou"]
             history.append(record)
@@ -495,17 +507,19 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
     if val_data is not None:
         metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
-                                      overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta))
+                                      overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
+                                    pixel_size_um=cfg.pixel_size_um))
     tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality,
-                 "tta": cfg.eval_tta}
+                 "tta": cfg.eval_tta, "pixel_size_um": cfg.pixel_size_um}
+    pixel_size = cfg.pixel_size_um if cfg.pixel_size_um is not None else data.pixel_size_um
     info = {"model": model.model_name, "classes": data.classes, "ignore_index": data.ignore_index,
-            "normalization": {"mean": mean, "std": std}, "pixel_size_um": data.pixel_size_um,
+            "normalization": {"mean": mean, "std": std}, "pixel_size_um": pixel_size,
             "tile": tile_info, "metrics": metrics, "sha256": ""}
     model.metallo_info = info
     checkpoint = None
     if cfg.out_dir is not None:
         checkpoint = save_checkpoint(Path(cfg.out_dir) / checkpoint_name, model, classes=data.classes, mean=mean,
-                                     std=std, pixel_size_um=data.pixel_size_um, tile=tile_info, metrics=metrics,
+                                     std=std, pixel_size_um=pixel_size, tile=tile_info, metrics=metrics,
                                      config=asdict(cfg), ignore_index=data.ignore_index)
     return TrainResult(model, checkpoint, history, metrics, cfg, info)
 
@@ -626,4 +640,5 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
     tile_info = info.get("tile", {})
     return evaluate_model(model, data, mean=norm["mean"], std=norm["std"],
                           scale=float(tile_info.get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
-                          device=device, tta=bool(tile_info.get("tta", False)) if tta is None else tta)
+                          device=device, tta=bool(tile_info.get("tta", False)) if tta is None else tta,
+                          pixel_size_um=tile_info.get("pixel_size_um"))

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from metallo.errors import ConfigError
 from metallo.segment import (
@@ -132,6 +133,43 @@ def test_bfloat16_training_on_cpu_learns_and_keeps_float32_weights(two_phase_dat
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in params)
     state32 = fp32.model.state_dict()
     assert not all(torch.equal(v, state32[k]) for k, v in bf16.model.state_dict().items())  # really ran in bf16
+
+
+def test_training_at_one_pixel_size_resamples_every_image(two_phase_data, tmp_path):
+    # Two magnifications: image 0 at 0.05 µm/px (twice the size), the others at 0.1 µm/px.
+    import cv2
+
+    first = two_phase_data.samples[0]
+    big = LabelledImage("fine", cv2.resize(first.image, (128, 128), interpolation=cv2.INTER_LINEAR)[..., None],
+                        cv2.resize(first.labels, (128, 128), interpolation=cv2.INTER_NEAREST), 0.05)
+    data = SegmentationData([big, *two_phase_data.samples[1:]], two_phase_data.classes)
+    resampled = data.resampled_to(0.2)
+    assert [s.image.shape[:2] for s in resampled.samples] == [(32, 32)] * 4
+    assert all(s.pixel_size_um == pytest.approx(0.2) for s in resampled.samples)
+    result = train(data, val_data=data.subset([0]), model="unet", model_kwargs={"base_channels": 4}, pixel_size_um=0.2,
+                   **{**FAST, "out_dir": str(tmp_path)})
+    assert result.metrics["n_pixels"] == 128 * 128  # metrics on the original label grid
+    payload = torch.load(result.checkpoint, weights_only=True)
+    assert payload["pixel_size_um"] == 0.2 and payload["tile"]["pixel_size_um"] == 0.2
+    # Prediction resamples each image by its own pixel size, and needs to know it.
+    image = xr.DataArray(big.image[..., 0], dims=("y", "x"), attrs={"pixel_size_um": 0.05})
+    labels = predict(result.checkpoint, image, tile=None, device="cpu")
+    assert labels.shape == (128, 128) and json.loads(labels.attrs["config"])["scale"] == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match=r"pixel size unknown, but the model works at 0.2 µm/px"):
+        predict(result.checkpoint, big.image[..., 0], device="cpu")
+    same = predict(result.checkpoint, big.image[..., 0], pixel_size_um=0.05, tile=None, device="cpu")
+    assert np.array_equal(same.values, labels.values)
+
+
+def test_pixel_size_training_errors(two_phase_data):
+    unknown = SegmentationData([LabelledImage("nosize", np.zeros((8, 8, 1), np.float32), np.zeros((8, 8), np.uint8))],
+                               ["a", "b"])
+    with pytest.raises(ConfigError, match=r"nosize: pixel size unknown, cannot resample to 0.2 µm/px"):
+        unknown.resampled_to(0.2)
+    with pytest.raises(ConfigError, match="either scale or pixel_size_um"):
+        TrainConfig.from_any({"scale": 0.5, "pixel_size_um": 0.2})
+    with pytest.raises(ConfigError, match="pixel_size_um must be a positive"):
+        TrainConfig.from_any({"pixel_size_um": -1})
 
 
 def test_cross_validation_reports_folds_mean_and_std(two_phase_data, tmp_path):
