@@ -1,6 +1,6 @@
 """The ``metallo`` command line: a thin layer over the library.
 
-Each module contributes its commands from ``metallo/<module>/_cli.py`` through a
+Each step has one module ``metallo/cli/_<step>.py`` that adds its commands through a
 ``register(app)`` function; those modules import heavy libraries only inside the commands,
 so ``metallo --help`` stays fast. A :class:`~metallo.errors.MetalloError` is printed as one
 red line and the exit code is 1.
@@ -43,14 +43,14 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES = (
-    "metallo._cli_core",
-    "metallo.ebsd._cli",
-    "metallo.correlate._cli",
-    "metallo.annotate._cli",
-    "metallo.segment._cli",
-    "metallo.segment._cli_unsupervised",
-    "metallo.quantify._cli",
-    "metallo._cli_pipeline",
+    "metallo.cli._core",
+    "metallo.cli._ebsd",
+    "metallo.cli._correlate",
+    "metallo.cli._annotate",
+    "metallo.cli._segment",
+    "metallo.cli._segment_unsupervised",
+    "metallo.cli._quantify",
+    "metallo.cli._pipeline",
 )
 
 

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Segment micrographs without labels (CNN + SLIC superpixels) and rank the result by F, F', Q."""
-        from metallo.segment._cli_unsupervised import run_segment_unsupervised
+        from metallo.cli._segment_unsupervised import run_segment_unsupervised
 
         run_segment_unsupervised(
             images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
