@@ -78,6 +78,3 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``metallo`` console script."""
     app(args=argv)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
