@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         if len(specimens) == 1:
             spec = Specimen.open(specimens[0])
             target = out if out is not None and out.suffix.lower() in (".html", ".htm") else \
-                (out or Path.cwd()) / f"{spec.specimen_id}_report.html"
+                (out or Path.cwd()) / f"{specimens[0].stem}_report.html"
             typer.echo(f"report: {write_report(spec, target, limits=limits)}")
             return
         folder = out or Path.cwd()
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         for path in specimens:
             try:
                 spec = Specimen.open(path)
-                report = write_report(spec, folder / f"{spec.specimen_id}_report.html", limits=limits)
+                report = write_report(spec, folder / f"{path.stem}_report.html", limits=limits)
                 rows.append(_summary_row(spec, report.resolve(), limits))
                 typer.echo(f"report: {report}")
             except MetalloError as exc:  # one bad specimen does not stop the others

@@ -17,6 +17,7 @@ import pandas as pd
 
 from metallo import names
 from metallo._xarray import require_pixel_size_um
+from metallo.errors import FormatError
 from metallo.report import _figures as figs
 from metallo.report._qc import qc_status
 
@@ -98,6 +99,15 @@ def _verdict(quality: Mapping[str, Any]) -> tuple[str, str]:
     if names.PASSED not in quality:
         return "missing", "NOT ASSESSED"
     return ("pass", "PASS") if bool(quality[names.PASSED]) else ("fail", "FAIL")
+
+
+def _quality_blocks(quality: Mapping[str, Any], what: str, **extra: Any) -> list[Block]:
+    """The verdict badge and the quality record as a one-row table (run time left out)."""
+    badge, text = _verdict(quality)
+    record = {**extra, **_flat(quality)}
+    for key in (names.PASSED, "seconds"):
+        record.pop(key, None)
+    return [_p(f"{what}:", badge=badge, badge_text=text), table(pd.DataFrame([record]))]
 
 
 def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,9 +220,7 @@ def _segmentation_sections(spec: Any) -> list[Section]:
                                           f"segmentation overlay {node}"))
         quality = _json_attr(seg.attrs, names.QUALITY)
         if quality:
-            badge, text = _verdict(quality)
-            section.blocks += [_p("Segmentation quality:", badge=badge, badge_text=text),
-                               table(pd.DataFrame([_flat(quality)]))]
+            section.blocks += _quality_blocks(quality, "Segmentation quality")
         if names.UNCERTAINTY in seg:
             unc = np.asarray(seg[names.UNCERTAINTY].values, dtype=np.float64)
             section.blocks.append(table(pd.DataFrame([{
@@ -291,20 +299,21 @@ def _registration_sections(spec: Any) -> list[Section]:
     for node in names.members(spec.nodes(), names.REGISTRATION):
         ds = spec[node]
         quality = _json_attr(ds.attrs, names.QUALITY)
-        badge, text = _verdict(quality)
-        record = {"fixed": ds.attrs.get("fixed", ""), "moving": ds.attrs.get("moving", ""),
-                  "transform": ds.attrs.get("transform_type", ""), **_flat(quality)}
-        record.pop(names.PASSED, None)
-        record.pop("seconds", None)  # run time: not a quality
         section = Section(f"registration:{node}", f"Registration — {names.leaf(node)}",
-                          [_p("Registration quality:", badge=badge, badge_text=text), table(pd.DataFrame([record]))])
+                          _quality_blocks(quality, "Registration quality", fixed=ds.attrs.get("fixed", ""),
+                                          moving=ds.attrs.get("moving", ""),
+                                          transform=ds.attrs.get("transform_type", "")))
         if names.RESIDUAL in ds:
             res = ds[names.RESIDUAL]
             section.blocks.append(_figure(figs.scalar_overlay_figure(None, np.asarray(res.values, dtype=np.float64),
                                                                      title="registration residual",
                                                                      label="residual (µm)", extent_um=_extent(res)),
                                           f"registration residual {node}"))
-        uri = _registration_overlay(spec, node)
+        try:
+            uri = _registration_overlay(spec, node)
+        except FormatError as exc:  # a registration node this version cannot rebuild: say so, show the rest
+            section.blocks.append(_p(f"Overlay not drawn: {exc}"))
+            uri = None
         if uri:
             section.blocks.append(Block("figure", text=f"registration {node}", uri=uri))
         out.append(section)
@@ -338,9 +347,7 @@ def _parent_sections(spec: Any) -> list[Section]:
         section = Section(f"parent:{node}", f"Parent austenite — {names.map_of(node)}")
         quality = _json_attr(ds.attrs, names.QUALITY)
         if quality:
-            badge, text = _verdict(quality)
-            section.blocks += [_p("Reconstruction quality:", badge=badge, badge_text=text),
-                               table(pd.DataFrame([_flat(quality)]))]
+            section.blocks += _quality_blocks(quality, "Reconstruction quality")
         if names.PARENT_GRAIN_ID in ds:
             ids = ds[names.PARENT_GRAIN_ID]
             section.blocks.append(_figure(figs.grain_map_figure(np.asarray(ids.values), title="parent austenite grains",
