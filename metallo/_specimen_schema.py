@@ -36,11 +36,13 @@ __all__ = [
     "validate_root",
 ]
 
-#: Node kinds with a schema of their own; ``ebsd_derived`` is ``ebsd/<name>/derived``.
+#: Node kinds with a schema of their own; ``ebsd_derived`` is ``ebsd/<name>/derived``,
+#: ``ebsd_parent`` is ``ebsd/<name>/parent`` (parent-austenite reconstruction).
 NODE_KINDS = (
     "micrographs",
     "ebsd",
     "ebsd_derived",
+    "ebsd_parent",
     "registration",
     "annotations",
     "segmentations",

@@ -17,7 +17,7 @@ import xarray as xr
 
 from metallo.errors import ConfigError
 
-__all__ = ["as_image", "image_dataarray", "pixel_size_um", "to_numpy"]
+__all__ = ["as_image", "image_dataarray", "pixel_size_um", "require_pixel_size_um", "to_numpy"]
 
 
 def image_dataarray(
@@ -75,12 +75,57 @@ def image_dataarray(
 
 
 def pixel_size_um(image: Any) -> float | None:
-    """The pixel size in µm of an image, or ``None`` if unknown or a plain array."""
-    attrs = getattr(image, "attrs", None)
-    if not attrs or "pixel_size_um" not in attrs:
-        return None
-    value = float(attrs["pixel_size_um"])
-    return value if math.isfinite(value) else None
+    """The pixel size in µm of an image, label map or EBSD map, or ``None`` if unknown.
+
+    The one source is the ``x`` coordinate in µm (``units == "um"``): its spacing. Coordinates
+    in pixels (``units == "px"``) mean unknown. Only where the coordinate cannot tell (no ``x``
+    coordinate, a single column, no units) is ``attrs["pixel_size_um"]`` read. Where both are
+    known and agree to 1e-6, the attribute's exact value is returned (no rounding drift).
+
+    Examples
+    --------
+    >>> pixel_size_um(image_dataarray(np.zeros((2, 3)), pixel_size_um=0.25))
+    0.25
+    >>> pixel_size_um(image_dataarray(np.zeros((2, 3)))) is None
+    True
+    """
+    attrs = getattr(image, "attrs", None) or {}
+    try:
+        stated = float(attrs.get("pixel_size_um", math.nan))
+    except (TypeError, ValueError):
+        stated = math.nan
+    stated_ok = math.isfinite(stated) and stated > 0
+    coords = getattr(image, "coords", None)
+    if coords is not None and "x" in coords:
+        x = coords["x"]
+        units = str(x.attrs.get("units", ""))
+        if units == "px":
+            return None
+        if units in ("um", "µm") and x.size > 1:
+            step = float(abs(x.values[1] - x.values[0]))
+            if stated_ok and abs(stated - step) <= 1e-6 * step:
+                return stated
+            return step if step > 0 else None
+    return stated if stated_ok else None
+
+
+def require_pixel_size_um(image: Any, *, what: str) -> float:
+    """:func:`pixel_size_um`, or a :class:`~metallo.errors.ConfigError` naming ``what`` when unknown.
+
+    Use it wherever a quantity needs µm: a silent 1 µm/px would be a wrong number.
+
+    Examples
+    --------
+    >>> require_pixel_size_um(image_dataarray(np.zeros((2, 3)), pixel_size_um=0.5), what="lom")
+    0.5
+    """
+    value = pixel_size_um(image)
+    if value is None:
+        raise ConfigError(
+            f"{what}: pixel size unknown (its x coordinate is not in µm and attrs has no pixel_size_um); "
+            "give the pixel size when reading the image (pixel_size_um=, --pixel-size-um)"
+        )
+    return value
 
 
 def to_numpy(image: Any) -> np.ndarray:

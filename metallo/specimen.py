@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo import names
 from metallo._atomic import atomic_write
 from metallo._specimen_h5 import UnsupportedLayout, read_groups
 from metallo._specimen_io import FileStamp, check_hdf5, file_stamp
@@ -53,13 +54,14 @@ SCHEMA_VERSION = "1.0"
 #: The fields of every provenance record.
 PROVENANCE_FIELDS = ("step", "parameters", "inputs", "outputs", "metallo_version", "time_utc")
 
-_GROUPS = ("micrographs", "ebsd", "registration", "annotations", "segmentations", "quantities")
+_GROUPS = names.GROUPS
 _PROVENANCE = "provenance"
 _RECORDS = "records"
 _ARRAY_NAME = {"micrographs": "image", "annotations": "labels", "segmentations": "labels"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_LAYOUT = "micrographs/<name>, ebsd/<name>, ebsd/<name>/derived, " + ", ".join(
-    f"{g}/<name>" for g in _GROUPS[2:]
+_LAYOUT = ", ".join(
+    [f"{g}/<name>" for g in _GROUPS[:2]] + [f"{names.EBSD}/<name>/{sub}" for sub in names.EBSD_SUBNODES]
+    + [f"{g}/<name>" for g in _GROUPS[2:]]
 )
 # Exceptions h5py / h5netcdf / xarray raise for unreadable or malformed files.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError)
@@ -84,8 +86,8 @@ def node_kind(node: str) -> str:
     Returns
     -------
     str
-        One of ``micrographs, ebsd, ebsd_derived, registration, annotations, segmentations,
-        quantities``.
+        One of ``micrographs, ebsd, ebsd_derived, ebsd_parent, registration, annotations,
+        segmentations, quantities``.
 
     Examples
     --------
@@ -100,8 +102,8 @@ def node_kind(node: str) -> str:
         )
     if len(parts) == 2 and parts[0] in _GROUPS:
         return parts[0]
-    if len(parts) == 3 and parts[0] == "ebsd" and parts[2] == "derived":
-        return "ebsd_derived"
+    if len(parts) == 3 and parts[0] == names.EBSD and parts[2] in names.EBSD_SUBNODES:
+        return f"ebsd_{parts[2]}"
     raise ConfigError(
         f"node {node!r} is not part of the specimen layout; expected one of {_LAYOUT}"
     )
@@ -490,7 +492,7 @@ class Specimen:
             raise ConfigError(
                 f"{where}: node {key!r} already exists; pass overwrite=True to re-run step {step!r}"
             )
-        if kind == "ebsd_derived" and key.rsplit("/", 1)[0] not in self._nodes:
+        if kind in ("ebsd_derived", "ebsd_parent") and key.rsplit("/", 1)[0] not in self._nodes:
             raise ConfigError(f"{where}: add the EBSD map {key.rsplit('/', 1)[0]!r} before {key!r}")
         params = dict(parameters or {})
         params_json = _dumps(params, f"{where}: step {step!r} parameters")
@@ -509,17 +511,18 @@ class Specimen:
         parts = key.split("/")
         if parts[0] != "ebsd":
             return
-        other = "/".join(parts[:2]) if len(parts) == 3 else key + "/derived"
-        if other not in self._nodes:
-            return
-        pair = {other: self._get(other), key: ds}
-        try:
-            xr.DataTree.from_dict(dict(sorted(pair.items())))
-        except ValueError as exc:
-            raise ConfigError(
-                f"{self._path}: node {key!r} is not on the grid of {other!r} "
-                f"(a derived node must share its map's y/x): {str(exc).splitlines()[0]}"
-            ) from None
+        others = [names.map_of(key)] if len(parts) == 3 else [f"{key}/{sub}" for sub in names.EBSD_SUBNODES]
+        for other in others:
+            if other not in self._nodes:
+                continue
+            pair = {other: self._get(other), key: ds}
+            try:
+                xr.DataTree.from_dict(dict(sorted(pair.items())))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{self._path}: node {key!r} is not on the grid of {other!r} "
+                    f"(a derived or parent node must share its map's y/x): {str(exc).splitlines()[0]}"
+                ) from None
 
     def _record(
         self,

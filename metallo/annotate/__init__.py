@@ -6,6 +6,7 @@ low-confidence points, warped into micrograph pixels through a registration and 
 for training (see ``docs/annotate.md``).
 """
 
+from metallo.annotate._adapter import annotate_step, annotation_name
 from metallo.annotate._cleanup import clean_labels, ignore_band
 from metallo.annotate._export import add_annotation, write_labels, write_training_tiles
 from metallo.annotate._from_ebsd import from_ebsd, to_micrograph
@@ -22,6 +23,8 @@ from metallo.annotate._rules import (
 from metallo.annotate._thresholds import select_threshold
 
 __all__ = [
+    "annotate_step",
+    "annotation_name",
     "AnnotationRules",
     "add_annotation",
     "classify_grains",

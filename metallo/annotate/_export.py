@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo import names
+from metallo._xarray import pixel_size_um
 from metallo.annotate._labels import as_annotation
 from metallo.errors import ConfigError
 from metallo.io import write_image
@@ -25,7 +28,7 @@ def _class_table(labels: xr.DataArray) -> dict[str, Any]:
     table: dict[str, Any] = {
         "classes": json.loads(attrs["classes"]) if isinstance(attrs["classes"], str) else list(attrs["classes"]),
         "ignore_index": int(attrs.get("ignore_index", 255)),
-        "pixel_size_um": float(attrs.get("pixel_size_um", math.nan)),
+        "pixel_size_um": pixel_size_um(labels) or math.nan,
     }
     for key in ("rules", "thresholds"):
         if key in attrs:
@@ -64,7 +67,7 @@ def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
         raise ConfigError(f"{path}: labels must be a 2-D uint8 map; got shape {values.shape}, dtype {values.dtype}")
     table = _class_table(labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(labels, path, pixel_size_um=_known(table["pixel_size_um"]))
+    write_image(labels, path, pixel_size_um=pixel_size_um(labels))
     path.with_suffix(".json").write_text(json.dumps(table, indent=2), encoding="utf-8")
     return path
 
@@ -76,6 +79,8 @@ def add_annotation(
     *,
     inputs: tuple[str, ...] | list[str] = (),
     overwrite: bool = False,
+    step: str = names.STEP_ANNOTATE,
+    tag: Mapping[str, Any] | None = None,
 ) -> str:
     """Store a label map in a Specimen under ``annotations/<name>`` with its rules and thresholds.
 
@@ -91,6 +96,10 @@ def add_annotation(
         Nodes the annotation was made from (EBSD map, registration), for provenance.
     overwrite : bool
         Replace an existing node.
+    step : str
+        Step name of the provenance record (``annotate.to_micrograph`` for a carried mask).
+    tag : mapping, optional
+        Extra provenance parameters (the pipeline's cache key).
 
     Returns
     -------
@@ -104,10 +113,10 @@ def add_annotation(
     """
     labels = as_annotation(labels)
     table = _class_table(labels)
-    node = f"annotations/{name}"
+    node = names.annotation(name)
     parameters = {"rules": table.get("rules", {}), "thresholds": table.get("thresholds", {}),
-                  "ignore_index": table["ignore_index"]}
-    specimen.add(node, labels.astype(np.uint8), step="annotate", parameters=parameters, inputs=list(inputs),
+                  "ignore_index": table["ignore_index"], **dict(tag or {})}
+    specimen.add(node, labels.astype(np.uint8), step=step, parameters=parameters, inputs=list(inputs),
                  overwrite=overwrite)
     return node
 
@@ -175,7 +184,7 @@ def write_training_tiles(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     img8 = _to_uint8(img)
-    pixel = _known(float(image.attrs.get("pixel_size_um", math.nan)))
+    pixel = pixel_size_um(image)
     ignore = table["ignore_index"]
     rows = []
     ny, nx = lab.shape
@@ -191,7 +200,7 @@ def write_training_tiles(
             rows.append({"stem": name, "row": r, "col": c, "ignore_fraction": fraction})
     classes_file.write_text(
         json.dumps({"classes": table["classes"], "ignore_index": ignore,
-                    "pixel_size_um": float(image.attrs.get("pixel_size_um", math.nan))}, indent=2),
+                    "pixel_size_um": pixel if pixel is not None else math.nan}, indent=2),
         encoding="utf-8",
     )
     return pd.DataFrame(rows, columns=["stem", "row", "col", "ignore_fraction"])
@@ -211,7 +220,3 @@ def _offsets(n: int, side: int) -> list[int]:
     if n > side and starts[-1] + side < n:
         starts.append(n - side)
     return starts
-
-
-def _known(pixel_size_um: float) -> float | None:
-    return pixel_size_um if math.isfinite(pixel_size_um) and pixel_size_um > 0 else None

@@ -44,6 +44,7 @@ app = typer.Typer(
 
 _COMMAND_MODULES = (
     "metallo.cli._core",
+    "metallo.cli._io",
     "metallo.cli._ebsd",
     "metallo.cli._correlate",
     "metallo.cli._annotate",
@@ -51,6 +52,7 @@ _COMMAND_MODULES = (
     "metallo.cli._segment_unsupervised",
     "metallo.cli._quantify",
     "metallo.cli._pipeline",
+    "metallo.cli._report",
 )
 
 

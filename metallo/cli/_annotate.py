@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def annotate_command(
     rules: Annotated[str, typer.Option("--rules", "-r", help="Preset name (lath_bainite, phase) or a YAML rules file.")] = "lath_bainite",
     ebsd: Annotated[str, typer.Option("--ebsd", help="EBSD node name below ebsd/ (default: the only map).")] = "",
     micrograph: Annotated[str, typer.Option("--micrograph", "-m", help="Micrograph node below micrographs/ to carry the mask onto.")] = "",
-    registration: Annotated[str, typer.Option("--registration", help="Registration node below registration/ (default: registration/<micrograph>; registered and stored if absent).")] = "",
+    registration: Annotated[str, typer.Option("--registration", help="Deprecated: the registration used is registration/<micrograph> (registered and stored if absent).")] = "",
     name: Annotated[str, typer.Option("--name", "-n", help="Annotation name below annotations/ (default: the preset or rules file name).")] = "",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for PNG/TIFF/JSON exports, the review figure and training tiles (default: next to the specimen).")] = None,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="Write training tiles of the micrograph.")] = True,
@@ -30,60 +30,49 @@ def annotate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from metallo import annotate
-    from metallo.ebsd import map_image
-    from metallo.errors import ConfigError
+    from metallo import annotate, names
+    from metallo._step import pick_ebsd
+    from metallo.ebsd import boundaries, map_image
     from metallo.specimen import Specimen
+    from metallo.steps import run_step
 
     console = Console()
     spec = Specimen.open(specimen)
-    nodes = spec.nodes()
-    maps = [n for n in nodes if n.startswith("ebsd/") and n.count("/") == 1]
-    if ebsd:
-        ebsd_node = f"ebsd/{ebsd}"
-        if ebsd_node not in maps:
-            raise ConfigError(f"{specimen}: no EBSD node {ebsd_node!r}; EBSD nodes: {', '.join(maps) or 'none'}")
-    elif len(maps) == 1:
-        ebsd_node = maps[0]
-    else:
-        raise ConfigError(f"{specimen}: give --ebsd, the specimen has EBSD nodes: {', '.join(maps) or 'none'}")
-    micro_node = f"micrographs/{micrograph}"
-    if micrograph and micro_node not in nodes:
-        raise ConfigError(f"{specimen}: no micrograph {micro_node!r}; micrographs: "
-                          f"{', '.join(n for n in nodes if n.startswith('micrographs/')) or 'none'}")
-    ebsd_map = spec[ebsd_node]
-    derived = spec[f"{ebsd_node}/derived"] if f"{ebsd_node}/derived" in nodes else None
-    rule_set = annotate.load_rules(rules, ebsd=ebsd_map)
-    name = name or (Path(rule_set.source).stem if rule_set.source.lower().endswith((".yaml", ".yml", ".json")) else rule_set.source)
-    labels = annotate.from_ebsd(ebsd_map, rules=rule_set, derived=derived)
-    inputs = [ebsd_node] + ([f"{ebsd_node}/derived"] if derived is not None else [])
-    annotate.add_annotation(spec, name, labels, inputs=inputs, overwrite=overwrite)
+    if registration and micrograph and registration != micrograph:
+        console.print(f"note: the registration of micrograph {micrograph!r} is registration/{micrograph}; "
+                      f"--registration {registration!r} is not used")
+    outputs = run_step(spec, names.STEP_ANNOTATE, rules=rules, ebsd=ebsd or None, micrograph=micrograph or None,
+                       name=name or None, overwrite=overwrite)
+    ebsd_labels = spec[outputs[0]][names.LABELS]
+    name = names.leaf(outputs[0])
+    source = pick_ebsd(spec, ebsd or None)  # the map the adapter labelled
+    ebsd_map = spec[source]
+    derived_node = names.derived(source)
+    derived = spec[derived_node] if derived_node in spec else None
     out = out or specimen.with_name(f"{specimen.stem}_annotate_{name}")
     out.mkdir(parents=True, exist_ok=True)
-    annotate.write_labels(labels, out / f"{name}_ebsd.png")
-    annotate.write_labels(labels, out / f"{name}_ebsd.tif")
-    iq = map_image(ebsd_map)
-    boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else _boundaries(ebsd_map)
+    annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.png")
+    annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.tif")
+    boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else boundaries(ebsd_map)
     on_micrograph = None
     if micrograph:
-        image = spec[micro_node]["image"]
-        reg = _registration(spec, registration or micrograph, image, micro_node, iq, ebsd_node, overwrite, console)
-        on_micrograph = annotate.to_micrograph(labels, reg, image)
-        annotate.add_annotation(spec, f"{name}_{micrograph}", on_micrograph,
-                                inputs=[f"annotations/{name}", f"registration/{registration or micrograph}", micro_node],
-                                overwrite=overwrite)
+        from metallo.correlate import Registration
+
+        image = spec[names.micrograph(micrograph)][names.IMAGE]
+        on_micrograph = spec[outputs[-1]][names.LABELS]
+        reg = Registration.from_dataset(spec[names.registration(micrograph)])
         annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.png")
         annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.tif")
         bnd = reg.warp(boundary_map.assign_attrs(pixel_size_um=float(ebsd_map.attrs["step_um"])), interpolation="nearest", fill_value=0)
-        annotate.review_figure(image, on_micrograph, boundaries=bnd, ebsd_labels=labels, path=out / f"{name}_{micrograph}_review.png")
+        annotate.review_figure(image, on_micrograph, boundaries=bnd, ebsd_labels=ebsd_labels, path=out / f"{name}_{micrograph}_review.png")
         if tiles:
             written = annotate.write_training_tiles(image, on_micrograph, out / "tiles", stem=f"{specimen.stem}_{micrograph}")
             console.print(f"{len(written)} training tiles -> {out / 'tiles'}")
     else:
-        annotate.review_figure(iq, labels, boundaries=boundary_map, path=out / f"{name}_ebsd_review.png")
+        annotate.review_figure(map_image(ebsd_map), ebsd_labels, boundaries=boundary_map, path=out / f"{name}_ebsd_review.png")
     spec.save()
-    fractions = annotate.fraction_table(labels, on_micrograph)
-    table = Table(title=f"annotations/{name}  (thresholds: {json.loads(labels.attrs['thresholds']) or 'none'})")
+    fractions = annotate.fraction_table(ebsd_labels, on_micrograph)
+    table = Table(title=f"{outputs[0]}  (thresholds: {json.loads(ebsd_labels.attrs['thresholds']) or 'none'})")
     table.add_column("class")
     for column in fractions.columns:
         table.add_column(column, justify="right")
@@ -91,27 +80,3 @@ def annotate_command(
         table.add_row(str(cls), *(f"{v:.4g}" for v in row.to_numpy()))
     console.print(table)
     console.print(f"wrote {specimen} and {out}")
-
-
-
-def _boundaries(ebsd_map: Any) -> Any:
-    from metallo import ebsd
-
-    return ebsd.boundaries(ebsd_map)
-
-
-def _registration(spec: Any, name: str, image: Any, micro_node: str, moving: Any, ebsd_node: str,
-                  overwrite: bool, console: Any) -> Any:
-    """The stored registration ``registration/<name>``, or a new one (registered and stored)."""
-    from metallo import correlate
-
-    node = f"registration/{name}"
-    if node in spec.nodes() and not overwrite:
-        return correlate.Registration.from_dataset(spec[node])
-    console.print(f"registering {ebsd_node} onto {micro_node} ...")
-    reg = correlate.register(image, moving)
-    ds = reg.to_dataset()
-    ds.attrs.update(fixed=micro_node, moving=ebsd_node)
-    spec.add(node, ds, step="correlate.register", parameters={"method": reg.method}, inputs=[micro_node, ebsd_node],
-             overwrite=overwrite)
-    return reg

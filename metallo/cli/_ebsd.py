@@ -1,4 +1,8 @@
-"""``metallo ebsd``: read an EBSD map, clean it, derive grains/KAM/GOS/GAM/boundaries into a specimen."""
+"""``metallo ebsd``: read an EBSD map, clean it, derive grains/KAM/GOS/GAM/boundaries into a specimen.
+
+The nodes are those of a recipe: ``ebsd/<name>`` as read, ``ebsd/clean`` (``ebsd/<name>_clean``
+for another name) and ``<cleaned>/derived`` (:mod:`metallo.names`), written by the same adapters.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ def register(app: typer.Typer) -> None:
         specimen: Annotated[
             Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5.")
         ] = None,
-        name: Annotated[str, typer.Option("--name", help="Node name: ebsd/<name>.")] = "map1",
+        name: Annotated[str, typer.Option("--name", help="Node name of the map as read: ebsd/<name>.")] = "map",
         do_clean: Annotated[bool, typer.Option("--clean/--no-clean", help="OIM-style cleanup first.")] = True,
         min_ci: Annotated[float, typer.Option("--min-ci", help="Minimum confidence index.")] = 0.1,
         tolerance: Annotated[float, typer.Option("--tolerance", help="Grain tolerance angle, degrees.")] = 5.0,
@@ -25,39 +29,39 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing nodes.")] = False,
     ) -> None:
         """Read, clean and derive an EBSD map into a specimen; print a grain / KAM summary."""
-        import json
-
         import numpy as np
 
-        import metallo.ebsd as mebsd
-        from metallo.io import read_ebsd
+        from metallo import names
         from metallo.specimen import Specimen
+        from metallo.steps import run_step
 
         path = specimen or map_file.with_suffix(".metallo.h5")
-        spec = (Specimen.open(path) if path.exists()
-                else Specimen.create(path, specimen_id=map_file.stem))
-        data = read_ebsd(map_file)
-        node = f"ebsd/{name}"
+        spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
+        (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite)
+        indexed_before = float((spec[node]["phase"].values >= 0).mean())
         if do_clean:
-            data = mebsd.clean(data, min_ci=min_ci, tolerance_deg=tolerance)
-            spec.add(node, data, step="ebsd.clean", overwrite=overwrite, inputs=[str(map_file)],
-                     parameters={"min_ci": min_ci, "tolerance_deg": tolerance,
-                                 "steps": json.loads(data.attrs["cleanup"])})
-        else:
-            spec.add(node, data, step="io.read_ebsd", overwrite=overwrite, inputs=[str(map_file)],
-                     parameters={"format": map_file.suffix.lstrip(".").lower()})
-        derived, grains = mebsd.derive(data, tolerance_deg=tolerance, kam_order=kam_order, return_grains=True)
-        spec.add(f"{node}/derived", derived, step="ebsd.derive", overwrite=overwrite, inputs=[node],
-                 parameters=json.loads(derived.attrs["parameters"]))
+            (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,
+                               tolerance_deg=tolerance)
+        (derived_node,) = run_step(spec, names.STEP_DERIVE, ebsd=node, overwrite=overwrite, tolerance_deg=tolerance,
+                                   kam_order=kam_order)
         saved = spec.save()
-        table = grains.table
+        data, derived = spec[node], spec[derived_node]
+        ids = derived["grain_id"].values.ravel()
+        valid = ids >= 0
+        grain, first = np.unique(ids[valid], return_index=True)
+        step = float(data.attrs["step_um"])
+        ecd = np.sqrt(4.0 * np.bincount(ids[valid])[grain] * step * step / np.pi)
+        gos = derived["gos"].values.ravel()[valid][first]
+        gam = derived["gam"].values.ravel()[valid][first]
         codes = np.bincount(derived["boundaries"].values.ravel(), minlength=4)
         indexed = float((data["phase"].values >= 0).mean())
-        typer.echo(f"{map_file.name}: {data.sizes['y']} x {data.sizes['x']} points, step {data.attrs['step_um']:g} µm, "
-                   f"{indexed:.1%} indexed")
-        typer.echo(f"grains: {len(table)} (tolerance {tolerance:g} deg), mean ECD {table['ecd_um'].mean():.2f} µm, "
-                   f"mean GOS {table['gos_deg'].mean():.2f} deg, mean GAM {table['gam_deg'].mean():.2f} deg")
+        cleaned = f", {indexed:.1%} after cleaning" if do_clean else ""
+        typer.echo(f"{map_file.name}: {data.sizes['y']} x {data.sizes['x']} points, step {step:g} µm, "
+                   f"{indexed_before:.1%} indexed as read{cleaned}")
+        typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
+                   f"mean GOS {np.nanmean(gos):.2f} deg, mean GAM {np.nanmean(gam):.2f} deg")
         typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(derived['kam'].values):.3f} deg, "
                    f"median {np.nanmedian(derived['kam'].values):.3f} deg")
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, Sigma3 {codes[3]}")
-        typer.echo(f"written: {saved} ({node}, {node}/derived)")
+        nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
+        typer.echo(f"written: {saved} ({nodes})")

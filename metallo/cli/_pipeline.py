@@ -1,4 +1,4 @@
-"""Whole-chain commands: ``metallo demo``, ``metallo analyze`` and ``metallo batch``."""
+"""Whole-chain commands: ``metallo demo``, ``metallo analyze``, ``metallo batch`` and ``metallo step``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,34 @@ def register(app: typer.Typer) -> None:
                       markup=False)
         if result.failed:
             raise typer.Exit(1)
+
+
+    @app.command("step")
+    def step_command(
+        step: Annotated[str, typer.Argument(help="Step name, e.g. segment, quantify, ebsd.clean (metallo.steps).")],
+        specimen: Annotated[Path, typer.Argument(help="Specimen file (.h5).")],
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Parameter KEY=VALUE (VALUE read as YAML); "
+                                                       "repeat for several.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing nodes.")] = False,
+    ) -> None:
+        """Run one step's adapter on SPECIMEN, with the parameters a recipe step takes."""
+        import yaml
+
+        from metallo.errors import ConfigError
+        from metallo.specimen import Specimen
+        from metallo.steps import run_step
+
+        params = {}
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set must look like KEY=VALUE; got {item!r}")
+            params[key] = yaml.safe_load(value)
+        spec = Specimen.open(specimen)
+        outputs = run_step(spec, step, overwrite=overwrite, **params)
+        spec.save()
+        for node in outputs:
+            typer.echo(f"{step} -> {node}")
 
 
 def _print_result(result: RunResult) -> None:

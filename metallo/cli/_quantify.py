@@ -1,4 +1,8 @@
-"""``metallo quantify``: measure a specimen, store the tables, write CSV / Parquet and histograms."""
+"""``metallo quantify``: measure a specimen, store the tables, write CSV / Parquet and histograms.
+
+A thin wrapper over the quantify adapter (:func:`metallo.quantify.quantify_step`), the same one a
+recipe's ``quantify`` step runs: the tables land under the same ``quantities/...`` names.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-# Which column of each kind of table gets a histogram figure.
-_HISTOGRAMS = {
-    "_particles": ("ecd_um", "equivalent circle diameter (µm)"),
-    "_denuded": ("width_um", "denuded-zone width (µm)"),
-    "_laths": ("width_um", "apparent lath width (µm)"),
-}
 
 
 def register(app: typer.Typer) -> None:
@@ -22,11 +19,19 @@ def register(app: typer.Typer) -> None:
     def quantify(
         specimen: Annotated[Path, typer.Argument(help="Specimen file (.h5).")],
         what: Annotated[
-            str, typer.Option("--what", help="Comma list of particles,phases,grains,denuded,laths.")
-        ] = "particles,phases,grains,denuded,laths",
+            str, typer.Option("--what", help="Comma list of phases,particles,grains,denuded,laths.")
+        ] = "phases,particles,grains,denuded,laths",
         labels: Annotated[
             list[str] | None,
             typer.Option("--labels", help="Label node(s) to measure (default: every annotation and segmentation)."),
+        ] = None,
+        ebsd: Annotated[
+            list[str] | None,
+            typer.Option("--ebsd", help="EBSD node(s) for grain size and laths (default: every current map)."),
+        ] = None,
+        fields: Annotated[str, typer.Option("--fields", help="Measurement fields ROWSxCOLUMNS for the phase-fraction CI.")] = "3x3",
+        particles_class: Annotated[
+            str | None, typer.Option("--particles-class", help="Class measured as particles (default: found by name).")
         ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms.")
@@ -34,47 +39,45 @@ def register(app: typer.Typer) -> None:
         min_area_um2: Annotated[float, typer.Option("--min-area-um2", help="Smallest particle (µm²).")] = 0.0,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier quantities.")] = False,
     ) -> None:
-        """Quantify a specimen: tables go to /quantities/<name> (with parameters in provenance)."""
+        """Quantify a specimen: tables go to /quantities/<group>.<name>.<what> (parameters in provenance)."""
         import importlib.util
 
-        import matplotlib
-        import numpy as np
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from metallo.quantify._specimen import quantify_specimen
+        from metallo import names
+        from metallo.errors import ConfigError
+        from metallo.report._figures import histogram_figure
         from metallo.specimen import Specimen
+        from metallo.steps import run_step
 
+        try:
+            grid = [int(n) for n in fields.lower().split("x")]
+        except ValueError:
+            grid = []
+        if len(grid) != 2 or min(grid) < 1:
+            raise ConfigError(f"--fields must look like ROWSxCOLUMNS (e.g. 3x3); got {fields!r}")
         spec = Specimen.open(specimen)
-        label_nodes = [n for item in labels for n in item.split(",") if n] if labels else None
-        tables = quantify_specimen(
-            spec,
-            what=[w.strip() for w in what.split(",") if w.strip()],
-            labels=label_nodes,
-            min_area_um2=min_area_um2,
-            overwrite=overwrite,
+        split = [n for item in labels for n in item.split(",") if n] if labels else None
+        nodes = run_step(
+            spec, names.STEP_QUANTIFY, overwrite=overwrite,
+            what=[w.strip() for w in what.split(",") if w.strip()], labels=split,
+            ebsd=[n for item in ebsd for n in item.split(",") if n] if ebsd else None,
+            fields=grid, particles_class=particles_class, min_area_um2=min_area_um2,
         )
         spec.save()
         folder = out or specimen.with_name(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None
-        for node, table in tables.items():
-            name = node.split("/", 1)[1]
+        histograms = {names.PARTICLES: ("ecd_um", "equivalent circle diameter (µm)"),
+                      names.DENUDED: ("width_um", "denuded-zone width (µm)"),
+                      names.LATHS: ("width_um", "apparent lath width (µm)")}
+        for node in nodes:
+            table = spec.table(node)
+            name = names.leaf(node)
             table.to_csv(folder / f"{name}.csv", index=False)
             if parquet:
                 table.to_parquet(folder / f"{name}.parquet", index=False)
-            for suffix, (column, xlabel) in _HISTOGRAMS.items():
-                if name.endswith(suffix) and len(table):
-                    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
-                    weights = table["weight"] if suffix == "_laths" else None
-                    edges = np.histogram_bin_edges(table[column], bins="auto")
-                    ax.hist(table[column], bins=edges.tolist(), weights=weights, color="#4477aa")
-                    ax.set_xlabel(xlabel)
-                    ax.set_ylabel("count" if weights is None else "number fraction")
-                    ax.set_title(name, fontsize=9)
-                    fig.tight_layout()
-                    fig.savefig(folder / f"{name}.png")
-                    plt.close(fig)
+            kind = name.rsplit(".", 1)[-1]
+            if kind in histograms and len(table):
+                column, xlabel = histograms[kind]
+                histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name).savefig(folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
         typer.echo(f"tables in {folder}; specimen updated: {specimen}")

@@ -83,6 +83,7 @@ def run_segment_unsupervised(
     import xarray as xr
     from rich.console import Console
 
+    from metallo import names
     from metallo.errors import ConfigError
     from metallo.segment._criteria import segmentation_criteria
     from metallo.segment._infer import overlay_rgb
@@ -106,7 +107,7 @@ def run_segment_unsupervised(
         for node in images:
             if node not in spec:
                 raise ConfigError(f"{specimen}: no node {node!r}; micrograph nodes: "
-                                  f"{[n for n in spec.nodes() if n.startswith('micrographs/')]}")
+                                  f"{names.members(spec.nodes(), names.MICROGRAPHS)}")
             data = spec[node]
             loaded.append(data["image"] if isinstance(data, xr.Dataset) else data)
         stems = [node.rsplit("/", 1)[-1] for node in images]
@@ -157,8 +158,8 @@ def run_segment_unsupervised(
         rows.append({"image": stem, "n_classes": labels.attrs["n_classes"],
                      "n_iterations": labels.attrs["n_iterations"], **crit})
         if spec is not None:
-            node = f"segmentations/{name}" if len(images) == 1 else f"segmentations/{name}_{stem}"
-            spec.add(node, labels, step="segment.unsupervised", inputs=[source], overwrite=overwrite,
+            node = names.segmentation(name if len(images) == 1 else f"{name}_{stem}")
+            spec.add(node, labels, step=names.segment_step("unsupervised"), inputs=[source], overwrite=overwrite,
                      parameters={**json.loads(labels.attrs["config"]), "criteria": crit})
             console.print(f"{source} -> {node}")
     table = pd.DataFrame(rows)

@@ -5,6 +5,7 @@ The registration maps FIXED-space points to MOVING-space points (ITK convention)
 :meth:`Registration.transform_points` maps moving µm to fixed µm.
 """
 
+from metallo.correlate._adapter import register_step
 from metallo.correlate._figures import checkerboard, overlay_figure
 from metallo.correlate._landmarks import read_landmarks, read_points, write_points
 from metallo.correlate._register import (
@@ -18,6 +19,7 @@ from metallo.correlate._transform import Grid, Registration
 from metallo.errors import RegistrationError
 
 __all__ = [
+    "register_step",
     "Grid",
     "Registration",
     "RegistrationError",

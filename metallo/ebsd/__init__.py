@@ -1,5 +1,6 @@
 """EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
 
+from metallo.ebsd._adapter import clean_step, derive_step
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._clean import clean
 from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
@@ -30,6 +31,8 @@ from metallo.ebsd._rotations import (
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
 
 __all__ = [
+    "clean_step",
+    "derive_step",
     "map_image",
     "BOUNDARY_CLASSES",
     "LAUE_GROUPS",

@@ -17,8 +17,9 @@ _IMAGES: dict[str, str] = {
     "write_image": "metallo.io._images",
 }
 _EBSD: dict[str, str] = {"read_ebsd": "metallo.io._ebsd", "write_ang": "metallo.io._ebsd"}
+_ADAPTERS: dict[str, str] = {"read_ebsd_step": "metallo.io._adapter", "read_image_step": "metallo.io._adapter"}
 
-_LAZY = {**_IMAGES, **_EBSD}
+_LAZY = {**_IMAGES, **_EBSD, **_ADAPTERS}
 __all__ = sorted(_LAZY)
 
 

@@ -22,7 +22,7 @@ from metallo.quantify._psd import (
     size_distribution,
     size_ecdf,
 )
-from metallo.quantify._specimen import QUANTITIES, quantify_specimen
+from metallo.quantify._specimen import QUANTITIES, quantify_specimen, quantify_step
 
 __all__ = [
     "measurement_fields",
@@ -45,6 +45,7 @@ __all__ = [
     "phase_fraction_ci",
     "phase_fractions",
     "quantify_specimen",
+    "quantify_step",
     "size_distribution",
     "size_ecdf",
     "split_touching",

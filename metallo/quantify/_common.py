@@ -7,18 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from metallo._xarray import pixel_size_um as _attr_pixel_size
+from metallo._xarray import pixel_size_um as _pixel_size_of_data
 from metallo._xarray import to_numpy
 from metallo.errors import ConfigError
 
 
 def resolve_pixel_size(data: Any, pixel_size_um: float | None, *, what: str = "labels") -> float:
-    """The explicit pixel size, else the one in ``data.attrs``; ConfigError when neither is known."""
-    value = pixel_size_um if pixel_size_um is not None else _attr_pixel_size(data)
+    """The explicit pixel size, else the one of ``data`` (its µm coordinates); ConfigError when neither is known."""
+    value = pixel_size_um if pixel_size_um is not None else _pixel_size_of_data(data)
     if value is None or not math.isfinite(float(value)) or float(value) <= 0:
         raise ConfigError(
             f"{what}: pixel_size_um must be a positive number (pass pixel_size_um= or use a "
-            f"DataArray with attrs['pixel_size_um']); got {value!r}"
+            f"DataArray on µm coordinates); got {value!r}"
         )
     return float(value)
 

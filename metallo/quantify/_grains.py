@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from metallo.errors import ConfigError
 from metallo.quantify._common import label_array, resolve_pixel_size
@@ -54,9 +53,6 @@ def _grain_map(labels_or_grains: Any, pixel_size_um: float | None) -> tuple[np.n
     else:
         source = "labels"
         data = labels_or_grains
-    if pixel_size_um is None and isinstance(data, xr.DataArray) and "pixel_size_um" not in data.attrs:
-        if "x" in data.coords and data.sizes.get("x", 0) > 1:
-            pixel_size_um = float(abs(data.x.values[1] - data.x.values[0]))
     ps = resolve_pixel_size(data, pixel_size_um, what=source)
     array = np.asarray(label_array(data, what=source)).astype(np.int64)
     # Maps with negative values (Grains.ids, EBSD grain_id) use -1 for "no grain" and 0 as a

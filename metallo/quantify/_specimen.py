@@ -1,29 +1,35 @@
-"""Run the quantifications on the label maps and EBSD maps of a Specimen."""
+"""Step adapter of ``metallo.quantify``: measure a Specimen's label maps and EBSD maps.
+
+The recipe's ``quantify`` step and ``metallo quantify`` both call :func:`quantify_step`, so the
+tables land under the same names either way: ``quantities/<group>.<name>.<what>``
+(:func:`metallo.names.quantity`), e.g. ``quantities/segmentations.lom.phase_fractions``.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo import names
+from metallo._step import ebsd_sources, write
+from metallo._xarray import require_pixel_size_um
 from metallo.errors import ConfigError
 from metallo.quantify._denuded import denuded_zone_width
-from metallo.quantify._fractions import phase_fraction_ci, phase_fractions
+from metallo.quantify._fractions import measurement_fields, phase_fraction_ci, phase_fractions
 from metallo.quantify._grains import grain_size
 from metallo.quantify._laths import lath_widths
 from metallo.quantify._particles import particle_sizes
 from metallo.quantify._psd import lognormal_fit, size_distribution
 
-__all__ = ["QUANTITIES", "quantify_specimen"]
+__all__ = ["QUANTITIES", "quantify_specimen", "quantify_step"]
 
-#: What :func:`quantify_specimen` can measure.
-QUANTITIES = ("particles", "phases", "grains", "denuded", "laths")
+#: What :func:`quantify_step` can measure (``quantify.<what>`` in provenance).
+QUANTITIES = names.QUANTIFY_WHAT
 
 # Class names are matched by these words (case-insensitive).
 _CLASS_WORDS = {
@@ -36,7 +42,7 @@ _CLASS_WORDS = {
 
 
 def _classes(ds: xr.Dataset) -> list[str]:
-    raw = ds.attrs.get("classes", ds["labels"].attrs.get("classes", "[]"))
+    raw = ds.attrs.get("classes", ds[names.LABELS].attrs.get("classes", "[]"))
     return list(json.loads(raw) if isinstance(raw, str) else raw)
 
 
@@ -51,30 +57,38 @@ def _find_class(classes: list[str], kind: str) -> int | None:
     return None
 
 
-def _pixel_size(ds: xr.Dataset, node: str) -> float:
-    for attrs in (ds["labels"].attrs, ds.attrs):
-        value = attrs.get("pixel_size_um")
-        if value is not None and math.isfinite(float(value)):
-            return float(value)
-    if "x" in ds.coords and ds.sizes.get("x", 0) > 1 and ds.x.attrs.get("units", "um") != "px":
-        return float(abs(ds.x.values[1] - ds.x.values[0]))
-    raise ConfigError(f"{node}: no pixel size (attrs pixel_size_um or x coordinates in µm)")
+def _phase_tables(lab: np.ndarray, classes: list[str], ignore: int, grid: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-field fractions and the E562 mean with its CI over fields, plus the whole-map fraction."""
+    whole = phase_fractions(lab, classes=classes or None, ignore_index=ignore)
+    fields = measurement_fields(lab, grid=grid, ignore_index=ignore)
+    per_field = pd.concat(
+        [phase_fractions(f, classes=classes or None, ignore_index=ignore).assign(field=i) for i, f in enumerate(fields)],
+        ignore_index=True,
+    )
+    if len(fields) >= 2:
+        overall = phase_fraction_ci(fields, classes=classes or None, ignore_index=ignore)
+    else:  # one usable field: no spread to estimate, the CI is unknown (NaN), never invented
+        overall = pd.DataFrame({"label": whole["label"], "class": whole["class"], "n_fields": len(fields),
+                                "mean": whole["fraction"], "std": np.nan, "ci_halfwidth": np.nan,
+                                "ci_low": np.nan, "ci_high": np.nan, "relative_accuracy_pct": np.nan})
+    overall = overall.merge(whole[["label", "fraction"]], on="label", how="left")
+    return per_field, overall
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
-
-
-def quantify_specimen(
+def quantify_step(
     spec: Any,
     *,
     what: Sequence[str] = QUANTITIES,
     labels: Sequence[str] | None = None,
+    ebsd: Sequence[str] | None = None,
+    fields: Sequence[int] = (3, 3),
+    particles_class: str | None = None,
     min_area_um2: float = 0.0,
     grain_tolerance_deg: float = 5.0,
     lath_threshold_deg: float = 2.0,
     overwrite: bool = False,
-) -> dict[str, pd.DataFrame]:
+    tag: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Measure a specimen's label maps (and EBSD maps) and add the tables under ``quantities/``.
 
     Parameters
@@ -82,11 +96,19 @@ def quantify_specimen(
     spec : metallo.specimen.Specimen
         The specimen; the new nodes are added to it (call ``spec.save()`` to write them).
     what : sequence of str
-        Any of ``"particles"``, ``"phases"``, ``"grains"``, ``"denuded"``, ``"laths"``.
+        Any of ``"phases"``, ``"particles"``, ``"grains"``, ``"denuded"``, ``"laths"``.
     labels : sequence of str, optional
         Label nodes (``annotations/...``, ``segmentations/...``); default all of them.
         Classes are found by name: particles ("particle", "cementite", "carbide"), network,
         matrix / denuded, Widmanstätten, laths ("lath", "bainite", "martensite").
+    ebsd : sequence of str, optional
+        EBSD maps for grain sizes and lath widths; default every current map (a map with a
+        cleaned copy is measured through the copy). Parent-austenite nodes
+        (``ebsd/<map>/parent``) of these maps give the prior-austenite grain size.
+    fields : (int, int)
+        Measurement fields (rows, columns) of the E562 phase-fraction confidence interval.
+    particles_class : str, optional
+        The class measured as particles (default: found by name as above).
     min_area_um2 : float
         Smallest particle kept (µm²).
     grain_tolerance_deg : float
@@ -96,98 +118,129 @@ def quantify_specimen(
         are low-angle: a few degrees).
     overwrite : bool
         Replace quantity nodes from an earlier run.
+    tag : mapping, optional
+        Extra provenance parameters (the pipeline's cache key).
 
     Returns
     -------
-    dict
-        Node name (``quantities/<label>_<what>``) -> the table added. Grain sizes come from
-        ``ebsd/<map>`` (``metallo.ebsd.grains``) as ``quantities/<map>_grain_size``, EBSD lath
-        widths as ``quantities/<map>_laths``; empty tables are not added. With
-        two or more label maps sharing classes, ``quantities/phase_fractions_ci`` holds the
-        E562 confidence interval over them.
+    list of str
+        The nodes added, named by :func:`metallo.names.quantity`: ``phase_fields`` and
+        ``phase_fractions`` (mean over fields with the 95 % CI, and the whole-map ``fraction``),
+        ``particles`` and ``psd``, ``denuded``, ``laths`` of each label map; ``grain_size``
+        (ASTM E112 planimetric and intercept; on EBSD maps as in ASTM E2627) and ``laths``
+        of each EBSD map; ``grain_size`` of each parent-austenite node. Empty tables are not
+        added. With two or more label maps sharing classes, ``names.PHASES_ACROSS_MAPS`` holds
+        the CI over the maps.
 
     Examples
     --------
-    >>> tables = quantify_specimen(spec, what=["phases"])  # doctest: +SKIP
-    >>> spec.save()  # doctest: +SKIP
+    >>> quantify_step(spec, what=["phases"], labels=["segmentations/lom"])  # doctest: +SKIP
+    ['quantities/segmentations.lom.phase_fields', 'quantities/segmentations.lom.phase_fractions']
     """
     unknown = sorted(set(what) - set(QUANTITIES))
     if unknown:
         raise ConfigError(f"unknown quantity {unknown}; choose from {', '.join(QUANTITIES)}")
+    where = str(getattr(spec, "path", "specimen"))
     nodes = spec.nodes()
     if labels is None:
-        labels = [n for n in nodes if n.startswith(("annotations/", "segmentations/"))]
+        labels = names.members(nodes, *names.LABEL_GROUPS)
     for node in labels:
         if node not in spec:
-            raise ConfigError(f"{spec.path}: no label node {node!r}; nodes: {', '.join(nodes)}")
-    out: dict[str, pd.DataFrame] = {}
+            raise ConfigError(f"{where}: no label node {node!r}; nodes: {', '.join(nodes)}")
+    grid = (int(fields[0]), int(fields[1]))
+    out: list[str] = []
 
-    def add(name: str, table: pd.DataFrame, step: str, params: dict[str, Any], inputs: list[str]) -> None:
-        node = f"quantities/{_safe(name)}"
+    def add(node: str, table: pd.DataFrame, step: str, params: dict[str, Any], inputs: list[str]) -> None:
         table = table.reset_index(drop=True)
-        table.attrs = {"parameters": json.dumps(params)}
-        spec.add(node, table, step=f"quantify.{step}", parameters=params, inputs=inputs, overwrite=overwrite)
-        out[node] = table
+        table.attrs = {"parameters": json.dumps(params, default=str)}
+        out.append(write(spec, node, table, step=names.quantify_step(step), parameters=params, inputs=inputs,
+                         overwrite=overwrite, tag=tag))
 
-    fields: dict[str, list[np.ndarray]] = {}
+    maps_by_classes: dict[str, list[np.ndarray]] = {}
     for node in labels:
         ds = spec[node]
-        lab = np.asarray(ds["labels"].values)
+        lab = np.asarray(ds[names.LABELS].values)
         classes = _classes(ds)
         ignore = int(ds.attrs.get("ignore_index", 255))
-        short = node.split("/", 1)[1]
         if "phases" in what:
-            table = phase_fractions(lab, classes=classes or None, ignore_index=ignore)
-            add(f"{short}_phases", table, "phases", {"ignore_index": ignore, "classes": classes}, [node])
-            fields.setdefault(json.dumps(classes), []).append(lab)
+            per_field, overall = _phase_tables(lab, classes, ignore, grid)
+            params = {"ignore_index": ignore, "classes": classes, "fields": list(grid), "confidence": 0.95}
+            add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
+            add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node])
+            maps_by_classes.setdefault(json.dumps(classes), []).append(lab)
         if not {"particles", "denuded", "laths"} & set(what):
             continue
-        ps = _pixel_size(ds, node)
-        particle = _find_class(classes, "particle")
+        ps = require_pixel_size_um(ds[names.LABELS], what=f"{where}: {node}")
+        if particles_class is not None:
+            if particles_class not in classes:
+                raise ConfigError(f"{where}: {node} has no class {particles_class!r}; classes: {', '.join(classes)}")
+            particle: int | None = classes.index(particles_class)
+        else:
+            particle = _find_class(classes, "particle")
         if "particles" in what and particle is not None:
             table = particle_sizes(lab, pixel_size_um=ps, particle_class=particle, ignore_index=ignore,
                                    min_area_um2=min_area_um2)
-            params = json.loads(table.attrs["parameters"])
-            add(f"{short}_particles", table, "particles", params, [node])
+            params = {**json.loads(table.attrs["parameters"]), "class": classes[particle] if classes else particle}
+            add(names.quantity(node, names.PARTICLES), table, "particles", params, [node])
             if len(table):
                 psd = size_distribution(table, bins="auto")
                 if len(table) >= 2:
                     psd.attrs["lognormal"] = json.dumps(lognormal_fit(table))
-                add(f"{short}_psd", psd, "particles.psd", {**params, "column": "ecd_um"}, [node])
+                add(names.quantity(node, names.PSD), psd, "particles", {**params, "column": "ecd_um"}, [node])
         network = _find_class(classes, "network")
         matrix = _find_class(classes, "matrix")
         if "denuded" in what and network is not None and matrix is not None and (lab == network).any():
             dz = denuded_zone_width(lab, network_class=network, matrix_class=matrix, pixel_size_um=ps,
                                     widmanstatten_class=_find_class(classes, "widmanstatten"),
                                     ignore_index=ignore)
-            add(f"{short}_denuded", dz.interface, "denuded", dz.parameters, [node])
+            add(names.quantity(node, names.DENUDED), dz.interface, "denuded", dz.parameters, [node])
         lath = _find_class(classes, "lath")
         if "laths" in what and lath is not None and (lab == lath).any():
             table = lath_widths(lab, pixel_size_um=ps, lath_class=lath)
             if len(table):
-                add(f"{short}_laths", table, "laths", json.loads(table.attrs["parameters"]), [node])
+                add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
 
     if "phases" in what:
-        for key, maps in fields.items():
+        for key, maps in maps_by_classes.items():
             if len(maps) >= 2:
                 classes = json.loads(key)
                 table = phase_fraction_ci(maps, classes=classes or None)
-                add("phase_fractions_ci", table, "phases.ci", {"confidence": 0.95, "classes": classes},
-                    list(labels))
-    ebsd_nodes = [n for n in nodes if n.startswith("ebsd/") and n.count("/") == 1]
+                add(names.PHASES_ACROSS_MAPS, table, "phases", {"confidence": 0.95, "classes": classes}, list(labels))
+    ebsd_nodes = list(ebsd) if ebsd is not None else ebsd_sources(spec)
     if ebsd_nodes and {"grains", "laths"} & set(what):
         from metallo import ebsd as mebsd
 
         for node in ebsd_nodes:
+            if node not in spec:
+                raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
             # Intercepts and Jeffries counts assume square pixels: resample hexagonal grids.
-            ebsd = mebsd.resample_to_square(spec[node])
-            step = float(ebsd.attrs["step_um"])
+            square = mebsd.resample_to_square(spec[node])
             if "grains" in what:
-                table = grain_size(mebsd.grains(ebsd, tolerance_deg=grain_tolerance_deg), pixel_size_um=step)
+                grains = mebsd.grains(square, tolerance_deg=grain_tolerance_deg)
+                table = grain_size(grains, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"))
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}
-                add(f"{node[5:]}_grain_size", table, "grains", params, [node])
+                add(names.quantity(node, names.GRAIN_SIZE), table, "grains", params, [node])
+                parent = names.parent(node)
+                if parent in spec and names.PARENT_GRAIN_ID in spec[parent]:
+                    # Prior-austenite grain size (E112) of the reconstructed parent grains.
+                    ids = spec[parent][names.PARENT_GRAIN_ID]
+                    shifted = ids.copy(data=np.where(ids.values >= 0, ids.values + 1, 0))  # 0 = unassigned
+                    table = grain_size(shifted, pixel_size_um=require_pixel_size_um(ids, what=f"{where}: {parent}"))
+                    add(names.quantity(parent, names.GRAIN_SIZE), table, "grains",
+                        json.loads(table.attrs["parameters"]), [parent])
             if "laths" in what:
-                table = lath_widths(ebsd, threshold_deg=lath_threshold_deg)
+                table = lath_widths(square, threshold_deg=lath_threshold_deg)
                 if len(table):
-                    add(f"{node[5:]}_laths", table, "laths", json.loads(table.attrs["parameters"]), [node])
+                    add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
     return out
+
+
+def quantify_specimen(spec: Any, **options: Any) -> dict[str, pd.DataFrame]:
+    """:func:`quantify_step`, returning ``{node: table}`` of the tables added.
+
+    Examples
+    --------
+    >>> tables = quantify_specimen(spec, what=["phases"])  # doctest: +SKIP
+    >>> spec.save()  # doctest: +SKIP
+    """
+    return {node: spec.table(node) for node in quantify_step(spec, **options)}

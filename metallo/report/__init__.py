@@ -1,5 +1,20 @@
-"""QC reports: one self-contained HTML file per specimen, and a batch summary page + CSV."""
+"""QC reports: one self-contained HTML file per specimen, and a batch summary page + CSV.
+
+The report shows whatever a specimen holds (sections appear when their nodes exist), however the
+specimen was made: by a recipe (``metallo analyze``) or command by command (``metallo report``).
+"""
 
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
+from metallo.report._qc import measured_fractions, qc_status
+from metallo.report._sections import Section, report_sections
 
-__all__ = ["report_is_current", "report_key", "write_batch_summary", "write_report"]
+__all__ = [
+    "Section",
+    "measured_fractions",
+    "qc_status",
+    "report_is_current",
+    "report_key",
+    "report_sections",
+    "write_batch_summary",
+    "write_report",
+]

@@ -1,4 +1,4 @@
-"""Figures of the QC report, rendered with matplotlib (Agg) to PNG bytes."""
+"""Figures of the QC report, rendered with matplotlib (an explicit ``Figure``, Agg) to PNG data URIs."""
 
 from __future__ import annotations
 
@@ -24,9 +24,7 @@ PALETTE = np.array(
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # A bare Figure renders through Agg on savefig; no global backend is set (no matplotlib.use).
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -112,4 +110,40 @@ def histogram_figure(values: np.ndarray, *, xlabel: str, title: str) -> Any:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.set_title(title)
+    return fig
+
+
+def scalar_overlay_figure(image: np.ndarray | None, values: np.ndarray, *, title: str, label: str,
+                          extent_um: tuple[float, float] | None = None) -> Any:
+    """A scalar map (uncertainty, residual) in colour, over the grey micrograph when one is given."""
+    fig = _figure(6.4, 4.8)
+    ax = fig.subplots()
+    extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
+    if image is not None:
+        ax.imshow(_grey(image), cmap="gray", extent=extent, interpolation="nearest")
+    shown = ax.imshow(np.asarray(values, dtype=np.float64), cmap="magma", alpha=0.6 if image is not None else 1.0,
+                      extent=extent, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("x (µm)" if extent else "x (px)")
+    ax.set_ylabel("y (µm)" if extent else "y (px)")
+    return fig
+
+
+def grain_map_figure(ids: np.ndarray, *, title: str, extent_um: tuple[float, float] | None = None) -> Any:
+    """A grain-id map with one random colour per grain (ids < 0 white)."""
+    ids = np.asarray(ids)
+    rng = np.random.default_rng(0)
+    n = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 1
+    colours = rng.uniform(0.15, 0.95, size=(n, 3))
+    rgb = np.ones((*ids.shape, 3))
+    valid = ids >= 0
+    rgb[valid] = colours[ids[valid].astype(int)]
+    fig = _figure(6.0, 5.0)
+    ax = fig.subplots()
+    extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
+    ax.imshow(rgb, extent=extent, interpolation="nearest")
+    ax.set_title(title)
+    ax.set_xlabel("x (µm)" if extent else "x (px)")
+    ax.set_ylabel("y (µm)" if extent else "y (px)")
     return fig

@@ -77,7 +77,10 @@ _UNSUPERVISED: dict[str, str] = {
     "adjusted_rand_index": "metallo.segment._criteria",
 }
 
-_LAZY = {**_SUPERVISED, **_UNSUPERVISED}
+# The step adapter (Specimen in, segmentations/<name> out), shared by the pipeline and the CLI.
+_ADAPTER: dict[str, str] = {"segment_step": "metallo.segment._adapter"}
+
+_LAZY = {**_SUPERVISED, **_UNSUPERVISED, **_ADAPTER}
 __all__ = sorted(_LAZY)
 
 

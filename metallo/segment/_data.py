@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from metallo import names
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo._xarray import to_numpy
 from metallo.errors import ConfigError, FormatError
@@ -337,8 +338,8 @@ def load_training_folder(folder: str | Path, *, n_classes: int | None = None, cl
     return SegmentationData(samples, names, ignore, source=str(folder))
 
 
-def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = "micrographs/lom",
-                                    annotation: str = "annotations/bainite") -> SegmentationData:
+def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = names.micrograph("lom"),
+                                    annotation: str = names.annotation("bainite")) -> SegmentationData:
     """Pairs of ``micrographs/<m>`` and ``annotations/<a>`` nodes of one or more Specimens.
 
     Parameters

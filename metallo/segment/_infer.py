@@ -22,6 +22,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from metallo import names
 from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError
@@ -453,7 +454,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     return records
 
 
-def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: str = "micrographs/lom",
+def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: str = names.micrograph("lom"),
                         name: str | None = None, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                         device: str = "auto", overwrite: bool = False, suffix: str = "",
                         tta: bool | None = None) -> xr.DataArray:
@@ -493,8 +494,8 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     assert isinstance(labels, xr.DataArray)
     labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
-    node_name = f"segmentations/{name or labels.attrs['model']}{suffix}"
-    specimen.add(node_name, labels, step="segment.predict", inputs=[micrograph], overwrite=overwrite,
+    node_name = names.segmentation(f"{name or labels.attrs['model']}{suffix}")
+    specimen.add(node_name, labels, step=names.segment_step("checkpoint"), inputs=[micrograph], overwrite=overwrite,
                  parameters={"checkpoint": str(checkpoint), "checkpoint_sha256": info.get("sha256", ""),
                              "tile": tile, "overlap": overlap, "tta": json.loads(labels.attrs["config"])["tta"]})
     return labels

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from metallo import names
 from metallo._xarray import image_dataarray
 from metallo.synth._specimen import SynthSpecimen, make_specimen
 
@@ -127,12 +128,12 @@ def add_synthetic_specimen(
         **{k: list(v) if isinstance(v, tuple) else v for k, v in make_kwargs.items()},
         **(extra_parameters or {}),
     }
-    added = [f"ebsd/{ebsd_name}"]
+    added = [names.ebsd(ebsd_name)]
     spec.add(added[0], synth.ebsd, step=step, parameters=parameters, overwrite=added[0] in spec)
     for name in ("lom", "sem"):
         for node, data, inputs in (
-            (f"micrographs/{name}", getattr(synth, name), []),
-            (f"annotations/truth_{name}", _truth_labels(synth, name), [f"micrographs/{name}"]),
+            (names.micrograph(name), getattr(synth, name), []),
+            (names.annotation(f"truth_{name}"), _truth_labels(synth, name), [names.micrograph(name)]),
         ):
             spec.add(node, data, step=step, parameters=parameters, inputs=inputs, overwrite=node in spec)
             added.append(node)

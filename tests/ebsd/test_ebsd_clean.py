@@ -111,6 +111,7 @@ def test_synth_map_grains_and_gradient():
 def test_specimen_round_trip_and_cli(tmp_path, known_grains):
     from typer.testing import CliRunner
 
+    from metallo import names
     from metallo.cli import app
     from metallo.io import read_ebsd, write_ang
     from metallo.specimen import Specimen
@@ -122,7 +123,7 @@ def test_specimen_round_trip_and_cli(tmp_path, known_grains):
     assert result.exit_code == 0, result.output
     assert "grains: 6" in result.output
     spec = Specimen.open(spec_path)
-    derived = spec["ebsd/map1/derived"]
+    derived = spec[names.derived(names.EBSD_CLEAN)]  # the recipe's nodes: ebsd/map, ebsd/clean, its derived
     assert _same_partition(derived["grain_id"].values, truth)
     assert json.loads(derived["kam"].attrs["parameters"])["order"] == 3
     steps = [p["step"] for p in spec.provenance]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from metallo import pipeline, synth
+from metallo import names, pipeline, report, synth
 from metallo.cli import app
 from metallo.specimen import Specimen
 
@@ -48,12 +48,16 @@ def test_every_step_runs_and_writes_its_nodes(first_run):
     tmp, result = first_run
     assert result.ran == ["inputs", "clean_ebsd", "ebsd_derive", "register", "annotate", "segment", "quantify", "report"]
     spec = Specimen.open(result.specimen_path)  # validates against data_schemas/
-    for node in ("micrographs/lom", "micrographs/sem", "ebsd/map", "ebsd/clean", "ebsd/clean/derived",
-                 "registration/lom", "annotations/ebsd", "annotations/lom", "segmentations/lom",
-                 "quantities/phase_fractions", "quantities/phase_fields", "quantities/grain_size"):
+    seg = names.segmentation("lom")
+    for node in (names.micrograph("lom"), names.micrograph("sem"), names.EBSD_MAP, names.EBSD_CLEAN,
+                 names.derived(names.EBSD_CLEAN), names.registration("lom"), names.annotation("lath_bainite"),
+                 names.annotation_on("lath_bainite", "lom"), seg, names.quantity(seg, names.PHASE_FRACTIONS),
+                 names.quantity(seg, names.PHASE_FIELDS), names.quantity(names.EBSD_CLEAN, names.GRAIN_SIZE)):
         assert node in spec, node
     steps = [r["step"] for r in spec.provenance]
-    assert "correlate.register" in steps and "quantify.phase_fraction_ci" in steps
+    for step in (names.STEP_REGISTER, names.STEP_ANNOTATE, names.STEP_TO_MICROGRAPH, names.segment_step("annotation"),
+                 names.quantify_step("phases"), names.quantify_step("grains")):
+        assert step in steps, step
     assert all("cache_key" in r["parameters"] for r in spec.provenance if r["step"] != "create")
 
 
@@ -77,20 +81,25 @@ def test_rerun_skips_unchanged_steps_and_reruns_downstream_of_a_change(first_run
     assert set(again.skipped) == {"inputs", "clean_ebsd", "ebsd_derive", "register", "annotate", "segment", "quantify", "report"}
     changed = pipeline.run(recipe(tmp, quantify={"fields": [2, 2], "grain_size": True}))
     assert changed.ran == ["quantify", "report"]
-    fields = Specimen.open(changed.specimen_path).table("quantities/phase_fields")
+    phase_fields = names.quantity(names.segmentation("lom"), names.PHASE_FIELDS)
+    fields = Specimen.open(changed.specimen_path).table(phase_fields)
     assert fields["field"].nunique() <= 4
     # Going back to the first parameters re-runs the step: the node now holds the 2 x 2 result.
     back = pipeline.run(recipe(tmp))
     assert back.ran == ["quantify", "report"]
-    assert Specimen.open(back.specimen_path).table("quantities/phase_fields")["field"].nunique() > 4
+    assert Specimen.open(back.specimen_path).table(phase_fields)["field"].nunique() > 4
 
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt
+    real = pipeline.run_step
 
-    monkeypatch.setitem(pipeline._STEP_FUNCTIONS, "annotate", crash)
+    def crash(spec, step, **kwargs):  # the annotate adapter stops the run, as Ctrl-C would
+        if step == names.STEP_ANNOTATE:
+            raise KeyboardInterrupt
+        return real(spec, step, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_step", crash)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(recipe(tmp_path))
     monkeypatch.undo()
@@ -126,7 +135,7 @@ def test_qc_status_pass_fail_and_ci_flag():
     import pandas as pd
 
     table = pd.DataFrame({"class": ["a", "b"], "mean": [0.35, 0.65], "ci_low": [0.28, 0.6], "ci_high": [0.42, 0.7]})
-    qc = pipeline.qc_status(table, {"a": [0.30, 0.45], "b": [0.0, 0.6], "c": [0.1, 0.2]})
+    qc = report.qc_status(table, {"a": [0.30, 0.45], "b": [0.0, 0.6], "c": [0.1, 0.2]})
     assert qc["a"]["status"] == "pass" and qc["a"]["ci_inside"] is False
     assert qc["b"]["status"] == "fail"
     assert qc["c"]["status"] == "missing"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from metallo import names
 from metallo._xarray import image_dataarray
 from metallo.cli import app
 from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
@@ -27,19 +28,19 @@ def specimen_path(tmp_path, disks):
     spec = Specimen.create(tmp_path / "S1.h5", specimen_id="S1", material="UHCS")
     centres = [(30 + 40 * (k // 4), 30 + 40 * (k % 4)) for k in range(12)]
     particles = (disks((140, 180), centres, [8.0] * 12) > 0).astype(np.uint8)
-    spec.add("annotations/particles", _annotation(particles, ["ferrite", "particle"], 0.05),
+    spec.add(names.annotation("particles"), _annotation(particles, ["ferrite", "particle"], 0.05),
              step="test", inputs=[])
     band = np.full((120, 120), 1, np.uint8)  # spheroidite
     band[50:70] = 0  # network
     band[40:50] = 2  # denuded matrix, 10 px
     band[70:80] = 2
-    spec.add("annotations/constituents",
+    spec.add(names.annotation("constituents"),
              _annotation(band, ["network", "spheroidite", "matrix", "widmanstatten"], 0.1), step="test")
     ids = (np.arange(90)[:, None] // 9).repeat(90, 1)
     quats = random_quaternions(int(ids.max()) + 1, rng=3)
     ebsd = ebsd_dataset(quat_to_euler(quats[ids]), np.zeros(ids.shape, np.int16), step_um=0.2,
                         phases=[{"id": 0, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}])
-    spec.add("ebsd/laths", ebsd, step="test")
+    spec.add(names.ebsd("laths"), ebsd, step="test")
     spec.save()
     return tmp_path / "S1.h5"
 
@@ -50,24 +51,31 @@ def test_cli_quantify_writes_tables_figures_and_nodes(specimen_path, tmp_path):
     result = runner.invoke(app, ["quantify", str(specimen_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     spec = Specimen.open(specimen_path)
-    particles = spec.table("quantities/particles_particles")
+    particles_node = names.annotation("particles")
+    band_node = names.annotation("constituents")
+    ebsd_node = names.ebsd("laths")
+    particles = spec.table(names.quantity(particles_node, names.PARTICLES))
     assert len(particles) == 12
     np.testing.assert_allclose(particles["ecd_um"], 16 * 0.05, rtol=0.02)
-    widths = spec.table("quantities/constituents_denuded")["width_um"]
+    widths = spec.table(names.quantity(band_node, names.DENUDED))["width_um"]
     assert abs(widths.median() - 1.0) <= 0.1  # 10 px of 0.1 µm
-    laths = spec.table("quantities/laths_laths")
+    laths = spec.table(names.quantity(ebsd_node, names.LATHS))
     assert laths["width_um"].median() == pytest.approx(9 * 0.2, rel=0.05)
-    grains = spec.table("quantities/laths_grain_size").set_index("method")
+    grains = spec.table(names.quantity(ebsd_node, names.GRAIN_SIZE)).set_index("method")
     assert grains.loc["planimetric", "n_grains"] == 10
-    fractions = spec.table("quantities/constituents_phases").set_index("class")
+    fractions = spec.table(names.quantity(band_node, names.PHASE_FRACTIONS)).set_index("class")
     assert fractions.loc["matrix", "fraction"] == pytest.approx(20 / 120)
+    # 3 x 3 equal fields: the E562 mean equals the whole-map fraction; the band spans every column of fields
+    assert fractions.loc["matrix", "mean"] == pytest.approx(20 / 120)
+    assert fractions.loc["matrix", "n_fields"] == 9
     steps = {p["step"] for p in spec.provenance}
-    assert {"quantify.particles", "quantify.denuded", "quantify.laths", "quantify.grains", "quantify.phases"} <= steps
-    record = next(p for p in spec.provenance if p["step"] == "quantify.particles")
+    assert {names.quantify_step(w) for w in names.QUANTIFY_WHAT} <= steps
+    record = next(p for p in spec.provenance if p["step"] == names.quantify_step("particles"))
     assert record["parameters"]["split_touching"] is True
-    assert (out / "particles_particles.csv").is_file()
-    assert (out / "particles_particles.png").is_file()
-    assert (out / "constituents_denuded.png").is_file()
+    particles_file = names.leaf(names.quantity(particles_node, names.PARTICLES))
+    assert (out / f"{particles_file}.csv").is_file()
+    assert (out / f"{particles_file}.png").is_file()
+    assert (out / f"{names.leaf(names.quantity(band_node, names.DENUDED))}.png").is_file()
 
 
 def test_cli_unknown_quantity_is_one_red_line(specimen_path):
@@ -78,6 +86,7 @@ def test_cli_unknown_quantity_is_one_red_line(specimen_path):
 
 def test_quantify_specimen_selected_labels(specimen_path):
     spec = Specimen.open(specimen_path)
-    tables = quantify_specimen(spec, what=["particles"], labels=["annotations/particles"], min_area_um2=0.1)
-    assert set(tables) == {"quantities/particles_particles", "quantities/particles_psd"}
-    assert tables["quantities/particles_psd"]["count"].sum() == 12
+    node = names.annotation("particles")
+    tables = quantify_specimen(spec, what=["particles"], labels=[node], min_area_um2=0.1)
+    assert set(tables) == {names.quantity(node, names.PARTICLES), names.quantity(node, names.PSD)}
+    assert tables[names.quantity(node, names.PSD)]["count"].sum() == 12

@@ -71,7 +71,7 @@ def _check_segmentation_node(path, node, checkpoint, *, tile, overlap):
     assert json.loads(attrs["config"])["tile"] == tile and json.loads(attrs["config"])["overlap"] == overlap
     assert attrs["pixel_size_um"] == 0.3
     record = [r for r in spec.provenance if r["outputs"] == [node]][-1]
-    assert record["step"] == "segment.predict" and record["inputs"] == ["micrographs/lom"]
+    assert record["step"] == "segment.checkpoint" and record["inputs"] == ["micrographs/lom"]
     assert record["parameters"]["checkpoint_sha256"] == attrs["checkpoint_sha256"]
 
 

@@ -1,0 +1,110 @@
+"""What every step adapter shares: writing a node with provenance, and choosing its inputs.
+
+An adapter is ``adapter(spec, *, overwrite=False, tag=None, **parameters) -> list[str]``: it
+reads its inputs from a :class:`~metallo.specimen.Specimen`, adds its outputs (each with one
+provenance record) and returns their node names. ``tag`` holds extra provenance parameters
+(the pipeline's ``cache_key``). The pipeline and the CLI call the same adapters, so a specimen
+made command by command holds the same nodes as one made from a recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from metallo import names
+from metallo.errors import ConfigError
+
+__all__ = ["ebsd_sources", "file_sha256", "latest_output", "pick_ebsd", "pick_micrograph", "write"]
+
+
+def write(spec: Any, node: str, data: Any, *, step: str, parameters: Mapping[str, Any], inputs: Sequence[str],
+          overwrite: bool = False, tag: Mapping[str, Any] | None = None) -> str:
+    """Add ``data`` as ``node`` with a provenance record; returns ``node``.
+
+    Examples
+    --------
+    >>> write(spec, names.EBSD_CLEAN, cleaned, step=names.STEP_CLEAN, parameters={}, inputs=[names.EBSD_MAP])  # doctest: +SKIP
+    'ebsd/clean'
+    """
+    spec.add(node, data, step=step, parameters={**dict(parameters), **dict(tag or {})}, inputs=list(inputs),
+             overwrite=overwrite)
+    return node
+
+
+def _where(spec: Any) -> str:
+    return str(getattr(spec, "path", "specimen"))
+
+
+def pick_micrograph(spec: Any, wanted: str | None = None) -> str:
+    """The micrograph node a step works on: ``wanted`` (a name or node), else ``lom``, ``sem`` or the first.
+
+    Examples
+    --------
+    >>> pick_micrograph(spec)  # doctest: +SKIP
+    'micrographs/lom'
+    """
+    nodes = names.members(spec.nodes(), names.MICROGRAPHS)
+    if wanted:
+        node = wanted if names.group_of(wanted) == names.MICROGRAPHS and "/" in wanted else names.micrograph(wanted)
+        if node not in nodes:
+            raise ConfigError(f"{_where(spec)}: no micrograph {node!r}; micrographs: {', '.join(nodes) or 'none'}")
+        return node
+    for preferred in ("lom", "sem"):
+        if names.micrograph(preferred) in nodes:
+            return names.micrograph(preferred)
+    if not nodes:
+        raise ConfigError(f"{_where(spec)}: the specimen has no micrograph to work on")
+    return nodes[0]
+
+
+def latest_output(spec: Any, step: str, *, prefix: bool = False) -> str | None:
+    """The last node written by ``step`` (or any step starting with it) that still exists."""
+    for record in reversed(spec.provenance):
+        name = str(record.get("step", ""))
+        if name == step or (prefix and name.startswith(step)):
+            for node in reversed(record.get("outputs") or []):
+                if node in spec:
+                    return str(node)
+    return None
+
+
+def ebsd_sources(spec: Any) -> list[str]:
+    """The EBSD maps that measurements use: every ``ebsd/<name>`` not superseded by a cleaned copy
+    and not a resampled copy of another map."""
+    maps = names.members(spec.nodes(), names.EBSD)
+    superseded: set[str] = set()
+    for record in spec.provenance:
+        step = record.get("step")
+        outputs = [o for o in record.get("outputs") or [] if o in maps]
+        if step == names.STEP_CLEAN and outputs:
+            superseded.update(i for i in record.get("inputs") or [] if i in maps)
+        if step == names.STEP_RESAMPLE_EBSD:
+            superseded.update(outputs)
+    return [m for m in maps if m not in superseded]
+
+
+def pick_ebsd(spec: Any, wanted: str | None = None) -> str:
+    """The EBSD map a step works on: ``wanted`` (a name or node), else the only current map."""
+    maps = names.members(spec.nodes(), names.EBSD)
+    if wanted:
+        node = wanted if names.group_of(wanted) == names.EBSD and "/" in wanted else names.ebsd(wanted)
+        if node not in maps:
+            raise ConfigError(f"{_where(spec)}: no EBSD node {node!r}; EBSD nodes: {', '.join(maps) or 'none'}")
+        return node
+    current = ebsd_sources(spec)
+    if len(current) == 1:
+        return current[0]
+    raise ConfigError(f"{_where(spec)}: name the EBSD map (--ebsd); the specimen has EBSD nodes: "
+                      f"{', '.join(maps) or 'none'}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,70 @@
+"""Step adapters of ``metallo.io``: files into a Specimen (``io.read_image``, ``io.read_ebsd``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from metallo import names
+from metallo._step import write
+
+__all__ = ["read_ebsd_step", "read_image_step"]
+
+
+def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: float | None = None,
+                    modality: str | None = None, overwrite: bool = False,
+                    tag: Mapping[str, Any] | None = None) -> list[str]:
+    """Read a micrograph into ``micrographs/<name>`` (step ``io.read_image``).
+
+    Parameters
+    ----------
+    spec : Specimen
+    path : path
+        The image file.
+    name : str
+        Node name below ``micrographs/``.
+    pixel_size_um, modality : optional
+        As for :func:`metallo.io.read_image` (the file's own calibration otherwise).
+    overwrite : bool
+    tag : mapping, optional
+        Extra provenance parameters.
+
+    Returns
+    -------
+    list of str
+        ``["micrographs/<name>"]``.
+
+    Examples
+    --------
+    >>> read_image_step(spec, path="lom.tif", name="lom", pixel_size_um=0.1)  # doctest: +SKIP
+    ['micrographs/lom']
+    """
+    from metallo.io import read_image
+
+    image = read_image(path, pixel_size_um=pixel_size_um, modality=modality)
+    params = {"path": str(path), **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
+              **({"modality": modality} if modality is not None else {})}
+    return [write(spec, names.micrograph(name), image, step=names.STEP_READ_IMAGE, parameters=params,
+                  inputs=[str(path)], overwrite=overwrite, tag=tag)]
+
+
+def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", overwrite: bool = False,
+                   tag: Mapping[str, Any] | None = None) -> list[str]:
+    """Read an EBSD map (.ang, .ctf, ...) into ``ebsd/<name>`` (step ``io.read_ebsd``).
+
+    Returns
+    -------
+    list of str
+        ``["ebsd/<name>"]``.
+
+    Examples
+    --------
+    >>> read_ebsd_step(spec, path="map.ang")  # doctest: +SKIP
+    ['ebsd/map']
+    """
+    from metallo.io import read_ebsd
+
+    data = read_ebsd(path)
+    return [write(spec, names.ebsd(name), data, step=names.STEP_READ_EBSD, parameters={"path": str(path)},
+                  inputs=[str(path)], overwrite=overwrite, tag=tag)]

@@ -1,0 +1,72 @@
+"""Pass/fail of measured phase fractions against limits, and which measurement QC uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from metallo import names
+
+__all__ = ["measured_fractions", "qc_status"]
+
+
+def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
+    """Pass/fail of each limited class: the mean must lie within ``[min, max]``.
+
+    ``ci_inside`` says whether the whole 95% confidence interval lies within the limits too
+    (False where the interval is unknown).
+
+    Parameters
+    ----------
+    phase_fractions : pandas.DataFrame
+        A ``phase_fractions`` table (columns ``class``, ``mean``, ``ci_low``, ``ci_high``).
+    limits : mapping
+        ``{class: [min, max]}`` as fractions.
+
+    Returns
+    -------
+    dict
+        ``{class: {"status": "pass" | "fail" | "missing", "mean", "ci_low", "ci_high", "min", "max", "ci_inside"}}``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"class": ["a"], "mean": [0.35], "ci_low": [0.3], "ci_high": [0.4]})
+    >>> qc_status(table, {"a": [0.3, 0.45]})["a"]["status"]
+    'pass'
+    """
+    out: dict[str, Any] = {}
+    table = phase_fractions.set_index("class") if "class" in phase_fractions else phase_fractions
+    for cls, (lo, hi) in limits.items():
+        if cls not in table.index:
+            out[cls] = {"status": "missing", "min": lo, "max": hi}
+            continue
+        row = table.loc[cls]
+        mean = float(row["mean"])
+        ci_lo, ci_hi = float(row["ci_low"]), float(row["ci_high"])
+        out[cls] = {
+            "status": "pass" if lo <= mean <= hi else "fail",
+            "mean": mean,
+            "ci_low": ci_lo,
+            "ci_high": ci_hi,
+            "min": lo,
+            "max": hi,
+            "ci_inside": bool(lo <= ci_lo and ci_hi <= hi),
+        }
+    return out
+
+
+def measured_fractions(spec: Any) -> tuple[str, Any] | None:
+    """The phase fractions QC judges: of the first segmentation that has them, else the first annotation.
+
+    Returns
+    -------
+    (str, pandas.DataFrame) or None
+        The label node and its ``phase_fractions`` table; None when nothing was quantified.
+    """
+    for group in (names.SEGMENTATIONS, names.ANNOTATIONS):
+        for node in names.members(spec.nodes(), group):
+            quantity = names.quantity(node, names.PHASE_FRACTIONS)
+            if quantity in spec:
+                return node, spec.table(quantity)
+    return None

@@ -1,0 +1,403 @@
+"""The content of a QC report, built from whatever a specimen holds.
+
+Each section appears only when its nodes exist (names from :mod:`metallo.names`), so a specimen
+made by a recipe and one made command by command give the same report. The sections are plain
+data (titles, tables as DataFrames, figures as data URIs); ``_html`` renders them with jinja2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metallo import names
+from metallo._xarray import require_pixel_size_um
+from metallo.errors import FormatError
+from metallo.report import _figures as figs
+from metallo.report._qc import qc_status
+
+__all__ = ["Block", "Cell", "Section", "report_sections"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its text, whether it is a number, and a pass/fail badge class."""
+
+    text: str
+    numeric: bool = False
+    badge: str = ""
+
+
+@dataclass
+class Block:
+    """A heading (``h3``), paragraph (``p``), table, key-value table (``meta``) or figure."""
+
+    kind: str
+    text: str = ""
+    badge: str = ""
+    badge_text: str = ""
+    frame: pd.DataFrame | None = None
+    rows: list[list[Cell]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    uri: str = ""
+
+
+@dataclass
+class Section:
+    """One ``<h2>`` section of the report."""
+
+    key: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def tables(self) -> list[pd.DataFrame]:
+        """The tables shown, as DataFrames (for comparing two reports)."""
+        return [b.frame for b in self.blocks if b.kind == "table" and b.frame is not None]
+
+
+# blocks ------------------------------------------------------------------------------------------
+def _cell(value: Any) -> Cell:
+    if isinstance(value, (bool, np.bool_)):
+        return Cell(str(bool(value)))
+    if isinstance(value, (int, np.integer)):
+        return Cell(str(int(value)), numeric=True)
+    if isinstance(value, (float, np.floating)):
+        return Cell("" if np.isnan(value) else f"{float(value):.4g}", numeric=True)
+    text = str(value)
+    badge = {"PASS": "pass", "FAIL": "fail", "MISSING": "missing", "NOT ASSESSED": "missing"}.get(text, "")
+    return Cell(text, badge=badge)
+
+
+def table(frame: pd.DataFrame) -> Block:
+    """A table block of a DataFrame (floats to 4 significant digits, PASS/FAIL as badges)."""
+    frame = frame.reset_index(drop=True)
+    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    return Block("table", frame=frame, rows=rows, columns=[str(c) for c in frame.columns])
+
+
+def _p(text: str, *, badge: str = "", badge_text: str = "") -> Block:
+    return Block("p", text=text, badge=badge, badge_text=badge_text)
+
+
+def _figure(fig: Any, alt: str) -> Block:
+    return Block("figure", text=alt, uri=figs.png_data_uri(fig))
+
+
+def _json_attr(attrs: Mapping[str, Any], key: str) -> dict[str, Any]:
+    raw = attrs.get(key, "{}")
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _verdict(quality: Mapping[str, Any]) -> tuple[str, str]:
+    """Badge class and text of a quality record's explicit pass/fail (``names.PASSED``)."""
+    if names.PASSED not in quality:
+        return "missing", "NOT ASSESSED"
+    return ("pass", "PASS") if bool(quality[names.PASSED]) else ("fail", "FAIL")
+
+
+def _quality_blocks(quality: Mapping[str, Any], what: str, **extra: Any) -> list[Block]:
+    """The verdict badge and the quality record as a one-row table (run time left out)."""
+    badge, text = _verdict(quality)
+    record = {**extra, **_flat(quality)}
+    for key in (names.PASSED, "seconds"):
+        record.pop(key, None)
+    return [_p(f"{what}:", badge=badge, badge_text=text), table(pd.DataFrame([record]))]
+
+
+def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalars of a quality record; nested summaries as ``key.sub``."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))})
+        elif isinstance(value, (int, float, str, bool)):
+            out[key] = value
+    return out
+
+
+def _extent(da: Any) -> tuple[float, float] | None:
+    if "x" not in da.coords or da.x.attrs.get("units") != "um" or da.sizes["x"] < 2:
+        return None
+    return float(da.y[-1] - da.y[0]), float(da.x[-1] - da.x[0])
+
+
+def _producer(spec: Any, node: str) -> dict[str, Any]:
+    for record in reversed(spec.provenance):
+        if node in (record.get("outputs") or []):
+            return dict(record)
+    return {}
+
+
+# sections ----------------------------------------------------------------------------------------
+def _specimen_section(spec: Any) -> Section:
+    attrs = spec.attrs
+    process = attrs.get("process", "{}")
+    process = json.loads(process) if isinstance(process, str) else dict(process)
+    nodes = spec.nodes()
+    meta = [("specimen", attrs.get("specimen_id", "?")), ("material", attrs.get("material", "")),
+            *[(k.replace("_", " "), v if isinstance(v, str) else json.dumps(v)) for k, v in process.items()],
+            ("metallo version", attrs.get("metallo_version", "")),
+            ("micrographs", ", ".join(names.leaf(n) for n in names.members(nodes, names.MICROGRAPHS)) or "none"),
+            ("EBSD maps", ", ".join(names.leaf(n) for n in names.members(nodes, names.EBSD)) or "none")]
+    block = Block("meta", rows=[[Cell(str(k)), Cell(str(v))] for k, v in meta])
+    return Section("specimen", "Specimen and process", [block])
+
+
+def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for cls, r in qc.items():
+        if r["status"] == "missing":
+            rows.append({"class": cls, "mean (%)": np.nan, "95% CI low (%)": np.nan, "95% CI high (%)": np.nan,
+                         "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}", "QC": "MISSING",
+                         "note": "class not found in the label map"})
+            continue
+        rows.append({"class": cls, "mean (%)": r["mean"] * 100, "95% CI low (%)": r["ci_low"] * 100,
+                     "95% CI high (%)": r["ci_high"] * 100, "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}",
+                     "QC": r["status"].upper(), "note": "" if r["ci_inside"] else "CI crosses a limit"})
+    return pd.DataFrame(rows)
+
+
+def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Section]:
+    out = []
+    for node in names.members(spec.nodes(), names.SEGMENTATIONS, names.ANNOTATIONS):
+        quantity = names.quantity(node, names.PHASE_FRACTIONS)
+        if quantity not in spec:
+            continue
+        frame = spec.table(quantity)
+        section = Section(f"phases:{node}", f"Phase fractions and QC — {node}")
+        qc = qc_status(frame, limits)
+        if qc:
+            ok = all(r["status"] == "pass" for r in qc.values())
+            section.blocks += [_p("Overall:", badge="pass" if ok else "fail", badge_text="PASS" if ok else "FAIL"),
+                               table(_qc_frame(qc))]
+        section.blocks += [Block("h3", text="Mean over fields with 95 % CI (ASTM E562)"), table(frame),
+                           _figure(figs.fractions_figure(frame, limits), f"phase fractions {node}")]
+        fields_node = names.quantity(node, names.PHASE_FIELDS)
+        if fields_node in spec:
+            fields = spec.table(fields_node)
+            wide = fields.pivot_table(index="field", columns="class", values="fraction").reset_index()
+            wide.columns = [str(c) for c in wide.columns]
+            section.blocks += [Block("h3", text="Per field"), table(wide)]
+        out.append(section)
+    if names.PHASES_ACROSS_MAPS in spec:
+        out.append(Section("phases:across", "Phase fractions across label maps",
+                           [table(spec.table(names.PHASES_ACROSS_MAPS))]))
+    return out
+
+
+def _micrograph_of(spec: Any, node: str) -> str | None:
+    """The micrograph a label map lies on: from provenance inputs, its config, or the same name."""
+    candidates = list(_producer(spec, node).get("inputs") or [])
+    config = _json_attr(spec[node][names.LABELS].attrs, "config") or _json_attr(spec[node].attrs, "config")
+    if config.get("micrograph"):
+        candidates.append(names.micrograph(str(config["micrograph"])))
+    candidates.append(names.micrograph(names.leaf(node)))
+    for cand in candidates:
+        if names.group_of(cand) == names.MICROGRAPHS and cand in spec:
+            return str(cand)
+    return None
+
+
+def _segmentation_sections(spec: Any) -> list[Section]:
+    out = []
+    for node in names.members(spec.nodes(), names.SEGMENTATIONS):
+        seg = spec[node]
+        labels = seg[names.LABELS]
+        classes = json.loads(labels.attrs.get("classes", seg.attrs.get("classes", "[]")))
+        model = labels.attrs.get("model", seg.attrs.get("model", ""))
+        section = Section(f"segmentation:{node}", f"Segmentation — {names.leaf(node)} ({model})")
+        mic = _micrograph_of(spec, node)
+        image = spec[mic][names.IMAGE] if mic is not None else None
+        if image is not None and image.shape[:2] == labels.shape:
+            section.blocks.append(_figure(figs.overlay_figure(image.values, labels.values, classes,
+                                                              extent_um=_extent(image)),
+                                          f"segmentation overlay {node}"))
+        quality = _json_attr(seg.attrs, names.QUALITY)
+        if quality:
+            section.blocks += _quality_blocks(quality, "Segmentation quality")
+        if names.UNCERTAINTY in seg:
+            unc = np.asarray(seg[names.UNCERTAINTY].values, dtype=np.float64)
+            section.blocks.append(table(pd.DataFrame([{
+                "mean uncertainty": float(np.nanmean(unc)), "median uncertainty": float(np.nanmedian(unc)),
+                "fraction > 0.5": float(np.nanmean(unc > 0.5))}])))
+            backdrop = image.values if image is not None and image.shape[:2] == unc.shape else None
+            section.blocks.append(_figure(figs.scalar_overlay_figure(backdrop, unc, title="segmentation uncertainty",
+                                                                     label="uncertainty (0 certain – 1 uncertain)",
+                                                                     extent_um=_extent(seg[names.UNCERTAINTY])),
+                                          f"segmentation uncertainty {node}"))
+        out.append(section)
+    return out
+
+
+def _summary(frame: pd.DataFrame, column: str, unit: str) -> pd.DataFrame:
+    values = frame[column].to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return pd.DataFrame([{"n": int(values.size), f"median ({unit})": float(np.median(values)) if values.size else np.nan,
+                          f"mean ({unit})": float(values.mean()) if values.size else np.nan,
+                          f"p90 ({unit})": float(np.percentile(values, 90)) if values.size else np.nan}])
+
+
+def _distribution_sections(spec: Any) -> list[Section]:
+    """Particles, denuded zones and lath widths of every source that has them."""
+    kinds = ((names.PARTICLES, "Size distribution", "ecd_um", "ECD (µm)"),
+             (names.DENUDED, "Denuded zones", "width_um", "denuded-zone width (µm)"),
+             (names.LATHS, "Lath widths", "width_um", "apparent lath width (µm)"))
+    nodes = spec.nodes()
+    sources = [*names.members(nodes, *names.LABEL_GROUPS), *names.members(nodes, names.EBSD)]
+    out = []
+    for what, title, column, xlabel in kinds:
+        for source in sources:
+            quantity = names.quantity(source, what)
+            if quantity not in spec:
+                continue
+            frame = spec.table(quantity)
+            col = column if column in frame else str(frame.columns[0])
+            params = _producer(spec, quantity).get("parameters") or {}
+            detail = f" ({params['class']})" if what == names.PARTICLES and "class" in params else ""
+            section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(_summary(frame, col, "µm"))])
+            if what == names.PARTICLES:
+                section.blocks.insert(0, _p("Particles touching the image edge are excluded."))
+            section.blocks.append(_figure(figs.histogram_figure(frame[col].to_numpy(), xlabel=xlabel,
+                                                                title=f"{title.lower()}: {source}"), f"{what} {source}"))
+            out.append(section)
+    return out
+
+
+def _grain_sections(spec: Any) -> list[Section]:
+    out = []
+    for source in names.members(spec.nodes(), names.EBSD):
+        quantity = names.quantity(source, names.GRAIN_SIZE)
+        derived = names.derived(source)
+        has_ids = derived in spec and "grain_id" in spec[derived]
+        if quantity not in spec and not has_ids:
+            continue
+        section = Section(f"grains:{source}", f"Grain size — {source}")
+        if quantity in spec:
+            section.blocks.append(table(spec.table(quantity)))
+        if has_ids:
+            ids = spec[derived]["grain_id"]
+            step = require_pixel_size_um(spec[source], what=source)
+            values = ids.values.ravel()
+            counts = np.bincount(values[values >= 0])
+            counts = counts[counts > 0]
+            ecd = np.sqrt(4.0 * counts * step * step / np.pi)
+            section.blocks.append(_figure(figs.histogram_figure(ecd, xlabel="grain ECD (µm)",
+                                                                title=f"EBSD grain size distribution: {source}"),
+                                          f"grain size {source}"))
+        out.append(section)
+    return out
+
+
+def _registration_sections(spec: Any) -> list[Section]:
+    out = []
+    for node in names.members(spec.nodes(), names.REGISTRATION):
+        ds = spec[node]
+        quality = _json_attr(ds.attrs, names.QUALITY)
+        section = Section(f"registration:{node}", f"Registration — {names.leaf(node)}",
+                          _quality_blocks(quality, "Registration quality", fixed=ds.attrs.get("fixed", ""),
+                                          moving=ds.attrs.get("moving", ""),
+                                          transform=ds.attrs.get("transform_type", "")))
+        if names.RESIDUAL in ds:
+            res = ds[names.RESIDUAL]
+            section.blocks.append(_figure(figs.scalar_overlay_figure(None, np.asarray(res.values, dtype=np.float64),
+                                                                     title="registration residual",
+                                                                     label="residual (µm)", extent_um=_extent(res)),
+                                          f"registration residual {node}"))
+        try:
+            uri = _registration_overlay(spec, node)
+        except FormatError as exc:  # a registration node this version cannot rebuild: say so, show the rest
+            section.blocks.append(_p(f"Overlay not drawn: {exc}"))
+            uri = None
+        if uri:
+            section.blocks.append(Block("figure", text=f"registration {node}", uri=uri))
+        out.append(section)
+    return out
+
+
+def _registration_overlay(spec: Any, node: str) -> str | None:
+    """Checkerboards before/after and the colour overlay of a stored registration, as a data URI."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    from metallo.correlate import Registration, overlay_figure
+    from metallo.ebsd import map_image
+
+    ds = spec[node]
+    fixed, moving = str(ds.attrs.get("fixed", "")), str(ds.attrs.get("moving", ""))
+    if fixed not in spec or moving not in spec:
+        return None
+    moving_ds = spec[moving]
+    moving_image = moving_ds[names.IMAGE] if names.IMAGE in moving_ds else map_image(moving_ds)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = overlay_figure(Registration.from_dataset(ds), spec[fixed][names.IMAGE], moving_image, Path(tmp) / "reg.png")
+        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _parent_sections(spec: Any) -> list[Section]:
+    out = []
+    for node in names.sub_nodes(spec.nodes(), names.PARENT):
+        ds = spec[node]
+        section = Section(f"parent:{node}", f"Parent austenite — {names.map_of(node)}")
+        quality = _json_attr(ds.attrs, names.QUALITY)
+        if quality:
+            section.blocks += _quality_blocks(quality, "Reconstruction quality")
+        if names.PARENT_GRAIN_ID in ds:
+            ids = ds[names.PARENT_GRAIN_ID]
+            section.blocks.append(_figure(figs.grain_map_figure(np.asarray(ids.values), title="parent austenite grains",
+                                                                extent_um=_extent(ids)), f"parent grains {node}"))
+        pag = names.quantity(node, names.GRAIN_SIZE)
+        if pag in spec:
+            section.blocks += [Block("h3", text="Prior-austenite grain size (ASTM E112)"), table(spec.table(pag))]
+        if names.OR_MISFIT in ds:
+            misfit = np.asarray(ds[names.OR_MISFIT].values, dtype=np.float64)
+            misfit = misfit[np.isfinite(misfit)]
+            if misfit.size:
+                section.blocks += [Block("h3", text="Orientation-relationship misfit"),
+                                   table(pd.DataFrame([{"n": int(misfit.size), "median (°)": float(np.median(misfit)),
+                                                        "mean (°)": float(misfit.mean()),
+                                                        "p90 (°)": float(np.percentile(misfit, 90))}]))]
+        out.append(section)
+    return out
+
+
+def _provenance_section(spec: Any) -> Section:
+    frame = pd.DataFrame(
+        [{"#": i + 1, "step": r.get("step", ""), "outputs": ", ".join(r.get("outputs") or []),
+          "inputs": ", ".join(r.get("inputs") or []), "time (UTC)": r.get("time_utc", ""),
+          "version": r.get("metallo_version", "")} for i, r in enumerate(spec.provenance)]
+    )
+    return Section("provenance", "Provenance", [table(frame)] if len(frame) else [_p("no steps recorded")])
+
+
+def report_sections(spec: Any, limits: Mapping[str, Sequence[float]] | None = None) -> list[Section]:
+    """The sections of a specimen's QC report, each present only when its nodes exist.
+
+    Parameters
+    ----------
+    spec : Specimen
+    limits : mapping, optional
+        Phase-fraction limits ``{class: [min, max]}`` as fractions.
+
+    Returns
+    -------
+    list of Section
+        Specimen; phase fractions and QC (per label map); segmentations (overlay, uncertainty);
+        particle sizes, denuded zones, lath widths; grain size; registration (quality with
+        pass/fail, residual map); parent austenite (grain map, PAG size, OR misfit); provenance.
+
+    Examples
+    --------
+    >>> [s.title for s in report_sections(spec)][:1]  # doctest: +SKIP
+    ['Specimen and process']
+    """
+    limits = dict(limits or {})
+    return [_specimen_section(spec), *_phase_sections(spec, limits), *_segmentation_sections(spec),
+            *_distribution_sections(spec), *_grain_sections(spec), *_registration_sections(spec),
+            *_parent_sections(spec), _provenance_section(spec)]

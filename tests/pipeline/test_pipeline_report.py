@@ -1,0 +1,138 @@
+"""`metallo report` and the data-driven report sections, on nodes built here with the agreed names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from metallo import names, synth
+from metallo.cli import app
+from metallo.correlate import Grid, Registration
+from metallo.ebsd import map_image
+from metallo.errors import MetalloError
+from metallo.quantify import quantify_step
+from metallo.report import report_sections, write_report
+from metallo.specimen import Specimen
+
+SCRIPT = "<script>alert(1)</script>"
+runner = CliRunner()
+
+
+def _labels(spec: Specimen, classes: list[str]) -> xr.Dataset:
+    truth = spec[names.annotation("truth_lom")][names.LABELS]
+    labels = truth.copy(data=np.where(truth.values == 255, 0, truth.values).astype(np.uint8)).rename(names.LABELS)
+    labels.attrs = {"classes": json.dumps(classes), "model": "test", "checkpoint_sha256": "",
+                    "config": json.dumps({"micrograph": "lom"})}
+    uncertainty = xr.zeros_like(labels, dtype=np.float32).rename(names.UNCERTAINTY)
+    uncertainty[: labels.sizes["y"] // 2] = 0.8  # the upper half is uncertain
+    ds = xr.Dataset({names.LABELS: labels, names.UNCERTAINTY: uncertainty}, attrs=labels.attrs)
+    ds.attrs[names.QUALITY] = json.dumps({names.PASSED: False, "mean_uncertainty": float(uncertainty.mean())})
+    return ds
+
+
+@pytest.fixture(scope="module")
+def specimen_path(tmp_path_factory):
+    """A specimen with a segmentation (+ uncertainty), a registration (+ residual) and a parent node."""
+    path = tmp_path_factory.mktemp("report") / "S2.h5"
+    spec = Specimen.create(path, specimen_id="S2", material=SCRIPT, process={"etchant": SCRIPT})
+    synth.add_synthetic_specimen(spec, 2, ebsd_shape=(60, 60))
+    spec.add(names.segmentation("lom"), _labels(spec, [SCRIPT, "polygonal_ferrite"]), step=names.segment_step("checkpoint"),
+             inputs=[names.micrograph("lom")])
+    lom = spec[names.micrograph("lom")][names.IMAGE]
+    ebsd = spec[names.EBSD_MAP]
+    identity = Registration([], fixed_grid=Grid.of(lom), moving_grid=Grid.of(map_image(ebsd)), method="identity",
+                            quality={names.PASSED: False, "tre_um": {"median": 3.2}})
+    reg = identity.to_dataset()
+    reg[names.RESIDUAL] = xr.DataArray(np.full(lom.shape[:2], 0.4, np.float32), dims=("y", "x"),
+                                       coords={"y": lom.y, "x": lom.x})
+    reg.attrs.update(fixed=names.micrograph("lom"), moving=names.EBSD_MAP)
+    spec.add(names.registration("lom"), reg, step=names.STEP_REGISTER, inputs=[names.micrograph("lom"), names.EBSD_MAP])
+    ebsd = spec[names.EBSD_MAP]
+    block = (np.arange(60) // 20)
+    ids = (block[:, None] * 3 + block[None, :]).astype(np.int32)  # 3 x 3 parent grains of 20 x 20 points
+    misfit = np.where(ids == 4, 1.0, 3.0).astype(np.float32)
+    parent = xr.Dataset({names.PARENT_GRAIN_ID: (("y", "x"), ids), names.OR_MISFIT: (("y", "x"), misfit)},
+                        coords={"y": ebsd.y, "x": ebsd.x},
+                        attrs={names.QUALITY: json.dumps({names.PASSED: True, "orientation_relationship": "KS"})})
+    spec.add(names.parent(names.EBSD_MAP), parent, step=names.STEP_PARENT, inputs=[names.EBSD_MAP])
+    quantify_step(spec, what=["phases", "grains"], labels=[names.segmentation("lom")])
+    spec.save()
+    return path
+
+
+def test_sections_appear_for_the_nodes_that_exist(specimen_path):
+    spec = Specimen.open(specimen_path)
+    sections = {s.key: s for s in report_sections(spec, {"polygonal_ferrite": [0.0, 1.0]})}
+    seg = names.segmentation("lom")
+    parent = names.parent(names.EBSD_MAP)
+    reg = sections[f"registration:{names.registration('lom')}"]
+    assert [b.badge_text for b in reg.blocks if b.kind == "p"] == ["FAIL"]
+    assert sum(b.kind == "figure" for b in reg.blocks) == 2  # residual map + overlay
+    segmentation = sections[f"segmentation:{seg}"]
+    (summary,) = segmentation.tables()[1:]
+    assert summary.loc[0, "fraction > 0.5"] == pytest.approx(0.5, abs=0.01)
+    assert any(b.text == f"segmentation uncertainty {seg}" for b in segmentation.blocks)
+    pag = sections[f"parent:{parent}"]
+    assert [b.badge_text for b in pag.blocks if b.kind == "p"] == ["PASS"]
+    quality, sizes, misfit = pag.tables()
+    step = float(spec[names.EBSD_MAP].attrs["step_um"])
+    # one interior grain of 20 x 20 points; eight touching the edge
+    assert sizes.loc[0, "n_grains"] == 9 and sizes.loc[0, "n_edge_grains"] == 8
+    assert sizes.loc[0, "mean_area_um2"] == pytest.approx(400 * step**2)
+    assert misfit.loc[0, "median (°)"] == pytest.approx(3.0) and misfit.loc[0, "n"] == 3600
+    # no node, no section
+    Specimen.open(specimen_path)
+    bare = Specimen.create(specimen_path.with_name("bare.h5"), specimen_id="bare")
+    assert [s.key for s in report_sections(bare)] == ["specimen", "provenance"]
+
+
+def test_user_text_is_rendered_as_text(specimen_path, tmp_path):
+    html = write_report(specimen_path, tmp_path / "r.html", limits={SCRIPT: [0.1, 0.9]}).read_text()
+    assert "<script" not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # material, etchant, class, QC row
+
+
+def test_report_command_one_and_several(specimen_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one = runner.invoke(app, ["report", str(specimen_path), "--limit", "polygonal_ferrite=0.2:0.9"])
+    assert one.exit_code == 0, one.output
+    assert (tmp_path / "S2_report.html").is_file()
+    other = tmp_path / "S3.h5"
+    Specimen.create(other, specimen_id="S3").save()
+    out = tmp_path / "batch"
+    several = runner.invoke(app, ["report", str(specimen_path), str(other), "--out", str(out)])
+    assert several.exit_code == 0, several.output
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("specimen,status") and len(summary) == 3
+    assert (out / "S2_report.html").is_file() and (out / "S3_report.html").is_file()
+    bad = runner.invoke(app, ["report", str(specimen_path), "--limit", "ferrite=0.9"])
+    assert bad.exit_code == 1 and "CLASS=MIN:MAX" in bad.output
+
+
+def test_pixel_size_is_required_where_a_length_is_measured(tmp_path):
+    from metallo._xarray import image_dataarray, require_pixel_size_um
+
+    with pytest.raises(MetalloError, match="pixel size unknown"):
+        require_pixel_size_um(image_dataarray(np.zeros((4, 4))), what="lom")
+    spec = Specimen.create(tmp_path / "px.h5", specimen_id="px")
+    labels = image_dataarray(np.eye(8, dtype=np.uint8), name="labels",
+                             attrs={"classes": json.dumps(["matrix", "particle"]), "ignore_index": 255,
+                                    "rules": "{}"})
+    spec.add(names.annotation("px"), labels, step="test")
+    quantify_step(spec, what=["phases"])  # fractions need no µm
+    with pytest.raises(MetalloError, match="pixel size unknown"):
+        quantify_step(spec, what=["particles"], overwrite=True)
+
+
+@pytest.mark.slow
+def test_report_with_every_section_loads_in_chromium(specimen_path, tmp_path, load_page, non_blank_fraction):
+    page_path = write_report(specimen_path, tmp_path / "all.html", limits={"polygonal_ferrite": [0.2, 0.9]})
+    html = page_path.read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    page = load_page(page_path)
+    assert page.errors == [] and page.console == []
+    assert non_blank_fraction(page.screenshot) > 0.05
