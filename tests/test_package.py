@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +72,13 @@ def test_cli_metallo_error_is_one_line_and_exit_1(tmp_path):
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "not_a_specimen.h5" in lines[0]
     assert "Traceback" not in out.output
+
+
+def test_import_contracts_hold(capsys):
+    """The layer, private-module and acyclic contracts of .importlinter (docs/layers.md)."""
+    from importlinter.cli import lint_imports
+
+    exit_code = lint_imports(config_filename=str(Path(__file__).resolve().parents[1] / ".importlinter"))
+    out = capsys.readouterr().out
+    assert exit_code == 0, out
+    assert "3 kept, 0 broken" in out

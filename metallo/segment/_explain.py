@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metallo._device import resolve_device
 from metallo._xarray import to_numpy
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import resolve_device
 from metallo.segment._data import to_unit_range
 
 __all__ = ["dissect_activations", "grad_cam", "save_dissection_figure", "save_grad_cam_figure"]

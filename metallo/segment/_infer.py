@@ -22,10 +22,11 @@ import torch
 import xarray as xr
 from torch import nn
 
+from metallo._device import resolve_device
 from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import load_checkpoint, resolve_device
+from metallo.segment._checkpoint import load_checkpoint
 from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
 
 __all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_resized", "predict_to_specimen",

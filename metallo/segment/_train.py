@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from metallo._device import resolve_device
 from metallo.errors import ConfigError
 from metallo.segment._checkpoint import (
     autocast_dtype,
     load_checkpoint,
-    resolve_device,
     save_checkpoint,
 )
 from metallo.segment._data import (

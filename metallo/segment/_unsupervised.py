@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from metallo._device import resolve_device
 from metallo._xarray import as_image, to_numpy
 from metallo.errors import ConfigError
 from metallo.segment._criteria import segmentation_criteria
@@ -50,18 +51,6 @@ DEFAULT_MAX_ITER = 1000
 DEFAULT_N_OUTPUTS = 50
 _IGNORE = -100
 _MIN_PIXELS_PER_SUPERPIXEL = 8
-
-
-def _resolve_device(device: str) -> torch.device:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def _build_network(in_channels: int, channels: int, n_conv: int, n_outputs: int) -> torch.nn.Module:
@@ -366,7 +355,7 @@ def _segment(
             f"about 20 (50 000 on 1000 x 1000)",
             UserWarning, stacklevel=3,
         )
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     if superpixels is None:
         start = time.perf_counter()
         superpixels = [slic_superpixels(a, n_superpixels=n_superpixels, compactness=compactness) for a in arrays]
