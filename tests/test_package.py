@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,24 @@ def test_import_contracts_hold(capsys):
     out = capsys.readouterr().out
     assert exit_code == 0, out
     assert "3 kept, 0 broken" in out
+
+
+# name: (pattern, a line it must catch)
+GLOBAL_STATE = {
+    "matplotlib.use": (re.compile(r"\bmatplotlib\.use\("), 'matplotlib.use("Agg")'),
+    "pyplot": (re.compile(r"\bmatplotlib\.pyplot\b|\bfrom matplotlib import pyplot\b"), "import matplotlib.pyplot as plt"),
+    "torch.manual_seed": (re.compile(r"\btorch\.manual_seed\("), "    torch.manual_seed(seed)"),
+    "rich": (re.compile(r"^\s*(import rich\b|from rich\b)", re.MULTILINE), "        from rich.progress import Progress"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(GLOBAL_STATE))
+def test_library_code_changes_no_global_state(what):
+    """Figures via metallo._figure, progress via metallo._progress, seeds via metallo._device:
+    only the command line (metallo/cli/) may switch backends, print with rich, or reseed torch."""
+    pattern, example = GLOBAL_STATE[what]
+    assert pattern.search(example)
+    package = Path(metallo.__file__).parent
+    offenders = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+                 if path.relative_to(package).parts[0] != "cli" and pattern.search(path.read_text(encoding="utf-8"))]
+    assert offenders == [], f"{what} in library modules: {offenders}"
