@@ -17,6 +17,10 @@ from metallo._registry import Registry
 from metallo.cli import app
 
 HEAVY = ("torch", "SimpleITK", "cv2", "dask", "distributed", "matplotlib")
+# What `metallo --help` must not load either (they cost most of a second together).
+HELP_HEAVY = (*HEAVY, "numpy", "scipy", "pandas", "xarray", "h5py", "skimage", "pydantic")
+COMMANDS = ("info", "demo", "analyze", "batch", "register", "annotate", "quantify", "train", "predict",
+            "evaluate", "segment-unsupervised", "ebsd")
 
 
 @pytest.mark.parametrize("statement", [
@@ -60,8 +64,7 @@ def test_cli_help_and_version():
     assert out.exit_code == 0 and out.output.strip() == f"metallo {metallo.__version__}"
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in ("info", "demo", "analyze", "batch", "register", "annotate", "quantify", "train", "predict",
-                    "evaluate", "segment-unsupervised", "ebsd"):
+    for command in COMMANDS:
         assert command in out.output, command
 
 
@@ -104,3 +107,59 @@ def test_library_code_changes_no_global_state(what):
     offenders = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
                  if path.relative_to(package).parts[0] != "cli" and pattern.search(path.read_text(encoding="utf-8"))]
     assert offenders == [], f"{what} in library modules: {offenders}"
+
+
+def test_every_help_is_light():
+    """`metallo --help` and every `COMMAND --help` load no numeric library (fast help; the time
+    itself is measured by hand, CPU time about 0.3 s here, not asserted)."""
+    code = (
+        "import sys, json\n"
+        "from metallo.cli import main\n"
+        f"for args in [[]] + [[c] for c in {COMMANDS!r}]:\n"
+        "    try:\n"
+        "        main([*args, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(json.dumps(sorted(m for m in {HELP_HEAVY!r} if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_has_no_type_noise(command):
+    out = CliRunner().invoke(app, [*command.split(), "--help"])
+    assert out.exit_code == 0, out.output
+    assert "<bool>" not in out.output
+    usage = out.output.splitlines()[0]
+    assert usage.startswith("Usage: ") and "{" not in usage, usage
+    if command == "analyze":
+        assert usage.endswith("analyze [OPTIONS] RECIPE")
+
+
+def test_cli_warnings_are_one_line_and_errors_speak_cli(tmp_path):
+    import warnings
+
+    import typer
+
+    from metallo.cli import _MetalloGroup
+    from metallo.errors import ConfigError
+
+    demo = typer.Typer(cls=_MetalloGroup, rich_markup_mode=None)
+
+    @demo.command()
+    def step(overwrite: bool = typer.Option(False, "--overwrite")) -> None:
+        warnings.warn("pixel size unknown;\n   registering in pixels", UserWarning, stacklevel=2)
+        raise ConfigError("node 'ebsd/map1' already exists; pass overwrite=True to re-run step 'ebsd.clean'")
+
+    @demo.command()
+    def other() -> None:
+        """A second command, so that `step` stays a subcommand."""
+
+    before = warnings.showwarning
+    out = CliRunner().invoke(demo, ["step"])
+    assert warnings.showwarning is before  # restored after the command
+    assert out.exit_code == 1
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert lines == ["warning: pixel size unknown; registering in pixels",
+                     "error: node 'ebsd/map1' already exists; pass --overwrite to re-run step 'ebsd.clean'"]

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def ebsd(
         map_file: Annotated[Path, typer.Argument(help="EBSD map (.ang or .ctf).")],
         specimen: Annotated[
-            Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5.")
+            Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5 in the working folder.")
         ] = None,
         name: Annotated[str, typer.Option("--name", help="Node name: ebsd/<name>.")] = "map1",
         do_clean: Annotated[bool, typer.Option("--clean/--no-clean", help="OIM-style cleanup first.")] = True,
@@ -33,10 +33,11 @@ def register(app: typer.Typer) -> None:
         from metallo.io import read_ebsd
         from metallo.specimen import Specimen
 
-        path = specimen or map_file.with_suffix(".metallo.h5")
+        path = specimen or Path(f"{map_file.stem}.metallo.h5")
         spec = (Specimen.open(path) if path.exists()
                 else Specimen.create(path, specimen_id=map_file.stem))
         data = read_ebsd(map_file)
+        indexed_read = float((data["phase"].values >= 0).mean())
         node = f"ebsd/{name}"
         if do_clean:
             data = mebsd.clean(data, min_ci=min_ci, tolerance_deg=tolerance)
@@ -53,8 +54,9 @@ def register(app: typer.Typer) -> None:
         table = grains.table
         codes = np.bincount(derived["boundaries"].values.ravel(), minlength=4)
         indexed = float((data["phase"].values >= 0).mean())
+        cleaned = f", {indexed:.1%} after cleaning" if do_clean else ""
         typer.echo(f"{map_file.name}: {data.sizes['y']} x {data.sizes['x']} points, step {data.attrs['step_um']:g} µm, "
-                   f"{indexed:.1%} indexed")
+                   f"{indexed_read:.1%} indexed as read{cleaned}")
         typer.echo(f"grains: {len(table)} (tolerance {tolerance:g} deg), mean ECD {table['ecd_um'].mean():.2f} µm, "
                    f"mean GOS {table['gos_deg'].mean():.2f} deg, mean GAM {table['gam_deg'].mean():.2f} deg")
         typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(derived['kam'].values):.3f} deg, "

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--labels", help="Label node(s) to measure (default: every annotation and segmentation)."),
         ] = None,
         out: Annotated[
-            Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms.")
+            Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms (default: SPECIMEN-quantities in the working folder).")
         ] = None,
         min_area_um2: Annotated[float, typer.Option("--min-area-um2", help="Smallest particle (µm²).")] = 0.0,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier quantities.")] = False,
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite,
         )
         spec.save()
-        folder = out or specimen.with_name(f"{specimen.stem}-quantities")
+        folder = out or Path(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None
         for node, table in tables.items():
