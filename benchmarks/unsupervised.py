@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
+from metallo._device import resolve_device
 from metallo.segment._criteria import adjusted_rand_index
 from metallo.segment._superpixels import slic_superpixels
 from metallo.segment._unsupervised import (
@@ -35,7 +36,6 @@ from metallo.segment._unsupervised import (
     _as_float_stack,
     _build_network,
     _relabel_by_intensity,
-    _resolve_device,
     _train,
 )
 from metallo.synth import make_multiphase
@@ -152,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     repeats = 1 if args.quick else 3
     image_da, truth = make_multiphase((1000, 1000), n_phases=3, seed=0)
     image = image_da.values.astype(np.float64)

@@ -51,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     write_recipes(out / "recipes", args.n)
-    result = run_batch([out / "recipes"], workers=args.workers, out_dir=out, progress=True)
+    result = run_batch([out / "recipes"], workers=args.workers, out_dir=out,
+                       progress=lambda done, total, what: print(f"{what}: {done} of {total}"))
     print(pd.DataFrame(result.rows).drop(columns=["recipe"]).to_string(index=False))
     print(f"summary: {result.summary_html}")
 

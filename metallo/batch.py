@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metallo._progress import ProgressCallback, notify
 from metallo.errors import ConfigError
 
 __all__ = ["BatchResult", "collect_recipes", "run_batch"]
@@ -91,7 +92,7 @@ def run_batch(
     scheduler: str | None = None,
     workers: int | None = None,
     out_dir: str | Path = "metallo-batch",
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> BatchResult:
     """Run many recipes on Dask distributed and write a batch summary.
 
@@ -105,8 +106,9 @@ def run_batch(
         Worker processes of the LocalCluster (one thread each); default: the CPU count.
     out_dir : path
         Folder of ``summary.html`` and ``summary.csv``.
-    progress : bool
-        Show a rich progress bar.
+    progress : callable, optional
+        ``progress(done, total, description)`` after each specimen (see
+        :mod:`metallo._progress`).
 
     Returns
     -------
@@ -138,32 +140,15 @@ def run_batch(
     try:
         futures = {client.submit(_run_one, f, key=f"metallo-{i}-{Path(f).stem}", pure=False): f
                    for i, f in enumerate(files)}
-        bar = None
-        if progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            bar = Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            bar.start()
-            task = bar.add_task("specimens", total=len(files))
-        try:
-            for future in as_completed(futures):
-                recipe = futures[future]
-                if future.status == "error":
-                    rows[recipe] = {"recipe": recipe, "specimen": Path(recipe).stem, "status": "failed",
-                                    "reason": _one_line(future.exception()), "steps_run": 0, "report": ""}
-                else:
-                    rows[recipe] = future.result()
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if bar is not None:
-                bar.stop()
+        notify(progress, 0, len(files), "batch: specimens")
+        for future in as_completed(futures):
+            recipe = futures[future]
+            if future.status == "error":
+                rows[recipe] = {"recipe": recipe, "specimen": Path(recipe).stem, "status": "failed",
+                                "reason": _one_line(future.exception()), "steps_run": 0, "report": ""}
+            else:
+                rows[recipe] = future.result()
+            notify(progress, len(rows), len(files), "batch: specimens")
     finally:
         client.close()
         if cluster is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from metallo import names
+from metallo._progress import ProgressCallback, notify
 from metallo._recipe import Recipe, load_recipe
 from metallo._step import file_sha256
 from metallo._version import __version__
@@ -185,7 +186,7 @@ def run(
     *,
     base_dir: str | Path | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run one specimen through the chain described by ``recipe``.
 
@@ -197,8 +198,9 @@ def run(
         Folder that relative paths of a dict recipe refer to.
     force : bool
         Re-run every step even if its inputs and parameters are unchanged.
-    progress : bool
-        Print one line per step (rich).
+    progress : callable, optional
+        ``progress(steps_done, steps, "[specimen] step: ...")`` as each step starts and ends
+        (see :mod:`metallo._progress`).
 
     Returns
     -------
@@ -208,15 +210,10 @@ def run(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, base_dir=base_dir)
-    console = None
-    if progress:
-        from rich.console import Console
-
-        console = Console(stderr=True, highlight=False)
+    n_steps = len(STEPS) + 1  # and the report
 
     def say(message: str) -> None:
-        if console is not None:
-            console.print(f"[{recipe.specimen_id}] {message}", markup=False)
+        notify(progress, len(result.steps), n_steps, f"[{recipe.specimen_id}] {message}")
 
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
     path = recipe.specimen_path
@@ -247,11 +244,8 @@ def run(
             result.steps.append({"step": step, "status": "skipped", "seconds": 0.0})
             say(f"{step}: unchanged, skipped")
             continue
-        if console is not None:
-            with console.status(f"[{recipe.specimen_id}] {step} ...", spinner="dots"):
-                _run_one(step, recipe, spec, params, key)
-        else:
-            _run_one(step, recipe, spec, params, key)
+        say(f"{step} ...")
+        _run_one(step, recipe, spec, params, key)
         spec.save()
         seconds = time.perf_counter() - t0
         result.steps.append({"step": step, "status": "ran", "seconds": round(seconds, 3)})

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo._figure import agg_figure
 from metallo.annotate._labels import as_annotation
 from metallo.errors import ConfigError
 
@@ -160,8 +161,6 @@ def review_figure(
     --------
     >>> fig = review_figure(spec.lom, on_lom, boundaries=bnd_on_lom, path="review.png")  # doctest: +SKIP
     """
-    # A bare Figure (no pyplot) renders with Agg and never touches the user's GUI backend.
-    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     labels = as_annotation(labels)
@@ -171,7 +170,7 @@ def review_figure(
     values = np.asarray(labels.values)
     if values.shape != grey.shape:
         raise ConfigError(f"labels shape {values.shape} != micrograph shape {grey.shape}; warp them first (to_micrograph)")
-    fig = Figure(figsize=(15, 6.8), layout="constrained")
+    fig = agg_figure((15, 6.8), layout="constrained")
     grid = fig.add_gridspec(2, 3, height_ratios=[5, 1.2])
     axes = [fig.add_subplot(grid[0, i]) for i in range(3)]
     axes[0].imshow(grey, cmap="gray", vmin=0, vmax=1)

@@ -20,7 +20,7 @@ def annotate_command(
     micrograph: Annotated[str, typer.Option("--micrograph", "-m", help="Micrograph node below micrographs/ to carry the mask onto.")] = "",
     registration: Annotated[str, typer.Option("--registration", help="Deprecated: the registration used is registration/<micrograph> (registered and stored if absent).")] = "",
     name: Annotated[str, typer.Option("--name", "-n", help="Annotation name below annotations/ (default: the preset or rules file name).")] = "",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for PNG/TIFF/JSON exports, the review figure and training tiles (default: next to the specimen).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for PNG/TIFF/JSON exports, the review figure and training tiles (default: SPECIMEN_annotate_NAME in the working folder).")] = None,
     tiles: Annotated[bool, typer.Option("--tiles/--no-tiles", help="Write training tiles of the micrograph.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing annotation/registration nodes.")] = False,
 ) -> None:
@@ -49,7 +49,7 @@ def annotate_command(
     ebsd_map = spec[source]
     derived_node = names.derived(source)
     derived = spec[derived_node] if derived_node in spec else None
-    out = out or specimen.with_name(f"{specimen.stem}_annotate_{name}")
+    out = out or Path(f"{specimen.stem}_annotate_{name}")
     out.mkdir(parents=True, exist_ok=True)
     annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.png")
     annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.tif")

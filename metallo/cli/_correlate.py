@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from metallo.cli._progress import rich_progress
+
 
 def register(app: typer.Typer) -> None:
     """Add ``metallo register`` to the ``metallo`` app."""
@@ -46,10 +48,11 @@ def register(app: typer.Typer) -> None:
         lm = None
         if landmarks:
             lm = str(landmarks[0]) if len(landmarks) == 1 else (str(landmarks[0]), str(landmarks[1]))
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, rich_progress() as progress:
             warnings.simplefilter("always")
             reg = run_register(
-                f, m, method=method, landmarks=lm, grid_um=grid_um, inverse_consistency=inverse_consistency, progress=True
+                f, m, method=method, landmarks=lm, grid_um=grid_um, inverse_consistency=inverse_consistency,
+                progress=progress,
             )
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)

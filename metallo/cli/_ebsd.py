@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     def ebsd(
         map_file: Annotated[Path, typer.Argument(help="EBSD map (.ang or .ctf).")],
         specimen: Annotated[
-            Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5.")
+            Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5 in the working folder.")
         ] = None,
         name: Annotated[str, typer.Option("--name", help="Node name of the map as read: ebsd/<name>.")] = "map",
         do_clean: Annotated[bool, typer.Option("--clean/--no-clean", help="OIM-style cleanup first.")] = True,
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
-        path = specimen or map_file.with_suffix(".metallo.h5")
+        path = specimen or Path(f"{map_file.stem}.metallo.h5")
         spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
         (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite)
         indexed_before = float((spec[node]["phase"].values >= 0).mean())

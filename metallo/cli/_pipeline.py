@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from metallo.cli._progress import rich_progress
+
 if TYPE_CHECKING:
     from metallo.pipeline import RunResult
 
@@ -23,7 +25,8 @@ def register(app: typer.Typer) -> None:
         """Run the whole chain on a synthetic specimen and write its Specimen file and QC report."""
         from metallo import pipeline
 
-        result = pipeline.run(pipeline.demo_recipe(out, seed=seed), progress=not quiet)
+        with rich_progress(not quiet, lines=True) as progress:
+            result = pipeline.run(pipeline.demo_recipe(out, seed=seed), progress=progress)
         _print_result(result)
 
     @app.command()
@@ -35,7 +38,9 @@ def register(app: typer.Typer) -> None:
         """Run one specimen through the chain described by RECIPE (resumes an interrupted run)."""
         from metallo import pipeline
 
-        _print_result(pipeline.run(recipe, force=force, progress=not quiet))
+        with rich_progress(not quiet, lines=True) as progress:
+            result = pipeline.run(recipe, force=force, progress=progress)
+        _print_result(result)
 
     @app.command()
     def batch(
@@ -50,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         from metallo.batch import run_batch
 
-        result = run_batch(recipes, scheduler=scheduler, workers=workers, out_dir=out, progress=not quiet)
+        with rich_progress(not quiet) as progress:
+            result = run_batch(recipes, scheduler=scheduler, workers=workers, out_dir=out, progress=progress)
         console = Console(highlight=False, soft_wrap=True)
         for row in result.failed:
             console.print(f"failed {row['specimen']}: {row['reason']}", markup=False)

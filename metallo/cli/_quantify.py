@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--particles-class", help="Class measured as particles (default: found by name).")
         ] = None,
         out: Annotated[
-            Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms.")
+            Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms (default: SPECIMEN-quantities in the working folder).")
         ] = None,
         min_area_um2: Annotated[float, typer.Option("--min-area-um2", help="Smallest particle (µm²).")] = 0.0,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier quantities.")] = False,
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             fields=grid, particles_class=particles_class, min_area_um2=min_area_um2,
         )
         spec.save()
-        folder = out or specimen.with_name(f"{specimen.stem}-quantities")
+        folder = out or Path(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None
         histograms = {names.PARTICLES: ("ecd_um", "equivalent circle diameter (µm)"),

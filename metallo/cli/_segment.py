@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from metallo.cli._progress import rich_progress
+
 
 def register(app: typer.Typer) -> None:
     """Add the supervised segmentation commands to the ``metallo`` app."""
@@ -35,14 +37,15 @@ def register(app: typer.Typer) -> None:
         from metallo.segment._train import train as train_model
 
         overrides = {"out_dir": str(out) if out else None, "model": model, "epochs": epochs, "tile_size": tile,
-                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed, "progress": not quiet}
+                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed}
         cfg = TrainConfig.from_any(source, **{k: v for k, v in overrides.items() if v is not None})
         n_folds = cfg.folds if folds is None else folds
         console = Console(highlight=False)
         out_dir = Path(cfg.out_dir or "metallo-runs")
         if n_folds:
             cfg = TrainConfig.from_any(cfg, folds=n_folds, out_dir=str(out_dir))
-            cv = cross_validate(cfg)
+            with rich_progress(not quiet) as progress:
+                cv = cross_validate(cfg, progress=progress)
             table = Table(title=f"{n_folds}-fold cross-validation ({cfg.model})")
             frame = cv.table()
             table.add_column("fold")
@@ -53,7 +56,8 @@ def register(app: typer.Typer) -> None:
             console.print(table)
             console.print(f"metrics: {out_dir / 'cv_metrics.json'}")
         if final or not n_folds:
-            result = train_model(cfg, out_dir=str(out_dir), checkpoint_name="model.pt")
+            with rich_progress(not quiet) as progress:
+                result = train_model(cfg, out_dir=str(out_dir), checkpoint_name="model.pt", progress=progress)
             console.print(f"checkpoint: {result.checkpoint}")
 
     @app.command()
@@ -98,9 +102,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
             spec.save()
             return
-        records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
-                                batch_size=batch_size, device=device, probabilities=probabilities,
-                                progress=not quiet, tta=tta, pixel_size_um=pixel_size)
+        with rich_progress(not quiet) as progress:
+            records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
+                                    batch_size=batch_size, device=device, probabilities=probabilities,
+                                    progress=progress, tta=tta, pixel_size_um=pixel_size)
         (out / "predictions.json").write_text(json.dumps(records, indent=1))
         for rec in records:
             fractions = ", ".join(f"{k} {v:.3f}" for k, v in rec["fractions"].items())

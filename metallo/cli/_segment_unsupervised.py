@@ -7,6 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from metallo._progress import ProgressCallback
+from metallo.cli._progress import rich_progress
+
 
 def _parse_classes(value: str) -> int | None:
     """``"auto"`` -> None (choose by F); otherwise a positive integer."""
@@ -51,12 +54,13 @@ def register(app: typer.Typer) -> None:
         """Segment micrographs without labels (CNN + SLIC superpixels) and rank the result by F, F', Q."""
         from metallo.cli._segment_unsupervised import run_segment_unsupervised
 
-        run_segment_unsupervised(
-            images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
-            options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
-                     "max_iter": max_iter, "device": device},
-            seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=not quiet,
-        )
+        with rich_progress(not quiet) as progress:
+            run_segment_unsupervised(
+                images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
+                options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
+                         "max_iter": max_iter, "device": device},
+                seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=progress,
+            )
 
 
 def _k_values(text: str) -> list[int]:
@@ -73,7 +77,8 @@ def _k_values(text: str) -> list[int]:
 
 def run_segment_unsupervised(
     images: list[str], *, classes: str, k_range: str, repeats: int, out: Path, stack: bool,
-    options: dict[str, Any], seed: int, specimen: Path | None, name: str, overwrite: bool, progress: bool,
+    options: dict[str, Any], seed: int, specimen: Path | None, name: str, overwrite: bool,
+    progress: ProgressCallback | None,
 ) -> list[Path]:
     """The body of ``metallo segment-unsupervised``; returns the files written."""
     import json

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from metallo._figure import agg_figure
 from metallo.correlate._transform import AffineStep, Registration
 
 
@@ -66,11 +67,6 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     --------
     >>> overlay_figure(reg, lom, iq, "overlay.png")  # doctest: +SKIP
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     f = _grey(fixed)
     identity = Registration(
         [AffineStep(np.eye(2), np.zeros(2))], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid
@@ -78,7 +74,8 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     before = _grey(identity.warp(_grey(moving), interpolation="linear", fill_value=np.nan).values)
     after = _grey(reg.warp(_grey(moving), interpolation="linear", fill_value=np.nan).values)
     rgb = np.stack([f, after, f], axis=2)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+    fig = agg_figure((15, 5.4))
+    axes = fig.subplots(1, 3)
     panels = (
         (checkerboard(f, before, squares=squares), f"before (MI {reg.quality.get('mi_before', float('nan')):.3f})"),
         (checkerboard(f, after, squares=squares), f"after (MI {reg.quality.get('mi_after', float('nan')):.3f})"),
@@ -92,5 +89,4 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
 
+from metallo._progress import ProgressCallback, notify
 from metallo._registry import Registry
 from metallo.correlate._transform import AffineStep, BSplineStep, Grid, Registration
 from metallo.errors import ConfigError, RegistrationError
@@ -727,7 +728,7 @@ def register(
     block_px: int | None = None,
     fallback: str = "auto",
     seed: int = 0,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Registration:
     """Register a MOVING image (e.g. EBSD image quality) onto a FIXED image (e.g. a LOM micrograph).
 
@@ -787,8 +788,8 @@ def register(
     seed : int
         Seed of the SimpleITK metric sampling. Equal inputs and seed give identical transforms
         (the ITK stages run single-threaded; OpenCV's RANSAC has its own fixed seed).
-    progress : bool
-        Print the stages.
+    progress : callable, optional
+        ``progress(done, None, stage)`` as each stage starts (see :mod:`metallo._progress`).
 
     Returns
     -------
@@ -809,7 +810,7 @@ def register(
     if transform not in ("affine", "similarity"):
         raise ConfigError(f"transform must be 'affine' or 'similarity'; got {transform!r}")
     t0 = time.perf_counter()
-    say = _Reporter(progress)
+    say = _StageReporter(progress)
     fp = _prepare(fixed, "fixed", mask, highpass_um)
     mp = _prepare(moving, "moving", moving_mask, highpass_um)
     if fp.grid.pixel_size_known != mp.grid.pixel_size_known:
@@ -941,20 +942,13 @@ def register(
     return reg
 
 
-class _Reporter:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.t0 = 0.0
-        if enabled:
-            import time
+class _StageReporter:
+    """Numbers the stages of one registration for a progress callback."""
 
-            from rich.console import Console
-
-            self.console = Console(stderr=True)
-            self.t0 = time.perf_counter()
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self.progress = progress
+        self.done = 0
 
     def __call__(self, stage: str) -> None:
-        if self.enabled:
-            import time
-
-            self.console.log(f"[{time.perf_counter() - self.t0:6.1f} s] {stage}")
+        notify(self.progress, self.done, None, stage)
+        self.done += 1

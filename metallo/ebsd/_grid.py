@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from metallo.ebsd._dataset import ebsd_dataset, phases_of
+from metallo._ebsd_dataset import ebsd_dataset, phases_of
 
 __all__ = ["resample_to_square"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from metallo.ebsd._dataset import phases_of
+from metallo._ebsd_dataset import phases_of
 from metallo.ebsd._rotations import euler_to_quat
 from metallo.ebsd._symmetry import (
     disorientation_cos_components,

@@ -16,7 +16,7 @@ from functools import cache
 
 import numpy as np
 
-from metallo.ebsd._dataset import LAUE_GROUPS
+from metallo._ebsd_dataset import LAUE_GROUPS
 from metallo.ebsd._rotations import (
     axis_angle_to_quat,
     quat_conjugate,
@@ -266,11 +266,11 @@ def misorientation_angle(
     """
     q1 = np.asarray(q1, dtype=np.float64)
     q2 = np.asarray(q2, dtype=np.float64)
-    symmetry_operators(symmetry)
+    ops = symmetry_operators(symmetry)
     if device is not None:
         from metallo.ebsd._torch import misorientation_angle_torch
 
-        return misorientation_angle_torch(q1, q2, symmetry=symmetry, device=device)
+        return misorientation_angle_torch(q1, q2, operators=None if symmetry == "m-3m" else ops, device=device)
     d = pair_product_components(np.moveaxis(q1, -1, 0), np.moveaxis(q2, -1, 0))
     return _angle_deg(disorientation_cos_components(d, symmetry))
 

@@ -2,23 +2,28 @@
 
 Imported only when a ``device`` is passed, so ``import metallo`` never imports torch. The
 maths is that of :mod:`metallo.ebsd._symmetry` (cubic closed form, other groups reduced over
-their operators), in float64.
+their operators), in float64. The caller passes the symmetry operators, so this module does
+not import :mod:`metallo.ebsd._symmetry` back (no import cycle).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from metallo.ebsd._symmetry import symmetry_operators
+from metallo._device import resolve_device
 
 __all__ = ["misorientation_angle_torch"]
 
 
-def misorientation_angle_torch(q1: np.ndarray, q2: np.ndarray, *, symmetry: str, device: str = "auto") -> np.ndarray:
-    """Disorientation angles in degrees, computed with torch on ``device``."""
-    import torch
+def misorientation_angle_torch(
+    q1: np.ndarray, q2: np.ndarray, *, operators: np.ndarray | None, device: str = "auto"
+) -> np.ndarray:
+    """Disorientation angles in degrees, computed with torch on ``device``.
 
-    from metallo.segment._checkpoint import resolve_device
+    ``operators`` are the Laue group's proper rotations as quaternions, (n, 4); None selects
+    the closed form of the cubic group m-3m.
+    """
+    import torch
 
     dev = resolve_device(device)
     a = torch.as_tensor(np.asarray(q1, dtype=np.float64), device=dev)
@@ -32,12 +37,12 @@ def misorientation_angle_torch(q1: np.ndarray, q2: np.ndarray, *, symmetry: str,
         ay * bw - aw * by + ax * bz - az * bx,
         az * bw - aw * bz - ax * by + ay * bx,
     ], dim=-1)
-    if symmetry == "m-3m":
+    if operators is None:
         s = torch.sort(d.abs(), dim=-1).values
         w = torch.maximum(s[..., 3], (s[..., 3] + s[..., 2]) * np.sqrt(0.5))
         w = torch.maximum(w, 0.5 * s.sum(dim=-1))
     else:
-        ops = torch.tensor(symmetry_operators(symmetry), device=dev)
+        ops = torch.tensor(np.asarray(operators, dtype=np.float64), device=dev)
         w = (d @ ops.T).abs().amax(dim=-1)
     angle = torch.rad2deg(2.0 * torch.arccos(w.clamp(max=1.0)))
     return angle.cpu().numpy()

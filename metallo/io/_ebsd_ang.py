@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from metallo._atomic import atomic_path
-from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
+from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.errors import FormatError
 from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
 from metallo.io._plugins import register_reader

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from metallo.ebsd._dataset import ebsd_dataset
+from metallo._ebsd_dataset import ebsd_dataset
 from metallo.errors import FormatError
 from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
 from metallo.io._plugins import register_reader

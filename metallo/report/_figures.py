@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from metallo._figure import agg_figure
+
 # A colour-blind-safe palette (Okabe-Ito) for class overlays.
 PALETTE = np.array(
     [
@@ -24,10 +26,7 @@ PALETTE = np.array(
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> Any:
-    # A bare Figure renders through Agg on savefig; no global backend is set (no matplotlib.use).
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return agg_figure((width, height), dpi=100, layout="constrained")
 
 
 def png_data_uri(fig: Any) -> str:

@@ -43,7 +43,7 @@ _SUPERVISED: dict[str, str] = {
     "mirror_index": "metallo.segment._data",
     "save_checkpoint": "metallo.segment._checkpoint",
     "load_checkpoint": "metallo.segment._checkpoint",
-    "resolve_device": "metallo.segment._checkpoint",
+    "resolve_device": "metallo._device",
     "predict": "metallo.segment._infer",
     "predict_files": "metallo.segment._infer",
     "predict_to_specimen": "metallo.segment._infer",

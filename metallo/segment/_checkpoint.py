@@ -14,33 +14,14 @@ from typing import Any
 
 import torch
 
+from metallo._device import resolve_device
 from metallo._version import __version__
-from metallo.errors import ConfigError, ModelError, UnknownNameError
+from metallo.errors import ModelError, UnknownNameError
 from metallo.segment._models import SegmentationModel, get_model
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "resolve_device", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "metallo.segment.checkpoint/1"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error.
-
-    Examples
-    --------
-    >>> resolve_device("cpu").type
-    'cpu'
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but no CUDA GPU is available; use device='cpu' or 'auto'")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    return torch.device(name)
 
 
 def cpu_has_native_bfloat16() -> bool:

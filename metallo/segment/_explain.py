@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metallo._device import resolve_device
+from metallo._figure import agg_figure
 from metallo._xarray import to_numpy
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import resolve_device
 from metallo.segment._data import to_unit_range
 
 __all__ = ["dissect_activations", "grad_cam", "save_dissection_figure", "save_grad_cam_figure"]
@@ -225,13 +226,13 @@ def save_grad_cam_figure(image: Any, cams: np.ndarray, path: str | Path, *,
 
     Examples
     --------
-    >>> save_grad_cam_figure(np.random.rand(16, 16), np.random.rand(2, 16, 16), "/tmp/cam.png").suffix
+    >>> save_grad_cam_figure(np.random.rand(16, 16), np.random.rand(2, 16, 16), "cam.png").suffix
     '.png'
     """
-    plt = _pyplot()
     grey = to_unit_range(to_numpy(image)).mean(axis=2)
     names = list(classes) if classes is not None else [str(c) for c in range(len(cams))]
-    fig, axes = plt.subplots(1, len(cams) + 1, figsize=(3 * (len(cams) + 1), 3), squeeze=False)
+    fig = agg_figure((3 * (len(cams) + 1), 3))
+    axes = fig.subplots(1, len(cams) + 1, squeeze=False)
     axes[0, 0].imshow(grey, cmap="gray")
     axes[0, 0].set_title("micrograph")
     for ax, cam, name in zip(axes[0, 1:], cams, names, strict=True):
@@ -250,12 +251,12 @@ def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 
     --------
     >>> t = pd.DataFrame({"channel": [0, 1], "class": [0, 0], "class_name": ["a", "a"], "iou": [0.5, 0.2],
     ...                   "threshold": [1.0, 1.0]})
-    >>> save_dissection_figure(t, "/tmp/dissect.png").suffix
+    >>> save_dissection_figure(t, "dissect.png").suffix
     '.png'
     """
-    plt = _pyplot()
     groups = list(table.groupby("class_name", sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3), squeeze=False)
+    fig = agg_figure((4 * len(groups), 3))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, (name, group) in zip(axes[0], groups, strict=True):
         best = group.nlargest(top, "iou")
         ax.bar(range(len(best)), best["iou"], color="tab:blue")
@@ -266,23 +267,10 @@ def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 
     return _save_figure(fig, path)
 
 
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend (figures go to files only)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save_figure(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as PNG (parents created) and free it."""
-    import matplotlib.pyplot as plt
-
+    """Write ``fig`` as PNG (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -23,10 +23,12 @@ import xarray as xr
 from torch import nn
 
 from metallo import names
+from metallo._device import resolve_device
+from metallo._progress import ProgressCallback, notify
 from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import load_checkpoint, resolve_device
+from metallo.segment._checkpoint import load_checkpoint
 from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
 
 __all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_resized", "predict_to_specimen",
@@ -114,7 +116,7 @@ def _class_probabilities(model: nn.Module, x: torch.Tensor, *, tta: bool, use_am
 def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str | torch.device = "auto", amp: bool = True, probabilities: bool = False,
-                  labels_out: np.ndarray | None = None, progress: bool = False,
+                  labels_out: np.ndarray | None = None, progress: ProgressCallback | None = None,
                   tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Tiled prediction of a ``(y, x[, channel])`` array (numpy, memmap or anything sliceable).
 
@@ -177,43 +179,34 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
     col_sets = [mirror_index(np.arange(x0, x0 + tw), w) for x0 in col_starts]
     model = model.to(dev).eval()
     use_amp = amp and dev.type == "cuda"
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("predicting tiles", total=ny * nx)
-    try:
-        for r in range(ny):
-            y0 = r * step_y - pad
-            rows = mirror_index(np.arange(y0, y0 + th), h)
-            for b0 in range(0, nx, batch_size):
-                batch = _normalised_tiles(image, rows, col_sets[b0:b0 + batch_size], mean_a, std_a, in_channels)
-                x = torch.from_numpy(batch).to(dev, non_blocking=True)
-                p = (_class_probabilities(model, x, tta=tta, use_amp=use_amp) * window_t).cpu().numpy()
-                for k in range(p.shape[0]):
-                    c0 = (b0 + k) * step_x
-                    acc[:, :, c0:c0 + tw] += p[k]
-                    wsum[:, c0:c0 + tw] += window
-                if bar is not None:
-                    bar.advance(task, p.shape[0])
-            done = step_y if r < ny - 1 else th
-            first = r * step_y - pad  # image row of buffer row 0
-            lo, hi = max(0, -first), min(done, h - first)
-            if hi > lo:
-                block = acc[:, lo:hi, pad:pad + w] / np.maximum(wsum[lo:hi, pad:pad + w], 1e-12)
-                labels[first + lo:first + hi] = block.argmax(axis=0)
-                if probs is not None:
-                    probs[first + lo:first + hi] = block.transpose(1, 2, 0)
-            if r < ny - 1:
-                acc[:, : th - step_y] = acc[:, step_y:]
-                acc[:, th - step_y:] = 0.0
-                wsum[: th - step_y] = wsum[step_y:]
-                wsum[th - step_y:] = 0.0
-    finally:
-        if bar is not None:
-            bar.stop()
+    tiles_done = 0
+    notify(progress, tiles_done, ny * nx, "predicting tiles")
+    for r in range(ny):
+        y0 = r * step_y - pad
+        rows = mirror_index(np.arange(y0, y0 + th), h)
+        for b0 in range(0, nx, batch_size):
+            batch = _normalised_tiles(image, rows, col_sets[b0:b0 + batch_size], mean_a, std_a, in_channels)
+            x = torch.from_numpy(batch).to(dev, non_blocking=True)
+            p = (_class_probabilities(model, x, tta=tta, use_amp=use_amp) * window_t).cpu().numpy()
+            for k in range(p.shape[0]):
+                c0 = (b0 + k) * step_x
+                acc[:, :, c0:c0 + tw] += p[k]
+                wsum[:, c0:c0 + tw] += window
+            tiles_done += p.shape[0]
+            notify(progress, tiles_done, ny * nx, "predicting tiles")
+        done = step_y if r < ny - 1 else th
+        first = r * step_y - pad  # image row of buffer row 0
+        lo, hi = max(0, -first), min(done, h - first)
+        if hi > lo:
+            block = acc[:, lo:hi, pad:pad + w] / np.maximum(wsum[lo:hi, pad:pad + w], 1e-12)
+            labels[first + lo:first + hi] = block.argmax(axis=0)
+            if probs is not None:
+                probs[first + lo:first + hi] = block.transpose(1, 2, 0)
+        if r < ny - 1:
+            acc[:, : th - step_y] = acc[:, step_y:]
+            acc[:, th - step_y:] = 0.0
+            wsum[: th - step_y] = wsum[step_y:]
+            wsum[th - step_y:] = 0.0
     return labels, probs
 
 
@@ -263,7 +256,7 @@ def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tup
 def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_TILE,
             overlap: int = DEFAULT_OVERLAP, batch_size: int = 4, device: str = "auto",
             probabilities: bool = False, scale: float | None = None, amp: bool = True,
-            progress: bool = False, tta: bool | None = None,
+            progress: ProgressCallback | None = None, tta: bool | None = None,
             pixel_size_um: float | None = None) -> xr.DataArray | xr.Dataset:
     """Segment a whole micrograph with a trained model.
 
@@ -291,8 +284,9 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         training), the factor that resamples this image to it. Results are resized back to the
         input grid.
     amp : bool
-    progress : bool
-        Show a rich progress bar.
+    progress : callable, optional
+        ``progress(done, total, "predicting tiles")`` after each batch of tiles (see
+        :mod:`metallo._progress`).
     tta : bool, optional
         Test-time augmentation: average the class probabilities over the 8 flips and
         90-degree rotations of each tile (8x the compute; micrographs have no preferred
@@ -398,7 +392,7 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) ->
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
                   tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
                   device: str = "auto", probabilities: bool = False, overlay: bool = True,
-                  progress: bool = False, tta: bool | None = None,
+                  progress: ProgressCallback | None = None, tta: bool | None = None,
                   pixel_size_um: float | None = None) -> list[dict[str, Any]]:
     """Predict image files and folders, writing ``<stem>_labels.png`` (+ overlay, probabilities).
 
@@ -416,7 +410,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         Also write ``<stem>_probabilities.npy`` (y, x, class) float32.
     overlay : bool
         Write ``<stem>_overlay.png`` (class colours over the micrograph).
-    progress : bool
+    progress : callable, optional
+        As for :func:`predict`.
 
     Returns
     -------

@@ -22,11 +22,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from metallo._device import resolve_device, torch_seeded
+from metallo._progress import ProgressCallback, notify
 from metallo.errors import ConfigError
 from metallo.segment._checkpoint import (
     autocast_dtype,
     load_checkpoint,
-    resolve_device,
     save_checkpoint,
 )
 from metallo.segment._data import (
@@ -115,8 +116,6 @@ class TrainConfig:
         Where checkpoints and metrics go (None: nothing written).
     num_workers : int
         DataLoader workers.
-    progress : bool
-        rich progress bar.
     """
 
     data: str | None = None
@@ -151,7 +150,6 @@ class TrainConfig:
     seed: int = 0
     out_dir: str | None = "metallo-runs"
     num_workers: int = 0
-    progress: bool = False
 
     @classmethod
     def from_any(cls, config: Any = None, **overrides: Any) -> TrainConfig:
@@ -263,14 +261,6 @@ class CVResult:
                 "config": asdict(self.config)}
 
 
-def _seed_everything(seed: int) -> None:
-    # Tiles and augmentation draw from seeded numpy Generators; torch seeds weights and shuffling.
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
 def _resolve_class_weights(kwargs: dict[str, Any], data: SegmentationData) -> dict[str, Any]:
     out = dict(kwargs)
     for key in ("alpha", "weight"):
@@ -374,7 +364,8 @@ def _recalibrate_batchnorm(model: nn.Module, loader: Any, *, device: torch.devic
 
 
 def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = None,
-          select_on_val: bool = False, checkpoint_name: str = "model.pt", **overrides: Any) -> TrainResult:
+          select_on_val: bool = False, checkpoint_name: str = "model.pt",
+          progress: ProgressCallback | None = None, **overrides: Any) -> TrainResult:
     """Train a segmentation model on tiles of labelled micrographs.
 
     Parameters
@@ -390,6 +381,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
         images stay unseen until the final evaluation.
     checkpoint_name : str
         File name inside ``out_dir``.
+    progress : callable, optional
+        ``progress(epoch, epochs, description)`` after each epoch (see :mod:`metallo._progress`).
     **overrides
         Any :class:`TrainConfig` field.
 
@@ -409,7 +402,16 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     if cfg.n_classes is not None and cfg.n_classes != data.n_classes:
         raise ConfigError(f"n_classes={cfg.n_classes} but the data has {data.n_classes} classes {data.classes}")
     device = resolve_device(cfg.device)
-    _seed_everything(cfg.seed)
+    # Tiles, augmentation and shuffling draw from seeded generators of their own; weight
+    # initialisation draws from torch's global one, forked and seeded here.
+    with torch_seeded(cfg.seed, device, deterministic=True):
+        return _fit(cfg, data, device, val_data=val_data, select_on_val=select_on_val,
+                    checkpoint_name=checkpoint_name, progress=progress)
+
+
+def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_data: SegmentationData | None,
+         select_on_val: bool, checkpoint_name: str, progress: ProgressCallback | None) -> TrainResult:
+    """The training loop of :func:`train`, under its seeded torch generators."""
     scaled = data.rescaled(cfg.scale) if cfg.pixel_size_um is None else data.resampled_to(cfg.pixel_size_um)
     mean, std = scaled.mean_std()
     augment = Augment.from_config(cfg.augment)
@@ -436,68 +438,57 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
     start = time.perf_counter()
-    bar = None
-    if cfg.progress:
-        from rich.progress import Progress
-
-        bar = Progress()
-        bar.start()
-        task = bar.add_task(f"training {cfg.model}", total=cfg.epochs)
-    try:
-        for epoch in range(cfg.epochs):
-            tiles.set_epoch(epoch)
-            if encoder is not None:
-                encoder.requires_grad_(epoch >= cfg.freeze_encoder_epochs)
-            model.train()
-            losses = []
-            n_steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
-            for step, (x, y) in enumerate(loader):
-                if step >= n_steps:
-                    break
-                if schedule == "cosine":
-                    progress = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start)
-                    for group in optimizer.param_groups:
-                        group["lr"] = _cosine_lr(cfg.lr, progress)
-                x, y = _to_device(x, device, amp_dtype), y.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if isinstance(model, PixelNet):
-                        logits, target = model.sample_logits(x, y, generator=generator, ignore_index=data.ignore_index)
-                    else:
-                        logits, target = model(x), y
-                loss = loss_fn(logits.float(), target)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(float(loss.detach()))
-            record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                                      "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
-            score = -record["loss"]
-            if select_on_val and val_data is not None:
-                vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
-                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
-                                    pixel_size_um=cfg.pixel_size_um)
-                record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
-                score = vm["mean_iou"]
-            history.append(record)
-            if scheduler is not None:
-                scheduler.step(score)
-            if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            if bar is not None:
-                bar.update(task, advance=1, description=f"training {cfg.model} loss {record['loss']:.4f}")
-            if cfg.patience is not None and stale >= cfg.patience:
+    notify(progress, 0, cfg.epochs, f"training {cfg.model}")
+    for epoch in range(cfg.epochs):
+        tiles.set_epoch(epoch)
+        if encoder is not None:
+            encoder.requires_grad_(epoch >= cfg.freeze_encoder_epochs)
+        model.train()
+        losses = []
+        n_steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
+        for step, (x, y) in enumerate(loader):
+            if step >= n_steps:
                 break
-            if cfg.max_time_s is not None and record["time_s"] >= cfg.max_time_s:
-                break
-            if schedule == "cosine" and _progress(epoch + 1, cfg, record["time_s"]) >= 1.0:
-                break
-    finally:
-        if bar is not None:
-            bar.stop()
+            if schedule == "cosine":
+                done_fraction = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start)
+                for group in optimizer.param_groups:
+                    group["lr"] = _cosine_lr(cfg.lr, done_fraction)
+            x, y = _to_device(x, device, amp_dtype), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                if isinstance(model, PixelNet):
+                    logits, target = model.sample_logits(x, y, generator=generator, ignore_index=data.ignore_index)
+                else:
+                    logits, target = model(x), y
+            loss = loss_fn(logits.float(), target)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                                  "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
+        score = -record["loss"]
+        if select_on_val and val_data is not None:
+            vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
+                                overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
+                                pixel_size_um=cfg.pixel_size_um)
+            record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
+            score = vm["mean_iou"]
+        history.append(record)
+        if scheduler is not None:
+            scheduler.step(score)
+        if score > best_score:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        notify(progress, epoch + 1, cfg.epochs, f"training {cfg.model} loss {record['loss']:.4f}")
+        if cfg.patience is not None and stale >= cfg.patience:
+            break
+        if cfg.max_time_s is not None and record["time_s"] >= cfg.max_time_s:
+            break
+        if schedule == "cosine" and _progress(epoch + 1, cfg, record["time_s"]) >= 1.0:
+            break
     if best_state is not None and (select_on_val or schedule == "plateau" or cfg.patience is not None):
         model.load_state_dict(best_state)
     _recalibrate_batchnorm(model, loader, device=device, ignore_index=data.ignore_index, generator=generator,
@@ -556,7 +547,8 @@ def _aggregate(fold_metrics: list[dict[str, Any]]) -> tuple[dict[str, Any], dict
     return mean, std
 
 
-def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None, **overrides: Any) -> CVResult:
+def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
+                   progress: ProgressCallback | None = None, **overrides: Any) -> CVResult:
     """k-fold cross-validation over images: train on k-1 folds, evaluate whole held-out images.
 
     Parameters
@@ -565,6 +557,8 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None, *
         As for :func:`train`.
     folds : int, optional
         Number of folds (config ``folds``, default 5).
+    progress : callable, optional
+        Passed to :func:`train` for each fold.
     **overrides
         Any :class:`TrainConfig` field.
 
@@ -590,7 +584,7 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None, *
     for k, held in enumerate(parts):
         train_idx = np.setdiff1d(np.arange(len(data)), held)
         result = train(data.subset(train_idx), val_data=data.subset(held), checkpoint_name=f"fold{k}.pt",
-                       **asdict(cfg))
+                       progress=progress, **asdict(cfg))
         m = dict(result.metrics)
         m["fold"] = k
         m["held_out"] = [data.samples[i].name for i in held]

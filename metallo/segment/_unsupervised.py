@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from metallo._device import resolve_device, torch_seeded
+from metallo._figure import agg_figure
+from metallo._progress import ProgressCallback, notify
 from metallo._xarray import as_image, to_numpy
 from metallo.errors import ConfigError
 from metallo.segment._criteria import segmentation_criteria
@@ -50,18 +53,6 @@ DEFAULT_MAX_ITER = 1000
 DEFAULT_N_OUTPUTS = 50
 _IGNORE = -100
 _MIN_PIXELS_PER_SUPERPIXEL = 8
-
-
-def _resolve_device(device: str) -> torch.device:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def _build_network(in_channels: int, channels: int, n_conv: int, n_outputs: int) -> torch.nn.Module:
@@ -197,7 +188,7 @@ def _train(
     max_iter: int,
     seed: int,
     device: torch.device,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     timings: dict[str, float] | None = None,
     refine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[np.ndarray], int]:
@@ -233,8 +224,7 @@ def _train(
         timings[name] = timings.get(name, 0.0) + now - start
         return now
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with torch_seeded(seed, device):
         model = _build_network(batch.shape[1], channels, n_conv, n_outputs).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -252,37 +242,33 @@ def _train(
         autocast = (
             torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         )
-        bar = _progress_bar(progress, max_iter)
         predicted = None
         iteration = 0
-        with bar as live:
-            task = live.add_task("unsupervised", total=max_iter) if live is not None else None
-            for iteration in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-                start = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    scores = model(x)
-                # (batch, q, y, x) -> (pixels, q) in the same order as sp_all.
-                logits = scores.permute(0, 2, 3, 1).reshape(-1, n_outputs).float()
-                predicted = logits.argmax(dim=1)
-                start = tick("cnn", start)
-                kept = predicted if all_valid else predicted[valid]
-                n_labels = int(torch.count_nonzero(torch.bincount(kept, minlength=n_outputs)))
-                refined = refine(kept)
-                if all_valid:
-                    target_labels = refined
-                else:
-                    target_labels = torch.full_like(predicted, _IGNORE)
-                    target_labels[valid] = refined
-                start = tick("refine", start)
-                loss = loss_fn(logits, target_labels)
-                loss.backward()
-                optimizer.step()
-                tick("cnn", start)
-                if task is not None:
-                    live.update(task, advance=1, description=f"unsupervised: {n_labels} labels")
-                if n_labels <= target:
-                    break
+        for iteration in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                scores = model(x)
+            # (batch, q, y, x) -> (pixels, q) in the same order as sp_all.
+            logits = scores.permute(0, 2, 3, 1).reshape(-1, n_outputs).float()
+            predicted = logits.argmax(dim=1)
+            start = tick("cnn", start)
+            kept = predicted if all_valid else predicted[valid]
+            n_labels = int(torch.count_nonzero(torch.bincount(kept, minlength=n_outputs)))
+            refined = refine(kept)
+            if all_valid:
+                target_labels = refined
+            else:
+                target_labels = torch.full_like(predicted, _IGNORE)
+                target_labels[valid] = refined
+            start = tick("refine", start)
+            loss = loss_fn(logits, target_labels)
+            loss.backward()
+            optimizer.step()
+            tick("cnn", start)
+            notify(progress, iteration, max_iter, f"unsupervised: {n_labels} labels")
+            if n_labels <= target:
+                break
         assert predicted is not None  # max_iter >= 1 was checked, so the loop ran
         if n_labels > target:
             predicted = _keep_largest_labels(logits.detach(), kept, target, n_outputs)
@@ -302,12 +288,6 @@ def _keep_largest_labels(logits: torch.Tensor, labels: torch.Tensor, target: int
     return kept_labels[logits[:, kept_labels].argmax(dim=1)]
 
 
-def _progress_bar(progress: bool, total: int) -> Any:
-    if not progress:
-        return nullcontext(None)
-    from rich.progress import Progress
-
-    return Progress(transient=True)
 
 
 def _relabel_by_intensity(arrays: list[np.ndarray], raw: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -349,7 +329,7 @@ def _segment(
     max_iter: int,
     seed: int,
     device: str,
-    progress: bool,
+    progress: ProgressCallback | None,
     superpixels: list[np.ndarray] | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[xr.DataArray]:
@@ -366,7 +346,7 @@ def _segment(
             f"about 20 (50 000 on 1000 x 1000)",
             UserWarning, stacklevel=3,
         )
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     if superpixels is None:
         start = time.perf_counter()
         superpixels = [slic_superpixels(a, n_superpixels=n_superpixels, compactness=compactness) for a in arrays]
@@ -411,7 +391,7 @@ def unsupervised(
     max_iter: int = DEFAULT_MAX_ITER,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> xr.DataArray:
     """Segment one micrograph without labels (CNN + SLIC superpixels, seed paper 004).
 
@@ -445,8 +425,9 @@ def unsupervised(
         Seed of the network initialisation; the same seed gives the same result on one device.
     device : {"auto", "cpu", "cuda"}
         Where the CNN runs; bfloat16 autocast on CUDA.
-    progress : bool
-        Show a progress bar.
+    progress : callable, optional
+        ``progress(iteration, max_iter, description)`` after each iteration (see
+        :mod:`metallo._progress`).
 
     Returns
     -------
@@ -485,7 +466,7 @@ def unsupervised_stack(
     max_iter: int = DEFAULT_MAX_ITER,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> list[xr.DataArray]:
     """Segment several micrographs of one material with a single network, so labels agree.
 
@@ -529,7 +510,7 @@ def choose_n_classes(
     repeats: int = 3,
     seed: int = 0,
     criterion: str = "F",
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     **options: Any,
 ) -> tuple[int, pd.DataFrame]:
     """Choose the number of classes by the mean of an unsupervised criterion over repeats.
@@ -550,8 +531,9 @@ def choose_n_classes(
         First seed.
     criterion : {"F", "F_prime", "Q"}
         The criterion whose mean decides (lowest wins).
-    progress : bool
-        Show a progress bar over the runs.
+    progress : callable, optional
+        ``progress(done, total, "choose_n_classes")`` after each run (see
+        :mod:`metallo._progress`).
     **options
         Passed to :func:`unsupervised` (``n_superpixels``, ``channels``, ``device``, ...).
 
@@ -596,17 +578,14 @@ def choose_n_classes(
     values = _as_float_stack([image])[0]
     superpixels = [slic_superpixels(values, n_superpixels=n_superpixels, compactness=compactness)]
     rows = []
-    bar = _progress_bar(progress, len(ks) * repeats)
-    with bar as live:
-        task = live.add_task("choose_n_classes", total=len(ks) * repeats) if live is not None else None
-        for k in ks:
-            for r in range(repeats):
-                labels = _segment([image], n_classes=k, seed=seed + r, progress=False, superpixels=superpixels,
-                                  **parameters)[0]
-                crit = segmentation_criteria(values, labels.values)
-                rows.append({"k": k, "repeat": r, "n_found": labels.attrs["n_classes"], **crit})
-                if task is not None:
-                    live.update(task, advance=1)
+    notify(progress, 0, len(ks) * repeats, "choose_n_classes")
+    for k in ks:
+        for r in range(repeats):
+            labels = _segment([image], n_classes=k, seed=seed + r, progress=None, superpixels=superpixels,
+                              **parameters)[0]
+            crit = segmentation_criteria(values, labels.values)
+            rows.append({"k": k, "repeat": r, "n_found": labels.attrs["n_classes"], **crit})
+            notify(progress, len(rows), len(ks) * repeats, "choose_n_classes")
     runs = pd.DataFrame(rows)
     grouped = runs.groupby("k")
     table = pd.DataFrame({
@@ -640,23 +619,19 @@ def plot_criteria(table: pd.DataFrame, path: Any, *, normalise: bool = True) -> 
 
     Examples
     --------
-    >>> import pandas as pd, tempfile, pathlib
+    >>> import pandas as pd
     >>> table = pd.DataFrame({"F": [2.0, 1.0], "F_prime": [2.0, 1.5], "Q": [3.0, 1.0],
     ...                       "best": [False, True]}, index=pd.Index([2, 3], name="k"))
-    >>> plot_criteria(table, pathlib.Path(tempfile.mkdtemp()) / "k.png").suffix
+    >>> plot_criteria(table, "k.png").suffix
     '.png'
     """
     from pathlib import Path
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     missing = {"F", "F_prime", "Q"} - set(table.columns)
     if missing:
         raise ConfigError(f"criteria table lacks columns {sorted(missing)}; pass the table from choose_n_classes")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = agg_figure((5, 3.5))
+    ax = fig.subplots()
     for column, label in (("F", "F"), ("F_prime", "F'"), ("Q", "Q")):
         values = table[column].to_numpy(dtype=float)
         if normalise:
@@ -672,5 +647,4 @@ def plot_criteria(table: pd.DataFrame, path: Any, *, normalise: bool = True) -> 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from metallo import names
+from metallo._progress import ProgressCallback, notify
 from metallo._xarray import image_dataarray
 from metallo.synth._specimen import SynthSpecimen, make_specimen
 
@@ -24,7 +25,7 @@ def write_demo_specimen(
     seed: int = 0,
     *,
     ebsd_shape: tuple[int, int] = (200, 200),
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Path:
     """Make a synthetic specimen and write it as a Specimen file, with provenance.
 
@@ -42,8 +43,9 @@ def write_demo_specimen(
         Seed of :func:`metallo.synth.make_specimen`.
     ebsd_shape : (int, int)
         EBSD map size.
-    progress : bool
-        Print what is being made (rich).
+    progress : callable, optional
+        ``progress(done, 1, description)`` before making and after writing (see
+        :mod:`metallo._progress`).
 
     Returns
     -------
@@ -60,14 +62,7 @@ def write_demo_specimen(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    console = None
-    if progress:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        console.print(
-            f"making synthetic specimen (seed {seed}, EBSD {ebsd_shape[0]} x {ebsd_shape[1]})"
-        )
+    notify(progress, 0, 1, f"making synthetic specimen (seed {seed}, EBSD {ebsd_shape[0]} x {ebsd_shape[1]})")
     spec = Specimen.create(
         out / DEMO_FILE,
         specimen_id=f"synth-{seed}",
@@ -82,8 +77,7 @@ def write_demo_specimen(
     )
     add_synthetic_specimen(spec, seed, ebsd_name="synth", ebsd_shape=ebsd_shape)
     path = spec.save()
-    if console is not None:
-        console.print(f"wrote {path}")
+    notify(progress, 1, 1, f"wrote {path}")
     return path
 
 

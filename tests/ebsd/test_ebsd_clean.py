@@ -19,6 +19,7 @@ from metallo.ebsd import (
     resample_to_square,
 )
 from metallo.errors import ConfigError
+from metallo.synth import make_specimen
 
 
 def _same_partition(ids: np.ndarray, truth: np.ndarray) -> bool:
@@ -100,8 +101,7 @@ def test_resample_hexagonal_to_square_keeps_grains():
 
 
 def test_synth_map_grains_and_gradient():
-    synth = pytest.importorskip("metallo.synth")
-    spec = synth.make_specimen(0, ebsd_shape=(80, 80))
+    spec = make_specimen(0, ebsd_shape=(80, 80))
     d, g = derive(clean(spec.ebsd), return_grains=True)
     truth_n = len(np.unique(spec.grain_ids))
     assert 0.5 * truth_n <= len(g) <= 2 * truth_n
@@ -129,3 +129,31 @@ def test_specimen_round_trip_and_cli(tmp_path, known_grains):
     steps = [p["step"] for p in spec.provenance]
     assert steps[-2:] == ["ebsd.clean", "ebsd.derive"]
     assert read_ebsd(ang).sizes["x"] == truth.shape[1]
+
+
+def test_cli_reports_indexing_before_and_after_cleaning_writes_in_the_working_folder(tmp_path, known_grains,
+                                                                                      monkeypatch):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.io import write_ang
+
+    ebsd, truth, oris = known_grains
+    unindexed = np.zeros(truth.shape, bool)
+    unindexed[::4] = True  # every 4th row: 25 % of the points, 75 % indexed as read
+    q = oris[truth]
+    raw = map_from_quaternions(q, np.where(unindexed, -1, 1).astype(np.int16),
+                               ci=np.where(unindexed, -1.0, 0.9))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "work").mkdir()
+    ang = write_ang(raw, tmp_path / "in" / "holes.ang")
+    monkeypatch.chdir(tmp_path / "work")
+    result = CliRunner().invoke(app, ["ebsd", str(ang)])
+    assert result.exit_code == 0, result.output
+    assert "75.0% indexed as read, 100.0% after cleaning" in result.output
+    # No --specimen: the specimen goes into the working folder, not beside the input.
+    assert (tmp_path / "work" / "holes.metallo.h5").is_file()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["holes.ang"]
+    again = CliRunner().invoke(app, ["ebsd", str(ang)])
+    assert again.exit_code == 1
+    assert "--overwrite" in again.output and "overwrite=True" not in again.output

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from metallo.errors import ConfigError
@@ -31,7 +32,6 @@ def loop_refinement(labels: np.ndarray, superpixels: np.ndarray) -> np.ndarray:
 
 
 def test_refinement_matches_loop_including_ties():
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     superpixels = rng.integers(0, 40, 2000)
     labels = rng.integers(0, 6, 2000)

@@ -1,5 +1,9 @@
 """The EBSD map as an ``xr.Dataset``: the one layout every reader, writer and consumer uses.
 
+A foundation module, below both :mod:`metallo.io` (whose readers build this layout) and
+:mod:`metallo.ebsd` (which computes on it and re-exports :func:`ebsd_dataset`,
+:func:`phases_of` and ``LAUE_GROUPS`` as its public API).
+
 Layout (dims ``y``, ``x`` on µm coordinates; pixel ``(i, j)`` at ``y = y0 + i*step_y``,
 ``x = x0 + j*step_x``):
 
