@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from metallo._config import load_yaml, resolve_path
 from metallo.errors import ConfigError
 from metallo.segment._checkpoint import (
     autocast_dtype,
@@ -173,17 +174,10 @@ class TrainConfig:
             if path.is_dir():
                 values = {"data": str(path)}
             elif path.is_file():
-                import yaml
-
-                try:
-                    loaded = yaml.safe_load(path.read_text())
-                except yaml.YAMLError as exc:
-                    raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-                if not isinstance(loaded, dict):
-                    raise ConfigError(f"{path}: a training config must be a YAML mapping of options")
-                values = loaded
-                if values.get("data") and not Path(values["data"]).is_absolute():
-                    values["data"] = str((path.parent / values["data"]).resolve())
+                # data_schemas/train_config.json: errors name the key and its line
+                values, _ = load_yaml(path, schema_name="train_config", what="training config")
+                if values.get("data"):
+                    values["data"] = resolve_path(values["data"], path.parent)
             else:
                 raise ConfigError(f"{path}: neither a YAML config file nor a training-data folder")
         else:
