@@ -3,7 +3,7 @@
 Trains with k-fold cross-validation over images (every reported number is on micrographs the
 model never saw) and prints per-class IoU and pixel accuracy next to the published figures:
 UHCS PixelNet + focal loss, 86.5 % accuracy (DeCost et al. 2019, 6-fold CV on 24 images);
-lath bainite U-Net mean IoU about 0.78-0.80 (Breitenbach et al., another data set, quoted for
+lath bainite U-Net mean IoU about 0.78-0.80 (Durmaz et al. 2021, another data set, quoted for
 scale only). The baseline in the same run is the majority class of the training folds.
 
 ``--quick`` (CPU, under 20 minutes): native resolution, a U-Net with 16 base channels, tiles of
