@@ -1,9 +1,9 @@
-"""Cross-validated supervised segmentation of the real UHCS micrographs in ../shared/data.
+"""Cross-validated supervised segmentation of the real UHCS micrographs (metallo.datasets).
 
 Trains with k-fold cross-validation over images (every reported number is on micrographs the
 model never saw) and prints per-class IoU and pixel accuracy next to the published figures:
 UHCS PixelNet + focal loss, 86.5 % accuracy (DeCost et al. 2019, 6-fold CV on 24 images);
-lath bainite U-Net mean IoU about 0.78-0.80 (Breitenbach et al., another data set, quoted for
+lath bainite U-Net mean IoU about 0.78-0.80 (Durmaz et al. 2021, another data set, quoted for
 scale only). The baseline in the same run is the majority class of the training folds.
 
 ``--quick`` (CPU, under 20 minutes): native resolution, a U-Net with 16 base channels, tiles of
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from metallo import datasets
+from metallo.errors import MetalloError
 from metallo.segment import cross_validate, load_training_folder, resolve_device
 
 UHCS_CLASSES = ["matrix", "network", "spheroidite", "widmanstatten"]
@@ -33,7 +34,7 @@ PAPER = {"uhcs_pixelnet_focal_accuracy": 0.865, "lath_bainite_unet_mean_iou": (0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CPU setting: 3 folds, 16 training minutes in all, U-Net 16 ch")
-    parser.add_argument("--data", default=None, help="shared data folder (default ../shared/data)")
+    parser.add_argument("--data", default=None, help="example-data folder (default: METALLO_DATA)")
     parser.add_argument("--model", default="unet")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--folds", type=int, default=None)
@@ -49,10 +50,10 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(__file__).resolve().parents[1]
-    shared = Path(args.data or os.environ.get("METALLO_SHARED_DATA", root.parent / "shared" / "data"))
-    folder = shared / "uhcs_microconstituent_segmentation"
-    if not folder.is_dir():
-        raise SystemExit(f"UHCS data not found at {folder}")
+    try:
+        folder = datasets.path("uhcs_microconstituent_segmentation", folder=args.data)
+    except MetalloError as exc:
+        raise SystemExit(str(exc)) from None
     device = resolve_device(args.device)
     data = load_training_folder(folder, classes=UHCS_CLASSES)
     quick = args.quick or device.type == "cpu"

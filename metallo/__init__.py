@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from metallo._version import __version__
 from metallo.errors import (
     ConfigError,
+    DataNotFoundError,
     FormatError,
     MetalloError,
     ModelError,
@@ -35,11 +36,13 @@ _SUBMODULES = (
     "pipeline",
     "report",
     "batch",
+    "datasets",
 )
 _ATTRIBUTES = {"Specimen": "metallo.specimen"}
 
 __all__ = [
     "ConfigError",
+    "DataNotFoundError",
     "FormatError",
     "MetalloError",
     "ModelError",
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
         annotate,
         batch,
         correlate,
+        datasets,
         ebsd,
         io,
         pipeline,

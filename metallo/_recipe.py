@@ -7,26 +7,20 @@ Errors name the recipe file, the YAML path of the offending value and its line, 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from metallo.errors import ConfigError, SchemaError
+from metallo._config import load_yaml, resolve_path, schema, validate
+from metallo.errors import SchemaError
 
 __all__ = ["Recipe", "load_recipe", "recipe_schema"]
 
-_SCHEMAS = Path(__file__).resolve().parent / "_schemas"
 
-
-@cache
 def recipe_schema() -> dict[str, Any]:
     """The JSON Schema of recipes (data_schemas/recipe.json)."""
-    return json.loads((_SCHEMAS / "recipe.json").read_text(encoding="utf-8"))
+    return schema("recipe")
 
 
 @dataclass(frozen=True)
@@ -70,47 +64,15 @@ class Recipe:
         return None if name not in steps else dict(steps[name] or {})
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Map dotted YAML paths to 1-based line numbers."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, path: str) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = f"{path}.{key.value}" if path else str(key.value)
-                lines[sub] = key.start_mark.line + 1
-                walk(value, sub)
-                lines[sub] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, value in enumerate(node.value):
-                walk(value, f"{path}[{i}]")
-
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
-def _dotted(path: Any) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
     inputs = data.get("inputs", {})
     for spec in inputs.get("micrographs", {}).values():
-        spec["path"] = str((base_dir / spec["path"]).resolve())
+        spec["path"] = resolve_path(spec["path"], base_dir)
     if "ebsd" in inputs:
-        inputs["ebsd"]["path"] = str((base_dir / inputs["ebsd"]["path"]).resolve())
+        inputs["ebsd"]["path"] = resolve_path(inputs["ebsd"]["path"], base_dir)
     segment = data.get("steps", {}).get("segment") or {}
     if "checkpoint" in segment:
-        segment["checkpoint"] = str((base_dir / segment["checkpoint"]).resolve())
+        segment["checkpoint"] = resolve_path(segment["checkpoint"], base_dir)
     output = data.setdefault("output", {})
     output["dir"] = str((base_dir / output.get("dir", data["specimen"]["id"])).resolve())
 
@@ -143,40 +105,17 @@ def load_recipe(source: str | Path | Mapping[str, Any], *, base_dir: str | Path 
     >>> r.specimen_id
     'S1'
     """
-    import jsonschema
-
     lines: dict[str, int] = {}
     if isinstance(source, Mapping):
         data = copy.deepcopy(dict(source))
         name = "<dict>"
         base = Path(base_dir) if base_dir is not None else Path.cwd()
+        validate(data, "recipe", source=name)
     else:
         path = Path(source)
         name = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(data, dict):
-            raise SchemaError(f"{path}: a recipe must be a mapping with a 'specimen' key; got {type(data).__name__}")
-        lines = _line_map(text)
+        data, lines = load_yaml(path, schema_name="recipe", what="recipe")
         base = Path(base_dir) if base_dir is not None else path.resolve().parent
-    validator = jsonschema.Draft202012Validator(recipe_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), _dotted(e.absolute_path)))
-    if errors:
-        parts = []
-        for err in errors[:3]:
-            where = _dotted(err.absolute_path) or "<root>"
-            line = lines.get(_dotted(err.absolute_path))
-            parts.append(f"{where}{f' (line {line})' if line else ''}: {err.message}")
-        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise SchemaError(f"{name}: {'; '.join(parts)}{more}")
     inputs = data.get("inputs", {})
     if not inputs.get("synthetic") and not inputs.get("micrographs") and not inputs.get("ebsd"):
         raise SchemaError(f"{name}: inputs: give micrographs and/or ebsd files, or synthetic: {{seed: N}}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DataNotFoundError",
     "FormatError",
     "MetalloError",
     "ModelError",
@@ -47,3 +48,7 @@ class RegistrationError(MetalloError, RuntimeError):
 
 class ModelError(MetalloError, RuntimeError):
     """A model, checkpoint or training setup is unusable."""
+
+
+class DataNotFoundError(MetalloError, FileNotFoundError):
+    """An example data file is neither in ``METALLO_DATA`` nor downloadable (offline, no address)."""

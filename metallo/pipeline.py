@@ -272,7 +272,7 @@ def demo_recipe(out_dir: str | Path = "metallo-demo", *, seed: int = 0) -> Recip
     """The recipe of ``metallo demo``: the whole chain on a synthetic ferrite + lath-bainite specimen.
 
     The unsupervised segmentation runs with CPU-friendly settings (fewer superpixels, channels
-    and iterations than the paper) so the demo finishes in about a minute on two cores.
+    and iterations than Kim et al. 2020) so the demo finishes in about a minute on two cores.
     """
     out_dir = Path(out_dir).resolve()
     data = {

@@ -1,16 +1,22 @@
 """Shared test configuration.
 
-Tests that need the real public data in ``../shared/data`` take the ``shared_data`` fixture:
-they skip with a clear reason in a plain clone, and fail in CI, where ``.ci/run`` sets
-``METALLO_REQUIRE_SHARED_DATA=1``.
+Tests that need the real public example data take the ``shared_data`` / ``shared_file``
+fixtures, which resolve through :mod:`metallo.datasets`: the folder named by ``METALLO_DATA``
+(CI sets it to ``../shared/data``), else ``../shared/data`` beside the repository. Registered
+files are checked against their SHA-256. The tests skip with a reason naming ``METALLO_DATA``
+in a plain clone, and fail in CI, where ``.ci/run`` sets ``METALLO_REQUIRE_SHARED_DATA=1``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+from metallo import datasets
+from metallo.errors import DataNotFoundError, UnknownNameError
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one BLAS/torch thread each avoids oversubscription.
@@ -18,12 +24,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(var, "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("METALLO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = datasets.data_folder() or REPO_ROOT.parent / "shared" / "data"
 REQUIRE_SHARED_DATA = os.environ.get("METALLO_REQUIRE_SHARED_DATA", "") == "1"
 
 
-def _missing_shared(path: Path) -> None:
-    reason = f"real data not found at {path} (a plain clone has no ../shared/data)"
+def _absent(path: Path) -> str:
+    return (f"real example data not found at {path}: set {datasets.DATA_ENV} to the folder of the "
+            "example data sets (see docs/datasets.md)")
+
+
+def _missing_shared(reason: str) -> NoReturn:
     if REQUIRE_SHARED_DATA:
         pytest.fail(f"{reason}; METALLO_REQUIRE_SHARED_DATA=1 makes this a failure", pytrace=False)
     pytest.skip(reason)
@@ -31,21 +41,30 @@ def _missing_shared(path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder ``../shared/data``; skips (or fails in CI) when absent."""
+    """The example-data folder (``METALLO_DATA`` or ``../shared/data``); skips (fails in CI) when absent."""
     if not SHARED_DATA.is_dir():
-        _missing_shared(SHARED_DATA)
+        _missing_shared(_absent(SHARED_DATA))
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def shared_file(shared_data: Path):
-    """``shared_file("ebsd_ang/x.ang")`` -> Path; skips (or fails in CI) if that file is absent."""
+    """``shared_file("ebsd_ang/x.ang")`` -> Path, SHA-256-checked when registered; skips if absent.
+
+    A data set name (``"ebsd_ang"``) gives its folder; an unregistered path inside the folder
+    (a sub-folder such as ``"uhcs_microconstituent_segmentation/images"``) is returned as is.
+    """
 
     def get(relative: str) -> Path:
-        path = shared_data / relative
-        if not path.exists():
-            _missing_shared(path)
-        return path
+        try:
+            return datasets.path(relative, folder=shared_data, download=False)
+        except UnknownNameError:
+            path = shared_data / relative
+            if not path.exists():
+                _missing_shared(_absent(path))
+            return path
+        except DataNotFoundError as exc:
+            _missing_shared(f"{exc} (see docs/datasets.md)")
 
     return get
 

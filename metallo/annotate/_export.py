@@ -1,4 +1,11 @@
-"""Export of annotations: label images with a class table, Specimen nodes, training tiles."""
+"""Export of annotations: label images with a class table, Specimen nodes, training tiles.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
+"""
 
 from __future__ import annotations
 
@@ -146,7 +153,7 @@ def write_training_tiles(
     out_dir : str or Path
         Training data folder (layout in the contracts: images/, labels/, classes.json).
     tile : int, optional
-        Tile side in pixels; default 512 for SEM, 256 otherwise (the paper's tiles).
+        Tile side in pixels; default 512 for SEM, 256 otherwise (the tiles of Durmaz et al. 2021).
     stem : str, optional
         Prefix of the tile names; default the image name.
     max_ignore_fraction : float

@@ -3,6 +3,12 @@
 Grains (with their table: phase, size, shape, GOS, GAM), KAM and boundary maps come from
 :mod:`metallo.ebsd`; a KAM or boundary map already in an ``ebsd/<name>/derived`` node is
 reused. This module only aggregates pixel maps per grain.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -168,7 +174,7 @@ def grain_quantities(
         one the map has the columns for.
     grain_options, kam_options : mapping, optional
         Keyword options of :func:`metallo.ebsd.grains` and :func:`metallo.ebsd.kam`
-        (the paper: 5° grain tolerance, 3rd-order KAM).
+        (Durmaz et al. 2021: 5° grain tolerance, 3rd-order KAM).
 
     Returns
     -------

@@ -1,4 +1,11 @@
-"""Review of an annotation: fractions on both grids and the side-by-side figure of the paper."""
+"""Review of an annotation: fractions on both grids and the side-by-side figure of Durmaz et al. (2021).
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
+"""
 
 from __future__ import annotations
 

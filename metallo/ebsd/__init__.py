@@ -1,7 +1,7 @@
 """EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
 
-from metallo.ebsd._adapter import clean_step, derive_step
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
+from metallo.ebsd._adapter import clean_step, derive_step
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._clean import clean
 from metallo.ebsd._derive import derive

@@ -10,9 +10,15 @@
    their grain neighbours belong to, taking the orientation and phase of one of those
    neighbours; repeated until nothing changes or ``max_iterations``.
 
-Defaults follow the seed paper's OIM cleanup (grain tolerance 5 deg) and the usual minimum CI
-0.1 (the paper's CI correlation used 0.01 on dictionary-indexed data). Each step and the number
+Defaults follow the OIM cleanup of Durmaz et al. (2021) (grain tolerance 5 deg) and the usual minimum CI
+0.1 (their CI correlation used 0.01 on dictionary-indexed data). Each step and the number
 of points it changed is recorded in ``attrs["cleanup"]`` (JSON list) of the result.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -124,7 +130,7 @@ def clean(
     min_ci : float
         Minimum confidence index (default 0.1).
     tolerance_deg : float
-        Grain tolerance angle of the dilation step (default 5 deg, as in the seed paper).
+        Grain tolerance angle of the dilation step (default 5 deg, as in Durmaz et al. 2021).
     min_grain_px : int
         Grains smaller than this are dissolved into their neighbours by the dilation.
     min_iq, max_fit : float, optional

@@ -4,6 +4,12 @@ Two edge neighbours (4-connectivity on a square grid, 6 on a hexagonal one) are 
 they belong to the same phase and their disorientation is at most ``tolerance_deg``; grains
 are the connected components of that graph (``scipy.sparse.csgraph``), as in OIM Analysis
 and MTEX. Grains smaller than ``min_size_px`` pixels and unindexed pixels get id -1.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -268,7 +274,7 @@ def grains(
         EBSD map (layout of :func:`metallo.ebsd.ebsd_dataset`), square or hexagonal grid.
     tolerance_deg : float
         Largest disorientation between two edge neighbours of one grain (OIM's "grain
-        tolerance angle"; default 5 deg, as in the seed paper).
+        tolerance angle"; default 5 deg, as in Durmaz et al. 2021).
     min_size_px : int
         Grains with fewer pixels get id -1 (OIM's default minimum grain size, 2).
 

@@ -5,7 +5,13 @@ defined in :mod:`metallo.ebsd._neighbours`: the 8n pixels at Chebyshev distance 
 grid, the 6n pixels at hexagonal distance n on a hexagonal grid), leaving out neighbours of
 another phase, unindexed ones and those whose disorientation exceeds ``max_deg`` (so that
 grain boundaries do not enter the kernel). This is MTEX's ``KAM('order', n, 'threshold', t)``
-on square grids and OIM's perimeter-only kernel; the seed paper uses the 3rd order.
+on square grids and OIM's perimeter-only kernel; Durmaz et al. (2021) use the 3rd order.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0) -> xr.DataArr
     ebsd : xr.Dataset
         EBSD map (square or hexagonal grid).
     order : int
-        Neighbour order n of the kernel ring (default 3, as in the seed paper).
+        Neighbour order n of the kernel ring (default 3, as in Durmaz et al. 2021).
     max_deg : float
         Disorientations above this are left out of the average (default 5 deg).
 

@@ -5,6 +5,12 @@ so matrix enclosed by it is dropped, keep only matrix regions that touch the net
 morphological closing, drop matrix nearer to Widmanstätten than to the network, then read
 the Euclidean distance to the network on the denuded-zone interface (the matrix pixels next
 to the particle field).
+
+References
+----------
+.. [1] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
+   for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
+   Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
 """
 
 from __future__ import annotations

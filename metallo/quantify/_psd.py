@@ -1,4 +1,11 @@
-"""Particle size distributions: histogram, ECDF, log-normal fit, two-sample KS comparison."""
+"""Particle size distributions: histogram, ECDF, log-normal fit, two-sample KS comparison.
+
+References
+----------
+.. [1] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
+   for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
+   Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
+"""
 
 from __future__ import annotations
 
@@ -150,7 +157,7 @@ class KSResult:
     """Two-sample Kolmogorov-Smirnov test of two size samples.
 
     ``consistent`` is True when the test fails to reject, at level ``alpha``, the hypothesis
-    that both samples come from the same distribution (the seed paper's KS score counts
+    that both samples come from the same distribution (the KS score of DeCost et al. (2019) counts
     these).
     """
 
@@ -183,7 +190,7 @@ def ks_test(sample_a: Any, sample_b: Any, *, alpha: float = 0.05, column: str = 
     sample_a, sample_b : array-like or DataFrame
         Sizes in µm, or particle tables (``column`` is used).
     alpha : float
-        Significance level (0.05 = the paper's 95 % confidence).
+        Significance level (0.05 = the 95 % confidence of DeCost et al. 2019).
     column : str
         Column of a particle table to use.
 
@@ -213,7 +220,7 @@ def ks_test(sample_a: Any, sample_b: Any, *, alpha: float = 0.05, column: str = 
 def ks_consistency(
     pairs: Mapping[str, tuple[Any, Any]], *, alpha: float = 0.05, column: str = "ecd_um"
 ) -> pd.DataFrame:
-    """KS-test each (reference, candidate) pair of PSDs: the paper's per-image KS score.
+    """KS-test each (reference, candidate) pair of PSDs: the per-image KS score of DeCost et al. (2019).
 
     Parameters
     ----------
@@ -229,7 +236,7 @@ def ks_consistency(
     pd.DataFrame
         Indexed by name: statistic, pvalue, n_a, n_b, alpha, consistent.
         ``attrs["fraction_consistent"]`` is the fraction of pairs consistent with the
-        reference (the paper's KS score); an empty candidate sample counts as inconsistent.
+        reference (the KS score of DeCost et al. 2019); an empty candidate sample counts as inconsistent.
 
     Examples
     --------

@@ -1,7 +1,7 @@
 """Evaluation of a segmentation without ground truth (F, F', Q) and the adjusted Rand index.
 
 The unsupervised criteria follow Borsotti, Campadelli & Schettini (1998), *Pattern Recognit.
-Lett.* 19, 741-747, in the form used by the unsupervised-segmentation paper (seed 004, Eqs. 5-7)
+Lett.* 19, 741-747, in the form used by Kim, Inoue and Kasuya (2020, Eqs. 5-7)
 for an image of ``N x M`` pixels::
 
     F  = 1 / (1000 N M) * sqrt(R)                       * sum_i e_i^2 / sqrt(A_i)
@@ -15,6 +15,12 @@ islands counts as three regions, as in the original papers, which evaluate regio
 its pixels of the squared Euclidean distance between the pixel value (grey value or colour
 vector) and the region's mean, and ``R(A)`` the number of regions whose area is exactly ``A``.
 Lower is better. Values depend on the intensity scale of ``image`` (the papers used 0-255).
+
+References
+----------
+.. [1] H. Kim, J. Inoue, T. Kasuya, "Unsupervised microstructure segmentation by mimicking
+   metallurgists' approach to pattern recognition", Scientific Reports 10, 17835 (2020).
+   doi:10.1038/s41598-020-74935-8
 """
 
 from __future__ import annotations

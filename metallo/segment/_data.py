@@ -3,7 +3,13 @@
 Images are held as float32 ``(y, x, channel)`` arrays scaled to [0, 1] (8-bit / 255, 16-bit /
 65535); normalisation by the training mean and std happens after augmentation so that gamma
 and contrast act on physical intensities. Tiles are cut on a regular grid over a mirror-padded
-image (Breitenbach et al.: 256 px for LOM, 512 px for SEM, optional down-scaling first).
+image (Durmaz et al. 2021: 256 px for LOM, 512 px for SEM, optional down-scaling first).
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -231,7 +237,7 @@ def _check_pair(image: np.ndarray, labels: np.ndarray, n_classes: int, ignore_in
 
 
 def rescale_sample(sample: LabelledImage, scale: float) -> LabelledImage:
-    """Resize one labelled image by ``scale`` (the paper's optional down-scaling)."""
+    """Resize one labelled image by ``scale`` (the optional down-scaling of Durmaz et al. 2021)."""
     import cv2
 
     if scale <= 0:

@@ -1,9 +1,15 @@
 """Why does the network vote for a class? Grad-CAM maps and activation-map dissection.
 
-Breitenbach et al. used both on their lath-bainite U-Nets: Grad-CAM (Selvaraju et al.) for
+Durmaz et al. (2021) used both on their lath-bainite U-Nets: Grad-CAM (Selvaraju et al.) for
 class evidence per layer, and Network Dissection (Bau et al.): each channel's activation map,
 up-sampled to the image and thresholded at its top 1 % over the data set, is compared with
 every class mask by IoU, ranking the channels that act as class detectors.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations

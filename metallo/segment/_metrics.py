@@ -3,6 +3,12 @@
 Definitions follow DeCost et al. (2019), eqs. 3-5: precision(c) = TP / predicted c,
 recall(c) = TP / true c, IoU(c) = TP / (TP + FP + FN); accuracy = TP summed / labelled pixels.
 Pixels whose truth equals ``ignore_index`` are left out of every count.
+
+References
+----------
+.. [1] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
+   for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
+   Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
 """
 
 from __future__ import annotations

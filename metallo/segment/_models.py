@@ -4,6 +4,15 @@ Every model maps ``(batch, in_channels, H, W)`` to per-class logits ``(batch, n_
 for any ``H, W``: inputs that are not a multiple of the model's down-sampling factor are
 mirror-padded inside ``forward`` and the output is cropped back. Pass ``strict_size=True`` to
 get an error that names the padded size instead.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
+.. [2] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
+   for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
+   Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
 """
 
 from __future__ import annotations
@@ -193,7 +202,7 @@ class UNet(SegmentationModel):
     n_classes, in_channels : int
         Output classes and input channels.
     base_channels : int
-        Width of the first level (64 in the paper); level ``i`` has ``base * 2**i``.
+        Width of the first level (64 in Durmaz et al. 2021); level ``i`` has ``base * 2**i``.
     depth : int
         Number of down-sampling levels (4).
     dropout : float
@@ -327,7 +336,7 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
     weights : str or Path, optional
         VGG16 initialisation, as for ``unet_vgg16``.
     hidden : int
-        MLP width (1024 in the paper).
+        MLP width (1024 in DeCost et al. 2019).
     n_hidden : int
         Number of hidden MLP layers (2).
     dropout : float

@@ -1,10 +1,16 @@
 """SLIC superpixels for the unsupervised segmentation, with the paper's meaning of compactness.
 
-The paper (seed 004) ran SLIC on RGB micrographs, which scikit-image clusters in CIELAB, where
+Kim et al. (2020) ran SLIC on RGB micrographs, which scikit-image clusters in CIELAB, where
 lightness spans 0-100; its compactness 20 is relative to that range. scikit-image (>= 0.19)
 rescales every image to 0-1 before clustering and converts only 3-channel images to CIELAB, so
 for a grey (or non-RGB) image the compactness is divided by 100 here: ``compactness=20`` then
 balances intensity and distance as in the paper, instead of giving a plain grid.
+
+References
+----------
+.. [1] H. Kim, J. Inoue, T. Kasuya, "Unsupervised microstructure segmentation by mimicking
+   metallurgists' approach to pattern recognition", Scientific Reports 10, 17835 (2020).
+   doi:10.1038/s41598-020-74935-8
 """
 
 from __future__ import annotations

@@ -1,8 +1,17 @@
 """Training, k-fold cross-validation and evaluation of supervised segmentation models.
 
-Defaults follow the two seed papers: Adam with cosine annealing (Breitenbach et al.), tiles of
+Defaults follow Durmaz et al. (2021): Adam with cosine annealing, tiles of
 256 px (LOM) / 512 px (SEM), 5-fold cross-validation, evaluation on whole images; focal loss
-with gamma = 2 and inverse-frequency alpha and AdamW are available as in DeCost et al.
+with gamma = 2 and inverse-frequency alpha and AdamW are available as in DeCost et al. (2019).
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
+.. [2] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
+   for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
+   Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from metallo._config import load_yaml, resolve_path
 from metallo._device import resolve_device, torch_seeded
 from metallo._progress import ProgressCallback, notify
 from metallo.errors import ConfigError
@@ -171,17 +181,10 @@ class TrainConfig:
             if path.is_dir():
                 values = {"data": str(path)}
             elif path.is_file():
-                import yaml
-
-                try:
-                    loaded = yaml.safe_load(path.read_text())
-                except yaml.YAMLError as exc:
-                    raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-                if not isinstance(loaded, dict):
-                    raise ConfigError(f"{path}: a training config must be a YAML mapping of options")
-                values = loaded
-                if values.get("data") and not Path(values["data"]).is_absolute():
-                    values["data"] = str((path.parent / values["data"]).resolve())
+                # data_schemas/train_config.json: errors name the key and its line
+                values, _ = load_yaml(path, schema_name="train_config", what="training config")
+                if values.get("data"):
+                    values["data"] = resolve_path(values["data"], path.parent)
             else:
                 raise ConfigError(f"{path}: neither a YAML config file nor a training-data folder")
         else:

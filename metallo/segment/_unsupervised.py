@@ -1,6 +1,6 @@
 """Unsupervised segmentation of micrographs: a per-image CNN trained against SLIC superpixels.
 
-The method of the unsupervised-segmentation paper (seed 004), after Kanezaki (2018): a small CNN
+The method of Kim, Inoue and Kasuya (2020), after Kanezaki (2018): a small CNN
 (``n_conv`` blocks of 3x3 conv + ReLU + BatchNorm, then a 1x1 conv "linear classifier" + BatchNorm)
 maps the image to ``n_outputs`` scores per pixel. Each iteration takes the argmax label of every
 pixel, replaces it by the most frequent label of its superpixel (the *refinement*), and makes one
@@ -10,6 +10,14 @@ Training stops when the argmax has no more than ``n_classes`` distinct labels or
 
 The refinement is one ``scatter_add`` count over ``superpixel * n_outputs + label`` on the device and an
 argmax per row: no Python loop over superpixels.
+
+References
+----------
+.. [1] H. Kim, J. Inoue, T. Kasuya, "Unsupervised microstructure segmentation by mimicking
+   metallurgists' approach to pattern recognition", Scientific Reports 10, 17835 (2020).
+   doi:10.1038/s41598-020-74935-8
+.. [2] A. Kanezaki, "Unsupervised image segmentation by backpropagation", IEEE ICASSP 2018,
+   1543-1547. doi:10.1109/ICASSP.2018.8462533
 """
 
 from __future__ import annotations
@@ -393,7 +401,7 @@ def unsupervised(
     device: str = "auto",
     progress: ProgressCallback | None = None,
 ) -> xr.DataArray:
-    """Segment one micrograph without labels (CNN + SLIC superpixels, seed paper 004).
+    """Segment one micrograph without labels (CNN + SLIC superpixels, Kim et al. 2020).
 
     A CNN is trained on this image alone until its argmax labels agree with the majority label
     of each SLIC superpixel and no more than ``n_classes`` labels remain.

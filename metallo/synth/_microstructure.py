@@ -9,7 +9,7 @@ Geometry
     nearest coarse seed, spacing ``cluster_size_um``, the prior austenite grains that
     transformed last); whole clusters become lath bainite until the area fraction inside
     the EBSD field is as close as possible to the requested one. A few cells of a bainite
-    cluster stay polygonal ferrite (embedded ferrite, as in the seed paper's Fig. 1k-n).
+    cluster stay polygonal ferrite (embedded ferrite, as in Durmaz et al. 2021, Fig. 1k-n).
 Bainite blocks
     The bainite cells of a cluster are grouped into blocks (nearest block seed, spacing
     ``block_size_um``), so blocks have the irregular outlines of cell unions. Each block
@@ -18,6 +18,12 @@ Bainite blocks
     by a small random rotation (lath-to-lath misorientation of about
     ``lath_misorientation_deg``), and the block carries an orientation gradient of
     ``gradient_deg_per_um`` about a fixed (per block) axis along the lath direction.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations

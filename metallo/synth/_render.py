@@ -1,10 +1,16 @@
 """What each instrument records of the microstructure: EBSD columns, nital LOM, SE SEM.
 
-The three modalities see the same structure with different contrast, as in the seed paper
-(Durmaz et al. 2021, Fig. 1): the EBSD image quality (IQ) is bright in polygonal ferrite,
+The three modalities see the same structure with different contrast, as in
+Durmaz et al. (2021, Fig. 1): the EBSD image quality (IQ) is bright in polygonal ferrite,
 lower in lath bainite and dark on boundaries; the nital-etched light micrograph shows bright
 ferrite, dark etched grain boundaries of varying strength and darker, textured bainite;
 the secondary-electron SEM image shows boundaries and lath edges as bright relief.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from metallo.synth._noise import hash_uniform, shot_and_read_noise, smooth_noise
 def boundary_strength(s: PlaneSample, salt: int) -> np.ndarray:
     """How strongly the etch attacks each boundary (0.3-1), the same on both sides of it.
 
-    Block boundaries inside bainite etch at half strength: the seed paper notes that they
+    Block boundaries inside bainite etch at half strength: Durmaz et al. (2021) note that they
     are often hard to see in LOM, which is why EBSD guides the annotation.
     """
     lo, hi = np.minimum(s.grain, s.neighbour), np.maximum(s.grain, s.neighbour)

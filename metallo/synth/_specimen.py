@@ -1,4 +1,11 @@
-"""``make_specimen``: a correlative ferrite + lath-bainite specimen (EBSD, LOM, SEM) with truth."""
+"""``make_specimen``: a correlative ferrite + lath-bainite specimen (EBSD, LOM, SEM) with truth.
+
+References
+----------
+.. [1] A. R. Durmaz, M. Müller, B. Lei, A. Thomas, D. Britz, E. A. Holm, C. Eberl, F. Mücklich,
+   P. Gumbsch, "A deep learning approach for complex microstructure inference",
+   Nature Communications 12, 6272 (2021). doi:10.1038/s41467-021-26565-5
+"""
 
 from __future__ import annotations
 
@@ -187,7 +194,7 @@ def make_specimen(
     step_um : float
         EBSD step in µm.
     grid : {"square", "hexagonal"}
-        EBSD grid; on a hexagonal grid (the seed paper's scans) rows are
+        EBSD grid; on a hexagonal grid (the scans of Durmaz et al. 2021) rows are
         ``step_um * sqrt(3) / 2`` apart and odd rows shift by half a step
         (positions: :func:`ebsd_points_um`).
     bainite_fraction : float

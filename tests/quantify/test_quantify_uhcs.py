@@ -1,4 +1,4 @@
-"""UHCS spheroidite particles (../shared/data): annotation PSDs and the seed's KS comparison.
+"""UHCS spheroidite particles (example data): annotation PSDs and the KS comparison of DeCost et al. (2019).
 
 The "predicted" masks are an honest, simple segmentation computed here (Gaussian blur,
 Otsu threshold over the annotated field, hole filling, a 1-px opening), standing in for the

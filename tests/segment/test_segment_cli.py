@@ -58,19 +58,20 @@ def test_errors_are_one_red_line(data_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_uhcs_training_recipe_trains_and_predicts_real_micrographs(shared_file, tmp_path):
-    """examples/train_uhcs.yaml: valid, points at ../shared/data, and runs end to end (1 epoch)."""
+def test_the_uhcs_training_recipe_trains_and_predicts_real_micrographs(shared_file, tmp_path, monkeypatch):
+    """examples/train_uhcs.yaml: valid, names the example data set, and runs end to end (1 epoch)."""
     import yaml
 
     from metallo.segment import TrainConfig, load_checkpoint
 
     recipe = Path(__file__).resolve().parents[2] / "examples" / "train_uhcs.yaml"
     folder = shared_file("uhcs_microconstituent_segmentation")
+    monkeypatch.setenv("METALLO_DATA", str(folder.parent))
     cfg = TrainConfig.from_any(recipe)
-    assert Path(cfg.data) == (recipe.parents[1].parent / "shared" / "data" / folder.name).resolve()
+    assert Path(cfg.data) == folder
     assert cfg.classes == ["matrix", "network", "spheroidite", "widmanstatten"] and cfg.eval_tta
     config = yaml.safe_load(recipe.read_text())
-    config["data"] = str(folder)  # METALLO_SHARED_DATA may point elsewhere
+    config["data"] = str(folder)
     (tmp_path / "uhcs.yaml").write_text(yaml.safe_dump(config))
     runner = CliRunner()
     result = runner.invoke(app, ["train", str(tmp_path / "uhcs.yaml"), "--epochs", "1", "--folds", "0",
