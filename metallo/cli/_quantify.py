@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo.errors import ConfigError
-        from metallo.report._figures import histogram_figure
+        from metallo.report import histogram_figure
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 

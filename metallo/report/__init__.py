@@ -4,12 +4,14 @@ The report shows whatever a specimen holds (sections appear when their nodes exi
 specimen was made: by a recipe (``metallo analyze``) or command by command (``metallo report``).
 """
 
+from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
 from metallo.report._qc import measured_fractions, qc_status
 from metallo.report._sections import Section, report_sections
 
 __all__ = [
     "Section",
+    "histogram_figure",
     "measured_fractions",
     "qc_status",
     "report_is_current",
