@@ -202,8 +202,9 @@ def read_ang(path: str | Path) -> xr.Dataset:
 def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
     """Write an EBSD map to a TSL ``.ang`` file (square or hexagonal grid, 10 columns).
 
-    Points with phase -1 are written as OIM writes unindexed points: Euler angles 4*pi,
-    CI -1, phase 0. On a hexagonal grid the padding cell at the end of each odd row is not
+    Phases are numbered 1..n in the order of the phase table. Points with phase -1 are written
+    as OIM writes unindexed points: Euler angles 4*pi, CI -1, phase 0. Euler angles carry 7
+    decimals (< 1e-6 rad rounding), x/y 6. On a hexagonal grid the padding cell at the end of each odd row is not
     written, so rows alternate between NCOLS_ODD and NCOLS_EVEN points.
 
     Parameters
@@ -237,10 +238,16 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
         return np.full(ny * nx, default)
 
     ci, iq, sem, fit = column("ci", 1.0), column("iq", 0.0), column("sem", 0.0), column("fit", 0.0)
-    unindexed = (phase < 0) | ~np.isfinite(euler).all(axis=1)
+    # Phases are numbered 1..n in the order of the table (never "# Phase 0": DefDAP and OIM
+    # want sequential numbers from 1); the phase column follows the new numbers.
+    number = {p["id"]: k + 1 for k, p in enumerate(phases)}
+    renumbered = np.zeros(phase.size, dtype=np.int64)
+    for pid, k in number.items():  # one pass per phase, not per point
+        renumbered[phase == pid] = k
+    unindexed = (renumbered == 0) | ~np.isfinite(euler).all(axis=1)
     euler[unindexed] = _UNINDEXED_EULER
     ci = np.where(unindexed, -1.0, np.nan_to_num(ci, nan=-1.0))
-    phase = np.where(unindexed, 0, phase)
+    phase = np.where(unindexed, 0, renumbered)
     rows, cols = np.divmod(np.arange(ny * nx), nx)
     yy = float(ebsd["y"].values[0]) + rows * step_y
     xx = float(ebsd["x"].values[0]) + cols * step_x
@@ -252,10 +259,10 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
     lines = ["# TEM_PIXperUM          1.000000", "# x-star                0.000000",
              "# y-star                0.000000", "# z-star                0.000000",
              "# WorkingDistance       0.000000", "#"]
-    for p in phases:
+    for k, p in enumerate(phases):
         lattice = list(p.get("lattice") or [1.0, 1.0, 1.0, 90.0, 90.0, 90.0])
         lines += [
-            f"# Phase {p['id']}",
+            f"# Phase {k + 1}",
             f"# MaterialName  \t{p['name']}",
             f"# Formula     \t{p['name']}",
             "# Info          written by metallo",
@@ -284,7 +291,7 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
         fh.write("\n".join(lines) + "\n")
         np.savetxt(
             fh, table,
-            fmt=["%.5f", "%.5f", "%.5f", "%.5f", "%.5f", "%.1f", "%.3f", "%d", "%d", "%.3f"],
+            fmt=["%.7f", "%.7f", "%.7f", "%.6f", "%.6f", "%.5g", "%.4f", "%d", "%.6g", "%.4f"],
         )
     return path
 
