@@ -134,7 +134,8 @@ def place_on_grid(
     coarsened if that grid would exceed ``max_cells`` (default 400 cells per point, at most
     one million; points that then share a cell are reported by :func:`check_duplicates`).
     """
-    hx, hy = header_step
+    # Binary headers hold float32 steps (0.2 -> 0.200000003): keep the 7 digits float32 has.
+    hx, hy = (float(f"{h:.7g}") if h else None for h in header_step)
     hrows, hcols = header_shape
     x0, y0 = float(x.min()), float(y.min())
     if scattered:
