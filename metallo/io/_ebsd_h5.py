@@ -23,6 +23,7 @@ Quirks handled (see ``docs/io.md``):
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Callable
@@ -34,7 +35,7 @@ import xarray as xr
 
 from metallo._atomic import atomic_path
 from metallo.ebsd._dataset import phases_of
-from metallo.errors import ConfigError, FormatError
+from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._ebsd_ang import ANG_SYMMETRY, tsl_phase_ids
 from metallo.io._ebsd_ctf import CTF_LAUE
 from metallo.io._ebsd_grid import points_dataset, raster_coordinates
@@ -237,7 +238,7 @@ def hdf5_layout(path: str | Path) -> str | None:
     try:
         with h5py.File(path, "r") as f:
             return _layout_of(f)
-    except OSError:
+    except _H5_ERRORS:
         return None
 
 
@@ -259,6 +260,26 @@ def _layout_of(f) -> str | None:
 
 def _probe(name: str) -> Callable[[Path], bool]:
     return lambda path: hdf5_layout(path) == name
+
+
+# What h5py raises on a damaged file (a flipped byte in a B-tree, an object address past the
+# end): translated into a FormatError at the reader's boundary.
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, UnicodeError)
+
+
+def _translate_h5_errors(read: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:
+    @functools.wraps(read)
+    def wrapper(path: str | Path, **options: Any) -> xr.Dataset:
+        try:
+            return read(path, **options)
+        except MetalloError:
+            raise
+        except _H5_ERRORS as exc:
+            raise FormatError(
+                f"{Path(path).name}: damaged or unexpected HDF5 content ({type(exc).__name__}: {exc})"
+            ) from None
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------- EDAX OIM
@@ -857,4 +878,6 @@ for _name, _exts, _read in (
     ("emsoft-h5", (".h5",), read_emsoft_h5),
     ("orix-h5", (".h5", ".hdf5"), read_orix_h5),
 ):
-    register_reader(_name, kind="ebsd", extensions=_exts, sniff=sniff_hdf5, read=_read, probe=_probe(_name))
+    register_reader(
+        _name, kind="ebsd", extensions=_exts, sniff=sniff_hdf5, read=_translate_h5_errors(_read), probe=_probe(_name)
+    )

@@ -99,7 +99,7 @@ class ReaderPlugin:
             return True
         try:
             return bool(self.probe(path))
-        except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeError):
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError, IndexError, UnicodeError):
             return False
 
 
