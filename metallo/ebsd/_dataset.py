@@ -22,7 +22,10 @@ hexagonal grid), ``grid`` (``"square"`` or ``"hexagonal"``), ``phases`` (JSON li
 ``{"id", "name", "symmetry", "lattice"}`` and, where the file has it, ``"space_group"`` (the
 International Tables number); ``symmetry`` is a Laue group symbol such as ``"m-3m"`` or
 ``"6/mmm"``, ``lattice`` is ``[a, b, c, alpha, beta, gamma]`` in Å and degrees),
-``source`` (file name or generator), ``header`` (JSON of the file header, optional).
+``source`` (file name or generator), ``header`` (JSON of the file header, optional),
+``monoclinic_axis`` (``"y"``, the default, or ``"z"``: the unique axis of ``2/m`` phases; the
+readers set it, ``read_ebsd(..., monoclinic_axis="z")`` matches orix), ``axes`` (the crystal
+axis convention in words, set by the readers).
 """
 
 from __future__ import annotations

@@ -8,14 +8,20 @@ from typing import Any
 
 import xarray as xr
 
-from metallo.errors import UnknownNameError
+from metallo.errors import ConfigError, UnknownNameError
 from metallo.io._ebsd_ang import write_ang  # re-exported: each writer lives with its reader
 from metallo.io._ebsd_ctf import write_ctf
 from metallo.io._ebsd_h5 import write_h5
 from metallo.io._plugins import _READERS as _REGISTRY
 from metallo.io._plugins import _describe, _plugins, reader_for, reader_names
 
-__all__ = ["EBSD_WRITERS", "read_ebsd", "write_ang", "write_ctf", "write_ebsd", "write_h5"]
+__all__ = ["AXES_CONVENTION", "EBSD_WRITERS", "read_ebsd", "write_ang", "write_ctf", "write_ebsd", "write_h5"]
+
+#: The crystal axis convention of metallo's symmetry operators, stored in ``attrs["axes"]``.
+AXES_CONVENTION = (
+    "crystal frame: principal axis z; 2-fold axes of mmm, 4/mmm, -3m, 6/mmm include x; "
+    "2/m unique axis {axis}"
+)
 
 #: Writers by extension: .ang (TSL), .ctf (Oxford), .h5 (orix crystal-map layout).
 EBSD_WRITERS: dict[str, Callable[[xr.Dataset, Path], Path]] = {
@@ -23,7 +29,9 @@ EBSD_WRITERS: dict[str, Callable[[xr.Dataset, Path], Path]] = {
 }
 
 
-def read_ebsd(path: str | Path, *, format: str | None = None, **options: Any) -> xr.Dataset:
+def read_ebsd(
+    path: str | Path, *, format: str | None = None, monoclinic_axis: str | None = None, **options: Any
+) -> xr.Dataset:
     """Read an EBSD map into the EBSD ``xr.Dataset`` layout.
 
     Formats (sniffed from the content, then the extension): TSL ``.ang``, Oxford ``.ctf``,
@@ -38,6 +46,12 @@ def read_ebsd(path: str | Path, *, format: str | None = None, **options: Any) ->
     format : str, optional
         Reader name (``"ang"``, ``"ctf"``, ``"osc"``, ``"cpr"``, ``"edax-h5"``, ...); by default
         the format is sniffed from the content, then taken from the extension.
+    monoclinic_axis : {"y", "z"}, optional
+        The unique (2-fold) axis of ``2/m`` phases in the crystal frame: ``"y"`` (b, as MTEX
+        and the TSL/Oxford software; the default) or ``"z"`` (orix's default); a metallo
+        ``.h5`` keeps the setting it was written with. Misorientations of
+        monoclinic phases depend on it; it is kept in ``attrs["monoclinic_axis"]``, the whole
+        axis convention in words in ``attrs["axes"]``.
     **options
         Reader options, e.g. ``scan="2"`` to pick a slice of an ``.h5oina`` file.
 
@@ -59,6 +73,8 @@ def read_ebsd(path: str | Path, *, format: str | None = None, **options: Any) ->
     >>> ebsd["phase"].shape  # doctest: +SKIP
     (100, 117)
     """
+    if monoclinic_axis not in (None, "y", "z"):
+        raise ConfigError(f"monoclinic_axis must be 'y' (MTEX, TSL, Oxford) or 'z' (orix); got {monoclinic_axis!r}")
     if format is None:
         plugin = reader_for(path, kind="ebsd")
     else:
@@ -66,7 +82,12 @@ def read_ebsd(path: str | Path, *, format: str | None = None, **options: Any) ->
         if format.lower() not in names:
             raise UnknownNameError(f"unknown EBSD format {format!r}; known: {_describe(_plugins('ebsd'))}")
         plugin = _REGISTRY.get(format.lower())
-    return plugin.read(Path(path), **options)
+    ebsd = plugin.read(Path(path), **options)
+    # A file that records the setting (metallo's .h5) keeps it unless the caller overrides it.
+    monoclinic_axis = monoclinic_axis or str(ebsd.attrs.get("monoclinic_axis", "y"))
+    ebsd.attrs["monoclinic_axis"] = monoclinic_axis
+    ebsd.attrs["axes"] = AXES_CONVENTION.format(axis=monoclinic_axis)
+    return ebsd
 
 
 def write_ebsd(ebsd: xr.Dataset, path: str | Path) -> Path:

@@ -229,3 +229,20 @@ def test_entry_point_reader_is_found_and_listed(tmp_path, monkeypatch, fresh_reg
     unknown.write_bytes(b"\x00garbage")
     with pytest.raises(FormatError, match=r"labmap \(ebsd: \.lab, plugin labmap = labpkg\.io:READER\)"):
         read_ebsd(unknown)
+
+
+@pytest.mark.parametrize(("axis", "n_grains"), [("y", 2), ("z", 1)])
+def test_monoclinic_axis_is_explicit_and_selectable(tmp_path, axis, n_grains):
+    """Two points related by 180 deg about z: the same orientation only if 2/m's axis is z."""
+    from metallo.ebsd import ebsd_dataset, grains
+    from metallo.io import write_ang
+
+    euler = np.array([[[0.3, 0.6, 0.2], [0.3, 0.6, 0.2 + np.pi]]])  # phi2 + 180 deg: 180 deg about crystal z
+    ebsd = ebsd_dataset(euler, np.ones((1, 2), np.int16), step_um=1.0,
+                        phases=[{"id": 1, "name": "glaucophane", "symmetry": "2/m"}])
+    path = write_ang(ebsd, tmp_path / "mono.ang")
+    back = read_ebsd(path, monoclinic_axis=axis)
+    assert back.attrs["monoclinic_axis"] == axis and f"2/m unique axis {axis}" in back.attrs["axes"]
+    assert len(grains(back, tolerance_deg=5.0, min_size_px=1).table) == n_grains
+    with pytest.raises(ConfigError, match="monoclinic_axis must be"):
+        read_ebsd(path, monoclinic_axis="b")
