@@ -134,6 +134,8 @@ def place_on_grid(
     coarsened if that grid would exceed ``max_cells`` (default 400 cells per point, at most
     one million; points that then share a cell are reported by :func:`check_duplicates`).
     """
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise FormatError(f"{source}: point coordinates must be finite numbers")
     # Binary headers hold float32 steps (0.2 -> 0.200000003): keep the 7 digits float32 has.
     hx, hy = (float(f"{h:.7g}") if h else None for h in header_step)
     hrows, hcols = header_shape
@@ -181,6 +183,7 @@ def place_on_grid(
         x0 = float((x - shift).min())
         cols = np.round((x - x0 - shift) / step_x).astype(np.int64)
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        _check_size(source, shape, len(x))
         _warn_shape(source, header_shape, shape)
         return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
     sx, sy = _min_spacing(x), _min_spacing(y)
@@ -205,8 +208,19 @@ def place_on_grid(
     if np.abs((y - y0) / sy - rows).max() > 0.25 or np.abs((x - x0) / sx - cols).max() > 0.25:
         raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+    _check_size(source, shape, len(x))
     _warn_shape(source, (hrows, hcols), shape)
     return GridPlacement(shape, rows, cols, float(sx), float(sy), (y0, x0), "square")
+
+
+def _check_size(source: str, shape: tuple[int, int], n_points: int) -> None:
+    """A damaged coordinate must not make the reader allocate a grid of terabytes."""
+    limit = max(64 * n_points, 1 << 22)
+    if shape[0] * shape[1] > limit:
+        raise FormatError(
+            f"{source}: the point coordinates span a {shape[0]} x {shape[1]} grid for {n_points} points; "
+            f"expected at most {limit} cells (a damaged x/y value?)"
+        )
 
 
 def _warn_shape(source: str, header_shape: tuple[int | None, int | None], shape: tuple[int, int]) -> None:
