@@ -264,7 +264,7 @@ def _probe(name: str) -> Callable[[Path], bool]:
 
 # What h5py raises on a damaged file (a flipped byte in a B-tree, an object address past the
 # end): translated into a FormatError at the reader's boundary.
-_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, UnicodeError)
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, UnicodeError, AttributeError)
 
 
 def _translate_h5_errors(read: Callable[..., xr.Dataset]) -> Callable[..., xr.Dataset]:

@@ -63,6 +63,16 @@ def _phase_at(block: bytes, offset: int) -> dict[str, Any] | None:
     return {"name": name, "symmetry": ANG_SYMMETRY[code], "lattice": [round(float(v), 6) for v in lattice]}
 
 
+def _symmetry_offsets(block: bytes, start: int) -> np.ndarray:
+    """Offsets ``o >= start`` of ``block`` whose int32 at ``o + 256`` is a TSL symmetry code."""
+    hits = []
+    for align in range(4):
+        words = np.frombuffer(block, "<i4", count=(len(block) - align) // 4, offset=align)
+        offsets = np.flatnonzero(np.isin(words, list(ANG_SYMMETRY))) * 4 + align - 256
+        hits.append(offsets[offsets >= start])
+    return np.sort(np.concatenate(hits))
+
+
 def _phases(raw: bytes, data_start: int, source: str) -> list[dict[str, Any]]:
     start = raw.find(_HEADER_MARKER, 0, data_start)
     if start < 0:
@@ -73,19 +83,22 @@ def _phases(raw: bytes, data_start: int, source: str) -> list[dict[str, Any]]:
     n_phases = int(np.frombuffer(block, "<i4", count=1, offset=12)[0])
     if not 1 <= n_phases <= 64:
         raise FormatError(f"{source}: header block: number of phases {n_phases}, expected 1-64")
-    phases = []
-    offset = 16
-    while len(phases) < n_phases and offset + _PHASE_RECORD <= len(block):
-        phase = _phase_at(block, offset)
-        if phase is None:
-            if not phases:
-                raise FormatError(
-                    f"{source}: header block: phase 1 record (name, TSL symmetry code, lattice) is not valid"
-                )
-            offset += 1
+    first = _phase_at(block, 16)
+    if first is None:
+        raise FormatError(f"{source}: header block: phase 1 record (name, TSL symmetry code, lattice) is not valid")
+    phases = [{"id": 1, **first}]
+    # Later phase records follow hkl-family tables of varying size: look for them at every
+    # offset whose int32 at +256 is a TSL symmetry code (found with numpy, checked one by one).
+    offset = 16 + _PHASE_RECORD
+    for candidate in _symmetry_offsets(block, offset):
+        if len(phases) == n_phases:
+            break
+        if candidate < offset:
             continue
-        phases.append({"id": len(phases) + 1, **phase})
-        offset += _PHASE_RECORD
+        phase = _phase_at(block, int(candidate))
+        if phase is not None:
+            phases.append({"id": len(phases) + 1, **phase})
+            offset = int(candidate) + _PHASE_RECORD
     if len(phases) != n_phases:
         raise FormatError(f"{source}: header block announces {n_phases} phases but holds {len(phases)} phase records")
     return phases
