@@ -23,9 +23,13 @@ NaN Euler angles.
 
 attrs: ``step_um`` (x step), ``step_y_um`` (row spacing; ``step_um * sqrt(3)/2`` on a
 hexagonal grid), ``grid`` (``"square"`` or ``"hexagonal"``), ``phases`` (JSON list of
-``{"id", "name", "symmetry", "lattice"}``; ``symmetry`` is a Laue group symbol such as
-``"m-3m"`` or ``"6/mmm"``, ``lattice`` is ``[a, b, c, alpha, beta, gamma]`` in Å and degrees),
-``source`` (file name or generator), ``header`` (JSON of the file header, optional).
+``{"id", "name", "symmetry", "lattice"}`` and, where the file has it, ``"space_group"`` (the
+International Tables number); ``symmetry`` is a Laue group symbol such as ``"m-3m"`` or
+``"6/mmm"``, ``lattice`` is ``[a, b, c, alpha, beta, gamma]`` in Å and degrees),
+``source`` (file name or generator), ``header`` (JSON of the file header, optional),
+``monoclinic_axis`` (``"y"``, the default, or ``"z"``: the unique axis of ``2/m`` phases; the
+readers set it, ``read_ebsd(..., monoclinic_axis="z")`` matches orix), ``axes`` (the crystal
+axis convention in words, set by the readers).
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def ebsd_dataset(
     step_um : float
         Step size along x in µm.
     phases : sequence of mappings
-        ``{"id": int, "name": str, "symmetry": Laue symbol, "lattice": [a, b, c, al, be, ga]}``.
+        ``{"id": int, "name": str, "symmetry": Laue symbol, "lattice": [a, b, c, al, be, ga]}``,
+        optionally ``"space_group": int``.
     step_y_um : float, optional
         Row spacing; defaults to ``step_um`` (square) or ``step_um*sqrt(3)/2`` (hexagonal).
     grid : {"square", "hexagonal"}
@@ -103,14 +108,15 @@ def ebsd_dataset(
                 f"{source or 'EBSD map'}: phase {p.get('name')!r} has unknown symmetry {sym!r}; "
                 f"expected one of {', '.join(LAUE_GROUPS)}"
             )
-        phase_list.append(
-            {
-                "id": int(p["id"]),
-                "name": str(p.get("name", f"phase{p['id']}")),
-                "symmetry": sym,
-                "lattice": [float(v) for v in p.get("lattice", [])],
-            }
-        )
+        entry = {
+            "id": int(p["id"]),
+            "name": str(p.get("name", f"phase{p['id']}")),
+            "symmetry": sym,
+            "lattice": [float(v) for v in p.get("lattice", [])],
+        }
+        if p.get("space_group"):
+            entry["space_group"] = int(p["space_group"])
+        phase_list.append(entry)
     if step_y_um is None:
         step_y_um = step_um * (np.sqrt(3.0) / 2.0 if grid == "hexagonal" else 1.0)
     ny, nx = phase.shape

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def ebsd(
-        map_file: Annotated[Path, typer.Argument(help="EBSD map (.ang or .ctf).")],
+        map_file: Annotated[Path, typer.Argument(help="EBSD map: .ang, .ctf, .cpr/.crc, .osc, .h5oina, EDAX/Bruker/EMsoft/orix .h5 (sniffed by content).")],
         specimen: Annotated[
             Path | None, typer.Option("--specimen", help="Specimen file (created if absent); default MAP.metallo.h5 in the working folder.")
         ] = None,

@@ -84,7 +84,10 @@ def orientation_map(ebsd: xr.Dataset) -> OrientationMap:
         raise FormatError(f"{ebsd.attrs.get('source') or 'EBSD map'}: needs 'euler' or 'quaternion'")
     bad = ~np.isfinite(q).all(axis=1)
     phase = np.where(bad, np.int16(-1), phase)
-    laue = {int(p["id"]): str(p["symmetry"]) for p in phases_of(ebsd)}
+    # The unique axis of 2/m is y unless the map says z (orix's setting).
+    axis = str(ebsd.attrs.get("monoclinic_axis", "y"))
+    laue = {int(p["id"]): str(p["symmetry"]) + (":z" if axis == "z" and p["symmetry"] == "2/m" else "")
+            for p in phases_of(ebsd)}
     unknown = np.setdiff1d(np.unique(phase[phase >= 0]), list(laue))
     if unknown.size:
         raise FormatError(

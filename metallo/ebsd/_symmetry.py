@@ -7,7 +7,9 @@ reduction is needed for the angle because it is invariant under conjugation.
 
 Conventions of the symmetry axes (as in orix and MTEX): the principal axis is z; the
 two-fold axes of ``mmm``, ``4/mmm``, ``-3m`` and ``6/mmm`` include x; the unique axis of
-``2/m`` is y (the crystallographic b axis).
+``2/m`` is y (the crystallographic b axis, as MTEX and the TSL/Oxford exports); ``"2/m:z"``
+puts it along z (orix's default). A map selects the setting with
+``attrs["monoclinic_axis"]`` (see :func:`metallo.io.read_ebsd`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def _rot(axis: tuple[float, float, float], fold: int) -> np.ndarray:
 _GENERATORS = {
     "-1": [],
     "2/m": [_rot((0, 1, 0), 2)],
+    "2/m:z": [_rot((0, 0, 1), 2)],
     "mmm": [_rot((0, 0, 1), 2), _rot((1, 0, 0), 2)],
     "4/m": [_rot((0, 0, 1), 4)],
     "4/mmm": [_rot((0, 0, 1), 4), _rot((1, 0, 0), 2)],
@@ -56,7 +59,7 @@ _GENERATORS = {
     "m-3": [_rot((0, 0, 1), 2), _rot((1, 0, 0), 2), _rot((1, 1, 1), 3)],
     "m-3m": [_rot((0, 0, 1), 4), _rot((1, 1, 1), 3)],
 }
-_ORDERS = {"-1": 1, "2/m": 2, "mmm": 4, "4/m": 4, "4/mmm": 8, "-3": 3, "-3m": 6, "6/m": 6,
+_ORDERS = {"-1": 1, "2/m": 2, "2/m:z": 2, "mmm": 4, "4/m": 4, "4/mmm": 8, "-3": 3, "-3m": 6, "6/m": 6,
            "6/mmm": 12, "m-3": 12, "m-3m": 24}
 
 

@@ -1,4 +1,5 @@
-"""Readers and writers: micrographs (TIFF/PNG/JPEG with pixel size) and EBSD maps (.ang, .ctf)."""
+"""Readers and writers: micrographs (TIFF/PNG/JPEG with pixel size) and EBSD maps (.ang, .ctf,
+.cpr/.crc, .osc, .h5oina, EDAX/Bruker/EMsoft/orix HDF5)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ _IMAGES: dict[str, str] = {
     "register_reader": "metallo.io._plugins",
     "write_image": "metallo.io._images",
 }
-_EBSD: dict[str, str] = {"read_ebsd": "metallo.io._ebsd", "write_ang": "metallo.io._ebsd"}
+_EBSD: dict[str, str] = {
+    "ENTRY_POINT_GROUP": "metallo.io._plugins",
+    "read_ebsd": "metallo.io._ebsd",
+    "write_ang": "metallo.io._ebsd",
+    "write_ctf": "metallo.io._ebsd",
+    "write_ebsd": "metallo.io._ebsd",
+    "write_h5": "metallo.io._ebsd",
+}
 _ADAPTERS: dict[str, str] = {"read_ebsd_step": "metallo.io._adapter", "read_image_step": "metallo.io._adapter"}
 
 _LAZY = {**_IMAGES, **_EBSD, **_ADAPTERS}

@@ -1,29 +1,59 @@
-"""``read_ebsd`` / ``write_ang``: the public entry points of the EBSD file formats."""
+"""``read_ebsd`` / ``write_ebsd``: the public entry points of the EBSD file formats."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
-from metallo.errors import UnknownNameError
-from metallo.io._ebsd_ang import write_ang  # re-exported: the writer lives with its reader
+from metallo.errors import ConfigError, UnknownNameError
+from metallo.io._ebsd_ang import write_ang  # re-exported: each writer lives with its reader
+from metallo.io._ebsd_ctf import write_ctf
+from metallo.io._ebsd_h5 import write_h5
 from metallo.io._plugins import _READERS as _REGISTRY
-from metallo.io._plugins import reader_for, reader_names
+from metallo.io._plugins import _describe, _plugins, reader_for, reader_names
 
-__all__ = ["read_ebsd", "write_ang"]
+__all__ = ["AXES_CONVENTION", "EBSD_WRITERS", "read_ebsd", "write_ang", "write_ctf", "write_ebsd", "write_h5"]
+
+#: The crystal axis convention of metallo's symmetry operators, stored in ``attrs["axes"]``.
+AXES_CONVENTION = (
+    "crystal frame: principal axis z; 2-fold axes of mmm, 4/mmm, -3m, 6/mmm include x; "
+    "2/m unique axis {axis}"
+)
+
+#: Writers by extension: .ang (TSL), .ctf (Oxford), .h5 (orix crystal-map layout).
+EBSD_WRITERS: dict[str, Callable[[xr.Dataset, Path], Path]] = {
+    ".ang": write_ang, ".ctf": write_ctf, ".h5": write_h5, ".hdf5": write_h5,
+}
 
 
-def read_ebsd(path: str | Path, *, format: str | None = None) -> xr.Dataset:
-    """Read an EBSD map (.ang, .ctf) into the EBSD ``xr.Dataset`` layout.
+def read_ebsd(
+    path: str | Path, *, format: str | None = None, monoclinic_axis: str | None = None, **options: Any
+) -> xr.Dataset:
+    """Read an EBSD map into the EBSD ``xr.Dataset`` layout.
+
+    Formats (sniffed from the content, then the extension): TSL ``.ang``, Oxford ``.ctf``,
+    ``.cpr``/``.crc`` and ``.h5oina``, EDAX ``.osc`` and OIM ``.h5``/``.oh5``, Bruker h5ebsd,
+    EMsoft HDF5, orix HDF5, and those third-party packages add through the
+    ``metallo.readers`` entry-point group (:func:`metallo.io.reader_names` lists them all).
 
     Parameters
     ----------
     path : str or Path
         The map file.
     format : str, optional
-        Reader name (``"ang"``, ``"ctf"``); by default the format is sniffed from the header,
-        then taken from the extension.
+        Reader name (``"ang"``, ``"ctf"``, ``"osc"``, ``"cpr"``, ``"edax-h5"``, ...); by default
+        the format is sniffed from the content, then taken from the extension.
+    monoclinic_axis : {"y", "z"}, optional
+        The unique (2-fold) axis of ``2/m`` phases in the crystal frame: ``"y"`` (b, as MTEX
+        and the TSL/Oxford software; the default) or ``"z"`` (orix's default); a metallo
+        ``.h5`` keeps the setting it was written with. Misorientations of
+        monoclinic phases depend on it; it is kept in ``attrs["monoclinic_axis"]``, the whole
+        axis convention in words in ``attrs["axes"]``.
+    **options
+        Reader options, e.g. ``scan="2"`` to pick a slice of an ``.h5oina`` file.
 
     Returns
     -------
@@ -34,7 +64,8 @@ def read_ebsd(path: str | Path, *, format: str | None = None) -> xr.Dataset:
     Raises
     ------
     FormatError
-        Unknown or malformed file; the message names the line at fault.
+        Unknown or malformed file; the message names the file, the field at fault and what
+        was expected.
 
     Example
     -------
@@ -42,11 +73,47 @@ def read_ebsd(path: str | Path, *, format: str | None = None) -> xr.Dataset:
     >>> ebsd["phase"].shape  # doctest: +SKIP
     (100, 117)
     """
+    if monoclinic_axis not in (None, "y", "z"):
+        raise ConfigError(f"monoclinic_axis must be 'y' (MTEX, TSL, Oxford) or 'z' (orix); got {monoclinic_axis!r}")
     if format is None:
         plugin = reader_for(path, kind="ebsd")
     else:
         names = reader_names("ebsd")
         if format.lower() not in names:
-            raise UnknownNameError(f"unknown EBSD format {format!r}; known: {', '.join(names)}")
+            raise UnknownNameError(f"unknown EBSD format {format!r}; known: {_describe(_plugins('ebsd'))}")
         plugin = _REGISTRY.get(format.lower())
-    return plugin.read(Path(path))
+    ebsd = plugin.read(Path(path), **options)
+    # A file that records the setting (metallo's .h5) keeps it unless the caller overrides it.
+    monoclinic_axis = monoclinic_axis or str(ebsd.attrs.get("monoclinic_axis", "y"))
+    ebsd.attrs["monoclinic_axis"] = monoclinic_axis
+    ebsd.attrs["axes"] = AXES_CONVENTION.format(axis=monoclinic_axis)
+    return ebsd
+
+
+def write_ebsd(ebsd: xr.Dataset, path: str | Path) -> Path:
+    """Write an EBSD map in the format its extension names (.ang, .ctf, .h5).
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map in the layout of :func:`metallo.ebsd.ebsd_dataset`.
+    path : str or Path
+        Output file; its extension picks the writer (:data:`EBSD_WRITERS`).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Example
+    -------
+    >>> write_ebsd(ebsd, "clean.ctf")  # doctest: +SKIP
+    """
+    path = Path(path)
+    writer = EBSD_WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise UnknownNameError(
+            f"{path.name}: no EBSD writer for {path.suffix or 'a file without extension'!r}; "
+            f"known: {', '.join(EBSD_WRITERS)}"
+        )
+    return writer(ebsd, path)

@@ -9,6 +9,7 @@ in a multi-phase file it means not indexed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from metallo.errors import FormatError
 from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
 from metallo.io._plugins import register_reader
 
-__all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "write_ang"]
+__all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "tsl_phase_ids", "write_ang"]
 
 #: TSL symmetry codes -> Laue group.
 ANG_SYMMETRY = {
@@ -53,6 +54,35 @@ def _to_float(value: str, source: str, line_no: int, key: str) -> float:
         return float(value.replace(",", ".").split()[0])
     except (ValueError, IndexError) as exc:
         raise FormatError(f"{source}: line {line_no}: {key} is not a number: {value!r}") from exc
+
+
+def tsl_phase_ids(
+    phase_col: np.ndarray,
+    ci: np.ndarray,
+    euler: np.ndarray,
+    phases: list[dict[str, Any]],
+    *,
+    where: Callable[[int], str],
+) -> np.ndarray:
+    """Phase ids of TSL/EDAX points (.ang, .osc, OIM .h5); -1 = not indexed.
+
+    Phase 0 means the only phase in a single-phase file (OIM's convention) and not indexed in
+    a multi-phase one. A point with CI < 0 or the 4*pi Euler marker is not indexed; its Euler
+    angles (``euler``, modified in place) become NaN for the marker. ``where(row)`` names the
+    place of a bad row in the :class:`FormatError` of a phase id the header does not list.
+    """
+    phase_ids = np.rint(np.nan_to_num(phase_col, nan=-1.0)).astype(np.int64)
+    known = {p["id"] for p in phases}
+    phase_ids[phase_ids == 0] = phases[0]["id"] if len(phases) == 1 else -1
+    unknown = ~np.isin(phase_ids, [*known, -1])
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise FormatError(f"{where(row)}: phase {phase_ids[row]} is not in the header phases {sorted(known)}")
+    with np.errstate(invalid="ignore"):
+        marker = ~(np.abs(euler) <= 2.0 * np.pi + 1e-3).all(axis=1)
+        phase_ids[marker | (ci < 0)] = -1
+    euler[marker] = np.nan
+    return phase_ids
 
 
 def read_ang(path: str | Path) -> xr.Dataset:
@@ -144,21 +174,9 @@ def read_ang(path: str | Path) -> xr.Dataset:
         header_shape=(int(nrows) if nrows else None, int(ncols) if ncols else None),
     )
     check_duplicates(placement, source)
-    phase_ids = np.rint(phase_col).astype(np.int64)
-    known = {p["id"] for p in phases}
-    if len(phases) == 1:
-        phase_ids[phase_ids == 0] = phases[0]["id"]
-    else:
-        phase_ids[phase_ids == 0] = -1
-    unknown = ~np.isin(phase_ids, list(known) + [-1])
-    if unknown.any():
-        row = int(np.argmax(unknown))
-        raise FormatError(
-            f"{source}: line {n_header + 1 + row}: phase {phase_ids[row]} is not in the header phases {sorted(known)}"
-        )
-    marker = (np.abs(euler) > 2.0 * np.pi + 1e-3).any(axis=1)
-    phase_ids[marker | (ci < 0)] = -1
-    euler[marker] = np.nan
+    phase_ids = tsl_phase_ids(
+        phase_col, ci, euler, phases, where=lambda row: f"{source}: line {n_header + 1 + row}"
+    )
     variables: dict[str, np.ndarray] = {
         "ci": scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan)),
         "iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan)),
@@ -184,8 +202,9 @@ def read_ang(path: str | Path) -> xr.Dataset:
 def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
     """Write an EBSD map to a TSL ``.ang`` file (square or hexagonal grid, 10 columns).
 
-    Points with phase -1 are written as OIM writes unindexed points: Euler angles 4*pi,
-    CI -1, phase 0. On a hexagonal grid the padding cell at the end of each odd row is not
+    Phases are numbered 1..n in the order of the phase table. Points with phase -1 are written
+    as OIM writes unindexed points: Euler angles 4*pi, CI -1, phase 0. Euler angles carry 7
+    decimals (< 1e-6 rad rounding), x/y 6. On a hexagonal grid the padding cell at the end of each odd row is not
     written, so rows alternate between NCOLS_ODD and NCOLS_EVEN points.
 
     Parameters
@@ -219,10 +238,16 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
         return np.full(ny * nx, default)
 
     ci, iq, sem, fit = column("ci", 1.0), column("iq", 0.0), column("sem", 0.0), column("fit", 0.0)
-    unindexed = (phase < 0) | ~np.isfinite(euler).all(axis=1)
+    # Phases are numbered 1..n in the order of the table (never "# Phase 0": DefDAP and OIM
+    # want sequential numbers from 1); the phase column follows the new numbers.
+    number = {p["id"]: k + 1 for k, p in enumerate(phases)}
+    renumbered = np.zeros(phase.size, dtype=np.int64)
+    for pid, k in number.items():  # one pass per phase, not per point
+        renumbered[phase == pid] = k
+    unindexed = (renumbered == 0) | ~np.isfinite(euler).all(axis=1)
     euler[unindexed] = _UNINDEXED_EULER
     ci = np.where(unindexed, -1.0, np.nan_to_num(ci, nan=-1.0))
-    phase = np.where(unindexed, 0, phase)
+    phase = np.where(unindexed, 0, renumbered)
     rows, cols = np.divmod(np.arange(ny * nx), nx)
     yy = float(ebsd["y"].values[0]) + rows * step_y
     xx = float(ebsd["x"].values[0]) + cols * step_x
@@ -234,10 +259,10 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
     lines = ["# TEM_PIXperUM          1.000000", "# x-star                0.000000",
              "# y-star                0.000000", "# z-star                0.000000",
              "# WorkingDistance       0.000000", "#"]
-    for p in phases:
+    for k, p in enumerate(phases):
         lattice = list(p.get("lattice") or [1.0, 1.0, 1.0, 90.0, 90.0, 90.0])
         lines += [
-            f"# Phase {p['id']}",
+            f"# Phase {k + 1}",
             f"# MaterialName  \t{p['name']}",
             f"# Formula     \t{p['name']}",
             "# Info          written by metallo",
@@ -266,7 +291,7 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
         fh.write("\n".join(lines) + "\n")
         np.savetxt(
             fh, table,
-            fmt=["%.5f", "%.5f", "%.5f", "%.5f", "%.5f", "%.1f", "%.3f", "%d", "%d", "%.3f"],
+            fmt=["%.7f", "%.7f", "%.7f", "%.6f", "%.6f", "%.5g", "%.4f", "%d", "%.6g", "%.4f"],
         )
     return path
 

@@ -134,7 +134,10 @@ def place_on_grid(
     coarsened if that grid would exceed ``max_cells`` (default 400 cells per point, at most
     one million; points that then share a cell are reported by :func:`check_duplicates`).
     """
-    hx, hy = header_step
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise FormatError(f"{source}: point coordinates must be finite numbers")
+    # Binary headers hold float32 steps (0.2 -> 0.200000003): keep the 7 digits float32 has.
+    hx, hy = (float(f"{h:.7g}") if h else None for h in header_step)
     hrows, hcols = header_shape
     x0, y0 = float(x.min()), float(y.min())
     if scattered:
@@ -162,18 +165,26 @@ def place_on_grid(
         step_x = hx if hx else 2.0 * _min_spacing(x)
         if not np.isfinite(step_x):
             step_x = 1.0
+        ideal = step_x * np.sqrt(3.0) / 2.0
         if not np.isfinite(step_y):
-            step_y = step_x * np.sqrt(3.0) / 2.0
+            step_y = ideal
+        rows = np.round((y - y0) / step_y).astype(np.int64)
+        if rows.max() > 0:
+            # The span over many rows is more precise than one rounded row spacing.
+            step_y = (float(y.max()) - y0) / float(rows.max())
+        if _close(step_y, ideal, rtol=1e-3):
+            step_y = ideal  # a regular hexagonal grid, whatever rounding the file applied
         if hy and not _close(hy, step_y):
             warnings.warn(
                 f"{source}: header YSTEP {hy:g} disagrees with the row spacing {step_y:g} µm of the data; using the data",
                 UserWarning, stacklevel=3,
             )
-        rows = np.round((y - y0) / step_y).astype(np.int64)
         shift = np.where(rows % 2 == 1, 0.5 * step_x, 0.0)
         x0 = float((x - shift).min())
         cols = np.round((x - x0 - shift) / step_x).astype(np.int64)
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        _check_size(source, shape, len(x))
+        _warn_shape(source, header_shape, shape)
         return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
     sx, sy = _min_spacing(x), _min_spacing(y)
     if not np.isfinite(sx):
@@ -197,17 +208,36 @@ def place_on_grid(
     if np.abs((y - y0) / sy - rows).max() > 0.25 or np.abs((x - x0) / sx - cols).max() > 0.25:
         raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
-    if hrows and hcols and (hrows, hcols) != shape:
-        if steps_ok and hrows >= shape[0] and hcols >= shape[1]:
-            # A sparse map keeps the acquisition grid its header announces.
-            shape = (hrows, hcols)
-        else:
-            warnings.warn(
-                f"{source}: header says {hrows} rows x {hcols} columns but the coordinates span "
-                f"{shape[0]} x {shape[1]}; using the coordinates",
-                UserWarning, stacklevel=3,
-            )
+    _check_size(source, shape, len(x))
+    _warn_shape(source, (hrows, hcols), shape)
     return GridPlacement(shape, rows, cols, float(sx), float(sy), (y0, x0), "square")
+
+
+def _check_size(source: str, shape: tuple[int, int], n_points: int) -> None:
+    """A damaged coordinate must not make the reader allocate a grid of terabytes."""
+    limit = max(64 * n_points, 1 << 22)
+    if shape[0] * shape[1] > limit:
+        raise FormatError(
+            f"{source}: the point coordinates span a {shape[0]} x {shape[1]} grid for {n_points} points; "
+            f"expected at most {limit} cells (a damaged x/y value?)"
+        )
+
+
+def _warn_shape(source: str, header_shape: tuple[int | None, int | None], shape: tuple[int, int]) -> None:
+    """Warn once when the header's grid differs from the one the data span.
+
+    The map is never padded to the header's size: a truncated file (the header promises more
+    rows than the data hold) is trimmed to the data present, so that empty cells are not
+    mistaken for unindexed points.
+    """
+    hrows, hcols = header_shape
+    if hrows and hcols and (hrows, hcols) != shape:
+        what = "is truncated or its header lies" if hrows * hcols > shape[0] * shape[1] else "lies"
+        warnings.warn(
+            f"{source}: header says {hrows} rows x {hcols} columns but the data span {shape[0]} x "
+            f"{shape[1]}; the file {what}: using the {shape[0]} x {shape[1]} grid of the data",
+            UserWarning, stacklevel=4,
+        )
 
 
 def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | np.generic) -> np.ndarray:
@@ -226,3 +256,98 @@ def check_duplicates(placement: GridPlacement, source: str) -> None:
             f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins",
             UserWarning, stacklevel=3,
         )
+
+
+def raster_coordinates(
+    n_points: int, shape: tuple[int, int], step: tuple[float, float], *, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """x, y (µm) of ``n_points`` stored in raster order (x fastest) on a square grid.
+
+    Formats without per-point coordinates (.crc, some HDF5 layouts) store points row by row.
+    A file with fewer points than its header's grid is trimmed to the rows it reaches, never
+    padded to the header (:func:`place_on_grid` warns with both sizes); one with more points
+    than the grid (a lying header) keeps its extra rows.
+    """
+    ny, nx = shape
+    if nx <= 0 or ny <= 0:
+        raise FormatError(f"{source}: header grid {ny} x {nx} must have positive sizes")
+    index = np.arange(n_points, dtype=np.int64)
+    rows, cols = np.divmod(index, nx)
+    return cols * float(step[0]), rows * float(step[1])
+
+
+def points_dataset(
+    euler: np.ndarray,
+    phase: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    source: str,
+    phases: list[dict],
+    grid: str = "square",
+    header_step: tuple[float | None, float | None] = (None, None),
+    header_shape: tuple[int | None, int | None] = (None, None),
+    variables: dict[str, np.ndarray] | None = None,
+    header: dict | None = None,
+    attrs: dict | None = None,
+):
+    """Place per-point columns on their grid and build the EBSD ``xr.Dataset``.
+
+    Parameters
+    ----------
+    euler : ndarray, (n, 3)
+        Bunge Euler angles in radians; NaN where a point has no orientation.
+    phase : ndarray, (n,)
+        Phase ids of ``phases``; -1 = not indexed.
+    x, y : ndarray, (n,)
+        Point coordinates in µm.
+    source : str
+        File name, used in messages.
+    phases : list of dict
+        The phase table (id, name, symmetry, lattice, optional space_group).
+    grid : {"square", "hexagonal"}
+    header_step, header_shape
+        What the header says: (x step, y step) and (rows, columns); the coordinates win and
+        a disagreement is warned about.
+    variables : dict, optional
+        Further per-point columns (n,).
+    header : dict, optional
+        The file header, kept as JSON in ``attrs["header"]``.
+    attrs : dict, optional
+        Further attrs of the Dataset.
+
+    Returns
+    -------
+    xr.Dataset
+        See :func:`metallo.ebsd.ebsd_dataset`.
+    """
+    from metallo._ebsd_dataset import ebsd_dataset
+
+    keep = np.isfinite(x) & np.isfinite(y)
+    if not keep.any():
+        raise FormatError(f"{source}: no point has finite x/y coordinates")
+    if not keep.all():
+        euler, phase, x, y = euler[keep], phase[keep], x[keep], y[keep]
+        variables = {k: v[keep] for k, v in (variables or {}).items()}
+    placement = place_on_grid(
+        x, y, source=source, grid=grid, header_step=header_step, header_shape=header_shape
+    )
+    check_duplicates(placement, source)
+    columns = {
+        name: scatter_to_grid(placement, np.asarray(values).astype(np.float32), np.float32(np.nan))
+        for name, values in (variables or {}).items()
+    }
+    ds = ebsd_dataset(
+        scatter_to_grid(placement, np.asarray(euler, dtype=np.float64), np.nan),
+        scatter_to_grid(placement, np.asarray(phase).astype(np.int16), np.int16(-1)),
+        step_um=placement.step_x,
+        step_y_um=placement.step_y,
+        grid=placement.grid,
+        phases=phases,
+        origin_um=placement.origin,
+        variables=columns,
+        source=source,
+        header=header,
+    )
+    ds.attrs.update(attrs or {})
+    return ds

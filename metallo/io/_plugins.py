@@ -19,7 +19,9 @@ imported on the first lookup, so a new format only needs a new module that calls
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,21 @@ from typing import Any
 from metallo._registry import Registry
 from metallo.errors import ConfigError, FormatError
 
-__all__ = ["KINDS", "SNIFF_BYTES", "ReaderPlugin", "reader_for", "reader_names", "register_reader"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "SNIFF_BYTES",
+    "ReaderPlugin",
+    "reader_for",
+    "reader_names",
+    "register_reader",
+]
 
 #: The kinds of file a reader can return.
 KINDS = ("image", "ebsd")
+
+#: The entry-point group through which other packages add readers (as xarray's backends do).
+ENTRY_POINT_GROUP = "metallo.readers"
 
 #: How many leading bytes of a file the sniff functions receive.
 SNIFF_BYTES = 4096
@@ -56,6 +69,12 @@ class ReaderPlugin:
         ``sniff(head: bytes) -> bool``, True if the first bytes look like this format.
     read : callable
         ``read(path, **options)``, returns the data.
+    probe : callable, optional
+        ``probe(path) -> bool``: a deeper look for formats that share a container (HDF5
+        layouts of several vendors); asked only when ``sniff`` said yes.
+    origin : str
+        ``"metallo"`` or, for a reader added through the ``metallo.readers`` entry-point
+        group, the entry point (``"name = module:object"``).
     """
 
     name: str
@@ -63,6 +82,8 @@ class ReaderPlugin:
     extensions: tuple[str, ...]
     sniff: Callable[[bytes], bool]
     read: Callable[..., Any]
+    probe: Callable[[Path], bool] | None = None
+    origin: str = "metallo"
 
     def sniffs(self, head: bytes) -> bool:
         """Whether ``head`` (the first bytes of a file) looks like this format."""
@@ -70,6 +91,15 @@ class ReaderPlugin:
             return bool(self.sniff(head))
         except (ValueError, TypeError, IndexError, UnicodeError):
             # A sniffer that chokes on foreign bytes has simply not recognised the file.
+            return False
+
+    def probes(self, path: Path) -> bool:
+        """Whether the file at ``path`` is this format (True when there is no ``probe``)."""
+        if self.probe is None:
+            return True
+        try:
+            return bool(self.probe(path))
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError, IndexError, UnicodeError):
             return False
 
 
@@ -84,6 +114,8 @@ def register_reader(
     extensions: tuple[str, ...],
     sniff: Callable[[bytes], bool],
     read: Callable[..., Any],
+    probe: Callable[[Path], bool] | None = None,
+    origin: str = "metallo",
 ) -> None:
     """Add a file format to the reader registry.
 
@@ -99,6 +131,11 @@ def register_reader(
         ``sniff(head: bytes) -> bool`` on the first :data:`SNIFF_BYTES` bytes of the file.
     read : callable
         ``read(path, **options)``.
+    probe : callable, optional
+        ``probe(path) -> bool``, asked after a positive ``sniff`` to tell apart formats that
+        share a container (e.g. the HDF5 layouts of several vendors).
+    origin : str
+        Where the reader comes from; entry-point readers name their entry point.
 
     Returns
     -------
@@ -117,12 +154,15 @@ def register_reader(
             f"reader {name!r}: extensions must be a tuple of strings, e.g. ('.tif',); got {extensions!r}"
         )
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    if not callable(sniff) or not callable(read):
-        raise ConfigError(f"reader {name!r}: sniff and read must be callables")
+    if not callable(sniff) or not callable(read) or (probe is not None and not callable(probe)):
+        raise ConfigError(f"reader {name!r}: sniff, read (and probe) must be callables")
     if name in _READERS:
         raise ConfigError(f"reader {name!r} is already registered")
     _READERS.add(
-        name, ReaderPlugin(name=name.lower(), kind=kind, extensions=exts, sniff=sniff, read=read)
+        name,
+        ReaderPlugin(
+            name=name.lower(), kind=kind, extensions=exts, sniff=sniff, read=read, probe=probe, origin=origin
+        ),
     )
 
 
@@ -136,6 +176,36 @@ def _load_plugins() -> None:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith(_PLUGIN_PREFIXES):
             importlib.import_module(f"metallo.io.{info.name}")
+    _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    """Register the readers of other packages, found in the ``metallo.readers`` entry-point group.
+
+    An entry point names a :class:`ReaderPlugin` or a callable returning one, e.g. in the
+    ``pyproject.toml`` of a lab's package::
+
+        [project.entry-points."metallo.readers"]
+        lab-map = "labformats.metallo_plugin:LAB_MAP_READER"
+
+    A plugin that fails to load, or whose name is taken, is skipped with a warning naming it:
+    one broken third-party package must not stop metallo from reading the formats it knows.
+    """
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        label = f"{entry.name} = {entry.value}"
+        try:
+            obj = entry.load()
+            plugin = obj if isinstance(obj, ReaderPlugin) else obj()
+            if not isinstance(plugin, ReaderPlugin):
+                raise TypeError(f"it gave a {type(plugin).__name__}, not a metallo.io.ReaderPlugin")
+            register_reader(
+                plugin.name, kind=plugin.kind, extensions=plugin.extensions, sniff=plugin.sniff,
+                read=plugin.read, probe=plugin.probe, origin=label,
+            )
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            warnings.warn(
+                f"{ENTRY_POINT_GROUP} entry point {label!r} skipped: {exc}", UserWarning, stacklevel=4
+            )
 
 
 def _plugins(kind: str | None) -> list[ReaderPlugin]:
@@ -159,7 +229,11 @@ def reader_names(kind: str | None = None) -> list[str]:
 
 
 def _describe(plugins: list[ReaderPlugin]) -> str:
-    return "; ".join(f"{p.name} ({p.kind}: {', '.join(p.extensions)})" for p in plugins) or "none"
+    def one(p: ReaderPlugin) -> str:
+        where = "" if p.origin == "metallo" else f", plugin {p.origin}"
+        return f"{p.name} ({p.kind}: {', '.join(p.extensions)}{where})"
+
+    return "; ".join(one(p) for p in plugins) or "none"
 
 
 def reader_for(path: str | Path, *, kind: str | None = None) -> ReaderPlugin:
@@ -198,12 +272,19 @@ def reader_for(path: str | Path, *, kind: str | None = None) -> ReaderPlugin:
         raise FormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     ext = path.suffix.lower()
     sniffed = [p for p in plugins if p.sniffs(head)]
+    # Formats sharing a container (HDF5) look deeper; several may share a magic number
+    # (TIFF-based ones): the extension breaks the tie.
+    probed = [p for p in sniffed if p.probes(path)]
+    if probed:
+        by_ext = [p for p in probed if ext in p.extensions]
+        return (by_ext or probed)[0]
+    what = f"{kind} " if kind else ""
     if sniffed:
-        # Several formats may share a magic number (TIFF-based ones); the extension breaks the tie.
-        by_ext = [p for p in sniffed if ext in p.extensions]
-        return (by_ext or sniffed)[0]
+        raise FormatError(
+            f"{path}: a {'/'.join(sorted({p.name for p in sniffed}))} container, but none of those "
+            f"readers recognises its layout; known formats: {_describe(plugins)}"
+        )
     by_ext = [p for p in plugins if ext in p.extensions]
     if by_ext:
         return by_ext[0]
-    what = f"{kind} " if kind else ""
     raise FormatError(f"{path}: not a known {what}file format; known formats: {_describe(plugins)}")

@@ -1,0 +1,46 @@
+"""``metallo ebsd`` and recipes open every EBSD format through the reader registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FILES = [
+    "ebsd_osc/pythonEBSD_copper_hex.osc",
+    "ebsd_vendor_hdf5/ebsdlib_EdaxAngOnly_Ni.h5",
+    "correlative_defdap_ni_ebsd_dic/testDataEBSD.crc",
+]
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("relative", FILES)
+def test_cli_ebsd_reads_vendor_formats(shared_file, relative, tmp_path):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.specimen import Specimen
+
+    spec_path = tmp_path / "s.metallo.h5"
+    result = CliRunner().invoke(app, ["ebsd", str(shared_file(relative)), "--specimen", str(spec_path), "--no-clean"])
+    assert result.exit_code == 0, result.output
+    spec = Specimen.open(spec_path)
+    ebsd = spec["ebsd/map1"]
+    expected = {".osc": (231, 104), ".h5": (151, 186), ".crc": (243, 359)}[shared_file(relative).suffix]
+    assert (ebsd.sizes["y"], ebsd.sizes["x"]) == expected
+    assert ebsd.attrs["monoclinic_axis"] == "y"
+    assert "grains:" in result.output
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_recipe_reads_an_osc_map(shared_file, tmp_path):
+    from metallo import pipeline
+    from metallo.specimen import Specimen
+
+    recipe = {"specimen": {"id": "Cu"}, "inputs": {"ebsd": {"path": str(shared_file(FILES[0]))}},
+              "steps": {"clean_ebsd": {}}}
+    result = pipeline.run(recipe, base_dir=tmp_path)
+    ebsd = Specimen.open(result.specimen_path)["ebsd/map"]
+    assert ebsd.attrs["grid"] == "hexagonal" and json.loads(ebsd.attrs["header"])["format"] == "osc"
