@@ -1,4 +1,4 @@
-"""EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
+"""EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries, parent grains."""
 
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._clean import clean
@@ -16,6 +16,15 @@ from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
+from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
+from metallo.ebsd._parent import (
+    ORFit,
+    ParentReconstruction,
+    ParentReconstructionError,
+    boundary_f1,
+    fit_orientation_relationship,
+    reconstruct_parent,
+)
 from metallo.ebsd._rotations import (
     axis_angle_to_quat,
     euler_to_quat,
@@ -30,6 +39,16 @@ from metallo.ebsd._rotations import (
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
 
 __all__ = [
+    "ORFit",
+    "OrientationRelationship",
+    "ParentReconstruction",
+    "ParentReconstructionError",
+    "boundary_f1",
+    "fit_orientation_relationship",
+    "or_angle",
+    "or_names",
+    "orientation_relationship",
+    "reconstruct_parent",
     "map_image",
     "BOUNDARY_CLASSES",
     "LAUE_GROUPS",
