@@ -45,6 +45,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "metallo._cli_core",
     "metallo.ebsd._cli",
+    "metallo.ebsd._cli_parent",
     "metallo.correlate._cli",
     "metallo.annotate._cli",
     "metallo.segment._cli",
