@@ -134,6 +134,7 @@ _COMMAND_MODULES = (
     "metallo.cli._core",
     "metallo.cli._io",
     "metallo.cli._ebsd",
+    "metallo.cli._parent",
     "metallo.cli._correlate",
     "metallo.cli._annotate",
     "metallo.cli._segment",

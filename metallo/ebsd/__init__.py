@@ -1,4 +1,4 @@
-"""EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries."""
+"""EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries, parent grains."""
 
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.ebsd._adapter import clean_step, derive_step
@@ -17,6 +17,18 @@ from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
+from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
+from metallo.ebsd._parent import (
+    ORFit,
+    ParentReconstruction,
+    ParentReconstructionError,
+    add_parent_to_specimen,
+    boundary_f1,
+    fit_orientation_relationship,
+    parent_map,
+    reconstruct_parent,
+    substructure_sizes,
+)
 from metallo.ebsd._rotations import (
     axis_angle_to_quat,
     euler_to_quat,
@@ -33,6 +45,19 @@ from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetr
 __all__ = [
     "clean_step",
     "derive_step",
+    "ORFit",
+    "OrientationRelationship",
+    "ParentReconstruction",
+    "ParentReconstructionError",
+    "add_parent_to_specimen",
+    "boundary_f1",
+    "fit_orientation_relationship",
+    "or_angle",
+    "or_names",
+    "orientation_relationship",
+    "parent_map",
+    "reconstruct_parent",
+    "substructure_sizes",
     "map_image",
     "BOUNDARY_CLASSES",
     "LAUE_GROUPS",

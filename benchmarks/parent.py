@@ -1,0 +1,109 @@
+"""Benchmark: OR fit + parent reconstruction + variants on a 1,000,000-point synthetic martensite map.
+
+The map comes from ``metallo.synth.make_martensite`` (1000 x 1000 points, KS, 2 deg noise,
+5 % unindexed; not timed). Timed steps: child grains (``metallo.ebsd.grains``, the peer in
+the same run: the ratio is parent-steps time / grains time), OR fit, reconstruction with
+variants (wall and process CPU time; the machine may be shared). Accuracy against the exact truth is printed too. A second run under
+``tracemalloc`` gives the peak traced memory of the timed chain.
+
+    python benchmarks/parent.py [--quick] [--or KS]
+
+CPU only; the goal (< 60 s for fit + reconstruction + variants) is stated for 2 cores.
+Results: benchmarks/results/parent.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+
+def chain(ebsd, timings: dict[str, float], cpu: dict[str, float]):
+    import metallo.ebsd as me
+
+    def timed(name, fn):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        timings[name] = time.perf_counter() - t
+        cpu[name] = time.process_time() - c
+        return out
+
+    g = timed("grains", lambda: me.grains(ebsd, tolerance_deg=5.0, min_size_px=1))
+    fit = timed("or_fit", lambda: me.fit_orientation_relationship(ebsd, grains=g))
+    rec = timed("reconstruct_and_variants", lambda: me.reconstruct_parent(ebsd, fit, grains=g))
+    return fit, rec
+
+
+def scores(m, rec) -> dict[str, float]:
+    from metallo.ebsd import boundary_f1, misorientation_angle, or_angle, quat_multiply
+
+    idx = m.ebsd["phase"].values >= 0
+    pq = rec.dataset["parent_quaternion"].values
+    tq = m.parent_quaternions[m.parent_id]
+    ang = np.nan_to_num(misorientation_angle(pq[idx], tq[idx]), nan=180.0)
+    vout = rec.dataset["variant"].values
+    mart = idx & (m.variant >= 0)
+    ok = mart & (vout >= 0)
+    ideal_out = quat_multiply(rec.orientation_relationship.variants[vout[ok]], pq[ok])
+    ideal_true = quat_multiply(m.orientation_relationship.variants[m.variant[ok]], tq[ok])
+    thr = min(3.0, 0.5 * np.sort(m.orientation_relationship.intervariant_angles())[1])
+    return {
+        "or_error_deg": or_angle(rec.orientation_relationship, m.orientation_relationship),
+        "parent_within_3deg": float((ang < 3.0).mean()),
+        "pag_boundary_f1": boundary_f1(rec.parent_ids, m.parent_id)["f1"],
+        "variant_correct": float((misorientation_angle(ideal_out, ideal_true) < thr).sum() / mart.sum()),
+        "n_parents_true": int(m.parent_quaternions.shape[0]),
+        "n_parents_found": len(rec.parents),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a 300 x 300 map")
+    parser.add_argument("--or", dest="orel", default="KS", help="orientation relationship of the synthetic map")
+    args = parser.parse_args()
+    from metallo.synth import make_martensite
+
+    side = 300 if args.quick else 1000
+    n_parents = 24 if args.quick else 80
+    m = make_martensite(0, shape=(side, side), n_parents=n_parents, orientation_relationship=args.orel)
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    fit, rec = chain(m.ebsd, timings, cpu)
+    tracemalloc.start()
+    chain(m.ebsd, {}, {})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    parent_time = timings["or_fit"] + timings["reconstruct_and_variants"]
+    parent_cpu = cpu["or_fit"] + cpu["reconstruct_and_variants"]
+    acc = scores(m, rec)
+    print(f"{side} x {side} points, OR {args.orel}, {os.cpu_count()} CPUs, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
+    print(f"{'step':<36}{'wall s':>10}{'CPU s':>10}")
+    for k, v in timings.items():
+        print(f"{k:<36}{v:>10.2f}{cpu[k]:>10.2f}")
+    print(f"{'OR fit + reconstruction + variants':<36}{parent_time:>10.2f}{parent_cpu:>10.2f}  (goal < 60 s)")
+    print(f"{'CPU ratio to grains (peer)':<36}{parent_cpu / cpu['grains']:>10.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (wall times on a shared machine are inflated)")
+    print(f"{'peak traced memory':<32}{peak / 1e9:>10.2f} GB")
+    for k, v in acc.items():
+        print(f"{k:<32}{v:>10.4g}")
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "parent.json").write_text(json.dumps({
+        "points": side * side, "orientation_relationship": args.orel, "timings_s": timings,
+        "cpu_s": cpu, "parent_steps_s": parent_time, "parent_steps_cpu_s": parent_cpu,
+        "cpu_ratio_to_grains": parent_cpu / cpu["grains"], "load_average": os.getloadavg()[0],
+        "peak_traced_memory_gb": peak / 1e9, "accuracy": acc, "or_fit": fit.to_dict(),
+        "cpu_count": os.cpu_count(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

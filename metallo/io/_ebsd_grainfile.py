@@ -1,0 +1,171 @@
+"""TSL OIM "grain files": type 1 (one row per point, with OIM's grain id) and type 2 (one row
+per grain).
+
+Type 1 columns: phi1 PHI phi2 (rad), x y (µm), IQ, CI, Fit (deg), grain id, edge flag,
+phase name (a string). The header (``#`` lines) states the grain tolerance angle, minimum
+grain size and minimum CI OIM used; it gives no symmetry, so phases whose names say iron,
+steel, ferrite, martensite, bainite, austenite, bcc or fcc are taken as cubic (m-3m) and any
+other name is also read as cubic with a warning.
+
+Type 2 columns: grain id, mean phi1 PHI phi2 (rad), mean x y, mean IQ, CI, Fit, phase index,
+number of points; read it with :func:`read_grain_table`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from metallo.ebsd._dataset import ebsd_dataset
+from metallo.errors import FormatError
+from metallo.io._ebsd_grid import check_duplicates, place_on_grid, scatter_to_grid
+from metallo.io._plugins import register_reader
+
+__all__ = ["read_grain_file", "read_grain_table", "sniff_grain_file"]
+
+_CUBIC_WORDS = ("iron", "steel", "ferrite", "martensite", "bainite", "austenite", "bcc", "fcc", "fe")
+_TYPE1_MARK = b"Column 9:   Grain ID"
+_TYPE2_MARK = b"Column 1: Integer identifying grain"
+
+
+def sniff_grain_file(head: bytes) -> bool:
+    """True for a TSL grain file of type 1 or 2."""
+    return head.startswith(b"# Header:") and (_TYPE1_MARK in head or _TYPE2_MARK in head)
+
+
+def _header(lines: list[str]) -> tuple[dict[str, str], int]:
+    header: dict[str, str] = {}
+    k = 0
+    while k < len(lines) and lines[k].startswith("#"):
+        text = lines[k][1:].strip()
+        if ":" in text:
+            key, value = text.split(":", 1)
+            header[key.strip()] = value.strip()
+        k += 1
+    return header, k
+
+
+def read_grain_file(path: str | Path) -> xr.Dataset:
+    """Read a TSL OIM grain file of type 1 (one row per point) as an EBSD map.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    xr.Dataset
+        The EBSD layout of :func:`metallo.ebsd.ebsd_dataset` with ``ci``, ``iq``, ``fit``,
+        ``oim_grain_id`` (int32, -1 off the grid) and ``oim_edge`` (uint8) columns; phase ids
+        number the phase names in order of appearance from 1.
+
+    Raises
+    ------
+    FormatError
+        Not a type-1 grain file, or a malformed row (the message names the line).
+
+    Example
+    -------
+    >>> ebsd = read_grain_file("map_gf1.txt")  # doctest: +SKIP
+    >>> int(ebsd["oim_grain_id"].max())  # doctest: +SKIP
+    3580
+    """
+    path = Path(path)
+    source = path.name
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header, k = _header(lines)
+    if not any(key.startswith("Column 9") and "Grain ID" in value for key, value in header.items()):
+        if any(key.startswith("Column 1") and "grain" in value.lower() for key, value in header.items()):
+            raise FormatError(f"{source}: a grain file of type 2 (one row per grain); read it with "
+                              "metallo.io.read_grain_table, not as a map")
+        raise FormatError(f"{source}: not a TSL grain file of type 1 (no 'Column 9: Grain ID' header line)")
+    rows = [ln for ln in lines[k:] if ln.strip()]
+    if not rows:
+        raise FormatError(f"{source}: no data rows after the header")
+    numbers = np.empty((len(rows), 10))
+    names: list[str] = []
+    for i, line in enumerate(rows):
+        parts = line.split(None, 10)
+        if len(parts) != 11:
+            raise FormatError(f"{source}: line {k + 1 + i}: expected 10 numbers and a phase name; got {len(parts)} fields")
+        try:
+            numbers[i] = [float(p) for p in parts[:10]]
+        except ValueError:
+            raise FormatError(f"{source}: line {k + 1 + i}: a non-numeric value in the first 10 columns") from None
+        names.append(parts[10].strip())
+    if not np.isfinite(numbers).all():
+        bad = int(np.argmax(~np.isfinite(numbers).all(axis=1)))
+        raise FormatError(f"{source}: line {k + 1 + bad}: NaN or infinite value")
+    phase_names = list(dict.fromkeys(names))
+    lookup = {n: i + 1 for i, n in enumerate(phase_names)}
+    phase_ids = np.array([lookup[n] for n in names], dtype=np.int16)
+    phases = []
+    for name, pid in lookup.items():
+        if not any(w in re.split(r"[^a-z]+", name.lower()) or w in name.lower() for w in _CUBIC_WORDS):
+            warnings.warn(f"{source}: phase {name!r}: a grain file states no symmetry; read as cubic (m-3m)",
+                          UserWarning, stacklevel=2)
+        phases.append({"id": pid, "name": name, "symmetry": "m-3m", "lattice": []})
+    x, y = numbers[:, 3], numbers[:, 4]
+    placement = place_on_grid(x, y, source=source, grid="square")
+    check_duplicates(placement, source)
+    euler = scatter_to_grid(placement, numbers[:, 0:3], np.nan)
+    variables = {
+        "iq": scatter_to_grid(placement, numbers[:, 5].astype(np.float32), np.float32(np.nan)),
+        "ci": scatter_to_grid(placement, numbers[:, 6].astype(np.float32), np.float32(np.nan)),
+        "fit": scatter_to_grid(placement, numbers[:, 7].astype(np.float32), np.float32(np.nan)),
+        "oim_grain_id": scatter_to_grid(placement, numbers[:, 8].astype(np.int32), np.int32(-1)),
+        "oim_edge": scatter_to_grid(placement, numbers[:, 9].astype(np.uint8), np.uint8(0)),
+    }
+    header.update({"format": "tsl-grain-file-1", "n_points": len(rows), "symmetry": "assumed m-3m"})
+    return ebsd_dataset(
+        euler, scatter_to_grid(placement, phase_ids, np.int16(-1)), step_um=placement.step_x,
+        step_y_um=placement.step_y, phases=phases, origin_um=placement.origin, variables=variables,
+        source=source, header=header,
+    )
+
+
+def read_grain_table(path: str | Path) -> pd.DataFrame:
+    """Read a TSL OIM grain file of type 2 (one row per grain).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    pd.DataFrame
+        Indexed by ``grain_id``: phi1, Phi, phi2 (rad), x_um, y_um, iq, ci, fit, phase,
+        n_points.
+
+    Example
+    -------
+    >>> table = read_grain_table("map_gf2.txt")  # doctest: +SKIP
+    >>> int(table["n_points"].sum())  # doctest: +SKIP
+    20724
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header, k = _header(lines)
+    if not any(key.startswith("Column 1") and "grain" in value.lower() for key, value in header.items()):
+        raise FormatError(f"{path.name}: not a TSL grain file of type 2 (no 'Column 1: Integer identifying grain' line)")
+    rows = [ln.split() for ln in lines[k:] if ln.strip()]
+    bad = [i for i, r in enumerate(rows) if len(r) != 11]
+    if bad:
+        raise FormatError(f"{path.name}: line {k + 1 + bad[0]}: expected 11 numbers; got {len(rows[bad[0]])}")
+    try:
+        data = np.array(rows, dtype=np.float64)
+    except ValueError:
+        raise FormatError(f"{path.name}: a non-numeric value in the grain table") from None
+    cols = ["phi1", "Phi", "phi2", "x_um", "y_um", "iq", "ci", "fit", "phase", "n_points"]
+    table = pd.DataFrame(data[:, 1:], columns=cols, index=pd.Index(data[:, 0].astype(np.int64), name="grain_id"))
+    table["phase"] = table["phase"].astype(np.int64)
+    table["n_points"] = table["n_points"].astype(np.int64)
+    return table
+
+
+register_reader("grainfile", kind="ebsd", extensions=(), sniff=sniff_grain_file, read=read_grain_file)
