@@ -25,14 +25,14 @@ import xarray as xr
 from scipy.spatial import cKDTree
 
 from metallo.ebsd import (
+    OrientationRelationship,
     axis_angle_to_quat,
     ebsd_dataset,
     quat_multiply,
     quat_to_euler,
     random_quaternions,
 )
-from metallo.ebsd._or import OrientationRelationship
-from metallo.ebsd._or import orientation_relationship as _or_from
+from metallo.ebsd import orientation_relationship as _or_from
 from metallo.errors import ConfigError
 
 __all__ = ["SynthMartensite", "make_martensite"]
