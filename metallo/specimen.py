@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from metallo._atomic import atomic_write
+from metallo._atomic import atomic_write, file_lock
 from metallo._specimen_h5 import UnsupportedLayout, read_groups
 from metallo._specimen_io import FileStamp, check_hdf5, file_stamp
 from metallo._specimen_schema import (
@@ -44,7 +44,14 @@ from metallo._specimen_schema import (
 )
 from metallo._specimen_table import dataset_to_table, table_to_dataset
 from metallo._version import __version__
-from metallo.errors import ConfigError, FormatError, MetalloError, SchemaError, UnknownNameError
+from metallo.errors import (
+    ConfigError,
+    ConflictError,
+    FormatError,
+    MetalloError,
+    SchemaError,
+    UnknownNameError,
+)
 
 __all__ = ["PROVENANCE_FIELDS", "SCHEMA_VERSION", "Specimen", "node_kind"]
 
@@ -193,6 +200,7 @@ class Specimen:
         provenance: list[dict[str, Any]],
         *,
         _stamp: FileStamp | None = None,
+        _replace: bool = False,
     ) -> None:
         self._path = path
         self._attrs = attrs
@@ -200,7 +208,10 @@ class Specimen:
         # None = not loaded yet (lazy open); read from the file on first access.
         self._nodes: dict[str, xr.Dataset | None] = {}
         self._descriptions: dict[str, dict[str, Any]] = {}
+        # Identity of the file as read or last written: save refuses if it changed since.
         self._stamp = _stamp
+        # create(overwrite=True): the first save may replace a file that exists.
+        self._replace = _replace
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -262,7 +273,7 @@ class Specimen:
             "process": _dumps(process, f"{path}: process"),
         }
         validate_root(attrs, where=str(path))
-        spec = cls(path, attrs, [])
+        spec = cls(path, attrs, [], _replace=overwrite)
         spec._record(
             "create",
             {"specimen_id": specimen_id, "material": str(material), "process": process},
@@ -327,6 +338,35 @@ class Specimen:
             spec._descriptions[node] = description
             spec._nodes[node] = None if lazy else ds
         return spec
+
+    @staticmethod
+    def lock(path: str | PathLike[str], *, timeout: float | None = None) -> Any:
+        """Context manager holding the advisory lock of a specimen file (open-modify-save).
+
+        :meth:`save` always takes this lock and refuses to overwrite a file that another
+        writer changed since it was opened (:class:`~metallo.errors.ConflictError`). Holding
+        the lock from :meth:`open` to :meth:`save` makes concurrent writers wait their turn
+        instead. It is re-entrant within a process.
+
+        Parameters
+        ----------
+        path : path-like
+            The specimen file (it need not exist yet).
+        timeout : float, optional
+            Seconds to wait for another process; default ``METALLO_LOCK_TIMEOUT`` or 120.
+
+        Returns
+        -------
+        context manager
+
+        Examples
+        --------
+        >>> with Specimen.lock("S1.h5"):  # doctest: +SKIP
+        ...     spec = Specimen.open("S1.h5")
+        ...     spec.add("quantities/psd", table, step="quantify.particle_sizes")
+        ...     spec.save()
+        """
+        return file_lock(Path(path), timeout=timeout)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -552,11 +592,44 @@ class Specimen:
         -------
         Path
 
+        Raises
+        ------
+        ConflictError
+            The file changed on disk since this specimen was opened or last saved (another
+            writer), or another process held its lock too long; nothing was written.
+
         Examples
         --------
         >>> spec.save()  # doctest: +SKIP
         """
         target = Path(path).absolute() if path is not None else self._path
+        if not target.parent.is_dir():
+            raise ConfigError(f"{target}: folder {target.parent} does not exist")
+        with file_lock(target):
+            if target == self._path:
+                self._check_unchanged()
+            self._write(target)
+        return target
+
+    def _check_unchanged(self) -> None:
+        """Refuse to save over a file another writer changed since it was read (lost write)."""
+        try:
+            now: FileStamp | None = file_stamp(self._path)
+        except FileNotFoundError:
+            now = None
+        if self._stamp is not None and now != self._stamp:
+            raise ConflictError(
+                f"{self._path}: the file was changed or removed by another writer since this "
+                "specimen was opened or last saved; nothing was written - open it again, repeat "
+                "the step and save (Specimen.lock(path) serialises open-modify-save)"
+            )
+        if self._stamp is None and now is not None and not self._replace:
+            raise ConflictError(
+                f"{self._path}: another writer created this file after Specimen.create; nothing "
+                "was written - open it with Specimen.open or create with overwrite=True"
+            )
+
+    def _write(self, target: Path) -> None:
         where = str(target)
         for key in self.nodes():
             ds = self._get(key)
@@ -589,7 +662,6 @@ class Specimen:
         self._attrs = attrs
         self._path = target
         self._stamp = file_stamp(target)
-        return target
 
     def __repr__(self) -> str:
         return f"<Specimen {self.specimen_id!r} at {str(self._path)!r}: {len(self._nodes)} nodes, {len(self._provenance)} steps>"
