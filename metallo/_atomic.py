@@ -6,6 +6,10 @@ fsynced so the rename itself survives a power cut. A killed writer leaves the pr
 untouched plus, at worst, a stale temporary file. Temporary names start with a dot and end in
 ``.tmp`` (``.<name>.<host>.<pid>.<random>.tmp``) so that globs such as ``*.h5`` never pick them
 up; the next write of the same file deletes those whose writer is gone.
+
+:func:`file_lock` is the advisory lock (``.<name>.lock`` next to the file, via ``filelock``)
+that every read-modify-write of a file holds, so that two processes never interleave; it is
+re-entrant within a process.
 """
 
 from __future__ import annotations
@@ -14,14 +18,29 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from metallo.errors import ConfigError
+from metallo.errors import ConfigError, ConflictError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "temp_files"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_lock",
+    "lock_path",
+    "temp_files",
+]
+
+#: Seconds a writer waits for another one's lock (``METALLO_LOCK_TIMEOUT`` overrides).
+LOCK_TIMEOUT_S = 120.0
+_LOCKS: dict[str, Any] = {}
+_LOCKS_GUARD = threading.Lock()
 
 #: Temp files of other hosts (network folders) or on systems where a process cannot be
 #: probed are only deleted after this long.
@@ -142,3 +161,74 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically and return the path."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file that guards ``path`` (``.<name>.lock`` in the same folder)."""
+    path = Path(path).absolute()
+    return path.parent / f".{path.name}.lock"
+
+
+def _lock_timeout() -> float:
+    text = os.environ.get("METALLO_LOCK_TIMEOUT", "")
+    if not text:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"METALLO_LOCK_TIMEOUT={text!r}: expected seconds >= 0")
+    return value
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold the advisory lock of ``path`` for the block (re-entrant within a process).
+
+    Parameters
+    ----------
+    path : path-like
+        The file to guard; its folder must exist.
+    timeout : float, optional
+        Seconds to wait for another process's lock; default ``METALLO_LOCK_TIMEOUT`` or 120.
+
+    Raises
+    ------
+    ConflictError
+        Another process held the lock for longer than ``timeout``.
+    ConfigError
+        The lock file cannot be created (read-only or missing folder).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> with file_lock(target):
+    ...     _ = atomic_write_text(target, "mine")
+    """
+    from filelock import FileLock, Timeout
+
+    lock_file = lock_path(path)
+    wait = _lock_timeout() if timeout is None else float(timeout)
+    key = f"{os.getpid()}:{lock_file}"  # a forked child needs its own lock object
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = FileLock(lock_file)
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise ConflictError(
+            f"{Path(path).absolute()}: another process has held its lock {lock_file.name} for "
+            f"more than {wait:g} s; try again when it has finished (METALLO_LOCK_TIMEOUT sets the wait)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{Path(path).absolute()}: cannot create the lock file {lock_file} "
+            f"({exc.strerror or exc}); the folder must exist and be writable"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -20,6 +20,8 @@ import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray
 
+from metallo.errors import FormatError
+
 # Internals of h5netcdf / xarray: if a release moves them, every file goes through the
 # xarray reader (UnsupportedLayout) instead of failing at import.
 try:
@@ -62,14 +64,21 @@ class _NotRead(BackendArray):
 
 def _values(dset: h5py.Dataset) -> np.ndarray:
     info = h5py.check_string_dtype(dset.dtype)
-    if info is not None:
-        if info.length is not None:
-            raise UnsupportedLayout(f"fixed-length strings in {dset.name}")
-        # numpy str, not object: what the h5netcdf backend gives after .load()
-        return np.asarray(dset.asstr()[()], dtype=object).astype(np.str_)
-    if dset.dtype.kind not in "biuf":
+    if info is not None and info.length is not None:
+        raise UnsupportedLayout(f"fixed-length strings in {dset.name}")
+    if info is None and dset.dtype.kind not in "biuf":
         raise UnsupportedLayout(f"dtype {dset.dtype} of {dset.name}")
-    return np.asarray(dset[()])
+    try:
+        if info is not None:
+            # numpy str, not object: what the h5netcdf backend gives after .load()
+            return np.asarray(dset.asstr()[()], dtype=object).astype(np.str_)
+        return np.asarray(dset[()])
+    except (OSError, UnicodeDecodeError) as exc:  # Fletcher-32 mismatch, damaged chunk or heap
+        group, _, name = dset.name.rpartition("/")
+        raise FormatError(
+            f"{dset.file.filename}: node {group or '/'!r} variable {name!r}: stored values are "
+            f"corrupt (checksum or read failure: {' '.join(str(exc).split())[:120]})"
+        ) from None
 
 
 def read_groups(

@@ -27,6 +27,10 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from metallo.errors import SchemaError
 
+#: Tolerance (rad) of the Euler-angle ranges (files store 5 decimals).
+_EULER_TOL = 1e-3
+_EULER_MAX = np.array([2 * np.pi, np.pi, 2 * np.pi])
+
 __all__ = [
     "NODE_KINDS",
     "describe_dataset",
@@ -34,6 +38,7 @@ __all__ = [
     "validate_node",
     "validate_provenance",
     "validate_root",
+    "validate_values",
 ]
 
 #: Node kinds with a schema of their own; ``ebsd_derived`` is ``ebsd/<name>/derived``,
@@ -162,3 +167,87 @@ def validate_node(description: Mapping[str, Any], kind: str, *, where: str) -> N
 def validate_provenance(records: Sequence[Mapping[str, Any]], *, where: str) -> None:
     """Validate the provenance records (a list of dicts)."""
     _raise_first(_validator("provenance").iter_errors(records), where, "node '/provenance'")
+
+
+def _first_point(bad: np.ndarray, ds: xr.Dataset) -> str:
+    index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    names = [str(d) for d in ds["phase"].dims] if "phase" in ds else ["y", "x"]
+    return ", ".join(f"{n}={i}" for n, i in zip(names, index, strict=False))
+
+
+def _check_coords(ds: xr.Dataset, where: str) -> None:
+    for name in ("y", "x"):
+        if name not in ds.coords or ds[name].dtype.kind != "f":
+            continue
+        values = np.asarray(ds[name].values)
+        if not np.isfinite(values).all():
+            raise SchemaError(f"{where} coordinate {name!r}: expected finite positions (µm); got NaN/inf")
+        if values.size > 1 and not (np.diff(values) > 0).all():
+            raise SchemaError(f"{where} coordinate {name!r}: expected strictly increasing positions")
+
+
+def validate_values(ds: xr.Dataset, node: str, kind: str, *, where: str) -> None:
+    """Check the values the schemas describe but JSON Schema cannot see (reads the data).
+
+    EBSD maps: finite, strictly increasing ``y``/``x``; finite ``step_um``; at indexed points
+    (``phase >= 0``) finite Euler angles with phi1, phi2 in [0, 2π] and Phi in [0, π] rad
+    (±1e-3), unit quaternions, finite ``ci`` and ``iq``. Unindexed points may hold anything.
+    Micrographs, annotations and segmentations: finite, increasing ``y``/``x``.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        The node's data.
+    node, kind : str
+        Node path and its kind (one of :data:`NODE_KINDS`).
+    where : str
+        The file or specimen, for the message.
+
+    Raises
+    ------
+    SchemaError
+        Naming the node, the variable, the first bad point and the expected range.
+
+    Examples
+    --------
+    >>> validate_values(ebsd, "ebsd/map1", "ebsd", where="S1.h5")  # doctest: +SKIP
+    """
+    at = f"{where}: node '/{node}'"
+    if kind in ("ebsd", "micrographs", "annotations", "segmentations"):
+        _check_coords(ds, at)
+    if kind != "ebsd":
+        return
+    for key in ("step_um", "step_y_um"):
+        if key in ds.attrs and not np.isfinite(np.asarray(ds.attrs[key], dtype=float)).all():
+            raise SchemaError(f"{at} field 'attrs.{key}': expected a finite step in µm; got {ds.attrs[key]!r}")
+    indexed = np.asarray(ds["phase"].values) >= 0
+    if "euler" in ds.data_vars:
+        euler = np.asarray(ds["euler"].values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(euler) & (euler >= -_EULER_TOL) & (euler <= _EULER_MAX + _EULER_TOL)
+        bad = indexed & ~ok.all(axis=-1)
+        if bad.any():
+            raise SchemaError(
+                f"{at} variable 'euler': {int(bad.sum())} indexed points have non-finite or "
+                f"out-of-range angles (first at {_first_point(bad, ds)}: "
+                f"[{', '.join(f'{v:.4g}' for v in euler[bad][0])}]); expected phi1, phi2 in [0, 2pi] and "
+                "Phi in [0, pi] rad, or phase -1"
+            )
+    if "quaternion" in ds.data_vars:
+        q = np.asarray(ds["quaternion"].values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            norm = np.sqrt((q * q).sum(axis=-1))
+            bad = indexed & ~(np.abs(norm - 1) <= 1e-3)
+        if bad.any():
+            raise SchemaError(
+                f"{at} variable 'quaternion': {int(bad.sum())} indexed points are not finite unit "
+                f"quaternions (first at {_first_point(bad, ds)}); expected |q| = 1, or phase -1"
+            )
+    for name in ("ci", "iq"):
+        if name in ds.data_vars and ds[name].dims == ds["phase"].dims:
+            bad = indexed & ~np.isfinite(np.asarray(ds[name].values, dtype=np.float64))
+            if bad.any():
+                raise SchemaError(
+                    f"{at} variable {name!r}: {int(bad.sum())} indexed points are NaN/inf "
+                    f"(first at {_first_point(bad, ds)}); expected finite values, or phase -1"
+                )

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from metallo._progress import ProgressCallback, notify
-from metallo.errors import ConfigError
+from metallo.errors import ConfigError, MetalloError
 
-__all__ = ["BatchResult", "collect_recipes", "run_batch"]
+__all__ = ["BatchResult", "check_unique_ids", "collect_recipes", "run_batch"]
 
 
 @dataclass
@@ -60,6 +60,42 @@ def collect_recipes(paths: Iterable[str | Path]) -> list[Path]:
     if not out:
         raise ConfigError(f"no recipes (*.yaml, *.yml) found in {', '.join(map(str, paths))}")
     return out
+
+
+def check_unique_ids(recipes: Sequence[str | Path]) -> None:
+    """Refuse a batch in which two recipes name the same specimen (one would overwrite the other).
+
+    Recipes that do not load are left to fail on their own when the batch runs.
+
+    Parameters
+    ----------
+    recipes : sequence of paths
+        Recipe files.
+
+    Raises
+    ------
+    ConfigError
+        Two recipes share a specimen id or a specimen file; the message names both.
+
+    Examples
+    --------
+    >>> check_unique_ids(["S1.yaml", "S2.yaml"])  # doctest: +SKIP
+    """
+    from metallo._recipe import load_recipe
+
+    seen: dict[str, str] = {}
+    for path in map(str, recipes):
+        try:
+            recipe = load_recipe(path)
+        except MetalloError:
+            continue
+        for key in (f"id {recipe.specimen_id!r}", f"file {recipe.specimen_path}"):
+            if key in seen:
+                raise ConfigError(
+                    f"batch: recipes {seen[key]} and {path} both write specimen {key}; give "
+                    "each specimen its own id (nothing was run)"
+                )
+            seen[key] = path
 
 
 def _run_one(recipe_path: str) -> dict[str, Any]:
@@ -126,6 +162,7 @@ def run_batch(
     from metallo.report import write_batch_summary
 
     files = [str(p.resolve()) for p in collect_recipes(recipes)]
+    check_unique_ids(files)
     if scheduler:
         client = Client(scheduler)
         cluster = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConflictError",
     "DataNotFoundError",
     "FormatError",
     "MetalloError",
@@ -48,6 +49,10 @@ class RegistrationError(MetalloError, RuntimeError):
 
 class ModelError(MetalloError, RuntimeError):
     """A model, checkpoint or training setup is unusable."""
+
+
+class ConflictError(MetalloError, RuntimeError):
+    """Another writer holds or has changed a file since it was read; nothing was written."""
 
 
 class DataNotFoundError(MetalloError, FileNotFoundError):

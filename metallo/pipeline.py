@@ -216,6 +216,14 @@ def run(
         notify(progress, len(result.steps), n_steps, f"[{recipe.specimen_id}] {message}")
 
     recipe.output_dir.mkdir(parents=True, exist_ok=True)
+    # Open-modify-save under the specimen's lock: a second run of the same specimen waits.
+    with Specimen.lock(recipe.specimen_path):
+        return _run_locked(recipe, force=force, say=say, console=console)
+
+
+def _run_locked(recipe: Recipe, *, force: bool, say: Any, console: Any) -> RunResult:
+    from metallo.specimen import Specimen
+
     path = recipe.specimen_path
     spec_meta = recipe.data["specimen"]
     if path.exists():

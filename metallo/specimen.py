@@ -34,7 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from metallo import names
-from metallo._atomic import atomic_write
+from metallo._atomic import atomic_write, file_lock
 from metallo._specimen_h5 import UnsupportedLayout, read_groups
 from metallo._specimen_io import FileStamp, check_hdf5, file_stamp
 from metallo._specimen_schema import (
@@ -42,10 +42,18 @@ from metallo._specimen_schema import (
     validate_node,
     validate_provenance,
     validate_root,
+    validate_values,
 )
 from metallo._specimen_table import dataset_to_table, table_to_dataset
 from metallo._version import __version__
-from metallo.errors import ConfigError, FormatError, MetalloError, SchemaError, UnknownNameError
+from metallo.errors import (
+    ConfigError,
+    ConflictError,
+    FormatError,
+    MetalloError,
+    SchemaError,
+    UnknownNameError,
+)
 
 __all__ = ["PROVENANCE_FIELDS", "SCHEMA_VERSION", "Specimen", "node_kind"]
 
@@ -63,6 +71,7 @@ _LAYOUT = ", ".join(
     [f"{g}/<name>" for g in _GROUPS[:2]] + [f"{names.EBSD}/<name>/{sub}" for sub in names.EBSD_SUBNODES]
     + [f"{g}/<name>" for g in _GROUPS[2:]]
 )
+_CHUNK_BYTES = 4 << 20
 # Exceptions h5py / h5netcdf / xarray raise for unreadable or malformed files.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError)
 
@@ -195,6 +204,7 @@ class Specimen:
         provenance: list[dict[str, Any]],
         *,
         _stamp: FileStamp | None = None,
+        _replace: bool = False,
     ) -> None:
         self._path = path
         self._attrs = attrs
@@ -202,7 +212,10 @@ class Specimen:
         # None = not loaded yet (lazy open); read from the file on first access.
         self._nodes: dict[str, xr.Dataset | None] = {}
         self._descriptions: dict[str, dict[str, Any]] = {}
+        # Identity of the file as read or last written: save refuses if it changed since.
         self._stamp = _stamp
+        # create(overwrite=True): the first save may replace a file that exists.
+        self._replace = _replace
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -264,7 +277,7 @@ class Specimen:
             "process": _dumps(process, f"{path}: process"),
         }
         validate_root(attrs, where=str(path))
-        spec = cls(path, attrs, [])
+        spec = cls(path, attrs, [], _replace=overwrite)
         spec._record(
             "create",
             {"specimen_id": specimen_id, "material": str(material), "process": process},
@@ -285,7 +298,10 @@ class Specimen:
             ``False`` (default): read every node into memory now, so the specimen stays usable
             whatever happens to the file later. ``True``: read only the layout and attributes
             now and each node on first access; if the file was replaced by another writer in
-            the meantime that access raises :class:`FormatError`.
+            the meantime that access raises :class:`FormatError`. Stored values (checksums,
+            finite coordinates, Euler-angle ranges, finite CI/IQ at indexed points; see
+            :func:`metallo._specimen_schema.validate_values`) are checked when they are read:
+            here for an eager open, at first access of each node for a lazy one.
 
         Returns
         -------
@@ -294,7 +310,8 @@ class Specimen:
         Raises
         ------
         FormatError
-            Missing, truncated, non-HDF5 or foreign HDF5 file.
+            Missing, truncated, non-HDF5 or foreign HDF5 file, or stored values that fail their
+            Fletcher-32 checksum (the message names the node and variable).
         SchemaError
             A node or attribute violates the container schema (the message names both).
 
@@ -326,9 +343,40 @@ class Specimen:
                 raise SchemaError(f"{where}: {exc}") from None
             description = describe_dataset(ds, node)
             validate_node(description, kind, where=where)
+            if not lazy:
+                validate_values(ds, node, kind, where=where)
             spec._descriptions[node] = description
             spec._nodes[node] = None if lazy else ds
         return spec
+
+    @staticmethod
+    def lock(path: str | PathLike[str], *, timeout: float | None = None) -> Any:
+        """Context manager holding the advisory lock of a specimen file (open-modify-save).
+
+        :meth:`save` always takes this lock and refuses to overwrite a file that another
+        writer changed since it was opened (:class:`~metallo.errors.ConflictError`). Holding
+        the lock from :meth:`open` to :meth:`save` makes concurrent writers wait their turn
+        instead. It is re-entrant within a process.
+
+        Parameters
+        ----------
+        path : path-like
+            The specimen file (it need not exist yet).
+        timeout : float, optional
+            Seconds to wait for another process; default ``METALLO_LOCK_TIMEOUT`` or 120.
+
+        Returns
+        -------
+        context manager
+
+        Examples
+        --------
+        >>> with Specimen.lock("S1.h5"):  # doctest: +SKIP
+        ...     spec = Specimen.open("S1.h5")
+        ...     spec.add("quantities/psd", table, step="quantify.particle_sizes")
+        ...     spec.save()
+        """
+        return file_lock(Path(path), timeout=timeout)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -440,7 +488,9 @@ class Specimen:
                 f"{self._path}: the file was replaced or removed since it was opened lazily; "
                 f"node {node!r} cannot be read from it - open it again"
             )
-        return _read_groups(self._path, load=[node])[1][node]
+        ds = _read_groups(self._path, load=[node])[1][node]
+        validate_values(ds, node, node_kind(node), where=str(self._path))
+        return ds
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -501,6 +551,7 @@ class Specimen:
         ds = _as_dataset(data, key, kind, params_json)
         description = describe_dataset(ds, key)
         validate_node(description, kind, where=where)
+        validate_values(ds, key, kind, where=where)
         self._check_aligned(key, ds)
         self._nodes[key] = ds
         self._descriptions[key] = description
@@ -555,11 +606,44 @@ class Specimen:
         -------
         Path
 
+        Raises
+        ------
+        ConflictError
+            The file changed on disk since this specimen was opened or last saved (another
+            writer), or another process held its lock too long; nothing was written.
+
         Examples
         --------
         >>> spec.save()  # doctest: +SKIP
         """
         target = Path(path).absolute() if path is not None else self._path
+        if not target.parent.is_dir():
+            raise ConfigError(f"{target}: folder {target.parent} does not exist")
+        with file_lock(target):
+            if target == self._path:
+                self._check_unchanged()
+            self._write(target)
+        return target
+
+    def _check_unchanged(self) -> None:
+        """Refuse to save over a file another writer changed since it was read (lost write)."""
+        try:
+            now: FileStamp | None = file_stamp(self._path)
+        except FileNotFoundError:
+            now = None
+        if self._stamp is not None and now != self._stamp:
+            raise ConflictError(
+                f"{self._path}: the file was changed or removed by another writer since this "
+                "specimen was opened or last saved; nothing was written - open it again, repeat "
+                "the step and save (Specimen.lock(path) serialises open-modify-save)"
+            )
+        if self._stamp is None and now is not None and not self._replace:
+            raise ConflictError(
+                f"{self._path}: another writer created this file after Specimen.create; nothing "
+                "was written - open it with Specimen.open or create with overwrite=True"
+            )
+
+    def _write(self, target: Path) -> None:
         where = str(target)
         for key in self.nodes():
             ds = self._get(key)
@@ -578,9 +662,9 @@ class Specimen:
         # Only a node's own variables: coordinates inherited from its map are written there.
         encoding = {
             "/" + key: {
-                str(name): {"_FillValue": None}
+                str(name): _encoding(var)
                 for name, var in _own_variables(tree, key).items()
-                if var.dtype.kind == "f"
+                if _encoding(var)
             }
             for key in self.nodes()
         }
@@ -592,7 +676,6 @@ class Specimen:
         self._attrs = attrs
         self._path = target
         self._stamp = file_stamp(target)
-        return target
 
     def __repr__(self) -> str:
         return f"<Specimen {self.specimen_id!r} at {str(self._path)!r}: {len(self._nodes)} nodes, {len(self._provenance)} steps>"
@@ -604,6 +687,22 @@ class Specimen:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."
+
+
+def _encoding(var: xr.Variable) -> dict[str, Any]:
+    """How a variable is stored: Fletcher-32 checksums on every numeric array (chunked)."""
+    encoding: dict[str, Any] = {}
+    if var.dtype.kind == "f":
+        encoding["_FillValue"] = None
+    if var.ndim and var.dtype.kind in "biufMm":
+        # Flipped bytes then fail the read (FormatError naming the node) instead of changing
+        # values silently. Variable-length strings cannot take HDF5 filters. Filters need
+        # chunks: whole rows up to ~4 MB each (h5py's default 32 kB chunks read 2x slower).
+        row_bytes = max(1, var.dtype.itemsize * int(np.prod(var.shape[1:], dtype=np.int64)))
+        rows = int(min(var.shape[0], max(1, _CHUNK_BYTES // row_bytes)))
+        encoding["fletcher32"] = True
+        encoding["chunksizes"] = (max(rows, 1), *(max(int(n), 1) for n in var.shape[1:]))
+    return encoding
 
 
 def _own_variables(tree: xr.DataTree, key: str) -> Mapping[Hashable, xr.Variable]:

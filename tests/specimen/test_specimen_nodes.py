@@ -13,6 +13,7 @@ import xarray as xr
 from specimen_cases import annotation_labels, ebsd_derived, ebsd_map, micrograph, psd_table
 
 from metallo import ConfigError, FormatError, UnknownNameError, __version__
+from metallo.errors import ConflictError
 from metallo.specimen import Specimen, node_kind
 
 
@@ -225,10 +226,11 @@ def test_eager_open_survives_a_later_replace_lazy_open_refuses(spec, tmp_path):
     )
     with pytest.raises(FormatError, match="replaced"):
         lazy["annotations/bainite"]
-    # Saving the eagerly opened copy replaces the file again and stays consistent.
+    # Saving the eagerly opened copy would drop the other writer's node: refused, nothing lost.
     eager.add("quantities/psd", psd_table(), step="q")
-    eager.save()
-    assert Specimen.open(spec.path).nodes() == ["annotations/bainite", "quantities/psd"]
+    with pytest.raises(ConflictError, match="another writer"):
+        eager.save()
+    assert Specimen.open(spec.path).nodes() == ["annotations/bainite", "micrographs/lom"]
 
 
 def test_save_and_open_hold_no_file_handle(spec):
