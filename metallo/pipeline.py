@@ -210,19 +210,19 @@ def run(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, base_dir=base_dir)
+    recipe.output_dir.mkdir(parents=True, exist_ok=True)
+    # Open-modify-save under the specimen's lock: a second run of the same specimen waits.
+    with Specimen.lock(recipe.specimen_path):
+        return _run_locked(recipe, force=force, progress=progress)
+
+
+def _run_locked(recipe: Recipe, *, force: bool, progress: ProgressCallback | None) -> RunResult:
+    from metallo.specimen import Specimen
+
     n_steps = len(STEPS) + 1  # and the report
 
     def say(message: str) -> None:
         notify(progress, len(result.steps), n_steps, f"[{recipe.specimen_id}] {message}")
-
-    recipe.output_dir.mkdir(parents=True, exist_ok=True)
-    # Open-modify-save under the specimen's lock: a second run of the same specimen waits.
-    with Specimen.lock(recipe.specimen_path):
-        return _run_locked(recipe, force=force, say=say, console=console)
-
-
-def _run_locked(recipe: Recipe, *, force: bool, say: Any, console: Any) -> RunResult:
-    from metallo.specimen import Specimen
 
     path = recipe.specimen_path
     spec_meta = recipe.data["specimen"]
