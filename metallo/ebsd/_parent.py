@@ -41,7 +41,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.special import erfc
 
-from metallo.ebsd._dataset import phases_of
+from metallo._ebsd_dataset import phases_of
 from metallo.ebsd._grains import Grains
 from metallo.ebsd._grains import grains as reconstruct_grains
 from metallo.ebsd._neighbours import (
@@ -1211,7 +1211,7 @@ def parent_map(rec: ParentReconstruction, *, ebsd: xr.Dataset) -> xr.Dataset:
     >>> sorted(v for v in pm.data_vars if v in ("euler", "phase", "variant"))
     ['euler', 'phase', 'variant']
     """
-    from metallo.ebsd._dataset import ebsd_dataset
+    from metallo._ebsd_dataset import ebsd_dataset
 
     ds = rec.dataset
     pid = np.asarray(ds["parent_id"].values)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from metallo.ebsd._dataset import ebsd_dataset
+from metallo._ebsd_dataset import ebsd_dataset
 from metallo.errors import FormatError
 from metallo.io._ebsd_grid import check_duplicates, place_on_grid, scatter_to_grid
 from metallo.io._plugins import register_reader
