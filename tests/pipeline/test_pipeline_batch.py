@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from metallo import names
 from metallo.batch import collect_recipes, run_batch
 from metallo.errors import ConfigError
 from metallo.specimen import Specimen
@@ -66,7 +67,7 @@ def test_batch_killed_midway_and_rerun_completes_every_good_specimen(tmp_path):
         if i == 7:
             continue
         spec = Specimen.open(tmp_path / "out" / f"B{i:02d}" / f"B{i:02d}.h5")  # none is corrupt
-        assert "ebsd/clean/derived" in spec
+        assert names.derived(names.EBSD_CLEAN) in spec
     # The specimens finished before the kill were skipped, not re-computed.
     steps = summary.set_index("specimen")["steps_run"]
     assert (steps == 0).sum() >= done_before

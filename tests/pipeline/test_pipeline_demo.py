@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from metallo import pipeline
+from metallo import names, pipeline
 from metallo.cli import app
 from metallo.specimen import Specimen
 
@@ -21,15 +21,17 @@ def test_demo_writes_specimen_and_report_that_match_the_truth(tmp_path):
     assert f"specimen: {out / 'demo-0.h5'}" in result.output
     assert f"report:   {out / 'demo-0_report.html'}" in result.output
     spec = Specimen.open(out / "demo-0.h5")
-    for node in ("registration/lom", "annotations/lom", "segmentations/lom", "quantities/phase_fractions"):
-        assert node in spec
+    seg = names.segmentation("lom")
+    for node in (names.registration("lom"), names.annotation_on("lath_bainite", "lom"), seg,
+                 names.quantity(seg, names.PHASE_FRACTIONS)):
+        assert node in spec, node
     # The unsupervised segmentation and the EBSD-informed annotation agree with the truth.
-    truth = spec["annotations/truth_lom"]["labels"].values
-    seg = spec["segmentations/lom"]["labels"]
+    truth = spec[names.annotation("truth_lom")]["labels"].values
+    seg = spec[seg]["labels"]
     classes = json.loads(seg.attrs["classes"])
     bainite = seg.values == classes.index("lath_bainite")
     assert np.mean(bainite == (truth == 1)) > 0.85
-    ann = spec["annotations/lom"]["labels"].values
+    ann = spec[names.annotation_on("lath_bainite", "lom")]["labels"].values
     valid = ann != 255
     assert np.mean(ann[valid] == truth[valid]) > 0.95
     report = (out / "demo-0_report.html").read_text()
