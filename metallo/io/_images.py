@@ -447,8 +447,8 @@ def write_image(
 
     Examples
     --------
-    >>> import numpy as np, tempfile, pathlib
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+    >>> import numpy as np
+    >>> out = "a.tif"
     >>> write_image(np.zeros((4, 4), np.uint8), out, pixel_size_um=0.5).name
     'a.tif'
     >>> read_image(out).attrs["pixel_size_um"]
