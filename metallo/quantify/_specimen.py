@@ -108,8 +108,20 @@ def quantify_specimen(
 
     Examples
     --------
-    >>> tables = quantify_specimen(spec, what=["phases"])  # doctest: +SKIP
-    >>> spec.save()  # doctest: +SKIP
+    >>> from metallo.annotate import add_annotation, from_ebsd
+    >>> from metallo.specimen import Specimen
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+    >>> add_annotation(spec, "bainite", from_ebsd(ebsd, rules="lath_bainite"))
+    'annotations/bainite'
+    >>> tables = quantify_specimen(spec, what=["phases"])
+    >>> tables["quantities/bainite_phases"][["class", "fraction"]].round(3)
+                   class  fraction
+    0  polygonal_ferrite     0.817
+    1       lath_bainite     0.183
+    >>> spec.save().name
+    'S1.h5'
     """
     unknown = sorted(set(what) - set(QUANTITIES))
     if unknown:
