@@ -38,9 +38,12 @@ def read_ebsd(path: str | Path, *, format: str | None = None) -> xr.Dataset:
 
     Example
     -------
-    >>> ebsd = read_ebsd("map.ang")  # doctest: +SKIP
-    >>> ebsd["phase"].shape  # doctest: +SKIP
-    (100, 117)
+    >>> from metallo.io import write_ang
+    >>> from metallo.synth import make_specimen
+    >>> _ = write_ang(make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd, "map.ang")
+    >>> ebsd = read_ebsd("map.ang")
+    >>> ebsd["phase"].shape
+    (40, 40)
     """
     if format is None:
         plugin = reader_for(path, kind="ebsd")
