@@ -119,8 +119,8 @@ def atomic_path(path: str | Path, *, make_parents: bool = True) -> Iterator[Path
 
     Examples
     --------
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> import pathlib
+    >>> target = pathlib.Path("a.txt")
     >>> with atomic_path(target) as tmp:
     ...     _ = tmp.write_text("done")
     >>> target.read_text()

@@ -11,8 +11,10 @@ unchanged.
 Examples
 --------
 >>> from metallo import pipeline
->>> result = pipeline.run({"specimen": {"id": "S1"}, "inputs": {"synthetic": {"seed": 0}},
-...                        "steps": {"clean_ebsd": {}}}, base_dir="/tmp/metallo-doc")  # doctest: +SKIP
+>>> result = pipeline.run({"specimen": {"id": "S1"}, "inputs": {"synthetic": {"seed": 0, "ebsd_shape": [40, 40]}},
+...                        "steps": {"clean_ebsd": {}}, "output": {"report": False}}, base_dir=".")
+>>> result.specimen_path.name, [s["step"] for s in result.steps if s["status"] == "ran"]
+('S1.h5', ['inputs', 'clean_ebsd'])
 """
 
 from __future__ import annotations

@@ -191,10 +191,16 @@ class Specimen:
 
     Examples
     --------
-    >>> spec = Specimen.create(tmp / "S1.h5", specimen_id="S1", material="CP steel")  # doctest: +SKIP
-    >>> spec.add("micrographs/lom", lom, step="read_image", inputs=["lom.tif"])  # doctest: +SKIP
-    >>> spec.save()  # doctest: +SKIP
-    >>> Specimen.open(tmp / "S1.h5")["micrographs/lom"]["image"]  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from metallo._xarray import image_dataarray
+    >>> lom = image_dataarray(np.zeros((4, 6), np.uint8), pixel_size_um=0.5,
+    ...                       attrs={"modality": "LOM", "source": "lom.tif", "sha256": ""})
+    >>> spec = Specimen.create("S1.h5", specimen_id="S1", material="CP steel")
+    >>> spec.add("micrographs/lom", lom, step="read_image", inputs=["lom.tif"])
+    >>> spec.save().name
+    'S1.h5'
+    >>> Specimen.open("S1.h5")["micrographs/lom"]["image"].shape
+    (4, 6)
     """
 
     def __init__(
@@ -255,7 +261,9 @@ class Specimen:
         Examples
         --------
         >>> spec = Specimen.create("S1.h5", specimen_id="S1", material="CP steel",
-        ...                        process={"etchant": "2% nital"})  # doctest: +SKIP
+        ...                        process={"etchant": "2% nital"}, overwrite=True)
+        >>> spec.nodes()
+        []
         """
         path = Path(path).absolute()
         if not isinstance(specimen_id, str) or not specimen_id:
@@ -317,9 +325,12 @@ class Specimen:
 
         Examples
         --------
-        >>> spec = Specimen.open("S1.h5")  # doctest: +SKIP
-        >>> spec.nodes()  # doctest: +SKIP
-        ['ebsd/map1', 'micrographs/lom']
+        >>> import pandas as pd
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+        >>> spec.add("quantities/psd", pd.DataFrame({"ecd_um": [1.0, 2.0]}), step="quantify.particle_sizes")
+        >>> _ = spec.save()
+        >>> Specimen.open("S1.h5").nodes()
+        ['quantities/psd']
         """
         path = Path(path).absolute()
         check_hdf5(path)
@@ -435,7 +446,11 @@ class Specimen:
 
         Examples
         --------
-        >>> spec.table("quantities/psd")["ecd_um"].median()  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+        >>> spec.add("quantities/psd", pd.DataFrame({"ecd_um": [1.0, 2.0, 4.0]}), step="quantify.particle_sizes")
+        >>> float(spec.table("quantities/psd")["ecd_um"].median())
+        2.0
         """
         key = _normalize_node(node)
         return dataset_to_table(self._get(key), node=key)
@@ -456,7 +471,10 @@ class Specimen:
 
         Examples
         --------
-        >>> spec.describe("micrographs/lom")["variables"]["image"]["dtype"]  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+        >>> spec.add("quantities/psd", pd.DataFrame({"n": [3, 4]}, dtype="uint16"), step="quantify.particle_sizes")
+        >>> spec.describe("quantities/psd")["variables"]["n"]["dtype"]
         'uint16'
         """
         key = self._key(node)
@@ -528,8 +546,13 @@ class Specimen:
 
         Examples
         --------
+        >>> import pandas as pd
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+        >>> psd_table = pd.DataFrame({"ecd_um": [0.8, 1.1]})
         >>> spec.add("quantities/psd", psd_table, step="quantify.particle_sizes",
-        ...          parameters={"min_area_um2": 0.05}, inputs=["segmentations/unet"])  # doctest: +SKIP
+        ...          parameters={"min_area_um2": 0.05}, inputs=["segmentations/unet"])
+        >>> spec.provenance[-1]["step"]
+        'quantify.particle_sizes'
         """
         key = _normalize_node(node)
         kind = node_kind(key)
@@ -614,7 +637,9 @@ class Specimen:
 
         Examples
         --------
-        >>> spec.save()  # doctest: +SKIP
+        >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+        >>> spec.save().name
+        'S1.h5'
         """
         target = Path(path).absolute() if path is not None else self._path
         if not target.parent.is_dir():

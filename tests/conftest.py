@@ -10,6 +10,7 @@ in a plain clone, and fail in CI, where ``.ci/run`` sets ``METALLO_REQUIRE_SHARE
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import NoReturn
 
@@ -69,7 +70,45 @@ def shared_file(shared_data: Path):
     return get
 
 
+@pytest.fixture(autouse=True)
+def _run_in_a_scratch_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty working folder of its own: whatever a command or function
+    writes by default (``metallo-runs/``, ``SPECIMEN-quantities/``) lands there, never in the
+    repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+# Files a test run may add to the repository: the interpreter's and pytest's own caches.
+_RUN_CACHES = ("__pycache__/", ".pyc", ".pytest_cache/", ".hypothesis/")
+
+
+def _repository_files() -> set[str] | None:
+    """``git status`` of the repository, untracked and ignored files included (None: no git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line for line in out.splitlines() if not any(cache in line for cache in _RUN_CACHES)}
+
+
+_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _repository_files()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run that executed no test must not look green (e.g. every xdist worker crashed)."""
+    """A run that executed no test must not look green (e.g. every xdist worker crashed), and a
+    run must leave the repository as it found it (``git status`` unchanged)."""
     if exitstatus == 0 and session.testscollected == 0 and not session.config.option.collectonly:
         session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None or hasattr(session.config, "workerinput"):  # no git, or an xdist worker
+        return
+    after = _repository_files() or set()
+    left = sorted(after - before)
+    if left:
+        print("\nthe test run left files in the repository:\n  " + "\n  ".join(left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

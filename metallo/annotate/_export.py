@@ -61,8 +61,14 @@ def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
 
     Examples
     --------
-    >>> write_labels(mask, "bainite.png")  # doctest: +SKIP
+    >>> from metallo.annotate import from_ebsd
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> mask = from_ebsd(ebsd, rules="lath_bainite")
+    >>> write_labels(mask, "bainite.png")
     PosixPath('bainite.png')
+    >>> json.loads(Path("bainite.json").read_text())["classes"]
+    ['polygonal_ferrite', 'lath_bainite']
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -115,7 +121,13 @@ def add_annotation(
 
     Examples
     --------
-    >>> add_annotation(spec, "bainite", mask, inputs=["ebsd/map1"])  # doctest: +SKIP
+    >>> from metallo.annotate import from_ebsd
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> mask = from_ebsd(ebsd, rules="lath_bainite")
+    >>> from metallo.specimen import Specimen
+    >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+    >>> add_annotation(spec, "bainite", mask, inputs=["ebsd/map1"])
     'annotations/bainite'
     """
     labels = as_annotation(labels)
@@ -166,7 +178,14 @@ def write_training_tiles(
 
     Examples
     --------
-    >>> write_training_tiles(spec.lom, on_lom, "train/")  # doctest: +SKIP
+    >>> from metallo.annotate import from_ebsd
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> mask = from_ebsd(ebsd, rules="lath_bainite")
+    >>> from metallo.ebsd import map_image
+    >>> tiles = write_training_tiles(map_image(ebsd, "iq"), mask, "train", tile=16)   # IQ as the image
+    >>> len(tiles), sorted(p.name for p in Path("train").iterdir())
+    (9, ['classes.json', 'images', 'labels'])
     """
     labels = as_annotation(labels)
     img = np.asarray(image.values)

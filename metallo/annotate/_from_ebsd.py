@@ -166,8 +166,15 @@ def to_micrograph(
 
     Examples
     --------
-    >>> reg = mt.correlate.register(fixed=spec.lom, moving=spec.ebsd["iq"])  # doctest: +SKIP
-    >>> on_lom = to_micrograph(mask, reg, spec.lom)                         # doctest: +SKIP
+    >>> from metallo.correlate import register
+    >>> from metallo.ebsd import map_image
+    >>> from metallo.synth import make_specimen
+    >>> spec = make_specimen(0, ebsd_shape=(40, 40))              # EBSD map + LOM micrograph
+    >>> mask = from_ebsd(spec.ebsd, rules="lath_bainite")
+    >>> reg = register(spec.lom, map_image(spec.ebsd, "iq"), method="affine")
+    >>> on_lom = to_micrograph(mask, reg, spec.lom)
+    >>> on_lom.shape == spec.lom.shape, on_lom.attrs["classes"]
+    (True, '["polygonal_ferrite", "lath_bainite"]')
     """
     labels = as_annotation(labels)
     if ignore_index is None:

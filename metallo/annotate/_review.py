@@ -166,7 +166,13 @@ def review_figure(
 
     Examples
     --------
-    >>> fig = review_figure(spec.lom, on_lom, boundaries=bnd_on_lom, path="review.png")  # doctest: +SKIP
+    >>> from metallo.annotate import from_ebsd
+    >>> from metallo.ebsd import map_image
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd
+    >>> fig = review_figure(map_image(ebsd, "iq"), from_ebsd(ebsd, rules="lath_bainite"), path="review.png")
+    >>> sorted(p.name for p in Path(".").glob("review.*"))      # the figure and its fraction table
+    ['review.csv', 'review.png']
     """
     from matplotlib.patches import Patch
 

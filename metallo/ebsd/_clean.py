@@ -148,9 +148,13 @@ def clean(
 
     Example
     -------
-    >>> cleaned = clean(ebsd, min_ci=0.1, tolerance_deg=5.0)  # doctest: +SKIP
-    >>> json.loads(cleaned.attrs["cleanup"])[0]["step"]  # doctest: +SKIP
-    'ci_correlation'
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> int((ebsd["phase"] < 0).sum())      # not indexed
+    2
+    >>> cleaned = clean(ebsd, min_ci=0.1, tolerance_deg=5.0)
+    >>> [s["step"] for s in json.loads(cleaned.attrs["cleanup"])], int((cleaned["phase"] < 0).sum())
+    (['ci_correlation', 'ci_threshold', 'grain_dilation'], 0)
     """
     unknown = [s for s in steps if s not in _STEPS]
     if unknown:

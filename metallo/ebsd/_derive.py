@@ -72,8 +72,11 @@ def derive(
 
     Example
     -------
-    >>> derived = derive(ebsd)  # doctest: +SKIP
-    >>> spec.add("ebsd/map1/derived", derived, step="ebsd.derive")  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> derived = derive(ebsd)
+    >>> sorted(derived.data_vars)
+    ['boundaries', 'gam', 'gos', 'grain_id', 'kam']
     """
     omap = orientation_map(ebsd)
     pairs = _first_neighbour_angles(omap)

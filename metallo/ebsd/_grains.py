@@ -95,7 +95,10 @@ class Grains:
 
         Example
         -------
-        >>> rgb = grains(ebsd).colors()  # doctest: +SKIP
+        >>> from metallo.synth import make_specimen
+        >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+        >>> grains(ebsd).colors().shape
+        (40, 40, 3)
         """
         rng = np.random.default_rng(seed)
         palette = np.vstack([np.zeros((1, 3)), 0.15 + 0.85 * rng.random((len(self.table), 3))])
@@ -285,8 +288,11 @@ def grains(
 
     Example
     -------
-    >>> g = grains(ebsd, tolerance_deg=5.0)  # doctest: +SKIP
-    >>> g.table[["area_um2", "gos_deg"]].describe()  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> g = grains(ebsd, tolerance_deg=5.0)
+    >>> len(g.table), bool((g.table["gos_deg"] < 5.0).all())
+    (16, True)
     """
     if not tolerance_deg > 0:
         raise ConfigError(f"tolerance_deg must be positive; got {tolerance_deg}")
@@ -328,7 +334,11 @@ def grain_orientation_spread(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
 
     Example
     -------
-    >>> gos_map = grain_orientation_spread(ebsd, grains(ebsd))  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> gos_map = grain_orientation_spread(ebsd, grains(ebsd))
+    >>> gos_map.dims, bool(float(gos_map.max()) < 5.0)
+    (('y', 'x'), True)
     """
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
@@ -362,7 +372,11 @@ def grain_average_misorientation(ebsd: xr.Dataset, grains: Grains | xr.DataArray
 
     Example
     -------
-    >>> gam_map = grain_average_misorientation(ebsd, grains(ebsd))  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> gam_map = grain_average_misorientation(ebsd, grains(ebsd))
+    >>> gam_map.shape
+    (40, 40)
     """
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)

@@ -31,7 +31,11 @@ def resample_to_square(ebsd: xr.Dataset, *, step_um: float | None = None) -> xr.
 
     Example
     -------
-    >>> square = resample_to_square(hex_map)  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> hex_map = make_specimen(0, ebsd_shape=(20, 20), grid="hexagonal", micrographs=False).ebsd
+    >>> square = resample_to_square(hex_map)
+    >>> square.attrs["grid"], dict(square.sizes)
+    ('square', {'y': 17, 'x': 20, 'angle': 3})
     """
     if ebsd.attrs.get("grid", "square") != "hexagonal":
         return ebsd

@@ -75,7 +75,11 @@ def ipf_colors(ebsd: xr.Dataset, *, direction: str = "z") -> np.ndarray:
 
     Example
     -------
-    >>> rgb = ipf_colors(ebsd, direction="z")  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> rgb = ipf_colors(ebsd, direction="z")
+    >>> rgb.shape, bool(rgb.min() >= 0.0 and rgb.max() <= 1.0)
+    ((40, 40, 3), True)
     """
     if direction not in _DIRECTIONS:
         raise ConfigError(f"direction must be one of x, y, z; got {direction!r}")

@@ -80,8 +80,11 @@ def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0) -> xr.DataArr
 
     Example
     -------
-    >>> k = kam(ebsd, order=3, max_deg=5.0)  # doctest: +SKIP
-    >>> float(k.mean())  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> k = kam(ebsd, order=3, max_deg=5.0)
+    >>> k.shape, bool(0.0 < float(k.mean()) < 5.0)
+    ((40, 40), True)
     """
     if int(order) < 1:
         raise ConfigError(f"KAM order must be >= 1; got {order}")

@@ -69,9 +69,12 @@ def read_ebsd(
 
     Example
     -------
-    >>> ebsd = read_ebsd("map.ang")  # doctest: +SKIP
-    >>> ebsd["phase"].shape  # doctest: +SKIP
-    (100, 117)
+    >>> from metallo.io import write_ang
+    >>> from metallo.synth import make_specimen
+    >>> _ = write_ang(make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd, "map.ang")
+    >>> ebsd = read_ebsd("map.ang")
+    >>> ebsd["phase"].shape
+    (40, 40)
     """
     if monoclinic_axis not in (None, "y", "z"):
         raise ConfigError(f"monoclinic_axis must be 'y' (MTEX, TSL, Oxford) or 'z' (orix); got {monoclinic_axis!r}")

@@ -101,7 +101,11 @@ def read_ang(path: str | Path) -> xr.Dataset:
 
     Example
     -------
-    >>> ebsd = read_ang("map.ang")  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> _ = write_ang(make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd, "map.ang")
+    >>> ebsd = read_ang("map.ang")
+    >>> ebsd.attrs["step_um"], sorted(ebsd.data_vars)[:3]
+    (0.5, ['ci', 'euler', 'fit'])
     """
     path = Path(path)
     source = path.name
@@ -221,7 +225,9 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
 
     Example
     -------
-    >>> write_ang(ebsd, tmp_path / "map.ang")  # doctest: +SKIP
+    >>> from metallo.synth import make_specimen
+    >>> write_ang(make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd, "map.ang")
+    PosixPath('map.ang')
     """
     path = Path(path)
     phases = phases_of(ebsd)

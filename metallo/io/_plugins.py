@@ -258,7 +258,9 @@ def reader_for(path: str | Path, *, kind: str | None = None) -> ReaderPlugin:
 
     Examples
     --------
-    >>> reader_for("lom.tif").name  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from metallo.io import write_image
+    >>> reader_for(write_image(np.zeros((2, 2), np.uint8), "lom.tif")).name
     'tiff'
     """
     path = Path(path)

@@ -134,8 +134,20 @@ def quantify_step(
 
     Examples
     --------
-    >>> quantify_step(spec, what=["phases"], labels=["segmentations/lom"])  # doctest: +SKIP
-    ['quantities/segmentations.lom.phase_fields', 'quantities/segmentations.lom.phase_fractions']
+    >>> from metallo.annotate import add_annotation, from_ebsd
+    >>> from metallo.specimen import Specimen
+    >>> from metallo.synth import make_specimen
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # a synthetic map
+    >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+    >>> add_annotation(spec, "bainite", from_ebsd(ebsd, rules="lath_bainite"))
+    'annotations/bainite'
+    >>> quantify_step(spec, what=["phases"], labels=["annotations/bainite"])
+    ['quantities/annotations.bainite.phase_fields', 'quantities/annotations.bainite.phase_fractions']
+    >>> table = spec["quantities/annotations.bainite.phase_fractions"].to_dataframe()
+    >>> print(table[["class", "fraction"]].round(3).to_string(index=False))
+                class  fraction
+    polygonal_ferrite     0.817
+         lath_bainite     0.183
     """
     unknown = sorted(set(what) - set(QUANTITIES))
     if unknown:

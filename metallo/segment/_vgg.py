@@ -130,8 +130,7 @@ def load_vgg16_state_dict(weights: str | Path, *, in_channels: int) -> dict[str,
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "vgg.pth")
+    >>> path = "vgg.pth"
     >>> torch.save({f"features.{k}": v for k, v in vgg16_features().state_dict().items()}, path)
     >>> load_vgg16_state_dict(path, in_channels=1)["features.0.weight"].shape
     torch.Size([64, 1, 3, 3])

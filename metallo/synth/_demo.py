@@ -54,8 +54,9 @@ def write_demo_specimen(
 
     Examples
     --------
-    >>> path = write_demo_specimen("metallo-demo")  # doctest: +SKIP
-    >>> Specimen.open(path).nodes()  # doctest: +SKIP
+    >>> from metallo.specimen import Specimen
+    >>> path = write_demo_specimen("metallo-demo", ebsd_shape=(40, 40))
+    >>> Specimen.open(path).nodes()
     ['annotations/truth_lom', 'annotations/truth_sem', 'ebsd/synth', 'micrographs/lom', 'micrographs/sem']
     """
     from metallo.specimen import Specimen

@@ -60,6 +60,32 @@ def test_warped_moving_lands_on_fixed(pair, sift_bspline):
     warped = sift_bspline.warp(pair.moving)
     assert warped.shape == pair.fixed.shape
     assert float(warped.attrs["pixel_size_um"]) == float(pair.fixed.attrs["pixel_size_um"])
+    square_um = 8.0
+    g = pair.moving
+    checker = ((g.y.values[:, None] // square_um + g.x.values[None, :] // square_um) % 2).astype(np.uint8)
+    on_fixed = sift_bspline.warp(image_dataarray(checker, pixel_size_um=float(g.attrs["pixel_size_um"])),
+                                 interpolation="nearest", fill_value=255).values
+    fy, fx = np.meshgrid(warped.y.values, warped.x.values, indexing="ij")
+    q = pair.fixed_to_moving_xy(np.stack([fx.ravel(), fy.ravel()], 1))  # true moving (x, y) of each fixed pixel
+    extent = np.array([g.x.values[-1], g.y.values[-1]])
+    truth = (((q[:, 1] // square_um) + (q[:, 0] // square_um)) % 2).reshape(warped.shape)
+    # Judge only pixels well inside the moving field and 1 µm (about 3 fixed pixels) from a
+    # checker edge: the registration is good to about 0.6 px, the edges themselves are ambiguous.
+    edge = np.minimum(np.abs((q + square_um / 2) % square_um - square_um / 2), square_um).min(axis=1)
+    judged = ((edge > 1.0) & np.all((q > 2.0) & (q < extent - 2.0), axis=1)).reshape(warped.shape)
+    assert judged.sum() > 10_000
+    assert (on_fixed[judged] == truth[judged]).mean() > 0.995
+    # The warped intensities are the moving image read at the true positions.
+    from scipy import ndimage as ndi
+
+    px = float(g.attrs["pixel_size_um"])
+    expected = ndi.map_coordinates(g.values.astype(float), [q[:, 1] / px, q[:, 0] / px], order=1).reshape(warped.shape)
+    assert np.corrcoef(warped.values[judged], expected[judged])[0, 1] > 0.95
+    # Without the registration (moving pixels taken at the fixed positions) the test fails.
+    identity = ndi.map_coordinates(g.values.astype(float), [fy.ravel() / px, fx.ravel() / px], order=1,
+                                   cval=np.nan).reshape(warped.shape)
+    both = judged & np.isfinite(identity)
+    assert np.corrcoef(identity[both], expected[both])[0, 1] < 0.5
 
 
 def test_landmarks_give_tre_and_landmark_method(pair):

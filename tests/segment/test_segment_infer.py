@@ -123,11 +123,23 @@ def test_predict_from_checkpoint_keeps_coordinates_and_records_provenance(checkp
 
 
 def test_predict_rescales_like_training(checkpoint, tmp_path):
+    import cv2
+
     payload = torch.load(checkpoint, weights_only=True)
     payload["tile"]["scale"] = 0.5
     torch.save(payload, tmp_path / "half.pt")
-    labels = predict(tmp_path / "half.pt", np.random.default_rng(5).random((40, 60)), tile=None, device="cpu")
-    assert labels.shape == (40, 60) and json.loads(labels.attrs["config"])["scale"] == 0.5
+    image = np.random.default_rng(5).random((40, 60)).astype(np.float32)
+    got = predict(tmp_path / "half.pt", image, tile=None, device="cpu", probabilities=True)
+    assert got["labels"].shape == (40, 60) and json.loads(got["labels"].attrs["config"])["scale"] == 0.5
+    # The same model at scale 1 on the image shrunk to 30 x 20 (area), probabilities back to 60 x 40.
+    small = predict(checkpoint, cv2.resize(image, (30, 20), interpolation=cv2.INTER_AREA), tile=None,
+                    device="cpu", probabilities=True)["probabilities"].values
+    expected = np.stack([cv2.resize(small[..., c], (60, 40), interpolation=cv2.INTER_LINEAR) for c in range(2)], -1)
+    np.testing.assert_allclose(got["probabilities"].values, expected, atol=1e-5)
+    np.testing.assert_array_equal(got["labels"].values, expected.argmax(-1))
+    # ... which is not what the model says at full size.
+    full = predict(checkpoint, image, tile=None, device="cpu", probabilities=True)["probabilities"].values
+    assert np.abs(full - expected).max() > 1e-2
 
 
 def test_predict_files_writes_labels_overlays_and_fractions(checkpoint, tmp_path):
