@@ -121,3 +121,16 @@ def test_a_download_with_the_wrong_bytes_is_rejected(toy):
     with pytest.raises(FormatError, match="does not match the registered SHA-256"):
         datasets.path("toy/map.ang")
     assert not (datasets.cache_folder() / "toy" / "map.ang").exists()
+
+
+def test_the_docs_list_every_data_set_and_the_import_stays_light():
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    for name in datasets.list():
+        assert f"| `{name}` |" in text and f"- **{name}**: {datasets.info(name).citation}" in text
+    proc = subprocess.run([sys.executable, "-c", "import sys, metallo; metallo.datasets.list(); "
+                           "print(sorted({'pooch', 'requests', 'torch'} & set(sys.modules)))"],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
