@@ -15,7 +15,6 @@ a warning, a record layout that does not fit the file is a :class:`FormatError`.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 from metallo.io._ebsd_ctf import CTF_LAUE
-from metallo.io._ebsd_grid import points_dataset, raster_coordinates
+from metallo.io._ebsd_grid import points_dataset, raster_coordinates, warn_reader
 from metallo.io._plugins import register_reader
 
 __all__ = ["CRC_FIELDS", "parse_cpr", "read_cpr", "sniff_cpr"]
@@ -185,10 +184,9 @@ def read_cpr(path: str | Path) -> xr.Dataset:
                 f"{crc_path.name}: {size} bytes do not hold whole {dtype.itemsize}-byte records of the "
                 f"[Fields] in {source}"
             )
-        warnings.warn(
+        warn_reader(
             f"{crc_path.name}: {source} announces {n_header} points but the file holds {n_points} "
-            f"{dtype.itemsize}-byte records ({size} bytes); the map is trimmed to the data present",
-            UserWarning, stacklevel=3,
+            f"{dtype.itemsize}-byte records ({size} bytes); the map is trimmed to the data present"
         )
     if n_points == 0:
         raise FormatError(f"{crc_path.name}: no complete {dtype.itemsize}-byte point record")

@@ -9,7 +9,6 @@ every point in its own cell; the cells without a point are phase -1 (``attrs["sc
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,13 @@ import xarray as xr
 from metallo._atomic import atomic_path
 from metallo._ebsd_dataset import ebsd_dataset, phases_of
 from metallo.errors import ConfigError, FormatError
-from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
+from metallo.io._ebsd_grid import (
+    check_duplicates,
+    parse_table,
+    place_on_grid,
+    scatter_to_grid,
+    warn_reader,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["CTF_LAUE", "read_ctf", "sniff_ctf", "write_ctf"]
@@ -131,7 +136,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
         header_shape=(int(yc) if yc else None, int(xc) if xc else None), scattered=scattered,
     )
     if scattered:
-        warnings.warn(f"{source}: JobMode {header.get('JobMode')}: {placement.note}", UserWarning, stacklevel=2)
+        warn_reader(f"{source}: JobMode {header.get('JobMode')}: {placement.note}")
     check_duplicates(placement, source)
     phase_ids = np.rint(col["phase"]).astype(np.int64)
     phase_ids[phase_ids == 0] = -1

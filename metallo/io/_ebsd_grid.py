@@ -8,6 +8,7 @@ placed on the grid by their coordinates, never by their row number.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -16,7 +17,19 @@ import pandas as pd
 
 from metallo.errors import FormatError
 
-__all__ = ["GridPlacement", "parse_table", "place_on_grid"]
+__all__ = ["GridPlacement", "parse_table", "place_on_grid", "warn_reader"]
+
+
+def warn_reader(message: str) -> None:
+    """Warn with the caller of the reader (the first frame outside ``metallo.io``) as the place.
+
+    Readers nest to different depths (``read_ebsd`` -> a format reader -> the grid helpers),
+    so a fixed ``stacklevel`` would point into metallo for some formats.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("metallo.io"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _first_bad_line(lines: list[str], first_line_no: int, n_expected: int, sep: str | None) -> tuple[int, int]:
@@ -175,9 +188,8 @@ def place_on_grid(
         if _close(step_y, ideal, rtol=1e-3):
             step_y = ideal  # a regular hexagonal grid, whatever rounding the file applied
         if hy and not _close(hy, step_y):
-            warnings.warn(
-                f"{source}: header YSTEP {hy:g} disagrees with the row spacing {step_y:g} µm of the data; using the data",
-                UserWarning, stacklevel=3,
+            warn_reader(
+                f"{source}: header YSTEP {hy:g} disagrees with the row spacing {step_y:g} µm of the data; using the data"
             )
         shift = np.where(rows % 2 == 1, 0.5 * step_x, 0.0)
         x0 = float((x - shift).min())
@@ -197,9 +209,8 @@ def place_on_grid(
     for label, h, d in (("XSTEP", hx, sx), ("YSTEP", hy, sy)):
         if h and not _close(h, d):
             steps_ok = False
-            warnings.warn(
-                f"{source}: header {label} {h:g} µm disagrees with the point coordinates ({d:g} µm); using the coordinates",
-                UserWarning, stacklevel=3,
+            warn_reader(
+                f"{source}: header {label} {h:g} µm disagrees with the point coordinates ({d:g} µm); using the coordinates"
             )
     if steps_ok:
         sx, sy = float(hx or sx), float(hy or sy)
@@ -233,10 +244,9 @@ def _warn_shape(source: str, header_shape: tuple[int | None, int | None], shape:
     hrows, hcols = header_shape
     if hrows and hcols and (hrows, hcols) != shape:
         what = "is truncated or its header lies" if hrows * hcols > shape[0] * shape[1] else "lies"
-        warnings.warn(
+        warn_reader(
             f"{source}: header says {hrows} rows x {hcols} columns but the data span {shape[0]} x "
-            f"{shape[1]}; the file {what}: using the {shape[0]} x {shape[1]} grid of the data",
-            UserWarning, stacklevel=4,
+            f"{shape[1]}; the file {what}: using the {shape[0]} x {shape[1]} grid of the data"
         )
 
 
@@ -252,9 +262,8 @@ def check_duplicates(placement: GridPlacement, source: str) -> None:
     flat = placement.rows * placement.shape[1] + placement.cols
     n_unique = int(np.count_nonzero(np.bincount(flat, minlength=placement.shape[0] * placement.shape[1])))
     if n_unique < flat.size:
-        warnings.warn(
-            f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins",
-            UserWarning, stacklevel=3,
+        warn_reader(
+            f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins"
         )
 
 

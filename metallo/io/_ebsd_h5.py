@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from metallo._ebsd_dataset import phases_of
 from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._ebsd_ang import ANG_SYMMETRY, tsl_phase_ids
 from metallo.io._ebsd_ctf import CTF_LAUE
-from metallo.io._ebsd_grid import points_dataset, raster_coordinates
+from metallo.io._ebsd_grid import points_dataset, raster_coordinates, warn_reader
 from metallo.io._plugins import register_reader
 
 __all__ = [
@@ -175,10 +174,9 @@ class _Reader:
             raise FormatError(f"{self.source}: {group} holds none of the point datasets {sorted(names)}")
         m = min(lengths.values()) if n is None else min(n, *lengths.values())
         if len(set(lengths.values())) > 1:
-            warnings.warn(
+            warn_reader(
                 f"{self.source}: {group}: point datasets differ in length ({lengths}); "
-                f"the map is trimmed to the {m} points they all hold",
-                UserWarning, stacklevel=4,
+                f"the map is trimmed to the {m} points they all hold"
             )
         return {k: v[:m] for k, v in out.items()}, m
 
@@ -475,10 +473,10 @@ def read_h5oina(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
         phase_col = np.rint(cols.pop("phase", np.ones(n))).astype(np.int64)
         phases, assumed = _oxford_phases(r, header, phase_col)
         if assumed:
-            warnings.warn(
+            warn_reader(
                 f"{source}: no {header}/Phases group: the phases' symmetry is unknown, so phases "
                 f"{[p['id'] for p in phases]} are taken as triclinic (-1); give the symmetry before "
-                "computing misorientations", UserWarning, stacklevel=2,
+                "computing misorientations"
             )
         known = {p["id"] for p in phases}
         bad = (phase_col > 0) & ~np.isin(phase_col, list(known))
@@ -689,10 +687,9 @@ def read_emsoft_h5(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
         attrs = {"crystal_map": 0, **_pattern_attrs(f, ["EMData"])}
         convention = r.text("NMLparameters/EBSDNameList/eulerconvention")
         program = r.text("EMheader/EBSD/ProgramName")
-    warnings.warn(
+    warn_reader(
         f"{source}: {program or 'EMsoft'} pattern simulation: the file holds no crystal map, only the "
-        f"{n} orientation(s) it simulated ({key}); they are returned as a 1 x {n} strip",
-        UserWarning, stacklevel=2,
+        f"{n} orientation(s) it simulated ({key}); they are returned as a 1 x {n} strip"
     )
     head = {"format": "emsoft-h5", "n_points": n, "program": program, "eulerconvention": convention}
     return points_dataset(

@@ -18,7 +18,6 @@ shorter than its header says is trimmed to the points it holds, with a warning.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 from metallo.io._ebsd_ang import ANG_SYMMETRY, tsl_phase_ids
-from metallo.io._ebsd_grid import points_dataset
+from metallo.io._ebsd_grid import points_dataset, warn_reader
 from metallo.io._plugins import register_reader
 
 __all__ = ["read_osc", "sniff_osc"]
@@ -200,10 +199,9 @@ def read_osc(path: str | Path) -> xr.Dataset:
     n_cols = _column_count(raw, start, n_header, x_step, source)
     n_points = min(n_header, (len(raw) - start) // (4 * n_cols))
     if n_points < n_header:
-        warnings.warn(
+        warn_reader(
             f"{source}: header says {n_header} points but the file holds {n_points} "
-            f"({len(raw)} bytes); the map is trimmed to the points present",
-            UserWarning, stacklevel=3,
+            f"({len(raw)} bytes); the map is trimmed to the points present"
         )
     if n_points == 0:
         raise FormatError(f"{source}: the data block holds no complete point")

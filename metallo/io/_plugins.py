@@ -14,6 +14,12 @@ imported on the first lookup, so a new format only needs a new module that calls
 
     register_reader("ang", kind="ebsd", extensions=(".ang",),
                     sniff=lambda head: head.startswith(b"# "), read=read_ang)
+
+Formats that share a container (the HDF5 layouts of EDAX, Oxford, Bruker, EMsoft, orix) add a
+``probe(path)`` that opens the file and looks at its layout; it is asked only when ``sniff``
+said yes. Other packages add readers through the ``metallo.readers`` entry-point group
+(:data:`ENTRY_POINT_GROUP`), loaded with metallo's own on the first lookup; the error of an
+unknown file lists them with their entry point.
 """
 
 from __future__ import annotations

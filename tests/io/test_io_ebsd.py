@@ -187,3 +187,12 @@ def test_write_ang_round_trip(tmp_path, grid):
     np.testing.assert_allclose(back["euler"].values[ok], euler[ok], atol=1e-5)
     np.testing.assert_allclose(back["ci"].values[ok], ci[ok], atol=1e-6)
     assert [p["symmetry"] for p in phases_of(back)] == ["6/mmm", "m-3m"]
+
+
+@pytest.mark.shared_data
+def test_ctf_space_group_is_kept(shared_file):
+    ebsd = read_ebsd(shared_file("ebsd_ctf/mtex_twins_Mg.ctf"))
+    [phase] = phases_of(ebsd)
+    assert (phase["symmetry"], phase["space_group"]) == ("6/mmm", 194)
+    ebsd = read_ebsd(shared_file("ebsd_ctf/mtexTools_MEA_60CR_1C.ctf"))
+    assert "space_group" not in phases_of(ebsd)[0]  # written as 0 by MTEX: unknown, not kept
