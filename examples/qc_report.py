@@ -25,7 +25,8 @@ def write_recipes(folder: Path, n: int) -> list[Path]:
         recipe = {
             "specimen": {"id": f"QC{i:02d}", "material": "synthetic CP steel",
                          "process": {"route": "synthetic", "etchant": "nital 2 %"}},
-            "output": {"dir": f"../specimens/QC{i:02d}"},
+            # Outside the recipes' folder, so absolute (a relative output.dir must stay inside it).
+            "output": {"dir": str((folder.parent / "specimens" / f"QC{i:02d}").resolve())},
             "inputs": {"synthetic": {"seed": i, "ebsd_shape": [96, 96], "bainite_fraction": 0.25 + 0.05 * i}},
             "steps": {
                 "clean_ebsd": {"min_ci": 0.1},

@@ -7,6 +7,7 @@ Errors name the recipe file, the YAML path of the offending value and its line, 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,15 @@ from metallo._config import load_yaml, resolve_path, schema, validate
 from metallo.errors import SchemaError
 
 __all__ = ["Recipe", "load_recipe", "recipe_schema"]
+
+#: Options of each segmentation method (the schema bounds their values).
+_SEGMENT_OPTIONS = {
+    "unsupervised": {"n_superpixels", "compactness", "channels", "n_conv", "n_outputs", "lr",
+                     "momentum", "max_iter", "seed", "device", "progress"},
+    "checkpoint": {"tile", "overlap", "batch_size", "device", "scale", "amp",
+                   "progress", "tta", "pixel_size_um"},
+    "annotation": set(),
+}
 
 
 def recipe_schema() -> dict[str, Any]:
@@ -77,6 +87,29 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
     output["dir"] = str((base_dir / output.get("dir", data["specimen"]["id"])).resolve())
 
 
+def _check_output(data: dict[str, Any], base_dir: Path, name: str, lines: dict[str, int]) -> None:
+    """Relative output folders stay inside the recipe's folder; absolute ones are announced."""
+    given = data.get("output", {}).get("dir")
+    if given is None:
+        return
+    line = lines.get("output.dir")
+    at = f"output.dir{f' (line {line})' if line else ''}"
+    if Path(given).is_absolute():
+        warnings.warn(
+            f"{name}: {at}: writing outside the recipe's folder, to {Path(given).resolve()} "
+            "(an absolute output.dir)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    out = (base_dir / given).resolve()
+    if not out.is_relative_to(base_dir.resolve()):
+        raise SchemaError(
+            f"{name}: {at}: {given!r} leads out of the recipe's folder {base_dir.resolve()}; "
+            "use a folder inside it, or an absolute path to write elsewhere"
+        )
+
+
 def load_recipe(source: str | Path | Mapping[str, Any], *, base_dir: str | Path | None = None) -> Recipe:
     """Read and validate a recipe.
 
@@ -119,5 +152,14 @@ def load_recipe(source: str | Path | Mapping[str, Any], *, base_dir: str | Path 
     inputs = data.get("inputs", {})
     if not inputs.get("synthetic") and not inputs.get("micrographs") and not inputs.get("ebsd"):
         raise SchemaError(f"{name}: inputs: give micrographs and/or ebsd files, or synthetic: {{seed: N}}")
+    segment = data.get("steps", {}).get("segment") or {}
+    method = segment.get("method", "unsupervised")
+    unknown = sorted(set(segment.get("options") or {}) - _SEGMENT_OPTIONS[method])
+    if unknown:
+        raise SchemaError(
+            f"{name}: steps.segment.options.{unknown[0]}: not an option of method {method!r}; "
+            f"expected one of {', '.join(sorted(_SEGMENT_OPTIONS[method])) or '(none)'}"
+        )
+    _check_output(data, base, name, lines)
     _resolve_paths(data, base)
     return Recipe(data=data, base_dir=base, source=name, _lines=lines)

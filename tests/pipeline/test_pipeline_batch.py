@@ -27,7 +27,7 @@ def _write_recipes(folder: Path, n: int, corrupt: int) -> None:
         inputs = {"ebsd": {"path": bad.name}} if i == corrupt else {"synthetic": {"seed": i, "ebsd_shape": [48, 48]}}
         recipe = {
             "specimen": {"id": f"B{i:02d}", "material": "synthetic"},
-            "output": {"dir": f"../out/B{i:02d}"},
+            "output": {"dir": str((folder.parent / "out" / f"B{i:02d}").resolve())},
             "inputs": inputs,
             "steps": {"clean_ebsd": {"min_ci": 0.1}, "ebsd_derive": {}},
         }
