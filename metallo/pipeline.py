@@ -42,22 +42,24 @@ STEPS: dict[str, tuple[str, ...]] = {
     "inputs": (),
     "clean_ebsd": ("inputs",),
     "ebsd_derive": ("clean_ebsd", "inputs"),
+    "parent": ("clean_ebsd", "inputs"),
     "register": ("clean_ebsd", "inputs"),
     "annotate": ("ebsd_derive", "register"),
     "segment": ("inputs", "annotate"),
-    "quantify": ("segment", "ebsd_derive"),
+    "quantify": ("segment", "ebsd_derive", "parent"),
 }
 
 #: Recipe step -> the adapter it runs (:mod:`metallo.steps`); "inputs" reads files or synthesises.
 RECIPE_STEPS: dict[str, str] = {
     "clean_ebsd": names.STEP_CLEAN,
     "ebsd_derive": names.STEP_DERIVE,
+    "parent": names.STEP_PARENT,
     "register": names.STEP_REGISTER,
     "annotate": names.STEP_ANNOTATE,
     "segment": names.STEP_SEGMENT,
     "quantify": names.STEP_QUANTIFY,
 }
-_NEEDS_EBSD = ("clean_ebsd", "ebsd_derive", "register", "annotate")
+_NEEDS_EBSD = ("clean_ebsd", "ebsd_derive", "parent", "register", "annotate")
 
 
 @dataclass

@@ -29,6 +29,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     names.STEP_READ_EBSD: ("metallo.io", "read_ebsd_step"),
     names.STEP_CLEAN: ("metallo.ebsd", "clean_step"),
     names.STEP_DERIVE: ("metallo.ebsd", "derive_step"),
+    names.STEP_PARENT: ("metallo.ebsd", "parent_step"),
     names.STEP_REGISTER: ("metallo.correlate", "register_step"),
     names.STEP_ANNOTATE: ("metallo.annotate", "annotate_step"),
     names.STEP_SEGMENT: ("metallo.segment", "segment_step"),

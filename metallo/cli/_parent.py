@@ -8,16 +8,30 @@ from typing import Annotated
 import typer
 
 
+def _is_specimen(path: Path) -> bool:
+    """A metallo Specimen (not a vendor EBSD .h5, which also ends in .h5)."""
+    if path.suffix.lower() != ".h5" or not path.is_file():
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "specimen_id" in f.attrs
+    except OSError:
+        return False
+
+
 def register(app: typer.Typer) -> None:
     """Add ``metallo parent`` to the ``metallo`` app."""
 
     @app.command()
     def parent(
-        source: Annotated[Path, typer.Argument(help="EBSD map (.ang, .ctf, TSL grain file) or a specimen (.h5).")],
+        source: Annotated[Path, typer.Argument(help="EBSD map (any format metallo reads, TSL grain file too) or a specimen (.h5).")],
         specimen: Annotated[
-            Path | None, typer.Option("--specimen", help="Specimen to write (created if absent); default MAP.metallo.h5.")
+            Path | None,
+            typer.Option("--specimen", help="Specimen to write (created if absent); default MAP.metallo.h5 in the working folder."),
         ] = None,
-        name: Annotated[str, typer.Option("--name", help="EBSD node name: ebsd/<name>.")] = "map1",
+        name: Annotated[str, typer.Option("--name", help="EBSD map name: ebsd/<name> (read into, or taken from, the specimen).")] = "",
         orientation_relationship: Annotated[
             str, typer.Option("--or", help="'fit' (default), or KS, NW, GT, Pitsch, Bain.")
         ] = "fit",
@@ -28,43 +42,46 @@ def register(app: typer.Typer) -> None:
         """Reconstruct parent austenite grains, variants, packets and PAG size into a specimen."""
         import json
 
-        import metallo.ebsd as mebsd
-        from metallo.io import read_ebsd
+        from metallo import names
         from metallo.specimen import Specimen
+        from metallo.steps import run_step
 
-        node = f"ebsd/{name}"
-        if source.suffix.lower() == ".h5":
+        if _is_specimen(source):
             spec = Specimen.open(source)
-            ebsd = spec[node]
+            ebsd = name or None
         else:
-            path = specimen or source.with_suffix(".metallo.h5")
+            path = specimen or Path(f"{source.stem}.metallo.h5")
             spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=source.stem)
-            ebsd = read_ebsd(source)
-            if node not in spec.nodes() or overwrite:
-                spec.add(node, ebsd, step="io.read_ebsd", inputs=[str(source)], overwrite=overwrite,
-                         parameters={"format": source.suffix.lstrip(".").lower()})
+            leaf = name or names.leaf(names.EBSD_MAP)
+            if names.ebsd(leaf) in spec and not overwrite:
+                typer.echo(f"{names.ebsd(leaf)} is already in {path}; using it (--overwrite reads {source.name} again)")
+                ebsd = names.ebsd(leaf)
             else:
-                ebsd = spec[node]
-        orel: object = orientation_relationship
-        if orientation_relationship.lower() == "fit":
-            orel = mebsd.fit_orientation_relationship(ebsd, start=start)
-            fit = orel.to_dict()
+                (ebsd,) = run_step(spec, names.STEP_READ_EBSD, path=str(source), name=leaf, overwrite=overwrite)
+        kwargs = {"start": start} if orientation_relationship.lower() == "fit" else {}
+        nodes = run_step(spec, names.STEP_PARENT, ebsd=ebsd, orientation_relationship=orientation_relationship,
+                         tolerance_deg=tolerance, overwrite=overwrite, **kwargs)
+        node = nodes[0]
+        child = names.map_of(node)
+        nodes += run_step(spec, names.STEP_QUANTIFY, what=["grains"], labels=[], ebsd=[child], overwrite=True)
+        saved = spec.save()
+        attrs = spec[node].attrs
+        fit = json.loads(attrs.get("or_fit") or "null")
+        if fit:
             q = fit["misfit_quantiles_deg"]
             typer.echo(f"OR fit ({fit['method']}, {fit['n_boundaries']} boundaries): {fit['deviation_from_ks_deg']:.2f} deg "
                        f"from KS, {fit['deviation_from_nw_deg']:.2f} deg from NW; misfit quartiles "
                        f"{q.get('q25', float('nan')):.2f} / {q.get('q50', float('nan')):.2f} / {q.get('q75', float('nan')):.2f} deg; "
                        f"{fit['explained_fraction']:.0%} of boundaries within {fit['explained_deg']:g} deg "
                        f"(random: {fit['chance_fraction']:.0%})")
-        rec = mebsd.reconstruct_parent(ebsd, orel, tolerance_deg=tolerance)
-        nodes = mebsd.add_parent_to_specimen(spec, name, rec, ebsd=ebsd, source_node=node, overwrite=overwrite)
-        saved = spec.save()
-        quality = json.loads(rec.dataset.attrs["quality"])
-        table = rec.parents
-        typer.echo(f"parent grains: {len(table)}, {quality['reconstructed_fraction']:.1%} of child points reconstructed, "
+        quality = json.loads(attrs[names.QUALITY])
+        table = spec.table(names.quantity(node, "parents"))
+        typer.echo(f"parent grains: {len(table)}, {quality['reconstructed_fraction']:.1%} of child points reconstructed "
+                   f"({'passed' if quality.get(names.PASSED) else 'FAILED'}), "
                    f"median variants per parent {table['n_variants'].median() if len(table) else 0:g}, "
                    f"median packets {table['n_packets'].median() if len(table) else 0:g}")
-        if f"quantities/{name}_pag_size" in nodes:
-            size = spec.table(f"quantities/{name}_pag_size")
-            for _, row in size.iterrows():
+        size_node = names.quantity(node, names.GRAIN_SIZE)
+        if size_node in spec:
+            for _, row in spec.table(size_node).iterrows():
                 typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, mean ECD {row['mean_ecd_um']:.2f} µm")
-        typer.echo(f"written: {saved} ({', '.join(nodes)})")
+        typer.echo(f"written: {saved} ({', '.join(dict.fromkeys(nodes))})")

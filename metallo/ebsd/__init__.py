@@ -1,7 +1,7 @@
 """EBSD maps: orientation maths, cleanup, grains, KAM / GOS / GAM, boundaries, parent grains."""
 
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
-from metallo.ebsd._adapter import clean_step, derive_step
+from metallo.ebsd._adapter import clean_step, derive_step, parent_step
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._clean import clean
 from metallo.ebsd._derive import derive
@@ -22,7 +22,6 @@ from metallo.ebsd._parent import (
     ORFit,
     ParentReconstruction,
     ParentReconstructionError,
-    add_parent_to_specimen,
     boundary_f1,
     fit_orientation_relationship,
     parent_map,
@@ -45,11 +44,11 @@ from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetr
 __all__ = [
     "clean_step",
     "derive_step",
+    "parent_step",
     "ORFit",
     "OrientationRelationship",
     "ParentReconstruction",
     "ParentReconstructionError",
-    "add_parent_to_specimen",
     "boundary_f1",
     "fit_orientation_relationship",
     "or_angle",

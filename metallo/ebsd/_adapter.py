@@ -1,4 +1,4 @@
-"""Step adapters of ``metallo.ebsd``: ``ebsd.clean`` and ``ebsd.derive`` on a Specimen's EBSD map."""
+"""Step adapters of ``metallo.ebsd``: ``ebsd.clean``, ``ebsd.derive`` and ``ebsd.parent`` on a Specimen's EBSD map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from metallo import names
 from metallo._step import pick_ebsd, write
 
-__all__ = ["clean_step", "derive_step"]
+__all__ = ["clean_step", "derive_step", "parent_step"]
 
 
 def clean_step(spec: Any, *, ebsd: str | None = None, overwrite: bool = False,
@@ -62,3 +62,51 @@ def derive_step(spec: Any, *, ebsd: str | None = None, overwrite: bool = False,
     result = derive(spec[source], **parameters)
     return [write(spec, names.derived(source), result, step=names.STEP_DERIVE, parameters=parameters,
                   inputs=[source], overwrite=overwrite, tag=tag)]
+
+
+def parent_step(spec: Any, *, ebsd: str | None = None, orientation_relationship: str = "fit",
+                overwrite: bool = False, tag: Mapping[str, Any] | None = None, **parameters: Any) -> list[str]:
+    """Parent-austenite reconstruction (:func:`metallo.ebsd.reconstruct_parent`) into ``ebsd/<map>/parent``.
+
+    The node is the reconstructed austenite as an EBSD map (orientations, ``parent_grain_id``,
+    ``variant``, ``packet``, ``bain``, ``or_misfit_deg``) with the fitted orientation relationship
+    and the quality record (``passed``) in its attrs; the per-parent and packet/block tables go
+    to ``quantities/<map>.parent.parents`` and ``.substructure``. The prior-austenite grain size
+    is a quantity: the ``quantify`` step measures it from this node.
+
+    Parameters
+    ----------
+    spec : Specimen
+    ebsd : str, optional
+        The child map (name or node; default the only current map).
+    orientation_relationship : str
+        ``"fit"`` (fit it from the map) or a preset name (KS, NW, GT, Pitsch, Bain).
+    overwrite : bool
+    tag : mapping, optional
+        Extra provenance parameters.
+    **parameters
+        Passed to :func:`metallo.ebsd.reconstruct_parent`.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> parent_step(spec, orientation_relationship="KS")  # doctest: +SKIP
+    ['ebsd/clean/parent', 'quantities/ebsd.clean.parent.parents', 'quantities/ebsd.clean.parent.substructure']
+    """
+    from metallo.ebsd._parent import parent_map, reconstruct_parent, substructure_sizes
+
+    source = pick_ebsd(spec, ebsd)
+    child = spec[source]
+    rec = reconstruct_parent(child, orientation_relationship, **parameters)
+    node = names.parent(source)
+    parent = parent_map(rec, ebsd=child).rename({"parent_id": names.PARENT_GRAIN_ID, "misfit": names.OR_MISFIT})
+    params = {"orientation_relationship": orientation_relationship, **parameters}
+    out = [write(spec, node, parent, step=names.STEP_PARENT, parameters=params, inputs=[source],
+                 overwrite=overwrite, tag=tag)]
+    for what, table in (("parents", rec.parents.reset_index()), ("substructure", substructure_sizes(rec).reset_index())):
+        out.append(write(spec, names.quantity(node, what), table, step=names.STEP_PARENT, parameters=params,
+                         inputs=[node], overwrite=overwrite, tag=tag))
+    return out

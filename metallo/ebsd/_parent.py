@@ -74,7 +74,6 @@ __all__ = [
     "ORFit",
     "ParentReconstruction",
     "ParentReconstructionError",
-    "add_parent_to_specimen",
     "boundary_f1",
     "fit_orientation_relationship",
     "parent_map",
@@ -1007,6 +1006,7 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         "pixel_misfit_quantiles_deg": _quantiles(pix_misfit[np.isfinite(pix_misfit)]),
         "boundary_fit_quantiles_deg": _quantiles(edge_fit[(g.role[g.a] == 1) & (g.role[g.b] == 1)]),
         "warnings": [],
+        "passed": frac >= 0.5,
     }
     if frac < 0.5:
         msg = (f"{source}: only {frac:.0%} of the indexed child points got a parent; the OR may not fit this map "
@@ -1228,57 +1228,3 @@ def parent_map(rec: ParentReconstruction, *, ebsd: xr.Dataset) -> xr.Dataset:
         out.attrs[key] = ds.attrs[key]
     return out
 
-
-def add_parent_to_specimen(spec: Any, name: str, rec: ParentReconstruction, *, ebsd: xr.Dataset,
-                           source_node: str | None = None, overwrite: bool = False) -> list[str]:
-    """Write a reconstruction into a Specimen.
-
-    Nodes: ``ebsd/<name>_parent`` (the parent map of :func:`parent_map`),
-    ``quantities/<name>_parents`` (one row per parent grain), ``quantities/<name>_pag_size``
-    (ASTM E112 / E2627 grain size of the parent grains, :func:`metallo.quantify.grain_size`)
-    and ``quantities/<name>_substructure`` (packet / block / variant sizes).
-
-    Parameters
-    ----------
-    spec : Specimen
-    name : str
-        The EBSD map's name (``ebsd/<name>``).
-    rec : ParentReconstruction
-    ebsd : xr.Dataset
-        The child map.
-    source_node : str, optional
-        The node the child map came from (provenance input); default ``ebsd/<name>``.
-    overwrite : bool
-        Replace existing nodes.
-
-    Returns
-    -------
-    list of str
-        The nodes written.
-
-    Example
-    -------
-    >>> add_parent_to_specimen(spec, "map1", rec, ebsd=spec["ebsd/map1"])  # doctest: +SKIP
-    ['ebsd/map1_parent', 'quantities/map1_parents', 'quantities/map1_pag_size', 'quantities/map1_substructure']
-    """
-    from metallo.quantify import grain_size
-
-    src = source_node or f"ebsd/{name}"
-    params = json.loads(rec.dataset.attrs["parameters"])
-    params["orientation_relationship"] = json.loads(rec.dataset.attrs["orientation_relationship"])
-    nodes = [f"ebsd/{name}_parent", f"quantities/{name}_parents", f"quantities/{name}_pag_size",
-             f"quantities/{name}_substructure"]
-    spec.add(nodes[0], parent_map(rec, ebsd=ebsd), step="ebsd.reconstruct_parent", parameters=params,
-             inputs=[src], overwrite=overwrite)
-    spec.add(nodes[1], rec.parents.reset_index(), step="ebsd.reconstruct_parent", parameters=params,
-             inputs=[nodes[0]], overwrite=overwrite)
-    pag = rec.dataset["parent_id"]
-    if (pag.values >= 0).any():
-        size = grain_size(pag, pixel_size_um=float(ebsd.attrs["step_um"]))
-        spec.add(nodes[2], size, step="quantify.grain_size", parameters={"method": "both", "of": "parent grains"},
-                 inputs=[nodes[0]], overwrite=overwrite)
-    else:
-        nodes.remove(nodes[2])
-    spec.add(nodes[-1], substructure_sizes(rec).reset_index(), step="ebsd.substructure_sizes",
-             parameters={"min_size_px": 2}, inputs=[nodes[0]], overwrite=overwrite)
-    return nodes

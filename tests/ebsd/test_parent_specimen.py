@@ -1,4 +1,4 @@
-"""Parent reconstruction into a Specimen and through the ``metallo parent`` command."""
+"""Parent reconstruction into a Specimen (the ``ebsd.parent`` step adapter) and through ``metallo parent``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
+from metallo import names
 from metallo.cli import app
-from metallo.ebsd import add_parent_to_specimen, reconstruct_parent, substructure_sizes
+from metallo.ebsd import reconstruct_parent, substructure_sizes
 from metallo.io import write_ang
 from metallo.specimen import Specimen
+from metallo.steps import run_step
 from metallo.synth import make_martensite
 
 
@@ -18,18 +20,21 @@ def test_reconstruction_round_trips_through_the_specimen(tmp_path):
     m = make_martensite(0, shape=(100, 100), n_parents=5, unindexed=0.0)
     rec = reconstruct_parent(m.ebsd, "KS")
     spec = Specimen.create(tmp_path / "s.metallo.h5", specimen_id="s")
-    spec.add("ebsd/map1", m.ebsd, step="synth")
-    nodes = add_parent_to_specimen(spec, "map1", rec, ebsd=m.ebsd)
-    assert nodes == ["ebsd/map1_parent", "quantities/map1_parents", "quantities/map1_pag_size",
-                     "quantities/map1_substructure"]
+    spec.add(names.EBSD_MAP, m.ebsd, step=names.STEP_SYNTH)
+    nodes = run_step(spec, names.STEP_PARENT, orientation_relationship="KS")
+    node = names.parent(names.EBSD_MAP)
+    assert nodes == [node, names.quantity(node, "parents"), names.quantity(node, "substructure")]
+    nodes += run_step(spec, names.STEP_QUANTIFY, what=["grains"], labels=[])
     back = Specimen.open(spec.save())
-    pm = back["ebsd/map1_parent"]
-    assert np.array_equal(pm["parent_id"].values, rec.parent_ids)
+    pm = back[node]
+    # The adapter stores the same reconstruction as the library call.
+    assert np.array_equal(pm[names.PARENT_GRAIN_ID].values, rec.parent_ids)
     assert np.array_equal(pm["variant"].values, rec.dataset["variant"].values)
     assert json.loads(pm.attrs["orientation_relationship"])["n_variants"] == 24
-    parents = back.table("quantities/map1_parents")
+    assert json.loads(pm.attrs[names.QUALITY])[names.PASSED] is True
+    parents = back.table(names.quantity(node, "parents"))
     assert len(parents) == len(rec.parents) and parents["n_pixels"].sum() == (rec.parent_ids >= 0).sum()
-    size = back.table("quantities/map1_pag_size")
+    size = back.table(names.quantity(node, names.GRAIN_SIZE))
     assert set(size["method"]) == {"planimetric", "intercept"}
     sub = substructure_sizes(rec)
     # Nesting: more variant regions than blocks, more blocks than packets, packets >= parents.
@@ -42,7 +47,13 @@ def test_metallo_parent_command(tmp_path):
     result = CliRunner().invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "out.h5")])
     assert result.exit_code == 0, result.output
     assert "OR fit (child-child" in result.output and "parent grains: " in result.output
+    assert "PAG size (planimetric)" in result.output
     spec = Specimen.open(tmp_path / "out.h5")
-    assert "ebsd/map1_parent" in spec.nodes() and "quantities/map1_substructure" in spec.nodes()
-    bad = CliRunner().invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "out.h5"), "--or", "XYZ"])
+    node = names.parent(names.EBSD_MAP)
+    assert node in spec.nodes() and names.quantity(node, "substructure") in spec.nodes()
+    # The command on the specimen itself reuses its map.
+    again = CliRunner().invoke(app, ["parent", str(tmp_path / "out.h5"), "--or", "KS", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    bad = CliRunner().invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "out.h5"), "--or", "XYZ",
+                                   "--overwrite"])
     assert bad.exit_code == 1 and "unknown orientation relationship" in bad.output
