@@ -266,12 +266,10 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _parse_yaml(text: str, where: str) -> Any:
-    import yaml
+    # The shared loader refuses duplicate keys and alias bombs, as for recipes.
+    from metallo._config import parse_yaml
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
+    return parse_yaml(text, source=where)[0]
 
 
 def _check_keys(given: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
