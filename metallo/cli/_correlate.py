@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--landmarks", help="BigWarp/paired CSV, or twice: MOVING then FIXED Fiji point files (pixels)."),
         ] = None,
         grid_um: Annotated[float | None, typer.Option("--grid-um", help="B-spline control-point spacing in µm.")] = None,
-        method: Annotated[str, typer.Option("--method", help="sift+bspline, sift, affine, affine+bspline, bspline, landmarks, landmarks+bspline.")] = "sift+bspline",
+        method: Annotated[str, typer.Option("--method", help="auto, landmarks+tps, sift+bspline, sift, affine, affine+bspline, bspline, landmarks, landmarks+bspline.")] = "auto",
         fixed_pixel_size_um: Annotated[float | None, typer.Option("--fixed-pixel-size-um", help="Override the fixed pixel size.")] = None,
         moving_pixel_size_um: Annotated[float | None, typer.Option("--moving-pixel-size-um", help="Override the moving pixel size.")] = None,
         inverse_consistency: Annotated[bool, typer.Option("--inverse-consistency/--no-inverse-consistency", help="Also register backwards and report the round-trip error.")] = True,

@@ -38,6 +38,11 @@ class RegistrationMethod:
 
 _METHODS: Registry[RegistrationMethod] = Registry("registration method")
 for _m in (
+    RegistrationMethod(
+        "auto", "auto", True,
+        "structure images, global start scored on them, automatic control points, regularised thin-plate spline",
+    ),
+    RegistrationMethod("landmarks+tps", "landmarks", True, "thin-plate spline exactly through the landmarks (BigWarp-style)"),
     RegistrationMethod("sift", "sift", False, "SIFT keypoints, ratio test, RANSAC affine"),
     RegistrationMethod("sift+bspline", "sift", True, "SIFT/RANSAC affine start, then Mattes-MI B-spline"),
     RegistrationMethod("affine", "intensity", False, "Mattes-MI affine from a moments start"),
@@ -668,6 +673,182 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1][:160] if lines else type(exc).__name__
 
 
+def _stats(err: np.ndarray) -> dict[str, float]:
+    err = np.asarray(err, dtype=np.float64)
+    err = err[np.isfinite(err)]
+    if len(err) == 0:
+        return {"median": float("nan"), "p95": float("nan"), "max": float("nan"), "n": 0}
+    return {"median": float(np.median(err)), "p95": float(np.percentile(err, 95)), "max": float(err.max()), "n": len(err)}
+
+
+def _structure_score(fixed: _Prepared, moving: _Prepared, steps: list[Any], *, max_side: int = 256) -> tuple[float, float]:
+    """NCC of the blurred structure images over the overlap, and the overlap fraction, at a coarse grid."""
+    from metallo.correlate._auto import structure_image
+
+    g = fixed.grid
+    factor = max(1.0, max(g.shape) / max_side)
+    shape = (max(8, int(g.shape[0] / factor)), max(8, int(g.shape[1] / factor)))
+    coarse = Grid(shape, (g.spacing_yx[0] * g.shape[0] / shape[0], g.spacing_yx[1] * g.shape[1] / shape[1]), g.origin_yx, g.pixel_size_known)
+    fv, fok = _resample(fixed, [], coarse)
+    mv, mok = _resample(moving, steps, coarse)
+    ok = fok & mok
+    if ok.mean() < 0.05:
+        return -1.0, float(ok.mean())
+    a = ndi.gaussian_filter(structure_image(fv, fok), 1.0)[ok]
+    b = ndi.gaussian_filter(structure_image(mv, mok), 1.0)[ok]
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return (float((a * b).sum()) / den if den > 0 else 0.0), float(ok.mean())
+
+
+def _plausible(step: AffineStep) -> bool:
+    """A start whose scale stays within 1:4 .. 4:1 and that does not mirror the image."""
+    sv = np.linalg.svd(step.matrix, compute_uv=False)
+    return bool(np.linalg.det(step.matrix) > 0 and sv.max() < 4 * sv.min() and 0.25 < np.sqrt(sv.prod()) < 4)
+
+
+def _auto_start(
+    fixed: _Prepared,
+    moving: _Prepared,
+    *,
+    ratio: float,
+    transform: str,
+    ransac_px: float,
+    max_side: int,
+    min_inliers: int,
+    seed: int,
+) -> tuple[AffineStep, dict[str, Any]]:
+    """The global start of ``method="auto"``: every applicable candidate, scored on the structure images.
+
+    Candidates: the physical placement, the specimen-outline affine (both images show a
+    section on a background), SIFT/RANSAC (enough inliers and a plausible scale) and the
+    masked-NCC search. The one whose structure images agree best wins; a candidate that
+    cannot be computed is recorded with the reason.
+    """
+    candidates: dict[str, AffineStep] = {"identity": AffineStep(np.eye(2), np.zeros(2))}
+    notes: dict[str, str] = {}
+    ffg, mfg = _foreground(fixed), _foreground(moving)
+    if ffg is not None and mfg is not None:
+        try:
+            candidates["outline"] = _outline_affine(fixed, moving, ffg, mfg, seed)
+        except RegistrationError as exc:
+            notes["outline"] = str(exc)
+    else:
+        notes["outline"] = "no section outline on a background in both images"
+    sift, info = _sift_affine(fixed, moving, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side)
+    if sift is not None and info["inliers"] >= min_inliers and _plausible(sift):
+        candidates["sift"] = sift
+    else:
+        notes["sift"] = f"{info.get('inliers', 0)} RANSAC inliers" + ("" if sift is None or _plausible(sift) else ", implausible scale")
+    if "outline" not in candidates and "sift" not in candidates:
+        candidates["search"], _ = _ncc_search(fixed, moving, angles_deg=np.arange(-10.0, 10.5, 2.0))
+    scores = {}
+    for name, step in candidates.items():
+        score, frac = _structure_score(fixed, moving, [step])
+        # A start that leaves little overlap correlates well by chance: weight by the overlap.
+        scores[name] = score * min(1.0, frac / 0.5) if _plausible(step) else -1.0
+    chosen = max(scores, key=lambda k: scores[k])
+    return candidates[chosen], {"chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0)}
+
+
+def _points_summary(cp: Any) -> dict[str, Any]:
+    loo = cp.loo_error_px[cp.inlier]
+    out = dict(cp.info)
+    out.update(candidates=len(cp.fixed_xy), inliers=int(cp.inlier.sum()), loo_px=_stats(loo))
+    return out
+
+
+def _outline_distance(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg: np.ndarray, mfg: np.ndarray) -> np.ndarray:
+    """Distance (fixed px) from each fixed outline pixel to the warped moving outline."""
+    mq = _Prepared(mfg.astype(np.float64), moving.valid, moving.grid, moving.name)
+    warped, ok = _resample(mq, steps, fixed.grid)
+    wfg = (warped > 0.5) & ok
+    f_edge = ffg & ~ndi.binary_erosion(ffg)
+    m_edge = wfg & ~ndi.binary_erosion(wfg)
+    if not m_edge.any() or not f_edge.any():
+        return np.full(int(f_edge.sum()), np.inf)
+    dist = ndi.distance_transform_edt(~m_edge)
+    # Only where the moving field covers the fixed outline (not the image border).
+    inner = ndi.binary_erosion(ok, iterations=3)
+    return dist[f_edge & inner]
+
+
+def _outline_gate(fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any]) -> list[Any]:
+    """Keep the deformable result only if the section outlines agree at least as well as at the start.
+
+    The outline is evidence the control points do not use directly (they come from blocks
+    scored on the whole structure image); a spline that pulls the outlines clearly apart (90th
+    percentile beyond 1.5x + 2 px of the start's) is replaced by the affine start, and the record says so.
+    """
+    ffg, mfg = _foreground(fixed), _foreground(moving)
+    if ffg is None or mfg is None:
+        quality["outline_gate"] = "no outline"
+        return steps
+    d_start = _outline_distance(fixed, moving, start, ffg, mfg)
+    d_final = _outline_distance(fixed, moving, steps, ffg, mfg)
+    if len(d_start) < 20 or len(d_final) < 20:
+        quality["outline_gate"] = "outline too short"
+        return steps
+    quality["outline_px_start"] = _stats(d_start)
+    quality["outline_px"] = _stats(d_final)
+    # Outlines of two modalities differ by themselves (unindexed EBSD rims, BSE edge shading):
+    # only a clear loss (beyond 1.5x + 2 px at the 90th percentile) counts.
+    if np.percentile(d_final, 90) > 1.5 * np.percentile(d_start, 90) + 2.0:
+        quality["outline_gate"] = "rejected: the spline moves the outlines apart; the affine start is kept"
+        warnings.warn(
+            "the automatic control points disagree with the section outline; keeping the affine start "
+            f"(outline p90 {np.percentile(d_start, 90):.1f} px vs {np.percentile(d_final, 90):.1f} px)",
+            stacklevel=3,
+        )
+        return start
+    quality["outline_gate"] = "kept"
+    return steps
+
+
+#: Evidence thresholds of the failure verdict (fixed pixels, fractions).
+_FAIL_MIN_POINTS = 8
+_FAIL_LOO_PX = 5.0
+_FAIL_KEPT_FRACTION = 0.2
+_FAIL_OVERLAP = 0.2
+_FAIL_STRUCTURE_NCC = 0.3
+
+
+def _verdict(quality: dict[str, Any], reg: Registration) -> None:
+    """Set ``quality["failed"]`` (and warn) from evidence the optimiser did not maximise.
+
+    The automatic points must be many, agree with each other (the RANSAC/neighbour filters
+    keep a fair fraction of the distinct matches), and predict held-out points well (leave-one-
+    out error); the blurred structure images must correlate (NCC >= 0.3: a shared section scores
+    about 0.5, unrelated images about 0.1); the fields must overlap; with ``inverse_consistency``
+    the round trip must be small.
+    """
+    reasons = []
+    cp = quality.get("control_points", {})
+    n = int(cp.get("inliers", 0))
+    if n < _FAIL_MIN_POINTS:
+        reasons.append(f"{n} consistent control points (< {_FAIL_MIN_POINTS}): {cp.get('reason', '')}".rstrip(": "))
+    else:
+        loo = cp["loo_px"]["median"]
+        if not loo <= _FAIL_LOO_PX:
+            reasons.append(f"held-out control points are off by {loo:.1f} px (median > {_FAIL_LOO_PX})")
+        distinct = max(1, int(cp.get("pass0_distinct", n)))
+        kept = int(cp.get("pass0_kept", n)) / distinct
+        if kept < _FAIL_KEPT_FRACTION:
+            reasons.append(f"only {kept:.0%} of the distinct block matches agree with one transform")
+    ncc = quality.get("structure_ncc", 1.0)
+    if ncc < _FAIL_STRUCTURE_NCC:
+        reasons.append(f"the structure images agree poorly after registration (NCC {ncc:.2f} < {_FAIL_STRUCTURE_NCC})")
+    if quality.get("overlap_fraction", 1.0) < _FAIL_OVERLAP:
+        reasons.append(f"the fields overlap on {quality['overlap_fraction']:.0%} of the fixed image")
+    ic = quality.get("inverse_consistency_px")
+    if ic is not None and ic["median"] > max(2.0, 2 * cp.get("loo_px", {}).get("median", 0.0)):
+        reasons.append(f"forward and inverse registrations disagree by {ic['median']:.1f} px (median round trip)")
+    quality["failed"] = bool(reasons)
+    quality["failure_reasons"] = reasons
+    if reasons:
+        warnings.warn("registration failed: " + "; ".join(reasons), stacklevel=3)
+
+
 # ---------------------------------------------------------------------------------------------
 # the public entry point
 
@@ -708,7 +889,7 @@ def register(
     fixed: Any,
     moving: Any,
     *,
-    method: str = "sift+bspline",
+    method: str = "auto",
     landmarks: Any = None,
     landmarks_units: str = "px",
     grid_um: float | None = None,
@@ -727,6 +908,7 @@ def register(
     deformable: str = "blocks+mi",
     block_px: int | None = None,
     fallback: str = "auto",
+    landmark_smoothing: float = 0.0,
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> Registration:
@@ -802,6 +984,7 @@ def register(
     >>> reg = register(lom, ebsd["iq"], method="sift+bspline", grid_um=20.0)  # doctest: +SKIP
     >>> mask_on_lom = reg.warp(mask, interpolation="nearest", fill_value=255)  # doctest: +SKIP
     """
+    options = {k: v for k, v in locals().items() if k not in ("fixed", "moving")}
     import time
 
     spec = get_method(method)
@@ -825,6 +1008,17 @@ def register(
 
     affine: AffineStep | None = None
     initial = spec.initial
+    if initial == "auto":
+        if lm is not None and len(lm[0]) >= 3:
+            initial = "landmarks"
+        else:
+            say("global start: outline, SIFT and NCC search, scored on the structure images")
+            affine, start_info = _auto_start(
+                fp, mp, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side,
+                min_inliers=min_inliers, seed=seed,
+            )
+            initial = start_info["chosen"]
+            quality["start"] = start_info
     if initial == "sift":
         say("SIFT keypoints + RANSAC")
         affine, info = _sift_affine(
@@ -879,7 +1073,29 @@ def register(
     quality["mi_affine"] = mutual_information(fp.values, warped, mask=overlap)
     steps: list[Any] = [affine]
 
-    if spec.deformable:
+    control_points = None
+    if spec.name == "auto":
+        from metallo.correlate._auto import auto_points, residual_map
+
+        say("automatic control points + thin-plate spline")
+        steps, control_points = auto_points(
+            fp.values, fp.valid, fp.grid, mp.values, mp.valid, mp.grid, affine, block_px=block_px, landmarks=lm,
+        )
+        quality["control_points"] = _points_summary(control_points)
+        rmap, rgrid = residual_map(
+            control_points.fixed_xy[control_points.inlier], control_points.loo_error_px[control_points.inlier], fp.grid
+        )
+        quality["residual_map_px"] = {"values": rmap, "grid": rgrid.to_dict()}
+        warped, overlap = _overlap(fp, mp, steps)
+    elif spec.name == "landmarks+tps":
+        assert lm is not None
+        from metallo.correlate._tps import fit_tps
+
+        fit = fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing)
+        steps = [fit.step, affine]
+        quality["landmark_loo_px"] = _stats(fit.loo_error / float(fp.grid.spacing_yx[1]))
+        warped, overlap = _overlap(fp, mp, steps)
+    elif spec.deformable:
         spacing = grid_um if grid_um is not None else float(fp.grid.extent_xy.min() / 6)
         if not spacing > 0:
             raise ConfigError(f"grid_um must be positive; got {grid_um}")
@@ -918,7 +1134,13 @@ def register(
     quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
     quality["overlap_fraction"] = float(overlap.mean())
 
+    if control_points is not None:
+        steps = _outline_gate(fp, mp, steps, [affine], quality)
+        warped, overlap = _overlap(fp, mp, steps)
+        quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
+        quality["overlap_fraction"] = float(overlap.mean())
     reg = Registration(steps, fixed_grid=fp.grid, moving_grid=mp.grid, method=spec.name, fixed=fp.name, moving=mp.name)
+    reg.control_points = control_points
     if lm is not None:
         px = fp.grid.spacing_yx[0]
         affine_only = Registration([affine], fixed_grid=fp.grid, moving_grid=mp.grid)
@@ -927,16 +1149,22 @@ def register(
             quality[key] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
     if inverse_consistency:
         say("reverse registration for inverse consistency")
-        back = register(
-            moving, fixed, method=method, grid_um=grid_um, mask=moving_mask, moving_mask=mask, transform=transform,
-            ratio=ratio, min_inliers=min_inliers, ransac_px=ransac_px, refine_affine=refine_affine,
-            iterations=iterations, levels=levels, max_side=max_side, seed=seed,
-        )
+        # The same method with the same options, roles swapped (masks and landmarks too).
+        back_options = dict(options, mask=moving_mask, moving_mask=mask, inverse_consistency=False, progress=False)
+        if lm is not None:
+            back_options.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the forward call reports the problems
+            back = register(moving, fixed, **back_options)
         pts = fp.grid.points_xy()[overlap.ravel()]
         if len(pts) > 20000:
             pts = pts[np.random.default_rng(seed).choice(len(pts), 20000, replace=False)]
         err = np.linalg.norm(back.fixed_to_moving_xy(reg.fixed_to_moving_xy(pts)) - pts, axis=1) / fp.grid.spacing_yx[0]
         quality["inverse_consistency_px"] = {"median": float(np.median(err)), "p95": float(np.percentile(err, 95))}
+    if spec.name == "auto":
+        quality["structure_ncc_before"] = _structure_score(fp, mp, [])[0]
+        quality["structure_ncc"] = _structure_score(fp, mp, steps)[0]
+        _verdict(quality, reg)
     quality["seconds"] = time.perf_counter() - t0
     reg.quality = quality
     return reg

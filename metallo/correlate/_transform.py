@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 from metallo._xarray import image_dataarray
 from metallo.errors import ConfigError, FormatError, RegistrationError
 
-__all__ = ["AffineStep", "BSplineStep", "DisplacementStep", "Grid", "Registration"]
+__all__ = ["AffineStep", "BSplineStep", "DisplacementStep", "Grid", "Registration", "TPSStep"]
 
 _FIXED_POINT_ITERATIONS = 100
 
@@ -237,13 +237,82 @@ class DisplacementStep(_DisplacementMapping):
         return cls(arr, Grid((arr.shape[0], arr.shape[1]), (sy, sx), (oy, ox)))
 
 
+def tps_kernel(r: np.ndarray) -> np.ndarray:
+    """The thin-plate spline radial function ``r^2 log r`` (0 at r = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r > 0, r * r * np.log(np.maximum(r, 1e-300)), 0.0)
+
+
+#: Above this many query points, a TPS is evaluated on a lattice and interpolated (cubic).
+_TPS_DIRECT_MAX = 40000
+
+
+@dataclass
+class TPSStep(_DisplacementMapping):
+    """Thin-plate spline displacement ``p -> p + d(p)`` on (x, y) µm.
+
+    ``d(p) = sum_i weights_i * phi(|p - centres_i| / scale) + [1, p / scale] @ poly`` with
+    ``phi(r) = r^2 log r``. Through many query points (warping a whole image) it is evaluated on
+    a lattice of ``scale / 256`` spacing and interpolated with cubic splines, which agrees with
+    the direct sum to far below a pixel for this smooth function.
+    """
+
+    centres_xy: np.ndarray  # (n, 2) µm
+    weights: np.ndarray  # (n, 2)
+    poly: np.ndarray  # (3, 2): constant, x, y (coordinates divided by scale)
+    scale: float
+    kind: str = field(default="tps", init=False)
+
+    def _direct(self, p: np.ndarray) -> np.ndarray:
+        out = np.empty((len(p), 2))
+        c = self.centres_xy / self.scale
+        for start in range(0, len(p), 8192):
+            q = p[start : start + 8192] / self.scale
+            r = np.sqrt(((q[:, None, :] - c[None, :, :]) ** 2).sum(axis=2))
+            out[start : start + 8192] = tps_kernel(r) @ self.weights + self.poly[0] + q @ self.poly[1:]
+        return out
+
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        if len(p) <= _TPS_DIRECT_MAX:
+            return self._direct(p)
+        lo, hi = p.min(axis=0), p.max(axis=0)
+        step = self.scale / 256
+        n = np.maximum(2, np.ceil((hi - lo) / step).astype(int) + 1)
+        gx = lo[0] + step * np.arange(n[0])
+        gy = lo[1] + step * np.arange(n[1])
+        mx, my = np.meshgrid(gx, gy)
+        lattice = self._direct(np.stack([mx.ravel(), my.ravel()], axis=1)).reshape(n[1], n[0], 2)
+        idx = (p - lo) / step
+        return np.stack(
+            [ndi.map_coordinates(lattice[..., k], [idx[:, 1], idx[:, 0]], order=3, mode="nearest") for k in (0, 1)],
+            axis=1,
+        )
+
+    def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
+        """A cubic B-spline (control points every ``spacing_px`` pixels of ``grid``) fitted to this TPS.
+
+        ITK files have no thin-plate spline; :meth:`Registration.save_tfm` writes this
+        approximation, which follows a smooth TPS to a small fraction of a pixel.
+        """
+        from metallo.correlate._blocks import fit_bspline
+
+        step = max(1, int(spacing_px // 2))
+        sub = Grid(
+            (len(range(0, grid.shape[0], step)), len(range(0, grid.shape[1], step))),
+            (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step),
+            grid.origin_yx,
+        )
+        pts = sub.points_xy()
+        return fit_bspline(pts, self.displacement(pts), grid, spacing_um=spacing_px * grid.spacing_yx[1], smoothness=1e-4)
+
+
 def _inside(idx_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (
         (idx_xy[:, 0] >= -0.5) & (idx_xy[:, 0] <= shape[1] - 0.5) & (idx_xy[:, 1] >= -0.5) & (idx_xy[:, 1] <= shape[0] - 0.5)
     )
 
 
-Step = AffineStep | BSplineStep | DisplacementStep
+Step = AffineStep | BSplineStep | DisplacementStep | TPSStep
 
 _INTERPOLATION_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
 
@@ -280,6 +349,8 @@ class Registration:
         self.fixed = fixed
         self.moving = moving
         self.quality: dict[str, Any] = dict(quality or {})
+        #: Automatic control points (``method="auto"``): a :class:`~metallo.correlate._auto.ControlPoints`.
+        self.control_points: Any = None
 
     def __repr__(self) -> str:
         kinds = "+".join(s.kind for s in self.steps) or "identity"
@@ -523,9 +594,18 @@ class Registration:
             elif isinstance(step, BSplineStep):
                 data_vars[f"step{k}_coefficients"] = ((f"s{k}_component", f"s{k}_gy", f"s{k}_gx"), step.coefficients)
                 meta.append({"kind": "bspline", "origin_xy": step.origin_xy.tolist(), "spacing_xy": step.spacing_xy.tolist()})
+            elif isinstance(step, TPSStep):
+                data_vars[f"step{k}_centres"] = ((f"s{k}_point", f"s{k}_component"), step.centres_xy)
+                data_vars[f"step{k}_weights"] = ((f"s{k}_point", f"s{k}_component"), step.weights)
+                data_vars[f"step{k}_poly"] = ((f"s{k}_term", f"s{k}_component"), step.poly)
+                meta.append({"kind": "tps", "scale": step.scale})
             else:
                 data_vars[f"step{k}_field"] = ((f"s{k}_gy", f"s{k}_gx", f"s{k}_component"), step.field_xy)
                 meta.append({"kind": "displacement", "grid": step.grid.to_dict()})
+        rmap = self.quality.get("residual_map_px")
+        if rmap is not None:
+            # Expected error per region (fixed pixels), on a coarse grid over the fixed field.
+            data_vars["residual_map"] = (("rm_y", "rm_x"), np.asarray(rmap["values"], dtype=np.float64))
         attrs = {
             "fixed": self.fixed,
             "moving": self.moving,
@@ -574,6 +654,13 @@ class Registration:
                     steps.append(
                         BSplineStep(np.asarray(ds[f"step{k}_coefficients"].values, float), np.asarray(m["origin_xy"], float), np.asarray(m["spacing_xy"], float))
                     )
+                elif m["kind"] == "tps":
+                    steps.append(
+                        TPSStep(
+                            np.asarray(ds[f"step{k}_centres"].values, float), np.asarray(ds[f"step{k}_weights"].values, float),
+                            np.asarray(ds[f"step{k}_poly"].values, float), float(m["scale"]),
+                        )
+                    )
                 elif m["kind"] == "displacement":
                     steps.append(DisplacementStep(np.asarray(ds[f"step{k}_field"].values, float), Grid.from_dict(m["grid"])))
                 else:
@@ -598,6 +685,8 @@ class Registration:
         for step in self.steps:
             if isinstance(step, AffineStep):
                 parts.append(sitk.AffineTransform(step.matrix.ravel().tolist(), step.offset.tolist(), (0.0, 0.0)))
+            elif isinstance(step, TPSStep):
+                parts.append(step.to_bspline(self.fixed_grid).to_sitk())
             else:
                 parts.append(step.to_sitk())
         if len(parts) == 1:

@@ -1,0 +1,390 @@
+"""Automatic control points: structure images, dense block matching, robust filtering, TPS.
+
+EBSD maps and electron/light micrographs share structures (the section outline, pores,
+scratches, grain and phase boundaries), not grey values. Both images are turned into a
+modality-independent *structure image* (the gradient magnitude of the smoothed, robustly
+normalised image, compressed so weak grain contrast counts next to the outline); blocks of
+the fixed structure image are matched by normalised cross-correlation in the moving one,
+warped onto the fixed grid by the current estimate. Each match gets a score (peak height and
+how clearly it beats the next-best peak); matches that agree neither with a robust (RANSAC)
+affine nor with their neighbours are dropped, and a thin-plate spline is fitted through the
+rest with the smoothing that minimises the leave-one-out error. Two passes (wide then narrow
+search) refine the estimate. The leave-one-out errors are the independent evidence for the
+quality gate, the residual map and the failure verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from metallo.correlate._transform import AffineStep, Grid, Registration
+
+__all__ = ["ControlPoints", "auto_points", "structure_image"]
+
+#: Largest working image side: bigger fixed images are matched at a coarser working grid.
+_WORK_MAX_PX = 1024
+
+
+def structure_image(values: np.ndarray, valid: np.ndarray, *, sigma_px: float = 1.5) -> np.ndarray:
+    """Modality-independent structure: compressed gradient magnitude, zero outside ``valid``.
+
+    Parameters
+    ----------
+    values : ndarray
+        Image, roughly in [0, 1].
+    valid : ndarray of bool
+        Measured pixels (edges of the unmeasured region are not structure).
+    sigma_px : float
+        Gaussian scale of the gradient, in pixels.
+
+    Returns
+    -------
+    ndarray
+        Non-negative float image; each pixel's gradient divided by the local (8 sigma) mean
+        gradient, square-rooted.
+
+    Examples
+    --------
+    >>> img = np.zeros((32, 32)); img[:, 16:] = 1.0
+    >>> s = structure_image(img, np.ones_like(img, bool))
+    >>> bool(s[16, 15] > s[16, 4])
+    True
+    """
+    g = ndi.gaussian_gradient_magnitude(values.astype(np.float64), sigma_px)
+    inner = ndi.binary_erosion(valid, iterations=max(1, int(np.ceil(2 * sigma_px)))) if not valid.all() else valid
+    g[~inner] = 0.0
+    floor = float(np.percentile(g[inner], 50)) if inner.any() else 0.0
+    local = ndi.gaussian_filter(g, 8 * sigma_px)
+    out = np.sqrt(g / (local + floor + 1e-12))
+    out[~inner] = 0.0
+    return out
+
+
+@dataclass
+class ControlPoints:
+    """Automatic point pairs: fixed (x, y) µm, moving (x, y) µm, match score, and the verdict.
+
+    ``inlier`` marks the pairs the transform was fitted through; ``loo_error_px`` is the
+    leave-one-out error of each inlier (NaN for rejected pairs), in fixed pixels.
+    """
+
+    fixed_xy: np.ndarray
+    moving_xy: np.ndarray
+    score: np.ndarray
+    inlier: np.ndarray
+    loo_error_px: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_yx(self) -> tuple[np.ndarray, np.ndarray]:
+        """(moving_yx, fixed_yx) of the inliers, in µm: the form ``register(landmarks=...)`` takes."""
+        return self.moving_xy[self.inlier][:, ::-1].copy(), self.fixed_xy[self.inlier][:, ::-1].copy()
+
+
+@dataclass
+class _Work:
+    grid: Grid
+    factor: int
+
+
+def _work_grid(fixed: Grid) -> _Work:
+    factor = max(1, int(np.ceil(max(fixed.shape) / _WORK_MAX_PX)))
+    if factor == 1:
+        return _Work(fixed, 1)
+    shape = (fixed.shape[0] // factor, fixed.shape[1] // factor)
+    spacing = (fixed.spacing_yx[0] * factor, fixed.spacing_yx[1] * factor)
+    origin = (
+        fixed.origin_yx[0] + 0.5 * (factor - 1) * fixed.spacing_yx[0],
+        fixed.origin_yx[1] + 0.5 * (factor - 1) * fixed.spacing_yx[1],
+    )
+    return _Work(Grid(shape, spacing, origin, fixed.pixel_size_known), factor)
+
+
+def _sample(values: np.ndarray, valid: np.ndarray, source: Grid, target: Grid, steps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (on ``source``) seen through ``steps`` (target -> source) on ``target``."""
+    reg = Registration(steps, fixed_grid=target, moving_grid=source)
+    idx = source.to_index_xy(reg.fixed_to_moving_xy(target.points_xy()))
+    coords = [idx[:, 1], idx[:, 0]]
+    out = ndi.map_coordinates(values, coords, order=1, mode="nearest").reshape(target.shape)
+    ok = ndi.map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0) > 0.99
+    return out, ok.reshape(target.shape)
+
+
+def _match(
+    fixed_s: np.ndarray,
+    moving_s: np.ndarray,
+    fixed_ok: np.ndarray,
+    moving_ok: np.ndarray,
+    *,
+    block: int,
+    search: int,
+    stride: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """NCC block matches: centres (row, col), shifts, peak NCC, distinctiveness (peak - 2nd peak).
+
+    ``moving_s``/``moving_ok`` are padded by ``search`` pixels on every side of the fixed grid,
+    so blocks up to the border of the fixed field are matched.
+    """
+    import cv2
+
+    half = block // 2
+    h, w = fixed_s.shape
+    rows = np.arange(half, h - half + 1, stride)
+    cols = np.arange(half, w - half + 1, stride)
+    f32, m32 = fixed_s.astype(np.float32), moving_s.astype(np.float32)
+    # Block texture: its standard deviation against the field's typical one.
+    ref = float(np.percentile(fixed_s[fixed_ok], 90)) if fixed_ok.any() else 0.0
+    centres, shifts, peaks, gaps = [], [], [], []
+    excl = max(2, block // 6)
+    for r in rows:
+        for c in cols:
+            if not fixed_ok[r - half : r + half, c - half : c + half].mean() > 0.9:
+                continue
+            win = (slice(r - half, r + half + 2 * search), slice(c - half, c + half + 2 * search))
+            if moving_ok[win].mean() < 0.6:
+                continue
+            tpl = f32[r - half : r + half, c - half : c + half]
+            if tpl.std() < 0.1 * ref:
+                continue
+            region = m32[win]
+            if region.std() < 1e-6:
+                continue
+            res = cv2.matchTemplate(region, tpl, cv2.TM_CCOEFF_NORMED)
+            i, j = np.unravel_index(int(np.argmax(res)), res.shape)
+            peak = float(res[i, j])
+            masked = res.copy()
+            masked[max(0, i - excl) : i + excl + 1, max(0, j - excl) : j + excl + 1] = -1.0
+            second = float(masked.max()) if masked.size > (2 * excl + 1) ** 2 else -1.0
+            dy = _parabola(res[i - 1, j], res[i, j], res[i + 1, j]) if 0 < i < res.shape[0] - 1 else 0.0
+            dx = _parabola(res[i, j - 1], res[i, j], res[i, j + 1]) if 0 < j < res.shape[1] - 1 else 0.0
+            centres.append((r, c))
+            shifts.append((i + dy - search, j + dx - search))
+            peaks.append(peak)
+            gaps.append(peak - second)
+    if not centres:
+        z = np.zeros((0, 2))
+        return z, z, np.zeros(0), np.zeros(0)
+    return np.array(centres, float), np.array(shifts, float), np.array(peaks), np.array(gaps)
+
+
+def _parabola(a: float, b: float, c: float) -> float:
+    denom = a - 2 * b + c
+    return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5)) if denom < 0 else 0.0
+
+
+def _ransac_affine(src: np.ndarray, dst: np.ndarray, threshold: float) -> tuple[AffineStep | None, np.ndarray]:
+    import cv2
+
+    if len(src) < 4:
+        return None, np.zeros(len(src), bool)
+    matrix, inl = cv2.estimateAffine2D(
+        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
+        ransacReprojThreshold=float(threshold), maxIters=4000, confidence=0.999, refineIters=0,
+    )
+    if matrix is None:
+        return None, np.zeros(len(src), bool)
+    inl = inl.ravel().astype(bool)
+    return _lstsq_affine(src[inl], dst[inl]), inl
+
+
+def _lstsq_affine(src: np.ndarray, dst: np.ndarray) -> AffineStep:
+    design = np.hstack([src, np.ones((len(src), 1))])
+    sol, *_ = np.linalg.lstsq(design, dst, rcond=None)
+    return AffineStep(sol[:2].T.copy(), sol[2].copy())
+
+
+def _local_consistency(points: np.ndarray, residual: np.ndarray, tol: float, k: int = 8) -> np.ndarray:
+    """Keep points whose residual displacement agrees with the median of their k neighbours."""
+    n = len(points)
+    if n <= 3:
+        return np.ones(n, bool)
+    kk = min(k + 1, n)
+    _, nb = cKDTree(points).query(points, k=kk)
+    med = np.median(residual[nb[:, 1:]], axis=1)
+    dev = np.linalg.norm(residual - med, axis=1)
+    mad = 1.4826 * np.median(dev)
+    return dev <= max(tol, 3 * mad)
+
+
+def _knn_mean(points: np.ndarray, values: np.ndarray, k: int = 8) -> np.ndarray:
+    kk = min(k, len(points))
+    _, nb = cKDTree(points).query(points, k=kk)
+    nb = nb.reshape(len(points), -1)
+    return values[nb].mean(axis=1)
+
+
+def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells: int = 24) -> tuple[np.ndarray, Grid]:
+    """Expected error per region: leave-one-out errors averaged (Gaussian kernel) on a coarse grid.
+
+    Parameters
+    ----------
+    points_xy : ndarray, shape (n, 2)
+        Control points in fixed (x, y) µm.
+    errors : ndarray, shape (n,)
+        Their leave-one-out errors (fixed pixels).
+    grid : Grid
+        The fixed grid.
+    cells : int
+        Cells along the longer side.
+
+    Returns
+    -------
+    (ndarray, Grid)
+        The map (NaN far from any point) and its grid.
+
+    Examples
+    --------
+    >>> m, g = residual_map(np.array([[5.0, 5.0], [20.0, 20.0]]), np.array([1.0, 3.0]), Grid((32, 32), (1.0, 1.0)))
+    >>> m.shape == g.shape
+    True
+    """
+    step = max(grid.shape) / cells
+    shape = (max(1, int(np.ceil(grid.shape[0] / step))), max(1, int(np.ceil(grid.shape[1] / step))))
+    coarse = Grid(
+        shape,
+        (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step),
+        (grid.origin_yx[0] + (step - 1) / 2 * grid.spacing_yx[0], grid.origin_yx[1] + (step - 1) / 2 * grid.spacing_yx[1]),
+        grid.pixel_size_known,
+    )
+    q = coarse.points_xy()
+    if len(points_xy) == 0:
+        return np.full(shape, np.nan), coarse
+    bandwidth = 1.5 * step * grid.spacing_yx[1]
+    d2 = ((q[:, None, :] - points_xy[None, :, :]) ** 2).sum(axis=2)
+    w = np.exp(-0.5 * d2 / bandwidth**2)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = (w @ errors) / total
+    m[total < 0.05] = np.nan
+    return m.reshape(shape), coarse
+
+
+def auto_points(
+    fixed_values: np.ndarray,
+    fixed_valid: np.ndarray,
+    fixed_grid: Grid,
+    moving_values: np.ndarray,
+    moving_valid: np.ndarray,
+    moving_grid: Grid,
+    affine: AffineStep,
+    *,
+    block_px: int | None = None,
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    passes: int = 2,
+) -> tuple[list[Any], ControlPoints]:
+    """Automatic control points and a regularised TPS on top of an affine start.
+
+    Parameters
+    ----------
+    fixed_values, fixed_valid, fixed_grid : the fixed image (normalised values), its mask and grid.
+    moving_values, moving_valid, moving_grid : the same for the moving image.
+    affine : AffineStep
+        Start (fixed µm -> moving µm).
+    block_px : int, optional
+        Block side in working pixels (default: 1/10 of the shorter working side, 24-64).
+    landmarks : (moving_xy, fixed_xy), optional
+        User points that the spline passes through exactly (never overridden).
+    passes : int
+        Matching passes (the search radius shrinks each pass).
+
+    Returns
+    -------
+    (steps, ControlPoints)
+        ``steps`` = ``[TPSStep, AffineStep]`` (fixed -> moving), or ``[AffineStep]`` when too
+        few points were found (``ControlPoints.info["reason"]`` says why).
+
+    Examples
+    --------
+    >>> steps, cp = auto_points(f, fv, fg, m, mv, mg, start)  # doctest: +SKIP
+    """
+    work = _work_grid(fixed_grid)
+    wg = work.grid
+    px = float(wg.spacing_yx[1])
+    if work.factor > 1:
+        fvals, fok = _sample(fixed_values, fixed_valid, fixed_grid, wg, [])
+    else:
+        fvals, fok = fixed_values, fixed_valid
+    sigma = 1.5
+    fs = structure_image(fvals, fok, sigma_px=sigma)
+    mstruct_full = structure_image(moving_values, moving_valid, sigma_px=sigma * px / float(moving_grid.spacing_yx[1]))
+    if block_px is None:
+        block_px = int(np.clip(min(wg.shape) // 10, 24, 64)) // 2 * 2
+    block = int(block_px)
+    search = max(6, int(round(0.07 * min(wg.shape))))
+    steps: list[Any] = [affine]
+    info: dict[str, Any] = {"block_px": block, "work_pixel": px}
+    empty = np.zeros((0, 2))
+    cp = ControlPoints(empty, empty, np.zeros(0), np.zeros(0, bool), np.zeros(0), info)
+    lm_m, lm_f = landmarks if landmarks is not None else (empty, empty)
+    for k in range(passes):
+        padded = Grid(
+            (wg.shape[0] + 2 * search, wg.shape[1] + 2 * search), wg.spacing_yx,
+            (wg.origin_yx[0] - search * wg.spacing_yx[0], wg.origin_yx[1] - search * wg.spacing_yx[1]), wg.pixel_size_known,
+        )
+        ms, mok = _sample(mstruct_full, moving_valid, moving_grid, padded, steps)
+        stride = max(4, block // 2) if k == 0 else max(4, block // 3)
+        centres, shifts, peak, gap = _match(fs, ms, fok, mok, block=block, search=search, stride=stride)
+        info[f"pass{k}_candidates"] = len(centres)
+        good = (peak >= 0.3) & (gap >= 0.05)
+        info[f"pass{k}_distinct"] = int(good.sum())
+        centres, shifts, peak, gap = centres[good], shifts[good], peak[good], gap[good]
+        if len(centres) < 8:
+            info["reason"] = f"pass {k}: {len(centres)} distinct block matches (need 8)"
+            break
+        to_um = np.array(wg.spacing_yx) * 1.0
+        p_xy = (centres * to_um + np.array(wg.origin_yx))[:, ::-1]
+        cur = Registration(steps, fixed_grid=wg, moving_grid=moving_grid)
+        q_xy = cur.fixed_to_moving_xy(((centres + shifts) * to_um + np.array(wg.origin_yx))[:, ::-1])
+        inside = np.all(np.abs(shifts) < search - 0.5, axis=1)  # a peak on the search border is no match
+        if k == 0:
+            # Global outliers first: a RANSAC affine with a threshold wide enough for the
+            # non-linear part (the matches are relative to the start here).
+            start, inl = _ransac_affine(p_xy[inside], q_xy[inside], threshold=max(3.0, search / 2) * px)
+            inl_all = np.zeros(len(p_xy), bool)
+            inl_all[np.flatnonzero(inside)] = inl
+            inl = inl_all
+            info[f"pass{k}_ransac_inliers"] = int(inl.sum())
+        else:
+            # Later passes match against the current spline: the shifts themselves are the residual.
+            inl = inside
+        if inl.sum() < 8:
+            info["reason"] = f"pass {k}: {int(inl.sum())} of {len(p_xy)} matches agree with a global affine (need 8)"
+            break
+        keep = inl.copy()
+        keep[inl] = _local_consistency(p_xy[inl], shifts[inl] * px, tol=max(2.0, 0.1 * search) * px)
+        info[f"pass{k}_kept"] = int(keep.sum())
+        if keep.sum() < 8:
+            info["reason"] = f"pass {k}: {int(keep.sum())} matches agree with their neighbours (need 8)"
+            break
+        new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
+        resid = new_affine.apply_inverse(q_xy) - p_xy
+        pts = np.vstack([p_xy[keep], lm_f])
+        disp = np.vstack([resid[keep], new_affine.apply_inverse(lm_m) - lm_f])
+        exact = np.r_[np.zeros(int(keep.sum()), bool), np.ones(len(lm_f), bool)]
+        from metallo.correlate._tps import fit_tps_cv
+
+        fit = fit_tps_cv(pts, disp, fixed_points=exact)
+        loo_px = fit.loo_error / px
+        # Quality gate, judged locally: where the spline's held-out error exceeds what the affine
+        # alone leaves at the same points, the matches there are not trusted; the spline is pinned
+        # to the affine (zero residual displacement) in that neighbourhood and refitted.
+        affine_px = np.linalg.norm(disp, axis=1) / px
+        worse = (_knn_mean(pts, loo_px) > _knn_mean(pts, affine_px)) & ~exact
+        info[f"pass{k}_gated"] = int(worse.sum())
+        if worse.any():
+            disp = disp.copy()
+            disp[worse] = 0.0
+            fit = fit_tps_cv(pts, disp, fixed_points=exact)
+            loo_px = fit.loo_error / px
+        info[f"pass{k}_smoothing"] = fit.smoothing
+        steps = [fit.step, new_affine]
+        all_loo = np.full(len(p_xy), np.nan)
+        all_loo[keep] = loo_px[: int(keep.sum())]
+        cp = ControlPoints(p_xy, q_xy, peak * np.clip(gap / 0.3, 0, 1), keep, all_loo, info)
+        search = max(4, search // 3)
+    info["points"] = int(cp.inlier.sum())
+    return steps, cp

@@ -1,0 +1,235 @@
+"""Target registration error (TRE) at homologous points, and the baselines the points support.
+
+A pair of images with hand-picked homologous points is the only ground truth a real
+correlative pair has. :func:`point_baselines` says what the points themselves support (no
+registration, the best affine through them in-sample, a leave-one-out thin-plate spline), and
+:func:`tre` measures a :class:`~metallo.correlate.Registration` at the same points, so that a
+method is judged against what careful hand-picking achieves. :func:`pair_variant` makes the
+robustness variants (reverse direction, 2x down-sampling, uint8 or 0-1 float input) of a pair.
+The tests and ``benchmarks/correlate.py`` share these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from metallo.correlate._transform import Registration
+from metallo.errors import FormatError
+
+__all__ = ["PointPair", "load_point_pair", "pair_variant", "point_baselines", "tre", "tre_stats"]
+
+
+@dataclass(frozen=True)
+class PointPair:
+    """Two images of the same section and ``n`` homologous points on each, in pixels (y, x)."""
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    fixed_yx: np.ndarray
+    moving_yx: np.ndarray
+    name: str = "pair"
+
+
+def _grey(path: Path) -> np.ndarray:
+    import warnings
+
+    from metallo.io import read_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "pixel size unknown": these pairs are registered in pixels
+        arr = np.asarray(read_image(path).values)
+    if arr.ndim == 3:
+        # RGB(A) -> grey by the mean of the colour channels (alpha dropped).
+        arr = arr[..., :3].astype(np.float64).mean(axis=2)
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return arr
+
+
+def load_point_pair(
+    fixed_image: str | Path,
+    moving_image: str | Path,
+    fixed_points: str | Path,
+    moving_points: str | Path,
+    *,
+    name: str | None = None,
+) -> PointPair:
+    """Read a correlative pair: two images and two Fiji ``x y`` point files (line i matches line i).
+
+    Parameters
+    ----------
+    fixed_image, moving_image : str or Path
+        Image files (RGB/RGBA images are converted to grey).
+    fixed_points, moving_points : str or Path
+        Point files in pixels, ``x y`` (column, row) per line.
+    name : str, optional
+
+    Returns
+    -------
+    PointPair
+
+    Examples
+    --------
+    >>> p = load_point_pair("bse.tif", "ebsd.tif", "pts_bse.txt", "pts_ebsd.txt")  # doctest: +SKIP
+    """
+    from metallo.correlate._landmarks import read_landmarks
+
+    moving_yx, fixed_yx = read_landmarks(moving_points, fixed_points)
+    fixed, moving = _grey(Path(fixed_image)), _grey(Path(moving_image))
+    for pts, img, path in ((fixed_yx, fixed, fixed_points), (moving_yx, moving, moving_points)):
+        if np.any(pts < -0.5) or np.any(pts > np.array(img.shape[:2]) - 0.5):
+            raise FormatError(f"{path}: points lie outside the {img.shape[:2]} image; expected 'x y' in pixels")
+    return PointPair(fixed, moving, fixed_yx, moving_yx, name or Path(fixed_image).stem)
+
+
+def pair_variant(pair: PointPair, *, reverse: bool = False, downsample: int = 1, dtype: str = "native") -> PointPair:
+    """A robustness variant of a pair.
+
+    Parameters
+    ----------
+    pair : PointPair
+    reverse : bool
+        Swap fixed and moving (register the other way round).
+    downsample : int
+        Shrink both images by this integer factor (area average); points follow the pixel
+        centres (``(p + 0.5) / k - 0.5``).
+    dtype : {"native", "uint8", "float"}
+        Re-quantise both images to 8 bits over their range, or rescale them to 0-1 floats.
+
+    Returns
+    -------
+    PointPair
+
+    Examples
+    --------
+    >>> small = pair_variant(pair, downsample=2, dtype="uint8")  # doctest: +SKIP
+    """
+    import cv2
+
+    def convert(img: np.ndarray) -> np.ndarray:
+        out = img.astype(np.float64)
+        if downsample > 1:
+            h, w = out.shape[0] // downsample, out.shape[1] // downsample
+            out = cv2.resize(out[: h * downsample, : w * downsample], (w, h), interpolation=cv2.INTER_AREA)
+        if dtype == "native":
+            return out.astype(img.dtype) if downsample == 1 else out.astype(np.float32)
+        lo, hi = float(out.min()), float(out.max())
+        unit = (out - lo) / max(hi - lo, 1e-12)
+        if dtype == "uint8":
+            return np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
+        if dtype == "float":
+            return unit.astype(np.float32)
+        raise ValueError(f"dtype must be 'native', 'uint8' or 'float'; got {dtype!r}")
+
+    def points(p: np.ndarray) -> np.ndarray:
+        return (p + 0.5) / downsample - 0.5
+
+    fixed, moving = convert(pair.fixed), convert(pair.moving)
+    f_yx, m_yx = points(pair.fixed_yx), points(pair.moving_yx)
+    tag = f"{pair.name}{' reverse' if reverse else ''}{f' /{downsample}' if downsample > 1 else ''}" + (
+        f" {dtype}" if dtype != "native" else ""
+    )
+    if reverse:
+        fixed, moving, f_yx, m_yx = moving, fixed, m_yx, f_yx
+    return replace(pair, fixed=fixed, moving=moving, fixed_yx=f_yx, moving_yx=m_yx, name=tag)
+
+
+def tre_stats(errors: np.ndarray) -> dict[str, float]:
+    """Median, 95th percentile, maximum and mean of point errors.
+
+    Parameters
+    ----------
+    errors : ndarray
+
+    Returns
+    -------
+    dict with ``median``, ``p95``, ``max``, ``mean``, ``n``
+
+    Examples
+    --------
+    >>> tre_stats(np.array([1.0, 2.0, 3.0]))["median"]
+    2.0
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    return {
+        "median": float(np.median(e)),
+        "p95": float(np.percentile(e, 95)),
+        "max": float(e.max()),
+        "mean": float(e.mean()),
+        "n": int(len(e)),
+    }
+
+
+def tre(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.ndarray) -> np.ndarray:
+    """Error (fixed pixels) of each moving point carried to the fixed image by ``reg``.
+
+    Parameters
+    ----------
+    reg : Registration
+    moving_yx, fixed_yx : ndarray, shape (n, 2)
+        Homologous points in pixels (y, x) of the moving and the fixed image.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Examples
+    --------
+    >>> err = tre(reg, pair.moving_yx, pair.fixed_yx)  # doctest: +SKIP
+    """
+    fg, mg = reg.fixed_grid, reg.moving_grid
+    m_um = np.asarray(moving_yx, float) * np.array(mg.spacing_yx) + np.array(mg.origin_yx)
+    f_um = reg.transform_points(m_um)
+    f_px = (f_um - np.array(fg.origin_yx)) / np.array(fg.spacing_yx)
+    return np.linalg.norm(f_px - np.asarray(fixed_yx, float), axis=1)
+
+
+def _affine_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    design = np.hstack([src, np.ones((len(src), 1))])
+    sol, *_ = np.linalg.lstsq(design, dst, rcond=None)
+    return sol
+
+
+def point_baselines(moving_yx: np.ndarray, fixed_yx: np.ndarray) -> dict[str, dict[str, float]]:
+    """What the points themselves support, as TRE statistics in fixed pixels.
+
+    ``none``: no registration (same pixel positions); ``affine_in_sample``: the least-squares
+    affine through all points, judged on the same points (optimistic); ``affine_loo`` and
+    ``tps_loo``: an affine and an exact thin-plate spline fitted without the point judged
+    (leave-one-out).
+
+    Parameters
+    ----------
+    moving_yx, fixed_yx : ndarray, shape (n, 2)
+
+    Returns
+    -------
+    dict of name -> :func:`tre_stats` dict
+
+    Examples
+    --------
+    >>> point_baselines(pair.moving_yx, pair.fixed_yx)["tps_loo"]["median"]  # doctest: +SKIP
+    1.84
+    """
+    from scipy.interpolate import RBFInterpolator
+
+    m = np.asarray(moving_yx, float)
+    f = np.asarray(fixed_yx, float)
+    n = len(m)
+    sol = _affine_fit(m, f)
+    out = {
+        "none": tre_stats(np.linalg.norm(m - f, axis=1)),
+        "affine_in_sample": tre_stats(np.linalg.norm(np.hstack([m, np.ones((n, 1))]) @ sol - f, axis=1)),
+    }
+    aff, tps = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        s = _affine_fit(m[keep], f[keep])
+        aff[i] = np.linalg.norm(np.append(m[i], 1.0) @ s - f[i])
+        rbf = RBFInterpolator(m[keep], f[keep], kernel="thin_plate_spline")
+        tps[i] = np.linalg.norm(rbf(m[i : i + 1])[0] - f[i])
+    out["affine_loo"] = tre_stats(aff)
+    out["tps_loo"] = tre_stats(tps)
+    return out

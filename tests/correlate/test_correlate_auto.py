@@ -1,0 +1,153 @@
+"""Automatic control points, thin-plate splines and the failure verdict: known answers and real pairs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from metallo.correlate import register
+from metallo.correlate._evaluate import load_point_pair, point_baselines, tre, tre_stats
+from metallo.correlate._tps import fit_tps, fit_tps_cv
+from metallo.correlate._transform import Grid, Registration
+
+CONI = "correlative_ebsd_bse_coni/Slice381_"
+TFS = "correlative_ebsd_bse_more/Slice8_TFS_"
+
+
+def coni_pair(shared_file):
+    return load_point_pair(
+        shared_file(CONI + "bse.tif"), shared_file(CONI + "ebsd.tif"),
+        shared_file(CONI + "ctr_pts_bse.txt"), shared_file(CONI + "ctr_pts_ebsd.txt"), name="Slice381",
+    )
+
+
+def tfs_pair(shared_file):
+    return load_point_pair(
+        shared_file(TFS + "bse_resized.png"), shared_file(TFS + "ebsd.png"),
+        shared_file(TFS + "ctr_pts_bse_resized.txt"), shared_file(TFS + "ctr_pts_ebsd.txt"), name="Slice8_TFS",
+    )
+
+
+def test_tps_closed_form_leave_one_out_equals_refitting():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 50, (25, 2))
+    d = np.stack([np.sin(p[:, 1] / 9), np.cos(p[:, 0] / 7)], 1) + rng.normal(0, 0.05, p.shape)
+    for smoothing in (0.0, 1e-3):
+        fit = fit_tps(p, d, smoothing=smoothing)
+        brute = []
+        for i in range(len(p)):
+            keep = np.arange(len(p)) != i
+            other = fit_tps(p[keep], d[keep], smoothing=smoothing, scale=fit.step.scale)
+            brute.append(np.linalg.norm(other.step.displacement(p[i : i + 1])[0] - d[i]))
+        np.testing.assert_allclose(fit.loo_error, brute, rtol=1e-6, atol=1e-9)
+    # Exact spline: passes through every point.
+    np.testing.assert_allclose(fit_tps(p, d).step.displacement(p), d, atol=1e-8)
+
+
+def test_tps_cv_smooths_noise_and_keeps_fixed_points_exact():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0, 100, (80, 2))
+    truth = 0.03 * p[:, ::-1]
+    noisy = truth + rng.normal(0, 0.5, p.shape)
+    exact = np.zeros(80, bool)
+    exact[:5] = True
+    fit = fit_tps_cv(p, noisy, fixed_points=exact)
+    assert fit.smoothing > 0
+    np.testing.assert_allclose(fit.step.displacement(p[:5]), noisy[:5], atol=1e-6)
+    # The smoothed spline is closer to the truth than the noisy points are.
+    err = np.linalg.norm(fit.step.displacement(p[5:]) - truth[5:], axis=1)
+    assert np.median(err) < 0.5 * np.median(np.linalg.norm(noisy[5:] - truth[5:], axis=1))
+
+
+def test_tps_registration_round_trips_through_dataset_and_tfm(tmp_path):
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 120, (30, 2))
+    fit = fit_tps(p, np.stack([np.sin(p[:, 1] / 30), 0.5 * np.cos(p[:, 0] / 25)], 1))
+    g = Grid((128, 128), (1.0, 1.0))
+    reg = Registration([fit.step], fixed_grid=g, moving_grid=g)
+    again = Registration.from_dataset(reg.to_dataset())
+    q = g.points_xy()[::97]
+    np.testing.assert_allclose(again.fixed_to_moving_xy(q), reg.fixed_to_moving_xy(q), atol=1e-12)
+    # .tfm holds a B-spline approximation of the TPS: well below a pixel off.
+    path = reg.save_tfm(tmp_path / "t.tfm")
+    loaded = Registration.load_tfm(path, fixed=g, moving=g)
+    inner = q[np.all((q > 4) & (q < 123), axis=1)]
+    assert np.abs(loaded.fixed_to_moving_xy(inner) - reg.fixed_to_moving_xy(inner)).max() < 0.05
+
+
+@pytest.mark.slow
+def test_coni_automatic_beats_affine_through_the_points(shared_file):
+    pair = coni_pair(shared_file)
+    reg = register(pair.fixed, pair.moving)
+    err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
+    start = Registration([_start_affine(pair)], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+    err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
+    q = reg.quality
+    assert not q["failed"]
+    assert q["method"] == "auto" and reg.transform_type == "tps+affine"
+    # Issue 14 target: median <= 2.5 px without any point given (best affine through the 48 points: 5.44).
+    assert err["median"] <= 2.5
+    # p95 below the affine start's (16.3 px); the issue's p95 <= 8 px is NOT reached (12.8 px).
+    assert err["p95"] < err_start["p95"] - 2.0
+    # The automatic points are exposed, with scores, and are mostly consistent (held-out error).
+    cp = reg.control_points
+    assert cp.inlier.sum() >= 50 and cp.score.shape == cp.inlier.shape
+    assert q["control_points"]["loo_px"]["median"] < 1.5
+    ds = reg.to_dataset()
+    assert ds["residual_map"].ndim == 2 and np.isfinite(ds["residual_map"].values).any()
+
+
+@pytest.mark.slow
+def test_tfs_never_worse_than_the_affine_start(shared_file):
+    pair = tfs_pair(shared_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = register(pair.fixed, pair.moving)
+    start = Registration([_start_affine(pair)], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+    err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
+    err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
+    none = point_baselines(pair.moving_yx, pair.fixed_yx)["none"]
+    assert err["p95"] <= err_start["p95"] + 0.5
+    assert err["median"] < 0.25 * none["median"]
+    # Here the spline through the automatic points pulls the section outlines apart: the gate says so.
+    assert reg.quality["outline_gate"].startswith("rejected")
+    assert any("outline" in str(w.message) for w in caught)
+
+
+def _start_affine(pair):
+    from metallo.correlate import _register as r
+
+    fp, mp = r._prepare(pair.fixed, "fixed"), r._prepare(pair.moving, "moving")
+    return r._outline_affine(fp, mp, r._foreground(fp), r._foreground(mp), 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["unrelated", "wrong crop"])
+def test_failed_registration_is_flagged(shared_file, case):
+    import cv2
+
+    coni = coni_pair(shared_file)
+    if case == "unrelated":
+        other = tfs_pair(shared_file).moving
+        fixed, moving = coni.fixed, cv2.resize(other, (coni.fixed.shape[1], coni.fixed.shape[0]))
+    else:
+        # Left third of the BSE against the right half of the EBSD map: almost no common field.
+        fixed, moving = coni.fixed[:, :330], coni.moving[:, 314:]
+    with pytest.warns(UserWarning, match="registration failed"):
+        reg = register(fixed, moving)
+    assert reg.quality["failed"] is True
+    assert reg.quality["failure_reasons"]
+    assert "failed" in reg.to_dataset().attrs["quality"]
+
+
+@pytest.mark.slow
+def test_exact_landmarks_reproduce_points_and_leave_one_out(shared_file):
+    pair = coni_pair(shared_file)
+    reg = register(pair.fixed, pair.moving, method="landmarks+tps", landmarks=(pair.moving_yx, pair.fixed_yx))
+    assert tre(reg, pair.moving_yx, pair.fixed_yx).max() < 0.01
+    loo = reg.quality["landmark_loo_px"]
+    # What 48 hand-picked points support: ~2 px held-out error (affine: 5.8 px leave-one-out).
+    assert loo["median"] < 2.2
+    assert loo["median"] < 0.5 * point_baselines(pair.moving_yx, pair.fixed_yx)["affine_loo"]["median"]
