@@ -14,6 +14,7 @@ import pytest
 
 from metallo import datasets
 from metallo._config import load_yaml, resolve_path, schema, validate
+from metallo._recipe import load_recipe
 from metallo.errors import ConfigError, DataNotFoundError, SchemaError
 from metallo.segment import TrainConfig
 
@@ -89,6 +90,9 @@ def test_a_dataset_reference_resolves_through_metallo_datasets(tmp_path, monkeyp
     monkeypatch.setenv("METALLO_DATA", str(tmp_path))
     assert resolve_path("dataset:toy", "/elsewhere") == str(tmp_path / "toy")
     assert resolve_path("dataset:toy/a.pbm", "/elsewhere") == str(tmp_path / "toy" / "a.pbm")
+    recipe = load_recipe({"specimen": {"id": "S1"},
+                          "inputs": {"micrographs": {"lom": {"path": "dataset:toy/a.pbm", "pixel_size_um": 0.5}}}})
+    assert recipe.data["inputs"]["micrographs"]["lom"]["path"] == str(tmp_path / "toy" / "a.pbm")
     monkeypatch.delenv("METALLO_DATA")
     monkeypatch.setenv("METALLO_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError, match="METALLO_DATA is not set"):
