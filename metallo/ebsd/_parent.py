@@ -831,6 +831,7 @@ def reconstruct_parent(
     min_child_grains: int = 2,
     min_grain_px: int = 3,
     iterations: int = 3,
+    refine_or: bool = True,
 ) -> ParentReconstruction:
     """Reconstruct the parent (prior austenite) grains of a transformed cubic map.
 
@@ -867,6 +868,10 @@ def reconstruct_parent(
         they join the neighbouring parent they fit at the end.
     iterations : int
         Rounds of re-clustering the grains released by the vote.
+    refine_or : bool
+        With a fitted OR whose closest variants are nearer than the grain tolerance (GT,
+        Pitsch, general ORs): refit it on the variant grains of a first reconstruction and
+        reconstruct again (:attr:`ORFit.method` then says ``"variant grains"``).
 
     Returns
     -------
@@ -896,6 +901,64 @@ def reconstruct_parent(
         orel = or_fit.orientation_relationship
     else:
         orel = orientation_relationship_of(orientation_relationship)
+    params = {
+        "threshold_deg": threshold_deg, "graph_tolerance_deg": graph_tolerance_deg, "tolerance_deg": tolerance_deg,
+        "inflation": inflation, "min_child_grains": min_child_grains, "min_grain_px": min_grain_px,
+        "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine_or": refine_or,
+    }
+
+    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains) -> ParentReconstruction:
+        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source)
+
+    rec = run(orel, or_fit)
+    close = np.sort(orel.intervariant_angles())[1] < grain_tolerance_deg + 1.0
+    if refine_or and or_fit is not None and or_fit.method == "child-child" and close and len(rec.parents):
+        # Variants closer than the grain tolerance share grains, and a grain mean of two
+        # variants biases the fit and the parent: refit on the variant grains of this first
+        # reconstruction, then reconstruct from variant grains of the refitted OR.
+        vg = _variant_grains(ebsd, rec, orel)
+        refit = fit_orientation_relationship(ebsd, start=orel, grains=vg, child_phase=child_phase,
+                                             parent_phase=parent_phase, method="child-child")
+        refit.start = or_fit.start
+        refit.method = "child-child (variant grains)"
+        rec = run(refit.orientation_relationship, refit, _variant_grains(ebsd, rec, refit.orientation_relationship))
+    return rec
+
+
+def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: OrientationRelationship) -> Grains:
+    """Grains of equal (parent, per-pixel variant): one variant each, even where the child
+    grains join variants closer than the grain tolerance."""
+    from metallo.ebsd._grains import _first_neighbour_angles, _grain_table, map_dataarray
+
+    omap = orientation_map(ebsd)
+    pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
+    pq = np.asarray(rec.dataset["parent_quaternion"].values).reshape(-1, 4)
+    child = np.asarray(rec.dataset["variant"].values).reshape(-1) >= 0  # child pixels with a parent
+    variant = np.full(omap.size, -1, dtype=np.int64)
+    sel = np.flatnonzero(child & (pid >= 0))
+    for s in range(0, sel.size, 1 << 18):
+        part = sel[s:s + (1 << 18)]
+        variant[part], _ = orel.variant_of(omap.q[part], pq[part])
+    key = np.where(variant >= 0, pid * orel.n_variants + variant, -1)
+    ids = _regions(key.reshape(omap.shape)).reshape(-1)
+    # Keep the child grains' phase everywhere else (retained austenite grains stay as they are).
+    n = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    old = np.asarray(rec.grains.ids.values).reshape(-1).astype(np.int64)
+    rest = (ids < 0) & (old >= 0)
+    _, inv = np.unique(old[rest], return_inverse=True)
+    ids[rest] = n + inv
+    n = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    table, _, _ = _grain_table(omap, ids, n, _first_neighbour_angles(omap))
+    params = dict(rec.grains.parameters, variant_grains=True)
+    return Grains(map_dataarray(ids.astype(np.int32), omap, "grain_id", params), table, params)
+
+
+def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None,
+                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str) -> ParentReconstruction:
+    threshold_deg, graph_tolerance_deg = params["threshold_deg"], params["graph_tolerance_deg"]
+    tolerance_deg, inflation = params["tolerance_deg"], params["inflation"]
+    min_child_grains, min_grain_px = params["min_child_grains"], params["min_grain_px"]
+    iterations, grain_tolerance_deg = params["iterations"], params["grain_tolerance_deg"]
     g = _graph(ebsd, grains, child_phase, parent_phase, grain_tolerance_deg)
     cand = _candidates(g, orel)
     fit, ia, ib = _best_pair(cand[g.a], cand[g.b])
@@ -936,11 +999,7 @@ def reconstruct_parent(
         weak = (n_child < min_child_grains) & (n_ret == 0)
         labels = np.where((labels >= 0) & weak[np.maximum(labels, 0)], -1, labels)
     labels, parent_q = _compact(labels, parent_q)
-    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, {
-        "threshold_deg": threshold_deg, "graph_tolerance_deg": graph_tolerance_deg, "tolerance_deg": tolerance_deg,
-        "inflation": inflation, "min_child_grains": min_child_grains, "min_grain_px": min_grain_px, "iterations": iterations,
-        "grain_tolerance_deg": grain_tolerance_deg,
-    })
+    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params)
 
 
 def orientation_relationship_of(spec: str | OrientationRelationship | np.ndarray) -> OrientationRelationship:
@@ -984,6 +1043,8 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     pix_variant = np.where(has, variant[np.maximum(ids, 0)], -1).astype(np.int16)
     pix_misfit = np.full(omap.size, np.nan)
     sel = np.flatnonzero(pix_variant >= 0)
+    if sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
+        pix_variant[sel] = _pixel_variants(omap, orel, sel, pq, float(params["tolerance_deg"]))
     if sel.size:
         ideal = quat_multiply(orel.variants[pix_variant[sel]], pq[sel])
         pix_misfit[sel] = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
@@ -1043,6 +1104,26 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     }, index=g.grains.table.index)
     parents = _parent_table(omap, pid, pix_variant, ds, parent_q, labels, g, g_misfit)
     return ParentReconstruction(ds, parents, children, orel, or_fit, g.grains, quality)
+
+
+def _pixel_variants(omap: OrientationMap, orel: OrientationRelationship, sel: np.ndarray, pq: np.ndarray,
+                    tolerance_deg: float, window: int = 3) -> np.ndarray:
+    """Per-pixel variants where variants closer than the grain tolerance share a grain: the
+    nearest variant of each pixel, then the majority in a ``window`` x ``window`` box where
+    that majority variant still fits the pixel within ``tolerance_deg`` (noise of the order
+    of the variant spacing flips single pixels)."""
+    from scipy.ndimage import uniform_filter
+
+    raw = np.full(omap.size, -1, dtype=np.int64)
+    for s in range(0, sel.size, 1 << 18):
+        part = sel[s:s + (1 << 18)]
+        raw[part], _ = orel.variant_of(omap.q[part], pq[part])
+    counts = np.stack([uniform_filter((raw == k).reshape(omap.shape).astype(np.float32), size=window).ravel()[sel]
+                       for k in range(orel.n_variants)])
+    major = np.argmax(counts, axis=0)
+    ideal = quat_multiply(orel.variants[major], pq[sel])
+    fits = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
+    return np.where(fits < tolerance_deg, major, raw[sel]).astype(np.int16)
 
 
 def _parent_table(omap: OrientationMap, pid: np.ndarray, pix_variant: np.ndarray, ds: xr.Dataset,

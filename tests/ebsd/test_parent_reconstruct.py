@@ -44,13 +44,20 @@ def _scores(m, rec):
     }
 
 
-@pytest.mark.parametrize("orn", ["KS", "NW"])
+@pytest.mark.parametrize("orn", ["KS", "NW", "GT"])
 def test_synthetic_martensite_meets_the_acceptance_numbers(orn):
     m = make_martensite(1, orientation_relationship=orn, noise_deg=2.0, unindexed=0.05, n_parents=24)
     fit = fit_orientation_relationship(m.ebsd)
-    assert or_angle(fit.orientation_relationship, m.orientation_relationship) < 0.5
-    assert fit.method == "child-child" and fit.misfit_quantiles_deg["q50"] < 1.0
+    assert fit.method == "child-child"
     rec = reconstruct_parent(m.ebsd, fit)
+    assert or_angle(rec.orientation_relationship, m.orientation_relationship) < 0.5
+    if orn == "GT":
+        # GT's closest variants (3.2 deg) share 5 deg grains: the grain-mean fit is biased
+        # (measured 1.4 deg) until it is refitted on the variant grains.
+        assert rec.or_fit.method == "child-child (variant grains)"
+        assert or_angle(fit.orientation_relationship, m.orientation_relationship) > 0.5
+    else:
+        assert rec.or_fit is fit and fit.misfit_quantiles_deg["q50"] < 1.0
     s = _scores(m, rec)
     assert s["parent_within_3"] >= 0.95
     assert s["f1"] >= 0.9
