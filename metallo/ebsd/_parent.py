@@ -77,6 +77,7 @@ __all__ = [
     "add_parent_to_specimen",
     "boundary_f1",
     "fit_orientation_relationship",
+    "grain_parent_quantities",
     "parent_map",
     "reconstruct_parent",
     "substructure_sizes",
@@ -1363,3 +1364,75 @@ def add_parent_to_specimen(spec: Any, name: str, rec: ParentReconstruction, *, e
     spec.add(nodes[-1], substructure_sizes(rec).reset_index(), step="ebsd.substructure_sizes",
              parameters={"min_size_px": 2}, inputs=[nodes[0]], overwrite=overwrite)
     return nodes
+
+
+def grain_parent_quantities(ebsd: xr.Dataset, grains: Grains, *, reconstruction: ParentReconstruction | None = None,
+                            explained_deg: float = 5.0, **options: Any) -> pd.DataFrame:
+    """Per child grain: what its parent grain and its boundaries say about it.
+
+    Columns (indexed by the grain ids of ``grains``): ``parent_variants`` and
+    ``parent_packets`` (distinct variants / packets in the grain's parent grain),
+    ``parent_fit`` (mean misfit of the grain's points to their ideal variant, deg),
+    ``parent_fraction`` (share of the grain's points that got a parent) and
+    ``or_boundary_fraction`` (share of the grain's boundary length to other child grains
+    that a variant pair of the OR explains within ``explained_deg``). Lath martensite and
+    bainite have many variants per parent and OR boundaries; polygonal ferrite, whose
+    neighbours are unrelated, has neither (a random boundary fits KS within 5 deg about a
+    quarter of the time).
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+    grains : Grains
+        The grains to describe (e.g. those of the annotation rules).
+    reconstruction : ParentReconstruction, optional
+        Made with ``reconstruct_parent(ebsd, **options)`` when omitted.
+    explained_deg : float
+    **options
+        Keyword options of :func:`reconstruct_parent`.
+
+    Returns
+    -------
+    pd.DataFrame
+
+    Example
+    -------
+    >>> import metallo.synth as ms
+    >>> from metallo.ebsd import grains
+    >>> m = ms.make_martensite(0, shape=(80, 80), n_parents=4)
+    >>> t = grain_parent_quantities(m.ebsd, grains(m.ebsd))
+    >>> bool(t["or_boundary_fraction"].median() > 0.8)
+    True
+    """
+    rec = reconstruction if reconstruction is not None else reconstruct_parent(ebsd, **options)
+    ids = np.asarray(grains.ids.values).reshape(-1).astype(np.int64)
+    n = len(grains.table)
+    pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
+    has = pid >= 0
+
+    def per_grain(values: np.ndarray) -> np.ndarray:
+        keep = (ids >= 0) & np.isfinite(values)
+        total = np.bincount(ids[keep], weights=values[keep], minlength=n)
+        count = np.bincount(ids[keep], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    table = rec.parents
+    nv = np.where(has, table["n_variants"].to_numpy(np.float64)[np.maximum(pid, 0)] if len(table) else 0.0, np.nan)
+    npk = np.where(has, table["n_packets"].to_numpy(np.float64)[np.maximum(pid, 0)] if len(table) else 0.0, np.nan)
+    out = pd.DataFrame({
+        "parent_variants": per_grain(nv), "parent_packets": per_grain(npk),
+        "parent_fit": per_grain(np.asarray(rec.dataset["misfit"].values, dtype=np.float64).reshape(-1)),
+        "parent_fraction": per_grain(has.astype(np.float64)),
+    }, index=grains.table.index)
+    g = _graph(ebsd, grains, options.get("child_phase"), options.get("parent_phase"), 5.0)
+    child_edge = (g.role[g.a] == 1) & (g.role[g.b] == 1)
+    a, b, length = g.a[child_edge], g.b[child_edge], g.length[child_edge].astype(np.float64)
+    orel = rec.orientation_relationship
+    fit, _, _ = _best_pair(orel.parent_candidates(g.q[a]), orel.parent_candidates(g.q[b]))
+    good = length * (fit < explained_deg)
+    total = np.bincount(a, weights=length, minlength=n) + np.bincount(b, weights=length, minlength=n)
+    hit = np.bincount(a, weights=good, minlength=n) + np.bincount(b, weights=good, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["or_boundary_fraction"] = np.where(total > 0, hit / np.maximum(total, 1e-300), np.nan)
+    return out
