@@ -39,6 +39,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "inputs": (),
     "clean_ebsd": ("inputs",),
     "ebsd_derive": ("clean_ebsd", "inputs"),
+    "parent": ("clean_ebsd", "inputs"),
     "register": ("clean_ebsd", "inputs"),
     "annotate": ("ebsd_derive", "register"),
     "segment": ("inputs", "annotate"),
@@ -207,6 +208,18 @@ def _step_ebsd_derive(ctx: _Context, params: dict[str, Any], key: str) -> list[s
     return [node]
 
 
+def _step_parent(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
+    """Parent-austenite reconstruction (metallo.ebsd.reconstruct_parent) of the EBSD map."""
+    from metallo import ebsd
+
+    source = ctx.ebsd_node()
+    data = ctx.spec[source]
+    options = {"tolerance_deg": float(params.get("tolerance_deg", 5.0)), "start": params.get("start", "auto")}
+    rec = ebsd.reconstruct_parent(data, params.get("orientation_relationship", "fit"), **options)
+    return ebsd.add_parent_to_specimen(ctx.spec, source.split("/")[1], rec, ebsd=data, source_node=source,
+                                       overwrite=True, extra_parameters={"cache_key": key})
+
+
 def _step_register(ctx: _Context, params: dict[str, Any], key: str) -> list[str]:
     from metallo import correlate, ebsd
 
@@ -366,6 +379,7 @@ _STEP_FUNCTIONS: dict[str, Callable[[_Context, dict[str, Any], str], list[str]]]
     "inputs": _step_inputs,
     "clean_ebsd": _step_clean_ebsd,
     "ebsd_derive": _step_ebsd_derive,
+    "parent": _step_parent,
     "register": _step_register,
     "annotate": _step_annotate,
     "segment": _step_segment,
@@ -456,7 +470,7 @@ def run(
         if params is None:
             result.steps.append({"step": step, "status": "not requested", "seconds": 0.0})
             continue
-        if step in ("clean_ebsd", "ebsd_derive", "register", "annotate") and not ctx.has_ebsd():
+        if step in ("clean_ebsd", "ebsd_derive", "parent", "register", "annotate") and not ctx.has_ebsd():
             raise ConfigError(f"{recipe.source}: steps.{step} needs an EBSD map in inputs")
         up = {u: ctx.keys[u] for u in upstream if u in ctx.keys}
         key = _input_key(recipe) if step == "inputs" else _digest({"step": step, "params": params, "up": up, "v": __version__})
@@ -500,6 +514,7 @@ def _expected_outputs(ctx: _Context, step: str) -> list[str] | None:
         "inputs": ("io.", "synth."),
         "clean_ebsd": ("ebsd.clean",),
         "ebsd_derive": ("ebsd.derive",),
+        "parent": ("ebsd.parent.",),
         "register": ("correlate.register",),
         "annotate": ("annotate.",),
         "segment": ("segment.",),

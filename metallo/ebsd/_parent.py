@@ -1312,7 +1312,8 @@ def parent_map(rec: ParentReconstruction, *, ebsd: xr.Dataset) -> xr.Dataset:
 
 
 def add_parent_to_specimen(spec: Any, name: str, rec: ParentReconstruction, *, ebsd: xr.Dataset,
-                           source_node: str | None = None, overwrite: bool = False) -> list[str]:
+                           source_node: str | None = None, overwrite: bool = False,
+                           extra_parameters: dict[str, Any] | None = None) -> list[str]:
     """Write a reconstruction into a Specimen.
 
     Nodes: ``ebsd/<name>_parent`` (the parent map of :func:`parent_map`),
@@ -1332,11 +1333,14 @@ def add_parent_to_specimen(spec: Any, name: str, rec: ParentReconstruction, *, e
         The node the child map came from (provenance input); default ``ebsd/<name>``.
     overwrite : bool
         Replace existing nodes.
+    extra_parameters : dict, optional
+        Added to every provenance record's parameters (e.g. a recipe's cache key).
 
     Returns
     -------
     list of str
-        The nodes written.
+        The nodes written (provenance steps ``ebsd.parent.reconstruct``,
+        ``ebsd.parent.grain_size``, ``ebsd.parent.substructure``).
 
     Example
     -------
@@ -1346,23 +1350,25 @@ def add_parent_to_specimen(spec: Any, name: str, rec: ParentReconstruction, *, e
     from metallo.quantify import grain_size
 
     src = source_node or f"ebsd/{name}"
+    extra = dict(extra_parameters or {})
     params = json.loads(rec.dataset.attrs["parameters"])
     params["orientation_relationship"] = json.loads(rec.dataset.attrs["orientation_relationship"])
+    params.update(extra)
     nodes = [f"ebsd/{name}_parent", f"quantities/{name}_parents", f"quantities/{name}_pag_size",
              f"quantities/{name}_substructure"]
-    spec.add(nodes[0], parent_map(rec, ebsd=ebsd), step="ebsd.reconstruct_parent", parameters=params,
+    spec.add(nodes[0], parent_map(rec, ebsd=ebsd), step="ebsd.parent.reconstruct", parameters=params,
              inputs=[src], overwrite=overwrite)
-    spec.add(nodes[1], rec.parents.reset_index(), step="ebsd.reconstruct_parent", parameters=params,
+    spec.add(nodes[1], rec.parents.reset_index(), step="ebsd.parent.reconstruct", parameters=params,
              inputs=[nodes[0]], overwrite=overwrite)
     pag = rec.dataset["parent_id"]
     if (pag.values >= 0).any():
         size = grain_size(pag, pixel_size_um=float(ebsd.attrs["step_um"]))
-        spec.add(nodes[2], size, step="quantify.grain_size", parameters={"method": "both", "of": "parent grains"},
-                 inputs=[nodes[0]], overwrite=overwrite)
+        spec.add(nodes[2], size, step="ebsd.parent.grain_size", overwrite=overwrite, inputs=[nodes[0]],
+                 parameters={"method": "both", "of": "parent grains", **extra})
     else:
         nodes.remove(nodes[2])
-    spec.add(nodes[-1], substructure_sizes(rec).reset_index(), step="ebsd.substructure_sizes",
-             parameters={"min_size_px": 2}, inputs=[nodes[0]], overwrite=overwrite)
+    spec.add(nodes[-1], substructure_sizes(rec).reset_index(), step="ebsd.parent.substructure",
+             parameters={"min_size_px": 2, **extra}, inputs=[nodes[0]], overwrite=overwrite)
     return nodes
 
 

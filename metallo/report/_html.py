@@ -129,6 +129,39 @@ def _grain_ecd_um(spec: Any) -> np.ndarray | None:
     return np.sqrt(4.0 * counts * step * step / np.pi)
 
 
+def _parent_sections(spec: Any) -> list[str]:
+    """Parent-austenite reconstruction: OR fit, parent grain map, PAG size (ebsd/<name>_parent)."""
+    parts: list[str] = []
+    for node in [n for n in _nodes(spec, "ebsd/") if n.endswith("_parent")]:
+        name = node.split("/", 1)[1][: -len("_parent")]
+        ds = spec[node]
+        orel = json.loads(ds.attrs.get("orientation_relationship", "{}"))
+        fit = json.loads(ds.attrs.get("or_fit", "null")) or {}
+        quality = json.loads(ds.attrs.get("quality", "{}"))
+        parts.append(f"<h2>Parent austenite — {_esc(name)}</h2>")
+        rows = [("orientation relationship", f"{orel.get('name', '')}: {orel.get('deviation_from_ks_deg', float('nan')):.2f}° "
+                 f"from KS, {orel.get('deviation_from_nw_deg', float('nan')):.2f}° from NW")]
+        if fit:
+            q = fit.get("misfit_quantiles_deg", {})
+            rows.append(("OR fit", f"{fit.get('method', '')}, {fit.get('n_boundaries', 0)} boundaries; misfit quartiles "
+                         f"{q.get('q25', float('nan')):.2f} / {q.get('q50', float('nan')):.2f} / {q.get('q75', float('nan')):.2f}°; "
+                         f"{fit.get('explained_fraction', float('nan')):.0%} within {fit.get('explained_deg', 5):g}° "
+                         f"(random: {fit.get('chance_fraction', float('nan')):.0%})"))
+        rows.append(("reconstructed", f"{quality.get('reconstructed_fraction', float('nan')):.1%} of child points, "
+                     f"{quality.get('n_parents', 0)} parent grains"))
+        rows += [("warning", w) for w in quality.get("warnings", [])]
+        parts.append("<table class=meta>" + "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
+                     + "</table>")
+        extent = (float(ds.y[-1] - ds.y[0]), float(ds.x[-1] - ds.x[0]))
+        fig = figs.parent_figure(ds["parent_id"].values, ds["pag_boundary"].values, ds["packet"].values, extent_um=extent)
+        parts.append(_img(figs.png_data_uri(fig), f"parent grains {name}"))
+        if f"quantities/{name}_pag_size" in spec:
+            parts.append("<h3>Prior austenite grain size (ASTM E112)</h3>" + _table(spec.table(f"quantities/{name}_pag_size")))
+        if f"quantities/{name}_substructure" in spec:
+            parts.append("<h3>Packets, blocks, variants</h3>" + _table(spec.table(f"quantities/{name}_substructure")))
+    return parts
+
+
 def report_key(spec: Any, limits: Mapping[str, Sequence[float]] | None) -> str:
     """What a report shows depends on: the specimen's steps so far and the QC limits."""
     import hashlib
@@ -232,6 +265,8 @@ def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequenc
         if grain_ecd is not None:
             parts.append(_img(figs.png_data_uri(figs.histogram_figure(grain_ecd, xlabel="grain ECD (µm)",
                                                                          title="EBSD grain size distribution")), "grain size"))
+
+    parts.extend(_parent_sections(spec))
 
     regs = _nodes(spec, "registration/")
     if regs:

@@ -46,3 +46,34 @@ def test_metallo_parent_command(tmp_path):
     assert "ebsd/map1_parent" in spec.nodes() and "quantities/map1_substructure" in spec.nodes()
     bad = CliRunner().invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "out.h5"), "--or", "XYZ"])
     assert bad.exit_code == 1 and "unknown orientation relationship" in bad.output
+
+
+def test_recipe_step_parent(tmp_path):
+    import yaml
+
+    from metallo.pipeline import run
+
+    m = make_martensite(3, shape=(90, 90), n_parents=4)
+    write_ang(m.ebsd, tmp_path / "mart.ang")
+    recipe = {"specimen": {"id": "M1"}, "output": {"dir": "out"}, "inputs": {"ebsd": {"path": "mart.ang"}},
+              "steps": {"parent": {"orientation_relationship": "KS"}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    first = run(tmp_path / "r.yaml")
+    assert [s["status"] for s in first.steps if s["step"] == "parent"] == ["ran"]
+    spec = Specimen.open(first.specimen_path)
+    assert "ebsd/map_parent" in spec.nodes() and "quantities/map_pag_size" in spec.nodes()
+    again = run(tmp_path / "r.yaml")
+    assert [s["status"] for s in again.steps if s["step"] == "parent"] == ["skipped"]
+
+
+def test_report_shows_the_parent_section(tmp_path):
+    from metallo.report import write_report
+
+    m = make_martensite(0, shape=(80, 80), n_parents=4)
+    rec = reconstruct_parent(m.ebsd, "KS")
+    spec = Specimen.create(tmp_path / "s.metallo.h5", specimen_id="s")
+    spec.add("ebsd/map1", m.ebsd, step="synth")
+    add_parent_to_specimen(spec, "map1", rec, ebsd=m.ebsd)
+    html = write_report(spec, tmp_path / "r.html").read_text()
+    assert "Parent austenite — map1" in html and "Prior austenite grain size" in html
+    assert 'alt="parent grains map1"' in html
