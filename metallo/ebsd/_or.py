@@ -307,8 +307,8 @@ class OrientationRelationship:
 
         Example
         -------
-        >>> sorted(set(np.round(orientation_relationship("NW").intervariant_angles(), 1)))
-        [0.0, 13.8, 19.5, 50.5, 53.7, 60.0]
+        >>> [float(a) for a in sorted(set(np.round(orientation_relationship("NW").intervariant_angles(), 1)))]
+        [0.0, 13.8, 19.5, 50.0, 53.7, 60.0]
         """
         v = self.variants
         return _angle_deg(disorientation_cos(quat_multiply(v[0][None], quat_conjugate(v)), _CUBIC))
