@@ -646,18 +646,21 @@ def _vote(g: _GrainGraph, cand: np.ndarray, labels: np.ndarray, fit: np.ndarray,
     la, lb = labels[g.a], labels[g.b]
     good = fit < threshold_deg
     prop_q, prop_c = [], []
-    for side, other, idx in ((la, lb, ia), (lb, la, ib)):
-        for e in (np.flatnonzero(good & (side >= 0) & (side == other) & (side is la)),
-                  np.flatnonzero(good & (side >= 0) & (side != other))):
-            grain = g.a[e] if side is la else g.b[e]
-            score = g.length[e] * np.minimum(g.area[g.a[e]], g.area[g.b[e]])
-            e_order = np.lexsort((-score, side[e]))
-            e, grain = e[e_order], grain[e_order]
-            cl_e = side[e]
-            rank = np.arange(e.size) - np.searchsorted(cl_e, cl_e)
-            keep = rank < proposals
-            prop_q.append(cand[grain[keep], idx[e[keep]]])
-            prop_c.append(cl_e[keep])
+    # (edges, the cluster's grain on them, its candidate index): inside edges once, cross
+    # edges from both sides.
+    inside = np.flatnonzero(good & (la >= 0) & (la == lb))
+    out_a = np.flatnonzero(good & (la >= 0) & (la != lb))
+    out_b = np.flatnonzero(good & (lb >= 0) & (la != lb))
+    for e, grain, k in ((inside, g.a[inside], ia[inside]), (out_a, g.a[out_a], ia[out_a]),
+                        (out_b, g.b[out_b], ib[out_b])):
+        cl_e = labels[grain]
+        score = g.length[e] * np.minimum(g.area[g.a[e]], g.area[g.b[e]])
+        order = np.lexsort((-score, cl_e))  # best first within each cluster
+        grain, k, cl_e = grain[order], k[order], cl_e[order]
+        rank = np.arange(cl_e.size) - np.searchsorted(cl_e, cl_e)
+        keep = rank < proposals
+        prop_q.append(cand[grain[keep], k[keep]])
+        prop_c.append(cl_e[keep])
     retained = np.flatnonzero((g.role == 2) & (labels >= 0))
     if retained.size:
         prop_q.append(g.q[retained])
@@ -832,7 +835,7 @@ def reconstruct_parent(
     min_child_grains: int = 2,
     min_grain_px: int = 3,
     iterations: int = 3,
-    refine_or: bool = True,
+    refine: bool = True,
 ) -> ParentReconstruction:
     """Reconstruct the parent (prior austenite) grains of a transformed cubic map.
 
@@ -869,10 +872,11 @@ def reconstruct_parent(
         they join the neighbouring parent they fit at the end.
     iterations : int
         Rounds of re-clustering the grains released by the vote.
-    refine_or : bool
-        With a fitted OR whose closest variants are nearer than the grain tolerance (GT,
-        Pitsch, general ORs): refit it on the variant grains of a first reconstruction and
-        reconstruct again (:attr:`ORFit.method` then says ``"variant grains"``).
+    refine : bool
+        With an OR whose closest variants are nearer than the grain tolerance (GT, most
+        fitted ORs between KS and NW): reconstruct again from the variant grains of a first
+        reconstruction (regions of one parent and one variant), after refitting the OR on
+        them if it was fitted (:attr:`ORFit.method` then says ``"variant grains"``).
 
     Returns
     -------
@@ -905,7 +909,7 @@ def reconstruct_parent(
     params = {
         "threshold_deg": threshold_deg, "graph_tolerance_deg": graph_tolerance_deg, "tolerance_deg": tolerance_deg,
         "inflation": inflation, "min_child_grains": min_child_grains, "min_grain_px": min_grain_px,
-        "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine_or": refine_or,
+        "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine": refine,
     }
 
     def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains) -> ParentReconstruction:
@@ -913,16 +917,18 @@ def reconstruct_parent(
 
     rec = run(orel, or_fit)
     close = np.sort(orel.intervariant_angles())[1] < grain_tolerance_deg + 1.0
-    if refine_or and or_fit is not None and or_fit.method == "child-child" and close and len(rec.parents):
+    if refine and close and len(rec.parents):
         # Variants closer than the grain tolerance share grains, and a grain mean of two
-        # variants biases the fit and the parent: refit on the variant grains of this first
-        # reconstruction, then reconstruct from variant grains of the refitted OR.
-        vg = _variant_grains(ebsd, rec, orel)
-        refit = fit_orientation_relationship(ebsd, start=orel, grains=vg, child_phase=child_phase,
-                                             parent_phase=parent_phase, method="child-child")
-        refit.start = or_fit.start
-        refit.method = "child-child (variant grains)"
-        rec = run(refit.orientation_relationship, refit, _variant_grains(ebsd, rec, refit.orientation_relationship))
+        # variants biases the fit and the parent: refit a fitted OR on the variant grains of
+        # this first reconstruction, then reconstruct from variant grains.
+        if or_fit is not None and or_fit.method == "child-child":
+            refit = fit_orientation_relationship(ebsd, start=orel, grains=_variant_grains(ebsd, rec, orel),
+                                                 child_phase=child_phase, parent_phase=parent_phase,
+                                                 method="child-child")
+            refit.start = or_fit.start
+            refit.method = "child-child (variant grains)"
+            orel, or_fit = refit.orientation_relationship, refit
+        rec = run(orel, or_fit, _variant_grains(ebsd, rec, orel))
     return rec
 
 
