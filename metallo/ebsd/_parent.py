@@ -947,7 +947,7 @@ def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: Orientati
         part = sel[s:s + (1 << 18)]
         variant[part], _ = orel.variant_of(omap.q[part], pq[part])
     key = np.where(variant >= 0, pid * orel.n_variants + variant, -1)
-    ids = _regions(key.reshape(omap.shape)).reshape(-1)
+    ids = _regions(key.reshape(omap.shape), omap.grid).reshape(-1)
     # Keep the child grains' phase everywhere else (retained austenite grains stay as they are).
     n = int(ids.max()) + 1 if (ids >= 0).any() else 0
     old = np.asarray(rec.grains.ids.values).reshape(-1).astype(np.int64)
@@ -1057,11 +1057,12 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         pix_misfit[sel] = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
     ny, nx = omap.shape
     pid2 = pid.reshape(ny, nx)
-    pag = np.zeros((ny, nx), dtype=np.uint8)
-    for sa, sb in (((slice(None), slice(0, -1)), (slice(None), slice(1, None))),
-                   ((slice(0, -1), slice(None)), (slice(1, None), slice(None)))):
-        diff = (pid2[sa] != pid2[sb]) & (pid2[sa] >= 0) & (pid2[sb] >= 0)
-        pag[sa] |= diff.astype(np.uint8)
+    pag = np.zeros(omap.size, dtype=np.uint8)
+    for off in first_neighbour_offsets(omap.grid):
+        a, b = offset_pairs(omap.shape, omap.grid, off)
+        diff = (pid[a] != pid[b]) & (pid[a] >= 0) & (pid[b] >= 0)
+        pag[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
+    pag = pag.reshape(ny, nx)
     from metallo.ebsd._rotations import quat_to_euler
 
     euler = np.full((omap.size, 3), np.nan)
@@ -1103,6 +1104,7 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
             **attrs_p,
             "quality": json.dumps(quality),
             "source": str(source),
+            "grid": omap.grid,
         },
     )
     children = pd.DataFrame({
@@ -1213,13 +1215,14 @@ def boundary_f1(labels: np.ndarray, truth: np.ndarray, *, tolerance_px: float = 
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def _regions(keys: np.ndarray) -> np.ndarray:
-    """Connected regions (4-connectivity) of equal non-negative keys: region id per pixel, -1 elsewhere."""
+def _regions(keys: np.ndarray, grid: str = "square") -> np.ndarray:
+    """Connected regions (edge neighbours: 4 on a square, 6 on a hexagonal grid) of equal
+    non-negative keys: region id per pixel, -1 elsewhere."""
     ny, nx = keys.shape
     flat = keys.reshape(-1)
-    idx = np.arange(flat.size).reshape(ny, nx)
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    pairs = [offset_pairs((ny, nx), grid, off) for off in first_neighbour_offsets(grid)]
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
     join = (flat[a] == flat[b]) & (flat[a] >= 0)
     graph = sparse.coo_matrix((np.ones(int(join.sum()), np.int8), (a[join], b[join])), shape=(flat.size, flat.size))
     _, lab = connected_components(graph, directed=False)
@@ -1259,11 +1262,12 @@ def substructure_sizes(rec: ParentReconstruction, *, min_size_px: int = 2) -> pd
     bn = np.asarray(ds["bain"].values).astype(np.int64)
     vr = np.asarray(ds["variant"].values).astype(np.int64)
     ok = (pid >= 0) & (vr >= 0)
+    grid = str(ds.attrs.get("grid", "square"))
     step_x = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else 1.0
     step_y = float(abs(ds["y"].values[1] - ds["y"].values[0])) if ds.sizes["y"] > 1 else step_x
     rows = {}
     for level, key in (("packet", pid * 8 + pk), ("block", (pid * 8 + pk) * 4 + bn), ("variant", pid * 64 + vr)):
-        lab = _regions(np.where(ok, key, -1))
+        lab = _regions(np.where(ok, key, -1), grid)
         area_px = np.bincount(lab[lab >= 0])
         area_px = area_px[area_px >= min_size_px]
         area = area_px * step_x * step_y

@@ -120,3 +120,16 @@ def test_given_gt_reconstructs_from_variant_grains():
     # (measured 0.94 against 0.997).
     single = reconstruct_parent(m.ebsd, "GT", refine=False)
     assert _scores(m, single)["variant"] < s["variant"] - 0.03
+
+
+def test_hexagonal_grid_uses_six_neighbours():
+    # The same synthetic points read as a hexagonal grid: neighbourhoods change, PAGs remain.
+    m = make_martensite(2, shape=(120, 120), n_parents=6, noise_deg=1.0, unindexed=0.0)
+    hexa = m.ebsd.copy()
+    hexa.attrs.update(grid="hexagonal", step_y_um=m.ebsd.attrs["step_um"] * np.sqrt(3) / 2)
+    rec = reconstruct_parent(hexa, "KS")
+    assert _scores(m, rec)["parent_within_3"] > 0.95
+    assert json.loads(rec.dataset.attrs["quality"])["reconstructed_fraction"] > 0.95
+    from metallo.ebsd import substructure_sizes
+
+    assert substructure_sizes(rec).loc["packet", "n_regions"] >= 6
