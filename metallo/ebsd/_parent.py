@@ -211,6 +211,9 @@ class _GrainGraph:
 def _graph(ebsd: xr.Dataset, grains: Grains | None, child_phase: Any, parent_phase: Any,
            tolerance_deg: float) -> _GrainGraph:
     child, parent = _phase_ids(ebsd, child_phase, parent_phase)
+    if not np.isin(np.asarray(ebsd["phase"].values), child).any():
+        raise ParentReconstructionError(
+            f"{ebsd.attrs.get('source') or 'EBSD map'}: no indexed point of the child phase(s) {child}")
     if grains is None:
         grains = reconstruct_grains(ebsd, tolerance_deg=tolerance_deg, min_size_px=1)
     omap = orientation_map(ebsd)
@@ -929,6 +932,8 @@ def reconstruct_parent(
             refit.method = "child-child (variant grains)"
             orel, or_fit = refit.orientation_relationship, refit
         rec = run(orel, or_fit, _variant_grains(ebsd, rec, orel))
+    for message in rec.quality["warnings"]:
+        warnings.warn(message, UserWarning, stacklevel=2)
     return rec
 
 
@@ -1078,10 +1083,9 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         "warnings": [],
     }
     if frac < 0.5:
-        msg = (f"{source}: only {frac:.0%} of the indexed child points got a parent; the OR may not fit this map "
-               "(unreconstructed points are marked -1)")
-        quality["warnings"].append(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        quality["warnings"].append(
+            f"{source}: only {frac:.0%} of the indexed child points got a parent; the OR may not fit this map "
+            "(unreconstructed points are marked -1)")
     coords = {"y": omap.coords["y"], "x": omap.coords["x"]}
     attrs_p = {"parameters": json.dumps(params)}
     ds = xr.Dataset(

@@ -133,3 +133,16 @@ def test_hexagonal_grid_uses_six_neighbours():
     from metallo.ebsd import substructure_sizes
 
     assert substructure_sizes(rec).loc["packet", "n_regions"] >= 6
+
+
+def test_wrong_or_and_empty_map():
+    m = make_martensite(1, shape=(120, 120), n_parents=6)
+    with pytest.warns(UserWarning, match="got a parent") as record:
+        rec = reconstruct_parent(m.ebsd, "Bain")  # 11 deg from the KS the map was made with
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert json.loads(rec.dataset.attrs["quality"])["reconstructed_fraction"] < 0.2
+    assert (rec.parent_ids == -1).mean() > 0.8  # marked, not forced
+    empty = m.ebsd.copy()
+    empty["phase"][:] = -1
+    with pytest.raises(ParentReconstructionError, match="no indexed point of the child phase"):
+        reconstruct_parent(empty, "KS")
