@@ -9,7 +9,7 @@ variants (wall and process CPU time; the machine may be shared). Accuracy agains
     python benchmarks/parent.py [--quick] [--or KS]
 
 CPU only; the goal (< 60 s for fit + reconstruction + variants) is stated for 2 cores.
-Results: benchmarks/results/parent.json.
+Results: benchmarks/results/parent.json (``parent_<OR>.json`` for another OR).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def main() -> None:
         print(f"{k:<32}{v:>10.4g}")
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
-    (results / "parent.json").write_text(json.dumps({
+    out = "parent.json" if args.orel.upper() == "KS" else f"parent_{args.orel}.json"
+    (results / out).write_text(json.dumps({
         "points": side * side, "orientation_relationship": args.orel, "timings_s": timings,
         "cpu_s": cpu, "parent_steps_s": parent_time, "parent_steps_cpu_s": parent_cpu,
         "cpu_ratio_to_grains": parent_cpu / cpu["grains"], "load_average": os.getloadavg()[0],

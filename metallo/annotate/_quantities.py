@@ -39,6 +39,8 @@ _TABLE_COLUMNS = {
 }
 #: Quantity -> EBSD column averaged over each grain.
 _PIXEL_MEANS = {"iq_mean": "iq", "ci_mean": "ci", "fit_mean": "fit"}
+#: Quantities of metallo.ebsd.grain_parent_quantities (parent-austenite reconstruction).
+_PARENT = ("parent_variants", "parent_packets", "parent_fit", "parent_fraction", "or_boundary_fraction")
 
 
 def grain_mean(ids: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -61,6 +63,7 @@ class _Context:
         self.options = options
         self._grains = grains
         self._maps: dict[str, np.ndarray] = {}
+        self._tables: dict[str, pd.DataFrame] = {}
 
     @property
     def grains(self) -> Any:
@@ -126,6 +129,16 @@ class _Context:
             out = np.full(n, np.nan)
             out[table.index.to_numpy()] = table[column].to_numpy(np.float64)
             return out
+        if name in _PARENT:
+            if "parent" not in self._tables:
+                from metallo.ebsd import grain_parent_quantities
+
+                self._tables["parent"] = grain_parent_quantities(self.ebsd, self.grains,
+                                                                 **dict(self.options.get("parent", {})))
+            out = np.full(n, np.nan)
+            table = self._tables["parent"]
+            out[table.index.to_numpy()] = table[name].to_numpy(np.float64)
+            return out
         ids = self.ids
         if name == "kam_mean":
             return grain_mean(ids, self.pixel_map("kam"), n)
@@ -157,6 +170,7 @@ def grain_quantities(
     names: Iterable[str] | None = None,
     grain_options: Mapping[str, Any] | None = None,
     kam_options: Mapping[str, Any] | None = None,
+    parent_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per grain with the grain-level quantities the annotation rules can test.
 
@@ -175,6 +189,9 @@ def grain_quantities(
     grain_options, kam_options : mapping, optional
         Keyword options of :func:`metallo.ebsd.grains` and :func:`metallo.ebsd.kam`
         (Durmaz et al. 2021: 5° grain tolerance, 3rd-order KAM).
+    parent_options : mapping, optional
+        Keyword options of :func:`metallo.ebsd.reconstruct_parent` for the parent quantities
+        (default: OR fitted to the map).
 
     Returns
     -------
@@ -190,9 +207,12 @@ def grain_quantities(
     ['n_pixels', 'gos', 'kam_mean']
     """
     if names is None:
-        names = [q for q in quantities.names() if q not in _PIXEL_MEANS or _PIXEL_MEANS[q] in ebsd]
+        # Parent quantities need a reconstruction (seconds, a cubic child phase): asked by name only.
+        names = [q for q in quantities.names()
+                 if (q not in _PIXEL_MEANS or _PIXEL_MEANS[q] in ebsd) and q not in _PARENT]
     wanted = list(names)
     for name in wanted:
         quantities.get(name)
-    ctx = _Context(ebsd, grains, derived, {"grains": grain_options or {}, "kam": kam_options or {}})
+    ctx = _Context(ebsd, grains, derived, {"grains": grain_options or {}, "kam": kam_options or {},
+                                           "parent": parent_options or {}})
     return quantity_table(ctx, wanted)

@@ -79,6 +79,12 @@ for _name, _text in {
     "ci_mean": "mean confidence index over the grain",
     "fit_mean": "mean fit (.ang) / MAD (.ctf) over the grain, degrees",
     "boundary_density": "boundary-map points in the grain per unit area, µm⁻¹ (≈ boundary length / area)",
+    # Parent-austenite quantities (metallo.ebsd.grain_parent_quantities; OR fitted to the map).
+    "parent_variants": "distinct OR variants in the grain's reconstructed parent (prior austenite) grain",
+    "parent_packets": "distinct packets (habit-plane groups) in the grain's parent grain",
+    "parent_fit": "mean misfit of the grain's points to their ideal OR variant, degrees",
+    "parent_fraction": "share of the grain's points that got a parent orientation (0-1)",
+    "or_boundary_fraction": "share of the grain's boundary length explained by an OR variant pair within 5° (0-1)",
 }.items():
     quantities.add(_name, _text)
 
@@ -121,6 +127,26 @@ def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     }
 
 
+@presets.register("lath_bainite_parent")
+def _lath_bainite_parent(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
+    # Laths of one prior austenite grain share a few OR variants, so a lath-bainite or
+    # martensite grain sits in a reconstructed parent with several variants and packets, and
+    # most of its boundary is a variant-pair boundary. Polygonal ferrite nucleates at random
+    # orientations: its neighbours are unrelated (a random boundary fits KS within 5° about
+    # a quarter of the time) and the parents it falls into, if any, hold few variants.
+    return {
+        "classes": ["polygonal_ferrite", "lath_bainite"],
+        "default": "polygonal_ferrite",
+        "rules": {"lath_bainite": {"any": [
+            {"all": [{"parent_variants": {"ge": 4}}, {"parent_packets": {"ge": 2}}, {"parent_fit": {"lt": 4.0}}]},
+            {"or_boundary_fraction": {"gt": 0.7}},
+        ]}},
+        "cleanup": {"min_region_um2": 1.0, "fill_holes": True, "smooth_px": 0},
+        "ignore": {"border_px": 1, "min_ci": 0.1},
+        "grains": {"tolerance_deg": 5.0},
+    }
+
+
 @presets.register("phase")
 def _phase(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     if ebsd is None:
@@ -150,7 +176,7 @@ def preset_names() -> list[str]:
     Examples
     --------
     >>> preset_names()
-    ['lath_bainite', 'phase']
+    ['lath_bainite', 'lath_bainite_parent', 'phase']
     """
     return presets.names()
 

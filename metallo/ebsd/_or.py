@@ -83,7 +83,7 @@ def _angle_deg(cos_half: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arccos(np.clip(cos_half, -1.0, 1.0)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OrientationRelationship:
     """A cubic parent -> cubic child orientation relationship and its variants.
 
@@ -307,14 +307,24 @@ class OrientationRelationship:
 
         Example
         -------
-        >>> sorted(set(np.round(orientation_relationship("NW").intervariant_angles(), 1)))
-        [0.0, 13.8, 19.5, 50.5, 53.7, 60.0]
+        >>> [float(a) for a in sorted(set(np.round(orientation_relationship("NW").intervariant_angles(), 1)))]
+        [0.0, 13.8, 19.5, 50.0, 53.7, 60.0]
         """
         v = self.variants
         return _angle_deg(disorientation_cos(quat_multiply(v[0][None], quat_conjugate(v)), _CUBIC))
 
     def describe(self) -> dict[str, object]:
-        """The OR as a JSON-able dict: name, quaternion, Euler-free, deviations from KS and NW."""
+        """The OR as a JSON-able dict: name, quaternion, number of variants, angles to KS and NW.
+
+        Returns
+        -------
+        dict
+
+        Example
+        -------
+        >>> orientation_relationship("NW").describe()["n_variants"]
+        12
+        """
         return {
             "name": self.name,
             "quaternion": [float(x) for x in self.rotation],

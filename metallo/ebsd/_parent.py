@@ -76,6 +76,7 @@ __all__ = [
     "ParentReconstructionError",
     "boundary_f1",
     "fit_orientation_relationship",
+    "grain_parent_quantities",
     "parent_map",
     "reconstruct_parent",
     "substructure_sizes",
@@ -209,6 +210,9 @@ class _GrainGraph:
 def _graph(ebsd: xr.Dataset, grains: Grains | None, child_phase: Any, parent_phase: Any,
            tolerance_deg: float) -> _GrainGraph:
     child, parent = _phase_ids(ebsd, child_phase, parent_phase)
+    if not np.isin(np.asarray(ebsd["phase"].values), child).any():
+        raise ParentReconstructionError(
+            f"{ebsd.attrs.get('source') or 'EBSD map'}: no indexed point of the child phase(s) {child}")
     if grains is None:
         grains = reconstruct_grains(ebsd, tolerance_deg=tolerance_deg, min_size_px=1)
     omap = orientation_map(ebsd)
@@ -644,18 +648,21 @@ def _vote(g: _GrainGraph, cand: np.ndarray, labels: np.ndarray, fit: np.ndarray,
     la, lb = labels[g.a], labels[g.b]
     good = fit < threshold_deg
     prop_q, prop_c = [], []
-    for side, other, idx in ((la, lb, ia), (lb, la, ib)):
-        for e in (np.flatnonzero(good & (side >= 0) & (side == other) & (side is la)),
-                  np.flatnonzero(good & (side >= 0) & (side != other))):
-            grain = g.a[e] if side is la else g.b[e]
-            score = g.length[e] * np.minimum(g.area[g.a[e]], g.area[g.b[e]])
-            e_order = np.lexsort((-score, side[e]))
-            e, grain = e[e_order], grain[e_order]
-            cl_e = side[e]
-            rank = np.arange(e.size) - np.searchsorted(cl_e, cl_e)
-            keep = rank < proposals
-            prop_q.append(cand[grain[keep], idx[e[keep]]])
-            prop_c.append(cl_e[keep])
+    # (edges, the cluster's grain on them, its candidate index): inside edges once, cross
+    # edges from both sides.
+    inside = np.flatnonzero(good & (la >= 0) & (la == lb))
+    out_a = np.flatnonzero(good & (la >= 0) & (la != lb))
+    out_b = np.flatnonzero(good & (lb >= 0) & (la != lb))
+    for e, grain, k in ((inside, g.a[inside], ia[inside]), (out_a, g.a[out_a], ia[out_a]),
+                        (out_b, g.b[out_b], ib[out_b])):
+        cl_e = labels[grain]
+        score = g.length[e] * np.minimum(g.area[g.a[e]], g.area[g.b[e]])
+        order = np.lexsort((-score, cl_e))  # best first within each cluster
+        grain, k, cl_e = grain[order], k[order], cl_e[order]
+        rank = np.arange(cl_e.size) - np.searchsorted(cl_e, cl_e)
+        keep = rank < proposals
+        prop_q.append(cand[grain[keep], k[keep]])
+        prop_c.append(cl_e[keep])
     retained = np.flatnonzero((g.role == 2) & (labels >= 0))
     if retained.size:
         prop_q.append(g.q[retained])
@@ -830,6 +837,7 @@ def reconstruct_parent(
     min_child_grains: int = 2,
     min_grain_px: int = 3,
     iterations: int = 3,
+    refine: bool = True,
 ) -> ParentReconstruction:
     """Reconstruct the parent (prior austenite) grains of a transformed cubic map.
 
@@ -866,6 +874,11 @@ def reconstruct_parent(
         they join the neighbouring parent they fit at the end.
     iterations : int
         Rounds of re-clustering the grains released by the vote.
+    refine : bool
+        With an OR whose closest variants are nearer than the grain tolerance (GT, most
+        fitted ORs between KS and NW): reconstruct again from the variant grains of a first
+        reconstruction (regions of one parent and one variant), after refitting the OR on
+        them if it was fitted (:attr:`ORFit.method` then says ``"variant grains"``).
 
     Returns
     -------
@@ -895,6 +908,68 @@ def reconstruct_parent(
         orel = or_fit.orientation_relationship
     else:
         orel = orientation_relationship_of(orientation_relationship)
+    params = {
+        "threshold_deg": threshold_deg, "graph_tolerance_deg": graph_tolerance_deg, "tolerance_deg": tolerance_deg,
+        "inflation": inflation, "min_child_grains": min_child_grains, "min_grain_px": min_grain_px,
+        "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine": refine,
+    }
+
+    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains) -> ParentReconstruction:
+        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source)
+
+    rec = run(orel, or_fit)
+    close = np.sort(orel.intervariant_angles())[1] < grain_tolerance_deg + 1.0
+    if refine and close and len(rec.parents):
+        # Variants closer than the grain tolerance share grains, and a grain mean of two
+        # variants biases the fit and the parent: refit a fitted OR on the variant grains of
+        # this first reconstruction, then reconstruct from variant grains.
+        if or_fit is not None and or_fit.method == "child-child":
+            refit = fit_orientation_relationship(ebsd, start=orel, grains=_variant_grains(ebsd, rec, orel),
+                                                 child_phase=child_phase, parent_phase=parent_phase,
+                                                 method="child-child")
+            refit.start = or_fit.start
+            refit.method = "child-child (variant grains)"
+            orel, or_fit = refit.orientation_relationship, refit
+        rec = run(orel, or_fit, _variant_grains(ebsd, rec, orel))
+    for message in rec.quality["warnings"]:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return rec
+
+
+def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: OrientationRelationship) -> Grains:
+    """Grains of equal (parent, per-pixel variant): one variant each, even where the child
+    grains join variants closer than the grain tolerance."""
+    from metallo.ebsd._grains import _first_neighbour_angles, _grain_table, map_dataarray
+
+    omap = orientation_map(ebsd)
+    pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
+    pq = np.asarray(rec.dataset["parent_quaternion"].values).reshape(-1, 4)
+    child = np.asarray(rec.dataset["variant"].values).reshape(-1) >= 0  # child pixels with a parent
+    variant = np.full(omap.size, -1, dtype=np.int64)
+    sel = np.flatnonzero(child & (pid >= 0))
+    for s in range(0, sel.size, 1 << 18):
+        part = sel[s:s + (1 << 18)]
+        variant[part], _ = orel.variant_of(omap.q[part], pq[part])
+    key = np.where(variant >= 0, pid * orel.n_variants + variant, -1)
+    ids = _regions(key.reshape(omap.shape), omap.grid).reshape(-1)
+    # Keep the child grains' phase everywhere else (retained austenite grains stay as they are).
+    n = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    old = np.asarray(rec.grains.ids.values).reshape(-1).astype(np.int64)
+    rest = (ids < 0) & (old >= 0)
+    _, inv = np.unique(old[rest], return_inverse=True)
+    ids[rest] = n + inv
+    n = int(ids.max()) + 1 if (ids >= 0).any() else 0
+    table, _, _ = _grain_table(omap, ids, n, _first_neighbour_angles(omap))
+    params = dict(rec.grains.parameters, variant_grains=True)
+    return Grains(map_dataarray(ids.astype(np.int32), omap, "grain_id", params), table, params)
+
+
+def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None,
+                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str) -> ParentReconstruction:
+    threshold_deg, graph_tolerance_deg = params["threshold_deg"], params["graph_tolerance_deg"]
+    tolerance_deg, inflation = params["tolerance_deg"], params["inflation"]
+    min_child_grains, min_grain_px = params["min_child_grains"], params["min_grain_px"]
+    iterations, grain_tolerance_deg = params["iterations"], params["grain_tolerance_deg"]
     g = _graph(ebsd, grains, child_phase, parent_phase, grain_tolerance_deg)
     cand = _candidates(g, orel)
     fit, ia, ib = _best_pair(cand[g.a], cand[g.b])
@@ -935,11 +1010,7 @@ def reconstruct_parent(
         weak = (n_child < min_child_grains) & (n_ret == 0)
         labels = np.where((labels >= 0) & weak[np.maximum(labels, 0)], -1, labels)
     labels, parent_q = _compact(labels, parent_q)
-    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, {
-        "threshold_deg": threshold_deg, "graph_tolerance_deg": graph_tolerance_deg, "tolerance_deg": tolerance_deg,
-        "inflation": inflation, "min_child_grains": min_child_grains, "min_grain_px": min_grain_px, "iterations": iterations,
-        "grain_tolerance_deg": grain_tolerance_deg,
-    })
+    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params)
 
 
 def orientation_relationship_of(spec: str | OrientationRelationship | np.ndarray) -> OrientationRelationship:
@@ -983,16 +1054,19 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     pix_variant = np.where(has, variant[np.maximum(ids, 0)], -1).astype(np.int16)
     pix_misfit = np.full(omap.size, np.nan)
     sel = np.flatnonzero(pix_variant >= 0)
+    if sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
+        pix_variant[sel] = _pixel_variants(omap, orel, sel, pq, float(params["tolerance_deg"]))
     if sel.size:
         ideal = quat_multiply(orel.variants[pix_variant[sel]], pq[sel])
         pix_misfit[sel] = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
     ny, nx = omap.shape
     pid2 = pid.reshape(ny, nx)
-    pag = np.zeros((ny, nx), dtype=np.uint8)
-    for sa, sb in (((slice(None), slice(0, -1)), (slice(None), slice(1, None))),
-                   ((slice(0, -1), slice(None)), (slice(1, None), slice(None)))):
-        diff = (pid2[sa] != pid2[sb]) & (pid2[sa] >= 0) & (pid2[sb] >= 0)
-        pag[sa] |= diff.astype(np.uint8)
+    pag = np.zeros(omap.size, dtype=np.uint8)
+    for off in first_neighbour_offsets(omap.grid):
+        a, b = offset_pairs(omap.shape, omap.grid, off)
+        diff = (pid[a] != pid[b]) & (pid[a] >= 0) & (pid[b] >= 0)
+        pag[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
+    pag = pag.reshape(ny, nx)
     from metallo.ebsd._rotations import quat_to_euler
 
     euler = np.full((omap.size, 3), np.nan)
@@ -1009,10 +1083,9 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         "passed": frac >= 0.5,
     }
     if frac < 0.5:
-        msg = (f"{source}: only {frac:.0%} of the indexed child points got a parent; the OR may not fit this map "
-               "(unreconstructed points are marked -1)")
-        quality["warnings"].append(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        quality["warnings"].append(
+            f"{source}: only {frac:.0%} of the indexed child points got a parent; the OR may not fit this map "
+            "(unreconstructed points are marked -1)")
     coords = {"y": omap.coords["y"], "x": omap.coords["x"]}
     attrs_p = {"parameters": json.dumps(params)}
     ds = xr.Dataset(
@@ -1035,6 +1108,7 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
             **attrs_p,
             "quality": json.dumps(quality),
             "source": str(source),
+            "grid": omap.grid,
         },
     )
     children = pd.DataFrame({
@@ -1043,6 +1117,26 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     }, index=g.grains.table.index)
     parents = _parent_table(omap, pid, pix_variant, ds, parent_q, labels, g, g_misfit)
     return ParentReconstruction(ds, parents, children, orel, or_fit, g.grains, quality)
+
+
+def _pixel_variants(omap: OrientationMap, orel: OrientationRelationship, sel: np.ndarray, pq: np.ndarray,
+                    tolerance_deg: float, window: int = 3) -> np.ndarray:
+    """Per-pixel variants where variants closer than the grain tolerance share a grain: the
+    nearest variant of each pixel, then the majority in a ``window`` x ``window`` box where
+    that majority variant still fits the pixel within ``tolerance_deg`` (noise of the order
+    of the variant spacing flips single pixels)."""
+    from scipy.ndimage import uniform_filter
+
+    raw = np.full(omap.size, -1, dtype=np.int64)
+    for s in range(0, sel.size, 1 << 18):
+        part = sel[s:s + (1 << 18)]
+        raw[part], _ = orel.variant_of(omap.q[part], pq[part])
+    counts = np.stack([uniform_filter((raw == k).reshape(omap.shape).astype(np.float32), size=window).ravel()[sel]
+                       for k in range(orel.n_variants)])
+    major = np.argmax(counts, axis=0)
+    ideal = quat_multiply(orel.variants[major], pq[sel])
+    fits = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
+    return np.where(fits < tolerance_deg, major, raw[sel]).astype(np.int16)
 
 
 def _parent_table(omap: OrientationMap, pid: np.ndarray, pix_variant: np.ndarray, ds: xr.Dataset,
@@ -1125,13 +1219,14 @@ def boundary_f1(labels: np.ndarray, truth: np.ndarray, *, tolerance_px: float = 
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def _regions(keys: np.ndarray) -> np.ndarray:
-    """Connected regions (4-connectivity) of equal non-negative keys: region id per pixel, -1 elsewhere."""
+def _regions(keys: np.ndarray, grid: str = "square") -> np.ndarray:
+    """Connected regions (edge neighbours: 4 on a square, 6 on a hexagonal grid) of equal
+    non-negative keys: region id per pixel, -1 elsewhere."""
     ny, nx = keys.shape
     flat = keys.reshape(-1)
-    idx = np.arange(flat.size).reshape(ny, nx)
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    pairs = [offset_pairs((ny, nx), grid, off) for off in first_neighbour_offsets(grid)]
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
     join = (flat[a] == flat[b]) & (flat[a] >= 0)
     graph = sparse.coo_matrix((np.ones(int(join.sum()), np.int8), (a[join], b[join])), shape=(flat.size, flat.size))
     _, lab = connected_components(graph, directed=False)
@@ -1171,11 +1266,12 @@ def substructure_sizes(rec: ParentReconstruction, *, min_size_px: int = 2) -> pd
     bn = np.asarray(ds["bain"].values).astype(np.int64)
     vr = np.asarray(ds["variant"].values).astype(np.int64)
     ok = (pid >= 0) & (vr >= 0)
+    grid = str(ds.attrs.get("grid", "square"))
     step_x = float(abs(ds["x"].values[1] - ds["x"].values[0])) if ds.sizes["x"] > 1 else 1.0
     step_y = float(abs(ds["y"].values[1] - ds["y"].values[0])) if ds.sizes["y"] > 1 else step_x
     rows = {}
     for level, key in (("packet", pid * 8 + pk), ("block", (pid * 8 + pk) * 4 + bn), ("variant", pid * 64 + vr)):
-        lab = _regions(np.where(ok, key, -1))
+        lab = _regions(np.where(ok, key, -1), grid)
         area_px = np.bincount(lab[lab >= 0])
         area_px = area_px[area_px >= min_size_px]
         area = area_px * step_x * step_y
@@ -1228,3 +1324,74 @@ def parent_map(rec: ParentReconstruction, *, ebsd: xr.Dataset) -> xr.Dataset:
         out.attrs[key] = ds.attrs[key]
     return out
 
+
+def grain_parent_quantities(ebsd: xr.Dataset, grains: Grains, *, reconstruction: ParentReconstruction | None = None,
+                            explained_deg: float = 5.0, **options: Any) -> pd.DataFrame:
+    """Per child grain: what its parent grain and its boundaries say about it.
+
+    Columns (indexed by the grain ids of ``grains``): ``parent_variants`` and
+    ``parent_packets`` (distinct variants / packets in the grain's parent grain),
+    ``parent_fit`` (mean misfit of the grain's points to their ideal variant, deg),
+    ``parent_fraction`` (share of the grain's points that got a parent) and
+    ``or_boundary_fraction`` (share of the grain's boundary length to other child grains
+    that a variant pair of the OR explains within ``explained_deg``). Lath martensite and
+    bainite have many variants per parent and OR boundaries; polygonal ferrite, whose
+    neighbours are unrelated, has neither (a random boundary fits KS within 5 deg about a
+    quarter of the time).
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+    grains : Grains
+        The grains to describe (e.g. those of the annotation rules).
+    reconstruction : ParentReconstruction, optional
+        Made with ``reconstruct_parent(ebsd, **options)`` when omitted.
+    explained_deg : float
+    **options
+        Keyword options of :func:`reconstruct_parent`.
+
+    Returns
+    -------
+    pd.DataFrame
+
+    Example
+    -------
+    >>> import metallo.synth as ms
+    >>> from metallo.ebsd import grains
+    >>> m = ms.make_martensite(0, shape=(80, 80), n_parents=4)
+    >>> t = grain_parent_quantities(m.ebsd, grains(m.ebsd))
+    >>> bool(t["or_boundary_fraction"].median() > 0.8)
+    True
+    """
+    rec = reconstruction if reconstruction is not None else reconstruct_parent(ebsd, **options)
+    ids = np.asarray(grains.ids.values).reshape(-1).astype(np.int64)
+    n = len(grains.table)
+    pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
+    has = pid >= 0
+
+    def per_grain(values: np.ndarray) -> np.ndarray:
+        keep = (ids >= 0) & np.isfinite(values)
+        total = np.bincount(ids[keep], weights=values[keep], minlength=n)
+        count = np.bincount(ids[keep], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    table = rec.parents
+    nv = np.where(has, table["n_variants"].to_numpy(np.float64)[np.maximum(pid, 0)] if len(table) else 0.0, np.nan)
+    npk = np.where(has, table["n_packets"].to_numpy(np.float64)[np.maximum(pid, 0)] if len(table) else 0.0, np.nan)
+    out = pd.DataFrame({
+        "parent_variants": per_grain(nv), "parent_packets": per_grain(npk),
+        "parent_fit": per_grain(np.asarray(rec.dataset["misfit"].values, dtype=np.float64).reshape(-1)),
+        "parent_fraction": per_grain(has.astype(np.float64)),
+    }, index=grains.table.index)
+    g = _graph(ebsd, grains, options.get("child_phase"), options.get("parent_phase"), 5.0)
+    child_edge = (g.role[g.a] == 1) & (g.role[g.b] == 1)
+    a, b, length = g.a[child_edge], g.b[child_edge], g.length[child_edge].astype(np.float64)
+    orel = rec.orientation_relationship
+    fit, _, _ = _best_pair(orel.parent_candidates(g.q[a]), orel.parent_candidates(g.q[b]))
+    good = length * (fit < explained_deg)
+    total = np.bincount(a, weights=length, minlength=n) + np.bincount(b, weights=length, minlength=n)
+    hit = np.bincount(a, weights=good, minlength=n) + np.bincount(b, weights=good, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["or_boundary_fraction"] = np.where(total > 0, hit / np.maximum(total, 1e-300), np.nan)
+    return out

@@ -146,3 +146,24 @@ def grain_map_figure(ids: np.ndarray, *, title: str, extent_um: tuple[float, flo
     ax.set_xlabel("x (µm)" if extent else "x (px)")
     ax.set_ylabel("y (µm)" if extent else "y (px)")
     return fig
+
+
+def parent_figure(parent_id: np.ndarray, pag_boundary: np.ndarray, packet: np.ndarray, *,
+                  extent_um: tuple[float, float] | None = None) -> Any:
+    """Reconstructed parent (prior austenite) grains (random colours, black = not
+    reconstructed) with PAG boundaries, beside the packet map."""
+    rng = np.random.default_rng(0)
+    n = int(parent_id.max()) + 1 if parent_id.size and parent_id.max() >= 0 else 0
+    palette = np.vstack([np.zeros((1, 3)), 0.2 + 0.8 * rng.random((n, 3))])
+    rgb = palette[parent_id + 1]
+    rgb[pag_boundary > 0] = 1.0
+    pk = np.vstack([np.zeros((1, 3)), PALETTE[:4]])[np.clip(packet, -1, 3) + 1]
+    fig = _figure(10, 4.6)
+    axes = fig.subplots(1, 2)
+    extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
+    for ax, img, title in zip(axes, (rgb, pk), ("parent grains (white: PAG boundaries)", "packets"), strict=True):
+        ax.imshow(img, extent=extent, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("x (µm)" if extent else "x (px)")
+    axes[0].set_ylabel("y (µm)" if extent else "y (px)")
+    return fig

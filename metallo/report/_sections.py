@@ -346,15 +346,39 @@ def _parent_sections(spec: Any) -> list[Section]:
         ds = spec[node]
         section = Section(f"parent:{node}", f"Parent austenite — {names.map_of(node)}")
         quality = _json_attr(ds.attrs, names.QUALITY)
+        orel = _json_attr(ds.attrs, "orientation_relationship")
+        fit = _json_attr(ds.attrs, "or_fit")
+        rows = []
+        if orel:
+            rows.append({"": "orientation relationship",
+                         "value": f"{orel.get('name', '')}: {orel.get('deviation_from_ks_deg', float('nan')):.2f}° from KS, "
+                                  f"{orel.get('deviation_from_nw_deg', float('nan')):.2f}° from NW"})
+        if fit:
+            q = fit.get("misfit_quantiles_deg", {})
+            rows.append({"": "OR fit",
+                         "value": f"{fit.get('method', '')}, {fit.get('n_boundaries', 0)} boundaries; misfit quartiles "
+                                  f"{q.get('q25', float('nan')):.2f} / {q.get('q50', float('nan')):.2f} / "
+                                  f"{q.get('q75', float('nan')):.2f}°; {fit.get('explained_fraction', float('nan')):.0%} "
+                                  f"within {fit.get('explained_deg', 5):g}° (random: {fit.get('chance_fraction', float('nan')):.0%})"})
         if quality:
             section.blocks += _quality_blocks(quality, "Reconstruction quality")
+            rows += [{"": "warning", "value": str(w)} for w in quality.get("warnings", [])]
+        if rows:
+            section.blocks.append(table(pd.DataFrame(rows)))
         if names.PARENT_GRAIN_ID in ds:
             ids = ds[names.PARENT_GRAIN_ID]
-            section.blocks.append(_figure(figs.grain_map_figure(np.asarray(ids.values), title="parent austenite grains",
-                                                                extent_um=_extent(ids)), f"parent grains {node}"))
+            if "pag_boundary" in ds and "packet" in ds:
+                fig = figs.parent_figure(np.asarray(ids.values), np.asarray(ds["pag_boundary"].values),
+                                         np.asarray(ds["packet"].values), extent_um=_extent(ids))
+            else:
+                fig = figs.grain_map_figure(np.asarray(ids.values), title="parent austenite grains", extent_um=_extent(ids))
+            section.blocks.append(_figure(fig, f"parent grains {node}"))
         pag = names.quantity(node, names.GRAIN_SIZE)
         if pag in spec:
             section.blocks += [Block("h3", text="Prior-austenite grain size (ASTM E112)"), table(spec.table(pag))]
+        substructure = names.quantity(node, "substructure")
+        if substructure in spec:
+            section.blocks += [Block("h3", text="Packets, blocks, variants"), table(spec.table(substructure))]
         if names.OR_MISFIT in ds:
             misfit = np.asarray(ds[names.OR_MISFIT].values, dtype=np.float64)
             misfit = misfit[np.isfinite(misfit)]

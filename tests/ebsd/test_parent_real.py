@@ -52,7 +52,19 @@ def test_or_fit_and_reconstruction_on_real_martensite(shared_file):
     assert explained["KS"] == pytest.approx(0.575, abs=0.005)  # SOURCE.md: 57.5 % within 5 deg of KS
     # Measured 0.784: the issue asks >= 0.80 (not reached); well above KS and chance (0.19).
     assert explained["fitted"] > 0.77
+    # The same on grain boundaries: > 15 deg between 5-deg grains of >= 3 points, weighted
+    # by boundary length (measured 0.86; unweighted 0.77).
+    from metallo.ebsd import _parent as P
+
+    g = P._graph(ebsd, None, None, None, 5.0)
+    o = fit.orientation_relationship
+    ang = misorientation_angle(g.q[g.a], g.q[g.b])
+    f, _, _ = _best_pair(o.parent_candidates(g.q[g.a]), o.parent_candidates(g.q[g.b]))
+    sel = (ang > 15) & (g.area[g.a] >= 3) & (g.area[g.b] >= 3)
+    assert (g.length[sel] * (f[sel] < 5)).sum() / g.length[sel].sum() > 0.8
     rec = reconstruct_parent(ebsd, fit)
+    # The fitted OR's closest variants are 4.8 deg apart: refitted on variant grains.
+    assert rec.or_fit.method == "child-child (variant grains)"
     quality = json.loads(rec.dataset.attrs["quality"])
     assert quality["reconstructed_fraction"] > 0.9
     assert quality["pixel_misfit_quantiles_deg"]["q50"] < 3.0

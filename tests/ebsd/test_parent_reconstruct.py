@@ -44,13 +44,20 @@ def _scores(m, rec):
     }
 
 
-@pytest.mark.parametrize("orn", ["KS", "NW"])
+@pytest.mark.parametrize("orn", ["KS", "NW", "GT"])
 def test_synthetic_martensite_meets_the_acceptance_numbers(orn):
     m = make_martensite(1, orientation_relationship=orn, noise_deg=2.0, unindexed=0.05, n_parents=24)
     fit = fit_orientation_relationship(m.ebsd)
-    assert or_angle(fit.orientation_relationship, m.orientation_relationship) < 0.5
-    assert fit.method == "child-child" and fit.misfit_quantiles_deg["q50"] < 1.0
+    assert fit.method == "child-child"
     rec = reconstruct_parent(m.ebsd, fit)
+    assert or_angle(rec.orientation_relationship, m.orientation_relationship) < 0.5
+    if orn == "GT":
+        # GT's closest variants (3.2 deg) share 5 deg grains: the grain-mean fit is biased
+        # (measured 1.4 deg) until it is refitted on the variant grains.
+        assert rec.or_fit.method == "child-child (variant grains)"
+        assert or_angle(fit.orientation_relationship, m.orientation_relationship) > 0.5
+    else:
+        assert rec.or_fit is fit and fit.misfit_quantiles_deg["q50"] < 1.0
     s = _scores(m, rec)
     assert s["parent_within_3"] >= 0.95
     assert s["f1"] >= 0.9
@@ -99,3 +106,43 @@ def test_synthetic_truth_is_consistent():
     for p in range(5):
         sel = m.parent_id == p
         assert np.unique(m.packet[sel]).size >= min(2, np.unique(m.block[sel]).size)
+
+
+def test_given_gt_reconstructs_from_variant_grains():
+    # GT's closest variants (3.2 deg) share 5 deg grains; the second pass on variant grains
+    # gives each point its own variant.
+    m = make_martensite(1, orientation_relationship="GT")
+    rec = reconstruct_parent(m.ebsd, "GT")
+    assert rec.grains.parameters.get("variant_grains") is True
+    s = _scores(m, rec)
+    assert s["parent_within_3"] >= 0.95 and s["f1"] >= 0.9 and s["variant"] >= 0.95
+    # One pass: per-point variants under a parent averaged over two-variant grains
+    # (measured 0.94 against 0.997).
+    single = reconstruct_parent(m.ebsd, "GT", refine=False)
+    assert _scores(m, single)["variant"] < s["variant"] - 0.03
+
+
+def test_hexagonal_grid_uses_six_neighbours():
+    # The same synthetic points read as a hexagonal grid: neighbourhoods change, PAGs remain.
+    m = make_martensite(2, shape=(120, 120), n_parents=6, noise_deg=1.0, unindexed=0.0)
+    hexa = m.ebsd.copy()
+    hexa.attrs.update(grid="hexagonal", step_y_um=m.ebsd.attrs["step_um"] * np.sqrt(3) / 2)
+    rec = reconstruct_parent(hexa, "KS")
+    assert _scores(m, rec)["parent_within_3"] > 0.95
+    assert json.loads(rec.dataset.attrs["quality"])["reconstructed_fraction"] > 0.95
+    from metallo.ebsd import substructure_sizes
+
+    assert substructure_sizes(rec).loc["packet", "n_regions"] >= 6
+
+
+def test_wrong_or_and_empty_map():
+    m = make_martensite(1, shape=(120, 120), n_parents=6)
+    with pytest.warns(UserWarning, match="got a parent") as record:
+        rec = reconstruct_parent(m.ebsd, "Bain")  # 11 deg from the KS the map was made with
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert json.loads(rec.dataset.attrs["quality"])["reconstructed_fraction"] < 0.2
+    assert (rec.parent_ids == -1).mean() > 0.8  # marked, not forced
+    empty = m.ebsd.copy()
+    empty["phase"][:] = -1
+    with pytest.raises(ParentReconstructionError, match="no indexed point of the child phase"):
+        reconstruct_parent(empty, "KS")

@@ -57,3 +57,28 @@ def test_metallo_parent_command(tmp_path):
     bad = CliRunner().invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "out.h5"), "--or", "XYZ",
                                    "--overwrite"])
     assert bad.exit_code == 1 and "unknown orientation relationship" in bad.output
+
+
+def test_recipe_step_parent(tmp_path):
+    import yaml
+
+    from metallo.pipeline import run
+
+    m = make_martensite(3, shape=(90, 90), n_parents=4)
+    write_ang(m.ebsd, tmp_path / "mart.ang")
+    recipe = {"specimen": {"id": "M1"}, "output": {"dir": "out"}, "inputs": {"ebsd": {"path": "mart.ang"}},
+              "steps": {"parent": {"orientation_relationship": "KS"}, "quantify": {"what": ["grains"]}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    first = run(tmp_path / "r.yaml")
+    assert [s["status"] for s in first.steps if s["step"] == "parent"] == ["ran"]
+    spec = Specimen.open(first.specimen_path)
+    node = names.parent(names.EBSD_MAP)
+    assert node in spec.nodes() and names.quantity(node, names.GRAIN_SIZE) in spec.nodes()
+    # The same reconstruction as the library call on the map read back from the .ang.
+    rec = reconstruct_parent(spec[names.EBSD_MAP], "KS")
+    assert np.array_equal(spec[node][names.PARENT_GRAIN_ID].values, rec.parent_ids)
+    again = run(tmp_path / "r.yaml")
+    assert [s["status"] for s in again.steps if s["step"] == "parent"] == ["skipped"]
+    html = first.report_path.read_text()
+    assert f"Parent austenite — {names.EBSD_MAP}" in html and "Prior-austenite grain size" in html
+    assert f'alt="parent grains {node}"' in html
