@@ -57,7 +57,6 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # allowance) plus 64 MiB: a damaged header must not make the reader allocate terabytes.
 _MAX_EXPANSION = 1000
 _EDAX_INVALID = -1111111.0
-_PATTERN_NAMES = ("pattern", "EBSDPatterns")
 
 #: First space group number of each Laue group (International Tables), in order.
 _SPACE_GROUP_STARTS = ((1, "-1"), (3, "2/m"), (16, "mmm"), (75, "4/m"), (89, "4/mmm"), (143, "-3"),
@@ -190,7 +189,7 @@ def _patterns_in(f, group: str) -> list[str]:
     if group in f:
         f[group].visititems(
             lambda name, obj: names.append(f"{group}/{name}")
-            if isinstance(obj, h5py.Dataset) and obj.ndim == 3 and any(p.lower() in name.lower() for p in _PATTERN_NAMES)
+            if isinstance(obj, h5py.Dataset) and obj.ndim == 3 and "pattern" in name.lower()
             else None
         )
     return names
