@@ -252,7 +252,7 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
         renumbered[phase == pid] = k
     unindexed = (renumbered == 0) | ~np.isfinite(euler).all(axis=1)
     euler[unindexed] = _UNINDEXED_EULER
-    ci = np.where(unindexed, -1.0, np.nan_to_num(ci, nan=-1.0))
+    ci = np.where(unindexed, -1.0, np.nan_to_num(ci, nan=0.0))  # CI < 0 would unindex the point
     phase = np.where(unindexed, 0, renumbered)
     rows, cols = np.divmod(np.arange(ny * nx), nx)
     yy = float(ebsd["y"].values[0]) + rows * step_y

@@ -57,7 +57,6 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # allowance) plus 64 MiB: a damaged header must not make the reader allocate terabytes.
 _MAX_EXPANSION = 1000
 _EDAX_INVALID = -1111111.0
-_PATTERN_NAMES = ("pattern", "EBSDPatterns")
 
 #: First space group number of each Laue group (International Tables), in order.
 _SPACE_GROUP_STARTS = ((1, "-1"), (3, "2/m"), (16, "mmm"), (75, "4/m"), (89, "4/mmm"), (143, "-3"),
@@ -166,6 +165,8 @@ class _Reader:
             if key not in self.f:
                 continue
             values = self.array(key)
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]  # h5oina stores per-point columns as (size, 1)
             if values.ndim != 1:
                 continue
             out[ours] = values
@@ -188,7 +189,7 @@ def _patterns_in(f, group: str) -> list[str]:
     if group in f:
         f[group].visititems(
             lambda name, obj: names.append(f"{group}/{name}")
-            if isinstance(obj, h5py.Dataset) and obj.ndim == 3 and any(p.lower() in name.lower() for p in _PATTERN_NAMES)
+            if isinstance(obj, h5py.Dataset) and obj.ndim == 3 and "pattern" in name.lower()
             else None
         )
     return names
@@ -417,6 +418,9 @@ def _oxford_phases(r: _Reader, header: str, phase_ids: np.ndarray) -> tuple[list
             base = f"{group}/{key}"
             space_group = int(r.number(f"{base}/Space Group", 0) or 0)
             laue = laue_of_space_group(space_group) if 1 <= space_group <= 230 else None
+            if laue is None and f"{base}/Laue Group" in r.f:
+                symbol = _text(r.f[f"{base}/Laue Group"].attrs.get("Symbol", b""))
+                laue = _POINT_GROUP_LAUE.get(symbol.replace(" ", ""))
             if laue is None:
                 code = int(r.number(f"{base}/Laue Group", 0) or 0)
                 if code not in CTF_LAUE:
@@ -447,7 +451,8 @@ def read_h5oina(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
     Returns
     -------
     xr.Dataset
-        The EBSD layout: ``iq`` = band contrast, ``fit`` = MAD, plus ``bs``, ``bands``,
+        The EBSD layout: ``iq`` = band contrast, ``fit`` = MAD (converted to degrees, as in
+        .ctf), plus ``bs``, ``bands``,
         ``error`` and the other per-point datasets. Without a ``Header/Phases`` group the
         phases are unknown: they become triclinic (``-1``) with a warning and
         ``attrs["phases_assumed"] = 1``.
@@ -492,6 +497,8 @@ def read_h5oina(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
             if not (nx and ny and sx):
                 raise FormatError(f"{source}: {header}: X Cells, Y Cells and X Step are needed without X/Y data")
             x, y = raster_coordinates(n, (int(ny), int(nx)), (sx, sy or sx), source=source)
+        if "fit" in cols:
+            cols["fit"] = np.degrees(cols["fit"].astype(np.float64))  # MAD: radians in h5oina, degrees here
         tilt = r.number(f"{header}/Tilt Angle")
         head = {
             "format": "h5oina", "scan": name, "n_points": n, "X Cells": nx, "Y Cells": ny, "X Step": sx,

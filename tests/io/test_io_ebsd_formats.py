@@ -110,21 +110,25 @@ def _write_h5oina(path, *, slices=("1", "2"), phases=True):
     with h5py.File(path, "w") as f:
         f["Manufacturer"], f["Format Version"] = "Oxford Instruments", "5.0"
         for k, s in enumerate(slices):
-            d = f.create_group(f"{s}/EBSD/Data")
+            d = f.create_group(f"{s}/EBSD/Data")  # per-point columns are (size, 1) in the spec
             yy, xx = np.divmod(np.arange(12), 4)
-            d["X"], d["Y"] = (xx * 0.5).astype("f4"), (yy * 0.5).astype("f4")
+            d["X"], d["Y"] = (xx * 0.5).astype("f4")[:, None], (yy * 0.5).astype("f4")[:, None]
             d["Euler"] = (rng.random((12, 3)) * [6, 3, 6]).astype("f4")
-            d["Phase"] = np.array([0, 1, 2] * 4, "u1")
-            d["Band Contrast"] = np.full(12, 100 + k, "u1")
-            d["Mean Angular Deviation"] = np.full(12, 0.4, "f4")
+            d["Phase"] = np.array([0, 1, 2] * 4, "u1")[:, None]
+            d["Band Contrast"] = np.full((12, 1), 100 + k, "u1")
+            d["Mean Angular Deviation"] = np.full((12, 1), np.radians(0.4), "f4")
             h = f.create_group(f"{s}/EBSD/Header")
             h["X Cells"], h["Y Cells"], h["X Step"], h["Y Step"] = 4, 3, 0.5, 0.5
             if phases:
                 for pid, (name, sg, laue, angles) in enumerate(
-                    (("Iron bcc", 229, 11, 90.0), ("Mg", 194, 9, 120.0)), start=1
+                    (("Iron bcc", 229, 11, 90.0), ("Mg", 194, 0, 120.0)), start=1
                 ):
                     g = h.create_group(f"Phases/{pid}")
-                    g["Phase Name"], g["Space Group"], g["Laue Group"] = name, sg, laue
+                    g["Phase Name"], g["Laue Group"] = name, laue
+                    if pid == 1:
+                        g["Space Group"] = sg
+                    else:  # no space group: the Laue Group's Symbol attribute decides
+                        g["Laue Group"].attrs["Symbol"] = "6/mmm"
                     g["Lattice Dimensions"] = np.array([2.87, 2.87, 2.87], "f4")
                     g["Lattice Angles"] = np.radians([90.0, 90.0, angles]).astype("f4")
 
@@ -136,7 +140,8 @@ def test_h5oina_slices_and_phases(tmp_path):
     assert json.loads(first.attrs["scans"]) == ["1", "2"]
     assert float(first["iq"].max()) == 100 and float(second["iq"].max()) == 101
     phases = phases_of(first)
-    assert [(p["name"], p["symmetry"], p["space_group"]) for p in phases] == [("Iron bcc", "m-3m", 229), ("Mg", "6/mmm", 194)]
+    assert [(p["name"], p["symmetry"], p.get("space_group")) for p in phases] == [("Iron bcc", "m-3m", 229), ("Mg", "6/mmm", None)]
+    assert float(first["fit"].max()) == pytest.approx(0.4, rel=1e-5)  # MAD: radians in the file, degrees here
     assert phases[1]["lattice"][5] == pytest.approx(120.0)  # radians in the file, degrees here
     np.testing.assert_array_equal(first["phase"].values[0], [-1, 1, 2, -1])
     with pytest.raises(ConfigError, match="no slice '7'; the file has 1, 2"):

@@ -226,3 +226,12 @@ def test_monoclinic_z_setting_matches_orix(tmp_path):
     ours_y = misorientation_angle(euler_to_quat(a), euler_to_quat(b), symmetry="2/m")
     np.testing.assert_allclose(ours_z, theirs, atol=1e-4)
     assert np.abs(ours_y - theirs).max() > 90.0  # the default (b unique) setting differs
+
+
+def test_ang_keeps_indexed_points_without_ci(tmp_path):
+    ebsd = synthetic("square")
+    ci = ebsd["ci"].values.copy()
+    ci[0, :] = np.nan  # e.g. a map from a format without CI
+    ebsd["ci"] = (("y", "x"), ci)
+    back = read_ebsd(write_ebsd(ebsd, tmp_path / "noci.ang"))
+    np.testing.assert_array_equal(back["phase"].values, ebsd["phase"].values)
