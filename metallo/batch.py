@@ -152,6 +152,8 @@ def run_batch(
 
     Examples
     --------
+    Not run by the doctest suite (it starts a Dask cluster; ``tests/pipeline`` runs batches):
+
     >>> result = run_batch(["recipes/"], workers=2)  # doctest: +SKIP
     >>> [r["specimen"] for r in result.failed]  # doctest: +SKIP
     """

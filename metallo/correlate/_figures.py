@@ -65,7 +65,13 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
 
     Examples
     --------
-    >>> overlay_figure(reg, lom, iq, "overlay.png")  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from scipy import ndimage as ndi
+    >>> fixed = ndi.gaussian_filter(np.random.default_rng(0).random((96, 96)), 3)
+    >>> moving = ndi.shift(fixed, (2.0, -3.0), mode="nearest")     # content moved by (+2, -3) px
+    >>> from metallo.correlate import register
+    >>> overlay_figure(register(fixed, moving, method="affine"), fixed, moving, "overlay.png")
+    PosixPath('overlay.png')
     """
     f = _grey(fixed)
     identity = Registration(

@@ -35,8 +35,9 @@ def read_points(path: str | Path) -> np.ndarray:
 
     Examples
     --------
-    >>> read_points("Slice381_ctr_pts_bse.txt")[:1]  # doctest: +SKIP
-    array([[ 80.,  86.]])
+    >>> _ = Path("pts_bse.txt").write_text("# x y\\n86 80\\n120.5 33\\n")   # a Fiji point file
+    >>> read_points("pts_bse.txt")[:1]
+    array([[80., 86.]])
     """
     path = Path(path)
     if not path.is_file():
@@ -78,7 +79,12 @@ def read_landmarks(path: str | Path, fixed_path: str | Path | None = None) -> tu
 
     Examples
     --------
-    >>> moving, fixed = read_landmarks("ebsd_pts.txt", "bse_pts.txt")  # doctest: +SKIP
+    >>> _ = write_points(np.array([[10.0, 20.0], [30.0, 5.0]]), "ebsd_pts.txt")
+    >>> _ = write_points(np.array([[12.0, 21.0], [33.0, 6.0]]), "bse_pts.txt")
+    >>> moving, fixed = read_landmarks("ebsd_pts.txt", "bse_pts.txt")
+    >>> fixed - moving
+    array([[2., 1.],
+           [3., 1.]])
     """
     path = Path(path)
     if fixed_path is not None:
@@ -117,7 +123,8 @@ def write_points(points_yx: np.ndarray, path: str | Path) -> Path:
 
     Examples
     --------
-    >>> write_points(np.array([[1.0, 2.0]]), "pts.txt")  # doctest: +SKIP
+    >>> write_points(np.array([[1.0, 2.0]]), "pts.txt").read_text()   # x y
+    '2 1\\n'
     """
     path = Path(path)
     pts = np.asarray(points_yx, dtype=float)

@@ -981,8 +981,16 @@ def register(
 
     Examples
     --------
-    >>> reg = register(lom, ebsd["iq"], method="sift+bspline", grid_um=20.0)  # doctest: +SKIP
-    >>> mask_on_lom = reg.warp(mask, interpolation="nearest", fill_value=255)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from scipy import ndimage as ndi
+    >>> fixed = ndi.gaussian_filter(np.random.default_rng(0).random((96, 96)), 3)
+    >>> moving = ndi.shift(fixed, (2.0, -3.0), mode="nearest")     # content moved by (+2, -3) px
+    >>> reg = register(fixed, moving, method="affine")
+    >>> reg.fixed_to_moving(np.array([[48.0, 48.0]])).round(1)    # (y, x) in the moving image
+    array([[50., 45.]])
+    >>> mask_on_fixed = reg.warp((moving > moving.mean()).astype(np.uint8), interpolation="nearest", fill_value=255)
+    >>> mask_on_fixed.shape
+    (96, 96)
     """
     options = {k: v for k, v in locals().items() if k not in ("fixed", "moving")}
     import time

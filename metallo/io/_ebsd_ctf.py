@@ -64,6 +64,9 @@ def read_ctf(path: str | Path) -> xr.Dataset:
 
     Example
     -------
+    Not run by the doctest suite: it needs a real ``.ctf`` file (metallo writes none;
+    ``tests/io`` reads the shared example maps):
+
     >>> ebsd = read_ctf("map.ctf")  # doctest: +SKIP
     """
     path = Path(path)

@@ -149,6 +149,8 @@ def register_reader(
 
     Examples
     --------
+    Not run by the doctest suite (the reader would stay registered for the whole session):
+
     >>> register_reader("demo-npy", kind="image", extensions=(".npy",),
     ...                 sniff=lambda head: head.startswith(b"\\x93NUMPY"),
     ...                 read=lambda path, **kw: None)  # doctest: +SKIP

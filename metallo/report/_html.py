@@ -72,7 +72,11 @@ def write_report(specimen: Any, out: str | Path, *, limits: Mapping[str, Sequenc
 
     Examples
     --------
-    >>> write_report("S1/S1.h5", "S1/S1_report.html", limits={"lath_bainite": [0.3, 0.45]})  # doctest: +SKIP
+    >>> from metallo.synth import write_demo_specimen
+    >>> specimen = write_demo_specimen("S1", ebsd_shape=(40, 40))        # a small synthetic specimen file
+    >>> report = write_report(specimen, "S1/S1_report.html", limits={"lath_bainite": [0.3, 0.45]})
+    >>> report.name, report.is_file()
+    ('S1_report.html', True)
     """
     from metallo.specimen import Specimen
 

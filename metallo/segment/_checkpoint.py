@@ -78,7 +78,9 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list
 
     Examples
     --------
-    >>> save_checkpoint("unet.pt", model, classes=["a", "b"], mean=[0.5], std=[0.2])  # doctest: +SKIP
+    >>> model = get_model("unet", n_classes=2, base_channels=4)
+    >>> save_checkpoint("unet.pt", model, classes=["a", "b"], mean=[0.5], std=[0.2])
+    PosixPath('unet.pt')
     """
     name = model.model_name if isinstance(model, SegmentationModel) else ""
     if not name:
@@ -123,9 +125,11 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
 
     Examples
     --------
-    >>> net, info = load_checkpoint("runs/unet/fold0.pt")  # doctest: +SKIP
-    >>> info["classes"]  # doctest: +SKIP
-    ['matrix', 'network', 'spheroidite', 'widmanstatten']
+    >>> _ = save_checkpoint("unet.pt", get_model("unet", n_classes=2, base_channels=4),
+    ...                     classes=["ferrite", "pearlite"], mean=[0.5], std=[0.2])
+    >>> net, info = load_checkpoint("unet.pt")
+    >>> info["classes"], net.model_name
+    (['ferrite', 'pearlite'], 'unet')
     """
     label = str(checkpoint) if not isinstance(checkpoint, dict) else "checkpoint"
     sha = ""

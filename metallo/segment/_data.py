@@ -307,7 +307,15 @@ def load_training_folder(folder: str | Path, *, n_classes: int | None = None, cl
 
     Examples
     --------
-    >>> data = load_training_folder("path/to/uhcs")  # doctest: +SKIP
+    >>> from metallo.io import write_image
+    >>> labels = (np.arange(32) >= 16).astype(np.uint8)[None, :].repeat(32, 0)     # ferrite | pearlite
+    >>> for i in range(2):
+    ...     _ = write_image((60 + 120 * labels).astype(np.uint8), f"uhcs/images/m{i}.png")
+    ...     _ = write_image(labels, f"uhcs/labels/m{i}.png")
+    >>> _ = Path("uhcs/classes.json").write_text('{"classes": ["ferrite", "pearlite"]}')
+    >>> data = load_training_folder("uhcs")
+    >>> len(data), data.classes
+    (2, ['ferrite', 'pearlite'])
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -359,8 +367,13 @@ def segmentation_data_from_specimen(specimens: Any, *, micrograph: str = names.m
 
     Examples
     --------
-    >>> data = segmentation_data_from_specimen(spec, micrograph="micrographs/sem",
-    ...                                        annotation="annotations/bainite")  # doctest: +SKIP
+    >>> from metallo.specimen import Specimen
+    >>> from metallo.synth import write_demo_specimen
+    >>> spec = Specimen.open(write_demo_specimen("demo", ebsd_shape=(40, 40)))   # LOM + its true labels
+    >>> data = segmentation_data_from_specimen(spec, micrograph="micrographs/lom",
+    ...                                        annotation="annotations/truth_lom")
+    >>> len(data), data.classes
+    (1, ['polygonal_ferrite', 'lath_bainite'])
     """
     specs = list(specimens) if isinstance(specimens, (list, tuple)) else [specimens]
     samples, classes, ignore = [], None, 255

@@ -311,9 +311,12 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
 
     Examples
     --------
-    >>> labels = predict("runs/uhcs/fold0.pt", micrograph)  # doctest: +SKIP
-    >>> labels.attrs["classes"]  # doctest: +SKIP
-    '["matrix", "network", "spheroidite", "widmanstatten"]'
+    >>> from metallo.segment import get_model, save_checkpoint
+    >>> checkpoint = save_checkpoint("unet.pt", get_model("unet", n_classes=2, base_channels=4),
+    ...                              classes=["ferrite", "pearlite"], mean=[0.5], std=[0.25])   # untrained
+    >>> labels = predict(checkpoint, np.random.default_rng(0).random((64, 64)), tile=None, device="cpu")
+    >>> labels.shape, labels.attrs["classes"]
+    ((64, 64), '["ferrite", "pearlite"]')
     """
     model, info = _model_and_info(checkpoint_or_model, device)
     norm = info.get("normalization", {})
@@ -426,7 +429,14 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
 
     Examples
     --------
-    >>> predict_files("fold0.pt", ["new_micrographs/"], out_dir="pred")  # doctest: +SKIP
+    >>> from metallo.segment import get_model, save_checkpoint
+    >>> checkpoint = save_checkpoint("unet.pt", get_model("unet", n_classes=2, base_channels=4),
+    ...                              classes=["ferrite", "pearlite"], mean=[0.5], std=[0.25])   # untrained
+    >>> from metallo.io import write_image
+    >>> _ = write_image(np.zeros((32, 48), np.uint8), Path("new_micrographs") / "m1.png")
+    >>> records = predict_files(checkpoint, ["new_micrographs/"], out_dir="pred", tile=None, device="cpu")
+    >>> sorted(p.name for p in Path("pred").iterdir())
+    ['m1_labels.png', 'm1_overlay.png']
     """
     from metallo.io import write_image
 
@@ -483,7 +493,18 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
 
     Examples
     --------
-    >>> predict_to_specimen("fold0.pt", spec, micrograph="micrographs/sem")  # doctest: +SKIP
+    >>> from metallo.segment import get_model, save_checkpoint
+    >>> checkpoint = save_checkpoint("unet.pt", get_model("unet", n_classes=2, base_channels=4),
+    ...                              classes=["ferrite", "pearlite"], mean=[0.5], std=[0.25])   # untrained
+    >>> from metallo._xarray import image_dataarray
+    >>> from metallo.specimen import Specimen
+    >>> spec = Specimen.create("S1.h5", specimen_id="S1", overwrite=True)
+    >>> spec.add("micrographs/sem", image_dataarray(np.zeros((32, 48), np.uint8), pixel_size_um=0.1,
+    ...          attrs={"modality": "SEM", "source": "sem.tif", "sha256": ""}), step="io.read_image")
+    >>> predict_to_specimen(checkpoint, spec, micrograph="micrographs/sem", tile=None, device="cpu").shape
+    (32, 48)
+    >>> spec.nodes()
+    ['micrographs/sem', 'segmentations/unet']
     """
     if micrograph not in specimen:
         where = str(getattr(specimen, "path", "specimen"))

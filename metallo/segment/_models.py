@@ -59,6 +59,8 @@ def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
     Examples
     --------
+    Not run by the doctest suite (the name would stay registered for the whole session):
+
     >>> @register_model("my_net")  # doctest: +SKIP
     ... class MyNet(SegmentationModel): ...
     """

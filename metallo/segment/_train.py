@@ -395,9 +395,15 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
 
     Examples
     --------
-    >>> result = train("data/uhcs", model="unet", epochs=30, out_dir="runs/uhcs")  # doctest: +SKIP
-    >>> result.checkpoint  # doctest: +SKIP
-    PosixPath('runs/uhcs/model.pt')
+    >>> from metallo.segment import LabelledImage, SegmentationData
+    >>> labels = (np.arange(32) >= 16).astype(np.uint8)[None, :].repeat(32, 0)     # ferrite | pearlite
+    >>> images = [(0.2 + 0.5 * labels + 0.05 * i)[..., None].astype(np.float32) for i in range(2)]
+    >>> data = SegmentationData([LabelledImage(f"m{i}", im, labels) for i, im in enumerate(images)],
+    ...                         classes=["ferrite", "pearlite"])
+    >>> result = train(data, model="unet", model_kwargs={"base_channels": 4}, epochs=1, tile_size=32,
+    ...                device="cpu", out_dir="runs")        # or train("data/uhcs", ...) on a folder
+    >>> result.checkpoint
+    PosixPath('runs/model.pt')
     """
     data = config_or_dataset if isinstance(config_or_dataset, SegmentationData) else None
     cfg = TrainConfig.from_any(None if data is not None else config_or_dataset, **overrides)
@@ -574,9 +580,15 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
 
     Examples
     --------
-    >>> cv = cross_validate("data/uhcs", model="unet", folds=5, epochs=40)  # doctest: +SKIP
-    >>> cv.table().loc["mean", "mean_iou"]  # doctest: +SKIP
-    0.79
+    >>> from metallo.segment import LabelledImage, SegmentationData
+    >>> labels = (np.arange(32) >= 16).astype(np.uint8)[None, :].repeat(32, 0)     # ferrite | pearlite
+    >>> images = [(0.2 + 0.5 * labels + 0.05 * i)[..., None].astype(np.float32) for i in range(2)]
+    >>> data = SegmentationData([LabelledImage(f"m{i}", im, labels) for i, im in enumerate(images)],
+    ...                         classes=["ferrite", "pearlite"])
+    >>> cv = cross_validate(data, model="unet", model_kwargs={"base_channels": 4}, folds=2, epochs=1,
+    ...                     tile_size=32, device="cpu", out_dir=None)
+    >>> cv.table().index.tolist()        # per fold, then mean and standard deviation
+    ['0', '1', 'mean', 'std']
     """
     data = config_or_dataset if isinstance(config_or_dataset, SegmentationData) else None
     cfg = TrainConfig.from_any(None if data is not None else config_or_dataset, folds=folds, **overrides)
@@ -625,8 +637,16 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
 
     Examples
     --------
-    >>> evaluate("runs/uhcs/fold0.pt", "data/uhcs_test")["mean_iou"]  # doctest: +SKIP
-    0.81
+    >>> from metallo.segment import LabelledImage, SegmentationData
+    >>> labels = (np.arange(32) >= 16).astype(np.uint8)[None, :].repeat(32, 0)     # ferrite | pearlite
+    >>> images = [(0.2 + 0.5 * labels + 0.05 * i)[..., None].astype(np.float32) for i in range(2)]
+    >>> data = SegmentationData([LabelledImage(f"m{i}", im, labels) for i, im in enumerate(images)],
+    ...                         classes=["ferrite", "pearlite"])
+    >>> result = train(data, model="unet", model_kwargs={"base_channels": 4}, epochs=1, tile_size=32,
+    ...                device="cpu", out_dir="runs")
+    >>> metrics = evaluate(result.checkpoint, data, device="cpu")      # or a labelled folder
+    >>> metrics["classes"], metrics["n_pixels"]
+    (['ferrite', 'pearlite'], 2048)
     """
     model, info = load_checkpoint(checkpoint, device=device)
     if not isinstance(data, SegmentationData):
