@@ -35,6 +35,8 @@ _SUBMODULES = (
     "pipeline",
     "report",
     "batch",
+    "names",
+    "steps",
 )
 _ATTRIBUTES = {"Specimen": "metallo.specimen"}
 
@@ -58,10 +60,12 @@ if TYPE_CHECKING:  # pragma: no cover
         correlate,
         ebsd,
         io,
+        names,
         pipeline,
         quantify,
         report,
         segment,
+        steps,
         synth,
     )
     from metallo.specimen import Specimen  # noqa: F401

@@ -2,4 +2,5 @@
 
 from metallo.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
