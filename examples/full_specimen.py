@@ -4,7 +4,8 @@
 
 It follows one synthetic ferrite + lath-bainite specimen (metallo.synth) from the EBSD map and
 the light-optical micrograph to phase fractions with confidence intervals, writing everything
-into one Specimen file with provenance, then the QC report. Replace the synth part with
+into one Specimen file with provenance, then the QC report. Node and step names come from
+``metallo.names``; ``metallo.steps.run_step(spec, step, ...)`` runs the same steps as the recipe. Replace the synth part with
 ``mt.io.read_ebsd("map.ang")`` and ``mt.io.read_image("lom.tif", pixel_size_um=...)`` for real data.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import metallo as mt
+from metallo import names
 from metallo._xarray import image_dataarray
 
 
@@ -36,14 +38,15 @@ def main() -> None:
         overwrite=True,
     )
     lom.attrs.update(source="metallo.synth", sha256="")
-    spec.add("micrographs/lom", lom, step="io.synthetic", parameters={"seed": args.seed})
-    spec.add("ebsd/map", ebsd_map, step="io.synthetic", parameters={"seed": args.seed})
+    spec.add(names.micrograph("lom"), lom, step="io.synthetic", parameters={"seed": args.seed})
+    spec.add(names.EBSD_MAP, ebsd_map, step="io.synthetic", parameters={"seed": args.seed})
 
     # 2. EBSD: cleanup (CI >= 0.1, 5° tolerance, as in the lath-bainite paper), grains, KAM/GOS/GAM.
     cleaned = mt.ebsd.clean(ebsd_map, min_ci=0.1, tolerance_deg=5.0)
-    spec.add("ebsd/clean", cleaned, step="ebsd.clean", parameters={"min_ci": 0.1, "tolerance_deg": 5.0}, inputs=["ebsd/map"])
+    spec.add(names.EBSD_CLEAN, cleaned, step=names.STEP_CLEAN, parameters={"min_ci": 0.1, "tolerance_deg": 5.0},
+             inputs=[names.EBSD_MAP])
     derived = mt.ebsd.derive(cleaned)
-    spec.add("ebsd/clean/derived", derived, step="ebsd.derive", parameters={}, inputs=["ebsd/clean"])
+    spec.add(names.derived(names.EBSD_CLEAN), derived, step=names.STEP_DERIVE, parameters={}, inputs=[names.EBSD_CLEAN])
     grains = mt.ebsd.grains(cleaned, tolerance_deg=5.0)
     print(f"{len(grains.table)} grains, mean ECD {grains.table['ecd_um'].mean():.2f} µm")
 
@@ -52,15 +55,16 @@ def main() -> None:
     reg = mt.correlate.register(lom, iq, method="sift+bspline")
     print("registration quality:", {k: v for k, v in reg.quality.items() if isinstance(v, (int, float))})
     reg_ds = reg.to_dataset()
-    reg_ds.attrs.update(fixed="micrographs/lom", moving="ebsd/clean")
-    spec.add("registration/lom", reg_ds, step="correlate.register", parameters={"method": "sift+bspline"},
-             inputs=["micrographs/lom", "ebsd/clean"])
+    reg_ds.attrs.update(fixed=names.micrograph("lom"), moving=names.EBSD_CLEAN)
+    spec.add(names.registration("lom"), reg_ds, step=names.STEP_REGISTER, parameters={"method": "sift+bspline"},
+             inputs=[names.micrograph("lom"), names.EBSD_CLEAN])
 
     # 4. Annotate: EBSD-informed lath-bainite / polygonal-ferrite mask, carried onto the LOM.
     labels = mt.annotate.from_ebsd(cleaned, rules="lath_bainite")
     on_lom = mt.annotate.to_micrograph(labels, reg, lom)
-    spec.add("annotations/lom", on_lom, step="annotate.to_micrograph", parameters={"rules": "lath_bainite"},
-             inputs=["ebsd/clean", "registration/lom"])
+    annotation = names.annotation_on("lath_bainite", "lom")
+    spec.add(annotation, on_lom, step=names.STEP_TO_MICROGRAPH, parameters={"rules": "lath_bainite"},
+             inputs=[names.EBSD_CLEAN, names.registration("lom")])
 
     # 5. Segment: the unsupervised CNN + superpixel method as a first look (2 classes).
     seg = mt.segment.unsupervised(lom, n_classes=2, n_superpixels=2000, channels=32, max_iter=20, seed=0)
@@ -72,8 +76,9 @@ def main() -> None:
     fields = mt.quantify.measurement_fields(on_lom, grid=(3, 3), ignore_index=255)
     fractions = mt.quantify.phase_fraction_ci(fields, classes=["polygonal_ferrite", "lath_bainite"], ignore_index=255)
     print(fractions.to_string(index=False))
-    spec.add("quantities/phase_fractions", fractions, step="quantify.phase_fraction_ci", parameters={"fields": [3, 3]},
-             inputs=["annotations/lom"])
+    # Named as every chain names it (metallo.names), so the report finds it.
+    spec.add(names.quantity(annotation, names.PHASE_FRACTIONS), fractions, step=names.quantify_step("phases"),
+             parameters={"fields": [3, 3]}, inputs=[annotation])
     spec.save()
 
     # 7. The QC report, from the file alone.

@@ -37,6 +37,8 @@ _SUBMODULES = (
     "report",
     "batch",
     "datasets",
+    "names",
+    "steps",
 )
 _ATTRIBUTES = {"Specimen": "metallo.specimen"}
 
@@ -62,10 +64,12 @@ if TYPE_CHECKING:  # pragma: no cover
         datasets,
         ebsd,
         io,
+        names,
         pipeline,
         quantify,
         report,
         segment,
+        steps,
         synth,
     )
     from metallo.specimen import Specimen  # noqa: F401

@@ -77,9 +77,9 @@ def image_dataarray(
 def pixel_size_um(image: Any) -> float | None:
     """The pixel size in µm of an image, label map or EBSD map, or ``None`` if unknown.
 
-    The one source is the ``x`` coordinate in µm (``units == "um"``): its spacing. Coordinates
-    in pixels (``units == "px"``) mean unknown. Only where the coordinate cannot tell (no ``x``
-    coordinate, a single column, no units) is ``attrs["pixel_size_um"]`` read. Where both are
+    The one source is the ``x`` coordinate: its spacing, in µm unless its ``units`` say
+    ``"px"`` (then the pixel size is unknown). Only where the coordinate cannot tell (no ``x``
+    coordinate, a single column, other units) is ``attrs["pixel_size_um"]`` read. Where both are
     known and agree to 1e-6, the attribute's exact value is returned (no rounding drift).
 
     Examples
@@ -98,7 +98,7 @@ def pixel_size_um(image: Any) -> float | None:
     coords = getattr(image, "coords", None)
     if coords is not None and "x" in coords:
         x = coords["x"]
-        units = str(x.attrs.get("units", ""))
+        units = str(x.attrs.get("units", "um"))
         if units == "px":
             return None
         if units in ("um", "µm") and x.size > 1:

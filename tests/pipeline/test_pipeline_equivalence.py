@@ -112,3 +112,31 @@ def test_command_report_loads_in_chromium(by_commands, load_page, non_blank_frac
     page = load_page(by_commands[1])
     assert page.errors == []
     assert non_blank_fraction(page.screenshot) > 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_real_ebsd_map_recipe_and_commands_agree(shared_file, tmp_path):
+    """A real duplex-steel map (orix-data, 5,657 austenite and 6,043 ferrite points) both ways."""
+    ang = shared_file("ebsd_ang/sdss_ferrite_austenite.ang")
+    phase = names.annotation("phase")
+    steps = {"clean_ebsd": {"min_ci": 0.1, "tolerance_deg": 5.0}, "ebsd_derive": {"tolerance_deg": 5.0},
+             "annotate": {"rules": "phase"}, "quantify": {"labels": [phase], "what": ["phases", "grains"]}}
+    result = pipeline.run({"specimen": {"id": "sdss"}, "output": {"dir": str(tmp_path / "recipe"), "report": False},
+                           "inputs": {"ebsd": {"path": str(ang)}}, "steps": steps})
+    path = tmp_path / "sdss.h5"
+    runner = CliRunner()
+    for args in (["ebsd", str(ang), "--specimen", str(path)],
+                 ["annotate", str(path), "--rules", "phase", "--out", str(tmp_path / "ann")],
+                 ["quantify", str(path), "--labels", phase, "--what", "phases,grains", "--out", str(tmp_path / "q")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 0, f"metallo {' '.join(args)}\n{out.output}"
+    recipe_spec, command_spec = Specimen.open(result.specimen_path), Specimen.open(path)
+    assert recipe_spec.nodes() == command_spec.nodes()
+    fractions = names.quantity(phase, names.PHASE_FRACTIONS)
+    a, b = recipe_spec.table(fractions), command_spec.table(fractions)
+    pd.testing.assert_frame_equal(a, b)
+    ferrite = a.set_index("class").filter(like="ferrite", axis=0)["fraction"].item()
+    assert ferrite == pytest.approx(6043 / 11700, abs=0.01)  # the file's phase column, less the ignore band
+    grains = names.quantity(names.EBSD_CLEAN, names.GRAIN_SIZE)
+    pd.testing.assert_frame_equal(recipe_spec.table(grains), command_spec.table(grains))
