@@ -140,7 +140,10 @@ def _expanded_size(root: yaml.Node, source: str) -> int:
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """The recipe's content and its YAML node tree, refusing alias bombs and duplicate keys."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader already refuses control characters
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
     loader.source = source
     try:
         root = loader.get_single_node()

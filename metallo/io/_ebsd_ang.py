@@ -18,7 +18,14 @@ import xarray as xr
 from metallo._atomic import atomic_path
 from metallo.ebsd._dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.errors import FormatError
-from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
+from metallo.io._ebsd_grid import (
+    check_duplicates,
+    header_count,
+    mark_invalid_points,
+    parse_table,
+    place_on_grid,
+    scatter_to_grid,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "write_ang"]
@@ -141,7 +148,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
     placement = place_on_grid(
         x, y, source=source, grid=grid,
         header_step=(hx, hy),
-        header_shape=(int(nrows) if nrows else None, int(ncols) if ncols else None),
+        header_shape=(header_count(nrows, source, "NROWS"), header_count(ncols, source, "NCOLS_ODD")),
     )
     check_duplicates(placement, source)
     phase_ids = np.rint(phase_col).astype(np.int64)
@@ -156,9 +163,13 @@ def read_ang(path: str | Path) -> xr.Dataset:
         raise FormatError(
             f"{source}: line {n_header + 1 + row}: phase {phase_ids[row]} is not in the header phases {sorted(known)}"
         )
-    marker = (np.abs(euler) > 2.0 * np.pi + 1e-3).any(axis=1)
+    marker = (np.abs(euler - _UNINDEXED_EULER) < 1e-2).any(axis=1)
     phase_ids[marker | (ci < 0)] = -1
     euler[marker] = np.nan
+    extra = {_COLUMNS[c] if c < len(_COLUMNS) else f"col{c}": data[:, c] for c in range(8, n_cols)}
+    mark_invalid_points(
+        euler, phase_ids, {"ci": ci, "iq": iq, **extra}, source=source, first_line_no=n_header + 1
+    )
     variables: dict[str, np.ndarray] = {
         "ci": scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan)),
         "iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan)),
