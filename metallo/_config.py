@@ -139,7 +139,10 @@ def parse_yaml(text: str, *, source: str) -> tuple[Any, dict[str, int]]:
     ...
     metallo.errors.ConfigError: x.yaml: line 2: duplicate key 'a' (first at line 1); each key may appear once
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters already here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
     loader.source = source
     try:
         root = loader.get_single_node()

@@ -215,8 +215,16 @@ def validate_values(ds: xr.Dataset, node: str, kind: str, *, where: str) -> None
     at = f"{where}: node '/{node}'"
     if kind in ("ebsd", "micrographs", "annotations", "segmentations"):
         _check_coords(ds, at)
+    if kind == "micrographs" and np.isinf(np.asarray(ds.attrs.get("pixel_size_um", 1.0), dtype=float)).any():
+        raise SchemaError(f"{at} field 'attrs.pixel_size_um': expected a positive pixel size in µm or NaN; got inf")
     if kind != "ebsd":
         return
+    try:
+        lattices = [p.get("lattice", []) for p in json.loads(str(ds.attrs.get("phases", "[]")))]
+    except (ValueError, AttributeError):
+        lattices = []  # the schema reports malformed phases
+    if not all(np.isfinite(np.asarray(v, dtype=float)).all() for v in lattices if isinstance(v, list)):
+        raise SchemaError(f"{at} field 'attrs.phases': lattice constants must be finite numbers")
     for key in ("step_um", "step_y_um"):
         if key in ds.attrs and not np.isfinite(np.asarray(ds.attrs[key], dtype=float)).all():
             raise SchemaError(f"{at} field 'attrs.{key}': expected a finite step in µm; got {ds.attrs[key]!r}")

@@ -73,7 +73,8 @@ _LAYOUT = ", ".join(
 )
 _CHUNK_BYTES = 4 << 20
 # Exceptions h5py / h5netcdf / xarray raise for unreadable or malformed files.
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError)
+# (AttributeError: h5py yields None for a link whose target a flipped byte broke.)
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError)
 
 
 def _normalize_node(node: str) -> str:

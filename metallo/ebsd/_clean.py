@@ -47,8 +47,11 @@ def _all_neighbour_offsets(grid: str) -> list[tuple[int, int]]:
     return neighbour_offsets(1, grid, half=False)
 
 
-def _ci_correlation(omap: OrientationMap, ci: np.ndarray, euler: np.ndarray, min_ci: float) -> int:
-    low = np.flatnonzero(~(ci >= min_ci))
+def _ci_correlation(omap: OrientationMap, ci: np.ndarray, euler: np.ndarray, min_ci: float,
+                    columns: dict[str, np.ndarray]) -> int:
+    # Cells without a measurement (NaN CI: the padding cell of a hexagonal grid's short rows, a
+    # point missing from the file) are no points to correct.
+    low = np.flatnonzero(ci < min_ci)
     if low.size == 0:
         return 0
     best_ci = np.full(omap.size, -np.inf)
@@ -65,19 +68,20 @@ def _ci_correlation(omap: OrientationMap, ci: np.ndarray, euler: np.ndarray, min
     omap.q[take] = omap.q[src]
     omap.touch()
     omap.phase[take] = omap.phase[src]
-    ci[take] = ci[src]
+    for values in columns.values():  # the neighbour's CI, IQ, fit, ... come with its orientation
+        values[take] = values[src]
     return int(take.size)
 
 
-def _grain_dilation(omap: OrientationMap, euler: np.ndarray, ci: np.ndarray | None, *, tolerance_deg: float,
-                    min_grain_px: int, max_iterations: int) -> int:
+def _grain_dilation(omap: OrientationMap, euler: np.ndarray, columns: dict[str, np.ndarray], *, tolerance_deg: float,
+                    min_grain_px: int, max_iterations: int, no_data: np.ndarray) -> int:
     ids, _ = _label(omap, _first_neighbour_angles(omap), tolerance_deg, min_grain_px)
     ids = ids.astype(np.int64)
     offsets = _all_neighbour_offsets(omap.grid)
     pairs = [offset_pairs(omap.shape, omap.grid, off) for off in offsets]
     changed = 0
     for _ in range(max_iterations):
-        free = ids < 0
+        free = (ids < 0) & ~no_data
         if not free.any():
             break
         pix, gid, src = [], [], []
@@ -104,8 +108,8 @@ def _grain_dilation(omap: OrientationMap, euler: np.ndarray, ci: np.ndarray | No
         omap.q[target] = omap.q[source]
         omap.touch()
         omap.phase[target] = omap.phase[source]
-        if ci is not None:
-            ci[target] = ci[source]
+        for values in columns.values():  # a filled point takes its source's CI, IQ, fit, ...
+            values[target] = values[source]
         changed += int(target.size)
     return changed
 
@@ -162,10 +166,16 @@ def clean(
     omap = orientation_map(ebsd)
     euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3).copy()
     ci = np.asarray(ebsd["ci"].values, dtype=np.float64).reshape(-1).copy() if "ci" in ebsd else None
+    # Per-point measurement columns (CI, IQ, fit, ...) that a dilated point copies from its source.
+    columns = {name: np.asarray(var.values).reshape(-1).copy() for name, var in ebsd.data_vars.items()
+               if var.dims == ("y", "x") and name not in ("phase", "ci") and np.issubdtype(var.dtype, np.floating)}
+    if ci is not None:
+        columns["ci"] = ci
+    no_data = ~np.isfinite(ci) if ci is not None else np.zeros(omap.size, dtype=bool)
     record: list[dict[str, Any]] = json.loads(ebsd.attrs.get("cleanup", "[]"))
     for step in steps:
         if step == "ci_correlation" and ci is not None:
-            n = _ci_correlation(omap, ci, euler, float(min_ci))
+            n = _ci_correlation(omap, ci, euler, float(min_ci), columns)
             record.append({"step": step, "parameters": {"min_ci": float(min_ci)}, "n_changed": n})
         elif step == "ci_threshold":
             bad = np.zeros(omap.size, dtype=bool)
@@ -181,8 +191,9 @@ def clean(
                                                         "min_iq": min_iq, "max_fit": max_fit},
                            "n_changed": int(bad.sum())})
         elif step == "grain_dilation":
-            n = _grain_dilation(omap, euler, ci, tolerance_deg=float(tolerance_deg),
-                                min_grain_px=int(min_grain_px), max_iterations=int(max_iterations))
+            n = _grain_dilation(omap, euler, columns, tolerance_deg=float(tolerance_deg),
+                                min_grain_px=int(min_grain_px), max_iterations=int(max_iterations),
+                                no_data=no_data)
             record.append({"step": step, "parameters": {"tolerance_deg": float(tolerance_deg),
                                                         "min_grain_px": int(min_grain_px)}, "n_changed": n})
     out = ebsd.copy()
@@ -190,8 +201,8 @@ def clean(
     out["euler"] = (("y", "x", "angle"), np.where((omap.phase >= 0)[:, None], euler, np.nan).reshape(shape + (3,)),
                     dict(ebsd["euler"].attrs))
     out["phase"] = (("y", "x"), omap.phase.reshape(shape).astype(np.int16), dict(ebsd["phase"].attrs))
-    if ci is not None:
-        out["ci"] = (("y", "x"), ci.reshape(shape).astype(np.float32), dict(ebsd["ci"].attrs))
+    for name, values in columns.items():
+        out[name] = (("y", "x"), values.reshape(shape).astype(ebsd[name].dtype), dict(ebsd[name].attrs))
     if "quaternion" in out:
         out["quaternion"] = (out["quaternion"].dims, omap.q.reshape(out["quaternion"].shape))
     out.attrs["cleanup"] = json.dumps(record)

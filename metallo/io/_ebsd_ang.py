@@ -19,7 +19,15 @@ import xarray as xr
 from metallo._atomic import atomic_path
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.errors import FormatError
-from metallo.io._ebsd_grid import check_duplicates, parse_table, place_on_grid, scatter_to_grid
+from metallo.io._ebsd_grid import (
+    check_duplicates,
+    header_count,
+    mark_invalid_points,
+    parse_table,
+    place_on_grid,
+    scatter_to_grid,
+    warn_reader,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "tsl_phase_ids", "write_ang"]
@@ -71,15 +79,26 @@ def tsl_phase_ids(
     angles (``euler``, modified in place) become NaN for the marker. ``where(row)`` names the
     place of a bad row in the :class:`FormatError` of a phase id the header does not list.
     """
-    phase_ids = np.rint(np.nan_to_num(phase_col, nan=-1.0)).astype(np.int64)
+    # A non-finite or huge phase becomes an unknown id, reported below.
+    finite = np.nan_to_num(phase_col, nan=2.0**31)
+    phase_ids = np.rint(np.where(np.abs(finite) < 2**31, finite, 2**31)).astype(np.int64)
+    negative = phase_ids < 0
+    if negative.any():
+        row = int(np.argmax(negative))
+        warn_reader(f"{where(row)}: phase {phase_ids[row]} is no TSL phase id (phases are 1..n, 0 = not indexed); "
+                    f"{int(negative.sum())} such points are marked not indexed")
+        phase_ids[negative] = 0 if len(phases) > 1 else -1
     known = {p["id"] for p in phases}
     phase_ids[phase_ids == 0] = phases[0]["id"] if len(phases) == 1 else -1
+    phase_ids[negative] = -1
     unknown = ~np.isin(phase_ids, [*known, -1])
     if unknown.any():
         row = int(np.argmax(unknown))
         raise FormatError(f"{where(row)}: phase {phase_ids[row]} is not in the header phases {sorted(known)}")
+    # The 4*pi Euler marker of OIM's unindexed points; other out-of-range angles are damage
+    # (reported by the readers' value check, not silently unindexed here).
     with np.errstate(invalid="ignore"):
-        marker = ~(np.abs(euler) <= 2.0 * np.pi + 1e-3).all(axis=1)
+        marker = (np.abs(euler - _UNINDEXED_EULER) < 1e-2).any(axis=1)
         phase_ids[marker | (ci < 0)] = -1
     euler[marker] = np.nan
     return phase_ids
@@ -175,11 +194,14 @@ def read_ang(path: str | Path) -> xr.Dataset:
     placement = place_on_grid(
         x, y, source=source, grid=grid,
         header_step=(hx, hy),
-        header_shape=(int(nrows) if nrows else None, int(ncols) if ncols else None),
+        header_shape=(header_count(nrows, source, "NROWS"), header_count(ncols, source, "NCOLS_ODD")),
     )
     check_duplicates(placement, source)
     phase_ids = tsl_phase_ids(
         phase_col, ci, euler, phases, where=lambda row: f"{source}: line {n_header + 1 + row}"
+    )
+    mark_invalid_points(
+        euler, phase_ids, {"ci": ci, "iq": iq}, source=source, first_line_no=n_header + 1
     )
     variables: dict[str, np.ndarray] = {
         "ci": scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan)),

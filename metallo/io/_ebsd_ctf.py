@@ -9,6 +9,7 @@ every point in its own cell; the cells without a point are phase -1 (``attrs["sc
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from metallo._ebsd_dataset import ebsd_dataset, phases_of
 from metallo.errors import ConfigError, FormatError
 from metallo.io._ebsd_grid import (
     check_duplicates,
+    header_count,
+    mark_invalid_points,
     parse_table,
     place_on_grid,
     scatter_to_grid,
@@ -45,6 +48,13 @@ def _number(text: str, source: str, line_no: int, key: str) -> float:
         return float(text.strip().replace(",", "."))
     except ValueError as exc:
         raise FormatError(f"{source}: line {line_no}: {key} is not a number: {text!r}") from exc
+
+
+def _whole(text: str, source: str, line_no: int, key: str, maximum: int) -> int:
+    value = _number(text, source, line_no, key)
+    if not (math.isfinite(value) and value.is_integer() and 0 <= value <= maximum):
+        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number 0-{maximum}; got {text.strip()!r}")
+    return int(value)
 
 
 def read_ctf(path: str | Path) -> xr.Dataset:
@@ -88,7 +98,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
             k += 1
             break
         if key == "Phases":
-            n_phases = int(_number(fields[1], source, k + 1, "Phases"))
+            n_phases = _whole(fields[1], source, k + 1, "Phases", 1000)
             for pid in range(1, n_phases + 1):
                 k += 1
                 if k >= len(lines):
@@ -98,7 +108,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
                     raise FormatError(f"{source}: line {k + 1}: phase {pid} needs lattice, angles, name, Laue group")
                 lengths = [_number(v, source, k + 1, "lattice") for v in pf[0].split(";")]
                 angles = [_number(v, source, k + 1, "lattice angle") for v in pf[1].split(";")]
-                laue = int(_number(pf[3], source, k + 1, "Laue group"))
+                laue = _whole(pf[3], source, k + 1, "Laue group", 1000)
                 if laue not in CTF_LAUE:
                     raise FormatError(
                         f"{source}: line {k + 1}: unknown Laue group {laue} for phase {pf[2].strip()!r}; expected 1-11"
@@ -136,7 +146,8 @@ def read_ctf(path: str | Path) -> xr.Dataset:
     xc, yc = header_number("XCells"), header_number("YCells")
     placement = place_on_grid(
         col["x"], col["y"], source=source, grid="square", header_step=(xs, ys),
-        header_shape=(int(yc) if yc else None, int(xc) if xc else None), scattered=scattered,
+        header_shape=(header_count(yc, source, "YCells"), header_count(xc, source, "XCells")),
+        scattered=scattered,
     )
     if scattered:
         warn_reader(f"{source}: JobMode {header.get('JobMode')}: {placement.note}")
@@ -148,6 +159,11 @@ def read_ctf(path: str | Path) -> xr.Dataset:
         row = int(np.argmax(bad))
         raise FormatError(f"{source}: line {k + 1 + row}: phase {phase_ids[row]} but the header lists {len(phases)} phases")
     euler = np.deg2rad(np.column_stack([col["euler1"], col["euler2"], col["euler3"]]))
+    mark_invalid_points(
+        euler, phase_ids,
+        {n: v for n, v in col.items() if n not in ("phase", "x", "y", "euler1", "euler2", "euler3")},
+        source=source, first_line_no=k + 1,
+    )
     variables = {}
     for name in lower:
         if name in ("phase", "x", "y", "euler1", "euler2", "euler3"):

@@ -17,7 +17,27 @@ import pandas as pd
 
 from metallo.errors import FormatError
 
-__all__ = ["GridPlacement", "parse_table", "place_on_grid", "warn_reader"]
+__all__ = [
+    "GridPlacement",
+    "check_duplicates",
+    "header_count",
+    "mark_invalid_points",
+    "parse_table",
+    "place_on_grid",
+    "points_dataset",
+    "raster_coordinates",
+    "warn_reader",
+]
+
+#: A grid (from the header or the coordinates) is allocated only if the file holds at least
+#: this fraction of its points, or it is small: a corrupt NROWS/YCells or coordinate must not
+#: allocate the grid it claims. Real sparse maps hold a third of their grid or more.
+_MIN_FILL = 1 / 64
+_SMALL_GRID = 1 << 16
+#: Points off the grid (corrupt coordinates) are dropped with a warning if at most this
+#: fraction of the points; more is a FormatError.
+_MAX_OFF_GRID = 0.01
+_EULER_MAX = np.array([2 * np.pi, np.pi, 2 * np.pi])
 
 
 def warn_reader(message: str) -> None:
@@ -85,7 +105,9 @@ def parse_table(
             raise FormatError(
                 f"{source}: line {line_no} has {n} columns, expected {n_expected}"
             ) from exc
-        raise FormatError(f"{source}: non-numeric data after line {first_line_no}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise FormatError(f"{source}: non-numeric data after line {first_line_no}: {reason}") from None
     values = frame.to_numpy()
     bad = np.isnan(values).any(axis=1)
     if bad.any():
@@ -147,11 +169,17 @@ def place_on_grid(
     coarsened if that grid would exceed ``max_cells`` (default 400 cells per point, at most
     one million; points that then share a cell are reported by :func:`check_duplicates`).
     """
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise FormatError(f"{source}: point coordinates must be finite numbers")
     # Binary headers hold float32 steps (0.2 -> 0.200000003): keep the 7 digits float32 has.
-    hx, hy = (float(f"{h:.7g}") if h else None for h in header_step)
+    hx, hy = (float(f"{h:.7g}") if h is not None and np.isfinite(h) and h > 0 else None for h in header_step)
     hrows, hcols = header_shape
+    if hrows and hcols and hrows * hcols > max(len(x) / _MIN_FILL, _SMALL_GRID):
+        warn_reader(
+            f"{source}: header says {hrows} rows x {hcols} columns but the file holds only "
+            f"{len(x)} points; using the coordinates"
+        )
+        hrows = hcols = None
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise FormatError(f"{source}: point coordinates contain infinite values")
     x0, y0 = float(x.min()), float(y.min())
     if scattered:
         from scipy.spatial import cKDTree
@@ -195,7 +223,7 @@ def place_on_grid(
         x0 = float((x - shift).min())
         cols = np.round((x - x0 - shift) / step_x).astype(np.int64)
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
-        _check_size(source, shape, len(x))
+        _check_span(shape, len(x), source)
         _warn_shape(source, header_shape, shape)
         return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
     sx, sy = _min_spacing(x), _min_spacing(y)
@@ -214,24 +242,54 @@ def place_on_grid(
             )
     if steps_ok:
         sx, sy = float(hx or sx), float(hy or sy)
+    off = _off_grid(x, y, sx, sy)
+    if off.any():
+        if off.mean() > _MAX_OFF_GRID:
+            raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
+        first = int(np.argmax(off))
+        warn_reader(
+            f"{source}: {int(off.sum())} points have coordinates off the {sx:g} x {sy:g} µm grid "
+            f"(first: data row {first + 1}, x={x[first]:g}, y={y[first]:g}); they are dropped and "
+            "their cells marked not indexed"
+        )
+    keep = ~off
+    x0, y0 = float(x[keep].min()), float(y[keep].min())
     rows = np.round((y - y0) / sy).astype(np.int64)
     cols = np.round((x - x0) / sx).astype(np.int64)
-    if np.abs((y - y0) / sy - rows).max() > 0.25 or np.abs((x - x0) / sx - cols).max() > 0.25:
-        raise FormatError(f"{source}: point coordinates do not lie on a {sx:g} x {sy:g} µm grid")
+    rows[off], cols[off] = -1, -1
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
-    _check_size(source, shape, len(x))
+    _check_span(shape, len(x), source)
     _warn_shape(source, (hrows, hcols), shape)
     return GridPlacement(shape, rows, cols, float(sx), float(sy), (y0, x0), "square")
 
 
-def _check_size(source: str, shape: tuple[int, int], n_points: int) -> None:
-    """A damaged coordinate must not make the reader allocate a grid of terabytes."""
-    limit = max(64 * n_points, 1 << 22)
-    if shape[0] * shape[1] > limit:
+def _check_span(shape: tuple[int, int], n_points: int, source: str) -> None:
+    """Refuse a grid far larger than the points (a corrupt coordinate or step), before allocating it."""
+    cells = shape[0] * shape[1]
+    if cells > max(n_points / _MIN_FILL, _SMALL_GRID):
         raise FormatError(
-            f"{source}: the point coordinates span a {shape[0]} x {shape[1]} grid for {n_points} points; "
-            f"expected at most {limit} cells (a damaged x/y value?)"
+            f"{source}: the point coordinates span {shape[0]} x {shape[1]} grid cells for only "
+            f"{n_points} points; expected a grid the points fill (corrupt coordinates or steps?)"
         )
+
+
+def _off_grid(x: np.ndarray, y: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Points whose coordinates are corrupt: between grid nodes, or far outside the map.
+
+    "Far outside" is robust to a few corrupt points: beyond the 0.1-99.9 % quantile range of
+    the coordinates by more than 5 % of that range plus two steps.
+    """
+    off = np.zeros(x.shape, dtype=bool)
+    for values, step in ((x, sx), (y, sy)):
+        lo, hi = np.quantile(values, [0.001, 0.999])
+        margin = 0.05 * (hi - lo) + 2 * step
+        off |= (values < lo - margin) | (values > hi + margin)
+    if (~off).any():
+        x0, y0 = x[~off].min(), y[~off].min()
+        for values, start, step in ((x, x0, sx), (y, y0, sy)):
+            ratio = (values - start) / step
+            off |= np.abs(ratio - np.round(ratio)) > 0.25
+    return off
 
 
 def _warn_shape(source: str, header_shape: tuple[int | None, int | None], shape: tuple[int, int]) -> None:
@@ -251,20 +309,80 @@ def _warn_shape(source: str, header_shape: tuple[int | None, int | None], shape:
 
 
 def scatter_to_grid(placement: GridPlacement, values: np.ndarray, fill: float | np.generic) -> np.ndarray:
-    """Put per-point ``values`` (n, ...) onto the grid, ``fill`` where no point landed."""
+    """Put per-point ``values`` (n, ...) onto the grid, ``fill`` where no point landed.
+
+    Points dropped by :func:`place_on_grid` (row -1) are left out.
+    """
     out = np.full(placement.shape + values.shape[1:], fill, dtype=values.dtype)
-    out[placement.rows, placement.cols] = values
+    ok = placement.rows >= 0
+    out[placement.rows[ok], placement.cols[ok]] = values[ok]
     return out
 
 
 def check_duplicates(placement: GridPlacement, source: str) -> None:
-    """Warn when two points land in the same cell (the later one wins)."""
-    flat = placement.rows * placement.shape[1] + placement.cols
-    n_unique = int(np.count_nonzero(np.bincount(flat, minlength=placement.shape[0] * placement.shape[1])))
+    """Warn when two points land in the same cell (the later one wins) or cells stay empty.
+
+    Empty cells (a truncated file, deleted rows) are marked not indexed by the readers; the
+    padding cell at the end of the short rows of a hexagonal grid and scattered
+    ("Interactive") maps are expected to leave cells empty and are not reported.
+    """
+    ok = placement.rows >= 0
+    flat = placement.rows[ok] * placement.shape[1] + placement.cols[ok]
+    counts = np.bincount(flat, minlength=placement.shape[0] * placement.shape[1])
+    n_unique = int(np.count_nonzero(counts))
     if n_unique < flat.size:
         warn_reader(
             f"{source}: {flat.size - n_unique} points share a grid cell with another point; the later row wins"
         )
+    if placement.note:  # scattered points snapped to a grid
+        return
+    empty = (counts == 0).reshape(placement.shape)
+    if placement.grid == "hexagonal":
+        empty[1::2, -1] = False
+    n_empty = int(empty.sum())
+    if n_empty:
+        row, col = np.unravel_index(int(np.argmax(empty)), empty.shape)
+        warn_reader(
+            f"{source}: {n_empty} of {empty.size} grid points are missing from the file (truncated "
+            f"or sparse map; first at row {row}, column {col}); they are marked not indexed"
+        )
+
+
+def header_count(value: float | None, source: str, key: str) -> int | None:
+    """A positive row/column count from a header value; None (with a warning) if it is not one."""
+    if value is None or value == 0:
+        return None
+    if not (np.isfinite(value) and 0 < value < 2**31 and float(value).is_integer()):
+        warn_reader(
+            f"{source}: header {key} {value!r} is not a positive whole number; using the coordinates"
+        )
+        return None
+    return int(value)
+
+
+def mark_invalid_points(
+    euler: np.ndarray, phase: np.ndarray, columns: dict[str, np.ndarray], *, source: str,
+    first_line_no: int,
+) -> None:
+    """Mark indexed points with impossible values not indexed (``phase`` -1), with one warning.
+
+    Impossible: Euler angles (radians) non-finite or outside phi1, phi2 in [0, 2pi], Phi in
+    [0, pi] (+-1e-3), or a non-finite value in any of ``columns`` (e.g. CI, IQ). ``phase`` is
+    changed in place; ``first_line_no`` is the file line of the first data row.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(euler) & (euler >= -1e-3) & (euler <= _EULER_MAX + 1e-3)).all(axis=1)
+        for values in columns.values():  # stored as float32: 1e308 would become inf
+            bad |= ~(np.abs(values) <= np.finfo(np.float32).max)
+    bad &= phase >= 0
+    if bad.any():
+        first = int(np.argmax(bad))
+        names = ", ".join(["Euler angles", *columns])
+        warn_reader(
+            f"{source}: {int(bad.sum())} points have non-finite or out-of-range values ({names}; "
+            f"first at line {first_line_no + first}); they are marked not indexed"
+        )
+        phase[bad] = -1
 
 
 def raster_coordinates(

@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import xarray as xr
 from metallo._atomic import atomic_path, atomic_write_text
 from metallo._xarray import image_dataarray, to_numpy
 from metallo._xarray import pixel_size_um as _pixel_size_of
-from metallo.errors import ConfigError, FormatError
+from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._plugins import reader_for, register_reader
 
 __all__ = ["IMAGE_FORMATS", "read_image", "write_image"]
@@ -42,6 +44,11 @@ MODALITIES = ("LOM", "SEM", "EBSD-IQ", "other")
 
 #: Writable formats by extension.
 IMAGE_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+#: Default cap on the pixels (y * x) of an image read; ``METALLO_MAX_IMAGE_PIXELS`` overrides.
+#: A header may claim any size: the cap is checked before the pixels are decoded.
+MAX_IMAGE_PIXELS = 1 << 30
+_PIL_LOCK = threading.Lock()
 
 # A calibration coarser than this is a print/screen dpi default, not a microscope's.
 _MAX_CALIBRATED_UM = 50.0
@@ -107,7 +114,9 @@ def read_image(
     Raises
     ------
     FormatError
-        The file is missing, truncated, or not an image format metallo knows.
+        The file is missing, truncated, or not an image format metallo knows; it has no
+        pixels; or its header claims more pixels (y * x) than ``METALLO_MAX_IMAGE_PIXELS``
+        (default 2**30), checked before any pixel is decoded.
 
     Examples
     --------
@@ -139,6 +148,34 @@ def read_image(
             stacklevel=2,
         )
     return image
+
+
+def max_image_pixels() -> int:
+    """The pixel cap of :func:`read_image`: ``METALLO_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`."""
+    text = os.environ.get("METALLO_MAX_IMAGE_PIXELS", "")
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text))
+    except (ValueError, OverflowError):
+        value = 0
+    if value < 1:
+        raise ConfigError(f"METALLO_MAX_IMAGE_PIXELS={text!r}: expected a positive pixel count")
+    return value
+
+
+def _check_pixels(path: Path, shape: tuple[int, ...], what: str) -> None:
+    """Refuse empty images and ones over the pixel cap before decoding them."""
+    dims = [int(n) for n in shape]
+    if not dims or min(dims) <= 0:
+        raise FormatError(f"{path}: {what} has no pixels ({' x '.join(map(str, dims)) or 'no size'}); expected an image")
+    pixels = math.prod(dims)
+    cap = max_image_pixels()
+    if pixels > cap:
+        raise FormatError(
+            f"{path}: {what} claims {' x '.join(map(str, dims))} = {pixels:,} pixels, over the cap of "
+            f"{cap:,} (set METALLO_MAX_IMAGE_PIXELS to read larger images)"
+        )
 
 
 def _file_sha256(path: Path) -> str:
@@ -206,6 +243,8 @@ def _finish(
     as_gray: bool,
 ) -> xr.DataArray:
     """Pixel size and modality by priority, attrs, and the DataArray."""
+    if array.size == 0:
+        raise FormatError(f"{path}: the image has no pixels (shape {array.shape}); expected an image")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[2] in (2, 4):  # gray+alpha, RGBA: drop alpha
@@ -249,6 +288,11 @@ def _read_tiff(
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_pixels(
+                path,
+                tuple(n for n, a in zip(series.shape, series.axes, strict=False) if a not in "SC"),
+                "TIFF header",
+            )
             array = series.asarray()
             axes = series.axes
             page = tif.pages.first
@@ -258,8 +302,12 @@ def _read_tiff(
             if sem_ps is not None:
                 meta.setdefault("modality", "SEM")
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
-    except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError) as exc:
-        raise FormatError(f"{path}: not a readable TIFF image ({exc})") from None
+    except MetalloError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError,
+            TypeError, ZeroDivisionError, AttributeError, MemoryError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FormatError(f"{path}: not a readable TIFF image ({reason})") from None
     # Planar RGB comes as (sample, y, x); metallo wants channels last.
     if axes and axes[0] in "SC" and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)
@@ -335,13 +383,24 @@ def _read_with_pillow(
     if head.startswith(b"\x89PNG") and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6):
         array, dpi = _read_png16_color(path), _png_dpi(path)
     else:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                dpi = im.info.get("dpi") if im.format == "PNG" else None
-                array = _pillow_array(im, palette)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise FormatError(f"{path}: not a readable image ({exc})") from None
+        # metallo's own cap replaces Pillow's decompression-bomb limit (a global), so the
+        # error names the file and the setting that raises the cap.
+        with _PIL_LOCK:
+            pil_cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as im:
+                    _check_pixels(path, (im.size[1], im.size[0]), f"{im.format} header")
+                    im.load()
+                    dpi = im.info.get("dpi") if im.format == "PNG" else None
+                    array = _pillow_array(im, palette)
+            except MetalloError:
+                raise
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
+                    IndexError, TypeError, ZeroDivisionError, MemoryError) as exc:
+                reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise FormatError(f"{path}: not a readable image ({reason})") from None
+            finally:
+                Image.MAX_IMAGE_PIXELS = pil_cap
     file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
     return _finish(
         array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta={},
@@ -372,6 +431,8 @@ def _read_png16_color(path: Path) -> np.ndarray:
     import cv2
 
     data = np.frombuffer(path.read_bytes(), np.uint8)
+    width, height = struct.unpack(">II", data[16:24].tobytes())
+    _check_pixels(path, (height, width), "PNG header")
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if array is None:
         raise FormatError(f"{path}: not a readable PNG image (truncated or corrupt)")
@@ -466,6 +527,8 @@ def write_image(
     array = to_numpy(image)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    if array.size == 0:
+        raise FormatError(f"{path}: the image has no pixels (shape {array.shape}); expected an image")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):

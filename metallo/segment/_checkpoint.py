@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,85 @@ import torch
 
 from metallo._device import resolve_device
 from metallo._version import __version__
-from metallo.errors import ModelError, UnknownNameError
+from metallo.errors import ConfigError, ModelError, UnknownNameError
 from metallo.segment._models import SegmentationModel, get_model
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "metallo.segment.checkpoint/1"
+_DIGEST = "content_sha256"
+
+
+def _content_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of the checkpoint's metadata (as JSON) and every tensor's dtype, shape and bytes.
+
+    torch checks no checksum when loading, so a flipped byte in a weight or a class name would
+    otherwise load silently.
+    """
+    import json
+
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", _DIGEST)}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for key in sorted(payload["state_dict"]):
+        tensor = payload["state_dict"][key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _finite_list(value: Any, *, positive: bool = False) -> bool:
+    import math
+
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > 0 or not positive) for v in value)
+    )
+
+
+def _check_payload(payload: dict[str, Any], label: str) -> None:
+    """Refuse a checkpoint whose fields have the wrong type or impossible values."""
+    import math
+
+    def bad(field: str, expected: str) -> ModelError:
+        return ModelError(f"{label}: checkpoint field {field!r}: expected {expected}; got {str(payload.get(field))[:80]!r}")
+
+    if not isinstance(payload.get("model"), str):
+        raise bad("model", "a model name")
+    kwargs = payload.get("model_kwargs")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise bad("model_kwargs", "a dict of model options")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise bad("state_dict", "a dict of tensors")
+    classes = payload.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", "a list of class names")
+    norm = payload.get("normalization")
+    if not (isinstance(norm, dict) and _finite_list(norm.get("mean")) and _finite_list(norm.get("std"), positive=True)):
+        raise bad("normalization", "{'mean': [finite numbers], 'std': [positive numbers]}")
+    ps = payload.get("pixel_size_um")
+    if ps is not None and not (isinstance(ps, (int, float)) and math.isfinite(ps) and ps > 0):
+        raise bad("pixel_size_um", "a positive pixel size in µm or None")
+    ignore = payload.get("ignore_index", 255)
+    if not isinstance(ignore, int) or not 0 <= ignore <= 255:
+        raise bad("ignore_index", "an integer 0-255")
+    for field in ("tile", "metrics", "config"):
+        if not isinstance(payload.get(field, {}), dict):
+            raise bad(field, "a dict")
+
+
+def _check_digest(payload: dict[str, Any], label: str) -> None:
+    """Refuse a checkpoint whose content changed after it was written (checkpoints from before
+    the digest have none and are not checked)."""
+    expected = payload.get(_DIGEST)
+    if expected is not None and expected != _content_digest(payload):
+        raise ModelError(
+            f"{label}: the checkpoint's content does not match its {_DIGEST} (corrupt file); "
+            "expected a file written by metallo train"
+        )
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -101,6 +176,7 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list
         "config": dict(config or {}),
         "metallo_version": __version__,
     }
+    payload[_DIGEST] = _content_digest(payload)
     torch.save(payload, path)
     return path
 
@@ -142,20 +218,40 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError,
+                AttributeError, TypeError, IndexError, MemoryError, zipfile.BadZipFile,
+                struct.error) as exc:
             # torch's own message is a paragraph about weights_only; its first sentence says enough.
-            reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
+            reason = str(exc).splitlines()[0].split(". ")[0][:160] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"{path}: not a readable metallo checkpoint ({reason}); expected a file written by metallo train"
             ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{label}: not a metallo segmentation checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    _check_payload(payload, label)
     name = payload["model"]
     if model is not None and str(model).lower() != name:
         raise ModelError(f"{label}: checkpoint holds model {name!r}, not {model!r}")
+    # Build on the meta device first (no memory): options that a corrupt file inflates must not
+    # allocate a model the weights in the file do not describe.
+    try:
+        with torch.device("meta"):
+            shell = get_model(name, **payload["model_kwargs"])
+    except (UnknownNameError, ConfigError, TypeError, ValueError) as exc:
+        raise ModelError(f"{label}: model {name!r} cannot be built from the checkpoint's options ({exc})") from None
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
+    if expected != stored:
+        wrong = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
+        raise ModelError(
+            f"{label}: weights do not fit model {name!r} ({len(wrong)} tensors missing, unexpected or "
+            f"of the wrong shape, e.g. {wrong[0]!r})"
+        )
+    del shell
+    _check_digest(payload, label)
     try:
         net = get_model(name, **payload["model_kwargs"])
-    except UnknownNameError as exc:
+    except (UnknownNameError, ConfigError) as exc:
         raise ModelError(f"{label}: {exc}") from None
     try:
         result = net.load_state_dict(payload["state_dict"], strict=False)

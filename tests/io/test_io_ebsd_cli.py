@@ -19,6 +19,7 @@ FILES = [
 def test_cli_ebsd_reads_vendor_formats(shared_file, relative, tmp_path):
     from typer.testing import CliRunner
 
+    from metallo import names
     from metallo.cli import app
     from metallo.specimen import Specimen
 
@@ -26,7 +27,7 @@ def test_cli_ebsd_reads_vendor_formats(shared_file, relative, tmp_path):
     result = CliRunner().invoke(app, ["ebsd", str(shared_file(relative)), "--specimen", str(spec_path), "--no-clean"])
     assert result.exit_code == 0, result.output
     spec = Specimen.open(spec_path)
-    ebsd = spec["ebsd/map1"]
+    ebsd = spec[names.EBSD_MAP]
     expected = {".osc": (231, 104), ".h5": (151, 186), ".crc": (243, 359)}[shared_file(relative).suffix]
     assert (ebsd.sizes["y"], ebsd.sizes["x"]) == expected
     assert ebsd.attrs["monoclinic_axis"] == "y"
@@ -36,11 +37,11 @@ def test_cli_ebsd_reads_vendor_formats(shared_file, relative, tmp_path):
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_recipe_reads_an_osc_map(shared_file, tmp_path):
-    from metallo import pipeline
+    from metallo import names, pipeline
     from metallo.specimen import Specimen
 
     recipe = {"specimen": {"id": "Cu"}, "inputs": {"ebsd": {"path": str(shared_file(FILES[0]))}},
               "steps": {"clean_ebsd": {}}}
     result = pipeline.run(recipe, base_dir=tmp_path)
-    ebsd = Specimen.open(result.specimen_path)["ebsd/map"]
+    ebsd = Specimen.open(result.specimen_path)[names.EBSD_MAP]
     assert ebsd.attrs["grid"] == "hexagonal" and json.loads(ebsd.attrs["header"])["format"] == "osc"
