@@ -62,6 +62,7 @@ def segment_step(spec: Any, *, method: str = "unsupervised", micrograph: str | N
     ['segmentations/lom']
     """
     import numpy as np
+    import xarray as xr
 
     where = str(getattr(spec, "path", "specimen"))
     if method not in names.SEGMENT_METHODS:
@@ -82,7 +83,8 @@ def segment_step(spec: Any, *, method: str = "unsupervised", micrograph: str | N
             raise ConfigError(f"{where}: segmentation method 'checkpoint' needs a checkpoint file")
         from metallo.segment._infer import predict
 
-        labels = predict(checkpoint, image, **options)
+        predicted = predict(checkpoint, image, **options)
+        labels = predicted[names.LABELS] if isinstance(predicted, xr.Dataset) else predicted
         class_names = (json.loads(labels.attrs["classes"]) if "classes" in labels.attrs
                        else _class_names(classes, int(labels.max()) + 1, where))
         model, checkpoint_sha, inputs = str(labels.attrs.get("model", "checkpoint")), file_sha256(checkpoint), \

@@ -1,0 +1,41 @@
+"""`metallo step`: any adapter by its step name, with a recipe step's parameters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from metallo import names
+from metallo.cli import app
+from metallo.segment import get_model, predict, save_checkpoint
+from metallo.specimen import Specimen
+from metallo.synth import write_demo_specimen
+
+runner = CliRunner()
+
+
+def test_segment_step_with_a_checkpoint_matches_predict(tmp_path):
+    path = write_demo_specimen(tmp_path / "demo", ebsd_shape=(40, 40))
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4)
+    checkpoint = save_checkpoint(tmp_path / "unet.pt", net, classes=["polygonal_ferrite", "lath_bainite"],
+                                 mean=[0.5], std=[0.25], pixel_size_um=0.3, tile={"size": 32, "scale": 1.0})
+    result = runner.invoke(app, ["step", names.STEP_SEGMENT, str(path), "--set", "method=checkpoint",
+                                 "--set", f"checkpoint={checkpoint}", "--set", "options={device: cpu}"])
+    assert result.exit_code == 0, result.output
+    spec = Specimen.open(path)
+    seg = spec[names.segmentation("lom")]
+    expected = predict(checkpoint, spec[names.micrograph("lom")][names.IMAGE], device="cpu")
+    assert np.array_equal(seg[names.LABELS].values, expected.values)
+    assert json.loads(seg.attrs["classes"]) == ["polygonal_ferrite", "lath_bainite"]
+    assert spec.provenance[-1]["step"] == names.segment_step("checkpoint")
+
+
+def test_unknown_step_lists_the_known_ones(tmp_path):
+    path = write_demo_specimen(tmp_path / "demo", ebsd_shape=(40, 40))
+    result = runner.invoke(app, ["step", "segment.magic", str(path)])
+    assert result.exit_code == 1
+    assert "unknown step 'segment.magic'" in result.output and names.STEP_QUANTIFY in result.output
