@@ -15,6 +15,7 @@ Help is plain text; it lists flags without a ``<bool>`` type and arguments in ca
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import re
@@ -89,7 +90,7 @@ def _plain_help(params: Sequence[Any]) -> None:
         elif isinstance(param, TyperArgument) and param.metavar is None:
             param.metavar = (param.name or "").upper()
             # typer wraps required arguments in braces in usage lines; say NAME as click does.
-            param._usage_display_name = lambda param=param: _usage_name(param)  # type: ignore[method-assign]
+            param._usage_display_name = functools.partial(_usage_name, param)  # type: ignore[method-assign]
 
 
 class _MetalloGroup(TyperGroup):
