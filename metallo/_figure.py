@@ -7,7 +7,7 @@ interactive session. matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -16,7 +16,10 @@ __all__ = ["agg_figure"]
 
 
 def agg_figure(
-    figsize: tuple[float, float] = (6.0, 4.0), *, dpi: float = 100, layout: str | None = None
+    figsize: tuple[float, float] = (6.0, 4.0),
+    *,
+    dpi: float = 100,
+    layout: Literal["constrained", "compressed", "tight"] | None = None,
 ) -> Figure:
     """A new figure attached to a non-interactive Agg canvas.
 

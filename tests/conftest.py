@@ -78,8 +78,10 @@ def _run_in_a_scratch_folder(tmp_path_factory: pytest.TempPathFactory, monkeypat
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
-# Files a test run may add to the repository: the interpreter's and pytest's own caches.
-_RUN_CACHES = ("__pycache__/", ".pyc", ".pytest_cache/", ".hypothesis/")
+# Files that may appear in the repository during a run: the interpreter's and the tools' own
+# caches (a linter run beside the tests is not the tests' doing).
+_RUN_CACHES = ("__pycache__/", ".pyc", ".pytest_cache/", ".hypothesis/", ".mypy_cache/", ".ruff_cache/",
+               ".grimp_cache/", ".import_linter_cache/")
 
 
 def _repository_files() -> set[str] | None:

@@ -150,7 +150,7 @@ def test_cli_warnings_are_one_line_and_errors_speak_cli(tmp_path):
     @demo.command()
     def step(overwrite: bool = typer.Option(False, "--overwrite")) -> None:
         warnings.warn("pixel size unknown;\n   registering in pixels", UserWarning, stacklevel=2)
-        raise ConfigError("node 'ebsd/map1' already exists; pass overwrite=True to re-run step 'ebsd.clean'")
+        raise ConfigError("node 'ebsd/map1' already exists; pass overwrite=True to re-run step 'ebsd.clean' [x]")
 
     @demo.command()
     def other() -> None:
@@ -162,4 +162,4 @@ def test_cli_warnings_are_one_line_and_errors_speak_cli(tmp_path):
     assert out.exit_code == 1
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert lines == ["warning: pixel size unknown; registering in pixels",
-                     "error: node 'ebsd/map1' already exists; pass --overwrite to re-run step 'ebsd.clean'"]
+                     "error: node 'ebsd/map1' already exists; pass --overwrite to re-run step 'ebsd.clean' [x]"]

@@ -15,6 +15,7 @@ Help is plain text; it lists flags without a ``<bool>`` type and arguments in ca
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from metallo import __version__
@@ -69,7 +71,7 @@ def cli_words(message: str, options: Sequence[str]) -> str:
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: Any = None, line: str | None = None) -> None:
     """``warnings.showwarning`` of the command line: the message alone, on one line."""
-    err_console.print(f"[yellow]warning:[/yellow] {' '.join(str(message).split())}")
+    err_console.print(f"[yellow]warning:[/yellow] {escape(' '.join(str(message).split()))}")
 
 
 def _usage_name(param: TyperArgument) -> str:
@@ -89,7 +91,7 @@ def _plain_help(params: Sequence[Any]) -> None:
         elif isinstance(param, TyperArgument) and param.metavar is None:
             param.metavar = (param.name or "").upper()
             # typer wraps required arguments in braces in usage lines; say NAME as click does.
-            param._usage_display_name = lambda param=param: _usage_name(param)  # type: ignore[method-assign]
+            param._usage_display_name = functools.partial(_usage_name, param)  # type: ignore[method-assign]
 
 
 class _MetalloGroup(TyperGroup):
@@ -114,7 +116,8 @@ class _MetalloGroup(TyperGroup):
             except MetalloError as exc:
                 command = self.get_command(ctx, ctx.invoked_subcommand or "")
                 options = [opt for p in (command.params if command else []) for opt in p.opts]
-                err_console.print(f"[red]error:[/red] {cli_words(str(exc), options)}", markup=True)
+                # escape: "[0.3, 0.45]" in a message is text, not rich markup
+                err_console.print(f"[red]error:[/red] {escape(cli_words(str(exc), options))}")
                 ctx.exit(1)
 
 
