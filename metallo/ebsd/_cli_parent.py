@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
                          parameters={"format": source.suffix.lstrip(".").lower()})
             else:
                 ebsd = spec[node]
-        orel: object = orientation_relationship
+        orel: str | mebsd.ORFit = orientation_relationship
         if orientation_relationship.lower() == "fit":
             orel = mebsd.fit_orientation_relationship(ebsd, start=start)
             fit = orel.to_dict()

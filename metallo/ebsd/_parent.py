@@ -340,7 +340,7 @@ def _chance_fraction(orel: OrientationRelationship, within_deg: float, n: int = 
 
 
 def _exp(omega: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(omega)
+    angle = float(np.linalg.norm(omega))
     return np.array([1.0, 0, 0, 0]) if angle < 1e-15 else axis_angle_to_quat(omega, angle)
 
 
@@ -418,7 +418,7 @@ def _fit_parent_child(qc: np.ndarray, qp: np.ndarray, t0: np.ndarray, *, max_ite
         if inl.sum() < 1:
             break
         new = quat_normalize(est[inl].sum(axis=0))
-        step = _angle(abs(float(new @ t)))
+        step = float(_angle(np.abs(new @ t)))
         t = new
         if step < 1e-3 and thr == final_threshold_deg:
             converged = True
@@ -1062,12 +1062,12 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         pix_misfit[sel] = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
     ny, nx = omap.shape
     pid2 = pid.reshape(ny, nx)
-    pag = np.zeros(omap.size, dtype=np.uint8)
+    pag_flat = np.zeros(omap.size, dtype=np.uint8)
     for off in first_neighbour_offsets(omap.grid):
         a, b = offset_pairs(omap.shape, omap.grid, off)
         diff = (pid[a] != pid[b]) & (pid[a] >= 0) & (pid[b] >= 0)
-        pag[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
-    pag = pag.reshape(ny, nx)
+        pag_flat[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
+    pag = pag_flat.reshape(ny, nx)
     from metallo.ebsd._rotations import quat_to_euler
 
     euler = np.full((omap.size, 3), np.nan)
@@ -1075,7 +1075,7 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     indexed = omap.phase >= 0
     usable_pix = indexed & (g.role[np.maximum(ids, 0)] > 0) & (ids >= 0)
     frac = float(has[usable_pix].mean()) if usable_pix.any() else 0.0
-    quality = {
+    quality: dict[str, Any] = {
         "reconstructed_fraction": frac,
         "n_parents": int(n_par),
         "pixel_misfit_quantiles_deg": _quantiles(pix_misfit[np.isfinite(pix_misfit)]),
