@@ -940,7 +940,7 @@ def reconstruct_parent(
 def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: OrientationRelationship) -> Grains:
     """Grains of equal (parent, per-pixel variant): one variant each, even where the child
     grains join variants closer than the grain tolerance."""
-    from metallo.ebsd._grains import _first_neighbour_angles, _grain_table, map_dataarray
+    from metallo.ebsd._grains import _mean_orientations, map_dataarray
 
     omap = orientation_map(ebsd)
     pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
@@ -960,7 +960,15 @@ def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: Orientati
     _, inv = np.unique(old[rest], return_inverse=True)
     ids[rest] = n + inv
     n = int(ids.max()) + 1 if (ids >= 0).any() else 0
-    table, _, _ = _grain_table(omap, ids, n, _first_neighbour_angles(omap))
+    # Only what the reconstruction reads: phase, size, mean orientation.
+    pix = ids >= 0
+    phase = np.full(n, -1, dtype=np.int16)
+    phase[ids[pix]] = omap.phase[pix]
+    mean = _mean_orientations(omap, ids, n) if n else np.zeros((0, 4))
+    table = pd.DataFrame({"phase": phase, "n_pixels": np.bincount(ids[pix], minlength=n)})
+    for k in range(4):
+        table[f"q{k}"] = mean[:, k]
+    table.index.name = "grain_id"
     params = dict(rec.grains.parameters, variant_grains=True)
     return Grains(map_dataarray(ids.astype(np.int32), omap, "grain_id", params), table, params)
 
