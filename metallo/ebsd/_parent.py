@@ -339,7 +339,7 @@ def _chance_fraction(orel: OrientationRelationship, within_deg: float, n: int = 
 
 
 def _exp(omega: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(omega)
+    angle = float(np.linalg.norm(omega))
     return np.array([1.0, 0, 0, 0]) if angle < 1e-15 else axis_angle_to_quat(omega, angle)
 
 
@@ -417,7 +417,7 @@ def _fit_parent_child(qc: np.ndarray, qp: np.ndarray, t0: np.ndarray, *, max_ite
         if inl.sum() < 1:
             break
         new = quat_normalize(est[inl].sum(axis=0))
-        step = _angle(abs(float(new @ t)))
+        step = float(_angle(np.abs(new @ t)))
         t = new
         if step < 1e-3 and thr == final_threshold_deg:
             converged = True
@@ -939,7 +939,7 @@ def reconstruct_parent(
 def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: OrientationRelationship) -> Grains:
     """Grains of equal (parent, per-pixel variant): one variant each, even where the child
     grains join variants closer than the grain tolerance."""
-    from metallo.ebsd._grains import _first_neighbour_angles, _grain_table, map_dataarray
+    from metallo.ebsd._grains import _mean_orientations, map_dataarray
 
     omap = orientation_map(ebsd)
     pid = np.asarray(rec.dataset["parent_id"].values).reshape(-1).astype(np.int64)
@@ -959,7 +959,15 @@ def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: Orientati
     _, inv = np.unique(old[rest], return_inverse=True)
     ids[rest] = n + inv
     n = int(ids.max()) + 1 if (ids >= 0).any() else 0
-    table, _, _ = _grain_table(omap, ids, n, _first_neighbour_angles(omap))
+    # Only what the reconstruction reads: phase, size, mean orientation.
+    pix = ids >= 0
+    phase = np.full(n, -1, dtype=np.int16)
+    phase[ids[pix]] = omap.phase[pix]
+    mean = _mean_orientations(omap, ids, n) if n else np.zeros((0, 4))
+    table = pd.DataFrame({"phase": phase, "n_pixels": np.bincount(ids[pix], minlength=n)})
+    for k in range(4):
+        table[f"q{k}"] = mean[:, k]
+    table.index.name = "grain_id"
     params = dict(rec.grains.parameters, variant_grains=True)
     return Grains(map_dataarray(ids.astype(np.int32), omap, "grain_id", params), table, params)
 
@@ -1061,12 +1069,12 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
         pix_misfit[sel] = _angle(disorientation_cos_components(pair_product_components(omap.qc[:, sel], ideal.T), _CUBIC))
     ny, nx = omap.shape
     pid2 = pid.reshape(ny, nx)
-    pag = np.zeros(omap.size, dtype=np.uint8)
+    pag_flat = np.zeros(omap.size, dtype=np.uint8)
     for off in first_neighbour_offsets(omap.grid):
         a, b = offset_pairs(omap.shape, omap.grid, off)
         diff = (pid[a] != pid[b]) & (pid[a] >= 0) & (pid[b] >= 0)
-        pag[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
-    pag = pag.reshape(ny, nx)
+        pag_flat[a[diff]] = 1  # on the first pixel of the pair, as metallo.ebsd.boundaries
+    pag = pag_flat.reshape(ny, nx)
     from metallo.ebsd._rotations import quat_to_euler
 
     euler = np.full((omap.size, 3), np.nan)
@@ -1074,7 +1082,7 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     indexed = omap.phase >= 0
     usable_pix = indexed & (g.role[np.maximum(ids, 0)] > 0) & (ids >= 0)
     frac = float(has[usable_pix].mean()) if usable_pix.any() else 0.0
-    quality = {
+    quality: dict[str, Any] = {
         "reconstructed_fraction": frac,
         "n_parents": int(n_par),
         "pixel_misfit_quantiles_deg": _quantiles(pix_misfit[np.isfinite(pix_misfit)]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,8 @@ def read_grain_file(path: str | Path) -> xr.Dataset:
     path = Path(path)
     source = path.name
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    header, k = _header(lines)
+    text_header, k = _header(lines)
+    header: dict[str, Any] = dict(text_header)
     if not any(key.startswith("Column 9") and "Grain ID" in value for key, value in header.items()):
         if any(key.startswith("Column 1") and "grain" in value.lower() for key, value in header.items()):
             raise FormatError(f"{source}: a grain file of type 2 (one row per grain); read it with "

@@ -19,6 +19,7 @@ Geometry (all on a square EBSD grid):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -37,8 +38,8 @@ from metallo.errors import ConfigError
 
 __all__ = ["SynthMartensite", "make_martensite"]
 
-CHILD_PHASE = {"id": 1, "name": "Iron bcc (martensite)", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90.0, 90.0, 90.0]}
-PARENT_PHASE = {"id": 2, "name": "Iron fcc (austenite)", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90.0, 90.0, 90.0]}
+CHILD_PHASE: dict[str, Any] = {"id": 1, "name": "Iron bcc (martensite)", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90.0, 90.0, 90.0]}
+PARENT_PHASE: dict[str, Any] = {"id": 2, "name": "Iron fcc (austenite)", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90.0, 90.0, 90.0]}
 #: Constituent codes of :attr:`SynthMartensite.constituent`.
 CONSTITUENTS = ("polygonal_ferrite", "martensite", "retained_austenite")
 
@@ -163,11 +164,11 @@ def make_martensite(
     spacing = 0.6 * np.sqrt(extent.prod() / n_parents)
     seeds: list[np.ndarray] = []
     while len(seeds) < n_parents:
-        p = rng.random(2) * extent
-        if all(np.hypot(*(p - s)) > spacing for s in seeds) or rng.random() < 0.002:
-            seeds.append(p)
+        point = rng.random(2) * extent
+        if all(np.hypot(*(point - s)) > spacing for s in seeds) or rng.random() < 0.002:
+            seeds.append(point)
     parent_seeds = np.array(seeds)
-    _, parent = cKDTree(parent_seeds).query(pts)
+    parent = np.asarray(cKDTree(parent_seeds).query(pts)[1], dtype=np.int64)
     parent_q = random_quaternions(n_parents, rng)
     n = pts.shape[0]
 
@@ -191,9 +192,9 @@ def make_martensite(
         cells = np.flatnonzero(pk_parent_arr == p)
         picks = rng.permutation(packets_present)
         cell_packet[cells] = picks[np.arange(cells.size) % picks.size]
-    theta = rng.random(n_cells) * np.pi
-    width = rng.uniform(block_width_um[0], block_width_um[1], size=n_cells)
-    offset = rng.random(n_cells) * 1e3
+    theta = np.asarray(rng.random(n_cells)) * np.pi
+    width = np.asarray(rng.uniform(block_width_um[0], block_width_um[1], size=n_cells), dtype=np.float64)
+    offset = np.asarray(rng.random(n_cells), dtype=np.float64) * 1e3
     normal = np.column_stack([np.cos(theta), np.sin(theta)])
     along = (pts * normal[packet_cell]).sum(axis=1) + offset[packet_cell]
     band = np.floor(along / width[packet_cell]).astype(np.int64)
@@ -201,19 +202,19 @@ def make_martensite(
     sub = np.minimum((frac * sub_blocks).astype(np.int64), sub_blocks - 1)
     # Block -> Bain group (cycling), sub-block -> variant of that (packet, Bain group).
     pk = cell_packet[packet_cell]
-    groups = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     for v in range(orel.n_variants):
         groups.setdefault((int(orel.packet[v]), int(orel.bain[v])), []).append(v)
     bains_of = {p: sorted({b for (pp, b) in groups if pp == p}) for p in packets_present.tolist()}
     variant = np.empty(n, dtype=np.int16)
-    cell_shift = rng.integers(0, 1000, size=n_cells)
+    cell_shift = np.asarray(rng.integers(0, 1000, size=n_cells), dtype=np.int64)
     for p in packets_present.tolist():
         sel = np.flatnonzero(pk == p)
         bl = bains_of[p]
-        b = np.asarray(bl)[(band[sel] + cell_shift[packet_cell[sel]]) % len(bl)]
+        bain_of_pixel = np.asarray(bl)[(band[sel] + cell_shift[packet_cell[sel]]) % len(bl)]
         for bb in bl:
             vs = np.asarray(groups[(p, bb)])
-            m = b == bb
+            m = bain_of_pixel == bb
             variant[sel[m]] = vs[(sub[sel[m]] + band[sel[m]]) % len(vs)]
     block_key = packet_cell * 100_000 + band
     _, block = np.unique(block_key, return_inverse=True)
