@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from metallo import __version__
-from metallo.errors import MetalloError
+from metallo.errors import MetalloError, user_message
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -29,7 +29,10 @@ class _MetalloGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MetalloError as exc:
-            err_console.print(f"[red]error:[/red] {' '.join(str(exc).split())}")
+            from rich.markup import escape
+
+            # File names and file content are user text: never Rich markup ('x[/b].h5').
+            err_console.print(f"[red]error:[/red] {escape(user_message(exc))}")
             ctx.exit(1)
 
 

@@ -140,6 +140,11 @@ def clean(
         A cleaned copy; ``attrs["cleanup"]`` lists each step with its parameters and the
         number of points it changed.
 
+    Raises
+    ------
+    ConfigError
+        An unknown step, or thresholds that leave no indexed point for grain dilation.
+
     Example
     -------
     >>> cleaned = clean(ebsd, min_ci=0.1, tolerance_deg=5.0)  # doctest: +SKIP
@@ -171,6 +176,13 @@ def clean(
                                                         "min_iq": min_iq, "max_fit": max_fit},
                            "n_changed": int(bad.sum())})
         elif step == "grain_dilation":
+            if not (omap.phase >= 0).any():
+                raise ConfigError(
+                    f"{ebsd.attrs.get('source') or 'EBSD map'}: no point is left indexed for grain "
+                    f"dilation (min_ci={min_ci:g}, min_iq={min_iq}, max_fit={max_fit}; highest CI "
+                    f"in the map: {f'{np.nanmax(ci):.3g}' if ci is not None and np.isfinite(ci).any() else 'n/a'}); "
+                    "lower the thresholds"
+                )
             n = _grain_dilation(omap, euler, ci, tolerance_deg=float(tolerance_deg),
                                 min_grain_px=int(min_grain_px), max_iterations=int(max_iterations))
             record.append({"step": step, "parameters": {"tolerance_deg": float(tolerance_deg),

@@ -62,6 +62,13 @@ def _to_float(value: str, source: str, line_no: int, key: str) -> float:
         raise FormatError(f"{source}: line {line_no}: {key} is not a number: {value!r}") from exc
 
 
+def _whole(value: str, source: str, line_no: int, key: str) -> int:
+    number = _to_float(value, source, line_no, key)
+    if not (np.isfinite(number) and number.is_integer() and abs(number) < 2**31):
+        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number; got {value.strip()[:40]!r}")
+    return int(number)
+
+
 def read_ang(path: str | Path) -> xr.Dataset:
     """Read a TSL/EDAX ``.ang`` EBSD map.
 
@@ -106,7 +113,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
         value = _header_value(line)
         lower = key.lower()
         if lower == "phase":
-            current = {"id": int(_to_float(value, source, line_no, "Phase")), "name": "", "symmetry": None, "lattice": []}
+            current = {"id": _whole(value, source, line_no, "Phase"), "name": "", "symmetry": None, "lattice": []}
             phases.append(current)
         elif lower == "materialname":
             if current is None or current["name"]:
@@ -117,7 +124,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
             if current is None:
                 current = {"id": len(phases) + 1, "name": "", "symmetry": None, "lattice": []}
                 phases.append(current)
-            code = int(_to_float(value, source, line_no, "Symmetry"))
+            code = _whole(value, source, line_no, "Symmetry")
             if code not in ANG_SYMMETRY:
                 raise FormatError(
                     f"{source}: line {line_no}: unknown symmetry code {code}; expected one of "
@@ -151,7 +158,8 @@ def read_ang(path: str | Path) -> xr.Dataset:
         header_shape=(header_count(nrows, source, "NROWS"), header_count(ncols, source, "NCOLS_ODD")),
     )
     check_duplicates(placement, source)
-    phase_ids = np.rint(phase_col).astype(np.int64)
+    # A non-finite or huge phase becomes an unknown id, reported below.
+    phase_ids = np.rint(np.where(np.abs(phase_col) < 2**31, phase_col, 2**31)).astype(np.int64)
     known = {p["id"] for p in phases}
     if len(phases) == 1:
         phase_ids[phase_ids == 0] = phases[0]["id"]
