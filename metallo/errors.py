@@ -17,7 +17,11 @@ __all__ = [
     "RegistrationError",
     "SchemaError",
     "UnknownNameError",
+    "user_message",
 ]
+
+#: Longest error message shown to a user; the rest is cut (a message quotes file content).
+MAX_MESSAGE_CHARS = 500
 
 
 class MetalloError(Exception):
@@ -57,3 +61,21 @@ class ConflictError(MetalloError, RuntimeError):
 
 class DataNotFoundError(MetalloError, FileNotFoundError):
     """An example data file is neither in ``METALLO_DATA`` nor downloadable (offline, no address)."""
+
+
+def user_message(exc: BaseException | str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """An exception's message as one printable line of at most ``limit`` characters.
+
+    Whitespace runs become one space, control characters (NUL bytes of a corrupt file) are
+    shown as ``\\xNN``, and a longer message is cut with a note of how much was left out.
+
+    Examples
+    --------
+    >>> user_message(FormatError("a.ang: line 3:\\n bad value '\\x00\\x00'"))
+    "a.ang: line 3: bad value '\\\\x00\\\\x00'"
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(text) > limit:
+        text = f"{text[: limit - 40]}... ({len(text) - limit + 40} more characters)"
+    return text

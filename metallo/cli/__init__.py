@@ -29,7 +29,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from metallo import __version__
-from metallo.errors import MetalloError
+from metallo.errors import MetalloError, user_message
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -71,7 +71,7 @@ def cli_words(message: str, options: Sequence[str]) -> str:
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: Any = None, line: str | None = None) -> None:
     """``warnings.showwarning`` of the command line: the message alone, on one line."""
-    err_console.print(f"[yellow]warning:[/yellow] {escape(' '.join(str(message).split()))}")
+    err_console.print(f"[yellow]warning:[/yellow] {escape(user_message(str(message)))}")
 
 
 def _usage_name(param: TyperArgument) -> str:
@@ -116,8 +116,9 @@ class _MetalloGroup(TyperGroup):
             except MetalloError as exc:
                 command = self.get_command(ctx, ctx.invoked_subcommand or "")
                 options = [opt for p in (command.params if command else []) for opt in p.opts]
-                # escape: "[0.3, 0.45]" in a message is text, not rich markup
-                err_console.print(f"[red]error:[/red] {escape(cli_words(str(exc), options))}")
+                # One printable line of bounded length (a corrupt file's content is quoted short),
+                # escaped: "[0.3, 0.45]" or 'x[/b].h5' in a message is text, not rich markup.
+                err_console.print(f"[red]error:[/red] {escape(user_message(cli_words(str(exc), options)))}")
                 ctx.exit(1)
 
 

@@ -150,6 +150,11 @@ def clean(
         A cleaned copy; ``attrs["cleanup"]`` lists each step with its parameters and the
         number of points it changed.
 
+    Raises
+    ------
+    ConfigError
+        An unknown step, or thresholds that leave no indexed point for grain dilation.
+
     Example
     -------
     >>> from metallo.synth import make_specimen
@@ -191,6 +196,13 @@ def clean(
                                                         "min_iq": min_iq, "max_fit": max_fit},
                            "n_changed": int(bad.sum())})
         elif step == "grain_dilation":
+            if not (omap.phase >= 0).any():
+                raise ConfigError(
+                    f"{ebsd.attrs.get('source') or 'EBSD map'}: no point is left indexed for grain "
+                    f"dilation (min_ci={min_ci:g}, min_iq={min_iq}, max_fit={max_fit}; highest CI "
+                    f"in the map: {f'{np.nanmax(ci):.3g}' if ci is not None and np.isfinite(ci).any() else 'n/a'}); "
+                    "lower the thresholds"
+                )
             n = _grain_dilation(omap, euler, columns, tolerance_deg=float(tolerance_deg),
                                 min_grain_px=int(min_grain_px), max_iterations=int(max_iterations),
                                 no_data=no_data)

@@ -104,6 +104,13 @@ def tsl_phase_ids(
     return phase_ids
 
 
+def _whole(value: str, source: str, line_no: int, key: str) -> int:
+    number = _to_float(value, source, line_no, key)
+    if not (np.isfinite(number) and number.is_integer() and abs(number) < 2**31):
+        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number; got {value.strip()[:40]!r}")
+    return int(number)
+
+
 def read_ang(path: str | Path) -> xr.Dataset:
     """Read a TSL/EDAX ``.ang`` EBSD map.
 
@@ -152,7 +159,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
         value = _header_value(line)
         lower = key.lower()
         if lower == "phase":
-            current = {"id": int(_to_float(value, source, line_no, "Phase")), "name": "", "symmetry": None, "lattice": []}
+            current = {"id": _whole(value, source, line_no, "Phase"), "name": "", "symmetry": None, "lattice": []}
             phases.append(current)
         elif lower == "materialname":
             if current is None or current["name"]:
@@ -163,7 +170,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
             if current is None:
                 current = {"id": len(phases) + 1, "name": "", "symmetry": None, "lattice": []}
                 phases.append(current)
-            code = int(_to_float(value, source, line_no, "Symmetry"))
+            code = _whole(value, source, line_no, "Symmetry")
             if code not in ANG_SYMMETRY:
                 raise FormatError(
                     f"{source}: line {line_no}: unknown symmetry code {code}; expected one of "

@@ -152,9 +152,10 @@ def read_ctf(path: str | Path) -> xr.Dataset:
     if scattered:
         warn_reader(f"{source}: JobMode {header.get('JobMode')}: {placement.note}")
     check_duplicates(placement, source)
-    phase_ids = np.rint(col["phase"]).astype(np.int64)
+    # A non-finite or huge phase becomes an unknown id, reported below.
+    phase_ids = np.rint(np.where(np.abs(col["phase"]) < 2**31, col["phase"], 2**31)).astype(np.int64)
+    bad = (phase_ids > len(phases)) | (phase_ids < 0)
     phase_ids[phase_ids == 0] = -1
-    bad = (phase_ids > len(phases))
     if bad.any():
         row = int(np.argmax(bad))
         raise FormatError(f"{source}: line {k + 1 + row}: phase {phase_ids[row]} but the header lists {len(phases)} phases")

@@ -226,7 +226,8 @@ def place_on_grid(
         _check_span(shape, len(x), source)
         _warn_shape(source, header_shape, shape)
         return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
-    sx, sy = _min_spacing(x), _min_spacing(y)
+    far = _far_out(x, y)
+    sx, sy = _min_spacing(x[~far]), _min_spacing(y[~far])
     if not np.isfinite(sx):
         sx = hx or sy
     if not np.isfinite(sy):
@@ -273,17 +274,22 @@ def _check_span(shape: tuple[int, int], n_points: int, source: str) -> None:
         )
 
 
-def _off_grid(x: np.ndarray, y: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Points whose coordinates are corrupt: between grid nodes, or far outside the map.
-
-    "Far outside" is robust to a few corrupt points: beyond the 0.1-99.9 % quantile range of
-    the coordinates by more than 5 % of that range plus two steps.
-    """
-    off = np.zeros(x.shape, dtype=bool)
-    for values, step in ((x, sx), (y, sy)):
+def _far_out(x: np.ndarray, y: np.ndarray, steps: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Points far outside the map: beyond the 0.1-99.9 % quantile range of the coordinates by
+    more than 5 % of that range plus two steps (robust to a few corrupt coordinates)."""
+    far = np.zeros(x.shape, dtype=bool)
+    if x.size < 20:  # too few points for quantiles to tell
+        return far
+    for values, step in ((x, steps[0]), (y, steps[1])):
         lo, hi = np.quantile(values, [0.001, 0.999])
-        margin = 0.05 * (hi - lo) + 2 * step
-        off |= (values < lo - margin) | (values > hi + margin)
+        margin = 0.05 * (hi - lo) + 2 * step + 1e-9 * max(1.0, abs(hi))
+        far |= (values < lo - margin) | (values > hi + margin)
+    return far
+
+
+def _off_grid(x: np.ndarray, y: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Points whose coordinates are corrupt: far outside the map, or between grid nodes."""
+    off = _far_out(x, y, (sx, sy))
     if (~off).any():
         x0, y0 = x[~off].min(), y[~off].min()
         for values, start, step in ((x, x0, sx), (y, y0, sy)):

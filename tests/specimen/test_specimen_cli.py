@@ -41,3 +41,20 @@ def test_info_on_a_missing_file(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path / "gone.h5")])
     assert result.exit_code == 1
     assert "no such file" in result.output
+
+
+def test_file_names_are_printed_as_is_never_as_markup(tmp_path):
+    for name in ("x[/b].h5", "sample[a].h5", "[red]boom[/red].h5"):
+        result = runner.invoke(app, ["info", str(tmp_path / name)], env={"COLUMNS": "400"})
+        assert result.exit_code == 1, result.output
+        assert f"{name}: no such file" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_file_of_nul_bytes_gives_a_short_one_line_error(tmp_path):
+    bad = tmp_path / "zeros.ang"
+    bad.write_bytes(b"\x00" * 20_000)
+    result = runner.invoke(app, ["ebsd", str(bad)], env={"COLUMNS": "1000"})
+    assert result.exit_code == 1
+    assert result.output.startswith("error:") and len(result.output) < 600
+    assert "\x00" not in result.output
