@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,10 +38,12 @@ def register(app: typer.Typer) -> None:
             "metallo-unsupervised"),
         stack: Annotated[bool, typer.Option("--stack/--separate",
                                             help="One network for all images (labels agree across images).")] = False,
-        superpixels: Annotated[int, typer.Option("--superpixels", help="SLIC superpixels per image.")] = 50_000,
-        compactness: Annotated[float, typer.Option("--compactness", help="SLIC compactness (0-100 scale).")] = 20.0,
-        channels: Annotated[int, typer.Option("--channels", help="Filters per 3x3 convolution.")] = 100,
-        max_iter: Annotated[int, typer.Option("--max-iter", help="Iteration limit.")] = 1000,
+        preset: Annotated[str, typer.Option("--preset", help="auto (settings from image size and device) or paper (the paper's exact settings).")] = "auto",
+        superpixels: Annotated[int | None, typer.Option("--superpixels", help="SLIC superpixels per (working) image (default: from the preset).")] = None,
+        compactness: Annotated[float | None, typer.Option("--compactness", help="SLIC compactness (0-100 scale).")] = None,
+        channels: Annotated[int | None, typer.Option("--channels", help="Filters per 3x3 convolution.")] = None,
+        max_iter: Annotated[int | None, typer.Option("--max-iter", help="Iteration limit.")] = None,
+        max_time: Annotated[float | None, typer.Option("--max-time", help="Training time budget per run, seconds.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
         specimen: Annotated[Path | None, typer.Option("--specimen",
@@ -54,7 +58,7 @@ def register(app: typer.Typer) -> None:
         run_segment_unsupervised(
             images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
             options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
-                     "max_iter": max_iter, "device": device},
+                     "max_iter": max_iter, "max_time_s": max_time, "preset": preset, "device": device},
             seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=not quiet,
         )
 
@@ -69,6 +73,30 @@ def _k_values(text: str) -> list[int]:
     if not 1 <= first <= last:
         raise ConfigError(f"--k-range needs 1 <= FIRST <= LAST; got {text!r}")
     return list(range(first, last + 1))
+
+
+@contextmanager
+def _progress(show: bool, label: str) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """A callback that renders the progress reports of unsupervised / choose_n_classes."""
+    if not show:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def report(state: dict[str, Any]) -> None:
+            if "runs" in state:  # choose_n_classes: one report per run
+                bar.update(task, total=state["runs"], completed=state["run"],
+                           description=f"{label}: k={state['k']} run {state['repeat'] + 1}")
+                return
+            budget = f"/{state['max_time_s']:.0f}" if state.get("max_time_s") else ""
+            bar.update(task, total=state["max_iter"], completed=state["iteration"],
+                       description=f"{label}: {state['n_labels']} labels, {state['changed']:.1%} changed, "
+                                   f"{state['elapsed_s']:.0f}{budget} s")
+
+        yield report
 
 
 def run_segment_unsupervised(
@@ -95,6 +123,7 @@ def run_segment_unsupervised(
 
     console = Console(highlight=False)
     n_classes = _parse_classes(classes)
+    options = {k: v for k, v in options.items() if v is not None}
     if not images:
         raise ConfigError("no images given")
     spec = None
@@ -124,8 +153,9 @@ def run_segment_unsupervised(
         targets = loaded[:1] if stack else loaded
         chosen = []
         for stem, image in zip(stems, targets, strict=False):
-            best, table = choose_n_classes(image, k_range=_k_values(k_range), repeats=repeats, seed=seed,
-                                           progress=progress, **options)
+            with _progress(progress, f"{stem}: choosing k") as report:
+                best, table = choose_n_classes(image, k_range=_k_values(k_range), repeats=repeats, seed=seed,
+                                               callback=report, **options)
             chosen.append(best)
             table.insert(0, "image", stem)
             k_tables.append(table)
@@ -137,10 +167,13 @@ def run_segment_unsupervised(
         chosen = [n_classes] * (1 if stack else len(loaded))
 
     if stack:
-        maps = unsupervised_stack(loaded, n_classes=chosen[0], seed=seed, progress=progress, **options)
+        with _progress(progress, "stack") as report:
+            maps = unsupervised_stack(loaded, n_classes=chosen[0], seed=seed, callback=report, **options)
     else:
-        maps = [unsupervised(image, n_classes=k, seed=seed, progress=progress, **options)
-                for image, k in zip(loaded, chosen, strict=True)]
+        maps = []
+        for stem, image, k in zip(stems, loaded, chosen, strict=True):
+            with _progress(progress, stem) as report:
+                maps.append(unsupervised(image, n_classes=k, seed=seed, callback=report, **options))
 
     from metallo._xarray import pixel_size_um
     from metallo.io import write_image
@@ -154,8 +187,12 @@ def run_segment_unsupervised(
         write_image(overlay_rgb(values, labels.values), overlay_path, pixel_size_um=pixel_size_um(labels))
         written += [label_path, overlay_path]
         crit = segmentation_criteria(values, labels.values)
+        quality = json.loads(labels.attrs.get("quality", "{}"))
         rows.append({"image": stem, "n_classes": labels.attrs["n_classes"],
-                     "n_iterations": labels.attrs["n_iterations"], **crit})
+                     "n_iterations": labels.attrs["n_iterations"], "stop_reason": labels.attrs["stop_reason"],
+                     "quality_passed": quality.get("passed"), **crit})
+        if quality and not quality["passed"]:
+            console.print(f"[bold red]{stem}: DOUBTFUL[/] " + "; ".join(quality["reasons"]))
         if spec is not None:
             node = f"segmentations/{name}" if len(images) == 1 else f"segmentations/{name}_{stem}"
             spec.add(node, labels, step="segment.unsupervised", inputs=[source], overwrite=overwrite,
