@@ -93,6 +93,9 @@ class TrainConfig:
         ``True`` for the defaults of :class:`~metallo.segment.Augment`, or its options.
     jitter : bool
         Shift the tile grid randomly each epoch.
+    balance_classes : float
+        Fraction of the training tiles centred on a pixel of a uniformly drawn class
+        (class-balanced sampling for rare classes; see :class:`~metallo.segment.TileDataset`).
     freeze_encoder_epochs : int
         Epochs with the VGG16 encoder frozen (PixelNet recipe), then fine-tuning.
     steps_per_epoch : int, optional
@@ -140,6 +143,7 @@ class TrainConfig:
     folds: int = 5
     augment: bool | dict[str, Any] = True
     jitter: bool = True
+    balance_classes: float = 0.0
     freeze_encoder_epochs: int = 0
     steps_per_epoch: int | None = None
     max_time_s: float | None = None
@@ -413,7 +417,8 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
     scaled = data.rescaled(cfg.scale) if cfg.pixel_size_um is None else data.resampled_to(cfg.pixel_size_um)
     mean, std = scaled.mean_std()
     augment = Augment.from_config(cfg.augment)
-    tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed)
+    tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed,
+                        balance=cfg.balance_classes)
     generator = torch.Generator().manual_seed(cfg.seed)
     # TileDataset is a map-style dataset without subclassing torch's Dataset.
     loader: Any = torch.utils.data.DataLoader(tiles, batch_size=cfg.batch_size, shuffle=True, generator=generator,  # type: ignore[arg-type]
