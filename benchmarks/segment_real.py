@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="down-scaling before tiling")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
     args = parser.parse_args()
 
     root = Path(__file__).resolve().parents[1]
@@ -56,6 +58,9 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     device = resolve_device(args.device)
     data = load_training_folder(folder, classes=UHCS_CLASSES)
+    if args.uncertainty:
+        uncertainty_benchmark(data, args, device, root)
+        return
     quick = args.quick or device.type == "cpu"
     folds = args.folds or (3 if quick else 5)
     minutes = args.minutes or (16.0 if quick else 60.0)
@@ -108,6 +113,79 @@ def main() -> None:
               "accuracy_ratio_vs_baseline": ratio, "paper": PAPER}
     (out / "segment_real.json").write_text(json.dumps(result, indent=1, default=str))
     print(f"saved {out / 'segment_real.json'}")
+
+
+def _decile_ratio(uncertainty: np.ndarray, wrong: np.ndarray) -> dict:
+    """Error rate of the 10 % most uncertain pixels over that of the other 90 %."""
+    cut = np.quantile(uncertainty, 0.9)
+    top = uncertainty > cut
+    if not top.any() or top.all():
+        top = uncertainty >= cut
+    top_rate, rest_rate = float(wrong[top].mean()), float(wrong[~top].mean())
+    return {"top_decile_error": top_rate, "rest_error": rest_rate,
+            "ratio": top_rate / rest_rate if rest_rate > 0 else float("inf"), "pixels": int(wrong.size)}
+
+
+def uncertainty_benchmark(data, args, device, root: Path) -> None:
+    """Split off a third of the images as unseen test images, cross-validate on the rest (k fold
+    models, short CPU training), then measure on pixels no model trained on: (a) each fold
+    model's entropy on its held-out fold, (b) the fold ensemble's uncertainty on the test images,
+    and the ensemble's accuracy / mean IoU against the single fold models on the same images."""
+    import tempfile
+
+    from metallo.segment import confusion_matrix, fold_indices, metrics_from_confusion, predict
+
+    folds = args.folds or 3
+    minutes = args.minutes or 6.0
+    test_idx = fold_indices(len(data), 3, seed=1)[0]
+    train_data = data.subset(np.setdiff1d(np.arange(len(data)), test_idx))
+    test_data = data.subset(test_idx)
+    settings = dict(model="unet", model_kwargs={"base_channels": args.base_channels or 8}, loss=args.loss,
+                    modality="SEM", scale=args.scale, tile_size=args.tile, epochs=100_000, batch_size=4, lr=2e-3,
+                    schedule="cosine", augment={"blur": 0.2}, device=str(device), seed=0,
+                    max_time_s=60.0 * minutes / folds, eval_tile=None, eval_tta=False, progress=False)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cv = cross_validate(train_data, folds=folds, out_dir=tmp, **settings)
+        train_minutes = (time.perf_counter() - start) / 60
+        by_name = {s.name: s for s in train_data.samples}
+
+        def pooled(checkpoint, samples):
+            u, wrong, cm = [], [], np.zeros((4, 4), np.int64)
+            for s in samples:
+                out = predict(checkpoint, s.image, uncertainty=True, device=str(device), tta=False)
+                valid = s.labels != 255
+                u.append(out["uncertainty"].values[valid])
+                wrong.append(out["labels"].values[valid] != s.labels[valid])
+                cm += confusion_matrix(s.labels, out["labels"].values, n_classes=4, ignore_index=255)
+            return np.concatenate(u), np.concatenate(wrong), metrics_from_confusion(cm, classes=UHCS_CLASSES)
+
+        per_fold = []
+        for k, m in enumerate(cv.folds):
+            u, wrong, metrics = pooled(cv.checkpoints[k], [by_name[n] for n in m["held_out"]])
+            per_fold.append({"fold": k, "held_out": m["held_out"], **_decile_ratio(u, wrong),
+                             "accuracy": metrics["accuracy"], "mean_iou": metrics["mean_iou"]})
+        singles = [pooled(c, test_data.samples)[2] for c in cv.checkpoints]
+        u, wrong, ens = pooled(list(cv.checkpoints), test_data.samples)
+        ensemble = {**_decile_ratio(u, wrong), "accuracy": ens["accuracy"], "mean_iou": ens["mean_iou"],
+                    "iou": ens["iou"], "single_accuracy": [m["accuracy"] for m in singles],
+                    "single_mean_iou": [m["mean_iou"] for m in singles],
+                    "test_images": [s.name for s in test_data.samples]}
+    print(f"\nuncertainty on unseen pixels: {folds} fold models (U-Net {settings['model_kwargs']}, scale {args.scale}, "
+          f"{train_minutes:.1f} min training in all)")
+    for row in per_fold:
+        print(f"  fold {row['fold']} on its held-out images: error top decile {row['top_decile_error']:.3f} vs rest "
+              f"{row['rest_error']:.3f} -> {row['ratio']:.1f}x (accuracy {row['accuracy']:.3f})")
+    print(f"  ensemble on {len(test_data)} test images: error top decile {ensemble['top_decile_error']:.3f} vs rest "
+          f"{ensemble['rest_error']:.3f} -> {ensemble['ratio']:.1f}x")
+    print(f"  ensemble accuracy {ensemble['accuracy']:.3f} / mean IoU {ensemble['mean_iou']:.3f}; single fold models "
+          f"{np.round(ensemble['single_accuracy'], 3).tolist()} / {np.round(ensemble['single_mean_iou'], 3).tolist()}")
+    out = root / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"settings": settings, "train_minutes": train_minutes, "per_fold": per_fold, "ensemble": ensemble,
+              "load_average": os.getloadavg()}
+    (out / "segment_uncertainty.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"saved {out / 'segment_uncertainty.json'}")
 
 
 if __name__ == "__main__":

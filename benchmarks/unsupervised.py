@@ -132,9 +132,10 @@ def whole_run(image: np.ndarray, truth: np.ndarray, *, scale: float, channels: i
     sp = [slic_superpixels(arrays[0], n_superpixels=n_sp, compactness=20)]
     timings["superpixels"] = time.perf_counter() - start
     refine = LoopRefinement(sp[0]) if loop else None
-    raw, n_iter = _train(arrays, sp, target=3, channels=channels, n_conv=2, n_outputs=50, lr=0.1, momentum=0.9,
-                         max_iter=max_iter, seed=0, device=device, timings=timings, refine=refine)
-    labels = _relabel_by_intensity(arrays, raw)[0][0]
+    outcome = _train(arrays, sp, target=3, channels=channels, n_conv=2, n_outputs=50, lr=0.1, momentum=0.9,
+                     max_iter=max_iter, seed=0, device=device, timings=timings, refine=refine)
+    n_iter = outcome.n_iter
+    labels = _relabel_by_intensity(arrays, outcome.labels)[0][0]
     total = time.perf_counter() - start
     if scale != 1:
         labels = resize(labels, image.shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.int64)

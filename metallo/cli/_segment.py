@@ -62,29 +62,42 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def predict(
-        checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by metallo train.")],
+        checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by metallo train (or its .onnx export); with --ensemble the run folder or any checkpoint in it.")],
         images: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
         out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("metallo-predictions"),
-        tile: Annotated[int, typer.Option("--tile", help="Tile size in px (0 = whole image at once).")] = 512,
-        overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px.")] = 64,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 4,
+        tile: Annotated[str, typer.Option("--tile", help="'auto' (whole image when it fits --memory, else tiles), a tile size in px, or 0 (whole image).")] = "auto",
+        overlap: Annotated[int | None, typer.Option("--overlap", help="Tile overlap in px (default: 4x the model's receptive-field radius).")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", help="Tiles per forward pass (default: as fit --memory).")] = None,
+        memory: Annotated[float, typer.Option("--memory", help="Activation memory budget per forward pass, MiB.")] = 1024.0,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write class probabilities (.npy).")] = False,
+        ensemble: Annotated[bool, typer.Option("--ensemble", help="Average the cross-validation fold models (fold*.pt beside CHECKPOINT) and write the uncertainty map.")] = False,
+        uncertainty: Annotated[bool | None, typer.Option("--uncertainty/--no-uncertainty", help="Write the per-pixel uncertainty (default: with --ensemble).")] = None,
         specimen: Annotated[Path | None, typer.Option("--specimen", help="Specimen file: IMAGES are micrograph node names (several: one segmentation each, NAME_<micrograph>).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Segmentation node name (with --specimen; default the model name).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing segmentation node.")] = False,
-        tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated).")] = None,
+        tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated; on a CPU only where that measured a gain).")] = None,
         pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Pixel size of the images in µm (overrides the files).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
-        """Segment micrographs: label PNGs, overlays and class fractions (or Specimen /segmentations/NAME)."""
+        """Segment micrographs: label PNGs, overlays, class fractions, uncertainty (or Specimen /segmentations/NAME)."""
         from rich.console import Console
 
-        from metallo.segment._infer import predict_files, predict_to_specimen
+        from metallo.errors import ConfigError
+        from metallo.segment._infer import ensemble_checkpoints, predict_files, predict_to_specimen
 
         console = Console(highlight=False)
+        if tile.strip().lower() == "auto":
+            tile_opt: int | str | None = "auto"
+        else:
+            try:
+                tile_opt = int(tile) or None
+            except ValueError:
+                raise ConfigError(f"--tile must be 'auto', 0 or a size in px; got {tile!r}") from None
+        source: Path | list[Path] = ensemble_checkpoints(checkpoint) if ensemble else checkpoint
+        if ensemble:
+            console.print(f"ensemble of {len(source)} fold models: {', '.join(p.name for p in source)}")
         if specimen is not None:
-            from metallo.errors import ConfigError
             from metallo.specimen import Specimen
 
             spec = Specimen.open(specimen)
@@ -96,20 +109,47 @@ def register(app: typer.Typer) -> None:
                                   "with --name")
             for node, leaf in zip(nodes, leaves, strict=True):
                 suffix = f"_{leaf}" if len(nodes) > 1 else ""
-                labels = predict_to_specimen(checkpoint, spec, micrograph=node, name=name, tile=tile or None,
+                labels = predict_to_specimen(source, spec, micrograph=node, name=name, tile=tile_opt,
                                              overlap=overlap, device=device, overwrite=overwrite, suffix=suffix,
-                                             tta=tta)
+                                             tta=tta, uncertainty=True if uncertainty is None else uncertainty)
                 console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
             spec.save()
             return
         with rich_progress(not quiet) as progress:
-            records = predict_files(checkpoint, images, out_dir=out, tile=tile or None, overlap=overlap,
+            records = predict_files(source, images, out_dir=out, tile=tile_opt, overlap=overlap,
                                     batch_size=batch_size, device=device, probabilities=probabilities,
-                                    progress=progress, tta=tta, pixel_size_um=pixel_size)
+                                    uncertainty=uncertainty, progress=progress, tta=tta, pixel_size_um=pixel_size,
+                                    memory_mib=memory)
         (out / "predictions.json").write_text(json.dumps(records, indent=1))
+        if records:
+            first = records[0]
+            layout = "whole image" if first["tile"] is None else f"tiles of {first['tile']} px"
+            console.print(f"TTA {'on' if first['tta'] else 'off'} ({first['tta_reason']}); {layout}")
         for rec in records:
             fractions = ", ".join(f"{k} {v:.3f}" for k, v in rec["fractions"].items())
-            console.print(f"{rec['input']} -> {rec['labels']}  ({fractions})")
+            doubt = ""
+            if "quality" in rec:
+                q = rec["quality"]
+                doubt = (f"  uncertain {q['uncertain_fraction']:.1%}, expected error {q['expected_error']:.3f}"
+                         + ("" if q["passed"] else "  UNCERTAIN"))
+            console.print(f"{rec['input']} -> {rec['labels']}  ({fractions}){doubt}")
+
+    @app.command("export")
+    def export(
+        checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by metallo train.")],
+        onnx: Annotated[bool, typer.Option("--onnx", help="Write an ONNX model (for ONNX Runtime, Fiji/DeepImageJ, napari).")] = False,
+        out: Annotated[Path | None, typer.Option("--out", help="Output file (default: CHECKPOINT with suffix .onnx).")] = None,
+    ) -> None:
+        """Export a trained model to another format (ONNX)."""
+        from rich.console import Console
+
+        from metallo.errors import ConfigError
+        from metallo.segment._onnx import export_onnx
+
+        if not onnx:
+            raise ConfigError("choose an export format: --onnx")
+        path = export_onnx(checkpoint, out)
+        Console(highlight=False).print(f"{checkpoint} -> {path}")
 
     @app.command()
     def evaluate(

@@ -39,10 +39,12 @@ def register(app: typer.Typer) -> None:
             "metallo-unsupervised"),
         stack: Annotated[bool, typer.Option("--stack/--separate",
                                             help="One network for all images (labels agree across images).")] = False,
-        superpixels: Annotated[int, typer.Option("--superpixels", help="SLIC superpixels per image.")] = 50_000,
-        compactness: Annotated[float, typer.Option("--compactness", help="SLIC compactness (0-100 scale).")] = 20.0,
-        channels: Annotated[int, typer.Option("--channels", help="Filters per 3x3 convolution.")] = 100,
-        max_iter: Annotated[int, typer.Option("--max-iter", help="Iteration limit.")] = 1000,
+        preset: Annotated[str, typer.Option("--preset", help="auto (settings from image size and device) or paper (the paper's exact settings).")] = "auto",
+        superpixels: Annotated[int | None, typer.Option("--superpixels", help="SLIC superpixels per (working) image (default: from the preset).")] = None,
+        compactness: Annotated[float | None, typer.Option("--compactness", help="SLIC compactness (0-100 scale).")] = None,
+        channels: Annotated[int | None, typer.Option("--channels", help="Filters per 3x3 convolution.")] = None,
+        max_iter: Annotated[int | None, typer.Option("--max-iter", help="Iteration limit.")] = None,
+        max_time: Annotated[float | None, typer.Option("--max-time", help="Training time budget per run, seconds.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
         specimen: Annotated[Path | None, typer.Option("--specimen",
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
             run_segment_unsupervised(
                 images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
                 options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
-                         "max_iter": max_iter, "device": device},
+                         "max_iter": max_iter, "max_time_s": max_time, "preset": preset, "device": device},
                 seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=progress,
             )
 
@@ -101,6 +103,7 @@ def run_segment_unsupervised(
 
     console = Console(highlight=False)
     n_classes = _parse_classes(classes)
+    options = {k: v for k, v in options.items() if v is not None}
     if not images:
         raise ConfigError("no images given")
     spec = None
@@ -145,8 +148,9 @@ def run_segment_unsupervised(
     if stack:
         maps = unsupervised_stack(loaded, n_classes=chosen[0], seed=seed, progress=progress, **options)
     else:
-        maps = [unsupervised(image, n_classes=k, seed=seed, progress=progress, **options)
-                for image, k in zip(loaded, chosen, strict=True)]
+        maps = []
+        for image, k in zip(loaded, chosen, strict=True):
+            maps.append(unsupervised(image, n_classes=k, seed=seed, progress=progress, **options))
 
     from metallo._xarray import pixel_size_um
     from metallo.io import write_image
@@ -160,8 +164,12 @@ def run_segment_unsupervised(
         write_image(overlay_rgb(values, labels.values), overlay_path, pixel_size_um=pixel_size_um(labels))
         written += [label_path, overlay_path]
         crit = segmentation_criteria(values, labels.values)
+        quality = json.loads(labels.attrs.get("quality", "{}"))
         rows.append({"image": stem, "n_classes": labels.attrs["n_classes"],
-                     "n_iterations": labels.attrs["n_iterations"], **crit})
+                     "n_iterations": labels.attrs["n_iterations"], "stop_reason": labels.attrs["stop_reason"],
+                     "quality_passed": quality.get("passed"), **crit})
+        if quality and not quality["passed"]:
+            console.print(f"[bold red]{stem}: DOUBTFUL[/] " + "; ".join(quality["reasons"]))
         if spec is not None:
             node = names.segmentation(name if len(images) == 1 else f"{name}_{stem}")
             spec.add(node, labels, step=names.segment_step("unsupervised"), inputs=[source], overwrite=overwrite,

@@ -1,12 +1,21 @@
-"""Full-image prediction by overlapping tiles with smooth (cosine-window) blending.
+"""Prediction of whole micrographs: in one pass when the image fits a memory budget, else by
+overlapping tiles with smooth (cosine-window) blending, for one model or an ensemble.
 
 Durmaz et al. (2021) found evaluation on whole images up to 6 % IoU better than on tiles: tiles
-lose context at their borders. Here every pixel is predicted from tiles in which it lies at
-least ``overlap // 4`` px from the tile edge, and neighbouring tiles are cross-faded with
-``sin^2`` ramps that sum to one, so a network whose receptive field is smaller than that margin
-gives exactly the untiled result. Tiles are processed one row of tiles at a time into a strip
-buffer, so memory grows with the tile batch and the image width, not with the image area: a
-10k x 10k mosaic (or a memory-mapped array) is predicted without loading it whole.
+lose context at their borders. A micrograph whose activations fit ``memory_mib`` is therefore
+predicted in one forward pass, padded only to the model's size multiple. Larger images (mosaics)
+are tiled: every pixel is predicted from tiles in which it lies at least ``overlap // 4`` px from
+the tile edge, and neighbouring tiles are cross-faded with ``sin^2`` ramps that sum to one. The
+default overlap is four times the model's *effective receptive-field radius* (measured once per
+model from the input gradient of a centre pixel, the radius holding 99 % of it), so the tiled
+result equals the untiled one to that precision. Tiles are processed one row of tiles at a time
+into a strip buffer, so memory grows with the tile batch and the image width, not with the image
+area: a 10k x 10k mosaic (or a memory-mapped array) is predicted without loading it whole.
+
+An ensemble (the k cross-validation fold models) averages the members' class probabilities;
+the normalised entropy of that mean is the per-pixel *uncertainty*, and the mutual information
+between members and classes (entropy of the mean minus the mean member entropy) their
+*disagreement*. Both are accumulated strip by strip like the probabilities.
 
 References
 ----------
@@ -20,6 +29,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +44,38 @@ from metallo._device import resolve_device
 from metallo._progress import ProgressCallback, notify
 from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
-from metallo.errors import ConfigError
+from metallo.errors import ConfigError, ModelError
 from metallo.segment._checkpoint import load_checkpoint
 from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
 
-__all__ = ["blend_window", "predict", "predict_array", "predict_files", "predict_resized", "predict_to_specimen",
-           "scale_to_pixel_size"]
+__all__ = ["InferencePlan", "activation_bytes_per_pixel", "blend_window", "ensemble_checkpoints",
+           "plan_inference", "predict", "predict_array", "predict_files", "predict_maps", "predict_resized",
+           "predict_to_specimen", "receptive_radius", "scale_to_pixel_size"]
 
-DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 64
+#: Memory for the network's activations (MiB) below which an image is predicted in one pass.
+DEFAULT_MEMORY_MIB = 1024.0
+#: Uncertainty (normalised entropy) above which a pixel counts as uncertain in the quality record.
+UNCERTAIN_LEVEL = 0.5
+#: Largest fraction of uncertain pixels for which the quality record passes.
+MAX_UNCERTAIN_FRACTION = 0.10
+_MAX_TILE = 1024
+_MAX_BATCH = 8
 
 
 def blend_window(size: int, overlap: int) -> np.ndarray:
     """1-D tile weight: zero in the outer ``overlap // 4`` px, a ``sin^2`` ramp over the rest of
     the overlap, one inside. Ramps of neighbouring tiles (step ``size - overlap``) sum to one.
+
+    Parameters
+    ----------
+    size : int
+        Tile length in px.
+    overlap : int
+        Overlap of neighbouring tiles in px.
+
+    Returns
+    -------
+    ndarray of float32, shape (size,)
 
     Examples
     --------
@@ -82,8 +111,210 @@ def _grid(length: int, tile: int | None, overlap: int, multiple: int) -> tuple[i
     return tile, step, 1 + math.ceil((need - tile) / step)
 
 
-def _normalised_tiles(image: Any, rows: np.ndarray, col_sets: Sequence[np.ndarray], mean: np.ndarray,
-                      std: np.ndarray, in_channels: int) -> np.ndarray:
+def _n_classes(model: nn.Module) -> int:
+    n = getattr(model, "n_classes", None)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{type(model).__name__} needs an integer attribute n_classes to be used for prediction")
+    return n
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def activation_bytes_per_pixel(model: nn.Module) -> float:
+    """Bytes of activations per input pixel of one forward pass (an upper bound), measured once.
+
+    The outputs of all leaf modules of a forward pass over a small probe are summed; inference
+    frees most of them on the way, so the true peak is lower (about half for the U-Net).
+    Models that cannot be probed (an ONNX Runtime engine) carry the value measured at export
+    in ``bytes_per_pixel``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from metallo.segment import get_model
+    >>> activation_bytes_per_pixel(get_model("unet", n_classes=2, base_channels=4)) > 0
+    True
+    """
+    cached = getattr(model, "bytes_per_pixel", None)
+    if isinstance(cached, float) and cached > 0:
+        return cached
+    in_channels = int(getattr(model, "in_channels", 1))
+    side = _ceil_to(64, int(getattr(model, "size_multiple", 1)))
+    total = 0
+
+    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, in_channels, side, side, device=_device_of(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    value = max(total / side**2, 4.0 * (in_channels + _n_classes(model)))
+    model.bytes_per_pixel = float(value)
+    return float(value)
+
+
+def receptive_radius(model: nn.Module, *, mass: float = 0.99) -> int:
+    """Effective receptive-field radius (px): the Chebyshev radius around a pixel that holds
+    ``mass`` of the input gradient of its class scores, measured once per model.
+
+    The gradient is taken on a random probe at least 256 px wide; a radius reaching the probe's
+    edge is reported as half the probe (a lower bound).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    mass : float
+        Fraction of the gradient magnitude the radius must hold.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Conv2d(1, 2, 5, padding=2); net.n_classes = 2
+    >>> receptive_radius(net)
+    2
+    """
+    cached = getattr(model, "receptive_radius_px", None)
+    if isinstance(cached, int) and cached >= 0:
+        return cached
+    in_channels = int(getattr(model, "in_channels", 1))
+    side = _ceil_to(257, 2 * int(getattr(model, "size_multiple", 1)))
+    centre = side // 2
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, in_channels, side, side, generator=generator).to(_device_of(model)).requires_grad_(True)
+    weights = torch.randn(_n_classes(model), generator=generator).to(x.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = model(x)
+            (grad,) = torch.autograd.grad((out[0, :, centre, centre] * weights).sum(), x)
+    finally:
+        model.train(was_training)
+    g = grad.detach().abs().sum(dim=1)[0].cpu().numpy().astype(np.float64)
+    idx = np.arange(side) - centre
+    dist = np.maximum(np.abs(idx)[:, None], np.abs(idx)[None, :])
+    by_radius = np.cumsum(np.bincount(dist.ravel(), weights=g.ravel()))
+    if by_radius[-1] <= 0:
+        radius = 0
+    else:
+        radius = int(np.searchsorted(by_radius, mass * by_radius[-1]))
+    radius = min(radius, side // 2)
+    model.receptive_radius_px = radius
+    return radius
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How an image is predicted: whole or tiled, with what overlap and batch.
+
+    Attributes
+    ----------
+    tile : int or None
+        Tile side in px; None for one pass over the whole (padded) image.
+    overlap : int
+        Overlap of neighbouring tiles in px (the mirror padding of the image is half of it).
+    batch_size : int
+        Tiles per forward pass.
+    receptive_radius : int or None
+        The model's effective receptive-field radius in px, when the overlap was derived from it.
+    memory_mib : float
+        The activation budget the plan was made for.
+    """
+
+    tile: int | None
+    overlap: int
+    batch_size: int
+    receptive_radius: int | None
+    memory_mib: float
+
+
+def plan_inference(model: nn.Module, shape: Sequence[int], *, tile: int | str | None = "auto",
+                   overlap: int | None = None, batch_size: int | None = None,
+                   memory_mib: float = DEFAULT_MEMORY_MIB) -> InferencePlan:
+    """Choose whole-image or tiled prediction of an image of ``shape`` for ``model``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    shape : sequence of int
+        ``(y, x[, channel])`` of the image as the network sees it.
+    tile : "auto", int or None
+        ``"auto"``: the whole image in one pass when its activations
+        (:func:`activation_bytes_per_pixel`) fit ``memory_mib``, else the largest tiles (at most
+        1024 px) that do; an int forces tiles of that side, None one pass.
+    overlap : int, optional
+        Tile overlap in px; default four times :func:`receptive_radius` when tiling, 0 for one
+        pass.
+    batch_size : int, optional
+        Tiles per forward pass; default as many as fit the budget (1-8).
+    memory_mib : float
+        Activation budget in MiB.
+
+    Returns
+    -------
+    InferencePlan
+
+    Examples
+    --------
+    >>> from metallo.segment import get_model
+    >>> net = get_model("unet", n_classes=2, base_channels=4)
+    >>> plan_inference(net, (481, 645)).tile is None
+    True
+    >>> plan_inference(net, (10240, 10240)).tile
+    1024
+    """
+    if memory_mib <= 0:
+        raise ConfigError(f"memory_mib must be positive; got {memory_mib}")
+    if overlap is not None and overlap < 0:
+        raise ConfigError(f"overlap must be >= 0 px; got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
+    multiple = int(getattr(model, "size_multiple", 1))
+    h, w = int(shape[0]), int(shape[1])
+    budget_px = memory_mib * 2**20 / activation_bytes_per_pixel(model)
+    if isinstance(tile, str):
+        if tile != "auto":
+            raise ConfigError(f"tile must be 'auto', a size in px or None; got {tile!r}")
+        pad = overlap or 0
+        if _ceil_to(h + pad, multiple) * _ceil_to(w + pad, multiple) <= budget_px:
+            return InferencePlan(None, pad, 1, None, float(memory_mib))
+        side = max(multiple, int(math.sqrt(budget_px)) // multiple * multiple)
+        tile = min(_MAX_TILE, side)
+    if tile is None:
+        return InferencePlan(None, overlap or 0, batch_size or 1, None, float(memory_mib))
+    radius = None
+    if overlap is None:
+        radius = receptive_radius(model)
+        overlap = _ceil_to(4 * radius, 4)
+        # Tiles at least twice the overlap keep the wasted margin below ~75 % of the compute.
+        tile = max(int(tile), _ceil_to(2 * overlap + multiple, multiple))
+    batch = batch_size or int(min(_MAX_BATCH, max(1, budget_px // tile**2)))
+    return InferencePlan(int(tile), int(overlap), batch, radius, float(memory_mib))
+
+
+def _unit_tiles(image: Any, rows: np.ndarray, col_sets: Sequence[np.ndarray], in_channels: int) -> np.ndarray:
+    """Tiles ``(batch, y, x, channel)`` in [0, 1] with the model's channel count."""
     out = []
     for cols in col_sets:
         tile = to_unit_range(np.asarray(image[np.ix_(rows, cols)]))
@@ -92,15 +323,8 @@ def _normalised_tiles(image: Any, rows: np.ndarray, col_sets: Sequence[np.ndarra
         if tile.shape[2] != in_channels:
             grey = tile.mean(axis=2, keepdims=True)
             tile = np.repeat(grey, in_channels, axis=2) if in_channels > 1 else grey
-        out.append(((tile - mean) / std).transpose(2, 0, 1))
-    return np.stack(out)
-
-
-def _n_classes(model: nn.Module) -> int:
-    n = getattr(model, "n_classes", None)
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"{type(model).__name__} needs an integer attribute n_classes to be used for prediction")
-    return n
+        out.append(tile)
+    return np.stack(out).astype(np.float32, copy=False)
 
 
 def _class_probabilities(model: nn.Module, x: torch.Tensor, *, tta: bool, use_amp: bool) -> torch.Tensor:
@@ -119,15 +343,178 @@ def _class_probabilities(model: nn.Module, x: torch.Tensor, *, tta: bool, use_am
     return total / len(transforms)
 
 
-def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
-                  tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
-                  device: str | torch.device = "auto", amp: bool = True, probabilities: bool = False,
-                  labels_out: np.ndarray | None = None, progress: ProgressCallback | None = None,
-                  tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Tiled prediction of a ``(y, x[, channel])`` array (numpy, memmap or anything sliceable).
+def _entropy(p: torch.Tensor, dim: int) -> torch.Tensor:
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=dim)
+
+
+@dataclass
+class _Member:
+    """One model of an ensemble with its normalisation (fold models differ in it)."""
+
+    model: nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def _members(models: Any, mean: Any, std: Any) -> list[_Member]:
+    if isinstance(models, nn.Module):
+        models, mean, std = [models], [mean], [std]
+    models = list(models)
+    if not models:
+        raise ConfigError("no models to predict with")
+    if len(mean) != len(models) or len(std) != len(models):
+        raise ConfigError(f"an ensemble of {len(models)} models needs one mean and std per model")
+    classes = {_n_classes(m) for m in models}
+    if len(classes) > 1:
+        raise ConfigError(f"ensemble members predict different numbers of classes: {sorted(classes)}")
+    return [_Member(m, np.asarray(mu, np.float32).reshape(1, 1, 1, -1), np.asarray(sd, np.float32).reshape(1, 1, 1, -1))
+            for m, mu, sd in zip(models, mean, std, strict=True)]
+
+
+def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: Any, std: Any,
+                 tile: int | str | None = "auto", overlap: int | None = None, batch_size: int | None = None,
+                 memory_mib: float = DEFAULT_MEMORY_MIB, device: str | torch.device = "auto", amp: bool = True,
+                 probabilities: bool = False, uncertainty: bool = False, labels_out: np.ndarray | None = None,
+                 progress: ProgressCallback | None = None, tta: bool = False) -> dict[str, Any]:
+    """Labels and optional probability / uncertainty maps of a ``(y, x[, channel])`` array.
 
     The image is read one row of tiles at a time, so a memory-mapped mosaic never has to fit
     in memory; write the labels into a memory-mapped ``labels_out`` to keep the output on disk.
+
+    Parameters
+    ----------
+    models : torch.nn.Module or sequence of them
+        Each maps ``(batch, in_channels, H, W)`` to logits ``(batch, n_classes, H, W)`` and has
+        integer attributes ``n_classes`` (and ``in_channels``, default 1). Several models form
+        an ensemble: their class probabilities are averaged.
+    image : array-like
+        ``(y, x)`` or ``(y, x, channel)``; integers are divided by their dtype maximum.
+    mean, std : sequence of float (one model) or sequence of them (one per model)
+        Per-channel normalisation of [0, 1] intensities (from the checkpoint).
+    tile, overlap, batch_size, memory_mib
+        As for :func:`plan_inference`.
+    device, amp, progress, tta
+        As for :func:`predict`.
+    probabilities : bool
+        Also return ``(y, x, class)`` float32 probabilities (image-sized).
+    uncertainty : bool
+        Also return the ``uncertainty`` map (entropy of the mean probabilities / log(classes),
+        0 = certain, 1 = uniform) and, for an ensemble, ``disagreement`` (mutual information
+        between member and class / log(classes)).
+    labels_out : ndarray, optional
+        Pre-allocated ``(y, x)`` array (e.g. ``np.lib.format.open_memmap``) to write into.
+
+    Returns
+    -------
+    dict
+        ``labels`` (y, x), ``probabilities``, ``uncertainty``, ``disagreement`` (or None),
+        ``expected_error`` (per predicted class: mean of 1 - max probability over its pixels),
+        ``plan`` (:class:`InferencePlan`).
+
+    Examples
+    --------
+    >>> from metallo.segment import get_model
+    >>> net = get_model("unet", n_classes=2, base_channels=4)
+    >>> out = predict_maps(net, np.zeros((100, 120), np.uint8), mean=[0.5], std=[0.2], device="cpu",
+    ...                    uncertainty=True)
+    >>> out["labels"].shape, out["uncertainty"].shape
+    ((100, 120), (100, 120))
+    """
+    dev = resolve_device(device)
+    h, w = int(image.shape[0]), int(image.shape[1])
+    if h < 1 or w < 1:
+        raise ConfigError(f"cannot predict an empty image of shape {tuple(image.shape)}")
+    members = _members(models, mean, std)
+    first = members[0].model
+    n_classes = _n_classes(first)
+    in_channels = int(getattr(first, "in_channels", 1))
+    multiple = max(int(getattr(m.model, "size_multiple", 1)) for m in members)
+    for m in members:
+        m.model.to(dev).eval()
+    plan = plan_inference(first, (h, w), tile=tile, overlap=overlap, batch_size=batch_size, memory_mib=memory_mib)
+    pad = plan.overlap // 2
+    th, step_y, ny = _grid(h, plan.tile, plan.overlap, multiple)
+    tw, step_x, nx = _grid(w, plan.tile, plan.overlap, multiple)
+    window = blend_window(th, plan.overlap if ny > 1 or plan.tile is not None else 0)[:, None] * \
+        blend_window(tw, plan.overlap if nx > 1 or plan.tile is not None else 0)[None, :]
+    ensemble = len(members) > 1
+    channels = n_classes + (1 if ensemble and uncertainty else 0)  # + mean member entropy
+    width = tw + (nx - 1) * step_x
+    acc = np.zeros((channels, th, width), np.float32)
+    wsum = np.zeros((th, width), np.float32)
+    labels = labels_out if labels_out is not None else np.empty((h, w), np.uint8 if n_classes <= 256 else np.int32)
+    probs = np.empty((h, w, n_classes), np.float32) if probabilities else None
+    unc = np.empty((h, w), np.float32) if uncertainty else None
+    dis = np.empty((h, w), np.float32) if uncertainty and ensemble else None
+    error_sum = np.zeros(n_classes, np.float64)
+    error_count = np.zeros(n_classes, np.int64)
+    log_c = math.log(n_classes) if n_classes > 1 else 1.0
+    window_t = torch.from_numpy(window).to(dev)
+    col_starts = [j * step_x - pad for j in range(nx)]
+    col_sets = [mirror_index(np.arange(x0, x0 + tw), w) for x0 in col_starts]
+    use_amp = amp and dev.type == "cuda"
+    tiles_done = 0
+    notify(progress, tiles_done, ny * nx, "predicting tiles")
+    for r in range(ny):
+        y0 = r * step_y - pad
+        rows = mirror_index(np.arange(y0, y0 + th), h)
+        for b0 in range(0, nx, plan.batch_size):
+            unit = _unit_tiles(image, rows, col_sets[b0:b0 + plan.batch_size], in_channels)
+            p_sum: torch.Tensor | None = None
+            h_sum: torch.Tensor | None = None
+            for m in members:
+                x = torch.from_numpy(((unit - m.mean) / m.std).transpose(0, 3, 1, 2).copy()).to(dev)
+                p = _class_probabilities(m.model, x, tta=tta, use_amp=use_amp)
+                p_sum = p if p_sum is None else p_sum + p
+                if channels > n_classes:
+                    e = _entropy(p, 1)
+                    h_sum = e if h_sum is None else h_sum + e
+            assert p_sum is not None
+            stack = p_sum / len(members)
+            if h_sum is not None:
+                stack = torch.cat([stack, (h_sum / len(members))[:, None]], dim=1)
+            out = (stack * window_t).cpu().numpy()
+            for k in range(out.shape[0]):
+                c0 = (b0 + k) * step_x
+                acc[:, :, c0:c0 + tw] += out[k]
+                wsum[:, c0:c0 + tw] += window
+            tiles_done += out.shape[0]
+            notify(progress, tiles_done, ny * nx, "predicting tiles")
+        done = step_y if r < ny - 1 else th
+        top = r * step_y - pad  # image row of buffer row 0
+        lo, hi = max(0, -top), min(done, h - top)
+        if hi > lo:
+            block = acc[:, lo:hi, pad:pad + w] / np.maximum(wsum[lo:hi, pad:pad + w], 1e-12)
+            p_block = block[:n_classes]
+            lab = p_block.argmax(axis=0)
+            labels[top + lo:top + hi] = lab
+            error_sum += np.bincount(lab.ravel(), weights=(1.0 - p_block.max(axis=0)).ravel(),
+                                     minlength=n_classes)
+            error_count += np.bincount(lab.ravel(), minlength=n_classes)
+            if probs is not None:
+                probs[top + lo:top + hi] = p_block.transpose(1, 2, 0)
+            if unc is not None:
+                total_entropy = -(p_block * np.log(np.maximum(p_block, 1e-12))).sum(axis=0)
+                unc[top + lo:top + hi] = total_entropy / log_c
+                if dis is not None:
+                    dis[top + lo:top + hi] = np.maximum(total_entropy - block[n_classes], 0.0) / log_c
+        if r < ny - 1:
+            acc[:, : th - step_y] = acc[:, step_y:]
+            acc[:, th - step_y:] = 0.0
+            wsum[: th - step_y] = wsum[step_y:]
+            wsum[th - step_y:] = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected_error = np.where(error_count > 0, error_sum / np.maximum(error_count, 1), np.nan)
+    return {"labels": labels, "probabilities": probs, "uncertainty": unc, "disagreement": dis,
+            "expected_error": expected_error, "pixel_counts": error_count, "plan": plan}
+
+
+def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
+                  tile: int | str | None = "auto", overlap: int | None = None, batch_size: int | None = None,
+                  device: str | torch.device = "auto", amp: bool = True, probabilities: bool = False,
+                  labels_out: np.ndarray | None = None, progress: ProgressCallback | None = None,
+                  tta: bool = False, memory_mib: float = DEFAULT_MEMORY_MIB) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (and optionally probabilities) of a ``(y, x[, channel])`` array with one model.
 
     Parameters
     ----------
@@ -138,12 +525,10 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
         ``(y, x)`` or ``(y, x, channel)``; integers are divided by their dtype maximum.
     mean, std : sequence of float
         Per-channel normalisation of [0, 1] intensities (from the checkpoint).
-    tile, overlap, batch_size, device, amp, progress, tta
-        As for :func:`predict`.
+    tile, overlap, batch_size, memory_mib, device, amp, progress, tta, labels_out
+        As for :func:`predict_maps`.
     probabilities : bool
         Also return ``(y, x, class)`` float32 probabilities (image-sized).
-    labels_out : ndarray, optional
-        Pre-allocated ``(y, x)`` array (e.g. ``np.lib.format.open_memmap``) to write into.
 
     Returns
     -------
@@ -159,65 +544,27 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
     >>> labels.shape
     (100, 120)
     """
-    dev = resolve_device(device)
-    h, w = int(image.shape[0]), int(image.shape[1])
-    if h < 1 or w < 1:
-        raise ConfigError(f"cannot predict an empty image of shape {tuple(image.shape)}")
-    if overlap < 0:
-        raise ConfigError(f"overlap must be >= 0 px; got {overlap}")
-    n_classes = _n_classes(model)
-    in_channels = int(getattr(model, "in_channels", 1))
-    multiple = int(getattr(model, "size_multiple", 1))
-    pad = overlap // 2
-    th, step_y, ny = _grid(h, tile, overlap, multiple)
-    tw, step_x, nx = _grid(w, tile, overlap, multiple)
-    window = blend_window(th, overlap if ny > 1 or tile is not None else 0)[:, None] * \
-        blend_window(tw, overlap if nx > 1 or tile is not None else 0)[None, :]
-    width = tw + (nx - 1) * step_x
-    acc = np.zeros((n_classes, th, width), np.float32)
-    wsum = np.zeros((th, width), np.float32)
-    labels = labels_out if labels_out is not None else np.empty((h, w), np.uint8 if n_classes <= 256 else np.int32)
-    probs = np.empty((h, w, n_classes), np.float32) if probabilities else None
-    mean_a = np.asarray(mean, np.float32).reshape(1, 1, -1)
-    std_a = np.asarray(std, np.float32).reshape(1, 1, -1)
-    window_t = torch.from_numpy(window).to(dev)
-    col_starts = [j * step_x - pad for j in range(nx)]
-    col_sets = [mirror_index(np.arange(x0, x0 + tw), w) for x0 in col_starts]
-    model = model.to(dev).eval()
-    use_amp = amp and dev.type == "cuda"
-    tiles_done = 0
-    notify(progress, tiles_done, ny * nx, "predicting tiles")
-    for r in range(ny):
-        y0 = r * step_y - pad
-        rows = mirror_index(np.arange(y0, y0 + th), h)
-        for b0 in range(0, nx, batch_size):
-            batch = _normalised_tiles(image, rows, col_sets[b0:b0 + batch_size], mean_a, std_a, in_channels)
-            x = torch.from_numpy(batch).to(dev, non_blocking=True)
-            p = (_class_probabilities(model, x, tta=tta, use_amp=use_amp) * window_t).cpu().numpy()
-            for k in range(p.shape[0]):
-                c0 = (b0 + k) * step_x
-                acc[:, :, c0:c0 + tw] += p[k]
-                wsum[:, c0:c0 + tw] += window
-            tiles_done += p.shape[0]
-            notify(progress, tiles_done, ny * nx, "predicting tiles")
-        done = step_y if r < ny - 1 else th
-        first = r * step_y - pad  # image row of buffer row 0
-        lo, hi = max(0, -first), min(done, h - first)
-        if hi > lo:
-            block = acc[:, lo:hi, pad:pad + w] / np.maximum(wsum[lo:hi, pad:pad + w], 1e-12)
-            labels[first + lo:first + hi] = block.argmax(axis=0)
-            if probs is not None:
-                probs[first + lo:first + hi] = block.transpose(1, 2, 0)
-        if r < ny - 1:
-            acc[:, : th - step_y] = acc[:, step_y:]
-            acc[:, th - step_y:] = 0.0
-            wsum[: th - step_y] = wsum[step_y:]
-            wsum[th - step_y:] = 0.0
-    return labels, probs
+    out = predict_maps(model, image, mean=mean, std=std, tile=tile, overlap=overlap, batch_size=batch_size,
+                       memory_mib=memory_mib, device=device, amp=amp, probabilities=probabilities,
+                       labels_out=labels_out, progress=progress, tta=tta)
+    return out["labels"], out["probabilities"]
 
 
 def scale_to_pixel_size(image_pixel_size_um: float | None, pixel_size_um: float, name: str = "image") -> float:
     """Resize factor taking an image of ``image_pixel_size_um`` to ``pixel_size_um`` (µm/px).
+
+    Parameters
+    ----------
+    image_pixel_size_um : float or None
+        The image's pixel size.
+    pixel_size_um : float
+        The pixel size the model works at.
+    name : str
+        The image's name in the error message.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -230,24 +577,71 @@ def scale_to_pixel_size(image_pixel_size_um: float | None, pixel_size_um: float,
     return float(image_pixel_size_um) / float(pixel_size_um)
 
 
+def _resize_maps(maps: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:
+    """Probabilities / uncertainty maps resized (linearly) back to ``shape``; labels from them."""
+    import cv2
+
+    h, w = shape
+    probs = maps["probabilities"]
+    assert probs is not None
+    full = np.stack([cv2.resize(probs[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
+                     for c in range(probs.shape[2])], axis=-1)
+    labels = full.argmax(axis=-1).astype(maps["labels"].dtype)
+    n_classes = full.shape[2]
+    counts = np.bincount(labels.ravel(), minlength=n_classes)
+    error = np.bincount(labels.ravel(), weights=(1.0 - full.max(axis=-1)).ravel(), minlength=n_classes)
+    out = dict(maps, labels=labels, probabilities=full, pixel_counts=counts,
+               expected_error=np.where(counts > 0, error / np.maximum(counts, 1), np.nan))
+    for key in ("uncertainty", "disagreement"):
+        if maps[key] is not None:
+            out[key] = cv2.resize(maps[key], (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def _predict_scaled(models: Any, image: Any, scale: float, *, mean: Any, std: Any, **options: Any) -> dict[str, Any]:
+    """:func:`predict_maps` at ``scale`` x the image size, every map resized back to the image grid."""
+    import cv2
+
+    if scale == 1.0:
+        return predict_maps(models, image, mean=mean, std=std, **options)
+    src = np.asarray(image)
+    h, w = int(src.shape[0]), int(src.shape[1])
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    src = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    maps = predict_maps(models, src, mean=mean, std=std, **{**options, "probabilities": True})
+    return _resize_maps(maps, (h, w))
+
+
 def predict_resized(model: nn.Module, image: Any, scale: float, *, mean: Sequence[float], std: Sequence[float],
                     **options: Any) -> np.ndarray:
     """Class probabilities ``(y, x, class)`` on the grid of ``image``, predicted at ``scale`` x its size.
 
     The image is resized (area interpolation down, linear up), predicted with
-    :func:`predict_array` (``options``: tile, overlap, batch_size, device, amp, tta, progress)
+    :func:`predict_maps` (``options``: tile, overlap, batch_size, device, amp, tta, progress)
     and the probabilities are resized back linearly.
-    """
-    import cv2
 
-    src = np.asarray(image)
-    h, w = int(src.shape[0]), int(src.shape[1])
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    src = cv2.resize(src, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    _, small = predict_array(model, src, mean=mean, std=std, probabilities=True, **options)
-    assert small is not None
-    return np.stack([cv2.resize(small[..., c], (w, h), interpolation=cv2.INTER_LINEAR)
-                     for c in range(small.shape[2])], axis=-1)
+    Parameters
+    ----------
+    model : torch.nn.Module
+    image : array-like
+    scale : float
+    mean, std : sequence of float
+    **options
+        Passed to :func:`predict_maps`.
+
+    Returns
+    -------
+    ndarray (y, x, class) float32
+
+    Examples
+    --------
+    >>> from metallo.segment import get_model
+    >>> net = get_model("unet", n_classes=2, base_channels=4)
+    >>> predict_resized(net, np.zeros((40, 60)), 0.5, mean=[0.5], std=[0.2], device="cpu").shape
+    (40, 60, 2)
+    """
+    maps = _predict_scaled(model, image, scale, mean=mean, std=std, **{**options, "probabilities": True})
+    return maps["probabilities"]
 
 
 def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -256,34 +650,112 @@ def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tup
         return checkpoint_or_model, info
     if isinstance(checkpoint_or_model, tuple) and len(checkpoint_or_model) == 2:
         return checkpoint_or_model[0], dict(checkpoint_or_model[1])
+    if str(checkpoint_or_model).endswith(".onnx"):
+        from metallo.segment._onnx import load_onnx
+
+        return load_onnx(checkpoint_or_model)
     return load_checkpoint(checkpoint_or_model, device=device)
 
 
-def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_TILE,
-            overlap: int = DEFAULT_OVERLAP, batch_size: int = 4, device: str = "auto",
-            probabilities: bool = False, scale: float | None = None, amp: bool = True,
-            progress: ProgressCallback | None = None, tta: bool | None = None,
-            pixel_size_um: float | None = None) -> xr.DataArray | xr.Dataset:
-    """Segment a whole micrograph with a trained model.
+def _load_members(checkpoint_or_model: Any, device: str | torch.device) -> list[tuple[nn.Module, dict[str, Any]]]:
+    if isinstance(checkpoint_or_model, list):
+        if not checkpoint_or_model:
+            raise ConfigError("an ensemble needs at least one checkpoint")
+        return [_model_and_info(item, device) for item in checkpoint_or_model]
+    return [_model_and_info(checkpoint_or_model, device)]
+
+
+def ensemble_checkpoints(path: str | Path) -> list[Path]:
+    """The cross-validation fold checkpoints (``fold<k>.pt``) of a training run.
 
     Parameters
     ----------
-    checkpoint_or_model : str, Path, dict or torch.nn.Module
-        A checkpoint file (from :func:`~metallo.segment.train`), its dict, or a model (a model
-        loaded with :func:`load_checkpoint` keeps its normalisation; a bare model gets none).
+    path : str or Path
+        The run folder (``metallo train --out``) or any checkpoint in it.
+
+    Returns
+    -------
+    list of Path
+        ``fold0.pt``, ``fold1.pt``, ... in fold order.
+
+    Examples
+    --------
+    >>> ensemble_checkpoints("runs/uhcs/model.pt")  # doctest: +SKIP
+    [PosixPath('runs/uhcs/fold0.pt'), PosixPath('runs/uhcs/fold1.pt'), PosixPath('runs/uhcs/fold2.pt')]
+    """
+    folder = Path(path)
+    folder = folder if folder.is_dir() else folder.parent
+    found = sorted(folder.glob("fold*.pt"), key=lambda p: (len(p.stem), p.stem))
+    if not found:
+        raise ModelError(f"{folder}: no fold<k>.pt checkpoints for an ensemble; train with --folds >= 2")
+    return found
+
+
+def _choose_tta(infos: list[dict[str, Any]], device: torch.device, tta: bool | None) -> tuple[bool, str]:
+    """TTA and why: as asked; else as the checkpoint was evaluated, but on a CPU only where the
+    checkpoint's held-out evaluation measured it to matter (>= 0.01 mean IoU)."""
+    if tta is not None:
+        return bool(tta), "requested"
+    tile_info = infos[0].get("tile", {}) or {}
+    if not tile_info.get("tta", False):
+        return False, "checkpoint evaluated without TTA"
+    if device.type != "cpu":
+        return True, "checkpoint evaluated with TTA"
+    gains = [m.get("metrics", {}).get("tta_gain") for m in infos]
+    if any(g is None for g in gains):
+        return False, "TTA off on CPU (8x the compute): the checkpoint has no measured TTA gain"
+    gain = float(np.mean(gains))
+    if gain >= 0.01:
+        return True, f"TTA on: it raised held-out mean IoU by {gain:.3f} in training"
+    return False, f"TTA off on CPU (8x the compute): it changed held-out mean IoU by only {gain:+.3f} in training"
+
+
+def _uncertainty_quality(uncertainty: np.ndarray, expected_error: np.ndarray, counts: np.ndarray,
+                         classes: Sequence[str]) -> dict[str, Any]:
+    fraction = float(np.mean(uncertainty > UNCERTAIN_LEVEL))
+    total = int(counts.sum())
+    overall = float(np.nansum(expected_error * counts) / total) if total else float("nan")
+    return {"uncertain_fraction": fraction, "uncertain_level": UNCERTAIN_LEVEL,
+            "max_uncertain_fraction": MAX_UNCERTAIN_FRACTION, "expected_error": overall,
+            "expected_error_per_class": {c: (None if not np.isfinite(e) else float(e))
+                                         for c, e in zip(classes, expected_error, strict=False)},
+            "mean_uncertainty": float(uncertainty.mean()), "passed": fraction <= MAX_UNCERTAIN_FRACTION}
+
+
+def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "auto",
+            overlap: int | None = None, batch_size: int | None = None, device: str = "auto",
+            probabilities: bool = False, uncertainty: bool | None = None, scale: float | None = None,
+            amp: bool = True, progress: ProgressCallback | None = None, tta: bool | None = None,
+            pixel_size_um: float | None = None, memory_mib: float = DEFAULT_MEMORY_MIB) -> xr.DataArray | xr.Dataset:
+    """Segment a whole micrograph with a trained model or an ensemble of them.
+
+    Parameters
+    ----------
+    checkpoint_or_model : str, Path, dict, torch.nn.Module, (model, info) or a list of them
+        A checkpoint file (from :func:`~metallo.segment.train`, or an ``.onnx`` export), its
+        dict, or a model (a model loaded with :func:`load_checkpoint` keeps its normalisation;
+        a bare model gets none). A list is an ensemble (e.g. :func:`ensemble_checkpoints`):
+        the mean of the members' class probabilities decides.
     image : xr.DataArray or ndarray
         ``(y, x)`` or ``(y, x, channel)``; integer images are divided by their dtype maximum.
         Memory-mapped arrays are read tile by tile.
-    tile : int or None
-        Tile side in px (512); ``None`` predicts the whole image in one pass.
-    overlap : int
-        Overlap of neighbouring tiles in px (64); the image is mirror-padded by half of it.
-    batch_size : int
-        Tiles per forward pass: this, not the image size, bounds the memory.
+    tile : "auto", int or None
+        ``"auto"`` (default): one pass over the whole image when the network's activations fit
+        ``memory_mib``, else tiles as large as fit; an int forces tiles of that side; None one
+        pass whatever the size.
+    overlap : int, optional
+        Overlap of neighbouring tiles in px; default four times the model's effective
+        receptive-field radius (:func:`receptive_radius`). The image is mirror-padded by half.
+    batch_size : int, optional
+        Tiles per forward pass (default: as many as fit ``memory_mib``, at most 8).
     device : "auto", "cpu" or "cuda"
         CUDA runs under float16 autocast when ``amp``.
     probabilities : bool
         Also return the blended class probabilities.
+    uncertainty : bool, optional
+        Also return the per-pixel ``uncertainty`` (normalised entropy of the mean probabilities)
+        and, for an ensemble, ``disagreement``; the attrs then carry ``expected_error`` per class
+        and a ``quality`` record. Default: True for an ensemble.
     scale : float, optional
         Resize factor applied before prediction; default: the training down-scaling stored in
         the checkpoint, or, for a model trained at one pixel size (``pixel_size_um`` in
@@ -295,19 +767,23 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         :mod:`metallo._progress`).
     tta : bool, optional
         Test-time augmentation: average the class probabilities over the 8 flips and
-        90-degree rotations of each tile (8x the compute; micrographs have no preferred
-        orientation, and the average is smoother at class borders). Default: as the
-        checkpoint was evaluated in training (``eval_tta``).
+        90-degree rotations (8x the compute). Default: as the checkpoint was evaluated in
+        training, except on a CPU, where it is used only if the checkpoint's held-out
+        evaluation measured a gain of at least 0.01 mean IoU. ``config`` says which was used
+        and why (``tta``, ``tta_reason``).
     pixel_size_um : float, optional
         The image's pixel size in µm (default: its ``pixel_size_um`` attribute); needed only
         for a model trained at one pixel size.
+    memory_mib : float
+        Activation budget (MiB) for one forward pass.
 
     Returns
     -------
     xr.DataArray or xr.Dataset
         Labels ``(y, x)`` on the image's coordinates, attrs ``classes`` (JSON), ``model``,
-        ``checkpoint_sha256``, ``config``; with ``probabilities`` a Dataset with ``labels`` and
-        ``probabilities`` ``(y, x, class)``.
+        ``checkpoint_sha256``, ``config``; with ``probabilities`` or ``uncertainty`` a Dataset
+        with ``labels`` and ``probabilities`` ``(y, x, class)`` / ``uncertainty`` ``(y, x)`` /
+        ``disagreement`` ``(y, x)``.
 
     Examples
     --------
@@ -318,15 +794,27 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
     >>> labels.shape, labels.attrs["classes"]
     ((64, 64), '["ferrite", "pearlite"]')
     """
-    model, info = _model_and_info(checkpoint_or_model, device)
-    norm = info.get("normalization", {})
-    in_channels = int(getattr(model, "in_channels", 1))
-    mean = norm.get("mean", [0.0] * in_channels)
-    std = norm.get("std", [1.0] * in_channels)
+    members = _load_members(checkpoint_or_model, device)
+    infos = [info for _, info in members]
+    models = [model for model, _ in members]
+    ensemble = len(members) > 1
+    uncertainty = ensemble if uncertainty is None else bool(uncertainty)
+    means, stds = [], []
+    for model, info in members:
+        norm = info.get("normalization", {})
+        in_channels = int(getattr(model, "in_channels", 1))
+        means.append(norm.get("mean", [0.0] * in_channels))
+        stds.append(norm.get("std", [1.0] * in_channels))
     array = image.data if isinstance(image, xr.DataArray) else image
     if not hasattr(array, "shape") or len(array.shape) not in (2, 3):
         raise ConfigError(f"image must be (y, x) or (y, x, channel); got {getattr(array, 'shape', type(image))}")
-    tile_info = info.get("tile", {}) or {}
+    tile_info = infos[0].get("tile", {}) or {}
+    for other in infos[1:]:
+        other_tile = other.get("tile", {}) or {}
+        if (other_tile.get("pixel_size_um"), other_tile.get("scale", 1.0)) != (tile_info.get("pixel_size_um"),
+                                                                                 tile_info.get("scale", 1.0)):
+            raise ConfigError("ensemble members were trained at different scales / pixel sizes; "
+                              "use checkpoints of one cross-validation run")
     if scale is None and tile_info.get("pixel_size_um"):
         # The model was trained at one physical pixel size: resample this image to it.
         if pixel_size_um is None and isinstance(image, xr.DataArray):
@@ -334,36 +822,51 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | None = DEFAULT_
         scale = scale_to_pixel_size(pixel_size_um, float(tile_info["pixel_size_um"]), "image")
     if scale is None:
         scale = float(tile_info.get("scale", 1.0) or 1.0)
-    if tta is None:
-        tta = bool(tile_info.get("tta", False))
-    if scale != 1.0:
-        probs_full = predict_resized(model, array, scale, mean=mean, std=std, tile=tile, overlap=overlap,
-                                     batch_size=batch_size, device=device, amp=amp, progress=progress, tta=tta)
-        labels = probs_full.argmax(axis=-1).astype(np.uint8)
-        probs = probs_full if probabilities else None
-    else:
-        labels, probs = predict_array(model, array, mean=mean, std=std, tile=tile, overlap=overlap,
-                                      batch_size=batch_size, device=device, amp=amp,
-                                      probabilities=probabilities, progress=progress, tta=tta)
-    classes = info.get("classes") or [f"class_{i}" for i in range(_n_classes(model))]
+    use_tta, tta_reason = _choose_tta(infos, resolve_device(device), tta)
+    maps = _predict_scaled(models if ensemble else models[0], array, scale, mean=means if ensemble else means[0],
+                           std=stds if ensemble else stds[0], tile=tile, overlap=overlap, batch_size=batch_size,
+                           device=device, amp=amp, progress=progress, tta=use_tta, probabilities=probabilities,
+                           uncertainty=uncertainty, memory_mib=memory_mib)
+    labels = maps["labels"]
+    plan: InferencePlan = maps["plan"]
+    classes = infos[0].get("classes") or [f"class_{i}" for i in range(_n_classes(models[0]))]
+    config = {"tile": plan.tile, "overlap": plan.overlap, "scale": scale, "batch_size": plan.batch_size,
+              "receptive_radius_px": plan.receptive_radius, "memory_mib": plan.memory_mib,
+              "tta": bool(use_tta), "tta_reason": tta_reason, "ensemble": len(members)}
     attrs = {
         "classes": json.dumps(list(classes)),
-        "model": str(info.get("model", getattr(model, "model_name", type(model).__name__))),
-        "checkpoint_sha256": str(info.get("sha256", "")),
-        "config": json.dumps({"tile": tile, "overlap": overlap, "scale": scale, "batch_size": batch_size,
-                              "tta": bool(tta)}),
+        "model": str(infos[0].get("model", getattr(models[0], "model_name", type(models[0]).__name__))),
+        "checkpoint_sha256": ",".join(str(info.get("sha256", "")) for info in infos),
+        "config": json.dumps(config),
     }
+    if uncertainty:
+        quality = _uncertainty_quality(maps["uncertainty"], maps["expected_error"], maps["pixel_counts"], classes)
+        attrs["expected_error"] = json.dumps(quality["expected_error_per_class"])
+        attrs["quality"] = json.dumps(quality)
     if isinstance(image, xr.DataArray):
         coords = {d: image.coords[d] for d in ("y", "x") if d in image.coords}
         out = xr.DataArray(labels, dims=("y", "x"), coords=coords, name="labels",
                            attrs={**attrs, "pixel_size_um": image.attrs.get("pixel_size_um", float("nan"))})
     else:
         out = image_dataarray(labels, pixel_size_um=None, name="labels", attrs=attrs)
-    if probs is None:
+    if not probabilities and not uncertainty:
         return out
-    prob_da = xr.DataArray(probs, dims=("y", "x", "class"), coords={**out.coords, "class": list(classes)},
-                           name="probabilities")
-    return xr.Dataset({"labels": out, "probabilities": prob_da}, attrs=attrs)
+    variables: dict[str, xr.DataArray] = {"labels": out}
+    if probabilities:
+        variables["probabilities"] = xr.DataArray(maps["probabilities"], dims=("y", "x", "class"),
+                                                  coords={**out.coords, "class": list(classes)},
+                                                  name="probabilities")
+    if uncertainty:
+        variables["uncertainty"] = xr.DataArray(
+            maps["uncertainty"], dims=("y", "x"), coords=out.coords, name="uncertainty",
+            attrs={"long_name": "normalised entropy of the " + ("ensemble mean" if ensemble else "class probabilities"),
+                   "units": "1"})
+        if maps["disagreement"] is not None:
+            variables["disagreement"] = xr.DataArray(
+                maps["disagreement"], dims=("y", "x"), coords=out.coords, name="disagreement",
+                attrs={"long_name": "mutual information between ensemble member and class / log(classes)",
+                       "units": "1"})
+    return xr.Dataset(variables, attrs=attrs)
 
 
 def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -385,7 +888,26 @@ def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
-    """Grey micrograph with class colours (tab10) blended on top, uint8 RGB."""
+    """Grey micrograph with class colours (tab10) blended on top, uint8 RGB.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(y, x)`` or ``(y, x, channel)``.
+    labels : ndarray
+        ``(y, x)`` class indices.
+    alpha : float
+        Opacity of the class colours.
+
+    Returns
+    -------
+    ndarray (y, x, 3) uint8
+
+    Examples
+    --------
+    >>> overlay_rgb(np.zeros((4, 5)), np.ones((4, 5), int)).shape
+    (4, 5, 3)
+    """
     from matplotlib import colormaps
 
     grey = image.astype(np.float32)
@@ -398,25 +920,53 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.4) ->
     return (rgb * 255).round().astype(np.uint8)
 
 
-def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
-                  tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 4,
-                  device: str = "auto", probabilities: bool = False, overlay: bool = True,
-                  progress: ProgressCallback | None = None, tta: bool | None = None,
-                  pixel_size_um: float | None = None) -> list[dict[str, Any]]:
+def _write_outputs(path: Path, out: Path, image: xr.DataArray, result: xr.Dataset | xr.DataArray,
+                   overlay: bool, probabilities: bool) -> dict[str, str]:
+    """Write one image's label PNG, overlay, probabilities and uncertainty (runs in a thread)."""
+    from metallo.io import write_image
+
+    labels_da = result["labels"] if isinstance(result, xr.Dataset) else result
+    rec = {"labels": str(out / f"{path.stem}_labels.png")}
+    write_image(labels_da, rec["labels"])
+    if overlay:
+        rec["overlay"] = str(out / f"{path.stem}_overlay.png")
+        write_image(overlay_rgb(image.values, labels_da.values), rec["overlay"], pixel_size_um=_pixel_size_of(image))
+    if isinstance(result, xr.Dataset):
+        if probabilities and "probabilities" in result:
+            rec["probabilities"] = str(out / f"{path.stem}_probabilities.npy")
+            np.save(rec["probabilities"], result["probabilities"].values)
+        if "uncertainty" in result:
+            rec["uncertainty"] = str(out / f"{path.stem}_uncertainty.png")
+            scaled = np.clip(result["uncertainty"].values * 255.0, 0, 255).round().astype(np.uint8)
+            write_image(scaled, rec["uncertainty"], pixel_size_um=_pixel_size_of(image))
+    return rec
+
+
+def predict_files(checkpoint: str | Path | Sequence[str | Path], inputs: Sequence[str | Path], *,
+                  out_dir: str | Path, tile: int | str | None = "auto", overlap: int | None = None,
+                  batch_size: int | None = None, device: str = "auto", probabilities: bool = False,
+                  uncertainty: bool | None = None, overlay: bool = True, progress: ProgressCallback | None = None,
+                  tta: bool | None = None, pixel_size_um: float | None = None,
+                  memory_mib: float = DEFAULT_MEMORY_MIB) -> list[dict[str, Any]]:
     """Predict image files and folders, writing ``<stem>_labels.png`` (+ overlay, probabilities).
+
+    Files are written by a background thread while the next image is predicted.
 
     Parameters
     ----------
-    checkpoint : str or Path
+    checkpoint : str, Path or a list of them
+        One checkpoint, or an ensemble (e.g. :func:`ensemble_checkpoints`).
     inputs : sequence of str or Path
         Image files and/or folders of images.
     out_dir : str or Path
-    tile, overlap, batch_size, device, tta : see :func:`predict`
+    tile, overlap, batch_size, device, tta, memory_mib : see :func:`predict`
     pixel_size_um : float, optional
         Pixel size (µm) of the images, overriding what the files say; needed by a model
         trained at one pixel size when the files do not carry it.
     probabilities : bool
         Also write ``<stem>_probabilities.npy`` (y, x, class) float32.
+    uncertainty : bool, optional
+        Also write ``<stem>_uncertainty.png`` (normalised entropy x 255); default for ensembles.
     overlay : bool
         Write ``<stem>_overlay.png`` (class colours over the micrograph).
     progress : callable, optional
@@ -425,7 +975,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     Returns
     -------
     list of dict
-        One record per image: input, labels, overlay, probabilities paths and class fractions.
+        One record per image: input, labels, overlay, probabilities, uncertainty paths, class
+        fractions, whether TTA was used, and (with uncertainty) the quality record.
 
     Examples
     --------
@@ -438,42 +989,53 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     >>> sorted(p.name for p in Path("pred").iterdir())
     ['m1_labels.png', 'm1_overlay.png']
     """
-    from metallo.io import write_image
-
     paths = _expand_inputs(inputs)
-    model, info = load_checkpoint(checkpoint, device=device)
+    members = _load_members(list(checkpoint) if isinstance(checkpoint, (list, tuple)) else checkpoint, device)
+    ensemble = members if len(members) > 1 else members[0]
+    classes = members[0][1].get("classes", [])
+    n_classes = _n_classes(members[0][0])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for path in paths:
-        image = read_micrograph(path, pixel_size_um=pixel_size_um)
-        result = predict((model, info), image, tile=tile, overlap=overlap, batch_size=batch_size,
-                         device=device, probabilities=probabilities, progress=progress, tta=tta)
-        labels_da = result["labels"] if isinstance(result, xr.Dataset) else result
-        labels = labels_da.values
-        rec: dict[str, Any] = {"input": str(path), "labels": str(out / f"{path.stem}_labels.png")}
-        write_image(labels_da, rec["labels"])
-        if overlay:
-            rec["overlay"] = str(out / f"{path.stem}_overlay.png")
-            write_image(overlay_rgb(image.values, labels), rec["overlay"], pixel_size_um=_pixel_size_of(image))
-        if probabilities and isinstance(result, xr.Dataset):
-            rec["probabilities"] = str(out / f"{path.stem}_probabilities.npy")
-            np.save(rec["probabilities"], result["probabilities"].values)
-        counts = np.bincount(labels.ravel(), minlength=_n_classes(model))
-        rec["fractions"] = dict(zip(info.get("classes", []), (counts / counts.sum()).round(6).tolist(), strict=False))
-        records.append(rec)
+    pending: list[tuple[dict[str, Any], Future[dict[str, str]]]] = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for path in paths:
+            image = read_micrograph(path, pixel_size_um=pixel_size_um)
+            result = predict(ensemble, image, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+                             probabilities=probabilities, uncertainty=uncertainty, progress=progress, tta=tta,
+                             memory_mib=memory_mib)
+            labels = (result["labels"] if isinstance(result, xr.Dataset) else result).values
+            counts = np.bincount(labels.ravel(), minlength=n_classes)
+            config = json.loads(result.attrs["config"])
+            rec: dict[str, Any] = {"input": str(path),
+                                   "fractions": dict(zip(classes, (counts / counts.sum()).round(6).tolist(),
+                                                         strict=False)),
+                                   "tta": config["tta"], "tta_reason": config["tta_reason"],
+                                   "tile": config["tile"], "overlap": config["overlap"]}
+            if "quality" in result.attrs:
+                rec["quality"] = json.loads(result.attrs["quality"])
+            pending.append((rec, writer.submit(_write_outputs, path, out, image, result, overlay, probabilities)))
+        for rec, future in pending:
+            rec.update(future.result())
+            records.append(rec)
     return records
 
 
-def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: str = names.micrograph("lom"),
-                        name: str | None = None, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                        device: str = "auto", overwrite: bool = False, suffix: str = "",
-                        tta: bool | None = None) -> xr.DataArray:
-    """Predict a Specimen micrograph node and store the labels as ``segmentations/<name><suffix>``.
+def predict_to_specimen(checkpoint: str | Path | Sequence[str | Path], specimen: Any, *,
+                        micrograph: str = names.micrograph("lom"), name: str | None = None,
+                        tile: int | str | None = "auto", overlap: int | None = None, device: str = "auto",
+                        overwrite: bool = False, suffix: str = "", tta: bool | None = None,
+                        uncertainty: bool = True) -> xr.DataArray:
+    """Predict a Specimen micrograph node and store it as ``segmentations/<name><suffix>``.
+
+    The node holds ``labels`` and, with ``uncertainty``, the per-pixel ``uncertainty`` map
+    (and ``disagreement`` for an ensemble), with the per-class ``expected_error`` and the
+    ``quality`` record (pass/fail on the uncertain fraction) in its attrs.
 
     Parameters
     ----------
-    checkpoint : str or Path
+    checkpoint : str, Path or a list of them
+        One checkpoint, or an ensemble (e.g. :func:`ensemble_checkpoints`).
     specimen : Specimen
         An opened container (``spec[node]`` and ``spec.add``); save it afterwards.
     micrograph : str
@@ -485,6 +1047,8 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
     suffix : str
         Appended to the name, e.g. ``"_sem"`` when several micrographs of one specimen are
         predicted with one model (``metallo predict --specimen`` does this).
+    uncertainty : bool
+        Store the uncertainty map and quality record.
 
     Returns
     -------
@@ -511,15 +1075,22 @@ def predict_to_specimen(checkpoint: str | Path, specimen: Any, *, micrograph: st
         raise ConfigError(f"{where}: no node {micrograph!r} to predict")
     node = specimen[micrograph]
     image = node["image"] if isinstance(node, xr.Dataset) else node
-    model, info = load_checkpoint(checkpoint, device=device)
-    labels = predict((model, info), image, tile=tile, overlap=overlap, device=device, tta=tta)
-    assert isinstance(labels, xr.DataArray)
-    labels = labels.astype(np.uint8 if _n_classes(model) <= 256 else np.int32)
+    members = _load_members(list(checkpoint) if isinstance(checkpoint, (list, tuple)) else checkpoint, device)
+    result = predict(members if len(members) > 1 else members[0], image, tile=tile, overlap=overlap, device=device,
+                     tta=tta, uncertainty=uncertainty)
+    labels = result["labels"] if isinstance(result, xr.Dataset) else result
+    labels = labels.astype(np.uint8 if _n_classes(members[0][0]) <= 256 else np.int32)
     labels.attrs["pixel_size_um"] = _pixel_size_of(image) or float("nan")
     node_name = names.segmentation(f"{name or labels.attrs['model']}{suffix}")
-    specimen.add(node_name, labels, step=names.segment_step("checkpoint"), inputs=[micrograph], overwrite=overwrite,
-                 parameters={"checkpoint": str(checkpoint), "checkpoint_sha256": info.get("sha256", ""),
-                             "tile": tile, "overlap": overlap, "tta": json.loads(labels.attrs["config"])["tta"]})
+    config = json.loads(result.attrs["config"])
+    data: xr.DataArray | xr.Dataset = labels
+    if isinstance(result, xr.Dataset):
+        data = result.assign(labels=labels)
+        data.attrs.update(labels.attrs)
+    specimen.add(node_name, data, step=names.segment_step("checkpoint"), inputs=[micrograph], overwrite=overwrite,
+                 parameters={"checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple))
+                             else str(checkpoint),
+                             "checkpoint_sha256": result.attrs["checkpoint_sha256"], "tile": config["tile"],
+                             "overlap": config["overlap"], "tta": config["tta"], "tta_reason": config["tta_reason"],
+                             "ensemble": config["ensemble"]})
     return labels
-
-

@@ -163,3 +163,40 @@ def test_rescaling_halves_the_grid_and_doubles_the_pixel_size(two_phase_data):
     assert half.samples[0].image.shape == (32, 32, 1) and half.samples[0].labels.shape == (32, 32)
     assert half.samples[0].pixel_size_um == pytest.approx(0.2)
     assert set(np.unique(half.samples[0].labels)) <= {0, 1}
+
+
+def test_scale_augmentation_zooms_image_and_labels_together():
+    from metallo.segment._data import Augment
+
+    image = np.zeros((1, 64, 64), np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    image[0, 24:40, 24:40] = 1.0
+    labels[24:40, 24:40] = 1
+    zoomed, zoomed_labels = Augment._zoom(image, labels, 2.0)
+    # A centred 16 px square magnified 2x covers 32 x 32 px, in image and labels alike.
+    assert int(zoomed_labels.sum()) == pytest.approx(32 * 32, rel=0.1)
+    assert np.array_equal(zoomed[0] > 0.5, zoomed_labels == 1)
+    aug = Augment(flips=False, rot90=False, brightness=0, contrast=0, gamma=0, scale=0.5)
+    _, lab = aug(image, labels, np.random.default_rng(0))
+    assert 16 * 16 / 1.5**2 * 0.8 <= lab.sum() <= 16 * 16 * 1.5**2 * 1.2
+
+
+def test_class_balanced_tiles_oversample_a_rare_class():
+    from metallo.segment._data import LabelledImage, SegmentationData, TileDataset
+
+    labels = np.zeros((256, 256), np.uint8)
+    labels[100:104, 100:104] = 1  # 16 of 65 536 px
+    data = SegmentationData([LabelledImage("a", np.zeros((256, 256, 1), np.float32), labels)], ["matrix", "rare"])
+
+    def share(balance):
+        ds = TileDataset(data, tile=32, mean=[0.0], std=[1.0], balance=balance)
+        hits = 0
+        for epoch in range(4):
+            ds.set_epoch(epoch)
+            hits += sum(bool((ds[i][1] == 1).any()) for i in range(len(ds)))
+        return hits / (4 * len(ds))
+
+    assert share(0.0) <= 1 / 64 + 1e-9  # one tile of the 8 x 8 grid holds the rare pixels
+    assert share(1.0) >= 0.4  # half the balanced tiles are centred on the rare class
+    with pytest.raises(ConfigError, match="balance"):
+        TileDataset(data, tile=32, mean=[0.0], std=[1.0], balance=2.0)
