@@ -2,8 +2,10 @@
 
 ``run(recipe)`` reads the inputs (micrographs, EBSD map, or a synthetic specimen), cleans the
 EBSD map, derives grains/KAM/GOS/GAM, registers the EBSD map onto a micrograph, annotates,
-segments, quantifies and writes the QC report. Every step writes its nodes into the Specimen
-file with a provenance record whose parameters carry a ``cache_key``: a hash of the step's
+segments, quantifies and writes the QC report. The run is a loop over the step adapters of
+:mod:`metallo.steps` (``RECIPE_STEPS``: recipe step -> adapter), the same adapters the CLI
+commands call, so nodes are named (:mod:`metallo.names`) the same either way. Every step writes
+its nodes into the Specimen file with a provenance record whose parameters carry a ``cache_key``: a hash of the step's
 parameters and of the keys of the steps it reads from. The file is saved (atomically) after each
 step, so an interrupted run resumes where it stopped, and a re-run skips every step whose key is
 unchanged.

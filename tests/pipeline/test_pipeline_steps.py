@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -39,3 +40,24 @@ def test_unknown_step_lists_the_known_ones(tmp_path):
     result = runner.invoke(app, ["step", "segment.magic", str(path)])
     assert result.exit_code == 1
     assert "unknown step 'segment.magic'" in result.output and names.STEP_QUANTIFY in result.output
+
+
+def test_every_measurement_is_reachable_from_a_recipe(tmp_path):
+    from metallo import pipeline
+
+    truth = names.annotation("truth_lom")
+    result = pipeline.run({
+        "specimen": {"id": "Q1"}, "output": {"dir": str(tmp_path / "Q1"), "report": False},
+        "inputs": {"synthetic": {"seed": 1, "ebsd_shape": [60, 60]}},
+        "steps": {"quantify": {"labels": [truth], "what": ["phases", "particles", "laths", "grains"],
+                               "particles_class": "lath_bainite", "fields": [2, 2]}},
+    })
+    spec = Specimen.open(result.specimen_path)
+    for what in (names.PHASE_FRACTIONS, names.PHASE_FIELDS, names.PARTICLES, names.PSD, names.LATHS):
+        assert names.quantity(truth, what) in spec, what
+    assert names.quantity(names.EBSD_MAP, names.GRAIN_SIZE) in spec
+    fractions = spec.table(names.quantity(truth, names.PHASE_FRACTIONS)).set_index("class")
+    labels = spec[truth][names.LABELS].values
+    assert fractions.loc["lath_bainite", "fraction"] == pytest.approx((labels == 1).sum() / (labels != 255).sum())
+    assert {names.quantify_step(w) for w in ("phases", "particles", "laths", "grains")} <= \
+        {r["step"] for r in spec.provenance}
