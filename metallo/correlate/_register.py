@@ -1158,7 +1158,7 @@ def register(
     if inverse_consistency:
         say("reverse registration for inverse consistency")
         # The same method with the same options, roles swapped (masks and landmarks too).
-        back_options = dict(options, mask=moving_mask, moving_mask=mask, inverse_consistency=False, progress=False)
+        back_options = dict(options, mask=moving_mask, moving_mask=mask, inverse_consistency=False, progress=None)
         if lm is not None:
             back_options.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
         with warnings.catch_warnings():
