@@ -144,15 +144,17 @@ def memory_row(side: int, device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=5, help="UHCS micrographs timed")
+    parser.add_argument("--images", type=int, default=5, help="UHCS micrographs timed (0 = skip)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mosaic", type=int, default=10240, help="side of the memory-mapped mosaic (0 = skip)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    print(f"inference per 481 x 645 UHCS micrograph, U-Net 16, {device.type}, {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as tmp:
-        speed = speed_table(_images(args.images), device, args.repeats, Path(tmp))
+    speed = None
+    if args.images:
+        print(f"inference per 481 x 645 UHCS micrograph, U-Net 16, {device.type}, {torch.get_num_threads()} threads")
+        with tempfile.TemporaryDirectory() as tmp:
+            speed = speed_table(_images(args.images), device, args.repeats, Path(tmp))
     memory = None
     if args.mosaic:
         print("peak memory of prediction with the default plan, memory-mapped uint8 input and output")
@@ -161,8 +163,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {"speed": speed, "memory": memory, "torch_threads": torch.get_num_threads(),
               "cpu": platform.processor() or platform.machine(), "load_average": os.getloadavg()}
-    (out / "segment_speed.json").write_text(json.dumps(result, indent=1, default=str))
-    print(f"saved {out / 'segment_speed.json'}")
+    name = "segment_speed" if speed is not None else "segment_speed_memory"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+    print(f"saved {out / (name + '.json')}")
 
 
 if __name__ == "__main__":

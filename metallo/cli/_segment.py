@@ -94,9 +94,11 @@ def register(app: typer.Typer) -> None:
                 tile_opt = int(tile) or None
             except ValueError:
                 raise ConfigError(f"--tile must be 'auto', 0 or a size in px; got {tile!r}") from None
-        source: Path | list[Path] = ensemble_checkpoints(checkpoint) if ensemble else checkpoint
+        source: Path | list[Path] = checkpoint
         if ensemble:
-            console.print(f"ensemble of {len(source)} fold models: {', '.join(p.name for p in source)}")
+            folds = ensemble_checkpoints(checkpoint)
+            console.print(f"ensemble of {len(folds)} fold models: {', '.join(p.name for p in folds)}")
+            source = folds
         if specimen is not None:
             from metallo.specimen import Specimen
 

@@ -94,7 +94,9 @@ class _DenseLogits(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.dense_logits(x)
+        dense = self.model.dense_logits
+        assert callable(dense)
+        return dense(x)
 
 
 class OnnxModel(nn.Module):

@@ -68,11 +68,23 @@ def test_checkpoint_carries_what_prediction_needs(two_phase_data, tmp_path):
     assert payload["config"]["epochs"] == 3 and payload["metrics"]["epochs_run"] == 3
     model, info = load_checkpoint(result.checkpoint)
     assert info["model"] == "unet" and not model.training
-    # Prediction re-applies the down-scaling and the test-time augmentation of the evaluation.
+    # Prediction re-applies the down-scaling; the evaluation's TTA only where a gain was measured,
+    # which needs held-out images (none here), so a CPU prediction goes without and says why.
     image = two_phase_data.samples[0].image[..., 0]
     labels = predict(result.checkpoint, image, tile=None, device="cpu")
-    assert json.loads(labels.attrs["config"]) == {"tile": None, "overlap": 64, "scale": 0.5, "batch_size": 4,
-                                                  "tta": True}
+    config = json.loads(labels.attrs["config"])
+    assert {k: config[k] for k in ("tile", "overlap", "scale", "batch_size", "tta", "ensemble")} == {
+        "tile": None, "overlap": 0, "scale": 0.5, "batch_size": 1, "tta": False, "ensemble": 1}
+    assert "no measured TTA gain" in config["tta_reason"]
+    assert json.loads(predict(result.checkpoint, image, tile=None, device="cpu", tta=True).attrs["config"])["tta"]
+
+
+def test_training_with_tta_records_its_held_out_gain(two_phase_data, two_phase_image):
+    result = train(two_phase_data, val_data=_held_out(two_phase_image), model="unet",
+                   model_kwargs={"base_channels": 4}, eval_tta=True, **FAST)
+    metrics = result.metrics
+    assert metrics["tta_gain"] == pytest.approx(metrics["mean_iou"] - metrics["mean_iou_without_tta"])
+    assert 0 <= metrics["accuracy_without_tta"] <= 1
 
 
 def test_same_seed_same_weights(two_phase_data):
