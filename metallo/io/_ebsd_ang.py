@@ -179,6 +179,11 @@ def read_ang(path: str | Path) -> xr.Dataset:
             current["symmetry"] = ANG_SYMMETRY[code]
         elif lower == "latticeconstants" and current is not None:
             current["lattice"] = [_to_float(v, source, line_no, "LatticeConstants") for v in value.split()[:6]]
+            if not all(np.isfinite(v) and 0 < v <= 1000 for v in current["lattice"]):
+                raise FormatError(
+                    f"{source}: line {line_no}: LatticeConstants must be positive lengths (Å) and "
+                    f"angles (°); got {value.strip()[:80]!r}"
+                )
         elif lower == "grid":
             grid = "hexagonal" if value.lower().startswith("hex") else "square"
             header["GRID"] = value

@@ -108,6 +108,11 @@ def read_ctf(path: str | Path) -> xr.Dataset:
                     raise FormatError(f"{source}: line {k + 1}: phase {pid} needs lattice, angles, name, Laue group")
                 lengths = [_number(v, source, k + 1, "lattice") for v in pf[0].split(";")]
                 angles = [_number(v, source, k + 1, "lattice angle") for v in pf[1].split(";")]
+                if not all(math.isfinite(v) and 0 < v <= 1000 for v in lengths + angles):
+                    raise FormatError(
+                        f"{source}: line {k + 1}: phase {pid} lattice must be positive lengths (Å) "
+                        f"and angles (°); got {(pf[0] + ' ' + pf[1])[:80]!r}"
+                    )
                 laue = _whole(pf[3], source, k + 1, "Laue group", 1000)
                 if laue not in CTF_LAUE:
                     raise FormatError(

@@ -71,6 +71,8 @@ def _check_payload(payload: dict[str, Any], label: str) -> None:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise bad("state_dict", "a dict of tensors")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise bad("state_dict", "finite weights (NaN or infinite values found)")
     classes = payload.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise bad("classes", "a list of class names")
