@@ -84,9 +84,10 @@ def _plain_help(params: Sequence[Any]) -> None:
     for param in params:
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""
-            if param.default is None and param.type_descriptor.annotation is bool:
+            if param.default is None and param.type_descriptor.annotation is bool and not param.secondary_opts:
                 # --help: an absent flag is False, which typer passes through without loading
-                # its pydantic coercion layer (a third of the help's start-up time).
+                # its pydantic coercion layer (a third of the help's start-up time). A tri-state
+                # --x/--no-x flag keeps None: there "absent" means "decide" (--tta, --uncertainty).
                 param.default = False
         elif isinstance(param, TyperArgument) and param.metavar is None:
             param.metavar = (param.name or "").upper()

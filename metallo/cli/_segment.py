@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from metallo.errors import ConfigError
-        from metallo.segment._onnx import export_onnx
+        from metallo.segment import export_onnx
 
         if not onnx:
             raise ConfigError("choose an export format: --onnx")

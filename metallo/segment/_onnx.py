@@ -21,7 +21,7 @@ from torch import nn
 
 from metallo.errors import ConfigError, ModelError
 from metallo.segment._checkpoint import load_checkpoint
-from metallo.segment._infer import activation_bytes_per_pixel, receptive_radius
+from metallo.segment._footprint import activation_bytes_per_pixel, receptive_radius
 from metallo.segment._models import _mirror_pad, padded_size
 
 __all__ = ["OnnxModel", "export_onnx", "load_onnx"]
