@@ -221,7 +221,7 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError,
-                AttributeError, TypeError, IndexError, MemoryError, zipfile.BadZipFile,
+                AttributeError, TypeError, IndexError, MemoryError, zipfile.BadZipFile, AssertionError,
                 struct.error) as exc:
             # torch's own message is a paragraph about weights_only; its first sentence says enough.
             reason = str(exc).splitlines()[0].split(". ")[0][:160] if str(exc).strip() else type(exc).__name__

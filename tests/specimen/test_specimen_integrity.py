@@ -106,3 +106,13 @@ def test_add_refuses_out_of_range_euler_angles(tmp_path):
     spec = Specimen.create(tmp_path / "S1.h5", specimen_id="S1")
     with pytest.raises(SchemaError, match=r"first at y=2, x=3: \[.*, 4, "):
         spec.add("ebsd/map1", ebsd, step="read_ebsd")
+
+
+def test_a_zeroed_global_heap_record_is_a_format_error_not_a_hang(saved):
+    """HDF5 loops forever on a free-space record of size 0 in a vlen-string heap."""
+    data = saved.read_bytes()
+    at = data.find(b"GCOL")
+    assert at >= 0
+    saved.write_bytes(data[: at + 16] + b"\x00" * 64 + data[at + 80 :])
+    with pytest.raises(FormatError, match=r"corrupt HDF5 global heap at byte \d+"):
+        Specimen.open(saved)
