@@ -729,7 +729,11 @@ def _auto_start(
     ffg, mfg = _foreground(fixed), _foreground(moving)
     if ffg is not None and mfg is not None:
         try:
-            candidates["outline"] = _outline_affine(fixed, moving, ffg, mfg, seed)
+            # Both directions, averaged: the outlines of two modalities differ (jagged unindexed
+            # EBSD rims), and a one-sided fit makes forward and reverse registration disagree.
+            forward = _outline_affine(fixed, moving, ffg, mfg, seed)
+            backward = _outline_affine(moving, fixed, mfg, ffg, seed).inverse()
+            candidates["outline"] = AffineStep((forward.matrix + backward.matrix) / 2, (forward.offset + backward.offset) / 2)
         except RegistrationError as exc:
             notes["outline"] = str(exc)
     else:
@@ -747,7 +751,11 @@ def _auto_start(
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
         scores[name] = score * min(1.0, frac / 0.5) if _plausible(step) else -1.0
     chosen = max(scores, key=lambda k: scores[k])
-    return candidates[chosen], {"chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0)}
+    best = candidates[chosen]
+    return best, {
+        "chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0),
+        "matrix": best.matrix.tolist(), "offset": best.offset.tolist(),
+    }
 
 
 def _points_summary(cp: Any) -> dict[str, Any]:
@@ -800,7 +808,7 @@ def _gate(fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any
                 reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
     if reason:
         quality["gate"] = "rejected: " + reason
-        warnings.warn(f"automatic control points rejected, keeping the affine start: {reason}", stacklevel=3)
+        warnings.warn(f"automatic control points rejected, keeping the start (affine, or the spline through given landmarks): {reason}", stacklevel=3)
         return start
     quality["gate"] = "kept"
     return steps
@@ -1136,7 +1144,13 @@ def register(
     quality["overlap_fraction"] = float(overlap.mean())
 
     if control_points is not None:
-        steps = _gate(fp, mp, steps, [affine], quality)
+        fallback_steps: list[Any] = [affine]
+        if lm is not None and len(lm[0]) >= 3:
+            from metallo.correlate._tps import fit_tps
+
+            # Given points are constraints: without trusted automatic points, the spline through them alone.
+            fallback_steps = [fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing).step, affine]
+        steps = _gate(fp, mp, steps, fallback_steps, quality)
         warped, overlap = _overlap(fp, mp, steps)
         quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
         quality["overlap_fraction"] = float(overlap.mean())
