@@ -19,9 +19,9 @@ A synthetic specimen (metallo.synth, known mapping over a dense grid) checks the
 against a known answer. Times are CPU seconds (``time.process_time``) and wall seconds; the
 time ratio is against the SimpleITK baseline on the same pair in the same run.
 
-    python benchmarks/correlate.py [--data ../shared/data] [--skip-synthetic]
+    python benchmarks/correlate.py [--data ../shared/data] [--skip-synthetic] [--pairs Slice381]
 
-Results go to benchmarks/results/correlate.json.
+Results go to benchmarks/results/correlate.json (correlate_<pairs>.json for a subset).
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ def timed(fixed, moving, **kw):
     return reg, time.process_time() - c0, time.perf_counter() - w0, [str(w.message)[:160] for w in caught]
 
 
-def real_rows(data: Path) -> list[dict]:
+def real_rows(data: Path, names: list[str]) -> list[dict]:
     rows = []
-    for name, (folder, f_img, m_img, f_pts, m_pts) in PAIRS.items():
+    for name in names:
+        folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
         d = data / folder
         pair = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
         base = point_baselines(pair.moving_yx, pair.fixed_yx)
@@ -83,6 +84,7 @@ def real_rows(data: Path) -> list[dict]:
                 "failed": reg.quality.get("failed"), "warnings": msgs,
             }
             pair_rows.append(row)
+            print(f"  {name}: {label}: TRE median {stats['median']:.2f} px, {cpu:.1f} s CPU", flush=True)
         baseline = pair_rows[-1]
         for row in pair_rows:
             row["cpu_ratio_vs_simpleitk"] = row["cpu_s"] / baseline["cpu_s"]
@@ -117,9 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="shared data folder (default ../shared/data next to the repository)")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS), help="real pairs to run")
     args = parser.parse_args()
     data = Path(args.data) if args.data else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    rows = real_rows(data)
+    rows = real_rows(data, args.pairs)
     if not args.skip_synthetic:
         rows += synthetic_rows()
     print(f"{'pair':14s} {'method':50s} {'TRE med':>8s} {'p95':>7s} {'max':>7s} {'CPU s':>7s} {'x SITK':>7s} failed")
@@ -128,7 +131,8 @@ def main() -> None:
         print(f"{r['pair']:14s} {r['method']:50s} {r['tre_median']:8.2f} {r['tre_p95']:7.2f} {r['tre_max']:7.2f} {cpu} {r.get('failed', '')}")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "correlate.json").write_text(json.dumps({"rows": rows}, indent=2, default=float))
+    name = "correlate.json" if set(args.pairs) == set(PAIRS) else f"correlate_{'_'.join(args.pairs)}.json"
+    (out / name).write_text(json.dumps({"rows": rows}, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -263,7 +263,8 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
     Returns
     -------
     (ndarray, Grid)
-        The map (NaN far from any point) and its grid.
+        The map (NaN farther than 1.5 cells from every point: no evidence, the spline
+        extrapolates there) and its grid.
 
     Examples
     --------
@@ -288,7 +289,8 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
     total = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = (w @ errors) / total
-    m[total < 0.05] = np.nan
+    # No evidence farther than the kernel width from every point: the spline extrapolates there.
+    m[np.sqrt(d2.min(axis=1)) > bandwidth] = np.nan
     return m.reshape(shape), coarse
 
 
