@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         fixed_pixel_size_um: Annotated[float | None, typer.Option("--fixed-pixel-size-um", help="Override the fixed pixel size.")] = None,
         moving_pixel_size_um: Annotated[float | None, typer.Option("--moving-pixel-size-um", help="Override the moving pixel size.")] = None,
         inverse_consistency: Annotated[bool, typer.Option("--inverse-consistency/--no-inverse-consistency", help="Also register backwards and report the round-trip error.")] = True,
+        corrected_ang: Annotated[Path | None, typer.Option("--corrected-ang", help="MOVING is an EBSD map (.ang/.ctf): write it corrected onto FIXED (nearest neighbour) as this .ang.")] = None,
     ) -> None:
         """Register MOVING onto FIXED; write the warped image, the transform (.tfm), an overlay PNG and quality.json."""
         import json
@@ -39,7 +40,15 @@ def register(app: typer.Typer) -> None:
         from metallo.io import read_image, write_image
 
         f = read_image(fixed, pixel_size_um=fixed_pixel_size_um)
-        m = read_image(moving, pixel_size_um=moving_pixel_size_um)
+        ebsd = None
+        if moving.suffix.lower() in {".ang", ".ctf"}:
+            from metallo.ebsd import map_image
+            from metallo.io import read_ebsd
+
+            ebsd = read_ebsd(moving)
+            m = map_image(ebsd)
+        else:
+            m = read_image(moving, pixel_size_um=moving_pixel_size_um)
         if (f.attrs.get("pixel_size_um") == f.attrs.get("pixel_size_um")) != (m.attrs.get("pixel_size_um") == m.attrs.get("pixel_size_um")):
             # One calibrated image and one not: register both in pixels rather than fail.
             typer.echo("note: only one image has a pixel size; registering in pixels", err=True)
@@ -62,5 +71,14 @@ def register(app: typer.Typer) -> None:
         reg.save_tfm(out / "transform.tfm")
         overlay_figure(reg, f, m, out / "overlay.png")
         (out / "quality.json").write_text(json.dumps(_jsonable(reg.quality), indent=2))
-        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("initial", "inliers", "mi_before", "mi_after", "tre_px") if k in reg.quality})))
+        if reg.control_points is not None:
+            reg.control_points.write_bigwarp(out / "control_points.csv")
+        if corrected_ang is not None:
+            if ebsd is None:
+                raise typer.BadParameter("--corrected-ang needs MOVING to be an EBSD map (.ang or .ctf)")
+            from metallo.correlate import write_corrected_ang
+
+            write_corrected_ang(reg, ebsd, corrected_ang)
+            typer.echo(f"wrote corrected EBSD map {corrected_ang}")
+        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
         typer.echo(f"wrote {out}/warped.tif, transform.tfm, overlay.png, quality.json")

@@ -1,4 +1,4 @@
-"""metallo.correlate: register two images (SIFT + B-spline) and carry maps between them.
+"""metallo.correlate: register two images (automatic control points + thin-plate spline) and carry maps between them.
 
 The registration maps FIXED-space points to MOVING-space points (ITK convention);
 :meth:`Registration.warp` resamples moving-space data onto the fixed grid and
@@ -6,8 +6,18 @@ The registration maps FIXED-space points to MOVING-space points (ITK convention)
 """
 
 from metallo.correlate._adapter import register_step
+from metallo.correlate._auto import ControlPoints, structure_image
+from metallo.correlate._ebsd_out import corrected_ebsd, write_corrected_ang
+from metallo.correlate._evaluate import (
+    PointPair,
+    load_point_pair,
+    pair_variant,
+    point_baselines,
+    tre,
+    tre_stats,
+)
 from metallo.correlate._figures import checkerboard, overlay_figure
-from metallo.correlate._landmarks import read_landmarks, read_points, write_points
+from metallo.correlate._landmarks import read_landmarks, read_points, write_landmarks, write_points
 from metallo.correlate._register import (
     RegistrationMethod,
     get_method,
@@ -20,17 +30,28 @@ from metallo.errors import RegistrationError
 
 __all__ = [
     "register_step",
+    "ControlPoints",
     "Grid",
+    "PointPair",
     "Registration",
     "RegistrationError",
     "RegistrationMethod",
     "checkerboard",
+    "corrected_ebsd",
     "get_method",
+    "load_point_pair",
     "method_names",
     "mutual_information",
     "overlay_figure",
+    "pair_variant",
+    "point_baselines",
     "read_landmarks",
     "read_points",
     "register",
+    "structure_image",
+    "tre",
+    "tre_stats",
+    "write_corrected_ang",
+    "write_landmarks",
     "write_points",
 ]

@@ -26,6 +26,16 @@ from metallo.correlate._transform import AffineStep, Grid, Registration
 
 __all__ = ["ControlPoints", "auto_points", "structure_image"]
 
+#: First search radius as a fraction of the shorter working side, and its shrink per pass.
+_SEARCH_FRACTION = 0.07
+_SEARCH_SHRINK = 3.0
+
+#: Most automatic points the spline is fitted through.
+_MAX_POINTS = 300
+
+#: Gaussian scale of the structure images, in working pixels.
+_SIGMA_PX = 1.5
+
 #: Largest working image side: bigger fixed images are matched at a coarser working grid.
 _WORK_MAX_PX = 1024
 
@@ -79,6 +89,25 @@ class ControlPoints:
     inlier: np.ndarray
     loo_error_px: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+
+    def write_bigwarp(self, path: Any) -> Any:
+        """Write all pairs as a BigWarp ``landmarks.csv`` (rejected pairs inactive), in µm (pixels without pixel size).
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        Path
+
+        Examples
+        --------
+        >>> reg.control_points.write_bigwarp("auto_landmarks.csv")  # doctest: +SKIP
+        """
+        from metallo.correlate._landmarks import write_landmarks
+
+        return write_landmarks(self.moving_xy[:, ::-1], self.fixed_xy[:, ::-1], path, active=self.inlier)
 
     def as_yx(self) -> tuple[np.ndarray, np.ndarray]:
         """(moving_yx, fixed_yx) of the inliers, in µm: the form ``register(landmarks=...)`` takes."""
@@ -234,7 +263,8 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
     Returns
     -------
     (ndarray, Grid)
-        The map (NaN far from any point) and its grid.
+        The map (NaN farther than 1.5 cells from every point: no evidence, the spline
+        extrapolates there) and its grid.
 
     Examples
     --------
@@ -259,7 +289,8 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
     total = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = (w @ errors) / total
-    m[total < 0.05] = np.nan
+    # No evidence farther than the kernel width from every point: the spline extrapolates there.
+    m[np.sqrt(d2.min(axis=1)) > bandwidth] = np.nan
     return m.reshape(shape), coarse
 
 
@@ -304,17 +335,15 @@ def auto_points(
     work = _work_grid(fixed_grid)
     wg = work.grid
     px = float(wg.spacing_yx[1])
-    if work.factor > 1:
-        fvals, fok = _sample(fixed_values, fixed_valid, fixed_grid, wg, [])
-    else:
-        fvals, fok = fixed_values, fixed_valid
-    sigma = 1.5
-    fs = structure_image(fvals, fok, sigma_px=sigma)
+    sigma = _SIGMA_PX
+    # Structure at the working scale, computed on the full-resolution images (no aliasing).
+    fstruct_full = structure_image(fixed_values, fixed_valid, sigma_px=sigma * px / float(fixed_grid.spacing_yx[1]))
+    fs, fok = _sample(fstruct_full, fixed_valid, fixed_grid, wg, []) if work.factor > 1 else (fstruct_full, fixed_valid)
     mstruct_full = structure_image(moving_values, moving_valid, sigma_px=sigma * px / float(moving_grid.spacing_yx[1]))
     if block_px is None:
         block_px = int(np.clip(min(wg.shape) // 10, 24, 64)) // 2 * 2
     block = int(block_px)
-    search = max(6, int(round(0.07 * min(wg.shape))))
+    search = max(6, int(round(_SEARCH_FRACTION * min(wg.shape))))
     steps: list[Any] = [affine]
     info: dict[str, Any] = {"block_px": block, "work_pixel": px}
     empty = np.zeros((0, 2))
@@ -360,6 +389,11 @@ def auto_points(
         if keep.sum() < 8:
             info["reason"] = f"pass {k}: {int(keep.sum())} matches agree with their neighbours (need 8)"
             break
+        if keep.sum() > _MAX_POINTS:
+            # The spline costs O(n^3): keep the best-scored matches.
+            order = np.argsort(-(peak * gap) * keep)
+            keep = np.zeros(len(keep), bool)
+            keep[order[:_MAX_POINTS]] = True
         new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
         resid = new_affine.apply_inverse(q_xy) - p_xy
         pts = np.vstack([p_xy[keep], lm_f])
@@ -385,6 +419,6 @@ def auto_points(
         all_loo = np.full(len(p_xy), np.nan)
         all_loo[keep] = loo_px[: int(keep.sum())]
         cp = ControlPoints(p_xy, q_xy, peak * np.clip(gap / 0.3, 0, 1), keep, all_loo, info)
-        search = max(4, search // 3)
+        search = max(4, int(search / _SEARCH_SHRINK))
     info["points"] = int(cp.inlier.sum())
     return steps, cp

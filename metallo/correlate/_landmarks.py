@@ -14,7 +14,7 @@ import numpy as np
 
 from metallo.errors import FormatError
 
-__all__ = ["read_landmarks", "read_points", "write_points"]
+__all__ = ["read_landmarks", "read_points", "write_landmarks", "write_points"]
 
 
 def read_points(path: str | Path) -> np.ndarray:
@@ -129,6 +129,43 @@ def write_points(points_yx: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     pts = np.asarray(points_yx, dtype=float)
     path.write_text("".join(f"{x:.6g} {y:.6g}\n" for y, x in pts))
+    return path
+
+
+def write_landmarks(moving_yx: np.ndarray, fixed_yx: np.ndarray, path: str | Path, *, active: np.ndarray | None = None) -> Path:
+    """Write point pairs as a BigWarp ``landmarks.csv`` (name, active, mx, my, fx, fy; no header).
+
+    Parameters
+    ----------
+    moving_yx, fixed_yx : ndarray, shape (n, 2)
+        Homologous points (y, x) in the units BigWarp should see (pixels, or calibrated units).
+    path : str or Path
+    active : ndarray of bool, optional
+        Rows to mark active (default all); inactive rows are kept but ignored by BigWarp and
+        :func:`read_landmarks`, e.g. automatic points that were rejected.
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> write_landmarks(np.zeros((1, 2)), np.ones((1, 2)), "landmarks.csv")  # doctest: +SKIP
+    """
+    from metallo._atomic import atomic_path
+
+    m = np.asarray(moving_yx, dtype=float)
+    f = np.asarray(fixed_yx, dtype=float)
+    if m.shape != f.shape or m.ndim != 2 or m.shape[1] != 2:
+        raise FormatError(f"{path}: moving {m.shape} and fixed {f.shape} points must both be (n, 2)")
+    act = np.ones(len(m), bool) if active is None else np.asarray(active, bool)
+    lines = [
+        f'"Pt-{k}","{str(bool(a)).lower()}","{mp[1]:.6f}","{mp[0]:.6f}","{fp[1]:.6f}","{fp[0]:.6f}"\n'
+        for k, (mp, fp, a) in enumerate(zip(m, f, act, strict=True))
+    ]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(lines))
     return path
 
 

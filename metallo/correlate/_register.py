@@ -730,7 +730,11 @@ def _auto_start(
     ffg, mfg = _foreground(fixed), _foreground(moving)
     if ffg is not None and mfg is not None:
         try:
-            candidates["outline"] = _outline_affine(fixed, moving, ffg, mfg, seed)
+            # Both directions, averaged: the outlines of two modalities differ (jagged unindexed
+            # EBSD rims), and a one-sided fit makes forward and reverse registration disagree.
+            forward = _outline_affine(fixed, moving, ffg, mfg, seed)
+            backward = _outline_affine(moving, fixed, mfg, ffg, seed).inverse()
+            candidates["outline"] = AffineStep((forward.matrix + backward.matrix) / 2, (forward.offset + backward.offset) / 2)
         except RegistrationError as exc:
             notes["outline"] = str(exc)
     else:
@@ -748,7 +752,11 @@ def _auto_start(
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
         scores[name] = score * min(1.0, frac / 0.5) if _plausible(step) else -1.0
     chosen = max(scores, key=lambda k: scores[k])
-    return candidates[chosen], {"chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0)}
+    best = candidates[chosen]
+    return best, {
+        "chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0),
+        "matrix": best.matrix.tolist(), "offset": best.offset.tolist(),
+    }
 
 
 def _points_summary(cp: Any) -> dict[str, Any]:
@@ -773,35 +781,37 @@ def _outline_distance(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg
     return dist[f_edge & inner]
 
 
-def _outline_gate(fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any]) -> list[Any]:
-    """Keep the deformable result only if the section outlines agree at least as well as at the start.
+def _gate(fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any]) -> list[Any]:
+    """Keep the spline only if evidence it was not fitted to says it is at least as good as the start.
 
-    The outline is evidence the control points do not use directly (they come from blocks
-    scored on the whole structure image); a spline that pulls the outlines clearly apart (90th
-    percentile beyond 1.5x + 2 px of the start's) is replaced by the affine start, and the record says so.
+    Two measures the control points did not optimise: the agreement of the blurred structure
+    images over the whole overlap at a coarse scale (a spline through locally wrong matches
+    lowers it), and the distance between the section outlines. The spline is replaced by
+    the affine start when the structure agreement drops, or when the outlines move clearly apart
+    (90th percentile beyond 1.5x + 2 px of the start's) without a clear structure gain (outlines
+    of two modalities differ by themselves: unindexed EBSD rims, dark EBSD edges, BSE edge shading).
     """
+    s_start = _structure_score(fixed, moving, start)[0]
+    s_final = _structure_score(fixed, moving, steps)[0]
+    quality["structure_ncc_start"] = s_start
+    reason = ""
+    if s_final < s_start - 0.01:
+        reason = f"the structure images agree less after the spline (NCC {s_start:.3f} -> {s_final:.3f})"
     ffg, mfg = _foreground(fixed), _foreground(moving)
-    if ffg is None or mfg is None:
-        quality["outline_gate"] = "no outline"
-        return steps
-    d_start = _outline_distance(fixed, moving, start, ffg, mfg)
-    d_final = _outline_distance(fixed, moving, steps, ffg, mfg)
-    if len(d_start) < 20 or len(d_final) < 20:
-        quality["outline_gate"] = "outline too short"
-        return steps
-    quality["outline_px_start"] = _stats(d_start)
-    quality["outline_px"] = _stats(d_final)
-    # Outlines of two modalities differ by themselves (unindexed EBSD rims, BSE edge shading):
-    # only a clear loss (beyond 1.5x + 2 px at the 90th percentile) counts.
-    if np.percentile(d_final, 90) > 1.5 * np.percentile(d_start, 90) + 2.0:
-        quality["outline_gate"] = "rejected: the spline moves the outlines apart; the affine start is kept"
-        warnings.warn(
-            "the automatic control points disagree with the section outline; keeping the affine start "
-            f"(outline p90 {np.percentile(d_start, 90):.1f} px vs {np.percentile(d_final, 90):.1f} px)",
-            stacklevel=3,
-        )
+    if not reason and ffg is not None and mfg is not None:
+        d_start = _outline_distance(fixed, moving, start, ffg, mfg)
+        d_final = _outline_distance(fixed, moving, steps, ffg, mfg)
+        if len(d_start) >= 20 and len(d_final) >= 20:
+            quality["outline_px_start"] = _stats(d_start)
+            quality["outline_px"] = _stats(d_final)
+            p_start, p_final = np.percentile(d_start, 90), np.percentile(d_final, 90)
+            if p_final > 1.5 * p_start + 2.0 and s_final < s_start + 0.03:
+                reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
+    if reason:
+        quality["gate"] = "rejected: " + reason
+        warnings.warn(f"automatic control points rejected, keeping the start (affine, or the spline through given landmarks): {reason}", stacklevel=3)
         return start
-    quality["outline_gate"] = "kept"
+    quality["gate"] = "kept"
     return steps
 
 
@@ -1143,7 +1153,13 @@ def register(
     quality["overlap_fraction"] = float(overlap.mean())
 
     if control_points is not None:
-        steps = _outline_gate(fp, mp, steps, [affine], quality)
+        fallback_steps: list[Any] = [affine]
+        if lm is not None and len(lm[0]) >= 3:
+            from metallo.correlate._tps import fit_tps
+
+            # Given points are constraints: without trusted automatic points, the spline through them alone.
+            fallback_steps = [fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing).step, affine]
+        steps = _gate(fp, mp, steps, fallback_steps, quality)
         warped, overlap = _overlap(fp, mp, steps)
         quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
         quality["overlap_fraction"] = float(overlap.mean())

@@ -113,7 +113,7 @@ def fit_tps_cv(
     fixed_points : ndarray of bool, shape (n,), optional
         Points the spline must pass through exactly (user landmarks); never smoothed.
     smoothings : ndarray, optional
-        Candidate smoothing values (default: 0 and 1e-6 ... 10, log-spaced).
+        Candidate smoothing values (default: 0 and 1e-6 ... 10, eight log-spaced).
 
     Returns
     -------
@@ -132,7 +132,7 @@ def fit_tps_cv(
     d = np.asarray(displacements_xy, dtype=np.float64)
     exact = np.zeros(len(p), bool) if fixed_points is None else np.asarray(fixed_points, bool)
     if smoothings is None:
-        smoothings = np.concatenate([[0.0], np.logspace(-6, 1, 15)])
+        smoothings = np.concatenate([[0.0], np.logspace(-6, 1, 8)])
     scale = float(max(np.ptp(p, axis=0).max(), 1e-9))
     best: tuple[float, TPSFit | None] = (np.inf, None)
     for s in smoothings:

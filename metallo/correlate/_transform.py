@@ -244,7 +244,7 @@ def tps_kernel(r: np.ndarray) -> np.ndarray:
 
 
 #: Above this many query points, a TPS is evaluated on a lattice and interpolated (cubic).
-_TPS_DIRECT_MAX = 40000
+_TPS_DIRECT_MAX = 10000
 
 
 @dataclass
@@ -253,7 +253,7 @@ class TPSStep(_DisplacementMapping):
 
     ``d(p) = sum_i weights_i * phi(|p - centres_i| / scale) + [1, p / scale] @ poly`` with
     ``phi(r) = r^2 log r``. Through many query points (warping a whole image) it is evaluated on
-    a lattice of ``scale / 256`` spacing and interpolated with cubic splines, which agrees with
+    a lattice of ``scale / 128`` spacing and interpolated with cubic splines, which agrees with
     the direct sum to far below a pixel for this smooth function.
     """
 
@@ -276,7 +276,7 @@ class TPSStep(_DisplacementMapping):
         if len(p) <= _TPS_DIRECT_MAX:
             return self._direct(p)
         lo, hi = p.min(axis=0), p.max(axis=0)
-        step = self.scale / 256
+        step = self.scale / 128
         n = np.maximum(2, np.ceil((hi - lo) / step).astype(int) + 1)
         gx = lo[0] + step * np.arange(n[0])
         gy = lo[1] + step * np.arange(n[1])

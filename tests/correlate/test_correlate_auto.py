@@ -82,7 +82,7 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     pair = coni_pair(shared_file)
     reg = register(pair.fixed, pair.moving)
     err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
-    start = Registration([_start_affine(pair)], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+    start = _start(reg)
     err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
     q = reg.quality
     assert not q["failed"]
@@ -105,22 +105,24 @@ def test_tfs_never_worse_than_the_affine_start(shared_file):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reg = register(pair.fixed, pair.moving)
-    start = Registration([_start_affine(pair)], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+    start = _start(reg)
     err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
     err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
     none = point_baselines(pair.moving_yx, pair.fixed_yx)["none"]
     assert err["p95"] <= err_start["p95"] + 0.5
     assert err["median"] < 0.25 * none["median"]
-    # Here the spline through the automatic points pulls the section outlines apart: the gate says so.
-    assert reg.quality["outline_gate"].startswith("rejected")
-    assert any("outline" in str(w.message) for w in caught)
+    # Here the spline through the automatic points lowers the structure agreement: the gate says so.
+    assert reg.quality["gate"].startswith("rejected")
+    assert any("rejected" in str(w.message) for w in caught)
 
 
-def _start_affine(pair):
-    from metallo.correlate import _register as r
+def _start(reg):
+    """The affine start the automatic registration chose, as a registration of its own."""
+    from metallo.correlate._transform import AffineStep
 
-    fp, mp = r._prepare(pair.fixed, "fixed"), r._prepare(pair.moving, "moving")
-    return r._outline_affine(fp, mp, r._foreground(fp), r._foreground(mp), 0)
+    start = reg.quality["start"]
+    step = AffineStep(np.asarray(start["matrix"]), np.asarray(start["offset"]))
+    return Registration([step], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
 
 
 @pytest.mark.slow
@@ -151,3 +153,44 @@ def test_exact_landmarks_reproduce_points_and_leave_one_out(shared_file):
     # What 48 hand-picked points support: ~2 px held-out error (affine: 5.8 px leave-one-out).
     assert loo["median"] < 2.2
     assert loo["median"] < 0.5 * point_baselines(pair.moving_yx, pair.fixed_yx)["affine_loo"]["median"]
+
+
+@pytest.mark.slow
+def test_given_points_stay_exact_next_to_automatic_ones(shared_file):
+    pair = coni_pair(shared_file)
+    given = slice(0, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = register(pair.fixed, pair.moving, landmarks=(pair.moving_yx[given], pair.fixed_yx[given]))
+    assert reg.quality["initial"] == "landmarks"
+    assert tre(reg, pair.moving_yx[given], pair.fixed_yx[given]).max() < 0.01
+    # The other 36 points, not given: still better than the affine through the 48.
+    held_out = tre_stats(tre(reg, pair.moving_yx[12:], pair.fixed_yx[12:]))
+    assert held_out["median"] < point_baselines(pair.moving_yx, pair.fixed_yx)["affine_in_sample"]["median"]
+
+
+@pytest.mark.slow
+def test_coni_reverse_and_downsampled_uint8_agree(shared_file):
+    from metallo.correlate import pair_variant
+
+    base = coni_pair(shared_file)
+    medians = {}
+    for reverse in (False, True):
+        pair = pair_variant(base, reverse=reverse, downsample=2, dtype="uint8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reg = register(pair.fixed, pair.moving)
+        start = _start(reg)
+        err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
+        at_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
+        assert err["median"] < 0.6 * at_start["median"]
+        # Issue 14 asks p95 <= the start's; NOT met at this size (forward 9.3 vs 8.4 px, reverse
+        # 11.9 vs 8.4 px: bottom edge, where no automatic point survives and the spline
+        # extrapolates). What holds: far below no registration.
+        none = point_baselines(pair.moving_yx, pair.fixed_yx)["none"]
+        assert err["p95"] < 0.6 * none["p95"]
+        medians[reverse] = err["median"]
+    # Half-size pixels: the best affine through the points leaves ~2.7 px here; measured 2.4
+    # (forward) and 2.9 (reverse) px, so the reverse does not beat it at this size.
+    assert max(medians.values()) < 3.5
+    assert abs(medians[True] - medians[False]) < 1.0

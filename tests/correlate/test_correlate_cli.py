@@ -41,3 +41,29 @@ def test_register_command_bad_input_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["register", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "NaN" in result.output
+
+
+@pytest.mark.slow
+def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
+    from metallo.correlate import read_landmarks
+    from metallo.io import read_ebsd, write_ang
+    from metallo.synth import make_specimen
+
+    spec = make_specimen(0)
+    ps = float(spec.lom.attrs["pixel_size_um"])
+    tifffile.imwrite(tmp_path / "lom.tif", np.asarray(spec.lom.values, np.float32))
+    write_ang(spec.ebsd, tmp_path / "map.ang")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["register", str(tmp_path / "lom.tif"), str(tmp_path / "map.ang"), "--out", str(out), "--no-inverse-consistency",
+         "--fixed-pixel-size-um", str(ps), "--corrected-ang", str(tmp_path / "corrected.ang")],
+    )
+    assert result.exit_code == 0, result.output
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["method"] == "auto" and quality["failed"] is False
+    moving, fixed = read_landmarks(out / "control_points.csv")
+    assert len(moving) == quality["control_points"]["inliers"] >= 20
+    corrected = read_ebsd(tmp_path / "corrected.ang")
+    # The corrected map covers the LOM field at the EBSD step.
+    assert abs(corrected.sizes["x"] * float(corrected.attrs["step_um"]) - spec.lom.sizes["x"] * ps) < 1.0

@@ -1,0 +1,61 @@
+"""Corrected EBSD output: orientations carried by nearest neighbour, never interpolated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metallo.correlate import Grid, Registration
+from metallo.correlate._ebsd_out import corrected_ebsd, write_corrected_ang
+from metallo.correlate._transform import AffineStep
+from metallo.errors import RegistrationError
+
+
+@pytest.fixture(scope="module")
+def ebsd():
+    from metallo.synth import make_specimen
+
+    return make_specimen(0, ebsd_shape=(40, 50), micrographs=False).ebsd
+
+
+def test_known_shift_moves_orientations_exactly(ebsd):
+    step = float(ebsd.attrs["step_um"])
+    moving = Grid.of(ebsd["phase"])
+    # The micrograph frame is the EBSD frame shifted by (+3, -2) EBSD steps: fixed (x, y) -> moving (x + 3s, y - 2s).
+    reg = Registration([AffineStep(np.eye(2), np.array([3 * step, -2 * step]))], fixed_grid=moving, moving_grid=moving)
+    out = corrected_ebsd(reg, ebsd)
+    euler = ebsd["euler"].values
+    got = out["euler"].values
+    np.testing.assert_array_equal(got[2:, :-3], euler[:-2, 3:])
+    np.testing.assert_array_equal(out["phase"].values[2:, :-3], ebsd["phase"].values[:-2, 3:])
+    np.testing.assert_array_equal(out["ci"].values[2:, :-3], ebsd["ci"].values[:-2, 3:])
+    # Outside the EBSD field: unindexed.
+    assert (out["phase"].values[:2] == -1).all() and np.isnan(got[:2]).all()
+    assert json.loads(out.attrs["registration"])["resampling"].startswith("nearest")
+
+
+def test_rotation_never_interpolates_orientations(ebsd, tmp_path):
+    moving = Grid.of(ebsd["phase"])
+    a = np.deg2rad(7.0)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    reg = Registration([AffineStep(rot, np.array([1.0, -0.5]))], fixed_grid=moving, moving_grid=moving)
+    out = corrected_ebsd(reg, ebsd, step_um=0.25)
+    measured = {tuple(v) for v in ebsd["euler"].values.reshape(-1, 3)}
+    got = out["euler"].values.reshape(-1, 3)
+    got = got[np.isfinite(got).all(axis=1)]
+    assert len(got) > 0.5 * out.sizes["y"] * out.sizes["x"]
+    assert all(tuple(v) in measured for v in got[::7])
+    from metallo.io import read_ebsd
+
+    back = read_ebsd(write_corrected_ang(reg, ebsd, tmp_path / "corrected.ang", step_um=0.25))
+    assert back.sizes["y"] == out.sizes["y"] and back.sizes["x"] == out.sizes["x"]
+    np.testing.assert_array_equal(back["phase"].values, np.where(out["phase"].values < 0, back["phase"].values, out["phase"].values))
+
+
+def test_wrong_map_is_refused(ebsd):
+    g = Grid((10, 10), (1.0, 1.0))
+    reg = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g)
+    with pytest.raises(RegistrationError, match="register an image of this map"):
+        corrected_ebsd(reg, ebsd)
