@@ -31,6 +31,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     names.STEP_DERIVE: ("metallo.ebsd", "derive_step"),
     names.STEP_PARENT: ("metallo.ebsd", "parent_step"),
     names.STEP_REGISTER: ("metallo.correlate", "register_step"),
+    names.STEP_RESAMPLE_EBSD: ("metallo.correlate", "resample_ebsd_step"),
     names.STEP_ANNOTATE: ("metallo.annotate", "annotate_step"),
     names.STEP_SEGMENT: ("metallo.segment", "segment_step"),
     names.STEP_QUANTIFY: ("metallo.quantify", "quantify_step"),

@@ -5,7 +5,7 @@ The registration maps FIXED-space points to MOVING-space points (ITK convention)
 :meth:`Registration.transform_points` maps moving µm to fixed µm.
 """
 
-from metallo.correlate._adapter import register_step
+from metallo.correlate._adapter import register_step, resample_ebsd_step
 from metallo.correlate._auto import ControlPoints, structure_image
 from metallo.correlate._ebsd_out import corrected_ebsd, write_corrected_ang
 from metallo.correlate._evaluate import (
@@ -30,6 +30,7 @@ from metallo.errors import RegistrationError
 
 __all__ = [
     "register_step",
+    "resample_ebsd_step",
     "ControlPoints",
     "Grid",
     "PointPair",

@@ -1,4 +1,4 @@
-"""Block matching and least-squares B-spline fitting: the deformable stage driven by point pairs.
+"""Block matching: the point pairs that drive the deformable stage (fitted by ``_transform.fit_bspline``).
 
 Mutual information over a whole field is dominated by the large, featureless interior of a
 specimen whose contrast differs between modalities (EBSD image quality drifts, BSE is flat).
@@ -10,10 +10,6 @@ dense deformation that Mattes-MI can refine.
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.linalg import lsqr
-
-from metallo.correlate._transform import BSplineStep, Grid
 
 
 def block_matches(
@@ -85,63 +81,3 @@ def _peak(res: np.ndarray) -> np.ndarray:
 def _parabola(a: float, b: float, c: float) -> float:
     denom = a - 2 * b + c
     return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5)) if denom < 0 else 0.0
-
-
-def fit_bspline(
-    points_xy: np.ndarray,
-    displacements_xy: np.ndarray,
-    grid: Grid,
-    *,
-    spacing_um: float,
-    weights: np.ndarray | None = None,
-    smoothness: float = 0.05,
-) -> BSplineStep:
-    """Least-squares cubic B-spline displacement through scattered (point, displacement) pairs.
-
-    The coefficient grid covers ``grid`` like ITK's ``BSplineTransformInitializer`` (one
-    control point outside each side). A first-difference penalty on the coefficients keeps
-    the field smooth where there are no points.
-    """
-    extent = grid.extent_xy
-    origin = np.array(grid.origin_yx[::-1]) - 0.5 * np.array(grid.spacing_yx[::-1])
-    mesh = np.maximum(1, np.round(extent / spacing_um)).astype(int)
-    spacing = extent / mesh
-    size = mesh + 3  # (nx, ny) coefficients
-    coef_origin = origin - spacing
-    u = (points_xy - coef_origin) / spacing
-    base = np.floor(u).astype(int) - 1
-    frac = u - np.floor(u)
-    wx, wy = _cubic_weights(frac[:, 0]), _cubic_weights(frac[:, 1])
-    n = len(points_xy)
-    rows, cols, vals = [], [], []
-    for a in range(4):
-        for b in range(4):
-            ix = np.clip(base[:, 0] + a, 0, size[0] - 1)
-            iy = np.clip(base[:, 1] + b, 0, size[1] - 1)
-            rows.append(np.arange(n))
-            cols.append(iy * size[0] + ix)
-            vals.append(wx[:, a] * wy[:, b])
-    w = np.ones(n) if weights is None else np.asarray(weights, float)
-    design = sparse.csr_matrix(
-        (np.concatenate(vals) * np.tile(w, 16), (np.concatenate(rows), np.concatenate(cols))), shape=(n, size[0] * size[1])
-    )
-    penalty = _difference_operator(size) * (smoothness * np.sqrt(max(n, 1) / (size[0] * size[1])))
-    system = sparse.vstack([design, penalty]).tocsr()
-    coefs = np.zeros((2, size[1], size[0]))
-    for k in range(2):
-        rhs = np.concatenate([displacements_xy[:, k] * w, np.zeros(penalty.shape[0])])
-        coefs[k] = lsqr(system, rhs, atol=1e-10, btol=1e-10, iter_lim=5000)[0].reshape(size[1], size[0])
-    return BSplineStep(coefs, coef_origin, spacing)
-
-
-def _cubic_weights(t: np.ndarray) -> np.ndarray:
-    return np.stack(
-        [(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6], axis=1
-    )
-
-
-def _difference_operator(size: np.ndarray) -> sparse.csr_matrix:
-    nx, ny = int(size[0]), int(size[1])
-    dx = sparse.diags_array([-np.ones(nx - 1), np.ones(nx - 1)], offsets=[0, 1], shape=(nx - 1, nx))
-    dy = sparse.diags_array([-np.ones(ny - 1), np.ones(ny - 1)], offsets=[0, 1], shape=(ny - 1, ny))
-    return sparse.vstack([sparse.kron(sparse.eye_array(ny), dx), sparse.kron(dy, sparse.eye_array(nx))]).tocsr()

@@ -482,7 +482,8 @@ def _block_bspline(
     min_ncc: float = 0.15,
 ) -> tuple[BSplineStep, AffineStep, dict[str, Any]]:
     """B-spline through NCC block matches (two passes: wide then narrow search), outliers removed."""
-    from metallo.correlate._blocks import block_matches, fit_bspline
+    from metallo.correlate._blocks import block_matches
+    from metallo.correlate._transform import fit_bspline
 
     if block_px is None:
         block_px = int(np.clip(min(fixed.grid.shape) // 7, 16, 64)) // 2 * 2
@@ -854,6 +855,7 @@ def _verdict(quality: dict[str, Any], reg: Registration) -> None:
     if ic is not None and ic["median"] > max(2.0, 2 * cp.get("loo_px", {}).get("median", 0.0)):
         reasons.append(f"forward and inverse registrations disagree by {ic['median']:.1f} px (median round trip)")
     quality["failed"] = bool(reasons)
+    quality["passed"] = not reasons  # the explicit verdict the Specimen node and the QC report show
     quality["failure_reasons"] = reasons
     if reasons:
         warnings.warn("registration failed: " + "; ".join(reasons), stacklevel=3)

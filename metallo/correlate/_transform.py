@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
+from scipy import sparse
+from scipy.sparse.linalg import lsqr
 
+from metallo import names
 from metallo._xarray import image_dataarray
 from metallo.errors import ConfigError, FormatError, RegistrationError
 
@@ -294,8 +297,6 @@ class TPSStep(_DisplacementMapping):
         ITK files have no thin-plate spline; :meth:`Registration.save_tfm` writes this
         approximation, which follows a smooth TPS to a small fraction of a pixel.
         """
-        from metallo.correlate._blocks import fit_bspline
-
         step = max(1, int(spacing_px // 2))
         sub = Grid(
             (len(range(0, grid.shape[0], step)), len(range(0, grid.shape[1], step))),
@@ -603,9 +604,15 @@ class Registration:
                 data_vars[f"step{k}_field"] = ((f"s{k}_gy", f"s{k}_gx", f"s{k}_component"), step.field_xy)
                 meta.append({"kind": "displacement", "grid": step.grid.to_dict()})
         rmap = self.quality.get("residual_map_px")
+        coords: dict[str, Any] = {}
         if rmap is not None:
-            # Expected error per region (fixed pixels), on a coarse grid over the fixed field.
-            data_vars["residual_map"] = (("rm_y", "rm_x"), np.asarray(rmap["values"], dtype=np.float64))
+            # Expected error per region on a coarse grid over the fixed field, in µm (NaN: no
+            # evidence there), named as the Specimen layout and the QC report know it.
+            rgrid = Grid.from_dict(rmap["grid"])
+            values = np.asarray(rmap["values"], dtype=np.float64) * float(self.fixed_grid.spacing_yx[1])
+            data_vars[names.RESIDUAL] = (("y", "x"), values, {"units": "um", "long_name": "expected registration error"})
+            coords = {"y": ("y", rgrid.origin_yx[0] + rgrid.spacing_yx[0] * np.arange(values.shape[0]), {"units": "um"}),
+                      "x": ("x", rgrid.origin_yx[1] + rgrid.spacing_yx[1] * np.arange(values.shape[1]), {"units": "um"})}
         attrs = {
             "fixed": self.fixed,
             "moving": self.moving,
@@ -617,7 +624,7 @@ class Registration:
             "moving_grid": json.dumps(self.moving_grid.to_dict()),
             "steps": json.dumps(meta),
         }
-        return xr.Dataset(data_vars, attrs=attrs)
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> Registration:
@@ -821,3 +828,63 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def fit_bspline(
+    points_xy: np.ndarray,
+    displacements_xy: np.ndarray,
+    grid: Grid,
+    *,
+    spacing_um: float,
+    weights: np.ndarray | None = None,
+    smoothness: float = 0.05,
+) -> BSplineStep:
+    """Least-squares cubic B-spline displacement through scattered (point, displacement) pairs.
+
+    The coefficient grid covers ``grid`` like ITK's ``BSplineTransformInitializer`` (one
+    control point outside each side). A first-difference penalty on the coefficients keeps
+    the field smooth where there are no points.
+    """
+    extent = grid.extent_xy
+    origin = np.array(grid.origin_yx[::-1]) - 0.5 * np.array(grid.spacing_yx[::-1])
+    mesh = np.maximum(1, np.round(extent / spacing_um)).astype(int)
+    spacing = extent / mesh
+    size = mesh + 3  # (nx, ny) coefficients
+    coef_origin = origin - spacing
+    u = (points_xy - coef_origin) / spacing
+    base = np.floor(u).astype(int) - 1
+    frac = u - np.floor(u)
+    wx, wy = _cubic_weights(frac[:, 0]), _cubic_weights(frac[:, 1])
+    n = len(points_xy)
+    rows, cols, vals = [], [], []
+    for a in range(4):
+        for b in range(4):
+            ix = np.clip(base[:, 0] + a, 0, size[0] - 1)
+            iy = np.clip(base[:, 1] + b, 0, size[1] - 1)
+            rows.append(np.arange(n))
+            cols.append(iy * size[0] + ix)
+            vals.append(wx[:, a] * wy[:, b])
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    design = sparse.csr_matrix(
+        (np.concatenate(vals) * np.tile(w, 16), (np.concatenate(rows), np.concatenate(cols))), shape=(n, size[0] * size[1])
+    )
+    penalty = _difference_operator(size) * (smoothness * np.sqrt(max(n, 1) / (size[0] * size[1])))
+    system = sparse.vstack([design, penalty]).tocsr()
+    coefs = np.zeros((2, size[1], size[0]))
+    for k in range(2):
+        rhs = np.concatenate([displacements_xy[:, k] * w, np.zeros(penalty.shape[0])])
+        coefs[k] = lsqr(system, rhs, atol=1e-10, btol=1e-10, iter_lim=5000)[0].reshape(size[1], size[0])
+    return BSplineStep(coefs, coef_origin, spacing)
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    return np.stack(
+        [(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6], axis=1
+    )
+
+
+def _difference_operator(size: np.ndarray) -> sparse.csr_matrix:
+    nx, ny = int(size[0]), int(size[1])
+    dx = sparse.diags_array([-np.ones(nx - 1), np.ones(nx - 1)], offsets=[0, 1], shape=(nx - 1, nx))
+    dy = sparse.diags_array([-np.ones(ny - 1), np.ones(ny - 1)], offsets=[0, 1], shape=(ny - 1, ny))
+    return sparse.vstack([sparse.kron(sparse.eye_array(ny), dx), sparse.kron(dy, sparse.eye_array(nx))]).tocsr()
