@@ -37,40 +37,42 @@ def annotate_command(
     from metallo.steps import run_step
 
     console = Console()
-    spec = Specimen.open(specimen)
-    if registration and micrograph and registration != micrograph:
-        console.print(f"note: the registration of micrograph {micrograph!r} is registration/{micrograph}; "
-                      f"--registration {registration!r} is not used")
-    outputs = run_step(spec, names.STEP_ANNOTATE, rules=rules, ebsd=ebsd or None, micrograph=micrograph or None,
-                       name=name or None, overwrite=overwrite)
-    ebsd_labels = spec[outputs[0]][names.LABELS]
-    name = names.leaf(outputs[0])
-    source = pick_ebsd(spec, ebsd or None)  # the map the adapter labelled
-    ebsd_map = spec[source]
-    derived_node = names.derived(source)
-    derived = spec[derived_node] if derived_node in spec else None
-    out = out or Path(f"{specimen.stem}_annotate_{name}")
-    out.mkdir(parents=True, exist_ok=True)
-    annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.png")
-    annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.tif")
-    boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else boundaries(ebsd_map)
-    on_micrograph = None
-    if micrograph:
-        from metallo.correlate import Registration
+    # Open-modify-save under the specimen's lock: a second writer waits its turn.
+    with Specimen.lock(specimen):
+        spec = Specimen.open(specimen)
+        if registration and micrograph and registration != micrograph:
+            console.print(f"note: the registration of micrograph {micrograph!r} is registration/{micrograph}; "
+                          f"--registration {registration!r} is not used")
+        outputs = run_step(spec, names.STEP_ANNOTATE, rules=rules, ebsd=ebsd or None, micrograph=micrograph or None,
+                           name=name or None, overwrite=overwrite)
+        ebsd_labels = spec[outputs[0]][names.LABELS]
+        name = names.leaf(outputs[0])
+        source = pick_ebsd(spec, ebsd or None)  # the map the adapter labelled
+        ebsd_map = spec[source]
+        derived_node = names.derived(source)
+        derived = spec[derived_node] if derived_node in spec else None
+        out = out or Path(f"{specimen.stem}_annotate_{name}")
+        out.mkdir(parents=True, exist_ok=True)
+        annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.png")
+        annotate.write_labels(ebsd_labels, out / f"{name}_ebsd.tif")
+        boundary_map = derived["boundaries"] if derived is not None and "boundaries" in derived else boundaries(ebsd_map)
+        on_micrograph = None
+        if micrograph:
+            from metallo.correlate import Registration
 
-        image = spec[names.micrograph(micrograph)][names.IMAGE]
-        on_micrograph = spec[outputs[-1]][names.LABELS]
-        reg = Registration.from_dataset(spec[names.registration(micrograph)])
-        annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.png")
-        annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.tif")
-        bnd = reg.warp(boundary_map.assign_attrs(pixel_size_um=float(ebsd_map.attrs["step_um"])), interpolation="nearest", fill_value=0)
-        annotate.review_figure(image, on_micrograph, boundaries=bnd, ebsd_labels=ebsd_labels, path=out / f"{name}_{micrograph}_review.png")
-        if tiles:
-            written = annotate.write_training_tiles(image, on_micrograph, out / "tiles", stem=f"{specimen.stem}_{micrograph}")
-            console.print(f"{len(written)} training tiles -> {out / 'tiles'}")
-    else:
-        annotate.review_figure(map_image(ebsd_map), ebsd_labels, boundaries=boundary_map, path=out / f"{name}_ebsd_review.png")
-    spec.save()
+            image = spec[names.micrograph(micrograph)][names.IMAGE]
+            on_micrograph = spec[outputs[-1]][names.LABELS]
+            reg = Registration.from_dataset(spec[names.registration(micrograph)])
+            annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.png")
+            annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.tif")
+            bnd = reg.warp(boundary_map.assign_attrs(pixel_size_um=float(ebsd_map.attrs["step_um"])), interpolation="nearest", fill_value=0)
+            annotate.review_figure(image, on_micrograph, boundaries=bnd, ebsd_labels=ebsd_labels, path=out / f"{name}_{micrograph}_review.png")
+            if tiles:
+                written = annotate.write_training_tiles(image, on_micrograph, out / "tiles", stem=f"{specimen.stem}_{micrograph}")
+                console.print(f"{len(written)} training tiles -> {out / 'tiles'}")
+        else:
+            annotate.review_figure(map_image(ebsd_map), ebsd_labels, boundaries=boundary_map, path=out / f"{name}_ebsd_review.png")
+        spec.save()
     fractions = annotate.fraction_table(ebsd_labels, on_micrograph)
     table = Table(title=f"{outputs[0]}  (thresholds: {json.loads(ebsd_labels.attrs['thresholds']) or 'none'})")
     table.add_column("class")

@@ -36,15 +36,17 @@ def register(app: typer.Typer) -> None:
         from metallo.steps import run_step
 
         path = specimen or Path(f"{map_file.stem}.metallo.h5")
-        spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
-        (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite)
-        indexed_before = float((spec[node]["phase"].values >= 0).mean())
-        if do_clean:
-            (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,
-                               tolerance_deg=tolerance)
-        (derived_node,) = run_step(spec, names.STEP_DERIVE, ebsd=node, overwrite=overwrite, tolerance_deg=tolerance,
-                                   kam_order=kam_order)
-        saved = spec.save()
+        # Open-modify-save under the specimen's lock: a second writer waits its turn.
+        with Specimen.lock(path):
+            spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
+            (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite)
+            indexed_before = float((spec[node]["phase"].values >= 0).mean())
+            if do_clean:
+                (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,
+                                   tolerance_deg=tolerance)
+            (derived_node,) = run_step(spec, names.STEP_DERIVE, ebsd=node, overwrite=overwrite, tolerance_deg=tolerance,
+                                       kam_order=kam_order)
+            saved = spec.save()
         data, derived = spec[node], spec[derived_node]
         ids = derived["grain_id"].values.ravel()
         valid = ids >= 0

@@ -27,9 +27,11 @@ def register(app: typer.Typer) -> None:
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
-        spec = Specimen.open(specimen) if specimen.exists() else \
-            Specimen.create(specimen, specimen_id=specimen_id or specimen.stem.split(".")[0])
-        (node,) = run_step(spec, names.STEP_READ_IMAGE, path=str(image), name=name, pixel_size_um=pixel_size_um,
-                           modality=modality, overwrite=overwrite)
-        spec.save()
+        # Open-modify-save under the specimen's lock: a second writer waits its turn.
+        with Specimen.lock(specimen):
+            spec = Specimen.open(specimen) if specimen.exists() else \
+                Specimen.create(specimen, specimen_id=specimen_id or specimen.stem.split(".")[0])
+            (node,) = run_step(spec, names.STEP_READ_IMAGE, path=str(image), name=name, pixel_size_um=pixel_size_um,
+                               modality=modality, overwrite=overwrite)
+            spec.save()
         typer.echo(f"{image} -> {specimen}:{node}")

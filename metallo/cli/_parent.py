@@ -46,25 +46,28 @@ def register(app: typer.Typer) -> None:
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
-        if _is_specimen(source):
-            spec = Specimen.open(source)
-            ebsd = name or None
-        else:
-            path = specimen or Path(f"{source.stem}.metallo.h5")
-            spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=source.stem)
-            leaf = name or names.leaf(names.EBSD_MAP)
-            if names.ebsd(leaf) in spec and not overwrite:
-                typer.echo(f"{names.ebsd(leaf)} is already in {path}; using it (--overwrite reads {source.name} again)")
-                ebsd = names.ebsd(leaf)
+        target = source if _is_specimen(source) else (specimen or Path(f"{source.stem}.metallo.h5"))
+        # Open-modify-save under the specimen's lock: a second writer waits its turn.
+        with Specimen.lock(target):
+            if _is_specimen(source):
+                spec = Specimen.open(source)
+                ebsd = name or None
             else:
-                (ebsd,) = run_step(spec, names.STEP_READ_EBSD, path=str(source), name=leaf, overwrite=overwrite)
-        kwargs = {"start": start} if orientation_relationship.lower() == "fit" else {}
-        nodes = run_step(spec, names.STEP_PARENT, ebsd=ebsd, orientation_relationship=orientation_relationship,
-                         tolerance_deg=tolerance, overwrite=overwrite, **kwargs)
-        node = nodes[0]
-        child = names.map_of(node)
-        nodes += run_step(spec, names.STEP_QUANTIFY, what=["grains"], labels=[], ebsd=[child], overwrite=True)
-        saved = spec.save()
+                path = specimen or Path(f"{source.stem}.metallo.h5")
+                spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=source.stem)
+                leaf = name or names.leaf(names.EBSD_MAP)
+                if names.ebsd(leaf) in spec and not overwrite:
+                    typer.echo(f"{names.ebsd(leaf)} is already in {path}; using it (--overwrite reads {source.name} again)")
+                    ebsd = names.ebsd(leaf)
+                else:
+                    (ebsd,) = run_step(spec, names.STEP_READ_EBSD, path=str(source), name=leaf, overwrite=overwrite)
+            kwargs = {"start": start} if orientation_relationship.lower() == "fit" else {}
+            nodes = run_step(spec, names.STEP_PARENT, ebsd=ebsd, orientation_relationship=orientation_relationship,
+                             tolerance_deg=tolerance, overwrite=overwrite, **kwargs)
+            node = nodes[0]
+            child = names.map_of(node)
+            nodes += run_step(spec, names.STEP_QUANTIFY, what=["grains"], labels=[], ebsd=[child], overwrite=True)
+            saved = spec.save()
         attrs = spec[node].attrs
         fit = json.loads(attrs.get("or_fit") or "null")
         if fit:

@@ -87,9 +87,11 @@ def register(app: typer.Typer) -> None:
             if not sep or not key:
                 raise ConfigError(f"--set must look like KEY=VALUE; got {item!r}")
             params[key] = yaml.safe_load(value)
-        spec = Specimen.open(specimen)
-        outputs = run_step(spec, step, overwrite=overwrite, **params)
-        spec.save()
+        # Open-modify-save under the specimen's lock: a second writer waits its turn.
+        with Specimen.lock(specimen):
+            spec = Specimen.open(specimen)
+            outputs = run_step(spec, step, overwrite=overwrite, **params)
+            spec.save()
         for node in outputs:
             typer.echo(f"{step} -> {node}")
 

@@ -54,15 +54,17 @@ def register(app: typer.Typer) -> None:
             grid = []
         if len(grid) != 2 or min(grid) < 1:
             raise ConfigError(f"--fields must look like ROWSxCOLUMNS (e.g. 3x3); got {fields!r}")
-        spec = Specimen.open(specimen)
-        split = [n for item in labels for n in item.split(",") if n] if labels else None
-        nodes = run_step(
-            spec, names.STEP_QUANTIFY, overwrite=overwrite,
-            what=[w.strip() for w in what.split(",") if w.strip()], labels=split,
-            ebsd=[n for item in ebsd for n in item.split(",") if n] if ebsd else None,
-            fields=grid, particles_class=particles_class, min_area_um2=min_area_um2,
-        )
-        spec.save()
+        # Open-modify-save under the specimen's lock: a second writer waits its turn.
+        with Specimen.lock(specimen):
+            spec = Specimen.open(specimen)
+            split = [n for item in labels for n in item.split(",") if n] if labels else None
+            nodes = run_step(
+                spec, names.STEP_QUANTIFY, overwrite=overwrite,
+                what=[w.strip() for w in what.split(",") if w.strip()], labels=split,
+                ebsd=[n for item in ebsd for n in item.split(",") if n] if ebsd else None,
+                fields=grid, particles_class=particles_class, min_area_um2=min_area_um2,
+            )
+            spec.save()
         folder = out or Path(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None

@@ -102,20 +102,22 @@ def register(app: typer.Typer) -> None:
         if specimen is not None:
             from metallo.specimen import Specimen
 
-            spec = Specimen.open(specimen)
-            nodes = [str(node).strip("/") for node in images]
-            # Several micrographs with one model: one segmentation each, named <name>_<micrograph>.
-            leaves = [n.rsplit("/", 1)[-1] for n in nodes]
-            if len(set(leaves)) != len(leaves):
-                raise ConfigError(f"{specimen}: micrograph nodes {nodes} share a name; predict them one at a time "
-                                  "with --name")
-            for node, leaf in zip(nodes, leaves, strict=True):
-                suffix = f"_{leaf}" if len(nodes) > 1 else ""
-                labels = predict_to_specimen(source, spec, micrograph=node, name=name, tile=tile_opt,
-                                             overlap=overlap, device=device, overwrite=overwrite, suffix=suffix,
-                                             tta=tta, uncertainty=True if uncertainty is None else uncertainty)
-                console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
-            spec.save()
+            # Open-modify-save under the specimen's lock: a second writer waits its turn.
+            with Specimen.lock(specimen):
+                spec = Specimen.open(specimen)
+                nodes = [str(node).strip("/") for node in images]
+                # Several micrographs with one model: one segmentation each, named <name>_<micrograph>.
+                leaves = [n.rsplit("/", 1)[-1] for n in nodes]
+                if len(set(leaves)) != len(leaves):
+                    raise ConfigError(f"{specimen}: micrograph nodes {nodes} share a name; predict them one at a time "
+                                      "with --name")
+                for node, leaf in zip(nodes, leaves, strict=True):
+                    suffix = f"_{leaf}" if len(nodes) > 1 else ""
+                    labels = predict_to_specimen(source, spec, micrograph=node, name=name, tile=tile_opt,
+                                                 overlap=overlap, device=device, overwrite=overwrite, suffix=suffix,
+                                                 tta=tta, uncertainty=True if uncertainty is None else uncertainty)
+                    console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
+                spec.save()
             return
         with rich_progress(not quiet) as progress:
             records = predict_files(source, images, out_dir=out, tile=tile_opt, overlap=overlap,

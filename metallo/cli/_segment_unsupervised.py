@@ -54,9 +54,14 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Segment micrographs without labels (CNN + SLIC superpixels) and rank the result by F, F', Q."""
-        from metallo.cli._segment_unsupervised import run_segment_unsupervised
+        from contextlib import nullcontext
 
-        with rich_progress(not quiet) as progress:
+        from metallo.cli._segment_unsupervised import run_segment_unsupervised
+        from metallo.specimen import Specimen
+
+        # With --specimen: open-modify-save under the specimen's lock (a second writer waits its turn).
+        lock = Specimen.lock(specimen) if specimen is not None else nullcontext()
+        with rich_progress(not quiet) as progress, lock:
             run_segment_unsupervised(
                 images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
                 options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
