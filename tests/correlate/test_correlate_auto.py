@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from metallo import names
 from metallo.correlate import register
 from metallo.correlate._evaluate import load_point_pair, point_baselines, tre, tre_stats
 from metallo.correlate._tps import fit_tps, fit_tps_cv
@@ -96,7 +97,7 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     assert cp.inlier.sum() >= 50 and cp.score.shape == cp.inlier.shape
     assert q["control_points"]["loo_px"]["median"] < 1.5
     ds = reg.to_dataset()
-    assert ds["residual_map"].ndim == 2 and np.isfinite(ds["residual_map"].values).any()
+    assert ds[names.RESIDUAL].dims == ("y", "x") and np.isfinite(ds[names.RESIDUAL].values).any()
 
 
 @pytest.mark.slow
