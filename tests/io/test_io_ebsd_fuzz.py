@@ -4,6 +4,7 @@ map padded beyond the data without a warning."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import warnings
@@ -39,6 +40,8 @@ def _original(fmt: str, tmp_path: Path, shared_data: Path | None) -> Path:
     assert shared_data is not None
     source = shared_data / SHARED[fmt]
     if not source.exists():
+        if os.environ.get("METALLO_REQUIRE_SHARED_DATA", "") == "1":
+            pytest.fail(f"{source} is absent; METALLO_REQUIRE_SHARED_DATA=1 makes this a failure", pytrace=False)
         pytest.skip(f"{source} is absent")
     target = tmp_path / f"orig{source.suffix}"
     shutil.copyfile(source, target)
