@@ -26,6 +26,22 @@ def _limits(items: list[str] | None) -> dict[str, list[float]]:
     return out
 
 
+def _report_names(paths: list[Path]) -> list[str]:
+    """One distinct report file name per specimen path.
+
+    The file stem names the report; where two specimens share a stem (``lot1/S1.h5`` and ``lot2/S1.h5``)
+    their folder names are prefixed, then a running number, so no report overwrites another.
+    """
+    stems = [p.stem for p in paths]
+    names = [s if stems.count(s) == 1 else f"{p.resolve().parent.name}_{s}" for p, s in zip(paths, stems, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if names.count(name) == 1 else f"{name}_{seen[name]}")
+    return [f"{n}_report.html" for n in out]
+
+
 def _summary_row(spec: Any, report: Path, limits: dict[str, list[float]]) -> dict[str, Any]:
     from metallo.report import measured_fractions, qc_status
 
@@ -65,10 +81,10 @@ def register(app: typer.Typer) -> None:
             return
         folder = out or Path.cwd()
         rows: list[dict[str, Any]] = []
-        for path in specimens:
+        for path, name in zip(specimens, _report_names(specimens), strict=True):
             try:
                 spec = Specimen.open(path)
-                report = write_report(spec, folder / f"{path.stem}_report.html", limits=limits)
+                report = write_report(spec, folder / name, limits=limits)
                 rows.append(_summary_row(spec, report.resolve(), limits))
                 typer.echo(f"report: {report}")
             except MetalloError as exc:  # one bad specimen does not stop the others

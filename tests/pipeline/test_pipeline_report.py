@@ -109,6 +109,15 @@ def test_report_command_one_and_several(specimen_path, tmp_path, monkeypatch):
     summary = (out / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("specimen,status") and len(summary) == 3
     assert (out / "S2_report.html").is_file() and (out / "S3_report.html").is_file()
+    twin = tmp_path / "lot2" / specimen_path.name  # same stem in another folder: its own report
+    twin.parent.mkdir()
+    twin.write_bytes(specimen_path.read_bytes())
+    both = runner.invoke(app, ["report", str(specimen_path), str(twin), str(twin), "--out", str(out)])
+    assert both.exit_code == 0, both.output
+    made = sorted(p.name for p in out.glob("*_report.html") if "lot2" in p.name or specimen_path.parent.name in p.name)
+    assert made == sorted([f"{specimen_path.parent.name}_S2_report.html", "lot2_S2_1_report.html",
+                           "lot2_S2_2_report.html"])
+    assert len((out / "summary.csv").read_text().splitlines()) == 4
     bad = runner.invoke(app, ["report", str(specimen_path), "--limit", "ferrite=0.9"])
     assert bad.exit_code == 1 and "CLASS=MIN:MAX" in bad.output
 
