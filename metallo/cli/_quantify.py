@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         ebsd: Annotated[
             list[str] | None,
-            typer.Option("--ebsd", help="EBSD node(s) for grain size and laths (default: every current map)."),
+            typer.Option("--ebsd", help="EBSD node(s) for grain size and laths (default: every current map; laths only on maps with a parent reconstruction)."),
         ] = None,
         fields: Annotated[str, typer.Option("--fields", help="Measurement fields ROWSxCOLUMNS for the phase-fraction CI.")] = "3x3",
         particles_class: Annotated[

@@ -104,7 +104,9 @@ def quantify_step(
     ebsd : sequence of str, optional
         EBSD maps for grain sizes and lath widths; default every current map (a map with a
         cleaned copy is measured through the copy). Parent-austenite nodes
-        (``ebsd/<map>/parent``) of these maps give the prior-austenite grain size.
+        (``ebsd/<map>/parent``) of these maps give the prior-austenite grain size. Lath widths
+        are measured on the maps named here, or, by default, only on maps with a parent-austenite
+        reconstruction: on a map of polygonal grains the "lath width" is a number without meaning.
     fields : (int, int)
         Measurement fields (rows, columns) of the E562 phase-fraction confidence interval.
     particles_class : str, optional
@@ -219,6 +221,8 @@ def quantify_step(
                 table = phase_fraction_ci(maps, classes=classes or None)
                 add(names.PHASES_ACROSS_MAPS, table, "phases", {"confidence": 0.95, "classes": classes}, list(labels))
     ebsd_nodes = list(ebsd) if ebsd is not None else ebsd_sources(spec)
+    # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
+    lath_maps = set(ebsd_nodes) if ebsd is not None else {n for n in ebsd_nodes if names.parent(n) in spec}
     if ebsd_nodes and {"grains", "laths"} & set(what):
         from metallo import ebsd as mebsd
 
@@ -240,7 +244,7 @@ def quantify_step(
                     table = grain_size(shifted, pixel_size_um=require_pixel_size_um(ids, what=f"{where}: {parent}"))
                     add(names.quantity(parent, names.GRAIN_SIZE), table, "grains",
                         json.loads(table.attrs["parameters"]), [parent])
-            if "laths" in what:
+            if "laths" in what and node in lath_maps:
                 table = lath_widths(square, threshold_deg=lath_threshold_deg)
                 if len(table):
                     add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])

@@ -59,6 +59,12 @@ def test_cli_quantify_writes_tables_figures_and_nodes(specimen_path, tmp_path):
     np.testing.assert_allclose(particles["ecd_um"], 16 * 0.05, rtol=0.02)
     widths = spec.table(names.quantity(band_node, names.DENUDED))["width_um"]
     assert abs(widths.median() - 1.0) <= 0.1  # 10 px of 0.1 µm
+    # a map without a parent reconstruction gets no lath widths unless it is named
+    assert names.quantity(ebsd_node, names.LATHS) not in spec
+    named = runner.invoke(app, ["quantify", str(specimen_path), "--what", "laths", "--ebsd", ebsd_node,
+                                "--out", str(out), "--overwrite"])
+    assert named.exit_code == 0, named.output
+    spec = Specimen.open(specimen_path)
     laths = spec.table(names.quantity(ebsd_node, names.LATHS))
     assert laths["width_um"].median() == pytest.approx(9 * 0.2, rel=0.05)
     grains = spec.table(names.quantity(ebsd_node, names.GRAIN_SIZE)).set_index("method")
