@@ -22,6 +22,8 @@ from metallo.errors import FormatError
 from metallo.io._ebsd_grid import (
     check_duplicates,
     header_count,
+    header_float,
+    header_int,
     mark_invalid_points,
     parse_table,
     place_on_grid,
@@ -55,13 +57,6 @@ def _header_value(line: str) -> str:
     body = line.lstrip("#").strip()
     parts = re.split(r"[:\s]+", body, maxsplit=1)
     return parts[1].strip() if len(parts) > 1 else ""
-
-
-def _to_float(value: str, source: str, line_no: int, key: str) -> float:
-    try:
-        return float(value.replace(",", ".").split()[0])
-    except (ValueError, IndexError) as exc:
-        raise FormatError(f"{source}: line {line_no}: {key} is not a number: {value!r}") from exc
 
 
 def tsl_phase_ids(
@@ -102,13 +97,6 @@ def tsl_phase_ids(
         phase_ids[marker | (ci < 0)] = -1
     euler[marker] = np.nan
     return phase_ids
-
-
-def _whole(value: str, source: str, line_no: int, key: str) -> int:
-    number = _to_float(value, source, line_no, key)
-    if not (np.isfinite(number) and number.is_integer() and abs(number) < 2**31):
-        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number; got {value.strip()[:40]!r}")
-    return int(number)
 
 
 def read_ang(path: str | Path) -> xr.Dataset:
@@ -159,7 +147,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
         value = _header_value(line)
         lower = key.lower()
         if lower == "phase":
-            current = {"id": _whole(value, source, line_no, "Phase"), "name": "", "symmetry": None, "lattice": []}
+            current = {"id": header_int(value, source, line_no, "Phase", first_token=True), "name": "", "symmetry": None, "lattice": []}
             phases.append(current)
         elif lower == "materialname":
             if current is None or current["name"]:
@@ -170,7 +158,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
             if current is None:
                 current = {"id": len(phases) + 1, "name": "", "symmetry": None, "lattice": []}
                 phases.append(current)
-            code = _whole(value, source, line_no, "Symmetry")
+            code = header_int(value, source, line_no, "Symmetry", first_token=True)
             if code not in ANG_SYMMETRY:
                 raise FormatError(
                     f"{source}: line {line_no}: unknown symmetry code {code}; expected one of "
@@ -178,7 +166,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
                 )
             current["symmetry"] = ANG_SYMMETRY[code]
         elif lower == "latticeconstants" and current is not None:
-            current["lattice"] = [_to_float(v, source, line_no, "LatticeConstants") for v in value.split()[:6]]
+            current["lattice"] = [header_float(v, source, line_no, "LatticeConstants", first_token=True) for v in value.split()[:6]]
             if not all(np.isfinite(v) and 0 < v <= 1000 for v in current["lattice"]):
                 raise FormatError(
                     f"{source}: line {line_no}: LatticeConstants must be positive lengths (Å) and "
@@ -188,7 +176,7 @@ def read_ang(path: str | Path) -> xr.Dataset:
             grid = "hexagonal" if value.lower().startswith("hex") else "square"
             header["GRID"] = value
         elif lower in ("xstep", "ystep", "ncols_odd", "ncols_even", "nrows"):
-            header[key.upper()] = _to_float(value, source, line_no, key.upper())
+            header[key.upper()] = header_float(value, source, line_no, key.upper(), first_token=True)
         elif current is None and value:
             header[key] = value
     for p in phases:

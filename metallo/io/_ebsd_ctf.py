@@ -22,6 +22,8 @@ from metallo.errors import ConfigError, FormatError
 from metallo.io._ebsd_grid import (
     check_duplicates,
     header_count,
+    header_float,
+    header_int,
     mark_invalid_points,
     parse_table,
     place_on_grid,
@@ -41,20 +43,6 @@ _RENAME = {"bc": "iq", "mad": "fit", "bands": "bands", "error": "error", "bs": "
 def sniff_ctf(head: bytes) -> bool:
     """True if ``head`` looks like an Oxford channel text file."""
     return head.lstrip().startswith(b"Channel Text File")
-
-
-def _number(text: str, source: str, line_no: int, key: str) -> float:
-    try:
-        return float(text.strip().replace(",", "."))
-    except ValueError as exc:
-        raise FormatError(f"{source}: line {line_no}: {key} is not a number: {text!r}") from exc
-
-
-def _whole(text: str, source: str, line_no: int, key: str, maximum: int) -> int:
-    value = _number(text, source, line_no, key)
-    if not (math.isfinite(value) and value.is_integer() and 0 <= value <= maximum):
-        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number 0-{maximum}; got {text.strip()!r}")
-    return int(value)
 
 
 def read_ctf(path: str | Path) -> xr.Dataset:
@@ -98,7 +86,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
             k += 1
             break
         if key == "Phases":
-            n_phases = _whole(fields[1], source, k + 1, "Phases", 1000)
+            n_phases = header_int(fields[1], source, k + 1, "Phases", minimum=0, maximum=1000)
             for pid in range(1, n_phases + 1):
                 k += 1
                 if k >= len(lines):
@@ -106,14 +94,14 @@ def read_ctf(path: str | Path) -> xr.Dataset:
                 pf = lines[k].rstrip("\r").split("\t")
                 if len(pf) < 4:
                     raise FormatError(f"{source}: line {k + 1}: phase {pid} needs lattice, angles, name, Laue group")
-                lengths = [_number(v, source, k + 1, "lattice") for v in pf[0].split(";")]
-                angles = [_number(v, source, k + 1, "lattice angle") for v in pf[1].split(";")]
+                lengths = [header_float(v, source, k + 1, "lattice") for v in pf[0].split(";")]
+                angles = [header_float(v, source, k + 1, "lattice angle") for v in pf[1].split(";")]
                 if not all(math.isfinite(v) and 0 < v <= 1000 for v in lengths + angles):
                     raise FormatError(
                         f"{source}: line {k + 1}: phase {pid} lattice must be positive lengths (Å) "
                         f"and angles (°); got {(pf[0] + ' ' + pf[1])[:80]!r}"
                     )
-                laue = _whole(pf[3], source, k + 1, "Laue group", 1000)
+                laue = header_int(pf[3], source, k + 1, "Laue group", minimum=0, maximum=1000)
                 if laue not in CTF_LAUE:
                     raise FormatError(
                         f"{source}: line {k + 1}: unknown Laue group {laue} for phase {pf[2].strip()!r}; expected 1-11"
@@ -144,11 +132,11 @@ def read_ctf(path: str | Path) -> xr.Dataset:
     mode = header.get("JobMode", "Grid").lower()
     scattered = mode != "grid"
 
-    def header_number(key: str) -> float | None:
-        return _number(header[key], source, 0, key) if key in header else None
+    def header_value(key: str) -> float | None:
+        return header_float(header[key], source, 0, key) if key in header else None
 
-    xs, ys = header_number("XStep"), header_number("YStep")
-    xc, yc = header_number("XCells"), header_number("YCells")
+    xs, ys = header_value("XStep"), header_value("YStep")
+    xc, yc = header_value("XCells"), header_value("YCells")
     placement = place_on_grid(
         col["x"], col["y"], source=source, grid="square", header_step=(xs, ys),
         header_shape=(header_count(yc, source, "YCells"), header_count(xc, source, "XCells")),

@@ -52,6 +52,28 @@ def warn_reader(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=level)
 
 
+def header_float(text: str, source: str, line_no: int, key: str, *, first_token: bool = False) -> float:
+    """A header value as a number (a decimal comma is read as a point); ``FormatError`` names the line.
+
+    ``first_token`` reads only the first whitespace-separated token (``.ang`` headers carry
+    comments after the value).
+    """
+    try:
+        return float((text.split()[0] if first_token else text.strip()).replace(",", "."))
+    except (ValueError, IndexError) as exc:
+        raise FormatError(f"{source}: line {line_no}: {key} is not a number: {text!r}") from exc
+
+
+def header_int(text: str, source: str, line_no: int, key: str, *, first_token: bool = False,
+               minimum: int = -(2**31) + 1, maximum: int = 2**31 - 1) -> int:
+    """A header value that must be a whole number in ``[minimum, maximum]``; ``FormatError`` otherwise."""
+    value = header_float(text, source, line_no, key, first_token=first_token)
+    if not (np.isfinite(value) and value.is_integer() and minimum <= value <= maximum):
+        raise FormatError(f"{source}: line {line_no}: {key} must be a whole number {minimum}-{maximum}; "
+                          f"got {text.strip()[:40]!r}")
+    return int(value)
+
+
 def _first_bad_line(lines: list[str], first_line_no: int, n_expected: int, sep: str | None) -> tuple[int, int]:
     """Line number and token count of the first data line whose column count is wrong."""
     for k, line in enumerate(lines):
