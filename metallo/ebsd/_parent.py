@@ -135,7 +135,9 @@ def _phase_ids(ebsd: xr.Dataset, child_phase: Any, parent_phase: Any) -> tuple[l
     for pid in child + parent:
         sym = next(p["symmetry"] for p in phases if int(p["id"]) == pid)
         if sym != _CUBIC:
-            raise ParentReconstructionError(f"{source}: phase {pid} has symmetry {sym}; parent and child must be cubic (m-3m)")
+            raise ParentReconstructionError(
+                f"{source}: phase {pid} has symmetry {sym}; parent and child must be cubic (m-3m) "
+                "(bct martensite, c/a near 1, is treated as cubic: read or label it m-3m)")
     return child, parent
 
 
