@@ -287,12 +287,14 @@ class OrientationRelationship:
         (True, True)
         """
         qc = np.ascontiguousarray(np.asarray(q_child, dtype=np.float64).reshape(-1, 4).T)
-        qp = np.asarray(q_parent, dtype=np.float64).reshape(-1, 4)
+        qp = np.ascontiguousarray(np.asarray(q_parent, dtype=np.float64).reshape(-1, 4).T)
+        # The disorientation of q_c and V_i q_p is that of x V_i^-1 with x = q_c q_p^-1:
+        # one product per pixel, then one per variant with a constant.
+        x = pair_product_components(qc, qp)
         best = np.full(qc.shape[1], -1.0)
         arg = np.zeros(qc.shape[1], dtype=np.int16)
         for i, v in enumerate(self.variants):
-            ideal = np.ascontiguousarray(quat_multiply(v[None], qp).T)
-            c = disorientation_cos_components(pair_product_components(qc, ideal), _CUBIC)
+            c = disorientation_cos_components(pair_product_components(x, v[:, None]), _CUBIC)
             better = c > best
             best[better] = c[better]
             arg[better] = i
