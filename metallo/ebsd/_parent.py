@@ -362,7 +362,9 @@ def _high_angle_explained(ebsd: xr.Dataset, g: _GrainGraph, orel: OrientationRel
         return float("nan"), 0
     qa, qb = _boundary_pixel_pairs(ebsd, g, edges, 4 * max_pairs)
     ang = _angle(disorientation_cos_components(pair_product_components(qa.T, qb.T), _CUBIC))
-    high = np.flatnonzero(ang > high_deg)[:max_pairs]
+    high = np.flatnonzero(ang > high_deg)
+    if high.size > max_pairs:  # an unbiased subset (the pairs come ordered by neighbour direction)
+        high = np.sort(np.random.default_rng(1).choice(high, size=max_pairs, replace=False))
     if not high.size:
         return float("nan"), 0
     # All 24 candidates of a fitted OR: merging near-equal variants would overstate misfits.

@@ -107,3 +107,32 @@ def test_not_a_grain_file(tmp_path):
     path.write_text("# Header: something\n1 2 3\n")
     with pytest.raises(FormatError, match="not a TSL grain file"):
         read_grain_file(path)
+
+
+def _tiny_grain_file(path):
+    header = "\n".join([
+        "# Header: tiny", "# Grain Tolerance Angle: 5.00", "# Minimum Grain Size: 2",
+        "# Column 1-3: phi1, PHI, phi2 (orientation of point in radians)",
+        "# Column 4-5: x, y (coordinates of point in microns)", "# Column 6:   IQ (image quality)",
+        "# Column 7:   CI (confidence index)", "# Column 8:   Fit (degrees)", "# Column 9:   Grain ID (integer)",
+        "# Column 10:  edge (1 for grains at edges of scan and 0 for interior grains)", "# Column 11:  phase name",
+    ])
+    rows = ["0.1 0.2 0.3 0.0 0.0 100 0.5 1.0 1 1 Martensite", "0.1 0.2 0.3 0.5 0.0 100 0.5 1.0 1 1 Martensite",
+            "1.1 0.2 0.3 0.0 0.5 100 0.5 1.0 2 1 Alumina", "1.1 0.2 0.3 0.5 0.5 100 0.5 1.0 2 1 Alumina"]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_grain_file_symmetry_option(tmp_path):
+    path = _tiny_grain_file(tmp_path / "tiny_gf1.txt")
+    with pytest.warns(UserWarning, match="Alumina"):
+        ebsd = read_grain_file(path)
+    assert [p["symmetry"] for p in phases_of(ebsd)] == ["m-3m", "m-3m"]
+    assert "assumed" in ebsd.attrs["header"]
+    ebsd = read_grain_file(path, symmetry={"Martensite": "4/mmm", "Alumina": "-3m"})
+    assert [p["symmetry"] for p in phases_of(ebsd)] == ["4/mmm", "-3m"]
+    assert "given (Martensite: 4/mmm, Alumina: -3m)" in ebsd.attrs["header"]
+    ebsd = read_ebsd(path, symmetry="4/mmm")  # passed on by the registry
+    assert [p["symmetry"] for p in phases_of(ebsd)] == ["4/mmm", "4/mmm"]
+    with pytest.raises(ConfigError, match="tiny_gf1.txt.*'Alumina'.*not a Laue group"):
+        read_grain_file(path, symmetry={"Alumina": "hexagonal"})
