@@ -203,6 +203,7 @@ class _GrainGraph:
     a: np.ndarray
     b: np.ndarray
     length: np.ndarray
+    omap: OrientationMap  # the map's flat arrays (built once per graph)
 
     @property
     def n(self) -> int:
@@ -228,7 +229,7 @@ def _graph(ebsd: xr.Dataset, grains: Grains | None, child_phase: Any, parent_pha
     a, b, length = _grain_edges(omap, ids, n)
     keep = (role[a] > 0) & (role[b] > 0)
     return _GrainGraph(grains, grains.mean_quaternions, table["n_pixels"].to_numpy(np.float64), role,
-                       a[keep], b[keep], length[keep])
+                       a[keep], b[keep], length[keep], omap)
 
 
 def _candidates(g: _GrainGraph, orel: OrientationRelationship) -> np.ndarray:
@@ -318,7 +319,7 @@ def _boundary_pixel_pairs(ebsd: xr.Dataset, g: _GrainGraph, edges: np.ndarray,
                           max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
     """Orientations of pixel pairs across the given grain boundaries (child pixel first where
     one side is the parent phase), a fixed-seed sample of at most ``max_pairs``."""
-    omap = orientation_map(ebsd)
+    omap = g.omap
     ids = np.asarray(g.grains.ids.values).reshape(-1).astype(np.int64)
     n = g.n
     wanted = np.zeros(0, np.int64) if not edges.size else np.unique(g.a[edges] * n + g.b[edges])
@@ -951,11 +952,14 @@ def reconstruct_parent(
         "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine": refine,
     }
 
-    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains) -> ParentReconstruction:
-        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source)
+    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains, *,
+            draft: bool = False) -> ParentReconstruction:
+        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source, draft=draft)
 
-    rec = run(orel, or_fit)
     close = np.sort(orel.intervariant_angles())[1] < grain_tolerance_deg + 1.0
+    # With refinement ahead the first pass is a draft: its per-pixel variants are not smoothed
+    # (only the variant grains are read from it; without parents it has no variants at all).
+    rec = run(orel, or_fit, draft=refine and close)
     if refine and close and len(rec.parents):
         # Variants closer than the grain tolerance share grains, and a grain mean of two
         # variants biases the fit and the parent: refit a fitted OR on the variant grains of
@@ -1010,7 +1014,8 @@ def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: Orientati
 
 
 def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None,
-                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str) -> ParentReconstruction:
+                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str, *,
+                 draft: bool = False) -> ParentReconstruction:
     threshold_deg, graph_tolerance_deg = params["threshold_deg"], params["graph_tolerance_deg"]
     tolerance_deg, inflation = params["tolerance_deg"], params["inflation"]
     min_child_grains, min_grain_px = params["min_child_grains"], params["min_grain_px"]
@@ -1055,7 +1060,7 @@ def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit 
         weak = (n_child < min_child_grains) & (n_ret == 0)
         labels = np.where((labels >= 0) & weak[np.maximum(labels, 0)], -1, labels)
     labels, parent_q = _compact(labels, parent_q)
-    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params)
+    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params, draft=draft)
 
 
 def orientation_relationship_of(spec: str | OrientationRelationship | np.ndarray) -> OrientationRelationship:
@@ -1073,8 +1078,8 @@ def _compact(labels: np.ndarray, parent_q: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarray, parent_q: np.ndarray,
             orel: OrientationRelationship, or_fit: ORFit | None, edge_fit: np.ndarray, source: str,
-            params: dict[str, Any]) -> ParentReconstruction:
-    omap = orientation_map(ebsd)
+            params: dict[str, Any], *, draft: bool = False) -> ParentReconstruction:
+    omap = g.omap
     ids = np.asarray(g.grains.ids.values).reshape(-1).astype(np.int64)
     n_par = parent_q.shape[0]
     # Per grain: variant under the parent (child grains), misfit.
@@ -1099,7 +1104,8 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     pix_variant = np.where(has, variant[np.maximum(ids, 0)], -1).astype(np.int16)
     pix_misfit = np.full(omap.size, np.nan)
     sel = np.flatnonzero(pix_variant >= 0)
-    if sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
+    # A draft (the first pass before variant grains) needs only which pixels have a variant.
+    if not draft and sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
         pix_variant[sel] = _pixel_variants(omap, orel, sel, pq, float(params["tolerance_deg"]))
     if sel.size:
         ideal = quat_multiply(orel.variants[pix_variant[sel]], pq[sel])
