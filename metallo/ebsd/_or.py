@@ -287,12 +287,14 @@ class OrientationRelationship:
         (True, True)
         """
         qc = np.ascontiguousarray(np.asarray(q_child, dtype=np.float64).reshape(-1, 4).T)
-        qp = np.asarray(q_parent, dtype=np.float64).reshape(-1, 4)
+        qp = np.ascontiguousarray(np.asarray(q_parent, dtype=np.float64).reshape(-1, 4).T)
+        # The disorientation of q_c and V_i q_p is that of x V_i^-1 with x = q_c q_p^-1:
+        # one product per pixel, then one per variant with a constant.
+        x = pair_product_components(qc, qp)
         best = np.full(qc.shape[1], -1.0)
         arg = np.zeros(qc.shape[1], dtype=np.int16)
         for i, v in enumerate(self.variants):
-            ideal = np.ascontiguousarray(quat_multiply(v[None], qp).T)
-            c = disorientation_cos_components(pair_product_components(qc, ideal), _CUBIC)
+            c = disorientation_cos_components(pair_product_components(x, v[:, None]), _CUBIC)
             better = c > best
             best[better] = c[better]
             arg[better] = i
@@ -313,8 +315,53 @@ class OrientationRelationship:
         v = self.variants
         return _angle_deg(disorientation_cos(quat_multiply(v[0][None], quat_conjugate(v)), _CUBIC))
 
+    def parallelism(self) -> dict[str, object]:
+        """The OR as near-parallel planes and directions, as MTEX reports a fitted OR.
+
+        The {111} parent plane and {110} child plane closest to parallel (KS and NW: exactly
+        parallel), then, in these planes, the <110> parent and <111> child directions closest
+        to parallel (KS: parallel; NW: 5.26 deg apart), and the child direction (unit vector,
+        child crystal coordinates) that the parent direction becomes.
+
+        Returns
+        -------
+        dict
+            parent_plane, child_plane, parent_direction, child_direction (Miller indices),
+            plane_deviation_deg, direction_deviation_deg, parent_direction_in_child (unit vector).
+
+        Example
+        -------
+        >>> p = orientation_relationship("NW").parallelism()
+        >>> round(p["plane_deviation_deg"], 6), round(p["direction_deviation_deg"], 2)
+        (0.0, 5.26)
+        """
+        g = quat_to_matrix(self.rotation)
+        planes_p = np.array([[1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]])
+        planes_c = np.array([[0, 1, 1], [0, 1, -1], [1, 0, 1], [1, 0, -1], [1, 1, 0], [1, -1, 0]])
+        unit = np.linalg.norm
+        cos_planes = np.abs((planes_c / unit(planes_c, axis=1, keepdims=True))
+                            @ (g @ (planes_p / np.sqrt(3)).T))  # (child, parent)
+        ic, ip = np.unravel_index(int(np.argmax(cos_planes)), cos_planes.shape)
+        n_p, n_c = planes_p[ip], planes_c[ic]
+        dirs_p = np.array([d for d in ([1, -1, 0], [1, 0, -1], [0, 1, -1], [1, 1, 0], [1, 0, 1], [0, 1, 1],
+                                       [-1, 1, 0], [-1, 0, 1], [0, -1, 1])
+                           if np.dot(d, n_p) == 0])
+        dirs_c = np.array([d for d in ([1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]) if np.dot(d, n_c) == 0])
+        in_child = (g @ dirs_p.T).T / np.sqrt(2)
+        cos_dirs = in_child @ (dirs_c / np.sqrt(3)).T  # signed: a direction, not an axis
+        jp, jc = np.unravel_index(int(np.argmax(np.abs(cos_dirs))), cos_dirs.shape)
+        sign = int(np.sign(cos_dirs[jp, jc])) or 1
+        return {
+            "parent_plane": n_p.tolist(), "child_plane": n_c.tolist(),
+            "parent_direction": dirs_p[jp].tolist(), "child_direction": (sign * dirs_c[jc]).tolist(),
+            "plane_deviation_deg": float(np.degrees(np.arccos(min(1.0, cos_planes[ic, ip])))),
+            "direction_deviation_deg": float(np.degrees(np.arccos(min(1.0, abs(cos_dirs[jp, jc]))))),
+            "parent_direction_in_child": [round(float(v), 4) for v in in_child[jp]],
+        }
+
     def describe(self) -> dict[str, object]:
-        """The OR as a JSON-able dict: name, quaternion, number of variants, angles to KS and NW.
+        """The OR as a JSON-able dict: name, quaternion, number of variants, angles to KS and NW,
+        and the near-parallel planes and directions (:meth:`parallelism`).
 
         Returns
         -------
@@ -331,6 +378,7 @@ class OrientationRelationship:
             "n_variants": self.n_variants,
             "deviation_from_ks_deg": float(or_angle(self, orientation_relationship("KS"))),
             "deviation_from_nw_deg": float(or_angle(self, orientation_relationship("NW"))),
+            "parallelism": self.parallelism(),
         }
 
 

@@ -135,7 +135,9 @@ def _phase_ids(ebsd: xr.Dataset, child_phase: Any, parent_phase: Any) -> tuple[l
     for pid in child + parent:
         sym = next(p["symmetry"] for p in phases if int(p["id"]) == pid)
         if sym != _CUBIC:
-            raise ParentReconstructionError(f"{source}: phase {pid} has symmetry {sym}; parent and child must be cubic (m-3m)")
+            raise ParentReconstructionError(
+                f"{source}: phase {pid} has symmetry {sym}; parent and child must be cubic (m-3m) "
+                "(bct martensite, c/a near 1, is treated as cubic: read or label it m-3m)")
     return child, parent
 
 
@@ -201,6 +203,7 @@ class _GrainGraph:
     a: np.ndarray
     b: np.ndarray
     length: np.ndarray
+    omap: OrientationMap  # the map's flat arrays (built once per graph)
 
     @property
     def n(self) -> int:
@@ -226,7 +229,7 @@ def _graph(ebsd: xr.Dataset, grains: Grains | None, child_phase: Any, parent_pha
     a, b, length = _grain_edges(omap, ids, n)
     keep = (role[a] > 0) & (role[b] > 0)
     return _GrainGraph(grains, grains.mean_quaternions, table["n_pixels"].to_numpy(np.float64), role,
-                       a[keep], b[keep], length[keep])
+                       a[keep], b[keep], length[keep], omap)
 
 
 def _candidates(g: _GrainGraph, orel: OrientationRelationship) -> np.ndarray:
@@ -265,6 +268,13 @@ class ORFit:
         The fraction random (uncorrelated) misorientations reach under the same OR: a
         variant-pair set is dense (about a quarter of random KS boundaries lie within 5 deg
         of one), so ``explained_fraction`` means something only well above this.
+    high_angle_explained_fraction : float
+        Fraction of the high-angle (> 15 deg) edge-neighbour pixel pairs of the child phase
+        whose misorientation lies within ``explained_deg`` of a variant-pair misorientation
+        of the OR (a fixed-seed sample of at most ``max_boundaries`` pairs; no grain
+        averaging): the pixel-level counterpart of ``explained_fraction``.
+    n_high_angle_pairs : int
+        High-angle pixel pairs evaluated.
     """
 
     orientation_relationship: OrientationRelationship
@@ -279,6 +289,8 @@ class ORFit:
     explained_deg: float
     iterations: int = 0
     chance_fraction: float = float("nan")
+    high_angle_explained_fraction: float = float("nan")
+    n_high_angle_pairs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -291,6 +303,8 @@ class ORFit:
             "deviation_from_nw_deg": self.deviation_from_nw_deg,
             "explained_fraction": self.explained_fraction, "explained_deg": self.explained_deg,
             "chance_fraction": self.chance_fraction,
+            "high_angle_explained_fraction": self.high_angle_explained_fraction,
+            "n_high_angle_pairs": self.n_high_angle_pairs,
         }
 
 
@@ -305,7 +319,7 @@ def _boundary_pixel_pairs(ebsd: xr.Dataset, g: _GrainGraph, edges: np.ndarray,
                           max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
     """Orientations of pixel pairs across the given grain boundaries (child pixel first where
     one side is the parent phase), a fixed-seed sample of at most ``max_pairs``."""
-    omap = orientation_map(ebsd)
+    omap = g.omap
     ids = np.asarray(g.grains.ids.values).reshape(-1).astype(np.int64)
     n = g.n
     wanted = np.zeros(0, np.int64) if not edges.size else np.unique(g.a[edges] * n + g.b[edges])
@@ -336,6 +350,28 @@ def _chance_fraction(orel: OrientationRelationship, within_deg: float, n: int = 
     a, b = random_quaternions(n, rng), random_quaternions(n, rng)
     fit, _, _ = _best_pair(orel.parent_candidates(a), orel.parent_candidates(b))
     return float((fit < within_deg).mean())
+
+
+def _high_angle_explained(ebsd: xr.Dataset, g: _GrainGraph, orel: OrientationRelationship, *,
+                          within_deg: float, max_pairs: int, high_deg: float = 15.0) -> tuple[float, int]:
+    """Fraction of high-angle child-child pixel pairs (a fixed-seed sample) that a variant
+    pair of ``orel`` explains within ``within_deg``, and the number of pairs evaluated.
+    Pixel pairs above the grain tolerance all cross a grain boundary, so the boundary pixel
+    pairs of the child grains hold every one of them."""
+    edges = np.flatnonzero((g.role[g.a] == 1) & (g.role[g.b] == 1))
+    if not edges.size:
+        return float("nan"), 0
+    qa, qb = _boundary_pixel_pairs(ebsd, g, edges, 4 * max_pairs)
+    ang = _angle(disorientation_cos_components(pair_product_components(qa.T, qb.T), _CUBIC))
+    high = np.flatnonzero(ang > high_deg)
+    if high.size > max_pairs:  # an unbiased subset (the pairs come ordered by neighbour direction)
+        high = np.sort(np.random.default_rng(1).choice(high, size=max_pairs, replace=False))
+    if not high.size:
+        return float("nan"), 0
+    # All 24 candidates of a fitted OR: merging near-equal variants would overstate misfits.
+    exact = OrientationRelationship(orel.rotation, variant_tolerance_deg=1e-3)
+    fit, _, _ = _best_pair(exact.parent_candidates(qa[high]), exact.parent_candidates(qb[high]))
+    return float((fit < within_deg).mean()), int(high.size)
 
 
 def _exp(omega: np.ndarray) -> np.ndarray:
@@ -543,6 +579,7 @@ def fit_orientation_relationship(
     orel = OrientationRelationship(t, name=name)
     explained = float((fit < explained_deg).mean())
     chance = _chance_fraction(orel, explained_deg)
+    high_frac, n_high = _high_angle_explained(ebsd, g, orel, within_deg=explained_deg, max_pairs=max_boundaries)
     result = ORFit(
         orientation_relationship=orel, method="parent-child" if use_pc else "child-child",
         misfit_quantiles_deg=_quantiles(fit[fit < max(threshold_deg, explained_deg) * 2]),
@@ -550,7 +587,8 @@ def fit_orientation_relationship(
         deviation_from_ks_deg=or_angle(orel, orientation_relationship("KS")),
         deviation_from_nw_deg=or_angle(orel, orientation_relationship("NW")),
         start=orel0.name, converged=converged, explained_fraction=explained, explained_deg=float(explained_deg),
-        iterations=it, chance_fraction=chance,
+        iterations=it, chance_fraction=chance, high_angle_explained_fraction=high_frac,
+        n_high_angle_pairs=n_high,
     )
     if explained < chance + 0.2:
         warnings.warn(
@@ -914,11 +952,14 @@ def reconstruct_parent(
         "iterations": iterations, "grain_tolerance_deg": grain_tolerance_deg, "refine": refine,
     }
 
-    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains) -> ParentReconstruction:
-        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source)
+    def run(orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None = grains, *,
+            draft: bool = False) -> ParentReconstruction:
+        return _reconstruct(ebsd, orel, or_fit, grains, child_phase, parent_phase, params, source, draft=draft)
 
-    rec = run(orel, or_fit)
     close = np.sort(orel.intervariant_angles())[1] < grain_tolerance_deg + 1.0
+    # With refinement ahead the first pass is a draft: its per-pixel variants are not smoothed
+    # (only the variant grains are read from it; without parents it has no variants at all).
+    rec = run(orel, or_fit, draft=refine and close)
     if refine and close and len(rec.parents):
         # Variants closer than the grain tolerance share grains, and a grain mean of two
         # variants biases the fit and the parent: refit a fitted OR on the variant grains of
@@ -973,7 +1014,8 @@ def _variant_grains(ebsd: xr.Dataset, rec: ParentReconstruction, orel: Orientati
 
 
 def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit | None, grains: Grains | None,
-                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str) -> ParentReconstruction:
+                 child_phase: Any, parent_phase: Any, params: dict[str, Any], source: str, *,
+                 draft: bool = False) -> ParentReconstruction:
     threshold_deg, graph_tolerance_deg = params["threshold_deg"], params["graph_tolerance_deg"]
     tolerance_deg, inflation = params["tolerance_deg"], params["inflation"]
     min_child_grains, min_grain_px = params["min_child_grains"], params["min_grain_px"]
@@ -1018,7 +1060,7 @@ def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit 
         weak = (n_child < min_child_grains) & (n_ret == 0)
         labels = np.where((labels >= 0) & weak[np.maximum(labels, 0)], -1, labels)
     labels, parent_q = _compact(labels, parent_q)
-    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params)
+    return _result(ebsd, g, cand, labels, parent_q, orel, or_fit, fit, source, params, draft=draft)
 
 
 def orientation_relationship_of(spec: str | OrientationRelationship | np.ndarray) -> OrientationRelationship:
@@ -1036,8 +1078,8 @@ def _compact(labels: np.ndarray, parent_q: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarray, parent_q: np.ndarray,
             orel: OrientationRelationship, or_fit: ORFit | None, edge_fit: np.ndarray, source: str,
-            params: dict[str, Any]) -> ParentReconstruction:
-    omap = orientation_map(ebsd)
+            params: dict[str, Any], *, draft: bool = False) -> ParentReconstruction:
+    omap = g.omap
     ids = np.asarray(g.grains.ids.values).reshape(-1).astype(np.int64)
     n_par = parent_q.shape[0]
     # Per grain: variant under the parent (child grains), misfit.
@@ -1062,7 +1104,8 @@ def _result(ebsd: xr.Dataset, g: _GrainGraph, cand: np.ndarray, labels: np.ndarr
     pix_variant = np.where(has, variant[np.maximum(ids, 0)], -1).astype(np.int16)
     pix_misfit = np.full(omap.size, np.nan)
     sel = np.flatnonzero(pix_variant >= 0)
-    if sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
+    # A draft (the first pass before variant grains) needs only which pixels have a variant.
+    if not draft and sel.size and np.sort(orel.intervariant_angles())[1] < float(params["grain_tolerance_deg"]) + 1.0:
         pix_variant[sel] = _pixel_variants(omap, orel, sel, pq, float(params["tolerance_deg"]))
     if sel.size:
         ideal = quat_multiply(orel.variants[pix_variant[sel]], pq[sel])

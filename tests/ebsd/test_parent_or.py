@@ -87,3 +87,30 @@ def test_bad_or_specs():
         OrientationRelationship.from_planes((1, 1, 1), (0, 1, 1), (1, 1, 1), (1, 0, 0))
     with pytest.raises(ConfigError, match="proper rotation"):
         OrientationRelationship.from_rotation(np.diag([1.0, 1.0, -1.0]))
+
+
+@pytest.mark.parametrize(("name", "plane_dev", "dir_dev"), [
+    ("KS", 0.0, 0.0), ("NW", 0.0, 5.26), ("Pitsch", 5.26, 0.0), ("Bain", 9.74, 9.74)])
+def test_parallelism_known_answers(name, plane_dev, dir_dev):
+    # {111}g/{110}a and <110>g/<111>a: KS both parallel; NW planes parallel, directions 5.26
+    # deg apart (the KS-NW angle); Pitsch the other way round; Bain 9.74 deg for both.
+    p = orientation_relationship(name).parallelism()
+    assert p["plane_deviation_deg"] == pytest.approx(plane_dev, abs=0.01)
+    assert p["direction_deviation_deg"] == pytest.approx(dir_dev, abs=0.01)
+    assert np.dot(p["parent_plane"], p["parent_direction"]) == 0 and np.dot(p["child_plane"], p["child_direction"]) == 0
+    # The parent direction, taken to the child frame (rounded to 4 decimals), lies dir_dev
+    # from the child direction.
+    d = np.asarray(p["parent_direction_in_child"])
+    c = np.asarray(p["child_direction"]) / np.sqrt(3)
+    assert np.degrees(np.arccos(np.clip(d @ c / np.linalg.norm(d), -1, 1))) == pytest.approx(dir_dev, abs=0.05)
+
+
+def test_parallelism_of_a_tilted_ks():
+    # KS turned 2 deg about the common plane normal: planes stay parallel, directions 2 deg apart.
+    ks = orientation_relationship("KS")
+    n = np.array([0, 1, 1]) / np.sqrt(2)  # the child plane of KS, in child coordinates
+    tilted = OrientationRelationship(quat_multiply(axis_angle_to_quat(n, np.radians(2.0)), ks.rotation))
+    p = tilted.parallelism()
+    assert p["plane_deviation_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert p["direction_deviation_deg"] == pytest.approx(2.0, abs=1e-6)
+    assert tilted.describe()["parallelism"] == p
