@@ -40,7 +40,7 @@ def _high_angle_pairs(ebsd):
 def test_or_fit_and_reconstruction_on_real_martensite(shared_file):
     ebsd = read_ebsd(shared_file(GF1))
     fit = fit_orientation_relationship(ebsd)
-    assert fit.method == "child-child"
+    assert fit.method == "child-child" and fit.converged  # 17 iterations, from the GT start
     q = fit.misfit_quantiles_deg
     assert set(q) == {"q10", "q25", "q50", "q75", "q90"} and q["q50"] < 3.0
     # Between KS and NW, as lath martensite usually is (MTEX's martensite example: 2.3 deg from KS).
@@ -58,14 +58,14 @@ def test_or_fit_and_reconstruction_on_real_martensite(shared_file):
     assert frac["KS"] == pytest.approx(0.575, abs=0.005)  # SOURCE.md: 57.5 % within 5 deg of KS
     assert frac["NW"] == pytest.approx(0.387, abs=0.005)
     assert frac["GT"] == pytest.approx(0.769, abs=0.005)
-    # Measured 0.784 (889 of 1,134): the issue asks >= 0.80, not reached. An OR fitted to this
+    # Measured 0.781 (886 of 1,134): the issue asks >= 0.80, not reached. An OR fitted to this
     # criterion itself reaches 0.7998 at most (benchmarks/parent_real.py); see docs/parent.md.
-    assert frac["fitted"] > max(frac["KS"], frac["NW"], frac["GT"]) and frac["fitted"] > 0.78
+    assert frac["fitted"] > max(frac["KS"], frac["NW"], frac["GT"]) and frac["fitted"] >= 0.78
     # What the unexplained pairs are: they rise with the CI of the pair (mis-indexed points),
     # and 30-45 deg, where no variant pair of an OR between KS and NW lies, holds 11 % of
     # the pairs and none is explained (a PAG boundary or noise).
     fitted = explained["fitted"]
-    by_ci = [float(fitted[ci > c].mean()) for c in (0.1, 0.2, 0.3)]  # measured 0.784, 0.816, 0.862
+    by_ci = [float(fitted[ci > c].mean()) for c in (0.1, 0.2, 0.3)]  # measured 0.781, 0.808, 0.862
     assert by_ci[0] < by_ci[1] < by_ci[2]
     ang = misorientation_angle(qa, qb)
     mid = (ang > 30) & (ang < 45)
