@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
                        f"{q.get('q25', float('nan')):.2f} / {q.get('q50', float('nan')):.2f} / {q.get('q75', float('nan')):.2f} deg; "
                        f"{fit['explained_fraction']:.0%} of boundaries within {fit['explained_deg']:g} deg "
                        f"(random: {fit['chance_fraction']:.0%})")
+            if fit.get("n_high_angle_pairs"):
+                typer.echo(f"high-angle (> 15 deg) neighbour pairs explained within {fit['explained_deg']:g} deg: "
+                           f"{fit['high_angle_explained_fraction']:.1%} of {fit['n_high_angle_pairs']}")
         quality = json.loads(attrs[names.QUALITY])
         table = spec.table(names.quantity(node, "parents"))
         typer.echo(f"parent grains: {len(table)}, {quality['reconstructed_fraction']:.1%} of child points reconstructed "

@@ -360,6 +360,10 @@ def _parent_sections(spec: Any) -> list[Section]:
                                   f"{q.get('q25', float('nan')):.2f} / {q.get('q50', float('nan')):.2f} / "
                                   f"{q.get('q75', float('nan')):.2f}°; {fit.get('explained_fraction', float('nan')):.0%} "
                                   f"within {fit.get('explained_deg', 5):g}° (random: {fit.get('chance_fraction', float('nan')):.0%})"})
+            if fit.get("n_high_angle_pairs"):
+                rows.append({"": "high-angle pixel pairs explained",
+                             "value": f"{fit['high_angle_explained_fraction']:.1%} of {fit['n_high_angle_pairs']} "
+                                      f"neighbour pairs > 15° apart, within {fit.get('explained_deg', 5):g}°"})
         if quality:
             section.blocks += _quality_blocks(quality, "Reconstruction quality")
             rows += [{"": "warning", "value": str(w)} for w in quality.get("warnings", [])]

@@ -51,6 +51,10 @@ def test_metallo_parent_command(tmp_path):
     spec = Specimen.open(tmp_path / "out.h5")
     node = names.parent(names.EBSD_MAP)
     assert node in spec.nodes() and names.quantity(node, "substructure") in spec.nodes()
+    fit = json.loads(spec[node].attrs["or_fit"])
+    assert fit["n_high_angle_pairs"] > 0
+    assert (f"explained within 5 deg: {fit['high_angle_explained_fraction']:.1%} of {fit['n_high_angle_pairs']}"
+            in result.output)
     # The command on the specimen itself reuses its map.
     again = CliRunner().invoke(app, ["parent", str(tmp_path / "out.h5"), "--or", "KS", "--overwrite"])
     assert again.exit_code == 0, again.output
