@@ -219,6 +219,10 @@ class TrainConfig:
             raise ConfigError(f"folds must be >= 2; got {self.folds}")
         if self.lr <= 0 or self.scale <= 0:
             raise ConfigError(f"lr and scale must be positive; got lr={self.lr}, scale={self.scale}")
+        for name in ("max_time_s", "max_cpu_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds or null; got {value}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ConfigError(f"pixel_size_um must be a positive size in µm/px; got {self.pixel_size_um}")
         if self.pixel_size_um is not None and self.scale != 1.0:
