@@ -80,8 +80,9 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
     parser.add_argument("--uncertainty", action="store_true",
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
-    parser.add_argument("--heldout", choices=["screen", "final"], default=None,
-                        help="issue-19 protocol: screen the levers on the tuning fold, or the final run")
+    parser.add_argument("--heldout", choices=["screen", "final", "summary"], default=None,
+                        help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
+                             "summary of saved screen/final files (choice on the tuning fold only)")
     parser.add_argument("--arms", default=",".join(ARMS), help="screen: comma-separated arms (+ joins levers)")
     parser.add_argument("--arm", default="plain", help="final: comma-separated arms (plain = the baseline)")
     parser.add_argument("--cpu-minutes", type=float, default=None,
@@ -306,6 +307,9 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
     """The issue-19 protocol: levers screened on the tuning fold, the final run scored on the others."""
     from metallo.segment import fold_indices
 
+    if args.heldout == "summary":
+        heldout_summary(root / "benchmarks" / "results")
+        return
     k = args.folds or 3
     parts = fold_indices(len(data), k, seed=0)
     run_dir = Path(os.environ.get("METALLO_RUNS", "/tmp/metallo-heldout-runs"))
@@ -344,6 +348,44 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_end": os.getloadavg()}
     (out / name).write_text(json.dumps(result, indent=1, default=float))
     print(f"saved {out / name}")
+
+
+TARGET = {"accuracy": 0.94, "mean_iou": 0.80}
+
+
+def heldout_summary(out: Path) -> None:
+    """Pick the arm with the best tuning-fold mean IoU among those with a final run; report the
+    scored folds of that arm next to the plain baseline, per class, against the issue's target."""
+    screen = {r["arm"]: r for f in sorted(out.glob("segment_heldout_screen*.json"))
+              for r in json.loads(f.read_text())["arms"]}
+    finals = {}
+    for f in sorted(out.glob("segment_heldout_final*.json")):
+        blob = json.loads(f.read_text())
+        for r in blob["arms"]:
+            finals[r["arm"]] = {**r, "cpu_s_per_model": blob["cpu_s_per_model"], "file": f.name}
+    if "plain" not in finals or not screen:
+        raise SystemExit("summary needs screen files and a final run of 'plain'")
+    candidates = [a for a in screen if a in finals]
+    best = max(candidates, key=lambda a: screen[a]["mean"]["mean_iou"])
+    print("tuning fold (choice):  " + ", ".join(f"{a} {screen[a]['mean']['mean_iou']:.3f}"
+                                                for a in sorted(screen, key=lambda a: -screen[a]["mean"]["mean_iou"])))
+    print(f"chosen on the tuning fold: {best}\nscored folds (mean over folds):")
+    print(f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES) + f"{'CPU-min':>9}")
+    for arm in dict.fromkeys(["plain", best, *finals]):
+        r = finals[arm]
+        print(f"{arm:<24}{r['mean']['accuracy']:>7.3f}{r['mean']['mean_iou']:>7.3f}"
+              + "".join(f"{v:>10.3f}" for v in r["mean"]["iou"]) + f"{r['train_cpu_s'] / 60:>9.1f}")
+    reached = {key: finals[best]["mean"][key] >= value for key, value in TARGET.items()}
+    print(f"target accuracy >= {TARGET['accuracy']}, mean IoU >= {TARGET['mean_iou']}: "
+          f"{'reached' if all(reached.values()) else 'NOT reached'} by {best}")
+    summary = {"screen_tuning_fold": {a: r["mean"] for a, r in screen.items()}, "chosen": best,
+               "final": {a: {"mean": r["mean"], "pooled": r["pooled"], "folds": [
+                   {k: v for k, v in row.items() if k != "confusion"} for row in r["folds"]],
+                   "train_cpu_s": r["train_cpu_s"], "cpu_s_per_model": r["cpu_s_per_model"]}
+                   for a, r in finals.items()},
+              "target": TARGET, "reached": reached}
+    (out / "segment_heldout.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(f"saved {out / 'segment_heldout.json'}")
 
 
 if __name__ == "__main__":
