@@ -12,12 +12,27 @@ over a wall-time budget, bfloat16 on CPUs that have it, test-time augmentation, 
 setting (CUDA) uses 64 base channels (the paper's U-Net), 5 folds and an hour of training.
 
     /work/venv/bin/python benchmarks/segment_real.py --quick
+
+``--heldout screen|final`` (the issue-19 protocol): 3 folds over the 15 images; fold 0 is the
+*tuning* fold and is never scored. ``screen`` trains every arm of ``ARMS`` on folds 1+2 under one
+equal CPU-time budget and scores it on fold 0 only; ``final`` trains the chosen arm and the plain
+baseline in the same run on the folds that hold out fold 1 and fold 2 and scores those folds. The
+budget is process CPU time (user + system, all threads; ``TrainConfig.max_cpu_s``), not wall
+time, so arms compared on a shared machine get the same compute: "20 minutes on an idle 2-core
+machine" is read as at most 2 x 20 = 40 CPU-minutes for all k folds together, 800 CPU-s per fold
+for k = 3. Run with ``OMP_WAIT_POLICY=PASSIVE`` so that idle OpenMP threads do not spin (spinning
+counts as CPU time under load: 4.8 instead of 2.0 CPU-s per step measured on this machine).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/segment_real.py --heldout screen --cpu-minutes 3
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/segment_real.py --heldout final --arm physical
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -29,6 +44,22 @@ from metallo.segment import cross_validate, load_training_folder, resolve_device
 
 UHCS_CLASSES = ["matrix", "network", "spheroidite", "widmanstatten"]
 PAPER = {"uhcs_pixelnet_focal_accuracy": 0.865, "lath_bainite_unet_mean_iou": (0.78, 0.80)}
+
+#: The plain baseline of issue 19: 4-level U-Net-16, cross-entropy, flips and rot90 only, 0.5x.
+PLAIN: dict = dict(model="unet", model_kwargs={"base_channels": 16}, loss="ce", loss_kwargs={}, modality="SEM",
+                   scale=0.5, tile_size=256, epochs=100_000, batch_size=4, lr=2e-3, schedule="cosine",
+                   augment={"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}, eval_tile=None, eval_tta=False)
+#: Levers of issue 19, each one change against PLAIN at the same CPU budget.
+ARMS: dict[str, dict] = {
+    "plain": {},
+    "recipe": dict(loss="ce_dice", scale=1.0, augment={"blur": 0.2}),        # examples/train_uhcs.yaml
+    "physical": dict(scale=1.0, pixel_size_um=0.39, augment={**PLAIN["augment"], "scale": 0.25}),
+    "balanced": dict(balance_classes=0.5),
+    "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
+    "ce_dice": dict(loss="ce_dice"),
+    "photometric": dict(augment={"blur": 0.2}),
+}
+TUNE_FOLD = 0
 
 
 def main() -> None:
@@ -49,7 +80,18 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
     parser.add_argument("--uncertainty", action="store_true",
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
+    parser.add_argument("--heldout", choices=["screen", "final", "summary"], default=None,
+                        help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
+                             "summary of saved screen/final files (choice on the tuning fold only)")
+    parser.add_argument("--arms", default=",".join(ARMS), help="screen: comma-separated arms (+ joins levers)")
+    parser.add_argument("--arm", default="plain", help="final: comma-separated arms (plain = the baseline)")
+    parser.add_argument("--cpu-minutes", type=float, default=None,
+                        help="CPU minutes per model (screen 3; final 40 / folds; uncertainty 2.5)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
 
     root = Path(__file__).resolve().parents[1]
     try:
@@ -60,6 +102,9 @@ def main() -> None:
     data = load_training_folder(folder, classes=UHCS_CLASSES)
     if args.uncertainty:
         uncertainty_benchmark(data, args, device, root)
+        return
+    if args.heldout:
+        heldout_benchmark(data, args, device, root)
         return
     quick = args.quick or device.type == "cpu"
     folds = args.folds or (3 if quick else 5)
@@ -136,56 +181,211 @@ def uncertainty_benchmark(data, args, device, root: Path) -> None:
     from metallo.segment import confusion_matrix, fold_indices, metrics_from_confusion, predict
 
     folds = args.folds or 3
-    minutes = args.minutes or 6.0
+    cpu_minutes = args.cpu_minutes or 2.5
     test_idx = fold_indices(len(data), 3, seed=1)[0]
     train_data = data.subset(np.setdiff1d(np.arange(len(data)), test_idx))
     test_data = data.subset(test_idx)
-    settings = dict(model="unet", model_kwargs={"base_channels": args.base_channels or 8}, loss=args.loss,
-                    modality="SEM", scale=args.scale, tile_size=args.tile, epochs=100_000, batch_size=4, lr=2e-3,
-                    schedule="cosine", augment={"blur": 0.2}, device=str(device), seed=0,
-                    max_time_s=60.0 * minutes / folds, eval_tile=None, eval_tta=False, progress=False)
+    settings = dict(PLAIN, **arm_settings(args.arm), device=str(device), seed=0, max_cpu_s=60.0 * cpu_minutes)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cv = cross_validate(train_data, folds=folds, out_dir=tmp, **settings)
         train_minutes = (time.perf_counter() - start) / 60
+        train_cpu_minutes = sum(m["train_cpu_s"] for m in cv.folds) / 60
         by_name = {s.name: s for s in train_data.samples}
 
-        def pooled(checkpoint, samples):
-            u, wrong, cm = [], [], np.zeros((4, 4), np.int64)
+        def pooled(checkpoint, samples, key="uncertainty"):
+            u, wrong, cm, per_image = [], [], np.zeros((4, 4), np.int64), []
             for s in samples:
-                out = predict(checkpoint, s.image, uncertainty=True, device=str(device), tta=False)
+                # The pixel size lets a checkpoint trained at one physical pixel size resample.
+                out = predict(checkpoint, xr_image(s), uncertainty=True, device=str(device), tta=False)
                 valid = s.labels != 255
-                u.append(out["uncertainty"].values[valid])
-                wrong.append(out["labels"].values[valid] != s.labels[valid])
+                maps = {k: out[k].values[valid] for k in ("uncertainty", "disagreement") if k in out}
+                wrong_i = out["labels"].values[valid] != s.labels[valid]
+                u.append(maps)
+                wrong.append(wrong_i)
+                per_image.append({"image": s.name, **{f"{k}_ratio": _decile_ratio(v, wrong_i)["ratio"]
+                                                      for k, v in maps.items()}})
                 cm += confusion_matrix(s.labels, out["labels"].values, n_classes=4, ignore_index=255)
-            return np.concatenate(u), np.concatenate(wrong), metrics_from_confusion(cm, classes=UHCS_CLASSES)
+            maps = {k: np.concatenate([m[k] for m in u]) for k in u[0]}
+            return maps, np.concatenate(wrong), metrics_from_confusion(cm, classes=UHCS_CLASSES), per_image
 
         per_fold = []
         for k, m in enumerate(cv.folds):
-            u, wrong, metrics = pooled(cv.checkpoints[k], [by_name[n] for n in m["held_out"]])
-            per_fold.append({"fold": k, "held_out": m["held_out"], **_decile_ratio(u, wrong),
-                             "accuracy": metrics["accuracy"], "mean_iou": metrics["mean_iou"]})
-        singles = [pooled(c, test_data.samples)[2] for c in cv.checkpoints]
-        u, wrong, ens = pooled(list(cv.checkpoints), test_data.samples)
-        ensemble = {**_decile_ratio(u, wrong), "accuracy": ens["accuracy"], "mean_iou": ens["mean_iou"],
-                    "iou": ens["iou"], "single_accuracy": [m["accuracy"] for m in singles],
-                    "single_mean_iou": [m["mean_iou"] for m in singles],
-                    "test_images": [s.name for s in test_data.samples]}
-    print(f"\nuncertainty on unseen pixels: {folds} fold models (U-Net {settings['model_kwargs']}, scale {args.scale}, "
-          f"{train_minutes:.1f} min training in all)")
+            maps, wrong, metrics, per_image = pooled(cv.checkpoints[k], [by_name[n] for n in m["held_out"]])
+            per_fold.append({"fold": k, "held_out": m["held_out"], "entropy": _decile_ratio(maps["uncertainty"], wrong),
+                             "accuracy": metrics["accuracy"], "mean_iou": metrics["mean_iou"], "images": per_image})
+        singles = []
+        for c in cv.checkpoints:
+            maps, wrong, metrics, _ = pooled(c, test_data.samples)
+            singles.append({"accuracy": metrics["accuracy"], "mean_iou": metrics["mean_iou"],
+                            "entropy": _decile_ratio(maps["uncertainty"], wrong)})
+        maps, wrong, ens, per_image = pooled(list(cv.checkpoints), test_data.samples)
+        ensemble = {"entropy": _decile_ratio(maps["uncertainty"], wrong),
+                    "disagreement": _decile_ratio(maps["disagreement"], wrong),
+                    "accuracy": ens["accuracy"], "mean_iou": ens["mean_iou"], "iou": ens["iou"],
+                    "singles": singles, "images": per_image, "test_images": [s.name for s in test_data.samples]}
+    def line(r):
+        return f"error top decile {r['top_decile_error']:.3f} vs rest {r['rest_error']:.3f} -> {r['ratio']:.1f}x"
+
+    print(f"\nuncertainty on unseen pixels: {folds} fold models (arm {args.arm}), {train_cpu_minutes:.1f} CPU-min "
+          f"training in all ({train_minutes:.1f} min wall)")
     for row in per_fold:
-        print(f"  fold {row['fold']} on its held-out images: error top decile {row['top_decile_error']:.3f} vs rest "
-              f"{row['rest_error']:.3f} -> {row['ratio']:.1f}x (accuracy {row['accuracy']:.3f})")
-    print(f"  ensemble on {len(test_data)} test images: error top decile {ensemble['top_decile_error']:.3f} vs rest "
-          f"{ensemble['rest_error']:.3f} -> {ensemble['ratio']:.1f}x")
+        print(f"  fold {row['fold']} entropy on its held-out images: {line(row['entropy'])} "
+              f"(accuracy {row['accuracy']:.3f})")
+    for k, row in enumerate(singles):
+        print(f"  fold model {k} entropy on the {len(test_data)} test images: {line(row['entropy'])}")
+    print(f"  ensemble entropy on the test images:      {line(ensemble['entropy'])}")
+    print(f"  ensemble disagreement on the test images: {line(ensemble['disagreement'])}")
     print(f"  ensemble accuracy {ensemble['accuracy']:.3f} / mean IoU {ensemble['mean_iou']:.3f}; single fold models "
-          f"{np.round(ensemble['single_accuracy'], 3).tolist()} / {np.round(ensemble['single_mean_iou'], 3).tolist()}")
+          f"{[round(m['accuracy'], 3) for m in singles]} / {[round(m['mean_iou'], 3) for m in singles]}")
     out = root / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"settings": settings, "train_minutes": train_minutes, "per_fold": per_fold, "ensemble": ensemble,
-              "load_average": os.getloadavg()}
-    (out / "segment_uncertainty.json").write_text(json.dumps(result, indent=1, default=float))
-    print(f"saved {out / 'segment_uncertainty.json'}")
+    result = {"settings": settings, "train_minutes": train_minutes, "train_cpu_minutes": train_cpu_minutes,
+              "per_fold": per_fold, "ensemble": ensemble, "load_average": os.getloadavg()}
+    (out / f"segment_uncertainty{args.tag}.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"saved {out / f'segment_uncertainty{args.tag}.json'}")
+
+
+def arm_settings(name: str) -> dict:
+    """TrainConfig overrides of an arm; ``a+b`` applies the levers of both (dicts merged)."""
+    out: dict = {}
+    for part in name.split("+"):
+        if part not in ARMS:
+            raise SystemExit(f"unknown arm {part!r}; known: {sorted(ARMS)}")
+        for key, value in ARMS[part].items():
+            out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def xr_image(sample):
+    """A training sample's image as a DataArray that carries its pixel size (for predict)."""
+    import xarray as xr
+
+    image = sample.image[..., 0] if sample.image.shape[2] == 1 else sample.image
+    dims = ("y", "x") if image.ndim == 2 else ("y", "x", "channel")
+    ps = sample.pixel_size_um or 1.0
+    coords = {"y": np.arange(image.shape[0]) * ps, "x": np.arange(image.shape[1]) * ps}
+    return xr.DataArray(image, dims=dims, coords=coords, attrs={"units": "um"})
+
+
+def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path) -> dict:
+    """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images."""
+    from metallo.segment import train
+
+    settings = dict(PLAIN, **arm_settings(name), device=str(device), seed=0, max_cpu_s=cpu_s)
+    rows = []
+    for k in folds:
+        held = parts[k]
+        train_idx = np.setdiff1d(np.arange(len(data)), held)
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = train(data.subset(train_idx), val_data=data.subset(held), out_dir=str(out_dir / name.replace("+", "_")),
+                       checkpoint_name=f"fold{k}.pt", **settings)
+        m = dict(result.metrics)
+        rows.append({"fold": k, "held_out": [data.samples[i].name for i in held], "accuracy": m["accuracy"],
+                     "mean_iou": m["mean_iou"], "iou": m["iou"], "confusion": m["confusion"],
+                     "train_cpu_s": m["train_cpu_s"], "train_wall_s": m["train_wall_s"],
+                     "train_steps": m["train_steps"], "epochs_run": m["epochs_run"],
+                     "fold_cpu_s_incl_eval": time.process_time() - c0, "fold_wall_s": time.perf_counter() - t0,
+                     "checkpoint": str(result.checkpoint)})
+        print(f"  {name:<22} fold {k}: accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} IoU "
+              f"{np.round(m['iou'], 3).tolist()} ({m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min, "
+              f"{m['train_wall_s'] / 60:.1f} min wall)", flush=True)
+    total = sum(np.asarray(r["confusion"], np.int64) for r in rows)
+    from metallo.segment import metrics_from_confusion
+
+    pooled = metrics_from_confusion(total, classes=UHCS_CLASSES)
+    with np.errstate(all="ignore"):
+        mean_iou_per_class = np.nanmean([r["iou"] for r in rows], axis=0).tolist()
+    return {"arm": name, "settings": settings, "folds": rows,
+            "mean": {"accuracy": float(np.mean([r["accuracy"] for r in rows])),
+                     "mean_iou": float(np.mean([r["mean_iou"] for r in rows])), "iou": mean_iou_per_class},
+            "pooled": {"accuracy": pooled["accuracy"], "mean_iou": pooled["mean_iou"], "iou": pooled["iou"]},
+            "train_cpu_s": float(sum(r["train_cpu_s"] for r in rows))}
+
+
+def heldout_benchmark(data, args, device, root: Path) -> None:
+    """The issue-19 protocol: levers screened on the tuning fold, the final run scored on the others."""
+    from metallo.segment import fold_indices
+
+    if args.heldout == "summary":
+        heldout_summary(root / "benchmarks" / "results")
+        return
+    k = args.folds or 3
+    parts = fold_indices(len(data), k, seed=0)
+    run_dir = Path(os.environ.get("METALLO_RUNS", "/tmp/metallo-heldout-runs"))
+    start, cpu0 = time.perf_counter(), time.process_time()
+    if args.heldout == "screen":
+        cpu_s = 60.0 * (args.cpu_minutes or 3.0)
+        arms = args.arms.split(",")
+        print(f"screen: {len(arms)} arms x {cpu_s / 60:.1f} CPU-min, trained on folds "
+              f"{[j for j in range(k) if j != TUNE_FOLD]}, scored on tuning fold {TUNE_FOLD} only", flush=True)
+        results = [_run_arm(data, a, [TUNE_FOLD], parts, cpu_s, device, run_dir / "screen") for a in arms]
+        scored = "tuning fold only"
+    else:
+        cpu_s = 60.0 * (args.cpu_minutes or 40.0 / k)
+        folds = [j for j in range(k) if j != TUNE_FOLD]
+        arms = args.arm.split(",")
+        print(f"final: arms {arms}, {cpu_s / 60:.1f} CPU-min per fold model, scored folds {folds} "
+              f"(tuning fold {TUNE_FOLD} not scored, not trained)", flush=True)
+        results = [_run_arm(data, a, folds, parts, cpu_s, device, run_dir / "final") for a in arms]
+        scored = f"folds {folds}"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
+          f"{(time.perf_counter() - start) / 60:.1f} min wall")
+    header = f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES) + f"{'CPU-min':>9}"
+    print(header)
+    for r in results:
+        print(f"{r['arm']:<24}{r['mean']['accuracy']:>7.3f}{r['mean']['mean_iou']:>7.3f}"
+              + "".join(f"{v:>10.3f}" for v in r["mean"]["iou"]) + f"{r['train_cpu_s'] / 60:>9.1f}")
+    out = root / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"segment_heldout_{args.heldout}{args.tag}.json"
+    result = {"protocol": __doc__.split("``--heldout")[1].split("\n\n")[0], "folds": k, "tuning_fold": TUNE_FOLD,
+              "fold_images": [[data.samples[i].name for i in p] for p in parts], "cpu_s_per_model": cpu_s,
+              "arms": results, "wall_minutes": (time.perf_counter() - start) / 60,
+              "process_cpu_minutes": (time.process_time() - cpu0) / 60,
+              "ru_user_sys_minutes": (usage.ru_utime + usage.ru_stime) / 60, "torch_threads": 2,
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_end": os.getloadavg()}
+    (out / name).write_text(json.dumps(result, indent=1, default=float))
+    print(f"saved {out / name}")
+
+
+TARGET = {"accuracy": 0.94, "mean_iou": 0.80}
+
+
+def heldout_summary(out: Path) -> None:
+    """Pick the arm with the best tuning-fold mean IoU among those with a final run; report the
+    scored folds of that arm next to the plain baseline, per class, against the issue's target."""
+    screen = {r["arm"]: r for f in sorted(out.glob("segment_heldout_screen*.json"))
+              for r in json.loads(f.read_text())["arms"]}
+    finals = {}
+    for f in sorted(out.glob("segment_heldout_final*.json")):
+        blob = json.loads(f.read_text())
+        for r in blob["arms"]:
+            finals[r["arm"]] = {**r, "cpu_s_per_model": blob["cpu_s_per_model"], "file": f.name}
+    if "plain" not in finals or not screen:
+        raise SystemExit("summary needs screen files and a final run of 'plain'")
+    candidates = [a for a in screen if a in finals]
+    best = max(candidates, key=lambda a: screen[a]["mean"]["mean_iou"])
+    print("tuning fold (choice):  " + ", ".join(f"{a} {screen[a]['mean']['mean_iou']:.3f}"
+                                                for a in sorted(screen, key=lambda a: -screen[a]["mean"]["mean_iou"])))
+    print(f"chosen on the tuning fold: {best}\nscored folds (mean over folds):")
+    print(f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES) + f"{'CPU-min':>9}")
+    for arm in dict.fromkeys(["plain", best, *finals]):
+        r = finals[arm]
+        print(f"{arm:<24}{r['mean']['accuracy']:>7.3f}{r['mean']['mean_iou']:>7.3f}"
+              + "".join(f"{v:>10.3f}" for v in r["mean"]["iou"]) + f"{r['train_cpu_s'] / 60:>9.1f}")
+    reached = {key: finals[best]["mean"][key] >= value for key, value in TARGET.items()}
+    print(f"target accuracy >= {TARGET['accuracy']}, mean IoU >= {TARGET['mean_iou']}: "
+          f"{'reached' if all(reached.values()) else 'NOT reached'} by {best}")
+    summary = {"screen_tuning_fold": {a: r["mean"] for a, r in screen.items()}, "chosen": best,
+               "final": {a: {"mean": r["mean"], "pooled": r["pooled"], "folds": [
+                   {k: v for k, v in row.items() if k != "confusion"} for row in r["folds"]],
+                   "train_cpu_s": r["train_cpu_s"], "cpu_s_per_model": r["cpu_s_per_model"]}
+                   for a, r in finals.items()},
+              "target": TARGET, "reached": reached}
+    (out / "segment_heldout.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(f"saved {out / 'segment_heldout.json'}")
 
 
 if __name__ == "__main__":

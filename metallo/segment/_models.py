@@ -194,6 +194,25 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+class _ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut, then ReLU
+    (He et al. 2016): the gradient reaches early layers unattenuated, at the cost of one 1x1
+    convolution where the width changes."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut: nn.Module = nn.Identity() if cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
 @register_model("unet")
 class UNet(SegmentationModel):
     """The U-Net of Ronneberger et al. as used for lath bainite: 4 down-sampling levels,
@@ -209,6 +228,9 @@ class UNet(SegmentationModel):
         Number of down-sampling levels (4).
     dropout : float
         Dropout before the bottleneck (0 disables).
+    residual : bool
+        Residual blocks (two conv-BN layers plus a shortcut) instead of plain double
+        convolutions, at about the same compute.
 
     Examples
     --------
@@ -217,24 +239,27 @@ class UNet(SegmentationModel):
     """
 
     def __init__(self, *, n_classes: int, in_channels: int = 1, base_channels: int = 64,
-                 depth: int = 4, dropout: float = 0.0, strict_size: bool = False) -> None:
+                 depth: int = 4, dropout: float = 0.0, residual: bool = False, strict_size: bool = False) -> None:
         super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
         self.config = {"base_channels": base_channels, "depth": depth, "dropout": dropout}
+        if residual:
+            self.config["residual"] = True  # absent when False: older checkpoints rebuild unchanged
+        block = _ResidualBlock if residual else _conv_bn_relu
         self.size_multiple = 2**depth
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
         cin = in_channels
         for width in widths[:-1]:
-            self.down.append(_conv_bn_relu(cin, width))
+            self.down.append(block(cin, width))
             cin = width
         self.pool = nn.MaxPool2d(2)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.bottleneck = _conv_bn_relu(widths[-2], widths[-1])
+        self.bottleneck = block(widths[-2], widths[-1])
         self.up = nn.ModuleList()
         self.up_conv = nn.ModuleList()
         for i in range(depth, 0, -1):
             self.up.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
-            self.up_conv.append(_conv_bn_relu(2 * widths[i - 1], widths[i - 1]))
+            self.up_conv.append(block(2 * widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:

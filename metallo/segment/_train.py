@@ -94,8 +94,8 @@ class TrainConfig:
     optimizer : "adam" or "adamw"
     schedule : "cosine", "plateau" or "none"
         ``"cosine"`` anneals the learning rate to 0, step by step, over ``epochs`` or over
-        ``max_time_s`` when that runs out first (training then ends at the budget with a
-        fully annealed model).
+        ``max_time_s`` / ``max_cpu_s`` when one runs out first (training then ends at the
+        budget with a fully annealed model).
     patience : int, optional
         Early stopping after this many epochs without improvement (None: off).
     folds : int
@@ -113,6 +113,10 @@ class TrainConfig:
         Cap on batches per epoch.
     max_time_s : float, optional
         Stop training after this wall time (seconds).
+    max_cpu_s : float, optional
+        Stop training after this much CPU time of the training process (user + system
+        seconds over all its threads). Unlike wall time it does not shrink when other jobs
+        share the machine, so arms compared under one budget get the same compute.
     eval_tile, eval_overlap : int
         Tiling of whole-image evaluation (``eval_tile=None``: one pass per image).
     eval_tta : bool
@@ -156,6 +160,7 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0
     steps_per_epoch: int | None = None
     max_time_s: float | None = None
+    max_cpu_s: float | None = None
     eval_tile: int | None = None
     eval_overlap: int = 64
     eval_tta: bool = False
@@ -214,6 +219,10 @@ class TrainConfig:
             raise ConfigError(f"folds must be >= 2; got {self.folds}")
         if self.lr <= 0 or self.scale <= 0:
             raise ConfigError(f"lr and scale must be positive; got lr={self.lr}, scale={self.scale}")
+        for name in ("max_time_s", "max_cpu_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds or null; got {value}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ConfigError(f"pixel_size_um must be a positive size in µm/px; got {self.pixel_size_um}")
         if self.pixel_size_um is not None and self.scale != 1.0:
@@ -321,11 +330,13 @@ def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float
     return metrics
 
 
-def _progress(epochs_done: float, cfg: TrainConfig, elapsed_s: float) -> float:
-    """Fraction of the training budget used: epochs or wall time, whichever runs out first."""
+def _progress(epochs_done: float, cfg: TrainConfig, elapsed_s: float, cpu_s: float = 0.0) -> float:
+    """Fraction of the training budget used: epochs, wall or CPU time, whichever runs out first."""
     progress = epochs_done / cfg.epochs
     if cfg.max_time_s is not None:
         progress = max(progress, elapsed_s / cfg.max_time_s)
+    if cfg.max_cpu_s is not None:
+        progress = max(progress, cpu_s / cfg.max_cpu_s)
     return min(1.0, progress)
 
 
@@ -451,7 +462,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     encoder = getattr(model, "features", None)
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     notify(progress, 0, cfg.epochs, f"training {cfg.model}")
     for epoch in range(cfg.epochs):
         tiles.set_epoch(epoch)
@@ -464,7 +475,10 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             if step >= n_steps:
                 break
             if schedule == "cosine":
-                done_fraction = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start)
+                done_fraction = _progress(epoch + step / max(n_steps, 1), cfg, time.perf_counter() - start,
+                                          time.process_time() - cpu_start)
+                if done_fraction >= 1.0 and losses:
+                    break  # the budget ran out mid-epoch: the learning rate is already 0
                 for group in optimizer.param_groups:
                     group["lr"] = _cosine_lr(cfg.lr, done_fraction)
             x, y = _to_device(x, device, amp_dtype), y.to(device, non_blocking=True)
@@ -480,7 +494,8 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             scaler.update()
             losses.append(float(loss.detach()))
         record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                                  "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
+                                  "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start,
+                                  "cpu_s": time.process_time() - cpu_start, "steps": len(losses)}
         score = -record["loss"]
         if select_on_val and val_data is not None:
             vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
@@ -501,7 +516,9 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             break
         if cfg.max_time_s is not None and record["time_s"] >= cfg.max_time_s:
             break
-        if schedule == "cosine" and _progress(epoch + 1, cfg, record["time_s"]) >= 1.0:
+        if cfg.max_cpu_s is not None and record["cpu_s"] >= cfg.max_cpu_s:
+            break
+        if schedule == "cosine" and _progress(epoch + 1, cfg, record["time_s"], record["cpu_s"]) >= 1.0:
             break
     if best_state is not None and (select_on_val or schedule == "plateau" or cfg.patience is not None):
         model.load_state_dict(best_state)
@@ -509,7 +526,10 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
                            amp_dtype=amp_dtype)
     model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
-    metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
+    metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history),
+                               "train_steps": int(sum(r["steps"] for r in history)),
+                               "train_cpu_s": history[-1]["cpu_s"] if history else 0.0,
+                               "train_wall_s": history[-1]["time_s"] if history else 0.0}
     if val_data is not None:
         metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                       overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,

@@ -207,3 +207,41 @@ def test_onnx_export_predicts_like_torch(fold_run, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelError, match="not a readable ONNX model"):
         load_onnx(tmp_path / "bad.onnx")
+
+
+def _ambiguous_strip(seed: int, shape: tuple[int, int] = (64, 64), strip: slice = slice(28, 36)):
+    """Fine blobs of two phases, dark (0.25) and bright (0.75), except in a vertical strip where
+    both phases have the same grey (0.5): there the image says nothing about the label."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    labels = (ndimage.gaussian_filter(rng.standard_normal(shape), 2, mode="wrap") > 0).astype(np.uint8)
+    image = 0.25 + 0.5 * labels.astype(np.float32)
+    image[:, strip] = 0.5
+    image += rng.normal(0, 0.03, shape).astype(np.float32)
+    return image[..., None].astype(np.float32), labels
+
+
+def test_uncertainty_ranks_the_errors_of_trained_members(tmp_path):
+    """Known answer: only the ambiguous strip (1/8 of the pixels) is often wrong, so the 10 % most
+    uncertain pixels must be wrong at least 3x as often as the rest (the issue's criterion).
+
+    The members learn the same prior in the strip, so their *disagreement* (the epistemic part)
+    stays low there; only the entropy of the mean is asserted to find this aleatoric ambiguity."""
+    from metallo.segment import LabelledImage, SegmentationData, train
+
+    data = SegmentationData([LabelledImage(f"s{i}", *_ambiguous_strip(i)) for i in range(4)], ["dark", "bright"])
+    members = [train(data, model="unet", model_kwargs={"base_channels": 4, "depth": 2}, epochs=15, tile_size=64,
+                     batch_size=4, lr=0.02, augment=False, jitter=False, device="cpu", seed=seed,
+                     out_dir=str(tmp_path), checkpoint_name=f"fold{seed}.pt").checkpoint for seed in (0, 1)]
+    image, truth = _ambiguous_strip(99)
+    out = predict(members, image[..., 0], tile=None, device="cpu")
+    wrong = out["labels"].values != truth
+    strip = np.zeros(truth.shape, bool)
+    strip[:, 28:36] = True
+    assert wrong[strip].mean() > 3 * wrong[~strip].mean()          # the errors are in the strip
+    u = out["uncertainty"].values
+    top = u > np.quantile(u, 0.9)
+    assert 0.05 * u.size <= top.sum() <= 0.11 * u.size
+    assert strip[top].mean() > 0.3                                   # 2.4x the strip's share of pixels
+    assert wrong[top].mean() >= 3 * wrong[~top].mean()

@@ -189,3 +189,26 @@ def test_a_state_dict_that_is_not_vgg16_is_rejected(tmp_path):
         load_vgg16_state_dict(tmp_path / "bad.pth", in_channels=3)
     with pytest.raises(ConfigError, match="width_divisor=1"):
         get_model("unet_vgg16", n_classes=2, weights=tmp_path / "bad.pth", width_divisor=2)
+
+
+def test_residual_unet_adds_the_shortcut_and_round_trips(tmp_path):
+    from metallo.segment._models import _ResidualBlock
+
+    block = _ResidualBlock(4, 4).eval()
+    for module in block.body:
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.zeros_(module.weight)          # body outputs BN(0) = BN's shift (0 by default)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.relu(x))       # identity shortcut, then ReLU
+    plain = get_model("unet", n_classes=3, base_channels=4)
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=3, base_channels=4, residual=True).eval()
+    extra = sum(p.numel() for p in net.parameters()) / sum(p.numel() for p in plain.parameters())
+    assert 1.0 < extra < 1.1                              # 1x1 projections only where the width changes
+    assert "residual" not in plain.config and net.config["residual"] is True
+    path = save_checkpoint(tmp_path / "r.pt", net, classes=["a", "b", "c"], mean=[0.5], std=[0.2])
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(1, 1, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))

@@ -120,6 +120,17 @@ def test_cosine_schedule_over_a_time_budget_ends_annealed(two_phase_data):
     assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < 0.005
 
 
+def test_cpu_time_budget_ends_training_annealed_and_is_reported(two_phase_data):
+    result = train(two_phase_data, model="unet", model_kwargs={"base_channels": 4}, schedule="cosine", lr=0.01,
+                   max_cpu_s=1.0, **{**FAST, "epochs": 100_000})
+    last = result.history[-1]
+    assert len(result.history) < 100_000 and last["cpu_s"] >= 1.0 and last["lr"] < 0.005
+    assert result.metrics["train_cpu_s"] == last["cpu_s"]
+    assert result.metrics["train_steps"] == sum(h["steps"] for h in result.history) > 0
+    with pytest.raises(ConfigError):
+        TrainConfig.from_any({"max_cpu_s": -1.0})
+
+
 def test_autocast_dtype_per_device(monkeypatch):
     from metallo.segment import _checkpoint
 
