@@ -407,7 +407,7 @@ def _train(
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=_IGNORE)
         autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
                     else nullcontext())
-        predicted = previous = None
+        predicted = previous = previous_kept = previous_logits = None
         iteration, stable, stop_reason, n_labels = 0, 0, "max_iter", n_outputs
         for iteration in range(1, max_iter + 1):  # noqa: B007 - the count is returned
             start = time.perf_counter()
@@ -421,7 +421,7 @@ def _train(
             kept = predicted if all_valid else predicted[valid]
             n_labels = int(torch.count_nonzero(torch.bincount(kept, minlength=n_outputs)))
             changed = 1.0 if previous is None else float((kept != previous).float().mean())
-            previous = kept
+            previous_kept, previous = previous, kept
             refined = refine(kept)
             if all_valid:
                 target_labels = refined
@@ -431,6 +431,8 @@ def _train(
             start = tick("refine", start)
             loss = loss_fn(logits, target_labels)
             loss.backward()
+            if n_labels > target:
+                previous_logits = logits.detach()
             optimizer.step()
             tick("cnn", start)
             elapsed = time.perf_counter() - began
@@ -441,6 +443,11 @@ def _train(
                           "elapsed_s": elapsed, "max_time_s": max_time_s})
             if n_labels <= target:
                 stop_reason = "n_classes"
+                if n_labels < target and previous_logits is not None:
+                    # Labels merged past the class count in one step: the previous iteration's
+                    # labels (more than n_classes) are merged down to it below instead.
+                    logits, kept = previous_logits, previous_kept
+                    n_labels = int(torch.count_nonzero(torch.bincount(kept, minlength=n_outputs)))
                 break
             if stable >= STABLE_ITERATIONS:
                 stop_reason = "stable"
@@ -465,11 +472,14 @@ def _train(
             labels = full.view(len(arrays), height, width).cpu().numpy()
             score_maps = None
             if keep_scores:
-                # Group score: log-sum-exp of its members' scores (labels with no pixels left out).
+                # Group score: the best score of its members (labels with no pixels left out), so the
+                # argmax over groups is the group of the argmax label, as on the working grid. A
+                # log-sum-exp would favour groups with many members: a 40-label matrix group then
+                # outscored a 2-label particle group everywhere once resized (one class left).
                 group_scores = torch.full((logits.shape[0], n_groups), -torch.inf, device=device)
                 for g in range(n_groups):
-                    group_scores[:, g] = torch.logsumexp(logits[:, torch.from_numpy(np.flatnonzero(groups == g))
-                                                                .to(device)], dim=1)
+                    group_scores[:, g] = torch.amax(logits[:, torch.from_numpy(np.flatnonzero(groups == g))
+                                                           .to(device)], dim=1)
                 padded = torch.zeros(len(arrays) * height * width, n_groups, device=device)
                 padded[valid] = group_scores
                 volume = padded.view(len(arrays), height, width, n_groups).permute(0, 3, 1, 2).cpu().numpy()
