@@ -443,7 +443,7 @@ def _train(
                           "elapsed_s": elapsed, "max_time_s": max_time_s})
             if n_labels <= target:
                 stop_reason = "n_classes"
-                if n_labels < target and previous_logits is not None:
+                if n_labels < target and previous_logits is not None and previous_kept is not None:
                     # Labels merged past the class count in one step: the previous iteration's
                     # labels (more than n_classes) are merged down to it below instead.
                     logits, kept = previous_logits, previous_kept

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from metallo.segment import unsupervised
+from metallo.segment import slic_superpixels, unsupervised
 from metallo.segment._unsupervised import _refine_pixels, unsupervised_quality
 
 
@@ -75,3 +75,20 @@ def test_boundary_check_flags_a_particle_fraction_the_grey_levels_cannot_pin(sha
         if not passed:
             assert record["boundary_ambiguity"] > 0.5
             assert any("where class 1 ends" in reason for reason in record["reasons"])
+
+
+def test_resized_group_scores_give_the_working_labels(multiphase):
+    # Stopped early, many labels are merged into each class; the group scores that carry the
+    # labels back to full size must pick, on the working grid, the group of each pixel's label
+    # (a log-sum-exp over members favoured the group with the most labels everywhere).
+    import torch
+
+    from metallo.segment._unsupervised import _train
+
+    image, _ = multiphase(3)
+    values = image.values.astype(float)[..., None]
+    sp = slic_superpixels(values, n_superpixels=800, compactness=20)
+    outcome = _train([values], [sp], target=2, channels=8, n_conv=2, n_outputs=50, lr=0.1, momentum=0.9,
+                     max_iter=3, seed=0, device=torch.device("cpu"), keep_scores=True)
+    assert outcome.n_labels > 2 and outcome.scores is not None
+    np.testing.assert_array_equal(outcome.scores[0].argmax(axis=0), outcome.labels[0])
