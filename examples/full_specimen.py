@@ -66,10 +66,8 @@ def main() -> None:
     spec.add(annotation, on_lom, step=names.STEP_TO_MICROGRAPH, parameters={"rules": "lath_bainite"},
              inputs=[names.EBSD_CLEAN, names.registration("lom")])
 
-    # 5. Segment: the unsupervised CNN + superpixel method as a first look (2 classes).
-    # The paper's method at full resolution, shortened for a quick first look.
-    seg = mt.segment.unsupervised(lom, n_classes=2, preset="paper", n_superpixels=2000, channels=32, max_iter=20,
-                                  seed=0)
+    # 5. Segment: the unsupervised CNN + superpixel method as a first look (2 classes), default settings.
+    seg = mt.segment.unsupervised(lom, n_classes=2, seed=0)
     truth = sample.lom_labels
     agreement = max(np.mean(seg.values == truth), np.mean(seg.values == 1 - truth))
     print(f"unsupervised segmentation agrees with the truth on {100 * agreement:.1f}% of the pixels")

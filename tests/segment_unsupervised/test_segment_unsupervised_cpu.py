@@ -25,6 +25,7 @@ def test_auto_settings_follow_image_size_and_device():
     # 160 000 working pixels on a CPU: 1000 x 1000 -> 400 x 400, one superpixel per 20 px.
     assert big["scale"] == pytest.approx(0.4) and big["n_superpixels"] == 8000
     assert big["channels"] == 16 and big["max_time_s"] == 40.0 and big["min_change"] == 0.001
+    assert big["pixel_refine"] is True
     small = unsupervised_settings((200, 300), device="cpu")
     assert small["scale"] == 1.0 and small["n_superpixels"] == 200 * 300 // 20
     custom = unsupervised_settings((1000, 1000), device="cpu", work_pixels=0, channels=8, max_time_s=5)
@@ -42,7 +43,7 @@ def test_auto_settings_follow_image_size_and_device():
 def test_paper_preset_is_the_papers_configuration(multiphase):
     assert PRESETS["paper"] == {"n_superpixels": 50_000, "compactness": 20.0, "channels": 100, "n_conv": 2,
                                 "n_outputs": 50, "lr": 0.1, "momentum": 0.9, "max_iter": 1000, "max_time_s": None,
-                                "min_change": None, "work_pixels": None, "amp": False}
+                                "min_change": None, "work_pixels": None, "amp": False, "pixel_refine": False}
     settings = unsupervised_settings((1000, 1000), device="cpu", preset="paper")
     assert settings["scale"] == 1.0 and settings["n_superpixels"] == 50_000 and settings["channels"] == 100
     image, _ = multiphase(2)
@@ -51,6 +52,7 @@ def test_paper_preset_is_the_papers_configuration(multiphase):
     config = json.loads(labels.attrs["config"])
     assert config["preset"] == "paper" and config["max_time_s"] is None and config["min_change"] is None
     assert config["work_pixels"] is None and config["amp"] is False and config["n_outputs"] == 50
+    assert config["pixel_refine"] is False and json.loads(labels.attrs["pixel_refinement"])["applied"] is False
 
 
 def test_training_stops_when_the_label_map_settles(multiphase):

@@ -120,13 +120,7 @@ def test_bad_input_raises_config_error(fast_options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_phases", [
-    2, 3,
-    # Known defect, kept visible: since surplus labels are merged by Ward's criterion (issue 19's
-    # CPU defaults), a k=2 map of a 4-phase texture is clean enough that F prefers it. strict:
-    # this fails loudly once the k selection recovers 4 again.
-    pytest.param(4, marks=pytest.mark.xfail(strict=True, reason="F prefers k=2 on 4 phases after the Ward merge")),
-])
+@pytest.mark.parametrize("n_phases", [2, 3, 4])
 def test_choose_n_classes_recovers_the_true_count(multiphase, n_phases, tmp_path):
     image, _ = multiphase(n_phases)
     # The paper's method (full-size image, no early stop) with a small network: the criterion is under test.
@@ -134,7 +128,8 @@ def test_choose_n_classes_recovers_the_true_count(multiphase, n_phases, tmp_path
                                    channels=16, max_iter=60, device="cpu")
     assert best == n_phases
     assert list(table.index) == [2, 3, 4, 5]
-    assert table.loc[best, "best"] and table["F"].idxmin() == best
+    assert table.loc[best, "best"] and table["Q"].idxmin() == best
+    assert table.attrs["criterion"] == "Q"
     png = plot_criteria(table, tmp_path / "k.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
