@@ -68,11 +68,52 @@ def structure_image(values: np.ndarray, valid: np.ndarray, *, sigma_px: float = 
     g = ndi.gaussian_gradient_magnitude(values.astype(np.float64), sigma_px)
     inner = ndi.binary_erosion(valid, iterations=max(1, int(np.ceil(2 * sigma_px)))) if not valid.all() else valid
     g[~inner] = 0.0
+    # Gradients that pixel noise or grey-level quantisation alone produce are not structure: the
+    # floor is at least 2.5x the gradient noise of white noise of that level (per component
+    # sigma_n / (2 sqrt(2 pi) sigma^2)), so an 8-bit copy of an image and its float original give
+    # the same structure image instead of amplified quantisation contours in flat regions.
+    noise = pixel_noise(values, valid)
     floor = float(np.percentile(g[inner], 50)) if inner.any() else 0.0
+    floor = max(floor, 2.5 * noise / (2 * np.sqrt(2 * np.pi) * sigma_px**2))
     local = ndi.gaussian_filter(g, 8 * sigma_px)
     out = np.sqrt(g / (local + floor + 1e-12))
     out[~inner] = 0.0
     return out
+
+
+def pixel_noise(values: np.ndarray, valid: np.ndarray) -> float:
+    """Robust pixel noise of an image, quantisation included (value units).
+
+    ``sqrt(sigma_n^2 + q^2 / 12)``: ``sigma_n`` from the median absolute deviation of horizontal
+    neighbour differences (divided by sqrt 2), ``q`` the grey-level step when the valid pixels
+    take few distinct values (<= 4096, e.g. 8-bit data in any dtype), else 0.
+
+    Parameters
+    ----------
+    values : ndarray
+    valid : ndarray of bool
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> ramp = np.tile(np.linspace(0, 1, 64), (64, 1))
+    >>> round(pixel_noise(np.round(ramp * 8) / 8, np.ones((64, 64), bool)), 3)  # 1/8 steps: 0.125 / sqrt(12)
+    0.036
+    """
+    ok = valid[:, 1:] & valid[:, :-1]
+    d = (values[:, 1:] - values[:, :-1])[ok]
+    if len(d) == 0:
+        return 0.0
+    sigma_n = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    sample = values[valid]
+    if len(sample) > 200_000:
+        sample = sample[:: len(sample) // 200_000]
+    levels = np.unique(sample)
+    q = float(np.median(np.diff(levels))) if 2 < len(levels) <= 4096 else 0.0
+    return float(np.sqrt(sigma_n**2 + q**2 / 12))
 
 
 @dataclass
@@ -333,6 +374,11 @@ class _SplineFit:
             d = d.copy()
             d[pin] = self.start_disp(p[pin])
         n, n_lm = len(p), len(self.lm_f)
+        # Anchors repeat neither each other nor a point (a repeated point makes the system singular).
+        anchors_xy = np.unique(np.round(anchors_xy, 9), axis=0)
+        if len(anchors_xy) and n + n_lm:
+            dist, _ = cKDTree(np.vstack([p, self.lm_f])).query(anchors_xy)
+            anchors_xy = anchors_xy[dist > 0.5 * self.px]
         pts = np.vstack([p, self.lm_f, anchors_xy])
         disp = np.vstack([d, self.affine.apply_inverse(self.lm_m) - self.lm_f, self.start_disp(anchors_xy)])
         exact = np.r_[np.zeros(n, bool), np.ones(n_lm, bool), np.zeros(len(anchors_xy), bool)]
@@ -429,6 +475,7 @@ def auto_points(
     block_px: int | None = None,
     landmarks: tuple[np.ndarray, np.ndarray] | None = None,
     passes: int = 2,
+    extra_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[Any], ControlPoints]:
     """Automatic control points and a regularised TPS on top of an affine start.
 
@@ -444,7 +491,9 @@ def auto_points(
         User points that the spline passes through exactly (never overridden).
     passes : int
         Matching passes (the search radius shrinks each pass).
-
+    extra_pairs : (fixed_xy, moving_xy, score), optional
+        Point pairs found by matching the other way round (``auto_points`` with the roles
+        swapped); they join the last pass's fit.
     Returns
     -------
     (steps, ControlPoints)
@@ -517,6 +566,17 @@ def auto_points(
             order = np.argsort(-(peak * gap) * keep)
             keep = np.zeros(len(keep), bool)
             keep[order[:_MAX_POINTS]] = True
+        if k == passes - 1 and extra_pairs is not None and len(extra_pairs[0]):
+            # Matches found the other way round (moving blocks searched in the fixed image) join
+            # the final fit: a registration and its reverse then fit the same evidence. Those that
+            # disagree with their neighbours under the current estimate are dropped like the others.
+            ef, em, escore = extra_pairs
+            resid = np.vstack([shifts * px, cur.moving_to_fixed_xy(em) - ef])
+            p_xy, q_xy = np.vstack([p_xy, ef]), np.vstack([q_xy, em])
+            peak, gap = np.r_[peak, escore], np.r_[gap, np.full(len(ef), 0.3)]
+            keep = np.r_[keep, np.ones(len(ef), bool)]
+            keep[keep] = _local_consistency(p_xy[keep], resid[keep], tol=max(2.0, 0.1 * search) * px)
+            info["reverse_points"] = int(keep[-len(ef) :].sum())
         new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
         spline = _SplineFit(p_xy, q_xy, keep, (lm_m, lm_f), new_affine, affine, px)
         fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px))
@@ -528,15 +588,15 @@ def auto_points(
             fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px), pin=worse)
         # Quality gate 2, structure agreement judged per tile: a tile whose structure images
         # agree less under the spline than under the start loses its points and is pinned to the start.
-        bad_tiles = _worse_tiles(fs, fok, mstruct_full, moving_valid, moving_grid, wg, [fit.step, new_affine], [affine], tile=2 * block)
+        tile = 2 * block
+        bad_tiles = set(_worse_tiles(fs, fok, mstruct_full, moving_valid, moving_grid, wg, [fit.step, new_affine], [affine], tile=tile))
         info[f"pass{k}_tiles_pinned"] = len(bad_tiles)
         if bad_tiles:
-            in_bad = _in_tiles(p_xy, wg, bad_tiles, 2 * block)
-            spline.keep = keep = keep & ~in_bad
+            spline.keep = keep = keep & ~_in_tiles(p_xy, wg, sorted(bad_tiles), tile)
             if keep.sum() < 8:
-                info["reason"] = f"pass {k}: {int(keep.sum())} matches outside tiles where the spline made the structure agree less (need 8)"
+                info["reason"] = f"pass {k}: {int(keep.sum())} matches outside tiles where the spline is worse than the start (need 8)"
                 break
-            anchors = np.vstack([_anchors(wg, p_xy[keep], lm_f, spacing=block * px), _tile_nodes(wg, bad_tiles, 2 * block)])
+            anchors = np.vstack([_anchors(wg, p_xy[keep], lm_f, spacing=block * px), _tile_nodes(wg, sorted(bad_tiles), tile)])
             fit, loo_px = spline.fit(anchors)
         info[f"pass{k}_smoothing"] = fit.smoothing
         steps = [fit.step, new_affine]
