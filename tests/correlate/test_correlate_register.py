@@ -183,3 +183,43 @@ def test_inverse_consistency_reported(pair):
     # Two independent fits, forward and backward, each ~0.5 px off the truth: round trip ~1 px.
     assert 0.0 < ic["median"] < 1.5
     assert ic["p95"] >= ic["median"]
+
+
+def test_inverse_consistency_runs_the_same_method_with_the_same_options(pair, monkeypatch):
+    """Issue 14 item 6: the reverse registration gets the caller's options whole, roles swapped."""
+    from metallo.correlate import _register
+
+    calls = []
+    original = _register.register
+
+    def spy(fixed, moving, **options):
+        calls.append(options)
+        return original(fixed, moving, **options)
+
+    monkeypatch.setattr(_register, "register", spy)
+    mask = np.ones(pair.fixed.shape, bool)
+    moving_mask = np.ones(pair.moving.shape, bool)
+    moving_yx = np.array([[20.0, 20.0], [20.0, 100.0], [100.0, 20.0], [90.0, 90.0]])
+    fixed_yx = moving_yx + 1.0
+    options = dict(
+        method="sift+bspline", deformable="blocks", grid_um=15.0, block_px=24, highpass_um=20.0, fallback="search",
+        mask=mask, moving_mask=moving_mask, landmarks=(moving_yx, fixed_yx), landmarks_units="um", seed=3, ratio=0.75,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spy(pair.fixed, pair.moving, inverse_consistency=True, **options)
+    assert len(calls) == 2
+    back = calls[1]
+    assert back["inverse_consistency"] is False and back["progress"] is None
+    assert back["mask"] is moving_mask and back["moving_mask"] is mask
+    # Landmarks swap roles (the reverse call gets them in µm, the same points).
+    np.testing.assert_allclose(back["landmarks"][0], fixed_yx)
+    np.testing.assert_allclose(back["landmarks"][1], moving_yx)
+    for key in ("method", "deformable", "grid_um", "block_px", "highpass_um", "fallback", "seed", "ratio", "landmarks_units"):
+        assert back[key] == options[key], key
+    # Every other option of the signature travels unchanged.
+    import inspect
+
+    for name, param in inspect.signature(original).parameters.items():
+        if name not in ("fixed", "moving", "mask", "moving_mask", "landmarks", "inverse_consistency", "progress") and name not in options:
+            assert back[name] == param.default, name
