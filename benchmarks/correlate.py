@@ -34,7 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from metallo.correlate import load_point_pair, point_baselines, register, tre, tre_stats
+from metallo.correlate import (
+    load_point_pair,
+    pair_variant,
+    point_baselines,
+    register,
+    tre,
+    tre_stats,
+)
+from metallo.correlate._evaluate import variant_tre
 
 PAIRS = {
     "Slice381": ("correlative_ebsd_bse_coni", "Slice381_bse.tif", "Slice381_ebsd.tif", "Slice381_ctr_pts_bse.txt", "Slice381_ctr_pts_ebsd.txt"),
@@ -92,6 +100,52 @@ def real_rows(data: Path, names: list[str]) -> list[dict]:
     return rows
 
 
+def grid_rows(data: Path, names: list[str]) -> list[dict]:
+    """metallo default on every direction x size x dtype variant; TRE in the forward fixed frame."""
+    rows = []
+    for name in names:
+        folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
+        d = data / folder
+        base = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+        for reverse in (False, True):
+            for downsample in (1, 2):
+                for dtype in ("native", "uint8", "float"):
+                    pair = pair_variant(base, reverse=reverse, downsample=downsample, dtype=dtype)
+                    reg, cpu, wall, msgs = timed(pair.fixed, pair.moving)
+                    stats = variant_tre(reg, pair, reverse=reverse)
+                    row = {
+                        "pair": name, "reverse": reverse, "downsample": downsample, "dtype": dtype, "cpu_s": cpu, "wall_s": wall,
+                        **{f"{k}_{s}": v for k, st in stats.items() for s, v in st.items() if s in ("median", "p95", "max")},
+                        "failed": reg.quality.get("failed"), "gate": reg.quality.get("gate"), "warnings": msgs,
+                    }
+                    rows.append(row)
+                    print(
+                        f"  {pair.name:28s} median {row['result_median']:6.2f} p95 {row['result_p95']:6.2f} "
+                        f"(start {row['start_median']:6.2f} / {row['start_p95']:6.2f}) {cpu:5.1f} s CPU "
+                        f"failed={row['failed']} gate={str(row['gate'])[:40]}",
+                        flush=True,
+                    )
+    return rows
+
+
+def grid_summary(rows: list[dict]) -> list[dict]:
+    """Per pair and size: the issue's robustness checks over the direction x dtype grid."""
+    out = []
+    for name in dict.fromkeys(r["pair"] for r in rows):
+        for downsample in (1, 2):
+            sel = [r for r in rows if r["pair"] == name and r["downsample"] == downsample]
+            fwd = [r["result_median"] for r in sel if not r["reverse"]]
+            rev = [r["result_median"] for r in sel if r["reverse"]]
+            out.append({
+                "pair": name, "downsample": downsample,
+                "p95_never_worse_than_start": all(r["result_p95"] <= r["start_p95"] for r in sel),
+                "worst_p95_minus_start": max(r["result_p95"] - r["start_p95"] for r in sel),
+                "fwd_rev_median_gap_px": max(abs(f - b) for f, b in zip(fwd, rev, strict=True)),
+                "median_range_over_dtypes_px": max(max(fwd) - min(fwd), max(rev) - min(rev)),
+            })
+    return out
+
+
 def synthetic_rows() -> list[dict]:
     from metallo.synth import make_specimen
 
@@ -119,20 +173,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="shared data folder (default ../shared/data next to the repository)")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-grid", action="store_true", help="skip the direction x size x dtype grid")
+    parser.add_argument("--grid-only", action="store_true", help="only the direction x size x dtype grid")
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS), help="real pairs to run")
     args = parser.parse_args()
     data = Path(args.data) if args.data else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    rows = real_rows(data, args.pairs)
-    if not args.skip_synthetic:
+    rows = [] if args.grid_only else real_rows(data, args.pairs)
+    if not args.skip_synthetic and not args.grid_only:
         rows += synthetic_rows()
+    grid = [] if args.skip_grid else grid_rows(data, args.pairs)
     print(f"{'pair':14s} {'method':50s} {'TRE med':>8s} {'p95':>7s} {'max':>7s} {'CPU s':>7s} {'x SITK':>7s} failed")
     for r in rows:
         cpu = f"{r['cpu_s']:7.1f} {r['cpu_ratio_vs_simpleitk']:7.2f}" if "cpu_s" in r else f"{'':7s} {'':7s}"
         print(f"{r['pair']:14s} {r['method']:50s} {r['tre_median']:8.2f} {r['tre_p95']:7.2f} {r['tre_max']:7.2f} {cpu} {r.get('failed', '')}")
+    summary = grid_summary(grid) if grid else []
+    if grid:
+        print(f"{'variant':34s} {'median':>7s} {'p95':>7s} {'start med':>9s} {'start p95':>9s} {'CPU s':>6s} failed")
+        for r in grid:
+            tag = f"{r['pair']} {'rev' if r['reverse'] else 'fwd'} /{r['downsample']} {r['dtype']}"
+            print(f"{tag:34s} {r['result_median']:7.2f} {r['result_p95']:7.2f} {r['start_median']:9.2f} {r['start_p95']:9.2f} "
+                  f"{r['cpu_s']:6.1f} {r['failed']}")
+        for s in summary:
+            print(f"{s['pair']} /{s['downsample']}: p95 never worse than start: {s['p95_never_worse_than_start']} "
+                  f"(worst {s['worst_p95_minus_start']:+.2f} px); fwd/rev median gap {s['fwd_rev_median_gap_px']:.2f} px; "
+                  f"dtype spread {s['median_range_over_dtypes_px']:.2f} px")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    name = "correlate.json" if set(args.pairs) == set(PAIRS) else f"correlate_{'_'.join(args.pairs)}.json"
-    (out / name).write_text(json.dumps({"rows": rows}, indent=2, default=float))
+    name = "correlate" if set(args.pairs) == set(PAIRS) else f"correlate_{'_'.join(args.pairs)}"
+    name += "_grid" if args.grid_only else ""
+    payload = {"rows": rows, "grid": grid, "grid_summary": summary}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -294,6 +294,129 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
     return m.reshape(shape), coarse
 
 
+class _SplineFit:
+    """A regularised TPS through the kept automatic points and the given landmarks, relative to ``affine``.
+
+    Anchors (pseudo-points where there is no evidence) and pinned points take the displacement of
+    the ``start`` transform, so there the spline follows the start instead of extrapolating; they
+    do not choose the smoothing and have no leave-one-out error of their own.
+    """
+
+    def __init__(
+        self, p_xy: np.ndarray, q_xy: np.ndarray, keep: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
+        affine: AffineStep, start: AffineStep, px: float,
+    ) -> None:
+        self.p_xy, self.q_xy, self.keep, self.px = p_xy, q_xy, keep, px
+        self.lm_m, self.lm_f = landmarks
+        self.affine, self.start = affine, start
+
+    def start_disp(self, pts: np.ndarray) -> np.ndarray:
+        """Displacement (relative to ``affine``) that reproduces the start at ``pts``."""
+        return self.affine.apply_inverse(self.start.apply(pts)) - pts
+
+    def displacements(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p_xy[self.keep]
+        return p, self.affine.apply_inverse(self.q_xy[self.keep]) - p
+
+    def worse_than_start(self, loo_px: np.ndarray) -> np.ndarray:
+        """Kept points whose neighbourhood's held-out error exceeds the start's error there."""
+        p, d = self.displacements()
+        start_px = np.linalg.norm(d - self.start_disp(p), axis=1) / self.px
+        return _knn_mean(p, loo_px[: len(p)]) > _knn_mean(p, start_px)
+
+    def fit(self, anchors_xy: np.ndarray, pin: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+        """The fit and the leave-one-out error (px) of each kept point, then each landmark."""
+        from metallo.correlate._tps import fit_tps_cv
+
+        p, d = self.displacements()
+        if pin is not None:
+            d = d.copy()
+            d[pin] = self.start_disp(p[pin])
+        n, n_lm = len(p), len(self.lm_f)
+        pts = np.vstack([p, self.lm_f, anchors_xy])
+        disp = np.vstack([d, self.affine.apply_inverse(self.lm_m) - self.lm_f, self.start_disp(anchors_xy)])
+        exact = np.r_[np.zeros(n, bool), np.ones(n_lm, bool), np.zeros(len(anchors_xy), bool)]
+        scored = np.r_[np.ones(n, bool) if pin is None else ~pin, np.zeros(n_lm + len(anchors_xy), bool)]
+        fit = fit_tps_cv(pts, disp, fixed_points=exact, scored=scored)
+        return fit, fit.loo_error[: n + n_lm] / self.px
+
+
+def _lattice(grid: Grid, spacing: float) -> np.ndarray:
+    """(x, y) nodes every ``spacing`` µm over the grid's field, its borders included."""
+    lo = np.array(grid.origin_yx[::-1])
+    hi = lo + (np.array(grid.shape[::-1]) - 1) * np.array(grid.spacing_yx[::-1])
+    axes = [np.linspace(lo[i], hi[i], max(2, int(np.ceil((hi[i] - lo[i]) / spacing)) + 1)) for i in (0, 1)]
+    gx, gy = np.meshgrid(*axes)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+#: Anchors sit where the nearest point (automatic or given) is farther than this many lattice spacings.
+_ANCHOR_GAP = 2.5
+
+
+def _anchors(grid: Grid, p_xy: np.ndarray, lm_xy: np.ndarray, *, spacing: float) -> np.ndarray:
+    """Lattice nodes farther than ``_ANCHOR_GAP`` x ``spacing`` from every point: where the spline has no evidence."""
+    nodes = _lattice(grid, spacing)
+    evidence = np.vstack([p_xy, lm_xy])
+    if len(evidence) == 0:
+        return nodes
+    dist, _ = cKDTree(evidence).query(nodes)
+    return nodes[dist > _ANCHOR_GAP * spacing]
+
+
+def _tile_index(grid: Grid, xy: np.ndarray, tile: int) -> np.ndarray:
+    idx = grid.to_index_xy(xy)
+    return np.floor(idx[:, ::-1] / tile).astype(int)  # (tile row, tile col)
+
+
+def _in_tiles(p_xy: np.ndarray, grid: Grid, tiles: list[tuple[int, int]], tile: int) -> np.ndarray:
+    t = _tile_index(grid, p_xy, tile)
+    bad = set(tiles)
+    return np.array([(int(a), int(b)) in bad for a, b in t], bool)
+
+
+def _tile_nodes(grid: Grid, tiles: list[tuple[int, int]], tile: int) -> np.ndarray:
+    """Centre and corners of each tile, (x, y) µm, clipped to the field."""
+    out = []
+    for r, c in tiles:
+        for fr, fc in ((0.5, 0.5), (0, 0), (0, 1), (1, 0), (1, 1)):
+            row = min((r + fr) * tile, grid.shape[0] - 1)
+            col = min((c + fc) * tile, grid.shape[1] - 1)
+            out.append((grid.origin_yx[1] + col * grid.spacing_yx[1], grid.origin_yx[0] + row * grid.spacing_yx[0]))
+    return np.unique(np.array(out, float).reshape(-1, 2), axis=0)
+
+
+#: A tile is judged worse under the spline when its structure NCC falls by more than this.
+_TILE_NCC_DROP = 0.05
+
+
+def _worse_tiles(
+    fs: np.ndarray, fok: np.ndarray, mstruct: np.ndarray, mvalid: np.ndarray, mgrid: Grid, wg: Grid,
+    steps: list[Any], start: list[Any], *, tile: int,
+) -> list[tuple[int, int]]:
+    """Tiles (row, col) where the blurred structure images agree clearly less under ``steps`` than under ``start``."""
+    a = ndi.gaussian_filter(fs, 1.0)
+    ms1, ok1 = _sample(mstruct, mvalid, mgrid, wg, steps)
+    ms0, ok0 = _sample(mstruct, mvalid, mgrid, wg, start)
+    b1, b0 = ndi.gaussian_filter(ms1, 1.0), ndi.gaussian_filter(ms0, 1.0)
+    bad = []
+    for r in range(0, wg.shape[0], tile):
+        for c in range(0, wg.shape[1], tile):
+            win = (slice(r, r + tile), slice(c, c + tile))
+            ok = fok[win] & ok1[win] & ok0[win]
+            if ok.sum() < 0.5 * tile * tile:
+                continue
+            if _ncc(a[win][ok], b1[win][ok]) < _ncc(a[win][ok], b0[win][ok]) - _TILE_NCC_DROP:
+                bad.append((r // tile, c // tile))
+    return bad
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / den if den > 0 else 0.0
+
+
 def auto_points(
     fixed_values: np.ndarray,
     fixed_valid: np.ndarray,
@@ -408,25 +531,26 @@ def auto_points(
             keep = np.zeros(len(keep), bool)
             keep[order[:_MAX_POINTS]] = True
         new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
-        resid = new_affine.apply_inverse(q_xy) - p_xy
-        pts = np.vstack([p_xy[keep], lm_f])
-        disp = np.vstack([resid[keep], new_affine.apply_inverse(lm_m) - lm_f])
-        exact = np.r_[np.zeros(int(keep.sum()), bool), np.ones(len(lm_f), bool)]
-        from metallo.correlate._tps import fit_tps_cv
-
-        fit = fit_tps_cv(pts, disp, fixed_points=exact)
-        loo_px = fit.loo_error / px
-        # Quality gate, judged locally: where the spline's held-out error exceeds what the affine
-        # alone leaves at the same points, the matches there are not trusted; the spline is pinned
-        # to the affine (zero residual displacement) in that neighbourhood and refitted.
-        affine_px = np.linalg.norm(disp, axis=1) / px
-        worse = (_knn_mean(pts, loo_px) > _knn_mean(pts, affine_px)) & ~exact
+        spline = _SplineFit(p_xy, q_xy, keep, (lm_m, lm_f), new_affine, affine, px)
+        fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px))
+        # Quality gate 1, held-out points: where the spline predicts left-out points worse than
+        # the start does, the matches there are not trusted and the spline is pinned to the start.
+        worse = spline.worse_than_start(loo_px)
         info[f"pass{k}_gated"] = int(worse.sum())
         if worse.any():
-            disp = disp.copy()
-            disp[worse] = 0.0
-            fit = fit_tps_cv(pts, disp, fixed_points=exact)
-            loo_px = fit.loo_error / px
+            fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px), pin=worse)
+        # Quality gate 2, structure agreement judged per tile: a tile whose structure images
+        # agree less under the spline than under the start loses its points and is pinned to the start.
+        bad_tiles = _worse_tiles(fs, fok, mstruct_full, moving_valid, moving_grid, wg, [fit.step, new_affine], [affine], tile=2 * block)
+        info[f"pass{k}_tiles_pinned"] = len(bad_tiles)
+        if bad_tiles:
+            in_bad = _in_tiles(p_xy, wg, bad_tiles, 2 * block)
+            spline.keep = keep = keep & ~in_bad
+            if keep.sum() < 8:
+                info["reason"] = f"pass {k}: {int(keep.sum())} matches outside tiles where the spline made the structure agree less (need 8)"
+                break
+            anchors = np.vstack([_anchors(wg, p_xy[keep], lm_f, spacing=block * px), _tile_nodes(wg, bad_tiles, 2 * block)])
+            fit, loo_px = spline.fit(anchors)
         info[f"pass{k}_smoothing"] = fit.smoothing
         steps = [fit.step, new_affine]
         all_loo = np.full(len(p_xy), np.nan)

@@ -19,7 +19,7 @@ import numpy as np
 from metallo.correlate._transform import Registration
 from metallo.errors import FormatError
 
-__all__ = ["PointPair", "load_point_pair", "pair_variant", "point_baselines", "tre", "tre_stats"]
+__all__ = ["PointPair", "affine_start", "load_point_pair", "pair_variant", "point_baselines", "tre", "tre_stats", "variant_tre"]
 
 
 @dataclass(frozen=True)
@@ -162,14 +162,24 @@ def tre_stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
-def tre(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.ndarray) -> np.ndarray:
-    """Error (fixed pixels) of each moving point carried to the fixed image by ``reg``.
+def tre(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.ndarray, *, frame: str = "fixed") -> np.ndarray:
+    """Error of ``reg`` at homologous points, in pixels of the fixed (default) or the moving image.
+
+    ``frame="fixed"`` carries each moving point to the fixed image (``transform_points``) and
+    measures in fixed pixels: the TRE of the forward problem. ``frame="moving"`` carries each
+    fixed point to the moving image (``fixed_to_moving``, no numerical inverse) and measures in
+    moving pixels. For a pair registered in reverse (:func:`pair_variant` with ``reverse=True``)
+    the moving image is the forward problem's fixed image, so ``frame="moving"`` gives errors in
+    the same frame and units as the forward TRE: the fair comparison of the two directions when
+    the images have different scales (a reverse TRE in its own fixed pixels is the forward one
+    times the scale between the images).
 
     Parameters
     ----------
     reg : Registration
     moving_yx, fixed_yx : ndarray, shape (n, 2)
         Homologous points in pixels (y, x) of the moving and the fixed image.
+    frame : {"fixed", "moving"}
 
     Returns
     -------
@@ -180,10 +190,70 @@ def tre(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.ndarray) -> np.nd
     >>> err = tre(reg, pair.moving_yx, pair.fixed_yx)  # doctest: +SKIP
     """
     fg, mg = reg.fixed_grid, reg.moving_grid
-    m_um = np.asarray(moving_yx, float) * np.array(mg.spacing_yx) + np.array(mg.origin_yx)
-    f_um = reg.transform_points(m_um)
-    f_px = (f_um - np.array(fg.origin_yx)) / np.array(fg.spacing_yx)
-    return np.linalg.norm(f_px - np.asarray(fixed_yx, float), axis=1)
+    if frame == "fixed":
+        m_um = np.asarray(moving_yx, float) * np.array(mg.spacing_yx) + np.array(mg.origin_yx)
+        f_px = (reg.transform_points(m_um) - np.array(fg.origin_yx)) / np.array(fg.spacing_yx)
+        return np.linalg.norm(f_px - np.asarray(fixed_yx, float), axis=1)
+    if frame == "moving":
+        f_um = np.asarray(fixed_yx, float) * np.array(fg.spacing_yx) + np.array(fg.origin_yx)
+        m_px = (reg.fixed_to_moving(f_um) - np.array(mg.origin_yx)) / np.array(mg.spacing_yx)
+        return np.linalg.norm(m_px - np.asarray(moving_yx, float), axis=1)
+    raise ValueError(f"frame must be 'fixed' or 'moving'; got {frame!r}")
+
+
+def affine_start(reg: Registration) -> Registration:
+    """The affine start that ``method="auto"`` chose (``quality["start"]``), as a registration of its own.
+
+    Parameters
+    ----------
+    reg : Registration
+        A result of ``register(..., method="auto")`` without landmarks.
+
+    Returns
+    -------
+    Registration
+
+    Examples
+    --------
+    >>> err_start = tre(affine_start(reg), pair.moving_yx, pair.fixed_yx)  # doctest: +SKIP
+    """
+    from metallo.correlate._transform import AffineStep
+
+    start = reg.quality["start"]
+    step = AffineStep(np.asarray(start["matrix"], float), np.asarray(start["offset"], float))
+    return Registration([step], fixed_grid=reg.fixed_grid, moving_grid=reg.moving_grid)
+
+
+def variant_tre(reg: Registration, pair: PointPair, *, reverse: bool) -> dict[str, dict[str, float]]:
+    """TRE of an automatic registration of a :func:`pair_variant`, its affine start and no registration.
+
+    All in the forward problem's fixed frame: a reverse variant is measured with
+    ``frame="moving"`` (see :func:`tre`), so both directions are compared on the same pixels.
+
+    Parameters
+    ----------
+    reg : Registration
+        ``register(pair.fixed, pair.moving)`` (``method="auto"``).
+    pair : PointPair
+        The variant it registered.
+    reverse : bool
+        Whether ``pair`` is the reverse variant.
+
+    Returns
+    -------
+    dict with ``result``, ``start`` and ``none`` -> :func:`tre_stats` dicts
+
+    Examples
+    --------
+    >>> variant_tre(reg, pair, reverse=True)["result"]["median"]  # doctest: +SKIP
+    """
+    frame = "moving" if reverse else "fixed"
+    none = np.linalg.norm(np.asarray(pair.moving_yx, float) - np.asarray(pair.fixed_yx, float), axis=1)
+    return {
+        "result": tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx, frame=frame)),
+        "start": tre_stats(tre(affine_start(reg), pair.moving_yx, pair.fixed_yx, frame=frame)),
+        "none": tre_stats(none),
+    }
 
 
 def _affine_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

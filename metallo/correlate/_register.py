@@ -1114,11 +1114,19 @@ def register(
         warped, overlap = _overlap(fp, mp, steps)
     elif spec.name == "landmarks+tps":
         assert lm is not None
+        from metallo.correlate._auto import residual_map
         from metallo.correlate._tps import fit_tps
+        from metallo.correlate._transform import InverseTPSStep
 
-        fit = fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing)
-        steps = [fit.step, affine]
-        quality["landmark_loo_px"] = _stats(fit.loo_error / float(fp.grid.spacing_yx[1]))
+        # The spline maps MOVING -> FIXED (smooth in the distorted image's coordinates, where
+        # the EBSD drift lives); its closed-form leave-one-out residual is then exactly the TRE
+        # of each left-out point in the fixed image, the quantity a hand-picked point is judged by.
+        fit = fit_tps(lm[0], lm[1] - lm[0], smoothing=landmark_smoothing)
+        steps = [InverseTPSStep(fit.step)]
+        loo_px = fit.loo_error / float(fp.grid.spacing_yx[1])
+        quality["landmark_loo_px"] = _stats(loo_px)
+        rmap, rgrid = residual_map(lm[1], loo_px, fp.grid)
+        quality["residual_map_px"] = {"values": rmap, "grid": rgrid.to_dict()}
         warped, overlap = _overlap(fp, mp, steps)
     elif spec.deformable:
         spacing = grid_um if grid_um is not None else float(fp.grid.extent_xy.min() / 6)

@@ -102,6 +102,7 @@ def fit_tps_cv(
     displacements_xy: np.ndarray,
     *,
     fixed_points: np.ndarray | None = None,
+    scored: np.ndarray | None = None,
     smoothings: np.ndarray | None = None,
 ) -> TPSFit:
     """Regularised thin-plate spline whose smoothing minimises the leave-one-out error.
@@ -112,6 +113,9 @@ def fit_tps_cv(
         Automatic point pairs (noisy): they get the chosen smoothing.
     fixed_points : ndarray of bool, shape (n,), optional
         Points the spline must pass through exactly (user landmarks); never smoothed.
+    scored : ndarray of bool, shape (n,), optional
+        Points whose leave-one-out error chooses the smoothing (default: all but
+        ``fixed_points``); pseudo-points such as anchors to a start transform are left out.
     smoothings : ndarray, optional
         Candidate smoothing values (default: 0 and 1e-6 ... 10, eight log-spaced).
 
@@ -131,13 +135,14 @@ def fit_tps_cv(
     p = np.asarray(points_xy, dtype=np.float64)
     d = np.asarray(displacements_xy, dtype=np.float64)
     exact = np.zeros(len(p), bool) if fixed_points is None else np.asarray(fixed_points, bool)
+    judged = ~exact if scored is None else np.asarray(scored, bool) & ~exact
     if smoothings is None:
         smoothings = np.concatenate([[0.0], np.logspace(-6, 1, 8)])
     scale = float(max(np.ptp(p, axis=0).max(), 1e-9))
     best: tuple[float, TPSFit | None] = (np.inf, None)
     for s in smoothings:
         fit = fit_tps(p, d, smoothing=np.where(exact, 0.0, s), scale=scale)
-        err = fit.loo_error[~exact] if (~exact).any() else fit.loo_error
+        err = fit.loo_error[judged] if judged.any() else fit.loo_error
         # A robust CV score: errors beyond 3x the median (gross mismatches left over) are capped.
         capped = np.minimum(err, 3 * np.median(err) + 1e-12)
         score = float(capped.mean())

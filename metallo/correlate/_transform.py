@@ -35,7 +35,7 @@ from metallo import names
 from metallo._xarray import image_dataarray
 from metallo.errors import ConfigError, FormatError, RegistrationError
 
-__all__ = ["AffineStep", "BSplineStep", "DisplacementStep", "Grid", "Registration", "TPSStep"]
+__all__ = ["AffineStep", "BSplineStep", "DisplacementStep", "Grid", "InverseTPSStep", "Registration", "TPSStep"]
 
 _FIXED_POINT_ITERATIONS = 100
 
@@ -278,18 +278,7 @@ class TPSStep(_DisplacementMapping):
     def displacement(self, p: np.ndarray) -> np.ndarray:
         if len(p) <= _TPS_DIRECT_MAX:
             return self._direct(p)
-        lo, hi = p.min(axis=0), p.max(axis=0)
-        step = self.scale / 128
-        n = np.maximum(2, np.ceil((hi - lo) / step).astype(int) + 1)
-        gx = lo[0] + step * np.arange(n[0])
-        gy = lo[1] + step * np.arange(n[1])
-        mx, my = np.meshgrid(gx, gy)
-        lattice = self._direct(np.stack([mx.ravel(), my.ravel()], axis=1)).reshape(n[1], n[0], 2)
-        idx = (p - lo) / step
-        return np.stack(
-            [ndi.map_coordinates(lattice[..., k], [idx[:, 1], idx[:, 0]], order=3, mode="nearest") for k in (0, 1)],
-            axis=1,
-        )
+        return _on_lattice(self._direct, p, self.scale / 128)
 
     def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
         """A cubic B-spline (control points every ``spacing_px`` pixels of ``grid``) fitted to this TPS.
@@ -297,14 +286,82 @@ class TPSStep(_DisplacementMapping):
         ITK files have no thin-plate spline; :meth:`Registration.save_tfm` writes this
         approximation, which follows a smooth TPS to a small fraction of a pixel.
         """
-        step = max(1, int(spacing_px // 2))
-        sub = Grid(
-            (len(range(0, grid.shape[0], step)), len(range(0, grid.shape[1], step))),
-            (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step),
-            grid.origin_yx,
-        )
-        pts = sub.points_xy()
-        return fit_bspline(pts, self.displacement(pts), grid, spacing_um=spacing_px * grid.spacing_yx[1], smoothness=1e-4)
+        return _bspline_approximation(self, grid, spacing_px)
+
+
+@dataclass
+class InverseTPSStep(_DisplacementMapping):
+    """The inverse of a thin-plate spline that maps MOVING µm to FIXED µm.
+
+    A spline through homologous points can be smooth in either image's coordinates. The
+    distortion of an EBSD map is a smooth function of where the beam was, i.e. of the MOVING
+    (EBSD) coordinates, and the TRE is judged by carrying moving points to the fixed image; so
+    ``register(method="landmarks+tps")`` fits ``tps: moving -> fixed`` (its leave-one-out error
+    is then the TRE of the left-out point in fixed pixels) and this step applies its inverse in
+    the fixed -> moving chain, by Newton's method (the spline's linear part may hold any scale
+    or rotation between the images).
+    """
+
+    tps: TPSStep
+    kind: str = field(default="tps_inverse", init=False)
+
+    def _direct(self, p: np.ndarray) -> np.ndarray:
+        """Displacement ``tps^-1(p) - p`` by Newton's method at each point (analytic Jacobian)."""
+        tps = self.tps
+        c = tps.centres_xy / tps.scale
+        q = np.array(p, dtype=np.float64, copy=True)
+        tol = 1e-9 * (1.0 + np.max(np.abs(p), initial=0.0))
+        active = np.arange(len(q))
+        for _ in range(_FIXED_POINT_ITERATIONS):
+            u = q[active] / tps.scale
+            diff = u[:, None, :] - c[None, :, :]  # (n, m, 2)
+            r = np.sqrt((diff**2).sum(axis=2))
+            residual = q[active] + tps_kernel(r) @ tps.weights + tps.poly[0] + u @ tps.poly[1:] - p[active]
+            # Row-vector Jacobian of q -> q + d(q): I + sum_i (2 log r_i + 1) (u - c_i)^T w_i / s + poly[1:] / s.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                g = np.where(r > 0, 2 * np.log(np.maximum(r, 1e-300)) + 1, 0.0)
+            jac = np.eye(2) + (np.einsum("nm,nma,mb->nab", g, diff, tps.weights) + tps.poly[1:]) / tps.scale
+            q[active] -= np.linalg.solve(jac, residual[:, :, None])[:, :, 0]
+            active = active[np.abs(residual).max(axis=1) >= tol]
+            if len(active) == 0:
+                break
+        return q - p
+
+    def displacement(self, p: np.ndarray) -> np.ndarray:
+        if len(p) <= _TPS_DIRECT_MAX:
+            return self._direct(p)
+        return _on_lattice(self._direct, p, self.tps.scale / 256)
+
+    def apply_inverse(self, p: np.ndarray) -> np.ndarray:
+        return self.tps.apply(p)
+
+    def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
+        """A cubic B-spline fitted to this step over ``grid`` (for ``.tfm`` export), as :meth:`TPSStep.to_bspline`."""
+        return _bspline_approximation(self, grid, spacing_px)
+
+
+def _on_lattice(displacement: Any, p: np.ndarray, step: float) -> np.ndarray:
+    """``displacement`` at many points: exact on a lattice of ``step`` over their bounding box, cubic in between."""
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    n = np.maximum(2, np.ceil((hi - lo) / step).astype(int) + 1)
+    mx, my = np.meshgrid(lo[0] + step * np.arange(n[0]), lo[1] + step * np.arange(n[1]))
+    lattice = displacement(np.stack([mx.ravel(), my.ravel()], axis=1)).reshape(n[1], n[0], 2)
+    idx = (p - lo) / step
+    return np.stack(
+        [ndi.map_coordinates(lattice[..., k], [idx[:, 1], idx[:, 0]], order=3, mode="nearest") for k in (0, 1)], axis=1
+    )
+
+
+def _bspline_approximation(step: _DisplacementMapping, grid: Grid, spacing_px: float) -> BSplineStep:
+    """A cubic B-spline with control points every ``spacing_px`` pixels of ``grid``, fitted to ``step``."""
+    sub_step = max(1, int(spacing_px // 2))
+    sub = Grid(
+        (len(range(0, grid.shape[0], sub_step)), len(range(0, grid.shape[1], sub_step))),
+        (grid.spacing_yx[0] * sub_step, grid.spacing_yx[1] * sub_step),
+        grid.origin_yx,
+    )
+    pts = sub.points_xy()
+    return fit_bspline(pts, step.displacement(pts), grid, spacing_um=spacing_px * grid.spacing_yx[1], smoothness=1e-4)
 
 
 def _inside(idx_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -313,7 +370,7 @@ def _inside(idx_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     )
 
 
-Step = AffineStep | BSplineStep | DisplacementStep | TPSStep
+Step = AffineStep | BSplineStep | DisplacementStep | TPSStep | InverseTPSStep
 
 _INTERPOLATION_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
 
@@ -595,11 +652,12 @@ class Registration:
             elif isinstance(step, BSplineStep):
                 data_vars[f"step{k}_coefficients"] = ((f"s{k}_component", f"s{k}_gy", f"s{k}_gx"), step.coefficients)
                 meta.append({"kind": "bspline", "origin_xy": step.origin_xy.tolist(), "spacing_xy": step.spacing_xy.tolist()})
-            elif isinstance(step, TPSStep):
-                data_vars[f"step{k}_centres"] = ((f"s{k}_point", f"s{k}_component"), step.centres_xy)
-                data_vars[f"step{k}_weights"] = ((f"s{k}_point", f"s{k}_component"), step.weights)
-                data_vars[f"step{k}_poly"] = ((f"s{k}_term", f"s{k}_component"), step.poly)
-                meta.append({"kind": "tps", "scale": step.scale})
+            elif isinstance(step, TPSStep | InverseTPSStep):
+                tps = step if isinstance(step, TPSStep) else step.tps
+                data_vars[f"step{k}_centres"] = ((f"s{k}_point", f"s{k}_component"), tps.centres_xy)
+                data_vars[f"step{k}_weights"] = ((f"s{k}_point", f"s{k}_component"), tps.weights)
+                data_vars[f"step{k}_poly"] = ((f"s{k}_term", f"s{k}_component"), tps.poly)
+                meta.append({"kind": step.kind, "scale": tps.scale})
             else:
                 data_vars[f"step{k}_field"] = ((f"s{k}_gy", f"s{k}_gx", f"s{k}_component"), step.field_xy)
                 meta.append({"kind": "displacement", "grid": step.grid.to_dict()})
@@ -661,13 +719,12 @@ class Registration:
                     steps.append(
                         BSplineStep(np.asarray(ds[f"step{k}_coefficients"].values, float), np.asarray(m["origin_xy"], float), np.asarray(m["spacing_xy"], float))
                     )
-                elif m["kind"] == "tps":
-                    steps.append(
-                        TPSStep(
-                            np.asarray(ds[f"step{k}_centres"].values, float), np.asarray(ds[f"step{k}_weights"].values, float),
-                            np.asarray(ds[f"step{k}_poly"].values, float), float(m["scale"]),
-                        )
+                elif m["kind"] in ("tps", "tps_inverse"):
+                    tps = TPSStep(
+                        np.asarray(ds[f"step{k}_centres"].values, float), np.asarray(ds[f"step{k}_weights"].values, float),
+                        np.asarray(ds[f"step{k}_poly"].values, float), float(m["scale"]),
                     )
+                    steps.append(tps if m["kind"] == "tps" else InverseTPSStep(tps))
                 elif m["kind"] == "displacement":
                     steps.append(DisplacementStep(np.asarray(ds[f"step{k}_field"].values, float), Grid.from_dict(m["grid"])))
                 else:
@@ -692,7 +749,7 @@ class Registration:
         for step in self.steps:
             if isinstance(step, AffineStep):
                 parts.append(sitk.AffineTransform(step.matrix.ravel().tolist(), step.offset.tolist(), (0.0, 0.0)))
-            elif isinstance(step, TPSStep):
+            elif isinstance(step, TPSStep | InverseTPSStep):
                 parts.append(step.to_bspline(self.fixed_grid).to_sitk())
             else:
                 parts.append(step.to_sitk())
