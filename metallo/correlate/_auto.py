@@ -463,14 +463,6 @@ def auto_points(
     fstruct_full = structure_image(fixed_values, fixed_valid, sigma_px=sigma * px / float(fixed_grid.spacing_yx[1]))
     fs, fok = _sample(fstruct_full, fixed_valid, fixed_grid, wg, []) if work.factor > 1 else (fstruct_full, fixed_valid)
     mstruct_full = structure_image(moving_values, moving_valid, sigma_px=sigma * px / float(moving_grid.spacing_yx[1]))
-    # The section outline is matched as its own channel (used only where both images show it).
-    from metallo.correlate._blocks import outline_matches
-    from metallo.correlate._structure import split_outline
-
-    fs, foutline = split_outline(fs, *(_sample(fixed_values, fixed_valid, fixed_grid, wg, []) if work.factor > 1
-                                       else (fixed_values, fixed_valid)), sigma_px=sigma)
-    mstruct_full, moutline_full = split_outline(mstruct_full, moving_values, moving_valid,
-                                                sigma_px=sigma * px / float(moving_grid.spacing_yx[1]))
     if block_px is None:
         block_px = int(np.clip(min(wg.shape) // 10, 24, 64)) // 2 * 2
     block = int(block_px)
@@ -488,11 +480,6 @@ def auto_points(
         ms, mok = _sample(mstruct_full, moving_valid, moving_grid, padded, steps)
         stride = max(4, block // 2) if k == 0 else max(4, block // 3)
         centres, shifts, peak, gap = _match(fs, ms, fok, mok, block=block, search=search, stride=stride)
-        if foutline is not None and moutline_full is not None:
-            mo, _ = _sample(moutline_full, moving_valid, moving_grid, padded, steps)
-            found = outline_matches(foutline, mo, fok, mok, block=block, search=search, stride=stride, exclude=centres)
-            info[f"pass{k}_outline_candidates"] = len(found[0])
-            centres, shifts, peak, gap = (np.concatenate([a, b]) for a, b in zip((centres, shifts, peak, gap), found, strict=True))
         info[f"pass{k}_candidates"] = len(centres)
         good = (peak >= 0.3) & (gap >= 0.05)
         info[f"pass{k}_distinct"] = int(good.sum())
