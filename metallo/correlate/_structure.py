@@ -8,10 +8,6 @@ micrograph-like image, so that the registration's structure images (normalised g
 magnitude, see :func:`metallo.correlate.structure_image`) of the EBSD map and of the
 micrograph both peak on the boundaries; :func:`as_registration_image` is the hook that lets
 ``register`` take an EBSD Dataset wherever it takes an image.
-
-For plain images, :func:`section_mask` and :func:`outline_image` give the specimen section and
-its outline (the one structure every modality shows, and often the only one on a flat BSE
-image), used by the dense matcher in :mod:`metallo.correlate._blocks`.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
 
-__all__ = ["as_registration_image", "ebsd_structure_image", "outline_image", "section_mask", "split_outline"]
+__all__ = ["as_registration_image", "ebsd_structure_image"]
 
 #: Boundary grooves: depth (fraction of the bright grain level) and Gaussian width in EBSD steps.
 _GROOVE_DEPTH = 0.6
@@ -135,138 +131,3 @@ def as_registration_image(image: Any, *, boundary_deg: float = 5.0) -> Any:
         return ebsd_structure_image(image, boundary_deg=boundary_deg)
     return image
 
-
-def section_mask(values: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
-    """The specimen section on a darker background: largest bright region (Otsu), holes filled.
-
-    Parameters
-    ----------
-    values : ndarray
-        Image in [0, 1].
-    valid : ndarray of bool
-        Measured pixels.
-
-    Returns
-    -------
-    ndarray of bool or None
-        ``None`` when the image shows no section on a background (a field inside the specimen):
-        the region must cover 30-97 % of the image and leave background along at least two sides.
-
-    Examples
-    --------
-    >>> img = np.zeros((64, 64)); img[10:50, 8:60] = 1.0
-    >>> int(section_mask(img, np.ones_like(img, bool)).sum())
-    2076
-    """
-    from skimage.filters import threshold_otsu
-
-    sigma = max(1.0, min(values.shape) / 200)
-    smooth = ndi.gaussian_filter(values, sigma)
-    if not valid.any():
-        return None
-    fg = (smooth > threshold_otsu(smooth[valid])) & valid
-    labels, n = ndi.label(fg)
-    if n == 0:
-        return None
-    sizes = np.bincount(labels.ravel())[1:]
-    fg = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
-    border = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
-    if not 0.3 < fg.mean() < 0.97 or sum(b < 0.5 for b in border) < 2:
-        return None
-    return fg
-
-
-def outline_image(mask: np.ndarray, valid: np.ndarray, *, sigma_px: float, values: np.ndarray | None = None) -> np.ndarray:
-    """The outline of a section mask as a ridge of width ``sigma_px``, zero at the image border.
-
-    Parameters
-    ----------
-    mask : ndarray of bool
-        Section mask (:func:`section_mask`).
-    valid : ndarray of bool
-        Measured pixels; where the section runs off the image (or off the measured field) there
-        is no outline.
-    sigma_px : float
-        Gaussian width of the ridge, in pixels.
-    values : ndarray, optional
-        The image the mask comes from. Given, only outline pixels where the local step (mean
-        inside minus mean outside, within ``4 sigma_px``) is at least half the step between
-        the section's and the background's medians are kept: a darker band inside the section
-        (EBSD pattern-quality drift, shading) that the threshold cut off is no outline.
-
-    Returns
-    -------
-    ndarray
-        float in [0, 1]: ``exp(-d² / 2 sigma²)`` of the distance ``d`` to the outline.
-
-    Examples
-    --------
-    >>> m = np.zeros((32, 32), bool); m[8:24, 8:24] = True
-    >>> o = outline_image(m, np.ones_like(m), sigma_px=1.5)
-    >>> bool(o[8, 16] > 0.5 > o[16, 16])
-    True
-    """
-    edge = mask & ~ndi.binary_erosion(mask, border_value=1)
-    inner = ndi.binary_erosion(valid, iterations=2, border_value=0)
-    edge &= inner
-    if values is not None and edge.any():
-        sig = 4.0 * sigma_px
-        inside, outside = (mask & valid).astype(np.float64), (~mask & valid).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m_in = ndi.gaussian_filter(values * inside, sig) / ndi.gaussian_filter(inside, sig)
-            m_out = ndi.gaussian_filter(values * outside, sig) / ndi.gaussian_filter(outside, sig)
-        full = float(np.median(values[inside > 0]) - np.median(values[outside > 0])) if outside.any() else 0.0
-        edge &= np.nan_to_num(m_in - m_out) >= 0.5 * full
-    if not edge.any():
-        return np.zeros(mask.shape)
-    d = ndi.distance_transform_edt(~edge)
-    return np.exp(-0.5 * (d / sigma_px) ** 2)
-
-
-def split_outline(structure: np.ndarray, values: np.ndarray, valid: np.ndarray, *,
-                  sigma_px: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """The section outline as its own channel, and the structure image without it.
-
-    The outline of a section is the strongest edge of most correlative pairs, but one image may
-    show it where the other does not (an EBSD map cut off by its field, a BSE image showing the
-    section edge). Matched as part of the structure image, such an edge drags every block that
-    contains it; matched as its own channel (:func:`metallo.correlate._blocks.outline_matches`)
-    it is used only where both images show it, and the structure near it is left to the
-    interior features.
-
-    Parameters
-    ----------
-    structure : ndarray
-        Structure image of ``values`` (:func:`metallo.correlate.structure_image`).
-    values, valid : ndarray
-        The image in [0, 1] and its measured pixels.
-    sigma_px : float
-        Scale of the structure image, in pixels: the outline ridge has this width, and the
-        structure within ``4 * sigma_px`` of the outline is set to zero.
-
-    Returns
-    -------
-    (ndarray, ndarray or None)
-        The structure image without the outline band, and the outline ridge
-        (:func:`outline_image`); ``(structure, None)`` when the image shows no section on a
-        background (:func:`section_mask`).
-
-    Examples
-    --------
-    >>> img = np.zeros((64, 64)); img[10:54, 8:56] = 1.0; img[30, 30] = 0.0
-    >>> from metallo.correlate import structure_image
-    >>> ok = np.ones_like(img, bool)
-    >>> s, ridge = split_outline(structure_image(img, ok), img, ok, sigma_px=1.5)
-    >>> bool(s[10, 30] == 0 and s[30, 31] > 0 and ridge[10, 30] == 1)
-    True
-    """
-    mask = section_mask(values, valid)
-    if mask is None:
-        return structure, None
-    ridge = outline_image(mask, valid, sigma_px=sigma_px, values=values)
-    if not ridge.any():
-        return structure, None
-    band = ridge > np.exp(-0.5 * 4.0**2)
-    out = structure.copy()
-    out[band] = 0.0
-    return out, ridge

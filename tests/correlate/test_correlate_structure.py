@@ -11,7 +11,6 @@ import pytest
 
 from metallo import names
 from metallo.correlate import ebsd_structure_image, register, register_ebsd
-from metallo.correlate._structure import outline_image, section_mask
 from metallo.ebsd import ebsd_dataset
 from metallo.errors import ConfigError, RegistrationError
 
@@ -49,19 +48,6 @@ def test_a_dataset_without_orientations_is_refused_with_a_clear_error():
         register_ebsd(np.zeros((32, 32)), ds, representation="boundaries")
     with pytest.raises(ConfigError, match="representation"):
         register_ebsd(np.zeros((32, 32)), _two_grain_map(), representation="colour")
-
-
-def test_section_mask_and_outline_ridge():
-    img = np.zeros((80, 100))
-    img[10:70, 12:90] = 0.8
-    img[30:34, 40:44] = 0.1  # a dark pore inside is part of the section
-    mask = section_mask(img, np.ones_like(img, bool))
-    # The section (the smoothing before Otsu rounds off its four corner pixels).
-    assert mask is not None and mask[32, 42] and mask.sum() == 60 * 78 - 4 and not mask[10, 12]
-    ridge = outline_image(mask, np.ones_like(mask), sigma_px=1.5)
-    assert ridge[10, 50] == pytest.approx(1.0) and ridge[40, 50] < 1e-6
-    # A field inside the specimen (no background) has no section outline.
-    assert section_mask(np.random.default_rng(0).random((64, 64)), np.ones((64, 64), bool)) is None
 
 
 @pytest.mark.slow
