@@ -99,3 +99,18 @@ def test_auto_falls_back_to_iq_when_the_boundary_registration_fails():
     assert boundaries_only.quality["failed"] is True
     assert reg.quality["failed"] is False and reg.quality["representation"].startswith("iq (the boundary registration failed")
     assert len([w for w in caught if "registration failed" in str(w.message)]) == 1  # only the boundaries-only call
+
+
+def test_recipe_takes_the_representation_options(tmp_path):
+    from metallo._recipe import load_recipe
+    from metallo.errors import SchemaError
+
+    base = "specimen: {id: S1}\ninputs: {synthetic: {seed: 1}}\nsteps:\n  register: "
+    ok = load_recipe({"specimen": {"id": "S1"}, "inputs": {"synthetic": {"seed": 1}},
+                      "steps": {"register": {"representation": "iq", "boundary_deg": 10.0}}}, base_dir=tmp_path)
+    assert ok.data["steps"]["register"] == {"representation": "iq", "boundary_deg": 10.0}
+    for bad, message in (("{representation: colour}", "representation"), ("{boundary_deg: 0}", "boundary_deg")):
+        path = tmp_path / "r.yaml"
+        path.write_text(base + bad + "\n")
+        with pytest.raises(SchemaError, match=message):
+            load_recipe(path)
