@@ -5,7 +5,7 @@ The registration maps FIXED-space points to MOVING-space points (ITK convention)
 :meth:`Registration.transform_points` maps moving µm to fixed µm.
 """
 
-from metallo.correlate._adapter import register_step, resample_ebsd_step
+from metallo.correlate._adapter import register_ebsd, register_step, resample_ebsd_step
 from metallo.correlate._auto import ControlPoints, structure_image
 from metallo.correlate._ebsd_out import corrected_ebsd, write_corrected_ang
 from metallo.correlate._evaluate import (
@@ -25,6 +25,7 @@ from metallo.correlate._register import (
     mutual_information,
     register,
 )
+from metallo.correlate._structure import ebsd_structure_image
 from metallo.correlate._transform import Grid, Registration
 from metallo.errors import RegistrationError
 
@@ -39,6 +40,7 @@ __all__ = [
     "RegistrationMethod",
     "checkerboard",
     "corrected_ebsd",
+    "ebsd_structure_image",
     "get_method",
     "load_point_pair",
     "method_names",
@@ -49,6 +51,7 @@ __all__ = [
     "read_landmarks",
     "read_points",
     "register",
+    "register_ebsd",
     "structure_image",
     "tre",
     "tre_stats",

@@ -1051,6 +1051,11 @@ def register(
     options = {k: v for k, v in locals().items() if k not in ("fixed", "moving")}
     import time
 
+    from metallo.correlate._structure import as_registration_image
+
+    # An EBSD map (xr.Dataset) is registered by its grain and phase boundaries (see _structure).
+    fixed, moving = as_registration_image(fixed), as_registration_image(moving)
+
     spec = get_method(method)
     if fallback not in ("auto", "outline", "search", "intensity"):
         raise ConfigError(f"fallback must be 'auto', 'outline', 'search' or 'intensity'; got {fallback!r}")
