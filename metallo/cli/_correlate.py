@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         fixed_pixel_size_um: Annotated[float | None, typer.Option("--fixed-pixel-size-um", help="Override the fixed pixel size.")] = None,
         moving_pixel_size_um: Annotated[float | None, typer.Option("--moving-pixel-size-um", help="Override the moving pixel size.")] = None,
         inverse_consistency: Annotated[bool, typer.Option("--inverse-consistency/--no-inverse-consistency", help="Also register backwards and report the round-trip error.")] = True,
-        corrected_ang: Annotated[Path | None, typer.Option("--corrected-ang", help="MOVING is an EBSD map (.ang/.ctf): write it corrected onto FIXED (nearest neighbour) as this .ang.")] = None,
+        corrected_ang: Annotated[Path | None, typer.Option("--corrected-ang", help="MOVING is an EBSD map: write it corrected onto FIXED (nearest neighbour) as this .ang.")] = None,
+        representation: Annotated[str, typer.Option("--representation", help="MOVING is an EBSD map: register its grain/phase boundaries ('boundaries'), its IQ image ('iq'), or boundaries with IQ as the fallback ('auto').")] = "auto",
     ) -> None:
         """Register MOVING onto FIXED; write the warped image, the transform (.tfm), an overlay PNG and quality.json."""
         import json
@@ -35,13 +36,17 @@ def register(app: typer.Typer) -> None:
 
         from metallo._xarray import image_dataarray
         from metallo.correlate import register as run_register
+        from metallo.correlate import register_ebsd
         from metallo.correlate._figures import overlay_figure
         from metallo.correlate._transform import _jsonable
-        from metallo.io import read_image, write_image
+        from metallo.errors import ConfigError
+        from metallo.io import read_image, reader_for, write_image
 
+        if representation not in ("auto", "boundaries", "iq"):
+            raise ConfigError(f"--representation must be auto, boundaries or iq; got {representation!r}")
         f = read_image(fixed, pixel_size_um=fixed_pixel_size_um)
         ebsd = None
-        if moving.suffix.lower() in {".ang", ".ctf"}:
+        if reader_for(moving).kind == "ebsd":  # by content, so every EBSD format is recognised
             from metallo.ebsd import map_image
             from metallo.io import read_ebsd
 
@@ -51,18 +56,27 @@ def register(app: typer.Typer) -> None:
             m = read_image(moving, pixel_size_um=moving_pixel_size_um)
         if (f.attrs.get("pixel_size_um") == f.attrs.get("pixel_size_um")) != (m.attrs.get("pixel_size_um") == m.attrs.get("pixel_size_um")):
             # One calibrated image and one not: register both in pixels rather than fail.
-            typer.echo("note: only one image has a pixel size; registering in pixels", err=True)
+            if ebsd is not None and representation == "boundaries":
+                raise ConfigError(f"{fixed}: the boundary registration of an EBSD map needs the micrograph's pixel "
+                                  "size; give --fixed-pixel-size-um")
+            typer.echo("note: only one image has a pixel size; registering in pixels"
+                       + (" (the EBSD map by its IQ image)" if ebsd is not None else ""), err=True)
             f = image_dataarray(f.values, name="fixed", attrs={k: v for k, v in f.attrs.items() if k != "pixel_size_um"})
             m = image_dataarray(m.values, name="moving", attrs={k: v for k, v in m.attrs.items() if k != "pixel_size_um"})
+            ebsd_registration = False
+        else:
+            ebsd_registration = ebsd is not None
         lm = None
         if landmarks:
             lm = str(landmarks[0]) if len(landmarks) == 1 else (str(landmarks[0]), str(landmarks[1]))
         with warnings.catch_warnings(record=True) as caught, rich_progress() as progress:
             warnings.simplefilter("always")
-            reg = run_register(
-                f, m, method=method, landmarks=lm, grid_um=grid_um, inverse_consistency=inverse_consistency,
-                progress=progress,
-            )
+            options = {"method": method, "landmarks": lm, "grid_um": grid_um,
+                       "inverse_consistency": inverse_consistency, "progress": progress}
+            if ebsd_registration:
+                reg = register_ebsd(f, ebsd, representation=representation, **options)
+            else:
+                reg = run_register(f, m, **options)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -80,5 +94,5 @@ def register(app: typer.Typer) -> None:
 
             write_corrected_ang(reg, ebsd, corrected_ang)
             typer.echo(f"wrote corrected EBSD map {corrected_ang}")
-        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
+        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
         typer.echo(f"wrote {out}/warped.tif, transform.tfm, overlay.png, quality.json")
