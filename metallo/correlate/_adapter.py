@@ -13,7 +13,7 @@ __all__ = ["register_ebsd", "register_step", "resample_ebsd_step"]
 
 def register_ebsd(micrograph: Any, ebsd: Any, *, representation: str = "auto", boundary_deg: float = 5.0,
                   **options: Any) -> Any:
-    """Register an EBSD map (moving) onto a micrograph (fixed) by its boundaries, IQ as the fallback.
+    """Register an EBSD map (moving) onto a micrograph (fixed) by its IQ image, its boundaries as the fallback.
 
     Parameters
     ----------
@@ -24,9 +24,10 @@ def register_ebsd(micrograph: Any, ebsd: Any, *, representation: str = "auto", b
     representation : {"auto", "boundaries", "iq"}
         ``"boundaries"``: the grain/phase boundary image from the orientations
         (:func:`metallo.correlate.ebsd_structure_image`); ``"iq"``: the IQ/CI image
-        (:func:`metallo.ebsd.map_image`); ``"auto"``: boundaries when the map has orientations,
-        and the IQ registration instead when the boundary one fails its quality verdict and the
-        IQ one does not.
+        (:func:`metallo.ebsd.map_image`); ``"auto"``: the IQ image, and the boundaries instead
+        when the IQ registration fails (its quality verdict or no transform) and the boundary one
+        does not. IQ comes first because it measures better: 0.19 / 0.73 px median / p95 on the
+        synthetic LOM against 0.25 / 1.66 px for the boundary image (it leaves the laths out).
     boundary_deg : float
         Grain tolerance (degrees) of the boundary image.
     **options
@@ -50,7 +51,7 @@ def register_ebsd(micrograph: Any, ebsd: Any, *, representation: str = "auto", b
     from metallo.correlate._register import register
     from metallo.correlate._structure import ebsd_structure_image
     from metallo.ebsd import map_image
-    from metallo.errors import ConfigError
+    from metallo.errors import ConfigError, RegistrationError
 
     if representation not in ("auto", "boundaries", "iq"):
         raise ConfigError(f"representation must be 'auto', 'boundaries' or 'iq'; got {representation!r}")
@@ -62,18 +63,34 @@ def register_ebsd(micrograph: Any, ebsd: Any, *, representation: str = "auto", b
         reg = register(micrograph, map_image(ebsd), **options)
         reg.quality["representation"] = "iq" if representation == "iq" else "iq (the map has no orientations)"
         return reg
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        reg = register(micrograph, ebsd_structure_image(ebsd, boundary_deg=boundary_deg), **options)
-    reg.quality["representation"] = "boundaries"
-    if representation == "auto" and reg.quality.get("failed"):
-        with warnings.catch_warnings(record=True) as caught_iq:
+    if representation == "boundaries":
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            alt = register(micrograph, map_image(ebsd), **options)
-        if not alt.quality.get("failed"):
-            alt.quality["representation"] = "iq (the boundary registration failed: " + \
-                "; ".join(reg.quality.get("failure_reasons", [])) + ")"
-            reg, caught = alt, caught_iq
+            reg = register(micrograph, ebsd_structure_image(ebsd, boundary_deg=boundary_deg), **options)
+        reg.quality["representation"] = "boundaries"
+    else:  # auto: the IQ image first (what the real pairs measure), the boundaries where it fails
+        why, error = "", None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                reg = register(micrograph, map_image(ebsd), **options)
+                why = "; ".join(reg.quality.get("failure_reasons", [])) if reg.quality.get("failed") else ""
+            except RegistrationError as exc:
+                reg, why, error = None, str(exc), exc
+        if reg is not None:
+            reg.quality["representation"] = "iq"
+        if why:
+            with warnings.catch_warnings(record=True) as caught_b:
+                warnings.simplefilter("always")
+                try:
+                    alt = register(micrograph, ebsd_structure_image(ebsd, boundary_deg=boundary_deg), **options)
+                except RegistrationError:
+                    alt = None
+            if alt is not None and not alt.quality.get("failed"):
+                alt.quality["representation"] = f"boundaries (the IQ registration failed: {why})"
+                reg, caught = alt, caught_b
+            elif error is not None:  # neither gave a transform: the IQ registration's error
+                raise error
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     return reg
@@ -84,11 +101,10 @@ def register_step(spec: Any, *, micrograph: str | None = None, ebsd: str | None 
                   overwrite: bool = False, tag: Mapping[str, Any] | None = None, **parameters: Any) -> list[str]:
     """Register the EBSD map onto a micrograph into ``registration/<micrograph>``.
 
-    The EBSD map is registered by what it knows: its grain and phase boundaries from the
-    orientations (:func:`metallo.correlate.ebsd_structure_image`), matched against the edges of
-    the micrograph. With ``representation="auto"`` a map without orientations, or a boundary
-    registration that fails its own quality verdict, is registered by its IQ/CI image instead
-    (``quality["representation"]`` says which was used and why).
+    The EBSD map is registered by its IQ/CI image and, where that fails its quality verdict, by
+    what its orientations know: its grain and phase boundaries
+    (:func:`metallo.correlate.ebsd_structure_image`) matched against the edges of the micrograph
+    (``representation="auto"``; ``quality["representation"]`` says which was used and why).
 
     Parameters
     ----------

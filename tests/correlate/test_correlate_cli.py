@@ -62,7 +62,7 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     assert result.exit_code == 0, result.output
     quality = json.loads((out / "quality.json").read_text())
     assert quality["method"] == "auto" and quality["failed"] is False
-    assert quality["representation"] == "boundaries"  # the map's orientations, not its IQ image
+    assert quality["representation"] == "iq"  # auto: the IQ image first, boundaries where it fails
     moving, fixed = read_landmarks(out / "control_points.csv")
     assert len(moving) == quality["control_points"]["inliers"] >= 20
     corrected = read_ebsd(tmp_path / "corrected.ang")
