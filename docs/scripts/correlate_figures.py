@@ -51,13 +51,7 @@ def boundary_figure(out: Path) -> None:
     spec = make_specimen(0)
     boundaries = ebsd_structure_image(spec.ebsd, boundary_deg=5.0)
     reg = register(spec.lom, spec.ebsd)
-    iq = spec.ebsd["iq"]
-    ys, xs = np.meshgrid(iq.y.values[::2], iq.x.values[::2], indexing="ij")
-    pts = np.stack([ys.ravel(), xs.ravel()], 1)
-    truth = spec.ebsd_to_lom(pts)
-    ps = float(spec.lom.attrs["pixel_size_um"])
-    inside = np.all((truth > 0) & (truth < np.array(spec.lom.shape) * ps - ps), axis=1)
-    err = np.linalg.norm(reg.transform_points(pts[inside]) - truth[inside], axis=1) / ps
+    err = spec.registration_error_px(reg)
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     axes[0].imshow(boundaries.values, cmap="gray")
     axes[0].set_title("EBSD map rendered by its boundaries (> 5°)", fontsize=9)

@@ -107,6 +107,44 @@ class SynthSpecimen:
         """SEM µm (y, x) -> EBSD µm (y, x), the exact inverse of :meth:`ebsd_to_sem`."""
         return _transform(self._sem_transform, "sem").inverse(points_yx_um)
 
+    def registration_error_px(self, registration: Any, micrograph: str = "lom", *, every: int = 2) -> np.ndarray:
+        """Error of an EBSD -> micrograph registration against the known mapping, in micrograph pixels.
+
+        Parameters
+        ----------
+        registration : metallo.correlate.Registration
+            Anything with ``transform_points(points_yx_um)`` mapping EBSD µm to micrograph µm.
+        micrograph : {"lom", "sem"}
+            The fixed micrograph.
+        every : int
+            Every ``every``-th EBSD point along y and x is scored (those landing inside the
+            micrograph, one pixel from its far edges).
+
+        Returns
+        -------
+        ndarray
+            One error (pixels) per scored point.
+
+        Examples
+        --------
+        >>> spec = make_specimen(0, ebsd_shape=(40, 40))
+        >>> class Exact:  # a registration that knows the answer
+        ...     transform_points = spec.ebsd_to_lom
+        >>> float(spec.registration_error_px(Exact()).max())
+        0.0
+        """
+        forward = {"lom": self.ebsd_to_lom, "sem": self.ebsd_to_sem}
+        if micrograph not in forward:
+            raise ConfigError(f"micrograph must be 'lom' or 'sem'; got {micrograph!r}")
+        iq = self.ebsd["iq"]
+        ys, xs = np.meshgrid(iq.y.values[::every], iq.x.values[::every], indexing="ij")
+        points = np.stack([ys.ravel(), xs.ravel()], 1)
+        truth = forward[micrograph](points)
+        image = getattr(self, micrograph)
+        ps = float(image.attrs["pixel_size_um"])
+        inside = np.all((truth > 0) & (truth < np.array(image.shape) * ps - ps), axis=1)
+        return np.linalg.norm(registration.transform_points(points[inside]) - truth[inside], axis=1) / ps
+
 
 def _transform(t: FieldTransform | None, name: str) -> FieldTransform:
     if t is None:

@@ -66,13 +66,8 @@ def test_synth_sem_small_field_found_and_refined():
         reg = register(spec.sem, iq, method="sift+bspline", deformable="blocks")
         affine = register(spec.sem, iq, method="sift")
     assert reg.quality["initial"] == "search"
-    ys, xs = np.meshgrid(iq.y.values[::2], iq.x.values[::2], indexing="ij")
-    pts = np.stack([ys.ravel(), xs.ravel()], 1)
-    truth = spec.ebsd_to_sem(pts)
-    ps = float(spec.sem.attrs["pixel_size_um"])
-    inside = np.all((truth > 0) & (truth < np.array(spec.sem.shape) * ps - ps), axis=1)
-    err = np.linalg.norm(reg.transform_points(pts[inside]) - truth[inside], axis=1) / ps
-    err_affine = np.linalg.norm(affine.transform_points(pts[inside]) - truth[inside], axis=1) / ps
+    err = spec.registration_error_px(reg, "sem")
+    err_affine = spec.registration_error_px(affine, "sem")
     # SEM pixels are 5x finer than the EBSD step: 1 SEM px = 0.2 EBSD px.
     assert np.median(err) <= 0.75
     assert np.median(err) < 0.5 * np.median(err_affine)
