@@ -87,14 +87,18 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
     output["dir"] = str((base_dir / output.get("dir", data["specimen"]["id"])).resolve())
 
 
-def _check_output(data: dict[str, Any], base_dir: Path, name: str, lines: dict[str, int]) -> None:
-    """Relative output folders stay inside the recipe's folder; absolute ones are announced."""
+def _check_output(data: dict[str, Any], base_dir: Path, name: str, lines: dict[str, int], *,
+                  from_file: bool) -> None:
+    """Relative output folders stay inside the recipe's folder; absolute ones of a recipe file are
+    announced (a recipe built in the caller's own code names its folder itself)."""
     given = data.get("output", {}).get("dir")
     if given is None:
         return
     line = lines.get("output.dir")
     at = f"output.dir{f' (line {line})' if line else ''}"
     if Path(given).is_absolute():
+        if not from_file:
+            return
         warnings.warn(
             f"{name}: {at}: writing outside the recipe's folder, to {Path(given).resolve()} "
             "(an absolute output.dir)",
@@ -160,6 +164,6 @@ def load_recipe(source: str | Path | Mapping[str, Any], *, base_dir: str | Path 
             f"{name}: steps.segment.options.{unknown[0]}: not an option of method {method!r}; "
             f"expected one of {', '.join(sorted(_SEGMENT_OPTIONS[method])) or '(none)'}"
         )
-    _check_output(data, base, name, lines)
+    _check_output(data, base, name, lines, from_file=not isinstance(source, Mapping))
     _resolve_paths(data, base)
     return Recipe(data=data, base_dir=base, source=name, _lines=lines)
