@@ -23,8 +23,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 
 def _rss_kb(field: str) -> int:
     """``VmRSS`` / ``VmHWM`` of this process in kB (Linux), 0 elsewhere."""
@@ -61,29 +59,6 @@ def chain(ebsd, timings: dict[str, float], cpu: dict[str, float]):
     return fit, rec
 
 
-def scores(m, rec) -> dict[str, float]:
-    from metallo.ebsd import boundary_f1, misorientation_angle, or_angle, quat_multiply
-
-    idx = m.ebsd["phase"].values >= 0
-    pq = rec.dataset["parent_quaternion"].values
-    tq = m.parent_quaternions[m.parent_id]
-    ang = np.nan_to_num(misorientation_angle(pq[idx], tq[idx]), nan=180.0)
-    vout = rec.dataset["variant"].values
-    mart = idx & (m.variant >= 0)
-    ok = mart & (vout >= 0)
-    ideal_out = quat_multiply(rec.orientation_relationship.variants[vout[ok]], pq[ok])
-    ideal_true = quat_multiply(m.orientation_relationship.variants[m.variant[ok]], tq[ok])
-    thr = min(3.0, 0.5 * np.sort(m.orientation_relationship.intervariant_angles())[1])
-    return {
-        "or_error_deg": or_angle(rec.orientation_relationship, m.orientation_relationship),
-        "parent_within_3deg": float((ang < 3.0).mean()),
-        "pag_boundary_f1": boundary_f1(rec.parent_ids, m.parent_id)["f1"],
-        "variant_correct": float((misorientation_angle(ideal_out, ideal_true) < thr).sum() / mart.sum()),
-        "n_parents_true": int(m.parent_quaternions.shape[0]),
-        "n_parents_found": len(rec.parents),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 300 x 300 map")
@@ -107,7 +82,7 @@ def main() -> None:
     tracemalloc.stop()
     parent_time = timings["or_fit"] + timings["reconstruct_and_variants"]
     parent_cpu = cpu["or_fit"] + cpu["reconstruct_and_variants"]
-    acc = scores(m, rec)
+    acc = m.score(rec)
     print(f"{side} x {side} points, OR {args.orel}, {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
     print(f"{'step':<36}{'wall s':>10}{'CPU s':>10}")

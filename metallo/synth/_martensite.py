@@ -77,6 +77,55 @@ class SynthMartensite:
     block: np.ndarray
     constituent: np.ndarray
 
+    def score(self, reconstruction: Any) -> dict[str, float]:
+        """Score a parent reconstruction of :attr:`ebsd` against the exact answers.
+
+        Parameters
+        ----------
+        reconstruction : metallo.ebsd.ParentReconstruction
+            The result of :func:`metallo.ebsd.reconstruct_parent` on this map.
+
+        Returns
+        -------
+        dict
+            ``or_error_deg`` (fitted vs true OR), ``parent_within_3deg`` (share of indexed
+            pixels whose parent orientation is within 3° of the truth), ``pag_boundary_f1``
+            (2-px tolerance), ``variant_correct`` (share of martensite pixels whose variant is
+            right up to the parent's symmetry: the ideal child orientations are compared),
+            ``n_parents_true``, ``n_parents_found``.
+
+        Examples
+        --------
+        >>> from metallo.ebsd import fit_orientation_relationship, reconstruct_parent
+        >>> m = make_martensite(0, shape=(60, 60), n_parents=4)
+        >>> s = m.score(reconstruct_parent(m.ebsd, fit_orientation_relationship(m.ebsd)))
+        >>> s["n_parents_true"]
+        4
+        """
+        from metallo.ebsd import boundary_f1, misorientation_angle, or_angle
+
+        rec, orel = reconstruction, self.orientation_relationship
+        idx = self.ebsd["phase"].values >= 0
+        pq = rec.dataset["parent_quaternion"].values
+        tq = self.parent_quaternions[self.parent_id]
+        ang = np.nan_to_num(misorientation_angle(pq[idx], tq[idx]), nan=180.0)
+        vout = rec.dataset["variant"].values
+        mart = idx & (self.variant >= 0)
+        ok = mart & (vout >= 0)
+        # Variant ids depend on which symmetric equivalent the parent is: compare the ideal
+        # child orientations instead.
+        ideal_out = quat_multiply(rec.orientation_relationship.variants[vout[ok]], pq[ok])
+        ideal_true = quat_multiply(orel.variants[self.variant[ok]], tq[ok])
+        thr = min(3.0, 0.5 * np.sort(orel.intervariant_angles())[1])
+        return {
+            "or_error_deg": or_angle(rec.orientation_relationship, orel),
+            "parent_within_3deg": float((ang < 3.0).mean()),
+            "pag_boundary_f1": boundary_f1(rec.parent_ids, self.parent_id)["f1"],
+            "variant_correct": float((misorientation_angle(ideal_out, ideal_true) < thr).sum() / mart.sum()),
+            "n_parents_true": int(self.parent_quaternions.shape[0]),
+            "n_parents_found": len(rec.parents),
+        }
+
 
 def _noise(rng: np.random.Generator, n: int, noise_deg: float) -> np.ndarray:
     vec = rng.normal(scale=np.radians(noise_deg) / np.sqrt(3.0), size=(n, 3))

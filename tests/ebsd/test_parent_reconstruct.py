@@ -9,7 +9,6 @@ import pytest
 
 from metallo.ebsd import (
     ParentReconstructionError,
-    boundary_f1,
     ebsd_dataset,
     euler_to_quat,
     fit_orientation_relationship,
@@ -24,24 +23,8 @@ from metallo.synth import make_martensite
 
 
 def _scores(m, rec):
-    idx = m.ebsd["phase"].values >= 0
-    pq = rec.dataset["parent_quaternion"].values
-    tq = m.parent_quaternions[m.parent_id]
-    ang = np.nan_to_num(misorientation_angle(pq[idx], tq[idx]), nan=180.0)
-    vout = rec.dataset["variant"].values
-    mart = idx & (m.variant >= 0)
-    ok = mart & (vout >= 0)
-    # Variant ids depend on which symmetric equivalent the parent is: compare the ideal child
-    # orientations instead (variant correct up to the parent's symmetry).
-    ideal_out = quat_multiply(rec.orientation_relationship.variants[vout[ok]], pq[ok])
-    ideal_true = quat_multiply(m.orientation_relationship.variants[m.variant[ok]], tq[ok])
-    thr = min(3.0, 0.5 * np.sort(m.orientation_relationship.intervariant_angles())[1])
-    variant_ok = (misorientation_angle(ideal_out, ideal_true) < thr).sum() / mart.sum()
-    return {
-        "parent_within_3": float((ang < 3.0).mean()),
-        "f1": boundary_f1(rec.parent_ids, m.parent_id, tolerance_px=2)["f1"],
-        "variant": float(variant_ok),
-    }
+    s = m.score(rec)
+    return {"parent_within_3": s["parent_within_3deg"], "f1": s["pag_boundary_f1"], "variant": s["variant_correct"]}
 
 
 @pytest.mark.parametrize("orn", ["KS", "NW", "GT"])
