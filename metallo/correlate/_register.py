@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from scipy import ndimage as ndi
 
 from metallo._progress import ProgressCallback, notify
 from metallo._registry import Registry
-from metallo.correlate._transform import AffineStep, BSplineStep, Grid, Registration
+from metallo.correlate._transform import AffineStep, BSplineStep, DisplacementStep, Grid, Registration, _inside
 from metallo.errors import ConfigError, RegistrationError
 
 __all__ = ["RegistrationMethod", "get_method", "method_names", "mutual_information", "register"]
@@ -813,6 +814,9 @@ def _outline_distance(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg
     return dist[sel]
 
 
+#: Set while ``symmetric`` auto runs its two directions: the gate judges their mean instead.
+_DEFER_GATE: ContextVar[bool] = ContextVar("_DEFER_GATE", default=False)
+
 #: Whole-field structure NCC drop (at the matching scale) that rejects the spline.
 _GATE_NCC_DROP = 0.01
 
@@ -868,7 +872,7 @@ _FAIL_OVERLAP = 0.2
 _FAIL_STRUCTURE_NCC = 0.3
 
 
-def _verdict(quality: dict[str, Any], reg: Registration) -> None:
+def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str] | None = None) -> None:
     """Set ``quality["failed"]`` (and warn) from evidence the optimiser did not maximise.
 
     The automatic points must be many, agree with each other (the RANSAC/neighbour filters
@@ -877,7 +881,7 @@ def _verdict(quality: dict[str, Any], reg: Registration) -> None:
     about 0.5, unrelated images about 0.1); the fields must overlap; with ``inverse_consistency``
     the round trip must be small.
     """
-    reasons = []
+    reasons = list(extra_reasons or [])
     cp = quality.get("control_points", {})
     n = int(cp.get("inliers", 0))
     if n < _FAIL_MIN_POINTS:
@@ -965,6 +969,7 @@ def register(
     block_px: int | None = None,
     fallback: str = "auto",
     landmark_smoothing: float = 0.0,
+    symmetric: bool = False,
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> Registration:
@@ -1023,6 +1028,12 @@ def register(
         Start used when SIFT finds too few inliers and no landmarks are given: "auto" tries the
         specimen outline, then the masked-NCC search; "intensity" is the Mattes-MI affine from a
         moments start.
+    symmetric : bool
+        ``method="auto"`` only: register both ways (fixed onto moving as well) and combine them
+        locally - their mean where they agree, else the forward, inverse-reverse or affine start
+        transform that agrees best with the structure there - so the result hardly depends on
+        which image is called fixed; their disagreement is reported as
+        ``quality["inverse_consistency_px"]`` and enters the verdict (doubles the time).
     seed : int
         Seed of the SimpleITK metric sampling. Equal inputs and seed give identical transforms
         (the ITK stages run single-threaded; OpenCV's RANSAC has its own fixed seed).
@@ -1057,6 +1068,8 @@ def register(
     fixed, moving = as_registration_image(fixed), as_registration_image(moving)
 
     spec = get_method(method)
+    if spec.name == "auto" and symmetric:
+        return _symmetric_auto(fixed, moving, options)
     if fallback not in ("auto", "outline", "search", "intensity"):
         raise ConfigError(f"fallback must be 'auto', 'outline', 'search' or 'intensity'; got {fallback!r}")
     if transform not in ("affine", "similarity"):
@@ -1227,12 +1240,17 @@ def register(
 
             # Given points are constraints: without trusted automatic points, the spline through them alone.
             fallback_steps = [fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing).step, affine]
-        steps = _gate(fp, mp, steps, fallback_steps, quality)
+        if _DEFER_GATE.get():
+            quality["gate"] = "deferred to the mean of both directions"
+        else:
+            steps = _gate(fp, mp, steps, fallback_steps, quality)
         warped, overlap = _overlap(fp, mp, steps)
         quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
         quality["overlap_fraction"] = float(overlap.mean())
     reg = Registration(steps, fixed_grid=fp.grid, moving_grid=mp.grid, method=spec.name, fixed=fp.name, moving=mp.name)
     reg.control_points = control_points
+    if control_points is not None:
+        reg._fallback_steps = fallback_steps  # the start the deferred gate compares with
     if lm is not None:
         px = fp.grid.spacing_yx[0]
         affine_only = Registration([affine], fixed_grid=fp.grid, moving_grid=mp.grid)
@@ -1258,6 +1276,238 @@ def register(
         quality["structure_ncc"] = _structure_score(fp, mp, steps)[0]
         _verdict(quality, reg)
     quality["seconds"] = time.perf_counter() - t0
+    reg.quality = quality
+    return reg
+
+
+#: Longest side of the lattice that holds the averaged displacement field of ``symmetric`` auto.
+_SYMMETRIC_LATTICE_PX = 512
+
+
+def _mean_affine(a: AffineStep, b: AffineStep) -> AffineStep:
+    return AffineStep((a.matrix + b.matrix) / 2, (a.offset + b.offset) / 2)
+
+
+def _field_lattice(grid: Grid) -> Grid:
+    """A lattice over ``grid``'s whole field (its last pixel included), at most ``_SYMMETRIC_LATTICE_PX`` a side."""
+    step = max(1, int(np.ceil(max(grid.shape) / _SYMMETRIC_LATTICE_PX)))
+    shape = tuple(int(np.ceil((n - 1) / step)) + 1 for n in grid.shape)
+    return Grid(shape, (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step), grid.origin_yx, grid.pixel_size_known)
+
+
+def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> list[Any]:
+    """Steps of x -> (F(x) + R^-1(x)) / 2 for forward steps F (fixed -> moving) and reverse steps R (moving -> fixed).
+
+    The mean of the two final affines, and the rest as a displacement field on a lattice over
+    the fixed field (none when both are affine).
+    """
+    last_f, last_r = forward[-1], reverse[-1]
+    assert isinstance(last_f, AffineStep) and isinstance(last_r, AffineStep)
+    base = _mean_affine(last_f, last_r.inverse())
+    if len(forward) == 1 and len(reverse) == 1:
+        return [base]
+    lattice = _field_lattice(fixed_grid)
+    pts = lattice.points_xy()
+    f = Registration(forward, fixed_grid=fixed_grid, moving_grid=fixed_grid)
+    r = Registration(reverse, fixed_grid=fixed_grid, moving_grid=fixed_grid)
+    target = 0.5 * (f.fixed_to_moving_xy(pts) + r.moving_to_fixed_xy(pts))
+    field = (base.apply_inverse(target) - pts).reshape(lattice.shape[0], lattice.shape[1], 2)
+    return [DisplacementStep(field, lattice), base]
+
+
+#: Forward/reverse disagreement (round trip, fixed px) up to which the mean of both directions is
+#: used, and from which the local choice by structure agreement is (linear in between).
+_AGREE_PX = 2.0
+_DISAGREE_PX = 8.0
+#: Local structure NCC: Gaussian window (fraction of the longer fixed side), the margin a
+#: candidate must win by to be chosen, and the softness of the choice.
+_LOCAL_SIGMA = 0.02
+_LOCAL_MARGIN = 0.03
+_LOCAL_TAU = 0.01
+
+
+def _local_ncc(a: np.ndarray, b: np.ndarray, ok: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-windowed NCC of ``a`` and ``b`` over the pixels ``ok`` (-1 where the window holds too few)."""
+    m = ok.astype(np.float64)
+    g = lambda x: ndi.gaussian_filter(x, sigma, mode="constant")  # noqa: E731
+    w = g(m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu_a, mu_b = g(m * a) / w, g(m * b) / w
+        var_a = g(m * a * a) / w - mu_a**2
+        var_b = g(m * b * b) / w - mu_b**2
+        ncc = (g(m * a * b) / w - mu_a * mu_b) / np.sqrt(np.maximum(var_a * var_b, 1e-30))
+    ncc[~(w > 0.3)] = -1.0
+    return np.nan_to_num(ncc, nan=-1.0)
+
+
+def _agreed_mean(
+    fwd: Registration, rev: Registration, start: list[Any], fp: _Prepared, mp: _Prepared
+) -> tuple[list[Any], dict[str, Any]]:
+    """Combine both directions locally: their mean where they agree, else the locally best of F, R^-1 and the start.
+
+    At each lattice node x over the fixed field, d(x) = |R(F(x)) - x| (fixed px) says how far
+    the two directions disagree. Up to ``_AGREE_PX`` their mean is used; from ``_DISAGREE_PX`` on,
+    the candidate (forward, inverse of the reverse, affine start) whose warped structure image
+    agrees best with the fixed one in a Gaussian window around x (windowed NCC; a candidate must
+    win by ``_LOCAL_MARGIN``, else the mean) - evidence judged per region, as issue 14 item 4
+    asks, so that no region where the two registrations tell different stories silently ends
+    worse than the start. The weights are smoothed over about 3 % of the field, so the
+    combined transform stays smooth.
+    """
+    from metallo.correlate._auto import _sample, structure_image
+
+    fg, mg = fp.grid, mp.grid
+    lattice = _field_lattice(fg)
+    pts = lattice.points_xy()
+    f = Registration(fwd.steps, fixed_grid=fg, moving_grid=mg)
+    r = Registration(rev.steps, fixed_grid=mg, moving_grid=fg)
+    s = Registration(start, fixed_grid=fg, moving_grid=mg)
+    there = f.fixed_to_moving_xy(pts)
+    px = float(fg.spacing_yx[1])
+    d = np.linalg.norm(r.fixed_to_moving_xy(there) - pts, axis=1) / px
+    inside = _inside(mg.to_index_xy(there), mg.shape)
+    targets = np.stack([there, r.moving_to_fixed_xy(pts), s.fixed_to_moving_xy(pts)])  # F, R^-1, start
+
+    # Windowed structure agreement of each candidate, sampled at the lattice nodes.
+    sigma = _LOCAL_SIGMA * max(fg.shape)
+    fs = ndi.gaussian_filter(structure_image(fp.values, fp.valid), 1.0)
+    ms = structure_image(mp.values, mp.valid)
+    node = np.round(fg.to_index_xy(pts)).astype(int)
+    node = (np.clip(node[:, 1], 0, fg.shape[0] - 1), np.clip(node[:, 0], 0, fg.shape[1] - 1))
+    ncc = []
+    for steps in (fwd.steps, Registration(rev.steps, fixed_grid=mg, moving_grid=fg).inverse().steps, start):
+        warped, ok = _sample(ms, mp.valid, mg, fg, steps)
+        ncc.append(_local_ncc(fs, ndi.gaussian_filter(warped, 1.0), ok & fp.valid, sigma)[node])
+    ncc = np.stack(ncc, axis=1)
+    order = np.sort(ncc, axis=1)
+    decisive = order[:, -1] - order[:, -2] >= _LOCAL_MARGIN
+    soft = np.exp((ncc - ncc.max(axis=1, keepdims=True)) / _LOCAL_TAU)
+    soft /= soft.sum(axis=1, keepdims=True)
+    agree = np.clip((_DISAGREE_PX - d) / (_DISAGREE_PX - _AGREE_PX), 0.0, 1.0)
+    # Weights of (mean, F, R^-1, start); outside the moving field the start.
+    w = np.zeros((len(pts), 4))
+    w[:, 0] = agree + (1 - agree) * ~decisive
+    w[:, 1:] = ((1 - agree) * decisive)[:, None] * soft
+    w[~inside] = (0.0, 0.0, 0.0, 1.0)
+    smooth = 0.03 * max(fg.shape) * fg.spacing_yx[1] / lattice.spacing_yx[1]
+    w = np.stack([ndi.gaussian_filter(w[:, k].reshape(lattice.shape), smooth, mode="nearest").ravel() for k in range(4)], axis=1)
+    w /= w.sum(axis=1, keepdims=True)
+    target = w[:, 0:1] * 0.5 * (targets[0] + targets[1]) + np.einsum("nk,kna->na", w[:, 1:], targets)
+    last_f, last_r = fwd.steps[-1], rev.steps[-1]
+    assert isinstance(last_f, AffineStep) and isinstance(last_r, AffineStep)
+    base = _mean_affine(last_f, last_r.inverse())
+    field = (base.apply_inverse(target) - pts).reshape(lattice.shape[0], lattice.shape[1], 2)
+    share = w[inside].mean(axis=0) if inside.any() else np.array([0.0, 0.0, 0.0, 1.0])
+    info = {"weights": dict(zip(("mean", "forward", "reverse", "start"), (float(v) for v in share), strict=True)),
+            "disagreement_px": _stats(np.where(inside, d, np.nan))}
+    return [DisplacementStep(field, lattice), base], info
+
+
+def _direction_summary(reg: Registration) -> dict[str, Any]:
+    q = reg.quality
+    cp = q.get("control_points", {})
+    return {
+        "gate": q.get("gate"), "failed": q.get("failed"), "failure_reasons": q.get("failure_reasons", []),
+        "start": q.get("start", {}).get("chosen", q.get("initial")), "points": cp.get("inliers", 0),
+        "loo_px": cp.get("loo_px"), "transform": reg.transform_type,
+    }
+
+
+def _symmetric_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registration:
+    """``method="auto"`` run both ways and averaged (issue 14 item 6).
+
+    The forward registration F (moving onto fixed) and the reverse one R (fixed onto moving,
+    masks and landmarks swapped, every other option equal) are computed by the same code; the
+    result maps a fixed point x to the mean of F(x) and R^-1(x), stored as a displacement field
+    on a lattice over the fixed field on top of the mean of the two affines. Registering the
+    pair the other way round runs the same two registrations, so the two results are each
+    other's inverse up to the averaging. How far F and R disagree (round trip x -> F -> R,
+    fixed pixels) is evidence neither direction optimised: it is reported as
+    ``inverse_consistency_px``, half of it enters the residual map, and it takes part in the
+    verdict. Given landmarks stay exact: both directions pass through them, so does the mean.
+    """
+    say = _StageReporter(options.get("progress"))
+    fp = _prepare(fixed, "fixed", options["mask"], options["highpass_um"])
+    mp = _prepare(moving, "moving", options["moving_mask"], options["highpass_um"])
+    forward_opts = dict(options, symmetric=False, inverse_consistency=False, progress=None)
+    reverse_opts = dict(forward_opts, mask=options["moving_mask"], moving_mask=options["mask"])
+    lm = None
+    if options["landmarks"] is not None:
+        lm = _landmarks_um(options["landmarks"], fp, mp, options["landmarks_units"])
+        forward_opts.update(landmarks=(lm[0][:, ::-1], lm[1][:, ::-1]), landmarks_units="um")
+        reverse_opts.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
+    runs: dict[str, tuple[Registration, list[Any]]] = {}
+    token = _DEFER_GATE.set(True)
+    try:
+        for label, (f, m, opts) in {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}.items():
+            say(f"{label} registration" + (" (moving onto fixed)" if label == "forward" else " (fixed onto moving)"))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                runs[label] = (register(f, m, **opts), list(caught))
+    finally:
+        _DEFER_GATE.reset(token)
+    fwd, rev = runs["forward"][0], runs["reverse"][0]
+    say("mean of the forward transform and the inverse of the reverse one, quality gate")
+    fg, mg = fwd.fixed_grid, fwd.moving_grid
+    start = _mean_steps(fwd._fallback_steps, rev._fallback_steps, fg)
+    spline, agreement = _agreed_mean(fwd, rev, start, fp, mp)
+    reg = Registration(spline, fixed_grid=fg, moving_grid=mg, method="auto", fixed=fwd.fixed, moving=fwd.moving)
+    reg.control_points = fwd.control_points
+
+    quality = dict(fwd.quality)
+    quality["symmetric"] = {"forward": _direction_summary(fwd), "reverse": _direction_summary(rev), **agreement}
+    if "start" in fwd.quality and "start" in rev.quality:
+        sf, sr = fwd.quality["start"], rev.quality["start"]
+        mean_start = _mean_affine(
+            AffineStep(np.asarray(sf["matrix"], float), np.asarray(sf["offset"], float)),
+            AffineStep(np.asarray(sr["matrix"], float), np.asarray(sr["offset"], float)).inverse(),
+        )
+        quality["start"] = dict(sf, chosen_reverse=sr["chosen"], matrix=mean_start.matrix.tolist(), offset=mean_start.offset.tolist())
+    # One gate for both directions, on the mean: registering the pair the other way round
+    # judges (nearly) the same transform, so the two orders cannot keep and reject differently.
+    steps = _gate(fp, mp, spline, start, quality) if fwd.control_points is not None else spline
+    reg.steps = steps
+
+    # Forward/reverse disagreement: the round trip fixed -> moving (F) -> fixed (R), fixed pixels,
+    # of what the result is made of (the splines, or the starts where the gate kept those).
+    kept = steps is spline
+    f_reg = fwd if kept else Registration(fwd._fallback_steps, fixed_grid=fg, moving_grid=mg)
+    r_reg = rev if kept else Registration(rev._fallback_steps, fixed_grid=mg, moving_grid=fg)
+    px = float(fg.spacing_yx[1])
+
+    def round_trip(q: np.ndarray) -> np.ndarray:
+        there = f_reg.fixed_to_moving_xy(q)
+        err = np.linalg.norm(r_reg.fixed_to_moving_xy(there) - q, axis=1) / px
+        err[~_inside(mg.to_index_xy(there), mg.shape)] = np.nan
+        return err
+
+    quality["inverse_consistency_px"] = _stats(round_trip(_field_lattice(fg).points_xy()))
+    rmap = quality.get("residual_map_px")
+    if rmap is not None and kept:
+        # Half the disagreement is how far the mean is from either direction: a floor on the expected error.
+        values = np.asarray(rmap["values"], float)
+        half = 0.5 * round_trip(Grid.from_dict(rmap["grid"]).points_xy()).reshape(values.shape)
+        quality["residual_map_px"] = {"values": np.where(np.isnan(values), np.nan, np.fmax(values, half)), "grid": rmap["grid"]}
+
+    warped, overlap = _overlap(fp, mp, steps)
+    quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
+    quality["overlap_fraction"] = float(overlap.mean())
+    if lm is not None:
+        err = np.linalg.norm(reg.moving_to_fixed_xy(lm[0]) - lm[1], axis=1) / float(fg.spacing_yx[0])
+        quality["tre_px"] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
+    quality["structure_ncc"] = _structure_score(fp, mp, steps)[0]
+    extra = [f"the reverse registration failed ({'; '.join(rev.quality['failure_reasons'])})"] if rev.quality.get("failed") else []
+    # Each direction's own warnings once, labelled; the verdict below speaks for the result.
+    seen = set()
+    for label, (_, caught) in runs.items():
+        for w in caught:
+            text = str(w.message)
+            if text.startswith("registration failed") or text in seen:
+                continue
+            seen.add(text)
+            warnings.warn(f"{label} direction: {text}", w.category, stacklevel=3)
+    _verdict(quality, reg, extra_reasons=extra)
+    quality["seconds"] = fwd.quality.get("seconds", 0.0) + rev.quality.get("seconds", 0.0)
     reg.quality = quality
     return reg
 

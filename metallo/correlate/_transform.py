@@ -246,6 +246,46 @@ def tps_kernel(r: np.ndarray) -> np.ndarray:
         return np.where(r > 0, r * r * np.log(np.maximum(r, 1e-300)), 0.0)
 
 
+def _tps_kernel_sq(r2: np.ndarray) -> np.ndarray:
+    """``r^2 log r`` from squared distances (``0.5 r2 log r2``), in place; 0 at r = 0."""
+    np.maximum(r2, 1e-300, out=r2)
+    out = np.log(r2)
+    out *= r2
+    out *= 0.5
+    return out
+
+
+class _LatticeCache:
+    """A smooth displacement tabulated once on a lattice (cubic spline coefficients) and reused.
+
+    Warping an image or inverting a spline by fixed-point iteration evaluates the same smooth
+    displacement at many, slowly moving points; the lattice is rebuilt only when a query leaves
+    it (then over the union of both boxes, with a margin).
+    """
+
+    def __init__(self, step: float) -> None:
+        self.step = float(step)
+        self.lo: np.ndarray | None = None
+        self.hi = np.zeros(2)
+        self.coef: list[np.ndarray] = []
+
+    def __call__(self, displacement: Any, p: np.ndarray) -> np.ndarray:
+        lo, hi = p.min(axis=0), p.max(axis=0)
+        if self.lo is None or np.any(lo < self.lo) or np.any(hi > self.hi):
+            if self.lo is not None:
+                lo, hi = np.minimum(lo, self.lo), np.maximum(hi, self.hi)
+            margin = 0.05 * (hi - lo) + 4 * self.step
+            self.lo, self.hi = lo - margin, hi + margin
+            n = np.maximum(2, np.ceil((self.hi - self.lo) / self.step).astype(int) + 1)
+            mx, my = np.meshgrid(self.lo[0] + self.step * np.arange(n[0]), self.lo[1] + self.step * np.arange(n[1]))
+            lattice = displacement(np.stack([mx.ravel(), my.ravel()], axis=1)).reshape(n[1], n[0], 2)
+            self.coef = [ndi.spline_filter(lattice[..., k], order=3, mode="nearest") for k in (0, 1)]
+        idx = (p - self.lo) / self.step
+        return np.stack(
+            [ndi.map_coordinates(c, [idx[:, 1], idx[:, 0]], order=3, mode="nearest", prefilter=False) for c in self.coef], axis=1
+        )
+
+
 #: Above this many query points, a TPS is evaluated on a lattice and interpolated (cubic).
 _TPS_DIRECT_MAX = 10000
 
@@ -266,19 +306,24 @@ class TPSStep(_DisplacementMapping):
     scale: float
     kind: str = field(default="tps", init=False)
 
+    _lattice: Any = field(default=None, init=False, repr=False, compare=False)
+
     def _direct(self, p: np.ndarray) -> np.ndarray:
+        from scipy.spatial.distance import cdist
+
         out = np.empty((len(p), 2))
         c = self.centres_xy / self.scale
         for start in range(0, len(p), 8192):
             q = p[start : start + 8192] / self.scale
-            r = np.sqrt(((q[:, None, :] - c[None, :, :]) ** 2).sum(axis=2))
-            out[start : start + 8192] = tps_kernel(r) @ self.weights + self.poly[0] + q @ self.poly[1:]
+            out[start : start + 8192] = _tps_kernel_sq(cdist(q, c, "sqeuclidean")) @ self.weights + self.poly[0] + q @ self.poly[1:]
         return out
 
     def displacement(self, p: np.ndarray) -> np.ndarray:
         if len(p) <= _TPS_DIRECT_MAX:
             return self._direct(p)
-        return _on_lattice(self._direct, p, self.scale / 128)
+        if self._lattice is None:
+            self._lattice = _LatticeCache(self.scale / 128)
+        return self._lattice(self._direct, p)
 
     def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
         """A cubic B-spline (control points every ``spacing_px`` pixels of ``grid``) fitted to this TPS.
@@ -327,10 +372,14 @@ class InverseTPSStep(_DisplacementMapping):
                 break
         return q - p
 
+    _lattice: Any = field(default=None, init=False, repr=False, compare=False)
+
     def displacement(self, p: np.ndarray) -> np.ndarray:
         if len(p) <= _TPS_DIRECT_MAX:
             return self._direct(p)
-        return _on_lattice(self._direct, p, self.tps.scale / 256)
+        if self._lattice is None:
+            self._lattice = _LatticeCache(self.tps.scale / 256)
+        return self._lattice(self._direct, p)
 
     def apply_inverse(self, p: np.ndarray) -> np.ndarray:
         return self.tps.apply(p)
@@ -338,18 +387,6 @@ class InverseTPSStep(_DisplacementMapping):
     def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
         """A cubic B-spline fitted to this step over ``grid`` (for ``.tfm`` export), as :meth:`TPSStep.to_bspline`."""
         return _bspline_approximation(self, grid, spacing_px)
-
-
-def _on_lattice(displacement: Any, p: np.ndarray, step: float) -> np.ndarray:
-    """``displacement`` at many points: exact on a lattice of ``step`` over their bounding box, cubic in between."""
-    lo, hi = p.min(axis=0), p.max(axis=0)
-    n = np.maximum(2, np.ceil((hi - lo) / step).astype(int) + 1)
-    mx, my = np.meshgrid(lo[0] + step * np.arange(n[0]), lo[1] + step * np.arange(n[1]))
-    lattice = displacement(np.stack([mx.ravel(), my.ravel()], axis=1)).reshape(n[1], n[0], 2)
-    idx = (p - lo) / step
-    return np.stack(
-        [ndi.map_coordinates(lattice[..., k], [idx[:, 1], idx[:, 0]], order=3, mode="nearest") for k in (0, 1)], axis=1
-    )
 
 
 def _bspline_approximation(step: _DisplacementMapping, grid: Grid, spacing_px: float) -> BSplineStep:

@@ -250,3 +250,38 @@ def test_value_range_and_dtype_do_not_change_the_registration():
     # Measured: 0.75 px (float) and 0.73 px (8-bit) median against the known mapping.
     assert err_ref < 1.0 and err_q < 1.0
     assert abs(err_q - err_ref) < 0.2
+
+
+@pytest.mark.slow
+def test_symmetric_auto_gives_inverse_results_both_ways():
+    """Issue 14 item 6: register(A, B) and register(B, A) run the same two registrations and agree.
+
+    Known mapping (synthetic pair): both directions are accurate, and the forward result
+    composed with the reverse one returns every fixed point to itself to far below a pixel.
+    """
+    from correlate_helpers import make_pair, tre_px
+
+    pair = make_pair(7, moving_shape=(120, 120), fixed_shape=(170, 170))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fwd = register(pair.fixed, pair.moving, symmetric=True)
+        rev = register(pair.moving, pair.fixed, symmetric=True)
+    assert not fwd.quality["failed"] and not rev.quality["failed"]
+    assert np.median(tre_px(fwd, pair)) < 1.0
+    sym = fwd.quality["symmetric"]
+    assert set(sym["weights"]) == {"mean", "forward", "reverse", "start"}
+    assert sym["weights"]["mean"] > 0.5  # the two directions agree over most of the field
+    # The reverse registration is the inverse of the forward one (up to the averaging).
+    g = fwd.fixed_grid
+    q = g.points_xy()[:: 37]
+    back = rev.fixed_to_moving_xy(fwd.fixed_to_moving_xy(q))
+    inside = np.all((q > 8 * g.spacing_yx[1]) & (q < (np.array(g.shape[::-1]) - 8) * g.spacing_yx[1]), axis=1)
+    round_trip = np.linalg.norm(back - q, axis=1)[inside] / g.spacing_yx[1]
+    assert np.median(round_trip) < 0.1
+    # The disagreement of the two single directions is reported, and is small here.
+    assert fwd.quality["inverse_consistency_px"]["median"] < 1.0
+    # The default is the single forward registration (a spline on top of an affine).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = register(pair.fixed, pair.moving)
+    assert single.transform_type == "tps+affine" and "symmetric" not in single.quality
