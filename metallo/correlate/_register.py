@@ -21,7 +21,14 @@ from scipy import ndimage as ndi
 
 from metallo._progress import ProgressCallback, notify
 from metallo._registry import Registry
-from metallo.correlate._transform import AffineStep, BSplineStep, DisplacementStep, Grid, Registration, _inside
+from metallo.correlate._transform import (
+    AffineStep,
+    BSplineStep,
+    DisplacementStep,
+    Grid,
+    Registration,
+    _inside,
+)
 from metallo.errors import ConfigError, RegistrationError
 
 __all__ = ["RegistrationMethod", "get_method", "method_names", "mutual_information", "register"]
