@@ -796,7 +796,7 @@ class Registration:
         return sitk.CompositeTransform(parts[::-1])
 
     def save_tfm(self, path: str | Path) -> Path:
-        """Write the transform as an ITK transform file (``.tfm``/``.txt``; ``.h5`` for dense fields).
+        """Write the transform as an ITK transform file (``.tfm``/``.txt``: dense fields as fitted B-splines; ``.h5``: exact).
 
         The file holds the ITK mapping FIXED -> MOVING in physical (x, y) units, so
         ``sitk.ReadTransform(path)`` resamples the moving image onto the fixed one, as in
@@ -821,11 +821,21 @@ class Registration:
         import SimpleITK as sitk
 
         path = Path(path)
+        reg = self
         if any(isinstance(s, DisplacementStep) for s in self.steps) and path.suffix.lower() in {".tfm", ".txt"}:
-            raise RegistrationError(
-                f"{path.name}: a dense displacement field cannot be written as a text .tfm; use a .h5 file"
-            )
-        sitk.WriteTransform(self.to_sitk(), str(path))
+            # A text ITK file holds no dense field: a cubic B-spline fitted to it (control points
+            # every 8 fixed pixels, as for a TPS) follows a smooth field to a fraction of a pixel.
+            steps = []
+            for step in self.steps:
+                if isinstance(step, DisplacementStep):
+                    g = step.grid
+                    factor = np.array(g.spacing_yx) / np.array(self.fixed_grid.spacing_yx)
+                    dense = Grid(tuple(int(n) for n in np.ceil((np.array(g.shape) - 1) * factor) + 1),
+                                 self.fixed_grid.spacing_yx, g.origin_yx, g.pixel_size_known)
+                    step = _bspline_approximation(step, dense, 8.0)
+                steps.append(step)
+            reg = Registration(steps, fixed_grid=self.fixed_grid, moving_grid=self.moving_grid)
+        sitk.WriteTransform(reg.to_sitk(), str(path))
         return path
 
     @classmethod

