@@ -833,8 +833,8 @@ def _gate(
 ) -> list[Any]:
     """Keep the spline only if evidence it was not fitted to says it is at least as good as the start.
 
-    Whole-field measures (``coarse=False`` leaves out the coarse-scale one): the agreement of the blurred structure images over the overlap at
-    the matching scale (tiles that agree less were already pinned to the start by
+    Whole-field measures (``coarse=False`` leaves out the coarse-scale one): the agreement of the
+    blurred structure images over the overlap at the matching scale (tiles that agree less were already pinned to the start by
     ``auto_points``; what remains is a check over the whole field) and at a coarse scale the
     matches did not optimise (on Slice8_TFS, whose section interior has almost no BSE contrast,
     the fine score rises while spurious interior matches bend the spline; the coarse one
@@ -1257,7 +1257,7 @@ def register(
             # Given points are constraints: without trusted automatic points, the spline through them alone.
             fallback_steps = [fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing).step, affine]
         if _DEFER_GATE.get():
-            quality["gate"] = "deferred to the mean of both directions"
+            quality["gate"] = "deferred to the combination of both directions"
         else:
             steps = _gate(fp, mp, steps, fallback_steps, quality)
         warped, overlap = _overlap(fp, mp, steps)
@@ -1281,11 +1281,11 @@ def register(
             back_options.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the forward call reports the problems
-            back = register(moving, fixed, **back_options)
+            reverse_reg = register(moving, fixed, **back_options)
         pts = fp.grid.points_xy()[overlap.ravel()]
         if len(pts) > 20000:
             pts = pts[np.random.default_rng(seed).choice(len(pts), 20000, replace=False)]
-        err = np.linalg.norm(back.fixed_to_moving_xy(reg.fixed_to_moving_xy(pts)) - pts, axis=1) / fp.grid.spacing_yx[0]
+        err = np.linalg.norm(reverse_reg.fixed_to_moving_xy(reg.fixed_to_moving_xy(pts)) - pts, axis=1) / fp.grid.spacing_yx[0]
         quality["inverse_consistency_px"] = {"median": float(np.median(err)), "p95": float(np.percentile(err, 95))}
     if spec.name == "auto":
         quality["structure_ncc_before"] = _structure_score(fp, mp, [])[0]
@@ -1307,7 +1307,7 @@ def _mean_affine(a: AffineStep, b: AffineStep) -> AffineStep:
 def _field_lattice(grid: Grid) -> Grid:
     """A lattice over ``grid``'s whole field (its last pixel included), at most ``_SYMMETRIC_LATTICE_PX`` a side."""
     step = max(1, int(np.ceil(max(grid.shape) / _SYMMETRIC_LATTICE_PX)))
-    shape = tuple(int(np.ceil((n - 1) / step)) + 1 for n in grid.shape)
+    shape = (int(np.ceil((grid.shape[0] - 1) / step)) + 1, int(np.ceil((grid.shape[1] - 1) / step)) + 1)
     return Grid(shape, (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step), grid.origin_yx, grid.pixel_size_known)
 
 
@@ -1389,13 +1389,13 @@ def _combine_directions(
     sigma = _LOCAL_SIGMA * max(fg.shape)
     fs = ndi.gaussian_filter(structure_image(fp.values, fp.valid), 1.0)
     ms = structure_image(mp.values, mp.valid)
-    node = np.round(fg.to_index_xy(pts)).astype(int)
-    node = (np.clip(node[:, 1], 0, fg.shape[0] - 1), np.clip(node[:, 0], 0, fg.shape[1] - 1))
-    ncc = []
+    idx = np.round(fg.to_index_xy(pts)).astype(int)
+    node = (np.clip(idx[:, 1], 0, fg.shape[0] - 1), np.clip(idx[:, 0], 0, fg.shape[1] - 1))
+    columns = []
     for steps in (fwd.steps, Registration(rev.steps, fixed_grid=mg, moving_grid=fg).inverse().steps, start):
         warped, ok = _sample(ms, mp.valid, mg, fg, steps)
-        ncc.append(_local_ncc(fs, ndi.gaussian_filter(warped, 1.0), ok & fp.valid, sigma)[node])
-    ncc = np.stack(ncc, axis=1)
+        columns.append(_local_ncc(fs, ndi.gaussian_filter(warped, 1.0), ok & fp.valid, sigma)[node])
+    ncc = np.stack(columns, axis=1)
     order = np.sort(ncc, axis=1)
     decisive = order[:, -1] - order[:, -2] >= _LOCAL_MARGIN
     soft = np.exp((ncc - ncc.max(axis=1, keepdims=True)) / _LOCAL_TAU)

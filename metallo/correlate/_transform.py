@@ -446,6 +446,8 @@ class Registration:
         self.quality: dict[str, Any] = dict(quality or {})
         #: Automatic control points (``method="auto"``): a :class:`~metallo.correlate._auto.ControlPoints`.
         self.control_points: Any = None
+        #: ``method="auto"`` with the gate deferred: the start the combination is judged against.
+        self._fallback_steps: list[Step] = []
 
     def __repr__(self) -> str:
         kinds = "+".join(s.kind for s in self.steps) or "identity"
@@ -830,8 +832,8 @@ class Registration:
                 if isinstance(step, DisplacementStep):
                     g = step.grid
                     factor = np.array(g.spacing_yx) / np.array(self.fixed_grid.spacing_yx)
-                    dense = Grid(tuple(int(n) for n in np.ceil((np.array(g.shape) - 1) * factor) + 1),
-                                 self.fixed_grid.spacing_yx, g.origin_yx, g.pixel_size_known)
+                    n = np.ceil((np.array(g.shape) - 1) * factor).astype(int) + 1
+                    dense = Grid((int(n[0]), int(n[1])), self.fixed_grid.spacing_yx, g.origin_yx, g.pixel_size_known)
                     step = _bspline_approximation(step, dense, 8.0)
                 steps.append(step)
             reg = Registration(steps, fixed_grid=self.fixed_grid, moving_grid=self.moving_grid)
