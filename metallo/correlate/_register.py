@@ -1024,6 +1024,8 @@ def register(
         Multi-resolution levels (image shrink 2**k; the B-spline grid is refined at each level).
     inverse_consistency : bool
         Also register fixed onto moving and report the round-trip error (doubles the time).
+        ``method="auto"`` with ``both_ways`` on already registers both ways: the disagreement of
+        the two directions is reported instead, at no extra cost.
     max_side : int
         Largest working image side for SIFT (larger images are downsampled for features only).
     highpass_um : float, optional
@@ -1297,7 +1299,7 @@ def register(
 
 
 #: Longest side of the lattice that holds the combined displacement field of ``both_ways`` auto.
-_SYMMETRIC_LATTICE_PX = 512
+_FIELD_LATTICE_PX = 512
 
 
 def _mean_affine(a: AffineStep, b: AffineStep) -> AffineStep:
@@ -1305,8 +1307,8 @@ def _mean_affine(a: AffineStep, b: AffineStep) -> AffineStep:
 
 
 def _field_lattice(grid: Grid) -> Grid:
-    """A lattice over ``grid``'s whole field (its last pixel included), at most ``_SYMMETRIC_LATTICE_PX`` a side."""
-    step = max(1, int(np.ceil(max(grid.shape) / _SYMMETRIC_LATTICE_PX)))
+    """A lattice over ``grid``'s whole field (its last pixel included), at most ``_FIELD_LATTICE_PX`` a side."""
+    step = max(1, int(np.ceil(max(grid.shape) / _FIELD_LATTICE_PX)))
     shape = (int(np.ceil((grid.shape[0] - 1) / step)) + 1, int(np.ceil((grid.shape[1] - 1) / step)) + 1)
     return Grid(shape, (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step), grid.origin_yx, grid.pixel_size_known)
 
