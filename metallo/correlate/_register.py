@@ -1333,8 +1333,9 @@ def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> lis
     return [DisplacementStep(field, lattice), base]
 
 
-#: Forward/reverse disagreement (round trip, fixed px) up to which the mean of both directions is
-#: used, and from which the local choice by structure agreement is (linear in between).
+#: Forward/reverse disagreement (round trip, fixed px) up to which the base (the forward transform,
+#: or with ``both_ways="mean"`` the mean of both directions) is used, and from which the local
+#: choice by structure agreement is (linear in between).
 _AGREE_PX = 2.0
 _DISAGREE_PX = 8.0
 #: Local structure NCC: Gaussian window (fraction of the longer fixed side), the margin a
