@@ -25,6 +25,10 @@ counts as CPU time under load: 4.8 instead of 2.0 CPU-s per step measured on thi
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/segment_real.py --heldout screen --cpu-minutes 3
     OMP_WAIT_POLICY=PASSIVE python benchmarks/segment_real.py --heldout final --arm physical
+
+Each final fold model's entropy map is scored on its held-out images too (error rate of the most
+uncertain decile over the rest's). ``--heldout rescore --tag _full40`` adds that score to a saved
+final run whose checkpoints are still on disk, without training again.
 """
 
 from __future__ import annotations
@@ -80,9 +84,10 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
     parser.add_argument("--uncertainty", action="store_true",
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
-    parser.add_argument("--heldout", choices=["screen", "final", "summary"], default=None,
+    parser.add_argument("--heldout", choices=["screen", "final", "summary", "rescore"], default=None,
                         help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
-                             "summary of saved screen/final files (choice on the tuning fold only)")
+                             "summary of saved screen/final files (choice on the tuning fold only), or rescore a saved "
+                             "final run's uncertainty")
     parser.add_argument("--arms", default=",".join(ARMS), help="screen: comma-separated arms (+ joins levers)")
     parser.add_argument("--arm", default="plain", help="final: comma-separated arms (plain = the baseline)")
     parser.add_argument("--cpu-minutes", type=float, default=None,
@@ -268,6 +273,36 @@ def xr_image(sample):
     return xr.DataArray(image, dims=dims, coords=coords, attrs={"units": "um"})
 
 
+def _heldout_uncertainty(checkpoint, samples, device) -> dict:
+    """Entropy of one fold model on its held-out images: top-decile error rate over the rest's
+    (issue 19: >= 3x means the map shows where not to trust the labels), pooled and per image."""
+    from metallo.segment import predict
+
+    u, wrong, per_image = [], [], {}
+    for s in samples:
+        out = predict(checkpoint, xr_image(s), uncertainty=True, device=str(device), tta=False)
+        valid = s.labels != 255
+        u.append(out["uncertainty"].values[valid])
+        wrong.append(out["labels"].values[valid] != s.labels[valid])
+        per_image[s.name] = _decile_ratio(u[-1], wrong[-1])["ratio"]
+    return {**_decile_ratio(np.concatenate(u), np.concatenate(wrong)), "per_image_ratio": per_image}
+
+
+def heldout_rescore(data, path: Path, device) -> None:
+    """Add the held-out entropy decile ratio to a saved final run whose checkpoints still exist."""
+    blob = json.loads(path.read_text())
+    by_name = {s.name: s for s in data.samples}
+    for arm in blob["arms"]:
+        for row in arm["folds"]:
+            if not Path(row["checkpoint"]).exists():
+                raise SystemExit(f"{path}: checkpoint {row['checkpoint']} is gone; rerun the final run")
+            row["uncertainty"] = _heldout_uncertainty(row["checkpoint"], [by_name[n] for n in row["held_out"]], device)
+            print(f"  {arm['arm']} fold {row['fold']}: entropy top decile error {row['uncertainty']['top_decile_error']:.3f} "
+                  f"vs rest {row['uncertainty']['rest_error']:.3f} -> {row['uncertainty']['ratio']:.1f}x")
+    path.write_text(json.dumps(blob, indent=1, default=float))
+    print(f"saved {path}")
+
+
 def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path) -> dict:
     """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images."""
     from metallo.segment import train
@@ -286,7 +321,8 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
                      "train_cpu_s": m["train_cpu_s"], "train_wall_s": m["train_wall_s"],
                      "train_steps": m["train_steps"], "epochs_run": m["epochs_run"],
                      "fold_cpu_s_incl_eval": time.process_time() - c0, "fold_wall_s": time.perf_counter() - t0,
-                     "checkpoint": str(result.checkpoint)})
+                     "checkpoint": str(result.checkpoint),
+                     "uncertainty": _heldout_uncertainty(result.checkpoint, [data.samples[i] for i in held], device)})
         print(f"  {name:<22} fold {k}: accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} IoU "
               f"{np.round(m['iou'], 3).tolist()} ({m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min, "
               f"{m['train_wall_s'] / 60:.1f} min wall)", flush=True)
@@ -309,6 +345,9 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
 
     if args.heldout == "summary":
         heldout_summary(root / "benchmarks" / "results")
+        return
+    if args.heldout == "rescore":
+        heldout_rescore(data, root / "benchmarks" / "results" / f"segment_heldout_final{args.tag}.json", device)
         return
     k = args.folds or 3
     parts = fold_indices(len(data), k, seed=0)
