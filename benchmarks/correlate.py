@@ -61,6 +61,13 @@ METHODS = {
 }
 
 
+def load_pair(data: Path, name: str):
+    """One of ``PAIRS`` from the shared data folder."""
+    folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
+    d = data / folder
+    return load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+
+
 def timed(fixed, moving, **kw):
     w0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
@@ -72,9 +79,7 @@ def timed(fixed, moving, **kw):
 def real_rows(data: Path, names: list[str]) -> list[dict]:
     rows = []
     for name in names:
-        folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
-        d = data / folder
-        pair = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+        pair = load_pair(data, name)
         base = point_baselines(pair.moving_yx, pair.fixed_yx)
         for label in ("none", "affine_in_sample", "tps_loo"):
             rows.append({"pair": name, "method": f"points: {label}", **{f"tre_{k}": v for k, v in base[label].items()}})
@@ -106,9 +111,7 @@ def grid_rows(data: Path, names: list[str]) -> list[dict]:
     """metallo default on every direction x size x dtype variant; TRE in the forward fixed frame."""
     rows = []
     for name in names:
-        folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
-        d = data / folder
-        base = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+        base = load_pair(data, name)
         for reverse in (False, True):
             for downsample in (1, 2):
                 for dtype in ("native", "uint8", "float"):
@@ -170,9 +173,7 @@ def orientation_rows(data: Path, names: list[str]) -> list[dict]:
     """metallo default with the moving image half-turned or mirrored; TRE at the points moved with it."""
     rows = []
     for name in names:
-        folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
-        d = data / folder
-        base = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+        base = load_pair(data, name)
         h, w = base.moving.shape[:2]
         y, x = base.moving_yx[:, 0], base.moving_yx[:, 1]
         cases = {
