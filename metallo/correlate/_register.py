@@ -806,9 +806,8 @@ def _auto_start(
     ffg, mfg = _foreground(fixed), _foreground(moving)
     if ffg is not None and mfg is not None:
         try:
-            # One way (fixed onto moving outline). The average of both ways was scored here before
-            # while the one-way fit was used as the start; used as the start, the average made
-            # Slice8_TFS worse (median 6.50 -> 8.84 px) and Slice381's p95 13.6 -> 15.5 px.
+            # One way (fixed onto moving outline). The average of both ways, used as the start,
+            # made Slice8_TFS worse (median 6.50 -> 8.84 px) and Slice381's p95 13.6 -> 15.5 px.
             candidates["outline"] = _outline_affine(fixed, moving, ffg, mfg, seed)
         except RegistrationError as exc:
             notes["outline"] = str(exc)
