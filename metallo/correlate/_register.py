@@ -1183,6 +1183,10 @@ def register(
             initial = start_info["chosen"]
             quality["start"] = start_info
             turn = start_info.get("turn", {})
+            if turn:
+                # Top-level scalars, so the Specimen node and the QC report's registration table show them.
+                quality["orientation"] = turn["name"] if turn["used"] else "as given"
+                quality["orientation_uncertain"] = bool(turn["uncertain"])
             if turn.get("used") or turn.get("uncertain"):
                 better, worse = (turn["score"], turn["score_as_given"]) if turn["used"] else (turn["score_as_given"], turn["score"])
                 what = f"{turn['name']} against the fixed one" if turn["used"] else "oriented as given"

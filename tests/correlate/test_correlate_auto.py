@@ -102,6 +102,7 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     assert q["inverse_consistency_px"]["median"] < 2.0
     # Oriented as given, and clearly so (structure NCC 0.52 as given, 0.43 mirrored).
     assert not q["start"]["turn"]["used"] and not q["start"]["turn"]["uncertain"]
+    assert q["orientation"] == "as given" and q["orientation_uncertain"] is False
     ds = reg.to_dataset()
     assert ds[names.RESIDUAL].dims == ("y", "x") and np.isfinite(ds[names.RESIDUAL].values).any()
 
@@ -173,6 +174,8 @@ def test_mirrored_moving_image_is_found_and_said(shared_file):
         reg = register(coni.fixed, coni.moving[::-1])
     turn = reg.quality["start"]["turn"]
     assert turn["used"] and not turn["uncertain"] and turn["name"] == "mirrored (rows flipped)"
+    # Said where a QC engineer reads it: the stored record that the report's registration table shows.
+    assert '"orientation": "mirrored (rows flipped)"' in reg.to_dataset().attrs["quality"]
     assert np.linalg.det(np.asarray(reg.quality["start"]["matrix"])) < 0
     # Measured 2.64 px (2.38 for the pair as given); no registration is 294 px off.
     assert np.median(tre(reg, flipped_yx, coni.fixed_yx)) < 3.0
