@@ -833,7 +833,8 @@ def _auto_start(
     if "outline turned" in scores:
         given = max((v for k, v in scores.items() if k != "outline turned"), default=-1.0)
         if scores["outline turned"] > given:
-            # Used: fitted fully, like the start as given.
+            # Used: fitted fully, like the start as given (a turned candidate exists only with both outlines).
+            assert ffg is not None and mfg is not None
             step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=_half_turns()[turn_name])
             score, frac = _structure_score(fixed, moving, [step])
             candidates["outline turned"], scores["outline turned"] = step, score * min(1.0, frac / 0.5)
