@@ -634,26 +634,57 @@ def _ncc_search(
     return AffineStep(fixed_to_moving[:2, :2].copy(), fixed_to_moving[:2, 2].copy()), best[2]
 
 
-def _foreground(p: _Prepared) -> np.ndarray | None:
+def _foreground(p: _Prepared, *, dark: bool = False, strict: bool = False) -> np.ndarray | None:
     """The specimen section on a darker background (largest bright Otsu region, holes filled).
 
+    ``dark=True`` looks for a dark section on a brighter background instead. ``strict`` (implied
+    by ``dark``) asks more: the section's pixels must be one body (>= 90 % in the largest
+    region) on one background (>= 80 % of it connected), so that a phase of a microstructure is
+    not taken for a section.
     ``None`` when the image has no such outline (a field inside the specimen).
     """
     from skimage.filters import threshold_otsu
 
     sigma = max(1.0, min(p.grid.shape) / 200)
     smooth = ndi.gaussian_filter(p.values, sigma)
-    fg = (smooth > threshold_otsu(smooth[p.valid])) & p.valid
+    level = threshold_otsu(smooth[p.valid])
+    fg = ((smooth < level) if dark else (smooth > level)) & p.valid
     labels, n = ndi.label(fg)
     if n == 0:
         return None
     sizes = np.bincount(labels.ravel())[1:]
     fg = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    if dark or strict:
+        back, nb = ndi.label(~fg)
+        back_sizes = np.bincount(back.ravel())[1:] if nb else np.zeros(1)
+        if sizes.max() < 0.9 * sizes.sum() or back_sizes.max() < 0.8 * max(1, back_sizes.sum()):
+            return None
     # The background must be a frame around the section: touching at most three image sides.
     border = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
     if not 0.3 < fg.mean() < 0.97 or sum(b < 0.5 for b in border) < 2:
         return None
     return fg
+
+
+def _outlines(
+    fixed: _Prepared, moving: _Prepared, record: dict[str, Any] | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both images' section outlines (:func:`_foreground`).
+
+    A section is looked for bright on a dark background; when only one image shows one, and
+    clearly (one body on one background), the other is searched for a dark section on a bright
+    background: the contrast inverted (a charging mount bright in an SE image, an inverted map).
+    ``record`` gets ``"outline_contrast"`` saying which section was found dark.
+    """
+    ffg, mfg = _foreground(fixed), _foreground(moving)
+    dark = None
+    if ffg is None and mfg is not None and _foreground(moving, strict=True) is not None:
+        ffg, dark = _foreground(fixed, dark=True), "fixed"
+    elif mfg is None and ffg is not None and _foreground(fixed, strict=True) is not None:
+        mfg, dark = _foreground(moving, dark=True), "moving"
+    if record is not None and dark is not None and ffg is not None and mfg is not None:
+        record["outline_contrast"] = f"inverted: the {dark} image's section is dark on a bright background"
+    return ffg, mfg
 
 
 def _outline_affine(
@@ -803,7 +834,8 @@ def _auto_start(
     """
     candidates: dict[str, AffineStep] = {"identity": AffineStep(np.eye(2), np.zeros(2))}
     notes: dict[str, str] = {}
-    ffg, mfg = _foreground(fixed), _foreground(moving)
+    extra: dict[str, Any] = {}
+    ffg, mfg = _outlines(fixed, moving, extra)
     if ffg is not None and mfg is not None:
         try:
             # One way (fixed onto moving outline). The average of both ways, used as the start,
@@ -829,7 +861,6 @@ def _auto_start(
         score, frac = _structure_score(fixed, moving, [step])
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
         scores[name] = score * min(1.0, frac / 0.5) if _plausible(step, mirror=name == "outline turned") else -1.0
-    extra: dict[str, Any] = {}
     if "outline turned" in scores:
         given = max((v for k, v in scores.items() if k != "outline turned"), default=-1.0)
         if scores["outline turned"] > given:
@@ -919,7 +950,7 @@ def _gate(
         reason = f"the structure images agree less after the spline (NCC {s_start:.3f} -> {s_final:.3f})"
     elif coarse and c_final < c_start - _GATE_NCC_DROP:
         reason = f"the blurred structure images agree less after the spline at a coarse scale (NCC {c_start:.3f} -> {c_final:.3f})"
-    ffg, mfg = _foreground(fixed), _foreground(moving)
+    ffg, mfg = _outlines(fixed, moving)
     if not reason and ffg is not None and mfg is not None:
         d_start = _outline_distance(fixed, moving, start, ffg, mfg)
         d_final = _outline_distance(fixed, moving, steps, ffg, mfg)
@@ -1219,7 +1250,7 @@ def register(
         assert lm is not None
         affine = _affine_from_points(lm[1], lm[0], transform)
     if initial == "outline" and affine is None:
-        ffg, mfg = _foreground(fp), _foreground(mp)
+        ffg, mfg = _outlines(fp, mp)
         if ffg is not None and mfg is not None:
             say("specimen-outline affine")
             affine = _outline_affine(fp, mp, ffg, mfg, seed)
@@ -1597,7 +1628,7 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
 
     lattice = _field_lattice(fg)
     trip = round_trip(lattice.points_xy())
-    ffg = _foreground(fp)
+    ffg = _outlines(fp, mp)[0]
     if ffg is not None:
         # Judged on the specimen section: off it (the background) neither direction has evidence.
         idx = np.round(fg.to_index_xy(lattice.points_xy())).astype(int)
