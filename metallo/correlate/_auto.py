@@ -517,7 +517,7 @@ def auto_points(
     block = int(block_px)
     search = max(6, int(round(_SEARCH_FRACTION * min(wg.shape))))
     steps: list[Any] = [affine]
-    info: dict[str, Any] = {"block_px": block, "work_pixel": px}
+    info: dict[str, Any] = {"block_px": block, "work_pixel": px, "work_factor": work.factor}
     empty = np.zeros((0, 2))
     cp = ControlPoints(empty, empty, np.zeros(0), np.zeros(0, bool), np.zeros(0), info)
     lm_m, lm_f = landmarks if landmarks is not None else (empty, empty)
@@ -601,7 +601,7 @@ def auto_points(
         info[f"pass{k}_smoothing"] = fit.smoothing
         steps = [fit.step, new_affine]
         all_loo = np.full(len(p_xy), np.nan)
-        all_loo[keep] = loo_px[: int(keep.sum())]
+        all_loo[keep] = loo_px[: int(keep.sum())] * work.factor  # working -> fixed pixels
         cp = ControlPoints(p_xy, q_xy, peak * np.clip(gap / 0.3, 0, 1), keep, all_loo, info)
         search = max(4, int(search / _SEARCH_SHRINK))
     info["points"] = int(cp.inlier.sum())

@@ -129,7 +129,7 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         raise RegistrationError(f"{role} image has non-numeric dtype {arr.dtype}")
     if min(arr.shape) < 16:
         raise RegistrationError(f"{role} image is {arr.shape}; registration needs at least 16 x 16 pixels")
-    values = arr.astype(np.float64)
+    values = _fill_small_gaps(arr.astype(np.float64))
     valid = np.isfinite(values)
     if user_mask is not None:
         m = np.asarray(getattr(user_mask, "values", user_mask)).astype(bool)
@@ -154,6 +154,34 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         lo, hi = np.percentile(values[valid], [0.5, 99.5])
         values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
     return _Prepared(values, valid, grid, name)
+
+
+#: Unmeasured (non-finite) patches up to this fraction of the image (and at least 16 px) are filled.
+_GAP_FILL_FRACTION = 1e-3
+
+
+def _fill_small_gaps(values: np.ndarray) -> np.ndarray:
+    """Non-finite pixels in small patches take their nearest measured neighbour's value.
+
+    Unindexed EBSD points are scattered through a map (grain boundaries, pores, bad patterns);
+    left unmeasured, each one would cut a hole in the structure images (whose edges are eroded)
+    and a 10 % scatter would leave nothing to match. Large unmeasured regions (outside the scan,
+    a masked area) stay unmeasured.
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any() or bad.all():
+        return values
+    labels, _ = ndi.label(bad)
+    sizes = np.bincount(labels.ravel())
+    small = sizes <= max(16.0, _GAP_FILL_FRACTION * values.size)
+    small[0] = False
+    fill = small[labels]
+    if not fill.any():
+        return values
+    nearest = ndi.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    out = values.copy()
+    out[fill] = values[tuple(i[fill] for i in nearest)]
+    return out
 
 
 def _to_sitk(p: _Prepared) -> Any:
@@ -987,13 +1015,16 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     """
     reasons = list(extra_reasons or [])
     cp = quality.get("control_points", {})
+    # Pixel thresholds count working pixels (the fixed grid coarsened to <= 1024 px a side), so
+    # that a 3x finer micrograph of the same field is judged the same; errors are in fixed pixels.
+    scale = float(cp.get("work_factor", 1))
     n = int(cp.get("inliers", 0))
     if n < _FAIL_MIN_POINTS:
         reasons.append(f"{n} consistent control points (< {_FAIL_MIN_POINTS}): {cp.get('reason', '')}".rstrip(": "))
     else:
         loo = cp["loo_px"]["median"]
-        if not loo <= _FAIL_LOO_PX:
-            reasons.append(f"held-out control points are off by {loo:.1f} px (median > {_FAIL_LOO_PX})")
+        if not loo <= _FAIL_LOO_PX * scale:
+            reasons.append(f"held-out control points are off by {loo:.1f} px (median > {_FAIL_LOO_PX * scale:g})")
         distinct = max(1, int(cp.get("pass0_distinct", n)))
         kept = int(cp.get("pass0_kept", n)) / distinct
         if kept < _FAIL_KEPT_FRACTION:
@@ -1004,7 +1035,7 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     if quality.get("overlap_fraction", 1.0) < _FAIL_OVERLAP:
         reasons.append(f"the fields overlap on {quality['overlap_fraction']:.0%} of the fixed image")
     ic = quality.get("inverse_consistency_px")
-    if ic is not None and ic["median"] > max(2.0, 2 * cp.get("loo_px", {}).get("median", 0.0)):
+    if ic is not None and ic["median"] > max(2.0 * scale, 2 * cp.get("loo_px", {}).get("median", 0.0)):
         reasons.append(f"forward and inverse registrations disagree by {ic['median']:.1f} px (median round trip)"
                        + ("; where they disagree the result follows whichever matches the structure best there - see the residual map"
                           if quality.get("both_ways") else ""))
