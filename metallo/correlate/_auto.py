@@ -511,7 +511,15 @@ def auto_points(
     # Structure at the working scale, computed on the full-resolution images (no aliasing).
     fstruct_full = structure_image(fixed_values, fixed_valid, sigma_px=sigma * px / float(fixed_grid.spacing_yx[1]))
     fs, fok = _sample(fstruct_full, fixed_valid, fixed_grid, wg, []) if work.factor > 1 else (fstruct_full, fixed_valid)
-    mstruct_full = structure_image(moving_values, moving_valid, sigma_px=sigma * px / float(moving_grid.spacing_yx[1]))
+    # The moving structure at the same physical scale: through the start's scale where the pixel
+    # sizes clearly disagree with it (unknown pixel sizes, an EBSD map at a third of the BSE's
+    # resolution given as a plain array).
+    start_scale = float(np.sqrt(abs(np.linalg.det(affine.matrix))))
+    if not 0.8 < start_scale < 1.25:
+        px_m = px * start_scale
+    else:
+        px_m = px
+    mstruct_full = structure_image(moving_values, moving_valid, sigma_px=sigma * px_m / float(moving_grid.spacing_yx[1]))
     if block_px is None:
         block_px = int(np.clip(min(wg.shape) // 10, 24, 64)) // 2 * 2
     block = int(block_px)

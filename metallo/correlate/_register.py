@@ -756,9 +756,15 @@ def _outline_affine(
 
     f, m = blurred(fixed, ffg), blurred(moving, mfg)
     tx = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(2), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    if turn is not None:
+    # The moments start places the centres only. Where the section areas say the scales clearly
+    # differ (pixel sizes unknown or wrong), start at the scale they give: a small section placed
+    # inside a large one sees a flat mask around its edges and the optimiser cannot grow it.
+    area = lambda p, fg: float(fg.sum()) * abs(p.grid.spacing_yx[0] * p.grid.spacing_yx[1])  # noqa: E731
+    scale = float(np.sqrt(area(moving, mfg) / max(area(fixed, ffg), 1e-12)))
+    start = (np.eye(2) if turn is None else np.asarray(turn, float)) * (scale if not 0.8 < scale < 1.25 else 1.0)
+    if turn is not None or not 0.8 < scale < 1.25:
         tx = sitk.AffineTransform(tx)
-        tx.SetMatrix([float(v) for v in np.asarray(turn, float).ravel()])
+        tx.SetMatrix([float(v) for v in start.ravel()])
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.REGULAR)
