@@ -222,6 +222,20 @@ def test_ebsd_map_at_a_third_of_the_resolution_without_pixel_sizes(shared_file):
     assert not reg.quality["failed"]
 
 
+def test_a_shaded_field_inside_the_specimen_is_no_section():
+    from metallo.correlate._register import _foreground, _prepare
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:120, :160]
+    # Shading across a field inside the specimen: two overlapping grey-level populations.
+    shaded = 0.6 + 0.002 * xx + rng.normal(0, 0.08, xx.shape)
+    assert _foreground(_prepare(shaded, "fixed")) is None
+    # A section on a darker mount: two well separated ones.
+    section = np.where((yy > 20) & (yy < 100) & (xx > 30) & (xx < 130), 0.8, 0.1) + rng.normal(0, 0.08, xx.shape)
+    fg = _foreground(_prepare(section, "fixed"))
+    assert fg is not None and abs(fg.mean() - 80 * 100 / (120 * 160)) < 0.03
+
+
 def test_small_unmeasured_patches_are_filled_large_ones_kept():
     from metallo.correlate._register import _fill_small_gaps
 
