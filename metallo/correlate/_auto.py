@@ -161,8 +161,9 @@ class _Work:
     factor: int
 
 
-def _work_grid(fixed: Grid) -> _Work:
-    factor = max(1, int(np.ceil(max(fixed.shape) / _WORK_MAX_PX)))
+def _work_grid(fixed: Grid, max_px: int = _WORK_MAX_PX) -> _Work:
+    """``fixed`` coarsened by a whole factor to at most ``max_px`` a side (pixel centres kept)."""
+    factor = max(1, int(np.ceil(max(fixed.shape) / max_px)))
     if factor == 1:
         return _Work(fixed, 1)
     shape = (fixed.shape[0] // factor, fixed.shape[1] // factor)

@@ -736,19 +736,13 @@ _COARSE_MAX_PX = 2048
 
 def _coarse(p: _Prepared, max_px: int = _COARSE_MAX_PX) -> _Prepared:
     """``p`` sampled on a grid at most ``max_px`` a side (itself when it is that small already)."""
-    from metallo.correlate._auto import _sample
+    from metallo.correlate._auto import _sample, _work_grid
 
-    factor = int(np.ceil(max(p.grid.shape) / max_px))
-    if factor <= 1:
+    work = _work_grid(p.grid, max_px)
+    if work.factor <= 1:
         return p
-    g = p.grid
-    grid = Grid(
-        (g.shape[0] // factor, g.shape[1] // factor), (g.spacing_yx[0] * factor, g.spacing_yx[1] * factor),
-        (g.origin_yx[0] + 0.5 * (factor - 1) * g.spacing_yx[0], g.origin_yx[1] + 0.5 * (factor - 1) * g.spacing_yx[1]),
-        g.pixel_size_known,
-    )
-    values, valid = _sample(p.values, p.valid, g, grid, [])
-    return _Prepared(values, valid, grid, p.name)
+    values, valid = _sample(p.values, p.valid, p.grid, work.grid, [])
+    return _Prepared(values, valid, work.grid, p.name)
 
 
 def _outline_affine(
