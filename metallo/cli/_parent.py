@@ -89,5 +89,6 @@ def register(app: typer.Typer) -> None:
         size_node = names.quantity(node, names.GRAIN_SIZE)
         if size_node in spec:
             for _, row in spec.table(size_node).iterrows():
-                typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, mean ECD {row['mean_ecd_um']:.2f} µm")
+                typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, mean ECD {row['mean_ecd_um']:.2f} µm"
+                           + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)"))
         typer.echo(f"written: {saved} ({', '.join(dict.fromkeys(nodes))})")

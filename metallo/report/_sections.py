@@ -379,7 +379,10 @@ def _parent_sections(spec: Any) -> list[Section]:
             section.blocks.append(_figure(fig, f"parent grains {node}"))
         pag = names.quantity(node, names.GRAIN_SIZE)
         if pag in spec:
-            section.blocks += [Block("h3", text="Prior-austenite grain size (ASTM E112)"), table(spec.table(pag))]
+            failed = bool(quality) and not quality.get(names.PASSED, True)
+            section.blocks += [Block("h3", text="Prior-austenite grain size (ASTM E112)"
+                                     + (" — FAIL: the reconstruction failed, these are not prior-austenite grains" if failed else "")),
+                               table(spec.table(pag))]
         substructure = names.quantity(node, "substructure")
         if substructure in spec:
             section.blocks += [Block("h3", text="Packets, blocks, variants"), table(spec.table(substructure))]

@@ -128,3 +128,20 @@ def test_or_fit_record_counts_the_high_angle_pixel_pairs(shared_file):
     assert fit.high_angle_explained_fraction == pytest.approx(float((f < 5).mean()), abs=1e-12)
     assert fit.high_angle_explained_fraction > 0.76  # measured 0.771 (3.3 deg from KS, 2.5 from NW)
     assert fit.to_dict()["n_high_angle_pairs"] == 1134
+
+
+@pytest.mark.shared_data
+def test_duplex_ferrite_austenite_map_is_no_parent_reconstruction(shared_file):
+    # Super duplex stainless steel: ferrite and austenite side by side, not martensite and its
+    # parent. Before the OR-support check the reconstruction said "passed" (82 % reconstructed,
+    # counting the austenite points themselves) and reported a PAG size for it.
+    ebsd = read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang"))
+    with pytest.warns(UserWarning, match="does not look like a transformation product"):
+        rec = reconstruct_parent(ebsd)
+    q = json.loads(rec.dataset.attrs["quality"])
+    assert not q["passed"]
+    support = q["or_support"]
+    assert not support["supported"] and support["basis"] == "child/child"
+    assert support["explained_fraction"] < support["chance_fraction"] + 0.2  # measured 33 % against 22 %
+    ferrite = ebsd["phase"].values == 2
+    assert q["reconstructed_fraction"] == pytest.approx((rec.parent_ids[ferrite] >= 0).mean(), abs=1e-9)

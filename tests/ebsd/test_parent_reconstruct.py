@@ -12,6 +12,7 @@ from metallo.ebsd import (
     ebsd_dataset,
     euler_to_quat,
     fit_orientation_relationship,
+    grains,
     misorientation_angle,
     or_angle,
     quat_multiply,
@@ -129,3 +130,27 @@ def test_wrong_or_and_empty_map():
     empty["phase"][:] = -1
     with pytest.raises(ParentReconstructionError, match="no indexed point of the child phase"):
         reconstruct_parent(empty, "KS")
+
+
+def test_unrelated_ferrite_and_austenite_are_a_failed_reconstruction():
+    # A duplex-like map: polygonal ferrite grains beside austenite grains of random orientation.
+    # The fcc points are parents by definition; they must not make the reconstruction look
+    # successful, and no OR relates the phases, so the result is marked failed.
+    m = make_martensite(4, shape=(120, 120), n_parents=6, ferrite_parents=1.0, ferrite_grain_um=2.0,
+                        retained_austenite=0.1)
+    ebsd = m.ebsd.copy(deep=True)
+    ids = np.asarray(grains(ebsd, tolerance_deg=5.0).ids.values)
+    fcc = np.isin(ids, np.flatnonzero(np.random.default_rng(0).random(int(ids.max()) + 1) < 0.5))
+    ebsd["phase"].values[fcc & (ebsd["phase"].values >= 0)] = 2
+    with pytest.warns(UserWarning, match="does not look like a transformation product"):
+        rec = reconstruct_parent(ebsd, "KS")
+    q = json.loads(rec.dataset.attrs["quality"])
+    assert not q["passed"] and not q["or_support"]["supported"]
+    assert q["or_support"]["explained_fraction"] < q["or_support"]["chance_fraction"] + 0.2
+    # Counted over child points only: about half the indexed points are fcc and keep themselves.
+    child = (ebsd["phase"].values == 1)
+    assert q["reconstructed_fraction"] == pytest.approx((rec.parent_ids[child] >= 0).mean(), abs=1e-9)
+    # The martensite it is made from is supported.
+    good = json.loads(reconstruct_parent(make_martensite(4, shape=(120, 120), n_parents=6).ebsd, "KS")
+                      .dataset.attrs["quality"])
+    assert good["passed"] and good["or_support"]["supported"] and good["or_support"]["explained_fraction"] > 0.6  # measured 0.77
