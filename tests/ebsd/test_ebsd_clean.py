@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
-from ebsd_helpers import map_from_quaternions
+from ebsd_helpers import CUBIC, map_from_quaternions
 
 from metallo.ebsd import (
     clean,
@@ -157,3 +158,47 @@ def test_cli_reports_indexing_before_and_after_cleaning_writes_in_the_working_fo
     again = CliRunner().invoke(app, ["ebsd", str(ang)])
     assert again.exit_code == 1
     assert "--overwrite" in again.output and "overwrite=True" not in again.output
+
+
+def test_cells_missing_from_the_file_are_not_filled_and_heavy_filling_warns(known_grains):
+    ebsd, truth, _ = known_grains
+    q = euler_to_quat(ebsd["euler"].values)
+    # No CI (a .ctf): a block of cells absent from the file has NaN in every measurement column.
+    phase = np.ones(truth.shape, dtype=np.int16)
+    absent = np.zeros(truth.shape, bool)
+    absent[:, :15] = True
+    phase[absent] = -1
+    from metallo.ebsd import ebsd_dataset, quat_to_euler
+
+    bc = np.where(absent, np.nan, 120.0).astype(np.float32)
+    sparse = ebsd_dataset(quat_to_euler(q), phase, step_um=0.5, phases=CUBIC, variables={"bc": bc})
+    out = clean(sparse)
+    assert (out["phase"].values[absent] == -1).all() and (out["phase"].values[~absent] >= 0).all()
+    # The same cells as unindexed measurements (band contrast measured) are filled, 15 columns
+    # of 60 = 25 % of the points: more than a cleanup, and it says so.
+    measured = sparse.copy(deep=True)
+    measured["bc"] = (("y", "x"), np.full(truth.shape, 120.0, np.float32))
+    with pytest.warns(UserWarning, match=r"cleanup gave \d+ of \d+ measured points \(2\d%\)"):
+        filled = clean(measured)
+    assert (filled["phase"].values >= 0).all()
+    # A few bad points are a cleanup: no warning.
+    few = measured.copy(deep=True)
+    few["phase"].values[:] = 1
+    few["phase"].values[2, 3] = -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean(few)
+
+
+@pytest.mark.shared_data
+def test_sparse_ctf_stays_sparse_after_cleaning(shared_file):
+    # mtexTools' MEA .ctf omits its 125,765 non-indexed cells (67 % of the grid); cleaning had
+    # filled every one of them from the neighbouring grains (32.9 % -> 100 % indexed).
+    from metallo.io import read_ebsd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ebsd = read_ebsd(shared_file("ebsd_ctf/mtexTools_MEA_60CR_1C.ctf"))
+    indexed = (ebsd["phase"].values >= 0).mean()
+    assert indexed == pytest.approx(61735 / 187500, abs=1e-6)
+    assert (clean(ebsd)["phase"].values >= 0).mean() == pytest.approx(indexed, abs=1e-6)
