@@ -7,7 +7,7 @@ for another name) and ``<cleaned>/derived`` (:mod:`metallo.names`), written by t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -60,10 +60,25 @@ def register(app: typer.Typer) -> None:
         cleaned = f", {indexed:.1%} after cleaning" if do_clean else ""
         typer.echo(f"{map_file.name}: {data.sizes['y']} x {data.sizes['x']} points, step {step:g} µm, "
                    f"{indexed_before:.1%} indexed as read{cleaned}")
-        typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
-                   f"mean GOS {np.nanmean(gos):.2f} deg, mean GAM {np.nanmean(gam):.2f} deg")
-        typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(derived['kam'].values):.3f} deg, "
-                   f"median {np.nanmedian(derived['kam'].values):.3f} deg")
+        if grain.size:
+            typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
+                       f"mean GOS {_mean(gos, '.2f')} deg, mean GAM {_mean(gam, '.2f')} deg")
+        else:
+            typer.echo(f"grains: none (tolerance {tolerance:g} deg; {int((data['phase'].values >= 0).sum())} indexed "
+                       "points form no grain of the minimum size)")
+        kam = derived["kam"].values
+        if np.isfinite(kam).any():
+            typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
+        else:
+            typer.echo(f"KAM (order {kam_order}): no point has indexed neighbours of its phase at that order")
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, Sigma3 {codes[3]}")
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
+
+
+def _mean(values: Any, fmt: str) -> str:
+    """Mean of the finite values, or "n/a" (no numpy warning on an empty selection)."""
+    import numpy as np
+
+    finite = values[np.isfinite(values)]
+    return format(float(finite.mean()), fmt) if finite.size else "n/a"

@@ -202,3 +202,22 @@ def test_sparse_ctf_stays_sparse_after_cleaning(shared_file):
     indexed = (ebsd["phase"].values >= 0).mean()
     assert indexed == pytest.approx(61735 / 187500, abs=1e-6)
     assert (clean(ebsd)["phase"].values >= 0).mean() == pytest.approx(indexed, abs=1e-6)
+
+
+def test_cli_on_a_map_without_grains_says_so(tmp_path, monkeypatch):
+    # Scattered single points (an interactive-mode file): no grain of 2 points, no KAM neighbour.
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.io import write_ang
+
+    phase = np.full((12, 12), -1, np.int16)
+    phase[::4, ::4] = 1
+    q = random_quaternions(144, 5).reshape(12, 12, 4)
+    ang = write_ang(map_from_quaternions(q, phase, ci=np.where(phase > 0, 0.9, -1.0)), tmp_path / "dots.ang")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ebsd", str(ang), "--no-clean"])
+    assert result.exit_code == 0, result.output
+    assert "grains: none (tolerance 5 deg; 9 indexed points form no grain of the minimum size)" in result.output
+    assert "KAM (order 3): no point has indexed neighbours" in result.output
+    assert "nan" not in result.output and "Mean of empty slice" not in result.output
