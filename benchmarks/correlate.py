@@ -22,8 +22,9 @@ time ratio is against the SimpleITK baseline on the same pair in the same run.
     python benchmarks/correlate.py [--data ../shared/data] [--skip-synthetic] [--pairs Slice381]
 
 Results go to benchmarks/results/correlate.json (correlate_<pairs>.json for a subset).
-``--orientation-only`` registers each pair with the moving image flipped or half-turned (an EBSD
-map's y axis may run either way) and writes benchmarks/results/correlate_orientation.json.
+``--orientation-only`` registers each pair with the moving image flipped, half- or quarter-turned,
+or transposed (an EBSD map's y axis may run either way; its frame may be a quarter turn off)
+and writes benchmarks/results/correlate_orientation.json.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def synthetic_rows() -> list[dict]:
 
 
 def orientation_rows(data: Path, names: list[str]) -> list[dict]:
-    """metallo default with the moving image half-turned or mirrored; TRE at the points moved with it."""
+    """metallo default with the moving image turned or mirrored; TRE at the points moved with it."""
     rows = []
     for name in names:
         base = load_pair(data, name)
@@ -181,6 +182,10 @@ def orientation_rows(data: Path, names: list[str]) -> list[dict]:
             "rows flipped": (base.moving[::-1], np.c_[h - 1 - y, x]),
             "columns flipped": (base.moving[:, ::-1], np.c_[y, w - 1 - x]),
             "turned 180 degrees": (base.moving[::-1, ::-1], np.c_[h - 1 - y, w - 1 - x]),
+            # Quarter turns (np.rot90 turns counter-clockwise as displayed) and the transpose.
+            "turned 90 degrees counter-clockwise": (np.rot90(base.moving), np.c_[w - 1 - x, y]),
+            "turned 90 degrees clockwise": (np.rot90(base.moving, 3), np.c_[x, h - 1 - y]),
+            "transposed": (np.swapaxes(base.moving, 0, 1), np.c_[x, y]),
         }
         for label, (moving, moving_yx) in cases.items():
             reg, cpu, wall, msgs = timed(base.fixed, np.ascontiguousarray(moving))

@@ -852,6 +852,75 @@ def _half_turns() -> dict[str, np.ndarray]:
     return {"turned 180 degrees": -np.eye(2), "mirrored (rows flipped)": flip, "mirrored (columns flipped)": -flip}
 
 
+#: A section whose principal axes differ in length by at least this ratio has a direction
+#: (Slice381's sections: 1.17 and 1.34; Slice8_TFS's: about 2).
+_ELONGATED = 1.1
+#: Major axes further apart than this (degrees, modulo 180) mean the images are turned.
+_AXES_TURNED_DEG = 20.0
+
+
+def _major_axis(p: _Prepared, fg: np.ndarray) -> tuple[float, float]:
+    """Direction (degrees, in physical x right / y down, modulo 180) of the section's major axis
+    and the ratio of its axis lengths."""
+    yy, xx = np.nonzero(fg)
+    if len(yy) < 3:
+        return 0.0, 1.0
+    pts = np.c_[xx * abs(p.grid.spacing_yx[1]), yy * abs(p.grid.spacing_yx[0])]
+    cov = np.cov(pts, rowvar=False)
+    values, vectors = np.linalg.eigh(cov)
+    major = vectors[:, 1]
+    ratio = float(np.sqrt(max(values[1], 0.0) / max(values[0], 1e-12)))
+    return float(np.degrees(np.arctan2(major[1], major[0]))) % 180.0, ratio
+
+
+def _rotation(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def _turns(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray) -> dict[str, np.ndarray]:
+    """The orientations of the moving image to try besides the outline fit as given.
+
+    Half turns and mirrors (:func:`_half_turns`); when both sections are elongated and their
+    major axes are clearly apart (an EBSD map a quarter turn from its micrograph, a common
+    frame mix-up), instead the turns that bring the major axes together, and their mirrors. The
+    outline fit only refines a start, it does not cross from one quarter turn to the next.
+    """
+    phi_f, elong_f = _major_axis(fixed, ffg)
+    phi_m, elong_m = _major_axis(moving, mfg)
+    alpha = (phi_m - phi_f + 90.0) % 180.0 - 90.0  # fixed -> moving rotation, folded to [-90, 90)
+    if min(elong_f, elong_m) < _ELONGATED or abs(alpha) < _AXES_TURNED_DEG:
+        return _half_turns()
+    beta = (phi_m + phi_f + 90.0) % 180.0 - 90.0
+    # Frame mix-ups are quarter turns: a moments angle near one starts there (Slice381's EBSD
+    # map turned 90 degrees gives 82 from the section axes).
+    alpha, beta = (90.0 * round(a / 90.0) if abs(a - 90.0 * round(a / 90.0)) < 15.0 else a for a in (alpha, beta))
+    flip = np.diag([1.0, -1.0])
+
+    def turned(deg: float) -> str:
+        deg = (deg + 180.0) % 360.0 - 180.0
+        # Positive angles turn x towards y: clockwise as an image with rows downwards is displayed.
+        return f"turned {abs(deg):.0f} degrees {'clockwise' if deg > 0 else 'counter-clockwise'}"
+
+    # Only these: with the half turns as well, a mirror of Slice381's quarter-turned map scored
+    # 0.52 against the right turn's 0.50 (the "as given" outline fit stays a candidate anyway).
+    return {
+        turned(alpha): _rotation(alpha), turned(alpha + 180.0): _rotation(alpha + 180.0),
+        "mirrored (rows flipped), " + turned(beta): _rotation(beta) @ flip,
+        "mirrored (rows flipped), " + turned(beta + 180.0): _rotation(beta + 180.0) @ flip,
+    }
+
+
+#: On a structure near-tie, a start stretching one axis this much more than the other's loses.
+_ASPECT_TIE = 1.2
+
+
+def _anisotropy(step: AffineStep) -> float:
+    """Ratio of the larger to the smaller singular value of a start's matrix (1: pixel aspect kept)."""
+    sv = np.linalg.svd(step.matrix, compute_uv=False)
+    return float(sv.max() / max(sv.min(), 1e-12))
+
+
 #: Structure NCC by which the best outline start of one orientation (as given, half-turned,
 #: mirrored) must beat the others for the orientation to count as known; below it a warning says
 #: the orientation is uncertain.
@@ -859,17 +928,17 @@ _TURN_MARGIN = 0.05
 
 
 def _turned_outline(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int) -> tuple[str, AffineStep, dict[str, float]]:
-    """The best outline start of the moving image half-turned or mirrored, and the structure score of each.
+    """The best outline start of the moving image turned or mirrored (:func:`_turns`), and the structure score of each.
 
     A section outline is nearly symmetric under these turns (an EBSD map's y axis may point
     either way), so the outline fit alone cannot tell them apart; the structure inside it can.
     Each is fitted to the outlines (one way, as the start as given is used; two coarse levels)
     from the turned placement and scored on the structure images; the caller fits the winner fully
-    if it is used. Quarter turns are not tried: their outline fits rarely converge (10-15 s each on
-    Slice381, 0.8 s for these) and an elongated section rules them out.
+    if it is used. Quarter turns of a section without a direction are not tried: their outline
+    fits rarely converge (10-15 s each on Slice381, 0.8 s for these).
     """
     fits, scores = {}, {}
-    for name, turn in _half_turns().items():
+    for name, turn in _turns(fixed, moving, ffg, mfg).items():
         # Two coarse pyramid levels: the scores move by < 0.01 from the full fit's at a third of the time.
         fits[name] = _outline_affine(fixed, moving, ffg, mfg, seed, turn=turn, shrink=(8, 4))
         score, frac = _structure_score(fixed, moving, [fits[name]])
@@ -926,21 +995,31 @@ def _auto_start(
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
         scores[name] = score * min(1.0, frac / 0.5) if _plausible(step, mirror=name == "outline turned") else -1.0
     if "outline turned" in scores:
-        given = max((v for k, v in scores.items() if k != "outline turned"), default=-1.0)
-        if scores["outline turned"] > given:
+        given_name = max((k for k in scores if k != "outline turned"), key=lambda k: scores[k])
+        given = scores[given_name]
+        # On a near-tie the start that keeps the pixel aspect wins: Slice381's EBSD map transposed,
+        # registered back, fitted its outline as given by stretching one axis 1.6x against the
+        # other (structure NCC 0.536) and the right, mirrored and turned start scored 0.532.
+        aspect_prefers_turn = (abs(scores["outline turned"] - given) < _TURN_MARGIN
+                               and _anisotropy(candidates[given_name]) > _ASPECT_TIE * _anisotropy(candidates["outline turned"]))
+        if scores["outline turned"] > given or aspect_prefers_turn:
             # Used: fitted fully, like the start as given (a turned candidate exists only with both outlines).
             assert ffg is not None and mfg is not None
-            step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=_half_turns()[turn_name])
+            step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=_turns(fixed, moving, ffg, mfg)[turn_name])
             score, frac = _structure_score(fixed, moving, [step])
             candidates["outline turned"], scores["outline turned"] = step, score * min(1.0, frac / 0.5)
         turned = scores["outline turned"]
+        used = turned > given or (aspect_prefers_turn and abs(turned - given) < _TURN_MARGIN)
+        if used and turned <= given:
+            scores["outline turned"] = given + 1e-9  # chosen below; the record keeps the measured score
         # The orientation is known when the structure prefers one by a clear margin; either way the
         # better one is used (a mirrored EBSD map is as likely as a correct one on a near-tie).
         extra["turn"] = {
-            "name": turn_name, "score": turned, "score_as_given": given, "used": turned > given,
+            "name": turn_name, "score": turned, "score_as_given": given, "used": used,
             "uncertain": abs(turned - given) < _TURN_MARGIN, "scores_one_way": turn_scores,
+            **({"chosen_by": "pixel aspect (near-tie in structure)"} if aspect_prefers_turn and used else {}),
         }
-        if turned <= given:
+        if not used:
             notes["outline turned"] = f"{turn_name}: structure NCC {turned:.3f} vs {given:.3f} as given"
             del scores["outline turned"], candidates["outline turned"]
     chosen = max(scores, key=lambda k: scores[k])
