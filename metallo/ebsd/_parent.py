@@ -104,6 +104,25 @@ def _phase_list(phases: list[dict[str, Any]]) -> str:
     return ", ".join(f"{p['id']}={p['name']} ({p['symmetry']})" for p in phases)
 
 
+#: Cubic lattice parameters (Å) of bcc/bct iron (ferrite, martensite) and fcc iron (austenite),
+#: alloyed steels included.
+_BCC_A = (2.84, 2.92)
+_FCC_A = (3.55, 3.66)
+
+
+def _by_lattice(phases: list[dict[str, Any]], window: tuple[float, float]) -> list[int]:
+    """Cubic phases whose lattice parameter lies in ``window`` (Å; a file in nm is read x10)."""
+    out = []
+    for p in phases:
+        lattice = p.get("lattice") or []
+        if p.get("symmetry") != _CUBIC or not lattice:
+            continue
+        a = float(lattice[0])
+        if window[0] <= a <= window[1] or window[0] <= 10.0 * a <= window[1]:
+            out.append(int(p["id"]))
+    return out
+
+
 def _phase_ids(ebsd: xr.Dataset, child_phase: Any, parent_phase: Any) -> tuple[list[int], list[int]]:
     phases = phases_of(ebsd)
     source = ebsd.attrs.get("source") or "EBSD map"
@@ -124,6 +143,11 @@ def _phase_ids(ebsd: xr.Dataset, child_phase: Any, parent_phase: Any) -> tuple[l
 
     child = resolve(child_phase, _CHILD_WORDS, "child")
     parent = resolve(parent_phase, _PARENT_WORDS, "parent")
+    # Names that say nothing ("Fe", "Iron", "Phase 1"): the lattice parameter of iron does.
+    if not child and child_phase is None:
+        child = [i for i in _by_lattice(phases, _BCC_A) if i not in parent]
+    if not parent and parent_phase is None:
+        parent = [i for i in _by_lattice(phases, _FCC_A) if i not in child]
     if not child and child_phase is None:
         cubic = [int(p["id"]) for p in phases if p["symmetry"] == _CUBIC and int(p["id"]) not in parent]
         child = cubic if len(cubic) == 1 else []

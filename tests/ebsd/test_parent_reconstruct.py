@@ -154,3 +154,27 @@ def test_unrelated_ferrite_and_austenite_are_a_failed_reconstruction():
     good = json.loads(reconstruct_parent(make_martensite(4, shape=(120, 120), n_parents=6).ebsd, "KS")
                       .dataset.attrs["quality"])
     assert good["passed"] and good["or_support"]["supported"] and good["or_support"]["explained_fraction"] > 0.6  # measured 0.77
+
+
+def test_phases_named_without_a_hint_are_found_by_their_lattice_parameter():
+    # Two phases both called "Fe" (as some exports write them): a = 2.87 A is the bcc child,
+    # a = 3.60 A the fcc parent.
+    m = make_martensite(2, shape=(100, 100), n_parents=5, retained_austenite=0.1)
+    ebsd = m.ebsd.copy()
+    phases = json.loads(ebsd.attrs["phases"])
+    for p in phases:
+        p["name"] = "Fe"
+    ebsd.attrs["phases"] = json.dumps(phases)
+    fit = fit_orientation_relationship(ebsd)
+    assert fit.method == "parent-child" and fit.deviation_from_ks_deg < 1.0
+    # In nm the same.
+    for p in phases:
+        p["lattice"] = [v / 10 if i < 3 else v for i, v in enumerate(p["lattice"])]
+    ebsd.attrs["phases"] = json.dumps(phases)
+    assert fit_orientation_relationship(ebsd).method == "parent-child"
+    # Without lattice parameters the two cubic phases cannot be told apart: a clear error.
+    for p in phases:
+        p["lattice"] = []
+    ebsd.attrs["phases"] = json.dumps(phases)
+    with pytest.raises(ParentReconstructionError, match="no bcc/bct child phase found"):
+        fit_orientation_relationship(ebsd)
