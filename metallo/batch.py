@@ -111,6 +111,8 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
         "steps_run": len(result.ran),
         "report": str(result.report_path or ""),
     }
+    # Failed steps beside the limits: a fraction within limits on a failed registration is no pass.
+    row["checks"] = ("fail: " + ", ".join(result.failed_checks)) if result.failed_checks else "pass"
     if result.qc:
         row["qc"] = "pass" if all(v["status"] == "pass" for v in result.qc.values()) else "fail"
         for cls, v in result.qc.items():

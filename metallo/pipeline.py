@@ -79,6 +79,9 @@ class RunResult:
         ``{"step", "status" ("ran" | "skipped" | "not requested"), "seconds"}`` per step.
     qc : dict
         Per-class phase fraction and pass/fail against the recipe's limits.
+    checks : dict
+        The explicit verdict of every node whose quality record has one
+        (:func:`metallo.report.quality_checks`): ``{node: {"passed", "reasons"}}``.
     """
 
     specimen_id: str
@@ -86,6 +89,12 @@ class RunResult:
     report_path: Path | None
     steps: list[dict[str, Any]] = field(default_factory=list)
     qc: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """Nodes whose quality record says failed."""
+        return [node for node, c in self.checks.items() if not c["passed"]]
 
     @property
     def ran(self) -> list[str]:
@@ -267,6 +276,7 @@ def _run_locked(recipe: Recipe, *, force: bool, progress: ProgressCallback | Non
     measured = report.measured_fractions(spec)
     if measured is not None:
         result.qc = report.qc_status(measured[1], recipe.data.get("limits", {}))
+    result.checks = report.quality_checks(spec)
     if recipe.data.get("output", {}).get("report", True):
         limits = recipe.data.get("limits", {})
         if not force and report.report_is_current(recipe.report_path, spec, limits):

@@ -107,3 +107,8 @@ def _print_result(result: RunResult) -> None:
         mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
         out.print(f"QC {cls}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
                   markup=False)
+    for node in result.failed_checks:
+        reasons = "; ".join(result.checks[node]["reasons"]) or "its quality record says failed"
+        out.print(f"FAILED check {node}: {reasons}", markup=False)
+    if result.checks and not result.failed_checks:
+        out.print(f"checks: all {len(result.checks)} passed ({', '.join(result.checks)})", markup=False)

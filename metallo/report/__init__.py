@@ -6,7 +6,7 @@ specimen was made: by a recipe (``metallo analyze``) or command by command (``me
 
 from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
-from metallo.report._qc import measured_fractions, qc_status
+from metallo.report._qc import measured_fractions, qc_status, quality_checks
 from metallo.report._sections import Section, report_sections
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "histogram_figure",
     "measured_fractions",
     "qc_status",
+    "quality_checks",
     "report_is_current",
     "report_key",
     "report_sections",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from metallo import names
 
-__all__ = ["measured_fractions", "qc_status"]
+__all__ = ["measured_fractions", "qc_status", "quality_checks"]
 
 
 def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,3 +71,40 @@ def measured_fractions(spec: Any) -> tuple[str, Any] | None:
             if quantity in spec:
                 return node, spec.table(quantity)
     return None
+
+
+def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
+    """Every node whose quality record gives an explicit verdict (registration, parent
+    reconstruction, ...), read from the node metadata without loading its data.
+
+    A QC pass on the phase fractions means little when a step they rest on failed (a
+    registration that did not hold, a parent reconstruction the map does not support): the
+    batch table and ``metallo analyze`` show these verdicts beside the limits.
+
+    Parameters
+    ----------
+    spec : Specimen
+
+    Returns
+    -------
+    dict
+        ``{node: {"passed": bool, "reasons": [str, ...]}}``.
+
+    Examples
+    --------
+    >>> {n: c["passed"] for n, c in quality_checks(spec).items()}  # doctest: +SKIP
+    {'correlate/ebsd_on_lom': True, 'ebsd/map/parent': False}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for node in spec.nodes():
+        raw = spec.describe(node)["attrs"].get(names.QUALITY)
+        if not raw:
+            continue
+        try:
+            record = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(record, dict) and names.PASSED in record:
+            reasons = record.get("failure_reasons") or record.get("warnings") or []
+            out[node] = {"passed": bool(record[names.PASSED]), "reasons": [str(r) for r in reasons]}
+    return out

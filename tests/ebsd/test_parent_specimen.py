@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from metallo import names
@@ -86,3 +87,26 @@ def test_recipe_step_parent(tmp_path):
     html = first.report_path.read_text()
     assert f"Parent austenite — {names.EBSD_MAP}" in html and "Prior-austenite grain size" in html
     assert f'alt="parent grains {node}"' in html
+
+
+@pytest.mark.shared_data
+def test_a_failed_step_is_said_beside_the_qc_in_analyze_and_batch(tmp_path, shared_file, monkeypatch):
+    # The real duplex ferrite/austenite map through a recipe with a parent step: the
+    # reconstruction fails its OR-support check, and the run says so (not only the report).
+    import shutil
+
+    import yaml
+
+    from metallo.batch import run_batch
+
+    shutil.copy(shared_file("ebsd_ang/sdss_ferrite_austenite.ang"), tmp_path / "duplex.ang")
+    recipe = {"specimen": {"id": "D1"}, "output": {"dir": "out"},
+              "inputs": {"ebsd": {"path": "duplex.ang"}}, "steps": {"parent": {}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "d.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    node = names.parent(names.EBSD_MAP)
+    assert f"FAILED check {node}: " in result.output and "does not look like a transformation product" in result.output
+    batch = run_batch([tmp_path / "d.yaml"], workers=1, out_dir=tmp_path / "summary")
+    assert batch.rows[0]["status"] == "complete" and batch.rows[0]["checks"] == f"fail: {node}"
