@@ -175,3 +175,17 @@ def test_bad_prediction_inputs(checkpoint, tmp_path):
         predict(tmp_path / "missing.pt", np.zeros((10, 10)), device="cpu")
     with pytest.raises(ModelError, match="holds model 'unet', not 'pixelnet'"):
         load_checkpoint(checkpoint, model="pixelnet")
+
+
+def test_an_image_at_a_scale_the_native_model_never_saw_warns(checkpoint):
+    # Trained at the images' own resolution, 0.1 µm/px: an image at 0.5 µm/px holds its
+    # structure 5x smaller than anything in training.
+    image = image_dataarray(np.random.default_rng(0).random((40, 40)).astype(np.float32), pixel_size_um=0.5)
+    with pytest.warns(UserWarning, match=r"image at 0\.5 µm/px, .* 0\.1 µm/px .* 5x the training pixel size.*scale=5"):
+        predict(checkpoint, image, tta=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(checkpoint, image_dataarray(np.zeros((40, 40), np.float32), pixel_size_um=0.15), tta=False)
+        predict(checkpoint, np.zeros((40, 40), np.float32), tta=False)  # pixel size unknown: nothing to judge
