@@ -281,6 +281,21 @@ def _read_metadata_csv(folder: Path) -> dict[str, float]:
     return out
 
 
+def metadata_pixel_size(path: str | Path, cache: dict[Path, dict[str, float]] | None = None) -> float | None:
+    """Pixel size (µm) of an image from a ``metadata.csv`` (``um_per_px``) in its folder or the
+    folder above (the UHCS layout: ``<set>/metadata.csv`` beside ``<set>/images/``), or None.
+    ``cache`` keeps each folder's table across calls (a folder of images)."""
+    path = Path(path)
+    cache = {} if cache is None else cache
+    for folder in (path.parent, path.parent.parent):
+        if folder not in cache:
+            cache[folder] = _read_metadata_csv(folder)
+        size = cache[folder].get(path.stem)
+        if size is not None and np.isfinite(size) and size > 0:
+            return float(size)
+    return None
+
+
 def load_training_folder(folder: str | Path, *, n_classes: int | None = None, classes: Sequence[str] | None = None,
                          grayscale: bool | str = "auto", ignore_index: int | None = None) -> SegmentationData:
     """Read ``folder/images/<stem>.*`` with ``folder/labels/<stem>.png`` into :class:`SegmentationData`.

@@ -46,7 +46,13 @@ from metallo._xarray import image_dataarray
 from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError, ModelError
 from metallo.segment._checkpoint import load_checkpoint
-from metallo.segment._data import IMAGE_SUFFIXES, mirror_index, read_micrograph, to_unit_range
+from metallo.segment._data import (
+    IMAGE_SUFFIXES,
+    metadata_pixel_size,
+    mirror_index,
+    read_micrograph,
+    to_unit_range,
+)
 from metallo.segment._footprint import (
     _ceil_to,
     _n_classes,
@@ -917,9 +923,13 @@ def predict_files(checkpoint: str | Path | Sequence[str | Path], inputs: Sequenc
     out.mkdir(parents=True, exist_ok=True)
     records = []
     pending: list[tuple[dict[str, Any], Future[dict[str, str]]]] = []
+    tables: dict[Path, dict[str, float]] = {}
     with ThreadPoolExecutor(max_workers=1) as writer:
         for path in paths:
-            image = read_micrograph(path, pixel_size_um=pixel_size_um)
+            # As in training: the given size, else a metadata.csv beside the images (UHCS layout),
+            # else the file's own calibration.
+            given = pixel_size_um if pixel_size_um is not None else metadata_pixel_size(path, tables)
+            image = read_micrograph(path, pixel_size_um=given)
             result = predict(ensemble, image, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
                              probabilities=probabilities, uncertainty=uncertainty, progress=progress, tta=tta,
                              memory_mib=memory_mib)

@@ -189,3 +189,24 @@ def test_an_image_at_a_scale_the_native_model_never_saw_warns(checkpoint):
         warnings.simplefilter("error")
         predict(checkpoint, image_dataarray(np.zeros((40, 40), np.float32), pixel_size_um=0.15), tta=False)
         predict(checkpoint, np.zeros((40, 40), np.float32), tta=False)  # pixel size unknown: nothing to judge
+
+
+@pytest.mark.shared_data
+def test_predict_files_takes_pixel_sizes_from_the_uhcs_metadata(shared_file, tmp_path):
+    # A model trained at one pixel size needs each new image's: on the UHCS layout
+    # (<set>/metadata.csv beside <set>/images/) predict reads it as training does; before, every
+    # image was refused ("pixel size unknown") unless one --pixel-size was given for all.
+    folder = shared_file("uhcs_microconstituent_segmentation")
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=4, base_channels=4)
+    model = save_checkpoint(tmp_path / "m.pt", net, classes=["matrix", "network", "spheroidite", "widmanstatten"],
+                            mean=[0.5], std=[0.25], pixel_size_um=0.194, tile={"size": 64, "pixel_size_um": 0.194})
+    images = [folder / "images" / "micrograph6.png", folder / "images" / "micrograph357.png"]
+    assert all(p.exists() for p in images)
+    records = predict_files(model, images, out_dir=tmp_path / "pred", tile=None, device="cpu", tta=False)
+    assert len(records) == 2
+    labels = {p.stem: read_image(tmp_path / "pred" / f"{p.stem}_labels.png") for p in images}
+    # micrograph6 is at 20/124 = 0.1613 µm/px, micrograph357 at about 0.39: read from metadata.csv.
+    assert labels["micrograph6"].attrs["pixel_size_um"] == pytest.approx(20.0 / 124, rel=1e-4)
+    assert labels["micrograph357"].attrs["pixel_size_um"] > 0.35
+    assert labels["micrograph6"].shape == (481, 645)  # resampled to the model's 0.194 and back
