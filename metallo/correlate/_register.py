@@ -927,8 +927,11 @@ def _anisotropy(step: AffineStep) -> float:
 _TURN_MARGIN = 0.05
 
 
-def _turned_outline(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int) -> tuple[str, AffineStep, dict[str, float]]:
-    """The best outline start of the moving image turned or mirrored (:func:`_turns`), and the structure score of each.
+def _turned_outline(
+    fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int
+) -> tuple[str, AffineStep, dict[str, float], np.ndarray]:
+    """The best outline start of the moving image turned or mirrored (:func:`_turns`), the
+    structure score of each, and the winner's turn matrix.
 
     A section outline is nearly symmetric under these turns (an EBSD map's y axis may point
     either way), so the outline fit alone cannot tell them apart; the structure inside it can.
@@ -938,13 +941,14 @@ def _turned_outline(fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: n
     fits rarely converge (10-15 s each on Slice381, 0.8 s for these).
     """
     fits, scores = {}, {}
-    for name, turn in _turns(fixed, moving, ffg, mfg).items():
+    turns = _turns(fixed, moving, ffg, mfg)
+    for name, turn in turns.items():
         # Two coarse pyramid levels: the scores move by < 0.01 from the full fit's at a third of the time.
         fits[name] = _outline_affine(fixed, moving, ffg, mfg, seed, turn=turn, shrink=(8, 4))
         score, frac = _structure_score(fixed, moving, [fits[name]])
         scores[name] = score * min(1.0, frac / 0.5)
     best = max(scores, key=lambda k: scores[k])
-    return best, fits[best], scores
+    return best, fits[best], scores, turns[best]
 
 
 def _auto_start(
@@ -977,7 +981,7 @@ def _auto_start(
         except RegistrationError as exc:
             notes["outline"] = str(exc)
         try:
-            turn_name, candidates["outline turned"], turn_scores = _turned_outline(fixed, moving, ffg, mfg, seed)
+            turn_name, candidates["outline turned"], turn_scores, turn_matrix = _turned_outline(fixed, moving, ffg, mfg, seed)
         except RegistrationError as exc:
             notes["outline turned"] = str(exc)
     else:
@@ -1005,13 +1009,11 @@ def _auto_start(
         if scores["outline turned"] > given or aspect_prefers_turn:
             # Used: fitted fully, like the start as given (a turned candidate exists only with both outlines).
             assert ffg is not None and mfg is not None
-            step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=_turns(fixed, moving, ffg, mfg)[turn_name])
+            step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=turn_matrix)
             score, frac = _structure_score(fixed, moving, [step])
             candidates["outline turned"], scores["outline turned"] = step, score * min(1.0, frac / 0.5)
         turned = scores["outline turned"]
         used = turned > given or (aspect_prefers_turn and abs(turned - given) < _TURN_MARGIN)
-        if used and turned <= given:
-            scores["outline turned"] = given + 1e-9  # chosen below; the record keeps the measured score
         # The orientation is known when the structure prefers one by a clear margin; either way the
         # better one is used (a mirrored EBSD map is as likely as a correct one on a near-tie).
         extra["turn"] = {
@@ -1022,7 +1024,7 @@ def _auto_start(
         if not used:
             notes["outline turned"] = f"{turn_name}: structure NCC {turned:.3f} vs {given:.3f} as given"
             del scores["outline turned"], candidates["outline turned"]
-    chosen = max(scores, key=lambda k: scores[k])
+    chosen = "outline turned" if extra.get("turn", {}).get("used") else max(scores, key=lambda k: scores[k])
     best = candidates[chosen]
     return best, {
         "chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0),

@@ -195,6 +195,7 @@ def clean(
         no_data = np.zeros(omap.size, dtype=bool)
     measured = int((~no_data).sum())
     record: list[dict[str, Any]] = json.loads(ebsd.attrs.get("cleanup", "[]"))
+    earlier = len(record)  # steps of an earlier cleanup stay in the record
     for step in steps:
         if step == "ci_correlation" and ci is not None:
             n = _ci_correlation(omap, ci, euler, float(min_ci), columns)
@@ -225,8 +226,7 @@ def clean(
                                 no_data=no_data)
             record.append({"step": step, "parameters": {"tolerance_deg": float(tolerance_deg),
                                                         "min_grain_px": int(min_grain_px)}, "n_changed": n})
-    invented = sum(r["n_changed"] for r in record[len(json.loads(ebsd.attrs.get("cleanup", "[]"))):]
-                   if r["step"] in ("ci_correlation", "grain_dilation"))
+    invented = sum(r["n_changed"] for r in record[earlier:] if r["step"] in ("ci_correlation", "grain_dilation"))
     if measured and invented > _MAX_INVENTED * measured:
         warnings.warn(
             f"{ebsd.attrs.get('source') or 'EBSD map'}: cleanup gave {invented} of {measured} measured points "

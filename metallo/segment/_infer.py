@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -465,8 +466,6 @@ def _warn_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | 
         return
     ratio = px / trained_px
     if not 1.0 / _UNSEEN_SCALE <= ratio <= _UNSEEN_SCALE:
-        import warnings
-
         warnings.warn(
             f"image at {px:.4g} µm/px, but the model was trained on images at {trained_px:.4g} µm/px (median) "
             f"at their own resolution: {ratio:.2g}x the training pixel size, a scale it has not seen, so its "
