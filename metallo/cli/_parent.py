@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
         size_node = names.quantity(node, names.GRAIN_SIZE)
         if size_node in spec:
             for _, row in spec.table(size_node).iterrows():
+                doubt = "" if row.get("reliable", True) else f" (NOT RELIABLE: {row['note']})"
                 typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, mean ECD {row['mean_ecd_um']:.2f} µm"
-                           + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)"))
+                           + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)")
+                           + doubt)
         typer.echo(f"written: {saved} ({', '.join(dict.fromkeys(nodes))})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,10 @@ __all__ = ["astm_g_intercept", "astm_g_planimetric", "grain_size"]
 
 # ASTM E112-13 eqs: planimetric G = 3.321928 log10(N_A) - 2.954 (N_A in grains/mm²);
 # intercept G = -6.643856 log10(l) - 3.288 (l in mm).
+
+#: Fewest grains (interior + half the edge grains) a size statistic is given for without doubt:
+#: ASTM E112 asks for a field (or fields) holding at least 50 grains in the count.
+MIN_GRAINS = 50
 
 
 def astm_g_planimetric(n_a_per_mm2: float) -> float:
@@ -68,6 +73,7 @@ def grain_size(
     pixel_size_um: float | None = None,
     method: str = "both",
     boundary_px: int = 2,
+    what: str | None = None,
 ) -> pd.DataFrame:
     """ASTM E112 grain size number G and mean grain ECD from a grain map.
 
@@ -90,12 +96,16 @@ def grain_size(
         Boundary pixels (0) are given to the nearest grain up to this distance; what is
         left (unindexed holes) is outside the field, and grains touching it count as edge
         grains.
+    what : str, optional
+        What the map is (a node name), for the messages.
 
     Returns
     -------
     pd.DataFrame
         One row per method: method, G, n_grains, n_edge_grains, n_a_per_mm2,
-        mean_intercept_um, mean_area_um2, mean_ecd_um, field_area_um2.
+        mean_intercept_um, mean_area_um2, mean_ecd_um, field_area_um2, reliable (at least
+        ``MIN_GRAINS`` = 50 grains counted, edge grains as half, as ASTM E112 asks; fewer
+        warn) and note (why not).
 
     Examples
     --------
@@ -148,6 +158,13 @@ def grain_size(
     mean_p_l = float(np.nanmean(p_l))
     intercept_um = 1.0 / mean_p_l if mean_p_l > 0 else float("inf")
 
+    n_counted = n_inside + 0.5 * n_edge
+    reliable = n_counted >= MIN_GRAINS
+    note = "" if reliable else (
+        f"{n_inside} interior and {n_edge} edge grains: fewer than the {MIN_GRAINS} grains ASTM E112 counts; "
+        "not a size statistic" + (" (the mean ECD comes from the interior grains alone)" if n_inside else ""))
+    if not reliable:
+        warnings.warn(f"grain size of {what or source}: {note}", UserWarning, stacklevel=2)
     common = {
         "n_grains": n_inside + n_edge,
         "n_edge_grains": n_edge,
@@ -156,6 +173,8 @@ def grain_size(
         "mean_area_um2": mean_area,
         "mean_ecd_um": mean_ecd,
         "field_area_um2": field_um2,
+        "reliable": bool(reliable),
+        "note": note,
     }
     rows = []
     if method in ("both", "planimetric"):

@@ -233,7 +233,7 @@ def quantify_step(
             square = mebsd.resample_to_square(spec[node])
             if "grains" in what:
                 grains = mebsd.grains(square, tolerance_deg=grain_tolerance_deg)
-                table = grain_size(grains, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"))
+                table = grain_size(grains, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"), what=node)
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}
                 add(names.quantity(node, names.GRAIN_SIZE), table, "grains", params, [node])
                 parent = names.parent(node)
@@ -241,7 +241,8 @@ def quantify_step(
                     # Prior-austenite grain size (E112) of the reconstructed parent grains.
                     ids = spec[parent][names.PARENT_GRAIN_ID]
                     shifted = ids.copy(data=np.where(ids.values >= 0, ids.values + 1, 0))  # 0 = unassigned
-                    table = grain_size(shifted, pixel_size_um=require_pixel_size_um(ids, what=f"{where}: {parent}"))
+                    table = grain_size(shifted, pixel_size_um=require_pixel_size_um(ids, what=f"{where}: {parent}"),
+                                       what=f"{parent} (parent grains)")
                     add(names.quantity(parent, names.GRAIN_SIZE), table, "grains",
                         json.loads(table.attrs["parameters"]), [parent])
             if "laths" in what and node in lath_maps:

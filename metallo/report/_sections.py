@@ -269,6 +269,13 @@ def _distribution_sections(spec: Any) -> list[Section]:
     return out
 
 
+def _too_few_grains(sizes: pd.DataFrame) -> str:
+    """" — NOT RELIABLE: <why>" for a grain-size table counted on too few grains, else ""."""
+    if "reliable" not in sizes or sizes["reliable"].all():
+        return ""
+    return f" — NOT RELIABLE: {sizes['note'].iloc[0]}"
+
+
 def _grain_sections(spec: Any) -> list[Section]:
     out = []
     for source in names.members(spec.nodes(), names.EBSD):
@@ -279,7 +286,10 @@ def _grain_sections(spec: Any) -> list[Section]:
             continue
         section = Section(f"grains:{source}", f"Grain size — {source}")
         if quantity in spec:
-            section.blocks.append(table(spec.table(quantity)))
+            sizes = spec.table(quantity)
+            if _too_few_grains(sizes):
+                section.blocks.append(_p(_too_few_grains(sizes).removeprefix(" — ")))
+            section.blocks.append(table(sizes))
         if has_ids:
             ids = spec[derived]["grain_id"]
             step = require_pixel_size_um(spec[source], what=source)
@@ -380,9 +390,11 @@ def _parent_sections(spec: Any) -> list[Section]:
         pag = names.quantity(node, names.GRAIN_SIZE)
         if pag in spec:
             failed = bool(quality) and not quality.get(names.PASSED, True)
+            sizes = spec.table(pag)
             section.blocks += [Block("h3", text="Prior-austenite grain size (ASTM E112)"
-                                     + (" — FAIL: the reconstruction failed, these are not prior-austenite grains" if failed else "")),
-                               table(spec.table(pag))]
+                                     + (" — FAIL: the reconstruction failed, these are not prior-austenite grains" if failed else "")
+                                     + _too_few_grains(sizes)),
+                               table(sizes)]
         substructure = names.quantity(node, "substructure")
         if substructure in spec:
             section.blocks += [Block("h3", text="Packets, blocks, variants"), table(spec.table(substructure))]

@@ -145,3 +145,27 @@ def test_duplex_ferrite_austenite_map_is_no_parent_reconstruction(shared_file):
     assert support["explained_fraction"] < support["chance_fraction"] + 0.2  # measured 33 % against 22 %
     ferrite = ebsd["phase"].values == 2
     assert q["reconstructed_fraction"] == pytest.approx((rec.parent_ids[ferrite] >= 0).mean(), abs=1e-9)
+
+
+@pytest.mark.shared_data
+def test_pag_size_on_the_small_real_crop_is_marked_not_reliable(shared_file, tmp_path):
+    # The M1700 crop holds 11 reconstructed parents, 8 cut by the map edge; the 3 interior ones
+    # are 4-17 point fragments, so "mean ECD 0.32 µm" (beside a G that says ~6 µm) was printed
+    # as the PAG size without a word of doubt.
+    from typer.testing import CliRunner
+
+    from metallo import names
+    from metallo.cli import app
+    from metallo.specimen import Specimen
+
+    out = tmp_path / "m1700.h5"
+    result = CliRunner().invoke(app, ["parent", str(shared_file(GF1)), "--specimen", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("PAG size")]
+    assert len(lines) == 2 and all("NOT RELIABLE" in line and "edge grains" in line for line in lines)
+    spec = Specimen.open(out)
+    size = spec.table(names.quantity(names.parent(names.EBSD_MAP), names.GRAIN_SIZE))
+    assert not size["reliable"].any() and (size["n_grains"] - size["n_edge_grains"] < 50).all()
+    # The child (martensite) grains of the same map are enough for a size statistic.
+    child = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE))
+    assert child["reliable"].all() and (child["n_grains"] > 500).all()

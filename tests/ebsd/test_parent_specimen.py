@@ -49,6 +49,8 @@ def test_metallo_parent_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "OR fit (child-child" in result.output and "parent grains: " in result.output
     assert "PAG size (planimetric)" in result.output
+    # Four parents on the map are no E112 count: the size is given, marked as not reliable.
+    assert "NOT RELIABLE" in result.output and "fewer than the 50 grains ASTM E112 counts" in result.output
     spec = Specimen.open(tmp_path / "out.h5")
     node = names.parent(names.EBSD_MAP)
     assert node in spec.nodes() and names.quantity(node, "substructure") in spec.nodes()
@@ -87,6 +89,8 @@ def test_recipe_step_parent(tmp_path):
     html = first.report_path.read_text()
     assert f"Parent austenite — {names.EBSD_MAP}" in html and "Prior-austenite grain size" in html
     assert f'alt="parent grains {node}"' in html
+    # A handful of parents: the report says the PAG size is no statistic.
+    assert "Prior-austenite grain size (ASTM E112) — NOT RELIABLE:" in html and "edge grains: fewer than the 50" in html
 
 
 @pytest.mark.shared_data

@@ -93,3 +93,16 @@ def test_grains_from_metallo_ebsd(hexagons):
     np.testing.assert_allclose(from_ebsd["G"].to_numpy(), truth["G"].to_numpy(), atol=1e-9)
     g_plan, _ = expected_g(24.0 * 0.5)
     assert from_ebsd.loc["planimetric", "G"] == pytest.approx(g_plan, abs=0.1)
+
+
+def test_too_few_grains_are_marked_not_reliable():
+    # 5 x 5 square grains: 9 interior + 16 edge grains count as 17 < 50 (ASTM E112's minimum).
+    ids = (np.arange(25).reshape(5, 5) + 1).repeat(20, 0).repeat(20, 1)
+    with pytest.warns(UserWarning, match="9 interior and 16 edge grains: fewer than the 50"):
+        few = grain_size(ids, pixel_size_um=2.0)
+    assert not few["reliable"].any() and few["note"].str.contains("not a size statistic").all()
+    # 12 x 12: 100 interior + 44 edge grains count as 122.
+    ids = (np.arange(144).reshape(12, 12) + 1).repeat(10, 0).repeat(10, 1)
+    many = grain_size(ids, pixel_size_um=2.0)
+    assert many["reliable"].all() and (many["note"] == "").all()
+    assert many["mean_ecd_um"].iloc[0] == pytest.approx(2 * np.sqrt(400 / np.pi))
