@@ -114,7 +114,8 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
     # Failed steps beside the limits: a fraction within limits on a failed registration is no pass.
     row["checks"] = ("fail: " + ", ".join(result.failed_checks)) if result.failed_checks else "pass"
     if result.qc:
-        row["qc"] = "pass" if all(v["status"] == "pass" for v in result.qc.values()) else "fail"
+        passed = all(v["status"] == "pass" for v in result.qc.values()) and not result.qc_rests_on_failed
+        row["qc"] = "pass" if passed else "fail"
         for cls, v in result.qc.items():
             row[f"{cls} (%)"] = round(100 * v["mean"], 2) if "mean" in v else float("nan")
     return row

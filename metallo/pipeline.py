@@ -82,6 +82,9 @@ class RunResult:
     checks : dict
         The explicit verdict of every node whose quality record has one
         (:func:`metallo.report.quality_checks`): ``{node: {"passed", "reasons"}}``.
+    qc_rests_on_failed : list of str
+        Failed nodes the QC'd phase fractions rest on (:func:`metallo.report.failed_upstream`):
+        when not empty the QC is no pass, whatever the limits say.
     """
 
     specimen_id: str
@@ -90,6 +93,7 @@ class RunResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     qc: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
+    qc_rests_on_failed: list[str] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -277,6 +281,9 @@ def _run_locked(recipe: Recipe, *, force: bool, progress: ProgressCallback | Non
     if measured is not None:
         result.qc = report.qc_status(measured[1], recipe.data.get("limits", {}))
     result.checks = report.quality_checks(spec)
+    if measured is not None:
+        fractions = names.quantity(measured[0], names.PHASE_FRACTIONS)
+        result.qc_rests_on_failed = list(report.failed_upstream(spec, fractions, result.checks))
     if recipe.data.get("output", {}).get("report", True):
         limits = recipe.data.get("limits", {})
         if not force and report.report_is_current(recipe.report_path, spec, limits):

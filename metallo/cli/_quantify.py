@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo.errors import ConfigError
-        from metallo.report import histogram_figure
+        from metallo.report import failed_upstream, histogram_figure
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
@@ -82,4 +82,8 @@ def register(app: typer.Typer) -> None:
                 column, xlabel = histograms[kind]
                 histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name).savefig(folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
+            if names.leaf(node).endswith(names.PHASE_FRACTIONS):
+                for failed, reasons in failed_upstream(spec, node).items():
+                    typer.echo(f"  FAILED: these fractions rest on {failed}, which failed its quality check"
+                               + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")
         typer.echo(f"tables in {folder}; specimen updated: {specimen}")

@@ -6,11 +6,12 @@ specimen was made: by a recipe (``metallo analyze``) or command by command (``me
 
 from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
-from metallo.report._qc import measured_fractions, qc_status, quality_checks
+from metallo.report._qc import failed_upstream, measured_fractions, qc_status, quality_checks
 from metallo.report._sections import Section, report_sections
 
 __all__ = [
     "Section",
+    "failed_upstream",
     "histogram_figure",
     "measured_fractions",
     "qc_status",

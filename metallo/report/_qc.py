@@ -105,6 +105,49 @@ def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
         except (TypeError, ValueError):
             continue
         if isinstance(record, dict) and names.PASSED in record:
-            reasons = record.get("failure_reasons") or record.get("warnings") or []
+            reasons = record.get("failure_reasons") or record.get("reasons") or record.get("warnings") or []
             out[node] = {"passed": bool(record[names.PASSED]), "reasons": [str(r) for r in reasons]}
     return out
+
+
+def failed_upstream(spec: Any, node: str, checks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, list[str]]:
+    """The nodes ``node`` rests on (itself included, through the provenance inputs) whose
+    quality record failed: ``{node: reasons}``.
+
+    Phase fractions from a segmentation that failed its own check, or from an annotation
+    warped through a failed registration, are no QC figure however they compare with the
+    limits; the report and ``metallo quantify`` say so beside them.
+
+    Parameters
+    ----------
+    spec : Specimen
+    node : str
+    checks : dict, optional
+        :func:`quality_checks` of ``spec``, when already computed.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> failed_upstream(spec, "quantities/segmentations.unsupervised.phase_fractions")  # doctest: +SKIP
+    {'segmentations/unsupervised': ['the grey levels do not say where class 1 ends ...']}
+    """
+    checks = quality_checks(spec) if checks is None else checks
+    inputs: dict[str, list[str]] = {}
+    for record in spec.provenance:
+        for out in record.get("outputs") or []:
+            inputs[str(out)] = [str(i) for i in record.get("inputs") or []]
+    failed: dict[str, list[str]] = {}
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        check = checks.get(current)
+        if check is not None and not check["passed"]:
+            failed[current] = list(check["reasons"])
+        todo += [i for i in inputs.get(current, []) if i not in seen]
+    return failed

@@ -19,7 +19,7 @@ from metallo import names
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import FormatError
 from metallo.report import _figures as figs
-from metallo.report._qc import qc_status
+from metallo.report._qc import failed_upstream, qc_status, quality_checks
 
 __all__ = ["Block", "Cell", "Section", "report_sections"]
 
@@ -165,6 +165,7 @@ def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Section]:
     out = []
+    checks = quality_checks(spec)
     for node in names.members(spec.nodes(), names.SEGMENTATIONS, names.ANNOTATIONS):
         quantity = names.quantity(node, names.PHASE_FRACTIONS)
         if quantity not in spec:
@@ -172,10 +173,16 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
         frame = spec.table(quantity)
         section = Section(f"phases:{node}", f"Phase fractions and QC — {node}")
         qc = qc_status(frame, limits)
+        # Fractions of a label map that rests on a failed step are no QC figure, whatever the limits say.
+        upstream = failed_upstream(spec, quantity, checks)
         if qc:
-            ok = all(r["status"] == "pass" for r in qc.values())
+            ok = all(r["status"] == "pass" for r in qc.values()) and not upstream
             section.blocks += [_p("Overall:", badge="pass" if ok else "fail", badge_text="PASS" if ok else "FAIL"),
                                table(_qc_frame(qc))]
+        for failed, reasons in upstream.items():
+            section.blocks.insert(0, _p(f"These fractions rest on {failed}, which failed its quality check"
+                                        + (f": {reasons[0]}" if reasons else "") + ". They are not a QC figure.",
+                                        badge="fail", badge_text="FAIL"))
         section.blocks += [Block("h3", text="Mean over fields with 95 % CI (ASTM E562)"), table(frame),
                            _figure(figs.fractions_figure(frame, limits), f"phase fractions {node}")]
         fields_node = names.quantity(node, names.PHASE_FIELDS)

@@ -104,3 +104,35 @@ def test_run_batch_on_an_existing_cluster_by_address(tmp_path):
         result = run_batch([recipes], scheduler=cluster.scheduler_address, out_dir=tmp_path / "summary")
         assert cluster.scheduler_address.startswith("tcp://")
     assert [r["status"] for r in result.rows] == ["complete", "complete"]
+
+
+@pytest.mark.shared_data
+def test_fractions_within_limits_from_a_doubtful_segmentation_are_no_qc_pass(tmp_path, shared_file, monkeypatch):
+    # Real UHCS micrograph170 (spheroidite, labels: 12.6 % cementite), segmented without labels:
+    # the unsupervised quality check fails (the grey levels do not say where the cementite
+    # ends: 20 % by nearest mean, 7 % by minimum error). The 20 % lies inside wide limits, and
+    # the run said "QC pass" while its own segmentation said DOUBTFUL.
+    import yaml
+    from typer.testing import CliRunner
+
+    from metallo.batch import run_batch
+    from metallo.cli import app
+
+    image = shared_file("uhcs_spheroidite_particle_segmentation/images/micrograph170.png")
+    recipe = {"specimen": {"id": "U170"}, "output": {"dir": "out"},
+              "inputs": {"micrographs": {"sem": {"path": str(image), "pixel_size_um": 0.09709, "modality": "SEM"}}},
+              "steps": {"segment": {"micrograph": "sem", "method": "unsupervised", "n_classes": 2,
+                                    "classes": ["ferrite", "cementite"]},  # darkest first
+                        "quantify": {"what": ["phases"]}},
+              "limits": {"cementite": [0.0, 0.5]}}
+    (tmp_path / "u.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "u.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "QC cementite: 20.2% (limits 0-50%) -> PASS" in result.output  # the limits alone
+    assert "QC FAIL: the phase fractions rest on segmentations/sem" in result.output
+    batch = run_batch([tmp_path / "u.yaml"], workers=1, out_dir=tmp_path / "summary")
+    row = batch.rows[0]
+    assert row["status"] == "complete" and row["qc"] == "fail" and row["checks"] == "fail: segmentations/sem"
+    html = (tmp_path / "out" / "U170_report.html").read_text()
+    assert "These fractions rest on segmentations/sem, which failed its quality check: the grey levels" in html

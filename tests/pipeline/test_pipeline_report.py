@@ -72,6 +72,13 @@ def test_sections_appear_for_the_nodes_that_exist(specimen_path):
     reg = sections[f"registration:{names.registration('lom')}"]
     assert [b.badge_text for b in reg.blocks if b.kind == "p"] == ["FAIL"]
     assert sum(b.kind == "figure" for b in reg.blocks) == 2  # residual map + overlay
+    # Within the limits, but the segmentation failed its own check: the fractions are no pass.
+    phases = sections[f"phases:{seg}"]
+    badges = [(b.badge_text, b.text) for b in phases.blocks if b.kind == "p"]
+    assert badges[0] == ("FAIL", f"These fractions rest on {seg}, which failed its quality check. They are not a QC figure.")
+    assert badges[1] == ("FAIL", "Overall:")
+    qc_table = phases.tables()[0]
+    assert list(qc_table["QC"]) == ["PASS"]  # the limits alone pass
     segmentation = sections[f"segmentation:{seg}"]
     (summary,) = segmentation.tables()[1:]
     assert summary.loc[0, "fraction > 0.5"] == pytest.approx(0.5, abs=0.01)
