@@ -175,3 +175,23 @@ def test_synthetic_particles_from_metallo_synth():
     rel = table["ecd_um"].to_numpy() / truth["ecd_um"].to_numpy()[nearest] - 1
     assert np.median(np.abs(rel)) < 0.02
     assert ks_test(table, truth).consistent
+
+
+def test_pixels_joined_only_diagonally_stay_with_their_particle():
+    # Two touching disks (two markers, so the watershed runs) with a tail of pixels that touch
+    # the disk and each other only at corners; twice, far apart.
+    yy, xx = np.mgrid[:60, :120]
+    mask = np.zeros((60, 120), bool)
+    for x0 in (20, 80):
+        mask |= ((yy - 20) ** 2 + (xx - x0) ** 2 < 64) | ((yy - 20) ** 2 + (xx - x0 - 15) ** 2 < 64)
+        assert mask[25, x0 - 6] and not mask[25, x0 - 7] and not mask[26, x0 - 6]
+        for k in range(1, 8):  # a diagonal tail from the disk's pixel (25, x0 - 6), corners only
+            mask[25 + k, x0 - 6 - k] = True
+    ids = split_touching(mask)
+    assert ids.max() == 4 and ((ids > 0) == mask).all()
+    from scipy import ndimage
+
+    for i in range(1, 5):
+        assert ndimage.label(ids == i, structure=np.ones((3, 3)))[1] == 1
+    table = measure_particles(ids, pixel_size_um=1.0)
+    assert table["feret_max_um"].max() < 30  # no particle spans both groups (60 px apart)

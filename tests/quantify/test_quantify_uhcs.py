@@ -53,6 +53,23 @@ def test_annotation_psds(uhcs):
         assert not table["touches_edge"].any()
 
 
+def test_every_particle_is_one_connected_piece(uhcs):
+    # The watershed flooded 4-connected inside 8-connected components: pixels joined to a
+    # marker only diagonally were left over, and all of them became one "particle" scattered
+    # over the image (micrograph1265: 49 pixels with a 53 µm Feret diameter; micrograph272 too).
+    from metallo.quantify import split_touching
+
+    for name, ps, _, labels in uhcs:
+        ids = split_touching(labels == 1)
+        assert ((ids > 0) == (labels == 1)).all(), name
+        for i, box in enumerate(ndimage.find_objects(ids), 1):
+            if box is not None:
+                assert ndimage.label(ids[box] == i, structure=np.ones((3, 3)))[1] == 1, (name, i)
+        table = particle_sizes(labels, pixel_size_um=ps)
+        # A connected particle of n pixels spans at most n pixel diagonals.
+        assert (table["feret_max_um"] <= table["area_px"] * np.sqrt(2) * ps + 1e-9).all(), name
+
+
 @pytest.mark.slow
 def test_ks_consistency_naive_vs_metallo(uhcs):
     naive, ours = {}, {}
