@@ -1149,8 +1149,11 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     ncc = quality.get("structure_ncc", 1.0)
     if ncc < _FAIL_STRUCTURE_NCC:
         reasons.append(f"the structure images agree poorly after registration (NCC {ncc:.2f} < {_FAIL_STRUCTURE_NCC})")
-    if quality.get("overlap_fraction", 1.0) < _FAIL_OVERLAP:
-        reasons.append(f"the fields overlap on {quality['overlap_fraction']:.0%} of the fixed image")
+    # The smaller field decides: an EBSD map on a small part of a large micrograph is the usual case.
+    overlap = max(quality.get("overlap_fraction", 1.0), quality.get("overlap_fraction_of_moving", 0.0))
+    if overlap < _FAIL_OVERLAP:
+        reasons.append(f"the fields overlap on {quality['overlap_fraction']:.0%} of the fixed image and "
+                       f"{quality.get('overlap_fraction_of_moving', 0.0):.0%} of the moving one")
     ic = quality.get("inverse_consistency_px")
     if ic is not None and ic["median"] > max(2.0 * scale, 2 * cp.get("loo_px", {}).get("median", 0.0)):
         reasons.append(f"forward and inverse registrations disagree by {ic['median']:.1f} px (median round trip)"
@@ -1197,6 +1200,17 @@ def _landmarks_um(landmarks: Any, fixed: _Prepared, moving: _Prepared, units: st
 def _overlap(fixed: _Prepared, moving: _Prepared, steps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     warped, valid = _resample(moving, steps, fixed.grid)
     return warped, valid & fixed.valid
+
+
+def _record_overlap(quality: dict[str, Any], fixed: _Prepared, moving: _Prepared, steps: list[Any], overlap: np.ndarray) -> None:
+    """The overlap as a fraction of the fixed field and of the moving one (its area through the affine part)."""
+    quality["overlap_fraction"] = float(overlap.mean())
+    affine = next((s for s in reversed(steps) if isinstance(s, AffineStep)), None)
+    det = abs(float(np.linalg.det(affine.matrix))) if affine is not None else 1.0
+    # Moving pixels -> fixed pixels: moving µm² / |det(fixed µm -> moving µm)| / fixed pixel area.
+    area = (moving.valid.sum() * float(np.prod(moving.grid.spacing_yx)) / max(det, 1e-12)
+            / float(np.prod(fixed.grid.spacing_yx)))
+    quality["overlap_fraction_of_moving"] = float(min(1.0, overlap.sum() / area)) if area > 0 else 0.0
 
 
 def register(
@@ -1507,7 +1521,7 @@ def register(
         quality["grid_um"] = spacing
         warped, overlap = _overlap(fp, mp, steps)
     quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
-    quality["overlap_fraction"] = float(overlap.mean())
+    _record_overlap(quality, fp, mp, steps, overlap)
 
     if control_points is not None:
         fallback_steps: list[Any] = [affine]
@@ -1522,7 +1536,7 @@ def register(
             steps = _gate(fp, mp, steps, fallback_steps, quality)
         warped, overlap = _overlap(fp, mp, steps)
         quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
-        quality["overlap_fraction"] = float(overlap.mean())
+        _record_overlap(quality, fp, mp, steps, overlap)
     reg = Registration(steps, fixed_grid=fp.grid, moving_grid=mp.grid, method=spec.name, fixed=fp.name, moving=mp.name)
     reg.control_points = control_points
     if control_points is not None:
@@ -1795,7 +1809,7 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
 
     warped, overlap = _overlap(fp, mp, steps)
     quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
-    quality["overlap_fraction"] = float(overlap.mean())
+    _record_overlap(quality, fp, mp, steps, overlap)
     if lm is not None:
         err = np.linalg.norm(reg.moving_to_fixed_xy(lm[0]) - lm[1], axis=1) / float(fg.spacing_yx[0])
         quality["tre_px"] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
