@@ -152,3 +152,28 @@ def test_report_with_every_section_loads_in_chromium(specimen_path, tmp_path, lo
     page = load_page(page_path)
     assert page.errors == [] and page.console == []
     assert non_blank_fraction(page.screenshot) > 0.05
+
+
+def test_fractions_through_a_failed_registration_are_followed_to_it(specimen_path, tmp_path):
+    # An EBSD mask warped onto the micrograph through a registration that failed: the annotation's
+    # fractions rest on it two provenance steps up, and the report says so.
+    import shutil
+
+    from metallo.report import failed_upstream
+
+    path = tmp_path / "S3.h5"
+    shutil.copy(specimen_path, path)
+    spec = Specimen.open(path)
+    reg = names.registration("lom")
+    from metallo.annotate import add_annotation
+
+    truth = spec[names.annotation("truth_lom")]
+    node = add_annotation(spec, "warped", truth, inputs=[reg, names.micrograph("lom")], step=names.STEP_TO_MICROGRAPH)
+    quantify_step(spec, what=["phases"], labels=[node])
+    classes = json.loads(truth.attrs["classes"]) if "classes" in truth.attrs else json.loads(truth[names.LABELS].attrs["classes"])
+    fractions = names.quantity(node, names.PHASE_FRACTIONS)
+    assert list(failed_upstream(spec, fractions)) == [reg]
+    assert failed_upstream(spec, names.micrograph("lom")) == {}
+    section = {s.key: s for s in report_sections(spec, {str(classes[0]): [0.0, 1.0]})}[f"phases:{node}"]
+    first = [b for b in section.blocks if b.kind == "p"][0]
+    assert first.badge_text == "FAIL" and f"rest on {reg}" in first.text
