@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def annotate_step(spec: Any, *, rules: Any = "lath_bainite", ebsd: str | None = 
 
             outputs += register_step(spec, micrograph=fixed, ebsd=source, overwrite=overwrite, tag=tag)
         reg = correlate.Registration.from_dataset(spec[reg_node])
+        if reg.quality.get("failed") or reg.quality.get(names.PASSED) is False:
+            reasons = "; ".join(reg.quality.get("failure_reasons") or []) or "its quality record says failed"
+            warnings.warn(f"{reg_node} failed its quality check ({reasons}): the mask carried onto {fixed} "
+                          "rests on it and is no trustworthy label (see the review figure; register again, "
+                          "e.g. with landmarks, and re-run with overwrite)", UserWarning, stacklevel=2)
         warped = annotate.to_micrograph(labels, reg, spec[fixed][names.IMAGE])
         outputs.append(annotate.add_annotation(
             spec, names.leaf(names.annotation_on(name, names.leaf(fixed))), warped,

@@ -67,7 +67,13 @@ def annotate_command(
             annotate.write_labels(on_micrograph, out / f"{name}_{micrograph}.tif")
             bnd = reg.warp(boundary_map.assign_attrs(pixel_size_um=float(ebsd_map.attrs["step_um"])), interpolation="nearest", fill_value=0)
             annotate.review_figure(image, on_micrograph, boundaries=bnd, ebsd_labels=ebsd_labels, path=out / f"{name}_{micrograph}_review.png")
-            if tiles:
+            failed = bool(reg.quality.get("failed")) or reg.quality.get(names.PASSED) is False
+            if tiles and failed:
+                # Training tiles from a mask carried by a failed registration teach a model the misfit.
+                console.print(f"no training tiles: registration/{micrograph} failed its quality check "
+                              f"({'; '.join(reg.quality.get('failure_reasons') or []) or 'see its quality record'}); "
+                              "check the review figure, register again and re-run with --overwrite", markup=False)
+            elif tiles:
                 written = annotate.write_training_tiles(image, on_micrograph, out / "tiles", stem=f"{specimen.stem}_{micrograph}")
                 console.print(f"{len(written)} training tiles -> {out / 'tiles'}")
         else:

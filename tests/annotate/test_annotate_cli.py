@@ -81,3 +81,28 @@ def test_missing_micrograph_names_the_nodes(demo, tmp_path):
     result = runner.invoke(app, ["annotate", str(demo), "--micrograph", "bse", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "micrographs/lom" in result.output
+
+
+def test_a_failed_registration_gives_no_training_tiles(demo, tmp_path):
+    # The mask carried by a registration that failed its check is a misfit label: the command says
+    # so and writes no training tiles from it (the review figure is still written, to look at).
+    from metallo import names
+    from metallo.correlate import Grid, Registration
+    from metallo.ebsd import map_image
+
+    spec = Specimen.open(demo)
+    lom = spec[names.micrograph("lom")][names.IMAGE]
+    ebsd_node = [n for n in spec.nodes() if n.startswith("ebsd/") and n.count("/") == 1][0]
+    failed = Registration([], fixed_grid=Grid.of(lom), moving_grid=Grid.of(map_image(spec[ebsd_node])), method="identity",
+                          quality={"failed": True, names.PASSED: False, "failure_reasons": ["made to fail here"]})
+    ds = failed.to_dataset()
+    ds.attrs.update(fixed=names.micrograph("lom"), moving=ebsd_node)
+    spec.add(names.registration("lom"), ds, step=names.STEP_REGISTER, inputs=[names.micrograph("lom"), ebsd_node],
+             overwrite=True)
+    spec.save()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["annotate", str(demo), "--micrograph", "lom", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning: registration/lom failed its quality check (made to fail here)" in result.output
+    assert "no training tiles: registration/lom failed its quality check (made to fail here)" in " ".join(result.output.split())
+    assert not (out / "tiles").exists() and (out / "lath_bainite_lom_review.png").is_file()
