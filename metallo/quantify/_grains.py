@@ -162,7 +162,7 @@ def grain_size(
     reliable = n_counted >= MIN_GRAINS
     note = "" if reliable else (
         f"{n_inside} interior and {n_edge} edge grains: fewer than the {MIN_GRAINS} grains ASTM E112 counts; "
-        "not a size statistic" + (" (the mean ECD comes from the interior grains alone)" if n_inside else ""))
+        "not a size statistic")
     if not reliable:
         warnings.warn(f"grain size of {what or source}: {note}", UserWarning, stacklevel=2)
     common = {
