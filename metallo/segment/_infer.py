@@ -473,6 +473,38 @@ def _warn_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | 
             "(metallo train --pixel-size)", UserWarning, stacklevel=3)
 
 
+#: An image whose mean grey level lies this many training standard deviations from the training
+#: mean is outside what the model has seen (a 12-bit image in a 16-bit file reads 16x too dark).
+_UNSEEN_GREY_Z = 2.0
+
+
+def _warn_unseen_intensity(array: Any, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Warn when the image's grey levels (scaled as for the network) are far from the training images'."""
+    step = max(1, int(math.sqrt(array.shape[0] * array.shape[1] / 250_000)))
+    sample = to_unit_range(np.asarray(array[::step, ::step]))
+    grey = float(sample.mean())
+    m, sd = float(np.mean(mean)), float(np.mean(std))
+    if not (np.isfinite(grey) and sd > 0):
+        return
+    z = abs(grey - m) / sd
+    raw = np.asarray(array[::step, ::step])
+    hint = ""
+    if np.issubdtype(raw.dtype, np.integer) and raw.size:
+        top, full = int(raw.max()), int(np.iinfo(raw.dtype).max)
+        if top < full // 4:
+            hint = (f"; its largest value is {top} of the {raw.dtype} range {full} (a {int(top).bit_length()}-bit "
+                    "image in a wider file?): stretch it to the full range before predicting")
+    elif np.issubdtype(raw.dtype, np.floating) and raw.size and float(np.nanmax(raw)) > 1.5:
+        hint = f"; float images are read as 0-1, this one reaches {float(np.nanmax(raw)):.4g}: divide it by its range"
+    # Real UHCS micrographs lie within 0.7 standard deviations of the training mean.
+    if z <= _UNSEEN_GREY_Z and not (hint and z > 1.0):
+        return
+    warnings.warn(
+        f"image mean grey {grey:.3f} (0-1 scale) is {z:.1f} training standard deviations from the "
+        f"training images' mean {m:.3f} (std {sd:.3f}): grey levels the model has not seen, so its labels are not "
+        f"trustworthy{hint}", UserWarning, stacklevel=3)
+
+
 def scale_to_pixel_size(image_pixel_size_um: float | None, pixel_size_um: float, name: str = "image") -> float:
     """Resize factor taking an image of ``image_pixel_size_um`` to ``pixel_size_um`` (µm/px).
 
@@ -746,6 +778,7 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
     if scale is None:
         scale = float(tile_info.get("scale", 1.0) or 1.0)
         _warn_unseen_scale(infos[0], image, pixel_size_um, scale)
+    _warn_unseen_intensity(array, means[0], stds[0])
     use_tta, tta_reason = _choose_tta(infos, resolve_device(device), tta)
     maps = _predict_scaled(models if ensemble else models[0], array, scale, mean=means if ensemble else means[0],
                            std=stds if ensemble else stds[0], tile=tile, overlap=overlap, batch_size=batch_size,

@@ -187,8 +187,8 @@ def test_an_image_at_a_scale_the_native_model_never_saw_warns(checkpoint):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        predict(checkpoint, image_dataarray(np.zeros((40, 40), np.float32), pixel_size_um=0.15), tta=False)
-        predict(checkpoint, np.zeros((40, 40), np.float32), tta=False)  # pixel size unknown: nothing to judge
+        predict(checkpoint, image_dataarray(np.full((40, 40), 0.5, np.float32), pixel_size_um=0.15), tta=False)
+        predict(checkpoint, np.full((40, 40), 0.5, np.float32), tta=False)  # pixel size unknown: nothing to judge
 
 
 @pytest.mark.shared_data
@@ -210,3 +210,29 @@ def test_predict_files_takes_pixel_sizes_from_the_uhcs_metadata(shared_file, tmp
     assert labels["micrograph6"].attrs["pixel_size_um"] == pytest.approx(20.0 / 124, rel=1e-4)
     assert labels["micrograph357"].attrs["pixel_size_um"] > 0.35
     assert labels["micrograph6"].shape == (481, 645)  # resampled to the model's 0.194 and back
+
+
+@pytest.mark.shared_data
+def test_grey_levels_the_model_never_saw_warn(shared_file, tmp_path):
+    # A real UHCS micrograph (8-bit) against a model normalised like the UHCS training images
+    # (mean 0.444, std 0.16; every one of the 26 real UHCS images lies within 0.7 std of it).
+    # The same image as a 12-bit camera writes it into a 16-bit TIFF reads 16x too dark, and as
+    # a float array in 0-255 far too bright: both were labelled without a word.
+    import warnings
+
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4)
+    ckpt = save_checkpoint(tmp_path / "uhcs.pt", net, classes=["a", "b"], mean=[0.444], std=[0.16],
+                           tile={"size": 64, "scale": 1.0})
+    image = np.asarray(Image.open(shared_file("uhcs_microconstituent_segmentation/images/micrograph6.png")).convert("L"))
+    image = image[:128, :160]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(ckpt, image, tta=False, device="cpu")
+        predict(ckpt, image.astype(np.uint16) * 257, tta=False, device="cpu")  # the full 16-bit range: the same greys
+        predict(ckpt, image / 255.0, tta=False, device="cpu")
+    twelve_bit = (image.astype(np.uint16) << 4) | (image.astype(np.uint16) >> 4)
+    with pytest.warns(UserWarning, match=r"training standard deviations.*largest value is \d+ of the uint16 range 65535 \(a 12-bit"):
+        predict(ckpt, twelve_bit, tta=False, device="cpu")
+    with pytest.warns(UserWarning, match=r"float images are read as 0-1, this one reaches 2\d\d"):
+        predict(ckpt, image.astype(np.float32), tta=False, device="cpu")
