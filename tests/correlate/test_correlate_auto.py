@@ -105,6 +105,18 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     assert q["orientation"] == "as given" and q["orientation_uncertain"] is False
     ds = reg.to_dataset()
     assert ds[names.RESIDUAL].dims == ("y", "x") and np.isfinite(ds[names.RESIDUAL].values).any()
+    # The residual map claims nothing within half a block of the EBSD map's border: the hand
+    # points there are off by 9-21 px where the map had said 1.6-1.7 px (points 32, 37, 39).
+    rmap = q["residual_map_px"]
+    grid = Grid.from_dict(rmap["grid"])
+    values = np.asarray(rmap["values"], float)
+    h, w = pair.moving.shape[:2]
+    margin = np.minimum.reduce([pair.moving_yx[:, 0], h - 1 - pair.moving_yx[:, 0], pair.moving_yx[:, 1], w - 1 - pair.moving_yx[:, 1]])
+    col, row = np.round(grid.to_index_xy(pair.fixed_yx[:, ::-1])).astype(int).T
+    at = values[np.clip(row, 0, grid.shape[0] - 1), np.clip(col, 0, grid.shape[1] - 1)]
+    errors = tre(reg, pair.moving_yx, pair.fixed_yx)
+    assert np.isnan(at[margin < 12]).all() and (errors[margin < 12] > 8).all()  # 21.5, 8.8, 12.1 px
+    assert np.isfinite(at[margin > 60]).mean() > 0.5
 
 
 @pytest.mark.slow
@@ -475,3 +487,16 @@ def test_both_ways_mean_gives_inverse_results_both_ways(tmp_path):
         warnings.simplefilter("ignore")
         single = register(pair.fixed, pair.moving, both_ways="off")
     assert single.transform_type == "tps+affine" and "both_ways" not in single.quality
+
+
+def test_residual_map_says_nothing_near_the_moving_border():
+    from metallo.correlate._register import _unverified_near_border
+
+    fixed = Grid((100, 100), (1.0, 1.0))
+    moving = Grid((60, 80), (1.0, 1.0), (20.0, 10.0))  # covers fixed y 20-79, x 10-89
+    reg = Registration([], fixed_grid=fixed, moving_grid=moving)
+    coarse = Grid((10, 10), (10.0, 10.0), (4.5, 4.5))
+    out = _unverified_near_border(np.ones((10, 10)), coarse, reg, half_um=8.0)
+    y, x = np.mgrid[:10, :10] * 10.0 + 4.5
+    inside = (y - 19.5 >= 8) & (79.5 - y >= 8) & (x - 9.5 >= 8) & (89.5 - x >= 8)
+    assert np.array_equal(np.isfinite(out), inside) and inside.sum() == 24  # 4 rows x 6 columns
