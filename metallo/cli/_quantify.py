@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo.errors import ConfigError
-        from metallo.report import failed_upstream, histogram_figure
+        from metallo.report import failed_upstream, histogram_figure, quality_checks
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
@@ -71,6 +71,7 @@ def register(app: typer.Typer) -> None:
         histograms = {names.PARTICLES: ("ecd_um", "equivalent circle diameter (µm)"),
                       names.DENUDED: ("width_um", "denuded-zone width (µm)"),
                       names.LATHS: ("width_um", "apparent lath width (µm)")}
+        checks = quality_checks(spec)
         for node in nodes:
             table = spec.table(node)
             name = names.leaf(node)
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
                 histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name).savefig(folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
             if names.leaf(node).endswith(names.PHASE_FRACTIONS):
-                for failed, reasons in failed_upstream(spec, node).items():
+                for failed, reasons in failed_upstream(spec, node, checks).items():
                     typer.echo(f"  FAILED: these fractions rest on {failed}, which failed its quality check"
                                + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")
         typer.echo(f"tables in {folder}; specimen updated: {specimen}")

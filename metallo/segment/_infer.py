@@ -481,13 +481,12 @@ _UNSEEN_GREY_Z = 2.0
 def _warn_unseen_intensity(array: Any, mean: Sequence[float], std: Sequence[float]) -> None:
     """Warn when the image's grey levels (scaled as for the network) are far from the training images'."""
     step = max(1, int(math.sqrt(array.shape[0] * array.shape[1] / 250_000)))
-    sample = to_unit_range(np.asarray(array[::step, ::step]))
-    grey = float(sample.mean())
+    raw = np.asarray(array[::step, ::step])
+    grey = float(to_unit_range(raw).mean())
     m, sd = float(np.mean(mean)), float(np.mean(std))
     if not (np.isfinite(grey) and sd > 0):
         return
     z = abs(grey - m) / sd
-    raw = np.asarray(array[::step, ::step])
     hint = ""
     if np.issubdtype(raw.dtype, np.integer) and raw.size:
         top, full = int(raw.max()), int(np.iinfo(raw.dtype).max)
