@@ -1416,13 +1416,18 @@ def register(
             fp, mp, ratio=ratio, transform=transform, ransac_px=ransac_px, max_side=max_side
         )
         quality.update({k: v for k, v in info.items() if not k.startswith("inlier_points")})
-        if affine is not None and info["inliers"] >= min_inliers:
+        if affine is not None and info["inliers"] >= min_inliers and _plausible(affine):
             if lm is not None:
                 src = np.vstack([info["inlier_points_fixed_xy"], lm[1]])
                 dst = np.vstack([info["inlier_points_moving_xy"], lm[0]])
                 affine = _affine_from_points(src, dst, transform)
         else:
-            reason = f"SIFT gave {info.get('inliers', 0)} RANSAC inliers (< min_inliers={min_inliers})"
+            # A start that squashes one axis 4x or mirrors is a chance match, not the specimen
+            # (Slice8_TFS: 54,536 px off, without a word; Slice381 without its padding rows:
+            # 8 inliers and a 12:1 squash).
+            reason = (f"SIFT gave {info.get('inliers', 0)} RANSAC inliers (< min_inliers={min_inliers})"
+                      if affine is None or info["inliers"] < min_inliers else
+                      f"SIFT's affine from {info['inliers']} inliers is implausible (scale or aspect beyond 1:4, or mirrored)")
             initial = "landmarks" if lm is not None else ("outline" if fallback == "auto" else fallback)
             warnings.warn(f"{reason}; falling back to the {initial} affine", stacklevel=2)
             quality["fallback"] = reason

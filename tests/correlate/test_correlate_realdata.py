@@ -71,3 +71,22 @@ def test_synth_sem_small_field_found_and_refined():
     # SEM pixels are 5x finer than the EBSD step: 1 SEM px = 0.2 EBSD px.
     assert np.median(err) <= 0.75
     assert np.median(err) < 0.5 * np.median(err_affine)
+
+
+@pytest.mark.slow
+def test_an_implausible_sift_affine_falls_back_with_a_warning(shared_file):
+    """Slice8_TFS with ``method="sift"``: 9 RANSAC inliers on a chance match whose affine squashes
+    one axis far beyond 1:4. It was used without a word (54,536 px off at the 18 points); now it
+    is refused like too few inliers, and the outline affine takes over (measured 12.9 px; no
+    registration 68.8 px)."""
+    from metallo.correlate import load_point_pair, tre
+
+    d = "correlative_ebsd_bse_more/Slice8_TFS_"
+    pair = load_point_pair(
+        shared_file(d + "bse_resized.png"), shared_file(d + "ebsd.png"),
+        shared_file(d + "ctr_pts_bse_resized.txt"), shared_file(d + "ctr_pts_ebsd.txt"),
+    )
+    with pytest.warns(UserWarning, match="implausible .*falling back to the outline affine"):
+        reg = register(pair.fixed, pair.moving, method="sift")
+    assert reg.quality["initial"] == "outline"
+    assert np.median(tre(reg, pair.moving_yx, pair.fixed_yx)) < 20.0
