@@ -210,11 +210,20 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-grid", action="store_true", help="skip the direction x size x dtype grid")
     parser.add_argument("--grid-only", action="store_true", help="only the direction x size x dtype grid")
-    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS), help="real pairs to run")
+    parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS), help="real pairs to run (none: only --extra-pair)")
+    parser.add_argument(
+        "--extra-pair", nargs=6, action="append", default=[], metavar=("NAME", "DIR", "FIXED", "MOVING", "FIXED_PTS", "MOVING_PTS"),
+        help="a pair kept elsewhere (your own, or a held-out one): its folder, the two images and the two Fiji x-y point "
+             "files; it joins --pairs, results go to correlate_<pairs>.json",
+    )
     parser.add_argument("--orientation-only", action="store_true",
                         help="only the moving image flipped / half-turned (correlate_orientation.json)")
     args = parser.parse_args()
     data = Path(args.data) if args.data else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    for name, folder, *files in args.extra_pair:
+        # An absolute folder replaces the data folder when joined to it.
+        PAIRS[name] = (str(Path(folder).resolve()), *files)
+        args.pairs.append(name)
     if args.orientation_only:
         rows = orientation_rows(data, args.pairs)
         out = Path(__file__).resolve().parent / "results" / "correlate_orientation.json"
@@ -242,7 +251,7 @@ def main() -> None:
                   f"dtype spread {s['median_range_over_dtypes_px']:.2f} px")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    name = "correlate" if set(args.pairs) == set(PAIRS) else f"correlate_{'_'.join(args.pairs)}"
+    name = "correlate" if set(args.pairs) == set(PAIRS) and not args.extra_pair else f"correlate_{'_'.join(args.pairs)}"
     name += "_grid" if args.grid_only else ""
     payload = {"rows": rows, "grid": grid, "grid_summary": summary}
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))

@@ -353,6 +353,10 @@ def _single_threaded_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
+#: Most SIFT keypoints per image (the strongest by response).
+_SIFT_MAX_KEYPOINTS = 8000
+
+
 def _sift_affine(
     fixed: _Prepared,
     moving: _Prepared,
@@ -367,7 +371,10 @@ def _sift_affine(
     # A common working pixel size puts both images at the same scale for the descriptors.
     work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
     work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
-    sift = cv2.SIFT_create()  # type: ignore[attr-defined]
+    # The strongest keypoints only: Slice385 NiAlMo's EBSD map (1100 x 780, textured debris)
+    # gave 16,500 and its BSE 8,600, and brute-force matching them took 10 s per SIFT start
+    # (the synthetic LOM, 445 x 445, gives 4,500; Slice381 and Slice8_TFS about 500).
+    sift = cv2.SIFT_create(nfeatures=_SIFT_MAX_KEYPOINTS)  # type: ignore[attr-defined]
 
     def detect(p: _Prepared, invert: bool) -> tuple[np.ndarray, Any]:
         img, mask = _to_uint8_for_features(p, p.grid.spacing_yx[0] / work, invert=invert)
@@ -446,11 +453,26 @@ _MI_REFINE_MAX_PX = 1024
 
 def _run_affine(
     reg: Any, tx: Any, f: Any, m: Any, *, min_step: float, iterations: int, gradient_tolerance: float, failure: str,
-    shrink: tuple[int, ...] = (4, 2, 1),
+    shrink: tuple[int, ...] = (4, 2, 1), full_resolution_iterations: int | None = None,
 ) -> AffineStep:
-    """Optimise the affine ``tx`` in place (pyramid of ``shrink`` factors, single-threaded ITK for reproducibility)."""
+    """Optimise the affine ``tx`` in place (pyramid of ``shrink`` factors, single-threaded ITK for reproducibility).
+
+    ``full_resolution_iterations`` caps the iterations of the full-resolution level (shrink 1, the costly one).
+    """
+    import SimpleITK as sitk
+
     from metallo.correlate._transform import _affine_from_sitk
 
+    if full_resolution_iterations is not None:
+        count: dict[int, int] = {}
+
+        def cap() -> None:
+            level = reg.GetCurrentLevel()
+            count[level] = count.get(level, 0) + 1
+            if shrink[level] == 1 and count[level] >= full_resolution_iterations:
+                reg.StopRegistration()
+
+        reg.AddCommand(sitk.sitkIterationEvent, cap)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=min_step, numberOfIterations=iterations, gradientMagnitudeTolerance=gradient_tolerance
     )
@@ -860,6 +882,10 @@ def _coarse(p: _Prepared, max_px: int = _COARSE_MAX_PX) -> _Prepared:
     return _Prepared(values, valid, work.grid, p.name)
 
 
+#: Most iterations of the outline fit at full resolution.
+_OUTLINE_FULL_ITERATIONS = 150
+
+
 def _outline_affine(
     fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int, *, turn: np.ndarray | None = None,
     shrink: tuple[int, ...] = (4, 2, 1),
@@ -895,6 +921,11 @@ def _outline_affine(
     return _run_affine(
         reg, tx, f, m, min_step=1e-5, iterations=500, gradient_tolerance=1e-12,
         failure="outline (specimen mask) affine failed ({})", shrink=shrink,
+        # Where the outline fits, full resolution converges in under 70 iterations (Slice381,
+        # Slice8_TFS, also at half size, where the shrink-2 level can run 500); one that does not
+        # fit (Slice385 NiAlMo's BSE section in debris) ran 500 there, 20-30 s a fit, for a start
+        # that then loses.
+        full_resolution_iterations=_OUTLINE_FULL_ITERATIONS,
     )
 
 
