@@ -369,8 +369,7 @@ def _sift_affine(
     import cv2
 
     # A common working pixel size puts both images at the same scale for the descriptors.
-    work = max(fixed.grid.spacing_yx[0], moving.grid.spacing_yx[0])
-    work = max(work, max(fixed.grid.extent_xy.max(), moving.grid.extent_xy.max()) / max_side)
+    work = _search_pixel(fixed, moving, max_side)
     # The strongest keypoints only: Slice385 NiAlMo's EBSD map (1100 x 780, textured debris)
     # gave 16,500 and its BSE 8,600, and brute-force matching them took 10 s per SIFT start
     # (the synthetic LOM, 445 x 445, gives 4,500; Slice381 and Slice8_TFS about 500).
