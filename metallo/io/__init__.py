@@ -20,6 +20,7 @@ _IMAGES: dict[str, str] = {
 _EBSD: dict[str, str] = {
     "ENTRY_POINT_GROUP": "metallo.io._plugins",
     "read_ebsd": "metallo.io._ebsd",
+    "read_grain_table": "metallo.io._ebsd_grainfile",
     "write_ang": "metallo.io._ebsd",
     "write_ctf": "metallo.io._ebsd",
     "write_ebsd": "metallo.io._ebsd",

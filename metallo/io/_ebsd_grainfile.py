@@ -42,13 +42,18 @@ from metallo.io._plugins import register_reader
 __all__ = ["read_grain_file", "read_grain_table", "sniff_grain_file"]
 
 _CUBIC_WORDS = ("iron", "steel", "ferrite", "martensite", "bainite", "austenite", "bcc", "fcc", "fe")
-_TYPE1_MARK = b"Column 9:   Grain ID"
-_TYPE2_MARK = b"Column 1: Integer identifying grain"
+_TYPE1_MARK = re.compile(rb"^#\s*Column 9:\s*Grain ID", re.MULTILINE)
+_TYPE2_MARK = re.compile(rb"^#\s*Column 1:\s*Integer identifying grain", re.MULTILINE)
 
 
 def sniff_grain_file(head: bytes) -> bool:
-    """True for a TSL grain file of type 1 or 2."""
-    return head.startswith(b"# Header:") and (_TYPE1_MARK in head or _TYPE2_MARK in head)
+    """True for a TSL grain file of type 1 or 2.
+
+    OIM writes the header either from a ``# Header: project::...`` line (with the grain
+    tolerance, minimum size and CI) or, in shorter exports, from the grid line
+    (``# Square Grid``) straight to the column descriptions; both are grain files.
+    """
+    return head.startswith(b"#") and bool(_TYPE1_MARK.search(head) or _TYPE2_MARK.search(head))
 
 
 def _header(lines: list[str]) -> tuple[dict[str, str], int]:
@@ -183,9 +188,12 @@ def read_grain_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     header, k = _header(lines)
-    if not any(key.startswith("Column 1") and "grain" in value.lower() for key, value in header.items()):
+    described = any(key.startswith("Column 1") and "grain" in value.lower() for key, value in header.items())
+    if not described and any(key.startswith("Column") for key in header):
         raise FormatError(f"{path.name}: not a TSL grain file of type 2 (no 'Column 1: Integer identifying grain' line)")
     rows = [ln.split() for ln in lines[k:] if ln.strip()]
+    if not rows:
+        raise FormatError(f"{path.name}: no grain rows after the header")
     bad = [i for i, r in enumerate(rows) if len(r) != 11]
     if bad:
         raise FormatError(f"{path.name}: line {k + 1 + bad[0]}: expected 11 numbers; got {len(rows[bad[0]])}")
@@ -193,6 +201,15 @@ def read_grain_table(path: str | Path) -> pd.DataFrame:
         data = np.array(rows, dtype=np.float64)
     except ValueError:
         raise FormatError(f"{path.name}: a non-numeric value in the grain table") from None
+    if not described:
+        # OIM's shorter exports write only the grid line: accept the rows if they have the
+        # type-2 shape (integer grain id, phase index and point count around 8 numbers).
+        ints = data[:, [0, 9, 10]]
+        if not (np.all(ints == np.round(ints)) and np.all(ints >= 0) and np.all(data[:, 10] >= 1)):
+            raise FormatError(f"{path.name}: not a TSL grain file of type 2 (no column header, and columns 1, 10 "
+                              "and 11 are not the integer grain id, phase index and point count)")
+        warnings.warn(f"{path.name}: the header describes no columns; read in OIM's type-2 order (grain id, "
+                      "mean phi1 PHI phi2, x y, IQ, CI, Fit, phase index, points)", UserWarning, stacklevel=2)
     cols = ["phi1", "Phi", "phi2", "x_um", "y_um", "iq", "ci", "fit", "phase", "n_points"]
     table = pd.DataFrame(data[:, 1:], columns=cols, index=pd.Index(data[:, 0].astype(np.int64), name="grain_id"))
     table["phase"] = table["phase"].astype(np.int64)

@@ -136,3 +136,46 @@ def test_grain_file_symmetry_option(tmp_path):
     assert [p["symmetry"] for p in phases_of(ebsd)] == ["4/mmm", "4/mmm"]
     with pytest.raises(ConfigError, match="tiny_gf1.txt.*'Alumina'.*not a Laue group"):
         read_grain_file(path, symmetry={"Alumina": "hexagonal"})
+
+
+def test_short_oim_header_and_phase_names_with_spaces(tmp_path):
+    # OIM's shorter exports start at the grid line, without the "# Header:" project line, and
+    # write generic phase names with a space (as in BYU's reconstruction test files).
+    lines = ["# Square Grid", "#", "#",
+             "# Column 1-3: phi1, PHI, phi2 (orientation of point in radians)",
+             "# Column 4-5: x, y (coordinates of point in microns)", "# Column 6:   IQ (image quality)",
+             "# Column 7:   CI (confidence index)", "# Column 8:   Fit (degrees)", "# Column 9:   Grain ID (integer)",
+             "# Column 10:  edge (1 for grains at edges of scan and 0 for interior grains)",
+             "# Column 11:  phase name", "#"]
+    rows = ["  3.41482 0.99179 4.66617 0.00000 0.00000 1869.3 0.842 0.62 1 1 BCC GENERIC",
+            "  3.41379 0.98923 4.66889 1.00000 0.00000 1893.5 0.812 0.66 1 1 BCC GENERIC",
+            "  4.06993 1.62946 5.92167 0.00000 1.00000  812.2 0.000 1.96 7 1 FCC Generic",
+            "  3.39692 0.64447 6.24650 1.00000 1.00000 1028.7 0.152 1.45 8 1 BCC GENERIC"]
+    path = tmp_path / "short_gf1.txt"
+    path.write_text("\n".join(lines + rows) + "\n")
+    from metallo.io import read_ebsd
+
+    ebsd = read_ebsd(path)  # found by the sniffer: no extension tells the format
+    assert [p["name"] for p in phases_of(ebsd)] == ["BCC GENERIC", "FCC Generic"]
+    assert ebsd.sizes["y"] == 2 and ebsd.sizes["x"] == 2
+    assert ebsd["phase"].values.tolist() == [[1, 1], [2, 1]]
+    assert ebsd["oim_grain_id"].values.tolist() == [[1, 1], [7, 8]]
+    from metallo.ebsd._parent import _phase_ids
+
+    assert _phase_ids(ebsd, None, None) == ([1], [2])  # child bcc, parent fcc by name
+
+
+def test_grain_table_without_column_header(tmp_path):
+    path = tmp_path / "short_gf2.txt"
+    path.write_text("# Square Grid\n#\n#\n"
+                    "     1   0.18976   0.58070   0.06843     1.000     0.000 1500.0  0.765  0.70   1      3 \n"
+                    "     5   3.41005   0.62716   3.10748     4.458     3.625 1048.4  0.142  1.59   1     24 \n")
+    from metallo.io import read_grain_table as public_read_grain_table
+
+    with pytest.warns(UserWarning, match="type-2 order"):
+        table = public_read_grain_table(path)
+    assert table.index.tolist() == [1, 5] and table["n_points"].tolist() == [3, 24]
+    assert table.loc[5, "x_um"] == pytest.approx(4.458)
+    path.write_text("# Square Grid\n#\n1 2 3 4 5 6 7 8 9 1.5 3\n")
+    with pytest.raises(FormatError, match="not a TSL grain file of type 2"):
+        public_read_grain_table(path)
