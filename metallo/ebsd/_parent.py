@@ -961,7 +961,8 @@ def reconstruct_parent(
         and left unreconstructed.
     min_grain_px : int
         Smaller child grains (noise, single points) do not take part in the clustering;
-        they join the neighbouring parent they fit at the end.
+        they join the neighbouring parent they fit at the end. The same holds for smaller
+        retained-austenite grains: they neither seed nor vouch for a parent.
     iterations : int
         Rounds of re-clustering the grains released by the vote.
     refine : bool
@@ -1078,7 +1079,10 @@ def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit 
     weight = 0.5 * erfc((fit - threshold_deg) / (np.sqrt(2.0) * graph_tolerance_deg))
     weight[fit > threshold_deg + 4 * graph_tolerance_deg] = 0.0
     usable = g.role > 0
-    core = usable & ((g.area >= min_grain_px) | (g.role == 2))
+    # Retained austenite below the minimum grain size is no seed either: an isolated fcc point
+    # is far more often a mis-indexed martensite point (CI ~0) than an austenite island, and
+    # as a seed each such point became a trusted one-pixel "parent" of its own.
+    core = usable & (g.area >= min_grain_px)
     labels = np.full(g.n, -1, dtype=np.int64)
     parent_q = np.zeros((0, 4))
     for _ in range(max(1, iterations)):
@@ -1108,7 +1112,7 @@ def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit 
     if labels.max(initial=-1) >= 0:
         n_cl = parent_q.shape[0]
         n_child = np.bincount(labels[(labels >= 0) & (g.role == 1)], minlength=n_cl)
-        n_ret = np.bincount(labels[(labels >= 0) & (g.role == 2)], minlength=n_cl)
+        n_ret = np.bincount(labels[(labels >= 0) & (g.role == 2) & (g.area >= min_grain_px)], minlength=n_cl)
         weak = (n_child < min_child_grains) & (n_ret == 0)
         labels = np.where((labels >= 0) & weak[np.maximum(labels, 0)], -1, labels)
     labels, parent_q = _compact(labels, parent_q)

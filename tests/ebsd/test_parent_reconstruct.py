@@ -85,7 +85,8 @@ def test_synthetic_truth_is_consistent():
     m = make_martensite(0, shape=(80, 80), n_parents=5, noise_deg=0.0, unindexed=0.0)
     q = euler_to_quat(m.ebsd["euler"].values)
     ideal = quat_multiply(m.orientation_relationship.variants[m.variant], m.parent_quaternions[m.parent_id])
-    assert misorientation_angle(q, ideal).max() < 1e-6
+    # Exact up to the Euler round trip: 1.7e-6 deg (3e-8 rad) with numpy 2.4, below 1e-6 before.
+    assert misorientation_angle(q, ideal).max() < 1e-5
     # Packets of one parent use different habit planes.
     for p in range(5):
         sel = m.parent_id == p
@@ -178,3 +179,29 @@ def test_phases_named_without_a_hint_are_found_by_their_lattice_parameter():
     ebsd.attrs["phases"] = json.dumps(phases)
     with pytest.raises(ParentReconstructionError, match="no bcc/bct child phase found"):
         fit_orientation_relationship(ebsd)
+
+
+def test_isolated_misindexed_fcc_points_are_not_parents():
+    # Real maps carry fcc points that are mis-indexed martensite (BYU's M1700 test export: 6 of
+    # 342 points "FCC Generic", all at CI ~0.01). Single points of the parent phase are no
+    # retained austenite: before, each became a trusted one-pixel parent (463 parents on the
+    # M1700 crop with 2 % such points, instead of 11).
+    m = make_martensite(5, shape=(120, 120), n_parents=6, noise_deg=2.0, unindexed=0.0)
+    clean_rec = reconstruct_parent(m.ebsd, "KS")
+    ebsd = m.ebsd.copy(deep=True)
+    rng = np.random.default_rng(1)
+    pick = rng.choice(ebsd["phase"].size, int(0.02 * ebsd["phase"].size), replace=False)
+    phase = ebsd["phase"].values.reshape(-1).copy()
+    phase[pick] = 2
+    ebsd["phase"].values = phase.reshape(ebsd["phase"].shape)
+    euler = ebsd["euler"].values.reshape(-1, 3).copy()
+    euler[pick] = quat_to_euler(random_quaternions(len(pick), rng))
+    ebsd["euler"].values = euler.reshape(ebsd["euler"].shape)
+    phases = json.loads(ebsd.attrs["phases"])
+    ebsd.attrs["phases"] = json.dumps(phases + [{"id": 2, "name": "FCC Generic", "symmetry": "m-3m", "lattice": []}])
+    rec = reconstruct_parent(ebsd, "KS")
+    assert len(rec.parents) == len(clean_rec.parents)
+    assert rec.parents["n_pixels"].min() >= 20
+    # The noise points are left unreconstructed (their random orientations fit no parent).
+    assert (rec.parent_ids.reshape(-1)[pick] >= 0).mean() < 0.1
+    assert _scores(m, rec)["parent_within_3"] >= 0.9
