@@ -304,6 +304,10 @@ def test_padding_rows_and_columns_are_not_data():
     expected[10:50, 5:70] = False
     assert np.array_equal(_padding(canvas), expected)
     assert _prepare(canvas, "moving").valid.sum() == 40 * 65
+    # A lossy or re-quantised export (here: noise of 0.05 grey levels in 8 bits) keeps its padding:
+    # exact equality had lost it, and the NiAlMo map registered 427 px off (flagged failed).
+    ripple = canvas + rng.normal(0.0, 0.05 / 255, canvas.shape)
+    assert np.array_equal(_padding(ripple), expected)
     # The constant surroundings of a section (unindexed around it) go on irregularly past the
     # first rows: they are the section's outline, which the registration needs, not padding.
     yy, xx = np.mgrid[:60, :80]
@@ -403,10 +407,10 @@ def test_verdict_pixel_thresholds_count_working_pixels(loo, factor, reason):
     from metallo.correlate._register import _verdict
 
     # A 3x finer fixed image is worked on a 3x coarser grid: a held-out error of 6 fixed px or a
-    # 5 px round trip is 2 or 1.7 working px there (fine), but 6 or 5 working px at factor 1.
+    # 6 px round trip is 2 working px there (fine), but 6 working px at factor 1 (limits: 5).
     quality = {
         "control_points": {"inliers": 200, "loo_px": {"median": loo}, "pass0_distinct": 100, "pass0_kept": 80, "work_factor": factor},
-        "structure_ncc": 0.5, "overlap_fraction": 0.9, "inverse_consistency_px": {"median": 5.0},
+        "structure_ncc": 0.5, "overlap_fraction": 0.9, "inverse_consistency_px": {"median": 6.0},
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -573,3 +577,28 @@ def test_residual_map_says_nothing_near_the_moving_border():
     y, x = np.mgrid[:10, :10] * 10.0 + 4.5
     inside = (y - 19.5 >= 8) & (79.5 - y >= 8) & (x - 9.5 >= 8) & (89.5 - x >= 8)
     assert np.array_equal(np.isfinite(out), inside) and inside.sum() == 24  # 4 rows x 6 columns
+
+
+@pytest.mark.parametrize(
+    "round_trip, agreed, reason",
+    [(2.5, 0.80, None), (6.0, 0.90, "round trip"), (4.0, 0.64, "agree on 64%"), (2.0, 0.69, None), (1.4, None, None)],
+)
+def test_verdict_on_the_two_directions(round_trip, agreed, reason):
+    # Measured in 7 invisible-noise draws (benchmarks/correlate.py --stability): Slice381, median
+    # TRE 2.3-2.6 px, round trips 1.4-2.5 px, agreement 0.80-0.89 - passed in every draw (the
+    # former 2 px line failed 3 of them); Slice385 NiAlMo agrees on 69 % and more; Slice8_TFS,
+    # whose directions fail in different corners, on 45-64 % - failed in every draw.
+    from metallo.correlate._register import _verdict
+
+    quality = {
+        "control_points": {"inliers": 300, "loo_px": {"median": 0.9}, "pass0_distinct": 100, "pass0_kept": 70, "work_factor": 1},
+        "structure_ncc": 0.55, "overlap_fraction": 0.9, "inverse_consistency_px": {"median": round_trip},
+    }
+    if agreed is not None:
+        quality["both_ways"] = {"weights": {"agreed": agreed, "forward": 0.1, "reverse": 0.05, "start": 0.05}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _verdict(quality, None)  # type: ignore[arg-type]
+    assert quality["failed"] is (reason is not None)
+    if reason is not None:
+        assert len(quality["failure_reasons"]) == 1 and reason in quality["failure_reasons"][0]
