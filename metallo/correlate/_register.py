@@ -1294,9 +1294,9 @@ _FAIL_KEPT_FRACTION = 0.2
 _FAIL_OVERLAP = 0.2
 _FAIL_STRUCTURE_NCC = 0.3
 #: Round trip forward -> reverse (median over the section, working pixels): the same limit as the
-#: held-out points. Measured with invisible noise added (benchmarks/correlate.py --stability):
-#: Slice381, a clear success (median TRE 2.3-3.0 px), 1.4-3.3 px; wrong crop and unrelated
-#: images 220-270 px. The former limit of 2 px flagged 3 of 7 such Slice381 draws as failed.
+#: held-out points. Measured in 7 invisible-noise draws (benchmarks/correlate.py --stability):
+#: Slice381, a clear success (median TRE 2.28-2.58 px), 1.4-2.5 px; a wrong crop and unrelated
+#: images 220-270 px. The former limit of 2 px would have failed 3 of those Slice381 draws.
 _FAIL_ROUND_TRIP_PX = 5.0
 #: Share of the overlap where the two directions agree (the base weight of the combination), in
 #: 7 stability draws each (benchmarks/correlate.py --stability): Slice381 0.80-0.89, Slice385
