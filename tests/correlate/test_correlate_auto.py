@@ -404,20 +404,13 @@ def test_scattered_unindexed_points_do_not_break_the_registration(shared_file):
     [(6.0, 1, "held-out"), (6.0, 3, None), (1.0, 1, "round trip"), (1.0, 3, None)],
 )
 def test_verdict_pixel_thresholds_count_working_pixels(loo, factor, reason):
-    from metallo.correlate._register import _verdict
-
     # A 3x finer fixed image is worked on a 3x coarser grid: a held-out error of 6 fixed px or a
     # 6 px round trip is 2 working px there (fine), but 6 working px at factor 1 (limits: 5).
     quality = {
         "control_points": {"inliers": 200, "loo_px": {"median": loo}, "pass0_distinct": 100, "pass0_kept": 80, "work_factor": factor},
         "structure_ncc": 0.5, "overlap_fraction": 0.9, "inverse_consistency_px": {"median": 6.0},
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _verdict(quality, None)  # type: ignore[arg-type]
-    assert quality["failed"] is (reason is not None)
-    if reason is not None:
-        assert len(quality["failure_reasons"]) == 1 and reason in quality["failure_reasons"][0]
+    _assert_verdict(quality, reason)
 
 
 @pytest.mark.slow
@@ -590,14 +583,19 @@ def test_verdict_on_the_two_directions(round_trip, agreed, reason):
     # former 2 px line failed 3 of them); Slice385 NiAlMo agrees on 0.65-0.78 at round trips of
     # 1.5-2.5 working px (its reverse 8-bit copy: 0.65 at 2.46); Slice8_TFS, whose directions fail
     # in different corners, on 0.45-0.64 at 3.0-5.6 working px - failed in every draw.
-    from metallo.correlate._register import _verdict
-
     quality = {
         "control_points": {"inliers": 300, "loo_px": {"median": 0.9}, "pass0_distinct": 100, "pass0_kept": 70, "work_factor": 1},
         "structure_ncc": 0.55, "overlap_fraction": 0.9, "inverse_consistency_px": {"median": round_trip},
     }
     if agreed is not None:
         quality["both_ways"] = {"weights": {"agreed": agreed, "forward": 0.1, "reverse": 0.05, "start": 0.05}}
+    _assert_verdict(quality, reason)
+
+
+def _assert_verdict(quality, reason):
+    """Run the verdict on a quality record: failed exactly when ``reason`` is given, for that one reason."""
+    from metallo.correlate._register import _verdict
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _verdict(quality, None)  # type: ignore[arg-type]
