@@ -29,7 +29,7 @@ and writes benchmarks/results/correlate_orientation.json.
 0.05 grey levels of an 8-bit rendering of each image, i.e. 0.05/255 of its 0.5-99.5 % range: far
 below 8-bit quantisation) and reports the spread of
 median / p95 TRE and of the failed flag: how much of a result is the evidence and how much the
-rounding (benchmarks/results/correlate_stability.json).
+rounding (benchmarks/results/correlate_stability[_<pairs>].json).
 """
 
 from __future__ import annotations
@@ -283,7 +283,9 @@ def main() -> None:
                   f"{srow['p95_min']:.2f}-{srow['p95_max']:.2f} px, failed in {srow['failed_count']} of {srow['draws']}; "
                   f"round trip up to {srow['round_trip_median_px_max']:.2f} px, directions agree on "
                   f"{srow['agreed_share_min']:.0%}-{srow['agreed_share_max']:.0%}")
-        out = Path(__file__).resolve().parent / "results" / "correlate_stability.json"
+        # Like the other outputs: a subset of pairs (or an extra pair) does not overwrite the full run.
+        tag = "" if set(args.pairs) == set(PAIRS) and not args.extra_pair else "_" + "_".join(args.pairs)
+        out = Path(__file__).resolve().parent / "results" / f"correlate_stability{tag}.json"
         out.write_text(json.dumps({"noise_sigma_of_range": STABILITY_SIGMA, "rows": rows, "summary": summary}, indent=2, default=float))
         print(f"saved {out}")
         return
