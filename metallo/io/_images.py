@@ -293,8 +293,16 @@ def _read_tiff(
                 tuple(n for n, a in zip(series.shape, series.axes, strict=False) if a not in "SC"),
                 "TIFF header",
             )
-            array = series.asarray()
             axes = series.axes
+            try:
+                array = series.asarray()
+            except ValueError as exc:
+                # tifffile decodes LZW, Deflate and JPEG only with imagecodecs; Pillow, already
+                # installed, decodes the common ones (coni16_459_eds.tif of EBSD-Correction is LZW).
+                if "imagecodecs" not in str(exc):
+                    raise
+                array = _pillow_pixels(path, series.shape, exc)
+                axes = "YXS"[: array.ndim]  # Pillow gives channels last
             page = tif.pages.first
             meta = _metallo_description(page)
             sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata)
@@ -317,6 +325,24 @@ def _read_tiff(
         array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta=meta,
         modality=modality, as_gray=as_gray,
     )  # fmt: skip
+
+
+def _pillow_pixels(path: Path, shape: tuple[int, ...], why: Exception) -> np.ndarray:
+    """The first image of a compressed TIFF decoded by Pillow (the tags are still tifffile's)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            array = np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise FormatError(
+            f"{path}: its compression cannot be decoded here ({' '.join(str(why).split())[:120]}; Pillow: "
+            f"{' '.join(str(exc).split())[:120]}); install imagecodecs or save the image uncompressed"
+        ) from None
+    if array.shape != tuple(shape) and array.shape != tuple(shape[1:]) + tuple(shape[:1]):
+        raise FormatError(f"{path}: Pillow decoded an image of shape {array.shape}, the TIFF header says {tuple(shape)}")
+    return array
 
 
 def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:

@@ -138,6 +138,28 @@ def test_pixel_size_from_foreign_tiff_resolution_tags(tmp_path, unit, per_unit, 
     assert read_image(path).attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-6)
 
 
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate", "packbits"])
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
+def test_compressed_tiffs_are_read_without_imagecodecs(tmp_path, compression, mode):
+    """LZW, Deflate and PackBits TIFFs (microscope exports, Photoshop, GIMP), with their pixel size.
+
+    tifffile decodes LZW and Deflate only with the optional imagecodecs package; without it
+    read_image refused coni16_459_eds.tif (EBSD-Correction) as "not a readable TIFF image".
+    """
+    rng = np.random.default_rng(0)
+    top = 65535 if mode == "I;16" else 255
+    shape = (30, 41, 3) if mode == "RGB" else (30, 41)
+    data = rng.integers(0, top, shape).astype(np.uint16 if mode == "I;16" else np.uint8)
+    path = tmp_path / "compressed.tif"
+    img = Image.fromarray(data) if mode != "I;16" else Image.frombytes("I;16", (41, 30), data.tobytes())
+    img.save(path, compression=compression, resolution=1e4 / 0.4, resolution_unit=3)  # 0.4 µm/px, in px/cm
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.compression != 1  # really compressed
+    out = read_image(path)
+    np.testing.assert_array_equal(out.values, data)
+    assert out.attrs["pixel_size_um"] == pytest.approx(0.4, rel=1e-4)
+
+
 @pytest.mark.parametrize(
     "unit, expected_um", [("micron", 0.2), ("\\u00B5m", 0.2), ("um", 0.2), ("nm", 0.0002)]
 )
