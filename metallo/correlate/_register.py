@@ -809,6 +809,52 @@ def _structure_search(
 
 #: Least separation (Ashman's D) of section and background grey levels for an outline to count.
 _SECTION_SEPARATION = 2.0
+#: Least share of an image in flat patches (3 x 3 pixels) of its most common value for that value
+#: to be taken as a fill around the scanned section (:func:`_fill_outline`). EBSD maps measured:
+#: coni16_459 10.4 %, Slice8_TFS 35 %; the BSE images, noisy, 0-2.3 %.
+_FILL_MIN_FRACTION = 0.03
+#: The section found inside a fill may reach at most this share of any image side.
+_FILL_MAX_SIDE = 0.5
+#: The section inside a fill replaces the grey-level one when that covers less of it than this.
+#: coni16_459: 74 % (its dark lower band left out); Slice8_TFS: 91 %, where the grey-level
+#: outline, which follows dark grains along the edge, is kept: with the fill's outline its start
+#: improved (p95 23.0 -> 17.8 px) but its unstable final result did not (p95 14.2 -> 24.6 px).
+_FILL_COVERED = 0.85
+
+
+def _fill_outline(p: _Prepared) -> np.ndarray | None:
+    """The scanned section of a map whose surroundings hold one fill value, or ``None``.
+
+    EBSD maps are rendered with one value where nothing was measured around the section (zero, or
+    the grey of a quality map's empty points). Inside the section even the darkest band is not
+    flat: on coni16_459's EBSD map the bottom sixth of the section, shadowed, is within a few grey
+    levels of the fill (57-70 against 58) and a grey-level threshold gave it to the background;
+    the registration then squeezed the map's rows by 17 % and placed the section's lower edge
+    80 px off. The fill is found as flat 3 x 3 patches of the most common value connected to the
+    image border (or to padding); it counts only where it surrounds the section (the section
+    reaches at most :data:`_FILL_MAX_SIDE` of each image side), so that a map scanned inside a
+    section, with a few empty rows at an edge, keeps the grey-level outline.
+    """
+    v, ok = p.values, p.valid
+    vals, counts = np.unique(v[ok], return_counts=True)
+    mode = vals[int(np.argmax(counts))]
+    flat = (ndi.maximum_filter(v, 3) == mode) & (ndi.minimum_filter(v, 3) == mode) & ok
+    if flat.mean() < _FILL_MIN_FRACTION:
+        return None
+    edge = ndi.binary_dilation(~ok)
+    edge[0] = edge[-1] = True
+    edge[:, 0] = edge[:, -1] = True
+    labels, _ = ndi.label(flat)
+    touching = np.unique(labels[edge & flat])
+    fill = ndi.binary_dilation(np.isin(labels, touching[touching > 0])) & ok
+    labels, n = ndi.label(ndi.binary_fill_holes(ok & ~fill))
+    if n == 0:
+        return None
+    fg = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    sides = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
+    if not 0.3 < fg.mean() < 0.97 or max(sides) > _FILL_MAX_SIDE:
+        return None
+    return fg
 
 
 def _foreground(p: _Prepared, *, dark: bool = False, strict: bool = False) -> np.ndarray | None:
@@ -817,9 +863,22 @@ def _foreground(p: _Prepared, *, dark: bool = False, strict: bool = False) -> np
     ``dark=True`` looks for a dark section on a brighter background instead. ``strict`` (implied
     by ``dark``) asks more: the section's pixels must be one body (>= 90 % in the largest
     region) on one background (>= 80 % of it connected), so that a phase of a microstructure is
-    not taken for a section.
+    not taken for a section. Where the image holds a fill value around a scanned section
+    (:func:`_fill_outline`) and the grey levels leave more than :data:`_FILL_COVERED` of that
+    section out, the section is what the fill surrounds.
     ``None`` when the image has no such outline (a field inside the specimen).
     """
+    grey = _grey_outline(p, dark=dark, strict=strict)
+    filled = None if dark else _fill_outline(p)
+    if filled is not None and (grey is None or (grey & filled).sum() < _FILL_COVERED * filled.sum()):
+        # The grey levels leave a large part of the scanned section out (a dark band): the
+        # section is what the fill surrounds.
+        return filled
+    return grey
+
+
+def _grey_outline(p: _Prepared, *, dark: bool = False, strict: bool = False) -> np.ndarray | None:
+    """:func:`_foreground` from the grey levels alone."""
     from skimage.filters import threshold_otsu
 
     sigma = max(1.0, min(p.grid.shape) / 200)
@@ -1075,6 +1134,21 @@ def _anisotropy(step: AffineStep) -> float:
     return float(sv.max() / max(sv.min(), 1e-12))
 
 
+#: Section-outline overlap (IoU) at which an outline fit counts as the same section fitted: the
+#: starts that do not reach :data:`_OUTLINE_SAME_IOU` then cannot win on structure alone.
+#: Measured: the right outline fits of Slice381, Slice8_TFS, coni16_459 and Slice420 (mirrored)
+#: overlap 0.96-0.98; NiAlMo, whose BSE section lies in debris, fits to 0.88 from a wrong start.
+_OUTLINE_FIT_IOU = 0.95
+#: A competing start that overlaps the sections less than this, where the outline fit reaches
+#: :data:`_OUTLINE_FIT_IOU`, is not a start. On coni16_459 the IQ map's dark lower band and the
+#: nearly featureless BSE make the structure images agree best (0.25-0.30) with the map squeezed
+#: by 17 % or scaled 0.55x (section IoU 0.81-0.82); the right outline start scores -0.06.
+_OUTLINE_SAME_IOU = 0.9
+
+#: Section-outline overlap (IoU) by which one orientation's outline fit must beat the other's
+#: to settle a near-tie in structure that the pixel aspect does not settle.
+_TURN_IOU_MARGIN = 0.02
+
 #: Structure NCC by which the best outline start of one orientation (as given, half-turned,
 #: mirrored) must beat the others for the orientation to count as known; below it a warning says
 #: the orientation is uncertain.
@@ -1148,10 +1222,27 @@ def _auto_start(
     if "outline" not in candidates and "sift" not in candidates:
         candidates["search"], _ = _ncc_search(fixed, moving, angles_deg=np.arange(-10.0, 10.5, 2.0))
     scores = {}
-    for name, step in candidates.items():
+    ious: dict[str, float] = {}
+
+    def eligible(name: str, step: AffineStep) -> bool:
+        """False for a start whose sections overlap clearly less than a converged outline fit's."""
+        if ffg is None or mfg is None:
+            return True
+        ious[name] = _outline_iou(fixed, moving, [step], ffg, mfg)
+        best = max((v for k, v in ious.items() if k.startswith("outline")), default=0.0)
+        if best >= _OUTLINE_FIT_IOU and ious[name] < _OUTLINE_SAME_IOU:
+            notes[name] = (f"the section outlines overlap by IoU {ious[name]:.2f} (< {_OUTLINE_SAME_IOU}) "
+                           f"where the outline fit reaches {best:.2f}")
+            return False
+        return True
+
+    # Outline starts first: the others are judged against them.
+    for name in sorted(candidates, key=lambda k: not k.startswith("outline")):
+        step = candidates[name]
         score, frac = _structure_score(fixed, moving, [step])
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
-        scores[name] = score * min(1.0, frac / 0.5) if _plausible(step, mirror=name == "outline turned") else -1.0
+        plausible = _plausible(step, mirror=name == "outline turned") and eligible(name, step)
+        scores[name] = score * min(1.0, frac / 0.5) if plausible else -1.0
     if "outline turned" in scores:
         given_name = max((k for k in scores if k != "outline turned"), key=lambda k: scores[k])
         given = scores[given_name]
@@ -1166,17 +1257,27 @@ def _auto_start(
             step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=turn_matrix)
             score, frac = _structure_score(fixed, moving, [step])
             candidates["outline turned"], scores["outline turned"] = step, score * min(1.0, frac / 0.5)
+            if ious:
+                ious["outline turned"] = _outline_iou(fixed, moving, [step], ffg, mfg)
         turned = scores["outline turned"]
-        used = turned > given or (aspect_prefers_turn and abs(turned - given) < _TURN_MARGIN)
+        tie = abs(turned - given) < _TURN_MARGIN
+        # On a near-tie that the aspect does not settle, an outline that fits clearly better
+        # does: coni16_459 at half size, whose map's structure the BSE does not show, tied
+        # (-0.060 both ways) and turned 180 degrees; as given its sections overlap 0.98, turned 0.94.
+        iou_gap = ious.get("outline turned", 0.0) - ious.get(given_name, 0.0)
+        iou_decides = tie and not aspect_prefers_turn and abs(iou_gap) >= _TURN_IOU_MARGIN
+        used = iou_gap > 0 if iou_decides else (turned > given or (aspect_prefers_turn and tie))
         # The orientation is known when the structure prefers one by a clear margin; either way the
         # better one is used (a mirrored EBSD map is as likely as a correct one on a near-tie).
         extra["turn"] = {
             "name": turn_name, "score": turned, "score_as_given": given, "used": used,
             "uncertain": abs(turned - given) < _TURN_MARGIN, "scores_one_way": turn_scores,
-            **({"chosen_by": "pixel aspect (near-tie in structure)"} if aspect_prefers_turn and used else {}),
+            **({"chosen_by": "section outline overlap (near-tie in structure)" if iou_decides else "pixel aspect (near-tie in structure)"}
+               if (aspect_prefers_turn and used) or iou_decides else {}),
         }
         if not used:
-            notes["outline turned"] = f"{turn_name}: structure NCC {turned:.3f} vs {given:.3f} as given"
+            notes["outline turned"] = f"{turn_name}: structure NCC {turned:.3f} vs {given:.3f} as given" + (
+                f"; section outlines overlap {ious['outline turned']:.3f} vs {ious[given_name]:.3f}" if iou_decides else "")
             del scores["outline turned"], candidates["outline turned"]
     chosen = "outline turned" if extra.get("turn", {}).get("used") else max(scores, key=lambda k: scores[k])
     if scores[chosen] < _DOUBTFUL_START:
@@ -1190,7 +1291,8 @@ def _auto_start(
             notes["structure search"] = str(exc)
         else:
             score, frac = _structure_score(fixed, moving, [step])
-            candidates["structure search"], scores["structure search"] = step, score * min(1.0, frac / 0.5)
+            score = score * min(1.0, frac / 0.5) if eligible("structure search", step) else -1.0
+            candidates["structure search"], scores["structure search"] = step, score
             extra["structure_search"] = search_info
             # It must win clearly, like a turn: on near-ties a wrong scale can outscore the
             # right outline start (Slice8_TFS, 0.48 against 0.45).
@@ -1200,6 +1302,8 @@ def _auto_start(
                     # The search keeps the orientation as given; a turn that only tied is not used.
                     extra["turn"] = {**extra["turn"], "used": False, "uncertain": False}
     best = candidates[chosen]
+    if ious:
+        extra["outline_iou"] = ious
     return best, {
         "chosen": chosen, "scores": scores, "not_used": notes, "sift_inliers": info.get("inliers", 0),
         "matrix": best.matrix.tolist(), "offset": best.offset.tolist(), **extra,
@@ -1227,6 +1331,16 @@ def _outline_distance_map(
     if not m_edge.any():
         return np.full(fixed.grid.shape, np.inf), sel
     return ndi.distance_transform_edt(~m_edge), sel
+
+
+def _outline_iou(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg: np.ndarray, mfg: np.ndarray) -> float:
+    """Intersection over union of the fixed section and the moving one warped by ``steps``."""
+    mq = _Prepared(mfg.astype(np.float64), moving.valid, moving.grid, moving.name)
+    warped, ok = _resample(_coarse(mq), steps, _coarse(fixed).grid)
+    a = _coarse(_Prepared(ffg.astype(np.float64), fixed.valid, fixed.grid, fixed.name)).values > 0.5
+    b = (warped > 0.5) & ok
+    union = int((a | b).sum())
+    return float((a & b).sum()) / union if union else 0.0
 
 
 def _outline_distance(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg: np.ndarray, mfg: np.ndarray) -> np.ndarray:

@@ -124,3 +124,48 @@ def tre_px(reg, pair: SynthPair, *, step: int = 4) -> np.ndarray:
     got = reg.transform_points(pts_yx[inside])
     return np.linalg.norm(got - truth[inside], axis=1) / fixed_ps
 
+
+
+def make_shadowed_map_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A BSE-like image and an EBSD-like map of one section whose lower sixth is shadowed in the map.
+
+    Like coni16_459 (EBSD-Correction): the BSE section is bright and nearly featureless (a few
+    pores) on a noisy mount; the map shows grains, is 1.15x wider (``x_m = 1.15 x_f - 34``,
+    ``y_m = y_f + 4``), holds one fill value (58 of 255) around the section, and its lower sixth
+    lies within a few grey levels of that fill. The section is turned 2 degrees and has one corner
+    cut off, so that no edge runs along the pixel rows and the outline has no symmetry.
+
+    Returns ``(fixed, moving, fixed_yx, moving_yx)``: the two images and seven homologous points
+    (pixels, y x) from the known mapping.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = 240, 320
+    yy, xx = np.mgrid[:h, :w].astype(float)
+    top, bottom, left, right = 12.0, 228.0, 30.0, 290.0
+    pores = np.c_[rng.uniform(top + 15, bottom - 15, 12), rng.uniform(left + 15, right - 15, 12)]
+
+    def pores_at(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.min(np.hypot(y[..., None] - pores[:, 0], x[..., None] - pores[:, 1]), axis=-1) < 3.0
+
+    def inside(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        c, s = np.cos(0.035), np.sin(0.035)
+        v, u = 120 + (y - 120) * c - (x - 160) * s, 160 + (y - 120) * s + (x - 160) * c
+        return (v > top) & (v < bottom) & (u > left) & (u < right) & (v + u > top + left + 70)
+
+    inside_f = inside(yy, xx)
+    fixed = np.where(inside_f, 0.77, 0.2) + rng.normal(0, 0.03, (h, w))
+    mount = 0.2 + 0.1 * ndi.gaussian_filter(rng.random((h, w)), 4)
+    fixed = ndi.gaussian_filter(np.where(inside_f, fixed, mount), 0.7)
+    fixed[pores_at(yy, xx) & inside_f] = 0.25
+    ax, bx, by = 1.15, 160 - 1.15 * 160 - 10, 4.0
+    fy, fx = yy - by, (xx - bx) / ax  # where each map pixel lies in the fixed image
+    seeds, tones = rng.uniform(0, 400, (900, 2)), rng.uniform(0.45, 1.0, 900)
+    d, i = cKDTree(seeds).query(np.c_[fy.ravel(), fx.ravel()], k=2)
+    grains = tones[i[:, 0]].reshape(h, w)
+    grains[((d[:, 1] - d[:, 0]) < 1.0).reshape(h, w)] *= 0.3
+    iq = np.where(fy > bottom - (bottom - top) / 6, 62 + rng.normal(0, 3, (h, w)), 58 + 190 * grains)
+    iq[pores_at(fy, fx)] = 40
+    moving = np.where(inside(fy, fx), np.clip(iq, 0, 255), 58.0).round().astype(np.uint8)
+    fixed_yx = np.array([[52.0, 70.0], [17.0, 285.0], [223.0, 35.0], [223.0, 285.0], [223.0, 160.0], [120.0, 35.0], [120.0, 285.0]])
+    moving_yx = np.c_[fixed_yx[:, 0] + by, fixed_yx[:, 1] * ax + bx]
+    return fixed, moving, fixed_yx, moving_yx

@@ -289,6 +289,92 @@ def test_a_shaded_field_inside_the_specimen_is_no_section():
     assert fg is not None and abs(fg.mean() - 80 * 100 / (120 * 160)) < 0.03
 
 
+def test_a_map_section_is_what_its_fill_surrounds():
+    """An EBSD map's section whose shadowed band is as dark as the fill around it.
+
+    The grey levels leave the band out (coni16_459: 74 % of the scanned section kept); the
+    section is what the map's one fill value surrounds. A map scanned inside a section, with a
+    few empty rows along one edge, keeps its grey-level outline.
+    """
+    from correlate_helpers import make_shadowed_map_pair
+
+    from metallo.correlate._register import _fill_outline, _foreground, _grey_outline, _prepare
+
+    _, moving, _, _ = make_shadowed_map_pair()
+    p = _prepare(moving, "moving")
+    scanned = moving != 58
+    fg, grey = _foreground(p), _grey_outline(p)
+    assert grey is not None and (grey & scanned).sum() < 0.9 * scanned.sum()
+    assert fg is not None and (fg & scanned).sum() / (fg | scanned).sum() > 0.97
+    rng = np.random.default_rng(1)
+    inside = 0.3 + 0.7 * rng.random((80, 100))
+    inside[:6] = 0.0
+    assert _fill_outline(_prepare(inside, "moving")) is None
+
+
+@pytest.mark.slow
+def test_a_shadowed_band_does_not_squeeze_the_map():
+    """The start must fit the section outlines, even where the structure prefers a wrong one.
+
+    Before, the map's section was taken without its shadowed band: the outline start squeezed
+    the map's rows by 17 %, the points along the lower edge ended 42-45 px off, and nothing was
+    flagged (coni16_459 the same way: p95 80 px, worse than no registration, 42.7 px). Measured
+    now: at most 0.9 px at the seven points, and the start keeps the row scale.
+    """
+    from correlate_helpers import make_shadowed_map_pair
+
+    fixed, moving, fixed_yx, moving_yx = make_shadowed_map_pair()
+    reg = register(fixed, moving)
+    assert reg.quality["start"]["chosen"] == "outline"
+    matrix = np.asarray(reg.quality["start"]["matrix"])  # (x, y)
+    assert abs(matrix[1, 1] - 1.0) < 0.02 and abs(matrix[0, 0] - 1.15) < 0.02
+    err = tre(reg, moving_yx, fixed_yx)
+    assert err.max() < 2.0
+    assert not reg.quality["failed"]
+
+
+def test_a_start_that_misses_the_fitted_outlines_cannot_win():
+    """Where the outline fit converges (section IoU >= 0.95), a start overlapping the sections
+    less than 0.9 is no candidate, however well its structure images agree."""
+    from correlate_helpers import make_shadowed_map_pair
+
+    from metallo.correlate._register import _auto_start, _prepare
+
+    fixed, moving, _, _ = make_shadowed_map_pair()
+    _, info = _auto_start(_prepare(fixed, "fixed"), _prepare(moving, "moving"), ratio=0.8, transform="affine",
+                          ransac_px=3.0, max_side=2048, min_inliers=8, seed=0)
+    assert info["outline_iou"]["outline"] >= 0.95
+    assert info["outline_iou"]["identity"] < 0.9 and info["scores"]["identity"] == -1.0
+    assert "IoU" in info["not_used"]["identity"]
+
+
+def test_the_outline_settles_an_orientation_the_structure_cannot(monkeypatch):
+    """A near-tie in structure between the map as given and turned: the better outline fit wins.
+
+    coni16_459 at half size: its map's grains do not show in the BSE image, the structure
+    scored -0.060 both ways and the half-turned start won by 0.0002 (median error 255 px); as
+    given its sections overlap 0.977, turned 0.949. Here the structure score is made a tie that
+    slightly favours every turned or mirrored start, and the turned outline fit (IoU 0.85) is
+    left a candidate, so that the tie itself must be settled.
+    """
+    from correlate_helpers import make_shadowed_map_pair
+
+    import metallo.correlate._register as R
+
+    def tie(fixed, moving, steps, **kw):
+        m = steps[0].matrix
+        return 0.2 + (0.001 if np.trace(m) < 0 or np.linalg.det(m) < 0 else 0.0), 1.0
+
+    monkeypatch.setattr(R, "_structure_score", tie)
+    monkeypatch.setattr(R, "_OUTLINE_SAME_IOU", 0.8)
+    fixed, moving, _, _ = make_shadowed_map_pair()
+    _, info = R._auto_start(R._prepare(fixed, "fixed"), R._prepare(moving, "moving"), ratio=0.8, transform="affine",
+                            ransac_px=3.0, max_side=2048, min_inliers=8, seed=0)
+    assert info["chosen"] == "outline" and not info["turn"]["used"]
+    assert info["turn"]["chosen_by"].startswith("section outline overlap")
+    assert info["outline_iou"]["outline"] > info["outline_iou"]["outline turned"] + 0.02
+
+
 def test_padding_rows_and_columns_are_not_data():
     """A map pasted into a zero canvas (EBSD-Correction's exports): the canvas is unmeasured.
 
