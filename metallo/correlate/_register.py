@@ -809,8 +809,8 @@ def _structure_search(
 
 #: Least separation (Ashman's D) of section and background grey levels for an outline to count.
 _SECTION_SEPARATION = 2.0
-#: Least share of an image in flat patches (3 x 3 pixels) of its most common value for that value
-#: to be taken as a fill around the scanned section (:func:`_fill_outline`). EBSD maps measured:
+#: Least share of an image in flat patches (3 x 3 pixels) of the commonest value along its border
+#: for that value to be taken as a fill around the scanned section (:func:`_fill_outline`). EBSD maps measured:
 #: coni16_459 10.4 %, Slice8_TFS 35 %; the BSE images, noisy, 0-2.3 %.
 _FILL_MIN_FRACTION = 0.03
 #: The section found inside a fill may reach at most this share of any image side.
@@ -836,14 +836,20 @@ def _fill_outline(p: _Prepared) -> np.ndarray | None:
     section, with a few empty rows at an edge, keeps the grey-level outline.
     """
     v, ok = p.values, p.valid
-    vals, counts = np.unique(v[ok], return_counts=True)
+    edge = ndi.binary_dilation(~ok) if not ok.all() else np.zeros(ok.shape, bool)
+    edge[0] = edge[-1] = True
+    edge[:, 0] = edge[:, -1] = True
+    # The fill touches the border: the commonest value there is the candidate (cheap, and a
+    # noisy micrograph leaves after one comparison).
+    vals, counts = np.unique(v[edge & ok], return_counts=True)
+    if not len(vals):
+        return None
     mode = vals[int(np.argmax(counts))]
+    if np.count_nonzero((v == mode) & ok) < _FILL_MIN_FRACTION * v.size:
+        return None
     flat = (ndi.maximum_filter(v, 3) == mode) & (ndi.minimum_filter(v, 3) == mode) & ok
     if flat.mean() < _FILL_MIN_FRACTION:
         return None
-    edge = ndi.binary_dilation(~ok)
-    edge[0] = edge[-1] = True
-    edge[:, 0] = edge[:, -1] = True
     labels, _ = ndi.label(flat)
     touching = np.unique(labels[edge & flat])
     fill = ndi.binary_dilation(np.isin(labels, touching[touching > 0])) & ok
