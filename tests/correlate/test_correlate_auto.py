@@ -364,8 +364,9 @@ def test_the_outline_settles_an_orientation_the_structure_cannot(monkeypatch, bo
     result was 223 px off. Here the structure score favours every turned or mirrored start by
     ``bonus`` at a poor level (0.2), and the turned outline fit (IoU 0.85) is left a candidate.
     """
-    import metallo.correlate._register as R
     from correlate_helpers import make_shadowed_map_pair
+
+    import metallo.correlate._register as R
 
     def rigged(fixed, moving, steps, **kw):
         m = steps[0].matrix
