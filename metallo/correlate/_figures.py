@@ -46,6 +46,15 @@ def checkerboard(a: np.ndarray, b: np.ndarray, *, squares: int = 8) -> np.ndarra
     return np.where((yy + xx) % 2 == 0, a, b)
 
 
+def _title(reg: Registration) -> tuple[str, bool]:
+    """The figure's title, and whether the registration was flagged failed (then said in it)."""
+    title = f"{reg.moving} -> {reg.fixed}: {reg.method} ({reg.transform_type})"
+    if not reg.quality.get("failed"):
+        return title, False
+    reasons = reg.quality.get("failure_reasons") or ["see quality.json"]
+    return f"{title}\nREGISTRATION FAILED - do not trust this warp: {str(reasons[0])[:110]}", True
+
+
 def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path, *, squares: int = 8) -> Path:
     """Write a PNG: checkerboard before (physical placement), checkerboard after, colour overlay.
 
@@ -91,7 +100,8 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
         ax.imshow(img, cmap="gray", interpolation="nearest")
         ax.set_title(title)
         ax.set_axis_off()
-    fig.suptitle(f"{reg.moving} -> {reg.fixed}: {reg.method} ({reg.transform_type})")
+    title, failed = _title(reg)
+    fig.suptitle(title, color="firebrick" if failed else "black")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

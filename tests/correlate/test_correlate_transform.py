@@ -206,6 +206,13 @@ def test_checkerboard_and_overlay_figure(tmp_path):
     rng = np.random.default_rng(13)
     path = overlay_figure(reg, rng.random((100, 120)), rng.random((90, 110)), tmp_path / "o.png")
     assert path.stat().st_size > 10_000
+    # A registration flagged failed says so on the figure a user looks at, with the first reason.
+    from metallo.correlate._figures import _title
+
+    assert "FAILED" not in _title(reg)[0]
+    reg.quality.update(failed=True, failure_reasons=["the structure images agree poorly after registration (NCC 0.03 < 0.3)"])
+    title, failed = _title(reg)
+    assert failed and "REGISTRATION FAILED" in title and "NCC 0.03" in title
 
 
 def test_inverse_tps_step_is_the_exact_inverse_and_round_trips_storage(tmp_path):
