@@ -1357,9 +1357,9 @@ def _outline_distance_map(
 
 def _outline_iou(fixed: _Prepared, moving: _Prepared, steps: list[Any], ffg: np.ndarray, mfg: np.ndarray) -> float:
     """Intersection over union of the fixed section and the moving one warped by ``steps``."""
-    mq = _Prepared(mfg.astype(np.float64), moving.valid, moving.grid, moving.name)
-    warped, ok = _resample(_coarse(mq), steps, _coarse(fixed).grid)
-    a = _coarse(_Prepared(ffg.astype(np.float64), fixed.valid, fixed.grid, fixed.name)).values > 0.5
+    fq = _coarse(_Prepared(ffg.astype(np.float64), fixed.valid, fixed.grid, fixed.name))
+    warped, ok = _resample(_coarse(_Prepared(mfg.astype(np.float64), moving.valid, moving.grid, moving.name)), steps, fq.grid)
+    a = fq.values > 0.5
     b = (warped > 0.5) & ok
     union = int((a | b).sum())
     return float((a & b).sum()) / union if union else 0.0
