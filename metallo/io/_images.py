@@ -297,7 +297,7 @@ def _read_tiff(
             try:
                 array = series.asarray()
             except ValueError as exc:
-                # tifffile decodes LZW, Deflate and JPEG only with imagecodecs; Pillow, already
+                # tifffile decodes LZW and JPEG only with imagecodecs; Pillow, already
                 # installed, decodes the common ones (coni16_459_eds.tif of EBSD-Correction is LZW).
                 if "imagecodecs" not in str(exc):
                     raise

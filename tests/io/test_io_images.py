@@ -143,7 +143,7 @@ def test_pixel_size_from_foreign_tiff_resolution_tags(tmp_path, unit, per_unit, 
 def test_compressed_tiffs_are_read_without_imagecodecs(tmp_path, compression, mode):
     """LZW, Deflate and PackBits TIFFs (microscope exports, Photoshop, GIMP), with their pixel size.
 
-    tifffile decodes LZW and Deflate only with the optional imagecodecs package; without it
+    tifffile decodes LZW only with the optional imagecodecs package (Deflate and PackBits it reads); without it
     read_image refused coni16_459_eds.tif (EBSD-Correction) as "not a readable TIFF image".
     """
     rng = np.random.default_rng(0)
