@@ -53,6 +53,8 @@ PAPER = {"uhcs_pixelnet_focal_accuracy": 0.865, "lath_bainite_unet_mean_iou": (0
 PLAIN: dict = dict(model="unet", model_kwargs={"base_channels": 16}, loss="ce", loss_kwargs={}, modality="SEM",
                    scale=0.5, tile_size=256, epochs=100_000, batch_size=4, lr=2e-3, schedule="cosine",
                    augment={"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}, eval_tile=None, eval_tta=False)
+#: Placeholder of the ``pretrained`` arm's ``init_weights``: the checkpoint :func:`pretrained_checkpoint` writes.
+PRETRAINED = "<pretrained in this run>"
 #: Levers of issue 19, each one change against PLAIN at the same CPU budget.
 ARMS: dict[str, dict] = {
     "plain": {},
@@ -62,6 +64,9 @@ ARMS: dict[str, dict] = {
     "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
     "ce_dice": dict(loss="ce_dice"),
     "photometric": dict(augment={"blur": 0.2}),
+    # Self-supervised masked-inpainting pretraining on every UHCS micrograph in the shared data
+    # (the 15 labelled and the 11 particle images, labels ignored), once per run, then PLAIN.
+    "pretrained": dict(init_weights=PRETRAINED),
 }
 TUNE_FOLD = 0
 
@@ -93,6 +98,9 @@ def main() -> None:
     parser.add_argument("--cpu-minutes", type=float, default=None,
                         help="CPU minutes per model (screen 3; final 40 / folds; uncertainty 2.5)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name")
+    parser.add_argument("--pretrain-cpu-minutes", type=float, default=5.0,
+                        help="arm 'pretrained': CPU minutes of self-supervised pretraining (once per run, all UHCS images)")
+    parser.add_argument("--pretrain-patch", type=int, default=8, help="arm 'pretrained': side of the blanked squares, px")
     args = parser.parse_args()
     import torch
 
@@ -308,6 +316,8 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
     from metallo.segment import train
 
     settings = dict(PLAIN, **arm_settings(name), device=str(device), seed=0, max_cpu_s=cpu_s)
+    if settings.get("init_weights") == PRETRAINED:
+        settings["init_weights"] = str(out_dir.parent / "pretrained.pt")
     rows = []
     for k in folds:
         held = parts[k]
@@ -353,6 +363,9 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
     parts = fold_indices(len(data), k, seed=0)
     run_dir = Path(os.environ.get("METALLO_RUNS", "/tmp/metallo-heldout-runs"))
     start, cpu0 = time.perf_counter(), time.process_time()
+    pretraining = None
+    if any("pretrained" in a.split("+") for a in (args.arms if args.heldout == "screen" else args.arm).split(",")):
+        pretraining = pretrained_checkpoint(args, device, run_dir / "pretrained.pt")
     if args.heldout == "screen":
         cpu_s = 60.0 * (args.cpu_minutes or 3.0)
         arms = args.arms.split(",")
@@ -366,7 +379,11 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         arms = args.arm.split(",")
         print(f"final: arms {arms}, {cpu_s / 60:.1f} CPU-min per fold model, scored folds {folds} "
               f"(tuning fold {TUNE_FOLD} not scored, not trained)", flush=True)
-        results = [_run_arm(data, a, folds, parts, cpu_s, device, run_dir / "final") for a in arms]
+        # Equal total compute: an arm that pretrains spends its share of the pretraining (over the
+        # k fold models a full cross-validation trains) less on each fold model.
+        share = pretraining["cpu_s"] / k if pretraining else 0.0
+        results = [_run_arm(data, a, folds, parts, cpu_s - share if "pretrained" in a.split("+") else cpu_s, device,
+                            run_dir / "final") for a in arms]
         scored = f"folds {folds}"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
@@ -384,9 +401,30 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
               "arms": results, "wall_minutes": (time.perf_counter() - start) / 60,
               "process_cpu_minutes": (time.process_time() - cpu0) / 60,
               "ru_user_sys_minutes": (usage.ru_utime + usage.ru_stime) / 60, "torch_threads": 2,
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_end": os.getloadavg()}
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_end": os.getloadavg(),
+              "pretraining": pretraining}
     (out / name).write_text(json.dumps(result, indent=1, default=float))
     print(f"saved {out / name}")
+
+
+def pretrained_checkpoint(args, device, path: Path) -> dict:
+    """Masked-inpainting pretraining of PLAIN's network on all UHCS micrographs (labels ignored), once per run."""
+    from metallo.segment import pretrain
+
+    folders = [datasets.path(n, folder=args.data) for n in ("uhcs_microconstituent_segmentation",
+                                                            "uhcs_spheroidite_particle_segmentation")]
+    cpu_s = 60.0 * args.pretrain_cpu_minutes
+    print(f"pretraining {PLAIN['model']} {PLAIN['model_kwargs']} by masked inpainting on "
+          f"{', '.join(f.name for f in folders)} for {cpu_s / 60:.1f} CPU-min", flush=True)
+    result = pretrain([str(f) for f in folders], model=PLAIN["model"], model_kwargs=PLAIN["model_kwargs"],
+                      scale=PLAIN["scale"], tile_size=PLAIN["tile_size"], batch_size=PLAIN["batch_size"], lr=PLAIN["lr"],
+                      epochs=100_000, max_cpu_s=cpu_s, device=str(device), seed=0, out=path,
+                      patch=args.pretrain_patch)
+    m = result.metrics
+    print(f"  pretrained on {len(m['images'])} images: inpainting MSE {m['loss']:.3f} (mean fill {m['baseline_loss']:.3f}), "
+          f"{m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min", flush=True)
+    return {"checkpoint": str(path), "patch": args.pretrain_patch, "cpu_s": m["train_cpu_s"], "wall_s": m["train_wall_s"], "steps": m["train_steps"],
+            "loss": m["loss"], "baseline_loss": m["baseline_loss"], "images": m["images"]}
 
 
 TARGET = {"accuracy": 0.94, "mean_iou": 0.80}

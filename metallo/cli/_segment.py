@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
         final: Annotated[bool, typer.Option("--final/--no-final", help="After CV, train model.pt on all images.")] = True,
+        init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from this checkpoint (metallo pretrain output, same model).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Train a segmentation CNN with k-fold cross-validation, then a final model on all images."""
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
         from metallo.segment._train import train as train_model
 
         overrides = {"out_dir": str(out) if out else None, "model": model, "epochs": epochs, "tile_size": tile,
-                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed}
+                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed,
+                     "init_weights": str(init_weights) if init_weights else None}
         cfg = TrainConfig.from_any(source, **{k: v for k, v in overrides.items() if v is not None})
         n_folds = cfg.folds if folds is None else folds
         console = Console(highlight=False)
@@ -137,6 +139,41 @@ def register(app: typer.Typer) -> None:
                 doubt = (f"  uncertain {q['uncertain_fraction']:.1%}, expected error {q['expected_error']:.3f}"
                          + ("" if q["passed"] else "  UNCERTAIN"))
             console.print(f"{rec['input']} -> {rec['labels']}  ({fractions}){doubt}")
+
+    @app.command()
+    def pretrain(
+        images: Annotated[list[Path], typer.Argument(help="Micrograph files or folders (their images/ if present); labels are ignored.")],
+        out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (train --init-weights reads it).")] = Path("pretrained.pt"),
+        model: Annotated[str, typer.Option("--model", help="unet, unet_vgg16 or pixelnet: the model you will train.")] = "unet",
+        base_channels: Annotated[int | None, typer.Option("--base-channels", help="unet: channels of the first level.")] = None,
+        scale: Annotated[float, typer.Option("--scale", help="Down-scaling factor, as in training.")] = 1.0,
+        tile: Annotated[int, typer.Option("--tile", help="Tile size in px.")] = 256,
+        patch: Annotated[int, typer.Option("--patch", help="Side of the blanked squares in px (after --scale).")] = 8,
+        cpu_minutes: Annotated[float | None, typer.Option("--cpu-minutes", help="Budget in CPU minutes of this process.")] = None,
+        minutes: Annotated[float | None, typer.Option("--minutes", help="Budget in wall-clock minutes.")] = None,
+        epochs: Annotated[int, typer.Option("--epochs", help="Most epochs (the budget may end it first).")] = 1000,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    ) -> None:
+        """Self-supervised pretraining on unlabelled micrographs (masked inpainting), for train --init-weights."""
+        from rich.console import Console
+
+        from metallo.errors import ConfigError
+        from metallo.segment import pretrain as pretrain_model
+
+        if cpu_minutes is None and minutes is None and epochs >= 1000:
+            raise ConfigError("give a budget: --cpu-minutes, --minutes or a smaller --epochs")
+        kwargs = {} if base_channels is None else {"base_channels": base_channels}
+        with rich_progress(not quiet) as progress:
+            result = pretrain_model([str(p) for p in images], model=model, model_kwargs=kwargs, scale=scale,
+                                    tile_size=tile, patch=patch, epochs=epochs, device=device, seed=seed, out=out,
+                                    max_cpu_s=None if cpu_minutes is None else 60 * cpu_minutes,
+                                    max_time_s=None if minutes is None else 60 * minutes, progress=progress)
+        m = result.metrics
+        Console(highlight=False).print(
+            f"pretrained on {len(m['images'])} images, {m['train_steps']} steps: inpainting error {m['loss']:.3f} "
+            f"(mean fill {m['baseline_loss']:.3f})\ncheckpoint: {result.checkpoint}")
 
     @app.command("export")
     def export(

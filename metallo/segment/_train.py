@@ -109,6 +109,11 @@ class TrainConfig:
         (class-balanced sampling for rare classes; see :class:`~metallo.segment.TileDataset`).
     freeze_encoder_epochs : int
         Epochs with the VGG16 encoder frozen (PixelNet recipe), then fine-tuning.
+    init_weights : str, optional
+        Start from the weights of this checkpoint instead of a random initialisation: a
+        :func:`~metallo.segment.pretrain` output (self-supervised, on unlabelled micrographs) or
+        any metallo checkpoint of the same model and options. Every tensor but the output layer
+        is copied (see :func:`~metallo.segment.load_initial_weights`).
     steps_per_epoch : int, optional
         Cap on batches per epoch.
     max_time_s : float, optional
@@ -158,6 +163,7 @@ class TrainConfig:
     jitter: bool = True
     balance_classes: float = 0.0
     freeze_encoder_epochs: int = 0
+    init_weights: str | None = None
     steps_per_epoch: int | None = None
     max_time_s: float | None = None
     max_cpu_s: float | None = None
@@ -192,8 +198,9 @@ class TrainConfig:
             elif path.is_file():
                 # data_schemas/train_config.json: errors name the key and its line
                 values, _ = load_yaml(path, schema_name="train_config", what="training config")
-                if values.get("data"):
-                    values["data"] = resolve_path(values["data"], path.parent)
+                for key in ("data", "init_weights"):
+                    if values.get(key):
+                        values[key] = resolve_path(values[key], path.parent)
             else:
                 raise ConfigError(f"{path}: neither a YAML config file nor a training-data folder")
         else:
@@ -445,7 +452,13 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     # TileDataset is a map-style dataset without subclassing torch's Dataset.
     loader: Any = torch.utils.data.DataLoader(tiles, batch_size=cfg.batch_size, shuffle=True, generator=generator,  # type: ignore[arg-type]
                                               num_workers=cfg.num_workers, drop_last=len(tiles) > cfg.batch_size)
-    model = get_model(cfg.model, n_classes=data.n_classes, in_channels=data.in_channels, **cfg.model_kwargs).to(device)
+    model = get_model(cfg.model, n_classes=data.n_classes, in_channels=data.in_channels, **cfg.model_kwargs)
+    initial = None
+    if cfg.init_weights:
+        from metallo.segment._pretrain import load_initial_weights
+
+        initial = load_initial_weights(model, cfg.init_weights)
+    model = model.to(device)
     loss_fn = get_loss(cfg.loss, **_resolve_class_weights(cfg.loss_kwargs, scaled)).to(device)
     opt_cls = torch.optim.AdamW if cfg.optimizer.lower() == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -530,6 +543,8 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
                                "train_steps": int(sum(r["steps"] for r in history)),
                                "train_cpu_s": history[-1]["cpu_s"] if history else 0.0,
                                "train_wall_s": history[-1]["time_s"] if history else 0.0}
+    if initial is not None:
+        metrics["init_weights"] = initial
     if val_data is not None:
         metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                       overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
