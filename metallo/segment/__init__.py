@@ -68,7 +68,7 @@ _SUPERVISED: dict[str, str] = {
     "pretrain": "metallo.segment._pretrain",
     "PretrainResult": "metallo.segment._pretrain",
     "unlabelled_images": "metallo.segment._pretrain",
-    "load_initial_weights": "metallo.segment._pretrain",
+    "load_initial_weights": "metallo.segment._checkpoint",
     "grad_cam": "metallo.segment._explain",
     "dissect_activations": "metallo.segment._explain",
     "save_grad_cam_figure": "metallo.segment._explain",

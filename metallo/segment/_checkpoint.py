@@ -11,6 +11,7 @@ import hashlib
 import pickle
 import struct
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from metallo._version import __version__
 from metallo.errors import ConfigError, ModelError, UnknownNameError
 from metallo.segment._models import SegmentationModel, get_model
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_initial_weights", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "metallo.segment.checkpoint/1"
 _DIGEST = "content_sha256"
@@ -270,3 +271,61 @@ def load_checkpoint(checkpoint: str | Path | dict[str, Any], *, model: str | Non
     net.metallo_info = info
     net.to(resolve_device(device)).eval()
     return net, info
+
+
+def _output_layer(model: SegmentationModel) -> str:
+    """Prefix of the model's output layer: the last weight with one row per class (``head.``, PixelNet's ``mlp.7.``)."""
+    keys = [k for k, v in model.state_dict().items() if k.endswith(".weight") and v.shape[:1] == (model.n_classes,)]
+    return keys[-1][: -len("weight")] if keys else "head."
+
+
+def load_initial_weights(model: SegmentationModel, source: str | Path, *, head: Sequence[str] | None = None) -> dict[str, Any]:
+    """Copy the weights of a checkpoint (pretrained or trained) into ``model``, all but its output layer.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The freshly built network (same architecture and options as the checkpoint's).
+    source : str or Path
+        A :func:`~metallo.segment.pretrain` output or any metallo segmentation checkpoint.
+    head : sequence of str, optional
+        Prefixes of the output-layer tensors, which stay freshly initialised (their shape
+        follows the number of classes). Default: the model's last layer with one output per
+        class (``head.`` of the U-Nets, ``mlp.7.`` of PixelNet).
+
+    Returns
+    -------
+    dict
+        ``path``, ``sha256``, ``pretext`` (or None), ``loaded`` and ``kept_fresh`` tensor counts.
+
+    Raises
+    ------
+    ConfigError
+        The checkpoint holds another architecture, or a tensor of another shape (other
+        ``base_channels``, ``in_channels``): the message names the file and the tensor.
+    """
+    try:
+        source_net, info = load_checkpoint(source)
+    except ModelError as exc:
+        raise ConfigError(f"init_weights: {exc}") from None
+    if source_net.model_name != model.model_name:
+        raise ConfigError(f"{source}: init_weights holds model {source_net.model_name!r}, training builds "
+                          f"{model.model_name!r}; pretrain with the same model")
+    head = (_output_layer(model),) if head is None else tuple(head)
+    given = source_net.state_dict()
+    target = model.state_dict()
+    loaded, fresh = 0, 0
+    update = {}
+    for key, tensor in target.items():
+        if any(key.startswith(h) for h in head):
+            fresh += 1
+            continue
+        if key not in given or tuple(given[key].shape) != tuple(tensor.shape):
+            found = "missing" if key not in given else f"shape {tuple(given[key].shape)}"
+            raise ConfigError(f"{source}: init_weights tensor {key!r} does not fit the model ({found}, expected "
+                              f"{tuple(tensor.shape)}); pretrain with the same model options {model.config}")
+        update[key] = given[key].to(tensor.device, tensor.dtype)
+        loaded += 1
+    model.load_state_dict(update, strict=False)
+    return {"path": str(source), "sha256": info.get("sha256", ""), "pretext": info.get("config", {}).get("pretext"),
+            "loaded": loaded, "kept_fresh": fresh}

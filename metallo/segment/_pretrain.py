@@ -5,7 +5,7 @@ textures of a material from images alone, by *masked inpainting*: square patches
 are blanked (set to the normalised mean) and the network, the same architecture that will later
 segment, learns to paint them back from their surroundings (mean squared error on the blanked
 pixels only). The result is a checkpoint whose weights :func:`~metallo.segment.train` takes as
-its starting point (``init_weights=``): every tensor but the output layer is copied, and
+its starting point (``init_weights=``, :func:`~metallo.segment.load_initial_weights`): every tensor but the output layer is copied, and
 supervised training goes on from there.
 
 Which images may be used: any micrographs of the material, labelled or not, labels ignored —
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from metallo._device import resolve_device, torch_seeded
 from metallo._progress import ProgressCallback, notify
 from metallo._xarray import to_numpy
 from metallo.errors import ConfigError
-from metallo.segment._checkpoint import autocast_dtype, load_checkpoint, save_checkpoint
+from metallo.segment._checkpoint import autocast_dtype, save_checkpoint
 from metallo.segment._data import (
     IMAGE_SUFFIXES,
     Augment,
@@ -49,8 +49,9 @@ from metallo.segment._data import (
     to_unit_range,
 )
 from metallo.segment._models import SegmentationModel, get_model
+from metallo.segment._train import _cosine_lr, _to_device
 
-__all__ = ["PRETEXT", "PretrainResult", "load_initial_weights", "pretrain", "unlabelled_images"]
+__all__ = ["PRETEXT", "PretrainResult", "pretrain", "unlabelled_images"]
 
 #: The pretext task recorded in a pretrained checkpoint's config.
 PRETEXT = "masked_inpainting"
@@ -140,8 +141,9 @@ def pretrain(images: Any, *, model: str = "unet", model_kwargs: dict[str, Any] |
 
     Parameters
     ----------
-    images : iterable or SegmentationData
-        Image files, folders or arrays (see :func:`unlabelled_images`); labels are never read.
+    images : str, Path, ndarray, SegmentationData or an iterable of them
+        Image files, folders, arrays or labelled data (see :func:`unlabelled_images`); labels
+        are never read.
     model, model_kwargs : str, dict
         The architecture that will be fine-tuned (``"unet"``, ``{"base_channels": 16}``).
     scale : float
@@ -182,10 +184,8 @@ def pretrain(images: Any, *, model: str = "unet", model_kwargs: dict[str, Any] |
     if patch < 1 or tile_size < 8 or batch_size < 1 or epochs < 1 or not lr > 0:
         raise ConfigError(f"patch, tile_size (>= 8), batch_size, epochs and lr must be positive; got {patch}, "
                           f"{tile_size}, {batch_size}, {epochs}, {lr}")
-    data = images if isinstance(images, SegmentationData) else unlabelled_images(
-        images if isinstance(images, (list, tuple)) else [images], scale=scale)
-    if isinstance(images, SegmentationData) and scale != 1.0:
-        data = unlabelled_images([images], scale=scale)
+    single = isinstance(images, (str, Path, np.ndarray, SegmentationData))
+    data = unlabelled_images([images] if single else list(images), scale=scale)
     dev = resolve_device(device)
     with torch_seeded(seed, dev, deterministic=True):
         return _pretrain(data, model, dict(model_kwargs or {}), scale, tile_size, batch_size, lr, epochs, max_cpu_s,
@@ -196,8 +196,6 @@ def _pretrain(data: SegmentationData, model_name: str, model_kwargs: dict[str, A
               batch_size: int, lr: float, epochs: int, max_cpu_s: float | None, max_time_s: float | None, patch: int,
               mask_ratio: float, device: torch.device, amp: bool, seed: int, out: str | Path | None,
               progress: ProgressCallback | None) -> PretrainResult:
-    from metallo.segment._train import _cosine_lr, _to_device
-
     mean, std = data.mean_std()
     tiles = TileDataset(data, tile=tile, mean=mean, std=std, augment=Augment(brightness=0.0, contrast=0.0, gamma=0.0),
                         jitter=True, seed=seed)
@@ -277,63 +275,3 @@ def _pretrain(data: SegmentationData, model_name: str, model_kwargs: dict[str, A
                             metrics=metrics, config=config)
         checkpoint = Path(out)
     return PretrainResult(net, checkpoint, history, metrics)
-
-
-def _output_layer(model: SegmentationModel) -> str:
-    """Prefix of the model's output layer: the last weight with one row per class (``head.``, PixelNet's ``mlp.7.``)."""
-    keys = [k for k, v in model.state_dict().items() if k.endswith(".weight") and v.shape[:1] == (model.n_classes,)]
-    return keys[-1][: -len("weight")] if keys else "head."
-
-
-def load_initial_weights(model: SegmentationModel, source: str | Path, *, head: Sequence[str] | None = None) -> dict[str, Any]:
-    """Copy the weights of a checkpoint (pretrained or trained) into ``model``, all but its output layer.
-
-    Parameters
-    ----------
-    model : SegmentationModel
-        The freshly built network (same architecture and options as the checkpoint's).
-    source : str or Path
-        A :func:`pretrain` output or any metallo segmentation checkpoint.
-    head : sequence of str, optional
-        Prefixes of the output-layer tensors, which stay freshly initialised (their shape
-        follows the number of classes). Default: the model's last layer with one output per
-        class (``head.`` of the U-Nets, ``mlp.7.`` of PixelNet).
-
-    Returns
-    -------
-    dict
-        ``path``, ``sha256``, ``pretext`` (or None), ``loaded`` and ``kept_fresh`` tensor counts.
-
-    Raises
-    ------
-    ConfigError
-        The checkpoint holds another architecture, or a tensor of another shape (other
-        ``base_channels``, ``in_channels``): the message names the file and the tensor.
-    """
-    from metallo.errors import ModelError
-
-    try:
-        source_net, info = load_checkpoint(source)
-    except ModelError as exc:
-        raise ConfigError(f"init_weights: {exc}") from None
-    if source_net.model_name != model.model_name:
-        raise ConfigError(f"{source}: init_weights holds model {source_net.model_name!r}, training builds "
-                          f"{model.model_name!r}; pretrain with the same model")
-    head = (_output_layer(model),) if head is None else tuple(head)
-    given = source_net.state_dict()
-    target = model.state_dict()
-    loaded, fresh = 0, 0
-    update = {}
-    for key, tensor in target.items():
-        if any(key.startswith(h) for h in head):
-            fresh += 1
-            continue
-        if key not in given or tuple(given[key].shape) != tuple(tensor.shape):
-            found = "missing" if key not in given else f"shape {tuple(given[key].shape)}"
-            raise ConfigError(f"{source}: init_weights tensor {key!r} does not fit the model ({found}, expected "
-                              f"{tuple(tensor.shape)}); pretrain with the same model options {model.config}")
-        update[key] = given[key].to(tensor.device, tensor.dtype)
-        loaded += 1
-    model.load_state_dict(update, strict=False)
-    return {"path": str(source), "sha256": info.get("sha256", ""), "pretext": info.get("config", {}).get("pretext"),
-            "loaded": loaded, "kept_fresh": fresh}

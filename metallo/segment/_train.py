@@ -38,6 +38,7 @@ from metallo.errors import ConfigError
 from metallo.segment._checkpoint import (
     autocast_dtype,
     load_checkpoint,
+    load_initial_weights,
     save_checkpoint,
 )
 from metallo.segment._data import (
@@ -455,8 +456,6 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     model = get_model(cfg.model, n_classes=data.n_classes, in_channels=data.in_channels, **cfg.model_kwargs)
     initial = None
     if cfg.init_weights:
-        from metallo.segment._pretrain import load_initial_weights
-
         initial = load_initial_weights(model, cfg.init_weights)
     model = model.to(device)
     loss_fn = get_loss(cfg.loss, **_resolve_class_weights(cfg.loss_kwargs, scaled)).to(device)
