@@ -608,7 +608,13 @@ def _model_and_info(checkpoint_or_model: Any, device: str | torch.device) -> tup
         from metallo.segment._onnx import load_onnx
 
         return load_onnx(checkpoint_or_model)
-    return load_checkpoint(checkpoint_or_model, device=device)
+    model, info = load_checkpoint(checkpoint_or_model, device=device)
+    pretext = (info.get("config") or {}).get("pretext")
+    if pretext:
+        # A pretraining checkpoint paints images back; its "classes" are no phases.
+        raise ModelError(f"{checkpoint_or_model}: a self-supervised pretraining checkpoint ({pretext}) does not "
+                         "segment; train a model from it (metallo train --init-weights) and predict with that")
+    return model, info
 
 
 def _load_members(checkpoint_or_model: Any, device: str | torch.device) -> list[tuple[nn.Module, dict[str, Any]]]:

@@ -151,3 +151,13 @@ def test_every_model_pretrains_and_hands_over_all_but_its_output_layer(name, kwa
     # Only the last layer, one output per class (4 here, 1 in the pretrained net), stays fresh.
     assert len(kept) == 2 and all(after[k].shape[0] == 4 and torch.equal(after[k], before[k]) for k in kept)
     assert kept[0].rsplit(".", 1)[0] == list(after)[-1].rsplit(".", 1)[0]
+
+
+def test_a_pretraining_checkpoint_is_not_taken_for_a_segmentation_model(tmp_path):
+    from metallo.errors import ModelError
+    from metallo.segment import predict
+
+    pre = pretrain([_stripes(0)], model_kwargs={"base_channels": 4}, tile_size=32, epochs=1, device="cpu",
+                   out=tmp_path / "pre.pt")
+    with pytest.raises(ModelError, match=r"pre\.pt: a self-supervised pretraining checkpoint \(masked_inpainting\) does not segment"):
+        predict(pre.checkpoint, _stripes(1), device="cpu")
