@@ -62,6 +62,7 @@ ARMS: dict[str, dict] = {
     "physical": dict(scale=1.0, pixel_size_um=0.39, augment={**PLAIN["augment"], "scale": 0.25}),
     "balanced": dict(balance_classes=0.5),
     "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
+    "attention": dict(model_kwargs={"base_channels": 16, "attention": True}),
     "ce_dice": dict(loss="ce_dice"),
     "photometric": dict(augment={"blur": 0.2}),
     # Self-supervised masked-inpainting pretraining on every UHCS micrograph in the shared data

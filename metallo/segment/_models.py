@@ -13,6 +13,8 @@ References
 .. [2] B. L. DeCost, B. Lei, T. Francis, E. A. Holm, "High throughput quantitative metallography
    for complex microstructures using deep learning: a case study in ultrahigh carbon steel",
    Microscopy and Microanalysis 25(1), 21-29 (2019). doi:10.1017/S1431927618015635
+.. [3] O. Oktay et al., "Attention U-Net: learning where to look for the pancreas", MIDL 2018.
+   arXiv:1804.03999
 """
 
 from __future__ import annotations
@@ -213,6 +215,27 @@ class _ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
+class _AttentionGate(nn.Module):
+    """Additive attention gate on a skip connection (Oktay et al. 2018, "Attention U-Net").
+
+    ``psi = sigmoid(BN(conv1x1(relu(BN(W_g g) + BN(W_x x)))))``, one weight per pixel in [0, 1],
+    scales the skip features ``x`` by what the decoder features ``g`` (up-sampled to the skip's
+    resolution) say is relevant there: the skip's fine texture passes where the coarse context
+    asks for it. Costs three 1x1 convolutions per level.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inter = max(1, channels // 2)
+        self.w_g = nn.Sequential(nn.Conv2d(channels, inter, 1, bias=False), nn.BatchNorm2d(inter))
+        self.w_x = nn.Sequential(nn.Conv2d(channels, inter, 1, bias=False), nn.BatchNorm2d(inter))
+        self.psi = nn.Sequential(nn.Conv2d(inter, 1, 1, bias=False), nn.BatchNorm2d(1), nn.Sigmoid())
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * self.psi(self.relu(self.w_g(g) + self.w_x(x)))
+
+
 @register_model("unet")
 class UNet(SegmentationModel):
     """The U-Net of Ronneberger et al. as used for lath bainite: 4 down-sampling levels,
@@ -231,6 +254,9 @@ class UNet(SegmentationModel):
     residual : bool
         Residual blocks (two conv-BN layers plus a shortcut) instead of plain double
         convolutions, at about the same compute.
+    attention : bool
+        Attention gates on the skip connections (Oktay et al. 2018): each skip is weighted per
+        pixel by what the decoder's coarser context makes relevant there.
 
     Examples
     --------
@@ -239,11 +265,14 @@ class UNet(SegmentationModel):
     """
 
     def __init__(self, *, n_classes: int, in_channels: int = 1, base_channels: int = 64,
-                 depth: int = 4, dropout: float = 0.0, residual: bool = False, strict_size: bool = False) -> None:
+                 depth: int = 4, dropout: float = 0.0, residual: bool = False, attention: bool = False,
+                 strict_size: bool = False) -> None:
         super().__init__(n_classes=n_classes, in_channels=in_channels, strict_size=strict_size)
         self.config = {"base_channels": base_channels, "depth": depth, "dropout": dropout}
         if residual:
             self.config["residual"] = True  # absent when False: older checkpoints rebuild unchanged
+        if attention:
+            self.config["attention"] = True  # likewise
         block = _ResidualBlock if residual else _conv_bn_relu
         self.size_multiple = 2**depth
         widths = [base_channels * 2**i for i in range(depth + 1)]
@@ -260,6 +289,7 @@ class UNet(SegmentationModel):
         for i in range(depth, 0, -1):
             self.up.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
             self.up_conv.append(block(2 * widths[i - 1], widths[i - 1]))
+        self.gates = nn.ModuleList([_AttentionGate(widths[i - 1]) for i in range(depth, 0, -1)]) if attention else None
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,8 +299,11 @@ class UNet(SegmentationModel):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(self.drop(x))
-        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips), strict=True):
-            x = conv(torch.cat([up(x), skip], dim=1))
+        for level, (up, conv, skip) in enumerate(zip(self.up, self.up_conv, reversed(skips), strict=True)):
+            u = up(x)
+            if self.gates is not None:
+                skip = self.gates[level](u, skip)
+            x = conv(torch.cat([u, skip], dim=1))
         return self.head(x)
 
 

@@ -212,3 +212,24 @@ def test_residual_unet_adds_the_shortcut_and_round_trips(tmp_path):
     x = torch.rand(1, 1, 40, 24)
     with torch.no_grad():
         assert torch.equal(net(x), loaded(x))
+
+
+def test_attention_unet_gates_its_skips_and_round_trips(tmp_path):
+    from metallo.segment._models import _AttentionGate
+
+    gate = _AttentionGate(4).eval()
+    torch.nn.init.zeros_(gate.psi[0].weight)              # psi = sigmoid(BN(0)) = sigmoid(0): half of every skip
+    g, x = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(gate(g, x), 0.5 * x)
+    plain = get_model("unet", n_classes=3, base_channels=4)
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=3, base_channels=4, attention=True).eval()
+    extra = sum(p.numel() for p in net.parameters()) / sum(p.numel() for p in plain.parameters())
+    assert 1.0 < extra < 1.05                             # three 1x1 convolutions per level
+    assert "attention" not in plain.config and net.config["attention"] is True
+    path = save_checkpoint(tmp_path / "a.pt", net, classes=["a", "b", "c"], mean=[0.5], std=[0.2])
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(1, 1, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
