@@ -191,6 +191,21 @@ def test_a_state_dict_that_is_not_vgg16_is_rejected(tmp_path):
         get_model("unet_vgg16", n_classes=2, weights=tmp_path / "bad.pth", width_divisor=2)
 
 
+def _unet_option_costs_and_round_trips(option: str, tmp_path) -> float:
+    """Parameter ratio of a U-Net-4 with ``option`` on over the plain one; the option is recorded
+    only when on, and the checkpoint rebuilds the same network."""
+    plain = get_model("unet", n_classes=3, base_channels=4)
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=3, base_channels=4, **{option: True}).eval()
+    assert option not in plain.config and net.config[option] is True
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / f"{option}.pt", net, classes=["a", "b", "c"],
+                                                mean=[0.5], std=[0.2]))
+    x = torch.rand(1, 1, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+    return sum(p.numel() for p in net.parameters()) / sum(p.numel() for p in plain.parameters())
+
+
 def test_residual_unet_adds_the_shortcut_and_round_trips(tmp_path):
     from metallo.segment._models import _ResidualBlock
 
@@ -201,17 +216,7 @@ def test_residual_unet_adds_the_shortcut_and_round_trips(tmp_path):
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         assert torch.equal(block(x), torch.relu(x))       # identity shortcut, then ReLU
-    plain = get_model("unet", n_classes=3, base_channels=4)
-    torch.manual_seed(0)
-    net = get_model("unet", n_classes=3, base_channels=4, residual=True).eval()
-    extra = sum(p.numel() for p in net.parameters()) / sum(p.numel() for p in plain.parameters())
-    assert 1.0 < extra < 1.1                              # 1x1 projections only where the width changes
-    assert "residual" not in plain.config and net.config["residual"] is True
-    path = save_checkpoint(tmp_path / "r.pt", net, classes=["a", "b", "c"], mean=[0.5], std=[0.2])
-    loaded, _ = load_checkpoint(path)
-    x = torch.rand(1, 1, 40, 24)
-    with torch.no_grad():
-        assert torch.equal(net(x), loaded(x))
+    assert 1.0 < _unet_option_costs_and_round_trips("residual", tmp_path) < 1.1   # 1x1 projections where the width changes
 
 
 def test_attention_unet_gates_its_skips_and_round_trips(tmp_path):
@@ -222,14 +227,4 @@ def test_attention_unet_gates_its_skips_and_round_trips(tmp_path):
     g, x = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         assert torch.allclose(gate(g, x), 0.5 * x)
-    plain = get_model("unet", n_classes=3, base_channels=4)
-    torch.manual_seed(0)
-    net = get_model("unet", n_classes=3, base_channels=4, attention=True).eval()
-    extra = sum(p.numel() for p in net.parameters()) / sum(p.numel() for p in plain.parameters())
-    assert 1.0 < extra < 1.05                             # three 1x1 convolutions per level
-    assert "attention" not in plain.config and net.config["attention"] is True
-    path = save_checkpoint(tmp_path / "a.pt", net, classes=["a", "b", "c"], mean=[0.5], std=[0.2])
-    loaded, _ = load_checkpoint(path)
-    x = torch.rand(1, 1, 40, 24)
-    with torch.no_grad():
-        assert torch.equal(net(x), loaded(x))
+    assert 1.0 < _unet_option_costs_and_round_trips("attention", tmp_path) < 1.05  # three 1x1 convolutions per level
