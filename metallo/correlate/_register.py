@@ -1535,20 +1535,25 @@ def _overlap(fixed: _Prepared, moving: _Prepared, steps: list[Any]) -> tuple[np.
 
 def _unverified_near_border(values: np.ndarray, grid: Grid, reg: Registration, *, half_um: float) -> np.ndarray:
     """The residual map with NaN (no trustworthy evidence) where a cell lies within half a block of
-    the moving field's border (or outside it).
+    the moving field's border or of the fixed field's (or outside either).
 
-    The blocks matched there hold the moving border: their matches agree with each other
-    (small held-out errors) but not necessarily with the specimen. On Slice381 the 12 hand-picked
-    points within half a block (24 px) of the EBSD map's border are off by a median of 7.4 px
-    (up to 21.5), the 36 others by 2.05, while the map said 1.3-2.1 px at the worst of them.
+    The blocks matched there hold a border: their matches agree with each other (small held-out
+    errors) but not necessarily with the specimen, and no block is centred nearer a border than
+    half its side, so the spline extrapolates the last half block. On Slice381 the 12
+    hand-picked points within half a block (24 px) of the EBSD map's border are off by a median
+    of 7.4 px (up to 21.5), the 36 others by 2.05, while the map said 1.3-2.1 px at the worst of
+    them; 15 px above the BSE's lower border, where the EBSD map's last rows are stretched 2x, a
+    point off by 15 px sat in a cell that said 1.3 px.
     """
-    g = reg.moving_grid
-    xy = reg.fixed_to_moving_xy(grid.points_xy())
-    lo = np.array(g.origin_yx[::-1]) - 0.5 * np.array(g.spacing_yx[::-1])
-    hi = lo + g.extent_xy
-    margin = np.minimum(xy - lo, hi - xy).min(axis=1)
+    def margin(xy: np.ndarray, g: Grid) -> np.ndarray:
+        lo = np.array(g.origin_yx[::-1]) - 0.5 * np.array(g.spacing_yx[::-1])
+        hi = lo + g.extent_xy
+        return np.minimum(xy - lo, hi - xy).min(axis=1)
+
+    q = grid.points_xy()
+    near = (margin(reg.fixed_to_moving_xy(q), reg.moving_grid) < half_um) | (margin(q, reg.fixed_grid) < half_um)
     out = np.asarray(values, float).copy()
-    out[(margin < half_um).reshape(out.shape)] = np.nan
+    out[near.reshape(out.shape)] = np.nan
     return out
 
 

@@ -652,7 +652,7 @@ def test_both_ways_mean_gives_inverse_results_both_ways(tmp_path):
     assert single.transform_type == "tps+affine" and "both_ways" not in single.quality
 
 
-def test_residual_map_says_nothing_near_the_moving_border():
+def test_residual_map_says_nothing_near_the_moving_or_fixed_border():
     from metallo.correlate._register import _unverified_near_border
 
     fixed = Grid((100, 100), (1.0, 1.0))
@@ -663,6 +663,12 @@ def test_residual_map_says_nothing_near_the_moving_border():
     y, x = np.mgrid[:10, :10] * 10.0 + 4.5
     inside = (y - 19.5 >= 8) & (79.5 - y >= 8) & (x - 9.5 >= 8) & (89.5 - x >= 8)
     assert np.array_equal(np.isfinite(out), inside) and inside.sum() == 24  # 4 rows x 6 columns
+    # A moving map larger than the fixed field: the fixed border alone (no block is centred
+    # nearer to it than half a block) leaves the outer ring of cells (centres 5 µm in) unverified.
+    wide = Registration([], fixed_grid=fixed, moving_grid=Grid((120, 120), (1.0, 1.0), (-10.0, -10.0)))
+    out = _unverified_near_border(np.ones((10, 10)), coarse, wide, half_um=8.0)
+    ring = (y < 8) | (y > 91) | (x < 8) | (x > 91)
+    assert np.array_equal(np.isnan(out), ring) and int(np.isfinite(out).sum()) == 64
 
 
 @pytest.mark.parametrize(
