@@ -28,6 +28,7 @@ from metallo.correlate import (
     load_point_pair,
     point_baselines,
     register,
+    residual_figure,
     tre,
     tre_stats,
 )
@@ -98,24 +99,9 @@ def main() -> None:
     fig.savefig(out / "correlate_overlay.png", dpi=90)
     plt.close(fig)
 
-    rmap = np.asarray(reg.quality["residual_map_px"]["values"], dtype=float)
-    cp = reg.control_points
-    err = tre(reg, pair.moving_yx, pair.fixed_yx)
-    fig, ax = plt.subplots(figsize=(8, 6))
-    ax.imshow(fixed, cmap="gray")
-    h, w = fixed.shape
-    im = ax.imshow(rmap, extent=(-0.5, w - 0.5, h - 0.5, -0.5), cmap="viridis", alpha=0.45, vmin=0, vmax=4)
-    ax.scatter(cp.fixed_xy[cp.inlier, 0], cp.fixed_xy[cp.inlier, 1], s=6, c="lime", label="automatic points (kept)")
-    ax.scatter(cp.fixed_xy[~cp.inlier, 0], cp.fixed_xy[~cp.inlier, 1], s=6, c="red", label="automatic points (rejected)")
-    sc = ax.scatter(pair.fixed_yx[:, 1], pair.fixed_yx[:, 0], s=40, c=err, cmap="magma", vmin=0, vmax=15, marker="x",
-                    label="hand-picked points (colour: TRE)")
-    fig.colorbar(im, ax=ax, fraction=0.03, label="expected error (px, held-out automatic points)")
-    fig.colorbar(sc, ax=ax, fraction=0.03, label="TRE at hand-picked points (px)")
-    ax.legend(loc="lower right", fontsize=7)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "correlate_residual_map.png", dpi=90)
-    plt.close(fig)
+    # The figure `metallo register` writes as residual_map.png, with the hand-picked points added.
+    residual_figure(reg, pair.fixed, out / "correlate_residual_map.png", points_yx=pair.fixed_yx,
+                    errors_px=tre(reg, pair.moving_yx, pair.fixed_yx), vmax_px=15.0)
 
     boundary_figure(out)
 

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from metallo._xarray import image_dataarray
         from metallo.correlate import register as run_register
         from metallo.correlate import register_ebsd
-        from metallo.correlate._figures import overlay_figure
+        from metallo.correlate._figures import overlay_figure, residual_figure
         from metallo.correlate._transform import _jsonable
         from metallo.errors import ConfigError
         from metallo.io import read_image, reader_for, write_image
@@ -85,9 +85,15 @@ def register(app: typer.Typer) -> None:
         write_image(warped.astype("float32"), out / "warped.tif")
         reg.save_tfm(out / "transform.tfm")
         overlay_figure(reg, f, m, out / "overlay.png")
+        written = ["warped.tif", "transform.tfm", "overlay.png"]
+        if "residual_map_px" in reg.quality:
+            residual_figure(reg, f, out / "residual_map.png")
+            written.append("residual_map.png")
         (out / "quality.json").write_text(json.dumps(_jsonable(reg.quality), indent=2))
+        written.append("quality.json")
         if reg.control_points is not None:
             reg.control_points.write_bigwarp(out / "control_points.csv")
+            written.append("control_points.csv")
         if corrected_ang is not None:
             if ebsd is None:
                 raise typer.BadParameter("--corrected-ang needs MOVING to be an EBSD map (.ang or .ctf)")
@@ -96,4 +102,4 @@ def register(app: typer.Typer) -> None:
             write_corrected_ang(reg, ebsd, corrected_ang)
             typer.echo(f"wrote corrected EBSD map {corrected_ang}")
         typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
-        typer.echo(f"wrote {out}/warped.tif, transform.tfm, overlay.png, quality.json")
+        typer.echo(f"wrote {out}/{', '.join(written)}")

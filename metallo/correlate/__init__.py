@@ -16,7 +16,7 @@ from metallo.correlate._evaluate import (
     tre,
     tre_stats,
 )
-from metallo.correlate._figures import checkerboard, overlay_figure
+from metallo.correlate._figures import checkerboard, overlay_figure, residual_figure
 from metallo.correlate._landmarks import read_landmarks, read_points, write_landmarks, write_points
 from metallo.correlate._register import (
     RegistrationMethod,
@@ -46,6 +46,7 @@ __all__ = [
     "method_names",
     "mutual_information",
     "overlay_figure",
+    "residual_figure",
     "pair_variant",
     "point_baselines",
     "read_landmarks",

@@ -1,4 +1,4 @@
-"""Quality figures of a registration: checkerboards before/after and a colour overlay."""
+"""Quality figures of a registration: checkerboards before/after, a colour overlay, and the residual map."""
 
 from __future__ import annotations
 
@@ -51,8 +51,18 @@ def _title(reg: Registration) -> tuple[str, bool]:
     title = f"{reg.moving} -> {reg.fixed}: {reg.method} ({reg.transform_type})"
     if not reg.quality.get("failed"):
         return title, False
+    import textwrap
+
     reasons = reg.quality.get("failure_reasons") or ["see quality.json"]
-    return f"{title}\nREGISTRATION FAILED - do not trust this warp: {str(reasons[0])[:110]}", True
+    # Wrapped, not cut: the reason's numbers (often at its end) are what a user acts on.
+    text = textwrap.wrap(f"REGISTRATION FAILED - do not trust this warp: {reasons[0]}", _TITLE_CHARS)
+    if len(text) > 3:
+        text = [*text[:2], textwrap.shorten(" ".join(text[2:]), _TITLE_CHARS, placeholder=" ... (see quality.json)")]
+    return "\n".join([title, *text]), True
+
+
+#: Characters per line of the figure's title (15-inch figure, default font).
+_TITLE_CHARS = 150
 
 
 def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path, *, squares: int = 8) -> Path:
@@ -105,4 +115,125 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    return path
+
+
+def _unverified_pixels(values: np.ndarray, edges: tuple[float, float, float, float], shape: tuple[int, ...]) -> np.ndarray:
+    """Fixed pixels whose residual-map cell is NaN or that no cell covers.
+
+    ``edges`` = (top, bottom, left, right) of the map's cells in fixed pixel coordinates (pixel
+    centres at integers, the first cell starting at ``top``/``left``).
+
+    Examples
+    --------
+    >>> _unverified_pixels(np.array([[1.0, np.nan]]), (-0.5, 1.5, -0.5, 3.5), (2, 4)).astype(int).tolist()
+    [[0, 0, 1, 1], [0, 0, 1, 1]]
+    """
+    y0, y1, x0, x1 = edges
+    yy, xx = np.indices(shape)
+    row = np.floor((yy - y0) / ((y1 - y0) / values.shape[0])).astype(int)
+    col = np.floor((xx - x0) / ((x1 - x0) / values.shape[1])).astype(int)
+    inside = (row >= 0) & (row < values.shape[0]) & (col >= 0) & (col < values.shape[1])
+    out = ~inside
+    out[inside] = np.isnan(values[row[inside], col[inside]])
+    return out
+
+
+def residual_figure(
+    reg: Registration,
+    fixed: Any,
+    path: str | Path,
+    *,
+    points_yx: np.ndarray | None = None,
+    errors_px: np.ndarray | None = None,
+    vmax_px: float | None = None,
+) -> Path:
+    """Write a PNG of where to trust the warp: the residual map over the fixed image.
+
+    The map (``quality["residual_map_px"]``: expected error per region from the held-out
+    automatic points) is drawn over the fixed image; cells without evidence (NaN: far from every
+    point, or within half a block of a border) are hatched "not verified". The automatic points
+    are drawn (kept green, rejected red) and, when given, reference points (e.g. hand-picked)
+    coloured by their measured error on the same scale.
+
+    Parameters
+    ----------
+    reg : Registration
+        A registration with a residual map (``method="auto"`` or ``"landmarks+tps"``).
+    fixed : ndarray or xr.DataArray
+        The fixed image.
+    path : str or Path
+        Output PNG.
+    points_yx : ndarray, shape (n, 2), optional
+        Reference points in fixed pixels (y, x).
+    errors_px : ndarray, shape (n,), optional
+        Their errors in fixed pixels (e.g. :func:`metallo.correlate.tre`).
+    vmax_px : float, optional
+        Top of the colour scale (default: the larger of 4 px and the map's 95th percentile).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    RegistrationError
+        When the registration has no residual map.
+
+    Examples
+    --------
+    >>> residual_figure(reg, bse, "residual_map.png")  # doctest: +SKIP
+    PosixPath('residual_map.png')
+    """
+    from metallo.correlate._transform import Grid
+    from metallo.errors import RegistrationError
+
+    rmap = reg.quality.get("residual_map_px")
+    if rmap is None:
+        raise RegistrationError(f"{path}: registration {reg.method!r} has no residual map (method 'auto' or 'landmarks+tps' makes one)")
+    values = np.asarray(rmap["values"], dtype=float)
+    grid = Grid.from_dict(rmap["grid"])
+    fg = reg.fixed_grid
+    # Cell edges in fixed pixels (the map's grid is in µm on the fixed field).
+    y0 = (grid.origin_yx[0] - 0.5 * grid.spacing_yx[0] - fg.origin_yx[0]) / fg.spacing_yx[0]
+    x0 = (grid.origin_yx[1] - 0.5 * grid.spacing_yx[1] - fg.origin_yx[1]) / fg.spacing_yx[1]
+    y1 = y0 + values.shape[0] * grid.spacing_yx[0] / fg.spacing_yx[0]
+    x1 = x0 + values.shape[1] * grid.spacing_yx[1] / fg.spacing_yx[1]
+    finite = values[np.isfinite(values)]
+    top = vmax_px if vmax_px is not None else max(4.0, float(np.percentile(finite, 95)) if finite.size else 4.0)
+    grey = _grey(fixed)
+    fig = agg_figure((9, 7))
+    ax = fig.subplots()
+    ax.imshow(grey, cmap="gray", interpolation="nearest")
+    extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
+    im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", alpha=0.5, vmin=0, vmax=top,
+                   interpolation="nearest")
+    # "Not verified" cells as diagonal stripes drawn on the fixed pixels (exactly the cells).
+    unverified = _unverified_pixels(values, (y0, y1, x0, x1), grey.shape[:2])
+    yy, xx = np.indices(grey.shape[:2])
+    stripes = np.zeros((*grey.shape[:2], 4))
+    stripes[unverified & (((yy + xx) // 4) % 3 == 0)] = (0.15, 0.15, 0.15, 0.75)
+    ax.imshow(stripes, interpolation="nearest")
+    cp = reg.control_points
+    if cp is not None and len(cp.fixed_xy):
+        px = cp.fixed_xy / np.array(fg.spacing_yx[::-1]) - np.array(fg.origin_yx[::-1]) / np.array(fg.spacing_yx[::-1])
+        ax.scatter(px[cp.inlier, 0], px[cp.inlier, 1], s=5, c="lime", label=f"automatic points kept ({int(cp.inlier.sum())})")
+        if (~cp.inlier).any():
+            ax.scatter(px[~cp.inlier, 0], px[~cp.inlier, 1], s=5, c="red", label=f"rejected ({int((~cp.inlier).sum())})")
+    if points_yx is not None:
+        pts = np.asarray(points_yx, float)
+        colour = np.asarray(errors_px, float) if errors_px is not None else "white"
+        ax.scatter(pts[:, 1], pts[:, 0], s=45, c=colour, cmap="viridis", vmin=0, vmax=top, marker="X",
+                   edgecolors="black", linewidths=0.6, label="reference points" + (" (colour: error)" if errors_px is not None else ""))
+    fig.colorbar(im, ax=ax, fraction=0.035, label="expected error (fixed px); hatched: not verified")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
+    ax.set_axis_off()
+    title, failed = _title(reg)
+    share = float(np.isnan(values).mean()) if values.size else 1.0
+    ax.set_title(f"{title}\nresidual map: median {np.median(finite) if finite.size else float('nan'):.1f} px where "
+                 f"verified; {share:.0%} of the field not verified", fontsize=9, color="firebrick" if failed else "black")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
     return path

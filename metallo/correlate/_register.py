@@ -116,7 +116,8 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         da = image.transpose("y", "x", ...)
         grid = Grid.of(da)
         arr = np.asarray(da.values)
-        name = str(da.name or role)
+        # The file it came from (read_image's attrs) names it in titles and provenance, not "image".
+        name = str(da.attrs.get("source") or da.name or role)
     else:
         arr = np.asarray(image)
         if arr.ndim not in (2, 3):

@@ -28,6 +28,7 @@ def test_register_command_outputs(tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("warped.tif", "transform.tfm", "overlay.png", "quality.json"):
         assert (out / name).is_file()
+    assert not (out / "residual_map.png").exists()  # a SIFT affine has no residual map
     quality = json.loads((out / "quality.json").read_text())
     assert quality["initial"] == "sift" and quality["inliers"] >= 8
     assert tifffile.imread(out / "warped.tif").shape == (180, 180)
@@ -65,6 +66,8 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     assert quality["representation"] == "iq"  # auto: the IQ image first, boundaries where it fails
     moving, fixed = read_landmarks(out / "control_points.csv")
     assert len(moving) == quality["control_points"]["inliers"] >= 20
+    # Where to trust the warp, as a figure: written with the residual map, named in the output.
+    assert (out / "residual_map.png").stat().st_size > 10_000 and "residual_map.png" in result.output
     corrected = read_ebsd(tmp_path / "corrected.ang")
     # The corrected map covers the LOM field at the EBSD step.
     assert abs(corrected.sizes["x"] * float(corrected.attrs["step_um"]) - spec.lom.sizes["x"] * ps) < 1.0

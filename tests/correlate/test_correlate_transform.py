@@ -213,6 +213,37 @@ def test_checkerboard_and_overlay_figure(tmp_path):
     reg.quality.update(failed=True, failure_reasons=["the structure images agree poorly after registration (NCC 0.03 < 0.3)"])
     title, failed = _title(reg)
     assert failed and "REGISTRATION FAILED" in title and "NCC 0.03" in title
+    # A long reason is wrapped onto lines the figure holds, its end (the numbers) kept.
+    long = ("forward and inverse registrations disagree on 36% of the overlap (agree on 64% < 66.5%) by 6.8 px "
+            "(median round trip > 5.5); where they disagree the result follows whichever matches the structure best "
+            "there - see the residual map")
+    reg.quality.update(failure_reasons=[long])
+    lines = _title(reg)[0].split("\n")
+    assert len(lines) == 3 and max(map(len, lines[1:])) <= 150 and "see the residual map" in lines[-1]
+
+
+def test_residual_figure_stripes_exactly_the_unverified_cells(tmp_path):
+    from metallo.correlate import residual_figure
+    from metallo.correlate._auto import residual_map
+    from metallo.correlate._figures import _unverified_pixels
+    from metallo.errors import RegistrationError
+
+    reg = _registration()  # fixed field 100 x 120 px at 0.5 µm
+    with pytest.raises(RegistrationError, match="no residual map"):
+        residual_figure(reg, np.zeros((100, 120)), tmp_path / "r.png")
+    # Points only in the left half of the field: cells farther than the kernel from all are NaN.
+    rng = np.random.default_rng(3)
+    pts = np.c_[rng.uniform(0, 25, 40), rng.uniform(0, 50, 40)]  # x, y in µm
+    values, grid = residual_map(pts, np.full(40, 1.5), reg.fixed_grid, cells=12)
+    assert np.isnan(values).any() and np.isfinite(values).any()
+    reg.quality["residual_map_px"] = {"values": values, "grid": grid.to_dict()}
+    path = residual_figure(reg, rng.random((100, 120)), tmp_path / "r.png", points_yx=np.array([[10.0, 10.0]]),
+                           errors_px=np.array([3.0]))
+    assert path.stat().st_size > 10_000
+    # The striped pixels are those whose cell is NaN: each cell is 10 x 10 fixed pixels here.
+    edges = (-0.5, -0.5 + 10 * values.shape[0], -0.5, -0.5 + 10 * values.shape[1])
+    stripes = _unverified_pixels(values, edges, (100, 120))
+    np.testing.assert_array_equal(stripes, np.kron(np.isnan(values), np.ones((10, 10), bool))[:100, :120])
 
 
 def test_inverse_tps_step_is_the_exact_inverse_and_round_trips_storage(tmp_path):
@@ -240,3 +271,14 @@ def test_inverse_tps_step_is_the_exact_inverse_and_round_trips_storage(tmp_path)
     loaded = Registration.load_tfm(reg.save_tfm(tmp_path / "t.tfm"), fixed=g, moving=g)
     inner = dense[::53][np.all((dense[::53] > 10) & (dense[::53] < 230), axis=1)]
     assert np.abs(loaded.fixed_to_moving_xy(inner) - reg.fixed_to_moving_xy(inner)).max() < 0.1
+
+
+def test_images_read_from_files_are_named_by_their_file():
+    # Titles and provenance say "Slice381_ebsd.tif -> Slice381_bse.tif", not "image -> image".
+    from metallo._xarray import image_dataarray
+    from metallo.correlate._register import _prepare
+
+    img = np.random.default_rng(0).random((20, 20))
+    assert _prepare(image_dataarray(img, name="image", attrs={"source": "bse.tif"}), "fixed").name == "bse.tif"
+    assert _prepare(image_dataarray(img, name="iq"), "moving").name == "iq"
+    assert _prepare(img, "moving").name == "moving"
