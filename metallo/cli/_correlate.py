@@ -93,7 +93,8 @@ def register(app: typer.Typer) -> None:
         written.append("quality.json")
         if reg.control_points is not None:
             reg.control_points.write_bigwarp(out / "control_points.csv")
-            written.append("control_points.csv")
+            reg.control_points.write_table(out / "control_points_scores.csv")
+            written += ["control_points.csv", "control_points_scores.csv"]
         if corrected_ang is not None:
             if ebsd is None:
                 raise typer.BadParameter("--corrected-ang needs MOVING to be an EBSD map (.ang or .ctf)")

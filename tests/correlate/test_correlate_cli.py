@@ -66,6 +66,11 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     assert quality["representation"] == "iq"  # auto: the IQ image first, boundaries where it fails
     moving, fixed = read_landmarks(out / "control_points.csv")
     assert len(moving) == quality["control_points"]["inliers"] >= 20
+    # The same pairs with their evidence (the BigWarp file has no scores): kept ones have a held-out error.
+    table = np.genfromtxt(out / "control_points_scores.csv", delimiter=",", names=True)
+    assert len(table) >= len(moving) and int(table["inlier"].sum()) == len(moving)
+    assert np.isfinite(table["loo_error_px"][table["inlier"] == 1]).all() and np.isnan(table["loo_error_px"][table["inlier"] == 0]).all()
+    assert ((table["score"] >= 0) & (table["score"] <= 1.0001)).all()
     # Where to trust the warp, as a figure: written with the residual map, named in the output.
     assert (out / "residual_map.png").stat().st_size > 10_000 and "residual_map.png" in result.output
     corrected = read_ebsd(tmp_path / "corrected.ang")
