@@ -169,17 +169,12 @@ class ControlPoints:
         --------
         >>> reg.control_points.write_table("control_points_scores.csv")  # doctest: +SKIP
         """
-        from pathlib import Path
-
-        from metallo._atomic import atomic_path
+        from metallo._atomic import atomic_write_text
 
         lines = ["fixed_x_um,fixed_y_um,moving_x_um,moving_y_um,score,inlier,loo_error_px\n"]
         for f, m, sc, ok, loo in zip(self.fixed_xy, self.moving_xy, self.score, self.inlier, self.loo_error_px, strict=True):
             lines.append(f"{f[0]:.6g},{f[1]:.6g},{m[0]:.6g},{m[1]:.6g},{sc:.4f},{int(ok)},{'' if np.isnan(loo) else f'{loo:.4f}'}\n")
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text("".join(lines))
-        return path
+        return atomic_write_text(path, "".join(lines))
 
     def as_yx(self) -> tuple[np.ndarray, np.ndarray]:
         """(moving_yx, fixed_yx) of the inliers, in µm: the form ``register(landmarks=...)`` takes."""
