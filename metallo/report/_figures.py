@@ -113,15 +113,30 @@ def histogram_figure(values: np.ndarray, *, xlabel: str, title: str) -> Any:
 
 
 def scalar_overlay_figure(image: np.ndarray | None, values: np.ndarray, *, title: str, label: str,
-                          extent_um: tuple[float, float] | None = None) -> Any:
-    """A scalar map (uncertainty, residual) in colour, over the grey micrograph when one is given."""
+                          extent_um: tuple[float, float] | None = None, nan_label: str | None = None) -> Any:
+    """A scalar map (uncertainty, residual) in colour, over the grey micrograph when one is given.
+
+    ``nan_label`` (e.g. "not verified"): NaN cells are drawn light grey and named in a legend,
+    so that "no evidence" does not read as a blank (or good) region.
+    """
+    import matplotlib
+
     fig = _figure(6.4, 4.8)
     ax = fig.subplots()
     extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
     if image is not None:
         ax.imshow(_grey(image), cmap="gray", extent=extent, interpolation="nearest")
-    shown = ax.imshow(np.asarray(values, dtype=np.float64), cmap="magma", alpha=0.6 if image is not None else 1.0,
+    values = np.asarray(values, dtype=np.float64)
+    cmap = matplotlib.colormaps["magma"].copy()
+    if nan_label is not None:
+        cmap.set_bad((0.82, 0.82, 0.82, 1.0))
+    shown = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, alpha=0.6 if image is not None else 1.0,
                       extent=extent, interpolation="nearest")
+    if nan_label is not None and np.isnan(values).any():
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=(0.82, 0.82, 0.82), label=f"{nan_label} ({np.isnan(values).mean():.0%})")],
+                  loc="lower right", fontsize=7)
     fig.colorbar(shown, ax=ax, label=label)
     ax.set_title(title)
     ax.set_xlabel("x (µm)" if extent else "x (px)")

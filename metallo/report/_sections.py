@@ -323,8 +323,9 @@ def _registration_sections(spec: Any) -> list[Section]:
         if names.RESIDUAL in ds:
             res = ds[names.RESIDUAL]
             section.blocks.append(_figure(figs.scalar_overlay_figure(None, np.asarray(res.values, dtype=np.float64),
-                                                                     title="registration residual",
-                                                                     label="residual (µm)", extent_um=_extent(res)),
+                                                                     title="registration residual: expected error per region",
+                                                                     label="expected error (µm)", extent_um=_extent(res),
+                                                                     nan_label="not verified (no evidence)"),
                                           f"registration residual {node}"))
         try:
             uri = _registration_overlay(spec, node)

@@ -177,3 +177,15 @@ def test_fractions_through_a_failed_registration_are_followed_to_it(specimen_pat
     section = {s.key: s for s in report_sections(spec, {str(classes[0]): [0.0, 1.0]})}[f"phases:{node}"]
     first = [b for b in section.blocks if b.kind == "p"][0]
     assert first.badge_text == "FAIL" and f"rest on {reg}" in first.text
+
+
+def test_residual_map_cells_without_evidence_are_named_not_blank():
+    # A registration's residual map is NaN where no point gives evidence; drawn blank, a QC
+    # engineer reads "no colour" as nothing to worry about. The report names those cells.
+    from metallo.report._figures import scalar_overlay_figure
+
+    values = np.array([[0.5, np.nan], [1.0, 2.0]])
+    fig = scalar_overlay_figure(None, values, title="t", label="µm", nan_label="not verified")
+    legend = fig.axes[0].get_legend()
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["not verified (25%)"]
+    assert scalar_overlay_figure(None, values, title="t", label="µm").axes[0].get_legend() is None
