@@ -182,6 +182,11 @@ def _as_float_stack(images: Sequence[Any]) -> list[np.ndarray]:
         if not np.all(np.isfinite(values)):
             raise ConfigError(f"image {index}: has NaN or infinite pixels; unsupervised needs a value everywhere")
         arrays.append(values)
+    if all(a.shape[2] > 1 and (a == a[..., :1]).all() for a in arrays):
+        # Grey micrographs saved as RGB (three equal channels, as many SEM PNGs are): one channel.
+        # The network is trained from scratch on each input, and three copies of the grey level
+        # changed what it learnt - UHCS micrograph170 ended at 98 % cementite as RGB, 20 % as grey.
+        arrays = [a[..., :1] for a in arrays]
     if len({a.shape[2] for a in arrays}) > 1:
         raise ConfigError(f"all images must have the same number of channels; got {[a.shape[2] for a in arrays]}")
     return arrays
