@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from metallo._atomic import atomic_write_text
 from metallo.cli._progress import rich_progress
 
 
@@ -126,7 +127,7 @@ def register(app: typer.Typer) -> None:
                                     batch_size=batch_size, device=device, probabilities=probabilities,
                                     uncertainty=uncertainty, progress=progress, tta=tta, pixel_size_um=pixel_size,
                                     memory_mib=memory)
-        (out / "predictions.json").write_text(json.dumps(records, indent=1))
+        atomic_write_text(out / "predictions.json", json.dumps(records, indent=1))
         if records:
             first = records[0]
             layout = "whole image" if first["tile"] is None else f"tiles of {first['tile']} px"
@@ -218,5 +219,4 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"accuracy {metrics['accuracy']:.3f}  mean IoU {metrics['mean_iou']:.3f}")
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(metrics, indent=1, default=float))
+            atomic_write_text(out, json.dumps(metrics, indent=1, default=float))

@@ -126,9 +126,11 @@ def write_points(points_yx: np.ndarray, path: str | Path) -> Path:
     >>> write_points(np.array([[1.0, 2.0]]), "pts.txt").read_text()   # x y
     '2 1\\n'
     """
+    from metallo._atomic import atomic_write_text
+
     path = Path(path)
     pts = np.asarray(points_yx, dtype=float)
-    path.write_text("".join(f"{x:.6g} {y:.6g}\n" for y, x in pts))
+    atomic_write_text(path, "".join(f"{x:.6g} {y:.6g}\n" for y, x in pts))
     return path
 
 

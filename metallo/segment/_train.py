@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from metallo._atomic import atomic_write_text
 from metallo._config import load_yaml, resolve_path
 from metallo._device import resolve_device, torch_seeded
 from metallo._progress import ProgressCallback, notify
@@ -658,7 +659,7 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
     if cfg.out_dir is not None:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "cv_metrics.json").write_text(json.dumps(cv.to_dict(), indent=1, default=float))
+        atomic_write_text(out / "cv_metrics.json", json.dumps(cv.to_dict(), indent=1, default=float))
     return cv
 
 
