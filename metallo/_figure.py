@@ -7,12 +7,13 @@ interactive session. matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["agg_figure"]
+__all__ = ["agg_figure", "save_figure"]
 
 
 def agg_figure(
@@ -51,3 +52,33 @@ def agg_figure(
     fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: float | None = None) -> Path:
+    """Write ``fig`` to ``path`` atomically (format from the suffix, PNG when it has none).
+
+    A crash or an interrupt while the image is encoded leaves the previous file (or none),
+    never a truncated one.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or Path
+    dpi : float, optional
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> save_figure(agg_figure((1, 1)), "blank.png").name
+    'blank.png'
+    """
+    from metallo._atomic import atomic_path
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **({} if dpi is None else {"dpi": dpi}))
+    return path

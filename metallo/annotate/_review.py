@@ -220,8 +220,9 @@ def review_figure(
         rowLabels=list(shown.index), colLabels=list(shown.columns), loc="center", cellLoc="center",
     )
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        table.to_csv(path.with_suffix(".csv"))
+        from metallo._atomic import atomic_write_text
+        from metallo._figure import save_figure
+
+        path = save_figure(fig, path, dpi=110)
+        atomic_write_text(path.with_suffix(".csv"), table.to_csv())
     return fig

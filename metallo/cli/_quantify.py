@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
         import importlib.util
 
         from metallo import names
+        from metallo._atomic import atomic_path, atomic_write_text
+        from metallo._figure import save_figure
         from metallo.errors import ConfigError
         from metallo.report import failed_upstream, histogram_figure, quality_checks
         from metallo.specimen import Specimen
@@ -75,13 +77,14 @@ def register(app: typer.Typer) -> None:
         for node in nodes:
             table = spec.table(node)
             name = names.leaf(node)
-            table.to_csv(folder / f"{name}.csv", index=False)
+            atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
             if parquet:
-                table.to_parquet(folder / f"{name}.parquet", index=False)
+                with atomic_path(folder / f"{name}.parquet") as tmp:
+                    table.to_parquet(tmp, index=False)
             kind = name.rsplit(".", 1)[-1]
             if kind in histograms and len(table):
                 column, xlabel = histograms[kind]
-                histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name).savefig(folder / f"{name}.png")
+                save_figure(histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name), folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
             if names.leaf(node).endswith(names.PHASE_FRACTIONS):
                 for failed, reasons in failed_upstream(spec, node, checks).items():

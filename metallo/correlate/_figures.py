@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from metallo._figure import agg_figure
+from metallo._figure import agg_figure, save_figure
 from metallo.correlate._transform import AffineStep, Registration
 
 
@@ -113,9 +113,7 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     title, failed = _title(reg)
     fig.suptitle(title, color="firebrick" if failed else "black")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _unverified_pixels(values: np.ndarray, edges: tuple[float, float, float, float], shape: tuple[int, ...]) -> np.ndarray:
@@ -234,6 +232,4 @@ def residual_figure(
     ax.set_title(f"{title}\nresidual map: median {np.median(finite) if finite.size else float('nan'):.1f} px where "
                  f"verified; {share:.0%} of the field not verified", fontsize=9, color="firebrick" if failed else "black")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -274,9 +274,8 @@ def save_dissection_figure(table: pd.DataFrame, path: str | Path, *, top: int = 
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as PNG (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``fig`` as PNG (parents created, atomically)."""
+    from metallo._figure import save_figure
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)

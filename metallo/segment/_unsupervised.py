@@ -1144,7 +1144,6 @@ def plot_criteria(table: pd.DataFrame, path: Any, *, normalise: bool = True) -> 
     >>> plot_criteria(table, "k.png").suffix
     '.png'
     """
-    from pathlib import Path
 
     missing = {"F", "F_prime", "Q"} - set(table.columns)
     if missing:
@@ -1164,6 +1163,6 @@ def plot_criteria(table: pd.DataFrame, path: Any, *, normalise: bool = True) -> 
     ax.set_xticks(list(table.index))
     ax.legend()
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=120)
-    return out
+    from metallo._figure import save_figure
+
+    return save_figure(fig, path, dpi=120)
