@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from metallo._atomic import atomic_write_text
 from metallo._progress import ProgressCallback
 from metallo.cli._progress import rich_progress
 
@@ -145,7 +146,7 @@ def run_segment_unsupervised(
             k_tables.append(table)
             written.append(plot_criteria(table, out / f"{stem}_criteria_vs_k.png"))
             console.print(f"{stem}: chose {best} classes (lowest mean F over {repeats} runs)")
-        pd.concat(k_tables).to_csv(out / "criteria_vs_k.csv")
+        atomic_write_text(out / "criteria_vs_k.csv", pd.concat(k_tables).to_csv())
         written.append(out / "criteria_vs_k.csv")
     else:
         chosen = [n_classes] * (1 if stack else len(loaded))
@@ -181,7 +182,7 @@ def run_segment_unsupervised(
                      parameters={**json.loads(labels.attrs["config"]), "criteria": crit})
             console.print(f"{source} -> {node}")
     table = pd.DataFrame(rows)
-    table.to_csv(out / "criteria.csv", index=False)
+    atomic_write_text(out / "criteria.csv", table.to_csv(index=False))
     written.append(out / "criteria.csv")
     if spec is not None:
         spec.save()

@@ -180,7 +180,10 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list
         "metallo_version": __version__,
     }
     payload[_DIGEST] = _content_digest(payload)
-    torch.save(payload, path)
+    from metallo._atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a crash mid-write leaves the previous checkpoint, not half of one
+        torch.save(payload, tmp)
     return path
 
 

@@ -41,6 +41,7 @@ import xarray as xr
 from torch import nn
 
 from metallo import names
+from metallo._atomic import atomic_path
 from metallo._device import resolve_device
 from metallo._progress import ProgressCallback, notify
 from metallo._xarray import image_dataarray
@@ -896,7 +897,8 @@ def _write_outputs(path: Path, out: Path, image: xr.DataArray, result: xr.Datase
     if isinstance(result, xr.Dataset):
         if probabilities and "probabilities" in result:
             rec["probabilities"] = str(out / f"{path.stem}_probabilities.npy")
-            np.save(rec["probabilities"], result["probabilities"].values)
+            with atomic_path(rec["probabilities"]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, result["probabilities"].values)
         if "uncertainty" in result:
             rec["uncertainty"] = str(out / f"{path.stem}_uncertainty.png")
             scaled = np.clip(result["uncertainty"].values * 255.0, 0, 255).round().astype(np.uint8)
