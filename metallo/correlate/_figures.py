@@ -151,8 +151,9 @@ def residual_figure(
     The map (``quality["residual_map_px"]``: expected error per region from the held-out
     automatic points) is drawn over the fixed image; cells without evidence (NaN: far from every
     point, or within half a block of a border) are hatched "not verified". The automatic points
-    are drawn (kept green, rejected red) and, when given, reference points (e.g. hand-picked)
-    coloured by their measured error on the same scale.
+    are drawn (kept green, rejected red), or for ``landmarks+tps`` the given points coloured by
+    their leave-one-out error, and, when passed, reference points (e.g. hand-picked) coloured by
+    their measured error on the same scale.
 
     Parameters
     ----------
@@ -218,6 +219,13 @@ def residual_figure(
         ax.scatter(px[cp.inlier, 0], px[cp.inlier, 1], s=5, c="lime", label=f"automatic points kept ({int(cp.inlier.sum())})")
         if (~cp.inlier).any():
             ax.scatter(px[~cp.inlier, 0], px[~cp.inlier, 1], s=5, c="red", label=f"rejected ({int((~cp.inlier).sum())})")
+    given = reg.quality.get("landmark_points")
+    if given is not None and len(given["loo_px"]):
+        # landmarks+tps: the given points, coloured by their leave-one-out error.
+        xy = np.asarray(given["fixed_xy_um"], float)
+        gx = (xy - np.array(fg.origin_yx[::-1])) / np.array(fg.spacing_yx[::-1])
+        ax.scatter(gx[:, 0], gx[:, 1], s=45, c=np.asarray(given["loo_px"], float), cmap="viridis", vmin=0, vmax=top,
+                   marker="o", edgecolors="white", linewidths=0.8, label="given points (colour: leave-one-out error)")
     if points_yx is not None:
         pts = np.asarray(points_yx, float)
         colour = np.asarray(errors_px, float) if errors_px is not None else "white"

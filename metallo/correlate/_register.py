@@ -1843,6 +1843,9 @@ def register(
         steps = [InverseTPSStep(fit.step)]
         loo_px = fit.loo_error / float(fp.grid.spacing_yx[1])
         quality["landmark_loo_px"] = _stats(loo_px)
+        # Each given point with its leave-one-out error: a point far above the others is
+        # likely a mis-click (what BigWarp/EBSD-Correction users look for point by point).
+        quality["landmark_points"] = {"fixed_xy_um": np.asarray(lm[1], float).tolist(), "loo_px": loo_px.tolist()}
         rmap, rgrid = residual_map(lm[1], loo_px, fp.grid)
         quality["residual_map_px"] = {"values": rmap, "grid": rgrid.to_dict()}
         warped, overlap = _overlap(fp, mp, steps)

@@ -101,6 +101,24 @@ def test_landmarks_give_tre_and_landmark_method(pair):
         register(pair.fixed, pair.moving, method="landmarks")
 
 
+def test_exact_landmarks_point_out_a_mis_clicked_point(pair, tmp_path):
+    # 20 points on the true mapping, one of them clicked 8 µm off: its leave-one-out error
+    # (recorded per point for the residual figure) stands out from all the others.
+    from metallo.correlate import residual_figure
+
+    rng = np.random.default_rng(5)
+    moving_yx_um = rng.uniform(10, 70, (20, 2))
+    fixed_yx_um = pair.moving_to_fixed_xy(moving_yx_um[:, ::-1])[:, ::-1]
+    fixed_yx_um[7] += (6.0, -5.3)
+    reg = register(pair.fixed, pair.moving, method="landmarks+tps", landmarks=(moving_yx_um, fixed_yx_um),
+                   landmarks_units="um")
+    points = reg.quality["landmark_points"]
+    loo = np.asarray(points["loo_px"])
+    np.testing.assert_allclose(np.asarray(points["fixed_xy_um"])[:, ::-1], fixed_yx_um)
+    assert int(np.argmax(loo)) == 7 and loo[7] > 3 * np.median(np.delete(loo, 7))
+    assert residual_figure(reg, pair.fixed, tmp_path / "r.png").stat().st_size > 10_000
+
+
 def test_fallback_when_no_features():
     # Two smooth blobs: no SIFT matches, but a shift that the fallback start recovers.
     yy, xx = np.mgrid[:96, :96]
