@@ -61,8 +61,10 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
          "--fixed-pixel-size-um", str(ps), "--corrected-ang", str(tmp_path / "corrected.ang")],
     )
     assert result.exit_code == 0, result.output
-    quality = json.loads((out / "quality.json").read_text())
+    # Strict JSON (no bare NaN, which jq and JavaScript reject): cells without evidence are null.
+    quality = json.loads((out / "quality.json").read_text(), parse_constant=lambda token: pytest.fail(f"{token} in JSON"))
     assert quality["method"] == "auto" and quality["failed"] is False
+    assert None in sum(quality["residual_map_px"]["values"], [])
     assert quality["representation"] == "iq"  # auto: the IQ image first, boundaries where it fails
     moving, fixed = read_landmarks(out / "control_points.csv")
     assert len(moving) == quality["control_points"]["inliers"] >= 20
