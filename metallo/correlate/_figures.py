@@ -63,6 +63,8 @@ def _title(reg: Registration) -> tuple[str, bool]:
 
 #: Characters per line of the figure's title (15-inch figure, default font).
 _TITLE_CHARS = 150
+#: Largest side of the image drawn under the residual map (every n-th pixel beyond it).
+_FIGURE_MAX_PX = 1200
 
 
 def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path, *, squares: int = 8) -> Path:
@@ -116,11 +118,13 @@ def overlay_figure(reg: Registration, fixed: Any, moving: Any, path: str | Path,
     return save_figure(fig, path, dpi=110)
 
 
-def _unverified_pixels(values: np.ndarray, edges: tuple[float, float, float, float], shape: tuple[int, ...]) -> np.ndarray:
+def _unverified_pixels(values: np.ndarray, edges: tuple[float, float, float, float], shape: tuple[int, ...],
+                       step: int = 1) -> np.ndarray:
     """Fixed pixels whose residual-map cell is NaN or that no cell covers.
 
     ``edges`` = (top, bottom, left, right) of the map's cells in fixed pixel coordinates (pixel
-    centres at integers, the first cell starting at ``top``/``left``).
+    centres at integers, the first cell starting at ``top``/``left``); ``shape`` is that of the
+    image shown, every ``step``-th fixed pixel.
 
     Examples
     --------
@@ -128,7 +132,7 @@ def _unverified_pixels(values: np.ndarray, edges: tuple[float, float, float, flo
     [[0, 0, 1, 1], [0, 0, 1, 1]]
     """
     y0, y1, x0, x1 = edges
-    yy, xx = np.indices(shape)
+    yy, xx = (a * step for a in np.indices(shape))
     row = np.floor((yy - y0) / ((y1 - y0) / values.shape[0])).astype(int)
     col = np.floor((xx - x0) / ((x1 - x0) / values.shape[1])).astype(int)
     inside = (row >= 0) & (row < values.shape[0]) & (col >= 0) & (col < values.shape[1])
@@ -200,19 +204,25 @@ def residual_figure(
     x1 = x0 + values.shape[1] * grid.spacing_yx[1] / fg.spacing_yx[1]
     finite = values[np.isfinite(values)]
     top = vmax_px if vmax_px is not None else max(4.0, float(np.percentile(finite, 95)) if finite.size else 4.0)
-    grey = _grey(fixed)
+    # Drawn from every step-th pixel (a figure shows ~1000 px; a mosaic would need GBs otherwise),
+    # in fixed pixel coordinates.
+    h, w = fg.shape
+    step = max(1, int(np.ceil(max(h, w) / _FIGURE_MAX_PX)))
+    grey = _grey(np.asarray(getattr(fixed, "values", fixed))[::step, ::step]).astype(np.float32)
+    image_extent = (-0.5, w - 0.5, h - 0.5, -0.5)
     fig = agg_figure((9, 7))
     ax = fig.subplots()
-    ax.imshow(grey, cmap="gray", interpolation="nearest")
+    ax.imshow(grey, cmap="gray", interpolation="nearest", extent=image_extent)
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
     im = ax.imshow(np.ma.masked_invalid(values), extent=extent, cmap="viridis", alpha=0.5, vmin=0, vmax=top,
                    interpolation="nearest")
-    # "Not verified" cells as diagonal stripes drawn on the fixed pixels (exactly the cells).
-    unverified = _unverified_pixels(values, (y0, y1, x0, x1), grey.shape[:2])
+    # "Not verified" cells as diagonal stripes drawn on the shown pixels (exactly the cells).
+    unverified = _unverified_pixels(values, (y0, y1, x0, x1), grey.shape[:2], step)
     yy, xx = np.indices(grey.shape[:2])
-    stripes = np.zeros((*grey.shape[:2], 4))
-    stripes[unverified & (((yy + xx) // 4) % 3 == 0)] = (0.15, 0.15, 0.15, 0.75)
-    ax.imshow(stripes, interpolation="nearest")
+    stripes = np.zeros((*grey.shape[:2], 4), np.float32)
+    period = max(1, 4 // step)
+    stripes[unverified & (((yy + xx) // period) % 3 == 0)] = (0.15, 0.15, 0.15, 0.75)
+    ax.imshow(stripes, interpolation="nearest", extent=image_extent)
     cp = reg.control_points
     if cp is not None and len(cp.fixed_xy):
         px = cp.fixed_xy / np.array(fg.spacing_yx[::-1]) - np.array(fg.origin_yx[::-1]) / np.array(fg.spacing_yx[::-1])

@@ -244,6 +244,8 @@ def test_residual_figure_stripes_exactly_the_unverified_cells(tmp_path):
     edges = (-0.5, -0.5 + 10 * values.shape[0], -0.5, -0.5 + 10 * values.shape[1])
     stripes = _unverified_pixels(values, edges, (100, 120))
     np.testing.assert_array_equal(stripes, np.kron(np.isnan(values), np.ones((10, 10), bool))[:100, :120])
+    # Large images are drawn from every step-th pixel: the same cells, sampled.
+    np.testing.assert_array_equal(_unverified_pixels(values, edges, (34, 40), step=3), stripes[::3, ::3])
 
 
 def test_inverse_tps_step_is_the_exact_inverse_and_round_trips_storage(tmp_path):
