@@ -163,6 +163,45 @@ def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with numpy arrays/scalars as lists/numbers, paths as text and NaN/inf as ``None``.
+
+    JSON has no NaN: Python writes a bare ``NaN`` token that jq, JavaScript and most readers
+    reject, so an undefined value (a class absent from the scored images, a map cell without
+    evidence) is written as ``null``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_ready({"iou": np.array([0.5, np.nan]), "n": np.int64(3)})
+    {'iou': [0.5, None], 'n': 3}
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_ready(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    """Write ``obj`` as strict JSON (:func:`json_ready`) to ``path`` atomically and return the path."""
+    import json
+
+    return atomic_write_text(path, json.dumps(json_ready(obj), indent=indent, default=float))
+
+
 def lock_path(path: str | Path) -> Path:
     """The lock file that guards ``path`` (``.<name>.lock`` in the same folder)."""
     path = Path(path).absolute()

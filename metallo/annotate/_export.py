@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from metallo import names
-from metallo._atomic import atomic_write_text
+from metallo._atomic import atomic_write_json
 from metallo._xarray import pixel_size_um
 from metallo.annotate._labels import as_annotation
 from metallo.errors import ConfigError
@@ -82,7 +82,7 @@ def write_labels(labels: xr.DataArray, path: str | Path) -> Path:
     table = _class_table(labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(labels, path, pixel_size_um=pixel_size_um(labels))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(table, indent=2))
+    atomic_write_json(path.with_suffix(".json"), table, indent=2)
     return path
 
 
@@ -225,8 +225,8 @@ def write_training_tiles(
             write_image(img8[r : r + side, c : c + side], out / "images" / f"{name}.png", pixel_size_um=pixel)
             write_image(lab_tile, out / "labels" / f"{name}.png", pixel_size_um=pixel)
             rows.append({"stem": name, "row": r, "col": c, "ignore_fraction": fraction})
-    atomic_write_text(classes_file, json.dumps({"classes": table["classes"], "ignore_index": ignore,
-                                                "pixel_size_um": pixel if pixel is not None else math.nan}, indent=2))
+    atomic_write_json(classes_file, {"classes": table["classes"], "ignore_index": ignore,
+                                     "pixel_size_um": pixel if pixel is not None else math.nan}, indent=2)
     return pd.DataFrame(rows, columns=["stem", "row", "col", "ignore_fraction"])
 
 

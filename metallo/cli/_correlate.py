@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         import json
         import warnings
 
-        from metallo._atomic import atomic_write_text
+        from metallo._atomic import atomic_write_json
         from metallo._xarray import image_dataarray
         from metallo.correlate import register as run_register
         from metallo.correlate import register_ebsd
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         if "residual_map_px" in reg.quality:
             residual_figure(reg, f, out / "residual_map.png")
             written.append("residual_map.png")
-        atomic_write_text(out / "quality.json", json.dumps(_jsonable(reg.quality), indent=2))
+        atomic_write_json(out / "quality.json", reg.quality, indent=2)
         written.append("quality.json")
         if reg.control_points is not None:
             reg.control_points.write_bigwarp(out / "control_points.csv")

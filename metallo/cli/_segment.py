@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from metallo._atomic import atomic_write_text
+from metallo._atomic import atomic_write_json
 from metallo.cli._progress import rich_progress
 
 
@@ -127,7 +126,7 @@ def register(app: typer.Typer) -> None:
                                     batch_size=batch_size, device=device, probabilities=probabilities,
                                     uncertainty=uncertainty, progress=progress, tta=tta, pixel_size_um=pixel_size,
                                     memory_mib=memory)
-        atomic_write_text(out / "predictions.json", json.dumps(records, indent=1))
+        atomic_write_json(out / "predictions.json", records)
         if records:
             first = records[0]
             layout = "whole image" if first["tile"] is None else f"tiles of {first['tile']} px"
@@ -219,4 +218,4 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"accuracy {metrics['accuracy']:.3f}  mean IoU {metrics['mean_iou']:.3f}")
         if out is not None:
-            atomic_write_text(out, json.dumps(metrics, indent=1, default=float))
+            atomic_write_json(out, metrics)

@@ -923,19 +923,9 @@ def _affine_from_sitk(tx: Any) -> AffineStep:
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    # NaN/inf become null everywhere, arrays included: JSON has no NaN (jq, JavaScript and most
-    # JSON readers reject the bare token Python writes).
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    from metallo._atomic import json_ready
+
+    return json_ready(obj)
 
 
 def fit_bspline(

@@ -17,7 +17,6 @@ References
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 import warnings
@@ -31,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from metallo._atomic import atomic_write_text
+from metallo._atomic import atomic_write_json
 from metallo._config import load_yaml, resolve_path
 from metallo._device import resolve_device, torch_seeded
 from metallo._progress import ProgressCallback, notify
@@ -659,7 +658,7 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
     if cfg.out_dir is not None:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "cv_metrics.json", json.dumps(cv.to_dict(), indent=1, default=float))
+        atomic_write_json(out / "cv_metrics.json", cv.to_dict())
     return cv
 
 
