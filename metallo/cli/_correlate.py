@@ -35,12 +35,10 @@ def register(app: typer.Typer) -> None:
         import json
         import warnings
 
-        from metallo._atomic import atomic_write_json
+        from metallo._atomic import atomic_write_json, json_ready
         from metallo._xarray import image_dataarray
+        from metallo.correlate import overlay_figure, register_ebsd, residual_figure
         from metallo.correlate import register as run_register
-        from metallo.correlate import register_ebsd
-        from metallo.correlate._figures import overlay_figure, residual_figure
-        from metallo.correlate._transform import _jsonable
         from metallo.errors import ConfigError
         from metallo.io import read_image, reader_for, write_image
 
@@ -103,5 +101,5 @@ def register(app: typer.Typer) -> None:
 
             write_corrected_ang(reg, ebsd, corrected_ang)
             typer.echo(f"wrote corrected EBSD map {corrected_ang}")
-        typer.echo(json.dumps(_jsonable({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
+        typer.echo(json.dumps(json_ready({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
         typer.echo(f"wrote {out}/{', '.join(written)}")

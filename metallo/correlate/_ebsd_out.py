@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from metallo.correlate._transform import Grid, Registration, _jsonable
+from metallo._atomic import json_ready
+from metallo.correlate._transform import Grid, Registration
 from metallo.errors import RegistrationError
 
 __all__ = ["corrected_ebsd", "write_corrected_ang"]
@@ -97,7 +98,7 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
         source=f"{ebsd.attrs.get('source', 'EBSD map')} (corrected onto {registration.fixed})",
     )
     out.attrs["registration"] = json.dumps(
-        _jsonable(
+        json_ready(
             {
                 "method": registration.method,
                 "transform_type": registration.transform_type,

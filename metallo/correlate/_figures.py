@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from metallo._figure import agg_figure, save_figure
-from metallo.correlate._transform import AffineStep, Registration
+from metallo.correlate._transform import AffineStep, Grid, Registration
+from metallo.errors import RegistrationError
 
 
 def _grey(image: Any) -> np.ndarray:
@@ -188,9 +189,6 @@ def residual_figure(
     >>> residual_figure(reg, bse, "residual_map.png")  # doctest: +SKIP
     PosixPath('residual_map.png')
     """
-    from metallo.correlate._transform import Grid
-    from metallo.errors import RegistrationError
-
     rmap = reg.quality.get("residual_map_px")
     if rmap is None:
         raise RegistrationError(f"{path}: registration {reg.method!r} has no residual map (method 'auto' or 'landmarks+tps' makes one)")

@@ -32,6 +32,7 @@ from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
 from metallo import names
+from metallo._atomic import json_ready
 from metallo._xarray import image_dataarray
 from metallo.errors import ConfigError, FormatError, RegistrationError
 
@@ -716,7 +717,7 @@ class Registration:
             "transform_type": self.transform_type,
             "method": self.method,
             "direction": "fixed_to_moving_xy_um (ITK)",
-            "quality": json.dumps(_jsonable(self.quality)),
+            "quality": json.dumps(json_ready(self.quality)),
             "fixed_grid": json.dumps(self.fixed_grid.to_dict()),
             "moving_grid": json.dumps(self.moving_grid.to_dict()),
             "steps": json.dumps(meta),
@@ -920,12 +921,6 @@ def _affine_from_sitk(tx: Any) -> AffineStep:
     ex = np.asarray(tx.TransformPoint((1.0, 0.0))) - o
     ey = np.asarray(tx.TransformPoint((0.0, 1.0))) - o
     return AffineStep(np.stack([ex, ey], axis=1), o)
-
-
-def _jsonable(obj: Any) -> Any:
-    from metallo._atomic import json_ready
-
-    return json_ready(obj)
 
 
 def fit_bspline(
