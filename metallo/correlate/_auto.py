@@ -306,7 +306,8 @@ def _ransac_quadratic(src: np.ndarray, dst: np.ndarray, threshold: float, *, ite
     An EBSD map's distortion against a micrograph is smooth but not affine: drift along the slow
     scan axis, a tilt-correction error, a section edge stretched in the last rows. A global
     quadratic follows such a trend across the whole field, where the affine rejects the matches
-    in the stretched part as outliers. Returns the inlier mask after two least-squares refits.
+    in the stretched part as outliers. Returns the inlier mask after least-squares refits (until
+    the set settles, at most 20).
     """
     n = len(src)
     if n < 12:
@@ -343,7 +344,7 @@ def _global_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> tuple
     The second-order consensus replaces the affine's only where it *extends* it: at least
     ``_QUADRATIC_MIN_INLIERS`` affine inliers and all but ``_QUADRATIC_MAX_LOST`` of them kept. On
     a pair with weak evidence the two models pick different consensus sets (measured on the
-    Slice8_TFS pair: a third of the affine inliers lost); a quadratic that explains a different
+    Slice8_TFS pair: 15-48 % of the affine inliers lost); a quadratic that explains a different
     set of matches is fitting the wrong ones and is not used.
     """
     _, affine_inl = _ransac_affine(src, dst, threshold)
