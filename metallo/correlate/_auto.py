@@ -315,14 +315,27 @@ def _ransac_quadratic(src: np.ndarray, dst: np.ndarray, threshold: float, *, ite
     centre, spread = src.mean(axis=0), float(src.std()) + 1e-12
     design = _quadratic_terms((src - centre) / spread)
     rng = np.random.default_rng(0)
-    samples = np.argsort(rng.random((iterations, n)), axis=1)[:, :6]
+    # Six distinct matches per sample: the six smallest of a row of uniform numbers (in their
+    # order), found in linear time per row.
+    keys = rng.random((iterations, n))
+    samples = np.argpartition(keys, 6, axis=1)[:, :6]
+    samples = np.take_along_axis(samples, np.argsort(np.take_along_axis(keys, samples, axis=1), axis=1), axis=1)
     a = design[samples]  # (iterations, 6, 6)
     b = dst[samples]  # (iterations, 6, 2)
     # A tiny ridge keeps near-degenerate samples (nearly collinear points) solvable; they then
     # simply gather few inliers.
     ata = np.einsum("kij,kil->kjl", a, a) + 1e-9 * np.eye(6)
     coef = np.linalg.solve(ata, np.einsum("kij,kil->kjl", a, b))
-    resid = np.linalg.norm(np.einsum("ij,kjl->kil", design, coef) - dst[None], axis=2)
+    # Every sample's residuals, one matrix product per coordinate and in place: (n, samples).
+    resid = design @ coef[:, :, 0].T
+    dy = design @ coef[:, :, 1].T
+    resid -= dst[:, :1]
+    dy -= dst[:, 1:]
+    np.square(resid, out=resid)
+    np.square(dy, out=dy)
+    resid += dy
+    np.sqrt(resid, out=resid)
+    resid = resid.T  # (samples, n)
     counts = (resid < threshold).sum(axis=1)
     inl = resid[int(np.argmax(counts))] < threshold
     # Least-squares refits until the set settles: the consensus then no longer depends on which
