@@ -223,15 +223,14 @@ def residual_figure(
     ax.imshow(stripes, interpolation="nearest", extent=image_extent)
     cp = reg.control_points
     if cp is not None and len(cp.fixed_xy):
-        px = cp.fixed_xy / np.array(fg.spacing_yx[::-1]) - np.array(fg.origin_yx[::-1]) / np.array(fg.spacing_yx[::-1])
+        px = fg.to_index_xy(cp.fixed_xy)
         ax.scatter(px[cp.inlier, 0], px[cp.inlier, 1], s=5, c="lime", label=f"automatic points kept ({int(cp.inlier.sum())})")
         if (~cp.inlier).any():
             ax.scatter(px[~cp.inlier, 0], px[~cp.inlier, 1], s=5, c="red", label=f"rejected ({int((~cp.inlier).sum())})")
     given = reg.quality.get("landmark_points")
     if given is not None and len(given["loo_px"]):
         # landmarks+tps: the given points, coloured by their leave-one-out error.
-        xy = np.asarray(given["fixed_xy_um"], float)
-        gx = (xy - np.array(fg.origin_yx[::-1])) / np.array(fg.spacing_yx[::-1])
+        gx = fg.to_index_xy(np.asarray(given["fixed_xy_um"], float))
         ax.scatter(gx[:, 0], gx[:, 1], s=45, c=np.asarray(given["loo_px"], float), cmap="viridis", vmin=0, vmax=top,
                    marker="o", edgecolors="white", linewidths=0.8, label="given points (colour: leave-one-out error)")
     if points_yx is not None:
