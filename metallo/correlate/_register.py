@@ -1950,6 +1950,28 @@ def _field_lattice(grid: Grid) -> Grid:
     return Grid(shape, (grid.spacing_yx[0] * step, grid.spacing_yx[1] * step), grid.origin_yx, grid.pixel_size_known)
 
 
+def _field_step(field: np.ndarray, lattice: Grid) -> DisplacementStep:
+    """The displacement ``field`` on ``lattice``, continued beyond it with its border values.
+
+    A displacement field is zero outside its lattice (the ITK convention), so at the border of
+    the field the transform would jump to the bare affine. Inverting it (moving -> fixed, how a
+    point picked in the EBSD map is carried into the micrograph) could then stop at a false
+    solution just outside the field: on Slice381 the EBSD points near the lower edge landed on
+    the border row, 9-15 px below where the transform inside the field puts them. The field is
+    padded with its edge values by more than its largest displacement, so the jump lies farther
+    out than any point of the field can map from.
+    """
+    spacing = np.array(lattice.spacing_yx, float)
+    reach = float(np.abs(field).max()) if field.size else 0.0
+    pad = int(np.ceil(reach / spacing.min())) + 2
+    padded = np.pad(field, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    grid = Grid(
+        (padded.shape[0], padded.shape[1]), lattice.spacing_yx,
+        (lattice.origin_yx[0] - pad * spacing[0], lattice.origin_yx[1] - pad * spacing[1]), lattice.pixel_size_known,
+    )
+    return DisplacementStep(padded, grid)
+
+
 def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> list[Any]:
     """Steps of x -> (F(x) + R^-1(x)) / 2 for forward steps F (fixed -> moving) and reverse steps R (moving -> fixed).
 
@@ -1967,7 +1989,7 @@ def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> lis
     r = Registration(reverse, fixed_grid=fixed_grid, moving_grid=fixed_grid)
     target = 0.5 * (f.fixed_to_moving_xy(pts) + r.moving_to_fixed_xy(pts))
     field = (base.apply_inverse(target) - pts).reshape(lattice.shape[0], lattice.shape[1], 2)
-    return [DisplacementStep(field, lattice), base]
+    return [_field_step(field, lattice), base]
 
 
 #: Forward/reverse disagreement (round trip, fixed px) up to which the base (the forward transform,
@@ -2065,7 +2087,7 @@ def _combine_directions(
     share = w[inside].mean(axis=0) if inside.any() else np.array([0.0, 0.0, 0.0, 1.0])
     info = {"weights": dict(zip(("agreed", "forward", "reverse", "start"), (float(v) for v in share), strict=True)),
             "disagreement_px": _stats(np.where(inside, d, np.nan))}
-    return [DisplacementStep(field, lattice), base], info
+    return [_field_step(field, lattice), base], info
 
 
 def _direction_summary(reg: Registration) -> dict[str, Any]:

@@ -119,6 +119,19 @@ def test_tps_cv_smooths_noise_and_keeps_fixed_points_exact():
     assert np.median(err) < 0.5 * np.median(np.linalg.norm(noisy[5:] - truth[5:], axis=1))
 
 
+def test_tps_cv_smoothing_path_equals_one_solve_per_value():
+    """The eigendecomposition path gives the spline and leave-one-out errors of a solve per smoothing."""
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 100, (120, 2))
+    d = np.stack([np.sin(p[:, 1] / 15), 0.02 * p[:, 0]], 1) + rng.normal(0, 0.3, p.shape)
+    for smoothing in (0.0, 1e-4, 0.3):
+        cv = fit_tps_cv(p, d, smoothings=np.array([smoothing]))
+        one = fit_tps(p, d, smoothing=smoothing, scale=cv.step.scale)
+        np.testing.assert_allclose(cv.loo_error, one.loo_error, rtol=1e-7, atol=1e-10)
+        q = rng.uniform(-20, 120, (200, 2))
+        np.testing.assert_allclose(cv.step.displacement(q), one.step.displacement(q), atol=1e-9)
+
+
 def test_tps_registration_round_trips_through_dataset_and_tfm(tmp_path):
     rng = np.random.default_rng(3)
     p = rng.uniform(0, 120, (30, 2))
@@ -715,6 +728,32 @@ def test_both_ways_mean_gives_inverse_results_both_ways(tmp_path):
         warnings.simplefilter("ignore")
         single = register(pair.fixed, pair.moving, both_ways="off")
     assert single.transform_type == "tps+affine" and "both_ways" not in single.quality
+
+
+def test_combined_field_inverts_to_the_solution_inside_the_field():
+    """A point near the border goes back to where the field puts it, not to a jump outside it.
+
+    Known answer: the field moves every point 10 px down on top of an identity. A moving point
+    10 px below the fixed field comes from the field's row 10 px higher. A field that is zero
+    beyond its lattice (the ITK convention) also maps the row outside the field onto it (the
+    bare identity there): the inversion stopped at that false solution on Slice381's lower edge.
+    """
+    from metallo.correlate._register import _field_lattice, _field_step
+    from metallo.correlate._transform import AffineStep, DisplacementStep
+
+    grid = Grid((100, 120), (0.5, 0.5))
+    lattice = _field_lattice(grid)
+    field = np.zeros((lattice.shape[0], lattice.shape[1], 2))
+    field[..., 1] = 10 * 0.5
+    identity = AffineStep(np.eye(2), np.zeros(2))
+    q = np.array([[30.0, 54.5], [59.5, 53.0], [0.0, 50.0]])  # (x, y) µm; the field ends at y = 49.5
+    expected = q - [0.0, 5.0]
+    bare = Registration([DisplacementStep(field, lattice), identity], fixed_grid=grid, moving_grid=grid)
+    assert np.abs(bare.moving_to_fixed_xy(q) - q).max() < 1e-9  # the false solution, outside the field
+    cont = Registration([_field_step(field, lattice), identity], fixed_grid=grid, moving_grid=grid)
+    np.testing.assert_allclose(cont.moving_to_fixed_xy(q), expected, atol=1e-6)
+    inside = grid.points_xy()[::97]
+    np.testing.assert_allclose(cont.fixed_to_moving_xy(inside), bare.fixed_to_moving_xy(inside), atol=1e-12)
 
 
 def test_residual_map_says_nothing_near_the_moving_or_fixed_border():
