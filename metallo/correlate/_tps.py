@@ -52,6 +52,40 @@ def _solve(points_xy: np.ndarray, values: np.ndarray, lam: np.ndarray, scale: fl
     return sol[:n], sol[n:], np.linalg.norm(loo, axis=1)
 
 
+def _smoothing_path(
+    points_xy: np.ndarray, values: np.ndarray, smoothings: np.ndarray, scale: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`_solve` for every smoothing value at once, all points smoothed alike.
+
+    With ``Q2`` an orthonormal basis of the complement of the affine terms ``P``, the upper-left
+    block of the system's inverse is ``C = Q2 (Q2^T K Q2 + s I)^-1 Q2^T``; one eigendecomposition
+    ``Q2^T K Q2 = V diag(e) V^T`` gives it, the weights and the leave-one-out residuals for
+    every ``s`` in O(n^2) each, where a solve per value costs O(n^3).
+    """
+    n = len(points_xy)
+    q = points_xy / scale
+    r = np.sqrt(((q[:, None, :] - q[None, :, :]) ** 2).sum(axis=2))
+    kernel = tps_kernel(r)
+    poly = np.hstack([np.ones((n, 1)), q])
+    basis, tri = np.linalg.qr(poly, mode="complete")
+    q1, q2 = basis[:, :3], basis[:, 3:]
+    eig, vec = np.linalg.eigh(q2.T @ kernel @ q2)
+    u = q2 @ vec
+    u_values, u_sq = u.T @ values, u * u
+    out = []
+    for s in smoothings:
+        denom = eig + s
+        if np.any(np.abs(denom) <= 1e-12 * np.abs(eig).max()):
+            raise RegistrationError(f"thin-plate spline through {n} points is singular (collinear or repeated points)")
+        inv = 1.0 / denom
+        w = u @ (inv[:, None] * u_values)
+        a = np.linalg.solve(tri[:3], q1.T @ (values - kernel @ w - s * w))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loo = w / (u_sq @ inv)[:, None]
+        out.append((w, a, np.linalg.norm(loo, axis=1)))
+    return out
+
+
 def fit_tps(
     points_xy: np.ndarray,
     displacements_xy: np.ndarray,
@@ -139,9 +173,14 @@ def fit_tps_cv(
     if smoothings is None:
         smoothings = np.concatenate([[0.0], np.logspace(-6, 1, 8)])
     scale = float(max(np.ptp(p, axis=0).max(), 1e-9))
+    if not exact.any() and len(p) > 3 and np.linalg.matrix_rank(np.hstack([np.ones((len(p), 1)), p / scale])) == 3:
+        # Every point smoothed alike: one eigendecomposition serves all smoothing values.
+        path = _smoothing_path(p, d, np.asarray(smoothings, float), scale)
+        fits = (TPSFit(TPSStep(p.copy(), w, a, scale), loo, float(s)) for s, (w, a, loo) in zip(smoothings, path, strict=True))
+    else:
+        fits = (fit_tps(p, d, smoothing=np.where(exact, 0.0, s), scale=scale) for s in smoothings)
     best: tuple[float, TPSFit | None] = (np.inf, None)
-    for s in smoothings:
-        fit = fit_tps(p, d, smoothing=np.where(exact, 0.0, s), scale=scale)
+    for s, fit in zip(smoothings, fits, strict=True):
         err = fit.loo_error[judged] if judged.any() else fit.loo_error
         # A robust CV score: errors beyond 3x the median (gross mismatches left over) are capped.
         capped = np.minimum(err, 3 * np.median(err) + 1e-12)
