@@ -233,7 +233,6 @@ def _match(
     ``moving_s``/``moving_ok`` are padded by ``search`` pixels on every side of the fixed grid,
     so blocks up to the border of the fixed field are matched.
     """
-    import cv2
 
     half = block // 2
     h, w = fixed_s.shape
@@ -257,7 +256,7 @@ def _match(
             region = m32[win]
             if region.std() < 1e-6:
                 continue
-            res = cv2.matchTemplate(region, tpl, cv2.TM_CCOEFF_NORMED)
+            res = _ncc_map(region, tpl)
             i, j = np.unravel_index(int(np.argmax(res)), res.shape)
             peak = float(res[i, j])
             masked = res.copy()
@@ -273,6 +272,23 @@ def _match(
         z = np.zeros((0, 2))
         return z, z, np.zeros(0), np.zeros(0)
     return np.array(centres, float), np.array(shifts, float), np.array(peaks), np.array(gaps)
+
+
+def _ncc_map(region: np.ndarray, tpl: np.ndarray) -> np.ndarray:
+    """``cv2.matchTemplate(region, tpl, TM_CCOEFF_NORMED)``, computed where OpenCV is fast.
+
+    OpenCV correlates 5-15x slower when the result is smaller than the template (a later
+    pass's short search: 1.3 ms for a 48-px block over 23 x 23 shifts, 0.09 ms over 69 x 69).
+    The region is padded on its far sides until the result is larger than the template, and
+    the result cropped back: each kept value only sees pixels of the original region.
+    """
+    import cv2
+
+    rows, cols = region.shape[0] - tpl.shape[0] + 1, region.shape[1] - tpl.shape[1] + 1
+    grow_r, grow_c = max(0, tpl.shape[0] + 8 - rows), max(0, tpl.shape[1] + 8 - cols)
+    if grow_r or grow_c:
+        region = cv2.copyMakeBorder(region, 0, grow_r, 0, grow_c, cv2.BORDER_REPLICATE)
+    return cv2.matchTemplate(region, tpl, cv2.TM_CCOEFF_NORMED)[:rows, :cols]
 
 
 def _parabola(a: float, b: float, c: float) -> float:

@@ -88,6 +88,24 @@ def test_a_quadratic_consensus_that_drops_affine_inliers_is_not_used(monkeypatch
     np.testing.assert_array_equal(inl, affine)
 
 
+@pytest.mark.parametrize(("block", "side"), [(48, 70), (26, 40), (48, 116)])
+def test_block_ncc_map_equals_opencv_on_short_searches(block, side):
+    """The padded correlation gives OpenCV's normalised cross-correlation, shift for shift."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    from metallo.correlate._auto import _ncc_map
+
+    rng = np.random.default_rng(block + side)
+    region = ndi.gaussian_filter(rng.normal(size=(side, side + 3)), 2).astype(np.float32)
+    tpl = region[5 : 5 + block, 7 : 7 + block] + rng.normal(0, 0.01, (block, block)).astype(np.float32)
+    expected = cv2.matchTemplate(region, tpl, cv2.TM_CCOEFF_NORMED)
+    got = _ncc_map(region, tpl)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.unravel_index(int(np.argmax(got)), got.shape) == (5, 7)
+
+
 def test_tps_closed_form_leave_one_out_equals_refitting():
     rng = np.random.default_rng(1)
     p = rng.uniform(0, 50, (25, 2))
