@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         moving_pixel_size_um: Annotated[float | None, typer.Option("--moving-pixel-size-um", help="Override the moving pixel size.")] = None,
         inverse_consistency: Annotated[bool, typer.Option("--inverse-consistency/--no-inverse-consistency", help="Also register backwards and report the round-trip error.")] = True,
         corrected_ang: Annotated[Path | None, typer.Option("--corrected-ang", help="MOVING is an EBSD map: write it corrected onto FIXED (nearest neighbour) as this .ang.")] = None,
-        both_ways: Annotated[str, typer.Option("--both-ways", help="Method auto: also register the other way round and use it where the two disagree ('gate'), average where they agree ('mean'), or the forward direction alone ('off').")] = "gate",
+        both_ways: Annotated[str, typer.Option("--both-ways", help="Method auto: also register the other way round, average the two where they agree and use the locally better one where they disagree ('mean', default), the same with the forward transform where they agree ('gate'), or the forward direction alone ('off').")] = "mean",
         representation: Annotated[str, typer.Option("--representation", help="MOVING is an EBSD map: register its grain/phase boundaries ('boundaries'), its IQ image ('iq'), or boundaries with IQ as the fallback ('auto').")] = "auto",
     ) -> None:
         """Register MOVING onto FIXED; write the warped image, the transform (.tfm), an overlay PNG and quality.json."""

@@ -1593,7 +1593,7 @@ def register(
     block_px: int | None = None,
     fallback: str = "auto",
     landmark_smoothing: float = 0.0,
-    both_ways: str = "gate",
+    both_ways: str = "mean",
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> Registration:
@@ -1656,12 +1656,12 @@ def register(
         moments start.
     both_ways : {"gate", "mean", "off"}
         ``method="auto"`` only: also register fixed onto moving (the same code and options, roles
-        swapped) and use that reverse registration as evidence. ``"gate"`` (default): the forward
-        transform where the two directions agree, and where they disagree the forward, the
+        swapped) and use that reverse registration as evidence. ``"mean"`` (default): the mean
+        of both directions where they agree (and the mean of their affine starts), so the result
+        hardly depends on which image is called fixed; where they disagree the forward, the
         inverse of the reverse or the affine start, whichever agrees best with the structure
-        there. ``"mean"``: the same, with the mean of both directions where they agree, so the
-        result hardly depends on which image is called fixed. ``"off"``: the forward direction
-        alone (half the time). Their disagreement is reported as
+        there. ``"gate"``: the same, with the forward transform where the two agree. ``"off"``:
+        the forward direction alone (half the time). Their disagreement is reported as
         ``quality["inverse_consistency_px"]`` and enters the verdict.
     seed : int
         Seed of the SimpleITK metric sampling. Equal inputs and seed give identical transforms
