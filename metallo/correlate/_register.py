@@ -1959,17 +1959,31 @@ def _field_step(field: np.ndarray, lattice: Grid) -> DisplacementStep:
     solution just outside the field: on Slice381 the EBSD points near the lower edge landed on
     the border row, 9-15 px below where the transform inside the field puts them. The field is
     padded with its edge values by more than its largest displacement, so the jump lies farther
-    out than any point of the field can map from.
+    out than any point of the field can map from (at most by the lattice's longer side: a field
+    that moves points farther than that is a failed registration, and the verdict says so).
     """
     spacing = np.array(lattice.spacing_yx, float)
-    reach = float(np.abs(field).max()) if field.size else 0.0
-    pad = int(np.ceil(reach / spacing.min())) + 2
+    finite = field[np.isfinite(field)]
+    reach = float(np.abs(finite).max()) if finite.size else 0.0
+    pad = min(int(np.ceil(reach / spacing.min())) + 2, max(lattice.shape))
     padded = np.pad(field, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     grid = Grid(
         (padded.shape[0], padded.shape[1]), lattice.spacing_yx,
         (lattice.origin_yx[0] - pad * spacing[0], lattice.origin_yx[1] - pad * spacing[1]), lattice.pixel_size_known,
     )
     return DisplacementStep(padded, grid)
+
+
+def _starts_apart_px(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> float:
+    """Largest distance (fixed px) between the two directions' affine starts at the fixed field's corners."""
+    last_f, last_r = forward[-1], reverse[-1]
+    assert isinstance(last_f, AffineStep) and isinstance(last_r, AffineStep)
+    lo = np.array(fixed_grid.origin_yx[::-1], float)
+    hi = lo + (np.array(fixed_grid.shape[::-1]) - 1) * np.array(fixed_grid.spacing_yx[::-1])
+    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]])
+    there = last_f.apply(corners)
+    back = last_r.apply(there)  # reverse start: moving -> fixed
+    return float(np.linalg.norm(back - corners, axis=1).max() / fixed_grid.spacing_yx[1])
 
 
 def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> list[Any]:
@@ -2138,6 +2152,12 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
     say("forward and reverse combined where they disagree, quality gate")
     fg, mg = fwd.fixed_grid, fwd.moving_grid
     mean = mean and lm is None
+    starts_apart = _starts_apart_px(fwd._fallback_steps, rev._fallback_steps, fg)
+    if mean and starts_apart > _DISAGREE_PX:
+        # Two starts that tell different stories (one direction found the map turned, the other
+        # not) have no meaningful mean - their mean affine can be singular. The forward one is
+        # used, as with "gate"; the verdict judges the disagreement.
+        mean = False
     start = _mean_steps(fwd._fallback_steps, rev._fallback_steps, fg) if mean else fwd._fallback_steps
     if lm is None:
         spline, agreement = _combine_directions(fwd, rev, start, fp, mp, mean=mean)
@@ -2149,7 +2169,8 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
     reg.control_points = fwd.control_points
 
     quality = dict(fwd.quality)
-    quality["both_ways"] = {"mode": options["both_ways"], "forward": _direction_summary(fwd), "reverse": _direction_summary(rev), **agreement}
+    quality["both_ways"] = {"mode": options["both_ways"], "averaged": mean, "starts_apart_px": starts_apart,
+                            "forward": _direction_summary(fwd), "reverse": _direction_summary(rev), **agreement}
     if mean and "start" in fwd.quality and "start" in rev.quality:
         sf, sr = fwd.quality["start"], rev.quality["start"]
         mean_start = _mean_affine(
