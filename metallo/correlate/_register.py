@@ -1986,6 +1986,28 @@ def _starts_apart_px(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -
     return float(np.linalg.norm(back - corners, axis=1).max() / fixed_grid.spacing_yx[1])
 
 
+#: The two directions' affine starts are averaged only while they lie within this share of the
+#: fixed field's longer side of each other, and their mean keeps at least half the area scale.
+_STARTS_APART_SHARE = 0.1
+_STARTS_MEAN_AREA = 0.5
+
+
+def _starts_can_be_averaged(forward: list[Any], reverse: list[Any], fixed_grid: Grid, apart_px: float) -> bool:
+    """Whether the mean of the two affine starts is a transform both directions would recognise.
+
+    Not when they are far apart (more than ``_STARTS_APART_SHARE`` of the longer side; a
+    synthetic pair whose starts differ by 9 px on a 170 px field is averaged), nor when their
+    linear parts cancel: a start turned half a circle against the other gives a mean matrix of
+    almost nothing (the wrong-crop case: 8e-5 of the moving field overlapped).
+    """
+    last_f, last_r = forward[-1], reverse[-1]
+    assert isinstance(last_f, AffineStep) and isinstance(last_r, AffineStep)
+    inv_r = last_r.inverse()
+    det_f, det_r = abs(np.linalg.det(last_f.matrix)), abs(np.linalg.det(inv_r.matrix))
+    det_mean = abs(np.linalg.det(0.5 * (last_f.matrix + inv_r.matrix)))
+    return bool(apart_px <= _STARTS_APART_SHARE * max(fixed_grid.shape) and det_mean >= _STARTS_MEAN_AREA * np.sqrt(det_f * det_r))
+
+
 def _mean_steps(forward: list[Any], reverse: list[Any], fixed_grid: Grid) -> list[Any]:
     """Steps of x -> (F(x) + R^-1(x)) / 2 for forward steps F (fixed -> moving) and reverse steps R (moving -> fixed).
 
@@ -2153,7 +2175,7 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
     fg, mg = fwd.fixed_grid, fwd.moving_grid
     mean = mean and lm is None
     starts_apart = _starts_apart_px(fwd._fallback_steps, rev._fallback_steps, fg)
-    if mean and starts_apart > _DISAGREE_PX:
+    if mean and not _starts_can_be_averaged(fwd._fallback_steps, rev._fallback_steps, fg, starts_apart):
         # Two starts that tell different stories (one direction found the map turned, the other
         # not) have no meaningful mean - their mean affine can be singular. The forward one is
         # used, as with "gate"; the verdict judges the disagreement.

@@ -793,6 +793,22 @@ def test_starts_apart_measures_the_round_trip_of_the_two_affine_starts():
     assert _starts_apart_px([forward], [turned], grid) > 100
 
 
+def test_starts_are_averaged_unless_far_apart_or_cancelling():
+    from metallo.correlate._register import _starts_apart_px, _starts_can_be_averaged
+    from metallo.correlate._transform import AffineStep
+
+    grid = Grid((100, 120), (0.5, 0.5))  # longer side 120 px: starts up to 12 px apart are averaged
+    forward = AffineStep(np.eye(2), np.array([3.0, 4.0]))
+    near = [AffineStep(np.eye(2), np.array([-3.0 + 4.5, -4.0]))]  # 9 px apart
+    far = [AffineStep(np.eye(2), np.array([-3.0 + 7.0, -4.0]))]  # 14 px apart
+    for reverse, expected in ((near, True), (far, False)):
+        apart = _starts_apart_px([forward], reverse, grid)
+        assert _starts_can_be_averaged([forward], reverse, grid, apart) is expected
+    # Linear parts that cancel (a start turned half a circle) are never averaged, however near.
+    turned = [AffineStep(-np.eye(2), np.array([-3.0, -4.0]))]
+    assert not _starts_can_be_averaged([forward], turned, grid, 0.0)
+
+
 def test_residual_map_says_nothing_near_the_moving_or_fixed_border():
     from metallo.correlate._register import _unverified_near_border
 
