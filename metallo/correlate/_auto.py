@@ -233,7 +233,6 @@ def _match(
     ``moving_s``/``moving_ok`` are padded by ``search`` pixels on every side of the fixed grid,
     so blocks up to the border of the fixed field are matched.
     """
-
     half = block // 2
     h, w = fixed_s.shape
     rows = np.arange(half, h - half + 1, stride)

@@ -30,12 +30,16 @@ class TPSFit:
     smoothing: float
 
 
+def _kernel(q: np.ndarray) -> np.ndarray:
+    """The TPS kernel between every two of the (scaled) points ``q``."""
+    return tps_kernel(np.sqrt(((q[:, None, :] - q[None, :, :]) ** 2).sum(axis=2)))
+
+
 def _solve(points_xy: np.ndarray, values: np.ndarray, lam: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(points_xy)
     q = points_xy / scale
-    r = np.sqrt(((q[:, None, :] - q[None, :, :]) ** 2).sum(axis=2))
     system = np.zeros((n + 3, n + 3))
-    system[:n, :n] = tps_kernel(r) + np.diag(lam)
+    system[:n, :n] = _kernel(q) + np.diag(lam)
     system[:n, n] = 1.0
     system[:n, n + 1 :] = q
     system[n, :n] = 1.0
@@ -64,8 +68,7 @@ def _smoothing_path(
     """
     n = len(points_xy)
     q = points_xy / scale
-    r = np.sqrt(((q[:, None, :] - q[None, :, :]) ** 2).sum(axis=2))
-    kernel = tps_kernel(r)
+    kernel = _kernel(q)
     poly = np.hstack([np.ones((n, 1)), q])
     basis, tri = np.linalg.qr(poly, mode="complete")
     q1, q2 = basis[:, :3], basis[:, 3:]
