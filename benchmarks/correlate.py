@@ -16,8 +16,10 @@ Methods, all run in this process on the CPU:
 
 Rows also give what the points support (no registration, best affine through the points).
 A synthetic specimen (metallo.synth, known mapping over a dense grid) checks the same methods
-against a known answer. Times are CPU seconds (``time.process_time``) and wall seconds; the
-time ratio is against the SimpleITK baseline on the same pair in the same run.
+against a known answer. Times are CPU seconds (``time.process_time``) and wall seconds, each the
+median of ``--repeats`` runs (default 3) taken in turn; the time ratios are against the SimpleITK
+baseline on the same pair in the same run. Run it alone on the machine: another process on the
+two cores slows SimpleITK's threads and ours unequally.
 
     python benchmarks/correlate.py [--data ../shared/data] [--skip-synthetic] [--pairs Slice381]
 
@@ -35,6 +37,7 @@ rounding (benchmarks/results/correlate_stability[_<pairs>].json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
@@ -43,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from metallo.correlate import (
+    _register,
     load_point_pair,
     pair_variant,
     point_baselines,
@@ -60,11 +64,31 @@ PAIRS = {
     ),
 }
 
+#: The SimpleITK baseline the time ratios are taken against.
+BASELINE = "SimpleITK moments->affine->B-spline (Mattes MI)"
+#: The same baseline on ITK's default thread count (all cores), as a plain SimpleITK script runs;
+#: metallo runs ITK on one thread for reproducible results (``_single_threaded_itk``).
+BASELINE_THREADED = BASELINE + ", ITK threads: all cores"
 METHODS = {
     "metallo auto (default)": dict(method="auto"),
     "metallo landmarks+tps (exact)": dict(method="landmarks+tps"),
-    "SimpleITK moments->affine->B-spline (Mattes MI)": dict(method="affine+bspline", deformable="mi"),
+    BASELINE_THREADED: dict(method="affine+bspline", deformable="mi", itk_threads="all"),
+    BASELINE: dict(method="affine+bspline", deformable="mi"),
 }
+
+
+@contextlib.contextmanager
+def _itk_threads(which: str | None):
+    """ITK's default thread count inside ``register`` (``"all"``), instead of metallo's one thread."""
+    if which != "all":
+        yield
+        return
+    saved = _register._single_threaded_itk
+    _register._single_threaded_itk = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        _register._single_threaded_itk = saved
 
 
 def load_pair(data: Path, name: str):
@@ -75,40 +99,58 @@ def load_pair(data: Path, name: str):
 
 
 def timed(fixed, moving, **kw):
+    threads = kw.pop("itk_threads", None)
     w0, c0 = time.perf_counter(), time.process_time()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _itk_threads(threads):
         warnings.simplefilter("always")
         reg = register(fixed, moving, **kw)
     return reg, time.process_time() - c0, time.perf_counter() - w0, [str(w.message)[:160] for w in caught]
 
 
-def real_rows(data: Path, names: list[str]) -> list[dict]:
+def real_rows(data: Path, names: list[str], repeats: int = 3) -> list[dict]:
+    """Each method on each real pair, ``repeats`` times in turn (method after method, so that a
+    slow spell of the machine falls on all of them); times are the medians, the TRE is the first
+    run's and the row says whether every repeat gave the same points."""
     rows = []
     for name in names:
         pair = load_pair(data, name)
         base = point_baselines(pair.moving_yx, pair.fixed_yx)
         for label in ("none", "affine_in_sample", "tps_loo"):
             rows.append({"pair": name, "method": f"points: {label}", **{f"tre_{k}": v for k, v in base[label].items()}})
+        runs: dict[str, list] = {label: [] for label in METHODS}
+        for _ in range(max(1, repeats)):
+            for label, kw in METHODS.items():
+                if kw["method"] == "landmarks+tps":
+                    kw = dict(kw, landmarks=(pair.moving_yx, pair.fixed_yx))
+                runs[label].append(timed(pair.fixed, pair.moving, **kw))
         pair_rows = []
         for label, kw in METHODS.items():
-            if kw["method"] == "landmarks+tps":
-                kw = dict(kw, landmarks=(pair.moving_yx, pair.fixed_yx))
-            reg, cpu, wall, msgs = timed(pair.fixed, pair.moving, **kw)
+            reg, _, _, msgs = runs[label][0]
+            cpu = float(np.median([r[1] for r in runs[label]]))
+            wall = float(np.median([r[2] for r in runs[label]]))
             if kw["method"] == "landmarks+tps":
                 err = reg.quality["landmark_loo_px"]
                 stats = {"median": err["median"], "p95": err["p95"], "max": err["max"], "n": err["n"], "note": "leave-one-out"}
+                same = all(r[0].quality["landmark_loo_px"]["median"] == err["median"] for r in runs[label])
             else:
-                stats = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
+                first = tre(reg, pair.moving_yx, pair.fixed_yx)
+                stats = tre_stats(first)
+                same = all(np.array_equal(tre(r[0], pair.moving_yx, pair.fixed_yx), first) for r in runs[label])
             row = {
                 "pair": name, "method": label, "cpu_s": cpu, "wall_s": wall,
+                "cpu_s_runs": [r[1] for r in runs[label]], "wall_s_runs": [r[2] for r in runs[label]],
+                "repeats_identical": same,
                 **{f"tre_{k}": v for k, v in stats.items()},
                 "failed": reg.quality.get("failed"), "warnings": msgs,
             }
             pair_rows.append(row)
-            print(f"  {name}: {label}: TRE median {stats['median']:.2f} px, {cpu:.1f} s CPU", flush=True)
-        baseline = pair_rows[-1]
+            print(f"  {name}: {label}: TRE median {stats['median']:.2f} px, {cpu:.1f} s CPU (median of {len(runs[label])})", flush=True)
+        baseline = next(r for r in pair_rows if r["method"] == BASELINE)
+        threaded = next(r for r in pair_rows if r["method"] == BASELINE_THREADED)
         for row in pair_rows:
             row["cpu_ratio_vs_simpleitk"] = row["cpu_s"] / baseline["cpu_s"]
+            row["wall_ratio_vs_simpleitk"] = row["wall_s"] / baseline["wall_s"]
+            row["wall_ratio_vs_simpleitk_threaded"] = row["wall_s"] / threaded["wall_s"]
         rows.extend(pair_rows)
     return rows
 
@@ -164,7 +206,7 @@ def synthetic_rows() -> list[dict]:
     iq = spec.ebsd["iq"]
     rows = []
     for label, kw in METHODS.items():
-        if kw["method"] == "landmarks+tps":
+        if kw["method"] == "landmarks+tps" or label == BASELINE_THREADED:
             continue
         reg, cpu, wall, msgs = timed(spec.lom, iq, **kw)
         err = spec.registration_error_px(reg, every=4)
@@ -172,6 +214,7 @@ def synthetic_rows() -> list[dict]:
                      **{f"tre_{k}": v for k, v in tre_stats(err).items()}, "failed": reg.quality.get("failed"), "warnings": msgs})
     for row in rows:
         row["cpu_ratio_vs_simpleitk"] = row["cpu_s"] / rows[-1]["cpu_s"]
+        row["wall_ratio_vs_simpleitk"] = row["wall_s"] / rows[-1]["wall_s"]
     return rows
 
 
@@ -265,6 +308,8 @@ def main() -> None:
         help="a pair kept elsewhere (your own, or a held-out one): its folder, the two images and the two Fiji x-y point "
              "files; it joins --pairs, results go to correlate_<pairs>.json",
     )
+    parser.add_argument("--repeats", type=int, default=3, metavar="N",
+                        help="time each method on each real pair N times (medians reported; default 3)")
     parser.add_argument("--stability", type=int, default=0, metavar="N",
                         help="only the stability check: each pair as given and with N invisible noise draws")
     parser.add_argument("--orientation-only", action="store_true",
@@ -295,14 +340,18 @@ def main() -> None:
         out.write_text(json.dumps({"rows": rows}, indent=2, default=float))
         print(f"saved {out}")
         return
-    rows = [] if args.grid_only else real_rows(data, args.pairs)
+    rows = [] if args.grid_only else real_rows(data, args.pairs, args.repeats)
     if not args.skip_synthetic and not args.grid_only:
         rows += synthetic_rows()
     grid = [] if args.skip_grid else grid_rows(data, args.pairs)
-    print(f"{'pair':14s} {'method':50s} {'TRE med':>8s} {'p95':>7s} {'max':>7s} {'CPU s':>7s} {'x SITK':>7s} failed")
+    print(f"{'pair':14s} {'method':50s} {'TRE med':>8s} {'p95':>7s} {'max':>7s} {'CPU s':>7s} {'x SITK':>7s} {'wall s':>7s} {'x SITK':>7s} {'x SITKmt':>8s} failed")
     for r in rows:
-        cpu = f"{r['cpu_s']:7.1f} {r['cpu_ratio_vs_simpleitk']:7.2f}" if "cpu_s" in r else f"{'':7s} {'':7s}"
-        print(f"{r['pair']:14s} {r['method']:50s} {r['tre_median']:8.2f} {r['tre_p95']:7.2f} {r['tre_max']:7.2f} {cpu} {r.get('failed', '')}")
+        cpu = (
+            f"{r['cpu_s']:7.1f} {r['cpu_ratio_vs_simpleitk']:7.2f} {r['wall_s']:7.1f} {r['wall_ratio_vs_simpleitk']:7.2f} "
+            f"{r.get('wall_ratio_vs_simpleitk_threaded', float('nan')):8.2f}"
+            if "cpu_s" in r else f"{'':7s} {'':7s} {'':7s} {'':7s} {'':8s}"
+        )
+        print(f"{r['pair']:14s} {r['method'][:50]:50s} {r['tre_median']:8.2f} {r['tre_p95']:7.2f} {r['tre_max']:7.2f} {cpu} {r.get('failed', '')}")
     summary = grid_summary(grid) if grid else []
     if grid:
         print(f"{'variant':34s} {'median':>7s} {'p95':>7s} {'start med':>9s} {'start p95':>9s} {'CPU s':>6s} failed")

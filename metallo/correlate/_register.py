@@ -8,6 +8,7 @@ come from its DataArray coords, so images of different pixel sizes register dire
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from metallo.correlate._transform import (
     Grid,
     Registration,
     _inside,
+    sample_linear,
 )
 from metallo.errors import ConfigError, RegistrationError
 
@@ -268,9 +270,8 @@ def _resample(p: _Prepared, steps: list[Any], target: Grid) -> tuple[np.ndarray,
     reg = Registration(steps, fixed_grid=target, moving_grid=p.grid)
     pts = reg.fixed_to_moving_xy(target.points_xy())
     idx = p.grid.to_index_xy(pts)
-    coords = [idx[:, 1], idx[:, 0]]
-    values = ndi.map_coordinates(p.values, coords, order=1, mode="nearest")
-    valid = ndi.map_coordinates(p.valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0) > 0.5
+    values = ndi.map_coordinates(p.values, [idx[:, 1], idx[:, 0]], order=1, mode="nearest")
+    valid = sample_linear(p.valid, idx[:, 1], idx[:, 0], outside=0.0) > 0.5
     return values.reshape(target.shape), valid.reshape(target.shape)
 
 
@@ -344,6 +345,11 @@ def _sitk_seed(seed: int) -> int:
     return int(seed) % (2**32 - 1) + 1
 
 
+#: Guards ITK's global thread count while registrations run side by side (:func:`_single_threaded_itk`).
+_ITK_LOCK = threading.Lock()
+_ITK_USERS: list[int] = [0, 0]  # [registrations inside, the count to restore]
+
+
 @contextmanager
 def _single_threaded_itk() -> Iterator[None]:
     """Run SimpleITK registrations on one thread, so that equal inputs give equal transforms.
@@ -351,16 +357,24 @@ def _single_threaded_itk() -> Iterator[None]:
     ITK's v4 metrics take their work-unit count from the global default, not from
     ``ImageRegistrationMethod.SetNumberOfThreads``, and Mattes MI adds the threads' joint
     histograms in the order they finish: last-bit differences that the optimiser amplifies to
-    tenths of a pixel, and results that depend on the machine's core count.
+    tenths of a pixel, and results that depend on the machine's core count. The setting is
+    global, so it is counted: the first registration in sets it, the last one out restores it
+    (the two directions of ``both_ways`` run in parallel threads).
     """
     import SimpleITK as sitk
 
-    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    with _ITK_LOCK:
+        if _ITK_USERS[0] == 0:
+            _ITK_USERS[1] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _ITK_USERS[0] += 1
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+        with _ITK_LOCK:
+            _ITK_USERS[0] -= 1
+            if _ITK_USERS[0] == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_ITK_USERS[1])
 
 
 #: Most SIFT keypoints per image (the strongest by response).
@@ -2136,6 +2150,53 @@ def _direction_summary(reg: Registration) -> dict[str, Any]:
     }
 
 
+#: The two directions of ``both_ways`` run side by side (two threads) up to this many pixels in
+#: the two images together; beyond it one after the other, so that peak memory stays one direction's.
+_PARALLEL_MAX_PX = 16_000_000
+
+
+def _directions_in_parallel(fp: _Prepared, mp: _Prepared) -> bool:
+    import os
+
+    return (os.cpu_count() or 1) > 1 and fp.values.size + mp.values.size <= _PARALLEL_MAX_PX
+
+
+def _run_directions(
+    jobs: dict[str, tuple[Any, Any, dict[str, Any]]], parallel: bool
+) -> dict[str, tuple[Registration, list[warnings.WarningMessage]]]:
+    """``register`` for each job, with the warnings each one raised.
+
+    In parallel, each in its own thread and context (the gate deferral is a context variable);
+    the warnings are routed to the job whose thread raised them, as ``catch_warnings`` cannot
+    be entered by two threads at once. The results do not depend on the order: the two
+    registrations share no state (ITK's thread count is counted, :func:`_single_threaded_itk`).
+    """
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    caught: dict[str, list[warnings.WarningMessage]] = {label: [] for label in jobs}
+    local = threading.local()
+
+    def route(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        caught[getattr(local, "label", "forward")].append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+    def run(label: str) -> Registration:
+        local.label = label
+        f, m, opts = jobs[label]
+        return register(f, m, **opts)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = route
+        if parallel:
+            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="metallo-direction") as pool:
+                futures = {label: pool.submit(contextvars.copy_context().run, run, label) for label in jobs}
+                results = {label: fut.result() for label, fut in futures.items()}
+        else:
+            results = {label: run(label) for label in jobs}
+    return {label: (results[label], caught[label]) for label in jobs}
+
+
 def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registration:
     """``method="auto"`` run both ways, the reverse registration used as local evidence (issue 14 items 4-6).
 
@@ -2159,14 +2220,12 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
         lm = _landmarks_um(options["landmarks"], fp, mp, options["landmarks_units"])
         forward_opts.update(landmarks=(lm[0][:, ::-1], lm[1][:, ::-1]), landmarks_units="um")
         reverse_opts.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
-    runs: dict[str, tuple[Registration, list[Any]]] = {}
     token = _DEFER_GATE.set(True)
     try:
-        for label, (f, m, opts) in {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}.items():
-            say(f"{label} registration" + (" (moving onto fixed)" if label == "forward" else " (fixed onto moving)"))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                runs[label] = (register(f, m, **opts), list(caught))
+        jobs = {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}
+        parallel = _directions_in_parallel(fp, mp)
+        say("forward (moving onto fixed) and reverse (fixed onto moving) registrations" + (", side by side" if parallel else ""))
+        runs = _run_directions(jobs, parallel)
     finally:
         _DEFER_GATE.reset(token)
     fwd, rev = runs["forward"][0], runs["reverse"][0]

@@ -241,6 +241,44 @@ class DisplacementStep(_DisplacementMapping):
         return cls(arr, Grid((arr.shape[0], arr.shape[1]), (sy, sx), (oy, ox)))
 
 
+#: OpenCV's remap takes maps and images below this size on each side.
+_REMAP_MAX_SIDE = 32767
+
+
+def sample_linear(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, outside: float | None = None) -> np.ndarray:
+    """Bilinear samples of a 2-D ``image`` at continuous (row, col) indices, as float32.
+
+    ``scipy.ndimage.map_coordinates(order=1)`` costs 5x more for the whole-image samples a
+    registration takes dozens of (8 ms vs 1.6 ms for 483 x 644 points); OpenCV's ``remap`` gives
+    the same values with the sample position rounded to 1/32 pixel, which suits masks that are
+    then thresholded (image values that block matching reads stay exact). ``outside=None``
+    repeats the border pixels beyond the image (``mode="nearest"``); a number fills there instead.
+    """
+    import cv2
+
+    rows = np.asarray(rows, np.float32).ravel()
+    cols = np.asarray(cols, np.float32).ravel()
+    n = len(rows)
+    if max(image.shape) >= _REMAP_MAX_SIDE:
+        mode = {"mode": "nearest"} if outside is None else {"mode": "constant", "cval": outside}
+        return ndi.map_coordinates(np.asarray(image, np.float32), [rows, cols], order=1, **mode)
+    width = 4096
+    height = max(1, -(-n // width))
+    pad = height * width - n
+    map_r = np.pad(rows, (0, pad)).reshape(height, width)
+    map_c = np.pad(cols, (0, pad)).reshape(height, width)
+    border = cv2.BORDER_REPLICATE if outside is None else cv2.BORDER_CONSTANT
+    out = cv2.remap(
+        np.ascontiguousarray(image, np.float32), map_c, map_r, cv2.INTER_LINEAR, borderMode=border,
+        borderValue=0.0 if outside is None else float(outside),
+    ).ravel()[:n]
+    if outside is not None:
+        # Like scipy's mode="constant": no interpolation towards the fill beyond the last pixel centres.
+        beyond = (rows < 0) | (rows > image.shape[0] - 1) | (cols < 0) | (cols > image.shape[1] - 1)
+        out[beyond] = outside
+    return out
+
+
 def tps_kernel(r: np.ndarray) -> np.ndarray:
     """The thin-plate spline radial function ``r^2 log r`` (0 at r = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,7 +309,9 @@ class _LatticeCache:
         self.coef: list[np.ndarray] = []
 
     def __call__(self, displacement: Any, p: np.ndarray) -> np.ndarray:
-        lo, hi = p.min(axis=0), p.max(axis=0)
+        # Column by column: numpy reduces a tall (n, 2) array along axis 0 30x slower.
+        lo = np.array([p[:, 0].min(), p[:, 1].min()])
+        hi = np.array([p[:, 0].max(), p[:, 1].max()])
         if self.lo is None or np.any(lo < self.lo) or np.any(hi > self.hi):
             if self.lo is not None:
                 lo, hi = np.minimum(lo, self.lo), np.maximum(hi, self.hi)
