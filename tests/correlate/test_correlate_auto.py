@@ -858,3 +858,56 @@ def _assert_verdict(quality, reason):
     assert quality["failed"] is (reason is not None)
     if reason is not None:
         assert len(quality["failure_reasons"]) == 1 and reason in quality["failure_reasons"][0]
+
+
+def test_sample_linear_matches_scipy_within_opencv_rounding():
+    """OpenCV's bilinear samples: scipy's values to within the 1/32-px position rounding, and
+    scipy's mode="constant" beyond the last pixel centres (no blend towards the fill)."""
+    from scipy import ndimage as ndi
+
+    from metallo.correlate._transform import sample_linear
+
+    rng = np.random.default_rng(7)
+    img = ndi.gaussian_filter(rng.random((60, 80)), 2)
+    rows, cols = rng.uniform(-3, 62, 20000), rng.uniform(-3, 82, 20000)
+    slope = np.abs(np.gradient(img)).max() * 2  # largest change per pixel, both axes
+    got = sample_linear(img, rows, cols)
+    np.testing.assert_allclose(got, ndi.map_coordinates(img, [rows, cols], order=1, mode="nearest"), atol=slope / 32)
+    mask = rng.random((60, 80)) > 0.3
+    got = sample_linear(mask, rows, cols, outside=0.0)
+    want = ndi.map_coordinates(mask.astype(np.float32), [rows, cols], order=1, mode="constant", cval=0.0)
+    np.testing.assert_allclose(got, want, atol=1 / 32 + 1e-6)
+    beyond = (rows < 0) | (rows > 59) | (cols < 0) | (cols > 79)
+    assert beyond.sum() > 1000 and np.all(got[beyond] == 0.0)
+
+
+def test_block_statistics_from_summed_area_tables_equal_numpy():
+    from metallo.correlate._auto import _window_mean, _window_std
+
+    rng = np.random.default_rng(3)
+    x = rng.random((90, 110)) * 4 + 100  # far from 0: the centred sums must keep the digits
+    mask = rng.random((90, 110)) > 0.4
+    top, left = np.array([0, 17, 50]), np.array([0, 33, 62])
+    std = _window_std(x, top, left, 40)
+    mean = _window_mean(mask, top, left, 30, 48)
+    for i, t in enumerate(top):
+        for j, c in enumerate(left):
+            assert std[i, j] == pytest.approx(x[t : t + 40, c : c + 40].std(), rel=1e-9)
+            assert mean[i, j] == pytest.approx(mask[t : t + 30, c : c + 48].mean(), abs=1e-12)
+
+
+def test_fixed_point_inverse_stops_each_point_at_the_tolerance():
+    """Points whose step fell below the tolerance leave the iteration; all solve p + d(p) = q."""
+    from metallo.correlate._transform import _invert_displacement
+
+    calls = []
+
+    def apply(p):
+        calls.append(len(p))
+        # Steep (|grad d| = 0.8) only near x = 0: those points converge slowly.
+        return p + 0.8 * np.exp(-p[:, :1] ** 2) * np.sin(p[:, ::-1]) + 0.05 * np.cos(p)
+
+    q = np.random.default_rng(0).uniform(-1, 30, (2000, 2))
+    p = _invert_displacement(apply, q)
+    np.testing.assert_allclose(apply(p), q, atol=1e-7)
+    assert calls[0] == len(q) and calls[-2] < len(q) / 10

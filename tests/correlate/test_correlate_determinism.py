@@ -56,3 +56,72 @@ def test_register_does_not_depend_on_thread_counts(small_pair):
     pts = _grid_points(small_pair)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0].transform_points(pts), other.transform_points(pts))
+
+
+def test_both_directions_side_by_side_equal_one_after_the_other(small_pair, monkeypatch):
+    """``both_ways`` runs its two registrations in parallel threads: same transform as in turn."""
+    from metallo.correlate import _register
+
+    parallel = register(small_pair.fixed, small_pair.moving)
+    monkeypatch.setattr(_register, "_directions_in_parallel", lambda fp, mp: False)
+    serial = register(small_pair.fixed, small_pair.moving)
+    pts = _grid_points(small_pair)
+    np.testing.assert_array_equal(parallel.transform_points(pts), serial.transform_points(pts))
+    assert parallel.quality["both_ways"]["weights"] == serial.quality["both_ways"]["weights"]
+    assert np.median(tre_px(parallel, small_pair)) < 1.0
+
+
+def test_parallel_directions_keep_their_own_warnings(monkeypatch):
+    """Warnings raised in each direction's thread reach that direction, none lost or swapped."""
+    import threading
+    import warnings
+
+    from metallo.correlate import _register
+
+    barrier = threading.Barrier(2, timeout=10)
+
+    def fake_register(fixed, moving, **opts):
+        barrier.wait()  # both threads are inside at once
+        for k in range(20):
+            warnings.warn(f"{opts['tag']} {k}", UserWarning, stacklevel=1)
+        return opts["tag"]
+
+    monkeypatch.setattr(_register, "register", fake_register)
+    jobs = {"forward": (None, None, {"tag": "F"}), "reverse": (None, None, {"tag": "R"})}
+    runs = _register._run_directions(jobs, parallel=True)
+    assert runs["forward"][0] == "F" and runs["reverse"][0] == "R"
+    assert [str(w.message) for w in runs["forward"][1]] == [f"F {k}" for k in range(20)]
+    assert [str(w.message) for w in runs["reverse"][1]] == [f"R {k}" for k in range(20)]
+
+
+def test_single_threaded_itk_is_counted_across_threads():
+    """Two registrations inside at once: ITK stays single-threaded until the last one leaves,
+    then the caller's thread count is back."""
+    import threading
+
+    from metallo.correlate._register import _single_threaded_itk
+
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)
+    try:
+        first_in, second_out = threading.Event(), threading.Event()
+        seen = []
+
+        def second():
+            first_in.wait(10)
+            with _single_threaded_itk():
+                seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+            second_out.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        with _single_threaded_itk():
+            first_in.set()
+            second_out.wait(10)
+            # The other registration has left; this one is still inside.
+            seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+        t.join(10)
+        assert seen == [1, 1]
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
