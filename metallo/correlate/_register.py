@@ -2224,7 +2224,7 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
     try:
         jobs = {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}
         parallel = _directions_in_parallel(fp, mp)
-        say("forward (moving onto fixed) and reverse (fixed onto moving) registrations" + (", side by side" if parallel else ""))
+        say("forward and reverse registrations" + (" (side by side)" if parallel else ""))
         runs = _run_directions(jobs, parallel)
     finally:
         _DEFER_GATE.reset(token)

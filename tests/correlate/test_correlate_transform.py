@@ -284,3 +284,46 @@ def test_images_read_from_files_are_named_by_their_file():
     assert _prepare(image_dataarray(img, name="image", attrs={"source": "bse.tif"}), "fixed").name == "bse.tif"
     assert _prepare(image_dataarray(img, name="iq"), "moving").name == "iq"
     assert _prepare(img, "moving").name == "moving"
+
+
+def test_bspline_fit_direct_solution_equals_lsqr(monkeypatch):
+    """The normal equations solved by sparse LU give LSQR's least-squares coefficients, and a
+    smooth field is followed closely."""
+    from metallo.correlate import _transform
+    from metallo.correlate._transform import fit_bspline
+
+    g = Grid((120, 150), (1.0, 1.0))
+    sub = Grid((30, 38), (4.0, 4.0))
+    pts = sub.points_xy()
+    field = np.stack([3 * np.sin(pts[:, 0] / 25), 2 * np.cos(pts[:, 1] / 30)], axis=1)
+    direct = fit_bspline(pts, field, g, spacing_um=8.0, smoothness=1e-4)
+    monkeypatch.setattr(_transform, "_BSPLINE_DIRECT_MAX", 0)
+    iterative = fit_bspline(pts, field, g, spacing_um=8.0, smoothness=1e-4)
+    np.testing.assert_allclose(direct.coefficients, iterative.coefficients, atol=1e-5)
+    inner = (pts[:, 0] > 8) & (pts[:, 0] < 140) & (pts[:, 1] > 8) & (pts[:, 1] < 110)
+    assert np.abs(direct.displacement(pts[inner]) - field[inner]).max() < 0.01
+
+
+def test_tfm_export_warns_where_the_bspline_cannot_follow_the_field(tmp_path):
+    """A dense field with a sharp 10-px bump cannot be written as 8-px B-splines: the .tfm
+    export says how far off it is; a smooth field and the exact .h5 export say nothing."""
+    import warnings
+
+    from metallo.correlate._transform import DisplacementStep
+
+    g = Grid((100, 120), (1.0, 1.0))
+    yy, xx = np.mgrid[0:100, 0:120].astype(float)
+    smooth = np.stack([2 * np.sin(xx / 30), 1.5 * np.cos(yy / 25)], axis=-1)
+    bump = smooth.copy()
+    bump[48:52, 58:62, 0] += 10.0
+    messages = {}
+    for field, path in ((smooth, "s.tfm"), (bump, "b.tfm"), (bump, "b.h5")):
+        reg = Registration([DisplacementStep(field, g), AffineStep(np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reg.save_tfm(tmp_path / path)
+        messages[path] = [str(w.message) for w in caught if "departs from the registration" in str(w.message)]
+    assert messages["s.tfm"] == [] and messages["b.h5"] == []
+    (said,) = messages["b.tfm"]
+    worst = float(said.split("by up to ")[1].split(" px")[0])
+    assert 5.0 < worst <= 10.5 and "an .h5 file holds the field exactly" in said
