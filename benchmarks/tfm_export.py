@@ -23,22 +23,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from correlate import PAIRS, load_pair  # benchmarks/correlate.py: the real pairs and their files
 
-from metallo.correlate import _transform, load_point_pair, register
+from metallo.correlate import _transform, register
 from metallo.correlate._transform import (
     DisplacementStep,
     Grid,
     Registration,
     _bspline_approximation,
 )
-
-PAIRS = {
-    "Slice381": ("correlative_ebsd_bse_coni", "Slice381_bse.tif", "Slice381_ebsd.tif", "Slice381_ctr_pts_bse.txt", "Slice381_ctr_pts_ebsd.txt"),
-    "Slice8_TFS": (
-        "correlative_ebsd_bse_more", "Slice8_TFS_bse_resized.png", "Slice8_TFS_ebsd.png",
-        "Slice8_TFS_ctr_pts_bse_resized.txt", "Slice8_TFS_ctr_pts_ebsd.txt",
-    ),
-}
 
 
 def _dense_grid(step: DisplacementStep, fixed: Grid) -> Grid:
@@ -56,9 +49,7 @@ def _timed(fn):
 
 
 def run_pair(data: Path, name: str, out_dir: Path) -> dict:
-    folder, f_img, m_img, f_pts, m_pts = PAIRS[name]
-    d = data / folder
-    pair = load_point_pair(d / f_img, d / m_img, d / f_pts, d / m_pts, name=name)
+    pair = load_pair(data, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reg = register(pair.fixed, pair.moving)
