@@ -208,14 +208,17 @@ def _work_grid(fixed: Grid, max_px: int = _WORK_MAX_PX) -> _Work:
     return _Work(Grid(shape, spacing, origin, fixed.pixel_size_known), factor)
 
 
-def _sample(values: np.ndarray, valid: np.ndarray, source: Grid, target: Grid, steps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` (on ``source``) seen through ``steps`` (target -> source) on ``target``."""
+def _sample(
+    values: np.ndarray, valid: np.ndarray, source: Grid, target: Grid, steps: list[Any], *, min_valid: float = 0.99
+) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (on ``source``) seen through ``steps`` (target -> source) on ``target``, and
+    where the interpolated ``valid`` mask exceeds ``min_valid``."""
     reg = Registration(steps, fixed_grid=target, moving_grid=source)
     idx = source.to_index_xy(reg.fixed_to_moving_xy(target.points_xy()))
     # The values at exact positions: the block matches (and Slice8_TFS's result, 6.8 vs 10.4 px
     # median) move with OpenCV's 1/32-pixel rounding; the mask is only thresholded.
     out = ndi.map_coordinates(values, [idx[:, 1], idx[:, 0]], order=1, mode="nearest").reshape(target.shape)
-    ok = sample_linear(valid, idx[:, 1], idx[:, 0], outside=0.0) > 0.99
+    ok = sample_linear(valid, idx[:, 1], idx[:, 0], outside=0.0) > min_valid
     return out, ok.reshape(target.shape)
 
 

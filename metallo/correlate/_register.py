@@ -29,7 +29,6 @@ from metallo.correlate._transform import (
     Grid,
     Registration,
     _inside,
-    sample_linear,
 )
 from metallo.errors import ConfigError, RegistrationError
 
@@ -266,13 +265,10 @@ def _mask_to_sitk(mask: np.ndarray, like: Any) -> Any:
 
 
 def _resample(p: _Prepared, steps: list[Any], target: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Moving values and validity on the target grid through ``steps`` (fixed -> moving)."""
-    reg = Registration(steps, fixed_grid=target, moving_grid=p.grid)
-    pts = reg.fixed_to_moving_xy(target.points_xy())
-    idx = p.grid.to_index_xy(pts)
-    values = ndi.map_coordinates(p.values, [idx[:, 1], idx[:, 0]], order=1, mode="nearest")
-    valid = sample_linear(p.valid, idx[:, 1], idx[:, 0], outside=0.0) > 0.5
-    return values.reshape(target.shape), valid.reshape(target.shape)
+    """Moving values and validity (interpolated mask over one half) on the target grid through ``steps`` (fixed -> moving)."""
+    from metallo.correlate._auto import _sample
+
+    return _sample(p.values, p.valid, p.grid, target, steps, min_valid=0.5)
 
 
 def mutual_information(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None, bins: int = 32) -> float:
@@ -1675,7 +1671,7 @@ def register(
         hardly depends on which image is called fixed; where they disagree the forward, the
         inverse of the reverse or the affine start, whichever agrees best with the structure
         there. ``"gate"``: the same, with the forward transform where the two agree. ``"off"``:
-        the forward direction alone (half the time). Their disagreement is reported as
+        the forward direction alone (half the CPU time). Their disagreement is reported as
         ``quality["inverse_consistency_px"]`` and enters the verdict.
     seed : int
         Seed of the SimpleITK metric sampling. Equal inputs and seed give identical transforms
