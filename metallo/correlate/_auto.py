@@ -493,18 +493,28 @@ def residual_map(points_xy: np.ndarray, errors: np.ndarray, grid: Grid, *, cells
 class _SplineFit:
     """A regularised TPS through the kept automatic points and the given landmarks, relative to ``affine``.
 
-    Anchors (pseudo-points where there is no evidence) and pinned points take the displacement of
-    the ``start`` transform, so there the spline follows the start instead of extrapolating; they
-    do not choose the smoothing and have no leave-one-out error of their own.
+    ``affine`` is the least-squares affine through all that evidence. Anchors (pseudo-points where
+    there is no evidence) hold the spline where it would otherwise extrapolate freely:
+
+    - outside the convex hull of the evidence (with ``extrapolate``) they take no displacement, so
+      the spline continues as the affine through all the points. The start is the worse guess
+      there when the points are sound: it is what they corrected everywhere they exist
+      (Slice381's left edge: 9-14 px off under the start, 1-2 px under the points' affine).
+      Without ``extrapolate`` (the matches were mostly chance) they take the start's displacement.
+    - inside the hull (a hole among the points) they take the ``start``'s displacement, and so do
+      pinned points and nodes pinned to the start (tiles where the spline was judged worse).
+
+    Anchors and pinned nodes do not choose the smoothing and have no leave-one-out error of their own.
     """
 
     def __init__(
         self, p_xy: np.ndarray, q_xy: np.ndarray, keep: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
-        affine: AffineStep, start: AffineStep, px: float,
+        affine: AffineStep, start: AffineStep, px: float, *, extrapolate: bool = True,
     ) -> None:
         self.p_xy, self.q_xy, self.keep, self.px = p_xy, q_xy, keep, px
         self.lm_m, self.lm_f = landmarks
         self.affine, self.start = affine, start
+        self.extrapolate = extrapolate
 
     def start_disp(self, pts: np.ndarray) -> np.ndarray:
         """Displacement (relative to ``affine``) that reproduces the start at ``pts``."""
@@ -520,8 +530,14 @@ class _SplineFit:
         start_px = np.linalg.norm(d - self.start_disp(p), axis=1) / self.px
         return _knn_mean(p, loo_px[: len(p)]) > _knn_mean(p, start_px)
 
-    def fit(self, anchors_xy: np.ndarray, pin: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
-        """The fit and the leave-one-out error (px) of each kept point, then each landmark."""
+    def fit(
+        self, anchors_xy: np.ndarray, pin: np.ndarray | None = None, pinned_xy: np.ndarray | None = None,
+    ) -> tuple[Any, np.ndarray]:
+        """The fit and the leave-one-out error (px) of each kept point, then each landmark.
+
+        ``anchors_xy``: nodes without evidence nearby; ``pin``: kept points held to the start;
+        ``pinned_xy``: nodes held to the start.
+        """
         from metallo.correlate._tps import fit_tps_cv
 
         p, d = self.displacements()
@@ -529,17 +545,44 @@ class _SplineFit:
             d = d.copy()
             d[pin] = self.start_disp(p[pin])
         n, n_lm = len(p), len(self.lm_f)
-        # Anchors repeat neither each other nor a point (a repeated point makes the system singular).
-        anchors_xy = np.unique(np.round(anchors_xy, 9), axis=0)
-        if len(anchors_xy) and n + n_lm:
-            dist, _ = cKDTree(np.vstack([p, self.lm_f])).query(anchors_xy)
-            anchors_xy = anchors_xy[dist > 0.5 * self.px]
+        evidence = np.vstack([p, self.lm_f])
+        anchors_xy = self._apart(anchors_xy, evidence)
+        adisp = np.zeros_like(anchors_xy)
+        hole = _inside_hull(evidence, anchors_xy) if self.extrapolate else np.ones(len(anchors_xy), bool)
+        adisp[hole] = self.start_disp(anchors_xy[hole])
+        if pinned_xy is not None and len(pinned_xy):
+            pinned_xy = self._apart(pinned_xy, evidence)
+            if len(anchors_xy) and len(pinned_xy):  # a node both anchored and pinned is pinned
+                gap, _ = cKDTree(pinned_xy).query(anchors_xy)
+                anchors_xy, adisp = anchors_xy[gap > 1e-6], adisp[gap > 1e-6]
+            anchors_xy = np.vstack([anchors_xy, pinned_xy])
+            adisp = np.vstack([adisp, self.start_disp(pinned_xy)])
         pts = np.vstack([p, self.lm_f, anchors_xy])
-        disp = np.vstack([d, self.affine.apply_inverse(self.lm_m) - self.lm_f, self.start_disp(anchors_xy)])
+        disp = np.vstack([d, self.affine.apply_inverse(self.lm_m) - self.lm_f, adisp])
         exact = np.r_[np.zeros(n, bool), np.ones(n_lm, bool), np.zeros(len(anchors_xy), bool)]
         scored = np.r_[np.ones(n, bool) if pin is None else ~pin, np.zeros(n_lm + len(anchors_xy), bool)]
         fit = fit_tps_cv(pts, disp, fixed_points=exact, scored=scored)
         return fit, fit.loo_error[: n + n_lm] / self.px
+
+    def _apart(self, nodes_xy: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """``nodes_xy`` without repeats and without nodes on a point (a repeated point makes the system singular)."""
+        nodes_xy = np.unique(np.round(nodes_xy, 9), axis=0)
+        if len(nodes_xy) and len(evidence):
+            dist, _ = cKDTree(evidence).query(nodes_xy)
+            nodes_xy = nodes_xy[dist > 0.5 * self.px]
+        return nodes_xy
+
+
+def _inside_hull(points: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Which ``query`` points lie inside the convex hull of ``points`` (none when the hull is degenerate)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    if len(query) == 0 or len(points) < 3:
+        return np.zeros(len(query), bool)
+    try:
+        return np.asarray(Delaunay(points).find_simplex(query) >= 0)
+    except QhullError:  # all points on a line
+        return np.zeros(len(query), bool)
 
 
 def _lattice(grid: Grid, spacing: float) -> np.ndarray:
@@ -553,6 +596,14 @@ def _lattice(grid: Grid, spacing: float) -> np.ndarray:
 
 #: Anchors sit where the nearest point (automatic or given) is farther than this many lattice spacings.
 _ANCHOR_GAP = 2.5
+
+#: The spline continues the points' affine past their hull only when at least this share of the
+#: distinct first-pass matches agreed with one global model (RANSAC). Measured shares: 0.73 on
+#: Slice381 and 0.84 on Slice420, where the points' affine is 1-2 px from the hand points at the
+#: section's left edge and the start 9-14 px; 0.27 on Slice8_TFS, whose interior matches are
+#: mostly chance and whose results got worse past the points (mean median 5.8 -> 6.8 px over
+#: its 12 variants). Below it, anchors stay on the start.
+_EXTRAPOLATE_MIN_SHARE = 0.5
 
 
 def _anchors(grid: Grid, p_xy: np.ndarray, lm_xy: np.ndarray, *, spacing: float) -> np.ndarray:
@@ -714,6 +765,7 @@ def auto_points(
             inl = inl_all
             info[f"pass{k}_ransac_inliers"] = int(inl.sum())
             info[f"pass{k}_ransac_model"] = model
+            info[f"pass{k}_consensus_share"] = round(float(inl.sum()) / len(p_xy), 4)
         else:
             # Later passes match against the current spline: the shifts themselves are the residual.
             inl = inside
@@ -743,7 +795,10 @@ def auto_points(
             keep[keep] = _local_consistency(p_xy[keep], resid[keep], tol=max(2.0, 0.1 * search) * px)
             info["reverse_points"] = int(keep[-len(ef) :].sum())
         new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
-        spline = _SplineFit(p_xy, q_xy, keep, (lm_m, lm_f), new_affine, affine, px)
+        # Past the points the spline continues the points' affine only when most distinct
+        # first-pass matches agreed with one global model; otherwise it stays on the start.
+        info["extrapolate"] = extrapolate = info["pass0_consensus_share"] >= _EXTRAPOLATE_MIN_SHARE
+        spline = _SplineFit(p_xy, q_xy, keep, (lm_m, lm_f), new_affine, affine, px, extrapolate=extrapolate)
         fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px))
         # Quality gate 1, held-out points: where the spline predicts left-out points worse than
         # the start does, the matches there are not trusted and the spline is pinned to the start.
@@ -761,8 +816,9 @@ def auto_points(
             if keep.sum() < 8:
                 info["reason"] = f"pass {k}: {int(keep.sum())} matches outside tiles where the spline is worse than the start (need 8)"
                 break
-            anchors = np.vstack([_anchors(wg, p_xy[keep], lm_f, spacing=block * px), _tile_nodes(wg, sorted(bad_tiles), tile)])
-            fit, loo_px = spline.fit(anchors)
+            fit, loo_px = spline.fit(
+                _anchors(wg, p_xy[keep], lm_f, spacing=block * px), pinned_xy=_tile_nodes(wg, sorted(bad_tiles), tile),
+            )
         info[f"pass{k}_smoothing"] = fit.smoothing
         steps = [fit.step, new_affine]
         all_loo = np.full(len(p_xy), np.nan)
