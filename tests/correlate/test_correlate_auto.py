@@ -221,7 +221,7 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     # through the 48 points: 5.44 / 12.6). Measured 2.36 / 6.47. While the spline's anchors past
     # the points followed the start, it was 2.46 / 10.61: the left-edge points 25 and 46, where
     # no block matches (the NCC peak along a straight edge is a ridge), were 13.7 and 11.4 px off,
-    # as the start is there; the affine through the points puts them at 2.2 and 1.0 px.
+    # as the start is there; the affine through the points puts them at 2.2 and 1.1 px.
     assert err["median"] <= 2.5
     assert err["p95"] <= 8.0 and err["p95"] < err_start["p95"] - 8.0
     # The automatic points are exposed, with scores, and are mostly consistent (held-out error).
@@ -239,7 +239,7 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     # The residual map claims nothing within half a block of the EBSD map's border: near that
     # border it once said 1.6-1.7 px where points were 9-21 px off. Of the three hand points
     # there, 37 (on the lower border row) is still 14.6 px off; 25 and 46, on the left edge,
-    # 2.2 and 1.0 px.
+    # 2.2 and 1.1 px.
     rmap = q["residual_map_px"]
     grid = Grid.from_dict(rmap["grid"])
     values = np.asarray(rmap["values"], float)
@@ -706,15 +706,15 @@ def test_coni_direction_and_quantisation_invariance(shared_file, downsample):
     res = {(r, d): _variant(shared_file, r, downsample, d) for r in (False, True) for d in ("native", "uint8")}
     # Measured with both_ways="mean" (median / p95 px; start 9.79 / 16.17 at full size, 5.20 / 8.41
     # at half size):
-    #   full  fwd native 2.46 / 10.61, uint8 2.29 / 11.36; rev native 2.48 / 10.92, uint8 2.28 / 11.49
-    #   half  fwd native 2.48 /  7.50, uint8 2.82 /  8.97; rev native 2.50 /  7.43, uint8 2.78 /  8.98
-    # Issue 14 asks p95 <= the start's everywhere: met at full size and for native input at half
-    # size, NOT for 8-bit input at half size (+0.56 / +0.57 px: points at the section edges, where
-    # the blocks see the outline only). Forward/reverse medians within 1 px: met (largest gap
-    # 0.04 px; with both_ways="gate" 0.73 px, 8-bit full size).
-    slack = 0.0 if downsample == 1 else 2.0
+    #   full  fwd native 2.36 / 6.47, uint8 2.63 / 8.04; rev native 2.34 / 6.53, uint8 2.66 / 8.04
+    #   half  fwd native 2.48 / 7.50, uint8 2.08 / 8.16; rev native 2.50 / 7.43, uint8 2.11 / 8.08
+    # Issue 14 asks p95 <= the start's everywhere: met. While the spline's anchors past the points
+    # always kept the start (at half size they still do: 43-49 % of the first-pass matches agree
+    # with one model, under the 50 % needed), the full-size p95 was 10.6-11.5 px and the half-size
+    # 8-bit one 8.97 / 8.98, above the start. Forward/reverse medians within 1 px: met (largest gap
+    # 0.03 px; with both_ways="gate" 0.73 px, 8-bit full size, before this change).
     for key, v in res.items():
-        assert v["result"]["p95"] <= v["start"]["p95"] + slack, key
+        assert v["result"]["p95"] <= v["start"]["p95"], key
         assert v["result"]["median"] <= v["start"]["median"] + 0.01, key
     for r in (False, True):
         assert res[(r, "native")]["result"]["median"] < 0.6 * res[(r, "native")]["start"]["median"], r
@@ -723,8 +723,9 @@ def test_coni_direction_and_quantisation_invariance(shared_file, downsample):
     if downsample == 1:
         for r in (False, True):
             assert abs(res[(r, "native")]["result"]["median"] - res[(r, "uint8")]["result"]["median"]) < 1.0, r
-        # Issue 14's median <= 2.5 px: 2.46 forward, 2.48 in reverse; the 8-bit copies stay below 3.8.
-        assert res[(False, "native")]["result"]["median"] <= 2.6
+        # Issue 14's median <= 2.5 px: 2.36 forward, 2.34 in reverse; the 8-bit copies stay below 3.8.
+        assert max(res[(r, "native")]["result"]["median"] for r in (False, True)) <= 2.5
+        assert max(v["result"]["p95"] for v in res.values()) <= 8.5  # issue 14: p95 <= 8 as given (6.47)
         assert max(v["result"]["median"] for v in res.values()) < 3.8
 
 
