@@ -907,7 +907,7 @@ class Registration:
         """Warn where the file (B-splines fitted to a spline or a dense field) departs from the transform.
 
         A cubic B-spline with control points every 8 pixels follows a smooth deformation to a
-        small fraction of a pixel (Slice381: 0.38 px at most), but not a field with sharp local
+        small fraction of a pixel (Slice381: 0.33 px at most), but not a field with sharp local
         changes, such as a combination of two disagreeing registrations (Slice8_TFS: 9.6 px at
         most, over 0.5 px on 1.3 % of the field). The file is read back and compared on every
         second pixel of the fixed grid (sparser on mosaics: a million points at most).
