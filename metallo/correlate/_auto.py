@@ -496,12 +496,11 @@ class _SplineFit:
     ``affine`` is the least-squares affine through all that evidence. Anchors (pseudo-points where
     there is no evidence) hold the spline where it would otherwise extrapolate freely:
 
-    - outside the convex hull of the evidence they go the fraction ``extrapolate`` (0-1) of the
-      way from the start's displacement to none, i.e. to the affine through all the points. The
-      start is the worse guess there when the points are sound: it is what they corrected
-      everywhere they exist (Slice381's left edge: 9-14 px off under the start, 1-2 px under the
-      points' affine). With ``extrapolate=0`` (the matches were mostly chance) they take the
-      start's displacement.
+    - outside the convex hull of the evidence (with ``extrapolate``) they take no displacement, so
+      the spline continues as the affine through all the points. The start is the worse guess
+      there when the points are sound: it is what they corrected everywhere they exist
+      (Slice381's left edge: 9-14 px off under the start, 1-2 px under the points' affine).
+      Without ``extrapolate`` (the matches were mostly chance) they take the start's displacement.
     - inside the hull (a hole among the points) they take the ``start``'s displacement, and so do
       pinned points and nodes pinned to the start (tiles where the spline was judged worse).
 
@@ -510,12 +509,12 @@ class _SplineFit:
 
     def __init__(
         self, p_xy: np.ndarray, q_xy: np.ndarray, keep: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
-        affine: AffineStep, start: AffineStep, px: float, *, extrapolate: float = 1.0,
+        affine: AffineStep, start: AffineStep, px: float, *, extrapolate: bool = True,
     ) -> None:
         self.p_xy, self.q_xy, self.keep, self.px = p_xy, q_xy, keep, px
         self.lm_m, self.lm_f = landmarks
         self.affine, self.start = affine, start
-        self.extrapolate = float(np.clip(extrapolate, 0.0, 1.0))
+        self.extrapolate = extrapolate
 
     def start_disp(self, pts: np.ndarray) -> np.ndarray:
         """Displacement (relative to ``affine``) that reproduces the start at ``pts``."""
@@ -548,9 +547,9 @@ class _SplineFit:
         n, n_lm = len(p), len(self.lm_f)
         evidence = np.vstack([p, self.lm_f])
         anchors_xy = self._apart(anchors_xy, evidence)
-        hole = _inside_hull(evidence, anchors_xy) if self.extrapolate > 0 else np.ones(len(anchors_xy), bool)
-        adisp = self.start_disp(anchors_xy)
-        adisp[~hole] *= 1.0 - self.extrapolate
+        adisp = np.zeros_like(anchors_xy)
+        hole = _inside_hull(evidence, anchors_xy) if self.extrapolate else np.ones(len(anchors_xy), bool)
+        adisp[hole] = self.start_disp(anchors_xy[hole])
         if pinned_xy is not None and len(pinned_xy):
             pinned_xy = self._apart(pinned_xy, evidence)
             if len(anchors_xy) and len(pinned_xy):  # a node both anchored and pinned is pinned
@@ -598,21 +597,13 @@ def _lattice(grid: Grid, spacing: float) -> np.ndarray:
 #: Anchors sit where the nearest point (automatic or given) is farther than this many lattice spacings.
 _ANCHOR_GAP = 2.5
 
-#: How far past their hull the spline continues the points' affine rather than the start, by the
-#: share of distinct first-pass matches that agreed with one global model (RANSAC): not at all up
-#: to the first share, fully from the second, linearly in between. Measured shares: 0.73 on
-#: Slice381 and 0.84 on Slice420 at full size, where the points' affine is 1-2 px from the hand
-#: points at the section's left edge and the start 9-14 px; 0.43-0.51 and 0.53-0.63 at half size;
-#: 0.25-0.30 on Slice8_TFS, whose interior matches are mostly chance and whose results got worse
-#: past the points (mean median 5.8 -> 6.8 px over its 12 variants). A single threshold at 0.5
-#: sat inside Slice381's half-size range, so rounding alone switched the rule on or off there.
-_EXTRAPOLATE_SHARES = (0.3, 0.7)
-
-
-def _extrapolate_weight(share: float) -> float:
-    """The fraction of the way from the start to the points' affine taken past the points (:data:`_EXTRAPOLATE_SHARES`)."""
-    lo, hi = _EXTRAPOLATE_SHARES
-    return float(np.clip((share - lo) / (hi - lo), 0.0, 1.0))
+#: The spline continues the points' affine past their hull only when at least this share of the
+#: distinct first-pass matches agreed with one global model (RANSAC). Measured shares: 0.73 on
+#: Slice381 and 0.84 on Slice420, where the points' affine is 1-2 px from the hand points at the
+#: section's left edge and the start 9-14 px; 0.27 on Slice8_TFS, whose interior matches are
+#: mostly chance and whose results got worse past the points (mean median 5.8 -> 6.8 px over
+#: its 12 variants). Below it, anchors stay on the start.
+_EXTRAPOLATE_MIN_SHARE = 0.5
 
 
 def _anchors(grid: Grid, p_xy: np.ndarray, lm_xy: np.ndarray, *, spacing: float) -> np.ndarray:
@@ -804,9 +795,9 @@ def auto_points(
             keep[keep] = _local_consistency(p_xy[keep], resid[keep], tol=max(2.0, 0.1 * search) * px)
             info["reverse_points"] = int(keep[-len(ef) :].sum())
         new_affine = _lstsq_affine(np.vstack([p_xy[keep], lm_f]), np.vstack([q_xy[keep], lm_m]))
-        # Past the points the spline continues the points' affine as far as the distinct
-        # first-pass matches agreed with one global model; where they were mostly chance it stays on the start.
-        info["extrapolate"] = extrapolate = round(_extrapolate_weight(info["pass0_consensus_share"]), 4)
+        # Past the points the spline continues the points' affine only when most distinct
+        # first-pass matches agreed with one global model; otherwise it stays on the start.
+        info["extrapolate"] = extrapolate = info["pass0_consensus_share"] >= _EXTRAPOLATE_MIN_SHARE
         spline = _SplineFit(p_xy, q_xy, keep, (lm_m, lm_f), new_affine, affine, px, extrapolate=extrapolate)
         fit, loo_px = spline.fit(_anchors(wg, p_xy[keep], lm_f, spacing=block * px))
         # Quality gate 1, held-out points: where the spline predicts left-out points worse than
