@@ -125,3 +125,66 @@ def test_single_threaded_itk_is_counted_across_threads():
         assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+def _blas_threads() -> int:
+    """The most threads any loaded BLAS may use (OpenCV's bundled OpenBLAS is built with one)."""
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_blas_runs_on_one_thread_inside_register_and_is_restored(small_pair, monkeypatch):
+    """Inside a registration BLAS has one thread, whatever the caller set; the caller's count is back afterwards,
+    so the transform does not depend on it."""
+    from threadpoolctl import threadpool_limits
+
+    from metallo.correlate import _register
+
+    seen = []
+    original = _register._both_ways_auto
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_register, "_both_ways_auto", spy)
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            before = _blas_threads()  # 2 where the machine has 2 cores
+            results.append(register(small_pair.fixed, small_pair.moving))
+            assert _blas_threads() == before
+    assert seen == [1, 1]
+    pts = _grid_points(small_pair)
+    np.testing.assert_array_equal(results[0].transform_points(pts), results[1].transform_points(pts))
+
+
+def test_single_threaded_blas_is_counted_across_threads():
+    """Two registrations inside at once: BLAS stays on one thread until the last one leaves."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from metallo.correlate._register import _single_threaded_blas
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        first_in, second_out = threading.Event(), threading.Event()
+        seen = []
+
+        def second():
+            first_in.wait(10)
+            with _single_threaded_blas():
+                seen.append(_blas_threads())
+            second_out.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        with _single_threaded_blas():
+            first_in.set()
+            second_out.wait(10)
+            seen.append(_blas_threads())  # the other has left; this one is still inside
+        t.join(10)
+        assert seen == [1, 1]
+        assert _blas_threads() == before
