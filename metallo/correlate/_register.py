@@ -342,69 +342,68 @@ def _sitk_seed(seed: int) -> int:
     return int(seed) % (2**32 - 1) + 1
 
 
-#: Guards ITK's global thread count while registrations run side by side (:func:`_single_threaded_itk`).
-_ITK_LOCK = threading.Lock()
-_ITK_USERS: list[int] = [0, 0]  # [registrations inside, the count to restore]
+class _CountedSetting:
+    """A process-wide setting held while any registration runs, counted across threads.
+
+    ``apply()`` makes the setting and returns the function that undoes it. The first
+    registration in applies it, the last one out restores what was there: the two directions
+    of ``both_ways`` run in parallel threads, so a plain nested setter would let the first
+    direction to finish undo the setting under the other.
+    """
+
+    def __init__(self, apply: Callable[[], Callable[[], Any]]) -> None:
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._users = 0
+        self._restore: Callable[[], Any] | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._restore = self._apply()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._restore is not None:
+                    self._restore()
+                    self._restore = None
 
 
-@contextmanager
-def _single_threaded_itk() -> Iterator[None]:
+def _itk_on_one_thread() -> Callable[[], None]:
     """Run SimpleITK registrations on one thread, so that equal inputs give equal transforms.
 
     ITK's v4 metrics take their work-unit count from the global default, not from
     ``ImageRegistrationMethod.SetNumberOfThreads``, and Mattes MI adds the threads' joint
     histograms in the order they finish: last-bit differences that the optimiser amplifies to
-    tenths of a pixel, and results that depend on the machine's core count. The setting is
-    global, so it is counted: the first registration in sets it, the last one out restores it
-    (the two directions of ``both_ways`` run in parallel threads).
+    tenths of a pixel, and results that depend on the machine's core count.
     """
     import SimpleITK as sitk
 
-    with _ITK_LOCK:
-        if _ITK_USERS[0] == 0:
-            _ITK_USERS[1] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-        _ITK_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _ITK_LOCK:
-            _ITK_USERS[0] -= 1
-            if _ITK_USERS[0] == 0:
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_ITK_USERS[1])
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    return lambda: sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
-#: Guards the BLAS thread limit while registrations run (:func:`_single_threaded_blas`).
-_BLAS_LOCK = threading.Lock()
-_BLAS_USERS: list[Any] = [0, None]  # [registrations inside, the limiter that restores the threads]
-
-
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
+def _blas_on_one_thread() -> Callable[[], Any]:
     """Run numpy's BLAS on one thread while a registration runs.
 
     Registration solves small systems: a few hundred points for the splines, a few thousand for
     the displacement fields. BLAS threads gain nothing there, and OpenBLAS's waiting threads take
     CPU from the two directions of ``both_ways`` that run side by side. On Slice381 (2 cores),
     ``register`` took 15 CPU-s and about 8 s wall with them, and 9.5 CPU-s and about 6 s wall
-    without them. The transform changed by less than 1e-9 px. The limit is process-wide
-    (threadpoolctl), so it is counted like the ITK setting: the first registration in sets it,
-    and the last one out restores the previous limits.
+    without them. The transform changed by less than 1e-9 px.
     """
     from threadpoolctl import threadpool_limits
 
-    with _BLAS_LOCK:
-        if _BLAS_USERS[0] == 0:
-            _BLAS_USERS[1] = threadpool_limits(limits=1, user_api="blas")
-        _BLAS_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_USERS[0] -= 1
-            if _BLAS_USERS[0] == 0:
-                _BLAS_USERS[1].restore_original_limits()
-                _BLAS_USERS[1] = None
+    return threadpool_limits(limits=1, user_api="blas").restore_original_limits
+
+
+_single_threaded_itk = _CountedSetting(_itk_on_one_thread)
+_single_threaded_blas = _CountedSetting(_blas_on_one_thread)
 
 
 _P = ParamSpec("_P")
@@ -412,7 +411,7 @@ _R = TypeVar("_R")
 
 
 def _on_one_blas_thread(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """``func`` run inside :func:`_single_threaded_blas`."""
+    """``func`` run with BLAS on one thread (:func:`_blas_on_one_thread`, counted)."""
 
     @functools.wraps(func)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -2215,7 +2214,7 @@ def _run_directions(
     In parallel, each in its own thread and context (the gate deferral is a context variable);
     the warnings are routed to the job whose thread raised them, as ``catch_warnings`` cannot
     be entered by two threads at once. The results do not depend on the order: the two
-    registrations share no state (ITK's thread count is counted, :func:`_single_threaded_itk`).
+    registrations share no state (ITK's thread count is counted, :func:`_itk_on_one_thread`).
     """
     import contextvars
     from concurrent.futures import ThreadPoolExecutor

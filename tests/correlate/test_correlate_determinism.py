@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import cv2
 import numpy as np
 import pytest
@@ -94,39 +96,6 @@ def test_parallel_directions_keep_their_own_warnings(monkeypatch):
     assert [str(w.message) for w in runs["reverse"][1]] == [f"R {k}" for k in range(20)]
 
 
-def test_single_threaded_itk_is_counted_across_threads():
-    """Two registrations inside at once: ITK stays single-threaded until the last one leaves,
-    then the caller's thread count is back."""
-    import threading
-
-    from metallo.correlate._register import _single_threaded_itk
-
-    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)
-    try:
-        first_in, second_out = threading.Event(), threading.Event()
-        seen = []
-
-        def second():
-            first_in.wait(10)
-            with _single_threaded_itk():
-                seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
-            second_out.set()
-
-        t = threading.Thread(target=second)
-        t.start()
-        with _single_threaded_itk():
-            first_in.set()
-            second_out.wait(10)
-            # The other registration has left; this one is still inside.
-            seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
-        t.join(10)
-        assert seen == [1, 1]
-        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
-
-
 def _blas_threads() -> int:
     """The most threads any loaded BLAS may use (OpenCV's bundled OpenBLAS is built with one)."""
     from threadpoolctl import threadpool_info
@@ -160,31 +129,57 @@ def test_blas_runs_on_one_thread_inside_register_and_is_restored(small_pair, mon
     np.testing.assert_array_equal(results[0].transform_points(pts), results[1].transform_points(pts))
 
 
-def test_single_threaded_blas_is_counted_across_threads():
-    """Two registrations inside at once: BLAS stays on one thread until the last one leaves."""
-    import threading
+def _itk_threads() -> int:
+    return sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
 
+
+@contextmanager
+def _caller_itk_threads(n: int):
+    previous = _itk_threads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+@contextmanager
+def _caller_blas_threads(n: int):
     from threadpoolctl import threadpool_limits
 
-    from metallo.correlate._register import _single_threaded_blas
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
-    with threadpool_limits(limits=2, user_api="blas"):
-        before = _blas_threads()
+
+@pytest.mark.parametrize("library", ["itk", "blas"])
+def test_one_thread_settings_are_counted_across_threads(library):
+    """Two registrations inside at once: the library stays on one thread until the last one
+    leaves, then the caller's thread count is back."""
+    import threading
+
+    from metallo.correlate import _register
+
+    setting, caller, count = {
+        "itk": (_register._single_threaded_itk, _caller_itk_threads, _itk_threads),
+        "blas": (_register._single_threaded_blas, _caller_blas_threads, _blas_threads),
+    }[library]
+    with caller(2):
+        before = count()  # 2 where the machine has 2 cores
         first_in, second_out = threading.Event(), threading.Event()
         seen = []
 
         def second():
             first_in.wait(10)
-            with _single_threaded_blas():
-                seen.append(_blas_threads())
+            with setting():
+                seen.append(count())
             second_out.set()
 
         t = threading.Thread(target=second)
         t.start()
-        with _single_threaded_blas():
+        with setting():
             first_in.set()
             second_out.wait(10)
-            seen.append(_blas_threads())  # the other has left; this one is still inside
+            seen.append(count())  # the other has left; this one is still inside
         t.join(10)
         assert seen == [1, 1]
-        assert _blas_threads() == before
+        assert count() == before
