@@ -720,27 +720,49 @@ def _robust_affine(src_xy: np.ndarray, dst_xy: np.ndarray, *, threshold: float) 
     return _affine_from_points(src_xy[inl], dst_xy[inl])
 
 
-def _masked_ncc(image: np.ndarray, image_mask: np.ndarray, template: np.ndarray, template_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masked normalised cross-correlation for every shift (Padfield 2012), and the overlap count.
+class _MaskedNCC:
+    """Masked normalised cross-correlation (Padfield 2012) of one image with many templates.
 
-    Output index k puts template pixel p on image pixel ``p + k - (template.shape - 1)``.
+    Calling it with a template and its mask gives the NCC for every shift and the overlap count;
+    output index k puts template pixel p on image pixel ``p + k - (template.shape - 1)``. The
+    six correlations are those of ``scipy.signal.fftconvolve`` (the same FFT sizes and
+    products), so the values are the same to the last bit. The image's three spectra are computed
+    once per FFT size, and each template's three once, instead of once per correlation:
+    12 -> 9 transforms per template, and 6 when the size repeats. On coni16_459 the structure
+    search takes 638 templates.
     """
-    from scipy.signal import fftconvolve
 
-    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return fftconvolve(a, b[::-1, ::-1], mode="full")
+    def __init__(self, image: np.ndarray, image_mask: np.ndarray) -> None:
+        mi = image_mask.astype(np.float64)
+        i = image * mi
+        self._image = (mi, i, i * i)
+        self._spectra: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
 
-    mi, mt = image_mask.astype(np.float64), template_mask.astype(np.float64)
-    i, t = image * mi, template * mt
-    n = np.maximum(np.round(corr(mi, mt)), 0)
-    si, st = corr(i, mt), corr(mi, t)
-    si2, st2 = corr(i * i, mt), corr(mi, t * t)
-    sit = corr(i, t)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        num = sit - si * st / n
-        den = np.sqrt(np.maximum(si2 - si**2 / n, 0) * np.maximum(st2 - st**2 / n, 0))
-        ncc = np.where((n > 0) & (den > 1e-9 * np.maximum(n, 1)), num / den, 0.0)
-    return ncc, n
+    def __call__(self, template: np.ndarray, template_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import fft as sp_fft
+
+        shape = tuple(a + b - 1 for a, b in zip(self._image[0].shape, template.shape, strict=True))
+        fshape = tuple(sp_fft.next_fast_len(s, True) for s in shape)
+        if fshape not in self._spectra:
+            self._spectra = {fshape: tuple(sp_fft.rfftn(a, fshape, axes=(0, 1)) for a in self._image)}
+        f_mi, f_i, f_i2 = self._spectra[fshape]
+        mt = template_mask.astype(np.float64)
+        t = template * mt
+        f_mt, f_t, f_t2 = (sp_fft.rfftn(a[::-1, ::-1], fshape, axes=(0, 1)) for a in (mt, t, t * t))
+        crop = (slice(shape[0]), slice(shape[1]))
+
+        def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return sp_fft.irfftn(a * b, fshape, axes=(0, 1))[crop]
+
+        n = np.maximum(np.round(corr(f_mi, f_mt)), 0)
+        si, st = corr(f_i, f_mt), corr(f_mi, f_t)
+        si2, st2 = corr(f_i2, f_mt), corr(f_mi, f_t2)
+        sit = corr(f_i, f_t)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = sit - si * st / n
+            den = np.sqrt(np.maximum(si2 - si**2 / n, 0) * np.maximum(st2 - st**2 / n, 0))
+            ncc = np.where((n > 0) & (den > 1e-9 * np.maximum(n, 1)), num / den, 0.0)
+        return ncc, n
 
 
 def _search_pixel(fixed: _Prepared, moving: _Prepared, max_side: int) -> float:
@@ -789,12 +811,13 @@ def _ncc_search(
     i_img, i_valid, i_to_um = (m_img, m_valid, m_to_um) if template_is_fixed else (f_img, f_valid, f_to_um)
     h, w = t_img.shape
     best: tuple[float, np.ndarray | None, dict[str, Any]] = (-np.inf, None, {})
+    correlate = {polarity: _MaskedNCC(i_img * polarity, i_valid) for polarity in (1.0, -1.0)}
     for angle in angles_deg:
         rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0)
         r_img = cv2.warpAffine(t_img, rot, (w, h), flags=cv2.INTER_LINEAR)
         r_valid = cv2.warpAffine(t_valid.astype(np.uint8), rot, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
         for polarity in (1.0, -1.0):
-            ncc, n = _masked_ncc(i_img * polarity, i_valid, r_img, r_valid)
+            ncc, n = correlate[polarity](r_img, r_valid)
             ncc[n < min_overlap * r_valid.sum()] = -np.inf
             k = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
             if ncc[k] > best[0]:
@@ -844,6 +867,7 @@ def _structure_search(
     ms, mv, m_to_um = small_structure(moving)
     h, w = ms.shape
     best: tuple[float, np.ndarray | None, dict[str, Any]] = (-np.inf, None, {})
+    correlate = _MaskedNCC(fs, fv)
     for scale in scales:
         # Canvas for the scaled, turned moving field (its diagonal fits at +-10 degrees).
         cw, ch = int(np.ceil(w * scale * 1.2)) + 4, int(np.ceil(h * scale * 1.2)) + 4
@@ -852,7 +876,7 @@ def _structure_search(
             rot[:, 2] += [(cw - w) / 2, (ch - h) / 2]
             r = cv2.warpAffine(ms, rot, (cw, ch), flags=cv2.INTER_LINEAR)
             rv = cv2.warpAffine(mv.astype(np.uint8), rot, (cw, ch), flags=cv2.INTER_NEAREST).astype(bool)
-            ncc, n = _masked_ncc(fs, fv, r, rv)
+            ncc, n = correlate(r, rv)
             ncc[n < 0.5 * min(rv.sum(), fv.sum())] = -np.inf
             k = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
             if ncc[k] > best[0]:

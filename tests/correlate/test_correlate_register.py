@@ -266,3 +266,40 @@ def test_an_ebsd_map_on_a_small_part_of_the_micrograph_is_registered_and_not_fai
     q = reg.quality
     assert q["overlap_fraction"] < 0.2 and q["overlap_fraction_of_moving"] > 0.95
     assert not q["failed"] and not any("registration failed" in str(w.message) for w in caught)
+
+
+def test_masked_ncc_finds_a_cut_out_template_and_matches_brute_force():
+    """Known answer: a template cut from the image at a known place correlates 1.0 there and
+    nowhere better; every value equals the masked NCC over the overlapping valid pixels; a second
+    template of the same size (the cached image spectra) gives what a fresh instance gives."""
+    from metallo.correlate._register import _MaskedNCC
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(60, 70))
+    image_mask = rng.random(image.shape) > 0.15
+    top, left, h, w = 12, 23, 21, 26
+    template = image[top : top + h, left : left + w].copy()
+    template_mask = image_mask[top : top + h, left : left + w] & (rng.random((h, w)) > 0.1)
+    correlate = _MaskedNCC(image, image_mask)
+    ncc, n = correlate(template, template_mask)
+    assert ncc.shape == (60 + h - 1, 70 + w - 1)
+    k = (top + h - 1, left + w - 1)  # index k puts template pixel p on image pixel p + k - (h - 1, w - 1)
+    assert ncc[k] == pytest.approx(1.0, abs=1e-9)
+    assert np.unravel_index(int(np.argmax(np.where(n >= 0.5 * template_mask.sum(), ncc, -np.inf))), ncc.shape) == k
+    for ky, kx in [(k[0] - 3, k[1] + 5), (30, 40), (h - 1, w - 1), (50, 20)]:
+        oy, ox = ky - (h - 1), kx - (w - 1)  # image pixel of template pixel (0, 0)
+        ys, xs = np.mgrid[0:h, 0:w]
+        iy, ix = ys + oy, xs + ox
+        inside = (iy >= 0) & (iy < 60) & (ix >= 0) & (ix < 70)
+        both = inside & template_mask
+        both[inside] &= image_mask[iy[inside], ix[inside]]
+        a, b = image[iy[both], ix[both]], template[both]
+        assert n[ky, kx] == both.sum()
+        want = np.corrcoef(a, b)[0, 1]
+        assert ncc[ky, kx] == pytest.approx(want, abs=1e-9)
+    other = rng.normal(size=(h, w))
+    other_mask = rng.random((h, w)) > 0.2
+    again = correlate(other, other_mask)
+    fresh = _MaskedNCC(image, image_mask)(other, other_mask)
+    np.testing.assert_array_equal(again[0], fresh[0])
+    np.testing.assert_array_equal(again[1], fresh[1])
