@@ -788,7 +788,8 @@ def auto_points(
             # the final fit: a registration and its reverse then fit the same evidence. Those that
             # disagree with their neighbours under the current estimate are dropped like the others.
             ef, em, escore = extra_pairs
-            resid = np.vstack([shifts * px, cur.moving_to_fixed_xy(em) - ef])
+            # Offsets from the current estimate in (x, y) µm for both: the shifts are (row, col).
+            resid = np.vstack([shifts[:, ::-1] * px, cur.moving_to_fixed_xy(em) - ef])
             p_xy, q_xy = np.vstack([p_xy, ef]), np.vstack([q_xy, em])
             peak, gap = np.r_[peak, escore], np.r_[gap, np.full(len(ef), 0.3)]
             keep = np.r_[keep, np.ones(len(ef), bool)]
