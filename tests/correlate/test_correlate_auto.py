@@ -218,7 +218,8 @@ def test_coni_automatic_beats_affine_through_the_points(shared_file):
     assert q["method"] == "auto" and reg.transform_type == "displacement+affine"
     assert q["both_ways"]["mode"] == "mean" and q["both_ways"]["weights"]["agreed"] > 0.7
     # Issue 14 target: median <= 2.5 px and p95 <= 8 px without any point given (best affine
-    # through the 48 points: 5.44 / 12.6). Measured 2.36 / 6.47. While the spline's anchors past
+    # through the 48 points: 5.44 / 12.6). Measured 2.32 / 6.54 (2.36 / 6.47 before the reverse
+    # matches' consistency check compared (x, y) with (x, y) offsets). While the spline's anchors past
     # the points followed the start, it was 2.46 / 10.61: the left-edge points 25 and 46, where
     # no block matches (the NCC peak along a straight edge is a ridge), were 13.7 and 11.4 px off,
     # as the start is there; the affine through the points puts them at 2.2 and 1.1 px.
@@ -263,10 +264,11 @@ def test_tfs_never_worse_than_the_affine_start(shared_file):
     err = tre_stats(tre(reg, pair.moving_yx, pair.fixed_yx))
     err_start = tre_stats(tre(start, pair.moving_yx, pair.fixed_yx))
     none = point_baselines(pair.moving_yx, pair.fixed_yx)["none"]
-    # Issue 14: median <= the best affine through the 18 points (7.7 px): measured 6.83 px
-    # (start 13.36), p95 13.8 vs the start's 23.0 (both_ways="gate": 6.50 / 14.2; the forward
-    # direction alone: 6.83 / 23.5 - it and the reverse one fail in different corners; where
-    # they disagree the structure agreement picks the better one).
+    # Issue 14: median <= the best affine through the 18 points (7.7 px): measured 7.54 px
+    # (start 13.36), p95 15.7 vs the start's 23.0 (both_ways="gate": 6.85 / 13.1; the forward
+    # direction alone: 6.83 / 23.3 - it and the reverse one fail in different corners; where
+    # they disagree the structure agreement picks the better one). Seven invisible-noise draws
+    # give medians of 6.25-10.18 px (benchmarks/correlate.py --stability): the line holds in five.
     assert err["median"] <= 7.7
     assert err["p95"] <= err_start["p95"]
     assert err["median"] < 0.15 * none["median"]
@@ -706,13 +708,14 @@ def test_coni_direction_and_quantisation_invariance(shared_file, downsample):
     res = {(r, d): _variant(shared_file, r, downsample, d) for r in (False, True) for d in ("native", "uint8")}
     # Measured with both_ways="mean" (median / p95 px; start 9.79 / 16.17 at full size, 5.20 / 8.41
     # at half size):
-    #   full  fwd native 2.36 / 6.47, uint8 2.63 / 8.04; rev native 2.34 / 6.53, uint8 2.66 / 8.04
-    #   half  fwd native 2.48 / 7.50, uint8 2.08 / 8.16; rev native 2.50 / 7.43, uint8 2.11 / 8.08
+    #   full  fwd native 2.32 / 6.54, uint8 2.56 / 8.07; rev native 2.24 / 6.58, uint8 2.74 / 8.30
+    #   half  fwd native 2.57 / 7.79, uint8 2.69 / 8.01; rev native 2.74 / 7.79, uint8 2.71 / 7.95
     # Issue 14 asks p95 <= the start's everywhere: met. While the spline's anchors past the points
     # always kept the start (at half size they still do: 43-49 % of the first-pass matches agree
     # with one model, under the 50 % needed), the full-size p95 was 10.6-11.5 px and the half-size
     # 8-bit one 8.97 / 8.98, above the start. Forward/reverse medians within 1 px: met (largest gap
-    # 0.03 px; with both_ways="gate" 0.73 px, 8-bit full size, before this change).
+    # 0.18 px, 0.03 px before the reverse matches were checked in (x, y); with both_ways="gate"
+    # 0.73 px, 8-bit full size, before this change).
     for key, v in res.items():
         assert v["result"]["p95"] <= v["start"]["p95"], key
         assert v["result"]["median"] <= v["start"]["median"] + 0.01, key
@@ -723,9 +726,9 @@ def test_coni_direction_and_quantisation_invariance(shared_file, downsample):
     if downsample == 1:
         for r in (False, True):
             assert abs(res[(r, "native")]["result"]["median"] - res[(r, "uint8")]["result"]["median"]) < 1.0, r
-        # Issue 14's median <= 2.5 px: 2.36 forward, 2.34 in reverse; the 8-bit copies stay below 3.8.
+        # Issue 14's median <= 2.5 px: 2.32 forward, 2.24 in reverse; the 8-bit copies stay below 3.8.
         assert max(res[(r, "native")]["result"]["median"] for r in (False, True)) <= 2.5
-        assert max(v["result"]["p95"] for v in res.values()) <= 8.5  # issue 14: p95 <= 8 as given (6.47)
+        assert max(v["result"]["p95"] for v in res.values()) <= 8.5  # issue 14: p95 <= 8 as given (6.54)
         assert max(v["result"]["median"] for v in res.values()) < 3.8
 
 
