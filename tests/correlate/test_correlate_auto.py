@@ -189,6 +189,35 @@ def test_spline_extrapolates_the_points_affine_and_keeps_the_start_in_holes():
     np.testing.assert_allclose(affine.apply(corners + pinned.step.displacement(corners)), start.apply(corners), atol=0.05)
 
 
+def test_reverse_matches_are_checked_in_the_same_axes_as_the_block_matches():
+    """Known answer: the moving texture is the fixed one shifted 4 px in x.
+
+    Reverse matches (found the other way round) that carry the same 4 px in x agree with the
+    block matches and are kept; ones that carry -4 px are dropped. While the block matches'
+    offsets were compared in (row, column) against the reverse ones' (x, y), all 40 good
+    reverse matches were dropped.
+    """
+    from scipy import ndimage as ndi
+
+    from metallo.correlate._auto import auto_points
+    from metallo.correlate._transform import AffineStep
+
+    rng = np.random.default_rng(3)
+    img = ndi.gaussian_filter(rng.normal(size=(240, 240)), 3)
+    img = (img - img.min()) / np.ptp(img)
+    moving = np.roll(img, 4, axis=1)  # fixed point p pairs with moving point p + (4, 0)
+    grid = Grid((240, 240), (1.0, 1.0))
+    ok = np.ones(img.shape, bool)
+    good = rng.uniform(40, 200, size=(40, 2))
+    bad = rng.uniform(40, 200, size=(6, 2))
+    ef = np.vstack([good, bad])
+    em = np.vstack([good + [4.0, 0.0], bad - [4.0, 0.0]])
+    identity = AffineStep(np.eye(2), np.zeros(2))
+    _, cp = auto_points(img, ok, grid, moving, ok, grid, identity, passes=1, extra_pairs=(ef, em, np.full(len(ef), 0.5)))
+    assert cp.info["reverse_points"] == 40
+    assert cp.inlier[-46:-6].all() and not cp.inlier[-6:].any()
+
+
 def test_tps_registration_round_trips_through_dataset_and_tfm(tmp_path):
     rng = np.random.default_rng(3)
     p = rng.uniform(0, 120, (30, 2))
