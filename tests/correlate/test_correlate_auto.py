@@ -904,9 +904,13 @@ def test_residual_map_says_nothing_near_the_moving_or_fixed_border():
 @pytest.mark.parametrize(
     "round_trip, agreed, reason",
     [(2.5, 0.80, None), (6.0, 0.90, "round trip"), (3.0, 0.64, "agree on 64%"), (2.46, 0.65, None), (2.0, 0.69, None),
-     (1.4, None, None)],
+     (1.4, None, None), (3.45, 0.745, "median round trip > 3"), (2.63, 0.684, None), (3.45, None, None)],
 )
 def test_verdict_on_the_two_directions(round_trip, agreed, reason):
+    # Over the 60 grid variants (direction x size x dtype) of the five real pairs: Slice8_TFS at
+    # half size agrees on 0.64-0.75 at round trips of 3.5-4.3 working px, with its p95 above the
+    # start's in all six - failed now whatever the share (3.45 / 0.745 is its native forward copy);
+    # NiAlMo's largest round trip is 2.63 px (0.684 agree; its reverse full-size copy).
     # Measured in 7 invisible-noise draws (benchmarks/correlate.py --stability): Slice381, median
     # TRE 2.3-2.6 px, round trips 1.4-2.5 px, agreement 0.80-0.89 - passed in every draw (the
     # former 2 px line failed 3 of them); Slice385 NiAlMo agrees on 0.65-0.78 at round trips of
