@@ -90,3 +90,65 @@ def test_an_implausible_sift_affine_falls_back_with_a_warning(shared_file):
         reg = register(pair.fixed, pair.moving, method="sift")
     assert reg.quality["initial"] == "outline"
     assert np.median(tre(reg, pair.moving_yx, pair.fixed_yx)) < 20.0
+
+
+def _dic_max_shear(path) -> tuple[np.ndarray, float]:
+    """The max shear strain of a DaVis 2-D vector export (DefDAP's test map), and its spacing in µm.
+
+    Header ``#DaVis 8.4.0 2D-vector 12 200 300 ...``: a vector every 12 pattern pixels, 200 rows of
+    300; columns x, y, u, v in pattern pixels, x fastest. DefDAP's example notebook gives the
+    pattern's field as 20 µm over 2048 px.
+    """
+    header = path.read_text().splitlines()[0].split()
+    step, rows, cols = int(header[3]), int(header[4]), int(header[5])
+    x, y, u, v = np.loadtxt(path, skiprows=1).T
+    assert np.all(np.diff(x[:cols]) > 0) and y[0] == y[cols - 1]  # x varies fastest
+    du_dy, du_dx = np.gradient(u.reshape(rows, cols), step)
+    dv_dy, dv_dx = np.gradient(v.reshape(rows, cols), step)
+    return np.hypot((du_dx - dv_dy) / 2, (du_dy + dv_dx) / 2), step * 20.0 / 2048
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("representation", ["iq", "boundaries"])
+def test_ebsd_onto_a_dic_strain_map_is_flagged_unless_it_meets_defdaps_points(shared_file, representation):
+    """A modality pair the method was not built for: an EBSD map onto an HR-DIC strain map.
+
+    DefDAP's Ni test maps (the same region) carry no point list, but DefDAP's example notebook links
+    them with four homologous points, (x, y) in map pixels; the affine through them leaves < 0.9 EBSD
+    px. The strain map shows slip bands, not boundaries, and the registration ends some 100 EBSD px
+    from that affine (no registration: 39 px). Whatever it returns must either agree with DefDAP's
+    points or say that it failed (issue 14: never silently worse than no registration).
+    """
+    import xarray as xr
+
+    import metallo as mt
+
+    folder = "correlative_defdap_ni_ebsd_dic"
+    strain, dic_um = _dic_max_shear(shared_file(f"{folder}/testDataDIC.txt"))
+    h, w = strain.shape
+    fixed = xr.DataArray(
+        np.clip(strain, 0, np.percentile(strain, 99)).astype(np.float32), dims=("y", "x"),
+        coords={"y": np.arange(h) * dic_um, "x": np.arange(w) * dic_um}, attrs={"pixel_size_um": dic_um},
+    )
+    ebsd = mt.io.read_ebsd(shared_file(f"{folder}/testDataEBSD.cpr"))
+    step = float(ebsd.attrs["step_um"])
+    moving = mt.ebsd.map_image(ebsd, "iq") if representation == "iq" else ebsd
+    dic_xy = np.array([(36, 72), (279, 27), (162, 174), (60, 157)], float)
+    ebsd_xy = np.array([(68, 95), (308, 45), (191, 187), (89, 174)], float)
+    fit = np.linalg.lstsq(np.c_[dic_xy, np.ones(4)], ebsd_xy, rcond=None)[0]
+    assert np.abs(np.c_[dic_xy, np.ones(4)] @ fit - ebsd_xy).max() < 1.0  # the points agree with one affine
+    gy, gx = np.mgrid[0:h:10, 0:w:10]
+    grid_xy = np.c_[gx.ravel(), gy.ravel()].astype(float)
+    reference = np.c_[grid_xy, np.ones(len(grid_xy))] @ fit  # EBSD px of each DIC grid point
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = register(fixed, moving)
+    found = np.asarray(reg.fixed_to_moving(grid_xy[:, ::-1] * dic_um))[:, ::-1] / step
+    err = np.median(np.linalg.norm(found - reference, axis=1))
+    unregistered = np.median(np.linalg.norm(grid_xy * dic_um / step - reference, axis=1))
+    assert unregistered > 30.0  # the maps are offset by ~4.7 µm: doing nothing is far off
+    if reg.quality["failed"]:
+        assert any("registration failed" in str(m.message) for m in caught)
+        assert reg.quality["failure_reasons"]
+    else:
+        assert err < 3.0, f"not flagged, yet {err:.1f} EBSD px from DefDAP's points (unregistered {unregistered:.1f})"
