@@ -433,19 +433,31 @@ TARGET = {"accuracy": 0.94, "mean_iou": 0.80}
 
 def heldout_summary(out: Path) -> None:
     """Pick the arm with the best tuning-fold mean IoU among those with a final run; report the
-    scored folds of that arm next to the plain baseline, per class, against the issue's target."""
-    screen = {r["arm"]: r for f in sorted(out.glob("segment_heldout_screen*.json"))
-              for r in json.loads(f.read_text())["arms"]}
+    scored folds of that arm next to the plain baseline, per class, against the issue's target.
+
+    Arms are compared within one screening budget: the largest CPU time per model at which at
+    least two arms with a final run were screened (a short screen ranks arms by how fast they
+    learn, not by where they end)."""
     finals = {}
     for f in sorted(out.glob("segment_heldout_final*.json")):
         blob = json.loads(f.read_text())
         for r in blob["arms"]:
             finals[r["arm"]] = {**r, "cpu_s_per_model": blob["cpu_s_per_model"], "file": f.name}
-    if "plain" not in finals or not screen:
+    if "plain" not in finals:
         raise SystemExit("summary needs screen files and a final run of 'plain'")
+    by_budget: dict[float, dict] = {}
+    for f in sorted(out.glob("segment_heldout_screen*.json")):
+        blob = json.loads(f.read_text())
+        for r in blob["arms"]:
+            by_budget.setdefault(float(blob["cpu_s_per_model"]), {})[r["arm"]] = r
+    budgets = [b for b, arms in by_budget.items() if sum(a in finals for a in arms) >= 2]
+    if not budgets:
+        raise SystemExit("summary needs a screen of at least two arms that have a final run")
+    screen_budget = max(budgets)
+    screen = by_budget[screen_budget]
     candidates = [a for a in screen if a in finals]
     best = max(candidates, key=lambda a: screen[a]["mean"]["mean_iou"])
-    print("tuning fold (choice):  " + ", ".join(f"{a} {screen[a]['mean']['mean_iou']:.3f}"
+    print(f"tuning fold (choice, {screen_budget / 60:.1f} CPU-min per model):  " + ", ".join(f"{a} {screen[a]['mean']['mean_iou']:.3f}"
                                                 for a in sorted(screen, key=lambda a: -screen[a]["mean"]["mean_iou"])))
     print(f"chosen on the tuning fold: {best}\nscored folds (mean over folds):")
     print(f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES) + f"{'CPU-min':>9}")
@@ -456,7 +468,8 @@ def heldout_summary(out: Path) -> None:
     reached = {key: finals[best]["mean"][key] >= value for key, value in TARGET.items()}
     print(f"target accuracy >= {TARGET['accuracy']}, mean IoU >= {TARGET['mean_iou']}: "
           f"{'reached' if all(reached.values()) else 'NOT reached'} by {best}")
-    summary = {"screen_tuning_fold": {a: r["mean"] for a, r in screen.items()}, "chosen": best,
+    summary = {"screen_tuning_fold": {a: r["mean"] for a, r in screen.items()}, "screen_cpu_s_per_model": screen_budget,
+               "chosen": best,
                "final": {a: {"mean": r["mean"], "pooled": r["pooled"], "folds": [
                    {k: v for k, v in row.items() if k != "confusion"} for row in r["folds"]],
                    "train_cpu_s": r["train_cpu_s"], "cpu_s_per_model": r["cpu_s_per_model"]}
