@@ -28,7 +28,9 @@ counts as CPU time under load: 4.8 instead of 2.0 CPU-s per step measured on thi
 
 Each final fold model's entropy map is scored on its held-out images too (error rate of the most
 uncertain decile over the rest's). ``--heldout rescore --tag _full40`` adds that score to a saved
-final run whose checkpoints are still on disk, without training again.
+final run whose checkpoints are still on disk, without training again. ``--heldout tta --arm recipe
+--screen-tag _fullbudget --tag _recipe`` judges test-time augmentation on the tuning fold's screen
+model and, only if it helps there, scores the final run's fold models with it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
     parser.add_argument("--uncertainty", action="store_true",
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
-    parser.add_argument("--heldout", choices=["screen", "final", "summary", "rescore"], default=None,
+    parser.add_argument("--heldout", choices=["screen", "final", "summary", "rescore", "tta"], default=None,
                         help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
                              "summary of saved screen/final files (choice on the tuning fold only), or rescore a saved "
                              "final run's uncertainty")
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--cpu-minutes", type=float, default=None,
                         help="CPU minutes per model (screen 3; final 40 / folds; uncertainty 2.5)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name")
+    parser.add_argument("--screen-tag", default="", help="tta: suffix of the screen file whose tuning-fold model judges TTA")
     parser.add_argument("--pretrain-cpu-minutes", type=float, default=5.0,
                         help="arm 'pretrained': CPU minutes of self-supervised pretraining (once per run, all UHCS images)")
     parser.add_argument("--pretrain-patch", type=int, default=8, help="arm 'pretrained': side of the blanked squares, px")
@@ -312,6 +315,40 @@ def heldout_rescore(data, path: Path, device) -> None:
     print(f"saved {path}")
 
 
+def heldout_tta(data, args, out: Path, device) -> None:
+    """Test-time augmentation as an evaluation choice, by the protocol: judged on the tuning fold's
+    screen model of ``--arm`` (screen file ``--screen-tag``), applied to the final run's fold
+    models (final file ``--tag``, all its arms) only if it raised the tuning fold's mean IoU."""
+    from metallo.segment import evaluate, fold_indices
+
+    arm = args.arm.split(",")[-1]
+    screen = json.loads((out / f"segment_heldout_screen{args.screen_tag}.json").read_text())
+    final = json.loads((out / f"segment_heldout_final{args.tag}.json").read_text())
+    parts = fold_indices(len(data), final["folds"], seed=0)
+
+    def score(checkpoint: str, k: int, tta: bool) -> dict:
+        if not Path(checkpoint).exists():
+            raise SystemExit(f"checkpoint {checkpoint} is gone; rerun the screen and final runs")
+        m = evaluate(checkpoint, data.subset(parts[k]), device=str(device), tta=tta)
+        return {"accuracy": m["accuracy"], "mean_iou": m["mean_iou"], "iou": m["iou"]}
+
+    tuning = next(r for r in screen["arms"] if r["arm"] == arm)["folds"][0]
+    choice = {tta: score(tuning["checkpoint"], TUNE_FOLD, tta) for tta in (False, True)}
+    use = choice[True]["mean_iou"] > choice[False]["mean_iou"]
+    print(f"tuning fold, {arm}: without TTA {choice[False]['accuracy']:.3f} / {choice[False]['mean_iou']:.3f}, "
+          f"with {choice[True]['accuracy']:.3f} / {choice[True]['mean_iou']:.3f} -> TTA {'on' if use else 'off'}")
+    result = {"arm_judged": arm, "tuning_fold": {str(k): v for k, v in choice.items()}, "tta": use, "arms": {}}
+    for r in final["arms"] if use else []:
+        rows = [score(row["checkpoint"], row["fold"], True) for row in r["folds"]]
+        mean = {"accuracy": float(np.mean([x["accuracy"] for x in rows])), "mean_iou": float(np.mean([x["mean_iou"] for x in rows])),
+                "iou": np.nanmean([x["iou"] for x in rows], axis=0).tolist()}
+        result["arms"][r["arm"]] = {"folds": rows, "mean": mean}
+        print(f"  {r['arm']:<22} with TTA: {mean['accuracy']:.3f} / {mean['mean_iou']:.3f} IoU {np.round(mean['iou'], 3).tolist()} "
+              f"(without: {r['mean']['accuracy']:.3f} / {r['mean']['mean_iou']:.3f})", flush=True)
+    (out / f"segment_heldout_tta{args.tag}.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"saved {out / f'segment_heldout_tta{args.tag}.json'}")
+
+
 def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path) -> dict:
     """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images."""
     from metallo.segment import train
@@ -359,6 +396,9 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         return
     if args.heldout == "rescore":
         heldout_rescore(data, root / "benchmarks" / "results" / f"segment_heldout_final{args.tag}.json", device)
+        return
+    if args.heldout == "tta":
+        heldout_tta(data, args, root / "benchmarks" / "results", device)
         return
     k = args.folds or 3
     parts = fold_indices(len(data), k, seed=0)
