@@ -94,8 +94,8 @@ def main() -> None:
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
     parser.add_argument("--heldout", choices=["screen", "final", "summary", "rescore", "tta"], default=None,
                         help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
-                             "summary of saved screen/final files (choice on the tuning fold only), or rescore a saved "
-                             "final run's uncertainty")
+                             "summary of saved screen/final files (choice on the tuning fold only), rescore a saved "
+                             "final run's uncertainty, or judge test-time augmentation on the tuning fold (tta)")
     parser.add_argument("--arms", default=",".join(ARMS), help="screen: comma-separated arms (+ joins levers)")
     parser.add_argument("--arm", default="plain", help="final: comma-separated arms (plain = the baseline)")
     parser.add_argument("--cpu-minutes", type=float, default=None,
