@@ -1541,7 +1541,8 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     out error); the blurred structure images must correlate (NCC >= 0.3: a shared section scores
     about 0.5, unrelated images about 0.1); the fields must overlap; with ``inverse_consistency``
     the round trip must be small (median <= 5 working px), and run both ways the two directions
-    must agree on most of the overlap (>= 66.5 %) unless their round trip is below 2.75 working px.
+    must agree on most of the overlap (>= 66.5 %) unless their round trip is below 2.75 working px,
+    and their round trip must stay within 3 working px whatever share of the overlap agrees.
     """
     reasons = list(extra_reasons or [])
     cp = quality.get("control_points", {})
