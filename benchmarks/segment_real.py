@@ -62,6 +62,9 @@ ARMS: dict[str, dict] = {
     "plain": {},
     "recipe": dict(loss="ce_dice", scale=1.0, augment={"blur": 0.2}),        # examples/train_uhcs.yaml
     "physical": dict(scale=1.0, pixel_size_um=0.39, augment={**PLAIN["augment"], "scale": 0.25}),
+    # The common pixel size of 11 of the 15 micrographs (0.194 µm/px); the others (0.078-0.388)
+    # are resampled to it, for training and prediction alike, with the same zoom augmentation.
+    "common_px": dict(scale=1.0, pixel_size_um=0.19417, augment={**PLAIN["augment"], "scale": 0.25}),
     "balanced": dict(balance_classes=0.5),
     "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
     "attention": dict(model_kwargs={"base_channels": 16, "attention": True}),
