@@ -458,7 +458,7 @@ def _warn_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | 
     fold holding out its one 0.39 µm/px image scored 0.73 accuracy, the others 0.93-0.94)."""
     trained = info.get("pixel_size_um")  # of the training images, before the training scale
     if pixel_size_um is None and isinstance(image, xr.DataArray):
-        pixel_size_um = image.attrs.get("pixel_size_um")
+        pixel_size_um = _pixel_size_of(image)
     try:
         px, trained_px = float(pixel_size_um), float(trained)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -779,7 +779,7 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
     if scale is None and tile_info.get("pixel_size_um"):
         # The model was trained at one physical pixel size: resample this image to it.
         if pixel_size_um is None and isinstance(image, xr.DataArray):
-            pixel_size_um = image.attrs.get("pixel_size_um")
+            pixel_size_um = _pixel_size_of(image)  # the x coordinate's spacing, as everywhere in metallo
         scale = scale_to_pixel_size(pixel_size_um, float(tile_info["pixel_size_um"]), "image")
     if scale is None:
         scale = float(tile_info.get("scale", 1.0) or 1.0)

@@ -191,6 +191,29 @@ def test_an_image_at_a_scale_the_native_model_never_saw_warns(checkpoint):
         predict(checkpoint, np.full((40, 40), 0.5, np.float32), tta=False)  # pixel size unknown: nothing to judge
 
 
+def test_a_model_at_one_pixel_size_reads_it_from_the_images_x_coordinate(tmp_path):
+    # metallo's one source of a pixel size is the x coordinate (metallo._xarray.pixel_size_um);
+    # predict read only attrs["pixel_size_um"], so an image calibrated by its µm coordinates
+    # alone was refused ("pixel size unknown") by a model trained at one physical pixel size.
+    import xarray as xr
+
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=3, base_channels=4)
+    model = save_checkpoint(tmp_path / "m.pt", net, classes=["a", "b", "c"], mean=[0.5], std=[0.25],
+                            pixel_size_um=0.1, tile={"size": 32, "pixel_size_um": 0.1})
+    values = np.random.default_rng(3).random((40, 56)).astype(np.float32)
+    by_coords = xr.DataArray(values, dims=("y", "x"), coords={"y": np.arange(40) * 0.2, "x": np.arange(56) * 0.2})
+    assert "pixel_size_um" not in by_coords.attrs
+    got = predict(model, by_coords, tta=False, probabilities=True)
+    told = predict(model, values, pixel_size_um=0.2, tta=False, probabilities=True)
+    assert got["labels"].shape == (40, 56)
+    np.testing.assert_array_equal(got["labels"].values, told["labels"].values)
+    np.testing.assert_allclose(got["probabilities"].values, told["probabilities"].values, atol=1e-6)
+    # Resampled 2x up to the model's 0.1 µm/px and back: not the same as predicting at 0.2 as given.
+    native = predict(model, values, scale=1.0, tta=False, probabilities=True)
+    assert not np.allclose(native["probabilities"].values, got["probabilities"].values, atol=1e-3)
+
+
 @pytest.mark.shared_data
 def test_predict_files_takes_pixel_sizes_from_the_uhcs_metadata(shared_file, tmp_path):
     # A model trained at one pixel size needs each new image's: on the UHCS layout
