@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from metallo._xarray import pixel_size_um
 from metallo.annotate._cleanup import clean_labels, ignore_band
 from metallo.annotate._labels import as_annotation
 from metallo.annotate._quantities import _Context, quantity_table
@@ -190,7 +191,7 @@ def to_micrograph(
     values = np.where(np.isfinite(values), values, ignore_index) if values.dtype.kind == "f" else values
     attrs = dict(labels.attrs)
     attrs["ignore_index"] = int(ignore_index)
-    attrs["pixel_size_um"] = float(micrograph.attrs.get("pixel_size_um", math.nan))
+    attrs["pixel_size_um"] = pixel_size_um(micrograph) or math.nan
     attrs["grid"] = str(micrograph.name or "micrograph")
     return xr.DataArray(
         np.rint(values).astype(np.uint8) if values.dtype.kind == "f" else values.astype(np.uint8),

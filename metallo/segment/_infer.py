@@ -809,7 +809,7 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
     if isinstance(image, xr.DataArray):
         coords = {d: image.coords[d] for d in ("y", "x") if d in image.coords}
         out = xr.DataArray(labels, dims=("y", "x"), coords=coords, name="labels",
-                           attrs={**attrs, "pixel_size_um": image.attrs.get("pixel_size_um", float("nan"))})
+                           attrs={**attrs, "pixel_size_um": _pixel_size_of(image) or float("nan")})
     else:
         out = image_dataarray(labels, pixel_size_um=None, name="labels", attrs=attrs)
     if not probabilities and not uncertainty:

@@ -36,7 +36,7 @@ import xarray as xr
 from metallo._device import resolve_device, torch_seeded
 from metallo._figure import agg_figure
 from metallo._progress import ProgressCallback, notify
-from metallo._xarray import as_image, to_numpy
+from metallo._xarray import as_image, pixel_size_um, to_numpy
 from metallo.errors import ConfigError
 from metallo.segment._criteria import segmentation_criteria
 from metallo.segment._superpixels import slic_superpixels
@@ -603,7 +603,7 @@ def _label_dataarray(image: Any, labels: np.ndarray, attrs: dict[str, Any]) -> x
     reference = as_image(image) if not isinstance(image, xr.DataArray) else image
     coords = {name: reference.coords[name] for name in ("y", "x") if name in reference.coords}
     out = xr.DataArray(labels.astype(dtype), dims=("y", "x"), coords=coords, name="labels")
-    out.attrs["pixel_size_um"] = reference.attrs.get("pixel_size_um", float("nan"))
+    out.attrs["pixel_size_um"] = pixel_size_um(reference) or float("nan")
     out.attrs.update(attrs)
     return out
 

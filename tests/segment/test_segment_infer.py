@@ -207,6 +207,7 @@ def test_a_model_at_one_pixel_size_reads_it_from_the_images_x_coordinate(tmp_pat
     got = predict(model, by_coords, tta=False, probabilities=True)
     told = predict(model, values, pixel_size_um=0.2, tta=False, probabilities=True)
     assert got["labels"].shape == (40, 56)
+    assert got["labels"].attrs["pixel_size_um"] == pytest.approx(0.2)  # not NaN: the coordinate says 0.2
     np.testing.assert_array_equal(got["labels"].values, told["labels"].values)
     np.testing.assert_allclose(got["probabilities"].values, told["probabilities"].values, atol=1e-6)
     # Resampled 2x up to the model's 0.1 µm/px and back: not the same as predicting at 0.2 as given.
