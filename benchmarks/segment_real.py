@@ -509,11 +509,14 @@ def heldout_summary(out: Path) -> None:
     print(f"tuning fold (choice, {screen_file}, {screen_budget / 60:.1f} CPU-min per model):  " + ", ".join(f"{a} {screen[a]['mean']['mean_iou']:.3f}"
                                                 for a in sorted(screen, key=lambda a: -screen[a]["mean"]["mean_iou"])))
     print(f"chosen on the tuning fold: {best}\nscored folds (mean over folds):")
-    print(f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES) + f"{'CPU-min':>9}")
+    print(f"{'arm':<24}{'acc':>7}{'mIoU':>7}" + "".join(f"{c[:8]:>10}" for c in UHCS_CLASSES)
+          + f"{'CPU-min':>9}{'steps':>7}  run (only rows of one run compare)")
     for arm in dict.fromkeys(["plain", best, *finals]):
         r = finals[arm]
+        steps = sum(row.get("train_steps", 0) for row in r["folds"])
         print(f"{arm:<24}{r['mean']['accuracy']:>7.3f}{r['mean']['mean_iou']:>7.3f}"
-              + "".join(f"{v:>10.3f}" for v in r["mean"]["iou"]) + f"{r['train_cpu_s'] / 60:>9.1f}")
+              + "".join(f"{v:>10.3f}" for v in r["mean"]["iou"]) + f"{r['train_cpu_s'] / 60:>9.1f}{steps:>7}  "
+              + r["file"].removeprefix("segment_heldout_final").removesuffix(".json").lstrip("_"))
     reached = {key: finals[best]["mean"][key] >= value for key, value in TARGET.items()}
     print(f"target accuracy >= {TARGET['accuracy']}, mean IoU >= {TARGET['mean_iou']}: "
           f"{'reached' if all(reached.values()) else 'NOT reached'} by {best}")
