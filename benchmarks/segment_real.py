@@ -499,8 +499,8 @@ def heldout_summary(out: Path) -> None:
             screens.append((float(blob["cpu_s_per_model"]), f.name, arms))
     if not screens:
         raise SystemExit("summary needs a screen of at least two arms that have a final run")
-    screen_budget = max(s[0] for s in screens)
-    screen_budget, screen_file, screen = [s for s in screens if s[0] == screen_budget][-1]  # the last by name
+    # The largest budget; among equal ones the last file by name (max keeps the first it meets).
+    screen_budget, screen_file, screen = max(reversed(screens), key=lambda s: s[0])
     candidates = [a for a in screen if a in finals]
     best = max(candidates, key=lambda a: screen[a]["mean"]["mean_iou"])
     # The baseline of the chosen arm's own final run: a CPU-time budget buys a different number of
