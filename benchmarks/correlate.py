@@ -54,7 +54,7 @@ from metallo.correlate import (
     tre,
     tre_stats,
 )
-from metallo.correlate._evaluate import variant_tre
+from metallo.correlate._evaluate import residual_calibration, variant_tre
 
 PAIRS = {
     "Slice381": ("correlative_ebsd_bse_coni", "Slice381_bse.tif", "Slice381_ebsd.tif", "Slice381_ctr_pts_bse.txt", "Slice381_ctr_pts_ebsd.txt"),
@@ -136,15 +136,19 @@ def real_rows(data: Path, names: list[str], repeats: int = 3) -> list[dict]:
                 first = tre(reg, pair.moving_yx, pair.fixed_yx)
                 stats = tre_stats(first)
                 same = all(np.array_equal(tre(r[0], pair.moving_yx, pair.fixed_yx), first) for r in runs[label])
+            # Does the expected-error map tell the error's level? (TRE / map at the points it covers.)
+            calibration = residual_calibration(reg, pair.moving_yx, pair.fixed_yx) if "residual_map_px" in reg.quality else None
             row = {
                 "pair": name, "method": label, "cpu_s": cpu, "wall_s": wall,
                 "cpu_s_runs": [r[1] for r in runs[label]], "wall_s_runs": [r[2] for r in runs[label]],
                 "repeats_identical": same,
                 **{f"tre_{k}": v for k, v in stats.items()},
                 "failed": reg.quality.get("failed"), "warnings": msgs,
+                **({"residual_map": calibration} if calibration else {}),
             }
             pair_rows.append(row)
-            print(f"  {name}: {label}: TRE median {stats['median']:.2f} px, {cpu:.1f} s CPU (median of {len(runs[label])})", flush=True)
+            said = f"; residual map {calibration['map_median_px']:.2f} px, TRE/map {calibration['tre_over_map']:.2f}" if calibration else ""
+            print(f"  {name}: {label}: TRE median {stats['median']:.2f} px, {cpu:.1f} s CPU (median of {len(runs[label])}){said}", flush=True)
         baseline = next(r for r in pair_rows if r["method"] == BASELINE)
         threaded = next(r for r in pair_rows if r["method"] == BASELINE_THREADED)
         for row in pair_rows:

@@ -13,6 +13,7 @@ from metallo.correlate._evaluate import (
     load_point_pair,
     pair_variant,
     point_baselines,
+    residual_calibration,
     tre,
     tre_stats,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "method_names",
     "mutual_information",
     "overlay_figure",
+    "residual_calibration",
     "residual_figure",
     "pair_variant",
     "point_baselines",

@@ -72,6 +72,7 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     table = np.genfromtxt(out / "control_points_scores.csv", delimiter=",", names=True)
     assert len(table) >= len(moving) and int(table["inlier"].sum()) == len(moving)
     assert np.isfinite(table["loo_error_px"][table["inlier"] == 1]).all() and np.isnan(table["loo_error_px"][table["inlier"] == 0]).all()
+    assert np.isfinite(table["held_out_error_px"][table["inlier"] == 1]).all() and np.isnan(table["held_out_error_px"][table["inlier"] == 0]).all()
     assert ((table["score"] >= 0) & (table["score"] <= 1.0001)).all()
     # Where to trust the warp, as a figure: written with the residual map, named in the output.
     assert (out / "residual_map.png").stat().st_size > 10_000 and "residual_map.png" in result.output
