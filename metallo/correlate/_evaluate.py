@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from metallo.correlate._transform import Registration
-from metallo.errors import FormatError
+from metallo.errors import FormatError, RegistrationError
 
 __all__ = [
     "PointPair", "affine_start", "load_point_pair", "pair_variant", "point_baselines", "residual_calibration", "tre", "tre_stats",
@@ -234,7 +234,10 @@ def residual_calibration(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.
 
     rmap = reg.quality.get("residual_map_px")
     if rmap is None:
-        raise ValueError("the registration has no residual map (quality['residual_map_px']); use method='auto'")
+        raise RegistrationError(
+            f"registration {reg.moving} -> {reg.fixed} has no residual map (quality['residual_map_px']); "
+            "method='auto' or 'landmarks+tps' makes one"
+        )
     grid = Grid.from_dict(rmap["grid"])
     values = np.asarray(rmap["values"], dtype=np.float64)
     fg = reg.fixed_grid
@@ -246,7 +249,8 @@ def residual_calibration(reg: Registration, moving_yx: np.ndarray, fixed_yx: np.
     if not said.any():
         return {"points": 0, "map_median_px": float("nan"), "tre_median_px": float("nan"), "tre_over_map": float("nan"), "spearman": float("nan")}
     m, e = float(np.median(at[said])), float(np.median(errors[said]))
-    rho = float(spearmanr(at[said], errors[said]).correlation) if said.sum() > 3 else float("nan")
+    varied = said.sum() > 3 and np.ptp(at[said]) > 0 and np.ptp(errors[said]) > 0
+    rho = float(spearmanr(at[said], errors[said]).correlation) if varied else float("nan")
     return {"points": int(said.sum()), "map_median_px": m, "tre_median_px": e, "tre_over_map": e / m if m > 0 else float("inf"), "spearman": rho}
 
 
