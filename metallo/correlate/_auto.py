@@ -289,6 +289,40 @@ def _match(
     return np.array(centres, float), np.array(shifts, float), np.array(peaks), np.array(gaps)
 
 
+#: Decoys of the first pass: the moving structure flipped left-right, upside down and both - where
+#: no fixed block truly matches, so their matches show what chance gives the same blocks.
+_DECOY_FLIPS = (
+    (slice(None), slice(None, None, -1)),
+    (slice(None, None, -1), slice(None)),
+    (slice(None, None, -1), slice(None, None, -1)),
+)
+
+
+def _distinct_over_chance(
+    fixed_s: np.ndarray, moving_s: np.ndarray, fixed_ok: np.ndarray, moving_ok: np.ndarray, peak: np.ndarray, gap: np.ndarray,
+    *, block: int, search: int, stride: int,
+) -> float:
+    """How much more often the block matches are distinctive than chance matches are (1: chance).
+
+    The same blocks are searched in decoys of the moving structure image (:data:`_DECOY_FLIPS`).
+    A match's distinctiveness is its peak-to-second-peak gap (0 below a peak NCC of 0.3). The
+    result is the share of the true matches above the decoys' 95th percentile, over the 5 %
+    that chance puts there. Measured over direction x size (native and 8-bit input) on five real
+    pairs: Slice381 1.40-3.03, Slice420 2.00-4.42, NiAlMo 1.71-2.14; coni16_459, whose BSE does
+    not show the EBSD structure, 0.86-1.68; Slice8_TFS, whose BSE shows no grain contrast,
+    0.67-1.05. Reported, not judged: it does not separate the pairs with a margin.
+    """
+    true = np.where(peak >= 0.3, gap, 0.0)
+    decoys = []
+    for flip in _DECOY_FLIPS:
+        _, _, p2, g2 = _match(fixed_s, moving_s[flip], fixed_ok, moving_ok[flip], block=block, search=search, stride=stride)
+        decoys.append(np.where(p2 >= 0.3, g2, 0.0))
+    chance = np.concatenate(decoys)
+    if len(true) == 0 or len(chance) < 20:
+        return float("nan")
+    return float(np.mean(true > np.quantile(chance, 0.95)) / 0.05)
+
+
 def _window_sums(image: np.ndarray, top: np.ndarray, left: np.ndarray, height: int, width: int) -> np.ndarray:
     """Sums of ``image[t : t + height, l : l + width]`` for every (t, l) in ``top`` x ``left`` (summed-area table)."""
     sat = np.zeros((image.shape[0] + 1, image.shape[1] + 1))
@@ -823,6 +857,10 @@ def auto_points(
         stride = max(4, block // 2) if k == 0 else max(4, block // 3)
         centres, shifts, peak, gap = _match(fs, ms, fok, mok, block=block, search=search, stride=stride)
         info[f"pass{k}_candidates"] = len(centres)
+        if k == 0:
+            info["pass0_distinct_over_chance"] = _distinct_over_chance(
+                fs, ms, fok, mok, peak, gap, block=block, search=search, stride=stride,
+            )
         good = (peak >= 0.3) & (gap >= 0.05)
         info[f"pass{k}_distinct"] = int(good.sum())
         centres, shifts, peak, gap = centres[good], shifts[good], peak[good], gap[good]

@@ -181,6 +181,44 @@ def test_tile_held_out_error_sees_a_matching_error_its_neighbours_share():
     assert tile_held_out_errors(p, d, 100, 20.0, smoothing=np.full(len(p), fit.smoothing), scale=fit.step.scale).shape == (100,)
 
 
+def test_residual_calibration_reads_the_map_at_the_points():
+    """A map that says 2 px everywhere against points off by a known 1 px: TRE / map 0.5."""
+    from metallo.correlate._transform import AffineStep
+    from metallo.errors import RegistrationError
+
+    grid = Grid((40, 60), (1.0, 1.0))
+    reg = Registration([AffineStep(np.eye(2), np.array([1.0, 0.0]))], fixed_grid=grid, moving_grid=grid)
+    fixed_yx = np.array([[10.0, 10.0], [20.0, 30.0], [30.0, 50.0], [15.0, 40.0]])
+    with pytest.raises(RegistrationError, match="no residual map"):
+        residual_calibration(reg, fixed_yx, fixed_yx)
+    coarse = Grid((4, 6), (10.0, 10.0), (4.5, 4.5))
+    reg.quality["residual_map_px"] = {"values": np.full((4, 6), 2.0), "grid": coarse.to_dict()}
+    cal = residual_calibration(reg, fixed_yx, fixed_yx)  # the moving points sit 1 px from where reg puts them
+    assert cal["points"] == 4 and cal["map_median_px"] == 2.0
+    assert cal["tre_median_px"] == pytest.approx(1.0) and cal["tre_over_map"] == pytest.approx(0.5)
+
+
+def test_block_matches_of_unrelated_images_are_as_distinctive_as_chance():
+    """The decoy measure: 20x chance (its ceiling) for the same texture, about 1x for an unrelated one."""
+    from scipy import ndimage as ndi
+
+    from metallo.correlate._auto import _distinct_over_chance, _match, structure_image
+
+    s, n, b = 12, 240, 24
+    same, unrelated = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        ok_big = np.ones((n + 2 * s, n + 2 * s), bool)
+        big = structure_image(ndi.gaussian_filter(rng.random(ok_big.shape), 2), ok_big)
+        fixed, ok = big[s:-s, s:-s], np.ones((n, n), bool)  # the moving field is the fixed one padded by the search
+        other = structure_image(ndi.gaussian_filter(rng.random(ok_big.shape), 2), ok_big)
+        for moving, out in ((big, same), (other, unrelated)):
+            _, _, peak, gap = _match(fixed, moving, ok, ok_big, block=b, search=s, stride=b // 2)
+            out.append(_distinct_over_chance(fixed, moving, ok, ok_big, peak, gap, block=b, search=s, stride=b // 2))
+    assert min(same) >= 15
+    assert max(unrelated) < 2.0 and 0.6 < np.mean(unrelated) < 1.6
+
+
 def test_spline_extrapolates_the_points_affine_and_keeps_the_start_in_holes():
     """Anchors outside the points' hull follow the affine through the points; inside a hole, the start.
 
