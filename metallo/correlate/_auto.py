@@ -307,10 +307,10 @@ def _distinct_over_chance(
     The same blocks are searched in decoys of the moving structure image (:data:`_DECOY_FLIPS`).
     A match's distinctiveness is its peak-to-second-peak gap (0 below a peak NCC of 0.3). The
     result is the share of the true matches above the decoys' 95th percentile, over the 5 %
-    that chance puts there. Measured over direction x size (native and 8-bit input) on five real
-    pairs: Slice381 1.40-3.03, Slice420 2.00-4.42, NiAlMo 1.71-2.14; coni16_459, whose BSE does
+    that chance puts there. Measured over the 12 variants (direction x size x dtype) of five real
+    pairs: Slice381 1.40-3.03, Slice420 2.00-4.47, NiAlMo 1.71-2.14; coni16_459, whose BSE does
     not show the EBSD structure, 0.86-1.68; Slice8_TFS, whose BSE shows no grain contrast,
-    0.67-1.05. Reported, not judged: it does not separate the pairs with a margin.
+    0.58-1.05. Reported, not judged: it does not separate the pairs with a margin.
     """
     true = np.where(peak >= 0.3, gap, 0.0)
     decoys = []
