@@ -941,9 +941,13 @@ def auto_points(
         steps = [fit.step, new_affine]
         all_loo = np.full(len(p_xy), np.nan)
         all_loo[keep] = loo_px[: int(keep.sum())] * work.factor  # working -> fixed pixels
-        held = np.full(len(p_xy), np.nan)
-        held[keep] = spline.held_out(fit, tile_um=tile * px) * work.factor
-        cp = ControlPoints(p_xy, q_xy, peak * np.clip(gap / 0.3, 0, 1), keep, all_loo, info, held)
+        cp = ControlPoints(p_xy, q_xy, peak * np.clip(gap / 0.3, 0, 1), keep, all_loo, info)
+        fitted = (spline, fit, tile * px)  # the spline of the pass whose points are returned
         search = max(4, int(search / _SEARCH_SHRINK))
+    if cp.inlier.any():
+        # Once, for the returned points (a later pass that breaks off returns an earlier one's).
+        spline, fit, tile_um = fitted
+        cp.held_out_error_px = np.full(len(cp.fixed_xy), np.nan)
+        cp.held_out_error_px[cp.inlier] = spline.held_out(fit, tile_um=tile_um) * work.factor
     info["points"] = int(cp.inlier.sum())
     return steps, cp
