@@ -80,9 +80,9 @@ def _otsu(values: np.ndarray, w: np.ndarray, nbins: int) -> float:
 def _gmm_threshold(values: np.ndarray, w: np.ndarray, max_iter: int) -> dict[str, Any]:
     w = w / w.sum()
     lo, hi = np.quantile(values, [0.25, 0.75])
-    mu = np.array([lo, hi], dtype=np.float64)
-    var = np.full(2, max(np.var(values), 1e-12))
-    pi = np.array([0.5, 0.5])
+    mu: np.ndarray = np.array([lo, hi], dtype=np.float64)
+    var: np.ndarray = np.full(2, max(np.var(values), 1e-12))
+    pi: np.ndarray = np.array([0.5, 0.5])
     floor = 1e-6 * np.var(values) + 1e-12
     log_lik_old = -np.inf
     for _ in range(max_iter):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             lm = str(landmarks[0]) if len(landmarks) == 1 else (str(landmarks[0]), str(landmarks[1]))
         with warnings.catch_warnings(record=True) as caught, rich_progress() as progress:
             warnings.simplefilter("always")
-            options = {"method": method, "landmarks": lm, "grid_um": grid_um,
+            options: dict[str, Any] = {"method": method, "landmarks": lm, "grid_um": grid_um,
                        "inverse_consistency": inverse_consistency, "both_ways": both_ways, "progress": progress}
             if ebsd_registration:
                 reg = register_ebsd(f, ebsd, representation=representation, **options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                     ebsd = names.ebsd(leaf)
                 else:
                     (ebsd,) = run_step(spec, names.STEP_READ_EBSD, path=str(source), name=leaf, overwrite=overwrite)
-            kwargs = {"start": start} if orientation_relationship.lower() == "fit" else {}
+            kwargs: dict[str, Any] = {"start": start} if orientation_relationship.lower() == "fit" else {}
             nodes = run_step(spec, names.STEP_PARENT, ebsd=ebsd, orientation_relationship=orientation_relationship,
                              tolerance_deg=tolerance, overwrite=overwrite, **kwargs)
             node = nodes[0]

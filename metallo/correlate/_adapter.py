@@ -50,12 +50,14 @@ def register_ebsd(micrograph: Any, ebsd: Any, *, representation: str = "auto", b
 
     from metallo.correlate._register import register
     from metallo.correlate._structure import ebsd_structure_image
+    from metallo.correlate._transform import Registration
     from metallo.ebsd import map_image
     from metallo.errors import ConfigError, RegistrationError
 
     if representation not in ("auto", "boundaries", "iq"):
         raise ConfigError(f"representation must be 'auto', 'boundaries' or 'iq'; got {representation!r}")
     has_orientations = "euler" in ebsd
+    reg: Registration | None = None
     if representation == "boundaries" and not has_orientations:
         raise ConfigError(f"EBSD map {ebsd.attrs.get('source', '')!r} has no orientations ('euler'); "
                           "use representation='iq'")

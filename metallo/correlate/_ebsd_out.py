@@ -86,12 +86,12 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
     euler = take(np.asarray(ebsd["euler"].transpose("y", "x", ...).values, dtype=np.float64), np.nan)
     phase = take(np.asarray(ebsd["phase"].values), -1)
     variables = {}
-    for name, var in ebsd.data_vars.items():
-        if name in ("euler", "phase") or var.dims != ("y", "x"):
+    for key, var in ebsd.data_vars.items():
+        if key in ("euler", "phase") or var.dims != ("y", "x"):
             continue
         values = np.asarray(var.values)
         fill: Any = np.nan if values.dtype.kind == "f" else (-1 if values.dtype.kind == "i" else 0)
-        variables[str(name)] = take(values, fill)
+        variables[str(key)] = take(values, fill)
     phases = json.loads(ebsd.attrs["phases"]) if isinstance(ebsd.attrs.get("phases"), str) else ebsd.attrs.get("phases", [])
     out = ebsd_dataset(
         euler, phase, step_um=step, phases=phases, origin_um=origin, variables=variables,

@@ -112,7 +112,7 @@ def pair_variant(pair: PointPair, *, reverse: bool = False, downsample: int = 1,
     import cv2
 
     def convert(img: np.ndarray) -> np.ndarray:
-        out = img.astype(np.float64)
+        out: np.ndarray = img.astype(np.float64)
         if downsample > 1:
             h, w = out.shape[0] // downsample, out.shape[1] // downsample
             out = cv2.resize(out[: h * downsample, : w * downsample], (w, h), interpolation=cv2.INTER_AREA)

@@ -872,7 +872,7 @@ def _structure_search(
         # Canvas for the scaled, turned moving field (its diagonal fits at +-10 degrees).
         cw, ch = int(np.ceil(w * scale * 1.2)) + 4, int(np.ceil(h * scale * 1.2)) + 4
         for angle in angles_deg:
-            rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), float(scale))
+            rot = np.asarray(cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), float(scale)), dtype=np.float64)
             rot[:, 2] += [(cw - w) / 2, (ch - h) / 2]
             r = cv2.warpAffine(ms, rot, (cw, ch), flags=cv2.INTER_LINEAR)
             rv = cv2.warpAffine(mv.astype(np.uint8), rot, (cw, ch), flags=cv2.INTER_NEAREST).astype(bool)

@@ -179,7 +179,7 @@ def clean(
     euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3).copy()
     ci = np.asarray(ebsd["ci"].values, dtype=np.float64).reshape(-1).copy() if "ci" in ebsd else None
     # Per-point measurement columns (CI, IQ, fit, ...) that a dilated point copies from its source.
-    columns = {name: np.asarray(var.values).reshape(-1).copy() for name, var in ebsd.data_vars.items()
+    columns = {str(name): np.asarray(var.values).reshape(-1).copy() for name, var in ebsd.data_vars.items()
                if var.dims == ("y", "x") and name not in ("phase", "ci") and np.issubdtype(var.dtype, np.floating)}
     if ci is not None:
         columns["ci"] = ci

@@ -75,7 +75,7 @@ def orientation_map(ebsd: xr.Dataset) -> OrientationMap:
     if "phase" not in ebsd:
         raise FormatError(f"{ebsd.attrs.get('source') or 'EBSD map'}: no 'phase' variable")
     ny, nx = ebsd.sizes["y"], ebsd.sizes["x"]
-    phase = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int16)
+    phase: np.ndarray = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int16)
     if "quaternion" in ebsd:
         q = np.asarray(ebsd["quaternion"].values, dtype=np.float64).reshape(-1, 4)
     elif "euler" in ebsd:

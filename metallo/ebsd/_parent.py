@@ -1083,7 +1083,7 @@ def _reconstruct(ebsd: xr.Dataset, orel: OrientationRelationship, or_fit: ORFit 
     # is far more often a mis-indexed martensite point (CI ~0) than an austenite island, and
     # as a seed each such point became a trusted one-pixel "parent" of its own.
     core = usable & (g.area >= min_grain_px)
-    labels = np.full(g.n, -1, dtype=np.int64)
+    labels: np.ndarray = np.full(g.n, -1, dtype=np.int64)
     parent_q = np.zeros((0, 4))
     for _ in range(max(1, iterations)):
         free = core & (labels < 0)

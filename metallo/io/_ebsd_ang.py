@@ -258,7 +258,7 @@ def write_ang(ebsd: xr.Dataset, path: str | Path) -> Path:
     step_y = float(ebsd.attrs.get("step_y_um", step_x))
     ny, nx = ebsd.sizes["y"], ebsd.sizes["x"]
     euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3).copy()
-    phase = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int64)
+    phase: np.ndarray = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int64)
 
     def column(name: str, default: float) -> np.ndarray:
         if name in ebsd:

@@ -11,6 +11,7 @@ import io
 import sys
 import warnings
 from dataclasses import dataclass
+from types import FrameType
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,8 @@ def warn_reader(message: str) -> None:
     Readers nest to different depths (``read_ebsd`` -> a format reader -> the grid helpers),
     so a fixed ``stacklevel`` would point into metallo for some formats.
     """
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("metallo.io"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level)

@@ -735,7 +735,7 @@ def read_orix_h5(path: str | Path) -> xr.Dataset:
         for need in ("phi1", "Phi", "phi2", "x", "y", "phase_id"):
             if need not in cols:
                 raise FormatError(f"{source}: {data}/{need} is missing")
-        phases = []
+        phases: list[dict[str, Any]] = []
         if f"{header}/phases" in f:
             for key in _natural(list(f[f"{header}/phases"].keys())):
                 base = f"{header}/phases/{key}"
@@ -828,8 +828,8 @@ def write_h5(ebsd: xr.Dataset, path: str | Path) -> Path:
     if grid == "hexagonal":
         x = x + np.where(rows % 2 == 1, 0.5 * step_x, 0.0)
         keep = ~((rows % 2 == 1) & (cols == nx - 1))
-    euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3)
-    phase = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int64)
+    euler: np.ndarray = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3)
+    phase: np.ndarray = np.asarray(ebsd["phase"].values).reshape(-1).astype(np.int64)
     unindexed = (phase < 0) | ~np.isfinite(euler).all(axis=1)
     euler = np.where(unindexed[:, None], 0.0, euler)
     phase = np.where(unindexed, -1, phase)
@@ -849,10 +849,10 @@ def write_h5(ebsd: xr.Dataset, path: str | Path) -> Path:
         data.create_dataset("phase_id", data=phase[keep])
         data.create_dataset("id", data=np.arange(int(keep.sum()), dtype=np.int64))
         data.create_dataset("is_in_data", data=np.ones(int(keep.sum()), dtype=bool))
-        for name, var in ebsd.data_vars.items():
-            if name in ("euler", "phase") or var.dims != ("y", "x") or var.dtype.kind not in "fiub":
+        for key, var in ebsd.data_vars.items():
+            if key in ("euler", "phase") or var.dims != ("y", "x") or var.dtype.kind not in "fiub":
                 continue
-            data.create_dataset(str(name), data=np.asarray(var.values, dtype=np.float64).reshape(-1)[keep])
+            data.create_dataset(str(key), data=np.asarray(var.values, dtype=np.float64).reshape(-1)[keep])
         header = f.create_group("crystal_map/header")
         text(header, "grid_type", grid)
         header.create_dataset("nx", data=np.array([nx]))

@@ -198,7 +198,7 @@ def dissect_activations(model: nn.Module, images: Sequence[Any], labels: Sequenc
         grids.append(lab[::step, ::step])
     samples = []
     for image, grid in zip(images, grids, strict=True):
-        act = _activations(model, module, image, grid.shape, dev)
+        act = _activations(model, module, image, (grid.shape[0], grid.shape[1]), dev)
         pick = torch.from_numpy(rng.choice(act.shape[1], size=min(20_000, act.shape[1]), replace=False)).to(dev)
         samples.append(act[:, pick])
     thresholds = torch.quantile(torch.cat(samples, dim=1), 1.0 - top_fraction, dim=1)
@@ -211,7 +211,7 @@ def dissect_activations(model: nn.Module, images: Sequence[Any], labels: Sequenc
         keep = flat != ignore_index
         if (flat[keep] >= n_classes).any():
             raise ConfigError(f"label values beyond n_classes={n_classes}")
-        on = (_activations(model, module, image, grid.shape, dev)[:, keep] > thresholds[:, None]).float()
+        on = (_activations(model, module, image, (grid.shape[0], grid.shape[1]), dev)[:, keep] > thresholds[:, None]).float()
         onehot = F.one_hot(flat[keep], n_classes).float()
         inter += (on @ onehot).double()
         on_count += on.sum(1).double()

@@ -481,7 +481,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
         if encoder is not None:
             encoder.requires_grad_(epoch >= cfg.freeze_encoder_epochs)
         model.train()
-        losses = []
+        losses: list[float] = []
         n_steps = len(loader) if cfg.steps_per_epoch is None else min(len(loader), cfg.steps_per_epoch)
         for step, (x, y) in enumerate(loader):
             if step >= n_steps:

@@ -255,7 +255,7 @@ def make_martensite(
     for v in range(orel.n_variants):
         groups.setdefault((int(orel.packet[v]), int(orel.bain[v])), []).append(v)
     bains_of = {p: sorted({b for (pp, b) in groups if pp == p}) for p in packets_present.tolist()}
-    variant = np.empty(n, dtype=np.int16)
+    variant: np.ndarray = np.empty(n, dtype=np.int16)
     cell_shift = np.asarray(rng.integers(0, 1000, size=n_cells), dtype=np.int64)
     for p in packets_present.tolist():
         sel = np.flatnonzero(pk == p)

@@ -129,7 +129,7 @@ def make_particles(
         [centre + np.where(pair[:, None], off1, 0.0), centre[pair] + off2[pair]]
     )
     radii = np.concatenate([r1, r2[pair]])
-    partner = np.zeros(n_particles, np.int64)
+    partner: np.ndarray = np.zeros(n_particles, np.int64)
     first = np.flatnonzero(pair)
     second = n_objects + np.arange(n_pairs)
     partner[first], partner[second] = second + 1, first + 1
