@@ -185,6 +185,12 @@ class SegmentationData:
         sizes = [s.pixel_size_um for s in self.samples if s.pixel_size_um]
         return float(np.median(sizes)) if sizes else None
 
+    @property
+    def pixel_size_range_um(self) -> tuple[float, float] | None:
+        """The smallest and largest pixel size of the images (µm/px), None where none is known."""
+        sizes = [s.pixel_size_um for s in self.samples if s.pixel_size_um]
+        return (float(min(sizes)), float(max(sizes))) if sizes else None
+
     def __len__(self) -> int:
         return len(self.samples)
 

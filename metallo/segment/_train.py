@@ -557,6 +557,9 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
                            tta_gain=metrics["mean_iou"] - plain["mean_iou"])
     tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality,
                  "tta": cfg.eval_tta, "pixel_size_um": cfg.pixel_size_um}
+    if cfg.pixel_size_um is None and data.pixel_size_range_um is not None:
+        # The pixel sizes the model has seen (before the training scale), which predict judges new images by.
+        tile_info["pixel_size_range_um"] = list(data.pixel_size_range_um)
     pixel_size = cfg.pixel_size_um if cfg.pixel_size_um is not None else data.pixel_size_um
     info = {"model": model.model_name, "classes": data.classes, "ignore_index": data.ignore_index,
             "normalization": {"mean": mean, "std": std}, "pixel_size_um": pixel_size,

@@ -191,6 +191,27 @@ def test_an_image_at_a_scale_the_native_model_never_saw_warns(checkpoint):
         predict(checkpoint, np.full((40, 40), 0.5, np.float32), tta=False)  # pixel size unknown: nothing to judge
 
 
+def test_the_unseen_scale_is_judged_against_the_range_of_training_pixel_sizes(tmp_path):
+    # Trained on images at 0.1 and 0.2 µm/px (median 0.15). The UHCS held-out image at 0.39 µm/px
+    # was 2.6x that median but 1.996x the largest seen and slipped under the old 2x-the-median rule,
+    # while an image at 0.08 (0.8x the smallest seen, which scored as in-range images) would have been flagged.
+    import warnings
+
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4)
+    ck = save_checkpoint(tmp_path / "unet.pt", net, classes=["a", "b"], mean=[0.5], std=[0.25], pixel_size_um=0.15,
+                         tile={"size": 32, "scale": 1.0, "pixel_size_range_um": [0.1, 0.2]})
+    values = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"image at 0\.39 µm/px, .* at 0\.1-0\.2 µm/px .* 1\.9x the nearest training pixel size.*scale=1\.95"):
+        predict(ck, image_dataarray(values, pixel_size_um=0.39), tta=False)
+    with pytest.warns(UserWarning, match=r"0\.5x the nearest training pixel size.*scale=0\.5,"):
+        predict(ck, image_dataarray(values, pixel_size_um=0.05), tta=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for px in (0.08, 0.1, 0.15, 0.2, 0.29):
+            predict(ck, image_dataarray(values, pixel_size_um=px), tta=False)
+
+
 def test_a_model_at_one_pixel_size_reads_it_from_the_images_x_coordinate(tmp_path):
     # metallo's one source of a pixel size is the x coordinate (metallo._xarray.pixel_size_um);
     # predict read only attrs["pixel_size_um"], so an image calibrated by its µm coordinates

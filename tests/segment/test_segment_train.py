@@ -62,7 +62,7 @@ def test_checkpoint_carries_what_prediction_needs(two_phase_data, tmp_path):
     assert payload["classes"] == ["ferrite", "pearlite"]
     assert payload["pixel_size_um"] == pytest.approx(0.1)
     assert payload["tile"] == {"size": 32, "scale": 0.5, "overlap": 64, "modality": "LOM", "tta": True,
-                               "pixel_size_um": None}
+                               "pixel_size_um": None, "pixel_size_range_um": [pytest.approx(0.1), pytest.approx(0.1)]}
     mean = np.mean([s.image.mean() for s in two_phase_data.rescaled(0.5).samples])
     assert payload["normalization"]["mean"][0] == pytest.approx(mean, rel=1e-3)
     assert payload["config"]["epochs"] == 3 and payload["metrics"]["epochs_run"] == 3
