@@ -81,6 +81,19 @@ def test_plan_is_whole_image_when_it_fits_and_tiles_sized_to_the_receptive_field
         plan_inference(net, (10, 10), tile="big")
 
 
+def test_the_blending_row_of_a_wide_image_counts_against_the_memory_budget():
+    # A budget of three 256-px tiles of activations. A narrow image's row of blended
+    # probabilities is small (batches of two fit beside it); across 40 000 px it takes
+    # (2 classes + 2) x 4 B x 256 x 40 256 px = 157 MiB, more than the tiles: one tile per batch.
+    # Left out, a 10 240-px mosaic peaked at 1571 MiB against the 1.5 GiB target (1318 with it).
+    net = get_model("unet", n_classes=2, base_channels=4)
+    bpp = activation_bytes_per_pixel(net)
+    budget = 3 * 256**2 * bpp / 2**20
+    narrow = plan_inference(net, (40_000, 256), tile=256, overlap=32, memory_mib=budget)
+    wide = plan_inference(net, (256, 40_000), tile=256, overlap=32, memory_mib=budget)
+    assert narrow.batch_size == 2 and wide.batch_size == 1
+
+
 def test_auto_tiles_give_the_whole_image_result():
     model = BoxField((3, 3), n_classes=3, seed=1)  # receptive radius 2 -> overlap 8, blend margin 2
     image = np.random.default_rng(0).random((90, 130)).astype(np.float32)
