@@ -482,7 +482,10 @@ def _warn_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | 
         return
     nearest = min(max(px, lo), hi)
     ratio = px / nearest
-    if not 1.0 / _UNSEEN_SCALE <= ratio <= _UNSEEN_SCALE:
+    augment = (info.get("config") or {}).get("augment")
+    zoom = float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0
+    limit = _UNSEEN_SCALE * (1.0 + max(zoom, 0.0))  # multi-scale augmentation showed it more scales
+    if not 1.0 / limit <= ratio <= limit:
         trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"
         warnings.warn(
             f"image at {px:.4g} µm/px, but the model was trained on images at {trained} "

@@ -210,6 +210,15 @@ def test_the_unseen_scale_is_judged_against_the_range_of_training_pixel_sizes(tm
         warnings.simplefilter("error")
         for px in (0.08, 0.1, 0.15, 0.2, 0.29):
             predict(ck, image_dataarray(values, pixel_size_um=px), tta=False)
+    # Trained with zooms of up to 1.25x, the model is trusted to 1.5 x 1.25 = 1.875x the range: 0.36 µm/px passes.
+    zoomed = save_checkpoint(tmp_path / "zoomed.pt", net, classes=["a", "b"], mean=[0.5], std=[0.25], pixel_size_um=0.15,
+                             tile={"size": 32, "scale": 1.0, "pixel_size_range_um": [0.1, 0.2]},
+                             config={"augment": {"scale": 0.25}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(zoomed, image_dataarray(values, pixel_size_um=0.36), tta=False)
+    with pytest.warns(UserWarning, match=r"2\.5x the nearest training pixel size"):
+        predict(zoomed, image_dataarray(values, pixel_size_um=0.5), tta=False)
 
 
 def test_a_model_at_one_pixel_size_reads_it_from_the_images_x_coordinate(tmp_path):
