@@ -70,6 +70,10 @@ def export_onnx(checkpoint: Any, path: str | Path | None = None, *, opset: int =
     side = padded_size((64, 64), model.size_multiple)
     dummy = torch.zeros(1, model.in_channels, *side)
     meta = {k: v for k, v in info.items() if k != "config"}
+    augment = (info.get("config") or {}).get("augment")
+    if isinstance(augment, dict):
+        # The zooms the model was trained with: predict's unseen-scale check allows for them.
+        meta["config"] = {"augment": augment}
     meta.update(n_classes=model.n_classes, in_channels=model.in_channels, size_multiple=model.size_multiple,
                 bytes_per_pixel=activation_bytes_per_pixel(model), receptive_radius_px=receptive_radius(model),
                 source_sha256=info.get("sha256", ""))

@@ -219,6 +219,16 @@ def test_the_unseen_scale_is_judged_against_the_range_of_training_pixel_sizes(tm
         predict(zoomed, image_dataarray(values, pixel_size_um=0.36), tta=False)
     with pytest.warns(UserWarning, match=r"2\.5x the nearest training pixel size"):
         predict(zoomed, image_dataarray(values, pixel_size_um=0.5), tta=False)
+    # Its ONNX export is judged the same way (the export keeps the range and the zooms).
+    pytest.importorskip("onnxruntime")
+    from metallo.segment import export_onnx
+
+    exported = export_onnx(zoomed, tmp_path / "zoomed.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(exported, image_dataarray(values, pixel_size_um=0.36), tta=False)
+    with pytest.warns(UserWarning, match=r"2\.5x the nearest training pixel size"):
+        predict(exported, image_dataarray(values, pixel_size_um=0.5), tta=False)
 
 
 def test_a_model_at_one_pixel_size_reads_it_from_the_images_x_coordinate(tmp_path):
