@@ -1250,6 +1250,10 @@ _TURN_IOU_MARGIN = 0.02
 #: the orientation is uncertain.
 _TURN_MARGIN = 0.05
 
+#: Set while a direction is registered again with the other orientation of a near-tie
+#: (:func:`_both_ways_auto`, when the orientation it chose led to a failed registration).
+_OTHER_ORIENTATION: ContextVar[bool] = ContextVar("_OTHER_ORIENTATION", default=False)
+
 
 def _turned_outline(
     fixed: _Prepared, moving: _Prepared, ffg: np.ndarray, mfg: np.ndarray, seed: int
@@ -1347,7 +1351,7 @@ def _auto_start(
         # other (structure NCC 0.536) and the right, mirrored and turned start scored 0.532.
         aspect_prefers_turn = (abs(scores["outline turned"] - given) < _TURN_MARGIN
                                and _anisotropy(candidates[given_name]) > _ASPECT_TIE * _anisotropy(candidates["outline turned"]))
-        if scores["outline turned"] > given or aspect_prefers_turn:
+        def fit_turned_fully() -> None:
             # Used: fitted fully, like the start as given (a turned candidate exists only with both outlines).
             assert ffg is not None and mfg is not None
             step = _outline_affine(fixed, moving, ffg, mfg, seed, turn=turn_matrix)
@@ -1355,6 +1359,10 @@ def _auto_start(
             candidates["outline turned"], scores["outline turned"] = step, score * min(1.0, frac / 0.5)
             if ious:
                 ious["outline turned"] = _outline_iou(fixed, moving, [step], ffg, mfg)
+
+        fitted = scores["outline turned"] > given or aspect_prefers_turn
+        if fitted:
+            fit_turned_fully()
         turned = scores["outline turned"]
         tie = abs(turned - given) < _TURN_MARGIN
         # On a near-tie that the aspect does not settle, an outline that fits clearly better
@@ -1373,6 +1381,13 @@ def _auto_start(
             chosen_by = "section outline overlap (near-tie in structure)"
         elif weak:
             used, iou_decides, chosen_by = False, True, "section outline overlap (structure agrees poorly both ways)"
+        if (tie or weak) and _OTHER_ORIENTATION.get():
+            # The orientation this near-tie chose led to a failed registration: the other one is
+            # tried (:func:`_both_ways_auto`), and kept only if its whole registration passes.
+            used, chosen_by = not used, "the whole registration's evidence (the other orientation's registration failed)"
+            if used and not fitted:
+                fit_turned_fully()
+                turned = scores["outline turned"]
         # The orientation is known when the structure prefers one by a clear margin; either way the
         # better one is used (a mirrored EBSD map is as likely as a correct one on a near-tie).
         extra["turn"] = {
@@ -2244,7 +2259,7 @@ def _directions_in_parallel(fp: _Prepared, mp: _Prepared) -> bool:
 
 
 def _run_directions(
-    jobs: dict[str, tuple[Any, Any, dict[str, Any]]], parallel: bool
+    jobs: dict[str, tuple[Any, Any, dict[str, Any]]], parallel: bool, *, other_orientation: frozenset[str] = frozenset()
 ) -> dict[str, tuple[Registration, list[warnings.WarningMessage]]]:
     """``register`` for each job, with the warnings each one raised.
 
@@ -2252,6 +2267,7 @@ def _run_directions(
     the warnings are routed to the job whose thread raised them, as ``catch_warnings`` cannot
     be entered by two threads at once. The results do not depend on the order: the two
     registrations share no state (ITK's thread count is counted, :func:`_itk_on_one_thread`).
+    The jobs named in ``other_orientation`` take the other side of an orientation near-tie.
     """
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
@@ -2265,7 +2281,11 @@ def _run_directions(
     def run(label: str) -> Registration:
         local.label = label
         f, m, opts = jobs[label]
-        return register(f, m, **opts)
+        token = _OTHER_ORIENTATION.set(label in other_orientation)
+        try:
+            return register(f, m, **opts)
+        finally:
+            _OTHER_ORIENTATION.reset(token)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -2302,17 +2322,76 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
         lm = _landmarks_um(options["landmarks"], fp, mp, options["landmarks_units"])
         forward_opts.update(landmarks=(lm[0][:, ::-1], lm[1][:, ::-1]), landmarks_units="um")
         reverse_opts.update(landmarks=(lm[1][:, ::-1], lm[0][:, ::-1]), landmarks_units="um")
-    token = _DEFER_GATE.set(True)
-    try:
-        jobs = {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}
-        parallel = _directions_in_parallel(fp, mp)
-        say("forward and reverse registrations" + (" (side by side)" if parallel else ""))
-        runs = _run_directions(jobs, parallel)
-    finally:
-        _DEFER_GATE.reset(token)
+    jobs = {"forward": (fixed, moving, forward_opts), "reverse": (moving, fixed, reverse_opts)}
+
+    def directions(labels: tuple[str, ...], other: frozenset[str] = frozenset()) -> dict[str, Any]:
+        token = _DEFER_GATE.set(True)
+        try:
+            parallel = len(labels) > 1 and _directions_in_parallel(fp, mp)
+            return _run_directions({k: jobs[k] for k in labels}, parallel, other_orientation=other)
+        finally:
+            _DEFER_GATE.reset(token)
+
+    say("forward and reverse registrations" + (" (side by side)" if _directions_in_parallel(fp, mp) else ""))
+    runs = directions(("forward", "reverse"))
+    say("forward and reverse combined where they disagree, quality gate")
+    reg, said = _combined_directions(fp, mp, options, runs, lm)
+    fwd_steps, rev_steps = runs["forward"][0]._fallback_steps, runs["reverse"][0]._fallback_steps
+    apart = _starts_apart_px(fwd_steps, rev_steps, runs["forward"][0].fixed_grid)
+    if reg.quality.get("failed") and lm is None and not _starts_can_be_averaged(fwd_steps, rev_steps, runs["forward"][0].fixed_grid, apart):
+        # An orientation near-tie (a map turned a few degrees: as given 0.570, mirrored 0.581) is
+        # settled by the whole registration's evidence: where the two directions' starts tell
+        # different stories and the result failed, each uncertain direction is registered again
+        # the other way, the other direction kept, and that is used if it passes.
+        uncertain = tuple(k for k in ("forward", "reverse") if runs[k][0].quality.get("start", {}).get("turn", {}).get("uncertain"))
+        tries = [(k,) for k in uncertain] + ([uncertain] if len(uncertain) > 1 else [])
+        tried, extra_seconds = [], 0.0
+        for flip in tries:
+            say(f"the other orientation of the near-tie, {' and '.join(flip)} direction" + ("s" if len(flip) > 1 else ""))
+            alt_runs = {**runs, **directions(flip, frozenset(flip))}
+            alt, alt_said = _combined_directions(fp, mp, options, alt_runs, lm)
+            extra_seconds += sum(alt_runs[k][0].quality.get("seconds", 0.0) for k in flip)
+            tried.append({"directions": list(flip), "failed": bool(alt.quality.get("failed")),
+                          "failure_reasons": alt.quality.get("failure_reasons", []),
+                          "orientation": alt.quality.get("orientation")})
+            if not alt.quality.get("failed"):
+                tried[-1]["used"] = True
+                first = {"orientation": reg.quality.get("orientation"), "failure_reasons": reg.quality.get("failure_reasons", [])}
+                alt.quality["orientation_settled"] = {"by": "the whole registration (the first choice failed, this one passed)",
+                                                      "first": first, "tried": tried}
+
+                def chose(r: dict[str, Any], labels: tuple[str, ...] = flip) -> str:
+                    return ", ".join(f"{k} direction {_orientation_of(r[k][0])}" for k in labels)
+
+                said.clear()
+                said.extend(alt_said)
+                said.append((f"the orientation was a near-tie; with the first choice ({chose(runs)}) the registration failed "
+                             f"({'; '.join(first['failure_reasons'])}), with the other ({chose(alt_runs)}) it passed and that is "
+                             "used; check the scan or image orientation", UserWarning))
+                reg = alt
+                break
+        else:
+            if tried:
+                reg.quality["orientation_settled"] = {"by": "not settled: the other orientation failed too", "tried": tried}
+        # The time of every registration made, the ones not used included.
+        reg.quality["seconds"] = sum(runs[k][0].quality.get("seconds", 0.0) for k in runs) + extra_seconds
+    for text, category in said:
+        warnings.warn(text, category, stacklevel=3)
+    return reg
+
+
+def _orientation_of(reg: Registration) -> str:
+    """The orientation a direction's start took (a turn's name, or "as given")."""
+    turn = reg.quality.get("start", {}).get("turn", {})
+    return str(turn["name"]) if turn.get("used") else "as given"
+
+
+def _combined_directions(
+    fp: _Prepared, mp: _Prepared, options: dict[str, Any], runs: dict[str, Any], lm: Any
+) -> tuple[Registration, list[tuple[str, type[Warning]]]]:
+    """The result of :func:`_both_ways_auto` from its two direction runs, and the warnings it would raise."""
     fwd, rev = runs["forward"][0], runs["reverse"][0]
     mean = options["both_ways"] == "mean"
-    say("forward and reverse combined where they disagree, quality gate")
     fg, mg = fwd.fixed_grid, fwd.moving_grid
     mean = mean and lm is None
     starts_apart = _starts_apart_px(fwd._fallback_steps, rev._fallback_steps, fg)
@@ -2388,19 +2467,23 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
     extra = [f"the reverse registration failed ({'; '.join(rev.quality['failure_reasons'])})"] if rev.quality.get("failed") else []
     # Each direction's own warnings once, labelled; the verdict below speaks for the result.
     seen = set()
-    for label, (_, caught) in runs.items():
-        for w in caught:
+    said: list[tuple[str, type[Warning]]] = []
+    for label in ("forward", "reverse"):
+        for w in runs[label][1]:
             text = str(w.message)
             if text.startswith("registration failed") or text in seen:
                 continue
             if label == "reverse" and text.startswith("the moving image looks"):
                 continue  # the same orientation question, asked the other way round: said once
             seen.add(text)
-            warnings.warn(f"{label} direction: {text}", w.category, stacklevel=3)
-    _verdict(quality, reg, extra_reasons=extra)
+            said.append((f"{label} direction: {text}", w.category))
+    with warnings.catch_warnings(record=True) as verdict_said:
+        warnings.simplefilter("always")
+        _verdict(quality, reg, extra_reasons=extra)
+    said.extend((str(w.message), w.category) for w in verdict_said)
     quality["seconds"] = fwd.quality.get("seconds", 0.0) + rev.quality.get("seconds", 0.0)
     reg.quality = quality
-    return reg
+    return reg, said
 
 
 class _StageReporter:

@@ -457,35 +457,82 @@ def test_transposed_moving_image_is_found_both_ways(shared_file):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("degrees", [-7.0, 3.0, 7.0, 10.0])
+@pytest.mark.parametrize("degrees", [-7.0, 3.0, 7.0, 10.0, 15.0])
 def test_a_map_turned_a_few_degrees_is_registered_or_flagged_never_silently_wrong(shared_file, degrees):
     """Slice381's EBSD map turned a few degrees in its plane (on a larger canvas), points turned with it.
 
     Measured: -7 degrees 2.95 px, not flagged; 3 degrees 3.44 px, flagged (round trip 3.6 px).
     7 and 10 degrees counter-clockwise tie in structure with the mirrored start (0.570 against
-    0.581 at 7), which wins: 476 and 416 px off, flagged failed (the directions disagree by
-    229 px). A known limit (docs/correlate.md): a near-tie is settled by the structure score, not
-    by the whole registration's evidence. What must hold is that a wrong answer says so.
+    0.581 at 7), which won the near-tie: 476 and 416 px off, flagged failed (the directions
+    disagreed by 229 px). The near-tie is now settled by the whole registration: the forward
+    direction is registered again as given, the two directions agree, and that is used
+    (2.72 and 2.71 px, not flagged), with a warning that says so. At 15 degrees (3.25 px, flagged
+    for a 3.9 px round trip) the directions' starts agree, so the other orientation is not tried.
     """
+    coni = coni_pair(shared_file)
+    turned, turned_yx = _turned_slice381(coni, degrees)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = register(coni.fixed, turned)
+    median = float(np.median(tre(reg, turned_yx, coni.fixed_yx)))
+    assert np.median(np.linalg.norm(turned_yx - coni.fixed_yx, axis=1)) > 100  # far off unregistered
+    if degrees in (-7.0, 7.0, 10.0):
+        assert median < 3.5 and not reg.quality["failed"]
+        assert reg.quality["orientation"] == "as given"
+    if degrees in (7.0, 10.0):
+        settled = reg.quality["orientation_settled"]
+        assert settled["by"].startswith("the whole registration")
+        assert settled["first"]["orientation"] == "mirrored (rows flipped)"
+        assert any("the orientation was a near-tie" in str(c.message) for c in caught)
+    if degrees == 15.0:
+        # Flagged (round trip 3.9 px) but its two directions' starts agree: the failure is not an
+        # orientation question, so the other orientation is not tried and nothing is re-run.
+        assert reg.quality["failed"] is True and median < 3.5
+        assert "orientation_settled" not in reg.quality
+        assert reg.quality["orientation"] == "as given"
+    if median > 5.0:
+        assert reg.quality["failed"] is True
+        assert any("registration failed" in str(c.message) for c in caught)
+
+
+def _turned_slice381(coni, degrees: float):
+    """Slice381's EBSD map turned ``degrees`` counter-clockwise on a larger canvas, and its points."""
     import cv2
 
-    coni = coni_pair(shared_file)
     h, w = coni.moving.shape[:2]
     side = int(np.ceil(np.hypot(h, w)))
     rot = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     rot[:, 2] += [(side - w) / 2, (side - h) / 2]
     turned = cv2.warpAffine(coni.moving, rot, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
     turned_yx = (np.c_[coni.moving_yx[:, 1], coni.moving_yx[:, 0], np.ones(len(coni.moving_yx))] @ rot.T)[:, ::-1]
+    return turned, turned_yx
+
+
+@pytest.mark.slow
+def test_the_other_orientation_of_a_near_tie_is_never_used_when_it_fails(shared_file, monkeypatch):
+    """A failed result is replaced only by an alternative that passes.
+
+    At 15 degrees the result is flagged (round trip 3.9 px) with an uncertain orientation (0.574 as
+    given, 0.534 mirrored), but the two starts agree, so the other orientation is not tried. With
+    that check forced open, the mirror is registered, fails (its directions ~230 px apart), and the
+    first result must be kept, still flagged, with the attempt recorded.
+    """
+    import metallo.correlate._register as r
+
+    coni = coni_pair(shared_file)
+    turned, turned_yx = _turned_slice381(coni, 15.0)
+    monkeypatch.setattr(r, "_starts_can_be_averaged", lambda *a, **k: False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reg = register(coni.fixed, turned)
-    median = float(np.median(tre(reg, turned_yx, coni.fixed_yx)))
-    assert np.median(np.linalg.norm(turned_yx - coni.fixed_yx, axis=1)) > 100  # far off unregistered
-    if degrees == -7.0:
-        assert median < 3.5 and not reg.quality["failed"]
-    if median > 5.0:
-        assert reg.quality["failed"] is True
-        assert any("registration failed" in str(c.message) for c in caught)
+    settled = reg.quality["orientation_settled"]
+    assert settled["by"] == "not settled: the other orientation failed too"
+    assert [t["directions"] for t in settled["tried"]] == [["forward"]]
+    assert settled["tried"][0]["failed"] and settled["tried"][0]["orientation"] == "mirrored (rows flipped)"
+    assert reg.quality["failed"] is True and reg.quality["orientation"] == "as given"
+    assert np.median(tre(reg, turned_yx, coni.fixed_yx)) < 3.5
+    assert not any("the orientation was a near-tie" in str(c.message) for c in caught)
+    assert any(str(c.message).startswith("registration failed") for c in caught)
 
 
 @pytest.mark.slow
