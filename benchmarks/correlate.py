@@ -253,10 +253,12 @@ def orientation_rows(data: Path, names: list[str]) -> list[dict]:
                 "none_median": float(np.median(np.linalg.norm(moving_yx - base.fixed_yx, axis=1))),
                 "start": reg.quality.get("initial"), "turn_found": turn.get("name") if turn.get("used") else "as given",
                 "turn_uncertain": turn.get("uncertain"), "failed": reg.quality.get("failed"), "warnings": msgs,
+                "orientation_settled": (reg.quality.get("orientation_settled") or {}).get("by"),
             }
             rows.append(row)
             print(f"  {name} moving {label}: TRE median {stats['median']:.2f} px (none {row['none_median']:.0f}), "
-                  f"found {row['turn_found']}{' (uncertain)' if row['turn_uncertain'] else ''}, failed {row['failed']}", flush=True)
+                  f"found {row['turn_found']}{' (uncertain)' if row['turn_uncertain'] else ''}, failed {row['failed']}"
+                  + (f", orientation settled by {row['orientation_settled']}" if row["orientation_settled"] else ""), flush=True)
     return rows
 
 

@@ -1374,8 +1374,11 @@ def _auto_start(
         # A turn that the structure prefers while agreeing poorly either way (below
         # _DOUBTFUL_START) is not used against an outline that fits as given at least as well: coni16_459
         # reversed at half size preferred the half turn 0.21 to 0.13 with outline overlaps of 0.969
-        # turned and 0.979 as given, and ended 223 half-size px off (flagged failed).
-        weak = used and not iou_decides and not aspect_prefers_turn and turned < _DOUBTFUL_START and bool(ious) and iou_gap <= 0
+        # turned and 0.979 as given, and ended 223 half-size px off (flagged failed). "At least as
+        # well" is within the IoU margin: turned 5 degrees, coni16_459 preferred its mirror 0.32 to
+        # 0.27 with overlaps equal to 0.00002, and ended 286 px off, not flagged.
+        weak = (used and not iou_decides and not aspect_prefers_turn and turned < _DOUBTFUL_START and bool(ious)
+                and iou_gap < _TURN_IOU_MARGIN)
         chosen_by = "pixel aspect (near-tie in structure)" if aspect_prefers_turn and used else None
         if iou_decides:
             chosen_by = "section outline overlap (near-tie in structure)"
@@ -1392,7 +1395,7 @@ def _auto_start(
         # better one is used (a mirrored EBSD map is as likely as a correct one on a near-tie).
         extra["turn"] = {
             "name": turn_name, "score": turned, "score_as_given": given, "used": used,
-            "uncertain": tie or weak, "scores_one_way": turn_scores,
+            "uncertain": tie or weak, "scores_one_way": turn_scores, "outline_iou_gap": iou_gap,
             **({"chosen_by": chosen_by} if chosen_by else {}),
         }
         if not used:
@@ -1550,6 +1553,26 @@ _FAIL_DISAGREE_PX = 2.75
 _FAIL_DISAGREE_ALONE_PX = 3.0
 
 
+def _orientation_undetermined(turn: dict[str, Any]) -> str | None:
+    """Why a direction's orientation cannot be told, or None.
+
+    Where the structure agrees poorly both ways (below :data:`_DOUBTFUL_START`) and the section
+    outlines fit both ways within :data:`_TURN_IOU_MARGIN`, nothing the start sees tells a map
+    from its mirror, and neither can the verdict's other checks: coni16_459, whose EBSD map the
+    BSE image barely shows, registered mirrored passes them (its two directions agree on a
+    1.2 px round trip, structure NCC 0.34) while 286 px off.
+    """
+    if not turn or not turn.get("uncertain"):
+        return None
+    best = max(float(turn.get("score", -1.0)), float(turn.get("score_as_given", -1.0)))
+    gap = abs(float(turn.get("outline_iou_gap", 0.0)))
+    if best >= _DOUBTFUL_START or gap >= _TURN_IOU_MARGIN:
+        return None
+    return (f"the orientation cannot be told: the structure agrees poorly either way ({turn.get('score_as_given', 0.0):.2f} "
+            f"as given, {turn.get('score', 0.0):.2f} {turn.get('name')}, < {_DOUBTFUL_START}) and the section outlines "
+            f"fit both ways alike (IoU within {_TURN_IOU_MARGIN}); give landmarks= to fix it")
+
+
 def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str] | None = None) -> None:
     """Set ``quality["failed"]`` (and warn) from evidence the optimiser did not maximise.
 
@@ -1562,6 +1585,9 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     and their round trip must stay within 3 working px whatever share of the overlap agrees.
     """
     reasons = list(extra_reasons or [])
+    undetermined = _orientation_undetermined(quality.get("start", {}).get("turn", {}))
+    if undetermined and not any(r.startswith("the orientation cannot be told") for r in reasons):
+        reasons.append(undetermined)
     cp = quality.get("control_points", {})
     # Pixel thresholds count working pixels (the fixed grid coarsened to <= 1024 px a side), so
     # that a 3x finer micrograph of the same field is judged the same; errors are in fixed pixels.
@@ -2343,7 +2369,11 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
         # settled by the whole registration's evidence: where the two directions' starts tell
         # different stories and the result failed, each uncertain direction is registered again
         # the other way, the other direction kept, and that is used if it passes.
-        uncertain = tuple(k for k in ("forward", "reverse") if runs[k][0].quality.get("start", {}).get("turn", {}).get("uncertain"))
+        # Not where the orientation cannot be told at all (structure poor both ways, outlines
+        # alike): there the other orientation's registration can pass while wrong.
+        uncertain = tuple(k for k in ("forward", "reverse")
+                          if runs[k][0].quality.get("start", {}).get("turn", {}).get("uncertain")
+                          and not _orientation_undetermined(runs[k][0].quality["start"]["turn"]))
         tries = [(k,) for k in uncertain] + ([uncertain] if len(uncertain) > 1 else [])
         tried, extra_seconds = [], 0.0
         for flip in tries:
@@ -2465,6 +2495,9 @@ def _combined_directions(
         quality["tre_px"] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
     quality["structure_ncc"] = _structure_score(fp, mp, steps)[0]
     extra = [f"the reverse registration failed ({'; '.join(rev.quality['failure_reasons'])})"] if rev.quality.get("failed") else []
+    reverse_undetermined = _orientation_undetermined(rev.quality.get("start", {}).get("turn", {}))
+    if reverse_undetermined and not rev.quality.get("failed"):
+        extra.append(f"reverse direction: {reverse_undetermined}")
     # Each direction's own warnings once, labelled; the verdict below speaks for the result.
     seen = set()
     said: list[tuple[str, type[Warning]]] = []

@@ -535,6 +535,44 @@ def test_the_other_orientation_of_a_near_tie_is_never_used_when_it_fails(shared_
     assert any(str(c.message).startswith("registration failed") for c in caught)
 
 
+#: coni16_459's start records, measured: its EBSD map turned 5 degrees (the mirror ended 286 px off
+#: with every other check passing), and Slice381's turned 7 degrees (a real near-tie, 0.57 / 0.58).
+_CONI16_TURNED_5 = {"name": "mirrored (rows flipped)", "score": 0.323, "score_as_given": 0.273, "used": False,
+                    "uncertain": True, "outline_iou_gap": 0.0000168}
+_SLICE381_TURNED_7 = {"name": "mirrored (rows flipped)", "score": 0.581, "score_as_given": 0.570, "used": True,
+                      "uncertain": True, "outline_iou_gap": -0.005}
+
+
+def _passing_quality(turn: dict) -> dict:
+    """A quality record that every other check of the verdict passes (coni16_459 mirrored, measured)."""
+    return {"start": {"turn": turn}, "structure_ncc": 0.343, "overlap_fraction": 0.99, "overlap_fraction_of_moving": 0.64,
+            "control_points": {"inliers": 31, "loo_px": {"median": 0.99}, "pass0_distinct": 62, "pass0_kept": 20,
+                               "work_factor": 1},
+            "inverse_consistency_px": {"median": 1.19}, "both_ways": {"weights": {"agreed": 0.917}}}
+
+
+def test_an_orientation_that_cannot_be_told_fails_the_registration():
+    """Structure poor both ways (< 0.4) and outlines alike (IoU within 0.02): the verdict fails, naming why."""
+    from metallo.correlate._register import _orientation_undetermined, _verdict
+
+    reason = _orientation_undetermined(_CONI16_TURNED_5)
+    assert reason is not None and "0.27 as given, 0.32 mirrored (rows flipped)" in reason
+    quality = _passing_quality(_CONI16_TURNED_5)
+    with pytest.warns(UserWarning, match="registration failed: the orientation cannot be told"):
+        _verdict(quality, None)
+    assert quality["failed"] is True and quality["failure_reasons"] == [reason]
+    # What can be told stays a pass: a real near-tie on good structure (settled by the whole
+    # registration), an outline that fits one way clearly better, an orientation not in doubt.
+    for turn in (_SLICE381_TURNED_7, {**_CONI16_TURNED_5, "outline_iou_gap": 0.025},
+                 {**_CONI16_TURNED_5, "uncertain": False}):
+        assert _orientation_undetermined(turn) is None
+        quality = _passing_quality(turn)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _verdict(quality, None)
+        assert quality["failed"] is False
+
+
 @pytest.mark.slow
 def test_mirrored_moving_image_is_found_and_said(shared_file):
     """An EBSD map whose rows run the other way (a y-axis convention) is registered through the mirror, with a warning.
