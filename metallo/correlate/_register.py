@@ -1570,7 +1570,7 @@ def _orientation_undetermined(turn: dict[str, Any]) -> str | None:
         return None
     return (f"the orientation cannot be told: the structure agrees poorly either way ({turn.get('score_as_given', 0.0):.2f} "
             f"as given, {turn.get('score', 0.0):.2f} {turn.get('name')}, < {_DOUBTFUL_START}) and the section outlines "
-            f"fit both ways alike (IoU within {_TURN_IOU_MARGIN}); give landmarks= to fix it")
+            f"fit both ways alike (IoU within {_TURN_IOU_MARGIN}); give three or more points as landmarks= to fix it")
 
 
 def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str] | None = None) -> None:
