@@ -1586,7 +1586,7 @@ def _verdict(quality: dict[str, Any], reg: Registration, extra_reasons: list[str
     """
     reasons = list(extra_reasons or [])
     undetermined = _orientation_undetermined(quality.get("start", {}).get("turn", {}))
-    if undetermined and not any(r.startswith("the orientation cannot be told") for r in reasons):
+    if undetermined:
         reasons.append(undetermined)
     cp = quality.get("control_points", {})
     # Pixel thresholds count working pixels (the fixed grid coarsened to <= 1024 px a side), so
@@ -2393,11 +2393,9 @@ def _both_ways_auto(fixed: Any, moving: Any, options: dict[str, Any]) -> Registr
                 def chose(r: dict[str, Any], labels: tuple[str, ...] = flip) -> str:
                     return ", ".join(f"{k} direction {_orientation_of(r[k][0])}" for k in labels)
 
-                said.clear()
-                said.extend(alt_said)
-                said.append((f"the orientation was a near-tie; with the first choice ({chose(runs)}) the registration failed "
+                said = [*alt_said, (f"the orientation was a near-tie; with the first choice ({chose(runs)}) the registration failed "
                              f"({'; '.join(first['failure_reasons'])}), with the other ({chose(alt_runs)}) it passed and that is "
-                             "used; check the scan or image orientation", UserWarning))
+                             "used; check the scan or image orientation", UserWarning)]
                 reg = alt
                 break
         else:
@@ -2495,9 +2493,6 @@ def _combined_directions(
         quality["tre_px"] = {"median": float(np.median(err)), "mean": float(err.mean()), "max": float(err.max()), "n": len(err)}
     quality["structure_ncc"] = _structure_score(fp, mp, steps)[0]
     extra = [f"the reverse registration failed ({'; '.join(rev.quality['failure_reasons'])})"] if rev.quality.get("failed") else []
-    reverse_undetermined = _orientation_undetermined(rev.quality.get("start", {}).get("turn", {}))
-    if reverse_undetermined and not rev.quality.get("failed"):
-        extra.append(f"reverse direction: {reverse_undetermined}")
     # Each direction's own warnings once, labelled; the verdict below speaks for the result.
     seen = set()
     said: list[tuple[str, type[Warning]]] = []
