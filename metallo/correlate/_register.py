@@ -903,6 +903,11 @@ _FILL_MIN_FRACTION = 0.03
 _FILL_TOLERANCE = _PADDING_TOLERANCE
 #: The section found inside a fill may reach at most this share of any image side.
 _FILL_MAX_SIDE = 0.5
+#: Least share of the measured image that the section inside a fill must cover. The fill, one
+#: flat value around the section, is itself the evidence of a section, so it may be small: a map
+#: pasted into a larger canvas or turned on one (Slice8_TFS's turned 7 degrees: 25 %; with the
+#: grey levels' 30 % it had no outline and ended 104-279 px off). Grey-level sections keep 30 %.
+_FILL_MIN_SECTION = 0.1
 #: The section inside a fill replaces the grey-level one when that covers less of it than this.
 #: coni16_459: 74 % (its dark lower band left out); Slice8_TFS: 91 %, where the grey-level
 #: outline, which follows dark grains along the edge, is kept: with the fill's outline its start
@@ -937,7 +942,10 @@ def _fill_outline(p: _Prepared) -> np.ndarray | None:
     near = (np.abs(v - mode) <= _FILL_TOLERANCE) & ok
     if np.count_nonzero(near) < _FILL_MIN_FRACTION * v.size:
         return None
-    flat = near & (ndi.maximum_filter(v, 3) - ndi.minimum_filter(v, 3) <= _FILL_TOLERANCE)
+    # Unmeasured pixels (padding around a turned map) hold the median: as fill, they do not
+    # break the flatness of the fill next to them.
+    vf = np.where(ok, v, mode)
+    flat = near & (ndi.maximum_filter(vf, 3) - ndi.minimum_filter(vf, 3) <= _FILL_TOLERANCE)
     if flat.mean() < _FILL_MIN_FRACTION:
         return None
     labels, _ = ndi.label(flat)
@@ -948,7 +956,7 @@ def _fill_outline(p: _Prepared) -> np.ndarray | None:
         return None
     fg = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     sides = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
-    if not 0.3 < fg.mean() < 0.97 or max(sides) > _FILL_MAX_SIDE:
+    if not _FILL_MIN_SECTION < fg.sum() / ok.sum() < 0.97 or max(sides) > _FILL_MAX_SIDE:
         return None
     return fg
 
@@ -1002,7 +1010,7 @@ def _grey_outline(p: _Prepared, *, dark: bool = False, strict: bool = False) -> 
             return None
     # The background must be a frame around the section: touching at most three image sides.
     border = [fg[0].mean(), fg[-1].mean(), fg[:, 0].mean(), fg[:, -1].mean()]
-    if not 0.3 < fg.mean() < 0.97 or sum(b < 0.5 for b in border) < 2:
+    if not 0.3 < fg.sum() / p.valid.sum() < 0.97 or sum(b < 0.5 for b in border) < 2:
         return None
     return fg
 
