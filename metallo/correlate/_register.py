@@ -1157,10 +1157,17 @@ def _structure_score_fine(fixed: _Prepared, moving: _Prepared, steps: list[Any])
     return _ncc(ndi.gaussian_filter(a, 1.0)[ok], ndi.gaussian_filter(b, 1.0)[ok])
 
 
-def _plausible(step: AffineStep, *, mirror: bool = False) -> bool:
-    """A start whose scale stays within 1:4 .. 4:1 and that does not mirror the image (unless ``mirror``)."""
+#: Largest scale between the two images' pixels that an outline start may have when the pixel
+#: sizes are not known (SIFT's and the search's stay within 4x).
+_OUTLINE_MAX_SCALE = 12.0
+
+
+def _plausible(step: AffineStep, *, mirror: bool = False, max_scale: float = 4.0) -> bool:
+    """A start whose scale stays within 1:``max_scale`` .. ``max_scale``:1, whose axes differ in
+    scale by less than 4x, and that does not mirror the image (unless ``mirror``)."""
     sv = np.linalg.svd(step.matrix, compute_uv=False)
-    return bool((mirror or np.linalg.det(step.matrix) > 0) and sv.max() < 4 * sv.min() and 0.25 < np.sqrt(sv.prod()) < 4)
+    return bool((mirror or np.linalg.det(step.matrix) > 0) and sv.max() < 4 * sv.min()
+                and 1 / max_scale < np.sqrt(sv.prod()) < max_scale)
 
 
 def _half_turns() -> dict[str, np.ndarray]:
@@ -1344,12 +1351,15 @@ def _auto_start(
             return False
         return True
 
+    # Without pixel sizes an EBSD map is often many times coarser than the micrograph (a 0.5 um
+    # step against 50 nm pixels); a scale fitted to both section outlines is evidence, not a guess.
+    outline_scale = 4.0 if fixed.grid.pixel_size_known and moving.grid.pixel_size_known else _OUTLINE_MAX_SCALE
     # Outline starts first: the others are judged against them.
     for name in sorted(candidates, key=lambda k: not k.startswith("outline")):
         step = candidates[name]
         score, frac = _structure_score(fixed, moving, [step])
         # A start that leaves little overlap correlates well by chance: weight by the overlap.
-        plausible = _plausible(step, mirror=name == "outline turned") and eligible(name, step)
+        plausible = _plausible(step, mirror=name == "outline turned", max_scale=outline_scale if name.startswith("outline") else 4.0) and eligible(name, step)
         scores[name] = score * min(1.0, frac / 0.5) if plausible else -1.0
     if "outline turned" in scores:
         given_name = max((k for k in scores if k != "outline turned"), key=lambda k: scores[k])

@@ -516,6 +516,34 @@ def test_slice8_tfs_turned_a_few_degrees_is_registered_from_its_fill_outline(sha
     assert np.median(tre(reg, turned_yx, tfs.fixed_yx)) < 7.66
 
 
+@pytest.mark.slow
+def test_a_map_five_times_coarser_than_the_micrograph_starts_from_its_outline(shared_file):
+    """Slice381's EBSD map at a fifth of its size (97 x 129 px; a 0.5 um step against 0.1 um
+    pixels), no pixel sizes given: the outline start carries the 5x scale.
+
+    Before, a start's scale had to stay within 1:4 .. 4:1 whatever was known, so the outline start
+    was dropped, the structure search (1:2 .. 2:1) overlapped the images on 0.5 % of the field
+    and the registration stopped with an error (Slice8_TFS, coni16_459: 419 and 384 px off).
+    Measured now: the start, 9.9 px median in micrograph pixels (about two map pixels), is kept,
+    and flagged, since the reverse direction finds too few matches in the small map to check it.
+    """
+    import cv2
+
+    coni = coni_pair(shared_file)
+    h, w = coni.moving.shape[:2]
+    small = cv2.resize(coni.moving, (round(w * 0.2), round(h * 0.2)), interpolation=cv2.INTER_AREA)
+    small_yx = (coni.moving_yx + 0.5) * [small.shape[0] / h, small.shape[1] / w] - 0.5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = register(coni.fixed, small)
+    start = reg.quality["start"]
+    assert start["chosen"] == "outline"
+    assert 0.18 < np.sqrt(abs(np.linalg.det(np.asarray(start["matrix"])))) < 0.22
+    assert np.median(tre(reg, small_yx, coni.fixed_yx)) < 12.0
+    assert reg.quality["failed"] is True
+    assert any("registration failed" in str(c.message) for c in caught)
+
+
 def _turned_map(coni, degrees: float):
     """A pair's EBSD map turned ``degrees`` counter-clockwise on a larger canvas, and its points."""
     import cv2
