@@ -479,7 +479,8 @@ def _sift_affine(
             src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
             ransacReprojThreshold=ransac_px * work, maxIters=5000, confidence=0.999,
         )
-        if matrix is None:
+        if matrix is None or not np.all(np.isfinite(matrix)):
+            # RANSAC on degenerate matches (all on one line) can return a non-finite model.
             best = max(best, (0, None, info), key=lambda t: t[0])
             continue
         inl = inl.ravel().astype(bool)
@@ -1165,6 +1166,8 @@ _OUTLINE_MAX_SCALE = 12.0
 def _plausible(step: AffineStep, *, mirror: bool = False, max_scale: float = 4.0) -> bool:
     """A start whose scale stays within 1:``max_scale`` .. ``max_scale``:1, whose axes differ in
     scale by less than 4x, and that does not mirror the image (unless ``mirror``)."""
+    if not np.all(np.isfinite(step.matrix)) or not np.all(np.isfinite(step.offset)):
+        return False
     sv = np.linalg.svd(step.matrix, compute_uv=False)
     return bool((mirror or np.linalg.det(step.matrix) > 0) and sv.max() < 4 * sv.min()
                 and 1 / max_scale < np.sqrt(sv.prod()) < max_scale)

@@ -1269,3 +1269,24 @@ def test_fixed_point_inverse_stops_each_point_at_the_tolerance():
     p = _invert_displacement(apply, q)
     np.testing.assert_allclose(apply(p), q, atol=1e-7)
     assert calls[0] == len(q) and calls[-2] < len(q) / 10
+
+
+def test_a_non_finite_sift_model_is_no_start(monkeypatch):
+    """RANSAC on degenerate matches can return a non-finite affine. Before, judging its scale
+    raised numpy's "SVD did not converge" out of ``register`` (Slice420's BSE cropped to its
+    central 60 %); now such a model is no SIFT start and the others are used."""
+    import cv2
+    from correlate_helpers import make_pair
+
+    from metallo.correlate._register import _plausible, _prepare, _sift_affine
+    from metallo.correlate._transform import AffineStep
+
+    assert not _plausible(AffineStep(np.full((2, 2), np.nan), np.zeros(2)))
+    assert not _plausible(AffineStep(np.eye(2), np.array([np.inf, 0.0])))
+    pair = make_pair(3, moving_shape=(120, 120), fixed_shape=(170, 170))
+    fixed, moving = _prepare(pair.fixed, "fixed"), _prepare(pair.moving, "moving")
+    step, info = _sift_affine(fixed, moving, ratio=0.8, transform="affine", ransac_px=3.0, max_side=512)
+    assert step is not None and info["inliers"] > 0  # the real model, for contrast
+    monkeypatch.setattr(cv2, "estimateAffine2D", lambda src, dst, **kw: (np.full((2, 3), np.nan), np.ones((len(src), 1), np.uint8)))
+    step, info = _sift_affine(fixed, moving, ratio=0.8, transform="affine", ransac_px=3.0, max_side=512)
+    assert step is None and info["inliers"] == 0
