@@ -133,15 +133,25 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
     if min(arr.shape) < 16:
         raise RegistrationError(f"{role} image is {arr.shape}; registration needs at least 16 x 16 pixels")
     values = _fill_small_gaps(arr.astype(np.float64))
+    measured = np.isfinite(values)
+    surroundings = _unmeasured_surroundings(values)
+    if surroundings is not None and measured.mean() >= 0.05:
+        # A map exported with NaN where nothing was measured around its section: its outline,
+        # where the measurement stops, is the clearest structure it shares with the micrograph.
+        # Left unmeasured, that edge was lost (Slice8_TFS with NaN for its zero fill: 454 px
+        # off, flagged); rendered as the darkest value, as metallo's own map images and most
+        # exports show it, it is what the registration of the map as given sees. Where the map
+        # has a fill of its own next to them (a turned map with NaN padding), they take that fill.
+        values[surroundings] = _surroundings_value(values, surroundings)
     valid = np.isfinite(values) & ~_padding(values)
     if user_mask is not None:
         m = np.asarray(getattr(user_mask, "values", user_mask)).astype(bool)
         if m.shape != values.shape:
             raise RegistrationError(f"{role} mask has shape {m.shape} but the {role} image is {values.shape}")
         valid &= m
-    if valid.sum() < 0.05 * values.size:
+    if (valid & measured).sum() < 0.05 * values.size:
         raise RegistrationError(
-            f"{role} image has {valid.mean():.1%} finite (and unmasked) pixels; NaN images cannot be registered — "
+            f"{role} image has {(valid & measured).mean():.1%} finite (and unmasked) pixels; NaN images cannot be registered — "
             "fill NaN or pass a mask covering the measured field"
         )
     lo, hi = np.percentile(values[valid], [0.5, 99.5])
@@ -157,6 +167,34 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         lo, hi = np.percentile(values[valid], [0.5, 99.5])
         values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
     return _Prepared(values, valid, grid, name)
+
+
+def _unmeasured_surroundings(values: np.ndarray) -> np.ndarray | None:
+    """Non-finite pixels connected to the image border (at least :data:`_FILL_MIN_FRACTION` of it), or ``None``."""
+    bad = ~np.isfinite(values)
+    if bad.mean() < _FILL_MIN_FRACTION:
+        return None
+    labels, _ = ndi.label(bad)
+    touching = np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    out = np.isin(labels, touching[touching > 0])
+    return out if out.mean() >= _FILL_MIN_FRACTION else None
+
+
+def _surroundings_value(values: np.ndarray, surroundings: np.ndarray) -> float:
+    """The value unmeasured surroundings are shown with: the fill next to them, if the measured
+    pixels along them hold one value (to within :data:`_PADDING_TOLERANCE` of the range) on at
+    least half of them, else the darkest measured value."""
+    finite = values[np.isfinite(values)]
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    tol = _PADDING_TOLERANCE * float(hi - lo)
+    ring = ndi.binary_dilation(surroundings) & ~surroundings & np.isfinite(values)
+    if tol > 0 and ring.any():
+        q = np.round(values[ring] / tol).astype(np.int64)
+        vals, counts = np.unique(q, return_counts=True)
+        if counts.max() >= 0.5 * q.size:
+            mode = vals[int(np.argmax(counts))]
+            return float(np.median(values[ring][q == mode]))
+    return float(finite.min())
 
 
 #: A run of constant border lines is padding only if the line after it holds data across (less
