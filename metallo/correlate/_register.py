@@ -1797,10 +1797,16 @@ def register(
     ----------
     fixed, moving : ndarray or xr.DataArray
         Grey-scale or RGB images. DataArrays are placed by their y/x coords in µm, so different
-        pixel sizes are handled; plain arrays are in pixels. NaN marks unmeasured pixels.
+        pixel sizes are handled; plain arrays are in pixels. NaN marks unmeasured pixels; NaN
+        around a map's section (connected to the image border) is shown as the fill beside it
+        or the darkest value, so that the section's outline is kept.
     method : str
-        One of :func:`method_names`: ``"sift+bspline"`` (default: SIFT keypoints, ratio test,
-        RANSAC affine, then a Mattes-MI B-spline), ``"sift"``, ``"affine"``,
+        One of :func:`method_names`. ``"auto"`` (default): a global start chosen among the
+        section outlines, SIFT and a structure search by how well the structure images agree,
+        then automatic control points (block matching on the structure images) through a
+        smoothing thin-plate spline, registered both ways and judged by independent evidence
+        (``quality["failed"]``; docs/correlate.md). ``"sift+bspline"``: SIFT keypoints, ratio
+        test, RANSAC affine, then a Mattes-MI B-spline; also ``"sift"``, ``"affine"``,
         ``"affine+bspline"``, ``"bspline"``, ``"landmarks"``, ``"landmarks+bspline"``. When SIFT
         finds fewer than ``min_inliers`` inliers it falls back to landmarks (if given) or a
         Mattes-MI affine from a moments start; ``quality["initial"]`` says which was used.
