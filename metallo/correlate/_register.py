@@ -189,12 +189,18 @@ def _surroundings_value(values: np.ndarray, surroundings: np.ndarray) -> float:
     tol = _PADDING_TOLERANCE * float(hi - lo)
     ring = ndi.binary_dilation(surroundings) & ~surroundings & np.isfinite(values)
     if tol > 0 and ring.any():
-        q = np.round(values[ring] / tol).astype(np.int64)
-        vals, counts = np.unique(q, return_counts=True)
-        if counts.max() >= 0.5 * q.size:
-            mode = vals[int(np.argmax(counts))]
-            return float(np.median(values[ring][q == mode]))
+        fill, share = _commonest(values[ring], tol)
+        if share >= 0.5:
+            return fill
     return float(finite.min())
+
+
+def _commonest(values: np.ndarray, tol: float) -> tuple[float, float]:
+    """The commonest of ``values`` to within ``tol`` (the centre of its ``tol``-wide bin), and its share."""
+    q = np.round(values / tol).astype(np.int64)
+    vals, counts = np.unique(q, return_counts=True)
+    k = int(np.argmax(counts))
+    return float(vals[k]) * tol, float(counts[k]) / q.size
 
 
 #: A run of constant border lines is padding only if the line after it holds data across (less
@@ -973,18 +979,13 @@ def _fill_outline(p: _Prepared) -> np.ndarray | None:
     edge[:, 0] = edge[:, -1] = True
     # The fill touches the border: the commonest value there (to within _FILL_TOLERANCE) is the
     # candidate; a noisy micrograph leaves after one comparison.
-    q = np.round(v[edge & ok] / _FILL_TOLERANCE).astype(np.int64)
-    if not q.size:
+    if not (edge & ok).any():
         return None
-    vals, counts = np.unique(q, return_counts=True)
-    mode = float(vals[int(np.argmax(counts))]) * _FILL_TOLERANCE
+    mode, _ = _commonest(v[edge & ok], _FILL_TOLERANCE)
     near = (np.abs(v - mode) <= _FILL_TOLERANCE) & ok
     if np.count_nonzero(near) < _FILL_MIN_FRACTION * v.size:
         return None
-    # Unmeasured pixels (padding around a turned map) hold the median: as fill, they do not
-    # break the flatness of the fill next to them.
-    vf = np.where(ok, v, mode)
-    flat = near & (ndi.maximum_filter(vf, 3) - ndi.minimum_filter(vf, 3) <= _FILL_TOLERANCE)
+    flat = near & (ndi.maximum_filter(v, 3) - ndi.minimum_filter(v, 3) <= _FILL_TOLERANCE)
     if flat.mean() < _FILL_MIN_FRACTION:
         return None
     labels, _ = ndi.label(flat)

@@ -736,7 +736,8 @@ def test_a_small_section_in_its_fill_is_found_on_a_large_or_turned_canvas():
     image border, only next to the unmeasured pixels. Before, the first was no outline at all
     (the section had to cover 30 %: Slice8_TFS's EBSD map turned a few degrees on a larger
     canvas, its section 25 % of it, ended 104-279 px off) and the second lost the shadowed band
-    (IoU 0.83): the fill next to the unmeasured pixels did not count as flat.
+    (IoU 0.83): the fill next to the unmeasured pixels was not flat. Now the NaN surroundings
+    take the fill beside them (``_prepare``).
     """
     import cv2
     from correlate_helpers import make_shadowed_map_pair
