@@ -20,18 +20,28 @@ def register(app: typer.Typer) -> None:
                                                              "(default: the file's calibration).")] = None,
         modality: Annotated[str | None, typer.Option("--modality", help="LOM, SEM or other.")] = None,
         specimen_id: Annotated[str | None, typer.Option("--id", help="Specimen id of a new file (default: its stem).")] = None,
+        keep_databar: Annotated[bool, typer.Option("--keep-databar", help="Keep the SEM data bar rows that the file's "
+                                                   "FEI/Thermo or Zeiss metadata puts below the frame (cropped by default).")] = False,
+        databar_rows: Annotated[int | None, typer.Option("--databar-rows", min=0, help="Crop this many rows from the bottom "
+                                                         "(a data bar whose metadata was lost).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing micrograph node.")] = False,
     ) -> None:
-        """Add IMAGE to SPECIMEN as micrographs/NAME on µm coordinates (step io.read_image)."""
+        """Add IMAGE to SPECIMEN as micrographs/NAME on µm coordinates (step io.read_image).
+
+        An SEM data bar stored below the frame (FEI/Thermo, Zeiss TIFF) is cropped."""
         from metallo import names
+        from metallo.errors import ConfigError
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
+        if keep_databar and databar_rows is not None:
+            raise ConfigError("--keep-databar and --databar-rows exclude each other")
+        databar: str | int = "keep" if keep_databar else ("crop" if databar_rows is None else databar_rows)
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(specimen):
             spec = Specimen.open(specimen) if specimen.exists() else \
                 Specimen.create(specimen, specimen_id=specimen_id or specimen.stem.split(".")[0])
             (node,) = run_step(spec, names.STEP_READ_IMAGE, path=str(image), name=name, pixel_size_um=pixel_size_um,
-                               modality=modality, overwrite=overwrite)
+                               modality=modality, databar=databar, overwrite=overwrite)
             spec.save()
         typer.echo(f"{image} -> {specimen}:{node}")

@@ -13,7 +13,7 @@ __all__ = ["read_ebsd_step", "read_image_step"]
 
 
 def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: float | None = None,
-                    modality: str | None = None, overwrite: bool = False,
+                    modality: str | None = None, databar: str | int = "crop", overwrite: bool = False,
                     tag: Mapping[str, Any] | None = None) -> list[str]:
     """Read a micrograph into ``micrographs/<name>`` (step ``io.read_image``).
 
@@ -26,6 +26,9 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
         Node name below ``micrographs/``.
     pixel_size_um, modality : optional
         As for :func:`metallo.io.read_image` (the file's own calibration otherwise).
+    databar : {"crop", "keep"} or int
+        The SEM data bar below the frame, as for :func:`metallo.io.read_image`; the rows cropped
+        are recorded in the provenance (``databar_rows``) and the node's attrs.
     overwrite : bool
     tag : mapping, optional
         Extra provenance parameters.
@@ -42,9 +45,11 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
     """
     from metallo.io import read_image
 
-    image = read_image(path, pixel_size_um=pixel_size_um, modality=modality)
+    image = read_image(path, pixel_size_um=pixel_size_um, modality=modality, databar=databar)
     params = {"path": str(path), **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
-              **({"modality": modality} if modality is not None else {})}
+              **({"modality": modality} if modality is not None else {}),
+              **({"databar": databar} if databar != "crop" else {}),
+              **({"databar_rows": int(image.attrs["databar_rows"])} if image.attrs.get("databar_rows") else {})}
     return [write(spec, names.micrograph(name), image, step=names.STEP_READ_IMAGE, parameters=params,
                   inputs=[str(path)], overwrite=overwrite, tag=tag)]
 

@@ -15,6 +15,15 @@ Where the pixel size comes from when reading, first found wins:
 
 Resolutions coarser than 50 µm per pixel are print/screen defaults (72, 96, 300 dpi), not a
 calibration, and are ignored.
+
+SEM data bars: an FEI/Thermo Fisher TIFF stores the scanned image (``[Image] ResolutionY`` rows,
+else ``[Scan] VerFieldsize / PixelHeight``) with the instrument's data bar (text, scale bar) in
+the rows below it; a Zeiss TIFF states its stored frame as ``DP_IMAGE_STORE`` ("1024 * 768").
+Rows beyond the stated frame are the data bar, and :func:`read_image` crops them by default
+(``databar="crop"``), so that no phase fraction, particle count or registration sees the bar.
+``attrs["databar_rows"]`` says how many rows were cropped. A bar drawn over the frame itself (a
+Zeiss data zone) or one whose metadata was lost (an exported PNG) is not detectable from the
+file: give its height as ``databar=<rows>``.
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ def read_image(
     modality: str | None = None,
     palette: str = "index",
     as_gray: bool = False,
+    databar: str | int = "crop",
 ) -> xr.DataArray:
     """Read a micrograph (TIFF, PNG, JPEG, BMP) as an image on µm coordinates.
 
@@ -103,6 +113,12 @@ def read_image(
     as_gray : bool
         Convert colour images to one channel (ITU-R 601 luma, or the one channel if all
         three are equal), keeping the dtype.
+    databar : {"crop", "keep"} or int
+        The SEM data bar below the scanned frame. ``"crop"`` (default): crop the rows that the
+        file's FEI/Thermo or Zeiss metadata puts below the frame (none for other files).
+        ``"keep"``: keep every row. An int: crop that many rows from the bottom (a bar whose
+        metadata was lost). ``attrs["databar_rows"]`` records the rows cropped
+        (``attrs["databar_rows_kept"]`` the bar the file states, when kept).
 
     Returns
     -------
@@ -117,6 +133,8 @@ def read_image(
         The file is missing, truncated, or not an image format metallo knows; it has no
         pixels; or its header claims more pixels (y * x) than ``METALLO_MAX_IMAGE_PIXELS``
         (default 2**30), checked before any pixel is decoded.
+    ConfigError
+        ``databar`` is not "crop", "keep" or a row count that leaves rows of the image.
 
     Examples
     --------
@@ -135,11 +153,14 @@ def read_image(
         raise ConfigError(f"palette must be 'index' or 'rgb'; got {palette!r}")
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise ConfigError(f"pixel_size_um must be a positive number; got {pixel_size_um}")
+    if isinstance(databar, bool) or not (databar in ("crop", "keep") or isinstance(databar, (int, np.integer))):
+        raise ConfigError(f"databar must be 'crop', 'keep' or a number of rows; got {databar!r}")
     path = Path(path)
     plugin = reader_for(path, kind="image")
     image = plugin.read(
         path, pixel_size_um=pixel_size_um, modality=modality, palette=palette, as_gray=as_gray
     )
+    image = _crop_databar(image, path, databar)
     if not math.isfinite(image.attrs["pixel_size_um"]):
         warnings.warn(
             f"{path.name}: pixel size unknown (no argument, resolution tags or {path.name}.json "
@@ -147,6 +168,26 @@ def read_image(
             UserWarning,
             stacklevel=2,
         )
+    return image
+
+
+def _crop_databar(image: xr.DataArray, path: Path, databar: str | int) -> xr.DataArray:
+    """``image`` without its data bar rows (:func:`read_image`'s ``databar``), recorded in attrs."""
+    stated = int(image.attrs.pop("databar_rows_in_file", 0) or 0)
+    rows = image.sizes["y"]
+    if databar == "keep":
+        n = 0
+    elif databar == "crop":
+        n = stated
+    else:
+        n = int(databar)
+        if not 0 <= n < rows:
+            raise ConfigError(f"{path}: databar={n} rows must be >= 0 and leave rows of the {rows}-row image")
+    if n:
+        image = image.isel(y=slice(0, rows - n))
+        image.attrs["databar_rows"] = n
+    elif stated:
+        image.attrs["databar_rows_kept"] = stated  # the file states a bar; the caller kept it
     return image
 
 
@@ -272,6 +313,8 @@ def _finish(
     if mod not in MODALITIES:
         mod = "other"
     attrs = {"source": path.name, "sha256": _file_sha256(path), "modality": mod}
+    if file_meta.get("databar_rows_in_file"):
+        attrs["databar_rows_in_file"] = int(file_meta["databar_rows_in_file"])
     return image_dataarray(np.ascontiguousarray(array), pixel_size_um=ps, name="image", attrs=attrs)
 
 
@@ -307,6 +350,7 @@ def _read_tiff(
             meta = _metallo_description(page)
             sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata)
             file_ps = sem_ps or _tiff_pixel_size(page, tif.imagej_metadata)
+            frame = _sem_frame_shape(tif.fei_metadata, tif.sem_metadata)
             if sem_ps is not None:
                 meta.setdefault("modality", "SEM")
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
@@ -321,6 +365,9 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
+    bar = _databar_rows(array.shape[:2], frame, path)
+    if bar:
+        meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
         array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta=meta,
         modality=modality, as_gray=as_gray,
@@ -380,6 +427,54 @@ def _sem_vendor_pixel_size(
         if size is not None and entry[1] > 0:
             return float(entry[1]) * size
     return None
+
+
+def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:
+    """(rows, columns or None) of the scanned frame the FEI/Thermo or Zeiss metadata states, or None."""
+    image = (fei or {}).get("Image") or {}
+    rows, cols = image.get("ResolutionY"), image.get("ResolutionX")
+    if isinstance(rows, (int, float)) and rows > 0:
+        return float(rows), float(cols) if isinstance(cols, (int, float)) and cols > 0 else None
+    scan = (fei or {}).get("Scan") or (fei or {}).get("EScan") or {}
+    height, size = scan.get("VerFieldsize"), scan.get("PixelHeight")
+    if isinstance(height, (int, float)) and isinstance(size, (int, float)) and height > 0 and size > 0:
+        return height / size, None
+    store = (zeiss or {}).get("dp_image_store")
+    if isinstance(store, tuple) and len(store) >= 2:
+        parts = str(store[1]).lower().replace("x", "*").split("*")
+        try:
+            cols_z, rows_z = (float(v) for v in parts)
+        except ValueError:
+            return None
+        if cols_z > 0 and rows_z > 0:
+            return rows_z, cols_z
+    return None
+
+
+#: Largest share of the image rows a data bar below the frame may take; a stated frame that leaves
+#: more is metadata of another image (a crop or a resize kept the tags) and is not cropped.
+_DATABAR_MAX_SHARE = 0.25
+
+
+def _databar_rows(shape: tuple[int, ...], frame: tuple[float, float | None] | None, path: Path) -> int:
+    """Rows below the stated scanned ``frame``: the instrument's data bar (0 when none)."""
+    if frame is None:
+        return 0
+    rows, cols = shape[0], shape[1]
+    frame_rows, frame_cols = frame
+    if frame_cols is not None and abs(frame_cols - cols) > 0.5:
+        frame_rows *= cols / frame_cols  # the image was resized with its bar after acquisition
+    bar = rows - int(round(frame_rows))
+    if bar <= 0:
+        return 0
+    if bar > _DATABAR_MAX_SHARE * rows:
+        warnings.warn(
+            f"{path.name}: the SEM metadata states a {int(round(frame_rows))}-row frame in a {rows}-row image; "
+            f"{bar} rows are too many for a data bar, so none were cropped (give databar=<rows> to crop)",
+            UserWarning, stacklevel=4,
+        )
+        return 0
+    return bar
 
 
 def _metallo_description(page: Any) -> dict[str, Any]:

@@ -307,7 +307,9 @@ def load_training_folder(folder: str | Path, *, n_classes: int | None = None, cl
     """Read ``folder/images/<stem>.*`` with ``folder/labels/<stem>.png`` into :class:`SegmentationData`.
 
     ``classes.json`` (``{"classes": [...], "ignore_index": 255, "pixel_size_um": ...}``) and a
-    ``metadata.csv`` with ``um_per_px`` (as in the UHCS sets) are used when present.
+    ``metadata.csv`` with ``um_per_px`` (as in the UHCS sets) are used when present. An SEM
+    image's data bar is cropped on reading (:func:`metallo.io.read_image`); a label map drawn on
+    the file as stored, bar rows included, loses the same rows.
 
     Parameters
     ----------
@@ -360,6 +362,9 @@ def load_training_folder(folder: str | Path, *, n_classes: int | None = None, cl
         image = read_micrograph(path, pixel_size_um=float(given) if given else None, as_gray=grayscale is True)
         array = _grey_if_equal(to_numpy(image)) if grayscale == "auto" else to_numpy(image)
         labels = read_label_map(label_files[path.stem])
+        bar = int(image.attrs.get("databar_rows", 0))
+        if bar and labels.shape == (array.shape[0] + bar, array.shape[1]):
+            labels = labels[: array.shape[0]]  # drawn on the file as stored: its data bar rows go too
         samples.append(LabelledImage(path.stem, to_unit_range(array), labels, _pixel_size_of(image)))
     names = list(classes) if classes is not None else [str(c) for c in meta.get("classes", [])]
     if n_classes is None:
