@@ -15,6 +15,7 @@ _IMAGES: dict[str, str] = {
     "reader_for": "metallo.io._plugins",
     "reader_names": "metallo.io._plugins",
     "register_reader": "metallo.io._plugins",
+    "suspected_databar_rows": "metallo.io._images",
     "write_image": "metallo.io._images",
 }
 _EBSD: dict[str, str] = {

@@ -47,7 +47,7 @@ from metallo._xarray import pixel_size_um as _pixel_size_of
 from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._plugins import reader_for, register_reader
 
-__all__ = ["IMAGE_FORMATS", "read_image", "write_image"]
+__all__ = ["IMAGE_FORMATS", "read_image", "suspected_databar_rows", "write_image"]
 
 MODALITIES = ("LOM", "SEM", "EBSD-IQ", "other")
 
@@ -117,7 +117,9 @@ def read_image(
         The SEM data bar below the scanned frame. ``"crop"`` (default): crop the rows that the
         file's FEI/Thermo or Zeiss metadata puts below the frame (none for other files).
         ``"keep"``: keep every row. An int: crop that many rows from the bottom (a bar whose
-        metadata was lost). ``attrs["databar_rows"]`` records the rows cropped
+        metadata was lost). With ``"crop"``, bottom rows that look like a bar the metadata does
+        not state (:func:`suspected_databar_rows`) are kept, with a warning and
+        ``attrs["databar_rows_suspected"]``. ``attrs["databar_rows"]`` records the rows cropped
         (``attrs["databar_rows_kept"]`` the bar the file states, when kept).
 
     Returns
@@ -188,7 +190,85 @@ def _crop_databar(image: xr.DataArray, path: Path, databar: str | int) -> xr.Dat
         image.attrs["databar_rows"] = n
     elif stated:
         image.attrs["databar_rows_kept"] = stated  # the file states a bar; the caller kept it
+    elif databar == "crop":
+        suspected = suspected_databar_rows(image.values)
+        if suspected:
+            image.attrs["databar_rows_suspected"] = suspected
+            warnings.warn(
+                f"{path.name}: the bottom {suspected} rows look like an SEM data bar (one flat colour with text) that "
+                f"the file's metadata does not state; they were kept and count as image - pass databar={suspected} to "
+                "crop them, or databar='keep' if they are the specimen",
+                UserWarning, stacklevel=3,
+            )
     return image
+
+
+#: A data bar found by its look (:func:`suspected_databar_rows`) spans this share of the rows.
+_SUSPECTED_BAR_SHARE = (0.03, 0.25)
+
+
+def suspected_databar_rows(values: np.ndarray) -> int:
+    """Rows at the bottom of an image that look like an instrument data bar, or 0.
+
+    The look of a rendered bar: full-width rows in which at least 35 % of the pixels hold one
+    flat colour (within 1 % of the image's 0.5-99.5 % range), with text: the other pixels are one
+    ink colour at least 40 % of the range away, and antialiasing between the two. The colour is
+    rare above the bar (< 20 % of the pixels: not an EBSD map's fill, not a clipped mount). A
+    single-valued rule line on top of the bar belongs to it. Measured: no false alarm on the 42
+    real images and maps in the example data; bars of three colourings, two fonts and a rule
+    line, appended or drawn over the bottom rows, are found to the row on every micrograph
+    there (docs/io.md).
+    """
+    a = np.asarray(values)
+    if a.ndim == 3:
+        a = a[..., :3].astype(np.float64).mean(axis=2)
+    if a.ndim != 2:
+        return 0
+    rows, cols = a.shape
+    if rows < 64 or cols < 64:
+        return 0
+    stride, col_stride = max(1, rows // 512), max(1, cols // 2048)
+    sample = a[::stride, ::col_stride].astype(np.float64)
+    if not np.isfinite(sample).all():
+        return 0
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    span = float(hi - lo)
+    if not span > 0:
+        return 0
+    tol = 0.01 * span
+    top = rows - int(_SUSPECTED_BAR_SHARE[1] * rows) - 2
+    band_all = a[max(top, 0):, ::col_stride].astype(np.float32)  # every row, <= ~4096 columns
+    bottom = band_all[-1]
+    bins, counts = np.unique(np.round((bottom - lo) / tol), return_counts=True)
+    flat = lo + bins[np.argmax(counts)] * tol
+    is_flat = np.abs(band_all - flat) <= tol
+    barlike = is_flat.mean(axis=1) >= 0.35
+    if not barlike[-1]:
+        return 0
+    r0 = len(barlike)
+    while r0 > 0 and barlike[r0 - 1]:
+        r0 -= 1
+    if r0 == 0:  # the whole searched band is flat: no bar on an image above
+        return 0
+    rule = band_all[r0 - 1]
+    if (np.abs(rule - np.median(rule)) <= tol).mean() >= 0.9:
+        r0 -= 1
+    n = len(barlike) - r0
+    if not max(8, _SUSPECTED_BAR_SHARE[0] * rows) <= n <= _SUSPECTED_BAR_SHARE[1] * rows:
+        return 0
+    band = band_all[r0:]
+    other = band[~is_flat[r0:]]
+    if other.size < 0.005 * band.size:
+        return 0
+    bins, counts = np.unique(np.round((other - lo) / (5 * tol)), return_counts=True)
+    ink = lo + bins[np.argmax(counts)] * 5 * tol
+    between = (other >= min(flat, ink) - 5 * tol) & (other <= max(flat, ink) + 5 * tol)
+    if abs(ink - flat) < 0.4 * span or (np.abs(other - ink) <= 5 * tol).mean() < 0.2 or between.mean() < 0.95:
+        return 0
+    above = a[: rows - n : stride, ::col_stride].astype(np.float32)
+    if (np.abs(above - flat) <= tol).mean() > 0.2:
+        return 0
+    return int(n)
 
 
 def max_image_pixels() -> int:

@@ -90,7 +90,7 @@ def to_unit_range(array: np.ndarray) -> np.ndarray:
 
 
 def read_micrograph(path: str | Path, *, pixel_size_um: float | None = None, palette: str = "index",
-                    as_gray: bool = False) -> xr.DataArray:
+                    as_gray: bool = False, databar: str | int = "crop") -> xr.DataArray:
     """:func:`metallo.io.read_image` without its unknown-pixel-size warning.
 
     Segmentation works on the pixel grid; the pixel size is carried along when the folder
@@ -107,7 +107,7 @@ def read_micrograph(path: str | Path, *, pixel_size_um: float | None = None, pal
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pixel size unknown", category=UserWarning)
-        return read_image(path, pixel_size_um=pixel_size_um, palette=palette, as_gray=as_gray)
+        return read_image(path, pixel_size_um=pixel_size_um, palette=palette, as_gray=as_gray, databar=databar)
 
 
 def _grey_if_equal(array: np.ndarray) -> np.ndarray:
@@ -128,7 +128,9 @@ def read_label_map(path: str | Path) -> np.ndarray:
     >>> read_label_map(p).tolist()
     [[0, 1], [2, 255]]
     """
-    labels = to_numpy(read_micrograph(path, palette="index"))
+    # Class ids, not an image: an ignore band at the bottom is not a data bar (rows are matched
+    # to the image's own crop by the caller).
+    labels = to_numpy(read_micrograph(path, palette="index", databar="keep"))
     if labels.ndim == 3:
         labels = labels[..., 0]
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:

@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from metallo.errors import ConfigError, SchemaError
-from metallo.io import read_image, write_image
+from metallo.io import read_image, suspected_databar_rows, write_image
 from metallo.quantify import measure_particles, phase_fractions
 
 
@@ -94,6 +94,65 @@ def test_images_without_vendor_metadata_are_untouched_unless_told(tmp_path):
         image = read_image(path, databar=10)
     assert image.shape == (120, 80) and image.attrs["databar_rows"] == 10
     np.testing.assert_array_equal(image.values, frame[:120])
+
+
+def _styled_bar(width: int, rows: int, background: int, ink: int, style: str) -> np.ndarray:
+    """Data bars as microscopes and exports render them: bitmap or antialiased text, a rule line."""
+    from matplotlib import font_manager
+
+    im = Image.new("L", (width, rows), background)
+    draw = ImageDraw.Draw(im)
+    font = (ImageFont.truetype(font_manager.findfont("DejaVu Sans"), max(9, rows // 4)) if style == "antialiased"
+            else ImageFont.load_default())
+    if style == "rule":
+        draw.rectangle([0, 0, width - 1, 1], fill=ink)
+    draw.text((6, 4), "HV 20.00 kV  WD 10.1 mm  mag 2 000 x  det BSED", fill=ink, font=font)
+    draw.text((6, rows // 2), "HFW 64.0 um  2019-03-05 14:22", fill=ink, font=font)
+    draw.rectangle([width - width // 5, rows // 3, width - 20, rows // 3 + 4], fill=ink)
+    draw.text((width - width // 6, rows // 2 + 2), "10 um", fill=ink, font=font)
+    return np.asarray(im, dtype=np.float64) / 255.0
+
+
+def test_a_bar_without_metadata_is_found_by_its_look_on_every_real_micrograph(shared_file):
+    """No false alarm on the real micrographs; a bar of any of three colourings, two fonts or a
+    rule line, appended or drawn over the bottom rows, found to the row (rule line: within 1)."""
+    images = [shared_file("correlative_ebsd_bse_coni") / "Slice381_bse.tif",
+              shared_file("correlative_ebsd_bse_more") / "Slice8_TFS_bse_resized.png"]
+    for folder in ("uhcs_microconstituent_segmentation", "uhcs_spheroidite_particle_segmentation"):
+        images += sorted((shared_file(folder) / "images").glob("*.png"))
+    assert len(images) == 28
+    found = []
+    for path in images:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("error", message=".*data bar")  # a false alarm would be this warning
+            grey = np.asarray(read_image(path, as_gray=True).values, dtype=np.float64)
+        assert suspected_databar_rows(grey) == 0, path.name
+        lo, hi = np.percentile(grey, [0.5, 99.5])
+        rows = max(24, grey.shape[0] // 12)
+        for style in ("bitmap", "antialiased", "rule"):
+            for background, ink in ((0, 255), (255, 0), (40, 230)):
+                bar = lo + _styled_bar(grey.shape[1], rows, background, ink, style) * (hi - lo)
+                for image in (np.vstack([grey, bar]), np.vstack([grey[:-rows], bar])):
+                    found.append(suspected_databar_rows(image) - rows)
+    found = np.array(found)
+    assert np.abs(found).max() <= 1, np.unique(found)
+
+
+def test_read_image_warns_about_a_bar_the_metadata_does_not_state(tmp_path, shared_file):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its pixel size is unknown
+        raw = np.asarray(read_image(shared_file("correlative_ebsd_bse_coni") / "Slice381_bse.tif").values, np.float64)
+    grey = np.rint(255 * (raw - raw.min()) / (raw.max() - raw.min())).astype(np.uint8)
+    bar = np.rint(_styled_bar(grey.shape[1], 40, 0, 255, "bitmap") * 255).astype(np.uint8)
+    path = write_image(np.vstack([grey, bar]), tmp_path / "export.png", pixel_size_um=0.5)
+    with pytest.warns(UserWarning, match="bottom 40 rows look like an SEM data bar.*databar=40"):
+        image = read_image(path)
+    assert image.shape == (grey.shape[0] + 40, grey.shape[1]) and image.attrs["databar_rows_suspected"] == 40
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*data bar")
+        assert read_image(path, databar=40).shape == grey.shape
+        assert read_image(path, databar="keep").shape == image.shape
 
 
 @pytest.mark.parametrize("bad", ["auto", True, -1, 120, 1.5])
