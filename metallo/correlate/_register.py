@@ -1824,6 +1824,65 @@ def _record_overlap(quality: dict[str, Any], fixed: _Prepared, moving: _Prepared
     quality["overlap_fraction_of_moving"] = float(min(1.0, overlap.sum() / area)) if area > 0 else 0.0
 
 
+#: Set while :func:`register` runs: the calls it makes itself (both directions, the inverse check)
+#: do not look for data bars again.
+_BARS_CHECKED: ContextVar[bool] = ContextVar("_BARS_CHECKED", default=False)
+
+
+def _suspected_bars(images: dict[str, Any], masks: dict[str, Any]) -> dict[str, int]:
+    """Rows at the bottom of each plain image that look like an SEM data bar (:func:`metallo.io.suspected_databar_rows`).
+
+    Images read by :func:`metallo.io.read_image` were judged there (their attrs say so), and an
+    image given a mask is taken as the caller's business; EBSD Datasets carry no bar.
+    """
+    from metallo.io import suspected_databar_rows
+
+    found = {}
+    for role, image in images.items():
+        if masks.get(role) is not None or isinstance(image, xr.Dataset):
+            continue
+        if isinstance(image, xr.DataArray) and any(k.startswith("databar_rows") for k in image.attrs):
+            continue
+        try:
+            values = np.asarray(image.values if isinstance(image, xr.DataArray) else image)
+        except (TypeError, ValueError):
+            continue  # _prepare says what is wrong with it
+        if values.dtype.kind not in "uif" or values.ndim not in (2, 3):
+            continue
+        n = suspected_databar_rows(values)
+        if n:
+            found[role] = n
+            warnings.warn(
+                f"the {role} image's bottom {n} rows look like an SEM data bar (one flat colour with text); it is "
+                f"registered as image content - crop it, or pass {'mask' if role == 'fixed' else 'moving_mask'}= "
+                "without those rows", UserWarning, stacklevel=3,
+            )
+    return found
+
+
+def _checks_databars(func: Callable[_P, Registration]) -> Callable[_P, Registration]:
+    """Warn once per :func:`register` call about data bars in plain images; record them in the quality."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Registration:
+        if _BARS_CHECKED.get():
+            return func(*args, **kwargs)
+        images = dict(zip(("fixed", "moving"), args, strict=False))
+        images.update({k: kwargs[k] for k in ("fixed", "moving") if k in kwargs})
+        bars = _suspected_bars(images, {"fixed": kwargs.get("mask"), "moving": kwargs.get("moving_mask")})
+        token = _BARS_CHECKED.set(True)
+        try:
+            reg = func(*args, **kwargs)
+        finally:
+            _BARS_CHECKED.reset(token)
+        if bars:
+            reg.quality["databar_suspected_rows"] = bars
+        return reg
+
+    return wrapper
+
+
+@_checks_databars
 @_on_one_blas_thread
 def register(
     fixed: Any,

@@ -214,7 +214,7 @@ def suspected_databar_rows(values: np.ndarray) -> int:
     flat colour (within 1 % of the image's 0.5-99.5 % range), with text: the other pixels are one
     ink colour at least 40 % of the range away, and antialiasing between the two. The colour is
     rare above the bar (< 20 % of the pixels: not an EBSD map's fill, not a clipped mount). A
-    single-valued rule line on top of the bar belongs to it. Measured: no false alarm on the 42
+    rule line in the ink colour on top of the bar belongs to it. Measured: no false alarm on the 42
     real images and maps in the example data; bars of three colourings, two fonts and a rule
     line, appended or drawn over the bottom rows, are found to the row on every micrograph
     there (docs/io.md).
@@ -250,9 +250,6 @@ def suspected_databar_rows(values: np.ndarray) -> int:
         r0 -= 1
     if r0 == 0:  # the whole searched band is flat: no bar on an image above
         return 0
-    rule = band_all[r0 - 1]
-    if (np.abs(rule - np.median(rule)) <= tol).mean() >= 0.9:
-        r0 -= 1
     n = len(barlike) - r0
     if not max(8, _SUSPECTED_BAR_SHARE[0] * rows) <= n <= _SUSPECTED_BAR_SHARE[1] * rows:
         return 0
@@ -265,6 +262,10 @@ def suspected_databar_rows(values: np.ndarray) -> int:
     between = (other >= min(flat, ink) - 5 * tol) & (other <= max(flat, ink) + 5 * tol)
     if abs(ink - flat) < 0.4 * span or (np.abs(other - ink) <= 5 * tol).mean() < 0.2 or between.mean() < 0.95:
         return 0
+    for _ in range(3):  # a rule line in the ink colour, up to three rows, on top belongs to the bar
+        if r0 < 2 or (np.abs(band_all[r0 - 1] - ink) <= 5 * tol).mean() < 0.9:
+            break
+        r0, n = r0 - 1, n + 1
     above = a[: rows - n : stride, ::col_stride].astype(np.float32)
     if (np.abs(above - flat) <= tol).mean() > 0.2:
         return 0
