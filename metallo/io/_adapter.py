@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
         As for :func:`metallo.io.read_image` (the file's own calibration otherwise).
     databar : {"crop", "keep"} or int
         The SEM data bar below the frame, as for :func:`metallo.io.read_image`; the rows cropped
-        are recorded in the provenance (``databar_rows``) and the node's attrs.
+        are recorded in the provenance (``databar_rows``) and the node's attrs. Rows that only
+        look like a bar (kept, with a warning) give the node a failed quality verdict, so that
+        QC on fractions measured from it fails; ``databar="keep"`` or a row count settles it.
     overwrite : bool
     tag : mapping, optional
         Extra provenance parameters.
@@ -46,6 +49,15 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
     from metallo.io import read_image
 
     image = read_image(path, pixel_size_um=pixel_size_um, modality=modality, databar=databar)
+    suspected = int(image.attrs.get("databar_rows_suspected", 0))
+    if suspected:
+        # Kept as image on a look alone: every fraction and registration measured on this node
+        # counts the bar, so the node's verdict fails and the QC report says so beside them.
+        image.attrs[names.QUALITY] = json.dumps({
+            names.PASSED: False, "databar_rows_suspected": suspected,
+            "failure_reasons": [f"the bottom {suspected} rows look like an SEM data bar and were kept as image; "
+                                f"read with databar={suspected} to crop them, or databar='keep' if they are the specimen"],
+        })
     params = {"path": str(path), **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
               **({"modality": modality} if modality is not None else {}),
               **({"databar": databar} if databar != "crop" else {}),

@@ -246,3 +246,35 @@ def test_training_folder_labels_drawn_with_the_bar_lose_its_rows(tmp_path):
     (sample,) = data.samples
     assert sample.image.shape[:2] == (120, 80)
     np.testing.assert_array_equal(sample.labels, labels[:120])
+
+
+def test_fractions_from_a_micrograph_with_a_suspected_bar_fail_qc(tmp_path, shared_file, monkeypatch):
+    """Real UHCS micrograph1013 exported as PNG with a bar and no metadata: the bar is kept (a look
+    is not proof), so the analysis' QC fails on the micrograph; databar=<rows> settles it."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    grey = np.asarray(Image.open(shared_file("uhcs_spheroidite_particle_segmentation/images/micrograph1013.png")).convert("L"))
+    bar = np.rint(_styled_bar(grey.shape[1], 40, 0, 255, "bitmap") * 255).astype(np.uint8)
+    write_image(np.vstack([grey, bar]), tmp_path / "m1013.png", pixel_size_um=0.09709)
+    monkeypatch.chdir(tmp_path)
+
+    def analyze(micrograph: dict, name: str) -> str:
+        recipe = {"specimen": {"id": name}, "output": {"dir": "out"},
+                  "inputs": {"micrographs": {"sem": {"path": "m1013.png", "modality": "SEM", **micrograph}}},
+                  "steps": {"segment": {"micrograph": "sem", "method": "unsupervised", "n_classes": 2,
+                                        "classes": ["ferrite", "cementite"]},
+                            "quantify": {"what": ["phases"]}},
+                  "limits": {"cementite": [0.0, 0.9]}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+        result = CliRunner().invoke(app, ["analyze", f"{name}.yaml", "-q"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    kept = analyze({}, "kept")
+    assert "FAILED check micrographs/sem: the bottom 40 rows look like an SEM data bar" in kept
+    (line,) = [ln for ln in kept.splitlines() if ln.startswith("QC FAIL: the phase fractions rest on")]
+    assert "micrographs/sem" in line
+    assert "micrographs/sem" not in analyze({"databar": 40}, "cropped")
