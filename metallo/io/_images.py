@@ -3,7 +3,8 @@
 Where the pixel size comes from when reading, first found wins:
 
 1. the ``pixel_size_um`` argument;
-2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, Zeiss ``CZ_SEM`` image pixel
+2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, TESCAN ``PixelSizeX``, also from
+   its ``-tif.hdr``/``-png.hdr`` sidecar for any format, Zeiss ``CZ_SEM`` image pixel
    size; these also make the default modality "SEM"), the ImageJ description
    (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags, or
    ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch;
@@ -18,7 +19,9 @@ calibration, and are ignored.
 
 SEM data bars: an FEI/Thermo Fisher TIFF stores the scanned image (``[Image] ResolutionY`` rows,
 else ``[Scan] VerFieldsize / PixelHeight``) with the instrument's data bar (text, scale bar) in
-the rows below it; a Zeiss TIFF states its stored frame as ``DP_IMAGE_STORE`` ("1024 * 768").
+the rows below it; a Zeiss TIFF states its stored frame as ``DP_IMAGE_STORE`` ("1024 * 768"); a
+TESCAN header (TIFF tag 50431, or the ``<image>-tif.hdr`` / ``-png.hdr`` sidecar) states the
+info strip's height as ``ImageStripSize`` and the pixel size as ``PixelSizeX`` (metres).
 Rows beyond the stated frame are the data bar, and :func:`read_image` crops them by default
 (``databar="crop"``), so that no phase fraction, particle count or registration sees the bar.
 ``attrs["databar_rows"]`` says how many rows were cropped. A bar drawn over the frame itself (a
@@ -429,7 +432,8 @@ def _read_tiff(
                 axes = "YXS"[: array.ndim]  # Pillow gives channels last
             page = tif.pages.first
             meta = _metallo_description(page)
-            sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata)
+            tescan = _tescan_header(path, page)
+            sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata) or _tescan_pixel_size(tescan)
             file_ps = sem_ps or _tiff_pixel_size(page, tif.imagej_metadata)
             frame = _sem_frame_shape(tif.fei_metadata, tif.sem_metadata)
             if sem_ps is not None:
@@ -446,7 +450,7 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
-    bar = _databar_rows(array.shape[:2], frame, path)
+    bar = _databar_rows(array.shape[:2], frame, path) if frame is not None else _tescan_strip(tescan, array.shape[0], path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
@@ -508,6 +512,54 @@ def _sem_vendor_pixel_size(
         if size is not None and entry[1] > 0:
             return float(entry[1]) * size
     return None
+
+
+#: TESCAN's private TIFF tag: a binary prefix, then the ``[MAIN]``/``[SEM]`` key=value header text.
+_TESCAN_TAG = 50431
+
+
+def _tescan_header(path: Path, page: Any) -> dict[str, str]:
+    """TESCAN's key=value header, from its TIFF tag or the ``<stem>-<ext>.hdr`` sidecar; {} if none.
+
+    The header names the instrument (``Company=TESCAN``), the pixel size in metres
+    (``PixelSizeX``) and the height of the info strip it draws below the image
+    (``ImageStripSize``, rows).
+    """
+    text = ""
+    tag = page.tags.get(_TESCAN_TAG) if page is not None else None
+    if tag is not None and isinstance(tag.value, (bytes, str)):
+        raw = tag.value
+        text = raw.decode("latin-1", errors="replace") if isinstance(raw, bytes) else raw
+    if not text:
+        sidecar = path.with_name(f"{path.stem}-{path.suffix.lstrip('.').lower()}.hdr")
+        if sidecar.is_file():
+            text = sidecar.read_text(encoding="latin-1", errors="replace")
+    found: dict[str, str] = {}
+    for line in text.replace("\x00", "\n").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().isidentifier():
+            found.setdefault(key.strip(), value.strip())
+    return found if "PixelSizeX" in found or "ImageStripSize" in found else {}
+
+
+def _tescan_pixel_size(header: dict[str, str]) -> float | None:
+    """µm per pixel from a TESCAN header's ``PixelSizeX`` (metres), or None."""
+    try:
+        size = float(header.get("PixelSizeX", "nan"))
+    except ValueError:
+        return None
+    return size * 1e6 if math.isfinite(size) and size > 0 else None
+
+
+def _tescan_strip(header: dict[str, str], rows: int, path: Path) -> int:
+    """Rows of the info strip a TESCAN header states below the image (0 when none)."""
+    try:
+        strip = int(float(header.get("ImageStripSize", "0")))
+    except ValueError:
+        return 0
+    if strip <= 0:
+        return 0
+    return _databar_rows((rows, 1), (float(rows - strip), None), path)
 
 
 def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:
@@ -604,8 +656,15 @@ def _read_with_pillow(
             finally:
                 Image.MAX_IMAGE_PIXELS = pil_cap
     file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
+    tescan = _tescan_header(path, None)
+    meta: dict[str, Any] = {}
+    if _tescan_pixel_size(tescan) is not None:
+        file_ps, meta["modality"] = _tescan_pixel_size(tescan), "SEM"
+    bar = _tescan_strip(tescan, array.shape[0], path)
+    if bar:
+        meta["databar_rows_in_file"] = bar
     return _finish(
-        array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta={},
+        array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta=meta,
         modality=modality, as_gray=as_gray,
     )  # fmt: skip
 

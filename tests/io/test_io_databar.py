@@ -278,3 +278,30 @@ def test_fractions_from_a_micrograph_with_a_suspected_bar_fail_qc(tmp_path, shar
     (line,) = [ln for ln in kept.splitlines() if ln.startswith("QC FAIL: the phase fractions rest on")]
     assert "micrographs/sem" in line
     assert "micrographs/sem" not in analyze({"databar": 40}, "cropped")
+
+
+_TESCAN = ("[MAIN]\r\nCompany=TESCAN\r\nDevice=MIRA3\r\nImageStripSize=24\r\nPixelSizeX=4.1e-008\r\n"
+           "PixelSizeY=4.1e-008\r\n[SEM]\r\nHV=15000.0\r\nWD=0.0100\r\n")
+
+
+def test_tescan_tag_gives_pixel_size_and_info_strip(tmp_path):
+    path = tmp_path / "mira.tif"
+    frame = _frame()
+    header = b"\x01\x00\x02\x00TESCAN binary prefix\x00" + _TESCAN.encode("latin-1")
+    tifffile.imwrite(path, np.vstack([frame, _bar(80, 24)]), extratags=[(50431, "B", len(header), header, True)])
+    image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.041)
+    assert image.attrs["modality"] == "SEM"
+    assert image.attrs["databar_rows"] == 24
+    np.testing.assert_array_equal(image.values, frame)
+
+
+def test_tescan_sidecar_header_serves_an_exported_png(tmp_path):
+    frame = _frame()
+    path = write_image(np.vstack([frame, _bar(80, 24)]), tmp_path / "mira.png")
+    (tmp_path / "mira-png.hdr").write_text(_TESCAN, encoding="latin-1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pixel size known, bar stated: nothing to warn about
+        image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.041) and image.attrs["databar_rows"] == 24
+    np.testing.assert_array_equal(image.values, frame)
