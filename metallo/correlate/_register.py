@@ -1833,7 +1833,10 @@ def _suspected_bars(images: dict[str, Any], masks: dict[str, Any]) -> dict[str, 
     """Rows at the bottom of each plain image that look like an SEM data bar (:func:`metallo.io.suspected_databar_rows`).
 
     Images read by :func:`metallo.io.read_image` were judged there (their attrs say so), and an
-    image given a mask is taken as the caller's business; EBSD Datasets carry no bar.
+    image given a mask is taken as the caller's business; EBSD Datasets carry no bar. Cropping,
+    not masking, is the advice: masked, the 48 bar rows below Slice420's BSE image turned its
+    start 180 degrees instead of mirroring it (379 px, flagged); kept, they cost nothing there
+    (2.98 px median against 2.99), and cropped the image is the original.
     """
     from metallo.io import suspected_databar_rows
 
@@ -1854,8 +1857,8 @@ def _suspected_bars(images: dict[str, Any], masks: dict[str, Any]) -> dict[str, 
             found[role] = n
             warnings.warn(
                 f"the {role} image's bottom {n} rows look like an SEM data bar (one flat colour with text); it is "
-                f"registered as image content - crop it, or pass {'mask' if role == 'fixed' else 'moving_mask'}= "
-                "without those rows", UserWarning, stacklevel=3,
+                f"registered as image content - crop those rows (image[:-{n}]) before registering",
+                UserWarning, stacklevel=3,
             )
     return found
 
