@@ -25,8 +25,9 @@ info strip's height as ``ImageStripSize`` and the pixel size as ``PixelSizeX`` (
 Rows beyond the stated frame are the data bar, and :func:`read_image` crops them by default
 (``databar="crop"``), so that no phase fraction, particle count or registration sees the bar.
 ``attrs["databar_rows"]`` says how many rows were cropped. A bar drawn over the frame itself (a
-Zeiss data zone) or one whose metadata was lost (an exported PNG) is not detectable from the
-file: give its height as ``databar=<rows>``.
+Zeiss data zone) or one whose metadata was lost (an exported PNG) is not stated by the file: it
+is looked for by its look (:func:`suspected_databar_rows`), kept and reported with a warning,
+and ``databar=<rows>`` crops it.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def read_image(
         three are equal), keeping the dtype.
     databar : {"crop", "keep"} or int
         The SEM data bar below the scanned frame. ``"crop"`` (default): crop the rows that the
-        file's FEI/Thermo or Zeiss metadata puts below the frame (none for other files).
+        file's FEI/Thermo, Zeiss or TESCAN metadata puts below the frame (none for other files).
         ``"keep"``: keep every row. An int: crop that many rows from the bottom (a bar whose
         metadata was lost). With ``"crop"``, bottom rows that look like a bar the metadata does
         not state (:func:`suspected_databar_rows`) are kept, with a warning and
