@@ -21,14 +21,14 @@ def register(app: typer.Typer) -> None:
         modality: Annotated[str | None, typer.Option("--modality", help="LOM, SEM or other.")] = None,
         specimen_id: Annotated[str | None, typer.Option("--id", help="Specimen id of a new file (default: its stem).")] = None,
         keep_databar: Annotated[bool, typer.Option("--keep-databar", help="Keep the SEM data bar rows that the file's "
-                                                   "FEI/Thermo or Zeiss metadata puts below the frame (cropped by default).")] = False,
+                                                   "FEI/Thermo, Zeiss or TESCAN metadata puts below the frame (cropped by default).")] = False,
         databar_rows: Annotated[int | None, typer.Option("--databar-rows", min=0, help="Crop this many rows from the bottom "
                                                          "(a data bar whose metadata was lost).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing micrograph node.")] = False,
     ) -> None:
         """Add IMAGE to SPECIMEN as micrographs/NAME on µm coordinates (step io.read_image).
 
-        An SEM data bar stored below the frame (FEI/Thermo, Zeiss TIFF) is cropped."""
+        An SEM data bar stored below the frame (FEI/Thermo, Zeiss, TESCAN) is cropped."""
         from metallo import names
         from metallo.errors import ConfigError
         from metallo.specimen import Specimen

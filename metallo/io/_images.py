@@ -224,15 +224,19 @@ def suspected_databar_rows(values: np.ndarray) -> int:
     there (docs/io.md).
     """
     a = np.asarray(values)
-    if a.ndim == 3:
-        a = a[..., :3].astype(np.float64).mean(axis=2)
-    if a.ndim != 2:
+    if a.ndim not in (2, 3):
         return 0
-    rows, cols = a.shape
+    rows, cols = a.shape[:2]
     if rows < 64 or cols < 64:
         return 0
     stride, col_stride = max(1, rows // 512), max(1, cols // 2048)
-    sample = a[::stride, ::col_stride].astype(np.float64)
+
+    def grey(y: slice) -> np.ndarray:
+        """Rows ``y`` (every ``col_stride``-th column) as float32 grey; only these are converted."""
+        part = a[y, ::col_stride]
+        return part[..., :3].mean(axis=2, dtype=np.float32) if part.ndim == 3 else part.astype(np.float32)
+
+    sample = grey(slice(None, None, stride)).astype(np.float64)
     if not np.isfinite(sample).all():
         return 0
     lo, hi = np.percentile(sample, [0.5, 99.5])
@@ -241,7 +245,7 @@ def suspected_databar_rows(values: np.ndarray) -> int:
         return 0
     tol = 0.01 * span
     top = rows - int(_SUSPECTED_BAR_SHARE[1] * rows) - 2
-    band_all = a[max(top, 0):, ::col_stride].astype(np.float32)  # every row, <= ~4096 columns
+    band_all = grey(slice(max(top, 0), None))  # every row, <= ~4096 columns
     bottom = band_all[-1]
     bins, counts = np.unique(np.round((bottom - lo) / tol), return_counts=True)
     flat = lo + bins[np.argmax(counts)] * tol
@@ -270,7 +274,7 @@ def suspected_databar_rows(values: np.ndarray) -> int:
         if r0 < 2 or (np.abs(band_all[r0 - 1] - ink) <= 5 * tol).mean() < 0.9:
             break
         r0, n = r0 - 1, n + 1
-    above = a[: rows - n : stride, ::col_stride].astype(np.float32)
+    above = grey(slice(None, rows - n, stride))
     if (np.abs(above - flat) <= tol).mean() > 0.2:
         return 0
     return int(n)
@@ -451,7 +455,7 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
-    bar = _databar_rows(array.shape[:2], frame, path) if frame is not None else _tescan_strip(tescan, array.shape[0], path)
+    bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]), path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
@@ -552,15 +556,13 @@ def _tescan_pixel_size(header: dict[str, str]) -> float | None:
     return size * 1e6 if math.isfinite(size) and size > 0 else None
 
 
-def _tescan_strip(header: dict[str, str], rows: int, path: Path) -> int:
-    """Rows of the info strip a TESCAN header states below the image (0 when none)."""
+def _tescan_frame(header: dict[str, str], rows: int) -> tuple[float, float | None] | None:
+    """(rows, None) of the image above the info strip a TESCAN header states, or None."""
     try:
         strip = int(float(header.get("ImageStripSize", "0")))
     except ValueError:
-        return 0
-    if strip <= 0:
-        return 0
-    return _databar_rows((rows, 1), (float(rows - strip), None), path)
+        return None
+    return (float(rows - strip), None) if strip > 0 else None
 
 
 def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:
@@ -659,9 +661,10 @@ def _read_with_pillow(
     file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
     tescan = _tescan_header(path, None)
     meta: dict[str, Any] = {}
-    if _tescan_pixel_size(tescan) is not None:
-        file_ps, meta["modality"] = _tescan_pixel_size(tescan), "SEM"
-    bar = _tescan_strip(tescan, array.shape[0], path)
+    tescan_ps = _tescan_pixel_size(tescan)
+    if tescan_ps is not None:
+        file_ps, meta["modality"] = tescan_ps, "SEM"
+    bar = _databar_rows(array.shape[:2], _tescan_frame(tescan, array.shape[0]), path)
     if bar:
         meta["databar_rows_in_file"] = bar
     return _finish(
