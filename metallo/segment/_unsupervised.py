@@ -583,6 +583,30 @@ def _refine_pixels(arrays: list[np.ndarray], raw: list[np.ndarray]) -> tuple[lis
 
 
 
+def _collapsed(raw: list[np.ndarray], n_classes: int | None, n_superpixels: int) -> int:
+    """Classes holding at least one superpixel's area when fewer than the ``n_classes`` asked for, else 0.
+
+    The network is trained against the majority label of each superpixel, so a class smaller
+    than one superpixel is a remnant it was absorbing, not a phase it found.
+    """
+    if n_classes is None or n_classes < 2:
+        return 0
+    labels = np.concatenate([r.ravel() for r in raw])
+    smallest = max(1.0, labels.size / (max(1, n_superpixels) * len(raw)))
+    present = int(np.count_nonzero(np.bincount(labels) >= smallest))
+    return present if present < n_classes else 0
+
+
+def _threshold_start(arrays: list[np.ndarray], k: int) -> list[np.ndarray]:
+    """``k`` classes by (multi-)Otsu on the smoothed grey levels of all images together."""
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    greys = [_smoothed_grey(a) for a in arrays]
+    values = np.concatenate([g.ravel() for g in greys])
+    thresholds = np.array([threshold_otsu(values)]) if k == 2 else threshold_multiotsu(values, classes=k)
+    return [np.digitize(g, thresholds) for g in greys]
+
+
 def _relabel_by_intensity(arrays: list[np.ndarray], raw: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """Renumber labels 0..k-1 by increasing mean intensity over all images (darkest = 0)."""
     labels = np.concatenate([r.ravel() for r in raw])
@@ -807,8 +831,21 @@ def _segment(
     )
     raw = _full_size_labels(prepared, outcome)
     refinement: dict[str, Any] = {"applied": False, "skipped": "pixel_refine is off"}
+    collapsed = _collapsed(raw, n_classes, int(settings["n_superpixels"]))
     if settings.get("pixel_refine"):
+        if collapsed:
+            # The network merged the classes asked for into fewer (on real spheroidite
+            # micrographs under a vignette: a second class of 1 px, or of 5 px, when training
+            # stopped). The pixel-level refinement is started from a threshold instead.
+            raw = _threshold_start(prepared.arrays, int(n_classes))  # type: ignore[arg-type]
         raw, refinement = _refine_pixels(prepared.arrays, raw)
+        if collapsed:
+            refinement["started_from"] = "threshold"
+        if collapsed and not quality:  # with the quality record, its doubt carries the reason
+            warnings.warn(
+                f"unsupervised: the network ended with {collapsed} class(es) of the {n_classes} asked for (its labels "
+                f"merged into fewer; a class smaller than one superpixel does not count); the classes come from the pixel-level refinement started from a multi-Otsu "
+                f"threshold instead (attrs['pixel_refinement']['started_from'])", UserWarning, stacklevel=3)
     labels, means = _relabel_by_intensity(prepared.arrays, raw)
     config = {"method": "unsupervised CNN + SLIC (Kim et al. 2020, after Kanezaki 2018)", "n_classes": n_classes,
               **{k: settings[k] for k in (*_SETTING_NAMES, "preset", "device", "scale")},
@@ -832,6 +869,13 @@ def _segment(
         if quality:
             record = unsupervised_quality(values, lab)
             record["stop_reason"] = outcome.stop_reason
+            if collapsed and settings.get("pixel_refine"):
+                # The classes are a threshold's, refined: the comparison with a threshold above is
+                # then no independent evidence (pure noise split by multi-Otsu passes it).
+                record["reasons"].append(
+                    f"the network merged the {n_classes} classes asked for into {collapsed}; the classes are a "
+                    f"grey-level threshold's, which nothing independent confirms")
+                record["passed"] = False
             if outcome.stop_reason in ("time", "max_iter"):
                 record["note"] = (f"training stopped at the {outcome.stop_reason} limit with {outcome.n_labels} labels "
                                   f"before the label map settled; labels were merged to {found}")
