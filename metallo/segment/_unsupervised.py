@@ -814,6 +814,7 @@ def _segment(
     prepared: _Prepared | None = None,
     timings: dict[str, float] | None = None,
     quality: bool = True,
+    rescue: bool = True,
 ) -> list[xr.DataArray]:
     target = _check_parameters(n_classes, settings["n_superpixels"], settings["compactness"], settings["channels"],
                                settings["n_conv"], settings["n_outputs"], settings["lr"], settings["momentum"],
@@ -831,7 +832,8 @@ def _segment(
     )
     raw = _full_size_labels(prepared, outcome)
     refinement: dict[str, Any] = {"applied": False, "skipped": "pixel_refine is off"}
-    collapsed = _collapsed(raw, n_classes, int(settings["n_superpixels"]))
+    # choose_n_classes asks what the network finds at each k: no rescue there.
+    collapsed = _collapsed(raw, n_classes, int(settings["n_superpixels"])) if rescue else 0
     if settings.get("pixel_refine"):
         if collapsed:
             # The network merged the classes asked for into fewer (on real spheroidite
@@ -1142,7 +1144,7 @@ def choose_n_classes(
     for k in ks:
         for r in range(repeats):
             labels = _segment([image], n_classes=k, settings=settings, seed=seed + r, progress=None,
-                              prepared=prepared, quality=False)[0]
+                              prepared=prepared, quality=False, rescue=False)[0]
             crit = segmentation_criteria(values, labels.values)
             rows.append({"k": k, "repeat": r, "n_found": labels.attrs["n_classes"], **crit})
             notify(progress, len(rows), total, f"choose_n_classes: k={k}")

@@ -119,6 +119,11 @@ def test_a_network_that_merges_the_classes_asked_for_is_rescued_from_a_threshold
     with pytest.warns(UserWarning, match="only one class found"):
         paper = unsupervised(image, n_classes=2, preset="paper", **options)
     assert paper.attrs["n_classes"] == 1
+    # choose_n_classes asks what the network finds at each k: nothing is rescued there.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, table = method.choose_n_classes(image, k_range=[2], repeats=1, **options)
+    assert table.loc[2, "n_found"] == 1
     # Without a class count asked for (stop at up to 3 labels), fewer classes are no collapse.
     assert method._collapsed([np.zeros((4, 4), dtype=np.int64)], None, 4) == 0
     # A class smaller than one superpixel (here 4 px of 64 with 4 superpixels: 16 px each) is a remnant.
