@@ -597,13 +597,16 @@ def _collapsed(raw: list[np.ndarray], n_classes: int | None, n_superpixels: int)
     return present if present < n_classes else 0
 
 
-def _threshold_start(arrays: list[np.ndarray], k: int) -> list[np.ndarray]:
-    """``k`` classes by (multi-)Otsu on the smoothed grey levels of all images together."""
+def _threshold_start(arrays: list[np.ndarray], k: int) -> list[np.ndarray] | None:
+    """``k`` classes by (multi-)Otsu on the smoothed grey levels of all images together (None: too few grey levels)."""
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     greys = [_smoothed_grey(a) for a in arrays]
     values = np.concatenate([g.ravel() for g in greys])
-    thresholds = np.array([threshold_otsu(values)]) if k == 2 else threshold_multiotsu(values, classes=k)
+    try:
+        thresholds = np.array([threshold_otsu(values)]) if k == 2 else threshold_multiotsu(values, classes=k)
+    except ValueError:  # too few grey levels for k classes: nothing to start from
+        return None
     return [np.digitize(g, thresholds) for g in greys]
 
 
@@ -834,20 +837,23 @@ def _segment(
     refinement: dict[str, Any] = {"applied": False, "skipped": "pixel_refine is off"}
     # choose_n_classes asks what the network finds at each k: no rescue there.
     collapsed = _collapsed(raw, n_classes, int(settings["n_superpixels"])) if rescue else 0
+    start = None
+    if collapsed and settings.get("pixel_refine"):
+        # The network merged the classes asked for into fewer (on real spheroidite micrographs
+        # under a vignette: a second class of 1 px, or of 5 px, when training stopped). The
+        # pixel-level refinement is then started from a threshold instead.
+        start = _threshold_start(prepared.arrays, int(n_classes))  # type: ignore[arg-type]
+    rescued = start is not None
     if settings.get("pixel_refine"):
-        if collapsed:
-            # The network merged the classes asked for into fewer (on real spheroidite
-            # micrographs under a vignette: a second class of 1 px, or of 5 px, when training
-            # stopped). The pixel-level refinement is started from a threshold instead.
-            raw = _threshold_start(prepared.arrays, int(n_classes))  # type: ignore[arg-type]
-        raw, refinement = _refine_pixels(prepared.arrays, raw)
-        if collapsed:
+        raw, refinement = _refine_pixels(prepared.arrays, start if start is not None else raw)
+        if rescued:
             refinement["started_from"] = "threshold"
-        if collapsed and not quality:  # with the quality record, its doubt carries the reason
-            warnings.warn(
-                f"unsupervised: the network ended with {collapsed} class(es) of the {n_classes} asked for (its labels "
-                f"merged into fewer; a class smaller than one superpixel does not count); the classes come from the pixel-level refinement started from a multi-Otsu "
-                f"threshold instead (attrs['pixel_refinement']['started_from'])", UserWarning, stacklevel=3)
+    if rescued and not quality:  # with the quality record, its doubt carries the reason
+        warnings.warn(
+            f"unsupervised: the network ended with {collapsed} class(es) of the {n_classes} asked for (its labels "
+            f"merged into fewer; a class smaller than one superpixel does not count); the classes come from the "
+            f"pixel-level refinement started from a multi-Otsu threshold instead "
+            f"(attrs['pixel_refinement']['started_from'])", UserWarning, stacklevel=3)
     labels, means = _relabel_by_intensity(prepared.arrays, raw)
     config = {"method": "unsupervised CNN + SLIC (Kim et al. 2020, after Kanezaki 2018)", "n_classes": n_classes,
               **{k: settings[k] for k in (*_SETTING_NAMES, "preset", "device", "scale")},
@@ -871,7 +877,7 @@ def _segment(
         if quality:
             record = unsupervised_quality(values, lab)
             record["stop_reason"] = outcome.stop_reason
-            if collapsed and settings.get("pixel_refine"):
+            if rescued:
                 # The classes are a threshold's, refined: the comparison with a threshold above is
                 # then no independent evidence (pure noise split by multi-Otsu passes it).
                 record["reasons"].append(
