@@ -199,11 +199,13 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         # has a fill of its own next to them (a turned map with NaN padding), they take that fill.
         values[surroundings] = _surroundings_value(values, surroundings)
     valid = np.isfinite(values) & ~_padding(values)
+    masked = None
     if user_mask is not None:
         m = np.asarray(getattr(user_mask, "values", user_mask)).astype(bool)
         if m.shape != values.shape:
             raise RegistrationError(f"{role} mask has shape {m.shape} but the {role} image is {values.shape}")
         valid &= m
+        masked = ~m
     if (valid & measured).sum() < 0.05 * values.size:
         raise RegistrationError(
             f"{role} image has {(valid & measured).mean():.1%} finite (and unmasked) pixels; NaN images cannot be registered — "
@@ -221,7 +223,6 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         values = values - ndi.gaussian_filter(values, sigma)
         lo, hi = np.percentile(values[valid], [0.5, 99.5])
         values = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
-    masked = None if user_mask is None else ~np.asarray(getattr(user_mask, "values", user_mask)).astype(bool)
     return _Prepared(values, valid, grid, name, grey_from, masked)
 
 

@@ -599,15 +599,19 @@ def _collapsed(raw: list[np.ndarray], n_classes: int | None, n_superpixels: int)
 
 def _threshold_start(arrays: list[np.ndarray], k: int) -> list[np.ndarray] | None:
     """``k`` classes by (multi-)Otsu on the smoothed grey levels of all images together (None: too few grey levels)."""
-    from skimage.filters import threshold_multiotsu, threshold_otsu
-
     greys = [_smoothed_grey(a) for a in arrays]
-    values = np.concatenate([g.ravel() for g in greys])
     try:
-        thresholds = np.array([threshold_otsu(values)]) if k == 2 else threshold_multiotsu(values, classes=k)
+        thresholds = _otsu_thresholds(np.concatenate([g.ravel() for g in greys]), k)
     except ValueError:  # too few grey levels for k classes: nothing to start from
         return None
     return [np.digitize(g, thresholds) for g in greys]
+
+
+def _otsu_thresholds(values: np.ndarray, k: int) -> np.ndarray:
+    """The ``k - 1`` thresholds of Otsu (two classes) or multi-Otsu (more)."""
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    return np.array([threshold_otsu(values)]) if k == 2 else threshold_multiotsu(values, classes=k)
 
 
 def _relabel_by_intensity(arrays: list[np.ndarray], raw: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -706,7 +710,6 @@ def unsupervised_quality(image: Any, labels: Any) -> dict[str, Any]:
     >>> unsupervised_quality(image, (image > 0.5).astype(int))["passed"]
     True
     """
-    from skimage.filters import threshold_multiotsu, threshold_otsu
 
     from metallo.segment._criteria import adjusted_rand_index
 
@@ -721,11 +724,7 @@ def unsupervised_quality(image: Any, labels: Any) -> dict[str, Any]:
         return result
     classes, separation = _separation(grey, lab)
     fractions = np.array([np.mean(lab == c) for c in classes])
-    if k == 2:
-        thresholds = np.array([threshold_otsu(grey)])
-    else:
-        thresholds = threshold_multiotsu(grey, classes=k)
-    threshold_labels = np.digitize(grey, thresholds)
+    threshold_labels = np.digitize(grey, _otsu_thresholds(grey, k))
     threshold_fractions = np.bincount(threshold_labels.ravel(), minlength=k)[:k] / threshold_labels.size
     ari = float(adjusted_rand_index(threshold_labels, lab))
     difference = float(np.abs(fractions - threshold_fractions).max())
