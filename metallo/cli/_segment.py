@@ -136,8 +136,11 @@ def register(app: typer.Typer) -> None:
             doubt = ""
             if "quality" in rec:
                 q = rec["quality"]
-                doubt = (f"  uncertain {q['uncertain_fraction']:.1%}, expected error {q['expected_error']:.3f}"
-                         + ("" if q["passed"] else "  UNCERTAIN"))
+                if "uncertain_fraction" in q:
+                    doubt = f"  uncertain {q['uncertain_fraction']:.1%}, expected error {q['expected_error']:.3f}"
+                if "novel_fraction" in q:
+                    doubt += f"  novel {q['novel_fraction']:.0%}" + ("" if q["novelty_passed"] else " UNLIKE TRAINING")
+                doubt += "" if q["passed"] else "  UNCERTAIN"
             console.print(f"{rec['input']} -> {rec['labels']}  ({fractions}){doubt}")
 
     @app.command()

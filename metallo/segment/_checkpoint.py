@@ -8,6 +8,7 @@ and tile settings it was trained with, and the validation metrics.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import struct
 import zipfile
@@ -86,7 +87,7 @@ def _check_payload(payload: dict[str, Any], label: str) -> None:
     ignore = payload.get("ignore_index", 255)
     if not isinstance(ignore, int) or not 0 <= ignore <= 255:
         raise bad("ignore_index", "an integer 0-255")
-    for field in ("tile", "metrics", "config"):
+    for field in ("tile", "metrics", "config", "novelty"):
         if not isinstance(payload.get(field, {}), dict):
             raise bad(field, "a dict")
 
@@ -132,7 +133,7 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list[str], mean: list[float], std: list[float],
                     pixel_size_um: float | None = None, tile: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-                    ignore_index: int = 255) -> Path:
+                    ignore_index: int = 255, novelty: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint dict with ``torch.save``.
 
     Parameters
@@ -149,6 +150,8 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list
         ``size``, ``overlap``, ``scale`` used in training.
     metrics, config : dict, optional
     ignore_index : int
+    novelty : dict, optional
+        The training images' novelty reference (:func:`metallo.segment._novelty.build_reference`).
 
     Returns
     -------
@@ -176,7 +179,9 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, *, classes: list
         "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
         "tile": dict(tile or {}),
         "metrics": dict(metrics or {}),
-        "config": dict(config or {}),
+        # Plain JSON types only: torch.load(weights_only=True) refuses a pathlib.Path (out_dir=Path(...)).
+        "config": json.loads(json.dumps(dict(config or {}), default=str)),
+        "novelty": dict(novelty or {}),
         "metallo_version": __version__,
     }
     payload[_DIGEST] = _content_digest(payload)

@@ -61,6 +61,7 @@ from metallo.segment._footprint import (
     activation_bytes_per_pixel,
     receptive_radius,
 )
+from metallo.segment._novelty import CellCollector, novelty_quality, tap_of
 
 __all__ = ["InferencePlan", "activation_bytes_per_pixel", "blend_window", "ensemble_checkpoints",
            "plan_inference", "predict", "predict_array", "predict_files", "predict_maps", "predict_resized",
@@ -280,7 +281,8 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
                  tile: int | str | None = "auto", overlap: int | None = None, batch_size: int | None = None,
                  memory_mib: float = DEFAULT_MEMORY_MIB, device: str | torch.device = "auto", amp: bool = True,
                  probabilities: bool = False, uncertainty: bool = False, labels_out: np.ndarray | None = None,
-                 progress: ProgressCallback | None = None, tta: bool = False) -> dict[str, Any]:
+                 progress: ProgressCallback | None = None, tta: bool = False,
+                 collect_cells: bool = False) -> dict[str, Any]:
     """Labels and optional probability / uncertainty maps of a ``(y, x[, channel])`` array.
 
     The image is read one row of tiles at a time, so a memory-mapped mosaic never has to fit
@@ -308,13 +310,16 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
         between member and class / log(classes)).
     labels_out : ndarray, optional
         Pre-allocated ``(y, x)`` array (e.g. ``np.lib.format.open_memmap``) to write into.
+    collect_cells : bool
+        Collect the novelty check's cell descriptors (:mod:`metallo.segment._novelty`) for
+        every member, not only those whose checkpoint holds a novelty reference.
 
     Returns
     -------
     dict
         ``labels`` (y, x), ``probabilities``, ``uncertainty``, ``disagreement`` (or None),
         ``expected_error`` (per predicted class: mean of 1 - max probability over its pixels),
-        ``plan`` (:class:`InferencePlan`).
+        ``plan`` (:class:`InferencePlan`), ``novelty_cells`` (per member: cell descriptors or None).
 
     Examples
     --------
@@ -358,6 +363,10 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
     col_starts = [j * step_x - pad for j in range(nx)]
     col_sets = [mirror_index(np.arange(x0, x0 + tw), w) for x0 in col_starts]
     use_amp = amp and dev.type == "cuda"
+    # The novelty check's cell descriptors, from the same forward passes (no extra cost but the
+    # reductions): for every member whose checkpoint holds a reference, or all when asked.
+    collectors = [CellCollector() if tap_of(m.model) is not None and (collect_cells or _novelty_reference(m.model))
+                  else None for m in members]
     tiles_done = 0
     notify(progress, tiles_done, ny * nx, "predicting tiles")
     for r in range(ny):
@@ -367,9 +376,18 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
             unit = _unit_tiles(image, rows, col_sets[b0:b0 + plan.batch_size], in_channels)
             p_sum: torch.Tensor | None = None
             h_sum: torch.Tensor | None = None
-            for m in members:
+            own_rows = min(step_y if r < ny - 1 else th - pad, h - r * step_y)
+            regions = [(pad, own_rows, pad, min(step_x if j < nx - 1 else tw - pad, w - j * step_x))
+                       for j in range(b0, min(b0 + plan.batch_size, nx))]
+            for m, collector in zip(members, collectors, strict=True):
                 x = torch.from_numpy(((unit - m.mean) / m.std).transpose(0, 3, 1, 2).copy()).to(dev)
-                p = _class_probabilities(m.model, x, tta=tta, use_amp=use_amp)
+                if collector is None:
+                    p = _class_probabilities(m.model, x, tta=tta, use_amp=use_amp)
+                else:
+                    with collector.attached(m.model):
+                        collector.arm()
+                        p = _class_probabilities(m.model, x, tta=tta, use_amp=use_amp)
+                    collector.take(regions)
                 p_sum = p if p_sum is None else p_sum + p
                 if channels > n_classes:
                     e = _entropy(p, 1)
@@ -413,7 +431,13 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
     with np.errstate(invalid="ignore", divide="ignore"):
         expected_error = np.where(error_count > 0, error_sum / np.maximum(error_count, 1), np.nan)
     return {"labels": labels, "probabilities": probs, "uncertainty": unc, "disagreement": dis,
-            "expected_error": expected_error, "pixel_counts": error_count, "plan": plan}
+            "expected_error": expected_error, "pixel_counts": error_count, "plan": plan,
+            "novelty_cells": [None if c is None else c.result() for c in collectors]}
+
+
+def _novelty_reference(model: nn.Module) -> dict[str, Any] | None:
+    ref = (getattr(model, "metallo_info", None) or {}).get("novelty")
+    return ref if isinstance(ref, dict) and "reference" in ref else None
 
 
 def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: Sequence[float],
@@ -696,11 +720,14 @@ def _uncertainty_quality(uncertainty: np.ndarray, expected_error: np.ndarray, co
     fraction = float(np.mean(uncertainty > UNCERTAIN_LEVEL))
     total = int(counts.sum())
     overall = float(np.nansum(expected_error * counts) / total) if total else float("nan")
+    passed = fraction <= MAX_UNCERTAIN_FRACTION
+    reasons = [] if passed else [f"{fraction:.0%} of the pixels are uncertain (normalised entropy > {UNCERTAIN_LEVEL:g}; "
+                                 f"at most {MAX_UNCERTAIN_FRACTION:.0%} pass)"]
     return {"uncertain_fraction": fraction, "uncertain_level": UNCERTAIN_LEVEL,
             "max_uncertain_fraction": MAX_UNCERTAIN_FRACTION, "expected_error": overall,
             "expected_error_per_class": {c: (None if not np.isfinite(e) else float(e))
                                          for c, e in zip(classes, expected_error, strict=False)},
-            "mean_uncertainty": float(uncertainty.mean()), "passed": fraction <= MAX_UNCERTAIN_FRACTION}
+            "mean_uncertainty": float(uncertainty.mean()), "passed": passed, "reasons": reasons}
 
 
 def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "auto",
@@ -709,6 +736,11 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
             amp: bool = True, progress: ProgressCallback | None = None, tta: bool | None = None,
             pixel_size_um: float | None = None, memory_mib: float = DEFAULT_MEMORY_MIB) -> xr.DataArray | xr.Dataset:
     """Segment a whole micrograph with a trained model or an ensemble of them.
+
+    A checkpoint trained by this version holds a novelty reference (what its network sees in
+    the training images, :mod:`metallo.segment._novelty`): an image unlike them (another
+    material, modality or preparation, a blank or noise) is then flagged with a warning and a
+    failed ``quality`` record (``novel_fraction``), whatever the class probabilities say.
 
     Parameters
     ----------
@@ -822,9 +854,19 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
         "checkpoint_sha256": ",".join(str(info.get("sha256", "")) for info in infos),
         "config": json.dumps(config),
     }
+    quality: dict[str, Any] = {}
     if uncertainty:
         quality = _uncertainty_quality(maps["uncertainty"], maps["expected_error"], maps["pixel_counts"], classes)
         attrs["expected_error"] = json.dumps(quality["expected_error_per_class"])
+    novelty = novelty_quality(maps.get("novelty_cells") or [None] * len(infos), [info.get("novelty") for info in infos])
+    if novelty is not None:
+        reasons = list(quality.get("reasons", []))
+        if not novelty["novelty_passed"]:
+            reasons.append(novelty["novelty_reason"])
+            warnings.warn(novelty["novelty_reason"], UserWarning, stacklevel=2)
+        quality = {**quality, **novelty, "passed": bool(quality.get("passed", True) and novelty["novelty_passed"]),
+                   "reasons": reasons}
+    if quality:
         attrs["quality"] = json.dumps(quality)
     if isinstance(image, xr.DataArray):
         coords = {d: image.coords[d] for d in ("y", "x") if d in image.coords}
@@ -960,7 +1002,7 @@ def predict_files(checkpoint: str | Path | Sequence[str | Path], inputs: Sequenc
     -------
     list of dict
         One record per image: input, labels, overlay, probabilities, uncertainty paths, class
-        fractions, whether TTA was used, and (with uncertainty) the quality record.
+        fractions, whether TTA was used, and the quality record (uncertainty and/or novelty).
 
     Examples
     --------
@@ -1018,7 +1060,8 @@ def predict_to_specimen(checkpoint: str | Path | Sequence[str | Path], specimen:
 
     The node holds ``labels`` and, with ``uncertainty``, the per-pixel ``uncertainty`` map
     (and ``disagreement`` for an ensemble), with the per-class ``expected_error`` and the
-    ``quality`` record (pass/fail on the uncertain fraction) in its attrs.
+    ``quality`` record (pass/fail on the uncertain fraction, and on the novelty check where the
+    checkpoint holds a reference) in its attrs.
 
     Parameters
     ----------

@@ -167,6 +167,9 @@ class SegmentationModel(nn.Module, abc.ABC):
         self.strict_size = strict_size
         self.config = {}
         self.metallo_info = {}
+        # Identity on the features the output layer classifies (no weights, so checkpoints are
+        # unchanged): the novelty check (metallo.segment._novelty) reads them through a hook.
+        self.feature_tap = nn.Identity()
 
     @abc.abstractmethod
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,7 +307,7 @@ class UNet(SegmentationModel):
             if self.gates is not None:
                 skip = self.gates[level](u, skip)
             x = conv(torch.cat([u, skip], dim=1))
-        return self.head(x)
+        return self.head(self.feature_tap(x))
 
 
 class _VGGEncoderMixin:
@@ -378,7 +381,7 @@ class UNetVGG16(_VGGEncoderMixin, SegmentationModel):
         for block, skip in zip(self.decoder, reversed(taps[:-1]), strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([y, skip], dim=1))
-        return self.head(y)
+        return self.head(self.feature_tap(y))
 
 
 @register_model("pixelnet")
@@ -457,7 +460,10 @@ class PixelNet(_VGGEncoderMixin, SegmentationModel):
             hidden = part if hidden is None else hidden + part
         assert hidden is not None
         y = hidden + first.bias[None, :, None, None]
-        for module in list(self.mlp)[1:]:
+        last = len(self.mlp) - 1
+        for index, module in enumerate(list(self.mlp)[1:], start=1):
+            if index == last:
+                y = self.feature_tap(y)  # the last hidden layer: what the output layer classifies
             if isinstance(module, nn.Linear):
                 y = F.conv2d(y, module.weight[:, :, None, None], module.bias)
             elif isinstance(module, nn.BatchNorm1d):

@@ -48,10 +48,16 @@ from metallo.segment._data import (
     default_tile_size,
     load_training_folder,
 )
-from metallo.segment._infer import predict_array, predict_resized, scale_to_pixel_size
+from metallo.segment._infer import (
+    _predict_scaled,
+    predict_array,
+    predict_resized,
+    scale_to_pixel_size,
+)
 from metallo.segment._losses import get_loss, inverse_frequency_weights
 from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
 from metallo.segment._models import PixelNet, get_model
+from metallo.segment._novelty import build_reference
 
 __all__ = ["CVResult", "TrainConfig", "TrainResult", "cross_validate", "evaluate", "train"]
 
@@ -305,6 +311,19 @@ def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationD
     if not cfg.data:
         raise ConfigError("no training data: give a SegmentationData, a data folder or config key 'data'")
     return load_training_folder(cfg.data, n_classes=cfg.n_classes, classes=cfg.classes)
+
+
+def novelty_cells(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
+                  scale: float = 1.0, device: str | torch.device = "auto",
+                  pixel_size_um: float | None = None) -> list[np.ndarray | None]:
+    """Cell descriptors (:mod:`metallo.segment._novelty`) of each image of ``data``, predicted as
+    :func:`~metallo.segment.predict` would (same scale, whole image where it fits, no TTA)."""
+    out: list[np.ndarray | None] = []
+    for s in data.samples:
+        image_scale = scale if pixel_size_um is None else scale_to_pixel_size(s.pixel_size_um, pixel_size_um, s.name)
+        maps = _predict_scaled(model, s.image, image_scale, mean=mean, std=std, device=device, collect_cells=True)
+        out.append(maps["novelty_cells"][0])
+    return out
 
 
 def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
@@ -561,15 +580,18 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
         # The pixel sizes the model has seen (before the training scale), which predict judges new images by.
         tile_info["pixel_size_range_um"] = list(data.pixel_size_range_um)
     pixel_size = cfg.pixel_size_um if cfg.pixel_size_um is not None else data.pixel_size_um
+    # What the network sees in its training images, for predict's novelty check.
+    novelty = build_reference(novelty_cells(model, data, mean=mean, std=std, scale=cfg.scale, device=device,
+                                            pixel_size_um=cfg.pixel_size_um), seed=cfg.seed)
     info = {"model": model.model_name, "classes": data.classes, "ignore_index": data.ignore_index,
             "normalization": {"mean": mean, "std": std}, "pixel_size_um": pixel_size,
-            "tile": tile_info, "metrics": metrics, "sha256": ""}
+            "tile": tile_info, "metrics": metrics, "novelty": novelty, "sha256": ""}
     model.metallo_info = info
     checkpoint = None
     if cfg.out_dir is not None:
         checkpoint = save_checkpoint(Path(cfg.out_dir) / checkpoint_name, model, classes=data.classes, mean=mean,
                                      std=std, pixel_size_um=pixel_size, tile=tile_info, metrics=metrics,
-                                     config=asdict(cfg), ignore_index=data.ignore_index)
+                                     config=asdict(cfg), ignore_index=data.ignore_index, novelty=novelty)
     return TrainResult(model, checkpoint, history, metrics, cfg, info)
 
 
