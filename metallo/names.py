@@ -48,6 +48,9 @@ IMAGE = "image"
 LABELS = "labels"
 #: Optional per-pixel segmentation uncertainty (0 certain .. 1 uncertain) beside ``labels``.
 UNCERTAINTY = "uncertainty"
+#: Optional per-cell novelty beside ``labels``: the share of the models to which the cell looks
+#: like none of their training images (0 .. 1; NaN where not judged).
+NOVELTY = "novelty"
 #: Optional per-pixel registration residual (µm) in a registration node.
 RESIDUAL = "residual"
 #: Parent-austenite grain ids (>= 0; -1 unassigned) in ``ebsd/<map>/parent``.

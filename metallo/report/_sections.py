@@ -238,6 +238,14 @@ def _segmentation_sections(spec: Any) -> list[Section]:
                                                                      label="uncertainty (0 certain – 1 uncertain)",
                                                                      extent_um=_extent(seg[names.UNCERTAINTY])),
                                           f"segmentation uncertainty {node}"))
+        if names.NOVELTY in seg:
+            novel = np.asarray(seg[names.NOVELTY].values, dtype=np.float64)
+            backdrop = image.values if image is not None and image.shape[:2] == novel.shape else None
+            section.blocks.append(_figure(figs.scalar_overlay_figure(
+                backdrop, novel, title="regions unlike the training images",
+                label="novel (share of models to which the region looks like no training image)",
+                extent_um=_extent(seg[names.NOVELTY]), nan_label="not judged (edge strip narrower than a cell)"),
+                f"segmentation novelty {node}"))
         out.append(section)
     return out
 

@@ -61,7 +61,7 @@ from metallo.segment._footprint import (
     activation_bytes_per_pixel,
     receptive_radius,
 )
-from metallo.segment._novelty import CellCollector, novelty_quality, tap_of
+from metallo.segment._novelty import CELL_PX, CellCollector, novelty_map, novelty_quality, tap_of
 
 __all__ = ["InferencePlan", "activation_bytes_per_pixel", "blend_window", "ensemble_checkpoints",
            "plan_inference", "predict", "predict_array", "predict_files", "predict_maps", "predict_resized",
@@ -377,7 +377,7 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
             p_sum: torch.Tensor | None = None
             h_sum: torch.Tensor | None = None
             own_rows = min(step_y if r < ny - 1 else th - pad, h - r * step_y)
-            regions = [(pad, own_rows, pad, min(step_x if j < nx - 1 else tw - pad, w - j * step_x))
+            regions = [(pad, own_rows, pad, min(step_x if j < nx - 1 else tw - pad, w - j * step_x), r * step_y, j * step_x)
                        for j in range(b0, min(b0 + plan.batch_size, nx))]
             for m, collector in zip(members, collectors, strict=True):
                 x = torch.from_numpy(((unit - m.mean) / m.std).transpose(0, 3, 1, 2).copy()).to(dev)
@@ -432,7 +432,8 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
         expected_error = np.where(error_count > 0, error_sum / np.maximum(error_count, 1), np.nan)
     return {"labels": labels, "probabilities": probs, "uncertainty": unc, "disagreement": dis,
             "expected_error": expected_error, "pixel_counts": error_count, "plan": plan,
-            "novelty_cells": [None if c is None else c.result() for c in collectors]}
+            "novelty_cells": [None if c is None else c.result() for c in collectors],
+            "novelty_cell_yx": next((c.result_yx() for c in collectors if c is not None), None)}
 
 
 def _novelty_reference(model: nn.Module) -> dict[str, Any] | None:
@@ -859,7 +860,12 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
         quality = _uncertainty_quality(maps["uncertainty"], maps["expected_error"], maps["pixel_counts"], classes)
         attrs["expected_error"] = json.dumps(quality["expected_error_per_class"])
     novelty = novelty_quality(maps.get("novelty_cells") or [None] * len(infos), [info.get("novelty") for info in infos])
+    novel_map = None
     if novelty is not None:
+        per_cell = novelty.pop("_per_cell")
+        if uncertainty and maps.get("novelty_cell_yx") is not None:
+            # cells were judged on the image resized by ``scale``: back to the image's pixels
+            novel_map = novelty_map(labels.shape, maps["novelty_cell_yx"] / scale, per_cell, CELL_PX / scale)
         reasons = list(quality.get("reasons", []))
         if not novelty["novelty_passed"]:
             reasons.append(novelty["novelty_reason"])
@@ -886,6 +892,11 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
             maps["uncertainty"], dims=("y", "x"), coords=out.coords, name="uncertainty",
             attrs={"long_name": "normalised entropy of the " + ("ensemble mean" if ensemble else "class probabilities"),
                    "units": "1"})
+        if novel_map is not None:
+            variables[names.NOVELTY] = xr.DataArray(
+                novel_map, dims=("y", "x"), coords=out.coords, name=names.NOVELTY,
+                attrs={"long_name": f"share of the members to which this {CELL_PX}-px cell looks like no training cell "
+                                    "(NaN: not judged)", "units": "1"})
         if maps["disagreement"] is not None:
             variables["disagreement"] = xr.DataArray(
                 maps["disagreement"], dims=("y", "x"), coords=out.coords, name="disagreement",

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CELL_PX", "MAX_NOVEL_FRACTION", "NOVEL_PERCENTILE", "build_reference", "novelty_quality"]
+__all__ = ["CELL_PX", "MAX_NOVEL_FRACTION", "NOVEL_PERCENTILE", "build_reference", "novel_cells", "novel_fraction",
+           "novelty_map", "novelty_quality"]
 
 #: Side of the square cells an image is described by, in pixels as the network sees them.
 CELL_PX = 64
@@ -61,6 +62,7 @@ class CellCollector:
     def __init__(self, cell: int = CELL_PX) -> None:
         self.cell = int(cell)
         self.descriptors: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
         self._features: torch.Tensor | None = None
         self._armed = False
 
@@ -85,13 +87,14 @@ class CellCollector:
         finally:
             handle.remove()
 
-    def take(self, regions: list[tuple[int, int, int, int]]) -> None:
-        """Descriptors of the cells inside each batch item's ``(row0, rows, col0, cols)`` region."""
+    def take(self, regions: list[tuple[int, int, int, int, int, int]]) -> None:
+        """Descriptors of the cells inside each batch item's ``(row0, rows, col0, cols, image_row, image_col)``
+        region (the first four in the tile, the last two the image pixel of its corner)."""
         feats = self._features
         self._features = None
         if feats is None:
             return
-        for k, (r0, nr, c0, nc) in enumerate(regions):
+        for k, (r0, nr, c0, nc, y0, x0) in enumerate(regions):
             cy, cx = nr // self.cell, nc // self.cell
             if cy == 0 or cx == 0:
                 continue
@@ -100,9 +103,15 @@ class CellCollector:
             var = (F.avg_pool2d(f * f, self.cell)[0] - mean * mean).clamp_min(0.0)
             desc = torch.cat([mean, var.sqrt()], dim=0)
             self.descriptors.append(desc.reshape(desc.shape[0], -1).T.cpu().numpy().astype(np.float32))
+            rows, cols = np.meshgrid(y0 + self.cell * np.arange(cy), x0 + self.cell * np.arange(cx), indexing="ij")
+            self.positions.append(np.stack([rows.ravel(), cols.ravel()], axis=1))
 
     def result(self) -> np.ndarray | None:
         return np.concatenate(self.descriptors) if self.descriptors else None
+
+    def result_yx(self) -> np.ndarray | None:
+        """Image pixel (row, column) of each cell's corner, in the order of :meth:`result`."""
+        return np.concatenate(self.positions) if self.positions else None
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -162,11 +171,29 @@ def build_reference(per_image: list[np.ndarray | None], *, seed: int = 0) -> dic
             "percentile": NOVEL_PERCENTILE, "images": len(kept)}
 
 
-def novel_fraction(descriptors: np.ndarray, reference: dict[str, Any]) -> float:
-    """Share of ``descriptors``' cells farther than the reference's threshold from every reference cell."""
+def novel_cells(descriptors: np.ndarray, reference: dict[str, Any]) -> np.ndarray:
+    """Whether each of ``descriptors``' cells is farther than the reference's threshold from every reference cell."""
     z = (np.asarray(descriptors, np.float64) - np.asarray(reference["mean"])) / np.asarray(reference["std"])
     d = _nearest(z, np.asarray(reference["reference"], np.float64))
-    return float(np.mean(d > float(reference["threshold"])))
+    return np.asarray(d > float(reference["threshold"]))
+
+
+def novel_fraction(descriptors: np.ndarray, reference: dict[str, Any]) -> float:
+    """Share of ``descriptors``' cells farther than the reference's threshold from every reference cell."""
+    return float(np.mean(novel_cells(descriptors, reference)))
+
+
+def novelty_map(shape: tuple[int, int], cell_yx: np.ndarray, share: np.ndarray, cell: float) -> np.ndarray:
+    """An image-sized float32 map: each judged cell painted with its novel share (0-1), NaN elsewhere.
+
+    ``cell_yx`` and ``cell`` are in the image's pixels (a prediction at another scale divides
+    them by it).
+    """
+    out = np.full(shape, np.nan, np.float32)
+    side = max(1, int(round(cell)))
+    for (y, x), value in zip(np.rint(cell_yx).astype(int), share, strict=True):
+        out[max(y, 0):y + side, max(x, 0):x + side] = value
+    return out
 
 
 def novelty_quality(cells: list[np.ndarray | None], references: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -183,22 +210,24 @@ def novelty_quality(cells: list[np.ndarray | None], references: list[dict[str, A
     -------
     dict or None
         ``novel_fraction`` (mean over the members that can judge), ``max_novel_fraction``,
-        ``cells``, ``novelty_passed`` and ``novelty_reason`` (a sentence, where it fails).
+        ``cells``, ``novelty_passed`` and ``novelty_reason`` (a sentence, where it fails);
+        ``_per_cell`` holds each cell's share of members that call it novel (not for JSON).
     """
-    shares, n_cells = [], 0
+    judged = []
     for desc, ref in zip(cells, references, strict=True):
         if desc is None or not ref or "reference" not in ref:
             continue
         if len(ref["mean"]) != desc.shape[1]:
             continue
-        shares.append(novel_fraction(desc, ref))
-        n_cells = len(desc)
-    if not shares:
+        judged.append(novel_cells(desc, ref))
+    if not judged:
         return None
-    share = float(np.mean(shares))
+    per_cell = np.mean(judged, axis=0)  # the members see the same cells (one tiling)
+    share = float(np.mean(per_cell))
+    n_cells = len(per_cell)
     passed = share <= MAX_NOVEL_FRACTION
     record: dict[str, Any] = {"novel_fraction": share, "max_novel_fraction": MAX_NOVEL_FRACTION, "cells": n_cells,
-                              "novelty_passed": passed}
+                              "novelty_passed": passed, "_per_cell": per_cell}
     if not passed:
         record["novelty_reason"] = (
             f"the image is unlike the model's training images: {share:.0%} of its {CELL_PX}-px cells look like no "

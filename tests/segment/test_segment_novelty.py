@@ -173,8 +173,42 @@ def test_the_qc_checks_of_a_specimen_show_a_novel_image(trained, tmp_path):
                  step="io.read_image")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            predict_to_specimen(trained.checkpoint, spec, micrograph=f"micrographs/{name}", name=name, tile=None, device="cpu")
+            predict_to_specimen(trained.checkpoint, spec, micrograph=f"micrographs/{name}", name=name, tile=None, device="cpu",
+                                    uncertainty=False)  # the 6-epoch model is unsure everywhere: judge novelty alone
     checks = quality_checks(spec)
     assert checks["segmentations/same"]["passed"] is True
     assert checks["segmentations/flat"]["passed"] is False
     assert "unlike the model's training images" in checks["segmentations/flat"]["reasons"][0]
+
+
+def test_the_novelty_map_marks_the_foreign_half_and_the_report_shows_it(trained, tmp_path):
+    from metallo._xarray import image_dataarray
+    from metallo.report import report_sections
+    from metallo.segment import predict_to_specimen
+    from metallo.specimen import Specimen
+
+    image = np.concatenate([_blobs(200)[0][..., 0], np.full((192, 192), 0.6, np.float32)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = predict(trained.checkpoint, image, device="cpu", tta=False, tile=None, uncertainty=True)
+        double = predict(trained.checkpoint, np.kron(image, np.ones((2, 2), np.float32)), device="cpu", tta=False,
+                         tile=None, uncertainty=True, scale=0.5)
+    novel = out["novelty"].values
+    assert novel.shape == image.shape
+    assert np.nanmean(novel[:, 192:]) == 1.0 and np.nanmean(novel[:, :192]) == 0.0
+    assert np.isfinite(novel).all()  # 192 x 384 holds 3 x 6 whole cells
+    # the same image at twice the size, predicted at scale 0.5 (the network sees the original):
+    # its cells are 128 image pixels and mark the same half
+    big = double["novelty"].values
+    assert big.shape == (384, 768) and np.isfinite(big).all()
+    assert np.mean(big[:, 384:]) == 1.0 and np.mean(big[:, :384]) == 0.0
+    spec = Specimen.create(tmp_path / "S2.h5", specimen_id="S2", overwrite=True)
+    spec.add("micrographs/sem", image_dataarray((image * 255).astype(np.uint8), pixel_size_um=0.1,
+                                                attrs={"modality": "SEM", "source": "x.png", "sha256": ""}),
+             step="io.read_image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predict_to_specimen(trained.checkpoint, spec, micrograph="micrographs/sem", name="half", tile=None, device="cpu")
+    assert "novelty" in spec["segmentations/half"]
+    blocks = [b for section in report_sections(spec) for b in section.blocks]
+    assert any(b.kind == "figure" and b.text == "segmentation novelty segmentations/half" for b in blocks)
