@@ -313,13 +313,23 @@ def _load_data(cfg: TrainConfig, data: SegmentationData | None) -> SegmentationD
     return load_training_folder(cfg.data, n_classes=cfg.n_classes, classes=cfg.classes)
 
 
+#: Most training images whose cells make a model's novelty reference.
+MAX_REFERENCE_IMAGES = 64
+
+
 def novelty_cells(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
                   scale: float = 1.0, device: str | torch.device = "auto",
                   pixel_size_um: float | None = None) -> list[np.ndarray | None]:
     """Cell descriptors (:mod:`metallo.segment._novelty`) of each image of ``data``, predicted as
-    :func:`~metallo.segment.predict` would (same scale, whole image where it fits, no TTA)."""
+    :func:`~metallo.segment.predict` would (same scale, whole image where it fits, no TTA).
+
+    At most ``MAX_REFERENCE_IMAGES`` images, evenly spread over the set: the reference keeps
+    2000 cells, and a forward pass per image is the cost."""
     out: list[np.ndarray | None] = []
-    for s in data.samples:
+    samples = data.samples
+    if len(samples) > MAX_REFERENCE_IMAGES:
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, MAX_REFERENCE_IMAGES).round().astype(int)]
+    for s in samples:
         image_scale = scale if pixel_size_um is None else scale_to_pixel_size(s.pixel_size_um, pixel_size_um, s.name)
         maps = _predict_scaled(model, s.image, image_scale, mean=mean, std=std, device=device, collect_cells=True)
         out.append(maps["novelty_cells"][0])

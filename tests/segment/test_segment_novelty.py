@@ -212,3 +212,27 @@ def test_the_novelty_map_marks_the_foreign_half_and_the_report_shows_it(trained,
     assert "novelty" in spec["segmentations/half"]
     blocks = [b for section in report_sections(spec) for b in section.blocks]
     assert any(b.kind == "figure" and b.text == "segmentation novelty segmentations/half" for b in blocks)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "channels"), [
+    ("unet", {"base_channels": 4}, 4),
+    ("unet_vgg16", {"width_divisor": 8, "decoder_channels": (8, 8, 8, 8)}, 8),
+    ("pixelnet", {"width_divisor": 8, "hidden": 16}, 16),
+])
+def test_every_model_exposes_the_features_its_output_layer_classifies(name, kwargs, channels):
+    import torch
+
+    from metallo.segment import get_model
+    from metallo.segment._train import novelty_cells
+
+    torch.manual_seed(0)
+    net = get_model(name, n_classes=2, **kwargs).eval()
+    data = SegmentationData([LabelledImage(f"b{i}", *_blobs(i, side=128)) for i in range(6)], classes=["m", "p"])
+    cells = novelty_cells(net, data, mean=[0.5], std=[0.25], device="cpu")
+    # 128 px = 2 x 2 cells per image; per channel of the tap one mean and one standard deviation
+    assert [c.shape for c in cells] == [(4, 2 * channels)] * 6
+    net.metallo_info = {"novelty": build_reference(cells), "normalization": {"mean": [0.5], "std": [0.25]}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = json.loads(predict(net, _blobs(50, side=128)[0][..., 0], device="cpu", tile=None).attrs["quality"])
+    assert q["cells"] == 4 and 0.0 <= q["novel_fraction"] <= 1.0
