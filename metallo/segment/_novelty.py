@@ -40,6 +40,8 @@ NOVEL_PERCENTILE = 99.0
 #: Largest share of novel cells for which the quality record passes. The held-out UHCS images
 #: reach 16 %, the foreign images measured 30 % and more (module docstring).
 MAX_NOVEL_FRACTION = 0.25
+#: Most feature channels described; wider taps are averaged in groups of neighbouring channels.
+MAX_TAP_CHANNELS = 64
 #: Reference cells kept in a checkpoint (a random subset beyond it) and per training image.
 MAX_REFERENCE_CELLS = 2000
 MAX_CELLS_PER_IMAGE = 400
@@ -99,6 +101,10 @@ class CellCollector:
             if cy == 0 or cx == 0:
                 continue
             f = feats[k:k + 1, :, r0:r0 + cy * self.cell, c0:c0 + cx * self.cell].float()
+            if f.shape[1] > MAX_TAP_CHANNELS:
+                # PixelNet's 1024 hidden units: groups of neighbouring channels averaged, so that a
+                # checkpoint's reference stays small (2000 cells x 128 numbers)
+                f = torch.cat([g.mean(dim=1, keepdim=True) for g in torch.tensor_split(f, MAX_TAP_CHANNELS, dim=1)], dim=1)
             mean = F.avg_pool2d(f, self.cell)[0]
             var = (F.avg_pool2d(f * f, self.cell)[0] - mean * mean).clamp_min(0.0)
             desc = torch.cat([mean, var.sqrt()], dim=0)

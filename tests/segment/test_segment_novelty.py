@@ -218,6 +218,7 @@ def test_the_novelty_map_marks_the_foreign_half_and_the_report_shows_it(trained,
     ("unet", {"base_channels": 4}, 4),
     ("unet_vgg16", {"width_divisor": 8, "decoder_channels": (8, 8, 8, 8)}, 8),
     ("pixelnet", {"width_divisor": 8, "hidden": 16}, 16),
+    ("pixelnet", {"width_divisor": 8, "hidden": 100}, 64),  # wider taps are averaged into 64 channel groups
 ])
 def test_every_model_exposes_the_features_its_output_layer_classifies(name, kwargs, channels):
     import torch
