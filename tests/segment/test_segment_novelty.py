@@ -142,6 +142,9 @@ def test_reference_arithmetic():
 def test_a_uhcs_model_flags_a_superalloy_bse_image(shared_file, tmp_path):
     # Real: a U-Net trained briefly on four UHCS micrographs judges a fifth (same kind) and the
     # CoNi superalloy BSE image of the correlative pair (another material and microscope).
+    # A fixed number of float32 steps (480), not a time budget: how foreign an image looks depends
+    # on how far the features have trained (docs/segment.md; a 40-s budget on a loaded machine
+    # ended with the BSE image under the limit).
     from metallo.correlate._evaluate import _grey
     from metallo.segment._data import load_training_folder
 
@@ -150,8 +153,9 @@ def test_a_uhcs_model_flags_a_superalloy_bse_image(shared_file, tmp_path):
     names = ["micrograph1061", "micrograph1219", "micrograph295", "micrograph6", "micrograph1289"]
     by_name = {s.name: s for s in data.samples}
     train_data = SegmentationData([by_name[n] for n in names[:4]], data.classes)
-    result = train(train_data, model="unet", model_kwargs={"base_channels": 8}, max_time_s=40, epochs=10_000,
-                   tile_size=128, batch_size=4, device="cpu", seed=0, eval_tta=False)
+    result = train(train_data, model="unet", model_kwargs={"base_channels": 8}, epochs=20, tile_size=128,
+                   batch_size=4, device="cpu", seed=0, eval_tta=False, amp=False)
+    assert result.metrics["train_steps"] == 480
     q_same, said_same, _ = _quality(result.model, by_name[names[4]].image[..., 0])
     assert q_same["novelty_passed"] and not said_same
     bse = _grey(shared_file("correlative_ebsd_bse_coni/Slice381_bse.tif"))
