@@ -387,7 +387,7 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
                     with collector.attached(m.model):
                         collector.arm()
                         p = _class_probabilities(m.model, x, tta=tta, use_amp=use_amp)
-                    collector.take(regions)
+                    collector.take(regions, x)
                 p_sum = p if p_sum is None else p_sum + p
                 if channels > n_classes:
                     e = _entropy(p, 1)

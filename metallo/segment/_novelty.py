@@ -6,7 +6,7 @@ UHCS-trained U-Net labels a CoNi superalloy BSE image 98 % "network" and a flat 
 the network *sees* does differ: the features its output layer classifies (``feature_tap``).
 
 The check describes each ``CELL_PX`` square of an image by the mean and standard deviation of
-every feature channel there. At the end of training the cells of the training images are the
+every feature channel there, and by the input's contrast and sharpness (:func:`_acquisition`). At the end of training the cells of the training images are the
 reference, standardised per descriptor dimension; the threshold is the ``NOVEL_PERCENTILE``-th
 percentile of each training cell's distance to the nearest cell of *another* training image
 (so an unseen image of the same kind lies within it as the training images lie within each
@@ -15,8 +15,9 @@ calibration). A new image's cells farther than that from every reference cell ar
 than ``MAX_NOVEL_FRACTION`` novel cells fail the prediction's quality record.
 
 Measured on the 15 UHCS micrographs (3-fold cross-validation, U-Net 16): the held-out images
-have 0-16 % novel cells; CoNi BSE images 30-86 %, an EBSD image-quality map 4-74 %, Gaussian
-noise 100 %, a flat image 77-100 % (docs/segment.md, "Images unlike the training images").
+have 0-8.6 % novel cells; CoNi BSE images, Gaussian noise and a flat image 100 %, an EBSD
+image-quality map 84-97 %, the held-out images out of focus (blur sigma 2 px) fail 15 of 15
+(docs/segment.md, "Images unlike the training images").
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ CELL_PX = 64
 #: Percentile of the training cells' leave-one-image-out nearest distances used as threshold.
 NOVEL_PERCENTILE = 99.0
 #: Largest share of novel cells for which the quality record passes. The held-out UHCS images
-#: reach 16 %, the foreign images measured 30 % and more (module docstring).
+#: reach 8.6 % (10 % with noise, JPEG or shading), the foreign images measured 84 % and more.
 MAX_NOVEL_FRACTION = 0.25
 #: Most feature channels described; wider taps are averaged in groups of neighbouring channels.
 MAX_TAP_CHANNELS = 64
@@ -89,9 +90,13 @@ class CellCollector:
         finally:
             handle.remove()
 
-    def take(self, regions: list[tuple[int, int, int, int, int, int]]) -> None:
+    def take(self, regions: list[tuple[int, int, int, int, int, int]], inputs: torch.Tensor | None = None) -> None:
         """Descriptors of the cells inside each batch item's ``(row0, rows, col0, cols, image_row, image_col)``
-        region (the first four in the tile, the last two the image pixel of its corner)."""
+        region (the first four in the tile, the last two the image pixel of its corner).
+
+        With the network's (normalised) ``inputs`` two acquisition figures join each cell's
+        features (:func:`_acquisition`): what an out-of-focus, over-exposed or blank frame
+        changes first, and a network's last features need not show."""
         feats = self._features
         self._features = None
         if feats is None:
@@ -107,7 +112,11 @@ class CellCollector:
                 f = torch.cat([g.mean(dim=1, keepdim=True) for g in torch.tensor_split(f, MAX_TAP_CHANNELS, dim=1)], dim=1)
             mean = F.avg_pool2d(f, self.cell)[0]
             var = (F.avg_pool2d(f * f, self.cell)[0] - mean * mean).clamp_min(0.0)
-            desc = torch.cat([mean, var.sqrt()], dim=0)
+            parts = [mean, var.sqrt()]
+            if inputs is not None:
+                parts.append(_acquisition(inputs[k:k + 1, :, r0:r0 + cy * self.cell, c0:c0 + cx * self.cell].float(),
+                                          self.cell))
+            desc = torch.cat(parts, dim=0)
             self.descriptors.append(desc.reshape(desc.shape[0], -1).T.cpu().numpy().astype(np.float32))
             rows, cols = np.meshgrid(y0 + self.cell * np.arange(cy), x0 + self.cell * np.arange(cx), indexing="ij")
             self.positions.append(np.stack([rows.ravel(), cols.ravel()], axis=1))
@@ -118,6 +127,20 @@ class CellCollector:
     def result_yx(self) -> np.ndarray | None:
         """Image pixel (row, column) of each cell's corner, in the order of :meth:`result`."""
         return np.concatenate(self.positions) if self.positions else None
+
+
+def _acquisition(x: torch.Tensor, cell: int) -> torch.Tensor:
+    """Per cell of the grey input ``x`` (1, channels, H, W): log of its grey standard deviation
+    (contrast; a blank or clipped frame has none) and log of its mean fine-scale gradient over that
+    standard deviation (sharpness, independent of contrast; blur lowers it, noise raises it)."""
+    g = x.mean(dim=1, keepdim=True)
+    mean = F.avg_pool2d(g, cell)
+    std = (F.avg_pool2d(g * g, cell) - mean * mean).clamp_min(0.0).sqrt()
+    dy = F.pad((g[..., 1:, :] - g[..., :-1, :]).abs(), (0, 0, 0, 1))
+    dx = F.pad((g[..., :, 1:] - g[..., :, :-1]).abs(), (0, 1, 0, 0))
+    grad = F.avg_pool2d(torch.sqrt(dx * dx + dy * dy), cell)
+    eps = 1e-3  # in units of the training images' grey standard deviation (the input normalisation)
+    return torch.cat([torch.log(std + eps), torch.log((grad + eps) / (std + eps))], dim=1)[0]
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ def test_training_stores_a_reference_calibrated_on_other_training_images(trained
     assert CELL_PX == 64
     assert ref["images"] == 5
     assert len(ref["reference"]) == 45
-    assert len(ref["mean"]) == len(ref["std"]) == 2 * 4
+    assert len(ref["mean"]) == len(ref["std"]) == 2 * 4 + 2  # + the input's contrast and sharpness
     assert ref["threshold"] > 0
     _, info = load_checkpoint(trained.checkpoint)
     assert info["novelty"] == ref
@@ -235,7 +235,7 @@ def test_every_model_exposes_the_features_its_output_layer_classifies(name, kwar
     data = SegmentationData([LabelledImage(f"b{i}", *_blobs(i, side=128)) for i in range(6)], classes=["m", "p"])
     cells = novelty_cells(net, data, mean=[0.5], std=[0.25], device="cpu")
     # 128 px = 2 x 2 cells per image; per channel of the tap one mean and one standard deviation
-    assert [c.shape for c in cells] == [(4, 2 * channels)] * 6
+    assert [c.shape for c in cells] == [(4, 2 * channels + 2)] * 6  # + contrast and sharpness of the input
     net.metallo_info = {"novelty": build_reference(cells), "normalization": {"mean": [0.5], "std": [0.25]}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
