@@ -319,7 +319,8 @@ def predict_maps(models: nn.Module | Sequence[nn.Module], image: Any, *, mean: A
     dict
         ``labels`` (y, x), ``probabilities``, ``uncertainty``, ``disagreement`` (or None),
         ``expected_error`` (per predicted class: mean of 1 - max probability over its pixels),
-        ``plan`` (:class:`InferencePlan`), ``novelty_cells`` (per member: cell descriptors or None).
+        ``plan`` (:class:`InferencePlan`), ``novelty_cells`` (per member: cell descriptors or None)
+        and ``novelty_cell_yx`` (each cell's corner pixel in the image as predicted, or None).
 
     Examples
     --------
