@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 from torch import nn
 
 __all__ = ["CELL_PX", "MAX_NOVEL_FRACTION", "NOVEL_PERCENTILE", "build_reference", "novel_cells", "novel_fraction",
@@ -48,8 +49,6 @@ MAX_REFERENCE_CELLS = 2000
 MAX_CELLS_PER_IMAGE = 400
 #: Fewest training cells that calibrate a threshold (a percentile of fewer is not one).
 MIN_REFERENCE_CELLS = 20
-#: Query cells compared with the reference at once (bounds the distance matrix).
-_CHUNK = 512
 
 
 def tap_of(model: nn.Module) -> nn.Module | None:
@@ -145,13 +144,7 @@ def _acquisition(x: torch.Tensor, cell: int) -> torch.Tensor:
 
 def _nearest(query: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Euclidean distance of each query row to its nearest reference row."""
-    out = np.empty(len(query))
-    ref_sq = (ref**2).sum(1)
-    for i in range(0, len(query), _CHUNK):
-        q = query[i:i + _CHUNK]
-        d2 = (q**2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * q @ ref.T
-        out[i:i + _CHUNK] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
-    return out
+    return np.asarray(cKDTree(ref).query(query)[0], dtype=np.float64)
 
 
 def build_reference(per_image: list[np.ndarray | None], *, seed: int = 0) -> dict[str, Any]:
