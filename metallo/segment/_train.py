@@ -129,6 +129,11 @@ class TrainConfig:
         Stop training after this much CPU time of the training process (user + system
         seconds over all its threads). Unlike wall time it does not shrink when other jobs
         share the machine, so arms compared under one budget get the same compute.
+    ema_decay : float, optional
+        Keep an exponential moving average of the weights (decay per optimiser step, e.g.
+        0.995: the last ~200 steps weigh most) and use the averaged weights as the trained model
+        (Polyak averaging; batch-norm statistics are re-estimated with them). ``None``: the
+        last weights.
     eval_tile, eval_overlap : int
         Tiling of whole-image evaluation (``eval_tile=None``: one pass per image).
     eval_tta : bool
@@ -174,6 +179,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     max_time_s: float | None = None
     max_cpu_s: float | None = None
+    ema_decay: float | None = None
     eval_tile: int | None = None
     eval_overlap: int = 64
     eval_tta: bool = False
@@ -237,6 +243,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds or null; got {value}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.995) or null; got {self.ema_decay}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ConfigError(f"pixel_size_um must be a positive size in µm/px; got {self.pixel_size_um}")
         if self.pixel_size_um is not None and self.scale != 1.0:
@@ -470,6 +478,30 @@ def train(config_or_dataset: Any = None, *, val_data: SegmentationData | None = 
                     checkpoint_name=checkpoint_name, progress=progress)
 
 
+class _WeightAverage:
+    """Exponential moving average of a model's floating-point weights and buffers (Polyak averaging).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a
+    short training is not dominated by its random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        state = model.state_dict()
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys], 1.0 - decay)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``model``'s state with the averaged tensors in place of its own."""
+        return {k: self.shadow[k].clone() if k in self.shadow else v.clone() for k, v in model.state_dict().items()}
+
+
 def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_data: SegmentationData | None,
          select_on_val: bool, checkpoint_name: str, progress: ProgressCallback | None) -> TrainResult:
     """The training loop of :func:`train`, under its seeded torch generators."""
@@ -500,6 +532,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
         # oneDNN's fast layout for bfloat16 convolutions
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    averager = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     encoder = getattr(model, "features", None)
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
@@ -533,15 +566,24 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if averager is not None:
+                averager.update(model)
             losses.append(float(loss.detach()))
         record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                                   "lr": optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start,
                                   "cpu_s": time.process_time() - cpu_start, "steps": len(losses)}
         score = -record["loss"]
+        # With weight averaging, the averaged weights are the model that is judged and kept.
+        current = averager.state_dict(model) if averager is not None else None
         if select_on_val and val_data is not None:
+            if current is not None:
+                live = copy.deepcopy(model.state_dict())
+                model.load_state_dict(current)
             vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                 overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
                                 pixel_size_um=cfg.pixel_size_um)
+            if current is not None:
+                model.load_state_dict(live)
             record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
             score = vm["mean_iou"]
         history.append(record)
@@ -549,7 +591,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             scheduler.step(score)
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = current if current is not None else copy.deepcopy(model.state_dict())
         else:
             stale += 1
         notify(progress, epoch + 1, cfg.epochs, f"training {cfg.model} loss {record['loss']:.4f}")
@@ -563,6 +605,8 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             break
     if best_state is not None and (select_on_val or schedule == "plateau" or cfg.patience is not None):
         model.load_state_dict(best_state)
+    elif averager is not None:
+        model.load_state_dict(averager.state_dict(model))
     _recalibrate_batchnorm(model, loader, device=device, ignore_index=data.ignore_index, generator=generator,
                            amp_dtype=amp_dtype)
     model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]

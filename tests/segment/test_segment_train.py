@@ -9,7 +9,7 @@ import pytest
 import torch
 import xarray as xr
 
-from metallo.errors import ConfigError
+from metallo.errors import ConfigError, SchemaError
 from metallo.segment import (
     LabelledImage,
     SegmentationData,
@@ -243,3 +243,53 @@ def test_config_from_yaml_and_bad_options(data_folder, tmp_path):
         TrainConfig.from_any(tmp_path / "missing")
     with pytest.raises(ConfigError, match="2 class names but n_classes=3"):
         train(str(data_folder), n_classes=3, **FAST)
+
+
+def test_weight_average_is_the_ramped_exponential_average():
+    from metallo.segment._train import _WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(0.0)
+    average = _WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    for _ in range(3):
+        average.update(model)
+    # From 0 towards a constant 1 the average is 1 - prod(decay_n), decay_n = min(0.5, (1 + n) / (10 + n)).
+    expected = 1.0 - (2 / 11) * (3 / 12) * (4 / 13)
+    state = average.state_dict(model)
+    assert float(state["0.weight"]) == pytest.approx(expected, rel=1e-6)
+    # Integer buffers are the model's own; the model itself is not changed.
+    assert state["1.num_batches_tracked"].dtype == torch.int64
+    assert float(model[0].weight.detach()) == 1.0
+    # After many updates the ramp is over and the decay is the one asked for.
+    for _ in range(200):
+        average.update(model)
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    before = float(average.shadow["0.weight"])
+    average.update(model)
+    assert float(average.shadow["0.weight"]) == pytest.approx(0.5 * before + 0.5 * 3.0, rel=1e-6)
+
+
+def test_training_with_weight_averaging_keeps_the_averaged_weights(two_phase_data):
+    kwargs = dict(model="unet", model_kwargs={"base_channels": 4}, lr=1e-2, augment=False, **FAST)
+    last = train(two_phase_data, **kwargs).model.state_dict()
+    # A decay of ~0 averages nothing: the last weights, as without averaging.
+    same = train(two_phase_data, ema_decay=1e-9, **kwargs).model.state_dict()
+    averaged = train(two_phase_data, ema_decay=0.9, **kwargs).model.state_dict()
+    weights = [k for k, v in last.items() if k.endswith("weight") and v.ndim == 4]
+    assert all(torch.allclose(last[k], same[k], atol=1e-6) for k in weights)
+    assert not any(torch.allclose(last[k], averaged[k], atol=1e-6) for k in weights)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig.from_any({"ema_decay": 1.0})
+
+
+def test_yaml_config_takes_ema_decay(tmp_path, data_folder):
+    path = tmp_path / "train.yaml"
+    path.write_text(f"data: {data_folder}\nema_decay: 0.995\n")
+    assert TrainConfig.from_any(path).ema_decay == 0.995
+    path.write_text(f"data: {data_folder}\nema_decay: 2\n")
+    with pytest.raises(SchemaError, match=r"ema_decay \(line 2\)"):
+        TrainConfig.from_any(path)
