@@ -59,6 +59,17 @@ def default_tile_size(modality: str | None) -> int:
     return DEFAULT_TILE.get(str(modality).upper(), 256)
 
 
+def _resample_tile(image: np.ndarray, labels: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(channel, y, x)`` field and its labels resampled to ``tile`` x ``tile`` (area / linear; labels nearest)."""
+    import cv2
+
+    shrink = image.shape[1] > tile
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(np.ascontiguousarray(c, np.float32), (tile, tile), interpolation=interp) for c in image])
+    lab = cv2.resize(np.ascontiguousarray(labels).astype(np.int32), (tile, tile), interpolation=cv2.INTER_NEAREST)
+    return out, lab.astype(labels.dtype)
+
+
 def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
     """Map indices outside ``[0, n)`` back inside by mirror reflection (``d c b | a b c d | c b a``).
 
@@ -459,7 +470,10 @@ class Augment:
         Multi-scale augmentation: zoom each tile about its centre by a factor drawn
         log-uniformly from ``[1 / (1 + scale), 1 + scale]`` (image linear, labels nearest), so a
         model trained at one physical pixel size tolerates the calibration spread of real
-        micrographs (0 disables).
+        micrographs (0 disables). In :class:`TileDataset` the zoom is taken from the image
+        around the tile (a tile zoomed out 2x shows the 2x larger field it stands in), so that
+        wide ranges (``scale=1``: 0.5x to 2x, other magnifications) add no mirrored structure;
+        :meth:`__call__` alone zooms about the tile centre and mirrors beyond it.
 
     Examples
     --------
@@ -498,8 +512,16 @@ class Augment:
             return cls(**value)
         raise ConfigError(f"augment must be true, false or a mapping of options; got {value!r}")
 
-    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Augment a ``(channel, y, x)`` image in [0, 1] and its ``(y, x)`` label map together."""
+    def zoom_factor(self, rng: np.random.Generator) -> float:
+        """A magnification drawn log-uniformly from ``[1 / (1 + scale), 1 + scale]`` (1 without ``scale``)."""
+        return float(np.exp(rng.uniform(-1, 1) * math.log1p(self.scale))) if self.scale > 0 else 1.0
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *,
+                 zoom: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Augment a ``(channel, y, x)`` image in [0, 1] and its ``(y, x)`` label map together.
+
+        ``zoom=False``: no multi-scale zoom here (the caller has zoomed from context).
+        """
         if self.flips:
             if rng.random() < 0.5:
                 image, labels = image[:, :, ::-1], labels[:, ::-1]
@@ -510,8 +532,8 @@ class Augment:
             image, labels = np.rot90(image, k, axes=(1, 2)), np.rot90(labels, k)
         if self.elastic > 0 and rng.random() < self.elastic:
             image, labels = self._elastic(image, labels, rng)
-        if self.scale > 0:
-            image, labels = self._zoom(image, labels, float(np.exp(rng.uniform(-1, 1) * math.log1p(self.scale))))
+        if self.scale > 0 and zoom:
+            image, labels = self._zoom(image, labels, self.zoom_factor(rng))
         image = np.ascontiguousarray(image, dtype=np.float32)
         if self.blur > 0 and rng.random() < self.blur:
             sigma = rng.uniform(0.5, self.blur_sigma)
@@ -625,11 +647,18 @@ class TileDataset:
             y0 += int(rng.integers(-self.tile // 2, self.tile // 2 + 1))
             x0 += int(rng.integers(-self.tile // 2, self.tile // 2 + 1))
         h, w = sample.labels.shape
-        rows = mirror_index(np.arange(y0, y0 + self.tile), h)
-        cols = mirror_index(np.arange(x0, x0 + self.tile), w)
+        # Multi-scale zoom from context: the field of side tile / factor about the tile's centre,
+        # resampled to the tile (mirrored only beyond the image, like the tile itself).
+        factor = self.augment.zoom_factor(rng) if self.augment is not None else 1.0
+        side = max(2, int(round(self.tile / factor)))
+        y0, x0 = y0 + (self.tile - side) // 2, x0 + (self.tile - side) // 2
+        rows = mirror_index(np.arange(y0, y0 + side), h)
+        cols = mirror_index(np.arange(x0, x0 + side), w)
         image = sample.image[np.ix_(rows, cols)].transpose(2, 0, 1)
         labels = sample.labels[np.ix_(rows, cols)]
+        if side != self.tile:
+            image, labels = _resample_tile(image, labels, self.tile)
         if self.augment is not None:
-            image, labels = self.augment(image, labels, rng)
+            image, labels = self.augment(image, labels, rng, zoom=False)
         image = (image - self.mean) / self.std
         return np.ascontiguousarray(image, dtype=np.float32), labels.astype(np.int64)

@@ -181,6 +181,31 @@ def test_scale_augmentation_zooms_image_and_labels_together():
     assert 16 * 16 / 1.5**2 * 0.8 <= lab.sum() <= 16 * 16 * 1.5**2 * 1.2
 
 
+def test_tiles_zoom_from_the_field_around_them_not_from_a_mirror():
+    from metallo.segment._data import Augment, LabelledImage, SegmentationData, TileDataset
+
+    # A ramp rising one grey level per pixel along x, and labels that mark every 8th column.
+    x = np.arange(512, dtype=np.float32)
+    image = np.broadcast_to(x / 511, (512, 512))[..., None].copy()
+    labels = np.broadcast_to((np.arange(512) % 8 == 0).astype(np.uint8), (512, 512)).copy()
+    data = SegmentationData([LabelledImage("ramp", image, labels)], ["a", "b"])
+    aug = Augment(flips=False, rot90=False, brightness=0, contrast=0, gamma=0, scale=1.0)
+    tiles = TileDataset(data, tile=32, mean=[0.0], std=[1.0], augment=aug, jitter=False)
+    slopes, stripes = [], []
+    for epoch in range(20):
+        tiles.set_epoch(epoch)
+        for i in (5, 6, 9, 10):  # tiles away from the image border: nothing is mirrored there
+            img, lab = tiles[i]
+            steps = np.diff(img[0, 16]) * 511
+            assert (steps > 0).all()  # the ramp keeps rising: the context is real, not a reflection
+            slopes.append(float(np.median(steps)))
+            stripes.append(lab[16].sum())
+    # Magnifications from 0.5x to 2x: a tile shows 16 to 64 px of the image, one grey step per image px.
+    assert min(slopes) < 0.6 and max(slopes) > 1.7 and all(0.45 < s < 2.1 for s in slopes)
+    # The label stripes scale with the image: ~2 per tile at 2x, ~8 at 0.5x.
+    assert min(stripes) <= 3 and max(stripes) >= 7
+
+
 def test_class_balanced_tiles_oversample_a_rare_class():
     from metallo.segment._data import LabelledImage, SegmentationData, TileDataset
 
