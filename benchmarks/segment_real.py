@@ -69,6 +69,12 @@ ARMS: dict[str, dict] = {
     "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
     "attention": dict(model_kwargs={"base_channels": 16, "attention": True}),
     "ce_dice": dict(loss="ce_dice"),
+    # Polyak averaging: the exponential moving average of the weights (~200-step horizon).
+    "ema": dict(ema_decay=0.995),
+    "ema_long": dict(ema_decay=0.999),
+    # Multi-scale training over 0.5x-2x, each zoom taken from the image around the tile: the
+    # scored folds hold micrographs at 0.4x and 2x the common pixel size (333, 357).
+    "zoom": dict(augment={"scale": 1.0}),
     "photometric": dict(augment={"blur": 0.2}),
     # Self-supervised masked-inpainting pretraining on every UHCS micrograph in the shared data
     # (the 15 labelled and the 11 particle images, labels ignored), once per run, then PLAIN.
