@@ -574,15 +574,14 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
                                   "cpu_s": time.process_time() - cpu_start, "steps": len(losses)}
         score = -record["loss"]
         # With weight averaging, the averaged weights are the model that is judged and kept.
-        current = averager.state_dict(model) if averager is not None else None
         if select_on_val and val_data is not None:
-            if current is not None:
+            if averager is not None:
                 live = copy.deepcopy(model.state_dict())
-                model.load_state_dict(current)
+                model.load_state_dict(averager.state_dict(model))
             vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                 overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
                                 pixel_size_um=cfg.pixel_size_um)
-            if current is not None:
+            if averager is not None:
                 model.load_state_dict(live)
             record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
             score = vm["mean_iou"]
@@ -591,7 +590,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
             scheduler.step(score)
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = current if current is not None else copy.deepcopy(model.state_dict())
+            best_state = averager.state_dict(model) if averager is not None else copy.deepcopy(model.state_dict())
         else:
             stale += 1
         notify(progress, epoch + 1, cfg.epochs, f"training {cfg.model} loss {record['loss']:.4f}")
