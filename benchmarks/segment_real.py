@@ -372,29 +372,28 @@ POSTHOC_SMOOTH_UM = (0.5, 1.0, 2.0, 4.0)
 POSTHOC_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
 
 
-def _posthoc_probabilities(checkpoint: str, sample, device) -> dict[float, np.ndarray]:
-    """Class probabilities (y, x, class) of one image at each of ``POSTHOC_SCALES``."""
+def _posthoc_probabilities(checkpoint: str, sample, device) -> dict[float, tuple[np.ndarray, float]]:
+    """Class probabilities (y, x, class) of one image at each of ``POSTHOC_SCALES``, with the mean
+    of ``predict``'s uncertainty map (normalised entropy)."""
     from metallo.segment import predict
 
     out = {}
     for scale in POSTHOC_SCALES:
-        p = predict(checkpoint, xr_image(sample), probabilities=True, tta=False, device=str(device), scale=scale)
-        values = np.asarray(p["probabilities"].transpose("y", "x", ...).values, np.float64)
-        out[scale] = values
+        p = predict(checkpoint, xr_image(sample), probabilities=True, uncertainty=True, tta=False, device=str(device), scale=scale)
+        out[scale] = (np.asarray(p["probabilities"].transpose("y", "x", ...).values, np.float64), float(p["uncertainty"].mean()))
     return out
 
 
-def _posthoc_variants(probs: dict[float, np.ndarray], pixel_size_um: float) -> dict[str, np.ndarray]:
+def _posthoc_variants(probs: dict[float, tuple[np.ndarray, float]], pixel_size_um: float) -> dict[str, np.ndarray]:
     """The label map of every post-hoc variant of one image."""
     from scipy import ndimage as ndi
 
-    native = probs[1.0]
+    native = probs[1.0][0]
     out = {"none": native.argmax(-1)}
     for sigma in POSTHOC_SMOOTH_UM:
         smooth = np.stack([ndi.gaussian_filter(native[..., c], sigma / pixel_size_um) for c in range(native.shape[-1])], -1)
         out[f"smooth_{sigma:g}um"] = smooth.argmax(-1)
-    entropy = {s: float(-(p * np.log(np.clip(p, 1e-9, 1.0))).sum(-1).mean()) for s, p in probs.items()}
-    out["scale_by_entropy"] = probs[min(entropy, key=lambda s: entropy[s])].argmax(-1)
+    out["scale_by_entropy"] = min(probs.values(), key=lambda pu: pu[1])[0].argmax(-1)
     return out
 
 
