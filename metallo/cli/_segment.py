@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option("--model", help="unet, unet_vgg16 or pixelnet.")] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
         folds: Annotated[int | None, typer.Option("--folds", help="Cross-validation folds (default 5; 0 = none).")] = None,
+        jobs: Annotated[int | None, typer.Option("--jobs", help="Folds trained side by side in this many processes on a CPU (default 1).")] = None,
         tile: Annotated[int | None, typer.Option("--tile", help="Training tile size in px.")] = None,
         scale: Annotated[float | None, typer.Option("--scale", help="Down-scaling factor before tiling.")] = None,
         pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Resample every image to this pixel size (µm) first, instead of --scale.")] = None,
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from metallo.segment._train import train as train_model
 
         overrides = {"out_dir": str(out) if out else None, "model": model, "epochs": epochs, "tile_size": tile,
-                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed,
+                     "scale": scale, "pixel_size_um": pixel_size, "device": device, "seed": seed, "jobs": jobs,
                      "init_weights": str(init_weights) if init_weights else None}
         cfg = TrainConfig.from_any(source, **{k: v for k, v in overrides.items() if v is not None})
         n_folds = cfg.folds if folds is None else folds

@@ -58,6 +58,7 @@ from metallo.segment._losses import get_loss, inverse_frequency_weights
 from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
 from metallo.segment._models import PixelNet, get_model
 from metallo.segment._novelty import build_reference
+from metallo.segment._parallel import run_parallel
 
 __all__ = ["CVResult", "TrainConfig", "TrainResult", "cross_validate", "evaluate", "train"]
 
@@ -107,6 +108,11 @@ class TrainConfig:
         Early stopping after this many epochs without improvement (None: off).
     folds : int
         Folds of :func:`cross_validate` (5).
+    jobs : int
+        Folds of :func:`cross_validate` trained side by side in this many worker processes,
+        each with its share of the CPU threads (1: one after the other). On a CPU this runs
+        more optimiser steps per CPU-second (see :mod:`metallo.segment._parallel`); on a GPU
+        the folds always run in turn. A script using it needs ``if __name__ == "__main__":``.
     augment : bool or dict
         ``True`` for the defaults of :class:`~metallo.segment.Augment`, or its options.
     jitter : bool
@@ -171,6 +177,7 @@ class TrainConfig:
     schedule: str = "cosine"
     patience: int | None = None
     folds: int = 5
+    jobs: int = 1
     augment: bool | dict[str, Any] = True
     jitter: bool = True
     balance_classes: float = 0.0
@@ -237,6 +244,8 @@ class TrainConfig:
             raise ConfigError(f"schedule must be 'cosine', 'plateau' or 'none'; got {self.schedule!r}")
         if self.folds < 2:
             raise ConfigError(f"folds must be >= 2; got {self.folds}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, (int, np.integer)) or self.jobs < 1:
+            raise ConfigError(f"jobs must be a whole number >= 1 (worker processes); got {self.jobs!r}")
         if self.lr <= 0 or self.scale <= 0:
             raise ConfigError(f"lr and scale must be positive; got lr={self.lr}, scale={self.scale}")
         for name in ("max_time_s", "max_cpu_s"):
@@ -720,10 +729,15 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
     parts = fold_indices(len(data), cfg.folds, seed=cfg.seed)
     fold_metrics, checkpoints = [], []
     total = np.zeros((data.n_classes, data.n_classes), np.int64)
-    for k, held in enumerate(parts):
-        train_idx = np.setdiff1d(np.arange(len(data)), held)
-        result = train(data.subset(train_idx), val_data=data.subset(held), checkpoint_name=f"fold{k}.pt",
-                       progress=progress, **asdict(cfg))
+    tasks = [(train, (data.subset(np.setdiff1d(np.arange(len(data)), held)),),
+              dict(val_data=data.subset(held), checkpoint_name=f"fold{k}.pt", **asdict(cfg)))
+             for k, held in enumerate(parts)]
+    if cfg.jobs > 1 and resolve_device(cfg.device).type == "cpu":
+        results = run_parallel(tasks, jobs=cfg.jobs, labels=[f"fold {k}" for k in range(len(parts))],
+                               progress=progress)
+    else:
+        results = [func(*args, progress=progress, **kwargs) for func, args, kwargs in tasks]
+    for k, (held, result) in enumerate(zip(parts, results, strict=True)):
         m = dict(result.metrics)
         m["fold"] = k
         m["held_out"] = [data.samples[i].name for i in held]

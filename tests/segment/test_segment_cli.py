@@ -15,6 +15,23 @@ from metallo.cli import app
 runner = CliRunner()
 
 
+def test_train_with_folds_side_by_side(data_folder, tmp_path):
+    """--jobs 2: both folds trained in worker processes, their checkpoints and metrics written."""
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {data_folder}\nmodel: unet\nmodel_kwargs: {{base_channels: 4}}\n"
+                      "epochs: 2\ntile_size: 32\nbatch_size: 4\ndevice: cpu\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--folds", "2", "--jobs", "2", "--no-final", "--out", str(out),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    cv = json.loads((out / "cv_metrics.json").read_text())
+    assert [f["fold"] for f in cv["folds"]] == [0, 1] and cv["config"]["jobs"] == 2
+    assert (out / "fold0.pt").is_file() and (out / "fold1.pt").is_file() and not (out / "model.pt").exists()
+    result = runner.invoke(app, ["train", str(config), "--folds", "2", "--jobs", "0", "--out", str(out), "--quiet"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and "jobs must be a whole number >= 1" in lines[0]
+
+
 @pytest.mark.slow
 def test_train_predict_evaluate(data_folder, tmp_path):
     config = tmp_path / "train.yaml"
