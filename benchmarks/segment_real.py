@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--cpu-minutes", type=float, default=None,
                         help="CPU minutes per model (screen 3; final 40 / folds; uncertainty 2.5)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="screen/final: fold models trained side by side in this many processes (threads shared)")
     parser.add_argument("--screen-tag", default="", help="tta: suffix of the screen file whose tuning-fold model judges TTA")
     parser.add_argument("--pretrain-cpu-minutes", type=float, default=5.0,
                         help="arm 'pretrained': CPU minutes of self-supervised pretraining (once per run, all UHCS images)")
@@ -439,26 +441,36 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     print(f"saved {out / f'segment_heldout_posthoc{args.tag}.json'}")
 
 
-def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path) -> dict:
-    """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images."""
+def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path,
+             jobs: int = 1) -> dict:
+    """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images.
+
+    ``jobs > 1`` trains the folds side by side in worker processes sharing the torch threads
+    (``cross_validate(jobs=...)``); each fold's CPU budget is counted in its own process."""
     from metallo.segment import train
+    from metallo.segment._parallel import run_parallel
 
     settings = dict(PLAIN, **arm_settings(name), device=str(device), seed=0, max_cpu_s=cpu_s)
     if settings.get("init_weights") == PRETRAINED:
         settings["init_weights"] = str(out_dir.parent / "pretrained.pt")
+    tasks = [(train, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
+              dict(val_data=data.subset(parts[k]), out_dir=str(out_dir / name.replace("+", "_")),
+                   checkpoint_name=f"fold{k}.pt", **settings)) for k in folds]
+    t0, c0 = time.perf_counter(), time.process_time()
+    if jobs > 1 and device.type == "cpu":
+        results = run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds])
+    else:
+        results = [func(*a, **kw) for func, a, kw in tasks]
     rows = []
-    for k in folds:
+    for k, result in zip(folds, results, strict=True):
         held = parts[k]
-        train_idx = np.setdiff1d(np.arange(len(data)), held)
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = train(data.subset(train_idx), val_data=data.subset(held), out_dir=str(out_dir / name.replace("+", "_")),
-                       checkpoint_name=f"fold{k}.pt", **settings)
         m = dict(result.metrics)
         rows.append({"fold": k, "held_out": [data.samples[i].name for i in held], "accuracy": m["accuracy"],
                      "mean_iou": m["mean_iou"], "iou": m["iou"], "confusion": m["confusion"],
                      "train_cpu_s": m["train_cpu_s"], "train_wall_s": m["train_wall_s"],
                      "train_steps": m["train_steps"], "epochs_run": m["epochs_run"],
-                     "fold_cpu_s_incl_eval": time.process_time() - c0, "fold_wall_s": time.perf_counter() - t0,
+                     # Training of this arm's folds so far (in turn) or of all of them (side by side).
+                     "arm_cpu_s_this_process": time.process_time() - c0, "arm_wall_s": time.perf_counter() - t0,
                      "checkpoint": str(result.checkpoint),
                      "uncertainty": _heldout_uncertainty(result.checkpoint, [data.samples[i] for i in held], device)})
         print(f"  {name:<22} fold {k}: accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} IoU "
@@ -505,7 +517,7 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         arms = args.arms.split(",")
         print(f"screen: {len(arms)} arms x {cpu_s / 60:.1f} CPU-min, trained on folds "
               f"{[j for j in range(k) if j != TUNE_FOLD]}, scored on tuning fold {TUNE_FOLD} only", flush=True)
-        results = [_run_arm(data, a, [TUNE_FOLD], parts, cpu_s, device, run_dir / "screen") for a in arms]
+        results = [_run_arm(data, a, [TUNE_FOLD], parts, cpu_s, device, run_dir / "screen", args.jobs) for a in arms]
         scored = "tuning fold only"
     else:
         cpu_s = 60.0 * (args.cpu_minutes or 40.0 / k)
@@ -517,7 +529,7 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         # k fold models a full cross-validation trains) less on each fold model.
         share = pretraining["cpu_s"] / k if pretraining else 0.0
         results = [_run_arm(data, a, folds, parts, cpu_s - share if "pretrained" in a.split("+") else cpu_s, device,
-                            run_dir / "final") for a in arms]
+                            run_dir / "final", args.jobs) for a in arms]
         scored = f"folds {folds}"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
@@ -534,7 +546,7 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
               "fold_images": [[data.samples[i].name for i in p] for p in parts], "cpu_s_per_model": cpu_s,
               "arms": results, "wall_minutes": (time.perf_counter() - start) / 60,
               "process_cpu_minutes": (time.process_time() - cpu0) / 60,
-              "ru_user_sys_minutes": (usage.ru_utime + usage.ru_stime) / 60, "torch_threads": 2,
+              "ru_user_sys_minutes": (usage.ru_utime + usage.ru_stime) / 60, "torch_threads": 2, "jobs": args.jobs,
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_end": os.getloadavg(),
               "pretraining": pretraining}
     (out / name).write_text(json.dumps(result, indent=1, default=float))
