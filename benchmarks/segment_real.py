@@ -447,32 +447,25 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
 
     ``jobs > 1`` trains the folds side by side in worker processes sharing the torch threads
     (``cross_validate(jobs=...)``); each fold's CPU budget is counted in its own process."""
-    from metallo.segment import train
-    from metallo.segment._parallel import run_parallel
+    from metallo.segment._train import train_folds
 
     settings = dict(PLAIN, **arm_settings(name), device=str(device), seed=0, max_cpu_s=cpu_s)
     if settings.get("init_weights") == PRETRAINED:
         settings["init_weights"] = str(out_dir.parent / "pretrained.pt")
-    tasks = [(train, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
-              dict(val_data=data.subset(parts[k]), out_dir=str(out_dir / name.replace("+", "_")),
-                   checkpoint_name=f"fold{k}.pt", **settings)) for k in folds]
     t0, c0 = time.perf_counter(), time.process_time()
-    if jobs > 1 and device.type == "cpu":
-        results = run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds])
-    else:
-        results = [func(*a, **kw) for func, a, kw in tasks]
+    outcomes = train_folds(data, parts, folds, jobs=jobs, out_dir=str(out_dir / name.replace("+", "_")), **settings)
     rows = []
-    for k, result in zip(folds, results, strict=True):
+    for k, (metrics, checkpoint) in zip(folds, outcomes, strict=True):
         held = parts[k]
-        m = dict(result.metrics)
+        m = dict(metrics)
         rows.append({"fold": k, "held_out": [data.samples[i].name for i in held], "accuracy": m["accuracy"],
                      "mean_iou": m["mean_iou"], "iou": m["iou"], "confusion": m["confusion"],
                      "train_cpu_s": m["train_cpu_s"], "train_wall_s": m["train_wall_s"],
                      "train_steps": m["train_steps"], "epochs_run": m["epochs_run"],
                      # Training of this arm's folds so far (in turn) or of all of them (side by side).
                      "arm_cpu_s_this_process": time.process_time() - c0, "arm_wall_s": time.perf_counter() - t0,
-                     "checkpoint": str(result.checkpoint),
-                     "uncertainty": _heldout_uncertainty(result.checkpoint, [data.samples[i] for i in held], device)})
+                     "checkpoint": str(checkpoint),
+                     "uncertainty": _heldout_uncertainty(checkpoint, [data.samples[i] for i in held], device)})
         print(f"  {name:<22} fold {k}: accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} IoU "
               f"{np.round(m['iou'], 3).tolist()} ({m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min, "
               f"{m['train_wall_s'] / 60:.1f} min wall)", flush=True)

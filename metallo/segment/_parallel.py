@@ -21,6 +21,7 @@ import multiprocessing as mp
 import queue as queue_module
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -100,8 +101,10 @@ def run_parallel(tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...], dict
     Raises
     ------
     MetalloError
-        A task's own MetalloError, with its label in front; any other exception is re-raised
-        as it came, after the other workers have been stopped.
+        A task's own MetalloError, with its label in front; a worker that died (out of
+        memory, killed, a script without the ``__main__`` guard) as a MetalloError naming the
+        task. Any other exception is re-raised as it came, after the other workers have been
+        stopped.
     """
     jobs = max(1, min(int(jobs), len(tasks)))
     ctx = mp.get_context("spawn")
@@ -137,6 +140,11 @@ def run_parallel(tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...], dict
                         results[i] = fut.result()
                     except MetalloError as exc:
                         raise type(exc)(f"{labels[i]}: {exc}") from exc
+                    except BrokenProcessPool as exc:
+                        raise MetalloError(
+                            f"{labels[i]}: its worker process ended abruptly (out of memory, killed, or the calling "
+                            "script could not be started again in the worker: call it from a .py file under "
+                            "'if __name__ == \"__main__\":'); jobs=1 trains the folds in turn") from exc
         except BaseException:
             # A failed task or Ctrl-C stops the others now rather than after their training.
             for proc in list((getattr(pool, "_processes", None) or {}).values()):

@@ -20,7 +20,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -689,6 +689,36 @@ def _aggregate(fold_metrics: list[dict[str, Any]]) -> tuple[dict[str, Any], dict
     return mean, std
 
 
+def _fold_outcome(train_data: SegmentationData, /, *, progress: ProgressCallback | None = None,
+                  **kwargs: Any) -> tuple[dict[str, Any], Path | None]:
+    """:func:`train` for one fold, keeping only its metrics and checkpoint (not the model)."""
+    result = train(train_data, progress=progress, **kwargs)
+    return result.metrics, result.checkpoint
+
+
+def train_folds(data: SegmentationData, parts: Sequence[np.ndarray], folds: Iterable[int], /, *,
+                progress: ProgressCallback | None = None,
+                **settings: Any) -> list[tuple[dict[str, Any], Path | None]]:
+    """Train one model per fold ``k`` in ``folds`` on the images outside ``parts[k]``, scored on ``parts[k]``.
+
+    ``settings`` are :func:`train` options (``out_dir`` etc.); with ``jobs > 1`` on a CPU the
+    folds run side by side in worker processes (:func:`~metallo.segment._parallel.run_parallel`),
+    otherwise in turn. The checkpoint of fold ``k`` is ``fold<k>.pt``.
+
+    Returns
+    -------
+    list of (metrics, checkpoint)
+        In the order of ``folds``.
+    """
+    folds = list(folds)
+    jobs = int(settings.get("jobs") or 1)
+    tasks = [(_fold_outcome, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
+              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **settings)) for k in folds]
+    if jobs > 1 and resolve_device(settings.get("device", "auto")).type == "cpu":
+        return run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds], progress=progress)
+    return [func(*args, progress=progress, **kwargs) for func, args, kwargs in tasks]
+
+
 def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
                    progress: ProgressCallback | None = None, **overrides: Any) -> CVResult:
     """k-fold cross-validation over images: train on k-1 folds, evaluate whole held-out images.
@@ -729,20 +759,13 @@ def cross_validate(config_or_dataset: Any = None, *, folds: int | None = None,
     parts = fold_indices(len(data), cfg.folds, seed=cfg.seed)
     fold_metrics, checkpoints = [], []
     total = np.zeros((data.n_classes, data.n_classes), np.int64)
-    tasks = [(train, (data.subset(np.setdiff1d(np.arange(len(data)), held)),),
-              dict(val_data=data.subset(held), checkpoint_name=f"fold{k}.pt", **asdict(cfg)))
-             for k, held in enumerate(parts)]
-    if cfg.jobs > 1 and resolve_device(cfg.device).type == "cpu":
-        results = run_parallel(tasks, jobs=cfg.jobs, labels=[f"fold {k}" for k in range(len(parts))],
-                               progress=progress)
-    else:
-        results = [func(*args, progress=progress, **kwargs) for func, args, kwargs in tasks]
-    for k, (held, result) in enumerate(zip(parts, results, strict=True)):
-        m = dict(result.metrics)
+    outcomes = train_folds(data, parts, range(len(parts)), progress=progress, **asdict(cfg))
+    for k, (held, (metrics, checkpoint)) in enumerate(zip(parts, outcomes, strict=True)):
+        m = dict(metrics)
         m["fold"] = k
         m["held_out"] = [data.samples[i].name for i in held]
         fold_metrics.append(m)
-        checkpoints.append(result.checkpoint)
+        checkpoints.append(checkpoint)
         total += np.asarray(m["confusion"], np.int64)
     mean, std = _aggregate(fold_metrics)
     cv = CVResult(fold_metrics, mean, std, metrics_from_confusion(total, classes=data.classes), data.classes,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from metallo.errors import ConfigError, SchemaError
+from metallo.errors import ConfigError, MetalloError, SchemaError
 from metallo.segment import TrainConfig, cross_validate, load_checkpoint
-from metallo.segment._parallel import task_threads
+from metallo.segment._parallel import run_parallel, task_threads
 
 FAST = {"epochs": 2, "tile_size": 32, "batch_size": 4, "device": "cpu", "model": "unet",
         "model_kwargs": {"base_channels": 4}}
@@ -82,3 +84,18 @@ def test_jobs_on_one_fold_set_is_still_in_order(two_phase_data, two_threads):
     held = sorted(name for f in cv.folds for name in f["held_out"])
     assert held == sorted(s.name for s in two_phase_data.samples)
     assert np.asarray(cv.pooled["confusion"]).sum() == 4 * 64 * 64
+
+
+def _die(code: int, progress=None) -> None:
+    os._exit(code)   # a worker killed mid-task (out of memory, kill -9)
+
+
+def _square(x: int, progress=None) -> int:
+    progress(1, 1, "squared")
+    return x * x
+
+
+def test_a_dead_worker_is_a_clear_error_and_results_keep_task_order(two_threads):
+    assert run_parallel([(_square, (k,), {}) for k in range(3)], jobs=2, labels=["a", "b", "c"]) == [0, 1, 4]
+    with pytest.raises(MetalloError, match=r"^dead: its worker process ended abruptly .* jobs=1"):
+        run_parallel([(_die, (3,), {})], jobs=2, labels=["dead"])
