@@ -491,33 +491,68 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
 _UNSEEN_SCALE = 1.5
 
 
-def _warn_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | None, scale: float) -> None:
-    """Warn when a model trained at the images' own resolution (times the training ``scale``)
-    meets an image of a pixel size it has not seen: it has not seen the structure at that scale."""
+def unseen_scale_ratio(pixel_size_um: float | None, seen_um: Sequence[float] | None, zoom: float = 0.0) -> float:
+    """How far an image's pixel size lies outside the pixel sizes a model was trained on.
+
+    Parameters
+    ----------
+    pixel_size_um : float or None
+        The image's pixel size.
+    seen_um : (low, high) or None
+        The training images' pixel sizes (their range, or the median twice).
+    zoom : float
+        The training's multi-scale augmentation (``augment: {scale: ...}``), which showed the model
+        more scales: the trusted limit is ``_UNSEEN_SCALE * (1 + zoom)``.
+
+    Returns
+    -------
+    float
+        ``pixel_size_um`` over the nearest seen pixel size where that lies beyond the limit (the
+        factor that resamples the image to the nearest scale the model has seen), else 1.0 (also
+        when either size is unknown).
+
+    Examples
+    --------
+    >>> round(unseen_scale_ratio(0.39, (0.1, 0.2)), 3), unseen_scale_ratio(0.29, (0.1, 0.2)), unseen_scale_ratio(None, (0.1, 0.2))
+    (1.95, 1.0, 1.0)
+    """
+    try:
+        px, lo, hi = float(pixel_size_um), float(seen_um[0]), float(seen_um[1])  # type: ignore[arg-type, index]
+    except (TypeError, ValueError, IndexError):
+        return 1.0
+    if not (np.isfinite([px, lo, hi]).all() and px > 0 and 0 < lo <= hi):
+        return 1.0
+    ratio = px / min(max(px, lo), hi)
+    limit = _UNSEEN_SCALE * (1.0 + max(zoom, 0.0))
+    return 1.0 if 1.0 / limit <= ratio <= limit else ratio
+
+
+def _zoom_of(info: dict[str, Any]) -> float:
+    augment = (info.get("config") or {}).get("augment")
+    return float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0
+
+
+def _resample_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | None, scale: float) -> tuple[float, str]:
+    """The scale to predict at, and why: a model trained at the images' own resolution (times the
+    training ``scale``) that meets an image of a pixel size it has not seen predicts it resampled
+    to the nearest pixel size it has seen, with a warning that says so."""
     seen = (info.get("tile") or {}).get("pixel_size_range_um")
     median = seen is None
     if median:
         seen = [info.get("pixel_size_um")] * 2  # older checkpoints: the training images' median
     if pixel_size_um is None and isinstance(image, xr.DataArray):
         pixel_size_um = _pixel_size_of(image)
-    try:
-        px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type, index]
-    except (TypeError, ValueError, IndexError):
-        return
-    if not (np.isfinite([px, lo, hi]).all() and px > 0 and 0 < lo <= hi):
-        return
-    nearest = min(max(px, lo), hi)
-    ratio = px / nearest
-    augment = (info.get("config") or {}).get("augment")
-    zoom = float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0
-    limit = _UNSEEN_SCALE * (1.0 + max(zoom, 0.0))  # multi-scale augmentation showed it more scales
-    if not 1.0 / limit <= ratio <= limit:
-        trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"
-        warnings.warn(
-            f"image at {px:.4g} µm/px, but the model was trained on images at {trained} "
-            f"at their own resolution: {ratio:.2g}x the {'' if median else 'nearest '}training pixel size, a scale "
-            f"it has not seen, so its labels are not trustworthy; predict with scale={scale * ratio:.3g}, or train "
-            "at one pixel size (metallo train --pixel-size)", UserWarning, stacklevel=3)
+    ratio = unseen_scale_ratio(pixel_size_um, seen, _zoom_of(info))
+    if ratio == 1.0:
+        return scale, "the checkpoint's training scale"
+    px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type, index]
+    trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"
+    reason = (f"image at {px:.4g} µm/px, but the model was trained on images at {trained} at their own "
+              f"resolution: {ratio:.2g}x the {'' if median else 'nearest '}training pixel size, a scale it has not "
+              f"seen; predicted resampled to {px / ratio:.4g} µm/px (scale={scale * ratio:.3g}); pass "
+              f"scale={scale:.3g} to predict it at its own resolution, or train at one pixel size (metallo train --pixel-size)")
+    warnings.warn(reason, UserWarning, stacklevel=3)
+    return scale * ratio, reason
 
 
 #: An image whose mean grey level lies this many training standard deviations from the training
@@ -830,14 +865,17 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
                                                                                  tile_info.get("scale", 1.0)):
             raise ConfigError("ensemble members were trained at different scales / pixel sizes; "
                               "use checkpoints of one cross-validation run")
+    scale_given = scale is not None
     if scale is None and tile_info.get("pixel_size_um"):
         # The model was trained at one physical pixel size: resample this image to it.
         if pixel_size_um is None and isinstance(image, xr.DataArray):
             pixel_size_um = _pixel_size_of(image)  # the x coordinate's spacing, as everywhere in metallo
         scale = scale_to_pixel_size(pixel_size_um, float(tile_info["pixel_size_um"]), "image")
     if scale is None:
-        scale = float(tile_info.get("scale", 1.0) or 1.0)
-        _warn_unseen_scale(infos[0], image, pixel_size_um, scale)
+        scale, scale_reason = _resample_unseen_scale(infos[0], image, pixel_size_um,
+                                                     float(tile_info.get("scale", 1.0) or 1.0))
+    else:
+        scale_reason = "given" if scale_given else "the model's pixel size"
     _warn_unseen_intensity(array, means[0], stds[0])
     use_tta, tta_reason = _choose_tta(infos, resolve_device(device), tta)
     maps = _predict_scaled(models if ensemble else models[0], array, scale, mean=means if ensemble else means[0],
@@ -847,7 +885,8 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
     labels = maps["labels"]
     plan: InferencePlan = maps["plan"]
     classes = infos[0].get("classes") or [f"class_{i}" for i in range(_n_classes(models[0]))]
-    config = {"tile": plan.tile, "overlap": plan.overlap, "scale": scale, "batch_size": plan.batch_size,
+    config = {"tile": plan.tile, "overlap": plan.overlap, "scale": scale, "scale_reason": scale_reason,
+              "batch_size": plan.batch_size,
               "receptive_radius_px": plan.receptive_radius, "memory_mib": plan.memory_mib,
               "tta": bool(use_tta), "tta_reason": tta_reason, "ensemble": len(members)}
     attrs = {

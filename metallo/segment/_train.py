@@ -53,6 +53,7 @@ from metallo.segment._infer import (
     predict_array,
     predict_resized,
     scale_to_pixel_size,
+    unseen_scale_ratio,
 )
 from metallo.segment._losses import get_loss, inverse_frequency_weights
 from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
@@ -356,16 +357,23 @@ def novelty_cells(model: nn.Module, data: SegmentationData, *, mean: list[float]
 def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float], std: list[float],
                    scale: float = 1.0, tile: int | None = None, overlap: int = 64,
                    device: str | torch.device = "auto", amp: bool = True, tta: bool = False,
-                   pixel_size_um: float | None = None) -> dict[str, Any]:
+                   pixel_size_um: float | None = None, seen_range_um: Sequence[float] | None = None,
+                   zoom: float = 0.0) -> dict[str, Any]:
     """Whole-image metrics of ``model`` on ``data`` (pooled confusion plus per image).
 
     Images are resized by ``scale``, or to ``pixel_size_um`` from their own pixel size, for
-    the prediction; the metrics are counted on the original label grid.
+    the prediction; the metrics are counted on the original label grid. With ``seen_range_um``
+    (the training images' pixel sizes, for a model trained at their own resolution), an image
+    whose pixel size lies outside it beyond :func:`~metallo.segment._infer.unseen_scale_ratio`'s
+    limit is resampled to the nearest seen size, as :func:`~metallo.segment.predict` does.
     """
     total = np.zeros((data.n_classes, data.n_classes), np.int64)
     per_image = []
     for s in data.samples:
-        image_scale = scale if pixel_size_um is None else scale_to_pixel_size(s.pixel_size_um, pixel_size_um, s.name)
+        if pixel_size_um is None:
+            image_scale = scale * unseen_scale_ratio(s.pixel_size_um, seen_range_um, zoom)
+        else:
+            image_scale = scale_to_pixel_size(s.pixel_size_um, pixel_size_um, s.name)
         probs: np.ndarray | None
         if image_scale != 1.0:
             probs = predict_resized(model, s.image, image_scale, mean=mean, std=std, tile=tile, overlap=overlap,
@@ -517,6 +525,10 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     scaled = data.rescaled(cfg.scale) if cfg.pixel_size_um is None else data.resampled_to(cfg.pixel_size_um)
     mean, std = scaled.mean_std()
     augment = Augment.from_config(cfg.augment)
+    # Held-out images at a pixel size the training images do not cover are judged as predict()
+    # would segment them: resampled to the nearest one seen.
+    seen: dict[str, Any] = {"seen_range_um": data.pixel_size_range_um if cfg.pixel_size_um is None else None,
+                            "zoom": float(cfg.augment.get("scale", 0.0) or 0.0) if isinstance(cfg.augment, dict) else 0.0}
     tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed,
                         balance=cfg.balance_classes)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -589,7 +601,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
                 model.load_state_dict(averager.state_dict(model))
             vm = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                 overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
-                                pixel_size_um=cfg.pixel_size_um)
+                                pixel_size_um=cfg.pixel_size_um, **seen)
             if averager is not None:
                 model.load_state_dict(live)
             record.update(val_accuracy=vm["accuracy"], val_mean_iou=vm["mean_iou"])
@@ -628,12 +640,12 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     if val_data is not None:
         metrics.update(evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                       overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=cfg.eval_tta,
-                                    pixel_size_um=cfg.pixel_size_um))
+                                    pixel_size_um=cfg.pixel_size_um, **seen))
         if cfg.eval_tta:
             # Prediction on a CPU uses TTA (8x the compute) only where this measured gain matters.
             plain = evaluate_model(model, val_data, mean=mean, std=std, scale=cfg.scale, tile=cfg.eval_tile,
                                    overlap=cfg.eval_overlap, device=device, amp=cfg.amp, tta=False,
-                                   pixel_size_um=cfg.pixel_size_um)
+                                   pixel_size_um=cfg.pixel_size_um, **seen)
             metrics.update(accuracy_without_tta=plain["accuracy"], mean_iou_without_tta=plain["mean_iou"],
                            tta_gain=metrics["mean_iou"] - plain["mean_iou"])
     tile_info = {"size": cfg.tile, "scale": cfg.scale, "overlap": cfg.eval_overlap, "modality": cfg.modality,
@@ -816,7 +828,9 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
         raise ConfigError(f"data has {data.n_classes} classes but the checkpoint model predicts {model.n_classes}")
     norm = info["normalization"]
     tile_info = info.get("tile", {})
+    augment = (info.get("config") or {}).get("augment")
     return evaluate_model(model, data, mean=norm["mean"], std=norm["std"],
                           scale=float(tile_info.get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
                           device=device, tta=bool(tile_info.get("tta", False)) if tta is None else tta,
-                          pixel_size_um=tile_info.get("pixel_size_um"))
+                          pixel_size_um=tile_info.get("pixel_size_um"), seen_range_um=tile_info.get("pixel_size_range_um"),
+                          zoom=float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0)

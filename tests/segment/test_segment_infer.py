@@ -204,8 +204,17 @@ def test_the_unseen_scale_is_judged_against_the_range_of_training_pixel_sizes(tm
     values = np.random.default_rng(0).random((40, 40)).astype(np.float32)
     with pytest.warns(UserWarning, match=r"image at 0\.39 µm/px, .* at 0\.1-0\.2 µm/px .* 1\.9x the nearest training pixel size.*scale=1\.95"):
         predict(ck, image_dataarray(values, pixel_size_um=0.39), tta=False)
-    with pytest.warns(UserWarning, match=r"0\.5x the nearest training pixel size.*scale=0\.5,"):
-        predict(ck, image_dataarray(values, pixel_size_um=0.05), tta=False)
+    with pytest.warns(UserWarning, match=r"0\.5x the nearest training pixel size.*resampled to 0\.1 µm/px \(scale=0\.5\)"):
+        fine = predict(ck, image_dataarray(values, pixel_size_um=0.05), tta=False)
+    # Predicted resampled to the nearest pixel size the model has seen: the same labels as asking
+    # for that scale, and the output says which scale was used and why.
+    config = json.loads(fine.attrs["config"])
+    assert config["scale"] == pytest.approx(0.5) and "not seen" in config["scale_reason"]
+    asked = predict(ck, image_dataarray(values, pixel_size_um=0.05), tta=False, scale=0.5)
+    np.testing.assert_array_equal(fine.values, asked.values)
+    assert json.loads(asked.attrs["config"])["scale_reason"] == "given"
+    own = predict(ck, image_dataarray(values, pixel_size_um=0.15), tta=False)
+    assert json.loads(own.attrs["config"])["scale"] == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for px in (0.08, 0.1, 0.15, 0.2, 0.29):
@@ -300,3 +309,32 @@ def test_grey_levels_the_model_never_saw_warn(shared_file, tmp_path):
         predict(ckpt, twelve_bit, tta=False, device="cpu")
     with pytest.warns(UserWarning, match=r"float images are read as 0-1, this one reaches 2\d\d"):
         predict(ckpt, image.astype(np.float32), tta=False, device="cpu")
+
+
+def test_held_out_images_at_an_unseen_pixel_size_are_scored_as_predict_segments_them(monkeypatch):
+    # Cross-validation scores a held-out image at 0.4 µm/px, against training images at
+    # 0.1-0.2 µm/px, resampled to 0.2 µm/px (scale 2), as predict() would segment it; an image
+    # inside the range keeps the training scale.
+    from metallo.segment import LabelledImage, SegmentationData, _train
+
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4).eval()
+    image = np.random.default_rng(0).random((48, 48, 1)).astype(np.float32)
+    labels = (np.arange(48) >= 24).astype(np.uint8)[None, :].repeat(48, 0)
+    used = []
+    resized = _train.predict_resized
+    monkeypatch.setattr(_train, "predict_resized", lambda model, img, scale, **kw: used.append(scale) or resized(model, img, scale, **kw))
+
+    def scale_used(px, **extra):
+        used.clear()
+        data = SegmentationData([LabelledImage("m", image, labels, pixel_size_um=px)], classes=["a", "b"])
+        _train.evaluate_model(net, data, mean=[0.5], std=[0.25], device="cpu", amp=False, **extra)
+        return used[0] if used else 1.0
+
+    assert scale_used(0.4, seen_range_um=(0.1, 0.2)) == pytest.approx(2.0)
+    assert scale_used(0.4, seen_range_um=(0.1, 0.2), scale=0.5) == pytest.approx(1.0)  # times the training scale
+    assert scale_used(0.04, seen_range_um=(0.1, 0.2)) == pytest.approx(0.4)
+    assert scale_used(0.15, seen_range_um=(0.1, 0.2)) == 1.0
+    assert scale_used(0.4) == 1.0  # no range known: the training scale
+    # Trained with zooms of up to 2x (augment scale 1.0), 0.4 µm/px is a scale the model has seen.
+    assert scale_used(0.4, seen_range_um=(0.1, 0.2), zoom=1.0) == 1.0
