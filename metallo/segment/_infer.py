@@ -491,6 +491,11 @@ def predict_array(model: nn.Module, image: Any, *, mean: Sequence[float], std: S
 _UNSEEN_SCALE = 1.5
 
 
+#: ``predict`` resamples an image of an unseen pixel size only while the resampled image stays
+#: under this many pixels (resampling is done in memory: 50 Mpx of 4 class probabilities is 0.8 GB).
+_RESAMPLE_MAX_PX = 50e6
+
+
 def unseen_scale_ratio(pixel_size_um: float | None, seen_um: Sequence[float] | None, zoom: float = 0.0) -> float:
     """How far an image's pixel size lies outside the pixel sizes a model was trained on.
 
@@ -547,9 +552,17 @@ def _resample_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: floa
         return scale, "the checkpoint's training scale"
     px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type, index]
     trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"
-    reason = (f"image at {px:.4g} µm/px, but the model was trained on images at {trained} at their own "
-              f"resolution: {ratio:.2g}x the {'' if median else 'nearest '}training pixel size, a scale it has not "
-              f"seen; predicted resampled to {px / ratio:.4g} µm/px (scale={scale * ratio:.3g}); pass "
+    unseen = (f"image at {px:.4g} µm/px, but the model was trained on images at {trained} at their own "
+              f"resolution: {ratio:.2g}x the {'' if median else 'nearest '}training pixel size, a scale it has not seen")
+    shape = getattr(image, "shape", (0, 0))
+    if float(shape[0]) * float(shape[1]) * (scale * ratio) ** 2 > _RESAMPLE_MAX_PX:
+        # Resampling happens in memory: a mosaic that would grow past the limit stays as it is.
+        reason = (f"{unseen}, so its labels are not trustworthy; resampled it would exceed "
+                  f"{_RESAMPLE_MAX_PX / 1e6:.0f} Mpx, so it was predicted at scale={scale:.3g}: predict it in pieces "
+                  f"with scale={scale * ratio:.3g}, or train at one pixel size (metallo train --pixel-size)")
+        warnings.warn(reason, UserWarning, stacklevel=3)
+        return scale, reason
+    reason = (f"{unseen}; predicted resampled to {px / ratio:.4g} µm/px (scale={scale * ratio:.3g}); pass "
               f"scale={scale:.3g} to predict it at its own resolution, or train at one pixel size (metallo train --pixel-size)")
     warnings.warn(reason, UserWarning, stacklevel=3)
     return scale * ratio, reason

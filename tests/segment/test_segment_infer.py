@@ -338,3 +338,17 @@ def test_held_out_images_at_an_unseen_pixel_size_are_scored_as_predict_segments_
     assert scale_used(0.4) == 1.0  # no range known: the training scale
     # Trained with zooms of up to 2x (augment scale 1.0), 0.4 µm/px is a scale the model has seen.
     assert scale_used(0.4, seen_range_um=(0.1, 0.2), zoom=1.0) == 1.0
+
+
+def test_a_mosaic_too_large_to_resample_is_predicted_at_the_training_scale_with_a_warning(tmp_path, monkeypatch):
+    from metallo.segment import _infer
+
+    torch.manual_seed(0)
+    net = get_model("unet", n_classes=2, base_channels=4)
+    ck = save_checkpoint(tmp_path / "unet.pt", net, classes=["a", "b"], mean=[0.5], std=[0.25], pixel_size_um=0.15,
+                         tile={"size": 32, "scale": 1.0, "pixel_size_range_um": [0.1, 0.2]})
+    values = image_dataarray(np.random.default_rng(0).random((40, 40)).astype(np.float32), pixel_size_um=0.5)
+    monkeypatch.setattr(_infer, "_RESAMPLE_MAX_PX", 40 * 40 * 2.0**2)  # 2.5x would exceed it
+    with pytest.warns(UserWarning, match=r"not trustworthy; resampled it would exceed .* predict it in pieces with scale=2\.5"):
+        out = predict(ck, values, tta=False)
+    assert json.loads(out.attrs["config"])["scale"] == 1.0
