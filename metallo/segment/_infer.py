@@ -1105,6 +1105,7 @@ def predict_files(checkpoint: str | Path | Sequence[str | Path], inputs: Sequenc
                                    "fractions": dict(zip(classes, (counts / counts.sum()).round(6).tolist(),
                                                          strict=False)),
                                    "tta": config["tta"], "tta_reason": config["tta_reason"],
+                                   "scale": config["scale"], "scale_reason": config["scale_reason"],
                                    "tile": config["tile"], "overlap": config["overlap"]}
             if "quality" in result.attrs:
                 rec["quality"] = json.loads(result.attrs["quality"])
@@ -1187,5 +1188,6 @@ def predict_to_specimen(checkpoint: str | Path | Sequence[str | Path], specimen:
                              else str(checkpoint),
                              "checkpoint_sha256": result.attrs["checkpoint_sha256"], "tile": config["tile"],
                              "overlap": config["overlap"], "tta": config["tta"], "tta_reason": config["tta_reason"],
+                             "scale": config["scale"], "scale_reason": config["scale_reason"],
                              "ensemble": config["ensemble"]})
     return labels

@@ -161,6 +161,8 @@ def test_predict_files_writes_labels_overlays_and_fractions(checkpoint, tmp_path
     assert np.asarray(Image.open(records[0]["overlay"])).shape == (40, 50, 3)
     assert np.load(records[0]["probabilities"]).shape == (40, 50, 2)
     assert sum(records[0]["fractions"].values()) == pytest.approx(1.0, abs=1e-5)
+    # At 0.4 µm/px against a model of 0.1 µm/px, each image was predicted resampled 4x, and the record says so.
+    assert records[0]["scale"] == pytest.approx(4.0) and "a scale it has not seen" in records[0]["scale_reason"]
 
 
 def test_bad_prediction_inputs(checkpoint, tmp_path):
