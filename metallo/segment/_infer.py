@@ -532,25 +532,32 @@ def unseen_scale_ratio(pixel_size_um: float | None, seen_um: Sequence[float] | N
     return 1.0 if 1.0 / limit <= ratio <= limit else ratio
 
 
-def _zoom_of(info: dict[str, Any]) -> float:
-    augment = (info.get("config") or {}).get("augment")
+def augment_zoom(augment: Any) -> float:
+    """The multi-scale zoom of a training ``augment`` setting (``{scale: ...}``; 0 for none or a bool)."""
     return float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0
+
+
+def seen_pixel_sizes(info: dict[str, Any]) -> tuple[list[Any], bool, float]:
+    """What a checkpoint's model has seen: ``(pixel sizes (low, high), from the median only, zoom)``.
+
+    Checkpoints before the range was recorded give their training images' median twice."""
+    recorded = (info.get("tile") or {}).get("pixel_size_range_um")
+    median = recorded is None
+    seen: list[Any] = [info.get("pixel_size_um")] * 2 if recorded is None else list(recorded)
+    return seen, median, augment_zoom((info.get("config") or {}).get("augment"))
 
 
 def _resample_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: float | None, scale: float) -> tuple[float, str]:
     """The scale to predict at, and why: a model trained at the images' own resolution (times the
     training ``scale``) that meets an image of a pixel size it has not seen predicts it resampled
     to the nearest pixel size it has seen, with a warning that says so."""
-    seen = (info.get("tile") or {}).get("pixel_size_range_um")
-    median = seen is None
-    if median:
-        seen = [info.get("pixel_size_um")] * 2  # older checkpoints: the training images' median
+    seen, median, zoom = seen_pixel_sizes(info)
     if pixel_size_um is None and isinstance(image, xr.DataArray):
         pixel_size_um = _pixel_size_of(image)
-    ratio = unseen_scale_ratio(pixel_size_um, seen, _zoom_of(info))
+    ratio = unseen_scale_ratio(pixel_size_um, seen, zoom)
     if ratio == 1.0:
         return scale, "the checkpoint's training scale"
-    px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type, index]
+    px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type]
     trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"
     unseen = (f"image at {px:.4g} µm/px, but the model was trained on images at {trained} at their own "
               f"resolution: {ratio:.2g}x the {'' if median else 'nearest '}training pixel size, a scale it has not seen")

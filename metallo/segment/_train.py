@@ -50,9 +50,11 @@ from metallo.segment._data import (
 )
 from metallo.segment._infer import (
     _predict_scaled,
+    augment_zoom,
     predict_array,
     predict_resized,
     scale_to_pixel_size,
+    seen_pixel_sizes,
     unseen_scale_ratio,
 )
 from metallo.segment._losses import get_loss, inverse_frequency_weights
@@ -528,7 +530,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     # Held-out images at a pixel size the training images do not cover are judged as predict()
     # would segment them: resampled to the nearest one seen.
     seen: dict[str, Any] = {"seen_range_um": data.pixel_size_range_um if cfg.pixel_size_um is None else None,
-                            "zoom": float(cfg.augment.get("scale", 0.0) or 0.0) if isinstance(cfg.augment, dict) else 0.0}
+                            "zoom": augment_zoom(cfg.augment)}
     tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed,
                         balance=cfg.balance_classes)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -828,9 +830,8 @@ def evaluate(checkpoint: Any, data: Any, *, tile: int | None = None, overlap: in
         raise ConfigError(f"data has {data.n_classes} classes but the checkpoint model predicts {model.n_classes}")
     norm = info["normalization"]
     tile_info = info.get("tile", {})
-    augment = (info.get("config") or {}).get("augment")
+    seen, _, zoom = seen_pixel_sizes(info)
     return evaluate_model(model, data, mean=norm["mean"], std=norm["std"],
                           scale=float(tile_info.get("scale", 1.0) or 1.0), tile=tile, overlap=overlap,
                           device=device, tta=bool(tile_info.get("tta", False)) if tta is None else tta,
-                          pixel_size_um=tile_info.get("pixel_size_um"), seen_range_um=tile_info.get("pixel_size_range_um"),
-                          zoom=float(augment.get("scale", 0.0) or 0.0) if isinstance(augment, dict) else 0.0)
+                          pixel_size_um=tile_info.get("pixel_size_um"), seen_range_um=seen, zoom=zoom)
