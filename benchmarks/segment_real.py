@@ -32,7 +32,9 @@ final run whose checkpoints are still on disk, without training again. ``--heldo
 --screen-tag _fullbudget --tag _recipe`` judges test-time augmentation on the tuning fold's screen
 model and, only if it helps there, scores the final run's fold models with it. ``--heldout posthoc``
 does the same for post-processing of the probabilities (Gaussian smoothing; a per-image scale
-chosen by the lowest entropy).
+chosen by the lowest entropy; a guided filter; dropping a class an image barely predicts; test-time
+batch-norm adaptation), scores every variant on the scored folds for the record, and counts how
+many of the errors lie within 2-16 px of a labelled class boundary.
 """
 
 from __future__ import annotations
@@ -371,10 +373,75 @@ def heldout_tta(data, args, out: Path, device) -> None:
 
 
 #: Post-hoc choices judged by ``--heldout posthoc``: Gaussian smoothing of the class probabilities
-#: (sigma in µm, on each image's own pixel size), and a per-image prediction scale chosen among
-#: ``POSTHOC_SCALES`` by the lowest mean entropy of its probabilities (no labels needed).
+#: (sigma in µm, on each image's own pixel size), a per-image prediction scale chosen among
+#: ``POSTHOC_SCALES`` by the lowest mean entropy of its probabilities (no labels needed), an
+#: edge-preserving guided filter of the probabilities with the micrograph as guide (radius px,
+#: eps), dropping a class an image predicts on under ``POSTHOC_PRUNE`` of its pixels (its pixels
+#: go to their next class), and test-time batch-norm adaptation: the network's normalisation
+#: statistics mixed with those of the image itself (``POSTHOC_ADAPT_BN``: the training statistics'
+#: share; AdaBN, Li et al. 2016), no labels needed either.
 POSTHOC_SMOOTH_UM = (0.5, 1.0, 2.0, 4.0)
 POSTHOC_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
+POSTHOC_GUIDED = ((2, 0.1), (4, 0.01), (8, 0.01))
+POSTHOC_PRUNE = (0.01, 0.02)
+POSTHOC_ADAPT_BN = (0.5, 0.0)
+#: Distances (px) from a labelled class boundary at which ``--heldout posthoc`` counts the errors.
+BOUNDARY_BANDS_PX = (2, 4, 8, 16)
+
+
+def _box(a: np.ndarray, r: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.uniform_filter(a, 2 * r + 1, mode="reflect")
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter (2010): ``src`` smoothed where ``guide`` is flat, kept where it has edges."""
+    m_i, m_p = _box(guide, radius), _box(src, radius)
+    a = (_box(guide * src, radius) - m_i * m_p) / (_box(guide * guide, radius) - m_i * m_i + eps)
+    b = m_p - a * m_i
+    return _box(a, radius) * guide + _box(b, radius)
+
+
+def _pruned(probs: np.ndarray, fraction: float) -> np.ndarray:
+    """Labels after dropping each class predicted on fewer than ``fraction`` of the image's pixels."""
+    p = probs.copy()
+    labels = p.argmax(-1)
+    for _ in range(p.shape[-1]):
+        share = np.bincount(labels.ravel(), minlength=p.shape[-1]) / labels.size
+        weak = [c for c in range(p.shape[-1]) if 0 < share[c] < fraction]
+        if not weak:
+            break
+        p[..., weak] = -1.0
+        labels = p.argmax(-1)
+    return labels
+
+
+def _bn_adapted(checkpoint: str, image: np.ndarray, train_share: float, device):
+    """The checkpoint's network with batch-norm statistics ``train_share`` x its own + the rest from ``image``."""
+    import torch
+    from torch import nn
+
+    from metallo.segment import load_checkpoint
+
+    net, info = load_checkpoint(checkpoint, device=str(device))
+    mean, std = float(np.mean(info["normalization"]["mean"])), float(np.mean(info["normalization"]["std"]))
+    x = torch.from_numpy(((image - mean) / std)[None, None].astype(np.float32)).to(device)
+    mult = int(getattr(net, "size_multiple", 16))
+    x = torch.nn.functional.pad(x, (0, (-x.shape[-1]) % mult, 0, (-x.shape[-2]) % mult), mode="reflect")
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # the image's own statistics, from one pass over all of it
+    net.train()
+    with torch.no_grad():
+        net(x)
+    for m, (rm, rv, momentum) in zip(norms, saved, strict=True):
+        m.running_mean.mul_(1 - train_share).add_(train_share * rm)
+        m.running_var.mul_(1 - train_share).add_(train_share * rv)
+        m.momentum = momentum
+    return net.eval()
 
 
 def _posthoc_probabilities(checkpoint: str, sample, device) -> dict[float, tuple[np.ndarray, float]]:
@@ -389,17 +456,46 @@ def _posthoc_probabilities(checkpoint: str, sample, device) -> dict[float, tuple
     return out
 
 
-def _posthoc_variants(probs: dict[float, tuple[np.ndarray, float]], pixel_size_um: float) -> dict[str, np.ndarray]:
+def _posthoc_variants(probs: dict[float, tuple[np.ndarray, float]], sample, checkpoint: str, device) -> dict[str, np.ndarray]:
     """The label map of every post-hoc variant of one image."""
     from scipy import ndimage as ndi
 
+    from metallo.segment import predict
+
+    pixel_size_um = sample.pixel_size_um or 1.0
     native = probs[1.0][0]
     out = {"none": native.argmax(-1)}
     for sigma in POSTHOC_SMOOTH_UM:
         smooth = np.stack([ndi.gaussian_filter(native[..., c], sigma / pixel_size_um) for c in range(native.shape[-1])], -1)
         out[f"smooth_{sigma:g}um"] = smooth.argmax(-1)
     out["scale_by_entropy"] = min(probs.values(), key=lambda pu: pu[1])[0].argmax(-1)
+    grey = sample.image.mean(-1).astype(np.float64)
+    guide = (grey - grey.mean()) / (grey.std() + 1e-9) * 0.2
+    for radius, eps in POSTHOC_GUIDED:
+        out[f"guided_r{radius}_eps{eps:g}"] = np.stack(
+            [guided_filter(guide, native[..., c], radius, eps) for c in range(native.shape[-1])], -1).argmax(-1)
+    for fraction in POSTHOC_PRUNE:
+        out[f"drop_classes_under_{fraction:g}"] = _pruned(native, fraction)
+    for share in POSTHOC_ADAPT_BN:
+        net = _bn_adapted(checkpoint, grey.astype(np.float32), share, device)
+        out[f"adapt_bn_{share:g}"] = np.asarray(predict(net, xr_image(sample), tta=False, device=str(device), scale=1.0))
     return out
+
+
+def boundary_error_shares(truth: np.ndarray, labels: np.ndarray, ignore_index: int) -> dict[int, np.ndarray]:
+    """Per band width d: [errors within d px of a labelled class boundary, all errors, pixels within d,
+    all labelled pixels] of one image (sums over images give the pooled shares)."""
+    from scipy import ndimage as ndi
+
+    valid = truth != ignore_index
+    edge = np.zeros(truth.shape, bool)
+    for c in np.unique(truth[valid]):
+        region = truth == c
+        edge |= region & ~ndi.binary_erosion(region)
+    distance = ndi.distance_transform_edt(~edge)
+    wrong = (labels != truth) & valid
+    return {d: np.array([(wrong & (distance <= d)).sum(), wrong.sum(), (valid & (distance <= d)).sum(), valid.sum()], np.int64)
+            for d in BOUNDARY_BANDS_PX}
 
 
 def heldout_posthoc(data, args, out: Path, device) -> None:
@@ -414,15 +510,20 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     parts = fold_indices(len(data), final["folds"], seed=0)
     n = len(UHCS_CLASSES)
 
-    def score(checkpoint: str, k: int) -> dict[str, dict]:
+    bands: dict[int, np.ndarray] = {}
+
+    def score(checkpoint: str, k: int, count_bands: bool = False) -> dict[str, dict]:
         if not Path(checkpoint).exists():
             raise SystemExit(f"checkpoint {checkpoint} is gone; rerun the screen and final runs")
         cms: dict[str, np.ndarray] = {}
         for i in parts[k]:
             s = data.samples[i]
-            for name, labels in _posthoc_variants(_posthoc_probabilities(checkpoint, s, device), s.pixel_size_um or 1.0).items():
+            for name, labels in _posthoc_variants(_posthoc_probabilities(checkpoint, s, device), s, checkpoint, device).items():
                 cm = confusion_matrix(s.labels, labels, n_classes=n, ignore_index=data.ignore_index)
                 cms[name] = cms.get(name, 0) + cm
+                if count_bands and name == "none":
+                    for d, counts in boundary_error_shares(s.labels, labels, data.ignore_index).items():
+                        bands[d] = bands.get(d, 0) + counts
         return {name: {key: metrics_from_confusion(cm, classes=UHCS_CLASSES)[key] for key in ("accuracy", "mean_iou", "iou")}
                 for name, cm in cms.items()}
 
@@ -432,14 +533,27 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     for name, m in tuning.items():
         print(f"tuning fold, {arm}, {name:<18} {m['accuracy']:.3f} / {m['mean_iou']:.3f}")
     print(f"-> chosen on the tuning fold: {chosen}")
-    rows = [dict(fold=row["fold"], **{v: m for v, m in score(row["checkpoint"], row["fold"]).items() if v in ("none", chosen)})
+    # Every variant is scored on the scored folds too, for the record; only ``chosen`` was chosen.
+    rows = [dict(fold=row["fold"], **score(row["checkpoint"], row["fold"], count_bands=True))
             for row in next(r for r in final["arms"] if r["arm"] == arm)["folds"]]
+    every = {v: {"accuracy": float(np.mean([r[v]["accuracy"] for r in rows])),
+                 "mean_iou": float(np.mean([r[v]["mean_iou"] for r in rows]))} for v in tuning}
+    for v, m in every.items():
+        print(f"scored folds, {arm}, {v:<24} {m['accuracy']:.3f} / {m['mean_iou']:.3f}{'  (chosen)' if v == chosen else ''}")
+    boundary = {str(d): {"errors_within": float(c[0] / max(c[1], 1)), "pixels_within": float(c[2] / max(c[3], 1)),
+                         "accuracy_beyond": float(1 - (c[1] - c[0]) / max(c[3] - c[2], 1))} for d, c in sorted(bands.items())}
+    for d, b in boundary.items():
+        print(f"errors within {d:>2} px of a labelled boundary: {b['errors_within']:.2f} (on {b['pixels_within']:.2f} of the "
+              f"pixels); accuracy beyond: {b['accuracy_beyond']:.3f}")
     mean = {v: {"accuracy": float(np.mean([r[v]["accuracy"] for r in rows])),
                 "mean_iou": float(np.mean([r[v]["mean_iou"] for r in rows]))} for v in ("none", chosen)}
     for v, m in mean.items():
         print(f"scored folds, {arm}, {v:<18} {m['accuracy']:.3f} / {m['mean_iou']:.3f}")
     result = {"arm_judged": arm, "smooth_um": list(POSTHOC_SMOOTH_UM), "scales": list(POSTHOC_SCALES),
-              "tuning_fold": tuning, "chosen": chosen, "scored_folds": rows, "scored_mean": mean}
+              "guided": [list(g) for g in POSTHOC_GUIDED], "drop_classes_under": list(POSTHOC_PRUNE),
+              "adapt_bn_train_share": list(POSTHOC_ADAPT_BN),
+              "tuning_fold": tuning, "chosen": chosen, "scored_folds": rows, "scored_mean": mean,
+              "scored_mean_every_variant": every, "boundary_bands_px": boundary}
     (out / f"segment_heldout_posthoc{args.tag}.json").write_text(json.dumps(result, indent=1, default=float))
     print(f"saved {out / f'segment_heldout_posthoc{args.tag}.json'}")
 
