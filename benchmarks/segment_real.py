@@ -485,16 +485,9 @@ def _posthoc_variants(probs: dict[float, tuple[np.ndarray, float]], sample, chec
 def boundary_error_shares(truth: np.ndarray, labels: np.ndarray, ignore_index: int) -> dict[int, np.ndarray]:
     """Per band width d: [errors within d px of a labelled class boundary, all errors, pixels within d,
     all labelled pixels] of one image (sums over images give the pooled shares)."""
-    from scipy import ndimage as ndi
+    from metallo.segment import boundary_errors
 
-    valid = truth != ignore_index
-    edge = np.zeros(truth.shape, bool)
-    for c in np.unique(truth[valid]):
-        region = truth == c
-        edge |= region & ~ndi.binary_erosion(region)
-    distance = ndi.distance_transform_edt(~edge)
-    wrong = (labels != truth) & valid
-    return {d: np.array([(wrong & (distance <= d)).sum(), wrong.sum(), (valid & (distance <= d)).sum(), valid.sum()], np.int64)
+    return {d: np.array(list(boundary_errors(truth, labels, ignore_index=ignore_index, band_px=d).values()), np.int64)
             for d in BOUNDARY_BANDS_PX}
 
 

@@ -221,5 +221,9 @@ def register(app: typer.Typer) -> None:
         console = Console(highlight=False)
         console.print(table)
         console.print(f"accuracy {metrics['accuracy']:.3f}  mean IoU {metrics['mean_iou']:.3f}")
+        near = metrics["boundary"]
+        if near["error_share"] == near["error_share"]:  # not NaN: there are errors
+            console.print(f"errors within {near['band_px']:g} px of a labelled class boundary: {near['error_share']:.0%} "
+                          f"(on {near['pixel_share']:.0%} of the pixels); accuracy beyond them {near['accuracy_beyond']:.3f}")
         if out is not None:
             atomic_write_json(out, metrics)

@@ -28,6 +28,8 @@ _SUPERVISED: dict[str, str] = {
     "FocalLoss": "metallo.segment._losses",
     "DiceLoss": "metallo.segment._losses",
     "inverse_frequency_weights": "metallo.segment._losses",
+    "boundary_errors": "metallo.segment._metrics",
+    "boundary_summary": "metallo.segment._metrics",
     "confusion_matrix": "metallo.segment._metrics",
     "metrics_from_confusion": "metallo.segment._metrics",
     "segmentation_metrics": "metallo.segment._metrics",

@@ -58,7 +58,12 @@ from metallo.segment._infer import (
     unseen_scale_ratio,
 )
 from metallo.segment._losses import get_loss, inverse_frequency_weights
-from metallo.segment._metrics import confusion_matrix, metrics_from_confusion
+from metallo.segment._metrics import (
+    boundary_errors,
+    boundary_summary,
+    confusion_matrix,
+    metrics_from_confusion,
+)
 from metallo.segment._models import PixelNet, get_model
 from metallo.segment._novelty import build_reference
 from metallo.segment._parallel import run_parallel
@@ -368,9 +373,12 @@ def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float
     (the training images' pixel sizes, for a model trained at their own resolution), an image
     whose pixel size lies outside it beyond :func:`~metallo.segment._infer.unseen_scale_ratio`'s
     limit is resampled to the nearest seen size, as :func:`~metallo.segment.predict` does.
+    ``boundary`` (pooled) and each image's ``boundary_error_share`` say how many of the errors lie
+    within 2 px of a labelled class boundary (:func:`~metallo.segment.boundary_errors`).
     """
     total = np.zeros((data.n_classes, data.n_classes), np.int64)
     per_image = []
+    near: dict[str, int] = {}
     for s in data.samples:
         if pixel_size_um is None:
             image_scale = scale * unseen_scale_ratio(s.pixel_size_um, seen_range_um, zoom)
@@ -388,9 +396,13 @@ def evaluate_model(model: nn.Module, data: SegmentationData, *, mean: list[float
         cm = confusion_matrix(s.labels, pred, n_classes=data.n_classes, ignore_index=data.ignore_index)
         total += cm
         m = metrics_from_confusion(cm, classes=data.classes)
-        per_image.append({"image": s.name, "accuracy": m["accuracy"], "mean_iou": m["mean_iou"], "iou": m["iou"]})
+        counts = boundary_errors(s.labels, pred, ignore_index=data.ignore_index)
+        near = {k: near.get(k, 0) + v for k, v in counts.items()}
+        per_image.append({"image": s.name, "accuracy": m["accuracy"], "mean_iou": m["mean_iou"], "iou": m["iou"],
+                          "boundary_error_share": boundary_summary(counts)["error_share"]})
     metrics = metrics_from_confusion(total, classes=data.classes)
     metrics["images"] = per_image
+    metrics["boundary"] = boundary_summary(near)
     return metrics
 
 

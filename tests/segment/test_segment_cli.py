@@ -57,7 +57,10 @@ def test_train_predict_evaluate(data_folder, tmp_path):
     result = runner.invoke(app, ["evaluate", str(out / "model.pt"), str(data_folder), "--out", str(metrics),
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "mean IoU" in result.output and json.loads(metrics.read_text())["n_pixels"] == 4 * (64 * 64 - 9)
+    saved = json.loads(metrics.read_text())
+    assert "mean IoU" in result.output and saved["n_pixels"] == 4 * (64 * 64 - 9)
+    # Where the model errs, the command says how much of it is at the labelled boundaries.
+    assert ("of a labelled class boundary" in result.output) == (saved["accuracy"] < 1.0)
 
 
 def test_errors_are_one_red_line(data_folder, tmp_path):

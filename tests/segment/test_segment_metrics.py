@@ -9,6 +9,8 @@ import pytest
 
 from metallo.errors import ConfigError
 from metallo.segment import (
+    boundary_errors,
+    boundary_summary,
     confusion_matrix,
     mean_iou,
     metrics_from_confusion,
@@ -43,3 +45,32 @@ def test_bad_labels_raise():
         confusion_matrix([0, 5], [0, 1], n_classes=2)
     with pytest.raises(ConfigError, match="differ in size"):
         confusion_matrix([0, 1], [0, 1, 1], n_classes=2)
+
+
+def test_boundary_errors_tell_a_misplaced_boundary_from_a_wrong_region():
+    truth = np.zeros((40, 40), int)
+    truth[:, 20:] = 1                         # one boundary, between columns 19 and 20
+    shifted = np.zeros_like(truth)
+    shifted[:, 22:] = 1                       # the boundary placed 2 px off: 2 columns wrong
+    counts = boundary_errors(truth, shifted, band_px=2)
+    assert counts == {"errors_within": 80, "errors": 80, "pixels_within": 6 * 40, "pixels": 1600}
+    assert boundary_summary(counts) == {"band_px": 2, "error_share": 1.0, "pixel_share": 0.15, "accuracy_beyond": 1.0}
+    # A wrong 5 x 5 patch far from the boundary: all its errors lie beyond the band.
+    wrong = truth.copy()
+    wrong[5:10, 2:7] = 1
+    counts = boundary_errors(truth, wrong, band_px=2)
+    assert (counts["errors_within"], counts["errors"]) == (0, 25)
+    assert boundary_summary(counts)["accuracy_beyond"] == pytest.approx(1 - 25 / (1600 - 240))
+
+
+def test_boundary_errors_ignore_unlabelled_edges():
+    truth = np.zeros((10, 10), int)
+    truth[:, 6:] = 255                        # unlabelled: its edge is no class boundary
+    pred = np.ones_like(truth)                # every labelled pixel wrong
+    counts = boundary_errors(truth, pred)
+    assert counts == {"errors_within": 0, "errors": 60, "pixels_within": 0, "pixels": 60}
+    summary = boundary_summary(counts)
+    assert summary["error_share"] == 0.0 and summary["accuracy_beyond"] == 0.0
+    assert math.isnan(boundary_summary(boundary_errors(truth, np.zeros_like(truth)))["error_share"])
+    with pytest.raises(ConfigError, match="one shape"):
+        boundary_errors(truth, pred[:5])
