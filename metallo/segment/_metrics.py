@@ -149,9 +149,9 @@ def boundary_errors(truth: Any, prediction: Any, *, ignore_index: int = 255,
 
     A boundary pixel is a labelled pixel with a 4-neighbour of another labelled class (the
     edges of unlabelled regions and of the image are no class boundaries). Errors near the
-    boundaries are where a region ends, at the precision of hand-drawn labels; errors beyond
-    them are the wrong constituent. On the held-out UHCS folds half the errors lie within 2 px
-    (docs/segment.md).
+    boundaries are where a region ends, placed a few pixels off; errors beyond
+    them are the wrong constituent. On the held-out UHCS folds 48 % of the errors lie within
+    2 px (docs/segment.md).
 
     Parameters
     ----------
