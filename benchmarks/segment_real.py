@@ -482,20 +482,17 @@ def _posthoc_variants(probs: dict[float, tuple[np.ndarray, float]], sample, chec
     return out
 
 
-def boundary_error_shares(truth: np.ndarray, labels: np.ndarray, ignore_index: int) -> dict[int, np.ndarray]:
-    """Per band width d: [errors within d px of a labelled class boundary, all errors, pixels within d,
-    all labelled pixels] of one image (sums over images give the pooled shares)."""
-    from metallo.segment import boundary_errors
-
-    return {d: np.array(list(boundary_errors(truth, labels, ignore_index=ignore_index, band_px=d).values()), np.int64)
-            for d in BOUNDARY_BANDS_PX}
-
-
 def heldout_posthoc(data, args, out: Path, device) -> None:
     """Post-hoc choices (probability smoothing, per-image scale by entropy) by the protocol: each
     is judged on the tuning fold's screen model of ``--arm``; the best one, if it beats none there,
     is applied to the final run's fold models of that arm (final file ``--tag``)."""
-    from metallo.segment import confusion_matrix, fold_indices, metrics_from_confusion
+    from metallo.segment import (
+        boundary_errors,
+        boundary_summary,
+        confusion_matrix,
+        fold_indices,
+        metrics_from_confusion,
+    )
 
     arm = args.arm.split(",")[-1]
     screen = json.loads((out / f"segment_heldout_screen{args.screen_tag}.json").read_text())
@@ -503,7 +500,7 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     parts = fold_indices(len(data), final["folds"], seed=0)
     n = len(UHCS_CLASSES)
 
-    bands: dict[int, np.ndarray] = {}
+    bands: dict[int, dict[str, int]] = {}
 
     def score(checkpoint: str, k: int, count_bands: bool = False) -> dict[str, dict]:
         if not Path(checkpoint).exists():
@@ -515,8 +512,9 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
                 cm = confusion_matrix(s.labels, labels, n_classes=n, ignore_index=data.ignore_index)
                 cms[name] = cms.get(name, 0) + cm
                 if count_bands and name == "none":
-                    for d, counts in boundary_error_shares(s.labels, labels, data.ignore_index).items():
-                        bands[d] = bands.get(d, 0) + counts
+                    for d in BOUNDARY_BANDS_PX:
+                        counts = boundary_errors(s.labels, labels, ignore_index=data.ignore_index, band_px=d)
+                        bands[d] = {key: bands.get(d, {}).get(key, 0) + v for key, v in counts.items()}
         return {name: {key: metrics_from_confusion(cm, classes=UHCS_CLASSES)[key] for key in ("accuracy", "mean_iou", "iou")}
                 for name, cm in cms.items()}
 
@@ -533,10 +531,9 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
                  "mean_iou": float(np.mean([r[v]["mean_iou"] for r in rows]))} for v in tuning}
     for v, m in every.items():
         print(f"scored folds, {arm}, {v:<24} {m['accuracy']:.3f} / {m['mean_iou']:.3f}{'  (chosen)' if v == chosen else ''}")
-    boundary = {str(d): {"errors_within": float(c[0] / max(c[1], 1)), "pixels_within": float(c[2] / max(c[3], 1)),
-                         "accuracy_beyond": float(1 - (c[1] - c[0]) / max(c[3] - c[2], 1))} for d, c in sorted(bands.items())}
+    boundary = {str(d): boundary_summary(c, band_px=d) for d, c in sorted(bands.items())}
     for d, b in boundary.items():
-        print(f"errors within {d:>2} px of a labelled boundary: {b['errors_within']:.2f} (on {b['pixels_within']:.2f} of the "
+        print(f"errors within {d:>2} px of a labelled boundary: {b['error_share']:.2f} (on {b['pixel_share']:.2f} of the "
               f"pixels); accuracy beyond: {b['accuracy_beyond']:.3f}")
     mean = {v: {"accuracy": float(np.mean([r[v]["accuracy"] for r in rows])),
                 "mean_iou": float(np.mean([r[v]["mean_iou"] for r in rows]))} for v in ("none", chosen)}
