@@ -73,6 +73,8 @@ ARMS: dict[str, dict] = {
     "residual": dict(model_kwargs={"base_channels": 16, "residual": True}),
     "attention": dict(model_kwargs={"base_channels": 16, "attention": True}),
     "ce_dice": dict(loss="ce_dice"),
+    # Lovasz-softmax (Berman et al. 2018) in place of Dice: a surrogate of the IoU the protocol scores.
+    "lovasz": dict(loss="ce_lovasz"),
     # Polyak averaging: the exponential moving average of the weights (~200-step horizon).
     "ema": dict(ema_decay=0.995),
     "ema_long": dict(ema_decay=0.999),
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--minutes", type=float, default=None, help="training budget over all folds")
-    parser.add_argument("--loss", default="ce_dice", choices=["ce", "weighted_ce", "focal", "dice", "ce_dice"])
+    parser.add_argument("--loss", default="ce_dice", choices=["ce", "weighted_ce", "focal", "dice", "ce_dice", "lovasz", "ce_lovasz"])
     parser.add_argument("--weights", default="none",
                         choices=["none", "inverse_frequency", "sqrt_inverse_frequency"],
                         help="class weights of weighted_ce / ce_dice (alpha of focal)")
@@ -154,7 +156,7 @@ def main() -> None:
         model_kwargs["base_channels"] = args.base_channels or (16 if quick else 64)
     weights = None if args.weights == "none" else args.weights
     loss_kwargs = {}
-    if weights and args.loss in ("weighted_ce", "ce_dice"):
+    if weights and args.loss in ("weighted_ce", "ce_dice", "ce_lovasz"):
         loss_kwargs["weight"] = weights
     elif weights and args.loss == "focal":
         loss_kwargs["alpha"] = weights

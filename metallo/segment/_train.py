@@ -89,7 +89,8 @@ class TrainConfig:
         Class names for a data folder without ``classes.json`` (label value i is
         ``classes[i]``).
     loss : str
-        ``"ce"``, ``"weighted_ce"``, ``"focal"``, ``"dice"`` or ``"ce_dice"``.
+        ``"ce"``, ``"weighted_ce"``, ``"focal"``, ``"dice"``, ``"ce_dice"``, ``"lovasz"`` or
+        ``"ce_lovasz"``.
     loss_kwargs : dict
         e.g. ``{"gamma": 2, "alpha": "inverse_frequency"}``; ``weight``/``alpha`` may be
         ``"inverse_frequency"`` or the milder ``"sqrt_inverse_frequency"`` (computed from the

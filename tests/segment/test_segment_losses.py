@@ -13,7 +13,8 @@ from metallo.errors import ConfigError, UnknownNameError
 from metallo.segment import get_loss, inverse_frequency_weights
 
 LOSSES = [("ce", {}), ("weighted_ce", {"weight": [1.0, 2.0, 0.5]}), ("focal", {"gamma": 2.0, "alpha": [1, 2, 3]}),
-          ("dice", {}), ("ce_dice", {"weight": [1.0, 2.0, 0.5], "dice_weight": 0.5})]
+          ("dice", {}), ("ce_dice", {"weight": [1.0, 2.0, 0.5], "dice_weight": 0.5}), ("lovasz", {}),
+          ("ce_lovasz", {"weight": [1.0, 2.0, 0.5], "lovasz_weight": 0.5})]
 
 
 def test_focal_matches_its_formula():
@@ -101,7 +102,7 @@ def test_bad_loss_options():
         get_loss("ce_dice", dice_weight=-1)
     with pytest.raises(ConfigError, match="resolved"):
         get_loss("ce_dice", weight="sqrt_inverse_frequency")
-    with pytest.raises(UnknownNameError, match="ce, ce_dice, dice, focal, weighted_ce"):
+    with pytest.raises(UnknownNameError, match="ce, ce_dice, ce_lovasz, dice, focal, lovasz, weighted_ce"):
         get_loss("hinge")
     with pytest.raises(ConfigError, match="gamma"):
         get_loss("focal", gamma=-1)
@@ -109,3 +110,39 @@ def test_bad_loss_options():
         get_loss("ce", gamma=2)
     with pytest.raises(ConfigError, match="inverse_frequency"):
         get_loss("focal", alpha="inverse_frequency")
+
+
+def _iou_loss(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
+    """1 - mean IoU over the classes present in ``truth``, by set counting."""
+    ious = [np.sum((pred == c) & (truth == c)) / np.sum((pred == c) | (truth == c))
+            for c in range(n_classes) if np.any(truth == c)]
+    return 1.0 - float(np.mean(ious))
+
+
+def test_lovasz_of_a_hard_prediction_is_one_minus_its_mean_iou():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, (2, 9, 11))
+    pred = np.where(rng.random(truth.shape) < 0.3, rng.integers(0, 3, truth.shape), truth)
+    logits = F.one_hot(torch.from_numpy(pred), 3).permute(0, 3, 1, 2).float() * 1e4
+    value = float(get_loss("lovasz")(logits, torch.from_numpy(truth)))
+    assert value == pytest.approx(_iou_loss(pred, truth, 3), abs=1e-6)
+    assert 0.1 < value < 0.9   # a real mix of right and wrong pixels, not a trivial case
+
+
+def test_lovasz_of_uniform_probabilities_is_their_error():
+    # every pixel errs by 1 - 1/C on its own class: the extension is linear along that ray, so
+    # the loss is (1 - 1/C) x the Jaccard loss of "everything wrong", i.e. 1 - 1/C
+    t = torch.tensor([[[0, 1, 2, 2, 1, 0]]])
+    assert float(get_loss("lovasz")(torch.zeros(1, 3, 1, 6), t)) == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_lovasz_skips_absent_classes_and_ce_lovasz_is_the_sum():
+    t = torch.tensor([[[0, 0, 1, 1]]])          # class 2 absent: averaged over classes 0 and 1
+    hard = F.one_hot(torch.tensor([[[0, 1, 1, 1]]]), 3).permute(0, 3, 1, 2).float() * 1e4
+    assert float(get_loss("lovasz")(hard, t)) == pytest.approx(1 - (1 / 2 + 2 / 3) / 2, abs=1e-6)
+    torch.manual_seed(1)
+    x, t = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    expected = float(F.cross_entropy(x, t)) + 0.5 * float(get_loss("lovasz")(x, t))
+    assert float(get_loss("ce_lovasz", lovasz_weight=0.5)(x, t)) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ConfigError, match="lovasz_weight"):
+        get_loss("ce_lovasz", lovasz_weight=-1.0)
