@@ -64,7 +64,8 @@ PRETRAINED = "<pretrained in this run>"
 #: Levers of issue 19, each one change against PLAIN at the same CPU budget.
 ARMS: dict[str, dict] = {
     "plain": {},
-    "recipe": dict(loss="ce_dice", scale=1.0, augment={"blur": 0.2}),        # examples/train_uhcs.yaml
+    # examples/train_uhcs.yaml until it took up "dropout" (recipe+dropout) after the _r54 runs.
+    "recipe": dict(loss="ce_dice", scale=1.0, augment={"blur": 0.2}),
     "physical": dict(scale=1.0, pixel_size_um=0.39, augment={**PLAIN["augment"], "scale": 0.25}),
     # The common pixel size of 11 of the 15 micrographs (0.194 µm/px); the others (0.078-0.388)
     # are resampled to it, for training and prediction alike, with the same zoom augmentation.
@@ -75,6 +76,12 @@ ARMS: dict[str, dict] = {
     "ce_dice": dict(loss="ce_dice"),
     # Lovasz-softmax (Berman et al. 2018) in place of Dice: a surrogate of the IoU the protocol scores.
     "lovasz": dict(loss="ce_lovasz"),
+    # Elastic warps (Ronneberger et al. 2015, the U-Net's augmentation for few training images):
+    # half the tiles displaced smoothly by up to 8 px, labels nearest.
+    "elastic": dict(augment={"elastic": 0.5}),
+    # Dropout of whole channels at the bottleneck (Ronneberger et al.: at the end of the
+    # contracting path), against fitting ten training images too closely.
+    "dropout": dict(model_kwargs={"base_channels": 16, "dropout": 0.3}),
     # Polyak averaging: the exponential moving average of the weights (~200-step horizon).
     "ema": dict(ema_decay=0.995),
     "ema_long": dict(ema_decay=0.999),
