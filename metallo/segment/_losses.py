@@ -303,6 +303,7 @@ def _ce_dice(*, weight: Any = None, dice_weight: float = 1.0, smooth: float = 1.
         raise ConfigError(f"ce_dice weight={weight!r} must be resolved to class weights first (train() does this)")
     return CEDiceLoss(weight, dice_weight, smooth, ignore_index)
 
+
 @_LOSSES.register("lovasz")
 def _lovasz(*, ignore_index: int = 255) -> nn.Module:
     return LovaszSoftmaxLoss(ignore_index)
@@ -313,7 +314,6 @@ def _ce_lovasz(*, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: 
     if isinstance(weight, str):
         raise ConfigError(f"ce_lovasz weight={weight!r} must be resolved to class weights first (train() does this)")
     return CELovaszLoss(weight, lovasz_weight, ignore_index)
-
 
 
 def loss_names() -> list[str]:
