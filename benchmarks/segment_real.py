@@ -50,7 +50,7 @@ import numpy as np
 
 from metallo import datasets
 from metallo.errors import MetalloError
-from metallo.segment import cross_validate, load_training_folder, resolve_device
+from metallo.segment import cross_validate, load_training_folder, loss_names, resolve_device
 
 UHCS_CLASSES = ["matrix", "network", "spheroidite", "widmanstatten"]
 PAPER = {"uhcs_pixelnet_focal_accuracy": 0.865, "lath_bainite_unet_mean_iou": (0.78, 0.80)}
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--minutes", type=float, default=None, help="training budget over all folds")
-    parser.add_argument("--loss", default="ce_dice", choices=["ce", "weighted_ce", "focal", "dice", "ce_dice", "lovasz", "ce_lovasz"])
+    parser.add_argument("--loss", default="ce_dice", choices=loss_names())
     parser.add_argument("--weights", default="none",
                         choices=["none", "inverse_frequency", "sqrt_inverse_frequency"],
                         help="class weights of weighted_ce / ce_dice (alpha of focal)")
@@ -544,10 +544,7 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     for d, b in boundary.items():
         print(f"errors within {d:>2} px of a labelled boundary: {b['error_share']:.2f} (on {b['pixel_share']:.2f} of the "
               f"pixels); accuracy beyond: {b['accuracy_beyond']:.3f}")
-    mean = {v: {"accuracy": float(np.mean([r[v]["accuracy"] for r in rows])),
-                "mean_iou": float(np.mean([r[v]["mean_iou"] for r in rows]))} for v in ("none", chosen)}
-    for v, m in mean.items():
-        print(f"scored folds, {arm}, {v:<18} {m['accuracy']:.3f} / {m['mean_iou']:.3f}")
+    mean = {v: every[v] for v in ("none", chosen)}
     result = {"arm_judged": arm, "smooth_um": list(POSTHOC_SMOOTH_UM), "scales": list(POSTHOC_SCALES),
               "guided": [list(g) for g in POSTHOC_GUIDED], "drop_classes_under": list(POSTHOC_PRUNE),
               "adapt_bn_train_share": list(POSTHOC_ADAPT_BN),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -222,7 +223,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"accuracy {metrics['accuracy']:.3f}  mean IoU {metrics['mean_iou']:.3f}")
         near = metrics["boundary"]
-        if near["error_share"] == near["error_share"]:  # not NaN: there are errors
+        if not math.isnan(near["error_share"]):  # NaN where there are no errors
             console.print(f"errors within {near['band_px']:g} px of a labelled class boundary: {near['error_share']:.0%} "
                           f"(on {near['pixel_share']:.0%} of the pixels); accuracy beyond them {near['accuracy_beyond']:.3f}")
         if out is not None:

@@ -27,6 +27,7 @@ _SUPERVISED: dict[str, str] = {
     "loss_names": "metallo.segment._losses",
     "FocalLoss": "metallo.segment._losses",
     "DiceLoss": "metallo.segment._losses",
+    "LovaszSoftmaxLoss": "metallo.segment._losses",
     "inverse_frequency_weights": "metallo.segment._losses",
     "boundary_errors": "metallo.segment._metrics",
     "boundary_summary": "metallo.segment._metrics",

@@ -168,7 +168,22 @@ class DiceLoss(nn.Module):
         return 1.0 - ((2 * inter + self.smooth) / (denom + self.smooth)).mean()
 
 
-class CEDiceLoss(nn.Module):
+class _CEPlus(nn.Module):
+    """Cross-entropy (optionally class-weighted) plus ``term_weight`` x a region term."""
+
+    def __init__(self, term: nn.Module, what: str, weight: Any, term_weight: float, ignore_index: int) -> None:
+        super().__init__()
+        if term_weight < 0:
+            raise ConfigError(f"{what} must be >= 0; got {term_weight}")
+        self.ce = _CE(weight, ignore_index)
+        self.term = term
+        self.term_weight = float(term_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.term_weight * self.term(logits, target)
+
+
+class CEDiceLoss(_CEPlus):
     """Cross-entropy (optionally class-weighted) plus ``dice_weight`` x soft Dice.
 
     The Dice term scores every class by its overlap whatever its pixel share, so a rare class
@@ -194,15 +209,7 @@ class CEDiceLoss(nn.Module):
 
     def __init__(self, weight: Any = None, dice_weight: float = 1.0, smooth: float = 1.0,
                  ignore_index: int = 255) -> None:
-        super().__init__()
-        if dice_weight < 0:
-            raise ConfigError(f"ce_dice dice_weight must be >= 0; got {dice_weight}")
-        self.ce = _CE(weight, ignore_index)
-        self.dice = DiceLoss(smooth, ignore_index)
-        self.dice_weight = float(dice_weight)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+        super().__init__(DiceLoss(smooth, ignore_index), "ce_dice dice_weight", weight, dice_weight, ignore_index)
 
 
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -259,19 +266,12 @@ class LovaszSoftmaxLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
-class CELovaszLoss(nn.Module):
+class CELovaszLoss(_CEPlus):
     """Cross-entropy (optionally class-weighted) plus ``lovasz_weight`` x Lovász-softmax."""
 
     def __init__(self, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: int = 255) -> None:
-        super().__init__()
-        if lovasz_weight < 0:
-            raise ConfigError(f"ce_lovasz lovasz_weight must be >= 0; got {lovasz_weight}")
-        self.ce = _CE(weight, ignore_index)
-        self.lovasz = LovaszSoftmaxLoss(ignore_index)
-        self.lovasz_weight = float(lovasz_weight)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.lovasz_weight * self.lovasz(logits, target)
+        super().__init__(LovaszSoftmaxLoss(ignore_index), "ce_lovasz lovasz_weight", weight, lovasz_weight,
+                         ignore_index)
 
 
 @_LOSSES.register("ce")
