@@ -61,6 +61,8 @@ PLAIN: dict = dict(model="unet", model_kwargs={"base_channels": 16}, loss="ce", 
                    augment={"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}, eval_tile=None, eval_tta=False)
 #: Placeholder of the ``pretrained`` arm's ``init_weights``: the checkpoint :func:`pretrained_checkpoint` writes.
 PRETRAINED = "<pretrained in this run>"
+#: Placeholder of the ``particles`` arm's ``init_weights``: the checkpoint :func:`particle_checkpoint` writes.
+PARTICLES = "<particle model of this run>"
 #: Levers of issue 19, each one change against PLAIN at the same CPU budget.
 ARMS: dict[str, dict] = {
     "plain": {},
@@ -97,6 +99,11 @@ ARMS: dict[str, dict] = {
     # Self-supervised masked-inpainting pretraining on every UHCS micrograph in the shared data
     # (the 15 labelled and the 11 particle images, labels ignored), once per run, then PLAIN.
     "pretrained": dict(init_weights=PRETRAINED),
+    # Supervised pretraining on the other labelled UHCS task: the 11 spheroidite-particle micrographs
+    # (cementite particle / ferrite), once per run, then the arm's own training from those weights
+    # (all but the output layer). DeCost et al. (2019) suggest one representation for both tasks;
+    # where particles stop is the matrix / spheroidite edge, the commonest confusion.
+    "particles": dict(init_weights=PARTICLES),
 }
 TUNE_FOLD = 0
 
@@ -135,7 +142,8 @@ def main() -> None:
                         help="screen/final: fold models trained side by side in this many processes (threads shared)")
     parser.add_argument("--screen-tag", default="", help="tta: suffix of the screen file whose tuning-fold model judges TTA")
     parser.add_argument("--pretrain-cpu-minutes", type=float, default=5.0,
-                        help="arm 'pretrained': CPU minutes of self-supervised pretraining (once per run, all UHCS images)")
+                        help="arms 'pretrained' and 'particles': CPU minutes of self-supervised pretraining on all UHCS "
+                             "images, or of training on the particle labels (once per run)")
     parser.add_argument("--pretrain-patch", type=int, default=8, help="arm 'pretrained': side of the blanked squares, px")
     args = parser.parse_args()
     import torch
@@ -565,6 +573,8 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
     settings = dict(PLAIN, **arm_settings(name), device=str(device), seed=0, max_cpu_s=cpu_s)
     if settings.get("init_weights") == PRETRAINED:
         settings["init_weights"] = str(out_dir.parent / "pretrained.pt")
+    if settings.get("init_weights") == PARTICLES:
+        settings["init_weights"] = str(out_dir.parent / "particles.pt")
     t0, c0 = time.perf_counter(), time.process_time()
     outcomes = train_folds(data, parts, folds, jobs=jobs, out_dir=str(out_dir / name.replace("+", "_")), **settings)
     rows = []
@@ -615,15 +625,22 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
     parts = fold_indices(len(data), k, seed=0)
     run_dir = Path(os.environ.get("METALLO_RUNS", "/tmp/metallo-heldout-runs"))
     start, cpu0 = time.perf_counter(), time.process_time()
-    pretraining = None
-    if any("pretrained" in a.split("+") for a in (args.arms if args.heldout == "screen" else args.arm).split(",")):
-        pretraining = pretrained_checkpoint(args, device, run_dir / "pretrained.pt")
+    # Pretrainings of this run, once each, by the lever that uses them.
+    makers = {"pretrained": pretrained_checkpoint, "particles": particle_checkpoint}
+    asked = {part for a in (args.arms if args.heldout == "screen" else args.arm).split(",") for part in a.split("+")}
+    pretraining = {lever: make(args, device, run_dir / f"{lever}.pt") for lever, make in makers.items() if lever in asked}
+
+    def budget(arm: str) -> float:
+        # Equal total compute: an arm that pretrains spends its share of the pretraining (over the
+        # k fold models a full cross-validation trains) less on each fold model.
+        return cpu_s - sum(pretraining[lever]["cpu_s"] / k for lever in set(arm.split("+")) & set(pretraining))
+
     if args.heldout == "screen":
         cpu_s = 60.0 * (args.cpu_minutes or 3.0)
         arms = args.arms.split(",")
         print(f"screen: {len(arms)} arms x {cpu_s / 60:.1f} CPU-min, trained on folds "
               f"{[j for j in range(k) if j != TUNE_FOLD]}, scored on tuning fold {TUNE_FOLD} only", flush=True)
-        results = [_run_arm(data, a, [TUNE_FOLD], parts, cpu_s, device, run_dir / "screen", args.jobs) for a in arms]
+        results = [_run_arm(data, a, [TUNE_FOLD], parts, budget(a), device, run_dir / "screen", args.jobs) for a in arms]
         scored = "tuning fold only"
     else:
         folds = [j for j in range(k) if j != TUNE_FOLD]
@@ -639,11 +656,7 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         print(f"final: arms {arms}, {cpu_s / 60:.1f} CPU-min per fold model, scored folds {folds} "
               f"(tuning fold {TUNE_FOLD} not scored, {'in every training set' if args.scored_folds else 'not trained'})",
               flush=True)
-        # Equal total compute: an arm that pretrains spends its share of the pretraining (over the
-        # k fold models a full cross-validation trains) less on each fold model.
-        share = pretraining["cpu_s"] / k if pretraining else 0.0
-        results = [_run_arm(data, a, folds, parts, cpu_s - share if "pretrained" in a.split("+") else cpu_s, device,
-                            run_dir / "final", args.jobs) for a in arms]
+        results = [_run_arm(data, a, folds, parts, budget(a), device, run_dir / "final", args.jobs) for a in arms]
         scored = f"folds {folds}"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
@@ -686,6 +699,28 @@ def pretrained_checkpoint(args, device, path: Path) -> dict:
           f"{m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min", flush=True)
     return {"checkpoint": str(path), "patch": args.pretrain_patch, "cpu_s": m["train_cpu_s"], "wall_s": m["train_wall_s"], "steps": m["train_steps"],
             "loss": m["loss"], "baseline_loss": m["baseline_loss"], "images": m["images"]}
+
+
+def particle_checkpoint(args, device, path: Path) -> dict:
+    """The recipe's network trained on the spheroidite-particle micrographs (2 classes), once per run.
+
+    Its weights fit arms with the network of ``recipe+dropout`` (U-Net, 16 base channels).
+    """
+    from metallo.segment import train
+
+    folder = datasets.path("uhcs_spheroidite_particle_segmentation", folder=args.data)
+    cpu_s = 60.0 * args.pretrain_cpu_minutes
+    settings = dict(PLAIN, **arm_settings("recipe+dropout"))
+    settings.pop("init_weights", None)
+    print(f"pretraining {settings['model']} {settings['model_kwargs']} on the particle labels of {folder.name} "
+          f"for {cpu_s / 60:.1f} CPU-min", flush=True)
+    result = train(str(folder), classes=["ferrite", "cementite"], **settings, device=str(device), seed=0,
+                   max_cpu_s=cpu_s, out_dir=str(path.parent / "particles"))
+    Path(result.checkpoint).replace(path)
+    m = result.metrics
+    print(f"  particle model: {m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min", flush=True)
+    return {"checkpoint": str(path), "task": "particles", "cpu_s": m["train_cpu_s"], "wall_s": m["train_wall_s"],
+            "steps": m["train_steps"]}
 
 
 TARGET = {"accuracy": 0.94, "mean_iou": 0.80}
