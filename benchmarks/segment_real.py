@@ -630,17 +630,17 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
     asked = {part for a in (args.arms if args.heldout == "screen" else args.arm).split(",") for part in a.split("+")}
     pretraining = {lever: make(args, device, run_dir / f"{lever}.pt") for lever, make in makers.items() if lever in asked}
 
-    def budget(arm: str) -> float:
+    def budget(arm: str, per_model: float) -> float:
         # Equal total compute: an arm that pretrains spends its share of the pretraining (over the
         # k fold models a full cross-validation trains) less on each fold model.
-        return cpu_s - sum(pretraining[lever]["cpu_s"] / k for lever in set(arm.split("+")) & set(pretraining))
+        return per_model - sum(pretraining[lever]["cpu_s"] / k for lever in set(arm.split("+")) & set(pretraining))
 
     if args.heldout == "screen":
         cpu_s = 60.0 * (args.cpu_minutes or 3.0)
         arms = args.arms.split(",")
         print(f"screen: {len(arms)} arms x {cpu_s / 60:.1f} CPU-min, trained on folds "
               f"{[j for j in range(k) if j != TUNE_FOLD]}, scored on tuning fold {TUNE_FOLD} only", flush=True)
-        results = [_run_arm(data, a, [TUNE_FOLD], parts, budget(a), device, run_dir / "screen", args.jobs) for a in arms]
+        results = [_run_arm(data, a, [TUNE_FOLD], parts, budget(a, cpu_s), device, run_dir / "screen", args.jobs) for a in arms]
         scored = "tuning fold only"
     else:
         folds = [j for j in range(k) if j != TUNE_FOLD]
@@ -656,7 +656,7 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         print(f"final: arms {arms}, {cpu_s / 60:.1f} CPU-min per fold model, scored folds {folds} "
               f"(tuning fold {TUNE_FOLD} not scored, {'in every training set' if args.scored_folds else 'not trained'})",
               flush=True)
-        results = [_run_arm(data, a, folds, parts, budget(a), device, run_dir / "final", args.jobs) for a in arms]
+        results = [_run_arm(data, a, folds, parts, budget(a, cpu_s), device, run_dir / "final", args.jobs) for a in arms]
         scored = f"folds {folds}"
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
@@ -711,12 +711,10 @@ def particle_checkpoint(args, device, path: Path) -> dict:
     folder = datasets.path("uhcs_spheroidite_particle_segmentation", folder=args.data)
     cpu_s = 60.0 * args.pretrain_cpu_minutes
     settings = dict(PLAIN, **arm_settings("recipe+dropout"))
-    settings.pop("init_weights", None)
     print(f"pretraining {settings['model']} {settings['model_kwargs']} on the particle labels of {folder.name} "
           f"for {cpu_s / 60:.1f} CPU-min", flush=True)
     result = train(str(folder), classes=["ferrite", "cementite"], **settings, device=str(device), seed=0,
-                   max_cpu_s=cpu_s, out_dir=str(path.parent / "particles"))
-    Path(result.checkpoint).replace(path)
+                   max_cpu_s=cpu_s, out_dir=str(path.parent), checkpoint_name=path.name)
     m = result.metrics
     print(f"  particle model: {m['train_steps']} steps, {m['train_cpu_s'] / 60:.1f} CPU-min", flush=True)
     return {"checkpoint": str(path), "task": "particles", "cpu_s": m["train_cpu_s"], "wall_s": m["train_wall_s"],
