@@ -34,7 +34,11 @@ model and, only if it helps there, scores the final run's fold models with it. `
 does the same for post-processing of the probabilities (Gaussian smoothing; a per-image scale
 chosen by the lowest entropy; a guided filter; dropping a class an image barely predicts; test-time
 batch-norm adaptation), scores every variant on the scored folds for the record, and counts how
-many of the errors lie within 2-16 px of a labelled class boundary.
+many of the errors lie within 2-16 px of a labelled class boundary. ``--heldout fit`` trains the
+final run's fold models of ``--arm`` and scores each on its own training images as well as on its
+held-out fold, both split by distance to the labelled boundaries: how closely the arm fits the
+labels it was given, at the same budget, is a ceiling for anything that only helps it generalise.
+``--heldout fitscore --tag T`` scores a saved fit run again from its checkpoints.
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
     parser.add_argument("--uncertainty", action="store_true",
                         help="instead: does the uncertainty map mean something? (fold ensemble on unseen images)")
-    parser.add_argument("--heldout", choices=["screen", "final", "summary", "rescore", "tta", "posthoc"], default=None,
+    parser.add_argument("--heldout", choices=["screen", "final", "fit", "fitscore", "summary", "rescore", "tta", "posthoc"], default=None,
                         help="issue-19 protocol: screen the levers on the tuning fold, the final run, or the "
                              "summary of saved screen/final files (choice on the tuning fold only), rescore a saved "
                              "final run's uncertainty, or judge test-time augmentation on the tuning fold (tta)")
@@ -615,6 +619,9 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
     if args.heldout == "rescore":
         heldout_rescore(data, root / "benchmarks" / "results" / f"segment_heldout_final{args.tag}.json", device)
         return
+    if args.heldout == "fitscore":
+        heldout_fitscore(data, root / "benchmarks" / "results" / f"segment_heldout_fit{args.tag}.json", device)
+        return
     if args.heldout == "tta":
         heldout_tta(data, args, root / "benchmarks" / "results", device)
         return
@@ -656,8 +663,10 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
         print(f"final: arms {arms}, {cpu_s / 60:.1f} CPU-min per fold model, scored folds {folds} "
               f"(tuning fold {TUNE_FOLD} not scored, {'in every training set' if args.scored_folds else 'not trained'})",
               flush=True)
-        results = [_run_arm(data, a, folds, parts, budget(a, cpu_s), device, run_dir / "final", args.jobs) for a in arms]
+        results = [_run_arm(data, a, folds, parts, budget(a, cpu_s), device, run_dir / args.heldout, args.jobs) for a in arms]
         scored = f"folds {folds}"
+        if args.heldout == "fit":
+            _score_in_sample(data, results, parts, device)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"\n{args.heldout}: scored on {scored}; {cpu_s / 60:.1f} CPU-min per model; "
           f"{(time.perf_counter() - start) / 60:.1f} min wall")
@@ -679,6 +688,75 @@ def heldout_benchmark(data, args, device, root: Path) -> None:
               "pretraining": pretraining}
     (out / name).write_text(json.dumps(result, indent=1, default=float))
     print(f"saved {out / name}")
+
+
+def _score_in_sample(data, results: list[dict], parts: list[np.ndarray], device) -> None:
+    """``--heldout fit``: each final fold model scored on its own training images too.
+
+    How well a model of the arm fits the labels it was trained on, at the same budget, bounds what
+    any choice that only helps it generalise can reach on held-out images. Both sides are predicted
+    here the same way (whole images, no TTA) and split by distance to the labelled class boundaries."""
+    from metallo.segment import (
+        boundary_errors,
+        boundary_summary,
+        confusion_matrix,
+        metrics_from_confusion,
+        predict,
+    )
+
+    n = len(UHCS_CLASSES)
+
+    def score(checkpoint: str, indices) -> dict:
+        cm = np.zeros((n, n), np.int64)
+        bands: dict[int, dict[str, int]] = {}
+        for i in indices:
+            s = data.samples[i]
+            labels = np.asarray(predict(checkpoint, xr_image(s), tta=False, device=str(device)))
+            cm += confusion_matrix(s.labels, labels, n_classes=n, ignore_index=data.ignore_index)
+            for d in BOUNDARY_BANDS_PX:
+                counts = boundary_errors(s.labels, labels, ignore_index=data.ignore_index, band_px=d)
+                bands[d] = {key: bands.get(d, {}).get(key, 0) + v for key, v in counts.items()}
+        m = metrics_from_confusion(cm, classes=UHCS_CLASSES)
+        return {"images": [data.samples[i].name for i in indices], "accuracy": m["accuracy"], "mean_iou": m["mean_iou"],
+                "iou": m["iou"], "confusion": cm.tolist(), "bands": bands,
+                "boundary_bands_px": {str(d): boundary_summary(c, band_px=d) for d, c in sorted(bands.items())}}
+
+    for r in results:
+        for row in r["folds"]:
+            if not Path(row["checkpoint"]).exists():
+                raise SystemExit(f"checkpoint {row['checkpoint']} is gone; rerun --heldout fit")
+            train_idx = np.setdiff1d(np.arange(len(data)), parts[row["fold"]])
+            row["in_sample"] = score(row["checkpoint"], train_idx)
+            row["held_out_scored_here"] = score(row["checkpoint"], parts[row["fold"]])
+            for side in ("in_sample", "held_out_scored_here"):
+                m = row[side]
+                print(f"  {r['arm']:<22} fold {row['fold']} {side:<21} accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} "
+                      f"IoU {np.round(m['iou'], 3).tolist()}", flush=True)
+        for side in ("in_sample", "held_out_scored_here"):
+            each = [row[side] for row in r["folds"]]
+            with np.errstate(all="ignore"):
+                mean = {"accuracy": float(np.mean([m["accuracy"] for m in each])),
+                        "mean_iou": float(np.mean([m["mean_iou"] for m in each])),
+                        "iou": np.nanmean([m["iou"] for m in each], axis=0).tolist()}
+            bands = {d: {key: sum(m["bands"][d][key] for m in each) for key in each[0]["bands"][d]} for d in BOUNDARY_BANDS_PX}
+            r[f"{side}_mean"] = dict(mean, boundary_bands_px={str(d): boundary_summary(c, band_px=d) for d, c in bands.items()})
+            print(f"{r['arm']}: {side} {mean['accuracy']:.3f} / {mean['mean_iou']:.3f} (IoU {np.round(mean['iou'], 3).tolist()})")
+            for d, b in r[f"{side}_mean"]["boundary_bands_px"].items():
+                print(f"    errors within {d:>2} px of a labelled boundary: {b['error_share']:.2f} (on {b['pixel_share']:.2f} of "
+                      f"the pixels); accuracy beyond: {b['accuracy_beyond']:.3f}", flush=True)
+        for row in r["folds"]:
+            for side in ("in_sample", "held_out_scored_here"):
+                row[side].pop("bands")
+
+
+def heldout_fitscore(data, path: Path, device) -> None:
+    """``--heldout fitscore --tag T``: score a saved ``--heldout fit`` run again from its checkpoints."""
+    from metallo.segment import fold_indices
+
+    result = json.loads(path.read_text())
+    _score_in_sample(data, result["arms"], fold_indices(len(data), result["folds"], seed=0), device)
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(f"saved {path}")
 
 
 def pretrained_checkpoint(args, device, path: Path) -> dict:
