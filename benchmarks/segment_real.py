@@ -108,6 +108,11 @@ ARMS: dict[str, dict] = {
     # (all but the output layer). DeCost et al. (2019) suggest one representation for both tasks;
     # where particles stop is the matrix / spheroidite edge, the commonest confusion.
     "particles": dict(init_weights=PARTICLES),
+    # Coarse to fine: the first third of each fold model's budget at half resolution (about three
+    # times the epochs per CPU-second), the rest at the arm's own scale from those weights. At the
+    # budget the models do not fit their own training images to the target (--heldout fit); this
+    # aims at fitting faster, not at generalising.
+    "coarse": dict(coarse_first=1 / 3),
 }
 TUNE_FOLD = 0
 
@@ -566,6 +571,19 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     print(f"saved {out / f'segment_heldout_posthoc{args.tag}.json'}")
 
 
+def _train_folds_from(data, parts, folds: list[int], jobs: int, init: dict[int, str], **settings) -> list:
+    """``train_folds`` with each fold model starting from its own checkpoint ``init[k]``."""
+    from metallo.segment._parallel import run_parallel
+    from metallo.segment._train import _fold_outcome
+
+    tasks = [(_fold_outcome, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
+              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **settings, init_weights=init[k]))
+             for k in folds]
+    if jobs > 1 and len(tasks) > 1:
+        return run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds])
+    return [func(*args, **kwargs) for func, args, kwargs in tasks]
+
+
 def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path,
              jobs: int = 1) -> dict:
     """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images.
@@ -580,7 +598,21 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
     if settings.get("init_weights") == PARTICLES:
         settings["init_weights"] = str(out_dir.parent / "particles.pt")
     t0, c0 = time.perf_counter(), time.process_time()
-    outcomes = train_folds(data, parts, folds, jobs=jobs, out_dir=str(out_dir / name.replace("+", "_")), **settings)
+    arm_dir = out_dir / name.replace("+", "_")
+    coarse = settings.pop("coarse_first", None)
+    if coarse:
+        print(f"  {name}: {coarse * cpu_s / 60:.1f} CPU-min at half resolution first", flush=True)
+        first = train_folds(data, parts, folds, jobs=jobs, out_dir=str(arm_dir / "coarse"),
+                            **dict(settings, scale=0.5 * settings.get("scale", 1.0), max_cpu_s=coarse * cpu_s))
+        settings["max_cpu_s"] = (1 - coarse) * cpu_s
+        second = _train_folds_from(data, parts, folds, jobs, {k: str(arm_dir / "coarse" / f"fold{k}.pt") for k in folds},
+                                   out_dir=str(arm_dir), **settings)
+        # Both stages count against the fold model's budget.
+        outcomes = [(dict(m2, train_cpu_s=m1["train_cpu_s"] + m2["train_cpu_s"], train_steps=m1["train_steps"] + m2["train_steps"],
+                          coarse_stage={key: m1[key] for key in ("accuracy", "mean_iou", "train_cpu_s", "train_steps", "epochs_run")}),
+                     checkpoint) for (m1, _), (m2, checkpoint) in zip(first, second, strict=True)]
+    else:
+        outcomes = train_folds(data, parts, folds, jobs=jobs, out_dir=str(arm_dir), **settings)
     rows = []
     for k, (metrics, checkpoint) in zip(folds, outcomes, strict=True):
         held = parts[k]
@@ -588,7 +620,7 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
         rows.append({"fold": k, "held_out": [data.samples[i].name for i in held], "accuracy": m["accuracy"],
                      "mean_iou": m["mean_iou"], "iou": m["iou"], "confusion": m["confusion"],
                      "train_cpu_s": m["train_cpu_s"], "train_wall_s": m["train_wall_s"],
-                     "train_steps": m["train_steps"], "epochs_run": m["epochs_run"],
+                     "train_steps": m["train_steps"], "epochs_run": m["epochs_run"], "coarse_stage": m.get("coarse_stage"),
                      # Training of this arm's folds so far (in turn) or of all of them (side by side).
                      "arm_cpu_s_this_process": time.process_time() - c0, "arm_wall_s": time.perf_counter() - t0,
                      "checkpoint": str(checkpoint),
