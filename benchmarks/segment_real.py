@@ -577,7 +577,7 @@ def _train_folds_from(data, parts, folds: list[int], jobs: int, init: dict[int, 
     from metallo.segment._train import _fold_outcome
 
     tasks = [(_fold_outcome, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
-              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **settings, init_weights=init[k]))
+              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **{**settings, "init_weights": init[k]}))
              for k in folds]
     if jobs > 1 and len(tasks) > 1:
         return run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds])
