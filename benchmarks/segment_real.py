@@ -571,19 +571,6 @@ def heldout_posthoc(data, args, out: Path, device) -> None:
     print(f"saved {out / f'segment_heldout_posthoc{args.tag}.json'}")
 
 
-def _train_folds_from(data, parts, folds: list[int], jobs: int, init: dict[int, str], **settings) -> list:
-    """``train_folds`` with each fold model starting from its own checkpoint ``init[k]``."""
-    from metallo.segment._parallel import run_parallel
-    from metallo.segment._train import _fold_outcome
-
-    tasks = [(_fold_outcome, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
-              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **{**settings, "init_weights": init[k]}))
-             for k in folds]
-    if jobs > 1 and len(tasks) > 1:
-        return run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds])
-    return [func(*args, **kwargs) for func, args, kwargs in tasks]
-
-
 def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: float, device, out_dir: Path,
              jobs: int = 1) -> dict:
     """Train arm ``name`` once per fold in ``folds`` (held out: ``parts[k]``) and score the held-out images.
@@ -605,8 +592,8 @@ def _run_arm(data, name: str, folds: list[int], parts: list[np.ndarray], cpu_s: 
         first = train_folds(data, parts, folds, jobs=jobs, out_dir=str(arm_dir / "coarse"),
                             **dict(settings, scale=0.5 * settings.get("scale", 1.0), max_cpu_s=coarse * cpu_s))
         settings["max_cpu_s"] = (1 - coarse) * cpu_s
-        second = _train_folds_from(data, parts, folds, jobs, {k: str(arm_dir / "coarse" / f"fold{k}.pt") for k in folds},
-                                   out_dir=str(arm_dir), **settings)
+        settings["init_weights"] = {k: str(arm_dir / "coarse" / f"fold{k}.pt") for k in folds}
+        second = train_folds(data, parts, folds, jobs=jobs, out_dir=str(arm_dir), **settings)
         # Both stages count against the fold model's budget.
         outcomes = [(dict(m2, train_cpu_s=m1["train_cpu_s"] + m2["train_cpu_s"], train_steps=m1["train_steps"] + m2["train_steps"],
                           coarse_stage={key: m1[key] for key in ("accuracy", "mean_iou", "train_cpu_s", "train_steps", "epochs_run")}),
@@ -738,7 +725,7 @@ def _score_in_sample(data, results: list[dict], parts: list[np.ndarray], device)
 
     n = len(UHCS_CLASSES)
 
-    def score(checkpoint: str, indices) -> dict:
+    def score(checkpoint: str, indices) -> tuple[dict, dict]:
         cm = np.zeros((n, n), np.int64)
         bands: dict[int, dict[str, int]] = {}
         for i in indices:
@@ -750,35 +737,34 @@ def _score_in_sample(data, results: list[dict], parts: list[np.ndarray], device)
                 bands[d] = {key: bands.get(d, {}).get(key, 0) + v for key, v in counts.items()}
         m = metrics_from_confusion(cm, classes=UHCS_CLASSES)
         return {"images": [data.samples[i].name for i in indices], "accuracy": m["accuracy"], "mean_iou": m["mean_iou"],
-                "iou": m["iou"], "confusion": cm.tolist(), "bands": bands,
-                "boundary_bands_px": {str(d): boundary_summary(c, band_px=d) for d, c in sorted(bands.items())}}
+                "iou": m["iou"], "confusion": cm.tolist(),
+                "boundary_bands_px": {str(d): boundary_summary(c, band_px=d) for d, c in sorted(bands.items())}}, bands
 
+    sides = ("in_sample", "held_out_scored_here")
     for r in results:
+        band_counts: dict[str, list[dict]] = {side: [] for side in sides}
         for row in r["folds"]:
             if not Path(row["checkpoint"]).exists():
                 raise SystemExit(f"checkpoint {row['checkpoint']} is gone; rerun --heldout fit")
             train_idx = np.setdiff1d(np.arange(len(data)), parts[row["fold"]])
-            row["in_sample"] = score(row["checkpoint"], train_idx)
-            row["held_out_scored_here"] = score(row["checkpoint"], parts[row["fold"]])
-            for side in ("in_sample", "held_out_scored_here"):
+            for side, indices in zip(sides, (train_idx, parts[row["fold"]]), strict=True):
+                row[side], bands = score(row["checkpoint"], indices)
+                band_counts[side].append(bands)
                 m = row[side]
                 print(f"  {r['arm']:<22} fold {row['fold']} {side:<21} accuracy {m['accuracy']:.3f} mIoU {m['mean_iou']:.3f} "
                       f"IoU {np.round(m['iou'], 3).tolist()}", flush=True)
-        for side in ("in_sample", "held_out_scored_here"):
+        for side in sides:
             each = [row[side] for row in r["folds"]]
             with np.errstate(all="ignore"):
                 mean = {"accuracy": float(np.mean([m["accuracy"] for m in each])),
                         "mean_iou": float(np.mean([m["mean_iou"] for m in each])),
                         "iou": np.nanmean([m["iou"] for m in each], axis=0).tolist()}
-            bands = {d: {key: sum(m["bands"][d][key] for m in each) for key in each[0]["bands"][d]} for d in BOUNDARY_BANDS_PX}
+            bands = {d: {key: sum(c[d][key] for c in band_counts[side]) for key in band_counts[side][0][d]} for d in BOUNDARY_BANDS_PX}
             r[f"{side}_mean"] = dict(mean, boundary_bands_px={str(d): boundary_summary(c, band_px=d) for d, c in bands.items()})
             print(f"{r['arm']}: {side} {mean['accuracy']:.3f} / {mean['mean_iou']:.3f} (IoU {np.round(mean['iou'], 3).tolist()})")
             for d, b in r[f"{side}_mean"]["boundary_bands_px"].items():
                 print(f"    errors within {d:>2} px of a labelled boundary: {b['error_share']:.2f} (on {b['pixel_share']:.2f} of "
                       f"the pixels); accuracy beyond: {b['accuracy_beyond']:.3f}", flush=True)
-        for row in r["folds"]:
-            for side in ("in_sample", "held_out_scored_here"):
-                row[side].pop("bands")
 
 
 def heldout_fitscore(data, path: Path, device) -> None:

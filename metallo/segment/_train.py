@@ -730,7 +730,9 @@ def train_folds(data: SegmentationData, parts: Sequence[np.ndarray], folds: Iter
 
     ``settings`` are :func:`train` options (``out_dir`` etc.); with ``jobs > 1`` on a CPU the
     folds run side by side in worker processes (:func:`~metallo.segment._parallel.run_parallel`),
-    otherwise in turn. The checkpoint of fold ``k`` is ``fold<k>.pt``.
+    otherwise in turn. The checkpoint of fold ``k`` is ``fold<k>.pt``. ``init_weights`` may also
+    map each fold to its own checkpoint (``{k: "earlier/fold<k>.pt"}``): each fold model then goes
+    on from the same fold's model of an earlier cross-validation.
 
     Returns
     -------
@@ -739,8 +741,15 @@ def train_folds(data: SegmentationData, parts: Sequence[np.ndarray], folds: Iter
     """
     folds = list(folds)
     jobs = int(settings.get("jobs") or 1)
+    init = settings.get("init_weights")
+    if isinstance(init, Mapping) and set(folds) - set(init):
+        raise ConfigError(f"init_weights maps folds {sorted(init)}; it must map every trained fold {folds}")
+
+    def fold_settings(k: int) -> dict[str, Any]:
+        return {**settings, "init_weights": init[k]} if isinstance(init, Mapping) else settings
+
     tasks = [(_fold_outcome, (data.subset(np.setdiff1d(np.arange(len(data)), parts[k])),),
-              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **settings)) for k in folds]
+              dict(val_data=data.subset(parts[k]), checkpoint_name=f"fold{k}.pt", **fold_settings(k))) for k in folds]
     if jobs > 1 and resolve_device(settings.get("device", "auto")).type == "cpu":
         return run_parallel(tasks, jobs=jobs, labels=[f"fold {k}" for k in folds], progress=progress)
     return [func(*args, progress=progress, **kwargs) for func, args, kwargs in tasks]

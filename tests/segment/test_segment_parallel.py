@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,22 @@ def test_folds_side_by_side_equal_the_folds_in_turn(two_phase_data, tmp_path, tw
     assert {what.split(":")[0] for _, _, what in seen} == {"fold 0", "fold 1"}
     assert seen[-1][:2] == (2 + 2, 2 + 2)          # both folds' 2 epochs done, of both folds' 2
     assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)   # one rising count, one bar
+
+
+def test_each_fold_goes_on_from_its_own_checkpoint(two_phase_data, tmp_path, two_threads):
+    """``init_weights`` as a mapping: fold k starts from fold k of an earlier cross-validation."""
+    from metallo.segment._train import fold_indices, train_folds
+
+    cross_validate(two_phase_data, folds=2, jobs=1, out_dir=str(tmp_path / "first"), **FAST)
+    parts = fold_indices(len(two_phase_data), 2, seed=0)
+    earlier = {k: str(tmp_path / "first" / f"fold{k}.pt") for k in (0, 1)}
+    outcomes = train_folds(two_phase_data, parts, [0, 1], jobs=2, out_dir=str(tmp_path / "second"),
+                           init_weights=earlier, **FAST)
+    for k, (metrics, checkpoint) in enumerate(outcomes):
+        assert metrics["init_weights"]["path"] == earlier[k]
+        assert Path(checkpoint).name == f"fold{k}.pt"
+    with pytest.raises(ConfigError, match=r"must map every trained fold \[0, 1\]"):
+        train_folds(two_phase_data, parts, [0, 1], out_dir=None, init_weights={0: earlier[0]}, **FAST)
 
 
 def test_a_failing_fold_names_itself(two_phase_data, tmp_path, two_threads):
