@@ -46,6 +46,11 @@ class BatchResult:
     def complete(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "complete"]
 
+    @property
+    def not_passed(self) -> list[dict[str, Any]]:
+        """Complete specimens with a failed node or a QC fail."""
+        return [r for r in self.complete if r.get("checks", "pass") != "pass" or r.get("qc", "pass") != "pass"]
+
 
 def collect_recipes(paths: Iterable[str | Path]) -> list[Path]:
     """Recipe files from files and folders (``*.yaml`` / ``*.yml`` in a folder, sorted)."""
@@ -114,8 +119,7 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
     # Failed steps beside the limits: a fraction within limits on a failed registration is no pass.
     row["checks"] = ("fail: " + ", ".join(result.failed_checks)) if result.failed_checks else "pass"
     if result.qc:
-        passed = all(v["status"] == "pass" for v in result.qc.values()) and not result.qc_rests_on_failed
-        row["qc"] = "pass" if passed else "fail"
+        row["qc"] = "pass" if result.qc_passed else "fail"
         for cls, v in result.qc.items():
             row[f"{cls} (%)"] = round(100 * v["mean"], 2) if "mean" in v else float("nan")
     return row

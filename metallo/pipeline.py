@@ -101,6 +101,18 @@ class RunResult:
         return [node for node, c in self.checks.items() if not c["passed"]]
 
     @property
+    def qc_passed(self) -> bool | None:
+        """Every class within its limits and nothing failed under the fractions; None without QC limits."""
+        if not self.qc:
+            return None
+        return all(v["status"] == "pass" for v in self.qc.values()) and not self.qc_rests_on_failed
+
+    @property
+    def passed(self) -> bool:
+        """No node failed its quality check and the QC, where the recipe sets limits, passed."""
+        return not self.failed_checks and self.qc_passed is not False
+
+    @property
     def ran(self) -> list[str]:
         return [s["step"] for s in self.steps if s["status"] == "ran"]
 

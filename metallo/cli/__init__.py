@@ -7,6 +7,10 @@ so ``metallo --help`` stays fast. While a command runs:
 - a :class:`~metallo.errors.MetalloError` is printed as one red line, in the command line's
   words (``--overwrite``, not ``overwrite=True``), and the exit code is 1;
 - a warning is printed as one line (``warning: ...``), without the library source line;
+- with ``--strict`` (``register``, ``analyze``, ``batch``), a run that finished but whose result
+  failed its quality check (a failed registration, a failed node, a QC FAIL) exits with
+  :data:`metallo.cli._strict.EXIT_CHECK_FAILED` (3), so that a script tells an untrustworthy result (3) from one that
+  could not be made (1);
 - library progress callbacks are rendered with rich (:mod:`metallo.cli._progress`).
 
 Help is plain text; it lists flags without a ``<bool>`` type and arguments in capitals
@@ -32,6 +36,7 @@ from metallo import __version__
 from metallo.errors import MetalloError, user_message
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
 
 # A library keyword in an error message: ``overwrite=True``, ``device='cpu'``, ``tile=0``.
 _KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False|'[^']*'|\"[^\"]*\"|[-\w.]+)")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from metallo.cli._progress import rich_progress
+from metallo.cli._strict import EXIT_CHECK_FAILED, STRICT_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
         corrected_ang: Annotated[Path | None, typer.Option("--corrected-ang", help="MOVING is an EBSD map: write it corrected onto FIXED (nearest neighbour) as this .ang.")] = None,
         both_ways: Annotated[str, typer.Option("--both-ways", help="Method auto: also register the other way round, average the two where they agree and use the locally better one where they disagree ('mean', default), the same with the forward transform where they agree ('gate'), or the forward direction alone ('off').")] = "mean",
         representation: Annotated[str, typer.Option("--representation", help="MOVING is an EBSD map: register its grain/phase boundaries ('boundaries'), its IQ image ('iq'), or boundaries with IQ as the fallback ('auto').")] = "auto",
+        strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     ) -> None:
         """Register MOVING onto FIXED; write the warped image, the transform (.tfm), an overlay PNG and quality.json."""
         import json
@@ -103,3 +105,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"wrote corrected EBSD map {corrected_ang}")
         typer.echo(json.dumps(json_ready({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
         typer.echo(f"wrote {out}/{', '.join(written)}")
+        if reg.quality.get("failed"):
+            typer.echo("FAILED: " + ("; ".join(map(str, reg.quality.get("failure_reasons") or []))
+                                     or "the registration failed its quality check"), err=True)
+            if strict:
+                raise typer.Exit(EXIT_CHECK_FAILED)

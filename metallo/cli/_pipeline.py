@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from metallo.cli._progress import rich_progress
+from metallo.cli._strict import EXIT_CHECK_FAILED, STRICT_HELP
 
 if TYPE_CHECKING:
     from metallo.pipeline import RunResult
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (see docs/pipeline.md).")],
         force: Annotated[bool, typer.Option("--force", help="Re-run every step, even unchanged ones.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     ) -> None:
         """Run one specimen through the chain described by RECIPE (resumes an interrupted run)."""
         from metallo import pipeline
@@ -41,6 +43,8 @@ def register(app: typer.Typer) -> None:
         with rich_progress(not quiet, lines=True) as progress:
             result = pipeline.run(recipe, force=force, progress=progress)
         _print_result(result)
+        if strict and not result.passed:
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
     @app.command()
     def batch(
@@ -49,6 +53,8 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Local worker processes (default: CPU count).")] = None,
         out: Annotated[Path, typer.Option("--out", help="Folder of summary.html and summary.csv.")] = Path("metallo-batch"),
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a specimen's checks or QC failed "
+                                             "(errors exit 1 first).")] = False,
     ) -> None:
         """Run many specimens on Dask; failures are reported and do not stop the others."""
         from rich.console import Console
@@ -64,6 +70,9 @@ def register(app: typer.Typer) -> None:
                       markup=False)
         if result.failed:
             raise typer.Exit(1)
+        if strict and result.not_passed:
+            console.print(f"checks or QC failed: {', '.join(r['specimen'] for r in result.not_passed)}", markup=False)
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
 
     @app.command("step")

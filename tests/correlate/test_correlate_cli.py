@@ -44,6 +44,25 @@ def test_register_command_bad_input_is_one_line(tmp_path):
     assert "NaN" in result.output
 
 
+def test_register_command_says_failed_and_strict_exits_3(tmp_path):
+    # Two unrelated textures: method auto writes its result, flags it failed and says so;
+    # --strict turns that into exit code 3 (errors are 1), so that a script stops on it.
+    fixed = make_pair(1, moving_shape=(120, 120), fixed_shape=(180, 180)).fixed
+    moving = make_pair(7, moving_shape=(120, 120), fixed_shape=(180, 180)).moving
+    tifffile.imwrite(tmp_path / "lom.tif", fixed.values)
+    tifffile.imwrite(tmp_path / "iq.tif", moving.values)
+    args = ["register", str(tmp_path / "lom.tif"), str(tmp_path / "iq.tif"), "--fixed-pixel-size-um", "0.35",
+            "--moving-pixel-size-um", "0.5"]
+    for strict, code in ((False, 0), (True, 3)):
+        out = tmp_path / f"out{code}"
+        result = CliRunner().invoke(app, [*args, "--out", str(out), *(["--strict"] if strict else [])])
+        assert result.exit_code == code, result.output
+        quality = json.loads((out / "quality.json").read_text())
+        assert quality["failed"] is True and quality["failure_reasons"]
+        assert f"FAILED: {quality['failure_reasons'][0]}" in result.output
+        assert (out / "warped.tif").is_file()  # the result is written either way
+
+
 @pytest.mark.slow
 def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     from metallo.correlate import read_landmarks

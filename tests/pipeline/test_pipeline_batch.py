@@ -131,8 +131,13 @@ def test_fractions_within_limits_from_a_doubtful_segmentation_are_no_qc_pass(tmp
     assert result.exit_code == 0, result.output
     assert "QC cementite: 20.2% (limits 0-50%) -> PASS" in result.output  # the limits alone
     assert "QC FAIL: the phase fractions rest on segmentations/sem" in result.output
+    # --strict: the same run (nothing to redo) exits 3, so that a lab's script stops on it.
+    strict = CliRunner().invoke(app, ["analyze", str(tmp_path / "u.yaml"), "-q", "--strict"])
+    assert strict.exit_code == 3, strict.output
+    assert "QC FAIL: the phase fractions rest on segmentations/sem" in strict.output
     batch = run_batch([tmp_path / "u.yaml"], workers=1, out_dir=tmp_path / "summary")
     row = batch.rows[0]
     assert row["status"] == "complete" and row["qc"] == "fail" and row["checks"] == "fail: segmentations/sem"
+    assert batch.not_passed == [row] and batch.failed == []
     html = (tmp_path / "out" / "U170_report.html").read_text()
     assert "These fractions rest on segmentations/sem, which failed its quality check: the grey levels" in html

@@ -131,6 +131,19 @@ def test_cli_analyze_reports_a_bad_recipe_in_one_line(tmp_path):
     assert len(lines) == 1 and "steps.segment.method" in lines[0]
 
 
+@pytest.mark.parametrize(("qc", "checks", "rests_on", "qc_passed", "passed"), [
+    ({}, {}, [], None, True),  # no limits, no verdicts: nothing failed
+    ({"a": {"status": "pass"}}, {"registration/x": {"passed": True, "reasons": []}}, [], True, True),
+    ({"a": {"status": "pass"}, "b": {"status": "fail"}}, {}, [], False, False),
+    ({"a": {"status": "missing"}}, {}, [], False, False),  # a class with limits but no fraction is no pass
+    ({"a": {"status": "pass"}}, {"segmentations/s": {"passed": False, "reasons": ["r"]}}, ["segmentations/s"], False, False),
+    ({}, {"registration/x": {"passed": False, "reasons": ["r"]}}, [], None, False),  # a failed node without QC limits
+])
+def test_run_result_passes_only_when_no_check_and_no_limit_failed(tmp_path, qc, checks, rests_on, qc_passed, passed):
+    result = pipeline.RunResult("S", tmp_path / "s.h5", None, qc=qc, checks=checks, qc_rests_on_failed=rests_on)
+    assert result.qc_passed is qc_passed and result.passed is passed
+
+
 def test_qc_status_pass_fail_and_ci_flag():
     import pandas as pd
 
