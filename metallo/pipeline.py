@@ -289,13 +289,8 @@ def _run_locked(recipe: Recipe, *, force: bool, progress: ProgressCallback | Non
         say(f"{step}: done in {seconds:.1f} s")
     from metallo import report
 
-    measured = report.measured_fractions(spec)
-    if measured is not None:
-        result.qc = report.qc_status(measured[1], recipe.data.get("limits", {}))
-    result.checks = report.quality_checks(spec)
-    if measured is not None:
-        fractions = names.quantity(measured[0], names.PHASE_FRACTIONS)
-        result.qc_rests_on_failed = list(report.failed_upstream(spec, fractions, result.checks))
+    verdict = report.qc_verdict(spec, recipe.data.get("limits", {}))
+    result.qc, result.checks, result.qc_rests_on_failed = verdict["qc"], verdict["checks"], verdict["qc_rests_on_failed"]
     if recipe.data.get("output", {}).get("report", True):
         limits = recipe.data.get("limits", {})
         if not force and report.report_is_current(recipe.report_path, spec, limits):

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from metallo.cli._strict import EXIT_CHECK_FAILED
+
 
 def _limits(items: list[str] | None) -> dict[str, list[float]]:
     """``CLASS=MIN:MAX`` (fractions) -> ``{class: [min, max]}``."""
@@ -43,17 +45,23 @@ def _report_names(paths: list[Path]) -> list[str]:
 
 
 def _summary_row(spec: Any, report: Path, limits: dict[str, list[float]]) -> dict[str, Any]:
-    from metallo.report import measured_fractions, qc_status
+    """The batch table's row of one specimen: its checks and QC judged as ``metallo batch`` judges them."""
+    from metallo.report import measured_fractions, qc_verdict
 
     row: dict[str, Any] = {"specimen": spec.specimen_id, "status": "complete", "reason": "", "report": str(report)}
+    verdict = qc_verdict(spec, limits)
+    row["checks"] = ("fail: " + ", ".join(verdict["failed_checks"])) if verdict["failed_checks"] else "pass"
+    if verdict["qc_passed"] is not None:
+        row["qc"] = "pass" if verdict["qc_passed"] else "fail"
     measured = measured_fractions(spec)
     if measured is not None:
-        qc = qc_status(measured[1], limits)
-        if qc:
-            row["qc"] = "pass" if all(v["status"] == "pass" for v in qc.values()) else "fail"
         for cls, mean in zip(measured[1]["class"], measured[1]["mean"], strict=True):
             row[str(cls)] = float(mean)
     return row
+
+
+def _passed(row: dict[str, Any]) -> bool:
+    return row.get("checks", "pass") == "pass" and row.get("qc", "pass") == "pass"
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +74,8 @@ def register(app: typer.Typer) -> None:
                                                  "(default: the working directory).")] = None,
         limit: Annotated[list[str] | None, typer.Option("--limit", help="Phase-fraction limit CLASS=MIN:MAX "
                                                         "(fractions); repeat for several classes.")] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a specimen's checks or QC failed "
+                                             "(the reports are still written; errors exit 1 first).")] = False,
     ) -> None:
         """Write the QC report of each SPECIMEN from whatever it holds; several -> also summary.html + summary.csv."""
         from metallo.errors import MetalloError
@@ -78,6 +88,11 @@ def register(app: typer.Typer) -> None:
             target = out if out is not None and out.suffix.lower() in (".html", ".htm") else \
                 (out or Path.cwd()) / f"{specimens[0].stem}_report.html"
             typer.echo(f"report: {write_report(spec, target, limits=limits)}")
+            row = _summary_row(spec, target, limits)
+            if not _passed(row):
+                typer.echo(f"checks {row['checks']}; QC {row.get('qc', 'not judged')}", err=True)
+                if strict:
+                    raise typer.Exit(EXIT_CHECK_FAILED)
             return
         folder = out or Path.cwd()
         rows: list[dict[str, Any]] = []
@@ -95,3 +110,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"summary: {html} and {csv}")
         if any(r["status"] == "failed" for r in rows):
             raise typer.Exit(1)
+        not_passed = [r["specimen"] for r in rows if not _passed(r)]
+        if not_passed:
+            typer.echo(f"checks or QC failed: {', '.join(not_passed)}", err=True)
+            if strict:
+                raise typer.Exit(EXIT_CHECK_FAILED)

@@ -6,7 +6,13 @@ specimen was made: by a recipe (``metallo analyze``) or command by command (``me
 
 from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
-from metallo.report._qc import failed_upstream, measured_fractions, qc_status, quality_checks
+from metallo.report._qc import (
+    failed_upstream,
+    measured_fractions,
+    qc_status,
+    qc_verdict,
+    quality_checks,
+)
 from metallo.report._sections import Section, report_sections
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "histogram_figure",
     "measured_fractions",
     "qc_status",
+    "qc_verdict",
     "quality_checks",
     "report_is_current",
     "report_key",

@@ -151,3 +151,41 @@ def failed_upstream(spec: Any, node: str, checks: Mapping[str, Mapping[str, Any]
             failed[current] = list(check["reasons"])
         todo += [i for i in inputs.get(current, []) if i not in seen]
     return failed
+
+
+def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything QC says about one specimen: the limits, the nodes' own checks, and whether the
+    judged fractions rest on a failed node.
+
+    ``metallo analyze``, ``metallo batch`` and ``metallo report`` judge a specimen with this one
+    function, so that a fraction within its limits from a failed segmentation or through a failed
+    registration is a QC fail in every table, not only in the report page.
+
+    Parameters
+    ----------
+    spec : Specimen
+    limits : mapping
+        ``{class: [min, max]}`` as fractions.
+
+    Returns
+    -------
+    dict
+        ``qc`` (:func:`qc_status` of :func:`measured_fractions`; empty without fractions or limits),
+        ``checks`` (:func:`quality_checks`), ``qc_rests_on_failed`` (the failed nodes the judged
+        fractions rest on, :func:`failed_upstream`), ``failed_checks`` (nodes whose check failed) and
+        ``qc_passed`` (None without QC limits; False when a class is outside its limits or has no
+        fraction, or the fractions rest on a failed node).
+
+    Examples
+    --------
+    >>> qc_verdict(spec, {"bainite": [0.3, 0.45]})["qc_passed"]  # doctest: +SKIP
+    False
+    """
+    measured = measured_fractions(spec)
+    qc = qc_status(measured[1], limits) if measured is not None else {}
+    checks = quality_checks(spec)
+    rests_on = list(failed_upstream(spec, names.quantity(measured[0], names.PHASE_FRACTIONS), checks)) \
+        if measured is not None else []
+    qc_passed = (all(v["status"] == "pass" for v in qc.values()) and not rests_on) if qc else None
+    return {"qc": qc, "checks": checks, "qc_rests_on_failed": rests_on,
+            "failed_checks": [node for node, c in checks.items() if not c["passed"]], "qc_passed": qc_passed}

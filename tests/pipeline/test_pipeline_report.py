@@ -129,6 +129,29 @@ def test_report_command_one_and_several(specimen_path, tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "CLASS=MIN:MAX" in bad.output
 
 
+def test_report_summary_judges_qc_as_the_batch_does(specimen_path, tmp_path):
+    """S2's fractions lie within the limits but rest on a segmentation that failed its check: the
+    summary table says QC fail (it said pass from the limits alone), and --strict exits 3."""
+    import pandas as pd
+
+    bare = tmp_path / "S3.h5"
+    Specimen.create(bare, specimen_id="S3").save()
+    out = tmp_path / "summary"
+    limits = ["--limit", "polygonal_ferrite=0.0:1.0"]
+    several = runner.invoke(app, ["report", str(specimen_path), str(bare), "--out", str(out), *limits])
+    assert several.exit_code == 0, several.output
+    assert "checks or QC failed: S2" in several.output
+    table = pd.read_csv(out / "summary.csv").set_index("specimen")
+    assert table.loc["S2", "qc"] == "fail"
+    assert table.loc["S2", "checks"] == f"fail: {names.registration('lom')}, {names.segmentation('lom')}"
+    assert table.loc["S3", "checks"] == "pass" and pd.isna(table.loc["S3", "qc"])  # nothing to judge, nothing failed
+    strict = runner.invoke(app, ["report", str(specimen_path), str(bare), "--out", str(out), *limits, "--strict"])
+    assert strict.exit_code == 3, strict.output
+    one = runner.invoke(app, ["report", str(specimen_path), "--out", str(tmp_path / "one.html"), *limits, "--strict"])
+    assert one.exit_code == 3 and (tmp_path / "one.html").is_file()
+    assert runner.invoke(app, ["report", str(bare), "--out", str(tmp_path / "bare.html"), "--strict"]).exit_code == 0
+
+
 def test_pixel_size_is_required_where_a_length_is_measured(tmp_path):
     from metallo._xarray import image_dataarray, require_pixel_size_um
 
