@@ -141,3 +141,25 @@ def test_fractions_within_limits_from_a_doubtful_segmentation_are_no_qc_pass(tmp
     assert batch.not_passed == [row] and batch.failed == []
     html = (tmp_path / "out" / "U170_report.html").read_text()
     assert "These fractions rest on segmentations/sem, which failed its quality check: the grey levels" in html
+
+
+@pytest.mark.parametrize(("rows", "strict", "code"), [
+    ([{"specimen": "A", "status": "complete", "checks": "pass", "qc": "pass"}], True, 0),
+    ([{"specimen": "A", "status": "complete", "checks": "pass", "qc": "fail"}], False, 0),
+    ([{"specimen": "A", "status": "complete", "checks": "pass", "qc": "fail"}], True, 3),
+    ([{"specimen": "A", "status": "complete", "checks": "fail: registration/lom"}], True, 3),
+    ([{"specimen": "A", "status": "complete", "checks": "pass", "qc": "fail"},
+      {"specimen": "B", "status": "failed", "reason": "FormatError: x"}], True, 1),  # an error first
+])
+def test_batch_command_exit_codes(tmp_path, monkeypatch, rows, strict, code):
+    from typer.testing import CliRunner
+
+    import metallo.batch
+    from metallo.batch import BatchResult
+    from metallo.cli import app
+
+    (tmp_path / "a.yaml").write_text("x: 1")
+    monkeypatch.setattr(metallo.batch, "run_batch", lambda *a, **k: BatchResult(rows, tmp_path / "s.html", tmp_path / "s.csv"))
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "a.yaml"), "-q", *(["--strict"] if strict else [])])
+    assert result.exit_code == code, result.output
+    assert ("checks or QC failed: A" in result.output) is (code == 3)
