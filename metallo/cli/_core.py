@@ -74,6 +74,16 @@ def info(file: Path = typer.Argument(..., help="A specimen file (.h5).")) -> Non
             escape(record["metallo_version"]),
         )
     console.print(table)
+    # The verdicts are in the nodes' quality attrs above, cut short; say them whole, failures first.
+    from metallo.report import quality_checks
+
+    checks = quality_checks(spec)
+    for node, check in sorted(checks.items(), key=lambda item: item[1]["passed"]):
+        reasons = "; ".join(map(str, check["reasons"]))
+        console.print(f"{'PASS' if check['passed'] else 'FAIL'} {escape(node)}" + (f": {escape(reasons)}" if reasons else ""),
+                      soft_wrap=True)
+    if not checks:
+        console.print("checks: no node gives a verdict")
 
 
 def register(app: typer.Typer) -> None:

@@ -58,3 +58,30 @@ def test_a_file_of_nul_bytes_gives_a_short_one_line_error(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("error:") and len(result.output) < 600
     assert "\x00" not in result.output
+
+
+def test_info_says_each_verdict_whole_failures_first(tmp_path):
+    from metallo import names, synth
+    from metallo.correlate import Grid, Registration
+    from metallo.ebsd import map_image
+    from metallo.specimen import Specimen
+
+    path = tmp_path / "v.h5"
+    spec = Specimen.create(path, specimen_id="V")
+    synth.add_synthetic_specimen(spec, 2, ebsd_shape=(30, 30))
+    lom, ebsd = spec[names.micrograph("lom")][names.IMAGE], map_image(spec[names.EBSD_MAP])
+    reason = "forward and inverse registrations disagree by 7.3 px (median round trip > 3) " + "x" * 120
+    for name, passed in (("ok", True), ("bad", False)):
+        reg = Registration([], fixed_grid=Grid.of(lom), moving_grid=Grid.of(ebsd), method="identity",
+                           quality={names.PASSED: passed, "failure_reasons": [] if passed else [reason]})
+        spec.add(names.registration(name), reg.to_dataset(), step=names.STEP_REGISTER,
+                 inputs=[names.micrograph("lom"), names.EBSD_MAP])
+    spec.save()
+    out = runner.invoke(app, ["info", str(path)], env={"COLUMNS": "80"}).output
+    lines = [line for line in out.splitlines() if line.startswith(("PASS ", "FAIL "))]
+    assert lines[0].startswith(f"FAIL {names.registration('bad')}: forward and inverse")
+    assert lines[1] == f"PASS {names.registration('ok')}"
+    assert "x" * 120 in "".join(out.split())  # the whole reason, wrapped or not
+    bare = tmp_path / "b.h5"
+    Specimen.create(bare, specimen_id="B").save()
+    assert "checks: no node gives a verdict" in runner.invoke(app, ["info", str(bare)]).output
