@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[list[str] | None, typer.Option("--set", help="Parameter KEY=VALUE (VALUE read as YAML); "
                                                        "repeat for several.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing nodes.")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     ) -> None:
         """Run one step's adapter on SPECIMEN, with the parameters a recipe step takes."""
         import yaml
@@ -101,8 +102,17 @@ def register(app: typer.Typer) -> None:
             spec = Specimen.open(specimen)
             outputs = run_step(spec, step, overwrite=overwrite, **params)
             spec.save()
+        from metallo.report import quality_checks
+
+        checks = quality_checks(spec)
+        failed = False
         for node in outputs:
-            typer.echo(f"{step} -> {node}")
+            check = checks.get(node)
+            verdict = "" if check is None else " (PASS)" if check["passed"] else " (FAIL: " + "; ".join(check["reasons"]) + ")"
+            failed |= check is not None and not check["passed"]
+            typer.echo(f"{step} -> {node}{verdict}")
+        if strict and failed:
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _print_result(result: RunResult) -> None:

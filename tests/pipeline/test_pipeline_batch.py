@@ -139,6 +139,13 @@ def test_fractions_within_limits_from_a_doubtful_segmentation_are_no_qc_pass(tmp
     row = batch.rows[0]
     assert row["status"] == "complete" and row["qc"] == "fail" and row["checks"] == "fail: segmentations/sem"
     assert batch.not_passed == [row] and batch.failed == []
+    # The same step alone says its verdict beside its node, and --strict exits 3 on it.
+    specimen = tmp_path / "out" / "U170.h5"
+    step = CliRunner().invoke(app, ["step", "segment", str(specimen), "--set", "method=unsupervised", "--set", "micrograph=sem",
+                                    "--set", "n_classes=2", "--set", "classes=[ferrite, cementite]", "--overwrite",
+                                    "--strict"])
+    assert step.exit_code == 3, step.output
+    assert "segment -> segmentations/sem (FAIL: the grey levels" in step.output
     html = (tmp_path / "out" / "U170_report.html").read_text()
     assert "These fractions rest on segmentations/sem, which failed its quality check: the grey levels" in html
 
