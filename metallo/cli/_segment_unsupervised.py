@@ -10,6 +10,7 @@ import typer
 from metallo._atomic import atomic_write_text
 from metallo._progress import ProgressCallback
 from metallo.cli._progress import rich_progress
+from metallo.cli._strict import EXIT_CHECK_FAILED
 
 
 def _parse_classes(value: str) -> int | None:
@@ -53,6 +54,8 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Option("--name", help="Segmentation node name (with --specimen).")] = "unsupervised",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing specimen nodes.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a result is DOUBTFUL (it is still "
+                                             "written); errors exit 1.")] = False,
     ) -> None:
         """Segment micrographs without labels (CNN + SLIC superpixels) and rank the result by F, F', Q."""
         from contextlib import nullcontext
@@ -63,12 +66,14 @@ def register(app: typer.Typer) -> None:
         # With --specimen: open-modify-save under the specimen's lock (a second writer waits its turn).
         lock = Specimen.lock(specimen) if specimen is not None else nullcontext()
         with rich_progress(not quiet) as progress, lock:
-            run_segment_unsupervised(
+            _, doubtful = run_segment_unsupervised(
                 images, classes=classes, k_range=k_range, repeats=repeats, out=out, stack=stack,
                 options={"n_superpixels": superpixels, "compactness": compactness, "channels": channels,
                          "max_iter": max_iter, "max_time_s": max_time, "preset": preset, "device": device},
                 seed=seed, specimen=specimen, name=name, overwrite=overwrite, progress=progress,
             )
+        if strict and doubtful:
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _k_values(text: str) -> list[int]:
@@ -87,8 +92,9 @@ def run_segment_unsupervised(
     images: list[str], *, classes: str, k_range: str, repeats: int, out: Path, stack: bool,
     options: dict[str, Any], seed: int, specimen: Path | None, name: str, overwrite: bool,
     progress: ProgressCallback | None,
-) -> list[Path]:
-    """The body of ``metallo segment-unsupervised``; returns the files written."""
+) -> tuple[list[Path], list[str]]:
+    """The body of ``metallo segment-unsupervised``; returns the files written and the images whose
+    result failed its quality check (DOUBTFUL)."""
     import json
 
     import numpy as np
@@ -161,7 +167,7 @@ def run_segment_unsupervised(
     from metallo._xarray import pixel_size_um
     from metallo.io import write_image
 
-    rows = []
+    rows, doubtful = [], []
     for stem, source, image, labels in zip(stems, images, loaded, maps, strict=True):
         values = np.asarray(image.values)
         label_path = out / f"{stem}_labels.png"
@@ -176,6 +182,7 @@ def run_segment_unsupervised(
                      "quality_passed": quality.get("passed"), **crit})
         if quality and not quality["passed"]:
             console.print(f"[bold red]{stem}: DOUBTFUL[/] " + "; ".join(quality["reasons"]))
+            doubtful.append(stem)
         if spec is not None:
             node = names.segmentation(name if len(images) == 1 else f"{name}_{stem}")
             spec.add(node, labels, step=names.segment_step("unsupervised"), inputs=[source], overwrite=overwrite,
@@ -188,4 +195,4 @@ def run_segment_unsupervised(
         spec.save()
     console.print(table.to_string(index=False))
     console.print(f"written to {out}")
-    return written
+    return written, doubtful

@@ -51,6 +51,21 @@ def test_cli_auto_classes_into_a_specimen(multiphase, tmp_path):
     assert adjusted_rand_index(truth, node["labels"].values) >= 0.9
 
 
+def test_cli_says_doubtful_and_strict_exits_3(tmp_path):
+    # White noise has no phases: two classes split it at the mean, and the check says the grey
+    # levels do not tell where one ends (a minimum-error threshold puts 99.7 % in one class).
+    noise = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    path = write_image(noise, tmp_path / "noise.tif")
+    for strict, code in ((False, 0), (True, 3)):
+        out = tmp_path / f"out{code}"
+        result = CliRunner().invoke(app, ["segment-unsupervised", str(path), "--classes", "2", "--out", str(out),
+                                          *FAST_ARGS, *(["--strict"] if strict else [])])
+        assert result.exit_code == code, result.output
+        assert "noise: DOUBTFUL the grey levels do not say where class 1 ends" in result.output
+        assert (out / "noise_labels.png").is_file()
+        assert not pd.read_csv(out / "criteria.csv").loc[0, "quality_passed"]
+
+
 def test_cli_bad_classes_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["segment-unsupervised", "x.png", "--classes", "many"])
     assert result.exit_code == 1
