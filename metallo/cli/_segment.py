@@ -10,6 +10,7 @@ import typer
 
 from metallo._atomic import atomic_write_json
 from metallo.cli._progress import rich_progress
+from metallo.cli._strict import EXIT_CHECK_FAILED
 
 
 def register(app: typer.Typer) -> None:
@@ -83,6 +84,8 @@ def register(app: typer.Typer) -> None:
         tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over 8 flips/rotations (default: as the checkpoint was evaluated; on a CPU only where that measured a gain).")] = None,
         pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Pixel size of the images in µm (overrides the files).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a segmentation failed its quality check "
+                                             "(UNCERTAIN; it is still written); errors exit 1.")] = False,
     ) -> None:
         """Segment micrographs: label PNGs, overlays, class fractions, uncertainty (or Specimen /segmentations/NAME)."""
         from rich.console import Console
@@ -115,13 +118,24 @@ def register(app: typer.Typer) -> None:
                 if len(set(leaves)) != len(leaves):
                     raise ConfigError(f"{specimen}: micrograph nodes {nodes} share a name; predict them one at a time "
                                       "with --name")
+                from metallo import names
+                from metallo.report import quality_checks
+
+                written = []
                 for node, leaf in zip(nodes, leaves, strict=True):
                     suffix = f"_{leaf}" if len(nodes) > 1 else ""
                     labels = predict_to_specimen(source, spec, micrograph=node, name=name, tile=tile_opt,
                                                  overlap=overlap, device=device, overwrite=overwrite, suffix=suffix,
                                                  tta=tta, uncertainty=True if uncertainty is None else uncertainty)
-                    console.print(f"{node} -> segmentations/{name or labels.attrs['model']}{suffix}")
+                    written.append((node, names.segmentation(f"{name or labels.attrs['model']}{suffix}")))
                 spec.save()
+            checks = quality_checks(spec)
+            for node, seg in written:
+                check = checks.get(seg)
+                verdict = "" if check is None else " (PASS)" if check["passed"] else " (UNCERTAIN: " + "; ".join(check["reasons"]) + ")"
+                console.print(f"{node} -> {seg}{verdict}", markup=False)
+            if strict and any(seg in checks and not checks[seg]["passed"] for _, seg in written):
+                raise typer.Exit(EXIT_CHECK_FAILED)
             return
         with rich_progress(not quiet) as progress:
             records = predict_files(source, images, out_dir=out, tile=tile_opt, overlap=overlap,
@@ -144,6 +158,8 @@ def register(app: typer.Typer) -> None:
                     doubt += f"  novel {q['novel_fraction']:.0%}" + ("" if q["novelty_passed"] else " UNLIKE TRAINING")
                 doubt += "" if q["passed"] else "  UNCERTAIN"
             console.print(f"{rec['input']} -> {rec['labels']}  ({fractions}){doubt}")
+        if strict and any(rec.get("quality", {}).get("passed") is False for rec in records):
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
     @app.command()
     def pretrain(

@@ -197,6 +197,13 @@ def test_cli_predict_ensemble_writes_uncertainty(fold_run, tmp_path):
     record = json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]
     assert read_image(record["uncertainty"]).shape == (40, 56)
     assert set(record["quality"]) >= {"uncertain_fraction", "expected_error", "passed"}
+    # Two barely trained fold models disagree everywhere: the map says so, and --strict exits 3 on it.
+    assert record["quality"]["passed"] is False and record["quality"]["uncertain_fraction"] > 0.9
+    assert "UNCERTAIN" in result.output
+    strict = CliRunner().invoke(app, ["predict", str(fold_run), str(tmp_path / "m.png"), "--ensemble", "--strict",
+                                      "--out", str(tmp_path / "pred2"), "--device", "cpu", "--quiet"])
+    assert strict.exit_code == 3, strict.output
+    assert (tmp_path / "pred2" / "predictions.json").is_file()
 
 
 def test_onnx_export_predicts_like_torch(fold_run, tmp_path):

@@ -97,9 +97,13 @@ def test_cli_predict_into_a_specimen(specimen_file, checkpoint):
     assert result.exit_code == 0, result.output
     # Without --name the node is named after the model, and the command says so.
     assert "micrographs/lom -> segmentations/unet" in result.output
+    # The untrained model is unsure of every pixel: the node's verdict is printed beside it.
+    assert "segmentations/unet (UNCERTAIN: 100% of the pixels are" in " ".join(result.output.split())
     _check_segmentation_node(specimen_file, "segmentations/unet", checkpoint, tile=32, overlap=8)
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(app, [*args, "--name", "strict", "--strict"])
+    assert result.exit_code == 3 and "segmentations/strict" in Specimen.open(specimen_file).nodes()
     result = runner.invoke(app, [*args, "--overwrite", "--name", "again"])
     assert result.exit_code == 0, result.output
     assert {"segmentations/unet", "segmentations/again"} <= set(Specimen.open(specimen_file).nodes())
