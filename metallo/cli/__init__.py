@@ -7,8 +7,9 @@ so ``metallo --help`` stays fast. While a command runs:
 - a :class:`~metallo.errors.MetalloError` is printed as one red line, in the command line's
   words (``--overwrite``, not ``overwrite=True``), and the exit code is 1;
 - a warning is printed as one line (``warning: ...``), without the library source line;
-- with ``--strict`` (``register``, ``analyze``, ``batch``), a run that finished but whose result
-  failed its quality check (a failed registration, a failed node, a QC FAIL) exits with
+- with ``--strict`` (``analyze``, ``batch``, ``report``, ``step``, ``register``, ``predict``,
+  ``segment-unsupervised``), a run that finished but whose result failed its quality check (a
+  failed registration, a failed node, a QC FAIL, an UNCERTAIN or DOUBTFUL segmentation) exits with
   :data:`metallo.cli._strict.EXIT_CHECK_FAILED` (3), so that a script tells an untrustworthy result (3) from one that
   could not be made (1);
 - library progress callbacks are rendered with rich (:mod:`metallo.cli._progress`).
