@@ -70,7 +70,8 @@ PARTICLES = "<particle model of this run>"
 #: Levers of issue 19, each one change against PLAIN at the same CPU budget.
 ARMS: dict[str, dict] = {
     "plain": {},
-    # examples/train_uhcs.yaml until it took up "dropout" (recipe+dropout) after the _r54 runs.
+    # examples/train_uhcs.yaml until it took up "dropout" (recipe+dropout) after the _r54 runs and
+    # "lr_low" (recipe+dropout+lr_low) after the _r57lr runs.
     "recipe": dict(loss="ce_dice", scale=1.0, augment={"blur": 0.2}),
     "physical": dict(scale=1.0, pixel_size_um=0.39, augment={**PLAIN["augment"], "scale": 0.25}),
     # The common pixel size of 11 of the 15 micrographs (0.194 µm/px); the others (0.078-0.388)
@@ -117,6 +118,7 @@ ARMS: dict[str, dict] = {
     # recipe's; twice and half that, for a faster or steadier fit within the same budget.
     "lr_high": dict(lr=4e-3),
     "lr_low": dict(lr=1e-3),
+    "lr_lower": dict(lr=5e-4),
 }
 TUNE_FOLD = 0
 
