@@ -49,7 +49,12 @@ class BatchResult:
     @property
     def not_passed(self) -> list[dict[str, Any]]:
         """Complete specimens with a failed node or a QC fail."""
-        return [r for r in self.complete if r.get("checks", "pass") != "pass" or r.get("qc", "pass") != "pass"]
+        return [r for r in self.complete if not row_passed(r)]
+
+
+def row_passed(row: dict[str, Any]) -> bool:
+    """A summary-table row (batch, ``metallo report``): no failed node and no QC fail."""
+    return row.get("checks", "pass") == "pass" and row.get("qc", "pass") == "pass"
 
 
 def collect_recipes(paths: Iterable[str | Path]) -> list[Path]:

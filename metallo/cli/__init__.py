@@ -38,7 +38,6 @@ from metallo.errors import MetalloError, user_message
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-
 # A library keyword in an error message: ``overwrite=True``, ``device='cpu'``, ``tile=0``.
 _KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False|'[^']*'|\"[^\"]*\"|[-\w.]+)")
 

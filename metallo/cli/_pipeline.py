@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from metallo.cli._progress import rich_progress
-from metallo.cli._strict import EXIT_CHECK_FAILED, STRICT_HELP
+from metallo.cli._strict import EXIT_CHECK_FAILED, STRICT_HELP, verdict_text
 
 if TYPE_CHECKING:
     from metallo.pipeline import RunResult
@@ -108,9 +108,8 @@ def register(app: typer.Typer) -> None:
         failed = False
         for node in outputs:
             check = checks.get(node)
-            verdict = "" if check is None else " (PASS)" if check["passed"] else " (FAIL: " + "; ".join(check["reasons"]) + ")"
             failed |= check is not None and not check["passed"]
-            typer.echo(f"{step} -> {node}{verdict}")
+            typer.echo(f"{step} -> {node}{verdict_text(check)}")
         if strict and failed:
             raise typer.Exit(EXIT_CHECK_FAILED)
 

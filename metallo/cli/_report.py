@@ -60,10 +60,6 @@ def _summary_row(spec: Any, report: Path, limits: dict[str, list[float]]) -> dic
     return row
 
 
-def _passed(row: dict[str, Any]) -> bool:
-    return row.get("checks", "pass") == "pass" and row.get("qc", "pass") == "pass"
-
-
 def register(app: typer.Typer) -> None:
     """Add ``metallo report`` to the ``metallo`` app."""
 
@@ -78,6 +74,7 @@ def register(app: typer.Typer) -> None:
                                              "(the reports are still written; errors exit 1 first).")] = False,
     ) -> None:
         """Write the QC report of each SPECIMEN from whatever it holds; several -> also summary.html + summary.csv."""
+        from metallo.batch import row_passed
         from metallo.errors import MetalloError
         from metallo.report import write_batch_summary, write_report
         from metallo.specimen import Specimen
@@ -89,7 +86,7 @@ def register(app: typer.Typer) -> None:
                 (out or Path.cwd()) / f"{specimens[0].stem}_report.html"
             typer.echo(f"report: {write_report(spec, target, limits=limits)}")
             row = _summary_row(spec, target, limits)
-            if not _passed(row):
+            if not row_passed(row):
                 typer.echo(f"checks {row['checks']}; QC {row.get('qc', 'not judged')}", err=True)
                 if strict:
                     raise typer.Exit(EXIT_CHECK_FAILED)
@@ -110,7 +107,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"summary: {html} and {csv}")
         if any(r["status"] == "failed" for r in rows):
             raise typer.Exit(1)
-        not_passed = [r["specimen"] for r in rows if not _passed(r)]
+        not_passed = [r["specimen"] for r in rows if not row_passed(r)]
         if not_passed:
             typer.echo(f"checks or QC failed: {', '.join(not_passed)}", err=True)
             if strict:

@@ -10,7 +10,7 @@ import typer
 
 from metallo._atomic import atomic_write_json
 from metallo.cli._progress import rich_progress
-from metallo.cli._strict import EXIT_CHECK_FAILED
+from metallo.cli._strict import EXIT_CHECK_FAILED, verdict_text
 
 
 def register(app: typer.Typer) -> None:
@@ -131,9 +131,7 @@ def register(app: typer.Typer) -> None:
                 spec.save()
             checks = quality_checks(spec)
             for node, seg in written:
-                check = checks.get(seg)
-                verdict = "" if check is None else " (PASS)" if check["passed"] else " (UNCERTAIN: " + "; ".join(check["reasons"]) + ")"
-                console.print(f"{node} -> {seg}{verdict}", markup=False)
+                console.print(f"{node} -> {seg}{verdict_text(checks.get(seg), failed='UNCERTAIN')}", markup=False)
             if strict and any(seg in checks and not checks[seg]["passed"] for _, seg in written):
                 raise typer.Exit(EXIT_CHECK_FAILED)
             return

@@ -9,6 +9,16 @@ script or a lab's pipeline stops on it without parsing the output.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 #: Exit code of a ``--strict`` command whose result failed its quality check.
 EXIT_CHECK_FAILED = 3
 STRICT_HELP = "Exit 3 when the result failed its quality check (it is still written); errors exit 1."
+
+
+def verdict_text(check: Mapping[str, Any] | None, *, failed: str = "FAIL") -> str:
+    """`` (PASS)``, `` (FAIL: reasons)`` or nothing, for a node's :func:`metallo.report.quality_checks` entry."""
+    if check is None:
+        return ""
+    return " (PASS)" if check["passed"] else f" ({failed}: " + "; ".join(map(str, check["reasons"])) + ")"
