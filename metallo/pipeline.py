@@ -103,9 +103,9 @@ class RunResult:
     @property
     def qc_passed(self) -> bool | None:
         """Every class within its limits and nothing failed under the fractions; None without QC limits."""
-        if not self.qc:
-            return None
-        return all(v["status"] == "pass" for v in self.qc.values()) and not self.qc_rests_on_failed
+        from metallo.report._qc import qc_passed
+
+        return qc_passed(self.qc, self.qc_rests_on_failed)
 
     @property
     def passed(self) -> bool:

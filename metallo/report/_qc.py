@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from metallo import names
@@ -186,6 +186,10 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     checks = quality_checks(spec)
     rests_on = list(failed_upstream(spec, names.quantity(measured[0], names.PHASE_FRACTIONS), checks)) \
         if measured is not None else []
-    qc_passed = (all(v["status"] == "pass" for v in qc.values()) and not rests_on) if qc else None
     return {"qc": qc, "checks": checks, "qc_rests_on_failed": rests_on,
-            "failed_checks": [node for node, c in checks.items() if not c["passed"]], "qc_passed": qc_passed}
+            "failed_checks": [node for node, c in checks.items() if not c["passed"]], "qc_passed": qc_passed(qc, rests_on)}
+
+
+def qc_passed(qc: Mapping[str, Any], rests_on: Sequence[str]) -> bool | None:
+    """Every class within its limits and no failed node under the fractions; None without QC limits."""
+    return (all(v["status"] == "pass" for v in qc.values()) and not rests_on) if qc else None
