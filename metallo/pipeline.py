@@ -103,7 +103,7 @@ class RunResult:
     @property
     def qc_passed(self) -> bool | None:
         """Every class within its limits and nothing failed under the fractions; None without QC limits."""
-        from metallo.report._qc import qc_passed
+        from metallo.report import qc_passed
 
         return qc_passed(self.qc, self.qc_rests_on_failed)
 

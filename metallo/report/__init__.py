@@ -9,6 +9,7 @@ from metallo.report._html import report_is_current, report_key, write_batch_summ
 from metallo.report._qc import (
     failed_upstream,
     measured_fractions,
+    qc_passed,
     qc_status,
     qc_verdict,
     quality_checks,
@@ -20,6 +21,7 @@ __all__ = [
     "failed_upstream",
     "histogram_figure",
     "measured_fractions",
+    "qc_passed",
     "qc_status",
     "qc_verdict",
     "quality_checks",
