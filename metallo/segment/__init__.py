@@ -30,6 +30,7 @@ _SUPERVISED: dict[str, str] = {
     "LovaszSoftmaxLoss": "metallo.segment._losses",
     "inverse_frequency_weights": "metallo.segment._losses",
     "boundary_errors": "metallo.segment._metrics",
+    "boundary_band": "metallo.segment._data",
     "boundary_summary": "metallo.segment._metrics",
     "confusion_matrix": "metallo.segment._metrics",
     "metrics_from_confusion": "metallo.segment._metrics",

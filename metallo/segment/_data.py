@@ -234,6 +234,21 @@ class SegmentationData:
             out.append(s if abs(factor - 1.0) < 1e-6 else rescale_sample(s, factor))
         return replace(self, samples=out)
 
+    def without_boundaries(self, px: float) -> SegmentationData:
+        """Labels within ``px`` pixels of another class set to ``ignore_index`` (0: unchanged).
+
+        See :func:`boundary_band`; for training on labels whose class edges are placed a few
+        pixels off (``TrainConfig.ignore_boundary_px``).
+        """
+        if not px:
+            return self
+        out = []
+        for s in self.samples:
+            labels = s.labels.copy()
+            labels[boundary_band(s.labels, px, ignore_index=self.ignore_index)] = self.ignore_index
+            out.append(replace(s, labels=labels))
+        return replace(self, samples=out)
+
     def mean_std(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and standard deviation over all pixels of all images."""
         total = sum(s.image.shape[0] * s.image.shape[1] for s in self.samples)
@@ -241,6 +256,36 @@ class SegmentationData:
         sq = sum(((s.image.reshape(-1, s.image.shape[2]) - mean) ** 2).sum(0) for s in self.samples) / total
         std = np.sqrt(np.maximum(sq, 1e-12))
         return [float(v) for v in mean], [float(v) for v in std]
+
+
+def boundary_band(labels: np.ndarray, px: float, *, ignore_index: int = 255) -> np.ndarray:
+    """Labelled pixels within ``px`` pixels (Euclidean) of a pixel of another labelled class.
+
+    ``px=1`` marks the pixels 4-adjacent to another class: one pixel on each side of every
+    class boundary. Unlabelled pixels and the image edge are no class boundaries.
+
+    Examples
+    --------
+    >>> labels = np.zeros((3, 6), np.uint8); labels[:, 3:] = 1; labels[0, 0] = 255
+    >>> boundary_band(labels, 1).astype(int)[0].tolist()
+    [0, 0, 1, 1, 0, 0]
+    >>> int(boundary_band(labels, 2).sum())
+    12
+    """
+    from scipy import ndimage as ndi
+
+    if px < 0:
+        raise ConfigError(f"the boundary band must be >= 0 px; got {px}")
+    valid = labels != ignore_index
+    band = np.zeros(labels.shape, bool)
+    if not px:
+        return band
+    for c in np.unique(labels[valid]):
+        inside = labels == c
+        if inside.all():
+            continue
+        band |= valid & ~inside & (ndi.distance_transform_edt(~inside) <= px)
+    return band
 
 
 def _check_pair(image: np.ndarray, labels: np.ndarray, n_classes: int, ignore_index: int, name: str) -> None:

@@ -74,9 +74,12 @@ def _as_weight(weight: Sequence[float] | np.ndarray | torch.Tensor | None) -> to
 class _CE(nn.Module):
     weight: torch.Tensor
 
-    def __init__(self, weight: Any = None, ignore_index: int = 255) -> None:
+    def __init__(self, weight: Any = None, ignore_index: int = 255, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1) (e.g. 0.1); got {label_smoothing}")
         self.ignore_index = ignore_index
+        self.label_smoothing = float(label_smoothing)
         w = _as_weight(weight)
         self.register_buffer("weight", w if w is not None else torch.empty(0), persistent=False)
 
@@ -85,7 +88,7 @@ class _CE(nn.Module):
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float(), target.long(), weight=None if weight is None else weight.float(),
-                               ignore_index=self.ignore_index)
+                               ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
 
 class FocalLoss(nn.Module):
@@ -171,11 +174,12 @@ class DiceLoss(nn.Module):
 class _CEPlus(nn.Module):
     """Cross-entropy (optionally class-weighted) plus ``term_weight`` x a region term."""
 
-    def __init__(self, term: nn.Module, what: str, weight: Any, term_weight: float, ignore_index: int) -> None:
+    def __init__(self, term: nn.Module, what: str, weight: Any, term_weight: float, ignore_index: int,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
         if term_weight < 0:
             raise ConfigError(f"{what} must be >= 0; got {term_weight}")
-        self.ce = _CE(weight, ignore_index)
+        self.ce = _CE(weight, ignore_index, label_smoothing)
         self.term = term
         self.term_weight = float(term_weight)
 
@@ -198,6 +202,9 @@ class CEDiceLoss(_CEPlus):
         Factor of the Dice term (1).
     smooth : float
     ignore_index : int
+    label_smoothing : float
+        Of the cross-entropy term (0: hard targets; 0.1 puts 10 % of each pixel's target
+        uniformly on all classes, Szegedy et al. 2016). The Dice term keeps hard targets.
 
     Examples
     --------
@@ -208,8 +215,9 @@ class CEDiceLoss(_CEPlus):
     """
 
     def __init__(self, weight: Any = None, dice_weight: float = 1.0, smooth: float = 1.0,
-                 ignore_index: int = 255) -> None:
-        super().__init__(DiceLoss(smooth, ignore_index), "ce_dice dice_weight", weight, dice_weight, ignore_index)
+                 ignore_index: int = 255, label_smoothing: float = 0.0) -> None:
+        super().__init__(DiceLoss(smooth, ignore_index), "ce_dice dice_weight", weight, dice_weight, ignore_index,
+                         label_smoothing)
 
 
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -269,21 +277,22 @@ class LovaszSoftmaxLoss(nn.Module):
 class CELovaszLoss(_CEPlus):
     """Cross-entropy (optionally class-weighted) plus ``lovasz_weight`` x Lovász-softmax."""
 
-    def __init__(self, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: int = 255) -> None:
+    def __init__(self, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: int = 255,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(LovaszSoftmaxLoss(ignore_index), "ce_lovasz lovasz_weight", weight, lovasz_weight,
-                         ignore_index)
+                         ignore_index, label_smoothing)
 
 
 @_LOSSES.register("ce")
-def _ce(*, ignore_index: int = 255) -> nn.Module:
-    return _CE(None, ignore_index)
+def _ce(*, ignore_index: int = 255, label_smoothing: float = 0.0) -> nn.Module:
+    return _CE(None, ignore_index, label_smoothing)
 
 
 @_LOSSES.register("weighted_ce")
-def _weighted_ce(*, weight: Any, ignore_index: int = 255) -> nn.Module:
+def _weighted_ce(*, weight: Any, ignore_index: int = 255, label_smoothing: float = 0.0) -> nn.Module:
     if isinstance(weight, str):
         raise ConfigError(f"weighted_ce weight={weight!r} must be resolved to class weights first (train() does this)")
-    return _CE(weight, ignore_index)
+    return _CE(weight, ignore_index, label_smoothing)
 
 
 @_LOSSES.register("focal")
@@ -298,10 +307,10 @@ def _dice(*, smooth: float = 1.0, ignore_index: int = 255) -> nn.Module:
 
 @_LOSSES.register("ce_dice")
 def _ce_dice(*, weight: Any = None, dice_weight: float = 1.0, smooth: float = 1.0,
-             ignore_index: int = 255) -> nn.Module:
+             ignore_index: int = 255, label_smoothing: float = 0.0) -> nn.Module:
     if isinstance(weight, str):
         raise ConfigError(f"ce_dice weight={weight!r} must be resolved to class weights first (train() does this)")
-    return CEDiceLoss(weight, dice_weight, smooth, ignore_index)
+    return CEDiceLoss(weight, dice_weight, smooth, ignore_index, label_smoothing)
 
 
 @_LOSSES.register("lovasz")
@@ -310,10 +319,11 @@ def _lovasz(*, ignore_index: int = 255) -> nn.Module:
 
 
 @_LOSSES.register("ce_lovasz")
-def _ce_lovasz(*, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: int = 255) -> nn.Module:
+def _ce_lovasz(*, weight: Any = None, lovasz_weight: float = 1.0, ignore_index: int = 255,
+               label_smoothing: float = 0.0) -> nn.Module:
     if isinstance(weight, str):
         raise ConfigError(f"ce_lovasz weight={weight!r} must be resolved to class weights first (train() does this)")
-    return CELovaszLoss(weight, lovasz_weight, ignore_index)
+    return CELovaszLoss(weight, lovasz_weight, ignore_index, label_smoothing)
 
 
 def loss_names() -> list[str]:
@@ -335,7 +345,8 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
     name : str
         ``"ce"``, ``"weighted_ce"`` (``weight=``), ``"focal"`` (``gamma=``, ``alpha=``),
         ``"dice"`` (``smooth=``), ``"ce_dice"`` (``weight=``, ``dice_weight=``), ``"lovasz"`` or
-        ``"ce_lovasz"`` (``weight=``, ``lovasz_weight=``).
+        ``"ce_lovasz"`` (``weight=``, ``lovasz_weight=``). The cross-entropy losses (``ce``,
+        ``weighted_ce``, ``ce_dice``, ``ce_lovasz``) also take ``label_smoothing=`` (0).
     **kwargs
         Loss options and ``ignore_index`` (255).
 

@@ -129,6 +129,11 @@ class TrainConfig:
     balance_classes : float
         Fraction of the training tiles centred on a pixel of a uniformly drawn class
         (class-balanced sampling for rare classes; see :class:`~metallo.segment.TileDataset`).
+    ignore_boundary_px : float
+        Leave the labels within this many pixels of another class out of the loss (at the
+        training scale; 1: one pixel on each side of every class boundary; 0: train on every
+        labelled pixel). For labels whose class edges are placed a few pixels off; see
+        :func:`~metallo.segment.boundary_band`. Evaluation still scores every labelled pixel.
     freeze_encoder_epochs : int
         Epochs with the VGG16 encoder frozen (PixelNet recipe), then fine-tuning.
     init_weights : str, optional
@@ -190,6 +195,7 @@ class TrainConfig:
     augment: bool | dict[str, Any] = True
     jitter: bool = True
     balance_classes: float = 0.0
+    ignore_boundary_px: float = 0.0
     freeze_encoder_epochs: int = 0
     init_weights: str | None = None
     steps_per_epoch: int | None = None
@@ -265,6 +271,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.995) or null; got {self.ema_decay}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ConfigError(f"pixel_size_um must be a positive size in µm/px; got {self.pixel_size_um}")
+        if not self.ignore_boundary_px >= 0:
+            raise ConfigError(f"ignore_boundary_px must be a distance >= 0 in pixels; got {self.ignore_boundary_px}")
         if self.pixel_size_um is not None and self.scale != 1.0:
             raise ConfigError("give either scale or pixel_size_um, not both")
 
@@ -544,7 +552,7 @@ def _fit(cfg: TrainConfig, data: SegmentationData, device: torch.device, *, val_
     # would segment them: resampled to the nearest one seen.
     seen: dict[str, Any] = {"seen_range_um": data.pixel_size_range_um if cfg.pixel_size_um is None else None,
                             "zoom": augment_zoom(cfg.augment)}
-    tiles = TileDataset(scaled, tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed,
+    tiles = TileDataset(scaled.without_boundaries(cfg.ignore_boundary_px), tile=cfg.tile, mean=mean, std=std, augment=augment, jitter=cfg.jitter, seed=cfg.seed,
                         balance=cfg.balance_classes)
     generator = torch.Generator().manual_seed(cfg.seed)
     # TileDataset is a map-style dataset without subclassing torch's Dataset.

@@ -225,3 +225,32 @@ def test_class_balanced_tiles_oversample_a_rare_class():
     assert share(1.0) >= 0.4  # half the balanced tiles are centred on the rare class
     with pytest.raises(ConfigError, match="balance"):
         TileDataset(data, tile=32, mean=[0.0], std=[1.0], balance=2.0)
+
+
+def test_boundary_band_marks_the_pixels_next_to_another_class():
+    from metallo.segment import boundary_band
+
+    labels = np.zeros((10, 20), np.uint8)
+    labels[:, 10:] = 1  # one vertical class boundary between columns 9 and 10
+    labels[:, :2] = 255  # unlabelled: no class boundary
+    band = boundary_band(labels, 1)
+    assert band.sum() == 2 * 10 and band[:, 9].all() and band[:, 10].all()
+    assert boundary_band(labels, 2).sum() == 4 * 10  # two columns on each side
+    assert not boundary_band(labels, 0).any()
+    assert not boundary_band(np.zeros((5, 5), np.uint8), 3).any()  # one class: no boundary
+    square = np.zeros((9, 9), np.uint8)
+    square[3:6, 3:6] = 1
+    # inside: the 8 pixels of the 3 x 3 square next to the matrix; outside: the 12 4-neighbours
+    assert boundary_band(square, 1).sum() == 8 + 12
+
+
+def test_without_boundaries_ignores_the_band_and_keeps_the_rest(two_phase_data):
+    from metallo.segment import boundary_band
+
+    out = two_phase_data.without_boundaries(1)
+    for before, after in zip(two_phase_data.samples, out.samples, strict=True):
+        band = boundary_band(before.labels, 1)
+        assert band.any()
+        assert (after.labels[band] == 255).all()
+        assert (after.labels[~band] == before.labels[~band]).all()
+    assert two_phase_data.without_boundaries(0) is two_phase_data

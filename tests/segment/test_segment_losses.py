@@ -146,3 +146,21 @@ def test_lovasz_skips_absent_classes_and_ce_lovasz_is_the_sum():
     assert float(get_loss("ce_lovasz", lovasz_weight=0.5)(x, t)) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ConfigError, match="lovasz_weight"):
         get_loss("ce_lovasz", lovasz_weight=-1.0)
+
+
+def test_label_smoothing_matches_its_formula_and_skips_ignored_pixels():
+    # (1 - eps) x CE of the target + eps x the mean over classes of -log p (Szegedy et al. 2016)
+    torch.manual_seed(2)
+    x, t = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    t[0, 0, :] = 255
+    keep = t != 255
+    logp = F.log_softmax(x, dim=1).movedim(1, -1)[keep]
+    hard = -logp.gather(1, t[keep][:, None].long()).squeeze(1)
+    expected = float((0.9 * hard + 0.1 * -logp.mean(1)).mean())
+    assert float(get_loss("ce", label_smoothing=0.1)(x, t)) == pytest.approx(expected, rel=1e-5)
+    dice = float(get_loss("dice")(x, t))
+    smoothed = float(get_loss("ce_dice", label_smoothing=0.1)(x, t))
+    assert smoothed == pytest.approx(expected + dice, rel=1e-5)
+    assert float(get_loss("ce", label_smoothing=0.0)(x, t)) == pytest.approx(float(hard.mean()), rel=1e-5)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        get_loss("ce_dice", label_smoothing=1.0)

@@ -301,3 +301,17 @@ def test_yaml_config_takes_ema_decay(tmp_path, data_folder):
     path.write_text(f"data: {data_folder}\nema_decay: 2\n")
     with pytest.raises(SchemaError, match=r"ema_decay \(line 2\)"):
         TrainConfig.from_any(path)
+
+
+def test_ignore_boundary_px_leaves_the_band_out_of_the_loss(two_phase_data):
+    kwargs = dict(model="unet", model_kwargs={"base_channels": 4}, lr=1e-2, augment=False, **FAST)
+    init = train(two_phase_data, epochs=1, steps_per_epoch=0, **{k: v for k, v in kwargs.items() if k != "epochs"})
+    trained = train(two_phase_data, **kwargs)
+    # Every labelled pixel lies within 1000 px of the other class: nothing is left to learn from.
+    nothing = train(two_phase_data, ignore_boundary_px=1000, **kwargs)
+    weights = [k for k, v in init.model.state_dict().items() if k.endswith("weight") and v.ndim == 4]
+    assert all(torch.equal(init.model.state_dict()[k], nothing.model.state_dict()[k]) for k in weights)
+    assert not any(torch.equal(init.model.state_dict()[k], trained.model.state_dict()[k]) for k in weights)
+    assert all(h["loss"] == 0.0 for h in nothing.history)
+    with pytest.raises(ConfigError, match="ignore_boundary_px"):
+        TrainConfig.from_any({"ignore_boundary_px": -1})
