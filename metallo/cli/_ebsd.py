@@ -71,9 +71,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
         else:
             typer.echo(f"KAM (order {kam_order}): no point has indexed neighbours of its phase at that order")
-        typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, Sigma3 {codes[3]}")
+        typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}")
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
+
+
+def _sigma3_text(data: Any, count: int) -> str:
+    """The Sigma3 count, or why there is none: the twin is only looked for in cubic m-3m phases."""
+    import numpy as np
+
+    from metallo._ebsd_dataset import phases_of
+
+    present = set(np.unique(data["phase"].values).tolist())
+    if any(p.get("symmetry") == "m-3m" and p.get("id") in present for p in phases_of(data)):
+        return f"Sigma3 {count}"
+    return "Sigma3 n/a (no cubic m-3m phase)"
 
 
 def _mean(values: Any, fmt: str) -> str:

@@ -45,3 +45,21 @@ def test_recipe_reads_an_osc_map(shared_file, tmp_path):
     result = pipeline.run(recipe, base_dir=tmp_path)
     ebsd = Specimen.open(result.specimen_path)[names.EBSD_MAP]
     assert ebsd.attrs["grid"] == "hexagonal" and json.loads(ebsd.attrs["header"])["format"] == "osc"
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize(("relative", "sigma3"), [("ebsd_ctf/mtex_twins_Mg.ctf", r"Sigma3 n/a \(no cubic m-3m phase\)"),
+                                                  ("ebsd_vendor_hdf5/ebsdlib_EdaxAngOnly_Ni.h5", r"Sigma3 \d+\n")])
+def test_cli_ebsd_says_sigma3_only_for_cubic_phases(shared_file, relative, sigma3, tmp_path):
+    # Sigma3 twins are looked for in cubic m-3m phases only: hexagonal Mg's twins are no Sigma3,
+    # and "Sigma3 0" would read as "no twins found".
+    import re
+
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    result = CliRunner().invoke(app, ["ebsd", str(shared_file(relative)), "--specimen", str(tmp_path / "s.h5")])
+    assert result.exit_code == 0, result.output
+    assert re.search(sigma3, result.output), result.output
