@@ -438,11 +438,9 @@ def _read_tiff(
             page = tif.pages.first
             meta = _metallo_description(page)
             tescan = _tescan_header(path, page)
-            sem_ps = _sem_vendor_pixel_size(tif.fei_metadata, tif.sem_metadata) or _tescan_pixel_size(tescan)
-            file_ps = sem_ps or _tiff_pixel_size(page, tif.imagej_metadata)
-            frame = _sem_frame_shape(tif.fei_metadata, tif.sem_metadata)
-            if sem_ps is not None:
-                meta.setdefault("modality", "SEM")
+            fei, zeiss = tif.fei_metadata, tif.sem_metadata
+            tiff_ps = _tiff_pixel_size(page, tif.imagej_metadata)
+            frame = _sem_frame_shape(fei, zeiss)
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
     except MetalloError:
         raise
@@ -455,6 +453,10 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
+    sem_ps = _sem_vendor_pixel_size(fei, zeiss, array.shape, path) or _tescan_pixel_size(tescan)
+    file_ps = sem_ps or tiff_ps
+    if sem_ps is not None:
+        meta.setdefault("modality", "SEM")
     bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]), path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
@@ -503,20 +505,78 @@ def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:
     return None  # unit NONE: the numbers mean nothing physical
 
 
-def _sem_vendor_pixel_size(
-    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None
-) -> float | None:
-    """Pixel size in µm from FEI/Thermo (``[Scan] PixelWidth`` in m) or Zeiss (CZ_SEM) tags."""
-    for section in ("Scan", "EScan"):
-        width = ((fei or {}).get(section) or {}).get("PixelWidth")
-        if isinstance(width, (int, float)) and width > 0:
-            return float(width) * 1e6
-    entry = (zeiss or {}).get("ap_image_pixel_size") or (zeiss or {}).get("ap_pixel_size")
+def _zeiss_length_um(entry: Any) -> float | None:
+    """A Zeiss CZ_SEM ``(label, value, unit)`` length in µm, or None."""
     if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[1], (int, float)):
         size = _UNIT_UM.get(str(entry[2]).strip().lower())
         if size is not None and entry[1] > 0:
             return float(entry[1]) * size
     return None
+
+
+def _stated_sem_pixel_size(
+    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None
+) -> tuple[float, float | None, float | None] | None:
+    """(pixel size, field width, field height) in µm stated by FEI/Thermo or Zeiss tags, or None."""
+    for section in ("Scan", "EScan"):
+        scan = (fei or {}).get(section) or {}
+        width = scan.get("PixelWidth")
+        if isinstance(width, (int, float)) and width > 0:
+            fields = [scan.get(k) for k in ("HorFieldsize", "VerFieldsize")]
+            hor, ver = (float(f) * 1e6 if isinstance(f, (int, float)) and f > 0 else None for f in fields)
+            return float(width) * 1e6, hor, ver
+    zeiss = zeiss or {}
+    size = _zeiss_length_um(zeiss.get("ap_image_pixel_size")) or _zeiss_length_um(zeiss.get("ap_pixel_size"))
+    if size is None:
+        return None
+    return size, _zeiss_length_um(zeiss.get("ap_width")), _zeiss_length_um(zeiss.get("ap_height"))
+
+
+def _sem_vendor_pixel_size(
+    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None, shape: tuple[int, ...], path: Path
+) -> float | None:
+    """Pixel size in µm of the image as stored, from FEI/Thermo (``[Scan] PixelWidth`` in m) or Zeiss
+    (CZ_SEM) tags.
+
+    The instruments state the pixel size of the scanned frame, and older Zeiss software only that
+    of a 1024-column display (``ap_pixel_size``; ``ap_image_pixel_size``, where present, is the
+    image's). An image stored with other columns (a 512-column Zeiss image, a resized export)
+    keeps that statement, which is then off by the factor between the two. Where the tags also give the frame's
+    columns (FEI ``[Image] ResolutionX``, Zeiss store resolution) or its field width, and the
+    image's columns differ while its rows match the frame resized by the same factor (plus at
+    most a data bar), the pixel size is the field width over the image's columns, with a
+    warning. Columns that differ otherwise (a crop that kept the tags) leave the stated size,
+    with a warning that it may not apply.
+    """
+    stated = _stated_sem_pixel_size(fei, zeiss)
+    if stated is None:
+        return None
+    size, field_w, field_h = stated
+    rows, cols = shape[0], shape[1]
+    frame = _sem_frame_shape(fei, zeiss)
+    frame_cols = frame[1] if frame is not None and frame[1] is not None else (field_w / size if field_w else None)
+    frame_rows = frame[0] if frame is not None else (field_h / size if field_h else None)
+    if frame_cols is None or abs(frame_cols - cols) <= 0.5 + 0.005 * cols:
+        return size
+    factor = frame_cols / cols
+    resized_rows = frame_rows / factor if frame_rows else None
+    if resized_rows is not None and (1.0 - _DATABAR_MAX_SHARE) * rows - 0.5 <= resized_rows <= rows + 0.5:
+        scaled = size * factor
+        warnings.warn(
+            f"{path.name}: the SEM metadata states {size:.6g} µm/px for a {frame_cols:.0f}-column field, but the "
+            f"image has {cols} columns: its pixel size is {scaled:.6g} µm (the field over its columns; Zeiss "
+            "states the pixel size of a 1024-column display, and a resized export keeps the stated size); give "
+            "pixel_size_um= if that is wrong",
+            UserWarning, stacklevel=5,
+        )
+        return scaled
+    warnings.warn(
+        f"{path.name}: the SEM metadata states {size:.6g} µm/px for a {frame_cols:.0f} x "
+        f"{frame_rows or float('nan'):.0f} (columns x rows) frame, but the image is {cols} x {rows}: cropped or "
+        "resized after acquisition; the stated pixel size is used, give pixel_size_um= if it does not apply",
+        UserWarning, stacklevel=5,
+    )
+    return size
 
 
 #: TESCAN's private TIFF tag: a binary prefix, then the ``[MAIN]``/``[SEM]`` key=value header text.

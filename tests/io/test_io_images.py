@@ -340,3 +340,49 @@ def test_reads_a_real_uhcs_png_with_the_metadata_pixel_size(shared_file):
     image = read_image(path, pixel_size_um=0.5, as_gray=True)
     assert image.dims == ("y", "x") and image.dtype == np.uint8
     assert image.shape == (481, 645)
+
+
+def _zeiss_tiff(path, shape, lines):
+    text = "\r\n".join(["0", *lines])
+    tifffile.imwrite(path, np.zeros(shape, np.uint8), extratags=[(34118, "s", 0, text, True)])
+
+
+def test_zeiss_pixel_size_of_a_1024_display_is_rescaled_to_the_image_columns(tmp_path):
+    # Older Zeiss SmartSEM states only the pixel size of a 1024-column display (AP_PIXEL_SIZE); a
+    # 512-column image then has twice that (the field width over its columns). Numbers of
+    # test_tiff_Zeiss_SEM_512pix.tif of rosettasciio's tests, which read 0.011649976 µm.
+    path = tmp_path / "zeiss512.tif"
+    _zeiss_tiff(path, (384, 512), ["AP_PIXEL_SIZE", "Pixel Size = 5.825 nm", "AP_WIDTH", "Width = 5.965 um",
+                                   "AP_HEIGHT", "Height = 4.474 um"])
+    with pytest.warns(UserWarning, match="1024-column field, but the image has 512 columns"):
+        image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(5.965 / 512)
+    # The same tags on a 1024-column image: as stated, without a warning.
+    path = tmp_path / "zeiss1024.tif"
+    _zeiss_tiff(path, (768, 1024), ["AP_PIXEL_SIZE", "Pixel Size = 5.825 nm", "AP_WIDTH", "Width = 5.965 um",
+                                    "AP_HEIGHT", "Height = 4.474 um"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.005825)
+
+
+def _fei_tiff(path, shape, image_section):
+    ini = f"[Scan]\nPixelWidth=2.5e-08\nPixelHeight=2.5e-08\n[Image]\n{image_section}\n"
+    tifffile.imwrite(path, np.zeros(shape, np.uint8), extratags=[(34682, "s", 0, ini, True)])
+
+
+def test_fei_image_saved_at_half_its_scan_size_gets_twice_the_pixel_size(tmp_path):
+    path = tmp_path / "half.tif"
+    _fei_tiff(path, (7, 8), "ResolutionX=16\nResolutionY=12")  # 6 rows of frame + a 1-row data bar
+    with pytest.warns(UserWarning, match="16-column field, but the image has 8 columns"):
+        image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.05)
+    assert image.sizes["y"] == 6  # the bar, scaled the same way, is cropped
+
+
+def test_fei_image_cropped_after_acquisition_keeps_the_stated_size_with_a_warning(tmp_path):
+    path = tmp_path / "cropped.tif"
+    _fei_tiff(path, (16, 8), "ResolutionX=16\nResolutionY=16")  # half the columns, all the rows
+    with pytest.warns(UserWarning, match="cropped or resized after acquisition"):
+        image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.025)
