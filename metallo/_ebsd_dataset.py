@@ -43,7 +43,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 
-__all__ = ["LAUE_GROUPS", "ebsd_dataset", "phases_of"]
+__all__ = ["LAUE_GROUPS", "ebsd_dataset", "phases_of", "point_area_um2"]
 
 #: The 11 Laue groups, by their Hermann-Mauguin symbols.
 LAUE_GROUPS = ("-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m")
@@ -152,3 +152,20 @@ def phases_of(ebsd: xr.Dataset) -> list[dict[str, Any]]:
     """The phase table of an EBSD map as a list of dicts (id, name, symmetry, lattice)."""
     raw = ebsd.attrs.get("phases", "[]")
     return list(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def point_area_um2(ebsd: xr.Dataset | xr.DataArray) -> float:
+    """The area one map point stands for, in µm²: step_x x step_y.
+
+    On a hexagonal grid the rows are sqrt(3)/2 x step apart, so a point covers 0.866 step², not
+    step² (``attrs["step_y_um"]``; square grids without it use ``step_um`` both ways).
+
+    Examples
+    --------
+    >>> round(point_area_um2(xr.Dataset(attrs={"step_um": 0.2, "step_y_um": 0.2 * 3**0.5 / 2})), 5)
+    0.03464
+    >>> point_area_um2(xr.Dataset(attrs={"step_um": 0.5}))
+    0.25
+    """
+    step = float(ebsd.attrs["step_um"])
+    return step * float(ebsd.attrs.get("step_y_um", step))

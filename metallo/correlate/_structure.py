@@ -85,11 +85,12 @@ def ebsd_structure_image(ebsd: xr.Dataset, *, boundary_deg: float = 5.0) -> xr.D
     (('y', 'x'), True)
     """
     from metallo._xarray import image_dataarray
-    from metallo.ebsd import grains
+    from metallo.ebsd import grains, resample_to_square
     from metallo.errors import ConfigError
 
     if not boundary_deg > 0:
         raise ConfigError(f"boundary_deg must be positive; got {boundary_deg}")
+    ebsd = resample_to_square(ebsd)  # square pixels: a hexagonal map's rows are sqrt(3)/2 x step apart
     ids = np.asarray(grains(ebsd, tolerance_deg=boundary_deg, min_size_px=1).ids.values).astype(np.int64)
     values = ((ids >= 0) * (1.0 - _GROOVE_DEPTH * _groove(_edges(ids)))).astype(np.float32)
     return image_dataarray(

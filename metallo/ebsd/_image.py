@@ -22,6 +22,10 @@ def map_image(ebsd: xr.Dataset, column: str = "iq") -> xr.DataArray:
         The column; ``"iq"`` (image quality / band contrast) by default. Falls back to ``"ci"``
         when the map has no ``"iq"`` and ``column`` was left at its default.
 
+    A hexagonal-grid map is first resampled to a square grid of its step
+    (:func:`~metallo.ebsd.resample_to_square`, nearest point), so that the image's pixels are
+    square and its µm coordinates those of the map.
+
     Returns
     -------
     xr.DataArray
@@ -35,6 +39,11 @@ def map_image(ebsd: xr.Dataset, column: str = "iq") -> xr.DataArray:
     >>> iq.dims, iq.attrs["pixel_size_um"]
     (('y', 'x'), 0.5)
     """
+    from metallo.ebsd._grid import resample_to_square
+
+    # An image has square pixels: a hexagonal map's rows are sqrt(3)/2 x step apart, and its
+    # points put row by row on a step grid would stretch the image 15 % in y.
+    ebsd = resample_to_square(ebsd)
     if column not in ebsd and column == "iq" and "ci" in ebsd:
         column = "ci"
     if column not in ebsd:
