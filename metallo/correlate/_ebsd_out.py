@@ -33,8 +33,9 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
         From :func:`metallo.correlate.register` with the micrograph as ``fixed`` and an image
         of this EBSD map (e.g. ``metallo.ebsd.map_image(ebsd)``) as ``moving``, both in µm.
     ebsd : xr.Dataset
-        The EBSD map (metallo layout: ``euler`` (y, x, angle), ``phase`` (y, x), ...), on a
-        square grid.
+        The EBSD map (metallo layout: ``euler`` (y, x, angle), ``phase`` (y, x), ...). A
+        hexagonal grid is first resampled to a square one of its step
+        (:func:`~metallo.ebsd.resample_to_square`), as :func:`~metallo.ebsd.map_image` does.
     step_um : float, optional
         Step of the corrected map. Default: the EBSD step (the micrograph field sampled as
         finely as the EBSD measured it); the micrograph pixel size gives one point per pixel.
@@ -51,10 +52,10 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
     >>> reg = register(lom, map_image(ebsd))  # doctest: +SKIP
     >>> fixed_map = corrected_ebsd(reg, ebsd)  # doctest: +SKIP
     """
-    from metallo.ebsd import ebsd_dataset
+    from metallo.ebsd import ebsd_dataset, resample_to_square
 
-    if str(ebsd.attrs.get("grid", "square")) != "square":
-        raise RegistrationError("corrected_ebsd needs a square-grid EBSD map; convert the hexagonal grid first")
+    # map_image and the structure image put a hexagonal map on this square grid: so does this.
+    ebsd = resample_to_square(ebsd)
     for name in ("euler", "phase"):
         if name not in ebsd:
             raise RegistrationError(f"EBSD map {ebsd.attrs.get('source', '')!r} has no {name!r} variable")

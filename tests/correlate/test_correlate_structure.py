@@ -126,3 +126,21 @@ def test_images_of_a_hexagonal_map_have_square_pixels_and_the_maps_extent():
         assert image.attrs["pixel_size_um"] == step
         assert float(image.y[-1] - image.y[0]) == pytest.approx(height, abs=step)
         assert image.sizes["y"] == int(np.floor(height / step + 1e-9)) + 1  # 34 rows, not 40
+
+
+def test_corrected_ebsd_of_a_hexagonal_map_follows_its_image():
+    # The registration's moving image is map_image's square grid; corrected_ebsd resamples the
+    # hexagonal map the same way (it used to refuse it), and with the identity transform the
+    # corrected phases are the square map's.
+    from metallo.correlate import corrected_ebsd
+    from metallo.correlate._transform import AffineStep, Grid, Registration
+    from metallo.ebsd import map_image, resample_to_square
+    from metallo.synth import make_specimen
+
+    ebsd = make_specimen(0, ebsd_shape=(40, 30), grid="hexagonal", micrographs=False).ebsd
+    grid = Grid.of(map_image(ebsd))
+    reg = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=grid, moving_grid=grid)
+    out = corrected_ebsd(reg, ebsd)
+    square = resample_to_square(ebsd)
+    assert out.attrs["grid"] == "square" and out["phase"].shape == square["phase"].shape
+    np.testing.assert_array_equal(out["phase"].values, square["phase"].values)
