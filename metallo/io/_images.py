@@ -5,7 +5,8 @@ Where the pixel size comes from when reading, first found wins:
 1. the ``pixel_size_um`` argument;
 2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, TESCAN ``PixelSizeX``, also from
    its ``-tif.hdr``/``-png.hdr`` sidecar for any format, Zeiss ``CZ_SEM`` image pixel
-   size; these also make the default modality "SEM"), the ImageJ description
+   size, JEOL's ``<image>.txt`` sidecar (``$$SM_MICRON_MARKER`` over ``$$SM_MICRON_BAR``);
+   these also make the default modality "SEM"), the ImageJ description
    (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags, or
    ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch;
    PNG: the ``pHYs`` chunk (pixels per metre);
@@ -21,7 +22,8 @@ SEM data bars: an FEI/Thermo Fisher TIFF stores the scanned image (``[Image] Res
 else ``[Scan] VerFieldsize / PixelHeight``) with the instrument's data bar (text, scale bar) in
 the rows below it; a Zeiss TIFF states its stored frame as ``DP_IMAGE_STORE`` ("1024 * 768"); a
 TESCAN header (TIFF tag 50431, or the ``<image>-tif.hdr`` / ``-png.hdr`` sidecar) states the
-info strip's height as ``ImageStripSize`` and the pixel size as ``PixelSizeX`` (metres).
+info strip's height as ``ImageStripSize`` and the pixel size as ``PixelSizeX`` (metres). A JEOL
+sidecar states the frame as ``$CM_FULL_SIZE <columns> <rows>``.
 Rows beyond the stated frame are the data bar, and :func:`read_image` crops them by default
 (``databar="crop"``), so that no phase fraction, particle count or registration sees the bar.
 ``attrs["databar_rows"]`` says how many rows were cropped. A bar drawn over the frame itself (a
@@ -453,11 +455,13 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
-    sem_ps = _sem_vendor_pixel_size(fei, zeiss, array.shape, path) or _tescan_pixel_size(tescan)
+    jeol = _jeol_header(path)
+    sem_ps = (_sem_vendor_pixel_size(fei, zeiss, array.shape, path) or _tescan_pixel_size(tescan)
+              or _jeol_pixel_size(jeol, array.shape, path))
     file_ps = sem_ps or tiff_ps
     if sem_ps is not None:
         meta.setdefault("modality", "SEM")
-    bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]), path)
+    bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]) or _jeol_frame(jeol), path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
@@ -625,6 +629,75 @@ def _tescan_frame(header: dict[str, str], rows: int) -> tuple[float, float | Non
     return (float(rows - strip), None) if strip > 0 else None
 
 
+#: JEOL's scale-bar label, ``$$SM_MICRON_MARKER 5um`` (also ``500nm``, ``1.5µm``, ``1mm``).
+_JEOL_MARKER_UM = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "mm": 1e3}
+
+
+def _jeol_header(path: Path) -> dict[str, str]:
+    """The ``$KEY value`` lines of a JEOL SEM's ``<stem>.txt`` sidecar; {} if there is none.
+
+    Only a sidecar that holds both ``$$SM_MICRON_BAR`` (the scale bar's length in pixels) and
+    ``$$SM_MICRON_MARKER`` (its label, e.g. ``5um``) counts: another ``.txt`` beside an image is
+    not JEOL's.
+    """
+    sidecar = path.with_suffix(".txt")
+    if sidecar == path or not sidecar.is_file() or sidecar.stat().st_size > 1_000_000:
+        return {}
+    found: dict[str, str] = {}
+    for line in sidecar.read_text(encoding="latin-1", errors="replace").splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key.startswith("$"):
+            found.setdefault(key, value.strip())
+    return found if "$$SM_MICRON_BAR" in found and "$$SM_MICRON_MARKER" in found else {}
+
+
+def _jeol_frame(header: dict[str, str]) -> tuple[float, float] | None:
+    """(rows, columns) of the scanned frame, ``$CM_FULL_SIZE <columns> <rows>``, or None."""
+    parts = header.get("$CM_FULL_SIZE", "").split()
+    try:
+        cols, rows = (float(v) for v in parts[:2])
+    except ValueError:
+        return None
+    return (rows, cols) if len(parts) >= 2 and rows > 0 and cols > 0 else None
+
+
+def _jeol_pixel_size(header: dict[str, str], shape: tuple[int, ...], path: Path) -> float | None:
+    """µm per pixel from a JEOL sidecar: the scale bar's label over its length in pixels.
+
+    The bar is drawn on the ``$CM_FULL_SIZE`` frame; an image stored with other columns (a
+    resized export that kept its sidecar) is scaled by their ratio, with a warning.
+    """
+    if not header:
+        return None
+    marker = header["$$SM_MICRON_MARKER"].replace(" ", "").lower()
+    unit = next((u for u in sorted(_JEOL_MARKER_UM, key=len, reverse=True) if marker.endswith(u)), None)
+    try:
+        length_um = float(marker[: -len(unit)]) * _JEOL_MARKER_UM[unit] if unit else math.nan
+        bar_px = float(header["$$SM_MICRON_BAR"])
+    except ValueError:
+        length_um = bar_px = math.nan
+    if not (length_um > 0 and bar_px > 0):
+        warnings.warn(
+            f"{path.with_suffix('.txt').name}: JEOL scale bar {header['$$SM_MICRON_BAR']!r} px = "
+            f"{header['$$SM_MICRON_MARKER']!r} is not a length over a pixel count; pixel size not read from it",
+            UserWarning, stacklevel=5,
+        )
+        return None
+    size = length_um / bar_px
+    frame = _jeol_frame(header)
+    cols = shape[1]
+    if frame is not None and abs(frame[1] - cols) > 0.5:
+        scaled = size * frame[1] / cols
+        warnings.warn(
+            f"{path.name}: the JEOL scale bar ({header['$$SM_MICRON_MARKER']} = {header['$$SM_MICRON_BAR']} px) is "
+            f"drawn on a {frame[1]:.0f}-column frame, but the image has {cols} columns: its pixel size is "
+            f"{scaled:.6g} µm; give pixel_size_um= if that is wrong",
+            UserWarning, stacklevel=5,
+        )
+        return scaled
+    return size
+
+
 def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:
     """(rows, columns or None) of the scanned frame the FEI/Thermo or Zeiss metadata states, or None."""
     image = (fei or {}).get("Image") or {}
@@ -721,10 +794,11 @@ def _read_with_pillow(
     file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
     tescan = _tescan_header(path, None)
     meta: dict[str, Any] = {}
-    tescan_ps = _tescan_pixel_size(tescan)
-    if tescan_ps is not None:
-        file_ps, meta["modality"] = tescan_ps, "SEM"
-    bar = _databar_rows(array.shape[:2], _tescan_frame(tescan, array.shape[0]), path)
+    jeol = _jeol_header(path)
+    sem_ps = _tescan_pixel_size(tescan) or _jeol_pixel_size(jeol, array.shape, path)
+    if sem_ps is not None:
+        file_ps, meta["modality"] = sem_ps, "SEM"
+    bar = _databar_rows(array.shape[:2], _tescan_frame(tescan, array.shape[0]) or _jeol_frame(jeol), path)
     if bar:
         meta["databar_rows_in_file"] = bar
     return _finish(

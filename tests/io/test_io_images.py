@@ -386,3 +386,41 @@ def test_fei_image_cropped_after_acquisition_keeps_the_stated_size_with_a_warnin
     with pytest.warns(UserWarning, match="cropped or resized after acquisition"):
         image = read_image(path)
     assert image.attrs["pixel_size_um"] == pytest.approx(0.025)
+
+
+JEOL_TXT = ("$CM_FORMAT JEOL/SEM\n$CM_INSTRUMENT JSM-7800F\n$CM_SIGNAL SEI\n$CM_MAG 5000\n"
+            "$CM_FULL_SIZE 64 48\n$$SM_MICRON_BAR 16\n$$SM_MICRON_MARKER 2um\n")
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".bmp"])
+def test_jeol_sidecar_gives_pixel_size_and_data_bar(tmp_path, suffix):
+    # JEOL writes <stem>.txt beside the image: a 16-px scale bar labelled 2 µm -> 0.125 µm/px;
+    # $CM_FULL_SIZE 64 48 is the frame, so the 8 rows below it are the data bar.
+    image = np.zeros((56, 64), np.uint8)
+    image[48:] = 255
+    path = tmp_path / f"steel{suffix}"
+    Image.fromarray(image).save(path)
+    (tmp_path / "steel.txt").write_text(JEOL_TXT, encoding="latin-1")
+    out = read_image(path)
+    assert out.attrs["pixel_size_um"] == pytest.approx(2.0 / 16)
+    assert out.attrs["modality"] == "SEM"
+    assert out.shape == (48, 64) and out.attrs["databar_rows"] == 8
+    assert read_image(path, pixel_size_um=0.5).attrs["pixel_size_um"] == 0.5  # the argument wins
+
+
+def test_jeol_sidecar_of_a_resized_image_and_foreign_txt_files(tmp_path):
+    path = tmp_path / "half.png"
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(path)  # the 64 x 48 frame saved at half size
+    (tmp_path / "half.txt").write_text(JEOL_TXT.replace("2um", "500nm"), encoding="latin-1")
+    with pytest.warns(UserWarning, match="64-column frame, but the image has 32 columns"):
+        out = read_image(path)
+    assert out.attrs["pixel_size_um"] == pytest.approx(0.5 / 16 * 2)
+    # Notes beside an image are no JEOL sidecar; a bar without a length is refused with a warning.
+    other = tmp_path / "notes.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(other)
+    (tmp_path / "notes.txt").write_text("polished 3 um diamond, etched nital 2 %\n")
+    with pytest.warns(UserWarning, match="pixel size unknown"):
+        assert np.isnan(read_image(other).attrs["pixel_size_um"])
+    (tmp_path / "notes.txt").write_text("$$SM_MICRON_BAR 0\n$$SM_MICRON_MARKER 5um\n")
+    with pytest.warns(UserWarning, match="is not a length over a pixel count"):
+        assert np.isnan(read_image(other).attrs["pixel_size_um"])
