@@ -456,7 +456,7 @@ def _read_tiff(
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
     jeol = _jeol_header(path)
-    sem_ps = (_sem_vendor_pixel_size(fei, zeiss, array.shape, path) or _tescan_pixel_size(tescan)
+    sem_ps = (_sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan)
               or _jeol_pixel_size(jeol, array.shape, path))
     file_ps = sem_ps or tiff_ps
     if sem_ps is not None:
@@ -537,29 +537,39 @@ def _stated_sem_pixel_size(
 
 
 def _sem_vendor_pixel_size(
-    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None, shape: tuple[int, ...], path: Path
+    fei: dict[str, Any] | None, zeiss: dict[str, Any] | None, frame: tuple[float, float | None] | None,
+    shape: tuple[int, ...], path: Path,
 ) -> float | None:
     """Pixel size in µm of the image as stored, from FEI/Thermo (``[Scan] PixelWidth`` in m) or Zeiss
-    (CZ_SEM) tags.
+    (CZ_SEM) tags, ``frame`` being the frame they state (:func:`_sem_frame_shape`).
 
     The instruments state the pixel size of the scanned frame, and older Zeiss software only that
     of a 1024-column display (``ap_pixel_size``; ``ap_image_pixel_size``, where present, is the
-    image's). An image stored with other columns (a 512-column Zeiss image, a resized export)
-    keeps that statement, which is then off by the factor between the two. Where the tags also give the frame's
-    columns (FEI ``[Image] ResolutionX``, Zeiss store resolution) or its field width, and the
-    image's columns differ while its rows match the frame resized by the same factor (plus at
-    most a data bar), the pixel size is the field width over the image's columns, with a
-    warning. Columns that differ otherwise (a crop that kept the tags) leave the stated size,
-    with a warning that it may not apply.
+    image's). Without a stated frame, the field width and height over that size give it.
+    :func:`_for_stored_image` then makes it the size of the image's own pixels.
     """
     stated = _stated_sem_pixel_size(fei, zeiss)
     if stated is None:
         return None
     size, field_w, field_h = stated
-    rows, cols = shape[0], shape[1]
-    frame = _sem_frame_shape(fei, zeiss)
     frame_cols = frame[1] if frame is not None and frame[1] is not None else (field_w / size if field_w else None)
     frame_rows = frame[0] if frame is not None else (field_h / size if field_h else None)
+    return _for_stored_image(size, (frame_rows, frame_cols), shape, path, "the SEM metadata")
+
+
+def _for_stored_image(size: float, frame: tuple[float | None, float | None], shape: tuple[int, ...], path: Path,
+                      source: str) -> float:
+    """A pixel size stated for a scanned ``frame`` (rows, columns; None where unknown), as the size
+    of the pixels of the image as stored.
+
+    An image stored with other columns (a 512-column Zeiss image stating its 1024-column display's
+    size, a resized export that kept its metadata) is off by the factor between the two. Where its
+    rows match the frame scaled by that factor (plus at most a data bar), the size is scaled, with
+    a warning. Columns that differ otherwise (a crop that kept the tags) leave the stated size,
+    with a warning that it may not apply.
+    """
+    frame_rows, frame_cols = frame
+    rows, cols = shape[0], shape[1]
     if frame_cols is None or abs(frame_cols - cols) <= 0.5 + 0.005 * cols:
         return size
     factor = frame_cols / cols
@@ -567,17 +577,16 @@ def _sem_vendor_pixel_size(
     if resized_rows is not None and (1.0 - _DATABAR_MAX_SHARE) * rows - 0.5 <= resized_rows <= rows + 0.5:
         scaled = size * factor
         warnings.warn(
-            f"{path.name}: the SEM metadata states {size:.6g} µm/px for a {frame_cols:.0f}-column field, but the "
-            f"image has {cols} columns: its pixel size is {scaled:.6g} µm (the field over its columns; Zeiss "
-            "states the pixel size of a 1024-column display, and a resized export keeps the stated size); give "
+            f"{path.name}: {source} states {size:.6g} µm/px for a {frame_cols:.0f}-column frame, but the image has "
+            f"{cols} columns: its pixel size is {scaled:.6g} µm (the frame over the image's columns); give "
             "pixel_size_um= if that is wrong",
             UserWarning, stacklevel=5,
         )
         return scaled
     warnings.warn(
-        f"{path.name}: the SEM metadata states {size:.6g} µm/px for a {frame_cols:.0f} x "
-        f"{frame_rows or float('nan'):.0f} (columns x rows) frame, but the image is {cols} x {rows}: cropped or "
-        "resized after acquisition; the stated pixel size is used, give pixel_size_um= if it does not apply",
+        f"{path.name}: {source} states {size:.6g} µm/px for a {frame_cols:.0f} x {frame_rows or float('nan'):.0f} "
+        f"(columns x rows) frame, but the image is {cols} x {rows}: cropped or resized after acquisition; the "
+        "stated pixel size is used, give pixel_size_um= if it does not apply",
         UserWarning, stacklevel=5,
     )
     return size
@@ -664,8 +673,8 @@ def _jeol_frame(header: dict[str, str]) -> tuple[float, float] | None:
 def _jeol_pixel_size(header: dict[str, str], shape: tuple[int, ...], path: Path) -> float | None:
     """µm per pixel from a JEOL sidecar: the scale bar's label over its length in pixels.
 
-    The bar is drawn on the ``$CM_FULL_SIZE`` frame; an image stored with other columns (a
-    resized export that kept its sidecar) is scaled by their ratio, with a warning.
+    The bar is drawn on the ``$CM_FULL_SIZE`` frame (:func:`_for_stored_image` for an image
+    stored with other columns).
     """
     if not header:
         return None
@@ -680,22 +689,12 @@ def _jeol_pixel_size(header: dict[str, str], shape: tuple[int, ...], path: Path)
         warnings.warn(
             f"{path.with_suffix('.txt').name}: JEOL scale bar {header['$$SM_MICRON_BAR']!r} px = "
             f"{header['$$SM_MICRON_MARKER']!r} is not a length over a pixel count; pixel size not read from it",
-            UserWarning, stacklevel=5,
+            UserWarning, stacklevel=4,
         )
         return None
-    size = length_um / bar_px
     frame = _jeol_frame(header)
-    cols = shape[1]
-    if frame is not None and abs(frame[1] - cols) > 0.5:
-        scaled = size * frame[1] / cols
-        warnings.warn(
-            f"{path.name}: the JEOL scale bar ({header['$$SM_MICRON_MARKER']} = {header['$$SM_MICRON_BAR']} px) is "
-            f"drawn on a {frame[1]:.0f}-column frame, but the image has {cols} columns: its pixel size is "
-            f"{scaled:.6g} µm; give pixel_size_um= if that is wrong",
-            UserWarning, stacklevel=5,
-        )
-        return scaled
-    return size
+    return _for_stored_image(length_um / bar_px, frame or (None, None), shape, path,
+                             f"the JEOL scale bar ({header['$$SM_MICRON_MARKER']} = {header['$$SM_MICRON_BAR']} px)")
 
 
 def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:

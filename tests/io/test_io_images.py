@@ -354,7 +354,7 @@ def test_zeiss_pixel_size_of_a_1024_display_is_rescaled_to_the_image_columns(tmp
     path = tmp_path / "zeiss512.tif"
     _zeiss_tiff(path, (384, 512), ["AP_PIXEL_SIZE", "Pixel Size = 5.825 nm", "AP_WIDTH", "Width = 5.965 um",
                                    "AP_HEIGHT", "Height = 4.474 um"])
-    with pytest.warns(UserWarning, match="1024-column field, but the image has 512 columns"):
+    with pytest.warns(UserWarning, match="1024-column frame, but the image has 512 columns"):
         image = read_image(path)
     assert image.attrs["pixel_size_um"] == pytest.approx(5.965 / 512)
     # The same tags on a 1024-column image: as stated, without a warning.
@@ -374,7 +374,7 @@ def _fei_tiff(path, shape, image_section):
 def test_fei_image_saved_at_half_its_scan_size_gets_twice_the_pixel_size(tmp_path):
     path = tmp_path / "half.tif"
     _fei_tiff(path, (7, 8), "ResolutionX=16\nResolutionY=12")  # 6 rows of frame + a 1-row data bar
-    with pytest.warns(UserWarning, match="16-column field, but the image has 8 columns"):
+    with pytest.warns(UserWarning, match="16-column frame, but the image has 8 columns"):
         image = read_image(path)
     assert image.attrs["pixel_size_um"] == pytest.approx(0.05)
     assert image.sizes["y"] == 6  # the bar, scaled the same way, is cropped
