@@ -43,7 +43,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 
-__all__ = ["LAUE_GROUPS", "ebsd_dataset", "phases_of", "point_area_um2"]
+__all__ = ["LAUE_GROUPS", "ebsd_dataset", "grain_ecd_um", "phases_of", "point_area_um2"]
 
 #: The 11 Laue groups, by their Hermann-Mauguin symbols.
 LAUE_GROUPS = ("-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m")
@@ -169,3 +169,21 @@ def point_area_um2(ebsd: xr.Dataset | xr.DataArray) -> float:
     """
     step = float(ebsd.attrs["step_um"])
     return step * float(ebsd.attrs.get("step_y_um", step))
+
+
+def grain_ecd_um(grain_ids: Any, ebsd: xr.Dataset) -> np.ndarray:
+    """Equivalent circle diameter (µm) of each grain of a grain-id map (-1: no grain), by id.
+
+    A grain's area is its points times :func:`point_area_um2`, as in the grain table of
+    :func:`metallo.ebsd.grains`.
+
+    Examples
+    --------
+    >>> ids = np.array([[0, 0, 1], [0, 0, -1]])
+    >>> grain_ecd_um(ids, xr.Dataset(attrs={"step_um": 1.0})).round(3).tolist()
+    [2.257, 1.128]
+    """
+    values = np.asarray(grain_ids).ravel()
+    counts = np.bincount(values[values >= 0])
+    counts = counts[counts > 0]
+    return np.sqrt(4.0 * counts * point_area_um2(ebsd) / np.pi)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from metallo import names
-        from metallo._ebsd_dataset import point_area_um2
+        from metallo._ebsd_dataset import grain_ecd_um
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         valid = ids >= 0
         grain, first = np.unique(ids[valid], return_index=True)
         step = float(data.attrs["step_um"])
-        ecd = np.sqrt(4.0 * np.bincount(ids[valid])[grain] * point_area_um2(data) / np.pi)
+        ecd = grain_ecd_um(ids, data)
         gos = derived["gos"].values.ravel()[valid][first]
         gam = derived["gam"].values.ravel()[valid][first]
         codes = np.bincount(derived["boundaries"].values.ravel(), minlength=4)

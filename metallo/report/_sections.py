@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from metallo import names
-from metallo._ebsd_dataset import point_area_um2
+from metallo._ebsd_dataset import grain_ecd_um
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import FormatError
 from metallo.report import _figures as figs
@@ -307,12 +307,8 @@ def _grain_sections(spec: Any) -> list[Section]:
                 section.blocks.append(_p(_too_few_grains(sizes).removeprefix(" — ")))
             section.blocks.append(table(sizes))
         if has_ids:
-            ids = spec[derived]["grain_id"]
             require_pixel_size_um(spec[source], what=source)
-            values = ids.values.ravel()
-            counts = np.bincount(values[values >= 0])
-            counts = counts[counts > 0]
-            ecd = np.sqrt(4.0 * counts * point_area_um2(spec[source]) / np.pi)
+            ecd = grain_ecd_um(spec[derived]["grain_id"].values, spec[source])
             section.blocks.append(_figure(figs.histogram_figure(ecd, xlabel="grain ECD (µm)",
                                                                 title=f"EBSD grain size distribution: {source}"),
                                           f"grain size {source}"))
