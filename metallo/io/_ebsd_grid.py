@@ -174,6 +174,61 @@ def _close(a: float, b: float, rtol: float = 0.01) -> bool:
     return bool(np.isfinite(a) and np.isfinite(b) and abs(a - b) <= rtol * max(abs(a), abs(b)))
 
 
+def data_lattice(x: np.ndarray, y: np.ndarray) -> str | None:
+    """The lattice the point coordinates form: ``"square"``, ``"hexagonal"``, or None if they
+    cannot tell (one row, too few points, irregular).
+
+    Rows are the distinct y values. Within a row the points lie a column step apart; on a
+    hexagonal grid alternate rows are offset by half that step, on a square grid they are
+    not. A header can claim the wrong one (EbsdLib's ``HexHeader.ang`` test file: ``HexGrid``
+    over a square grid), and reading by the header then scatters the points into a grid half
+    empty, so the readers trust the coordinates (with a warning).
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:4, 0:5].astype(float)
+    >>> data_lattice(xx.ravel(), yy.ravel())
+    'square'
+    >>> data_lattice((xx + 0.5 * (yy % 2)).ravel(), (yy * np.sqrt(3) / 2).ravel())
+    'hexagonal'
+    """
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if x.size < 6:
+        return None
+    far = _far_out(x, y)
+    x, y = x[~far], y[~far]
+    sy = _min_spacing(y)
+    if not np.isfinite(sy):
+        return None
+    rows = np.round((y - y.min()) / sy).astype(np.int64)
+    if rows.max() < 1:
+        return None
+    head = rows < 64  # the first rows tell as well as all of them, at a fraction of the cost
+    x, rows = x[head], rows[head]
+    order = np.lexsort((x, rows))
+    xs, rs = x[order], rows[order]
+    same_row = rs[1:] == rs[:-1]
+    dx = np.diff(xs)[same_row]
+    dx = dx[dx > 1e-6 * max(1.0, float(np.abs(xs).max()))]
+    if dx.size < 2:
+        return None
+    step = float(np.median(dx[dx < 1.5 * dx.min()]))  # the column step within a row
+    phase = np.exp(2j * np.pi * (x - x.min()) / step)
+    odd = rows % 2 == 1
+    if not odd.any() or odd.all():
+        return None
+    even_mean, odd_mean = phase[~odd].mean(), phase[odd].mean()
+    if min(abs(even_mean), abs(odd_mean)) < 0.8:  # the points do not keep to a column step
+        return None
+    offset = abs(np.angle(odd_mean / even_mean)) / (2 * np.pi)  # 0 (square) .. 0.5 (hexagonal)
+    if offset < 0.1:
+        return "square"
+    if offset > 0.4:
+        return "hexagonal"
+    return None
+
+
 def place_on_grid(
     x: np.ndarray,
     y: np.ndarray,
@@ -224,6 +279,14 @@ def place_on_grid(
             (int(rows.max()) + 1, int(cols.max()) + 1), rows, cols, step, step, (y0, x0), "square",
             note=f"{len(x)} scattered points snapped to a {step:g} µm square grid",
         )
+    lattice = data_lattice(x, y)
+    if lattice is not None and lattice != grid:
+        how = "offset" if lattice == "hexagonal" else "not offset"
+        warn_reader(
+            f"{source}: the header says a {grid} grid but the point coordinates form a {lattice} grid "
+            f"(alternate rows {how} by half a column step); using the {lattice} grid of the data"
+        )
+        grid = lattice
     if grid == "hexagonal":
         step_y = _min_spacing(y)
         # Alternate rows are offset by half a step, so x spacing is step/2 across rows.

@@ -189,6 +189,31 @@ def test_write_ang_round_trip(tmp_path, grid):
     assert [p["symmetry"] for p in phases_of(back)] == ["6/mmm", "m-3m"]
 
 
+@pytest.mark.parametrize("grid", ["square", "hexagonal"])
+def test_ang_grid_header_that_lies_is_read_by_the_coordinates(tmp_path, grid):
+    """EbsdLib's HexHeader.ang: a square map under ``GRID: HexGrid``. Read by the header it came
+    out 4 x 41 with 38 points sharing a cell and 40 cells empty; the reverse (a hexagonal map
+    under SqrGrid) came out as a checkerboard, half the cells not indexed."""
+    rng = np.random.default_rng(1)
+    ny, nx = 6, 8
+    euler = rng.random((ny, nx, 3)) * [2 * np.pi, np.pi, 2 * np.pi]
+    phase = np.ones((ny, nx), np.int16)
+    if grid == "hexagonal":
+        phase[1::2, -1] = -1  # the padding cell of the short rows
+    phases = [{"id": 1, "name": "Ni", "symmetry": "m-3m", "lattice": [3.52, 3.52, 3.52, 90, 90, 90]}]
+    ebsd = ebsd_dataset(euler, phase, step_um=0.25, phases=phases, grid=grid)
+    path = write_ang(ebsd, tmp_path / "map.ang")
+    text = path.read_text()
+    claimed = "SqrGrid" if grid == "hexagonal" else "HexGrid"
+    path.write_text(text.replace("HexGrid" if grid == "hexagonal" else "SqrGrid", claimed))
+    with pytest.warns(UserWarning, match=f"point coordinates form a {grid} grid"):
+        back = read_ebsd(path)
+    assert back.attrs["grid"] == grid and (back.sizes["y"], back.sizes["x"]) == (ny, nx)
+    np.testing.assert_array_equal(back["phase"].values, phase)
+    ok = phase >= 0
+    np.testing.assert_allclose(back["euler"].values[ok], euler[ok], atol=1e-5)
+
+
 @pytest.mark.shared_data
 def test_ctf_space_group_is_kept(shared_file):
     ebsd = read_ebsd(shared_file("ebsd_ctf/mtex_twins_Mg.ctf"))
