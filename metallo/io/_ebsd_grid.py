@@ -347,6 +347,20 @@ def place_on_grid(
     rows[off], cols[off] = -1, -1
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
     _check_span(shape, len(x), source)
+    if hrows and hcols and hrows * hcols == len(x):
+        ok = rows >= 0
+        shared = int(ok.sum()) - np.unique(rows[ok] * shape[1] + cols[ok]).size
+        if shared:
+            # Coordinates that stack points (kikuchipy's EDAX test file copies X Position into
+            # Y Position) cannot be right, while a header grid with one cell per point is.
+            warn_reader(
+                f"{source}: the point coordinates put {shared} points in cells that other points hold, "
+                f"but the header's {hrows} x {hcols} grid has one cell per point: placing the points in "
+                "the file's order (raster, x fastest) instead"
+            )
+            index = np.arange(len(x), dtype=np.int64)
+            return GridPlacement((hrows, hcols), index // hcols, index % hcols, float(hx or sx),
+                                 float(hy or sy), (0.0, 0.0), "square")
     _warn_shape(source, (hrows, hcols), shape)
     return GridPlacement(shape, rows, cols, float(sx), float(sy), (y0, x0), "square")
 

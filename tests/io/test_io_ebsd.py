@@ -214,6 +214,32 @@ def test_ang_grid_header_that_lies_is_read_by_the_coordinates(tmp_path, grid):
     np.testing.assert_allclose(back["euler"].values[ok], euler[ok], atol=1e-5)
 
 
+def test_stacked_coordinates_fall_back_to_the_header_grid(tmp_path):
+    """kikuchipy's EDAX test file copies X Position into Y Position: by the coordinates 9 points
+    land on a 3-cell diagonal. The header's 3 x 3 grid holds one cell per point, so the points
+    go there in the file's (raster) order, with a warning."""
+    rng = np.random.default_rng(2)
+    ny, nx = 3, 4
+    euler = rng.random((ny, nx, 3)) * [2 * np.pi, np.pi, 2 * np.pi]
+    phases = [{"id": 1, "name": "Ni", "symmetry": "m-3m", "lattice": [3.52, 3.52, 3.52, 90, 90, 90]}]
+    ebsd = ebsd_dataset(euler, np.ones((ny, nx), np.int16), step_um=1.5, phases=phases)
+    path = write_ang(ebsd, tmp_path / "stacked.ang")
+    lines = path.read_text().splitlines()
+    out = []
+    for line in lines:
+        if line.startswith("#") or not line.strip():
+            out.append(line)
+            continue
+        v = line.split()
+        v[4] = v[3]  # y := x
+        out.append(" ".join(v))
+    path.write_text("\n".join(out) + "\n")
+    with pytest.warns(UserWarning, match="header's 3 x 4 grid has one cell per point"):
+        back = read_ebsd(path)
+    assert (back.sizes["y"], back.sizes["x"]) == (ny, nx)
+    np.testing.assert_allclose(back["euler"].values, euler, atol=1e-5)
+
+
 @pytest.mark.shared_data
 def test_ctf_space_group_is_kept(shared_file):
     ebsd = read_ebsd(shared_file("ebsd_ctf/mtex_twins_Mg.ctf"))
