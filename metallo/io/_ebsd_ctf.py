@@ -124,8 +124,11 @@ def read_ctf(path: str | Path) -> xr.Dataset:
     body = "\n".join(lines[k:])
     first_row = next((line for line in lines[k:] if line.strip()), "")
     decimal_comma = "," in first_row and "." not in first_row
+    # Oxford separates the values by tabs; files written by other tools (numpy.savetxt in orix's
+    # test files, some exporters) by spaces.
+    sep = "\t" if "\t" in first_row else None
     data = parse_table(
-        body, first_line_no=k + 1, source=source, sep="\t", decimal_comma=decimal_comma,
+        body, first_line_no=k + 1, source=source, sep=sep, decimal_comma=decimal_comma,
         n_columns=len(columns),
     )
     col = {name: data[:, i] for i, name in enumerate(lower)}

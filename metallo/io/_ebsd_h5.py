@@ -330,6 +330,10 @@ def _edax_like(r: _Reader, scan: str, *, fmt: str, raster: bool) -> xr.Dataset:
         raise FormatError(f"{r.source}: {scan} lacks EBSD/Data or EBSD/Header")
     phases = _edax_phases(r, header)
     cols, n = r.points(data, _EDAX_POINTS)
+    euler_source = "Phi1/Phi/Phi2"
+    if fmt == "emsoft-h5" and not all(k in cols for k in ("phi1", "Phi", "phi2")):
+        euler_source, angles = _emsoft_indexing_euler(r, data, n)
+        cols.update(phi1=angles[:, 0], Phi=angles[:, 1], phi2=angles[:, 2])
     for need in ("phi1", "Phi", "phi2"):
         if need not in cols:
             raise FormatError(f"{r.source}: {data}: Euler angle dataset for {need!r} is missing")
@@ -356,12 +360,45 @@ def _edax_like(r: _Reader, scan: str, *, fmt: str, raster: bool) -> xr.Dataset:
         "Grid Type": r.text(f"{header}/Grid Type"), "Sample Tilt": r.number(f"{header}/Sample Tilt"),
         "Working Distance": r.number(f"{header}/Working Distance"),
         "Manufacturer": _root_value(r.f, "manufacturer"), "Version": _root_value(r.f, "version"),
+        "euler_source": euler_source,
     }
     return points_dataset(
         euler, phase, x, y, source=r.source, phases=phases, grid=grid, header_step=(sx, sy),
         header_shape=(int(ny) if ny else None, int(nx) if nx else None),
         variables=variables, header=head, attrs=_pattern_attrs(r.f, [scan]),
     )
+
+
+def _emsoft_indexing_euler(r: _Reader, data: str, n: int) -> tuple[str, np.ndarray]:
+    """Euler angles (n, 3, radians) of an EMsoft dictionary-indexing file without ``Phi1``/``Phi``/``Phi2``.
+
+    ``RefinedEulerAngles`` (radians, written by EMFitOrientation) when present, else the best
+    match of each point: row ``TopMatchIndices[:, 0] - 1`` (1-based) of ``DictionaryEulerAngles``
+    (degrees), as orix reads such files.
+    """
+    refined = f"{data}/RefinedEulerAngles"
+    if refined in r.f:
+        angles = r.array(refined, dtype=np.float64)
+        if angles.ndim != 2 or angles.shape[1] != 3 or len(angles) < n:
+            raise FormatError(f"{r.source}: {refined} must be an (n, 3) array for {n} points; got {angles.shape}")
+        return "RefinedEulerAngles", angles[:n]
+    top, dictionary = f"{data}/TopMatchIndices", f"{data}/DictionaryEulerAngles"
+    if top not in r.f or dictionary not in r.f:
+        raise FormatError(
+            f"{r.source}: {data}: no Euler angles (Phi1/Phi/Phi2, RefinedEulerAngles, or TopMatchIndices "
+            "with DictionaryEulerAngles)"
+        )
+    index = r.array(top)
+    index = index[:n, 0] if index.ndim == 2 else index[:n]
+    table = r.array(dictionary, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != 3:
+        raise FormatError(f"{r.source}: {dictionary} must be an (m, 3) array; got {table.shape}")
+    index = np.asarray(index, dtype=np.int64) - 1
+    if len(index) < n or index.min() < 0 or index.max() >= len(table):
+        raise FormatError(
+            f"{r.source}: {top}: expected {n} indices in 1..{len(table)} (rows of {dictionary})"
+        )
+    return "TopMatchIndices[:, 0] of DictionaryEulerAngles", np.radians(table[index])
 
 
 def _scans(f) -> list[str]:
@@ -546,27 +583,54 @@ def _bruker_phases(r: _Reader, header: str) -> list[dict[str, Any]]:
     return phases
 
 
-def _bruker_cells(r: _Reader, scan: str, cols: dict[str, np.ndarray], n: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Row/column of each point from SEM IY/IX or Y/X BEAM, if those are a valid placement."""
-    ny, nx = shape
+def _bruker_cells(r: _Reader, scan: str, cols: dict[str, np.ndarray], n: int,
+                  shape: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """Row, column of each point and the grid shape, from SEM IY/IX (in ``Scan/SEM`` or
+    ``Scan/EBSD/SEM``) or Y/X BEAM, if those are a valid placement (one point per cell).
+
+    A region-of-interest map numbers its beam positions from the corner of the full frame: the
+    indices are shifted to start at 0, as orix does, when they do not fit the header's grid.
+    """
     candidates = []
-    for iy, ix in (("SEM IY", "SEM IX"), ("IY", "IX")):
-        if f"{scan}/SEM/{iy}" in r.f and f"{scan}/SEM/{ix}" in r.f:
-            candidates.append((r.array(f"{scan}/SEM/{iy}"), r.array(f"{scan}/SEM/{ix}")))
+    for group in (f"{scan}/SEM", f"{scan}/EBSD/SEM"):
+        for iy, ix in (("SEM IY", "SEM IX"), ("IY", "IX")):
+            if f"{group}/{iy}" in r.f and f"{group}/{ix}" in r.f:
+                candidates.append((r.array(f"{group}/{iy}"), r.array(f"{group}/{ix}")))
     if "y_beam" in cols and "x_beam" in cols:
         candidates.append((cols["y_beam"], cols["x_beam"]))
     for rows, cells in candidates:
         rows, cells = np.asarray(rows).ravel(), np.asarray(cells).ravel()
-        if len(rows) != n or len(cells) != n:
+        if len(rows) != n or len(cells) != n or n < 1:
             continue
         rows, cells = rows.astype(np.int64), cells.astype(np.int64)
-        inside = (rows >= 0) & (rows < ny) & (cells >= 0) & (cells < nx)
-        if not inside.all():
-            continue
-        flat = np.sort(rows * nx + cells)  # sorting beats np.unique's hashing of a million ints
+        grid = shape
+        if grid is None or not ((rows >= 0) & (rows < grid[0]) & (cells >= 0) & (cells < grid[1])).all():
+            rows, cells = rows - rows.min(), cells - cells.min()
+            grid = (int(rows.max()) + 1, int(cells.max()) + 1)
+            if grid[0] * grid[1] > 4 * n + 64:  # indices too scattered to be this map's grid
+                continue
+        flat = np.sort(rows * grid[1] + cells)  # sorting beats np.unique's hashing of a million ints
         if n < 2 or (np.diff(flat) > 0).all():
-            return rows, cells
+            return rows, cells, grid
     return None
+
+
+def _bruker_step(r: _Reader, header: str, cols: dict[str, np.ndarray]) -> tuple[float, float] | None:
+    """(x, y) step in µm: the header's XSTEP/YSTEP, else the spacing of X/Y SAMPLE."""
+    sx, sy = r.number(f"{header}/XSTEP"), r.number(f"{header}/YSTEP")
+    if sx and sx > 0:
+        return float(sx), float(sy if sy and sy > 0 else sx)
+    spacing = []
+    for key in ("x_sample", "y_sample"):
+        values = np.unique(np.round(np.asarray(cols.get(key, []), dtype=np.float64), 6))
+        d = np.diff(values)
+        d = d[d > 0]
+        spacing.append(float(f"{d.min():.6g}") if d.size else None)
+    if spacing[0] is None and spacing[1] is None:
+        return None
+    step_x = spacing[0] or spacing[1]
+    assert step_x is not None
+    return step_x, spacing[1] or step_x
 
 
 def read_bruker_h5(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
@@ -604,16 +668,19 @@ def read_bruker_h5(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
                 raise FormatError(f"{source}: {data}: Euler angle dataset for {need!r} is missing")
         nx, ny = r.number(f"{header}/NCOLS"), r.number(f"{header}/NROWS")
         sx, sy = r.number(f"{header}/XSTEP"), r.number(f"{header}/YSTEP")
-        if not (nx and ny and sx and nx > 0 and ny > 0 and sx > 0):
-            raise FormatError(f"{source}: {header}: NCOLS, NROWS and XSTEP must be positive")
-        shape, step = (int(ny), int(nx)), (float(sx), float(sy or sx))
-        cells = _bruker_cells(r, name, cols, n, shape)
-        if cells is None:
-            x, y = raster_coordinates(n, shape, step, source=source)
-            placement = "raster order"
-        else:
+        header_shape = (int(ny), int(nx)) if nx and ny and nx > 0 and ny > 0 else None
+        step = _bruker_step(r, header, cols)
+        if step is None:
+            raise FormatError(f"{source}: {header}: XSTEP is missing and {data} has no X/Y SAMPLE positions to take the step from")
+        cells = _bruker_cells(r, name, cols, n, header_shape)
+        if cells is not None:
             x, y = cells[1] * step[0], cells[0] * step[1]
-            placement = "beam indices"
+            shape, placement = cells[2], "beam indices"
+        elif header_shape is not None:
+            x, y = raster_coordinates(n, header_shape, step, source=source)
+            shape, placement = header_shape, "raster order"
+        else:
+            raise FormatError(f"{source}: {header}: NCOLS and NROWS must be positive (no valid beam indices to place the points)")
         euler = np.radians(np.column_stack([cols["phi1"], cols["Phi"], cols["phi2"]]).astype(np.float64))
         phase_col = np.rint(cols.pop("phase", np.ones(n))).astype(np.int64)
         known = {p["id"] for p in phases}

@@ -154,6 +154,18 @@ def test_synthetic_ctf_fixture(tmp_path):
     assert ebsd["fit"].values[0, 0] == pytest.approx(0.5) and ebsd["iq"].values[1, 0] == 20
 
 
+def test_ctf_with_space_separated_values(tmp_path):
+    """Oxford separates the data values by tabs; files from other tools (orix's test files are
+    written by numpy.savetxt) by runs of spaces. Both read the same."""
+    tabs, spaces = tmp_path / "tabs.ctf", tmp_path / "spaces.ctf"
+    tabs.write_text(_ctf_text(CTF_ROWS))
+    spaces.write_text(_ctf_text([row.replace("\t", "   ") for row in CTF_ROWS]))
+    a, b = read_ebsd(tabs), read_ebsd(spaces)
+    np.testing.assert_array_equal(a["euler"].values, b["euler"].values)
+    np.testing.assert_array_equal(a["phase"].values, b["phase"].values)
+    np.testing.assert_allclose(b["euler"].values[0, 1], np.radians([40, 50, 60]))
+
+
 def test_malformed_ctf(tmp_path):
     path = tmp_path / "bad.ctf"
     path.write_text(_ctf_text(CTF_ROWS[:2] + ["1\t0.0\t0.5\t8"] + CTF_ROWS[3:]))

@@ -251,3 +251,88 @@ def test_monoclinic_axis_is_explicit_and_selectable(tmp_path, axis, n_grains):
     assert len(grains(back, tolerance_deg=5.0, min_size_px=1).table) == n_grains
     with pytest.raises(ConfigError, match="monoclinic_axis must be"):
         read_ebsd(path, monoclinic_axis="b")
+
+
+def _bruker_roi_file(path, *, step=True):
+    """A Bruker Esprit layout as orix's readers expect it: beam indices in ``Scan 1/EBSD/SEM``
+    (shuffled within each row), a region of interest starting at row 5, column 10 of the frame,
+    and (``step=False``) no XSTEP/YSTEP, only X/Y SAMPLE positions in µm."""
+    rng = np.random.default_rng(3)
+    ny, nx, dx = 4, 5, 0.75
+    rows, cols = np.divmod(np.arange(ny * nx), nx)
+    for r in range(ny):  # the file's order within a row is not the map's
+        sel = rows == r
+        cols[sel] = rng.permutation(cols[sel])
+    euler = rng.random((ny * nx, 3)) * [360, 180, 360]
+    with h5py.File(path, "w") as f:
+        f["Manufacturer"], f["Version"] = b"Bruker Nano", b"Esprit 2.X"
+        d = f.create_group("Scan 1/EBSD/Data")
+        d["phi1"], d["PHI"], d["phi2"] = euler[:, 0], euler[:, 1], euler[:, 2]
+        d["Phase"] = np.ones(ny * nx, np.int32)
+        d["X SAMPLE"], d["Y SAMPLE"] = ((nx - 1 - cols) * dx).astype("f4"), (rows * dx).astype("f4")
+        d["MAD"] = np.full(ny * nx, 0.5, "f4")
+        h = f.create_group("Scan 1/EBSD/Header")
+        h["NROWS"], h["NCOLS"], h["Grid Type"] = np.int32(ny), np.int32(nx), b"isometric"
+        if step:
+            h["XSTEP"], h["YSTEP"] = dx, dx
+        g = h.create_group("Phases/1")
+        g["Name"], g["IT"], g["LatticeConstants"] = b"Iron bcc", 229, np.array([2.87] * 3 + [90.0] * 3)
+        s = f.create_group("Scan 1/EBSD/SEM")
+        s["IY"], s["IX"] = rows + 5, cols + 10
+    truth = np.zeros((ny, nx, 3))
+    truth[rows, cols] = np.radians(euler)
+    return truth, dx
+
+
+@pytest.mark.parametrize("step", [True, False])
+def test_bruker_beam_indices_in_ebsd_sem_group_and_roi(tmp_path, step):
+    """orix's Bruker layout: indices in Scan/EBSD/SEM, numbered from the full frame's corner;
+    without XSTEP the step is the X/Y SAMPLE spacing."""
+    path = tmp_path / "roi.h5"
+    truth, dx = _bruker_roi_file(path, step=step)
+    ebsd = read_ebsd(path)
+    assert (ebsd.sizes["y"], ebsd.sizes["x"]) == truth.shape[:2]
+    assert ebsd.attrs["step_um"] == pytest.approx(dx)
+    assert json.loads(ebsd.attrs["header"])["placement"] == "beam indices"
+    np.testing.assert_allclose(ebsd["euler"].values, truth, atol=1e-9)
+
+
+def _emsoft_di_file(path, *, refined):
+    rng = np.random.default_rng(4)
+    ny, nx, n_dict = 3, 4, 50
+    dictionary = rng.random((n_dict, 3)) * [360, 180, 360]
+    top = rng.integers(1, n_dict + 1, size=(ny * nx, 5))  # 1-based, best match first
+    refined_euler = rng.random((ny * nx, 3)) * [6, 3, 6]
+    with h5py.File(path, "w") as f:
+        f["Manufacturer"] = "EMEBSDDictionaryIndexing.f90"
+        d = f.create_group("Scan 1/EBSD/Data")
+        d["X Position"] = np.tile(np.arange(nx) * 1.5, ny).astype("f4")
+        d["Y Position"] = np.tile(np.arange(nx) * 1.5, ny).astype("f4")  # wrong in EMsoft, as orix notes
+        d["Phase"], d["CI"] = np.zeros(ny * nx, "u1"), np.full(ny * nx, 0.9, "f4")
+        d["TopMatchIndices"], d["DictionaryEulerAngles"] = top.astype("i4"), dictionary.astype("f4")
+        d["FZcnt"] = np.array([n_dict], "i4")
+        if refined:
+            d["RefinedEulerAngles"] = refined_euler.astype("f4")
+        h = f.create_group("Scan 1/EBSD/Header")
+        h["nRows"], h["nColumns"] = np.array([ny], "i4"), np.array([nx], "i4")
+        h["Step X"], h["Step Y"] = np.array([1.5], "f4"), np.array([1.5], "f4")
+        p = h.create_group("Phase/1")
+        p["Point Group"], p["MaterialName"] = np.array([b"Cubic (Oh) [m3m]"]), np.array([b"Ni/Ni"])
+        for k, v in zip("a b c alpha beta gamma".split(), ["3.52"] * 3 + ["90.0"] * 3, strict=True):
+            p[f"Lattice Constant {k}"] = np.array([v.encode()])
+    best = np.radians(dictionary[top[:, 0] - 1].astype("f4"))
+    return (refined_euler.astype("f4") if refined else best).reshape(ny, nx, 3)
+
+
+@pytest.mark.parametrize("refined", [True, False])
+def test_emsoft_dictionary_indexing_without_phi_datasets(tmp_path, refined):
+    """An EMsoft dictionary-indexing file with only TopMatchIndices + DictionaryEulerAngles
+    (degrees), or RefinedEulerAngles (radians): the orientations come from those."""
+    path = tmp_path / "di.h5"
+    truth = _emsoft_di_file(path, refined=refined)
+    ebsd = read_ebsd(path)
+    assert (ebsd.sizes["y"], ebsd.sizes["x"]) == (3, 4)
+    np.testing.assert_allclose(ebsd["euler"].values, truth, atol=1e-6)
+    source = json.loads(ebsd.attrs["header"])["euler_source"]
+    assert source == ("RefinedEulerAngles" if refined else "TopMatchIndices[:, 0] of DictionaryEulerAngles")
+    assert phases_of(ebsd)[0]["symmetry"] == "m-3m"
