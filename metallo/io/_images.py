@@ -6,7 +6,9 @@ Where the pixel size comes from when reading, first found wins:
 2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, TESCAN ``PixelSizeX``, also from
    its ``-tif.hdr``/``-png.hdr`` sidecar for any format, Zeiss ``CZ_SEM`` image pixel
    size, JEOL's ``<image>.txt`` sidecar (``$$SM_MICRON_MARKER`` over ``$$SM_MICRON_BAR``);
-   these also make the default modality "SEM"), the ImageJ description
+   these also make the default modality "SEM"), the Olympus SIS tag 33560 (analySIS, Stream,
+   cellSens; the page that carries it is read, not an 8-bit preview before it), Gatan
+   DigitalMicrograph's scale tags 65009/65010 with their units, the ImageJ description
    (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags, or
    ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch;
    PNG: the ``pHYs`` chunk (pixels per metre);
@@ -421,7 +423,10 @@ def _read_tiff(
 
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
+            sis_index, sis_ps = _sis_calibration(tif)
+            # An Olympus SIS file may put an 8-bit RGB preview first and the calibrated camera
+            # data on the page that carries the SIS tag: read that page.
+            series = tif.pages[sis_index] if sis_index else tif.series[0]
             _check_pixels(
                 path,
                 tuple(n for n, a in zip(series.shape, series.axes, strict=False) if a not in "SC"),
@@ -439,9 +444,11 @@ def _read_tiff(
                 axes = "YXS"[: array.ndim]  # Pillow gives channels last
             page = tif.pages.first
             meta = _metallo_description(page)
+            if sis_index:
+                meta["tiff_page"] = sis_index
             tescan = _tescan_header(path, page)
             fei, zeiss = tif.fei_metadata, tif.sem_metadata
-            tiff_ps = _tiff_pixel_size(page, tif.imagej_metadata)
+            tiff_ps = sis_ps or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata)
             frame = _sem_frame_shape(fei, zeiss)
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
     except MetalloError:
@@ -486,6 +493,57 @@ def _pillow_pixels(path: Path, shape: tuple[int, ...], why: Exception) -> np.nda
     if array.shape != tuple(shape) and array.shape != tuple(shape[1:]) + tuple(shape[:1]):
         raise FormatError(f"{path}: Pillow decoded an image of shape {array.shape}, the TIFF header says {tuple(shape)}")
     return array
+
+
+#: Olympus Soft Imaging Solutions (analySIS, Stream, cellSens) private tag; tifffile parses it
+#: into a dict with ``pixelsizex``/``pixelsizey`` in metres.
+_OLYMPUS_SIS_TAG = 33560
+
+
+def _sis_calibration(tif: Any) -> tuple[int, float | None]:
+    """(page index, pixel size in µm) of the first page with an Olympus SIS calibration,
+    else (0, None). A preview page before it is skipped only when it has the same rows and
+    columns (the file holds one picture twice)."""
+    for index, page in enumerate(tif.pages[:4]):
+        tag = page.tags.get(_OLYMPUS_SIS_TAG)
+        value = tag.value if tag is not None else None
+        if not isinstance(value, dict):
+            continue
+        size = value.get("pixelsizex")
+        if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+            continue
+        first = tif.pages.first
+        same_picture = index == 0 or tuple(page.shape[:2]) == tuple(first.shape[:2])
+        return (index if same_picture else 0), (float(size) * 1e6 if same_picture else None)
+    return 0, None
+
+
+#: Gatan DigitalMicrograph's TIFF export: x/y scale (tags 65009/65010) in the units of tags
+#: 65003/65004 (e.g. "µm", "nm").
+_GATAN_SCALE_TAGS = (65009, 65010)
+_GATAN_UNIT_TAGS = (65003, 65004)
+
+
+def _gatan_pixel_size(page: Any, path: Path) -> float | None:
+    """Pixel size in µm from a Gatan DigitalMicrograph TIFF export's scale tags, or None."""
+    sizes = []
+    for scale_tag, unit_tag in zip(_GATAN_SCALE_TAGS, _GATAN_UNIT_TAGS, strict=True):
+        scale, unit = page.tags.get(scale_tag), page.tags.get(unit_tag)
+        if scale is None or unit is None:
+            return None
+        value = scale.value
+        factor = _UNIT_UM.get(str(unit.value).strip().lower().replace("\x00", ""))
+        if not isinstance(value, (int, float)) or not (value > 0) or factor is None:
+            return None
+        sizes.append(float(value) * factor)
+    if abs(sizes[0] - sizes[1]) > 0.01 * sizes[0]:
+        warnings.warn(
+            f"{path}: Gatan scale tags give {sizes[0]:g} µm per column and {sizes[1]:g} µm per row; "
+            "metallo uses square pixels: taking the column size",
+            UserWarning,
+            stacklevel=4,
+        )
+    return sizes[0]
 
 
 def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:

@@ -424,3 +424,47 @@ def test_jeol_sidecar_of_a_resized_image_and_foreign_txt_files(tmp_path):
     (tmp_path / "notes.txt").write_text("$$SM_MICRON_BAR 0\n$$SM_MICRON_MARKER 5um\n")
     with pytest.warns(UserWarning, match="is not a length over a pixel count"):
         assert np.isnan(read_image(other).attrs["pixel_size_um"])
+
+
+def _olympus_sis_tiff(path, size_um, *, preview=True):
+    """A TIFF as Olympus SIS software (analySIS, Stream, cellSens) writes it: an optional 8-bit RGB
+    preview first, then the camera data with the private SIS tag 33560. The tag's general block
+    (lenexp, x and y calibration, magnification) sits at an absolute file offset, patched in
+    after writing."""
+    import struct
+
+    head = struct.pack("<4s6xhhhhh6x32sH", b"SIS0", 30, 12, 5, 10, 125, b"test", 1)
+    block = struct.pack("<10xhdd8xd2x34s32s", -6, size_um, size_um, 50.0, b"cam", b"pic")
+    value = head + struct.pack("<hhI", 1, 1, 0) + block
+    raw = (np.arange(30 * 40).reshape(30, 40) * 3 % 4096).astype(np.uint16)
+    with tifffile.TiffWriter(path) as w:
+        if preview:
+            w.write(np.zeros((30, 40, 3), np.uint8), photometric="rgb")
+        w.write(raw, extratags=[(33560, 1, len(value), value, True)])
+    data = bytearray(path.read_bytes())
+    at = data.index(b"SIS0")
+    data[at + 64 : at + 68] = struct.pack("<I", at + 68)  # the general block follows the one entry
+    path.write_bytes(bytes(data))
+    return raw
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_olympus_sis_calibration_and_data_page(tmp_path, preview):
+    """rosettasciio's olympus_SIS.tif (an RGB preview, then the uint16 data with the SIS tag)
+    read as the 8-bit preview without a pixel size; now the calibrated page and its size."""
+    path = tmp_path / "sis.tif"
+    raw = _olympus_sis_tiff(path, 0.5, preview=preview)
+    image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.5)
+    assert image.dtype == np.uint16
+    np.testing.assert_array_equal(image.values, raw)
+
+
+def test_gatan_digitalmicrograph_tiff_scale(tmp_path):
+    """A TIFF exported by Gatan DigitalMicrograph states its scale in tags 65009/65010 with the
+    unit in 65003/65004 (rosettasciio's test file: 0.16867 µm); it was read without a size."""
+    path = tmp_path / "dm.tif"
+    tags = [(65003, "s", 0, "nm", True), (65004, "s", 0, "nm", True),
+            (65009, "d", 1, 42.5, True), (65010, "d", 1, 42.5, True)]
+    tifffile.imwrite(path, np.zeros((16, 16), np.int32), extratags=tags)
+    assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.0425)
