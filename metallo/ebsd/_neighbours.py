@@ -131,11 +131,8 @@ def offset_pairs(shape: tuple[int, int], grid: str, offset: tuple[int, int]) -> 
     d1, d2 = offset
     if grid != "hexagonal":
         idx = np.arange(ny * nx, dtype=np.int64).reshape(ny, nx)
-        ya = slice(max(0, -d1), ny - max(0, d1))
-        xa = slice(max(0, -d2), nx - max(0, d2))
-        yb = slice(max(0, d1), ny - max(0, -d1))
-        xb = slice(max(0, d2), nx - max(0, -d2))
-        return idx[ya, xa].ravel(), idx[yb, xb].ravel()
+        sa, sb = offset_slices(shape, offset)
+        return idx[sa].ravel(), idx[sb].ravel()
     # Hexagonal "odd-r" storage: row r, column c sits at axial q = c - (r - (r & 1)) // 2.
     rows = np.arange(ny, dtype=np.int64)[:, None]
     cols = np.arange(nx, dtype=np.int64)[None, :]
@@ -175,8 +172,10 @@ def offset_slices(shape: tuple[int, int], offset: tuple[int, int]) -> tuple[tupl
     """Square grid: the 2-D slices of the first and second pixel of every pair at ``offset``."""
     ny, nx = shape
     d1, d2 = offset
-    sa = (slice(max(0, -d1), ny - max(0, d1)), slice(max(0, -d2), nx - max(0, d2)))
-    sb = (slice(max(0, d1), ny - max(0, -d1)), slice(max(0, d2), nx - max(0, -d2)))
+    # Clamped at 0: an offset longer than the map (a KAM kernel on a 1 x 2 map) has no pairs,
+    # while a negative stop would count from the end and pair pixels that are not neighbours.
+    sa = (slice(max(0, -d1), max(0, ny - max(0, d1))), slice(max(0, -d2), max(0, nx - max(0, d2))))
+    sb = (slice(max(0, d1), max(0, ny - max(0, -d1))), slice(max(0, d2), max(0, nx - max(0, -d2))))
     return sa, sb
 
 

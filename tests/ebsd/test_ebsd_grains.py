@@ -225,3 +225,19 @@ def test_grain_count_matches_defdap_on_its_nickel_map(shared_file, min_size_px, 
     ebsd = read_ebsd(shared_file("correlative_defdap_ni_ebsd_dic/testDataEBSD.cpr"))
     g = grains(ebsd, tolerance_deg=5.0, min_size_px=min_size_px)
     assert len(g.table) == expected
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (2, 1), (2, 3)])
+def test_kam_kernel_longer_than_the_map(shape):
+    """EbsdLib's ZeroXYCells.ctf and ShortFile.ctf are 1 x 2 maps: a 3rd-order kernel offset
+    longer than the map made a negative slice stop that counts from the end, and `metallo ebsd`
+    stopped with a numpy broadcast traceback. Now there are no pairs at that order (NaN), and
+    the first order still sees the 2 deg between neighbours."""
+    ny, nx = shape
+    q = np.zeros((ny, nx, 4))
+    q[..., 0] = 1.0
+    q[0, 0] = axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), np.radians(2.0))
+    ebsd = map_from_quaternions(q)
+    assert np.isnan(kam(ebsd, order=3).values).all()
+    first = kam(ebsd, order=1).values
+    assert first[0, 0] == pytest.approx(2.0, abs=1e-6)
