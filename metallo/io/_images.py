@@ -5,7 +5,8 @@ Where the pixel size comes from when reading, first found wins:
 1. the ``pixel_size_um`` argument;
 2. TIFF: the SEM vendor tags (FEI/Thermo ``[Scan] PixelWidth``, TESCAN ``PixelSizeX``, also from
    its ``-tif.hdr``/``-png.hdr`` sidecar for any format, Zeiss ``CZ_SEM`` image pixel
-   size, JEOL's ``<image>.txt`` sidecar (``$$SM_MICRON_MARKER`` over ``$$SM_MICRON_BAR``);
+   size, JEOL's ``<image>.txt`` sidecar (``$$SM_MICRON_MARKER`` over ``$$SM_MICRON_BAR``) or
+   Hitachi's (``[SemImageFile]`` ``PixelSize`` in nm, ``DataSize`` the frame);
    these also make the default modality "SEM"), the Olympus SIS tag 33560 (analySIS, Stream,
    cellSens; the page that carries it is read, not an 8-bit preview before it), Gatan
    DigitalMicrograph's scale tags 65009/65010 with their units, the ImageJ description
@@ -462,13 +463,12 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
-    jeol = _jeol_header(path)
-    sem_ps = (_sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan)
-              or _jeol_pixel_size(jeol, array.shape, path))
+    side_ps, side_frame = _sem_sidecar(path, array.shape)
+    sem_ps = _sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan) or side_ps
     file_ps = sem_ps or tiff_ps
     if sem_ps is not None:
         meta.setdefault("modality", "SEM")
-    bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]) or _jeol_frame(jeol), path)
+    bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]) or side_frame, path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
@@ -616,7 +616,7 @@ def _sem_vendor_pixel_size(
 
 
 def _for_stored_image(size: float, frame: tuple[float | None, float | None], shape: tuple[int, ...], path: Path,
-                      source: str) -> float:
+                      source: str, *, stacklevel: int = 5) -> float:
     """A pixel size stated for a scanned ``frame`` (rows, columns; None where unknown), as the size
     of the pixels of the image as stored.
 
@@ -638,14 +638,14 @@ def _for_stored_image(size: float, frame: tuple[float | None, float | None], sha
             f"{path.name}: {source} states {size:.6g} µm/px for a {frame_cols:.0f}-column frame, but the image has "
             f"{cols} columns: its pixel size is {scaled:.6g} µm (the frame over the image's columns); give "
             "pixel_size_um= if that is wrong",
-            UserWarning, stacklevel=5,
+            UserWarning, stacklevel=stacklevel,
         )
         return scaled
     warnings.warn(
         f"{path.name}: {source} states {size:.6g} µm/px for a {frame_cols:.0f} x {frame_rows or float('nan'):.0f} "
         f"(columns x rows) frame, but the image is {cols} x {rows}: cropped or resized after acquisition; the "
         "stated pixel size is used, give pixel_size_um= if it does not apply",
-        UserWarning, stacklevel=5,
+        UserWarning, stacklevel=stacklevel,
     )
     return size
 
@@ -700,18 +700,15 @@ def _tescan_frame(header: dict[str, str], rows: int) -> tuple[float, float | Non
 _JEOL_MARKER_UM = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "mm": 1e3}
 
 
-def _jeol_header(path: Path) -> dict[str, str]:
-    """The ``$KEY value`` lines of a JEOL SEM's ``<stem>.txt`` sidecar; {} if there is none.
+def _jeol_header(text: str) -> dict[str, str]:
+    """The ``$KEY value`` lines of a JEOL SEM's ``<stem>.txt`` sidecar text; {} if it is not one.
 
     Only a sidecar that holds both ``$$SM_MICRON_BAR`` (the scale bar's length in pixels) and
     ``$$SM_MICRON_MARKER`` (its label, e.g. ``5um``) counts: another ``.txt`` beside an image is
     not JEOL's.
     """
-    sidecar = path.with_suffix(".txt")
-    if sidecar == path or not sidecar.is_file() or sidecar.stat().st_size > 1_000_000:
-        return {}
     found: dict[str, str] = {}
-    for line in sidecar.read_text(encoding="latin-1", errors="replace").splitlines():
+    for line in text.splitlines():
         key, _, value = line.strip().partition(" ")
         if key.startswith("$"):
             found.setdefault(key, value.strip())
@@ -747,12 +744,82 @@ def _jeol_pixel_size(header: dict[str, str], shape: tuple[int, ...], path: Path)
         warnings.warn(
             f"{path.with_suffix('.txt').name}: JEOL scale bar {header['$$SM_MICRON_BAR']!r} px = "
             f"{header['$$SM_MICRON_MARKER']!r} is not a length over a pixel count; pixel size not read from it",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=5,
         )
         return None
     frame = _jeol_frame(header)
     return _for_stored_image(length_um / bar_px, frame or (None, None), shape, path,
-                             f"the JEOL scale bar ({header['$$SM_MICRON_MARKER']} = {header['$$SM_MICRON_BAR']} px)")
+                             f"the JEOL scale bar ({header['$$SM_MICRON_MARKER']} = {header['$$SM_MICRON_BAR']} px)", stacklevel=6)
+
+
+def _sidecar_text(path: Path) -> str:
+    """The text of ``<stem>.txt`` beside an image ('' if none): Latin-1, or UTF-16 where it
+    starts with a byte-order mark or holds NUL bytes (Hitachi writes either)."""
+    sidecar = path.with_suffix(".txt")
+    if sidecar == path or not sidecar.is_file() or sidecar.stat().st_size > 1_000_000:
+        return ""
+    raw = sidecar.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:200]:
+        return raw.decode("utf-16", errors="replace")
+    return raw.decode("latin-1", errors="replace")
+
+
+def _hitachi_header(text: str) -> dict[str, str]:
+    """The ``key=value`` lines of a Hitachi SEM sidecar's ``[SemImageFile]`` section; {} if the
+    text is not one (or lacks ``PixelSize``)."""
+    found: dict[str, str] = {}
+    inside = False
+    for line in text.splitlines():
+        line = line.strip().lstrip("\ufeff")
+        if line.startswith("["):
+            inside = line.lower() == "[semimagefile]"
+            continue
+        key, sep, value = line.partition("=")
+        if inside and sep:
+            found.setdefault(key.strip(), value.strip())
+    return found if "PixelSize" in found else {}
+
+
+def _hitachi_frame(header: dict[str, str]) -> tuple[float, float] | None:
+    """(rows, columns) of the scanned frame, ``DataSize=<columns>x<rows>``, or None."""
+    parts = header.get("DataSize", "").lower().split("x")
+    try:
+        cols, rows = (float(v) for v in parts)
+    except ValueError:
+        return None
+    return (rows, cols) if rows > 0 and cols > 0 else None
+
+
+def _hitachi_pixel_size(header: dict[str, str], shape: tuple[int, ...], path: Path) -> float | None:
+    """µm per pixel from a Hitachi sidecar's ``PixelSize`` (nm; a TM3000 at 40x states about
+    3000, an S-4800 at 10,000x about 10), for the ``DataSize`` frame."""
+    try:
+        nm = float(header["PixelSize"])
+    except ValueError:
+        nm = math.nan
+    if not (nm > 0 and math.isfinite(nm)):
+        warnings.warn(
+            f"{path.with_suffix('.txt').name}: Hitachi PixelSize {header['PixelSize']!r} is not a positive "
+            "number of nm; pixel size not read from it",
+            UserWarning, stacklevel=5,
+        )
+        return None
+    return _for_stored_image(nm * 1e-3, _hitachi_frame(header) or (None, None), shape, path,
+                             f"the Hitachi sidecar (PixelSize={header['PixelSize']} nm)", stacklevel=6)
+
+
+def _sem_sidecar(path: Path, shape: tuple[int, ...]) -> tuple[float | None, tuple[float, float] | None]:
+    """(µm per pixel, scanned frame) from a JEOL or Hitachi SEM's ``<stem>.txt``; (None, None) if neither."""
+    text = _sidecar_text(path)
+    if not text:
+        return None, None
+    jeol = _jeol_header(text)
+    if jeol:
+        return _jeol_pixel_size(jeol, shape, path), _jeol_frame(jeol)
+    hitachi = _hitachi_header(text)
+    if hitachi:
+        return _hitachi_pixel_size(hitachi, shape, path), _hitachi_frame(hitachi)
+    return None, None
 
 
 def _sem_frame_shape(fei: dict[str, Any] | None, zeiss: dict[str, Any] | None) -> tuple[float, float | None] | None:
@@ -851,11 +918,11 @@ def _read_with_pillow(
     file_ps = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 0 else None
     tescan = _tescan_header(path, None)
     meta: dict[str, Any] = {}
-    jeol = _jeol_header(path)
-    sem_ps = _tescan_pixel_size(tescan) or _jeol_pixel_size(jeol, array.shape, path)
+    side_ps, side_frame = _sem_sidecar(path, array.shape)
+    sem_ps = _tescan_pixel_size(tescan) or side_ps
     if sem_ps is not None:
         file_ps, meta["modality"] = sem_ps, "SEM"
-    bar = _databar_rows(array.shape[:2], _tescan_frame(tescan, array.shape[0]) or _jeol_frame(jeol), path)
+    bar = _databar_rows(array.shape[:2], _tescan_frame(tescan, array.shape[0]) or side_frame, path)
     if bar:
         meta["databar_rows_in_file"] = bar
     return _finish(

@@ -412,9 +412,10 @@ def test_jeol_sidecar_of_a_resized_image_and_foreign_txt_files(tmp_path):
     path = tmp_path / "half.png"
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(path)  # the 64 x 48 frame saved at half size
     (tmp_path / "half.txt").write_text(JEOL_TXT.replace("2um", "500nm"), encoding="latin-1")
-    with pytest.warns(UserWarning, match="64-column frame, but the image has 32 columns"):
+    with pytest.warns(UserWarning, match="64-column frame, but the image has 32 columns") as record:
         out = read_image(path)
     assert out.attrs["pixel_size_um"] == pytest.approx(0.5 / 16 * 2)
+    assert record[0].filename == __file__
     # Notes beside an image are no JEOL sidecar; a bar without a length is refused with a warning.
     other = tmp_path / "notes.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(other)
@@ -422,8 +423,43 @@ def test_jeol_sidecar_of_a_resized_image_and_foreign_txt_files(tmp_path):
     with pytest.warns(UserWarning, match="pixel size unknown"):
         assert np.isnan(read_image(other).attrs["pixel_size_um"])
     (tmp_path / "notes.txt").write_text("$$SM_MICRON_BAR 0\n$$SM_MICRON_MARKER 5um\n")
-    with pytest.warns(UserWarning, match="is not a length over a pixel count"):
+    with pytest.warns(UserWarning, match="is not a length over a pixel count") as record:
         assert np.isnan(read_image(other).attrs["pixel_size_um"])
+    assert record[0].filename == __file__
+
+
+HITACHI_TXT = ("[SemImageFile]\r\nInstructName=S-4800\r\nSerialNumber=1234\r\nDataSize=64x48\r\n"
+               "Magnification=10000\r\nPixelSize=125.0\r\nSignalName=SE(U)\r\n")
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_hitachi_sidecar_gives_pixel_size_and_data_bar(tmp_path, encoding):
+    """Hitachi writes ``[SemImageFile]`` ... ``PixelSize=`` in nm (a TM3000 at 40x states about
+    3000, an S-4800 at 10,000x about 10) and ``DataSize=<columns>x<rows>`` for the frame,
+    in Latin-1 or UTF-16. These images came in without a pixel size before."""
+    image = np.zeros((56, 64), np.uint8)
+    image[48:] = 255
+    path = tmp_path / "steel.tif"
+    Image.fromarray(image).save(path)
+    (tmp_path / "steel.txt").write_text(HITACHI_TXT, encoding=encoding)
+    out = read_image(path)
+    assert out.attrs["pixel_size_um"] == pytest.approx(0.125)
+    assert out.attrs["modality"] == "SEM"
+    assert out.shape == (48, 64) and out.attrs["databar_rows"] == 8
+
+
+def test_hitachi_sidecar_of_a_resized_image_warns_from_the_callers_line(tmp_path):
+    path = tmp_path / "half.png"
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(path)  # the 64 x 48 frame saved at half size
+    (tmp_path / "half.txt").write_text(HITACHI_TXT, encoding="latin-1")
+    with pytest.warns(UserWarning, match="64-column frame, but the image has 32 columns") as record:
+        out = read_image(path)
+    assert out.attrs["pixel_size_um"] == pytest.approx(0.25)
+    assert record[0].filename == __file__
+    (tmp_path / "half.txt").write_text(HITACHI_TXT.replace("PixelSize=125.0", "PixelSize=n/a"), encoding="latin-1")
+    with pytest.warns(UserWarning, match="Hitachi PixelSize 'n/a' is not a positive") as record:
+        assert np.isnan(read_image(path).attrs["pixel_size_um"])
+    assert record[0].filename == __file__
 
 
 def _olympus_sis_tiff(path, size_um, *, preview=True):
