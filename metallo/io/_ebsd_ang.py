@@ -185,10 +185,17 @@ def read_ang(path: str | Path) -> xr.Dataset:
         p["name"] = p["name"] or f"phase{p['id']}"
     data = parse_table(raw[pos:], first_line_no=n_header + 1, source=source)
     n_cols = data.shape[1]
-    if n_cols < 8:
-        raise FormatError(f"{source}: line {n_header + 1} has {n_cols} columns, expected at least 8")
+    if n_cols < 6:
+        raise FormatError(f"{source}: line {n_header + 1} has {n_cols} columns, expected at least 6 "
+                          "(phi1 PHI phi2 x y IQ [CI [phase ...]])")
+    if n_cols < 8 and len(phases) > 1:
+        raise FormatError(f"{source}: line {n_header + 1} has {n_cols} columns, no phase column, but the "
+                          f"header lists {len(phases)} phases: which phase each point is cannot be told")
+    # OIM's versions 1 and 2 wrote 6 (… IQ) and 7 (… IQ CI) columns: a single-phase map.
     euler = data[:, :3].copy()
-    x, y, iq, ci, phase_col = data[:, 3], data[:, 4], data[:, 5], data[:, 6], data[:, 7]
+    x, y, iq = data[:, 3], data[:, 4], data[:, 5]
+    ci = data[:, 6] if n_cols > 6 else np.ones(len(data))
+    phase_col = data[:, 7] if n_cols > 7 else np.zeros(len(data))
     hx, hy = header.get("XSTEP"), header.get("YSTEP")
     nrows, ncols = header.get("NROWS"), header.get("NCOLS_ODD")
     placement = place_on_grid(
@@ -203,10 +210,9 @@ def read_ang(path: str | Path) -> xr.Dataset:
     mark_invalid_points(
         euler, phase_ids, {"ci": ci, "iq": iq}, source=source, first_line_no=n_header + 1
     )
-    variables: dict[str, np.ndarray] = {
-        "ci": scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan)),
-        "iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan)),
-    }
+    variables: dict[str, np.ndarray] = {"iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan))}
+    if n_cols > 6:
+        variables["ci"] = scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan))
     for c in range(8, n_cols):
         name = _COLUMNS[c] if c < len(_COLUMNS) else f"col{c}"
         variables[name] = scatter_to_grid(placement, data[:, c].astype(np.float32), np.float32(np.nan))

@@ -226,6 +226,30 @@ def test_ang_grid_header_that_lies_is_read_by_the_coordinates(tmp_path, grid):
     np.testing.assert_allclose(back["euler"].values[ok], euler[ok], atol=1e-5)
 
 
+@pytest.mark.parametrize("n_cols", [6, 7])
+def test_ang_of_old_oim_versions_without_phase_column(tmp_path, n_cols):
+    """OIM versions 1 and 2 wrote 6 (phi1 PHI phi2 x y IQ) and 7 (... CI) columns; they were
+    refused ("expected at least 8"). A single-phase header makes every point that phase; with
+    several phases and no phase column the file is refused, naming why."""
+    rng = np.random.default_rng(5)
+    euler = rng.random((2, 3, 3)) * [2 * np.pi, np.pi, 2 * np.pi]
+    phases = [{"id": 1, "name": "Fe", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}]
+    path = write_ang(ebsd_dataset(euler, np.ones((2, 3), np.int16), step_um=0.5, phases=phases), tmp_path / "v.ang")
+    lines = [line if line.startswith("#") else " ".join(line.split()[:n_cols]) for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    back = read_ebsd(path)
+    np.testing.assert_array_equal(back["phase"].values, 1)
+    np.testing.assert_allclose(back["euler"].values, euler, atol=1e-6)
+    assert ("ci" in back) == (n_cols == 7)
+    two_phases = [*phases, {"id": 2, "name": "Fe-fcc", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90, 90, 90]}]
+    two_path = write_ang(ebsd_dataset(euler, np.ones((2, 3), np.int16), step_um=0.5, phases=two_phases),
+                         tmp_path / "two.ang")
+    lines = [line if line.startswith("#") else " ".join(line.split()[:n_cols]) for line in two_path.read_text().splitlines()]
+    two_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FormatError, match="no phase column, but the header lists 2 phases"):
+        read_ebsd(two_path)
+
+
 def test_stacked_coordinates_fall_back_to_the_header_grid(tmp_path):
     """kikuchipy's EDAX test file copies X Position into Y Position: by the coordinates 9 points
     land on a 3-cell diagonal. The header's 3 x 3 grid holds one cell per point, so the points
