@@ -9,7 +9,8 @@ Where the pixel size comes from when reading, first found wins:
    Hitachi's (``[SemImageFile]`` ``PixelSize`` in nm, ``DataSize`` the frame);
    these also make the default modality "SEM"), the Olympus SIS tag 33560 (analySIS, Stream,
    cellSens; the page that carries it is read, not an 8-bit preview before it), Gatan
-   DigitalMicrograph's scale tags 65009/65010 with their units, the ImageJ description
+   DigitalMicrograph's scale tags 65009/65010 with their units, OME-TIFF's ``PhysicalSizeX``
+   (ZEN, cellSens, NIS, LAS X, QuPath and Bio-Formats exports), the ImageJ description
    (``unit=micron``, ``µm``, ``nm``, ``mm``) with the resolution tags, or
    ``XResolution``/``YResolution`` with ``ResolutionUnit`` centimetre or inch;
    PNG: the ``pHYs`` chunk (pixels per metre);
@@ -449,7 +450,8 @@ def _read_tiff(
                 meta["tiff_page"] = sis_index
             tescan = _tescan_header(path, page)
             fei, zeiss = tif.fei_metadata, tif.sem_metadata
-            tiff_ps = sis_ps or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata)
+            tiff_ps = (sis_ps or _ome_pixel_size(tif.ome_metadata if tif.is_ome else None, path)
+                       or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata))
             frame = _sem_frame_shape(fei, zeiss)
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
     except MetalloError:
@@ -516,6 +518,43 @@ def _sis_calibration(tif: Any) -> tuple[int, float | None]:
         same_picture = index == 0 or tuple(page.shape[:2]) == tuple(first.shape[:2])
         return (index if same_picture else 0), (float(size) * 1e6 if same_picture else None)
     return 0, None
+
+
+def _ome_pixel_size(xml: str | None, path: Path) -> float | None:
+    """Pixel size in µm from an OME-TIFF's first ``Image/Pixels`` (``PhysicalSizeX`` in
+    ``PhysicalSizeXUnit``, µm by default), or None. OME-TIFF is what ZEN, cellSens, NIS,
+    LAS X, QuPath and Bio-Formats export."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in ("X", "Y"):
+        value = pixels.get(f"PhysicalSize{axis}")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm").strip()
+        factor = _UNIT_UM.get(unit.lower()) if unit != "Å" else 1e-4
+        try:
+            size = float(value) * factor if value is not None and factor is not None else math.nan
+        except ValueError:
+            size = math.nan
+        sizes.append(size)
+    if not (sizes[0] > 0 and math.isfinite(sizes[0])):
+        return None
+    if sizes[1] > 0 and abs(sizes[0] - sizes[1]) > 0.01 * sizes[0]:
+        warnings.warn(
+            f"{path}: OME PhysicalSizeX {sizes[0]:g} µm and PhysicalSizeY {sizes[1]:g} µm differ; "
+            "metallo uses square pixels: taking the x size",
+            UserWarning,
+            stacklevel=4,
+        )
+    return sizes[0]
 
 
 #: Gatan DigitalMicrograph's TIFF export: x/y scale (tags 65009/65010) in the units of tags

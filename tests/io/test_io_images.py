@@ -504,3 +504,25 @@ def test_gatan_digitalmicrograph_tiff_scale(tmp_path):
             (65009, "d", 1, 42.5, True), (65010, "d", 1, 42.5, True)]
     tifffile.imwrite(path, np.zeros((16, 16), np.int32), extratags=tags)
     assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.0425)
+
+
+@pytest.mark.parametrize(("size", "unit", "um"), [(0.25, "µm", 0.25), (250.0, "nm", 0.25), (0.0005, "mm", 0.5)])
+def test_ome_tiff_physical_size(tmp_path, size, unit, um):
+    """OME-TIFF (what ZEN, cellSens, NIS, LAS X, QuPath and Bio-Formats export) states the pixel
+    size as PhysicalSizeX in PhysicalSizeXUnit in its XML; it was read without a pixel size."""
+    gray, rgb = tmp_path / "gray.ome.tif", tmp_path / "rgb.ome.tif"
+    meta = {"PhysicalSizeX": size, "PhysicalSizeXUnit": unit, "PhysicalSizeY": size, "PhysicalSizeYUnit": unit}
+    tifffile.imwrite(gray, np.zeros((20, 30), np.uint16), ome=True, metadata={"axes": "YX", **meta})
+    tifffile.imwrite(rgb, np.zeros((20, 30, 3), np.uint8), ome=True, photometric="rgb", metadata={"axes": "YXS", **meta})
+    assert read_image(gray).attrs["pixel_size_um"] == pytest.approx(um)
+    out = read_image(rgb)
+    assert out.shape == (20, 30, 3) and out.attrs["pixel_size_um"] == pytest.approx(um)
+
+
+def test_ome_tiff_rectangular_pixels_warn(tmp_path):
+    path = tmp_path / "rect.ome.tif"
+    meta = {"axes": "YX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3}  # µm by default
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8), ome=True, metadata=meta)
+    with pytest.warns(UserWarning, match="PhysicalSizeX 0.2 µm and PhysicalSizeY 0.3 µm differ") as record:
+        assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.2)
+    assert record[0].filename == __file__
