@@ -435,6 +435,7 @@ def _read_tiff(
                 "TIFF header",
             )
             axes = series.axes
+            by_pillow = False
             try:
                 array = series.asarray()
             except ValueError as exc:
@@ -444,6 +445,7 @@ def _read_tiff(
                     raise
                 array = _pillow_pixels(path, series.shape, exc)
                 axes = "YXS"[: array.ndim]  # Pillow gives channels last
+                by_pillow = True  # which inverts MinIsWhite itself
             page = tif.pages.first
             meta = _metallo_description(page)
             if sis_index:
@@ -454,6 +456,8 @@ def _read_tiff(
                        or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata))
             frame = _sem_frame_shape(fei, zeiss)
             colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
+            min_is_white = page.photometric == 0 and not sis_index and not by_pillow
+            bits = int(page.bitspersample or 8)
     except MetalloError:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError,
@@ -465,6 +469,13 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
+    if min_is_white and array.ndim == 2:
+        # PhotometricInterpretation 0: 0 is white. Every viewer shows it inverted, and so must the
+        # values that thresholds, phases and particles see.
+        if array.dtype == bool:
+            array = ~array
+        elif np.issubdtype(array.dtype, np.unsignedinteger):
+            array = (np.asarray((1 << min(bits, 8 * array.dtype.itemsize)) - 1, array.dtype) - array).astype(array.dtype)
     side_ps, side_frame = _sem_sidecar(path, array.shape)
     sem_ps = _sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan) or side_ps
     file_ps = sem_ps or tiff_ps

@@ -526,3 +526,16 @@ def test_ome_tiff_rectangular_pixels_warn(tmp_path):
     with pytest.warns(UserWarning, match="PhysicalSizeX 0.2 µm and PhysicalSizeY 0.3 µm differ") as record:
         assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.2)
     assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize(("dtype", "top"), [(np.uint8, 255), (np.uint16, 65535)])
+def test_min_is_white_tiff_is_inverted(tmp_path, dtype, top):
+    """PhotometricInterpretation 0 (MinIsWhite: 0 is white) was read raw, so a dark phase
+    came out bright against every viewer (Pillow, Fiji) and every threshold flipped."""
+    values = (np.arange(20 * 30).reshape(20, 30) % 200).astype(dtype)
+    path = tmp_path / "minisw.tif"
+    tifffile.imwrite(path, values, photometric="miniswhite")
+    out = read_image(path, pixel_size_um=1.0)
+    np.testing.assert_array_equal(out.values, top - values.astype(np.int64))
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(out.values, np.asarray(Image.open(path)))  # as Pillow shows it
