@@ -331,7 +331,8 @@ def _edax_like(r: _Reader, scan: str, *, fmt: str, raster: bool) -> xr.Dataset:
     phases = _edax_phases(r, header)
     cols, n = r.points(data, _EDAX_POINTS)
     euler_source = "Phi1/Phi/Phi2"
-    if fmt == "emsoft-h5" and not all(k in cols for k in ("phi1", "Phi", "phi2")):
+    if fmt == "emsoft-h5" and (f"{data}/RefinedEulerAngles" in r.f
+                               or not all(k in cols for k in ("phi1", "Phi", "phi2"))):
         euler_source, angles = _emsoft_indexing_euler(r, data, n)
         cols.update(phi1=angles[:, 0], Phi=angles[:, 1], phi2=angles[:, 2])
     for need in ("phi1", "Phi", "phi2"):
@@ -370,11 +371,12 @@ def _edax_like(r: _Reader, scan: str, *, fmt: str, raster: bool) -> xr.Dataset:
 
 
 def _emsoft_indexing_euler(r: _Reader, data: str, n: int) -> tuple[str, np.ndarray]:
-    """Euler angles (n, 3, radians) of an EMsoft dictionary-indexing file without ``Phi1``/``Phi``/``Phi2``.
+    """Euler angles (n, 3, radians) of an EMsoft dictionary-indexing file.
 
-    ``RefinedEulerAngles`` (radians, written by EMFitOrientation) when present, else the best
-    match of each point: row ``TopMatchIndices[:, 0] - 1`` (1-based) of ``DictionaryEulerAngles``
-    (degrees), as orix reads such files.
+    ``RefinedEulerAngles`` (radians, written by EMFitOrientation: the better result, so it is
+    preferred to ``Phi1``/``Phi``/``Phi2``) when present, else the best match of each point: row
+    ``TopMatchIndices[:, 0] - 1`` (1-based) of ``DictionaryEulerAngles`` (degrees), as orix
+    reads such files.
     """
     refined = f"{data}/RefinedEulerAngles"
     if refined in r.f:

@@ -311,8 +311,9 @@ def _emsoft_di_file(path, *, refined):
         d["Phase"], d["CI"] = np.zeros(ny * nx, "u1"), np.full(ny * nx, 0.9, "f4")
         d["TopMatchIndices"], d["DictionaryEulerAngles"] = top.astype("i4"), dictionary.astype("f4")
         d["FZcnt"] = np.array([n_dict], "i4")
-        if refined:
+        if refined:  # the refinement's output, beside the indexing's own best match
             d["RefinedEulerAngles"] = refined_euler.astype("f4")
+            d["Phi1"], d["Phi"], d["Phi2"] = (np.zeros(ny * nx, "f4") for _ in range(3))
         h = f.create_group("Scan 1/EBSD/Header")
         h["nRows"], h["nColumns"] = np.array([ny], "i4"), np.array([nx], "i4")
         h["Step X"], h["Step Y"] = np.array([1.5], "f4"), np.array([1.5], "f4")
@@ -327,7 +328,8 @@ def _emsoft_di_file(path, *, refined):
 @pytest.mark.parametrize("refined", [True, False])
 def test_emsoft_dictionary_indexing_without_phi_datasets(tmp_path, refined):
     """An EMsoft dictionary-indexing file with only TopMatchIndices + DictionaryEulerAngles
-    (degrees), or RefinedEulerAngles (radians): the orientations come from those."""
+    (degrees), or with RefinedEulerAngles (radians) beside Phi1/Phi/Phi2: the orientations come
+    from the best match, or from the refinement."""
     path = tmp_path / "di.h5"
     truth = _emsoft_di_file(path, refined=refined)
     ebsd = read_ebsd(path)
