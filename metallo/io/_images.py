@@ -531,16 +531,16 @@ def _sis_calibration(tif: Any) -> tuple[int, float | None]:
     return 0, None
 
 
-def _ome_pixel_size(xml: str | None, path: Path) -> float | None:
+def _ome_pixel_size(ome_xml: str | None, path: Path) -> float | None:
     """Pixel size in µm from an OME-TIFF's first ``Image/Pixels`` (``PhysicalSizeX`` in
     ``PhysicalSizeXUnit``, µm by default), or None. OME-TIFF is what ZEN, cellSens, NIS,
     LAS X, QuPath and Bio-Formats export."""
-    if not xml:
+    if not ome_xml:
         return None
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.fromstring(xml)
+        root = ET.fromstring(ome_xml)
     except ET.ParseError:
         return None
     pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
