@@ -328,6 +328,11 @@ def _edax_like(r: _Reader, scan: str, *, fmt: str, raster: bool) -> xr.Dataset:
     data, header = f"{scan}/EBSD/Data", f"{scan}/EBSD/Header"
     if data not in r.f or header not in r.f:
         raise FormatError(f"{r.source}: {scan} lacks EBSD/Data or EBSD/Header")
+    if "kikuchipy" in _root_value(r.f, "manufacturer").lower() and f"{data}/Phi1" not in r.f:
+        raise FormatError(
+            f"{r.source}: a kikuchipy h5ebsd file holds EBSD patterns ({data}/patterns), not an indexed "
+            "map; index the patterns (kikuchipy, orix) and give metallo the crystal map (orix .h5 or .ang)"
+        )
     phases = _edax_phases(r, header)
     cols, n = r.points(data, _EDAX_POINTS)
     euler_source = "Phi1/Phi/Phi2"

@@ -338,3 +338,15 @@ def test_emsoft_dictionary_indexing_without_phi_datasets(tmp_path, refined):
     source = json.loads(ebsd.attrs["header"])["euler_source"]
     assert source == ("RefinedEulerAngles" if refined else "TopMatchIndices[:, 0] of DictionaryEulerAngles")
     assert phases_of(ebsd)[0]["symmetry"] == "m-3m"
+
+
+def test_kikuchipy_pattern_file_is_refused_with_what_to_do(tmp_path):
+    """kikuchipy's own h5ebsd (root manufacturer "kikuchipy") holds patterns only; it was refused
+    as an EDAX file without a phase table, which says nothing about what the user can do."""
+    path = tmp_path / "patterns.h5"
+    with h5py.File(path, "w") as f:
+        f["manufacturer"], f["version"] = np.array([b"kikuchipy"]), np.array([b"0.8"])
+        f["Scan 1/EBSD/Data/patterns"] = np.zeros((4, 8, 8), np.uint8)
+        f["Scan 1/EBSD/Header/n_columns"], f["Scan 1/EBSD/Header/n_rows"] = 2, 2
+    with pytest.raises(FormatError, match="holds EBSD patterns .* not an indexed map; index the patterns"):
+        read_ebsd(path)
