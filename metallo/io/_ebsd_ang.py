@@ -43,6 +43,9 @@ _LAUE_TO_ANG = {"-1": 1, "2/m": 2, "mmm": 22, "4/m": 4, "4/mmm": 42, "-3": 3, "-
                 "6/m": 6, "6/mmm": 62, "m-3": 23, "m-3m": 43}
 _COLUMNS = ("phi1", "Phi", "phi2", "x", "y", "iq", "ci", "phase", "sem", "fit")
 _UNINDEXED_EULER = 4.0 * np.pi
+#: OIM 8's COLUMN_HEADERS names past the tenth column, as the EDAX .h5 reader names them.
+_NAMED_COLUMNS = {"prias bottom strip": "prias_bottom", "prias center square": "prias_center",
+                  "prias top strip": "prias_top"}
 
 
 def sniff_ang(head: bytes) -> bool:
@@ -175,6 +178,8 @@ def read_ang(path: str | Path) -> xr.Dataset:
         elif lower == "grid":
             grid = "hexagonal" if value.lower().startswith("hex") else "square"
             header["GRID"] = value
+        elif lower == "column_headers":  # OIM 8: the names of the columns, comma separated
+            header["COLUMN_HEADERS"] = value
         elif lower in ("xstep", "ystep", "ncols_odd", "ncols_even", "nrows"):
             header[key.upper()] = header_float(value, source, line_no, key.upper(), first_token=True)
         elif current is None and value:
@@ -213,8 +218,11 @@ def read_ang(path: str | Path) -> xr.Dataset:
     variables: dict[str, np.ndarray] = {"iq": scatter_to_grid(placement, iq.astype(np.float32), np.float32(np.nan))}
     if n_cols > 6:
         variables["ci"] = scatter_to_grid(placement, ci.astype(np.float32), np.float32(np.nan))
+    named = [n.strip() for n in str(header.get("COLUMN_HEADERS", "")).split(",")]
     for c in range(8, n_cols):
         name = _COLUMNS[c] if c < len(_COLUMNS) else f"col{c}"
+        if c >= len(_COLUMNS) and len(named) == n_cols and named[c]:
+            name = _NAMED_COLUMNS.get(named[c].lower(), re.sub(r"\W+", "_", named[c].lower()).strip("_") or name)
         variables[name] = scatter_to_grid(placement, data[:, c].astype(np.float32), np.float32(np.nan))
     header.update({"format": "ang", "columns": n_cols, "n_points": int(len(x))})
     return ebsd_dataset(

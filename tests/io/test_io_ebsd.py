@@ -250,6 +250,23 @@ def test_ang_of_old_oim_versions_without_phase_column(tmp_path, n_cols):
         read_ebsd(two_path)
 
 
+def test_oim8_column_headers_name_the_extra_columns(tmp_path):
+    """OIM 8 writes # COLUMN_HEADERS; its PRIAS columns were named col10..col12."""
+    rng = np.random.default_rng(6)
+    euler = rng.random((2, 3, 3)) * [2 * np.pi, np.pi, 2 * np.pi]
+    phases = [{"id": 1, "name": "Fe", "symmetry": "m-3m", "lattice": [2.87, 2.87, 2.87, 90, 90, 90]}]
+    path = write_ang(ebsd_dataset(euler, np.ones((2, 3), np.int16), step_um=0.5, phases=phases), tmp_path / "v8.ang")
+    head = ("# COLUMN_COUNT: 13\n# COLUMN_HEADERS: phi1, PHI, phi2, x, y, IQ, CI, Phase index, SEM, Fit, "
+            "PRIAS Bottom Strip, PRIAS Center Square, PRIAS Top Strip\n")
+    lines = path.read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith("#"))
+    body = [f"{line} 11 12 13" for line in lines[last + 1:] if line.strip()]
+    path.write_text("\n".join(lines[: last + 1]) + "\n" + head + "\n".join(body) + "\n")
+    back = read_ebsd(path)
+    assert float(back["prias_bottom"].max()) == 11 and float(back["prias_top"].min()) == 13
+    np.testing.assert_allclose(back["euler"].values, euler, atol=1e-6)
+
+
 def test_stacked_coordinates_fall_back_to_the_header_grid(tmp_path):
     """kikuchipy's EDAX test file copies X Position into Y Position: by the coordinates 9 points
     land on a 3-cell diagonal. The header's 3 x 3 grid holds one cell per point, so the points
