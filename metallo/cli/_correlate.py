@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
             list[Path] | None,
             typer.Option("--landmarks", help="BigWarp/paired CSV, or twice: MOVING then FIXED Fiji point files (pixels)."),
         ] = None,
+        landmarks_units: Annotated[str, typer.Option("--landmarks-units", help="Units of the landmark coordinates: 'px', or 'um' (BigWarp and ImageJ Measure tables of calibrated images).")] = "px",
         grid_um: Annotated[float | None, typer.Option("--grid-um", help="B-spline control-point spacing in µm.")] = None,
         method: Annotated[str, typer.Option("--method", help="auto, landmarks+tps, sift+bspline, sift, affine, affine+bspline, bspline, landmarks, landmarks+bspline.")] = "auto",
         fixed_pixel_size_um: Annotated[float | None, typer.Option("--fixed-pixel-size-um", help="Override the fixed pixel size.")] = None,
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
             lm = str(landmarks[0]) if len(landmarks) == 1 else (str(landmarks[0]), str(landmarks[1]))
         with warnings.catch_warnings(record=True) as caught, rich_progress() as progress:
             warnings.simplefilter("always")
-            options: dict[str, Any] = {"method": method, "landmarks": lm, "grid_um": grid_um,
+            options: dict[str, Any] = {"method": method, "landmarks": lm, "landmarks_units": landmarks_units, "grid_um": grid_um,
                        "inverse_consistency": inverse_consistency, "both_ways": both_ways, "progress": progress}
             if ebsd_registration:
                 reg = register_ebsd(f, ebsd, representation=representation, **options)

@@ -1813,7 +1813,40 @@ def _landmarks_um(landmarks: Any, fixed: _Prepared, moving: _Prepared, units: st
             pts = pts * np.array(grid.spacing_yx) + np.array(grid.origin_yx)
         return pts[:, ::-1].copy()
 
+    if units == "px":
+        for role, pts, grid in (("moving", mov, moving.grid), ("fixed", fix, fixed.grid)):
+            doubt = _landmarks_unit_doubt(pts, grid)
+            if doubt:
+                warnings.warn(
+                    f"landmarks: the {role} points {doubt}; if the file holds calibrated (µm) coordinates, as "
+                    "BigWarp and ImageJ Measure tables do for calibrated images, give landmarks_units='um' "
+                    "(metallo register --landmarks-units um)",
+                    UserWarning,
+                    stacklevel=4,
+                )
     return to_xy_um(mov, moving.grid), to_xy_um(fix, fixed.grid)
+
+
+def _landmarks_unit_doubt(pts_yx: np.ndarray, grid: Grid) -> str:
+    """Why points given in pixels look like µm coordinates of ``grid``'s image ('' if they do not).
+
+    Outside the image by more than a tenth of its size; or, on a calibrated image with pixels
+    under 0.5 µm, every one of at least three points within the image's extent in µm counted
+    from the origin (at most half of each axis), where µm values read as pixels would crowd.
+    """
+    if len(pts_yx) == 0:
+        return ""
+    extent = np.array(grid.shape, dtype=np.float64)
+    lo, hi = pts_yx.min(axis=0), pts_yx.max(axis=0)
+    if (lo < -0.1 * extent).any() or (hi > 1.1 * extent).any():
+        return (f"lie outside the {grid.shape[1]} x {grid.shape[0]} px image (x {lo[1]:.4g}..{hi[1]:.4g}, "
+                f"y {lo[0]:.4g}..{hi[0]:.4g} px)")
+    spacing = np.array(grid.spacing_yx, dtype=np.float64)
+    if (grid.pixel_size_known and len(pts_yx) >= 3 and (spacing < 0.5).all()
+            and (hi <= 1.02 * extent * spacing + 1.0).all()):
+        return (f"all lie within x <= {hi[1]:.4g} of {grid.shape[1]} px and y <= {hi[0]:.4g} of {grid.shape[0]} px, "
+                f"inside the image's extent in µm ({spacing[1]:g} µm pixels), as µm values read as pixels would")
+    return ""
 
 
 def _overlap(fixed: _Prepared, moving: _Prepared, steps: list[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -1971,7 +2004,8 @@ def register(
         (n, 2) arrays in (y, x). They add to the SIFT inliers for the affine start, and give
         ``quality["tre_px"]``.
     landmarks_units : {"px", "um"}
-        Units of array landmarks and files (Fiji point files are in pixels).
+        Units of array landmarks and files (Fiji point files are in pixels; BigWarp and ImageJ
+        Measure tables of calibrated images in µm). Pixel points that look like µm are warned about.
     grid_um : float, optional
         B-spline control-point spacing in µm (pixels without pixel size). Default: 1/6 of the
         shorter side of the fixed field.
