@@ -537,6 +537,12 @@ def read_h5oina(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
         sx, sy = r.number(f"{header}/X Step"), r.number(f"{header}/Y Step")
         if "x" in cols and "y" in cols:
             x, y = cols.pop("x").astype(np.float64), cols.pop("y").astype(np.float64)
+            outside = ~(np.isfinite(x) & np.isfinite(y))
+            if outside.any() and nx and ny and sx and int(nx) * int(ny) == n:
+                # H5OINA sets the pixels outside an irregular acquisition area to NaN: keep the
+                # whole X Cells x Y Cells frame (raster order), those pixels not indexed.
+                x, y = raster_coordinates(n, (int(ny), int(nx)), (sx, sy or sx), source=source)
+                phase = np.where(outside, -1, phase)
         else:
             if not (nx and ny and sx):
                 raise FormatError(f"{source}: {header}: X Cells, Y Cells and X Step are needed without X/Y data")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import sys
+import warnings
 
 import h5py
 import numpy as np
@@ -350,3 +351,37 @@ def test_kikuchipy_pattern_file_is_refused_with_what_to_do(tmp_path):
         f["Scan 1/EBSD/Header/n_columns"], f["Scan 1/EBSD/Header/n_rows"] = 2, 2
     with pytest.raises(FormatError, match="holds EBSD patterns .* not an indexed map; index the patterns"):
         read_ebsd(path)
+
+
+def test_h5oina_irregular_area_keeps_the_frame_without_warnings(tmp_path):
+    """The H5OINA specification sets the pixels outside an irregular acquisition area to NaN
+    (positions and angles). Those points were dropped, the map cropped to the rest with two
+    warnings calling the file truncated; now the X Cells x Y Cells frame is kept in raster
+    order, with the outside pixels not indexed and no warning."""
+    nx, ny, n = 12, 10, 120
+    yy, xx = np.divmod(np.arange(n), nx)
+    outside = (xx - 6) ** 2 + (yy - 5) ** 2 > 20
+    rng = np.random.default_rng(7)
+    euler = (rng.random((n, 3)) * [6, 3, 6]).astype("f4")
+    x, y = (xx * 0.5).astype("f4"), (yy * 0.5).astype("f4")
+    x[outside] = y[outside] = np.nan
+    euler[outside] = np.nan
+    path = tmp_path / "irregular.h5oina"
+    with h5py.File(path, "w") as f:
+        f["Manufacturer"], f["Format Version"] = "Oxford Instruments", "8.0"
+        d = f.create_group("1/EBSD/Data")
+        d["X"], d["Y"], d["Euler"] = x[:, None], y[:, None], euler
+        d["Phase"] = np.where(outside, 0, 1).astype("u1")[:, None]
+        h = f.create_group("1/EBSD/Header")
+        h["X Cells"], h["Y Cells"], h["X Step"], h["Y Step"] = np.int32(nx), np.int32(ny), np.float32(0.5), np.float32(0.5)
+        g = h.create_group("Phases/1")
+        g["Phase Name"], g["Laue Group"], g["Space Group"] = "Iron bcc", np.int32(11), np.int32(229)
+        g["Lattice Dimensions"] = np.array([[2.87, 2.87, 2.87]], "f4")
+        g["Lattice Angles"] = np.radians([[90.0, 90.0, 90.0]]).astype("f4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ebsd = read_ebsd(path)
+    assert (ebsd.sizes["y"], ebsd.sizes["x"]) == (ny, nx)
+    np.testing.assert_array_equal(ebsd["phase"].values >= 0, ~outside.reshape(ny, nx))
+    inside = ~outside.reshape(ny, nx)
+    np.testing.assert_allclose(ebsd["euler"].values[inside], euler.reshape(ny, nx, 3)[inside], atol=1e-6)
