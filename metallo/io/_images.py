@@ -87,6 +87,8 @@ _UNIT_UM = {
     "m": 1e6,
     "meter": 1e6,
     "inch": 25400.0,
+    "å": 1e-4,
+    "angstrom": 1e-4,
 }
 _JPEG_QUALITY = 95
 
@@ -549,8 +551,7 @@ def _ome_pixel_size(ome_xml: str | None, path: Path) -> float | None:
     sizes = []
     for axis in ("X", "Y"):
         value = pixels.get(f"PhysicalSize{axis}")
-        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm").strip()
-        factor = _UNIT_UM.get(unit.lower()) if unit != "Å" else 1e-4
+        factor = _UNIT_UM.get(pixels.get(f"PhysicalSize{axis}Unit", "µm").strip().lower())
         try:
             size = float(value) * factor if value is not None and factor is not None else math.nan
         except ValueError:
@@ -558,14 +559,7 @@ def _ome_pixel_size(ome_xml: str | None, path: Path) -> float | None:
         sizes.append(size)
     if not (sizes[0] > 0 and math.isfinite(sizes[0])):
         return None
-    if sizes[1] > 0 and abs(sizes[0] - sizes[1]) > 0.01 * sizes[0]:
-        warnings.warn(
-            f"{path}: OME PhysicalSizeX {sizes[0]:g} µm and PhysicalSizeY {sizes[1]:g} µm differ; "
-            "metallo uses square pixels: taking the x size",
-            UserWarning,
-            stacklevel=4,
-        )
-    return sizes[0]
+    return _square_pixel(sizes[0], sizes[1], path, "OME PhysicalSizeX / PhysicalSizeY")
 
 
 #: Gatan DigitalMicrograph's TIFF export: x/y scale (tags 65009/65010) in the units of tags
@@ -586,14 +580,20 @@ def _gatan_pixel_size(page: Any, path: Path) -> float | None:
         if not isinstance(value, (int, float)) or not (value > 0) or factor is None:
             return None
         sizes.append(float(value) * factor)
-    if abs(sizes[0] - sizes[1]) > 0.01 * sizes[0]:
+    return _square_pixel(sizes[0], sizes[1], path, "Gatan scale tags 65009 / 65010")
+
+
+def _square_pixel(size_x: float, size_y: float, path: Path, source: str) -> float:
+    """The column size of a calibration that states both axes, with a warning where the row
+    size differs by more than 1 % (metallo's images have square pixels)."""
+    if size_y > 0 and abs(size_x - size_y) > 0.01 * size_x:
         warnings.warn(
-            f"{path}: Gatan scale tags give {sizes[0]:g} µm per column and {sizes[1]:g} µm per row; "
-            "metallo uses square pixels: taking the column size",
+            f"{path}: {source} give {size_x:g} µm per column and {size_y:g} µm per row; metallo uses "
+            "square pixels: taking the column size",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    return sizes[0]
+    return size_x
 
 
 def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:

@@ -523,7 +523,7 @@ def test_ome_tiff_rectangular_pixels_warn(tmp_path):
     path = tmp_path / "rect.ome.tif"
     meta = {"axes": "YX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3}  # µm by default
     tifffile.imwrite(path, np.zeros((8, 8), np.uint8), ome=True, metadata=meta)
-    with pytest.warns(UserWarning, match="PhysicalSizeX 0.2 µm and PhysicalSizeY 0.3 µm differ") as record:
+    with pytest.warns(UserWarning, match="OME PhysicalSizeX / PhysicalSizeY give 0.2 µm per column and 0.3 µm per row") as record:
         assert read_image(path).attrs["pixel_size_um"] == pytest.approx(0.2)
     assert record[0].filename == __file__
 
