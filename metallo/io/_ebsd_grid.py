@@ -160,7 +160,8 @@ class GridPlacement:
     note: str = ""
 
 
-def _min_spacing(values: np.ndarray) -> float:
+def min_spacing(values: np.ndarray) -> float:
+    """The smallest positive spacing between coordinate values (to 6 significant digits), NaN if none."""
     # Sorting beats np.unique's hashing of a million floats; repeated values give zero steps.
     u = np.sort(np.round(values, 6))
     if u.size < 2:
@@ -198,7 +199,7 @@ def data_lattice(x: np.ndarray, y: np.ndarray) -> str | None:
         return None
     far = _far_out(x, y)
     x, y = x[~far], y[~far]
-    sy = _min_spacing(y)
+    sy = min_spacing(y)
     if not np.isfinite(sy):
         return None
     rows = np.round((y - y.min()) / sy).astype(np.int64)
@@ -288,9 +289,9 @@ def place_on_grid(
         )
         grid = lattice
     if grid == "hexagonal":
-        step_y = _min_spacing(y)
+        step_y = min_spacing(y)
         # Alternate rows are offset by half a step, so x spacing is step/2 across rows.
-        step_x = hx if hx else 2.0 * _min_spacing(x)
+        step_x = hx if hx else 2.0 * min_spacing(x)
         if not np.isfinite(step_x):
             step_x = 1.0
         ideal = step_x * np.sqrt(3.0) / 2.0
@@ -314,7 +315,7 @@ def place_on_grid(
         _warn_shape(source, header_shape, shape)
         return GridPlacement(shape, rows, cols, float(step_x), float(step_y), (y0, x0), "hexagonal")
     far = _far_out(x, y)
-    sx, sy = _min_spacing(x[~far]), _min_spacing(y[~far])
+    sx, sy = min_spacing(x[~far]), min_spacing(y[~far])
     if not np.isfinite(sx):
         sx = hx or sy
     if not np.isfinite(sy):

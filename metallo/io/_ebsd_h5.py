@@ -37,7 +37,7 @@ from metallo._ebsd_dataset import phases_of
 from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._ebsd_ang import ANG_SYMMETRY, tsl_phase_ids
 from metallo.io._ebsd_ctf import CTF_LAUE
-from metallo.io._ebsd_grid import points_dataset, raster_coordinates, warn_reader
+from metallo.io._ebsd_grid import min_spacing, points_dataset, raster_coordinates, warn_reader
 from metallo.io._plugins import register_reader
 
 __all__ = [
@@ -633,17 +633,11 @@ def _bruker_step(r: _Reader, header: str, cols: dict[str, np.ndarray]) -> tuple[
     sx, sy = r.number(f"{header}/XSTEP"), r.number(f"{header}/YSTEP")
     if sx and sx > 0:
         return float(sx), float(sy if sy and sy > 0 else sx)
-    spacing = []
-    for key in ("x_sample", "y_sample"):
-        values = np.unique(np.round(np.asarray(cols.get(key, []), dtype=np.float64), 6))
-        d = np.diff(values)
-        d = d[d > 0]
-        spacing.append(float(f"{d.min():.6g}") if d.size else None)
-    if spacing[0] is None and spacing[1] is None:
+    step_x, step_y = (min_spacing(np.asarray(cols.get(key, []), dtype=np.float64)) for key in ("x_sample", "y_sample"))
+    if not (np.isfinite(step_x) or np.isfinite(step_y)):
         return None
-    step_x = spacing[0] or spacing[1]
-    assert step_x is not None
-    return step_x, spacing[1] or step_x
+    step_x = step_x if np.isfinite(step_x) else step_y
+    return step_x, step_y if np.isfinite(step_y) else step_x
 
 
 def read_bruker_h5(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
