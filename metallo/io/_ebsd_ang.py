@@ -32,7 +32,7 @@ from metallo.io._ebsd_grid import (
 )
 from metallo.io._plugins import register_reader
 
-__all__ = ["ANG_SYMMETRY", "read_ang", "sniff_ang", "tsl_phase_ids", "write_ang"]
+__all__ = ["ANG_SYMMETRY", "TSL_PRIAS", "read_ang", "sniff_ang", "tsl_phase_ids", "write_ang"]
 
 #: TSL symmetry codes -> Laue group.
 ANG_SYMMETRY = {
@@ -43,9 +43,10 @@ _LAUE_TO_ANG = {"-1": 1, "2/m": 2, "mmm": 22, "4/m": 4, "4/mmm": 42, "-3": 3, "-
                 "6/m": 6, "6/mmm": 62, "m-3": 23, "m-3m": 43}
 _COLUMNS = ("phi1", "Phi", "phi2", "x", "y", "iq", "ci", "phase", "sem", "fit")
 _UNINDEXED_EULER = 4.0 * np.pi
-#: OIM 8's COLUMN_HEADERS names past the tenth column, as the EDAX .h5 reader names them.
-_NAMED_COLUMNS = {"prias bottom strip": "prias_bottom", "prias center square": "prias_center",
-                  "prias top strip": "prias_top"}
+#: OIM's PRIAS columns (.ang COLUMN_HEADERS, EDAX .h5 datasets) and metallo's names for them.
+TSL_PRIAS = {"PRIAS Bottom Strip": "prias_bottom", "PRIAS Center Square": "prias_center",
+             "PRIAS Top Strip": "prias_top"}
+_NAMED_COLUMNS = {k.lower(): v for k, v in TSL_PRIAS.items()}
 
 
 def sniff_ang(head: bytes) -> bool:

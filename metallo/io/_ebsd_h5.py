@@ -35,7 +35,7 @@ import xarray as xr
 from metallo._atomic import atomic_path
 from metallo._ebsd_dataset import phases_of
 from metallo.errors import ConfigError, FormatError, MetalloError
-from metallo.io._ebsd_ang import ANG_SYMMETRY, tsl_phase_ids
+from metallo.io._ebsd_ang import ANG_SYMMETRY, TSL_PRIAS, tsl_phase_ids
 from metallo.io._ebsd_ctf import CTF_LAUE
 from metallo.io._ebsd_grid import min_spacing, points_dataset, raster_coordinates, warn_reader
 from metallo.io._plugins import register_reader
@@ -287,8 +287,7 @@ def _translate_h5_errors(read: Callable[..., xr.Dataset]) -> Callable[..., xr.Da
 _EDAX_POINTS = {
     "Phi1": "phi1", "Phi": "Phi", "Phi2": "phi2", "X Position": "x", "Y Position": "y",
     "IQ": "iq", "CI": "ci", "Fit": "fit", "Phase": "phase", "SEM Signal": "sem", "Valid": "valid",
-    "PRIAS Bottom Strip": "prias_bottom", "PRIAS Center Square": "prias_center",
-    "PRIAS Top Strip": "prias_top",
+    **TSL_PRIAS,
 }
 
 
