@@ -24,9 +24,11 @@ _ORIX_SCRIPT = """
 import sys
 import numpy as np
 from orix.quaternion import Orientation
-from orix.quaternion.symmetry import D6h, Oh
+from orix.quaternion import symmetry as S
 data = np.load(sys.argv[1])
-symmetry = {"m-3m": Oh, "6/mmm": D6h}[sys.argv[2]]
+symmetry = {"-1": S.Ci, "2/m": S.Symmetry.from_generators(S.C2y, S.Ci), "2/m:z": S.C2h, "mmm": S.D2h,
+            "4/m": S.C4h, "4/mmm": S.D4h, "-3": S.S6, "-3m": S.D3d, "6/m": S.C6h, "6/mmm": S.D6h,
+            "m-3": S.Th, "m-3m": S.Oh}[sys.argv[2]]
 a = Orientation.from_euler(data["a"], symmetry=symmetry)
 b = Orientation.from_euler(data["b"], symmetry=symmetry)
 np.save(sys.argv[3], np.asarray(a.angle_with(b, degrees=True)))
