@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,10 +89,55 @@ def read_ebsd(
         plugin = _REGISTRY.get(format.lower())
     ebsd = plugin.read(Path(path), **options)
     # A file that records the setting (metallo's .h5) keeps it unless the caller overrides it.
+    chosen = monoclinic_axis is not None or "monoclinic_axis" in ebsd.attrs
     monoclinic_axis = monoclinic_axis or str(ebsd.attrs.get("monoclinic_axis", "y"))
+    if not chosen:
+        _warn_monoclinic_lattices(ebsd, Path(path), monoclinic_axis)
     ebsd.attrs["monoclinic_axis"] = monoclinic_axis
     ebsd.attrs["axes"] = AXES_CONVENTION.format(axis=monoclinic_axis)
     return ebsd
+
+
+def lattice_unique_axis(lattice: Any) -> str | None:
+    """The unique axis a monoclinic lattice's angles name, as MTEX reads them: the axis ("x" for
+    a, "y" for b, "z" for c) whose opposite angle (alpha, beta, gamma) departs most from 90 deg;
+    None when no angle departs by more than 0.1 deg or the lattice is not given.
+
+    >>> lattice_unique_axis([9.5, 17.8, 5.3, 90, 103.6, 90]), lattice_unique_axis([5, 6, 7, 90, 90, 118])
+    ('y', 'z')
+    """
+    try:
+        angles = [float(v) for v in list(lattice)[3:6]]
+    except (TypeError, ValueError):
+        return None
+    if len(angles) != 3 or not all(math.isfinite(v) for v in angles):
+        return None
+    away = [abs(v - 90.0) for v in angles]
+    if max(away) <= 0.1:
+        return None
+    return "xyz"[away.index(max(away))]
+
+
+def _warn_monoclinic_lattices(ebsd: xr.Dataset, path: Path, axis: str) -> None:
+    """Warn where a 2/m phase's lattice puts its two-fold on another axis than the map's setting."""
+    from metallo._ebsd_dataset import phases_of
+
+    for p in phases_of(ebsd):
+        if p.get("symmetry") != "2/m":
+            continue
+        unique = lattice_unique_axis(p.get("lattice") or [])
+        if unique is None or unique == axis:
+            continue
+        angles = ", ".join(f"{float(v):g}" for v in list(p["lattice"])[3:6])
+        remedy = ("read it with monoclinic_axis='z'" if unique == "z"
+                  else "metallo has no setting with the two-fold on x (a unique); transform the cell to b or c unique")
+        warnings.warn(
+            f"{path.name}: phase {p.get('id')} ({p.get('name')!r}) is monoclinic with lattice angles "
+            f"({angles}): its unique axis is {'abc'['xyz'.index(unique)]} ({unique}), but 2/m phases are read "
+            f"with the two-fold on {axis}, so its misorientations, grains and KAM would use the wrong "
+            f"symmetry; {remedy}",
+            UserWarning, stacklevel=3,
+        )
 
 
 def write_ebsd(ebsd: xr.Dataset, path: str | Path) -> Path:

@@ -254,6 +254,38 @@ def test_monoclinic_axis_is_explicit_and_selectable(tmp_path, axis, n_grains):
         read_ebsd(path, monoclinic_axis="b")
 
 
+
+@pytest.mark.parametrize(("angles", "warned"), [((90, 90, 118.5), "unique axis is c"), ((90, 105.9, 90), None),
+                                                ((93.0, 90, 90), "unique axis is a"), ((90, 90, 90), None)])
+def test_a_monoclinic_lattice_that_is_not_b_unique_is_warned(tmp_path, angles, warned):
+    """MTEX reads a 2/m phase's unique axis from its lattice angles (the one departing from 90 deg).
+    metallo reads every 2/m phase b-unique unless told otherwise, so a c-unique cell (gamma 118.5)
+    would get the wrong two-fold silently: it is warned, with the setting that fixes it, and
+    reading it with that setting is quiet. b-unique cells (the clinopyroxene of MTEX's
+    eclogite.ctf: beta 105.9) and cells stating no angle are not warned."""
+    import warnings
+
+    from metallo.ebsd import ebsd_dataset
+    from metallo.io import write_ctf
+
+    phases = [{"id": 1, "name": "monoclinic", "symmetry": "2/m", "lattice": [5.0, 6.0, 7.0, *angles]}]
+    ebsd = ebsd_dataset(np.full((2, 2, 3), 0.3), np.ones((2, 2), np.int16), step_um=1.0, phases=phases)
+    path = write_ctf(ebsd, tmp_path / "mono.ctf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_ebsd(path)
+    messages = [str(w.message) for w in caught if "monoclinic" in str(w.message)]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warned in messages[0] and "mono.ctf: phase 1" in messages[0]
+    if warned == "unique axis is c":
+        assert "monoclinic_axis='z'" in messages[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert read_ebsd(path, monoclinic_axis="z").attrs["monoclinic_axis"] == "z"
+
+
 def _bruker_roi_file(path, *, step=True):
     """A Bruker Esprit layout as orix's readers expect it: beam indices in ``Scan 1/EBSD/SEM``
     (shuffled within each row), a region of interest starting at row 5, column 10 of the frame,
