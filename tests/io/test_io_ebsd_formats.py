@@ -189,6 +189,10 @@ def fresh_registry(monkeypatch):
     """A registry that loads its plugins again (and forgets third-party ones afterwards)."""
     from metallo._registry import Registry
 
+    # Load the built-in readers into the real registry first: the modules this fixture imports
+    # afresh stay in sys.modules after it, and a later first load would find them imported and
+    # register nothing (formats then went missing from whichever tests ran after this one).
+    plugins._load_plugins()
     monkeypatch.setattr(plugins, "_READERS", Registry("reader"))
     monkeypatch.setattr(plugins, "_loaded", False)
     import metallo.io._ebsd as ebsd_module
