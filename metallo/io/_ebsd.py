@@ -22,7 +22,7 @@ __all__ = ["AXES_CONVENTION", "EBSD_WRITERS", "read_ebsd", "write_ang", "write_c
 #: The crystal axis convention of metallo's symmetry operators, stored in ``attrs["axes"]``.
 AXES_CONVENTION = (
     "crystal frame: principal axis z; 2-fold axes of mmm, 4/mmm, -3m, 6/mmm include x; "
-    "2/m unique axis {axis}"
+    "hexagonal and trigonal x || a (Oxford files' x || a* converted); 2/m unique axis {axis}"
 )
 
 #: Writers by extension: .ang (TSL), .ctf (Oxford), .h5 (orix crystal-map layout).

@@ -23,7 +23,12 @@ import xarray as xr
 
 from metallo.errors import FormatError
 from metallo.io._ebsd_ctf import CTF_LAUE
-from metallo.io._ebsd_grid import points_dataset, raster_coordinates, warn_reader
+from metallo.io._ebsd_grid import (
+    oxford_hexagonal_frame,
+    points_dataset,
+    raster_coordinates,
+    warn_reader,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["CRC_FIELDS", "parse_cpr", "read_cpr", "sniff_cpr"]
@@ -209,6 +214,8 @@ def read_cpr(path: str | Path) -> xr.Dataset:
         **{f"{section}.{key}": value for section in ("general", "job", "acquisition surface")
            for key, value in cpr.get(section, {}).items()},
     }
+    if oxford_hexagonal_frame(euler, phase, phases):
+        header["crystal_x"] = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
     return points_dataset(
         euler, phase, x, y, source=source, phases=phases, header_step=(sx, sy),
         header_shape=(int(ny) if ny else None, int(nx) if nx else None) if n_points == n_header else (None, None),

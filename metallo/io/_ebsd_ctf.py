@@ -5,6 +5,8 @@ Numbers may use a decimal comma (European locale exports). Points are placed by 
 so sparse maps (non-indexed points omitted) keep the acquisition grid of the header. A
 non-grid "Interactive" job (scattered points) is snapped onto a square grid whose step keeps
 every point in its own cell; the cells without a point are phase -1 (``attrs["scattered"]``).
+Hexagonal and trigonal orientations are moved from Oxford's crystal frame (x || a*) to
+metallo's (x || a) on reading and back on writing (:func:`oxford_hexagonal_frame`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from metallo.io._ebsd_grid import (
     header_float,
     header_int,
     mark_invalid_points,
+    oxford_hexagonal_frame,
     parse_table,
     place_on_grid,
     scatter_to_grid,
@@ -156,6 +159,8 @@ def read_ctf(path: str | Path) -> xr.Dataset:
         row = int(np.argmax(bad))
         raise FormatError(f"{source}: line {k + 1 + row}: phase {phase_ids[row]} but the header lists {len(phases)} phases")
     euler = np.deg2rad(np.column_stack([col["euler1"], col["euler2"], col["euler3"]]))
+    if oxford_hexagonal_frame(euler, phase_ids, phases):
+        header["crystal_x"] = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
     mark_invalid_points(
         euler, phase_ids,
         {n: v for n, v in col.items() if n not in ("phase", "x", "y", "euler1", "euler2", "euler3")},
@@ -192,7 +197,9 @@ def write_ctf(ebsd: xr.Dataset, path: str | Path) -> Path:
     """Write an EBSD map to an Oxford ``.ctf`` file (square grids only).
 
     Phases are numbered 1..n in the order of the phase table (0 = not indexed, as Oxford
-    writes it); Euler angles go out in degrees with 5 decimals (< 1e-7 rad rounding).
+    writes it); Euler angles go out in degrees with 5 decimals (< 1e-7 rad rounding), those of
+    hexagonal and trigonal phases in Oxford's crystal frame (x || a*: phi2 + 30 deg, the inverse
+    of the reader's correction).
     Columns: Phase X Y Bands Error Euler1 Euler2 Euler3 MAD BC BS, taken from ``bands``,
     ``error``, ``fit`` (MAD), ``iq`` (BC) and ``bs`` where the map has them, else 0.
 
@@ -233,6 +240,9 @@ def write_ctf(ebsd: xr.Dataset, path: str | Path) -> Path:
     unindexed = (phase == 0) | ~np.isfinite(euler).all(axis=1)
     euler[unindexed] = 0.0
     phase[unindexed] = 0
+    rad = np.radians(euler)
+    oxford_hexagonal_frame(rad, np.where(unindexed, -1, ids), phases, to_file=True)  # x || a -> Oxford's a*
+    euler = np.degrees(rad)
 
     def column(name: str) -> np.ndarray:
         if name in ebsd:

@@ -511,6 +511,56 @@ def raster_coordinates(
     return cols * float(step[0]), rows * float(step[1])
 
 
+#: Laue groups of hexagonal and trigonal phases, whose Cartesian crystal frame differs between
+#: vendors: Oxford (Channel 5 and AZtec: ``.ctf``, ``.cpr``/``.crc``, ``.h5oina``) puts x along
+#: a* ([10-10]); TSL/EDAX, EMsoft, orix and metallo put it along a ([2-1-10]), 30 deg about c
+#: from a* (MTEX reads Oxford files with X||a* and .ang files with X||a; DREAM.3D's ReadCtfData
+#: offers the same 30 deg phi2 correction).
+HEXAGONAL_LAUE = ("6/mmm", "6/m", "-3m", "-3")
+
+
+def oxford_hexagonal_frame(euler: np.ndarray, phase: np.ndarray, phases: list[dict], *, to_file: bool = False) -> int:
+    """Move hexagonal and trigonal orientations between Oxford's crystal frame and metallo's, in place.
+
+    Oxford's x axis is a*, metallo's is a, which lies 30 deg from a* about c: the same
+    orientation has phi2 30 deg smaller in metallo's frame. Reading subtracts 30 deg, writing
+    (``to_file=True``) adds it back, so a file read and written again is unchanged. In 6/mmm
+    the two frames share their symmetry (misorientation angles do not change), but IPF colours
+    ([2-1-10] against [10-10]) and every -3m misorientation do.
+
+    Parameters
+    ----------
+    euler : ndarray, (n, 3)
+        Bunge Euler angles in radians (changed in place).
+    phase : ndarray, (n,)
+        Phase id of each point (ids of ``phases``; others are left alone).
+    phases : list of dict
+        The phase table (``id``, ``symmetry``).
+    to_file : bool
+        False: Oxford -> metallo (reading); True: metallo -> Oxford (writing).
+
+    Returns
+    -------
+    int
+        How many points were changed.
+
+    Examples
+    --------
+    >>> e = np.radians([[10.0, 20.0, 40.0], [10.0, 20.0, 40.0]])
+    >>> oxford_hexagonal_frame(e, np.array([1, 2]), [{"id": 1, "symmetry": "6/mmm"}, {"id": 2, "symmetry": "m-3m"}])
+    1
+    >>> np.degrees(e[:, 2]).round(6).tolist()
+    [10.0, 40.0]
+    """
+    ids = [int(p["id"]) for p in phases if p.get("symmetry") in HEXAGONAL_LAUE]
+    if not ids:
+        return 0
+    sel = np.isin(phase, ids) & np.isfinite(euler[:, 2])
+    delta = np.pi / 6 if to_file else -np.pi / 6
+    euler[sel, 2] = np.mod(euler[sel, 2] + delta, 2 * np.pi)
+    return int(sel.sum())
+
+
 def points_dataset(
     euler: np.ndarray,
     phase: np.ndarray,

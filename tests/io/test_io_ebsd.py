@@ -9,7 +9,7 @@ import pytest
 
 from metallo.ebsd import ebsd_dataset, phases_of
 from metallo.errors import FormatError
-from metallo.io import read_ebsd, write_ang
+from metallo.io import read_ebsd, write_ang, write_ctf
 
 SHARED = {
     # file: (shape (ny, nx), step_um, phase symmetries, indexed points)
@@ -63,8 +63,11 @@ def test_lying_header_warns_and_trusts_coordinates(shared_file):
 @pytest.mark.shared_data
 def test_ctf_degrees_and_decimal_comma(shared_file):
     ebsd = read_ebsd(shared_file("ebsd_ctf/ebsdlib_Test_European_1_decimal_comma.ctf"))
-    # Second data row: X 0,5 -> column 1; Euler 103,85 40,207 29,394 degrees.
-    np.testing.assert_allclose(np.degrees(ebsd["euler"].values[0, 1]), [103.85, 40.207, 29.394], atol=1e-6)
+    # Second data row: X 0,5 -> column 1; Euler 103,85 40,207 29,394 degrees. The phase is
+    # hexagonal (Laue group 9), so phi2 moves from Oxford's crystal frame (x || a*) to
+    # metallo's (x || a): 29.394 - 30 = -0.606 = 359.394 deg.
+    np.testing.assert_allclose(np.degrees(ebsd["euler"].values[0, 1]), [103.85, 40.207, 359.394], atol=1e-6)
+    assert "a* in the file" in json.loads(ebsd.attrs["header"])["crystal_x"]
     assert ebsd["phase"].values[0, 0] == -1 and ebsd["iq"].values[0, 0] == 85
 
 
@@ -300,3 +303,48 @@ def test_ctf_space_group_is_kept(shared_file):
     assert (phase["symmetry"], phase["space_group"]) == ("6/mmm", 194)
     ebsd = read_ebsd(shared_file("ebsd_ctf/mtexTools_MEA_60CR_1C.ctf"))
     assert "space_group" not in phases_of(ebsd)[0]  # written as 0 by MTEX: unknown, not kept
+
+
+def _oxford_ctf(path, laue: int, name: str, rows: list[tuple[float, float, float]]):
+    """A one-phase Oxford .ctf, one row of points with the given Euler angles (degrees),
+    written by hand so that the reader is tested against the format, not against metallo's writer."""
+    lines = ["Channel Text File", "Prj\ttest", "JobMode\tGrid", f"XCells\t{len(rows)}", "YCells\t1",
+             "XStep\t1", "YStep\t1", "Phases\t1", f"3.2;3.2;5.2\t90;90;120\t{name}\t{laue}\t0",
+             "Phase\tX\tY\tBands\tError\tEuler1\tEuler2\tEuler3\tMAD\tBC\tBS"]
+    lines += [f"1\t{k}\t0\t8\t0\t{e1}\t{e2}\t{e3}\t0.5\t100\t100" for k, (e1, e2, e3) in enumerate(rows)]
+    path.write_text("\r\n".join(lines) + "\r\n")
+    return path
+
+
+def test_oxford_hexagonal_frame_gives_the_right_ipf_colour(tmp_path):
+    """Oxford's hexagonal crystal x axis is a* = [10-10] (MTEX reads .ctf with X||a*; EbsdLib/
+    DREAM.3D add 30 deg to phi2 for the EDAX frame). Euler (0, 0, 0) in a .ctf puts [10-10] along
+    sample x, which metallo's hexagonal key colours blue; (0, 0, 30) puts [2-1-10] there: green.
+    Read as if x were a (before this correction) the colours were swapped."""
+    from metallo.ebsd import ipf_colors
+
+    ebsd = read_ebsd(_oxford_ctf(tmp_path / "mg.ctf", 9, "Magnesium", [(0, 0, 0), (0, 0, 30)]))
+    rgb = np.asarray(ipf_colors(ebsd, direction="x"))[0]
+    prism, a_axis = rgb[0], rgb[1]
+    assert prism[2] == pytest.approx(1.0, abs=1e-6) and prism[1] < 0.05   # [10-10]: blue
+    assert a_axis[1] == pytest.approx(1.0, abs=1e-6) and a_axis[2] < 0.05  # [2-1-10]: green
+    # Written back as .ctf, the file holds Oxford's angles again.
+    back = read_ebsd(write_ctf(ebsd, tmp_path / "again.ctf"))
+    np.testing.assert_allclose(np.degrees(back["euler"].values), np.degrees(ebsd["euler"].values), atol=1e-4)
+    raw = [line.split("\t")[5:8] for line in (tmp_path / "again.ctf").read_text().splitlines()[-2:]]
+    np.testing.assert_allclose(np.array(raw, float) % 360, [[0, 0, 0], [0, 0, 30]], atol=1e-4)
+
+
+def test_oxford_trigonal_two_fold_lies_along_b(tmp_path):
+    """-3m (e.g. calcite, corundum) has two-folds along a, b and a+b. In Oxford's frame b lies
+    along y, so two points 180 deg apart about sample-and-crystal y are the same orientation
+    (0 deg); metallo's -3m has its two-folds along x, 60 and 120 deg, and without the frame
+    correction it found them 60 deg apart."""
+    from metallo.ebsd import euler_to_quat, misorientation_angle, quat_to_euler
+
+    half_turn_y = np.degrees(quat_to_euler(np.array([0.0, 0.0, 1.0, 0.0])))
+    ebsd = read_ebsd(_oxford_ctf(tmp_path / "calcite.ctf", 7, "Calcite", [(0, 0, 0), tuple(half_turn_y)]))
+    q = euler_to_quat(ebsd["euler"].values[0])
+    assert float(misorientation_angle(q[0], q[1], symmetry="-3m")) == pytest.approx(0.0, abs=1e-4)
+    raw = euler_to_quat(np.radians([[0.0, 0.0, 0.0], half_turn_y]))
+    assert float(misorientation_angle(raw[0], raw[1], symmetry="-3m")) == pytest.approx(60.0, abs=1e-4)

@@ -170,6 +170,8 @@ def _orix_load(paths: list[Path], tmp_path: Path) -> dict:
     pytest.param("correlative_defdap_ni_ebsd_dic/testDataEBSD.cpr", marks=pytest.mark.shared_data),
 ])
 def test_orix_reads_metallo_files(source, tmp_path, request):
+    from metallo.io._ebsd_grid import oxford_hexagonal_frame
+
     if source == "synthetic":
         ebsd = synthetic("square")
     else:
@@ -179,9 +181,16 @@ def test_orix_reads_metallo_files(source, tmp_path, request):
     ids = ebsd["phase"].values.reshape(-1)
     names = {p["id"]: p["name"] for p in phases_of(ebsd)}
     ok = ids >= 0
-    q = euler_to_quat(ebsd["euler"].values.reshape(-1, 3)[ok])
+    euler = ebsd["euler"].values.reshape(-1, 3)
+    # orix reads a .ctf's Euler angles as they stand, in Oxford's crystal frame (x || a*), which
+    # the writer uses for hexagonal and trigonal phases (phi2 + 30 deg); its other formats are
+    # in metallo's frame (x || a).
+    oxford = euler.copy()
+    assert oxford_hexagonal_frame(oxford, ids, phases_of(ebsd), to_file=True) == (
+        np.isin(ids, [p["id"] for p in phases_of(ebsd) if p["symmetry"] in ("6/mmm", "6/m", "-3m", "-3")]).sum())
     rows, cols = np.divmod(np.arange(ids.size), ebsd.sizes["x"])
     for k, path in enumerate(paths):
+        q = euler_to_quat((oxford if path.suffix == ".ctf" else euler)[ok])
         orix_names = {int(i): n for i, n in json.loads(str(got[f"names{k}"])).items()}
         assert [orix_names[int(i)] for i in got[f"phase{k}"][ok]] == [names[int(i)] for i in ids[ok]], path.name
         assert (got[f"phase{k}"][~ok] == -1).all(), path.name
