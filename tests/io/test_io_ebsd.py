@@ -348,3 +348,10 @@ def test_oxford_trigonal_two_fold_lies_along_b(tmp_path):
     assert float(misorientation_angle(q[0], q[1], symmetry="-3m")) == pytest.approx(0.0, abs=1e-4)
     raw = euler_to_quat(np.radians([[0.0, 0.0, 0.0], half_turn_y]))
     assert float(misorientation_angle(raw[0], raw[1], symmetry="-3m")) == pytest.approx(60.0, abs=1e-4)
+    # The sign of the 30 deg (which the angle above cannot tell: -3m's two-folds repeat every
+    # 60 deg): Oxford's Euler (0, 0, 0) puts a* along sample x and b along y, so the crystal's a
+    # axis, metallo's x, points 30 deg clockwise of sample x.
+    from metallo.ebsd._rotations import quat_to_matrix
+
+    a_in_sample = quat_to_matrix(q[0]).T @ np.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(a_in_sample, [np.cos(np.radians(30)), -0.5, 0.0], atol=1e-6)
