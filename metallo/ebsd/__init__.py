@@ -17,6 +17,7 @@ from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
+from metallo.ebsd._neighbours import laue_by_phase
 from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
 from metallo.ebsd._parent import (
     ORFit,
@@ -76,6 +77,7 @@ __all__ = [
     "gos",
     "ipf_colors",
     "kam",
+    "laue_by_phase",
     "misorientation",
     "misorientation_angle",
     "phases_of",

@@ -27,7 +27,7 @@ from metallo.ebsd._symmetry import (
 )
 from metallo.errors import FormatError
 
-__all__ = ["OrientationMap", "neighbour_offsets", "offset_pairs", "orientation_map", "pair_angles"]
+__all__ = ["OrientationMap", "laue_by_phase", "neighbour_offsets", "offset_pairs", "orientation_map", "pair_angles"]
 
 
 @dataclass
@@ -70,6 +70,35 @@ class OrientationMap:
         return {k: np.array(v) for k, v in out.items()}
 
 
+def laue_by_phase(ebsd: xr.Dataset) -> dict[int, str]:
+    """The symmetry name each phase id of a map computes with: its Laue group, with ``"2/m:z"``
+    for monoclinic phases of a map read with ``monoclinic_axis="z"`` (orix's setting).
+
+    Every misorientation of a map should take its symmetry from here, so that the map's
+    settings hold everywhere.
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map.
+
+    Returns
+    -------
+    dict of int to str
+
+    Examples
+    --------
+    >>> from metallo.ebsd import ebsd_dataset
+    >>> m = ebsd_dataset(np.zeros((1, 1, 3)), np.ones((1, 1), np.int16), step_um=1.0,
+    ...                  phases=[{"id": 1, "name": "gl", "symmetry": "2/m"}])
+    >>> laue_by_phase(m), laue_by_phase(m.assign_attrs(monoclinic_axis="z"))
+    ({1: '2/m'}, {1: '2/m:z'})
+    """
+    axis = str(ebsd.attrs.get("monoclinic_axis", "y"))
+    return {int(p["id"]): str(p["symmetry"]) + (":z" if axis == "z" and p["symmetry"] == "2/m" else "")
+            for p in phases_of(ebsd)}
+
+
 def orientation_map(ebsd: xr.Dataset) -> OrientationMap:
     """Flatten an EBSD Dataset (``quaternion`` variable if present, else ``euler``)."""
     if "phase" not in ebsd:
@@ -84,10 +113,7 @@ def orientation_map(ebsd: xr.Dataset) -> OrientationMap:
         raise FormatError(f"{ebsd.attrs.get('source') or 'EBSD map'}: needs 'euler' or 'quaternion'")
     bad = ~np.isfinite(q).all(axis=1)
     phase = np.where(bad, np.int16(-1), phase)
-    # The unique axis of 2/m is y unless the map says z (orix's setting).
-    axis = str(ebsd.attrs.get("monoclinic_axis", "y"))
-    laue = {int(p["id"]): str(p["symmetry"]) + (":z" if axis == "z" and p["symmetry"] == "2/m" else "")
-            for p in phases_of(ebsd)}
+    laue = laue_by_phase(ebsd)
     unknown = np.setdiff1d(np.unique(phase[phase >= 0]), list(laue))
     if unknown.size:
         raise FormatError(

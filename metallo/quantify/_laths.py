@@ -70,9 +70,8 @@ def lath_boundaries_from_ebsd(ebsd: xr.Dataset, *, threshold_deg: float = 5.0) -
     h, w = phase.shape
     index = np.arange(h * w).reshape(h, w)
     src, dst = [], []
-    for p in mebsd.phases_of(ebsd):
-        sym = p.get("symmetry", "m-3m")
-        on = phase == int(p["id"])
+    for pid, sym in mebsd.laue_by_phase(ebsd).items():
+        on = phase == pid
         for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
             both = on[a] & on[b]
             if not both.any():

@@ -92,3 +92,17 @@ def test_hexagonal_ebsd_grid_is_refused():
     ebsd = ebsd_dataset(np.zeros((6, 6, 3)), np.zeros((6, 6), np.int16), step_um=0.1, phases=[bcc], grid="hexagonal")
     with pytest.raises(ConfigError, match="resample_to_square"):
         lath_widths(ebsd)
+
+
+@pytest.mark.parametrize(("axis", "n_laths"), [("y", 2), ("z", 1)])
+def test_lath_ids_follow_the_maps_monoclinic_setting(axis, n_laths):
+    """Two pixels 180 deg apart about crystal z: one lath when 2/m's two-fold is z, two when it
+    is y. The lath ids used the bare Laue group and ignored a map's monoclinic_axis before."""
+    from metallo.ebsd import ebsd_dataset
+    from metallo.quantify import lath_boundaries_from_ebsd
+
+    euler = np.array([[[0.3, 0.6, 0.2], [0.3, 0.6, 0.2 + np.pi]]])
+    ebsd = ebsd_dataset(euler, np.ones((1, 2), np.int16), step_um=1.0,
+                        phases=[{"id": 1, "name": "glaucophane", "symmetry": "2/m"}])
+    ids = lath_boundaries_from_ebsd(ebsd.assign_attrs(monoclinic_axis=axis))
+    assert len(np.unique(ids)) == n_laths
