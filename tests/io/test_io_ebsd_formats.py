@@ -47,6 +47,26 @@ def test_edax_h5_nickel(shared_file):
 
 
 @pytest.mark.shared_data
+def test_cpr_hexagonal_phase_moves_to_metallos_frame(shared_file, tmp_path):
+    """The same .crc records under a .cpr that names the phase hexagonal (LaueGroup 9): phi2 is
+    30 deg smaller than the file's (Oxford's x || a* to metallo's x || a), phi1 and Phi are not."""
+    import shutil
+
+    src = shared_file(CPR)
+    cubic = read_ebsd(src)
+    text = src.read_text(encoding="latin-1").replace("LaueGroup=11", "LaueGroup=9").replace("SpaceGroup=225", "SpaceGroup=194")
+    (tmp_path / "hex.cpr").write_text(text, encoding="latin-1")
+    shutil.copy(src.with_suffix(".crc"), tmp_path / "hex.crc")
+    hexagonal = read_ebsd(tmp_path / "hex.cpr")
+    assert phases_of(hexagonal)[0]["symmetry"] == "6/mmm"
+    a, b = cubic["euler"].values, hexagonal["euler"].values
+    on = cubic["phase"].values >= 0
+    np.testing.assert_allclose(b[on][:, :2], a[on][:, :2], atol=1e-6)
+    shift = np.mod(b[on][:, 2] - a[on][:, 2] + np.pi, 2 * np.pi) - np.pi
+    np.testing.assert_allclose(shift, -np.pi / 6, atol=1e-5)
+
+
+@pytest.mark.shared_data
 def test_cpr_crc_defdap_nickel(shared_file):
     path = shared_file(CPR)
     ebsd = read_ebsd(path)
@@ -147,6 +167,16 @@ def test_h5oina_slices_and_phases(tmp_path):
     np.testing.assert_array_equal(first["phase"].values[0], [-1, 1, 2, -1])
     with pytest.raises(ConfigError, match="no slice '7'; the file has 1, 2"):
         read_ebsd(path, scan="7")
+    # The Mg points move from Oxford's crystal frame (x || a*) to metallo's (x || a): phi2 - 30
+    # deg; the iron points keep the file's angles.
+    with h5py.File(path) as f:
+        stored = np.asarray(f["1/EBSD/Data/Euler"], np.float64).reshape(3, 4, 3)
+    got, ids = first["euler"].values, first["phase"].values
+    np.testing.assert_allclose(got[ids == 1], stored[ids == 1], atol=1e-6)
+    np.testing.assert_allclose(got[ids == 2][:, :2], stored[ids == 2][:, :2], atol=1e-6)
+    np.testing.assert_allclose(np.mod(got[ids == 2][:, 2] - stored[ids == 2][:, 2] + np.pi, 2 * np.pi) - np.pi,
+                               -np.pi / 6, atol=1e-6)
+    assert "a* in the file" in json.loads(first.attrs["header"])["crystal_x"]
 
 
 @pytest.mark.shared_data
