@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms (default: SPECIMEN-quantities in the working folder).")
         ] = None,
         min_area_um2: Annotated[float, typer.Option("--min-area-um2", help="Smallest particle (µm²).")] = 0.0,
+        twins: Annotated[
+            str, typer.Option("--twins", help="EBSD grain size: 'keep' Sigma3 twins as grains, or 'merge' them into their grains (ASTM E112 for austenite).")
+        ] = "keep",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier quantities.")] = False,
     ) -> None:
         """Quantify a specimen: tables go to /quantities/<group>.<name>.<what> (parameters in provenance)."""
@@ -64,7 +67,7 @@ def register(app: typer.Typer) -> None:
                 spec, names.STEP_QUANTIFY, overwrite=overwrite,
                 what=[w.strip() for w in what.split(",") if w.strip()], labels=split,
                 ebsd=[n for item in ebsd for n in item.split(",") if n] if ebsd else None,
-                fields=grid, particles_class=particles_class, min_area_um2=min_area_um2,
+                fields=grid, particles_class=particles_class, min_area_um2=min_area_um2, twins=twins,
             )
             spec.save()
         folder = out or Path(f"{specimen.stem}-quantities")

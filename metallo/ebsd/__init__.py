@@ -2,7 +2,7 @@
 
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.ebsd._adapter import clean_step, derive_step, parent_step
-from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
+from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, merge_twins, sigma3_deviation
 from metallo.ebsd._clean import clean
 from metallo.ebsd._derive import derive
 from metallo.ebsd._grains import (
@@ -78,6 +78,7 @@ __all__ = [
     "ipf_colors",
     "kam",
     "laue_by_phase",
+    "merge_twins",
     "misorientation",
     "misorientation_angle",
     "phases_of",

@@ -8,6 +8,7 @@ tables land under the same names either way: ``quantities/<group>.<name>.<what>`
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,6 +86,7 @@ def quantify_step(
     particles_class: str | None = None,
     min_area_um2: float = 0.0,
     grain_tolerance_deg: float = 5.0,
+    twins: str = "keep",
     lath_threshold_deg: float = 2.0,
     overwrite: bool = False,
     tag: Mapping[str, Any] | None = None,
@@ -115,6 +117,13 @@ def quantify_step(
         Smallest particle kept (µm²).
     grain_tolerance_deg : float
         Grain reconstruction tolerance for ``metallo.ebsd.grains`` on each EBSD map.
+    twins : {"keep", "merge"}
+        ``"merge"``: EBSD grain sizes count each grain with its Sigma3 (annealing) twins as one
+        grain (:func:`metallo.ebsd.merge_twins`), as ASTM E112 counts austenitic grains.
+        ``"keep"`` (default) counts twins as grains, and warns where they are at least a
+        tenth of the grains; in lath martensite and bainite the 60 deg <111> boundaries are
+        block boundaries, which must be kept. The table's parameters record the choice and
+        the grain count without twins either way.
     lath_threshold_deg : float
         Misorientation that separates laths in EBSD maps (lath boundaries in lath bainite
         are low-angle: a few degrees).
@@ -154,6 +163,8 @@ def quantify_step(
     unknown = sorted(set(what) - set(QUANTITIES))
     if unknown:
         raise ConfigError(f"unknown quantity {unknown}; choose from {', '.join(QUANTITIES)}")
+    if twins not in ("keep", "merge"):
+        raise ConfigError(f"twins must be 'keep' or 'merge'; got {twins!r}")
     where = str(getattr(spec, "path", "specimen"))
     nodes = spec.nodes()
     if labels is None:
@@ -233,8 +244,24 @@ def quantify_step(
             square = mebsd.resample_to_square(spec[node])
             if "grains" in what:
                 grains = mebsd.grains(square, tolerance_deg=grain_tolerance_deg)
-                table = grain_size(grains, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"), what=node)
-                params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}
+                merged = mebsd.merge_twins(square, grains)
+                twin_info = json.loads(merged.attrs["parameters"])
+                measured: Any = grains
+                if twins == "merge":
+                    measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, 0))  # 0 = no grain
+                elif twin_info["n_grains_before"] and (
+                        twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
+                    warnings.warn(
+                        f"{where}: {node}: {twin_info['n_grains_before'] - twin_info['n_grains_after']} of its "
+                        f"{twin_info['n_grains_before']} grains are Sigma3 twins of a neighbour; ASTM E112 counts "
+                        "austenitic grains without annealing twins (quantify with twins='merge'); in lath "
+                        "martensite or bainite these are block boundaries and are rightly kept",
+                        UserWarning, stacklevel=2,
+                    )
+                table = grain_size(measured, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"), what=node)
+                params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg,
+                          "twins": twins, "grains_with_twins": twin_info["n_grains_before"],
+                          "grains_without_twins": twin_info["n_grains_after"]}
                 add(names.quantity(node, names.GRAIN_SIZE), table, "grains", params, [node])
                 parent = names.parent(node)
                 if parent in spec and names.PARENT_GRAIN_ID in spec[parent]:

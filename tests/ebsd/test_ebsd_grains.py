@@ -268,6 +268,79 @@ def test_gos_of_real_grains_agrees_with_orix(shared_file, tmp_path):
     assert 0.1 < np.median(ours) < 1.0   # a recrystallised Ni map: grains spread by a fraction of a degree
 
 
+
+def _twinned_map(noise_pixels: bool = False):
+    """Columns 0-9 grain A, 10-14 a twin lamella of A (60 deg about <111>), 15-24 A again,
+    25-34 an unrelated grain B; optionally two pixels on the A|B boundary twin-related to A."""
+    from metallo.ebsd import axis_angle_to_quat, quat_multiply
+
+    a = random_quaternions(1, 5)[0]
+    b = quat_multiply(axis_angle_to_quat(np.array([1.0, 2.0, 0.5]), np.radians(40.0)), a)
+    twin = quat_multiply(axis_angle_to_quat(np.array([1.0, 1.0, 1.0]), np.radians(60.0)), a)
+    q = np.broadcast_to(a, (12, 35, 4)).copy()
+    q[:, 10:15] = twin
+    q[:, 25:] = b
+    if noise_pixels:
+        q[3:5, 25] = twin  # a twin-related speck on B's side of the A|B boundary
+    return map_from_quaternions(q)
+
+
+def test_merge_twins_joins_a_grain_split_by_its_twin_lamella():
+    """A grain cut by a Sigma3 lamella is three grains by misorientation; with twins merged it is
+    one again (ASTM E112 counting), and the unrelated neighbour stays apart."""
+    from metallo.ebsd import merge_twins
+
+    ebsd = _twinned_map()
+    g = grains(ebsd, tolerance_deg=5.0, min_size_px=1)
+    assert len(g) == 4
+    merged = merge_twins(ebsd, g)
+    params = json.loads(merged.attrs["parameters"])
+    assert (params["n_grains_before"], params["n_grains_after"], params["twin_pairs_merged"]) == (4, 2, 2)
+    ids = merged.values
+    assert len(np.unique(ids[:, :25])) == 1 and len(np.unique(ids[:, 25:])) == 1 and ids[0, 0] != ids[0, 30]
+
+
+def test_merge_twins_needs_the_grain_means_to_be_twins_too():
+    """Two twin-related pixels on an ordinary boundary (a speck of B's side that was mis-indexed)
+    make a grain of their own that is merged into A, but they do not merge B with A."""
+    from metallo.ebsd import merge_twins
+
+    ebsd = _twinned_map(noise_pixels=True)
+    g = grains(ebsd, tolerance_deg=5.0, min_size_px=1)
+    merged = merge_twins(ebsd, g).values
+    assert merged[0, 0] != merged[0, 30]
+    assert merged[3, 25] == merged[0, 0]  # the speck is A's twin, so it joins A
+    with pytest.raises(ConfigError, match="max_deviation_deg"):
+        merge_twins(ebsd, g, max_deviation_deg=0)
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_merge_twins_on_the_duplex_steel_map(shared_file):
+    """sdss_ferrite_austenite.ang (cleaned, 5 deg): its annealing twins are in the austenite
+    (fcc): 98 austenite grains become 51 with their twins merged, while the ferrite (bcc,
+    no annealing twins) keeps 33 of its 34. Every merge joins grains whose mean orientations
+    are within Brandon's 8.66 deg of the twin."""
+    from metallo.ebsd import clean, merge_twins, sigma3_deviation
+    from metallo.io import read_ebsd
+
+    ebsd = clean(read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
+    g = grains(ebsd)
+    merged = merge_twins(ebsd, g)
+    phase = ebsd["phase"].values
+    counts = {pid: (len(np.unique(g.ids.values[(phase == pid) & (g.ids.values >= 0)])),
+                    len(np.unique(merged.values[(phase == pid) & (merged.values >= 0)]))) for pid in (1, 2)}
+    assert counts == {1: (98, 51), 2: (34, 33)}
+    ids, new = g.ids.values.ravel(), merged.values.ravel()
+    mean = g.mean_quaternions
+    for m in np.unique(new[new >= 0]):
+        members = np.unique(ids[new == m])
+        if len(members) > 1:  # each member is a twin of some other member
+            dev = sigma3_deviation(mean[members][:, None], mean[members][None, :])
+            np.fill_diagonal(dev, np.inf)
+            assert (dev.min(axis=1) <= 8.67).all()
+
+
 @pytest.mark.parametrize("shape", [(1, 2), (2, 1), (2, 3)])
 def test_kam_kernel_longer_than_the_map(shape):
     """EbsdLib's ZeroXYCells.ctf and ShortFile.ctf are 1 x 2 maps: a 3rd-order kernel offset

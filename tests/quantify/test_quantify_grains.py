@@ -106,3 +106,42 @@ def test_too_few_grains_are_marked_not_reliable():
     many = grain_size(ids, pixel_size_um=2.0)
     assert many["reliable"].all() and (many["note"] == "").all()
     assert many["mean_ecd_um"].iloc[0] == pytest.approx(2 * np.sqrt(400 / np.pi))
+
+
+@pytest.mark.filterwarnings("ignore:grain size of .*fewer than the 50 grains:UserWarning")
+def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
+    """A grain cut by a Sigma3 lamella: 'keep' counts 4 grains and warns that 2 of them are
+    twins; 'merge' counts 2, as ASTM E112 counts austenitic grains. Both record the choice."""
+
+    from metallo import names
+    from metallo.ebsd import (
+        axis_angle_to_quat,
+        ebsd_dataset,
+        quat_multiply,
+        quat_to_euler,
+        random_quaternions,
+    )
+    from metallo.errors import ConfigError
+    from metallo.quantify import quantify_step
+    from metallo.specimen import Specimen
+
+    a = random_quaternions(1, 5)[0]
+    q = np.broadcast_to(a, (40, 40, 4)).copy()
+    q[:, 12:18] = quat_multiply(axis_angle_to_quat(np.array([1.0, 1.0, 1.0]), np.radians(60.0)), a)
+    q[:, 30:] = quat_multiply(axis_angle_to_quat(np.array([1.0, 2.0, 0.5]), np.radians(40.0)), a)
+    ebsd = ebsd_dataset(quat_to_euler(q), np.ones((40, 40), np.int16), step_um=1.0,
+                        phases=[{"id": 1, "name": "austenite", "symmetry": "m-3m"}])
+    spec = Specimen.create(tmp_path / "s.metallo.h5", specimen_id="s")
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    node = names.quantity(names.EBSD_MAP, names.GRAIN_SIZE)
+    with pytest.warns(UserWarning, match="2 of its 4 grains are Sigma3 twins"):
+        quantify_step(spec, what=["grains"], labels=[])
+    kept = spec.table(node)
+    quantify_step(spec, what=["grains"], labels=[], twins="merge", overwrite=True)
+    merged = spec.table(node)
+    assert set(kept["n_grains"]) == {4} and set(merged["n_grains"]) == {2}
+    records = [r["parameters"] for r in spec.provenance if node in r["outputs"]]
+    assert [(r["twins"], r["grains_with_twins"], r["grains_without_twins"]) for r in records][-2:] == [
+        ("keep", 4, 2), ("merge", 4, 2)]
+    with pytest.raises(ConfigError, match="twins must be"):
+        quantify_step(spec, what=["grains"], labels=[], twins="drop", overwrite=True)
