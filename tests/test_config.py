@@ -97,3 +97,14 @@ def test_a_dataset_reference_resolves_through_metallo_datasets(tmp_path, monkeyp
     monkeypatch.setenv("METALLO_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError, match="METALLO_DATA is not set"):
         TrainConfig.from_any(_write(tmp_path, "data: dataset:toy\n"))
+
+
+def test_recipe_quantify_twins_is_keep_or_merge():
+    from metallo._recipe import load_recipe
+    from metallo.errors import SchemaError
+
+    base = {"specimen": {"id": "S1"}, "inputs": {"synthetic": {"seed": 1}}}
+    recipe = load_recipe({**base, "steps": {"quantify": {"twins": "merge"}}})
+    assert recipe.step("quantify")["twins"] == "merge"
+    with pytest.raises(SchemaError, match="twins"):
+        load_recipe({**base, "steps": {"quantify": {"twins": "drop"}}})
