@@ -121,8 +121,8 @@ def quantify_step(
         ``"merge"``: EBSD grain sizes count each grain with its Sigma3 (annealing) twins as one
         grain (:func:`metallo.ebsd.merge_twins`), as ASTM E112 counts austenitic grains.
         ``"keep"`` (default) counts twins as grains, and warns where they are at least a
-        tenth of the grains; in lath martensite and bainite the 60 deg <111> boundaries are
-        block boundaries, which must be kept. The table's parameters record the choice and
+        tenth of the grains (not on maps with a parent reconstruction: in lath martensite and
+        bainite the 60 deg <111> boundaries are block boundaries, which must be kept). The table's parameters record the choice and
         the grain count without twins either way.
     lath_threshold_deg : float
         Misorientation that separates laths in EBSD maps (lath boundaries in lath bainite
@@ -249,8 +249,9 @@ def quantify_step(
                 measured: Any = grains
                 if twins == "merge":
                     measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, 0))  # 0 = no grain
-                elif twin_info["n_grains_before"] and (
+                elif names.parent(node) not in spec and twin_info["n_grains_before"] and (
                         twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
+                    # (A map with a parent reconstruction is martensite: its Sigma3 are block boundaries.)
                     warnings.warn(
                         f"{where}: {node}: {twin_info['n_grains_before'] - twin_info['n_grains_after']} of its "
                         f"{twin_info['n_grains_before']} grains are Sigma3 twins of a neighbour; ASTM E112 counts "
