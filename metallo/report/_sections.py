@@ -305,6 +305,13 @@ def _grain_sections(spec: Any) -> list[Section]:
             sizes = spec.table(quantity)
             if _too_few_grains(sizes):
                 section.blocks.append(_p(_too_few_grains(sizes).removeprefix(" — ")))
+            params = _producer(spec, quantity).get("parameters") or {}
+            params = json.loads(params) if isinstance(params, str) else params
+            if "twins" in params:
+                kept, merged = params.get("grains_with_twins"), params.get("grains_without_twins")
+                section.blocks.append(_p(
+                    f"Sigma3 twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
+                    f"{kept} grains with twins, {merged} without (ASTM E112 counts austenite without annealing twins)."))
             section.blocks.append(table(sizes))
         if has_ids:
             require_pixel_size_um(spec[source], what=source)

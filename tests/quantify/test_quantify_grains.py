@@ -143,5 +143,10 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     records = [r["parameters"] for r in spec.provenance if node in r["outputs"]]
     assert [(r["twins"], r["grains_with_twins"], r["grains_without_twins"]) for r in records][-2:] == [
         ("keep", 4, 2), ("merge", 4, 2)]
+    # The QC report says which count it shows.
+    from metallo.report import write_report
+
+    html = write_report(spec, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Sigma3 twins merged into their grains: 4 grains with twins, 2 without" in html
     with pytest.raises(ConfigError, match="twins must be"):
         quantify_step(spec, what=["grains"], labels=[], twins="drop", overwrite=True)
