@@ -259,7 +259,9 @@ def quantify_step(
                         "martensite or bainite these are block boundaries and are rightly kept",
                         UserWarning, stacklevel=2,
                     )
-                table = grain_size(measured, pixel_size_um=require_pixel_size_um(square, what=f"{where}: {node}"), what=node)
+                ps_um = require_pixel_size_um(square, what=f"{where}: {node}")
+                table = grain_size(measured, pixel_size_um=ps_um, what=node)
+                table = _by_phase(table, measured, square, ps_um, node)
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg,
                           "twins": twins, "grains_with_twins": twin_info["n_grains_before"],
                           "grains_without_twins": twin_info["n_grains_after"]}
@@ -277,6 +279,30 @@ def quantify_step(
                 table = lath_widths(square, threshold_deg=lath_threshold_deg)
                 if len(table):
                     add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
+    return out
+
+
+def _by_phase(table: pd.DataFrame, measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame:
+    """On a map with grains of two or more phases, the grain size of each phase beside that of all
+    grains (``phase`` column: ``"all"`` or the phase name): a duplex steel's austenite and ferrite
+    grain sizes are two numbers, and their mix is neither."""
+    from metallo._ebsd_dataset import phases_of
+
+    phase = np.asarray(ebsd["phase"].values)
+    rows = []
+    for p in phases_of(ebsd):
+        region = phase == int(p["id"])
+        if region.sum() < 0.01 * phase.size:  # a phase of a few points is no grain-size field
+            continue
+        try:
+            rows.append(grain_size(measured, pixel_size_um=pixel_size_um, what=f"{node} ({p['name']})",
+                                   region=region).assign(phase=str(p["name"])))
+        except ConfigError:  # no grain of that phase
+            continue
+    if len(rows) < 2:
+        return table
+    out = pd.concat([table.assign(phase="all"), *rows], ignore_index=True)
+    out.attrs = dict(table.attrs)
     return out
 
 

@@ -289,7 +289,10 @@ def _too_few_grains(sizes: pd.DataFrame) -> str:
     """" — NOT RELIABLE: <why>" for a grain-size table counted on too few grains, else ""."""
     if "reliable" not in sizes or sizes["reliable"].all():
         return ""
-    return f" — NOT RELIABLE: {sizes['note'].iloc[0]}"
+    doubtful = sizes[~sizes["reliable"].astype(bool)].drop_duplicates("note")
+    if "phase" in doubtful:  # per-phase rows of a multi-phase map: say which sizes
+        return " — NOT RELIABLE: " + "; ".join(f"{r['phase']}: {r['note']}" for _, r in doubtful.iterrows())
+    return f" — NOT RELIABLE: {doubtful['note'].iloc[0]}"
 
 
 def _grain_sections(spec: Any) -> list[Section]:

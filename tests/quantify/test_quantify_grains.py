@@ -150,3 +150,69 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     assert "Sigma3 twins merged into their grains: 4 grains with twins, 2 without" in html
     with pytest.raises(ConfigError, match="twins must be"):
         quantify_step(spec, what=["grains"], labels=[], twins="drop", overwrite=True)
+
+
+@pytest.mark.filterwarnings("ignore:grain size of .*fewer than the 50 grains:UserWarning")
+def test_grain_size_of_one_phase_counts_its_grains_per_its_own_area():
+    """36 grains of 10 x 10 µm (phase A) in the middle of a map framed by 4 large grains of
+    phase B: A's own N_A is exactly 10,000 per mm² (no A grain is cut by the map edge; the
+    interface to B cuts none), along rows A's intercept is 10 µm (an A|B interface closes one
+    A intercept: it counts 1/2). Without the region the B frame dilutes the count."""
+    ids = np.zeros((120, 120), np.int64)
+    ids[:60, :] = 1
+    ids[60:, :] = 2
+    ids[:, :30] = 3
+    ids[:, 90:] = 4
+    k = 5
+    for y in range(30, 90, 10):
+        for x in range(30, 90, 10):
+            ids[y:y + 10, x:x + 10] = k
+            k += 1
+    region = np.zeros(ids.shape, bool)
+    region[30:90, 30:90] = True
+    a = grain_size(ids, pixel_size_um=1.0, region=region, method="planimetric").iloc[0]
+    assert (a["n_grains"], a["n_edge_grains"], a["field_area_um2"]) == (36, 0, 3600.0)
+    assert a["n_a_per_mm2"] == pytest.approx(10_000.0)
+    assert a["G"] == pytest.approx(astm_g_planimetric(10_000.0))
+    # Intercepts, counted by hand: a row or column through A is 60 µm long (59 steps inside, two
+    # half steps across the interfaces) with 5 inner boundaries and 2 interfaces at 1/2: P_L 0.1.
+    # A diagonal has 59 x 59 steps inside and 238 half steps across the interfaces (3600 sqrt2 µm),
+    # crossing 5 x 59 + 5 x 59 - 25 = 565 inner boundaries and 238 interfaces at 1/2: 684.
+    p_l_diagonal = 684.0 / (3600.0 * np.sqrt(2.0))
+    expected = 4.0 / (0.1 + 0.1 + 2 * p_l_diagonal)
+    both = grain_size(ids, pixel_size_um=1.0, region=region)
+    assert both["mean_intercept_um"].iloc[0] == pytest.approx(expected, rel=1e-9)
+    everything = grain_size(ids, pixel_size_um=1.0, method="planimetric").iloc[0]
+    assert everything["n_grains"] == 40 and everything["n_a_per_mm2"] < 3000
+    with pytest.raises(ConfigError, match="region has shape"):
+        grain_size(ids, pixel_size_um=1.0, region=region[:10])
+    with pytest.raises(ConfigError, match="no grain in the region"):
+        grain_size(ids, pixel_size_um=1.0, region=np.zeros(ids.shape, bool))
+
+
+@pytest.mark.filterwarnings("ignore:grain size of .*fewer than the 50 grains:UserWarning")
+def test_quantify_gives_each_phase_its_grain_size(tmp_path):
+    """A two-phase EBSD map: the grain-size table holds the grains of all phases and of each."""
+    from metallo import names
+    from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+    from metallo.quantify import quantify_step
+    from metallo.specimen import Specimen
+
+    q = np.zeros((40, 40, 4))
+    phase = np.ones((40, 40), np.int16)
+    phase[:, 20:] = 2
+    oris = random_quaternions(16, 3)
+    for k in range(16):  # 4 x 4 grains of 10 x 10 px
+        q[(k // 4) * 10:(k // 4) * 10 + 10, (k % 4) * 10:(k % 4) * 10 + 10] = oris[k]
+    ebsd = ebsd_dataset(quat_to_euler(q), phase, step_um=1.0,
+                        phases=[{"id": 1, "name": "austenite", "symmetry": "m-3m"},
+                                {"id": 2, "name": "ferrite", "symmetry": "m-3m"}])
+    spec = Specimen.create(tmp_path / "s.metallo.h5", specimen_id="s")
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    quantify_step(spec, what=["grains"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE))
+    planimetric = table[table["method"] == "planimetric"].set_index("phase")
+    assert list(planimetric.index) == ["all", "austenite", "ferrite"]
+    assert planimetric.loc["all", "n_grains"] == 16
+    assert planimetric.loc["austenite", "n_grains"] == 8 and planimetric.loc["ferrite", "n_grains"] == 8
+    assert planimetric.loc["austenite", "field_area_um2"] == pytest.approx(800.0)
