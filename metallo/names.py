@@ -144,6 +144,7 @@ PHASE_FIELDS = "phase_fields"  # fraction of each class in each field
 PARTICLES = "particles"  # one row per particle
 PSD = "psd"  # particle size distribution (binned) with a log-normal fit
 GRAIN_SIZE = "grain_size"  # ASTM E112 planimetric + intercept (E2627 on EBSD maps)
+GRAIN_SIZE_BY_PHASE = "grain_size_by_phase"  # the same for each phase of a multi-phase EBSD map
 DENUDED = "denuded"  # denuded-zone width along a network interface
 LATHS = "laths"  # apparent lath widths
 

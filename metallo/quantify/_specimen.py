@@ -139,7 +139,8 @@ def quantify_step(
         ``phase_fractions`` (mean over fields with the 95 % CI, and the whole-map ``fraction``),
         ``particles`` and ``psd``, ``denuded``, ``laths`` of each label map; ``grain_size``
         (ASTM E112 planimetric and intercept; on EBSD maps as in ASTM E2627) and ``laths``
-        of each EBSD map; ``grain_size`` of each parent-austenite node. Empty tables are not
+        of each EBSD map (and ``grain_size_by_phase`` where it has grains of two or more
+        phases); ``grain_size`` of each parent-austenite node. Empty tables are not
         added. With two or more label maps sharing classes, ``names.PHASES_ACROSS_MAPS`` holds
         the CI over the maps.
 
@@ -261,11 +262,14 @@ def quantify_step(
                     )
                 ps_um = require_pixel_size_um(square, what=f"{where}: {node}")
                 table = grain_size(measured, pixel_size_um=ps_um, what=node)
-                table = _by_phase(table, measured, square, ps_um, node)
+                by_phase = _by_phase(measured, square, ps_um, node)
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg,
                           "twins": twins, "grains_with_twins": twin_info["n_grains_before"],
                           "grains_without_twins": twin_info["n_grains_after"]}
                 add(names.quantity(node, names.GRAIN_SIZE), table, "grains", params, [node])
+                if by_phase is not None:
+                    add(names.quantity(node, names.GRAIN_SIZE_BY_PHASE), by_phase, "grains",
+                        {**params, "region": True, "by": "phase"}, [node])
                 parent = names.parent(node)
                 if parent in spec and names.PARENT_GRAIN_ID in spec[parent]:
                     # Prior-austenite grain size (E112) of the reconstructed parent grains.
@@ -282,10 +286,10 @@ def quantify_step(
     return out
 
 
-def _by_phase(table: pd.DataFrame, measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame:
-    """On a map with grains of two or more phases, the grain size of each phase beside that of all
-    grains (``phase`` column: ``"all"`` or the phase name): a duplex steel's austenite and ferrite
-    grain sizes are two numbers, and their mix is neither."""
+def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame | None:
+    """On a map with grains of two or more phases, the grain size of each phase (``phase``
+    column), or None: a duplex steel's austenite and ferrite grain sizes are two numbers, and
+    their mix is neither."""
     from metallo._ebsd_dataset import phases_of
 
     phase = np.asarray(ebsd["phase"].values)
@@ -300,11 +304,9 @@ def _by_phase(table: pd.DataFrame, measured: Any, ebsd: xr.Dataset, pixel_size_u
         except ConfigError:  # no grain of that phase
             continue
     if len(rows) < 2:
-        return table
-    out = pd.concat([table.assign(phase="all"), *rows], ignore_index=True)
-    out.attrs = dict(table.attrs)
-    return out
-
+        return None
+    out = pd.concat(rows, ignore_index=True)
+    return out[["phase", *[c for c in out.columns if c != "phase"]]]
 
 def quantify_specimen(spec: Any, **options: Any) -> dict[str, pd.DataFrame]:
     """:func:`quantify_step`, returning ``{node: table}`` of the tables added.

@@ -316,6 +316,10 @@ def _grain_sections(spec: Any) -> list[Section]:
                     f"Sigma3 twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
                     f"{kept} grains with twins, {merged} without (ASTM E112 counts austenite without annealing twins)."))
             section.blocks.append(table(sizes))
+        by_phase = names.quantity(source, names.GRAIN_SIZE_BY_PHASE)
+        if by_phase in spec:
+            sizes = spec.table(by_phase)
+            section.blocks += [Block("h3", text="Each phase on its own area" + _too_few_grains(sizes)), table(sizes)]
         if has_ids:
             require_pixel_size_um(spec[source], what=source)
             ecd = grain_ecd_um(spec[derived]["grain_id"].values, spec[source])

@@ -192,7 +192,8 @@ def test_grain_size_of_one_phase_counts_its_grains_per_its_own_area():
 
 @pytest.mark.filterwarnings("ignore:grain size of .*fewer than the 50 grains:UserWarning")
 def test_quantify_gives_each_phase_its_grain_size(tmp_path):
-    """A two-phase EBSD map: the grain-size table holds the grains of all phases and of each."""
+    """A two-phase EBSD map: the grain-size table counts all grains, as before, and a second
+    table (grain_size_by_phase) each phase on its own area."""
     from metallo import names
     from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
     from metallo.quantify import quantify_step
@@ -211,8 +212,14 @@ def test_quantify_gives_each_phase_its_grain_size(tmp_path):
     spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
     quantify_step(spec, what=["grains"], labels=[])
     table = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE))
-    planimetric = table[table["method"] == "planimetric"].set_index("phase")
-    assert list(planimetric.index) == ["all", "austenite", "ferrite"]
-    assert planimetric.loc["all", "n_grains"] == 16
+    assert list(table["method"]) == ["planimetric", "intercept"] and set(table["n_grains"]) == {16}
+    by_phase = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE_BY_PHASE))
+    planimetric = by_phase[by_phase["method"] == "planimetric"].set_index("phase")
+    assert list(planimetric.index) == ["austenite", "ferrite"]
     assert planimetric.loc["austenite", "n_grains"] == 8 and planimetric.loc["ferrite", "n_grains"] == 8
     assert planimetric.loc["austenite", "field_area_um2"] == pytest.approx(800.0)
+    # A single-phase map gets no per-phase table.
+    spec.add("ebsd/single", ebsd.assign(phase=ebsd["phase"].where(ebsd["phase"] < 0, 1)), step=names.STEP_SYNTH)
+    quantify_step(spec, what=["grains"], labels=[], ebsd=["ebsd/single"])
+    assert names.quantity("ebsd/single", names.GRAIN_SIZE) in spec
+    assert names.quantity("ebsd/single", names.GRAIN_SIZE_BY_PHASE) not in spec
