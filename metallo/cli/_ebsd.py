@@ -74,10 +74,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"KAM (order {kam_order}): no point has indexed neighbours of its phase at that order")
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}")
         if grain.size and codes[3]:
+            import json
+
             from metallo.ebsd import merge_twins
 
-            merged = merge_twins(data, derived["grain_id"])
-            after = int(merged.values.max()) + 1
+            after = json.loads(merge_twins(data, derived["grain_id"]).attrs["parameters"])["n_grains_after"]
             if after < grain.size:
                 typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
                            "metallo quantify --twins merge; in martensite these are block boundaries)")

@@ -20,7 +20,7 @@ import xarray as xr
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from metallo.ebsd._grains import Grains, _ids_of, _mean_orientations, map_dataarray
+from metallo.ebsd._grains import Grains, _ids_of, _mean_orientations, map_dataarray, raster_ids
 from metallo.ebsd._neighbours import (
     OrientationMap,
     first_neighbour_offsets,
@@ -222,19 +222,13 @@ def merge_twins(
                 dst.append(ids[b[twin]])
     pairs = np.unique(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), axis=0) if src else np.zeros((0, 2), int)
     if len(pairs):
-        mean = _mean_orientations(omap, ids, n)
+        # The grains' mean orientations: from the Grains table, computed only for bare id maps.
+        mean = grains.mean_quaternions if isinstance(grains, Grains) else _mean_orientations(omap, ids, n)
         pairs = pairs[sigma3_deviation(mean[pairs[:, 0]], mean[pairs[:, 1]]) <= max_deviation_deg]
     graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, root = connected_components(graph, directed=False) if n else (0, np.zeros(0, np.int64))
-    merged = np.full(ids.shape, -1, np.int64)
     inside = ids >= 0
-    merged[inside] = root[ids[inside]]
-    # Renumber 0..m-1 in raster order of each merged grain's first pixel.
-    first_ids, first_pos = np.unique(merged[inside], return_index=True)
-    order = np.argsort(first_pos)
-    new = np.full(int(first_ids.max()) + 1 if first_ids.size else 0, -1, np.int64)
-    new[first_ids[order]] = np.arange(order.size)
-    out = np.where(inside, new[np.where(inside, merged, 0)], -1).astype(np.int32)
+    out, n_after = raster_ids(np.where(inside, root[np.where(inside, ids, 0)] if n else 0, -1), inside)
     params = {"max_deviation_deg": float(max_deviation_deg), "twin": "Sigma3 60 deg <111>",
-              "n_grains_before": n, "n_grains_after": int(order.size), "twin_pairs_merged": int(len(pairs))}
+              "n_grains_before": n, "n_grains_after": n_after, "twin_pairs_merged": int(len(pairs))}
     return map_dataarray(out, omap, "twin_merged_grain_id", params)

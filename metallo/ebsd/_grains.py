@@ -121,13 +121,18 @@ def _label(omap: OrientationMap, pairs: list, tolerance_deg: float, min_size_px:
     labels = np.where(indexed, labels, -1)
     sizes = np.bincount(labels[indexed], minlength=int(labels.max()) + 1 if indexed.any() else 0)
     keep = sizes >= max(1, int(min_size_px))
-    # Consecutive ids in raster order of each grain's first pixel.
-    new_id = np.full(sizes.size, -1, dtype=np.int64)
     valid = indexed & keep[np.where(indexed, labels, 0)]
-    first_seen = np.unique(labels[valid], return_index=True)
-    order = np.argsort(first_seen[1])
-    new_id[first_seen[0][order]] = np.arange(order.size)
-    ids = np.where(valid, new_id[np.where(labels >= 0, labels, 0)], -1).astype(np.int32)
+    return raster_ids(labels, valid)
+
+
+def raster_ids(labels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    """Flat labels renumbered 0..n-1 in raster order of each label's first pixel, -1 where not
+    ``valid``; and n."""
+    first_ids, first_pos = np.unique(labels[valid], return_index=True)
+    order = np.argsort(first_pos)
+    new_id = np.full(max(int(labels.max()) + 1 if labels.size else 0, 1), -1, dtype=np.int64)
+    new_id[first_ids[order]] = np.arange(order.size)
+    ids = np.where(valid, new_id[np.where(valid, labels, 0)], -1).astype(np.int32)
     return ids, int(order.size)
 
 

@@ -24,6 +24,7 @@ import xarray as xr
 from metallo.errors import FormatError
 from metallo.io._ebsd_ctf import CTF_LAUE
 from metallo.io._ebsd_grid import (
+    OXFORD_FRAME_NOTE,
     oxford_hexagonal_frame,
     points_dataset,
     raster_coordinates,
@@ -215,7 +216,7 @@ def read_cpr(path: str | Path) -> xr.Dataset:
            for key, value in cpr.get(section, {}).items()},
     }
     if oxford_hexagonal_frame(euler, phase, phases):
-        header["crystal_x"] = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
+        header["crystal_x"] = OXFORD_FRAME_NOTE
     return points_dataset(
         euler, phase, x, y, source=source, phases=phases, header_step=(sx, sy),
         header_shape=(int(ny) if ny else None, int(nx) if nx else None) if n_points == n_header else (None, None),

@@ -22,6 +22,7 @@ from metallo._atomic import atomic_path
 from metallo._ebsd_dataset import ebsd_dataset, phases_of
 from metallo.errors import ConfigError, FormatError
 from metallo.io._ebsd_grid import (
+    OXFORD_FRAME_NOTE,
     check_duplicates,
     header_count,
     header_float,
@@ -160,7 +161,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
         raise FormatError(f"{source}: line {k + 1 + row}: phase {phase_ids[row]} but the header lists {len(phases)} phases")
     euler = np.deg2rad(np.column_stack([col["euler1"], col["euler2"], col["euler3"]]))
     if oxford_hexagonal_frame(euler, phase_ids, phases):
-        header["crystal_x"] = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
+        header["crystal_x"] = OXFORD_FRAME_NOTE
     mark_invalid_points(
         euler, phase_ids,
         {n: v for n, v in col.items() if n not in ("phase", "x", "y", "euler1", "euler2", "euler3")},

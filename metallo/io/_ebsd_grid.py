@@ -517,6 +517,8 @@ def raster_coordinates(
 #: from a* (MTEX reads Oxford files with X||a* and .ang files with X||a; DREAM.3D's ReadCtfData
 #: offers the same 30 deg phi2 correction).
 HEXAGONAL_LAUE = ("6/mmm", "6/m", "-3m", "-3")
+#: ``header["crystal_x"]`` of a map whose orientations :func:`oxford_hexagonal_frame` moved.
+OXFORD_FRAME_NOTE = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
 
 
 def oxford_hexagonal_frame(euler: np.ndarray, phase: np.ndarray, phases: list[dict], *, to_file: bool = False) -> int:

@@ -38,6 +38,7 @@ from metallo.errors import ConfigError, FormatError, MetalloError
 from metallo.io._ebsd_ang import ANG_SYMMETRY, TSL_PRIAS, tsl_phase_ids
 from metallo.io._ebsd_ctf import CTF_LAUE
 from metallo.io._ebsd_grid import (
+    OXFORD_FRAME_NOTE,
     min_spacing,
     oxford_hexagonal_frame,
     points_dataset,
@@ -565,7 +566,7 @@ def read_h5oina(path: str | Path, *, scan: str | None = None) -> xr.Dataset:
         if assumed:
             attrs["phases_assumed"] = 1
         if oxford_hexagonal_frame(euler, phase, phases):
-            head["crystal_x"] = "a* in the file (Oxford); hexagonal and trigonal phi2 - 30 deg on reading (x || a)"
+            head["crystal_x"] = OXFORD_FRAME_NOTE
     return points_dataset(
         euler, phase, x, y, source=source, phases=phases, header_step=(sx, sy),
         header_shape=(int(ny) if ny else None, int(nx) if nx else None), variables=cols, header=head, attrs=attrs,

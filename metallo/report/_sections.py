@@ -289,8 +289,9 @@ def _too_few_grains(sizes: pd.DataFrame) -> str:
     """" — NOT RELIABLE: <why>" for a grain-size table counted on too few grains, else ""."""
     if "reliable" not in sizes or sizes["reliable"].all():
         return ""
-    doubtful = sizes[~sizes["reliable"].astype(bool)].drop_duplicates("note")
-    if "phase" in doubtful:  # per-phase rows of a multi-phase map: say which sizes
+    by_phase = "phase" in sizes  # per-phase rows of a multi-phase map: say which sizes
+    doubtful = sizes[~sizes["reliable"].astype(bool)].drop_duplicates(["phase", "note"] if by_phase else "note")
+    if by_phase:
         return " — NOT RELIABLE: " + "; ".join(f"{r['phase']}: {r['note']}" for _, r in doubtful.iterrows())
     return f" — NOT RELIABLE: {doubtful['note'].iloc[0]}"
 
