@@ -108,7 +108,8 @@ class _Context:
         else:
             import metallo.ebsd as mebsd
 
-            kam_options = dict(self.options.get("kam", {}))
+            # The kernel is part of what a threshold means: a derived KAM made with another one is not used.
+            kam_options = {"kernel": "ring", **dict(self.options.get("kam", {}))}
             stored = self._derived_map(name, kam_options if name == "kam" else {})
             if stored is not None:
                 values = stored

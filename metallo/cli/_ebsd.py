@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         min_ci: Annotated[float, typer.Option("--min-ci", help="Minimum confidence index.")] = 0.1,
         tolerance: Annotated[float, typer.Option("--tolerance", help="Grain tolerance angle, degrees.")] = 5.0,
         kam_order: Annotated[int, typer.Option("--kam-order", min=1, help="KAM neighbour order.")] = 3,
+        kam_kernel: Annotated[str, typer.Option(
+            "--kam-kernel", help="KAM neighbours of that order: ring (the order-th shell only), mtex "
+                                 "(every neighbour up to the order, as MTEX's KAM), full (the whole square).")] = "ring",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing nodes.")] = False,
     ) -> None:
         """Read, clean and derive an EBSD map into a specimen; print a grain / KAM summary."""
@@ -33,9 +36,13 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo._ebsd_dataset import grain_ecd_um
+        from metallo.ebsd import KAM_KERNELS
+        from metallo.errors import ConfigError
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
+        if kam_kernel not in KAM_KERNELS:
+            raise ConfigError(f"--kam-kernel must be one of {', '.join(KAM_KERNELS)}; got {kam_kernel!r}")
         path = specimen or Path(f"{map_file.stem}.metallo.h5")
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(path):
@@ -46,7 +53,7 @@ def register(app: typer.Typer) -> None:
                 (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,
                                    tolerance_deg=tolerance)
             (derived_node,) = run_step(spec, names.STEP_DERIVE, ebsd=node, overwrite=overwrite, tolerance_deg=tolerance,
-                                       kam_order=kam_order)
+                                       kam_order=kam_order, kam_kernel=kam_kernel)
             saved = spec.save()
         data, derived = spec[node], spec[derived_node]
         ids = derived["grain_id"].values.ravel()
@@ -69,9 +76,9 @@ def register(app: typer.Typer) -> None:
                        "points form no grain of the minimum size)")
         kam = derived["kam"].values
         if np.isfinite(kam).any():
-            typer.echo(f"KAM (order {kam_order}): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
+            typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
         else:
-            typer.echo(f"KAM (order {kam_order}): no point has indexed neighbours of its phase at that order")
+            typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): no point has indexed neighbours of its phase at that order")
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}")
         if grain.size and codes[3]:
             import json

@@ -17,7 +17,7 @@ from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import kam
-from metallo.ebsd._neighbours import laue_by_phase
+from metallo.ebsd._neighbours import KAM_KERNELS, laue_by_phase
 from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
 from metallo.ebsd._parent import (
     ORFit,
@@ -44,6 +44,7 @@ from metallo.ebsd._rotations import (
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
 
 __all__ = [
+    "KAM_KERNELS",
     "clean_step",
     "derive_step",
     "parent_step",

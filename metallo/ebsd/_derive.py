@@ -17,20 +17,21 @@ from metallo.ebsd._grains import (
     map_dataarray,
 )
 from metallo.ebsd._kam import kam_values
-from metallo.ebsd._neighbours import orientation_map
+from metallo.ebsd._neighbours import KAM_KERNELS, orientation_map
+from metallo.errors import ConfigError
 
 __all__ = ["derive"]
 
 
 @overload
 def derive(ebsd: xr.Dataset, *, tolerance_deg: float = ..., min_size_px: int = ..., kam_order: int = ...,
-           kam_max_deg: float = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
+           kam_max_deg: float = ..., kam_kernel: str = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
            return_grains: Literal[False] = ...) -> xr.Dataset: ...
 
 
 @overload
 def derive(ebsd: xr.Dataset, *, tolerance_deg: float = ..., min_size_px: int = ..., kam_order: int = ...,
-           kam_max_deg: float = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
+           kam_max_deg: float = ..., kam_kernel: str = ..., low_deg: float = ..., high_deg: float = ..., special: bool = ...,
            return_grains: Literal[True]) -> tuple[xr.Dataset, Grains]: ...
 
 
@@ -41,6 +42,7 @@ def derive(
     min_size_px: int = 2,
     kam_order: int = 3,
     kam_max_deg: float = 5.0,
+    kam_kernel: str = "ring",
     low_deg: float = 2.0,
     high_deg: float = 15.0,
     special: bool = True,
@@ -59,8 +61,8 @@ def derive(
         EBSD map (cleaned or not).
     tolerance_deg, min_size_px : float, int
         Grain reconstruction (see :func:`metallo.ebsd.grains`).
-    kam_order, kam_max_deg : int, float
-        KAM kernel (see :func:`metallo.ebsd.kam`).
+    kam_order, kam_max_deg, kam_kernel : int, float, str
+        KAM (see :func:`metallo.ebsd.kam`).
     low_deg, high_deg, special : float, float, bool
         Boundary classes (see :func:`metallo.ebsd.boundaries`).
     return_grains : bool
@@ -78,6 +80,8 @@ def derive(
     >>> sorted(derived.data_vars)
     ['boundaries', 'gam', 'gos', 'grain_id', 'kam']
     """
+    if kam_kernel not in KAM_KERNELS:
+        raise ConfigError(f"KAM kernel must be one of {', '.join(KAM_KERNELS)}; got {kam_kernel!r}")
     omap = orientation_map(ebsd)
     pairs = _first_neighbour_angles(omap)
     ids, n = _label(omap, pairs, float(tolerance_deg), int(min_size_px))
@@ -89,14 +93,15 @@ def derive(
     inside = ids >= 0
     gos_px = np.where(inside, table["gos_deg"].to_numpy()[safe] if n else np.nan, np.nan)
     gam_px = np.where(inside, table["gam_deg"].to_numpy()[safe] if n else np.nan, np.nan)
-    kparams = {"order": int(kam_order), "max_deg": float(kam_max_deg), "kernel": "ring", "grid": omap.grid}
+    kparams = {"order": int(kam_order), "max_deg": float(kam_max_deg), "kernel": kam_kernel, "grid": omap.grid}
     bparams = {"low_deg": float(low_deg), "high_deg": float(high_deg), "special": "sigma3" if special else "",
                "classes": list(BOUNDARY_CLASSES), "grains": True, **gparams}
     out = xr.Dataset(
         {
             "grain_id": map_dataarray(ids.astype(np.int32), omap, "grain_id", gparams),
-            "kam": map_dataarray(kam_values(omap, order=int(kam_order), max_deg=float(kam_max_deg)).astype(np.float32),
-                                 omap, "kam", kparams, "deg"),
+            "kam": map_dataarray(
+                kam_values(omap, order=int(kam_order), max_deg=float(kam_max_deg), kernel=kam_kernel).astype(np.float32),
+                omap, "kam", kparams, "deg"),
             "gos": map_dataarray(gos_px.astype(np.float32), omap, "gos", gparams, "deg"),
             "gam": map_dataarray(gam_px.astype(np.float32), omap, "gam", gparams, "deg"),
             "boundaries": map_dataarray(

@@ -1,11 +1,18 @@
 """Kernel average misorientation (KAM).
 
-KAM of order n at a pixel: the mean disorientation to its n-th order neighbours (the ring
-defined in :mod:`metallo.ebsd._neighbours`: the 8n pixels at Chebyshev distance n on a square
-grid, the 6n pixels at hexagonal distance n on a hexagonal grid), leaving out neighbours of
-another phase, unindexed ones and those whose disorientation exceeds ``max_deg`` (so that
-grain boundaries do not enter the kernel). This is MTEX's ``KAM('order', n, 'threshold', t)``
-on square grids and OIM's perimeter-only kernel; Durmaz et al. (2021) use the 3rd order.
+KAM of order n at a pixel: the mean disorientation to its neighbours of order n, leaving out
+neighbours of another phase, unindexed ones and those whose disorientation exceeds ``max_deg``
+(so that grain boundaries do not enter the kernel). Durmaz et al. (2021) use the 3rd order.
+
+Programs differ in which neighbours "order n" means, and the value follows the kernel's mean
+distance (in a uniform orientation gradient g per step, 3rd order: ring 2.25 g, MTEX 1.17 g,
+full 1.75 g). ``kernel="ring"`` (default) takes the n-th shell only: the 8n pixels at
+Chebyshev distance n on a square grid, the 6n pixels at hexagonal distance n on a hexagonal
+grid. ``kernel="mtex"`` takes every neighbour up to order n as MTEX's ``EBSDsquare/KAM`` and
+``EBSDhex/KAM`` do (Manhattan distance 1..n on a square grid, hexagonal distance 1..n), so that
+``kam(ebsd, order=n, max_deg=t, kernel="mtex")`` is MTEX's ``ebsd.KAM('order', n,
+'threshold', t)`` (MTEX's default threshold is none; on a map with grain ids MTEX also leaves
+out neighbours in other grains). ``kernel="full"`` takes the whole (2n+1)² square (DREAM.3D).
 
 References
 ----------
@@ -21,6 +28,7 @@ import xarray as xr
 
 from metallo.ebsd._grains import map_dataarray
 from metallo.ebsd._neighbours import (
+    KAM_KERNELS,
     OrientationMap,
     iter_pair_angles,
     iter_slice_angles,
@@ -32,11 +40,11 @@ from metallo.errors import ConfigError
 __all__ = ["kam"]
 
 
-def kam_values(omap: OrientationMap, *, order: int, max_deg: float) -> np.ndarray:
+def kam_values(omap: OrientationMap, *, order: int, max_deg: float, kernel: str = "ring") -> np.ndarray:
     """Flat KAM values (degrees, NaN where undefined) of an :class:`OrientationMap`."""
     total = np.zeros(omap.size)
     count = np.zeros(omap.size)
-    offsets = neighbour_offsets(order, omap.grid, half=True)
+    offsets = neighbour_offsets(order, omap.grid, half=True, kernel=kernel)
     # Each unordered pair is computed once and credited to both pixels.
     if omap.grid != "hexagonal":
         total2, count2 = total.reshape(omap.shape), count.reshape(omap.shape)
@@ -61,7 +69,7 @@ def kam_values(omap: OrientationMap, *, order: int, max_deg: float) -> np.ndarra
     return out
 
 
-def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0) -> xr.DataArray:
+def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0, kernel: str = "ring") -> xr.DataArray:
     """Kernel average misorientation map.
 
     Parameters
@@ -69,9 +77,12 @@ def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0) -> xr.DataArr
     ebsd : xr.Dataset
         EBSD map (square or hexagonal grid).
     order : int
-        Neighbour order n of the kernel ring (default 3, as in Durmaz et al. 2021).
+        Neighbour order n of the kernel (default 3, as in Durmaz et al. 2021).
     max_deg : float
         Disorientations above this are left out of the average (default 5 deg).
+    kernel : {"ring", "mtex", "full"}
+        Which neighbours of order n: the n-th shell only (default), every neighbour up to
+        order n as MTEX counts them, or the whole (2n+1)² square (module docstring).
 
     Returns
     -------
@@ -90,7 +101,9 @@ def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0) -> xr.DataArr
         raise ConfigError(f"KAM order must be >= 1; got {order}")
     if not max_deg > 0:
         raise ConfigError(f"max_deg must be positive; got {max_deg}")
+    if kernel not in KAM_KERNELS:
+        raise ConfigError(f"KAM kernel must be one of {', '.join(KAM_KERNELS)}; got {kernel!r}")
     omap = orientation_map(ebsd)
-    values = kam_values(omap, order=int(order), max_deg=float(max_deg))
-    params = {"order": int(order), "max_deg": float(max_deg), "kernel": "ring", "grid": omap.grid}
+    values = kam_values(omap, order=int(order), max_deg=float(max_deg), kernel=kernel)
+    params = {"order": int(order), "max_deg": float(max_deg), "kernel": kernel, "grid": omap.grid}
     return map_dataarray(values, omap, "kam", params, "deg")

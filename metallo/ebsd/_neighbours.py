@@ -4,10 +4,13 @@ misorientation angles of neighbour pairs.
 Neighbour orders (the kernel of KAM and the adjacency of grains):
 
 - square grid: the n-th order neighbours of a pixel are the ``8n`` pixels on the perimeter
-  of the ``(2n+1) x (2n+1)`` square around it (Chebyshev distance n), as in MTEX's
-  ``EBSDsquare`` and OIM's perimeter-only kernels. Grain adjacency uses the 4 edge neighbours.
+  of the ``(2n+1) x (2n+1)`` square around it (Chebyshev distance n). Grain adjacency uses
+  the 4 edge neighbours.
 - hexagonal grid (odd rows shifted right by half a step): the ``6n`` pixels at hexagonal
   distance n. Grain adjacency uses the 6 first neighbours.
+
+KAM can also take every neighbour up to order n, as MTEX and DREAM.3D do
+(:func:`neighbour_offsets`, ``kernel=``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from metallo.ebsd._symmetry import (
 )
 from metallo.errors import FormatError
 
-__all__ = ["OrientationMap", "laue_by_phase", "neighbour_offsets", "offset_pairs", "orientation_map", "pair_angles"]
+__all__ = ["KAM_KERNELS", "OrientationMap", "laue_by_phase", "neighbour_offsets", "offset_pairs", "orientation_map", "pair_angles"]
 
 
 @dataclass
@@ -128,20 +131,42 @@ def orientation_map(ebsd: xr.Dataset) -> OrientationMap:
                           {"y": ebsd["y"].values, "x": ebsd["x"].values})
 
 
-def neighbour_offsets(order: int, grid: str, *, half: bool = True) -> list[tuple[int, int]]:
-    """Offsets of the n-th order neighbour ring: ``(dy, dx)`` on a square grid, axial
-    ``(dr, dq)`` on a hexagonal one. ``half=True`` keeps one of each +/- pair."""
+#: KAM kernels: which neighbours up to order n enter (see :func:`neighbour_offsets`).
+KAM_KERNELS = ("ring", "mtex", "full")
+
+
+def neighbour_offsets(order: int, grid: str, *, half: bool = True, kernel: str = "ring") -> list[tuple[int, int]]:
+    """Offsets of a pixel's neighbours of order ``order``: ``(dy, dx)`` on a square grid, axial
+    ``(dr, dq)`` on a hexagonal one. ``half=True`` keeps one of each +/- pair.
+
+    ``kernel`` says which: ``"ring"`` the n-th shell only (Chebyshev distance n on a square
+    grid: 8n pixels; hexagonal distance n: 6n pixels); ``"mtex"`` every neighbour up to order n
+    as MTEX's ``EBSDsquare/KAM`` and ``EBSDhex/KAM`` take them (Manhattan distance 1..n on a
+    square grid: 2n(n+1) pixels, hexagonal distance 1..n: 3n(n+1)); ``"full"`` the whole
+    (2n+1)² square without its centre (DREAM.3D's kernel; on a hexagonal grid the same as
+    ``"mtex"``).
+
+    Examples
+    --------
+    >>> [len(neighbour_offsets(3, "square", half=False, kernel=k)) for k in KAM_KERNELS]
+    [24, 24, 48]
+    """
     n = int(order)
     if n < 1:
         raise ValueError(f"neighbour order must be >= 1; got {order}")
+    if kernel not in KAM_KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KAM_KERNELS)}; got {kernel!r}")
     out = []
     for d1 in range(-n, n + 1):
         for d2 in range(-n, n + 1):
             if grid == "hexagonal":
-                ring = max(abs(d1), abs(d2), abs(d1 + d2)) == n
+                distance = max(abs(d1), abs(d2), abs(d1 + d2))
+            elif kernel == "mtex":
+                distance = abs(d1) + abs(d2)
             else:
-                ring = max(abs(d1), abs(d2)) == n
-            if ring and (not half or d1 > 0 or (d1 == 0 and d2 > 0)):
+                distance = max(abs(d1), abs(d2))
+            keep = distance == n if kernel == "ring" else 1 <= distance <= n
+            if keep and (not half or d1 > 0 or (d1 == 0 and d2 > 0)):
                 out.append((d1, d2))
     return out
 

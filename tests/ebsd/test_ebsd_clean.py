@@ -10,12 +10,14 @@ import pytest
 from ebsd_helpers import CUBIC, map_from_quaternions
 
 from metallo.ebsd import (
+    axis_angle_to_quat,
     clean,
     derive,
     euler_to_quat,
     grains,
     ipf_colors,
     misorientation_angle,
+    quat_multiply,
     random_quaternions,
     resample_to_square,
 )
@@ -219,5 +221,34 @@ def test_cli_on_a_map_without_grains_says_so(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["ebsd", str(ang), "--no-clean"])
     assert result.exit_code == 0, result.output
     assert "grains: none (tolerance 5 deg; 9 indexed points form no grain of the minimum size)" in result.output
-    assert "KAM (order 3): no point has indexed neighbours" in result.output
+    assert "KAM (order 3, ring kernel): no point has indexed neighbours" in result.output
     assert "nan" not in result.output and "Mean of empty slice" not in result.output
+
+
+def test_cli_kam_kernel_reaches_the_derived_map_and_a_wrong_one_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.io import write_ang
+    from metallo.specimen import Specimen
+
+    # A lattice rotating 0.1 deg per pixel about z: MTEX's 1st-order kernel (4 edge neighbours)
+    # gives 0.05 deg inside the map, the ring (8 pixels) 0.075 deg.
+    ny, nx = 12, 16
+    angle = np.radians(0.1) * np.arange(nx)[None, :].repeat(ny, axis=0)
+    rot = axis_angle_to_quat(np.broadcast_to([0.0, 0.0, 1.0], (ny, nx, 3)), angle)
+    q = quat_multiply(axis_angle_to_quat(np.array([1.0, 2.0, 3.0]), 0.4), rot)
+    ang = write_ang(map_from_quaternions(q, ci=np.full((ny, nx), 0.9)), tmp_path / "grad.ang")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["ebsd", str(ang), "--no-clean", "--kam-order", "1", "--kam-kernel", "mtex"])
+    assert result.exit_code == 0, result.output
+    assert "KAM (order 1, mtex kernel)" in result.output
+    derived = Specimen.open(tmp_path / "grad.metallo.h5")["ebsd/map/derived"]
+    assert json.loads(derived["kam"].attrs["parameters"])["kernel"] == "mtex"
+    np.testing.assert_allclose(derived["kam"].values[1:-1, 1:-1], 0.05, atol=2e-3)
+    bad = runner.invoke(app, ["ebsd", str(ang), "--specimen", "other.h5", "--kam-kernel", "diamond"])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines() == [bad.output.strip()]
+    assert "--kam-kernel must be one of ring, mtex, full; got 'diamond'" in bad.output
+    assert not (tmp_path / "other.h5").exists()

@@ -100,6 +100,45 @@ def test_kam_on_lattice_rotation_gradient(gradient_map):
     assert kam(ebsd, order=3).attrs["units"] == "deg"
 
 
+@pytest.mark.parametrize(("kernel", "order", "mean_dx"), [
+    # MTEX's EBSDsquare/KAM: weights = |i| + |j| <= order (centre left out). Order 1: the 4 edge
+    # neighbours, mean |dx| 1/2; order 2: 12 pixels, sum |dx| 10; order 3: 24 pixels, sum 28.
+    ("mtex", 1, 1 / 2), ("mtex", 2, 10 / 12), ("mtex", 3, 28 / 24),
+    # The whole (2n+1)^2 square: mean |dx| = (2n+1)/4.
+    ("full", 1, 3 / 4), ("full", 3, 7 / 4),
+    # The ring alone: 3rd order 24 pixels, sum |dx| 54.
+    ("ring", 3, 54 / 24),
+])
+def test_kam_kernels_on_lattice_rotation_gradient(gradient_map, kernel, order, mean_dx):
+    ebsd, rate = gradient_map
+    k = kam(ebsd, order=order, max_deg=5.0, kernel=kernel)
+    np.testing.assert_allclose(k.values[order:-order, order:-order], mean_dx * rate, atol=1e-6)
+    assert json.loads(k.attrs["parameters"])["kernel"] == kernel
+
+
+def test_kam_mtex_kernel_on_a_hexagonal_grid():
+    """MTEX's EBSDhex/KAM takes every ring up to the order: 2nd order = 6 + 12 pixels."""
+    ny, nx, rate = 20, 30, 0.1
+    rows = np.arange(ny)[:, None]
+    x = np.arange(nx)[None, :] + np.where(rows % 2 == 1, 0.5, 0.0)
+    rot = axis_angle_to_quat(np.broadcast_to([0.0, 0.0, 1.0], (ny, nx, 3)), np.radians(rate) * x)
+    ebsd = map_from_quaternions(quat_multiply(random_quaternions(1, 5)[0], rot), grid="hexagonal")
+    # Sum |dx| over ring 1 is 4 and over ring 2 is 14 (test_hexagonal_grid_grains_and_kam): 18 / 18.
+    for kernel in ("mtex", "full"):
+        np.testing.assert_allclose(kam(ebsd, order=2, kernel=kernel).values[3:-3, 3:-3], rate, atol=1e-6)
+
+
+def test_kam_kernel_is_checked(gradient_map):
+    ebsd, _ = gradient_map
+    with pytest.raises(ConfigError, match="kernel must be one of ring, mtex, full"):
+        kam(ebsd, kernel="diamond")
+    with pytest.raises(ConfigError, match="kernel"):
+        derive(ebsd, kam_kernel="square")
+    d = derive(ebsd, kam_kernel="mtex", kam_order=1)
+    np.testing.assert_allclose(d["kam"].values[1:-1, 1:-1], 0.05, atol=1e-6)
+    assert json.loads(d.attrs["parameters"])["kam"]["kernel"] == "mtex"
+
+
 def test_kam_max_deg_excludes_larger_angles(gradient_map):
     ebsd, rate = gradient_map
     # Cut-off between 0.2 and 0.3 deg keeps |dx| <= 2 of the order-3 ring: only the

@@ -10,7 +10,7 @@ import pytest
 from ebsd_helpers import orix_misorientation_deg
 
 from metallo.ebsd import euler_to_quat, kam, misorientation_angle, phases_of
-from metallo.ebsd._neighbours import neighbour_offsets, offset_pairs
+from metallo.ebsd._neighbours import offset_pairs
 from metallo.io import read_ebsd
 
 MAPS = ["ebsd_ang/sdss_ferrite_austenite.ang", "ebsd_ctf/mtex_twins_Mg.ctf"]
@@ -33,13 +33,19 @@ def test_misorientation_angles_agree_with_orix(shared_file, relative, tmp_path):
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("relative", MAPS)
-def test_kam_agrees_with_orix_angles(shared_file, relative, tmp_path):
+@pytest.mark.parametrize("kernel", ["ring", "mtex"])
+def test_kam_agrees_with_orix_angles(shared_file, relative, kernel, tmp_path):
     ebsd = read_ebsd(shared_file(relative))
     sym = phases_of(ebsd)[0]["symmetry"]
     phase = ebsd["phase"].values.ravel()
     shape = ebsd["phase"].shape
     pairs = []
-    for off in neighbour_offsets(3, "square", half=False):
+    offsets = {
+        "ring": [(i, j) for i in range(-3, 4) for j in range(-3, 4) if max(abs(i), abs(j)) == 3],
+        # MTEX's EBSDsquare/KAM: weights = (abs(i) + abs(j)) <= order, centre set to zero.
+        "mtex": [(i, j) for i in range(-3, 4) for j in range(-3, 4) if 0 < abs(i) + abs(j) <= 3],
+    }[kernel]
+    for off in offsets:
         a, b = offset_pairs(shape, "square", off)
         ok = (phase[a] >= 0) & (phase[a] == phase[b])
         pairs.append((a[ok], b[ok]))
@@ -52,7 +58,7 @@ def test_kam_agrees_with_orix_angles(shared_file, relative, tmp_path):
     count = np.bincount(a_all[use], minlength=phase.size)
     with np.errstate(invalid="ignore"):
         expected = np.where((count > 0) & (phase >= 0), total / count, np.nan)
-    ours = kam(ebsd, order=3, max_deg=5.0).values.ravel()
+    ours = kam(ebsd, order=3, max_deg=5.0, kernel=kernel).values.ravel()
     np.testing.assert_allclose(ours, expected, atol=0.01, equal_nan=True)
 
 

@@ -56,6 +56,7 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
     ("steps", "message"),
     [
         ("ebsd_derive: {kam_order: 1000000}", r"steps\.ebsd_derive\.kam_order .*1000000 is greater than the maximum of 20"),
+        ("ebsd_derive: {kam_kernel: diamond}", r"steps\.ebsd_derive\.kam_kernel .*'diamond' is not one of \['ring', 'mtex', 'full'\]"),
         ("clean_ebsd: {min_ci: .nan}", r"steps\.clean_ebsd\.min_ci \(line 4\): NaN and infinity are not allowed"),
         ("register: {grid_um: .inf}", r"steps\.register\.grid_um .*NaN and infinity"),
         ("segment: {options: {n_superpixels: 99999999999}}", r"greater than the maximum"),
