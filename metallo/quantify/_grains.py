@@ -1,4 +1,4 @@
-"""ASTM E112 grain size (planimetric and intercept) and mean ECD from a grain map."""
+"""ASTM E112 grain size (planimetric and intercept), ASTM E2627 (EBSD, mean grain area) and mean ECD from a grain map."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ __all__ = ["astm_g_intercept", "astm_g_planimetric", "grain_size"]
 #: Fewest grains (interior + half the edge grains) a size statistic is given for without doubt:
 #: ASTM E112 asks for a field (or fields) holding at least 50 grains in the count.
 MIN_GRAINS = 50
+
+#: ASTM E2627 (grain size from EBSD): grains of fewer points than this are left out of the mean
+#: area, and the average interior grain must hold at least ``E2627_MIN_MEAN_PX`` points before
+#: that cut (the standard's resolution requirement; also E. J. Payton's mtex-grain-size).
+E2627_MIN_GRAIN_PX = 100
+E2627_MIN_MEAN_PX = 500
 
 
 def astm_g_planimetric(n_a_per_mm2: float) -> float:
@@ -75,6 +81,7 @@ def grain_size(
     boundary_px: int = 2,
     what: str | None = None,
     region: Any = None,
+    min_grain_px: int = E2627_MIN_GRAIN_PX,
 ) -> pd.DataFrame:
     """ASTM E112 grain size number G and mean grain ECD from a grain map.
 
@@ -91,8 +98,14 @@ def grain_size(
         grain and 0 is a grain id), or a ``Grains`` object (its ``ids``, -1 = no grain).
     pixel_size_um : float, optional
         Pixel size in µm; from ``attrs["pixel_size_um"]`` or the x coordinate when omitted.
-    method : {"both", "planimetric", "intercept"}
-        Which estimate(s) to return.
+    method : {"both", "planimetric", "intercept", "e2627", "all"}
+        Which estimate(s) to return: E112 planimetric and intercept ("both"), one of them,
+        ASTM E2627's (the EBSD practice: ``G`` from the mean area of the interior grains of at
+        least ``min_grain_px`` points, ``N_A = 1 / A``; reliable where the average interior
+        grain holds at least 500 points before that cut, which is the standard's demand on the
+        step size), or all three.
+    min_grain_px : int
+        E2627's smallest grain, in points (default 100, the standard's).
     boundary_px : int
         Boundary pixels (0) are given to the nearest grain up to this distance; what is
         left (unindexed holes) is outside the field, and grains touching it count as edge
@@ -112,9 +125,11 @@ def grain_size(
     -------
     pd.DataFrame
         One row per method: method, G, n_grains, n_edge_grains, n_a_per_mm2,
-        mean_intercept_um, mean_area_um2, mean_ecd_um, field_area_um2, reliable (at least
-        ``MIN_GRAINS`` = 50 grains counted, edge grains as half, as ASTM E112 asks; fewer
-        warn) and note (why not).
+        mean_intercept_um, mean_area_um2, mean_ecd_um, field_area_um2, mean_px_per_grain (of
+        the interior grains), reliable (at least ``MIN_GRAINS`` = 50 grains counted, edge
+        grains as half, as ASTM E112 asks; fewer warn) and note (why not). The e2627 row
+        counts only its grains (``n_grains``; ``n_a_per_mm2`` = 1 / mean area) and is also
+        unreliable below E2627's 500 points per grain.
 
     Examples
     --------
@@ -126,8 +141,10 @@ def grain_size(
     from scipy import ndimage
     from skimage.segmentation import expand_labels
 
-    if method not in ("both", "planimetric", "intercept"):
-        raise ConfigError(f"method must be 'both', 'planimetric' or 'intercept'; got {method!r}")
+    if method not in ("both", "planimetric", "intercept", "e2627", "all"):
+        raise ConfigError(f"method must be 'both', 'planimetric', 'intercept', 'e2627' or 'all'; got {method!r}")
+    if int(min_grain_px) < 1:
+        raise ConfigError(f"min_grain_px must be >= 1; got {min_grain_px}")
     ids, ps, source = _grain_map(labels_or_grains, pixel_size_um)
     if boundary_px > 0 and (ids == 0).any():
         ids = expand_labels(ids, distance=boundary_px)
@@ -198,15 +215,47 @@ def grain_size(
         "reliable": bool(reliable),
         "note": note,
     }
+    interior_px = area_px[present & ~edge]
+    common["mean_px_per_grain"] = float(interior_px.mean()) if interior_px.size else float("nan")
     rows = []
-    if method in ("both", "planimetric"):
+    if method in ("both", "planimetric", "all"):
         rows.append({"method": "planimetric", "G": astm_g_planimetric(n_a), **common})
-    if method in ("both", "intercept"):
+    if method in ("both", "intercept", "all"):
         g = astm_g_intercept(intercept_um * 1e-3) if math.isfinite(intercept_um) else float("nan")
         rows.append({"method": "intercept", "G": g, **common})
+    if method in ("e2627", "all"):
+        rows.append(_e2627_row(interior_px, ps, int(min_grain_px), common, what or source))
     table = pd.DataFrame(rows)
     table.attrs["parameters"] = json.dumps(
         {"pixel_size_um": ps, "method": method, "boundary_px": boundary_px, "source": source,
-         "region": region is not None}
+         "region": region is not None, **({"min_grain_px": int(min_grain_px)} if method in ("e2627", "all") else {})}
     )
     return table
+
+
+def _e2627_row(interior_px: np.ndarray, ps: float, min_grain_px: int, common: dict[str, Any], what: str) -> dict[str, Any]:
+    """ASTM E2627's row: mean area of the interior grains of at least ``min_grain_px`` points."""
+    kept = interior_px[interior_px >= min_grain_px] * ps**2
+    mean_px = common["mean_px_per_grain"]
+    notes = []
+    if kept.size < MIN_GRAINS:
+        notes.append(f"{kept.size} interior grains of >= {min_grain_px} points: fewer than {MIN_GRAINS}")
+    if not mean_px >= E2627_MIN_MEAN_PX:
+        notes.append(f"the average interior grain holds {mean_px:.0f} points; ASTM E2627 asks for at least "
+                     f"{E2627_MIN_MEAN_PX} (a finer step)")
+    note = "; ".join(notes)
+    if note and common["reliable"]:
+        warnings.warn(f"E2627 grain size of {what}: {note}", UserWarning, stacklevel=3)
+    mean_area = float(kept.mean()) if kept.size else float("nan")
+    n_a = 1e6 / mean_area if kept.size else float("nan")
+    return {
+        "method": "e2627",
+        "G": astm_g_planimetric(n_a) if kept.size else float("nan"),
+        **common,
+        "n_grains": int(kept.size),
+        "n_a_per_mm2": n_a,
+        "mean_area_um2": mean_area,
+        "mean_ecd_um": float((2 * np.sqrt(kept / np.pi)).mean()) if kept.size else float("nan"),
+        "reliable": common["reliable"] and not note,
+        "note": "; ".join(n for n in (common["note"], note) if n),
+    }

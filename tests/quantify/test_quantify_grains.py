@@ -223,3 +223,54 @@ def test_quantify_gives_each_phase_its_grain_size(tmp_path):
     quantify_step(spec, what=["grains"], labels=[], ebsd=["ebsd/single"])
     assert names.quantity("ebsd/single", names.GRAIN_SIZE) in spec
     assert names.quantity("ebsd/single", names.GRAIN_SIZE_BY_PHASE) not in spec
+
+
+def _blocks_with_small_grains(block_px: int) -> np.ndarray:
+    """20 x 20 square grains of block_px² points; 36 interior ones hold a 7 x 7 grain of their own."""
+    ids = np.arange(400).reshape(20, 20).repeat(block_px, 0).repeat(block_px, 1) + 1
+    for k, (by, bx) in enumerate((by, bx) for by in range(2, 14, 2) for bx in range(2, 14, 2)):
+        ids[by * block_px + 5: by * block_px + 12, bx * block_px + 5: bx * block_px + 12] = 401 + k
+    return ids
+
+
+def test_e2627_mean_area_leaves_out_grains_under_100_points():
+    ps = 0.5
+    table = grain_size(_blocks_with_small_grains(30), pixel_size_um=ps, method="all").set_index("method")
+    e = table.loc["e2627"]
+    # 324 interior blocks (288 of 900 points, 36 of 900 - 49), the 36 grains of 49 points left out.
+    mean_px = (288 * 900 + 36 * 851) / 324
+    assert e["n_grains"] == 324
+    assert e["mean_area_um2"] == pytest.approx(mean_px * ps**2)
+    assert e["G"] == pytest.approx(3.321928 * math.log10(1e6 / (mean_px * ps**2)) - 2.954)
+    # Before the cut the average interior grain holds (259200 + 30636 + 36 * 49) / 360 = 810 points.
+    assert e["mean_px_per_grain"] == pytest.approx(810.0)
+    assert bool(e["reliable"]) and e["note"] == ""
+    # The E112 rows' mean area keeps the small grains.
+    assert table.loc["planimetric", "mean_area_um2"] == pytest.approx(810.0 * ps**2)
+    assert list(grain_size(_blocks_with_small_grains(30), pixel_size_um=ps, method="e2627")["method"]) == ["e2627"]
+
+
+def test_e2627_says_when_the_step_is_too_coarse_for_it():
+    # Blocks of 20 x 20 = 400 points: the average interior grain holds (288 * 400 + 36 * 351 + 36 * 49) / 360.
+    with pytest.warns(UserWarning, match="holds 360 points; ASTM E2627 asks for at least 500"):
+        table = grain_size(_blocks_with_small_grains(20), pixel_size_um=1.0, method="e2627")
+    assert not table["reliable"].item()
+    assert table["mean_px_per_grain"].item() == pytest.approx(360.0)
+    with pytest.raises(ConfigError, match="min_grain_px"):
+        grain_size(_blocks_with_small_grains(20), pixel_size_um=1.0, method="e2627", min_grain_px=0)
+
+
+@pytest.mark.shared_data
+def test_e2627_on_the_duplex_map_is_marked_under_resolved(shared_file):
+    """The sdss map's average grain holds 96 points: E2627's 100-point cut then removes most grains
+    (27 of 84 interior ones are kept) and its G falls 1.1 below E112's. The row says why."""
+    from metallo.ebsd import grains, resample_to_square
+    from metallo.io import read_ebsd
+
+    ebsd = resample_to_square(read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
+    with pytest.warns(UserWarning, match="E2627 grain size"):
+        table = grain_size(grains(ebsd), pixel_size_um=float(ebsd.attrs["step_um"]), method="all").set_index("method")
+    assert table.loc["planimetric", "reliable"] and not table.loc["e2627", "reliable"]
+    assert table.loc["e2627", "mean_px_per_grain"] == pytest.approx(96.3, abs=0.1)
+    assert table.loc["e2627", "n_grains"] == 27
+    assert table.loc["planimetric", "G"] - table.loc["e2627", "G"] == pytest.approx(1.14, abs=0.02)
