@@ -138,9 +138,9 @@ def quantify_step(
         The nodes added, named by :func:`metallo.names.quantity`: ``phase_fields`` and
         ``phase_fractions`` (mean over fields with the 95 % CI, and the whole-map ``fraction``),
         ``particles`` and ``psd``, ``denuded``, ``laths`` of each label map; ``grain_size``
-        (ASTM E112 planimetric and intercept; on EBSD maps as in ASTM E2627) and ``laths``
+        (rows: ASTM E112 planimetric and intercept, ASTM E2627's mean area) and ``laths``
         of each EBSD map (and ``grain_size_by_phase`` where it has grains of two or more
-        phases); ``grain_size`` of each parent-austenite node. Empty tables are not
+        phases); ``grain_size`` (the two E112 rows) of each parent-austenite node. Empty tables are not
         added. With two or more label maps sharing classes, ``names.PHASES_ACROSS_MAPS`` holds
         the CI over the maps.
 
@@ -261,7 +261,9 @@ def quantify_step(
                         UserWarning, stacklevel=2,
                     )
                 ps_um = require_pixel_size_um(square, what=f"{where}: {node}")
-                table = grain_size(measured, pixel_size_um=ps_um, what=node)
+                # EBSD grains: ASTM E112's two rows and E2627's (the EBSD practice), which says
+                # itself where the step is too coarse for it.
+                table = grain_size(measured, pixel_size_um=ps_um, what=node, method="all")
                 by_phase = _by_phase(measured, square, ps_um, node)
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg,
                           "twins": twins, "grains_with_twins": twin_info["n_grains_before"],
@@ -300,7 +302,7 @@ def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) 
             continue
         try:
             rows.append(grain_size(measured, pixel_size_um=pixel_size_um, what=f"{node} ({p['name']})",
-                                   region=region).assign(phase=str(p["name"])))
+                                   region=region, method="all").assign(phase=str(p["name"])))
         except ConfigError:  # no grain of that phase
             continue
     if len(rows) < 2:

@@ -290,10 +290,23 @@ def _too_few_grains(sizes: pd.DataFrame) -> str:
     if "reliable" not in sizes or sizes["reliable"].all():
         return ""
     by_phase = "phase" in sizes  # per-phase rows of a multi-phase map: say which sizes
-    doubtful = sizes[~sizes["reliable"].astype(bool)].drop_duplicates(["phase", "note"] if by_phase else "note")
-    if by_phase:
-        return " — NOT RELIABLE: " + "; ".join(f"{r['phase']}: {r['note']}" for _, r in doubtful.iterrows())
-    return f" — NOT RELIABLE: {doubtful['note'].iloc[0]}"
+    doubtful = sizes[~sizes["reliable"].astype(bool)]
+    # Which rows: all of them need no name; where only some are doubtful (E2627's row on a map
+    # too coarse for it, beside sound E112 rows) their methods are named.
+    parts: dict[tuple[str, str], list[str]] = {}
+    for _, r in doubtful.iterrows():
+        parts.setdefault((str(r["phase"]) if by_phase else "", str(r["note"])), []).append(str(r.get("method", "")))
+    named = "method" in sizes and (len(doubtful) < len(sizes) or len(parts) > len({p for p, _ in parts}))
+    texts = []
+    for (phase, note), methods in parts.items():
+        # E2627's note repeats E112's where both fail: say only what it adds.
+        said = [n for (p, n) in parts if p == phase and n != note and note.startswith(n + "; ")]
+        if said:
+            note = note[len(said[0]) + 2:]
+        listed = ", ".join(methods) if named else ""
+        who = f"{phase} ({listed})" if phase and listed else phase or listed
+        texts.append(f"{who}: {note}" if who else note)
+    return " — NOT RELIABLE: " + "; ".join(texts)
 
 
 def _grain_sections(spec: Any) -> list[Section]:

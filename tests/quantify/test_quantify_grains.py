@@ -139,7 +139,8 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     kept = spec.table(node)
     quantify_step(spec, what=["grains"], labels=[], twins="merge", overwrite=True)
     merged = spec.table(node)
-    assert set(kept["n_grains"]) == {4} and set(merged["n_grains"]) == {2}
+    e112 = kept["method"] != "e2627"
+    assert set(kept[e112]["n_grains"]) == {4} and set(merged[e112]["n_grains"]) == {2}
     records = [r["parameters"] for r in spec.provenance if node in r["outputs"]]
     assert [(r["twins"], r["grains_with_twins"], r["grains_without_twins"]) for r in records][-2:] == [
         ("keep", 4, 2), ("merge", 4, 2)]
@@ -212,7 +213,11 @@ def test_quantify_gives_each_phase_its_grain_size(tmp_path):
     spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
     quantify_step(spec, what=["grains"], labels=[])
     table = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE))
-    assert list(table["method"]) == ["planimetric", "intercept"] and set(table["n_grains"]) == {16}
+    assert list(table["method"]) == ["planimetric", "intercept", "e2627"]
+    assert set(table["n_grains"][:2]) == {16}
+    # E2627's row counts the 4 interior grains of 100 points, and says the step is too coarse for it.
+    assert table["n_grains"][2] == 4 and not table["reliable"][2]
+    assert "the average interior grain holds 100 points; ASTM E2627 asks for at least 500" in table["note"][2]
     by_phase = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE_BY_PHASE))
     planimetric = by_phase[by_phase["method"] == "planimetric"].set_index("phase")
     assert list(planimetric.index) == ["austenite", "ferrite"]
@@ -274,3 +279,30 @@ def test_e2627_on_the_duplex_map_is_marked_under_resolved(shared_file):
     assert table.loc["e2627", "mean_px_per_grain"] == pytest.approx(96.3, abs=0.1)
     assert table.loc["e2627", "n_grains"] == 27
     assert table.loc["planimetric", "G"] - table.loc["e2627", "G"] == pytest.approx(1.14, abs=0.02)
+
+
+def test_report_names_only_the_e2627_row_where_the_e112_rows_hold(tmp_path):
+    """10 x 10 grains of 10 x 10 points: E112 counts 64 + 36/2 grains (reliable); E2627 wants
+    500 points per grain and has 100, so only its row is NOT RELIABLE, and the report says so."""
+    from metallo import names
+    from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+    from metallo.quantify import quantify_step
+    from metallo.report import write_report
+    from metallo.specimen import Specimen
+
+    oris = random_quaternions(100, 11)
+    q = oris[(np.arange(100) // 10)[:, None] * 10 + np.arange(100)[None, :] // 10]
+    ebsd = ebsd_dataset(quat_to_euler(q), np.ones((100, 100), np.int16), step_um=1.0,
+                        phases=[{"id": 1, "name": "ferrite", "symmetry": "m-3m"}])
+    spec = Specimen.create(tmp_path / "s.metallo.h5", specimen_id="s")
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    with pytest.warns(UserWarning, match="E2627 grain size .* holds 100 points"):
+        quantify_step(spec, what=["grains"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE)).set_index("method")
+    assert table.loc["planimetric", "reliable"] and table.loc["intercept", "reliable"]
+    assert table.loc["planimetric", "n_a_per_mm2"] == pytest.approx(82 / 0.01)
+    assert not table.loc["e2627", "reliable"] and table.loc["e2627", "n_grains"] == 64
+    assert table.loc["e2627", "mean_area_um2"] == pytest.approx(100.0)
+    html = write_report(spec, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "NOT RELIABLE: e2627: the average interior grain holds 100 points; ASTM E2627 asks for at least 500" in html
+    assert "NOT RELIABLE: planimetric" not in html and "(planimetric" not in html
