@@ -457,7 +457,8 @@ def _read_tiff(
             tiff_ps = (sis_ps or _ome_pixel_size(tif.ome_metadata if tif.is_ome else None, path)
                        or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata))
             frame = _sem_frame_shape(fei, zeiss)
-            colormap = page.colormap if palette == "rgb" and page.photometric == 3 else None
+            page_colormap = page.colormap if page.photometric == 3 else None
+            colormap = page_colormap if palette == "rgb" else None
             min_is_white = page.photometric == 0 and not sis_index and not by_pillow
             bits = int(page.bitspersample or 8)
     except MetalloError:
@@ -471,6 +472,8 @@ def _read_tiff(
         array = np.moveaxis(array, 0, -1)
     if colormap is not None:
         array = np.moveaxis(colormap, 0, -1)[array]
+    elif page_colormap is not None and array.ndim == 2:
+        _warn_colour_palette(path, np.moveaxis(page_colormap, 0, -1), array)
     if min_is_white and array.ndim == 2:
         # PhotometricInterpretation 0: 0 is white. Every viewer shows it inverted, and so must the
         # values that thresholds, phases and particles see.
@@ -956,7 +959,7 @@ def _read_with_pillow(
                     _check_pixels(path, (im.size[1], im.size[0]), f"{im.format} header")
                     im.load()
                     dpi = im.info.get("dpi") if im.format == "PNG" else None
-                    array = _pillow_array(im, palette)
+                    array = _pillow_array(im, palette, path)
             except MetalloError:
                 raise
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
@@ -981,11 +984,39 @@ def _read_with_pillow(
     )  # fmt: skip
 
 
-def _pillow_array(im: Any, palette: str) -> np.ndarray:
+def _warn_colour_palette(path: Path, colours: np.ndarray, indices: np.ndarray) -> None:
+    """Warn when an indexed image read as its indices shows colours, or greys out of index order.
+
+    The indices are the right reading of a label mask (class ids) and of a grey-ramp palette
+    (its indices rise with the grey it shows). Of a colour micrograph saved with a palette they
+    are not grey values at all: thresholds, registration and segmentation would see arbitrary
+    numbers, so the reader says so and names ``palette="rgb"``.
+    """
+    used = np.unique(indices)
+    used = used[(used >= 0) & (used < len(colours))]
+    if used.size < 2:
+        return
+    rgb = np.asarray(colours, dtype=np.float64)[used, :3]
+    grey = bool(np.all(rgb[:, 0] == rgb[:, 1]) and np.all(rgb[:, 1] == rgb[:, 2]))
+    if grey and bool(np.all(np.diff(rgb[:, 0]) > 0)):
+        return
+    what = "a colour palette" if not grey else "a grey palette whose greys do not rise with the index"
+    warnings.warn(
+        f"{path}: an indexed image with {what}: its {used.size} palette indices are returned (the reading "
+        "for label masks), not the values it shows; for a micrograph read it with palette='rgb' "
+        "(and as_gray=True for one channel)", UserWarning, stacklevel=4,
+    )
+
+
+def _pillow_array(im: Any, palette: str, path: Path | None = None) -> np.ndarray:
     mode = im.mode
     if mode == "P" or mode == "PA":
         if palette == "index":
-            return np.asarray(im.convert("P") if mode == "PA" else im)
+            indices = np.asarray(im.convert("P") if mode == "PA" else im)
+            colours = im.getpalette()
+            if path is not None and colours:
+                _warn_colour_palette(path, np.asarray(colours, dtype=np.int64).reshape(-1, 3), indices)
+            return indices
         return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
     if mode in ("I;16", "I;16B", "I;16L"):
         return np.asarray(im).astype(np.uint16)

@@ -141,7 +141,10 @@ def read_label_map(path: str | Path) -> np.ndarray:
     """
     # Class ids, not an image: an ignore band at the bottom is not a data bar (rows are matched
     # to the image's own crop by the caller).
-    labels = to_numpy(read_micrograph(path, palette="index", databar="keep"))
+    with warnings.catch_warnings():
+        # A mask's palette colours its classes; its indices are what is wanted here.
+        warnings.filterwarnings("ignore", message=".*palette indices are returned", category=UserWarning)
+        labels = to_numpy(read_micrograph(path, palette="index", databar="keep"))
     if labels.ndim == 3:
         labels = labels[..., 0]
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:

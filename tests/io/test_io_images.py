@@ -243,11 +243,48 @@ def test_rgba_drops_alpha_and_palette_gives_indices(tmp_path):
     pal = Image.fromarray(labels, "P")
     pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (3 * 253))
     pal.save(tmp_path / "pal.png")
-    np.testing.assert_array_equal(
-        read_image(tmp_path / "pal.png", pixel_size_um=1.0).values, labels
-    )
-    rgb = read_image(tmp_path / "pal.png", pixel_size_um=1.0, palette="rgb").values
+    with pytest.warns(UserWarning, match="pal.png: an indexed image with a colour palette: its 3 palette indices"):
+        np.testing.assert_array_equal(
+            read_image(tmp_path / "pal.png", pixel_size_um=1.0).values, labels
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = read_image(tmp_path / "pal.png", pixel_size_um=1.0, palette="rgb").values
     np.testing.assert_array_equal(rgb[0, 1], [255, 0, 0])
+
+
+def test_palette_indices_warn_only_where_they_are_not_the_greys_shown(tmp_path):
+    """A micrograph saved with a palette: a grey ramp's indices are its grey values (read
+    quietly); a colour palette's, or greys out of index order, are arbitrary numbers: the
+    reader says so and names palette='rgb'. Label masks read by metallo keep their ids quietly."""
+    import tifffile
+
+    from metallo.segment._data import read_label_map
+
+    idx = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)
+    ramp = Image.fromarray(idx, "P")
+    ramp.putpalette([v for g in range(256) for v in (g, g, g)])
+    ramp.save(tmp_path / "ramp.png")
+    shuffled = Image.fromarray(idx, "P")
+    shuffled.putpalette([200, 200, 200, 10, 10, 10, 120, 120, 120, 60, 60, 60] + [0] * (3 * 252))
+    shuffled.save(tmp_path / "shuffled.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_image(tmp_path / "ramp.png", pixel_size_um=1.0).values, idx)
+    with pytest.warns(UserWarning, match="a grey palette whose greys do not rise with the index.*palette='rgb'"):
+        read_image(tmp_path / "shuffled.png", pixel_size_um=1.0)
+    grey = read_image(tmp_path / "shuffled.png", pixel_size_um=1.0, palette="rgb", as_gray=True).values
+    np.testing.assert_array_equal(grey[0], [200, 10, 120, 60])
+    # A TIFF with a colour map (PhotometricInterpretation 3), colours on indices 0..3.
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, 1], cmap[0, 2], cmap[1, 3] = 65535, 65535, 65535
+    tifffile.imwrite(tmp_path / "pal.tif", idx, photometric="palette", colormap=cmap)
+    with pytest.warns(UserWarning, match="pal.tif: an indexed image with a colour palette"):
+        np.testing.assert_array_equal(read_image(tmp_path / "pal.tif", pixel_size_um=1.0).values, idx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_label_map(tmp_path / "pal.tif"), idx)
+        np.testing.assert_array_equal(read_label_map(tmp_path / "shuffled.png"), idx)
 
 
 def test_as_gray_collapses_equal_channels_and_converts_colour(tmp_path):
