@@ -131,6 +131,13 @@ def read_ctf(path: str | Path) -> xr.Dataset:
     # Oxford separates the values by tabs; files written by other tools (numpy.savetxt in orix's
     # test files, some exporters) by spaces.
     sep = "\t" if "\t" in first_row else None
+    n_first = len(first_row.strip().split(sep) if sep else first_row.split())
+    if 6 <= n_first < len(columns) and all(need in lower[:n_first] for need in ("phase", "x", "y", "euler1", "euler2", "euler3")):
+        # MTEX's testdata_sqr/hex.ctf name 11 columns and write 10 (no BS): the trailing
+        # columns the rows lack are not read, rather than the whole map refused.
+        warn_reader(f"{source}: the column header names {len(columns)} columns but the data rows hold "
+                    f"{n_first}; {', '.join(columns[n_first:])} not read")
+        columns, lower = columns[:n_first], lower[:n_first]
     data = parse_table(
         body, first_line_no=k + 1, source=source, sep=sep, decimal_comma=decimal_comma,
         n_columns=len(columns),
@@ -179,7 +186,7 @@ def read_ctf(path: str | Path) -> xr.Dataset:
         scatter_to_grid(placement, phase_ids.astype(np.int16), np.int16(-1)),
         step_um=placement.step_x,
         step_y_um=placement.step_y,
-        grid="square",
+        grid=placement.grid,
         phases=phases,
         origin_um=placement.origin,
         variables=variables,

@@ -36,7 +36,7 @@ import xarray as xr
 
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset
 from metallo.errors import ConfigError, FormatError
-from metallo.io._ebsd_grid import check_duplicates, place_on_grid, scatter_to_grid
+from metallo.io._ebsd_grid import check_duplicates, data_lattice, place_on_grid, scatter_to_grid
 from metallo.io._plugins import register_reader
 
 __all__ = ["read_grain_file", "read_grain_table", "sniff_grain_file"]
@@ -145,7 +145,8 @@ def read_grain_file(path: str | Path, *, symmetry: str | Mapping[str, str] | Non
                           UserWarning, stacklevel=2)
         phases.append({"id": pid, "name": name, "symmetry": sym or "m-3m", "lattice": []})
     x, y = numbers[:, 3], numbers[:, 4]
-    placement = place_on_grid(x, y, source=source, grid="square")
+    # A grain file states no grid: OIM scans hexagonal grids by default, so the points say which.
+    placement = place_on_grid(x, y, source=source, grid=data_lattice(x, y) or "square")
     check_duplicates(placement, source)
     euler = scatter_to_grid(placement, numbers[:, 0:3], np.nan)
     variables = {
@@ -161,7 +162,7 @@ def read_grain_file(path: str | Path, *, symmetry: str | Mapping[str, str] | Non
                    "symmetry": f"{'given' if given else 'assumed'} ({stated})"})
     return ebsd_dataset(
         euler, scatter_to_grid(placement, phase_ids, np.int16(-1)), step_um=placement.step_x,
-        step_y_um=placement.step_y, phases=phases, origin_um=placement.origin, variables=variables,
+        step_y_um=placement.step_y, grid=placement.grid, phases=phases, origin_um=placement.origin, variables=variables,
         source=source, header=header,
     )
 

@@ -379,3 +379,45 @@ def test_magnesium_twin_axes_are_a_axes_in_metallos_frame(shared_file):
     off_a = np.minimum(eta, 60.0 - eta)
     assert np.median(np.abs(axis[twin, 2])) < 0.02
     assert np.median(off_a) < 1.0 and np.mean(off_a < 5.0) > 0.9
+
+
+def _mtex_style_test_ctf(hexagonal: bool) -> str:
+    """A .ctf as MTEX's data/EBSD/testdata_generator.py writes one: 2 x 2 grains of 15 x 15
+    points of a monoclinic phase (Euler angles within +-1 deg of each grain's), the header naming
+    11 columns while the rows hold 10 (no BS), XStep/YStep 1 and, for the hexagonal grid,
+    rows sqrt(3)/2 apart with odd rows offset by half a step. MAD and BC hold the grain's column
+    and row, the known answer."""
+    rng = np.random.default_rng(3)
+    grain_euler = {(gx, gy): rng.uniform(0, 90, 3) for gx in range(2) for gy in range(2)}
+    lines = ["Channel Text File", "Prj\ttestdata.ctf", "JobMode\tGrid", "XCells\t30", "YCells\t30",
+             "XStep\t1", "YStep\t1", "Phases\t1",
+             "9.541;17.74;5.295\t90;103.67;90\tGlaucophane\t2\t0",
+             "Phase\tX\tY\tBands\tError\tEuler1\tEuler2\tEuler3\tMAD\tBC\tBS"]
+    for y in range(30):
+        for x in range(30):
+            xpos = x + 1 + (0.5 if hexagonal and y % 2 else 0.0)
+            ypos = y * np.sqrt(3) / 2 if hexagonal else float(y)
+            e = grain_euler[(x // 15, y // 15)] + rng.uniform(-1, 1, 3)
+            lines.append(f"1\t{xpos:6.4f}\t{ypos:6.4f}\t7\t0\t{e[0]:6.4f}\t{e[1]:6.4f}\t{e[2]:6.4f}\t{x // 15}\t{y // 15}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("hexagonal", [False, True])
+def test_ctf_on_a_hexagonal_grid_is_a_hexagonal_map(tmp_path, hexagonal):
+    """The reader placed the points of a hexagonal .ctf on hexagonal rows but called the map
+    square, so neighbours, areas and KAM were those of a square grid."""
+    from metallo.ebsd import grains
+
+    path = tmp_path / ("hex.ctf" if hexagonal else "sqr.ctf")
+    path.write_text(_mtex_style_test_ctf(hexagonal), newline="")
+    with pytest.warns(UserWarning, match="names 11 columns but the data rows hold 10; BS not read"):
+        ebsd = read_ebsd(path)
+    assert ebsd.attrs["grid"] == ("hexagonal" if hexagonal else "square")
+    assert ebsd.sizes["y"] == 30 and ebsd.sizes["x"] == 30
+    g = grains(ebsd, tolerance_deg=5.0, min_size_px=1)
+    cell = np.sqrt(3) / 2 if hexagonal else 1.0
+    assert sorted(g.table["n_pixels"]) == [225] * 4
+    np.testing.assert_allclose(g.table["area_um2"], 225 * cell)
+    truth = ebsd["fit"].values * 2 + ebsd["iq"].values  # MAD -> fit, BC -> iq
+    ids = g.ids.values
+    assert all(len(np.unique(truth[ids == k])) == 1 for k in range(4))

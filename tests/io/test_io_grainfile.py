@@ -179,3 +179,29 @@ def test_grain_table_without_column_header(tmp_path):
     path.write_text("# Square Grid\n#\n1 2 3 4 5 6 7 8 9 1.5 3\n")
     with pytest.raises(FormatError, match="not a TSL grain file of type 2"):
         public_read_grain_table(path)
+
+
+def test_type1_on_a_hexagonal_grid_is_a_hexagonal_map(tmp_path):
+    """OIM scans hexagonal grids by default; a grain file of one was read as a square map."""
+    header = ["# Header: Project1::scan::All data::", "# Grain Tolerance Angle: 5.00",
+              "# Minimum Grain Size: 2", "# Column 1-3: phi1, PHI, phi2 (orientation of point in radians)",
+              "# Column 4-5: x, y (coordinates of point in microns)", "# Column 6:   IQ (image quality)",
+              "# Column 7:   CI (confidence index)", "# Column 8:   Fit (degrees)",
+              "# Column 9:   Grain ID (integer)", "# Column 10:  edge (1 for grains at edges of scan and 0 for interior grains)",
+              "# Column 11:  phase name"]
+    rows = []
+    step = 0.2
+    for r in range(12):
+        for c in range(16):
+            grain = 1 if c < 8 else 2
+            phi1 = 0.1 if grain == 1 else 0.9
+            x, y = (c + 0.5 * (r % 2)) * step, r * step * np.sqrt(3) / 2
+            rows.append(f"{phi1:.5f} 0.50000 0.20000 {x:.5f} {y:.5f} 1000.0 0.500 1.00 {grain} 1 Ferrite")
+    path = tmp_path / "hex_gf1.txt"
+    path.write_text("\n".join(header + rows) + "\n")
+    ebsd = read_grain_file(path)
+    assert ebsd.attrs["grid"] == "hexagonal" and ebsd.sizes["y"] == 12 and ebsd.sizes["x"] == 16
+    assert ebsd.attrs["step_um"] == pytest.approx(step)
+    g = grains(ebsd, tolerance_deg=5.0, min_size_px=1)
+    assert sorted(g.table["n_pixels"]) == [96, 96]
+    np.testing.assert_allclose(g.table["area_um2"], 96 * step**2 * np.sqrt(3) / 2, rtol=1e-6)
