@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         do_clean: Annotated[bool, typer.Option("--clean/--no-clean", help="OIM-style cleanup first.")] = True,
         min_ci: Annotated[float, typer.Option("--min-ci", help="Minimum confidence index.")] = 0.1,
         tolerance: Annotated[float, typer.Option("--tolerance", help="Grain tolerance angle, degrees.")] = 5.0,
+        symmetry: Annotated[str | None, typer.Option(
+            "--symmetry", help="Laue group of the map's phases, for files that state none (TSL grain files, "
+                               "column text such as MTEX's export), e.g. m-3m.")] = None,
         kam_order: Annotated[int, typer.Option("--kam-order", min=1, help="KAM neighbour order.")] = 3,
         kam_kernel: Annotated[str, typer.Option(
             "--kam-kernel", help="KAM neighbours of that order: ring (the order-th shell only), mtex "
@@ -47,7 +50,8 @@ def register(app: typer.Typer) -> None:
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(path):
             spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
-            (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite)
+            (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite,
+                               **({"symmetry": symmetry} if symmetry else {}))
             indexed_before = float((spec[node]["phase"].values >= 0).mean())
             if do_clean:
                 (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,

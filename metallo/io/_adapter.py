@@ -66,9 +66,12 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
                   inputs=[str(path)], overwrite=overwrite, tag=tag)]
 
 
-def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", overwrite: bool = False,
-                   tag: Mapping[str, Any] | None = None) -> list[str]:
+def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", symmetry: str | None = None,
+                   overwrite: bool = False, tag: Mapping[str, Any] | None = None) -> list[str]:
     """Read an EBSD map (.ang, .ctf, ...) into ``ebsd/<name>`` (step ``io.read_ebsd``).
+
+    ``symmetry`` (a Laue group) is for the files that state none: TSL grain files and column
+    text (MTEX's export); other formats refuse it.
 
     Returns
     -------
@@ -82,6 +85,7 @@ def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", overwrite:
     """
     from metallo.io import read_ebsd
 
-    data = read_ebsd(path)
-    return [write(spec, names.ebsd(name), data, step=names.STEP_READ_EBSD, parameters={"path": str(path)},
+    data = read_ebsd(path, **({"symmetry": symmetry} if symmetry else {}))
+    parameters = {"path": str(path), **({"symmetry": symmetry} if symmetry else {})}
+    return [write(spec, names.ebsd(name), data, step=names.STEP_READ_EBSD, parameters=parameters,
                   inputs=[str(path)], overwrite=overwrite, tag=tag)]

@@ -87,6 +87,7 @@ def read_ebsd(
         if format.lower() not in names:
             raise UnknownNameError(f"unknown EBSD format {format!r}; known: {_describe(_plugins('ebsd'))}")
         plugin = _REGISTRY.get(format.lower())
+    _check_options(plugin, options, Path(path))
     ebsd = plugin.read(Path(path), **options)
     # A file that records the setting (metallo's .h5) keeps it unless the caller overrides it.
     chosen = monoclinic_axis is not None or "monoclinic_axis" in ebsd.attrs
@@ -96,6 +97,23 @@ def read_ebsd(
     ebsd.attrs["monoclinic_axis"] = monoclinic_axis
     ebsd.attrs["axes"] = AXES_CONVENTION.format(axis=monoclinic_axis)
     return ebsd
+
+
+def _check_options(plugin: Any, options: dict[str, Any], path: Path) -> None:
+    """A reader option the format does not take is a ConfigError naming it, not a TypeError."""
+    import inspect
+
+    try:
+        params = inspect.signature(plugin.read).parameters
+    except (TypeError, ValueError):  # a C or builtin reader: let it judge its options
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        takes = [k for k, p in list(params.items())[1:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        raise ConfigError(f"{path.name}: the {plugin.name} reader takes no option {', '.join(map(repr, unknown))}; "
+                          f"it takes {', '.join(takes) or 'none'}")
 
 
 def lattice_unique_axis(lattice: Any) -> str | None:

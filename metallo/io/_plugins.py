@@ -239,7 +239,7 @@ def reader_names(kind: str | None = None) -> list[str]:
 def _describe(plugins: list[ReaderPlugin]) -> str:
     def one(p: ReaderPlugin) -> str:
         where = "" if p.origin == "metallo" else f", plugin {p.origin}"
-        return f"{p.name} ({p.kind}: {', '.join(p.extensions)}{where})"
+        return f"{p.name} ({p.kind}: {', '.join(p.extensions) or 'by content'}{where})"
 
     return "; ".join(one(p) for p in plugins) or "none"
 

@@ -1,0 +1,230 @@
+"""Column text EBSD maps: one row per point, the columns named in a header row (or given).
+
+MTEX's ``export(ebsd, 'map.txt')`` writes such a file (``phi1 Phi phi2 phase`` and then the
+map's properties, ``x`` and ``y`` among them; Euler angles in degrees unless exported with
+``'radians'``), and so do many scripts and spreadsheets. The file states no crystal symmetry
+and no phase names; ``phases=`` or ``symmetry=`` supply them (by default every phase is read as
+cubic m-3m, with a warning).
+
+Column names are matched without regard to case, spaces or underscores: ``phi1`` / ``euler1``,
+``Phi`` / ``euler2``, ``phi2`` / ``euler3``, ``x``, ``y``, ``phase`` (optional: a single-phase
+map without it); every other numeric column is kept as a variable under its lower-case name
+(``ci``, ``iq``, ``fit``, ``mad``, ``bc``, ``grainid`` ...).
+
+Euler angles are Bunge (phi1, Phi, phi2). Degrees or radians: ``degrees=`` says which; by
+default any angle above 2 pi + 0.01 means degrees, and a map whose angles all lie within
+0 .. 2 pi is read as radians with a warning (a single grain near the cube orientation in
+degrees would fit there too). phi1 and phi2 are taken modulo 360 deg (exports in -180 .. 180
+are common); Phi must lie in 0 .. 180 deg. x and y are in µm.
+
+Phase ids are the file's. Where ``phases`` is not given, a file with one phase id is a
+single-phase map (MTEX writes 0 for the only phase of an ``.ang``), and a file with several
+takes 0 as not indexed (MTEX's ``notIndexed``, Oxford's phase 0) and the others as phases.
+Points whose orientation is not finite (NaN) are not indexed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from metallo._ebsd_dataset import LAUE_GROUPS
+from metallo.errors import ConfigError, FormatError
+from metallo.io._ebsd_grid import data_lattice, parse_table, points_dataset, warn_reader
+from metallo.io._plugins import register_reader
+
+__all__ = ["read_columns", "sniff_columns"]
+
+#: Column roles and the header names that give them (normalised: lower case, no space/_/-).
+_ROLES = {
+    "euler1": ("phi1", "euler1", "eulerangle1", "euler1deg"),
+    "euler2": ("phi", "euler2", "eulerangle2", "euler2deg", "bigphi"),
+    "euler3": ("phi2", "euler3", "eulerangle3", "euler3deg"),
+    "x": ("x", "xpos", "xposition", "xum"),
+    "y": ("y", "ypos", "yposition", "yum"),
+    "phase": ("phase", "phaseid", "phaseindex"),
+}
+_NEEDED = ("euler1", "euler2", "euler3", "x", "y")
+_SPLIT = re.compile(r"[\s,;]+")
+_COMMENT = ("#", "%")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-()\[\]°]+", "", name).lower()
+
+
+def _role(name: str) -> str | None:
+    n = _norm(name)
+    return next((role for role, names in _ROLES.items() if n in names), None)
+
+
+def _first_line(lines: Sequence[str]) -> tuple[int, str]:
+    """Index and text of the first line that is neither blank nor a comment."""
+    for k, line in enumerate(lines):
+        s = line.strip()
+        if s and not s.startswith(_COMMENT):
+            return k, s
+    return len(lines), ""
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def sniff_columns(head: bytes) -> bool:
+    """True for a text file whose first line (after comments) names Euler and x/y columns.
+
+    >>> sniff_columns(b"phi1 Phi phi2 phase x y\\n10 20 30 1 0 0\\n")
+    True
+    >>> sniff_columns(b"Channel Text File\\nPrj x\\n")
+    False
+    """
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    _, first = _first_line(text.splitlines())
+    tokens = [t for t in _SPLIT.split(first) if t]
+    if not tokens or any(_is_number(t) for t in tokens):
+        return False
+    roles = {_role(t) for t in tokens}
+    return all(r in roles for r in _NEEDED)
+
+
+def _phase_table(
+    ids: np.ndarray, phases: Sequence[Mapping[str, Any]] | None, symmetry: str | Mapping[Any, str] | None, source: str,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The phase table and the ids of the points (-1 = not indexed)."""
+    present = sorted(int(v) for v in np.unique(ids))
+    if phases is not None:
+        table: list[dict[str, Any]] = []
+        for p in phases:
+            if not {"id", "symmetry"} <= set(p):
+                raise ConfigError(f"{source}: each of phases= needs 'id' and 'symmetry'; got {dict(p)}")
+            if p["symmetry"] not in LAUE_GROUPS:
+                raise ConfigError(f"{source}: phase {p['id']}: symmetry {p['symmetry']!r} is not a Laue group; "
+                                  f"expected one of {', '.join(LAUE_GROUPS)}")
+            table.append({"id": int(p["id"]), "name": str(p.get("name", f"phase{p['id']}")),
+                          "symmetry": str(p["symmetry"]), "lattice": list(p.get("lattice", []))})
+        known = [int(p["id"]) for p in table]
+        return table, np.where(np.isin(ids, known), ids, -1)
+    indexed = present if len(present) == 1 else [v for v in present if v != 0]
+    if len(present) > 1 and 0 in present:
+        warn_reader(f"{source}: phase 0 read as not indexed (MTEX's notIndexed, Oxford's 0); "
+                    f"phases {indexed}; give phases= if 0 is a phase")
+    table = []
+    assumed = []
+    for pid in indexed:
+        sym = symmetry.get(pid, symmetry.get(str(pid))) if isinstance(symmetry, Mapping) else symmetry
+        if sym is None:
+            assumed.append(pid)
+            sym = "m-3m"
+        elif sym not in LAUE_GROUPS:
+            raise ConfigError(f"{source}: symmetry {sym!r} for phase {pid} is not a Laue group; "
+                              f"expected one of {', '.join(LAUE_GROUPS)}")
+        table.append({"id": pid, "name": f"phase{pid}", "symmetry": str(sym), "lattice": []})
+    if assumed:
+        warnings.warn(f"{source}: a column text file states no crystal symmetry; phases {assumed} read as cubic "
+                      "(m-3m); give symmetry= or phases=", UserWarning, stacklevel=4)
+    return table, np.where(np.isin(ids, indexed), ids, -1)
+
+
+def read_columns(
+    path: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    phases: Sequence[Mapping[str, Any]] | None = None,
+    symmetry: str | Mapping[Any, str] | None = None,
+    degrees: bool | None = None,
+) -> xr.Dataset:
+    """Read a column text EBSD map (MTEX's ``export`` to ``.txt``, scripts, spreadsheets).
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : sequence of str, optional
+        Column names, for a file without a header row (or to override it).
+    phases : sequence of mappings, optional
+        ``{"id", "name", "symmetry", "lattice"}`` per phase; ids not listed are not indexed.
+    symmetry : str or mapping, optional
+        Laue group of every phase, or phase id -> Laue group (without ``phases``).
+    degrees : bool, optional
+        Euler angles in degrees (True) or radians (False); by default from their range.
+
+    Returns
+    -------
+    xr.Dataset
+        The EBSD layout of :func:`metallo.ebsd.ebsd_dataset`.
+
+    Raises
+    ------
+    FormatError
+        No header row and no ``columns=``, a missing Euler or x/y column, a malformed row.
+
+    Example
+    -------
+    >>> ebsd = read_columns("mtex_export.txt", symmetry="m-3m")  # doctest: +SKIP
+    """
+    path = Path(path)
+    source = path.name
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    k, first = _first_line(lines)
+    if not first:
+        raise FormatError(f"{source}: no data rows")
+    tokens = [t for t in _SPLIT.split(first) if t]
+    has_header = not all(_is_number(t) for t in tokens)
+    names = list(columns) if columns is not None else (tokens if has_header else None)
+    if names is None:
+        raise FormatError(f"{source}: no header row naming the columns; give columns=[...] "
+                          "(e.g. ['x', 'y', 'phi1', 'Phi', 'phi2', 'phase'])")
+    roles = [_role(n) for n in names]
+    missing = [r for r in _NEEDED if r not in roles]
+    if missing:
+        raise FormatError(f"{source}: no column for {', '.join(missing)}; the columns are {', '.join(names)} "
+                          "(expected phi1 Phi phi2 or Euler1 Euler2 Euler3, x and y)")
+    start = k + 1 if has_header else k
+    body = [ln for ln in lines[start:] if not ln.strip().startswith(_COMMENT)]
+    sep = "," if "," in next((ln for ln in body if ln.strip()), "") else None
+    data = parse_table("\n".join(body), first_line_no=start + 1, source=source, sep=sep, n_columns=len(names))
+    col = {role: data[:, i] for i, role in enumerate(roles) if role is not None}
+    euler = np.column_stack([col["euler1"], col["euler2"], col["euler3"]])
+    finite = np.isfinite(euler).all(axis=1)
+    if degrees is None:
+        degrees = bool(finite.any() and np.abs(euler[finite]).max() > 2 * math.pi + 0.01)
+        if not degrees:
+            warn_reader(f"{source}: every Euler angle lies within 0 .. 2 pi: read as radians; give degrees=True "
+                        "if they are degrees")
+    if degrees:
+        euler = np.deg2rad(euler)
+    euler[:, 0] = np.mod(euler[:, 0], 2 * math.pi)
+    euler[:, 2] = np.mod(euler[:, 2], 2 * math.pi)
+    bad_phi = finite & ((euler[:, 1] < -1e-3) | (euler[:, 1] > math.pi + 1e-3))
+    if bad_phi.any():
+        row = int(np.argmax(bad_phi))
+        raise FormatError(f"{source}: Phi {np.degrees(euler[row, 1]):.4g} deg on data row {row + 1} is outside "
+                          "0 .. 180 deg: not Bunge Euler angles")
+    euler[:, 1] = np.clip(euler[:, 1], 0.0, math.pi)
+    raw_ids = np.rint(col["phase"]).astype(np.int64) if "phase" in col else np.zeros(len(data), np.int64)
+    table, ids = _phase_table(raw_ids, phases, symmetry, source)
+    ids = np.where(finite, ids, -1)
+    variables = {_norm(n): data[:, i] for i, (n, r) in enumerate(zip(names, roles, strict=True)) if r is None}
+    header = {"format": "columns", "columns": list(names), "degrees": bool(degrees), "n_points": int(len(data))}
+    x, y = col["x"], col["y"]
+    return points_dataset(
+        euler, ids.astype(np.int16), x, y, source=source, phases=table, grid=data_lattice(x, y) or "square",
+        variables=variables, header=header,
+    )
+
+
+register_reader("columns", kind="ebsd", extensions=(), sniff=sniff_columns, read=read_columns)
