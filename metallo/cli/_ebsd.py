@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(path):
             spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
-            (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite,
-                               **({"symmetry": symmetry} if symmetry else {}))
+            given: dict[str, Any] = {"symmetry": symmetry} if symmetry else {}
+            (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite, **given)
             indexed_before = float((spec[node]["phase"].values >= 0).mean())
             if do_clean:
                 (node,) = run_step(spec, names.STEP_CLEAN, ebsd=node, overwrite=overwrite, min_ci=min_ci,
