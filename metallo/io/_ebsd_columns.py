@@ -90,10 +90,9 @@ def sniff_columns(head: bytes) -> bool:
     >>> sniff_columns(b"Channel Text File\\nPrj x\\n")
     False
     """
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
+    if b"\x00" in head:  # binary
         return False
+    text = head.decode("utf-8", errors="ignore")  # the sniffed head may cut a character in two
     _, first = _first_line(text.splitlines())
     tokens = [t for t in _SPLIT.split(first) if t]
     if not tokens or any(_is_number(t) for t in tokens):
