@@ -295,11 +295,14 @@ def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) 
     from metallo._ebsd_dataset import phases_of
 
     phase = np.asarray(ebsd["phase"].values)
+    # A phase of a few points is no grain-size field; with fewer than two phases there is no
+    # per-phase table (and its warnings would repeat the whole map's).
+    fields = [p for p in phases_of(ebsd) if (phase == int(p["id"])).sum() >= 0.01 * phase.size]
+    if len(fields) < 2:
+        return None
     rows = []
-    for p in phases_of(ebsd):
+    for p in fields:
         region = phase == int(p["id"])
-        if region.sum() < 0.01 * phase.size:  # a phase of a few points is no grain-size field
-            continue
         try:
             rows.append(grain_size(measured, pixel_size_um=pixel_size_um, what=f"{node} ({p['name']})",
                                    region=region, method="all").assign(phase=str(p["name"])))
