@@ -341,6 +341,8 @@ def _validate(raw: dict[str, Any], source: str) -> AnnotationRules:
     for section, in_um, in_px in exclusive:
         if in_um in section and in_px in section:
             raise ConfigError(f"rules ({source}): give one of {in_um} or {in_px}, not both")
+    kam = dict(raw.get("kam", {}) or {})
+    _check_keys(kam, ("order", "max_deg", "kernel"), f"rules ({source}) kam (metallo.ebsd.kam)")
     return AnnotationRules(
         classes=list(classes),
         default=str(default),
@@ -349,7 +351,7 @@ def _validate(raw: dict[str, Any], source: str) -> AnnotationRules:
         cleanup=cleanup,
         ignore=ignore,
         grains=dict(raw.get("grains", {}) or {}),
-        kam=dict(raw.get("kam", {}) or {}),
+        kam=kam,
         source=source,
     )
 

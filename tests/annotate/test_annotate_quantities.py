@@ -46,6 +46,19 @@ def test_derived_kam_is_reused_only_with_matching_parameters(known_map):
     np.testing.assert_allclose(fresh["kam_mean"], 0.0, atol=1e-6)
 
 
+def test_a_derived_kam_of_another_kernel_is_not_reused(known_map):
+    derived = known_map.derived.copy()
+    derived["kam"].attrs["parameters"] = json.dumps({"order": 3, "max_deg": 5.0, "kernel": "mtex"})
+    # The rules' default kernel is the ring: the stored MTEX-kernel map (its values here are
+    # the fixture's) is recomputed, and the identical orientations give exactly zero.
+    fresh = grain_quantities(known_map.ebsd, grains=known_map.grains, derived=derived, names=["kam_mean"],
+                             kam_options={"order": 3})
+    np.testing.assert_allclose(fresh["kam_mean"], 0.0, atol=1e-6)
+    reused = grain_quantities(known_map.ebsd, grains=known_map.grains, derived=derived, names=["kam_mean"],
+                              kam_options={"order": 3, "kernel": "mtex"})
+    assert reused["kam_mean"].max() > 0.9
+
+
 def test_unknown_or_unavailable_quantities(known_map):
     with pytest.raises(UnknownNameError, match="kam_mean"):
         grain_quantities(known_map.ebsd, grains=known_map.grains, names=["kam"])

@@ -51,6 +51,13 @@ def test_unknown_quantity_lists_valid_names():
         assert name in message
 
 
+def test_kam_options_are_checked_and_take_the_kernel():
+    rules = load_rules({"classes": ["a", "b"], "kam": {"order": 3, "kernel": "mtex"}})
+    assert rules.kam == {"order": 3, "kernel": "mtex"}
+    with pytest.raises(UnknownNameError, match="unknown key 'kernal' in rules .* kam .*valid names: order, max_deg, kernel"):
+        load_rules({"classes": ["a", "b"], "kam": {"kernal": "mtex"}})
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(UnknownNameError) as info:
         load_rules("martensite_magic")
