@@ -4,10 +4,25 @@ The sample direction (x, y or z) is expressed in crystal coordinates, brought in
 standard triangle of the phase's Laue group, and coloured by its barycentric weights on the
 triangle's corners (normalised so that the largest is 1):
 
-- cubic (m-3m, m-3): [001] red, [101] green, [111] blue;
-- hexagonal and trigonal (6/mmm, 6/m, -3m, -3): [0001] red, [2-1-10] green, [10-10] blue;
-- tetragonal (4/mmm, 4/m): [001] red, [100] green, [110] blue;
-- lower symmetry: [001] red, [100] green, [010] blue (the positive octant).
+- m-3m: [001] red, [101] green, [111] blue;
+- 6/mmm: [0001] red, [2-1-10] green, [10-10] blue;
+- 4/mmm: [001] red, [100] green, [110] blue;
+- mmm: [001] red, [100] green, [010] blue (the positive octant).
+
+The Laue groups with fewer operations have larger fundamental sectors, each a spherical
+triangle with [001] red and two corners on the equator or at [111] (angles about z from the
+crystal x axis, which is a in the hexagonal frame):
+
+- m-3: [001] red, [100] green, [111] blue (two m-3m triangles);
+- 4/m: [001] red, [100] green, [010] blue (azimuth 0-90°);
+- 6/m: [0001] red, azimuth 0° ([2-1-10]) green, 60° blue;
+- -3m: [0001] red, azimuth 30° ([10-10]) green, 90° blue (between two mirror planes);
+- -3: [0001] red, azimuth 0° green, 120° blue.
+
+Reduced with the higher group's triangle (as metallo did before), directions that these groups
+tell apart (e.g. the two basal twin orientations of corundum or hematite, -3m) took one colour.
+2/m and -1, whose sectors are a lune and a hemisphere (no triangle), keep the positive octant:
+their colours do not tell apart all orientations that differ.
 """
 
 from __future__ import annotations
@@ -35,8 +50,43 @@ _CORNERS = {
     "tetragonal": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([1, 1, 0])]),
     "low": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([0, 1, 0])]),
 }
-_FAMILY = {"m-3m": "cubic", "m-3": "cubic", "6/mmm": "hexagonal", "6/m": "hexagonal", "-3m": "hexagonal",
-           "-3": "hexagonal", "4/mmm": "tetragonal", "4/m": "tetragonal"}
+_FAMILY = {"m-3m": "cubic", "6/mmm": "hexagonal", "4/mmm": "tetragonal"}
+
+
+def _azimuth(deg: float) -> np.ndarray:
+    return np.array([np.cos(np.radians(deg)), np.sin(np.radians(deg)), 0.0])
+
+
+#: Fundamental sectors (spherical triangles) of the Laue groups reduced by search (below).
+_SECTORS = {
+    "m-3": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([1, 1, 1])]),
+    "4/m": np.array([_unit([0, 0, 1]), _unit([1, 0, 0]), _unit([0, 1, 0])]),
+    "6/m": np.array([_unit([0, 0, 1]), _azimuth(0.0), _azimuth(60.0)]),
+    "-3m": np.array([_unit([0, 0, 1]), _azimuth(30.0), _azimuth(90.0)]),
+    "-3": np.array([_unit([0, 0, 1]), _azimuth(0.0), _azimuth(120.0)]),
+}
+
+
+def _reduce_by_search(h: np.ndarray, laue: str, corners: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Barycentric weights of the equivalent of each direction that lies in the sector ``corners``.
+
+    The equivalents of h under a Laue group are +-R h for the rotations R of its proper group;
+    the one whose smallest barycentric weight is largest lies in the sector (on a boundary,
+    any of the tied ones: they share the weights).
+    """
+    from metallo.ebsd._symmetry import symmetry_operators
+
+    mats = quat_to_matrix(symmetry_operators(laue))  # (k, 3, 3)
+    mats = np.concatenate([mats, -mats])
+    inv = np.linalg.inv(corners)
+    out = np.empty_like(h)
+    for start in range(0, len(h), chunk):
+        part = h[start:start + chunk]
+        cand = np.einsum("kij,nj->nki", mats, part)  # (n, 2k, 3)
+        w = cand @ inv
+        best = np.argmax(w.min(axis=2), axis=1)
+        out[start:start + chunk] = w[np.arange(len(part)), best]
+    return out
 
 
 def _reduce(h: np.ndarray, family: str) -> np.ndarray:
@@ -90,11 +140,13 @@ def ipf_colors(ebsd: xr.Dataset, *, direction: str = "z") -> np.ndarray:
         sel = np.flatnonzero(ok & (omap.phase == pid))
         if sel.size == 0:
             continue
-        family = _FAMILY.get(sym, "low")
         # Passive g maps sample to crystal coordinates: h = g @ v.
         h = quat_to_matrix(omap.q[sel]) @ _DIRECTIONS[direction]
-        h = _reduce(h, family)
-        weights = h @ np.linalg.inv(_CORNERS[family])
+        if sym in _SECTORS:
+            weights = _reduce_by_search(h, sym, _SECTORS[sym])
+        else:
+            family = _FAMILY.get(sym, "low")
+            weights = _reduce(h, family) @ np.linalg.inv(_CORNERS[family])
         weights = np.clip(weights, 0.0, None)
         weights /= np.maximum(weights.max(axis=1, keepdims=True), 1e-12)
         out[sel] = weights

@@ -89,6 +89,39 @@ def test_ipf_colors_cubic_and_hexagonal_corners():
         ipf_colors(cubic, direction="w")
 
 
+@pytest.mark.parametrize("laue", ["m-3", "4/m", "6/m", "-3m", "-3"])
+def test_ipf_key_of_lower_laue_groups_tells_apart_what_the_group_does(laue):
+    """Each sector is a fundamental domain: orientations related by the group's operations get
+    one colour, and its corners pure red, green and blue. Orientations related by an operation of
+    the higher group only (the group's twins) got one colour from the higher group's triangle;
+    now they differ."""
+    from metallo.ebsd import quat_multiply, symmetry_operators
+
+    phases = [{"id": 1, "name": "x", "symmetry": laue}]
+    q = random_quaternions(200, 4)
+    ops = symmetry_operators(laue)
+    # Crystal symmetry acts on the crystal side of a passive orientation: g' = S g, as quaternions s * q.
+    equivalent = quat_multiply(ops[np.arange(200) % len(ops)], q)
+    rgb = ipf_colors(map_from_quaternions(np.stack([q, equivalent]), phases=phases))
+    np.testing.assert_allclose(rgb[0], rgb[1], atol=1e-9)
+    higher = {"m-3": ("m-3m", [0, 0, 1], 4), "4/m": ("4/mmm", [1, 0, 0], 2), "6/m": ("6/mmm", [1, 0, 0], 2),
+              "-3m": ("6/mmm", [0, 0, 1], 6), "-3": ("-3m", [1, 0, 0], 2)}[laue]
+    twin = quat_multiply(np.broadcast_to(axis_angle_to_quat(np.array(higher[1], float), 2 * np.pi / higher[2]), q.shape), q)
+    ours = ipf_colors(map_from_quaternions(np.stack([q, twin]), phases=phases))
+    theirs = ipf_colors(map_from_quaternions(np.stack([q, twin]), phases=[{**phases[0], "symmetry": higher[0]}]))
+    np.testing.assert_allclose(theirs[0], theirs[1], atol=1e-9)
+    assert np.median(np.abs(ours[0] - ours[1]).max(axis=1)) > 0.1
+
+
+def test_ipf_key_corners_of_lower_laue_groups():
+    # z || c ([001]) is red in every group; z || a (Phi 90, phi2 90 deg) is green for 4/m, 6/m, -3
+    # and m-3; for -3m the green corner is [10-10] (phi2 60 deg: azimuth 30 deg from a).
+    red, green = [0.0, 0.0, 0.0], [0.0, np.pi / 2, np.pi / 2]
+    for laue, g in (("4/m", green), ("6/m", green), ("-3", green), ("m-3", green), ("-3m", [0.0, np.pi / 2, np.pi / 3])):
+        rgb = ipf_colors(map_from_quaternions(euler_to_quat(np.array([[red, g]])), phases=[{"id": 1, "name": "x", "symmetry": laue}]))
+        np.testing.assert_allclose(rgb[0], [[1, 0, 0], [0, 1, 0]], atol=1e-9, err_msg=laue)
+
+
 def test_resample_hexagonal_to_square_keeps_grains():
     ny, nx = 23, 20
     truth = np.zeros((ny, nx), dtype=int)
