@@ -52,6 +52,7 @@ _ROLES = {
     "phase": ("phase", "phaseid", "phaseindex"),
 }
 _NEEDED = ("euler1", "euler2", "euler3", "x", "y")
+_RESERVED = {"euler", "phase", "quaternion", "x", "y", "angle"}
 _SPLIT = re.compile(r"[\s,;]+")
 _COMMENT = ("#", "%")
 
@@ -217,7 +218,9 @@ def read_columns(
     raw_ids = np.rint(col["phase"]).astype(np.int64) if "phase" in col else np.zeros(len(data), np.int64)
     table, ids = _phase_table(raw_ids, phases, symmetry, source)
     ids = np.where(finite, ids, -1)
-    variables = {_norm(n): data[:, i] for i, (n, r) in enumerate(zip(names, roles, strict=True)) if r is None}
+    # Other columns keep their names, except names the map's own variables have.
+    variables = {(f"column_{_norm(n)}" if _norm(n) in _RESERVED else _norm(n)): data[:, i]
+                 for i, (n, r) in enumerate(zip(names, roles, strict=True)) if r is None}
     header = {"format": "columns", "columns": list(names), "degrees": bool(degrees), "n_points": int(len(data))}
     x, y = col["x"], col["y"]
     return points_dataset(

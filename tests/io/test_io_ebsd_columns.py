@@ -87,6 +87,13 @@ def test_headerless_file_needs_its_columns_and_single_phase_needs_no_phase_colum
     np.testing.assert_allclose(ebsd["euler"].values, np.radians(truth), atol=1e-5)
     with pytest.raises(FormatError, match="no column for y; the columns are x, z, phi1, Phi, phi2"):
         read_ebsd(path, format="columns", columns=["x", "z", "phi1", "Phi", "phi2"])
+    # A column named like one of the map's own variables keeps its values under another name.
+    path.write_text("x y phi1 Phi phi2 euler\n" + "".join(f"{line.rstrip()} 7\n" for line in body.splitlines()))
+    with pytest.warns(UserWarning, match="read as cubic"):
+        named = read_ebsd(path, format="columns")
+    assert (named["column_euler"].values == 7).all()
+    np.testing.assert_allclose(named["euler"].values, np.radians(truth), atol=1e-5)
+    path.write_text(body)
     with pytest.raises(ConfigError, match="symmetry 'cubic' for phase 0 is not a Laue group"):
         read_ebsd(path, format="columns", columns=["x", "y", "phi1", "Phi", "phi2"], symmetry="cubic")
 
