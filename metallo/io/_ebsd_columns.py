@@ -15,7 +15,9 @@ Euler angles are Bunge (phi1, Phi, phi2). Degrees or radians: ``degrees=`` says 
 default any angle above 2 pi + 0.01 means degrees, and a map whose angles all lie within
 0 .. 2 pi is read as radians with a warning (a single grain near the cube orientation in
 degrees would fit there too). phi1 and phi2 are taken modulo 360 deg (exports in -180 .. 180
-are common); Phi must lie in 0 .. 180 deg. x and y are in µm.
+are common); Phi must lie in 0 .. 180 deg. x and y are in µm. The angles are taken in metallo's
+crystal frame (x || a for hexagonal and trigonal phases, as TSL, MTEX and orix write them);
+``oxford_frame=True`` reads an export of Oxford's software (x || a*) as the .ctf reader does.
 
 Phase ids are the file's. Where ``phases`` is not given, a file with one phase id is a
 single-phase map (MTEX writes 0 for the only phase of an ``.ang``), and a file with several
@@ -37,7 +39,14 @@ import xarray as xr
 
 from metallo._ebsd_dataset import LAUE_GROUPS
 from metallo.errors import ConfigError, FormatError
-from metallo.io._ebsd_grid import data_lattice, parse_table, points_dataset, warn_reader
+from metallo.io._ebsd_grid import (
+    OXFORD_FRAME_NOTE,
+    data_lattice,
+    oxford_hexagonal_frame,
+    parse_table,
+    points_dataset,
+    warn_reader,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["read_columns", "sniff_columns"]
@@ -147,6 +156,7 @@ def read_columns(
     phases: Sequence[Mapping[str, Any]] | None = None,
     symmetry: str | Mapping[Any, str] | None = None,
     degrees: bool | None = None,
+    oxford_frame: bool = False,
 ) -> xr.Dataset:
     """Read a column text EBSD map (MTEX's ``export`` to ``.txt``, scripts, spreadsheets).
 
@@ -161,6 +171,10 @@ def read_columns(
         Laue group of every phase, or phase id -> Laue group (without ``phases``).
     degrees : bool, optional
         Euler angles in degrees (True) or radians (False); by default from their range.
+    oxford_frame : bool
+        The angles of hexagonal and trigonal phases are in Oxford's crystal frame (x || a*: an
+        AZtec or Channel 5 export); they are turned into metallo's (x || a) as the .ctf reader
+        does. Default False: the frame of TSL, MTEX and orix.
 
     Returns
     -------
@@ -218,10 +232,14 @@ def read_columns(
     raw_ids = np.rint(col["phase"]).astype(np.int64) if "phase" in col else np.zeros(len(data), np.int64)
     table, ids = _phase_table(raw_ids, phases, symmetry, source)
     ids = np.where(finite, ids, -1)
+    header_extra = {}
+    if oxford_frame and oxford_hexagonal_frame(euler, ids, table):
+        header_extra["crystal_x"] = OXFORD_FRAME_NOTE
     # Other columns keep their names, except names the map's own variables have.
     variables = {(f"column_{_norm(n)}" if _norm(n) in _RESERVED else _norm(n)): data[:, i]
                  for i, (n, r) in enumerate(zip(names, roles, strict=True)) if r is None}
-    header = {"format": "columns", "columns": list(names), "degrees": bool(degrees), "n_points": int(len(data))}
+    header = {"format": "columns", "columns": list(names), "degrees": bool(degrees), "n_points": int(len(data)),
+              **header_extra}
     x, y = col["x"], col["y"]
     return points_dataset(
         euler, ids.astype(np.int16), x, y, source=source, phases=table, grid=data_lattice(x, y) or "square",

@@ -123,3 +123,19 @@ def test_cli_reads_an_mtex_export_with_its_symmetry_and_refuses_it_for_an_ang(tm
     assert "map.ang: the ang reader takes no option 'symmetry'" in bad.output
     with pytest.raises(ConfigError, match="the ang reader takes no option 'scan'"):
         read_ebsd(ang, scan="2")
+
+
+def test_oxford_export_of_a_hexagonal_phase_is_turned_into_metallos_frame(tmp_path):
+    """An AZtec export (x || a*): phi2 30 deg smaller in metallo's frame (x || a), as the .ctf
+    reader turns it; the cubic phase is left alone, and TSL/MTEX exports are read as they stand."""
+    lines, truth = _rows(phase0=False)
+    path = tmp_path / "aztec.txt"
+    path.write_text("Euler1 Euler2 Euler3 Phase CI IQ X Y\n" + "\n".join(lines) + "\n")
+    symmetry = {1: "m-3m", 2: "6/mmm"}
+    as_is = read_ebsd(path, symmetry=symmetry)
+    turned = read_ebsd(path, symmetry=symmetry, oxford_frame=True)
+    delta = np.degrees(turned["euler"].values - as_is["euler"].values)
+    np.testing.assert_allclose(delta[:, :6], 0.0, atol=1e-9)
+    np.testing.assert_allclose(delta[:, 6:, :2], 0.0, atol=1e-9)
+    np.testing.assert_allclose(delta[:, 6:, 2], -30.0, atol=1e-6)
+    assert "x || a" in turned.attrs["header"] and "crystal_x" not in as_is.attrs["header"]
