@@ -17,7 +17,8 @@ default any angle above 2 pi + 0.01 means degrees, and a map whose angles all li
 degrees would fit there too). phi1 and phi2 are taken modulo 360 deg (exports in -180 .. 180
 are common); Phi must lie in 0 .. 180 deg. x and y are in µm. The angles are taken in metallo's
 crystal frame (x || a for hexagonal and trigonal phases, as TSL, MTEX and orix write them);
-``oxford_frame=True`` reads an export of Oxford's software (x || a*) as the .ctf reader does.
+an export of Oxford's software (x || a*; recognised by its MAD, BC or BS columns, or
+``oxford_frame=True``) is turned as the .ctf reader turns it.
 
 Phase ids are the file's. Where ``phases`` is not given, a file with one phase id is a
 single-phase map (MTEX writes 0 for the only phase of an ``.ang``), and a file with several
@@ -156,7 +157,7 @@ def read_columns(
     phases: Sequence[Mapping[str, Any]] | None = None,
     symmetry: str | Mapping[Any, str] | None = None,
     degrees: bool | None = None,
-    oxford_frame: bool = False,
+    oxford_frame: bool | None = None,
 ) -> xr.Dataset:
     """Read a column text EBSD map (MTEX's ``export`` to ``.txt``, scripts, spreadsheets).
 
@@ -171,10 +172,11 @@ def read_columns(
         Laue group of every phase, or phase id -> Laue group (without ``phases``).
     degrees : bool, optional
         Euler angles in degrees (True) or radians (False); by default from their range.
-    oxford_frame : bool
+    oxford_frame : bool, optional
         The angles of hexagonal and trigonal phases are in Oxford's crystal frame (x || a*: an
         AZtec or Channel 5 export); they are turned into metallo's (x || a) as the .ctf reader
-        does. Default False: the frame of TSL, MTEX and orix.
+        does. By default True where the columns include Oxford's MAD, BC or BS (with a warning
+        when a hexagonal or trigonal phase is turned), else False (TSL, MTEX, orix).
 
     Returns
     -------
@@ -233,8 +235,16 @@ def read_columns(
     table, ids = _phase_table(raw_ids, phases, symmetry, source)
     ids = np.where(finite, ids, -1)
     header_extra = {}
+    oxford_columns = [n for n in names if _norm(n) in ("mad", "bc", "bs")]
+    guessed = oxford_frame is None
+    if guessed:
+        oxford_frame = bool(oxford_columns)
     if oxford_frame and oxford_hexagonal_frame(euler, ids, table):
         header_extra["crystal_x"] = OXFORD_FRAME_NOTE
+        if guessed:
+            warn_reader(f"{source}: columns {', '.join(oxford_columns)} are Oxford's: its hexagonal and trigonal "
+                        "phases are read in Oxford's crystal frame (x || a*, phi2 - 30 deg into metallo's); "
+                        "give oxford_frame=False if the angles are in x || a")
     # Other columns keep their names, except names the map's own variables have.
     variables = {(f"column_{_norm(n)}" if _norm(n) in _RESERVED else _norm(n)): data[:, i]
                  for i, (n, r) in enumerate(zip(names, roles, strict=True)) if r is None}

@@ -134,6 +134,14 @@ def test_oxford_export_of_a_hexagonal_phase_is_turned_into_metallos_frame(tmp_pa
     symmetry = {1: "m-3m", 2: "6/mmm"}
     as_is = read_ebsd(path, symmetry=symmetry)
     turned = read_ebsd(path, symmetry=symmetry, oxford_frame=True)
+    # Oxford's own columns (MAD, BC) say whose export it is: turned by default, with a warning.
+    oxford = tmp_path / "aztec_named.txt"
+    oxford.write_text("Euler1 Euler2 Euler3 Phase MAD BC X Y\n" + "\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="columns MAD, BC are Oxford's.*give oxford_frame=False"):
+        guessed = read_ebsd(oxford, symmetry=symmetry)
+    np.testing.assert_allclose(guessed["euler"].values, turned["euler"].values)
+    np.testing.assert_allclose(read_ebsd(oxford, symmetry=symmetry, oxford_frame=False)["euler"].values,
+                               as_is["euler"].values)
     delta = np.degrees(turned["euler"].values - as_is["euler"].values)
     np.testing.assert_allclose(delta[:, :6], 0.0, atol=1e-9)
     np.testing.assert_allclose(delta[:, 6:, :2], 0.0, atol=1e-9)
