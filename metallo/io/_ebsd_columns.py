@@ -116,7 +116,9 @@ def _phase_table(
     ids: np.ndarray, phases: Sequence[Mapping[str, Any]] | None, symmetry: str | Mapping[Any, str] | None, source: str,
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """The phase table and the ids of the points (-1 = not indexed)."""
-    present = sorted(int(v) for v in np.unique(ids))
+    present = sorted(int(v) for v in np.unique(ids) if v >= 0)  # negative ids: not indexed
+    if present and present[-1] > 32767:
+        raise FormatError(f"{source}: phase id {present[-1]} is not a phase number (expected 0 .. 32767)")
     if phases is not None:
         table: list[dict[str, Any]] = []
         for p in phases:
@@ -129,6 +131,8 @@ def _phase_table(
                           "symmetry": str(p["symmetry"]), "lattice": list(p.get("lattice", []))})
         known = [int(p["id"]) for p in table]
         return table, np.where(np.isin(ids, known), ids, -1)
+    if not present:
+        raise FormatError(f"{source}: no point has a phase id >= 0")
     indexed = present if len(present) == 1 else [v for v in present if v != 0]
     if len(present) > 1 and 0 in present:
         warn_reader(f"{source}: phase 0 read as not indexed (MTEX's notIndexed, Oxford's 0); "

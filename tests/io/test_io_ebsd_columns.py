@@ -70,6 +70,13 @@ def test_radians_degrees_and_angle_ranges(tmp_path):
     path.write_text("phi1 Phi phi2 x y\n10 200 30 0 0\n10 20 30 1 0\n")
     with pytest.raises(FormatError, match="Phi 200 deg on data row 1 is outside 0 .. 180 deg"):
         read_ebsd(path, symmetry="m-3m")
+    # Negative phase ids (some exports' not indexed) are not a phase.
+    path.write_text("phi1 Phi phi2 phase x y\n10 20 30 -1 0 0\n10 20 30 1 1 0\n10 20 30 1 2 0\n")
+    ebsd = read_ebsd(path, symmetry="m-3m")
+    assert [p["id"] for p in phases_of(ebsd)] == [1] and ebsd["phase"].values.tolist() == [[-1, 1, 1]]
+    path.write_text("phi1 Phi phi2 phase x y\n10 20 30 70000 0 0\n10 20 30 1 1 0\n")
+    with pytest.raises(FormatError, match="phase id 70000 is not a phase number"):
+        read_ebsd(path, symmetry="m-3m")
 
 
 def test_headerless_file_needs_its_columns_and_single_phase_needs_no_phase_column(tmp_path):
