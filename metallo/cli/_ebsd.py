@@ -39,13 +39,11 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo._ebsd_dataset import grain_ecd_um
-        from metallo.ebsd import KAM_KERNELS
-        from metallo.errors import ConfigError
+        from metallo.ebsd import check_kam_kernel
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
-        if kam_kernel not in KAM_KERNELS:
-            raise ConfigError(f"--kam-kernel must be one of {', '.join(KAM_KERNELS)}; got {kam_kernel!r}")
+        check_kam_kernel(kam_kernel, "--kam-kernel")
         path = specimen or Path(f"{map_file.stem}.metallo.h5")
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(path):

@@ -16,7 +16,7 @@ from metallo.ebsd._grains import (
 from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
-from metallo.ebsd._kam import kam
+from metallo.ebsd._kam import check_kam_kernel, kam
 from metallo.ebsd._neighbours import KAM_KERNELS, laue_by_phase
 from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
 from metallo.ebsd._parent import (
@@ -67,6 +67,7 @@ __all__ = [
     "Grains",
     "axis_angle_to_quat",
     "boundaries",
+    "check_kam_kernel",
     "clean",
     "derive",
     "ebsd_dataset",

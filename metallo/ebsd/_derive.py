@@ -16,9 +16,8 @@ from metallo.ebsd._grains import (
     _label,
     map_dataarray,
 )
-from metallo.ebsd._kam import kam_values
-from metallo.ebsd._neighbours import KAM_KERNELS, orientation_map
-from metallo.errors import ConfigError
+from metallo.ebsd._kam import check_kam_kernel, kam_values
+from metallo.ebsd._neighbours import orientation_map
 
 __all__ = ["derive"]
 
@@ -80,8 +79,7 @@ def derive(
     >>> sorted(derived.data_vars)
     ['boundaries', 'gam', 'gos', 'grain_id', 'kam']
     """
-    if kam_kernel not in KAM_KERNELS:
-        raise ConfigError(f"KAM kernel must be one of {', '.join(KAM_KERNELS)}; got {kam_kernel!r}")
+    check_kam_kernel(kam_kernel)
     omap = orientation_map(ebsd)
     pairs = _first_neighbour_angles(omap)
     ids, n = _label(omap, pairs, float(tolerance_deg), int(min_size_px))

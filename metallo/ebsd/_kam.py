@@ -37,7 +37,20 @@ from metallo.ebsd._neighbours import (
 )
 from metallo.errors import ConfigError
 
-__all__ = ["kam"]
+__all__ = ["check_kam_kernel", "kam"]
+
+
+def check_kam_kernel(kernel: str, what: str = "KAM kernel") -> str:
+    """``kernel`` if it is one of :data:`KAM_KERNELS`, else a ConfigError naming ``what``.
+
+    Examples
+    --------
+    >>> check_kam_kernel("mtex")
+    'mtex'
+    """
+    if kernel not in KAM_KERNELS:
+        raise ConfigError(f"{what} must be one of {', '.join(KAM_KERNELS)}; got {kernel!r}")
+    return kernel
 
 
 def kam_values(omap: OrientationMap, *, order: int, max_deg: float, kernel: str = "ring") -> np.ndarray:
@@ -101,8 +114,7 @@ def kam(ebsd: xr.Dataset, *, order: int = 3, max_deg: float = 5.0, kernel: str =
         raise ConfigError(f"KAM order must be >= 1; got {order}")
     if not max_deg > 0:
         raise ConfigError(f"max_deg must be positive; got {max_deg}")
-    if kernel not in KAM_KERNELS:
-        raise ConfigError(f"KAM kernel must be one of {', '.join(KAM_KERNELS)}; got {kernel!r}")
+    check_kam_kernel(kernel)
     omap = orientation_map(ebsd)
     values = kam_values(omap, order=int(order), max_deg=float(max_deg), kernel=kernel)
     params = {"order": int(order), "max_deg": float(max_deg), "kernel": kernel, "grid": omap.grid}

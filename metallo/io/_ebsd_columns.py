@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from metallo._ebsd_dataset import LAUE_GROUPS
 from metallo.errors import ConfigError, FormatError
 from metallo.io._ebsd_grid import (
     OXFORD_FRAME_NOTE,
     data_lattice,
+    given_laue,
     oxford_hexagonal_frame,
     parse_table,
     points_dataset,
@@ -124,11 +124,9 @@ def _phase_table(
         for p in phases:
             if not {"id", "symmetry"} <= set(p):
                 raise ConfigError(f"{source}: each of phases= needs 'id' and 'symmetry'; got {dict(p)}")
-            if p["symmetry"] not in LAUE_GROUPS:
-                raise ConfigError(f"{source}: phase {p['id']}: symmetry {p['symmetry']!r} is not a Laue group; "
-                                  f"expected one of {', '.join(LAUE_GROUPS)}")
             table.append({"id": int(p["id"]), "name": str(p.get("name", f"phase{p['id']}")),
-                          "symmetry": str(p["symmetry"]), "lattice": list(p.get("lattice", []))})
+                          "symmetry": given_laue(p["symmetry"], source, f"phase {p['id']}"),
+                          "lattice": list(p.get("lattice", []))})
         known = [int(p["id"]) for p in table]
         return table, np.where(np.isin(ids, known), ids, -1)
     if not present:
@@ -143,11 +141,8 @@ def _phase_table(
         sym = symmetry.get(pid, symmetry.get(str(pid))) if isinstance(symmetry, Mapping) else symmetry
         if sym is None:
             assumed.append(pid)
-            sym = "m-3m"
-        elif sym not in LAUE_GROUPS:
-            raise ConfigError(f"{source}: symmetry {sym!r} for phase {pid} is not a Laue group; "
-                              f"expected one of {', '.join(LAUE_GROUPS)}")
-        table.append({"id": pid, "name": f"phase{pid}", "symmetry": str(sym), "lattice": []})
+        table.append({"id": pid, "name": f"phase{pid}", "lattice": [],
+                      "symmetry": "m-3m" if sym is None else given_laue(sym, source, f"phase {pid}")})
     if assumed:
         warnings.warn(f"{source}: a column text file states no crystal symmetry; phases {assumed} read as cubic "
                       "(m-3m); give symmetry= or phases=", UserWarning, stacklevel=4)

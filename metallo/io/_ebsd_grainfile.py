@@ -34,9 +34,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset
-from metallo.errors import ConfigError, FormatError
-from metallo.io._ebsd_grid import check_duplicates, data_lattice, place_on_grid, scatter_to_grid
+from metallo._ebsd_dataset import ebsd_dataset
+from metallo.errors import FormatError
+from metallo.io._ebsd_grid import (
+    check_duplicates,
+    data_lattice,
+    given_laue,
+    place_on_grid,
+    scatter_to_grid,
+)
 from metallo.io._plugins import register_reader
 
 __all__ = ["read_grain_file", "read_grain_table", "sniff_grain_file"]
@@ -71,10 +77,7 @@ def _header(lines: list[str]) -> tuple[dict[str, str], int]:
 def _given_symmetry(symmetry: str | Mapping[str, str] | None, name: str, source: str) -> str | None:
     """The Laue group given for phase ``name`` (None: not given)."""
     sym = symmetry.get(name) if isinstance(symmetry, Mapping) else symmetry
-    if sym is not None and sym not in LAUE_GROUPS:
-        raise ConfigError(f"{source}: symmetry {sym!r} for phase {name!r} is not a Laue group; "
-                          f"expected one of {', '.join(LAUE_GROUPS)}")
-    return sym
+    return None if sym is None else given_laue(sym, source, f"phase {name!r}")
 
 
 def read_grain_file(path: str | Path, *, symmetry: str | Mapping[str, str] | None = None) -> xr.Dataset:

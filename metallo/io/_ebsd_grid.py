@@ -16,7 +16,7 @@ from types import FrameType
 import numpy as np
 import pandas as pd
 
-from metallo.errors import FormatError
+from metallo.errors import ConfigError, FormatError
 
 __all__ = [
     "GridPlacement",
@@ -509,6 +509,16 @@ def raster_coordinates(
     index = np.arange(n_points, dtype=np.int64)
     rows, cols = np.divmod(index, nx)
     return cols * float(step[0]), rows * float(step[1])
+
+
+def given_laue(symmetry: object, source: str, what: str) -> str:
+    """A Laue group the caller gave for a file that states none, checked (ConfigError naming ``what``)."""
+    from metallo._ebsd_dataset import LAUE_GROUPS
+
+    if symmetry not in LAUE_GROUPS:
+        raise ConfigError(f"{source}: symmetry {symmetry!r} for {what} is not a Laue group; "
+                          f"expected one of {', '.join(LAUE_GROUPS)}")
+    return str(symmetry)
 
 
 #: Laue groups of hexagonal and trigonal phases, whose Cartesian crystal frame differs between
