@@ -10,6 +10,7 @@ made command by command holds the same nodes as one made from a recipe.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from metallo import names
 from metallo.errors import ConfigError
 
-__all__ = ["ebsd_sources", "file_sha256", "latest_output", "pick_ebsd", "pick_micrograph", "write"]
+__all__ = ["ebsd_sources", "file_sha256", "latest_output", "micrograph_of", "pick_ebsd", "pick_micrograph", "write"]
 
 
 def write(spec: Any, node: str, data: Any, *, step: str, parameters: Mapping[str, Any], inputs: Sequence[str],
@@ -58,6 +59,47 @@ def pick_micrograph(spec: Any, wanted: str | None = None) -> str:
     if not nodes:
         raise ConfigError(f"{_where(spec)}: the specimen has no micrograph to work on")
     return nodes[0]
+
+
+def _config(spec: Any, node: str) -> dict[str, Any]:
+    ds = spec[node]
+    raw: Any = "{}"
+    for attrs in ([ds[names.LABELS].attrs] if names.LABELS in getattr(ds, "data_vars", {}) else []) + [ds.attrs]:
+        if attrs.get("config"):
+            raw = attrs["config"]
+            break
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def micrograph_of(spec: Any, node: str) -> str | None:
+    """The micrograph a label map (or other node) lies on, or None (e.g. a map on an EBSD grid).
+
+    Read from the inputs of the provenance record that wrote ``node`` (a segmentation's or a
+    warped annotation's micrograph), else its ``config`` attribute's ``micrograph``, else a
+    micrograph of the same name.
+
+    Examples
+    --------
+    >>> micrograph_of(spec, "annotations/lath_bainite_lom")  # doctest: +SKIP
+    'micrographs/lom'
+    """
+    candidates: list[str] = []
+    for record in reversed(spec.provenance):
+        if node in (record.get("outputs") or []):
+            candidates = [str(i) for i in record.get("inputs") or []]
+            break
+    config = _config(spec, node)
+    if config.get("micrograph"):
+        candidates.append(names.micrograph(str(config["micrograph"])))
+    candidates.append(names.micrograph(names.leaf(node)))
+    for cand in candidates:
+        if names.group_of(cand) == names.MICROGRAPHS and cand in spec:
+            return cand
+    return None
 
 
 def latest_output(spec: Any, step: str, *, prefix: bool = False) -> str | None:

@@ -85,6 +85,9 @@ class RunResult:
     qc_rests_on_failed : list of str
         Failed nodes the QC'd phase fractions rest on (:func:`metallo.report.failed_upstream`):
         when not empty the QC is no pass, whatever the limits say.
+    qc_source : str or None
+        What QC judged: a label map, or ``names.PHASES_ACROSS_MAPS`` (the mean over the specimen's
+        micrographs, :func:`metallo.report.measured_fractions`).
     """
 
     specimen_id: str
@@ -94,6 +97,7 @@ class RunResult:
     qc: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     qc_rests_on_failed: list[str] = field(default_factory=list)
+    qc_source: str | None = None
 
     @property
     def failed_checks(self) -> list[str]:
@@ -291,6 +295,7 @@ def _run_locked(recipe: Recipe, *, force: bool, progress: ProgressCallback | Non
 
     verdict = report.qc_verdict(spec, recipe.data.get("limits", {}))
     result.qc, result.checks, result.qc_rests_on_failed = verdict["qc"], verdict["checks"], verdict["qc_rests_on_failed"]
+    result.qc_source = verdict["qc_source"]
     if recipe.data.get("output", {}).get("report", True):
         limits = recipe.data.get("limits", {})
         if not force and report.report_is_current(recipe.report_path, spec, limits):

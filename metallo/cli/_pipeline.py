@@ -121,9 +121,12 @@ def _print_result(result: RunResult) -> None:
     out.print(f"specimen: {result.specimen_path}", markup=False)
     if result.report_path:
         out.print(f"report:   {result.report_path}", markup=False)
+    from metallo import names
+
+    source = " (specimen: mean over its micrographs)" if result.qc_source == names.PHASES_ACROSS_MAPS else ""
     for cls, qc in result.qc.items():
         mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
-        out.print(f"QC {cls}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
+        out.print(f"QC {cls}{source}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
                   markup=False)
     if result.qc and result.qc_rests_on_failed:
         out.print(f"QC FAIL: the phase fractions rest on {', '.join(result.qc_rests_on_failed)}, which failed "

@@ -6,6 +6,7 @@ recipe's ``quantify`` step runs: the tables land under the same ``quantities/...
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -89,7 +90,11 @@ def register(app: typer.Typer) -> None:
                 column, xlabel = histograms[kind]
                 save_figure(histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name), folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
-            if names.leaf(node).endswith(names.PHASE_FRACTIONS):
+            if node == names.PHASES_ACROSS_MAPS:
+                params = json.loads(spec.describe(node)["attrs"].get("parameters", "{}"))
+                typer.echo(f"  the specimen: one field per micrograph ({', '.join(map(names.leaf, params.get('micrographs', [])))})"
+                           + "".join(f"; left out {n}: {why}" for n, why in (params.get("left_out") or {}).items()))
+            if names.leaf(node).endswith(names.PHASE_FRACTIONS) or node == names.PHASES_ACROSS_MAPS:
                 for failed, reasons in failed_upstream(spec, node, checks).items():
                     typer.echo(f"  FAILED: these fractions rest on {failed}, which failed its quality check"
                                + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")

@@ -95,7 +95,8 @@ def phase_fraction_ci(
 
     For each class, with field fractions ``P_i`` over ``n`` fields: mean ``P``, standard
     deviation ``s``, half-width ``CI = t(1 - (1 - confidence)/2, n - 1) · s / sqrt(n)`` and
-    relative accuracy ``%RA = CI / P · 100``.
+    relative accuracy ``%RA = CI / P · 100``. The interval ``P ± CI`` is clipped to [0, 1]: a
+    fraction has no negative values (a rare class with a wide interval).
 
     Parameters
     ----------
@@ -152,8 +153,8 @@ def phase_fraction_ci(
             "mean": mean,
             "std": std,
             "ci_halfwidth": half,
-            "ci_low": mean - half,
-            "ci_high": mean + half,
+            "ci_low": np.clip(mean - half, 0.0, 1.0),
+            "ci_high": np.clip(mean + half, 0.0, 1.0),
             "relative_accuracy_pct": ra,
         }
     )

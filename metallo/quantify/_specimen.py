@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from metallo import names
-from metallo._step import ebsd_sources, write
+from metallo._step import ebsd_sources, micrograph_of, write
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import ConfigError
 from metallo.quantify._denuded import denuded_zone_width
@@ -74,6 +74,59 @@ def _phase_tables(lab: np.ndarray, classes: list[str], ignore: int, grid: tuple[
                                 "ci_low": np.nan, "ci_high": np.nan, "relative_accuracy_pct": np.nan})
     overall = overall.merge(whole[["label", "fraction"]], on="label", how="left")
     return per_field, overall
+
+
+def _ignore_as_255(lab: np.ndarray, ignore: int) -> np.ndarray:
+    """The label map with its ignored pixels as 255, the ignore value of :func:`phase_fraction_ci`."""
+    return lab if ignore == 255 else np.where(lab == ignore, 255, lab)
+
+
+def _modality(spec: Any, micrograph: str) -> str:
+    ds = spec[micrograph]
+    image = ds[names.IMAGE] if names.IMAGE in getattr(ds, "data_vars", {}) else ds
+    return str(image.attrs.get("modality", ds.attrs.get("modality", "other")))
+
+
+def _across_micrographs(spec: Any, maps: Mapping[str, tuple[list[str], np.ndarray]]
+                        ) -> tuple[pd.DataFrame, dict[str, Any], list[str]] | None:
+    """ASTM E562 over micrographs: one field per micrograph, for the label maps QC judges.
+
+    The fields of one micrograph are neighbours, and on real micrographs they vary less than
+    micrographs of the same specimen do (docs/quantify.md), so the specimen's interval takes
+    each micrograph's whole-map fraction as one field. The maps are those of the group QC
+    judges (segmentations, else annotations) with the classes of its first map; a map on an EBSD
+    grid, a second map of one micrograph (an annotation and its warped copy image the same area)
+    and a micrograph of another modality (LOM and SEM of one spot) are not new fields and are
+    left out, with the reason in the parameters. None when fewer than two micrographs remain.
+    """
+    group = names.SEGMENTATIONS if names.members(maps, names.SEGMENTATIONS) else names.ANNOTATIONS
+    nodes = names.members(maps, group)
+    if not nodes:
+        return None
+    classes = maps[nodes[0]][0]
+    used: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    modality: str | None = None
+    for node in nodes:
+        mic = micrograph_of(spec, node)
+        if maps[node][0] != classes:
+            left_out[node] = f"other classes than {nodes[0]}"
+        elif mic is None:
+            left_out[node] = "not on a micrograph"
+        elif mic in used.values():
+            left_out[node] = f"a second label map of {mic}"
+        elif modality is not None and _modality(spec, mic) != modality:
+            left_out[node] = f"{mic} is {_modality(spec, mic)}, the others {modality}"
+        else:
+            modality = modality or _modality(spec, mic)
+            used[node] = mic
+    if len(used) < 2:
+        return None
+    table = phase_fraction_ci([maps[n][1] for n in used], classes=classes or None)
+    table = table.rename(columns={"n_fields": "n_micrographs"})
+    params = {"confidence": 0.95, "classes": classes, "field": "micrograph", "label_maps": list(used),
+              "micrographs": list(used.values()), "left_out": left_out}
+    return table, params, list(used)
 
 
 def quantify_step(
@@ -141,8 +194,9 @@ def quantify_step(
         (rows: ASTM E112 planimetric and intercept, ASTM E2627's mean area) and ``laths``
         of each EBSD map (and ``grain_size_by_phase`` where it has grains of two or more
         phases); ``grain_size`` (the two E112 rows) of each parent-austenite node. Empty tables are not
-        added. With two or more label maps sharing classes, ``names.PHASES_ACROSS_MAPS`` holds
-        the CI over the maps.
+        added. With label maps of two or more micrographs of one modality (the maps QC judges:
+        segmentations, else annotations, with the classes of the first), ``names.PHASES_ACROSS_MAPS``
+        holds the specimen's E562 mean and CI with one field per micrograph (``n_micrographs``).
 
     Examples
     --------
@@ -176,13 +230,14 @@ def quantify_step(
     grid = (int(fields[0]), int(fields[1]))
     out: list[str] = []
 
-    def add(node: str, table: pd.DataFrame, step: str, params: dict[str, Any], inputs: list[str]) -> None:
+    def add(node: str, table: pd.DataFrame, step: str, params: dict[str, Any], inputs: list[str],
+            replace: bool = False) -> None:
         table = table.reset_index(drop=True)
         table.attrs = {"parameters": json.dumps(params, default=str)}
         out.append(write(spec, node, table, step=names.quantify_step(step), parameters=params, inputs=inputs,
-                         overwrite=overwrite, tag=tag))
+                         overwrite=overwrite or replace, tag=tag))
 
-    maps_by_classes: dict[str, list[np.ndarray]] = {}
+    phase_maps: dict[str, tuple[list[str], np.ndarray]] = {}
     for node in labels:
         ds = spec[node]
         lab = np.asarray(ds[names.LABELS].values)
@@ -193,7 +248,7 @@ def quantify_step(
             params = {"ignore_index": ignore, "classes": classes, "fields": list(grid), "confidence": 0.95}
             add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
             add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node])
-            maps_by_classes.setdefault(json.dumps(classes), []).append(lab)
+            phase_maps[node] = (classes, _ignore_as_255(lab, ignore))
         if not {"particles", "denuded", "laths"} & set(what):
             continue
         ps = require_pixel_size_um(ds[names.LABELS], what=f"{where}: {node}")
@@ -226,12 +281,18 @@ def quantify_step(
             if len(table):
                 add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
 
-    if "phases" in what:
-        for key, maps in maps_by_classes.items():
-            if len(maps) >= 2:
-                classes = json.loads(key)
-                table = phase_fraction_ci(maps, classes=classes or None)
-                add(names.PHASES_ACROSS_MAPS, table, "phases", {"confidence": 0.95, "classes": classes}, list(labels))
+    if "phases" in what and phase_maps:
+        # Every label map measured so far, not only this run's: the specimen's table sums them all,
+        # and is replaced whenever a map joins (the per-map tables it rests on stay).
+        for node in names.members(spec.nodes(), *names.LABEL_GROUPS):
+            if node not in phase_maps and names.quantity(node, names.PHASE_FRACTIONS) in spec:
+                ds = spec[node]
+                phase_maps[node] = (_classes(ds), _ignore_as_255(np.asarray(ds[names.LABELS].values),
+                                                                 int(ds.attrs.get("ignore_index", 255))))
+        across = _across_micrographs(spec, phase_maps)
+        if across is not None:
+            table, params, used = across
+            add(names.PHASES_ACROSS_MAPS, table, "phases", params, used, replace=True)
     ebsd_nodes = list(ebsd) if ebsd is not None else ebsd_sources(spec)
     # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
     lath_maps = set(ebsd_nodes) if ebsd is not None else {n for n in ebsd_nodes if names.parent(n) in spec}

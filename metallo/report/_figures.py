@@ -67,7 +67,8 @@ def overlay_figure(image: np.ndarray, labels: np.ndarray, classes: Sequence[str]
     return fig
 
 
-def fractions_figure(table: Any, limits: Mapping[str, Sequence[float]]) -> Any:
+def fractions_figure(table: Any, limits: Mapping[str, Sequence[float]], *,
+                     title: str = "phase fractions, 95% CI over fields") -> Any:
     """Bar chart of phase fractions with 95% CI error bars and the QC limits as bands."""
     fig = _figure(6, 3.6)
     ax = fig.subplots()
@@ -83,7 +84,7 @@ def fractions_figure(table: Any, limits: Mapping[str, Sequence[float]]) -> Any:
     ax.set_xticks(x, classes)
     ax.set_ylabel("area fraction (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("phase fractions, 95% CI over fields")
+    ax.set_title(title)
     return fig
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from metallo import names
 
-__all__ = ["measured_fractions", "qc_status", "quality_checks"]
+__all__ = ["across_label_maps", "fractions_node", "measured_fractions", "qc_status", "quality_checks"]
 
 
 def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,19 +58,46 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
 
 
 def measured_fractions(spec: Any) -> tuple[str, Any] | None:
-    """The phase fractions QC judges: of the first segmentation that has them, else the first annotation.
+    """The phase fractions QC judges: of the first segmentation that has them, else the first
+    annotation; or, where ``names.PHASES_ACROSS_MAPS`` was measured over that map and the label
+    maps of the specimen's other micrographs, the specimen's mean over micrographs.
+
+    Fields of one micrograph show how that image varies, not how the specimen does (measured on
+    six UHCS micrographs of one specimen: the 3 x 3-field interval of one micrograph missed the
+    others' mean in 6 of 24 class comparisons). With several micrographs, QC therefore judges
+    their mean, with one E562 field per micrograph.
 
     Returns
     -------
     (str, pandas.DataFrame) or None
-        The label node and its ``phase_fractions`` table; None when nothing was quantified.
+        The label node (or ``names.PHASES_ACROSS_MAPS``) and its phase-fraction table; None when
+        nothing was quantified.
     """
     for group in (names.SEGMENTATIONS, names.ANNOTATIONS):
         for node in names.members(spec.nodes(), group):
             quantity = names.quantity(node, names.PHASE_FRACTIONS)
             if quantity in spec:
+                if node in across_label_maps(spec):
+                    return names.PHASES_ACROSS_MAPS, spec.table(names.PHASES_ACROSS_MAPS)
                 return node, spec.table(quantity)
     return None
+
+
+def fractions_node(measured: str) -> str:
+    """The quantity node of what :func:`measured_fractions` names (a label map or the across-micrographs table)."""
+    return measured if measured == names.PHASES_ACROSS_MAPS else names.quantity(measured, names.PHASE_FRACTIONS)
+
+
+def across_label_maps(spec: Any) -> list[str]:
+    """The label maps whose micrographs are the fields of ``names.PHASES_ACROSS_MAPS`` (empty without it)."""
+    if names.PHASES_ACROSS_MAPS not in spec:
+        return []
+    raw = spec.describe(names.PHASES_ACROSS_MAPS)["attrs"].get("parameters", "{}")
+    try:
+        params = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return []
+    return [str(n) for n in (params.get("label_maps") or [])] if isinstance(params, Mapping) else []
 
 
 def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
@@ -171,6 +198,7 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``qc`` (:func:`qc_status` of :func:`measured_fractions`; empty without fractions or limits),
+        ``qc_source`` (the label node judged, or ``names.PHASES_ACROSS_MAPS`` for the mean over micrographs),
         ``checks`` (:func:`quality_checks`), ``qc_rests_on_failed`` (the failed nodes the judged
         fractions rest on, :func:`failed_upstream`), ``failed_checks`` (nodes whose check failed) and
         ``qc_passed`` (None without QC limits; False when a class is outside its limits or has no
@@ -184,9 +212,9 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     measured = measured_fractions(spec)
     qc = qc_status(measured[1], limits) if measured is not None else {}
     checks = quality_checks(spec)
-    rests_on = list(failed_upstream(spec, names.quantity(measured[0], names.PHASE_FRACTIONS), checks)) \
-        if measured is not None else []
-    return {"qc": qc, "checks": checks, "qc_rests_on_failed": rests_on,
+    rests_on = list(failed_upstream(spec, fractions_node(measured[0]), checks)) if measured is not None else []
+    return {"qc": qc, "qc_source": measured[0] if measured is not None else None, "checks": checks,
+            "qc_rests_on_failed": rests_on,
             "failed_checks": [node for node, c in checks.items() if not c["passed"]], "qc_passed": qc_passed(qc, rests_on)}
 
 

@@ -17,10 +17,17 @@ import pandas as pd
 
 from metallo import names
 from metallo._ebsd_dataset import grain_ecd_um
+from metallo._step import micrograph_of
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import FormatError
 from metallo.report import _figures as figs
-from metallo.report._qc import failed_upstream, qc_status, quality_checks
+from metallo.report._qc import (
+    across_label_maps,
+    failed_upstream,
+    measured_fractions,
+    qc_status,
+    quality_checks,
+)
 
 __all__ = ["Block", "Cell", "Section", "report_sections"]
 
@@ -164,27 +171,44 @@ def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _qc_blocks(spec: Any, quantity: str, frame: pd.DataFrame, limits: Mapping[str, Sequence[float]],
+               checks: Mapping[str, Any], overall: str = "Overall:") -> list[Block]:
+    """The QC badge and table of one phase-fraction table, FAIL where it rests on a failed node."""
+    blocks: list[Block] = []
+    qc = qc_status(frame, limits)
+    # Fractions that rest on a failed step are no QC figure, whatever the limits say.
+    upstream = failed_upstream(spec, quantity, checks)
+    if qc:
+        ok = all(r["status"] == "pass" for r in qc.values()) and not upstream
+        blocks += [_p(overall, badge="pass" if ok else "fail", badge_text="PASS" if ok else "FAIL"),
+                   table(_qc_frame(qc))]
+    for failed, reasons in upstream.items():
+        blocks.insert(0, _p(f"These fractions rest on {failed}, which failed its quality check"
+                            + (f": {reasons[0]}" if reasons else "") + ". They are not a QC figure.",
+                            badge="fail", badge_text="FAIL"))
+    return blocks
+
+
+_ONE_IMAGE = ("Mean over the fields of this map with 95 % CI (ASTM E562). The fields of one micrograph show how "
+              "this image varies, not how the specimen does; measure several micrographs for the specimen's interval")
+
+
 def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Section]:
     out = []
     checks = quality_checks(spec)
+    across = across_label_maps(spec)
     for node in names.members(spec.nodes(), names.SEGMENTATIONS, names.ANNOTATIONS):
         quantity = names.quantity(node, names.PHASE_FRACTIONS)
         if quantity not in spec:
             continue
         frame = spec.table(quantity)
         section = Section(f"phases:{node}", f"Phase fractions and QC — {node}")
-        qc = qc_status(frame, limits)
-        # Fractions of a label map that rests on a failed step are no QC figure, whatever the limits say.
-        upstream = failed_upstream(spec, quantity, checks)
-        if qc:
-            ok = all(r["status"] == "pass" for r in qc.values()) and not upstream
-            section.blocks += [_p("Overall:", badge="pass" if ok else "fail", badge_text="PASS" if ok else "FAIL"),
-                               table(_qc_frame(qc))]
-        for failed, reasons in upstream.items():
-            section.blocks.insert(0, _p(f"These fractions rest on {failed}, which failed its quality check"
-                                        + (f": {reasons[0]}" if reasons else "") + ". They are not a QC figure.",
-                                        badge="fail", badge_text="FAIL"))
-        section.blocks += [Block("h3", text="Mean over fields with 95 % CI (ASTM E562)"), table(frame),
+        if node in across:
+            section.blocks.append(_p(f"One of {len(across)} micrographs: the specimen's QC judges their mean "
+                                     "(section \"Phase fractions of the specimen\")."))
+        section.blocks += _qc_blocks(spec, quantity, frame, limits, checks,
+                                     overall="This micrograph alone:" if node in across else "Overall:")
+        section.blocks += [Block("h3", text=_ONE_IMAGE), table(frame),
                            _figure(figs.fractions_figure(frame, limits), f"phase fractions {node}")]
         fields_node = names.quantity(node, names.PHASE_FIELDS)
         if fields_node in spec:
@@ -194,22 +218,21 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
             section.blocks += [Block("h3", text="Per field"), table(wide)]
         out.append(section)
     if names.PHASES_ACROSS_MAPS in spec:
-        out.append(Section("phases:across", "Phase fractions across label maps",
-                           [table(spec.table(names.PHASES_ACROSS_MAPS))]))
+        frame = spec.table(names.PHASES_ACROSS_MAPS)
+        params = _producer(spec, names.PHASES_ACROSS_MAPS).get("parameters") or {}
+        section = Section("phases:across", f"Phase fractions of the specimen — mean over {len(across)} micrographs")
+        judged = measured_fractions(spec)
+        section.blocks += _qc_blocks(spec, names.PHASES_ACROSS_MAPS, frame, limits, checks,
+                                     overall="The specimen:" if judged and judged[0] == names.PHASES_ACROSS_MAPS else "Overall:")
+        section.blocks += [Block("h3", text="Mean over micrographs with 95 % CI (ASTM E562, one field per micrograph)"),
+                           table(frame), _figure(figs.fractions_figure(frame, limits, title="phase fractions, 95% CI over micrographs"),
+                                                 "phase fractions of the specimen")]
+        used = dict(zip(params.get("label_maps") or [], params.get("micrographs") or [], strict=False))
+        rows = [{"label map": n, "micrograph": m, "used": "yes"} for n, m in used.items()]
+        rows += [{"label map": n, "micrograph": "", "used": f"no: {why}"} for n, why in (params.get("left_out") or {}).items()]
+        section.blocks.append(table(pd.DataFrame(rows)))
+        out.append(section)
     return out
-
-
-def _micrograph_of(spec: Any, node: str) -> str | None:
-    """The micrograph a label map lies on: from provenance inputs, its config, or the same name."""
-    candidates = list(_producer(spec, node).get("inputs") or [])
-    config = _json_attr(spec[node][names.LABELS].attrs, "config") or _json_attr(spec[node].attrs, "config")
-    if config.get("micrograph"):
-        candidates.append(names.micrograph(str(config["micrograph"])))
-    candidates.append(names.micrograph(names.leaf(node)))
-    for cand in candidates:
-        if names.group_of(cand) == names.MICROGRAPHS and cand in spec:
-            return str(cand)
-    return None
 
 
 def _segmentation_sections(spec: Any) -> list[Section]:
@@ -220,7 +243,7 @@ def _segmentation_sections(spec: Any) -> list[Section]:
         classes = json.loads(labels.attrs.get("classes", seg.attrs.get("classes", "[]")))
         model = labels.attrs.get("model", seg.attrs.get("model", ""))
         section = Section(f"segmentation:{node}", f"Segmentation — {names.leaf(node)} ({model})")
-        mic = _micrograph_of(spec, node)
+        mic = micrograph_of(spec, node)
         image = spec[mic][names.IMAGE] if mic is not None else None
         if image is not None and image.shape[:2] == labels.shape:
             section.blocks.append(_figure(figs.overlay_figure(image.values, labels.values, classes,
