@@ -147,8 +147,9 @@ GRAIN_SIZE = "grain_size"  # ASTM E112 planimetric + intercept (+ ASTM E2627 mea
 GRAIN_SIZE_BY_PHASE = "grain_size_by_phase"  # the same for each phase of a multi-phase EBSD map
 DENUDED = "denuded"  # denuded-zone width along a network interface
 LATHS = "laths"  # apparent lath widths
+AGREEMENT = "agreement"  # a segmentation against the reference labels (annotation) of the same micrograph
 
-#: Phase fractions with a CI across several label maps of the same classes.
+#: Phase fractions of the specimen: E562 mean and CI with one field per micrograph.
 PHASES_ACROSS_MAPS = f"{QUANTITIES}/label_maps.phase_fractions_ci"
 
 

@@ -128,6 +128,8 @@ def _print_result(result: RunResult) -> None:
         mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
         out.print(f"QC {cls}{source}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
                   markup=False)
+        if qc.get("reference_disagrees"):
+            out.print(f"  the reference labels disagree: {qc['reference_disagrees']}", markup=False)
     if result.qc and result.qc_rests_on_failed:
         out.print(f"QC FAIL: the phase fractions rest on {', '.join(result.qc_rests_on_failed)}, which failed "
                   "its quality check; they are no QC figure", markup=False)

@@ -5,7 +5,12 @@ Specimen under ``quantities/<name>``.
 """
 
 from metallo.quantify._denuded import DenudedZone, denuded_zone_width
-from metallo.quantify._fractions import measurement_fields, phase_fraction_ci, phase_fractions
+from metallo.quantify._fractions import (
+    label_agreement,
+    measurement_fields,
+    phase_fraction_ci,
+    phase_fractions,
+)
 from metallo.quantify._grains import astm_g_intercept, astm_g_planimetric, grain_size
 from metallo.quantify._laths import (
     lath_boundaries_from_ebsd,
@@ -33,6 +38,7 @@ __all__ = [
     "astm_g_planimetric",
     "denuded_zone_width",
     "grain_size",
+    "label_agreement",
     "ks_consistency",
     "ks_test",
     "lath_boundaries_from_ebsd",

@@ -12,7 +12,7 @@ import pandas as pd
 from metallo.errors import ConfigError
 from metallo.quantify._common import label_array
 
-__all__ = ["measurement_fields", "phase_fraction_ci", "phase_fractions"]
+__all__ = ["label_agreement", "measurement_fields", "phase_fraction_ci", "phase_fractions"]
 
 
 def _classes_of(labels: Any, classes: Sequence[str] | None) -> list[str] | None:
@@ -206,3 +206,76 @@ def measurement_fields(
     box = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     fields = [f for band in np.array_split(box, grid[0], axis=0) for f in np.array_split(band, grid[1], axis=1)]
     return [f for f in fields if f.size and (f != ignore_index).mean() >= min_valid]
+
+
+def label_agreement(
+    labels: Any,
+    reference: Any,
+    *,
+    classes: Sequence[str] | None = None,
+    reference_classes: Sequence[str] | None = None,
+    ignore_index: int | None = 255,
+    reference_ignore_index: int | None = 255,
+) -> pd.DataFrame:
+    """A label map against reference labels of the same pixels (e.g. a segmentation of a
+    micrograph against the EBSD-informed annotation carried onto it), class by class by name.
+
+    Both are compared on the pixels labelled in both (the reference usually covers only the
+    EBSD field). For each reference class: its fraction there in the reference and in
+    ``labels``, the difference (labels - reference) and the IoU. A class of ``labels`` that the
+    reference does not have counts as disagreeing wherever it lies.
+
+    Parameters
+    ----------
+    labels, reference : (y, x) int arrays or DataArrays of one shape
+    classes, reference_classes : sequence of str, optional
+        Class names (default each map's ``attrs["classes"]``).
+    ignore_index, reference_ignore_index : int or None
+        Unlabelled value of each map.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per reference class: class, reference_fraction, fraction, difference, iou;
+        ``attrs["accuracy"]`` (share of the common pixels with the same class name) and
+        ``attrs["n_pixels"]`` (the common pixels).
+
+    Examples
+    --------
+    >>> ref = np.array([[0, 0, 1, 1]]); seg = np.array([[1, 0, 1, 1]])
+    >>> t = label_agreement(seg, ref, classes=["a", "b"], reference_classes=["a", "b"])
+    >>> t[["class", "reference_fraction", "fraction"]].values.tolist()
+    [['a', 0.5, 0.25], ['b', 0.5, 0.75]]
+    """
+    ours = np.asarray(label_array(labels, what="labels")).astype(np.int64)
+    theirs = np.asarray(label_array(reference, what="reference")).astype(np.int64)
+    if ours.shape != theirs.shape:
+        raise ConfigError(f"labels {ours.shape} and reference {theirs.shape} must have one shape (the same pixels)")
+    names_ours = _classes_of(labels, classes)
+    names_ref = _classes_of(reference, reference_classes)
+    if names_ours is None or names_ref is None:
+        raise ConfigError("label_agreement matches classes by name: give classes= and reference_classes=")
+    common = np.ones(ours.shape, bool)
+    if ignore_index is not None:
+        common &= ours != ignore_index
+    if reference_ignore_index is not None:
+        common &= theirs != reference_ignore_index
+    n = int(common.sum())
+    if n == 0:
+        raise ConfigError("labels and reference have no pixel labelled in both")
+    ours, theirs = ours[common], theirs[common]
+    # Our labels as reference indices (-1: a class the reference does not have).
+    lookup = {name: i for i, name in enumerate(names_ref)}
+    mapped = np.array([lookup.get(name, -1) for name in names_ours] + [-1])
+    ours_ref = mapped[np.where((ours < 0) | (ours >= len(names_ours)), len(names_ours), ours)]
+    rows = []
+    for i, name in enumerate(names_ref):
+        in_ref, in_ours = theirs == i, ours_ref == i
+        union = int((in_ref | in_ours).sum())
+        rows.append({"class": name, "reference_fraction": float(in_ref.mean()), "fraction": float(in_ours.mean()),
+                     "difference": float(in_ours.mean() - in_ref.mean()),
+                     "iou": float((in_ref & in_ours).sum() / union) if union else float("nan")})
+    table = pd.DataFrame(rows)
+    table.attrs["accuracy"] = float((ours_ref == theirs).mean())
+    table.attrs["n_pixels"] = n
+    return table

@@ -21,7 +21,12 @@ from metallo._step import ebsd_sources, micrograph_of, write
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import ConfigError
 from metallo.quantify._denuded import denuded_zone_width
-from metallo.quantify._fractions import measurement_fields, phase_fraction_ci, phase_fractions
+from metallo.quantify._fractions import (
+    label_agreement,
+    measurement_fields,
+    phase_fraction_ci,
+    phase_fractions,
+)
 from metallo.quantify._grains import grain_size
 from metallo.quantify._laths import lath_widths
 from metallo.quantify._particles import particle_sizes
@@ -74,6 +79,21 @@ def _phase_tables(lab: np.ndarray, classes: list[str], ignore: int, grid: tuple[
                                 "ci_low": np.nan, "ci_high": np.nan, "relative_accuracy_pct": np.nan})
     overall = overall.merge(whole[["label", "fraction"]], on="label", how="left")
     return per_field, overall
+
+
+def _reference_of(spec: Any, node: str, classes: list[str]) -> str | None:
+    """The annotation on the micrograph of segmentation ``node`` (same pixels, a class name in
+    common) that it is checked against: the first such, e.g. the EBSD-informed labels carried
+    onto the micrograph by the annotate step."""
+    mic = micrograph_of(spec, node)
+    if mic is None:
+        return None
+    shape = spec[node][names.LABELS].shape
+    for ann in names.members(spec.nodes(), names.ANNOTATIONS):
+        ds = spec[ann]
+        if ds[names.LABELS].shape == shape and micrograph_of(spec, ann) == mic and set(_classes(ds)) & set(classes):
+            return ann
+    return None
 
 
 def _ignore_as_255(lab: np.ndarray, ignore: int) -> np.ndarray:
@@ -281,6 +301,18 @@ def quantify_step(
             if len(table):
                 add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
 
+    if "phases" in what:
+        for node in names.members(phase_maps, names.SEGMENTATIONS):
+            reference = _reference_of(spec, node, phase_maps[node][0])
+            if reference is not None:
+                table = label_agreement(spec[node][names.LABELS], spec[reference][names.LABELS],
+                                        classes=phase_maps[node][0], reference_classes=_classes(spec[reference]),
+                                        ignore_index=int(spec[node].attrs.get("ignore_index", 255)),
+                                        reference_ignore_index=int(spec[reference].attrs.get("ignore_index", 255)))
+                params = {"reference": reference, "accuracy": table.attrs["accuracy"],
+                          "n_pixels": table.attrs["n_pixels"],
+                          "share_of_map": table.attrs["n_pixels"] / max(1, int(np.sum(phase_maps[node][1] != 255)))}
+                add(names.quantity(node, names.AGREEMENT), table, "phases", params, [node, reference])
     if "phases" in what and phase_maps:
         # Every label map measured so far, not only this run's: the specimen's table sums them all,
         # and is replaced whenever a map joins (the per-map tables it rests on stay).

@@ -8,7 +8,8 @@ from typing import Any
 
 from metallo import names
 
-__all__ = ["across_label_maps", "fractions_node", "measured_fractions", "qc_status", "quality_checks"]
+__all__ = ["across_label_maps", "fractions_node", "measured_fractions", "qc_status", "quality_checks",
+           "reference_disagreements"]
 
 
 def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,6 +181,57 @@ def failed_upstream(spec: Any, node: str, checks: Mapping[str, Mapping[str, Any]
     return failed
 
 
+def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping[str, Any]) -> dict[str, str]:
+    """Limited classes whose verdict the reference labels of the same pixels would turn.
+
+    Where a segmentation has an ``agreement`` table (:func:`metallo.quantify.label_agreement`
+    against an annotation of the same micrograph, e.g. the EBSD-informed labels carried onto it),
+    its error there (segmentation minus reference, on the same pixels) is known. The judged mean
+    is corrected by it (for the mean over micrographs: each micrograph by its own error, those
+    without reference labels unchanged). Where the corrected fraction and the mean fall on
+    different sides of a limit, the verdict rests on the segmentation's error, and the class is
+    no pass: its status becomes fail, with the reason.
+
+    Parameters
+    ----------
+    spec : Specimen
+    segmentations : sequence of str
+        The segmentations behind the judged fractions (one, or those of the mean over micrographs).
+    qc : mapping
+        :func:`qc_status` of the judged fractions.
+
+    Returns
+    -------
+    dict
+        ``{class: reason}``.
+    """
+    errors: dict[str, dict[str, tuple[float, float, str]]] = {}
+    for node in segmentations:
+        agreement_node = names.quantity(node, names.AGREEMENT)
+        if agreement_node not in spec:
+            continue
+        raw = spec.describe(agreement_node)["attrs"].get("parameters", "{}")
+        reference = str((json.loads(raw) if isinstance(raw, str) else dict(raw)).get("reference", "the reference"))
+        table = spec.table(agreement_node)
+        for cls, ours, ref in zip(table["class"], table["fraction"], table["reference_fraction"], strict=True):
+            errors.setdefault(str(cls), {})[node] = (float(ours), float(ref), reference)
+    n = max(1, len(segmentations))
+    out: dict[str, str] = {}
+    for cls, record in qc.items():
+        if record.get("status") == "missing" or cls not in errors:
+            continue
+        known = errors[cls]
+        corrected = float(record["mean"]) - sum(ours - ref for ours, ref, _ in known.values()) / n
+        inside = record["min"] <= record["mean"] <= record["max"]
+        if inside == (record["min"] <= corrected <= record["max"]):
+            continue
+        where = "; ".join(f"{node} {100 * ours:.1f}% against {100 * ref:.1f}% in {reference}"
+                          for node, (ours, ref, reference) in known.items())
+        out[str(cls)] = (f"on the same pixels {where}; corrected by that error the fraction is {100 * corrected:.1f}%, "
+                         f"{'outside' if inside else 'inside'} the limits: the verdict rests on the segmentation's error")
+    return out
+
+
 def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     """Everything QC says about one specimen: the limits, the nodes' own checks, and whether the
     judged fractions rest on a failed node.
@@ -202,7 +254,9 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
         ``checks`` (:func:`quality_checks`), ``qc_rests_on_failed`` (the failed nodes the judged
         fractions rest on, :func:`failed_upstream`), ``failed_checks`` (nodes whose check failed) and
         ``qc_passed`` (None without QC limits; False when a class is outside its limits or has no
-        fraction, or the fractions rest on a failed node).
+        fraction, or the fractions rest on a failed node). A class also fails where the reference
+        labels of a judged segmentation's own micrograph would turn its verdict
+        (:func:`reference_disagreements`; ``qc[class]["reference_disagrees"]``).
 
     Examples
     --------
@@ -211,6 +265,10 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     """
     measured = measured_fractions(spec)
     qc = qc_status(measured[1], limits) if measured is not None else {}
+    if measured is not None:
+        segmentations = across_label_maps(spec) if measured[0] == names.PHASES_ACROSS_MAPS else [measured[0]]
+        for cls, why in reference_disagreements(spec, names.members(segmentations, names.SEGMENTATIONS), qc).items():
+            qc[cls].update(status="fail", reference_disagrees=why)
     checks = quality_checks(spec)
     rests_on = list(failed_upstream(spec, fractions_node(measured[0]), checks)) if measured is not None else []
     return {"qc": qc, "qc_source": measured[0] if measured is not None else None, "checks": checks,

@@ -27,6 +27,7 @@ from metallo.report._qc import (
     measured_fractions,
     qc_status,
     quality_checks,
+    reference_disagreements,
 )
 
 __all__ = ["Block", "Cell", "Section", "report_sections"]
@@ -167,15 +168,21 @@ def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             continue
         rows.append({"class": cls, "mean (%)": r["mean"] * 100, "95% CI low (%)": r["ci_low"] * 100,
                      "95% CI high (%)": r["ci_high"] * 100, "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}",
-                     "QC": r["status"].upper(), "note": "" if r["ci_inside"] else "CI crosses a limit"})
+                     "QC": r["status"].upper(),
+                     "note": "; ".join(([] if r["ci_inside"] else ["CI crosses a limit"])
+                                       + ([f"reference labels disagree: {r['reference_disagrees']}"]
+                                          if r.get("reference_disagrees") else []))})
     return pd.DataFrame(rows)
 
 
 def _qc_blocks(spec: Any, quantity: str, frame: pd.DataFrame, limits: Mapping[str, Sequence[float]],
-               checks: Mapping[str, Any], overall: str = "Overall:") -> list[Block]:
-    """The QC badge and table of one phase-fraction table, FAIL where it rests on a failed node."""
+               checks: Mapping[str, Any], overall: str = "Overall:", segmentations: Sequence[str] = ()) -> list[Block]:
+    """The QC badge and table of one phase-fraction table, FAIL where it rests on a failed node or
+    where reference labels of the same pixels contradict the segmentations it comes from."""
     blocks: list[Block] = []
     qc = qc_status(frame, limits)
+    for cls, why in reference_disagreements(spec, names.members(segmentations, names.SEGMENTATIONS), qc).items():
+        qc[cls].update(status="fail", reference_disagrees=why)
     # Fractions that rest on a failed step are no QC figure, whatever the limits say.
     upstream = failed_upstream(spec, quantity, checks)
     if qc:
@@ -207,7 +214,16 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
             section.blocks.append(_p(f"One of {len(across)} micrographs: the specimen's QC judges their mean "
                                      "(section \"Phase fractions of the specimen\")."))
         section.blocks += _qc_blocks(spec, quantity, frame, limits, checks,
-                                     overall="This micrograph alone:" if node in across else "Overall:")
+                                     overall="This micrograph alone:" if node in across else "Overall:",
+                                     segmentations=[node])
+        agreement = names.quantity(node, names.AGREEMENT)
+        if agreement in spec:
+            params = _producer(spec, agreement).get("parameters") or {}
+            section.blocks += [Block("h3", text=f"Against the reference labels of this micrograph "
+                                                f"({params.get('reference', '?')}): accuracy "
+                                                f"{100 * float(params.get('accuracy', float('nan'))):.1f} % on "
+                                                f"{100 * float(params.get('share_of_map', float('nan'))):.0f} % of the map"),
+                               table(spec.table(agreement))]
         section.blocks += [Block("h3", text=_ONE_IMAGE), table(frame),
                            _figure(figs.fractions_figure(frame, limits), f"phase fractions {node}")]
         fields_node = names.quantity(node, names.PHASE_FIELDS)
@@ -223,7 +239,8 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
         section = Section("phases:across", f"Phase fractions of the specimen — mean over {len(across)} micrographs")
         judged = measured_fractions(spec)
         section.blocks += _qc_blocks(spec, names.PHASES_ACROSS_MAPS, frame, limits, checks,
-                                     overall="The specimen:" if judged and judged[0] == names.PHASES_ACROSS_MAPS else "Overall:")
+                                     overall="The specimen:" if judged and judged[0] == names.PHASES_ACROSS_MAPS else "Overall:",
+                                     segmentations=across)
         section.blocks += [Block("h3", text="Mean over micrographs with 95 % CI (ASTM E562, one field per micrograph)"),
                            table(frame), _figure(figs.fractions_figure(frame, limits, title="phase fractions, 95% CI over micrographs"),
                                                  "phase fractions of the specimen")]

@@ -208,3 +208,85 @@ def test_a_micrograph_measured_later_joins_the_specimen_table(spec):
     table = Specimen.open(spec.path).table(names.PHASES_ACROSS_MAPS).set_index("class")
     assert table.loc["bainite", "mean"] == pytest.approx(0.4, abs=1e-3)
     assert int(table.loc["bainite", "n_micrographs"]) == 3
+
+
+def test_label_agreement_matches_classes_by_name_on_the_common_pixels():
+    from metallo.quantify import label_agreement
+
+    reference = np.array([[0, 1, 1, 1, 255]])  # classes a, b
+    labels = np.array([[1, 0, 2, 255, 1]])  # classes b, a, x: reads a, b, x, -, b
+    table = label_agreement(labels, reference, classes=["b", "a", "x"], reference_classes=["a", "b"]).set_index("class")
+    # Common pixels: the first three. Reference a b b; labels a b x.
+    assert table.loc["a", "reference_fraction"] == pytest.approx(1 / 3)
+    assert table.loc["b", "fraction"] == pytest.approx(1 / 3) and table.loc["b", "reference_fraction"] == pytest.approx(2 / 3)
+    assert table.loc["b", "iou"] == pytest.approx(0.5) and table.loc["a", "iou"] == pytest.approx(1.0)
+    assert table.attrs["accuracy"] == pytest.approx(2 / 3) and table.attrs["n_pixels"] == 3
+
+
+def _stripes(shape=(60, 80)) -> np.ndarray:
+    lab = np.zeros(shape, np.uint8)
+    lab[:, ::2] = 1  # bainite every other column: 50 % in every field, so the field CI is narrow
+    return lab
+
+
+@pytest.mark.parametrize("reference_fraction, limits, fails", [
+    (0.5, [0.4, 0.6], False),  # the reference agrees
+    (0.3, [0.2, 0.6], False),  # 20 points off, but the verdict holds either way
+    (0.3, [0.4, 0.6], True),  # 50 % passes, the reference's 30 % would not: no pass
+])
+def test_a_verdict_that_the_micrographs_reference_labels_would_turn_fails(spec, reference_fraction, limits, fails):
+    spec.add(names.segmentation("lom1"), _labels(_stripes()), step=names.segment_step("checkpoint"),
+             inputs=[names.micrograph("lom1")])
+    reference = np.full((60, 80), 255, np.uint8)  # the EBSD field covers the left half of the micrograph
+    reference[:, :40] = 0
+    reference[:, : int(round(40 * reference_fraction))] = 1
+    if reference_fraction == 0.5:
+        reference[:, :40] = _stripes()[:, :40]
+    spec.add(names.annotation("ebsd_on_lom1"), _labels(reference), step="annotate.to_micrograph",
+             inputs=[names.micrograph("lom1")])
+    quantify_step(spec, what=["phases"])
+    agreement = spec.table(names.quantity(names.segmentation("lom1"), names.AGREEMENT)).set_index("class")
+    assert agreement.loc["bainite", "reference_fraction"] == pytest.approx(reference_fraction)
+    assert agreement.loc["bainite", "fraction"] == pytest.approx(0.5)
+    params = json.loads(spec.describe(names.quantity(names.segmentation("lom1"), names.AGREEMENT))["attrs"]["parameters"])
+    assert params["reference"] == names.annotation("ebsd_on_lom1") and params["share_of_map"] == pytest.approx(0.5)
+    verdict = qc_verdict(spec, {"bainite": limits})
+    assert verdict["qc_passed"] is (not fails)
+    assert ("reference_disagrees" in verdict["qc"]["bainite"]) is fails
+    if fails:
+        why = verdict["qc"]["bainite"]["reference_disagrees"]
+        assert "50.0% against 30.0% in annotations/ebsd_on_lom1" in why and "30.0%, outside the limits" in why
+        sections = {s.key: s for s in report_sections(spec, {"bainite": limits})}
+        texts = [str(b) for b in sections[f"phases:{names.segmentation('lom1')}"].blocks]
+        assert any("reference labels disagree" in t for t in texts)
+
+
+@pytest.mark.shared_data
+def test_uhcs_micrograph170_a_threshold_pass_that_its_labels_turn(shared_file, tmp_path):
+    """Issue 19's case: a threshold segmentation of UHCS micrograph170 finds 18.2 % cementite
+    where its labels hold 12.6 %. Against limits of 15-25 % it passed; with the labels in the
+    specimen as the micrograph's reference, the verdict is no pass, and says why."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    folder = shared_file("uhcs_spheroidite_particle_segmentation")
+    image = np.asarray(Image.open(folder / "images" / "micrograph170.png").convert("L"), np.float64)
+    lab = np.asarray(Image.open(folder / "labels" / "micrograph170.png"))
+    blurred = ndi.gaussian_filter(image, 1.0)
+    seg = blurred > threshold_otsu(blurred[lab != 255])
+    seg = ndi.binary_opening(ndi.binary_fill_holes(seg)).astype(np.uint8)
+    reference = np.where(lab == 255, 255, lab > 0).astype(np.uint8)
+    spec = Specimen.create(tmp_path / "uhcs170.h5", specimen_id="170")
+    spec.add(names.micrograph("sem"), _micrograph("SEM", lab.shape), step="test")
+    classes = ["matrix", "cementite"]
+    spec.add(names.segmentation("sem"), _labels(seg, classes), step=names.segment_step("checkpoint"),
+             inputs=[names.micrograph("sem")])
+    spec.add(names.annotation("labels"), _labels(reference, classes), step="test", inputs=[names.micrograph("sem")])
+    quantify_step(spec, what=["phases"])
+    agreement = spec.table(names.quantity(names.segmentation("sem"), names.AGREEMENT)).set_index("class")
+    assert agreement.loc["cementite", "fraction"] == pytest.approx(0.182, abs=0.001)
+    assert agreement.loc["cementite", "reference_fraction"] == pytest.approx(0.126, abs=0.001)
+    verdict = qc_verdict(spec, {"cementite": [0.15, 0.25]})
+    assert 0.15 < verdict["qc"]["cementite"]["mean"] < 0.25  # the segmentation alone passes
+    assert verdict["qc_passed"] is False and "outside the limits" in verdict["qc"]["cementite"]["reference_disagrees"]
+    assert qc_verdict(spec, {"cementite": [0.10, 0.25]})["qc_passed"] is True  # both agree: a pass
