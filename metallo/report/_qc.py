@@ -188,7 +188,8 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
     against an annotation of the same micrograph, e.g. the EBSD-informed labels carried onto it),
     its error there (segmentation minus reference, on the same pixels) is known. The judged mean
     is corrected by it (for the mean over micrographs: each micrograph by its own error, those
-    without reference labels unchanged). Where the corrected fraction and the mean fall on
+    without reference labels unchanged; references that rest on a failed check, such as labels
+    warped through a failed registration, are not used). Where the corrected fraction and the mean fall on
     different sides of a limit, the verdict rests on the segmentation's error, and the class is
     no pass: its status becomes fail, with the reason.
 
@@ -206,12 +207,15 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
         ``{class: reason}``.
     """
     errors: dict[str, dict[str, tuple[float, float, str]]] = {}
+    checks = quality_checks(spec) if segmentations else {}
     for node in segmentations:
         agreement_node = names.quantity(node, names.AGREEMENT)
         if agreement_node not in spec:
             continue
         raw = spec.describe(agreement_node)["attrs"].get("parameters", "{}")
         reference = str((json.loads(raw) if isinstance(raw, str) else dict(raw)).get("reference", "the reference"))
+        if reference in spec and failed_upstream(spec, reference, checks):
+            continue  # labels warped through a failed registration are no reference
         table = spec.table(agreement_node)
         for cls, ours, ref in zip(table["class"], table["fraction"], table["reference_fraction"], strict=True):
             errors.setdefault(str(cls), {})[node] = (float(ours), float(ref), reference)

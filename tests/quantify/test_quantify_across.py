@@ -290,3 +290,16 @@ def test_uhcs_micrograph170_a_threshold_pass_that_its_labels_turn(shared_file, t
     assert 0.15 < verdict["qc"]["cementite"]["mean"] < 0.25  # the segmentation alone passes
     assert verdict["qc_passed"] is False and "outside the limits" in verdict["qc"]["cementite"]["reference_disagrees"]
     assert qc_verdict(spec, {"cementite": [0.10, 0.25]})["qc_passed"] is True  # both agree: a pass
+
+
+def test_reference_labels_that_rest_on_a_failed_check_turn_no_verdict(spec):
+    spec.add(names.segmentation("lom1"), _labels(_stripes()), step=names.segment_step("checkpoint"),
+             inputs=[names.micrograph("lom1")])
+    reference = np.full((60, 80), 255, np.uint8)
+    reference[:, :40] = 0
+    reference[:, :12] = 1  # 30 %: would turn the verdict of 50 % against 40-60 %
+    spec.add(names.annotation("ebsd_on_lom1"), _labels(reference, quality={names.PASSED: False}),
+             step="annotate.to_micrograph", inputs=[names.micrograph("lom1")])
+    quantify_step(spec, what=["phases"])
+    verdict = qc_verdict(spec, {"bainite": [0.4, 0.6]})
+    assert "reference_disagrees" not in verdict["qc"]["bainite"] and verdict["qc_passed"] is True
