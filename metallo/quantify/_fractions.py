@@ -90,6 +90,7 @@ def phase_fraction_ci(
     confidence: float = 0.95,
     classes: Sequence[str] | None = None,
     ignore_index: int | None = 255,
+    weighting: str = "pixels",
 ) -> pd.DataFrame:
     """Mean phase fractions over fields with their confidence interval (ASTM E562 style).
 
@@ -97,6 +98,13 @@ def phase_fraction_ci(
     deviation ``s``, half-width ``CI = t(1 - (1 - confidence)/2, n - 1) · s / sqrt(n)`` and
     relative accuracy ``%RA = CI / P · 100``. The interval ``P ± CI`` is clipped to [0, 1]: a
     fraction has no negative values (a rare class with a wide interval).
+
+    Fields of equal labelled area (E562's) give the plain mean and standard deviation. Where
+    they differ (fields at the edge of an EBSD-informed annotation, which hold partly ignored
+    pixels), ``weighting="pixels"`` (default) weighs each field by its labelled pixels ``w_i``:
+    the ratio estimator of cluster sampling, ``P = sum w_i P_i / sum w_i`` (the fraction of all
+    labelled pixels) with ``s^2 / n = n / (n - 1) · sum (w_i / W)^2 (P_i - P)^2``, which is the
+    plain formula for equal fields. ``"equal"`` takes every field alike.
 
     Parameters
     ----------
@@ -140,8 +148,12 @@ def phase_fraction_ci(
     if names is None:
         names = [f"class_{i}" for i in range(n_cls)]
     n = len(fields)
-    mean = mat.mean(axis=0)
-    std = mat.std(axis=0, ddof=1)
+    if weighting not in ("pixels", "equal"):
+        raise ConfigError(f"weighting must be 'pixels' or 'equal'; got {weighting!r}")
+    w = np.array([c.sum() for c in counts], np.float64) if weighting == "pixels" else np.ones(n)
+    share = w / w.sum()
+    mean = share @ mat
+    std = np.sqrt(n * n / (n - 1) * (share**2) @ (mat - mean) ** 2)  # s, so that s / sqrt(n) is the mean's error
     half = student_t.ppf(1 - (1 - confidence) / 2, n - 1) * std / np.sqrt(n)
     with np.errstate(divide="ignore", invalid="ignore"):
         ra = np.where(mean > 0, half / mean * 100.0, np.nan)

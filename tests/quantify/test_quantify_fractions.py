@@ -73,3 +73,19 @@ def test_ci_coverage_is_about_95_percent():
 def test_ci_needs_two_fields():
     with pytest.raises(ConfigError, match="at least 2"):
         phase_fraction_ci([np.zeros((3, 3), int)])
+
+
+def test_fields_of_unequal_labelled_area_weigh_by_their_pixels():
+    # A whole field of class 1 and a field with 25 of its 100 pixels labelled, all class 0 (the
+    # edge of an EBSD-informed annotation): the fraction of the labelled pixels is 100/125.
+    full = np.ones((10, 10), int)
+    edge = np.full((10, 10), 255)
+    edge[:5, :5] = 0
+    table = phase_fraction_ci([full, edge], classes=["a", "b"]).set_index("class")
+    assert table.loc["b", "mean"] == pytest.approx(0.8)
+    # Ratio estimator: s^2/n = n/(n-1) sum (w_i/W)^2 (P_i - P)^2 = 2 (0.64 * 0.04 + 0.04 * 0.64)
+    assert table.loc["b", "std"] / np.sqrt(2) == pytest.approx(np.sqrt(2 * (0.64 * 0.04 + 0.04 * 0.64)))
+    equal = phase_fraction_ci([full, edge], classes=["a", "b"], weighting="equal").set_index("class")
+    assert equal.loc["b", "mean"] == pytest.approx(0.5) and equal.loc["b", "std"] == pytest.approx(np.sqrt(0.5))
+    with pytest.raises(ConfigError, match="weighting"):
+        phase_fraction_ci([full, edge], weighting="area")
