@@ -7,10 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from metallo import names
-from metallo._step import file_sha256, latest_output, pick_micrograph, write
+from metallo._step import file_sha256, latest_output, micrograph_of, pick_micrograph, write
 from metallo.errors import ConfigError
 
 __all__ = ["segment_step"]
+
+#: Fewest reference pixels (labelled in an annotation of the micrograph) to name classes by.
+MIN_REFERENCE_PIXELS = 1000
 
 
 def _class_names(classes: Sequence[str] | None, n_classes: int, where: str) -> list[str]:
@@ -76,6 +79,8 @@ def segment_step(spec: Any, *, method: str = "unsupervised", micrograph: str | N
 
         labels = unsupervised(image, n_classes=int(n_classes), **options)
         class_names = _class_names(classes, int(n_classes), where)
+        if classes is not None:
+            class_names = _name_by_reference(spec, fixed, labels, class_names, where)
         model, checkpoint_sha, inputs = "unsupervised", "", [fixed]
         params.update(n_classes=int(n_classes), classes=class_names)
     elif method == "checkpoint":
@@ -108,3 +113,58 @@ def segment_step(spec: Any, *, method: str = "unsupervised", micrograph: str | N
     out = names.segmentation(name or names.leaf(fixed))
     return [write(spec, out, labels, step=names.segment_step(method), parameters=params, inputs=inputs,
                   overwrite=overwrite, tag=tag)]
+
+
+def _name_by_reference(spec: Any, micrograph: str, labels: Any, class_names: list[str], where: str) -> list[str]:
+    """Unsupervised classes named by overlap with an annotation of the same micrograph, if any.
+
+    The unsupervised labels are numbered by mean intensity (darkest first) and the recipe's names
+    follow that order. Whether lath bainite is the darker class depends on etch and detector, so
+    where the specimen holds reference labels of this micrograph (e.g. the EBSD-informed annotation
+    the annotate step carried onto it) with the same class names, the names go to the clusters
+    that overlap them most (an assignment over the confusion counts); a change is warned about
+    and recorded in the quality record (``naming``).
+    """
+    import warnings
+
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    lab = np.asarray(labels.values).astype(np.int64)
+    k = len(class_names)
+    if lab.size == 0 or lab.max() >= k or len(set(class_names)) != k:
+        return class_names
+    for ann in names.members(spec.nodes(), names.ANNOTATIONS):
+        ds = spec[ann]
+        ref = ds[names.LABELS]
+        if ref.shape != lab.shape or micrograph_of(spec, ann) != micrograph:
+            continue
+        raw = ds.attrs.get("classes", ref.attrs.get("classes", "[]"))
+        ref_names = [str(c) for c in (json.loads(raw) if isinstance(raw, str) else raw)]
+        if not set(class_names) <= set(ref_names):
+            continue
+        to_ours = np.array([class_names.index(n) if n in class_names else -1 for n in ref_names] + [-1])
+        values = np.asarray(ref.values).astype(np.int64)
+        values = np.where((values < 0) | (values >= len(ref_names)), len(ref_names), values)
+        ref_ours = to_ours[values]
+        keep = ref_ours >= 0
+        if keep.sum() < MIN_REFERENCE_PIXELS:
+            continue
+        counts = np.bincount(lab[keep] * k + ref_ours[keep], minlength=k * k).reshape(k, k).astype(np.float64)
+        rows, cols = linear_sum_assignment(-counts)
+        named = [class_names[cols[i]] for i in np.argsort(rows)]
+        given, best = float(np.trace(counts) / counts.sum()), float(counts[rows, cols].sum() / counts.sum())
+        record = {"reference": ann, "intensity_order": class_names, "names": named,
+                  "agreement_in_intensity_order": given, "agreement_as_named": best}
+        if named != class_names:
+            warnings.warn(f"{where}: unsupervised classes named by their overlap with {ann}: {', '.join(named)} "
+                          f"(darkest first) agree with it on {100 * best:.0f}% of its pixels, the given order "
+                          f"({', '.join(class_names)}) on {100 * given:.0f}%", stacklevel=3)
+        quality = labels.attrs.get(names.QUALITY)
+        if isinstance(quality, str):
+            record_all = json.loads(quality)
+            record_all["naming"] = record
+            labels.attrs[names.QUALITY] = json.dumps(record_all)
+        labels.attrs["naming"] = json.dumps(record)
+        return named
+    return class_names
