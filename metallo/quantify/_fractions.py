@@ -91,6 +91,7 @@ def phase_fraction_ci(
     classes: Sequence[str] | None = None,
     ignore_index: int | None = 255,
     weighting: str = "pixels",
+    weights: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Mean phase fractions over fields with their confidence interval (ASTM E562 style).
 
@@ -104,7 +105,8 @@ def phase_fraction_ci(
     pixels), ``weighting="pixels"`` (default) weighs each field by its labelled pixels ``w_i``:
     the ratio estimator of cluster sampling, ``P = sum w_i P_i / sum w_i`` (the fraction of all
     labelled pixels) with ``s^2 / n = n / (n - 1) · sum (w_i / W)^2 (P_i - P)^2``, which is the
-    plain formula for equal fields. ``"equal"`` takes every field alike.
+    plain formula for equal fields. ``"equal"`` takes every field alike. ``weights`` gives the
+    ``w_i`` outright (e.g. the labelled area in µm² of micrographs of different magnifications).
 
     Parameters
     ----------
@@ -151,6 +153,10 @@ def phase_fraction_ci(
     if weighting not in ("pixels", "equal"):
         raise ConfigError(f"weighting must be 'pixels' or 'equal'; got {weighting!r}")
     w = np.array([c.sum() for c in counts], np.float64) if weighting == "pixels" else np.ones(n)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ConfigError(f"weights must be {n} positive numbers, one per field; got {list(w.ravel())}")
     share = w / w.sum()
     mean = share @ mat
     std = np.sqrt(n * n / (n - 1) * (share**2) @ (mat - mean) ** 2)  # s, so that s / sqrt(n) is the mean's error

@@ -18,7 +18,7 @@ import xarray as xr
 
 from metallo import names
 from metallo._step import ebsd_sources, micrograph_of, write
-from metallo._xarray import require_pixel_size_um
+from metallo._xarray import pixel_size_um, require_pixel_size_um
 from metallo.errors import ConfigError
 from metallo.quantify._denuded import denuded_zone_width
 from metallo.quantify._fractions import (
@@ -142,10 +142,15 @@ def _across_micrographs(spec: Any, maps: Mapping[str, tuple[list[str], np.ndarra
             used[node] = mic
     if len(used) < 2:
         return None
-    table = phase_fraction_ci([maps[n][1] for n in used], classes=classes or None)
+    # Micrographs of different magnifications weigh by the area they labelled, not their pixels.
+    sizes = [pixel_size_um(spec[n][names.LABELS]) for n in used]
+    areas = None if any(p is None for p in sizes) else [
+        float(np.sum(maps[n][1] != 255)) * float(p) ** 2 for n, p in zip(used, sizes, strict=True)]  # type: ignore[arg-type]
+    table = phase_fraction_ci([maps[n][1] for n in used], classes=classes or None, weights=areas)
     table = table.rename(columns={"n_fields": "n_micrographs"})
     params = {"confidence": 0.95, "classes": classes, "field": "micrograph", "label_maps": list(used),
-              "micrographs": list(used.values()), "left_out": left_out}
+              "micrographs": list(used.values()), "left_out": left_out,
+              "weights": "labelled area (µm²)" if areas is not None else "labelled pixels (a pixel size is unknown)"}
     return table, params, list(used)
 
 

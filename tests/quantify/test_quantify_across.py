@@ -30,8 +30,8 @@ def _micrograph(modality: str, shape=(60, 80)) -> xr.DataArray:
     return image_dataarray(np.zeros(shape, np.uint8), pixel_size_um=0.5, name="image", attrs={"modality": modality, "source": "test", "sha256": "0" * 64})
 
 
-def _labels(lab: np.ndarray, classes=CLASSES, quality: dict | None = None) -> xr.Dataset:
-    da = image_dataarray(lab.astype(np.uint8), pixel_size_um=0.5, name=names.LABELS,
+def _labels(lab: np.ndarray, classes=CLASSES, quality: dict | None = None, pixel_size_um: float = 0.5) -> xr.Dataset:
+    da = image_dataarray(lab.astype(np.uint8), pixel_size_um=pixel_size_um, name=names.LABELS,
                          attrs={"classes": json.dumps(classes), "ignore_index": 255, "rules": "{}", "model": "test",
                                 "checkpoint_sha256": "", "config": "{}"})
     ds = xr.Dataset({names.LABELS: da}, attrs=dict(da.attrs))
@@ -83,6 +83,16 @@ def test_one_field_per_micrograph_of_one_modality(spec):
     assert verdict["qc"]["bainite"]["mean"] == pytest.approx(0.30, abs=1e-3) and verdict["qc_passed"] is True
     sections = {s.key: s for s in report_sections(spec, {"bainite": [0.25, 0.35]})}
     assert "mean over 3 micrographs" in sections["phases:across"].title
+
+
+def test_micrographs_of_two_magnifications_weigh_by_the_area_they_labelled(spec):
+    _segment(spec, "lom1", "lom1", 0.2)  # 0.5 µm pixels
+    _segment(spec, "lom2", "lom2", 0.4, pixel_size_um=1.0)  # as many pixels, four times the area
+    quantify_step(spec, what=["phases"])
+    table = spec.table(names.PHASES_ACROSS_MAPS).set_index("class")
+    assert table.loc["bainite", "mean"] == pytest.approx((0.2 * 1 + 0.4 * 4) / 5, abs=1e-3)
+    params = json.loads(spec.describe(names.PHASES_ACROSS_MAPS)["attrs"]["parameters"])
+    assert params["weights"] == "labelled area (µm²)"
 
 
 def test_a_failed_segmentation_of_one_micrograph_fails_the_specimens_qc(spec):
