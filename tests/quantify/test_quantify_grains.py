@@ -38,11 +38,11 @@ def test_hexagonal_tessellation_g(hexagons, angle_deg, spacing_px):
 def test_square_grains_jeffries_counts_edge_grains_half():
     ids = (np.arange(25).reshape(5, 5) + 1).repeat(20, 0).repeat(20, 1)
     row = grain_size(ids, pixel_size_um=2.0, method="planimetric").iloc[0]
-    assert row["n_edge_grains"] == 16
+    assert row["n_edge_grains"] == 16 and row["n_corner_grains"] == 4
     assert row["n_grains"] == 25
-    # (9 + 16 / 2) grains in 200 µm x 200 µm = 0.04 mm²
-    assert row["n_a_per_mm2"] == pytest.approx(17 / 0.04)
-    assert row["G"] == pytest.approx(astm_g_planimetric(17 / 0.04))
+    # (9 + 12 / 2 + 4 / 4) grains in 200 µm x 200 µm = 0.04 mm²: E112's rectangle counts its corner grains 1/4
+    assert row["n_a_per_mm2"] == pytest.approx(16 / 0.04)
+    assert row["G"] == pytest.approx(astm_g_planimetric(16 / 0.04))
 
 
 def test_boundary_pixels_and_grains_object(hexagons):
@@ -300,9 +300,25 @@ def test_report_names_only_the_e2627_row_where_the_e112_rows_hold(tmp_path):
         quantify_step(spec, what=["grains"], labels=[])
     table = spec.table(names.quantity(names.EBSD_MAP, names.GRAIN_SIZE)).set_index("method")
     assert table.loc["planimetric", "reliable"] and table.loc["intercept", "reliable"]
-    assert table.loc["planimetric", "n_a_per_mm2"] == pytest.approx(82 / 0.01)
+    assert table.loc["planimetric", "n_a_per_mm2"] == pytest.approx(81 / 0.01)  # 64 + 32 / 2 + 4 corners / 4
     assert not table.loc["e2627", "reliable"] and table.loc["e2627", "n_grains"] == 64
     assert table.loc["e2627", "mean_area_um2"] == pytest.approx(100.0)
     html = write_report(spec, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "NOT RELIABLE: e2627: the average interior grain holds 100 points; ASTM E2627 asks for at least 500" in html
     assert "NOT RELIABLE: planimetric" not in html and "(planimetric" not in html
+
+
+def test_jeffries_count_is_unbiased_on_randomly_placed_grains(hexagons):
+    """E112's rectangle rule (corner grains 1/4) on 40 random placements of a hexagonal tessellation
+    holding 23.1 grains per field: the mean count is the true one. Counting corner grains half, as
+    before, added one grain (mean 24.09)."""
+    rng = np.random.default_rng(1)
+    shape, spacing = (240, 300), 60.0
+    true_n = shape[0] * shape[1] / (math.sqrt(3) / 2 * spacing**2)
+    counts = []
+    for _ in range(40):
+        ids = hexagons(shape, spacing, rng.uniform(0, 60), origin=(rng.uniform(0, spacing), rng.uniform(0, spacing)))
+        with pytest.warns(UserWarning, match="fewer than the 50 grains"):
+            row = grain_size(ids, pixel_size_um=1.0, method="planimetric").iloc[0]
+        counts.append(row["n_a_per_mm2"] * shape[0] * shape[1] * 1e-6)
+    assert np.mean(counts) == pytest.approx(true_n, abs=0.35)  # standard error 0.16
