@@ -112,8 +112,15 @@ def size_ecdf(sizes: Any, *, column: str = "ecd_um") -> pd.DataFrame:
     return pd.DataFrame({"size_um": values, "cdf": np.arange(1, values.size + 1) / max(values.size, 1)})
 
 
-def lognormal_fit(sizes: Any, *, column: str = "ecd_um", weights: Any = None) -> dict[str, float]:
+def lognormal_fit(sizes: Any, *, column: str = "ecd_um", weights: Any = None,
+                  truncated_below_um: float | None = None) -> dict[str, float]:
     """Maximum-likelihood log-normal fit of a size sample.
+
+    A sample cut at a minimum size (``particle_sizes(min_area_um2=...)``, the usual way to drop
+    segmentation noise) holds only the part of the distribution above the cut, and the plain fit
+    of it moves the median up and narrows sigma. ``truncated_below_um`` gives that cut (an ECD
+    in µm): the likelihood is then that of the log-normal truncated there, and the fit is of the
+    whole population the sample was cut from.
 
     Parameters
     ----------
@@ -123,12 +130,14 @@ def lognormal_fit(sizes: Any, *, column: str = "ecd_um", weights: Any = None) ->
         Column of a particle table to use.
     weights : array-like, optional
         Per-particle weights.
+    truncated_below_um : float, optional
+        Smallest size the sample could hold (sizes below it were left out).
 
     Returns
     -------
     dict
         median_um (= exp(mu)), sigma (standard deviation of ln size), mu, mean_um
-        (exp(mu + sigma²/2)), n.
+        (exp(mu + sigma²/2)), n, truncated_below_um (NaN without a cut).
 
     Examples
     --------
@@ -143,13 +152,39 @@ def lognormal_fit(sizes: Any, *, column: str = "ecd_um", weights: Any = None) ->
     w = np.ones_like(logs) if weights is None else np.asarray(weights, dtype=np.float64)
     mu = float(np.average(logs, weights=w))
     sigma = float(np.sqrt(np.average((logs - mu) ** 2, weights=w)))
+    cut = float("nan")
+    if truncated_below_um is not None and truncated_below_um > 0:
+        cut = float(truncated_below_um)
+        if values.min() < cut * (1 - 1e-9):
+            raise ConfigError(f"lognormal_fit: sizes below truncated_below_um={cut} µm; the cut must be the "
+                              "smallest size the sample could hold")
+        mu, sigma = _truncated_fit(logs, w, np.log(cut), mu, max(sigma, 1e-6))
     return {
         "median_um": float(np.exp(mu)),
         "sigma": sigma,
         "mu": mu,
         "mean_um": float(np.exp(mu + sigma**2 / 2)),
         "n": float(values.size),
+        "truncated_below_um": cut,
     }
+
+
+def _truncated_fit(logs: np.ndarray, w: np.ndarray, log_cut: float, mu0: float, sigma0: float) -> tuple[float, float]:
+    """Maximum likelihood of a normal truncated below ``log_cut`` (in ln size)."""
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    w = w / w.sum() * logs.size
+
+    def nll(p: np.ndarray) -> float:
+        m, s = p[0], np.exp(p[1])
+        return float(-(w * norm.logpdf(logs, m, s)).sum() + w.sum() * norm.logsf(log_cut, m, s))
+
+    # The sample's own mean is the truncated one: start below it, where the population lies.
+    best = min((minimize(nll, np.array([m0, np.log(sigma0)]), method="Nelder-Mead",
+                         options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 4000})
+                for m0 in (mu0, mu0 - sigma0, mu0 - 2 * sigma0)), key=lambda r: r.fun)
+    return float(best.x[0]), float(np.exp(best.x[1]))
 
 
 @dataclass(frozen=True)

@@ -290,9 +290,13 @@ def quantify_step(
             add(names.quantity(node, names.PARTICLES), table, "particles", params, [node])
             if len(table):
                 psd = size_distribution(table, bins="auto")
+                psd_params: dict[str, Any] = {**params, "column": "ecd_um"}
                 if len(table) >= 2:
-                    psd.attrs["lognormal"] = json.dumps(lognormal_fit(table))
-                add(names.quantity(node, names.PSD), psd, "particles", {**params, "column": "ecd_um"}, [node])
+                    # Particles below min_area_um2 were left out: fit the log-normal truncated there.
+                    cut = 2.0 * float(np.sqrt(min_area_um2 / np.pi)) if min_area_um2 > 0 else None
+                    fit = lognormal_fit(table, truncated_below_um=cut)
+                    psd_params["lognormal"] = {k: (v if np.isfinite(v) else None) for k, v in fit.items()}
+                add(names.quantity(node, names.PSD), psd, "particles", psd_params, [node])
         network = _find_class(classes, "network")
         matrix = _find_class(classes, "matrix")
         if "denuded" in what and network is not None and matrix is not None and (lab == network).any():

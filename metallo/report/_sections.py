@@ -319,6 +319,15 @@ def _distribution_sections(spec: Any) -> list[Section]:
             section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(_summary(frame, col, "µm"))])
             if what == names.PARTICLES:
                 section.blocks.insert(0, _p("Particles touching the image edge are excluded."))
+                fit = (_producer(spec, names.quantity(source, names.PSD)).get("parameters") or {}).get("lognormal")
+                if isinstance(fit, Mapping) and "median_um" in fit:
+                    cut = fit.get("truncated_below_um")
+                    section.blocks.append(_p(
+                        f"Log-normal fit (maximum likelihood): median ECD {float(fit['median_um']):.3g} µm, "
+                        f"sigma of ln ECD {float(fit['sigma']):.3g}, mean {float(fit['mean_um']):.3g} µm"
+                        + (f"; fitted as truncated below the {float(cut):.3g} µm ECD of the minimum area, so it "
+                           "describes the population the kept particles were cut from"
+                           if isinstance(cut, (int, float)) and np.isfinite(cut) else "")))
             section.blocks.append(_figure(figs.histogram_figure(frame[col].to_numpy(), xlabel=xlabel,
                                                                 title=f"{title.lower()}: {source}"), f"{what} {source}"))
             out.append(section)

@@ -84,3 +84,43 @@ def test_bad_samples_raise():
         ks_test([], [1.0])
     with pytest.raises(ConfigError, match="positive"):
         lognormal_fit([1.0, -2.0])
+
+
+def test_lognormal_fit_of_a_sample_cut_at_a_minimum_size():
+    # Median 1 µm, sigma 0.5; particles below 1.3 µm left out (70 % of them), as a minimum area does.
+    sizes = np.exp(np.random.default_rng(0).normal(0.0, 0.5, 20000))
+    kept = sizes[sizes >= 1.3]
+    plain = lognormal_fit(kept)
+    assert plain["median_um"] > 1.7 and plain["sigma"] < 0.26  # the cut sample alone misleads
+    fit = lognormal_fit(kept, truncated_below_um=1.3)
+    assert fit["median_um"] == pytest.approx(1.0, abs=0.05) and fit["sigma"] == pytest.approx(0.5, abs=0.03)
+    assert fit["truncated_below_um"] == 1.3 and np.isnan(plain["truncated_below_um"])
+    with pytest.raises(ConfigError, match="below truncated_below_um"):
+        lognormal_fit(sizes, truncated_below_um=1.3)
+
+
+def test_the_quantify_step_keeps_the_fit_of_its_psd(tmp_path, disks):
+    import json
+
+    from metallo import names
+    from metallo._xarray import image_dataarray
+    from metallo.quantify import quantify_step
+    from metallo.specimen import Specimen
+
+    rng = np.random.default_rng(2)
+    centres = [(20 + 40 * (k // 8), 20 + 40 * (k % 8)) for k in range(64)]
+    radii = np.exp(rng.normal(np.log(6.0), 0.25, 64))
+    mask = (disks((330, 330), centres, radii) > 0).astype(np.uint8)
+    labels = image_dataarray(mask, pixel_size_um=0.1, name=names.LABELS, attrs={
+        "classes": json.dumps(["ferrite", "particle"]), "ignore_index": 255, "rules": "{}"})
+    spec = Specimen.create(tmp_path / "p.h5", specimen_id="p")
+    spec.add(names.annotation("particles"), labels, step="test")
+    quantify_step(spec, what=["particles"], min_area_um2=0.3)
+    psd = names.quantity(names.annotation("particles"), names.PSD)
+    fit = json.loads(spec.describe(psd)["attrs"]["parameters"])["lognormal"]
+    assert fit["median_um"] == pytest.approx(2 * 0.6, rel=0.1)  # ECD of disks of median radius 6 px at 0.1 µm
+    assert fit["truncated_below_um"] == pytest.approx(2 * np.sqrt(0.3 / np.pi))
+    from metallo.report import report_sections
+
+    section = {s.key: s for s in report_sections(spec, {})}[f"{names.PARTICLES}:{names.annotation('particles')}"]
+    assert any("Log-normal fit" in str(b) and "truncated below" in str(b) for b in section.blocks)
