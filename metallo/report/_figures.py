@@ -88,27 +88,35 @@ def fractions_figure(table: Any, limits: Mapping[str, Sequence[float]], *,
     return fig
 
 
-def histogram_figure(values: np.ndarray, *, xlabel: str, title: str) -> Any:
-    """Histogram (log-spaced bins when the values span a decade) with the ECDF."""
+def histogram_figure(values: np.ndarray, *, xlabel: str, title: str, weights: np.ndarray | None = None) -> Any:
+    """Histogram (log-spaced bins when the values span a decade) with the ECDF.
+
+    ``weights`` (e.g. the 1/width weights of lath intercepts, which grid points hit in proportion
+    to their width) makes both the number-weighted distribution of what was sampled.
+    """
     fig = _figure(6, 3.4)
     ax = fig.subplots()
     values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values) & (values > 0)]
+    w = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = np.isfinite(values) & (values > 0) & np.isfinite(w) & (w > 0)
+    values, w = values[keep], w[keep]
     if values.size == 0:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     else:
+        if weights is not None:
+            w = w * values.size / w.sum()  # in units of counts
         log = values.max() / values.min() > 10
         bins = np.geomspace(values.min(), values.max(), 30) if log else 30
         if log:
             ax.set_xscale("log")
-        ax.hist(values, bins=bins, color=PALETTE[1], edgecolor="white")
+        ax.hist(values, bins=bins, weights=w, color=PALETTE[1], edgecolor="white")
         ax2 = ax.twinx()
-        s = np.sort(values)
-        ax2.plot(s, np.arange(1, s.size + 1) / s.size, color="k", lw=1)
+        order = np.argsort(values)
+        ax2.plot(values[order], np.cumsum(w[order]) / w.sum(), color="k", lw=1)
         ax2.set_ylabel("ECDF")
         ax2.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
+    ax.set_ylabel("count" if weights is None else "count (number-weighted)")
     ax.set_title(title)
     return fig
 

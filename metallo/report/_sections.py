@@ -316,7 +316,21 @@ def _distribution_sections(spec: Any) -> list[Section]:
             col = column if column in frame else str(frame.columns[0])
             params = _producer(spec, quantity).get("parameters") or {}
             detail = f" ({params['class']})" if what == names.PARTICLES and "class" in params else ""
-            section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(_summary(frame, col, "µm"))])
+            weights = frame["weight"].to_numpy(dtype=np.float64) if what == names.LATHS and "weight" in frame else None
+            if weights is not None:
+                from metallo.quantify import lath_width_summary
+
+                stats = lath_width_summary(frame)
+                summary = pd.DataFrame([{"n (intercepts)": int(stats["n"]), "median (µm)": stats["median_um"],
+                                         "mean (µm)": stats["mean_um"], "std (µm)": stats["std_um"],
+                                         "point-sampled mean (µm)": stats["mean_point_sampled_um"]}])
+            else:
+                summary = _summary(frame, col, "µm")
+            section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(summary)])
+            if weights is not None:
+                section.blocks.insert(0, _p("Number-weighted: each lath crossing counts once. The grid points that "
+                                            "sample the laths hit wide laths more often; their plain mean (point-"
+                                            "sampled) is the length-weighted one."))
             if what == names.PARTICLES:
                 section.blocks.insert(0, _p("Particles touching the image edge are excluded."))
                 fit = (_producer(spec, names.quantity(source, names.PSD)).get("parameters") or {}).get("lognormal")
@@ -328,7 +342,7 @@ def _distribution_sections(spec: Any) -> list[Section]:
                         + (f"; fitted as truncated below the {float(cut):.3g} µm ECD of the minimum area, so it "
                            "describes the population the kept particles were cut from"
                            if isinstance(cut, (int, float)) and np.isfinite(cut) else "")))
-            section.blocks.append(_figure(figs.histogram_figure(frame[col].to_numpy(), xlabel=xlabel,
+            section.blocks.append(_figure(figs.histogram_figure(frame[col].to_numpy(), xlabel=xlabel, weights=weights,
                                                                 title=f"{title.lower()}: {source}"), f"{what} {source}"))
             out.append(section)
     return out

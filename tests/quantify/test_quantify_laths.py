@@ -106,3 +106,30 @@ def test_lath_ids_follow_the_maps_monoclinic_setting(axis, n_laths):
                         phases=[{"id": 1, "name": "glaucophane", "symmetry": "2/m"}])
     ids = lath_boundaries_from_ebsd(ebsd.assign_attrs(monoclinic_axis=axis))
     assert len(np.unique(ids)) == n_laths
+
+
+def test_the_report_gives_the_number_weighted_lath_width(tmp_path):
+    """Laths 4 and 12 px wide in turn: as many of each, so the mean lath is 8 px wide, while grid
+    points land in the wide ones three times as often (point-sampled mean 10 px)."""
+    import json
+
+    from metallo import names
+    from metallo._xarray import image_dataarray
+    from metallo.quantify import quantify_step
+    from metallo.report import report_sections
+    from metallo.specimen import Specimen
+
+    period = [1] * 4 + [0] + [1] * 12 + [0]
+    row = np.array(period * 12, np.uint8)
+    lab = np.repeat(row[None, :], 160, axis=0)
+    labels = image_dataarray(lab, pixel_size_um=0.1, name=names.LABELS, attrs={
+        "classes": json.dumps(["ferrite", "lath_bainite"]), "ignore_index": 255, "rules": "{}"})
+    spec = Specimen.create(tmp_path / "l.h5", specimen_id="l")
+    spec.add(names.annotation("laths"), labels, step="test")
+    quantify_step(spec, what=["laths"])
+    section = {s.key: s for s in report_sections(spec, {})}[f"{names.LATHS}:{names.annotation('laths')}"]
+    summary = next(b for b in section.blocks if b.kind == "table")
+    header = [c for c in summary.columns]
+    values = dict(zip(header, [c.text for c in summary.rows[0]], strict=True))
+    assert float(values["mean (µm)"]) == pytest.approx(0.8, abs=0.03)
+    assert float(values["point-sampled mean (µm)"]) == pytest.approx(1.0, abs=0.05)
