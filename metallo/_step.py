@@ -18,7 +18,8 @@ from typing import Any
 from metallo import names
 from metallo.errors import ConfigError
 
-__all__ = ["ebsd_sources", "file_sha256", "latest_output", "micrograph_of", "pick_ebsd", "pick_micrograph", "write"]
+__all__ = ["ebsd_sources", "failed_upstream", "file_sha256", "latest_output", "micrograph_of", "pick_ebsd", "pick_micrograph",
+           "quality_checks", "write"]
 
 
 def write(spec: Any, node: str, data: Any, *, step: str, parameters: Mapping[str, Any], inputs: Sequence[str],
@@ -150,3 +151,83 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
+    """Every node whose quality record gives an explicit verdict (registration, parent
+    reconstruction, ...), read from the node metadata without loading its data.
+
+    A QC pass on the phase fractions means little when a step they rest on failed (a
+    registration that did not hold, a parent reconstruction the map does not support): the
+    batch table and ``metallo analyze`` show these verdicts beside the limits.
+
+    Parameters
+    ----------
+    spec : Specimen
+
+    Returns
+    -------
+    dict
+        ``{node: {"passed": bool, "reasons": [str, ...]}}``.
+
+    Examples
+    --------
+    >>> {n: c["passed"] for n, c in quality_checks(spec).items()}  # doctest: +SKIP
+    {'correlate/ebsd_on_lom': True, 'ebsd/map/parent': False}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for node in spec.nodes():
+        raw = spec.describe(node)["attrs"].get(names.QUALITY)
+        if not raw:
+            continue
+        try:
+            record = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(record, dict) and names.PASSED in record:
+            reasons = record.get("failure_reasons") or record.get("reasons") or record.get("warnings") or []
+            out[node] = {"passed": bool(record[names.PASSED]), "reasons": [str(r) for r in reasons]}
+    return out
+
+
+def failed_upstream(spec: Any, node: str, checks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, list[str]]:
+    """The nodes ``node`` rests on (itself included, through the provenance inputs) whose
+    quality record failed: ``{node: reasons}``.
+
+    Phase fractions from a segmentation that failed its own check, or from an annotation
+    warped through a failed registration, are no QC figure however they compare with the
+    limits; the report and ``metallo quantify`` say so beside them.
+
+    Parameters
+    ----------
+    spec : Specimen
+    node : str
+    checks : dict, optional
+        :func:`quality_checks` of ``spec``, when already computed.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> failed_upstream(spec, "quantities/segmentations.unsupervised.phase_fractions")  # doctest: +SKIP
+    {'segmentations/unsupervised': ['the grey levels do not say where class 1 ends ...']}
+    """
+    checks = quality_checks(spec) if checks is None else checks
+    inputs: dict[str, list[str]] = {}
+    for record in spec.provenance:
+        for out in record.get("outputs") or []:
+            inputs[str(out)] = [str(i) for i in record.get("inputs") or []]
+    failed: dict[str, list[str]] = {}
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        check = checks.get(current)
+        if check is not None and not check["passed"]:
+            failed[current] = list(check["reasons"])
+        todo += [i for i in inputs.get(current, []) if i not in seen]
+    return failed

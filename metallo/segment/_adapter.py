@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from metallo import names
-from metallo._step import file_sha256, latest_output, micrograph_of, pick_micrograph, write
+from metallo._step import (
+    failed_upstream,
+    file_sha256,
+    latest_output,
+    micrograph_of,
+    pick_micrograph,
+    write,
+)
 from metallo.errors import ConfigError
 
 __all__ = ["segment_step"]
@@ -137,8 +144,8 @@ def _name_by_reference(spec: Any, micrograph: str, labels: Any, class_names: lis
     for ann in names.members(spec.nodes(), names.ANNOTATIONS):
         ds = spec[ann]
         ref = ds[names.LABELS]
-        if ref.shape != lab.shape or micrograph_of(spec, ann) != micrograph:
-            continue
+        if ref.shape != lab.shape or micrograph_of(spec, ann) != micrograph or failed_upstream(spec, ann):
+            continue  # (labels warped through a failed registration name nothing)
         raw = ds.attrs.get("classes", ref.attrs.get("classes", "[]"))
         ref_names = [str(c) for c in (json.loads(raw) if isinstance(raw, str) else raw)]
         if not set(class_names) <= set(ref_names):

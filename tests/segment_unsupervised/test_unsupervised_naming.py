@@ -58,3 +58,16 @@ def test_names_that_agree_with_the_reference_stay_quietly(spec):
     assert _bainite_is_left(spec)
     naming = json.loads(spec[names.segmentation("lom")][names.LABELS].attrs["naming"])
     assert naming["names"] == naming["intensity_order"] == ["bainite", "ferrite"]
+
+
+def test_reference_labels_that_rest_on_a_failed_check_name_nothing(spec, tmp_path):
+    ds = spec[names.annotation("ebsd_on_lom")]
+    ds.attrs[names.QUALITY] = json.dumps({names.PASSED: False, "failure_reasons": ["registration failed"]})
+    spec.add(names.annotation("ebsd_on_lom"), ds, step="annotate.to_micrograph", inputs=[names.micrograph("lom")],
+             overwrite=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segment_step(spec, method="unsupervised", micrograph="lom", classes=["ferrite", "bainite"], options=OPTIONS)
+    assert not [w for w in caught if "named by their overlap" in str(w.message)]
+    labels = spec[names.segmentation("lom")][names.LABELS]
+    assert json.loads(labels.attrs["classes"]) == ["ferrite", "bainite"] and "naming" not in labels.attrs
