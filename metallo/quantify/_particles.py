@@ -214,8 +214,9 @@ def measure_particles(
     -------
     pd.DataFrame
         One row per particle: label, area_px, area_um2, ecd_um (equivalent circle diameter),
-        centroid_y_um, centroid_x_um, major_axis_um, minor_axis_um (ellipse of equal second
-        moments), aspect_ratio (major / minor), orientation_deg (major axis, from +x towards
+        centroid_y_um, centroid_x_um, major_axis_um, minor_axis_um (the ellipse with the second
+        moments of the particle's area, its pixels taken as squares: a 4 x 1 px particle has aspect
+        ratio 4), aspect_ratio (major / minor), orientation_deg (major axis, from +x towards
         +y, in [-90, 90)), feret_max_um, feret_min_um, touches_edge, weight (1.0).
 
     Examples
@@ -246,9 +247,11 @@ def measure_particles(
     a = area[keep]
     cy = sy[keep] / a
     cx = sx[keep] / a
-    # Central second moments of the pixel set (skimage convention: no 1/12 pixel term).
-    myy = syy[keep] / a - cy**2
-    mxx = sxx[keep] / a - cx**2
+    # Central second moments of the particle as an area: each pixel a unit square, whose own
+    # second moment (1/12) is added, as for EBSD grains. (skimage's regionprops takes pixel
+    # centres as points: a particle one pixel wide then has minor axis 0 and aspect ratio inf.)
+    myy = syy[keep] / a - cy**2 + 1.0 / 12.0
+    mxx = sxx[keep] / a - cx**2 + 1.0 / 12.0
     mxy = sxy[keep] / a - cy * cx
     common = np.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
     l1 = (mxx + myy) / 2 + common
@@ -268,8 +271,7 @@ def measure_particles(
     edge_lab[0] = False
 
     fmax, fmin = _feret(ids, n, n_feret_angles)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        aspect = np.where(minor > 0, major / minor, np.inf)
+    aspect = major / minor
     return pd.DataFrame(
         {
             "label": keep.astype(np.int64),

@@ -99,8 +99,13 @@ def test_matches_regionprops_table(disks):
     np.testing.assert_allclose(ours.loc[lab, "area_px"], ref["area"][order])
     np.testing.assert_allclose(ours.loc[lab, "centroid_y_um"], ref["centroid-0"][order])
     np.testing.assert_allclose(ours.loc[lab, "centroid_x_um"], ref["centroid-1"][order])
-    np.testing.assert_allclose(ours.loc[lab, "major_axis_um"], ref["axis_major_length"][order], rtol=1e-9)
-    np.testing.assert_allclose(ours.loc[lab, "minor_axis_um"], ref["axis_minor_length"][order], rtol=1e-6, atol=1e-9)
+    # skimage takes pixel centres as points; ours adds each pixel square's own second moment,
+    # 1/12 in every direction, which moves both eigenvalues by 1/12 and no axis direction.
+    def cells(length):
+        return 4 * np.sqrt((length / 4) ** 2 + 1 / 12)
+
+    np.testing.assert_allclose(ours.loc[lab, "major_axis_um"], cells(ref["axis_major_length"][order]), rtol=1e-9)
+    np.testing.assert_allclose(ours.loc[lab, "minor_axis_um"], cells(ref["axis_minor_length"][order]), rtol=1e-6)
     # skimage: angle of the major axis from the row axis; ours: from +x towards +y.
     ref_deg = (90.0 - np.degrees(ref["orientation"][order]) + 90.0) % 180.0 - 90.0
     diff = (ours.loc[lab, "orientation_deg"].to_numpy() - ref_deg + 90.0) % 180.0 - 90.0
@@ -195,3 +200,15 @@ def test_pixels_joined_only_diagonally_stay_with_their_particle():
         assert ndimage.label(ids == i, structure=np.ones((3, 3)))[1] == 1
     table = measure_particles(ids, pixel_size_um=1.0)
     assert table["feret_max_um"].max() < 30  # no particle spans both groups (60 px apart)
+
+
+def test_thin_particles_have_the_aspect_ratio_of_their_rectangle():
+    # 1 x 1, 1 x 2 and 1 x 4 px: the ellipses of the squares' area have axis ratios 1, 2 and 4.
+    # Taking pixel centres as points (skimage) gave minor axes of 0 and aspect ratios of inf.
+    ids = np.zeros((20, 20), np.int32)
+    ids[5, 5] = 1
+    ids[10, 10:12] = 2
+    ids[15, 4:8] = 3
+    table = measure_particles(ids, pixel_size_um=1.0).set_index("label")
+    np.testing.assert_allclose(table.loc[[1, 2, 3], "aspect_ratio"], [1.0, 2.0, 4.0])
+    assert table.loc[1, "major_axis_um"] == pytest.approx(4 / np.sqrt(12))
