@@ -399,9 +399,13 @@ def _grain_sections(spec: Any) -> list[Section]:
             section.blocks += [Block("h3", text="Each phase on its own area" + _too_few_grains(sizes)), table(sizes)]
         if has_ids:
             require_pixel_size_um(spec[source], what=source)
-            ecd = grain_ecd_um(spec[derived]["grain_id"].values, spec[source])
+            ids = np.asarray(spec[derived]["grain_id"].values)
+            # Grains cut by the map edge show only part of their area: the histogram leaves them out.
+            cut = np.unique(np.concatenate([ids[0, :], ids[-1, :], ids[:, 0], ids[:, -1]]))
+            ecd = grain_ecd_um(np.where(np.isin(ids, cut[cut >= 0]), -1, ids), spec[source])
             section.blocks.append(_figure(figs.histogram_figure(ecd, xlabel="grain ECD (µm)",
-                                                                title=f"EBSD grain size distribution: {source}"),
+                                                                title=f"EBSD grain size distribution (grains inside the "
+                                                                      f"map, {ecd.size}): {source}"),
                                           f"grain size {source}"))
         out.append(section)
     return out
