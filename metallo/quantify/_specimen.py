@@ -150,7 +150,9 @@ def _across_micrographs(spec: Any, maps: Mapping[str, tuple[list[str], np.ndarra
     table = table.rename(columns={"n_fields": "n_micrographs"})
     params = {"confidence": 0.95, "classes": classes, "field": "micrograph", "label_maps": list(used),
               "micrographs": list(used.values()), "left_out": left_out,
-              "weights": "labelled area (µm²)" if areas is not None else "labelled pixels (a pixel size is unknown)"}
+              "weights": "labelled area (µm²)" if areas is not None else "labelled pixels (a pixel size is unknown)",
+              "field_weights": [float(w) for w in (areas if areas is not None
+                                                   else [np.sum(maps[n][1] != 255) for n in used])]}
     return table, params, list(used)
 
 

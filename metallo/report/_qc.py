@@ -108,8 +108,8 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
     Where a segmentation has an ``agreement`` table (:func:`metallo.quantify.label_agreement`
     against an annotation of the same micrograph, e.g. the EBSD-informed labels carried onto it),
     its error there (segmentation minus reference, on the same pixels) is known. The judged mean
-    is corrected by it (for the mean over micrographs: each micrograph by its own error, those
-    without reference labels unchanged; references that rest on a failed check, such as labels
+    is corrected by it (for the mean over micrographs: each micrograph by its own error at its
+    weight in the mean, those without reference labels unchanged; references that rest on a failed check, such as labels
     warped through a failed registration, are not used). Where the corrected fraction and the mean fall on
     different sides of a limit, the verdict rests on the segmentation's error, and the class is
     no pass: its status becomes fail, with the reason.
@@ -129,6 +129,14 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
     """
     errors: dict[str, dict[str, tuple[float, float, str]]] = {}
     checks = quality_checks(spec) if segmentations else {}
+    # Each micrograph's share of the judged mean: its weight in the mean over micrographs, else 1.
+    share = {node: 1.0 for node in segmentations}
+    if len(segmentations) > 1 and names.PHASES_ACROSS_MAPS in spec:
+        raw = spec.describe(names.PHASES_ACROSS_MAPS)["attrs"].get("parameters", "{}")
+        params = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        weights = dict(zip(params.get("label_maps") or [], params.get("field_weights") or [], strict=False))
+        total = sum(float(weights.get(n, 0.0)) for n in segmentations)
+        share = {n: (float(weights.get(n, 0.0)) / total if total > 0 else 1.0 / len(segmentations)) for n in segmentations}
     for node in segmentations:
         agreement_node = names.quantity(node, names.AGREEMENT)
         if agreement_node not in spec:
@@ -140,13 +148,12 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
         table = spec.table(agreement_node)
         for cls, ours, ref in zip(table["class"], table["fraction"], table["reference_fraction"], strict=True):
             errors.setdefault(str(cls), {})[node] = (float(ours), float(ref), reference)
-    n = max(1, len(segmentations))
     out: dict[str, str] = {}
     for cls, record in qc.items():
         if record.get("status") == "missing" or cls not in errors:
             continue
         known = errors[cls]
-        corrected = float(record["mean"]) - sum(ours - ref for ours, ref, _ in known.values()) / n
+        corrected = float(record["mean"]) - sum(share[node] * (ours - ref) for node, (ours, ref, _) in known.items())
         inside = record["min"] <= record["mean"] <= record["max"]
         if inside == (record["min"] <= corrected <= record["max"]):
             continue

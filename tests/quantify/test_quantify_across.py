@@ -313,3 +313,25 @@ def test_reference_labels_that_rest_on_a_failed_check_turn_no_verdict(spec):
     quantify_step(spec, what=["phases"])
     verdict = qc_verdict(spec, {"bainite": [0.4, 0.6]})
     assert "reference_disagrees" not in verdict["qc"]["bainite"] and verdict["qc_passed"] is True
+
+
+@pytest.mark.parametrize("lom2_pixel_um, limits, fails", [
+    (0.5, [0.42, 0.6], True),  # lom1's error (-0.2 on the same pixels) at half the weight: 0.5 -> 0.4
+    (0.5, [0.35, 0.6], False),
+    (1.0, [0.42, 0.6], False),  # lom2 shows four times lom1's area: 0.5 -> 0.46
+])
+def test_the_specimen_mean_is_corrected_by_each_micrographs_error_at_its_weight(spec, lom2_pixel_um, limits, fails):
+    spec.add(names.segmentation("lom1"), _labels(_stripes()), step=names.segment_step("checkpoint"),
+             inputs=[names.micrograph("lom1")])
+    spec.add(names.segmentation("lom2"), _labels(_stripes(), pixel_size_um=lom2_pixel_um),
+             step=names.segment_step("checkpoint"), inputs=[names.micrograph("lom2")])
+    reference = np.full((60, 80), 255, np.uint8)
+    reference[:, :40] = 0
+    reference[:, :12] = 1  # 30 % where lom1's segmentation has 50 %
+    spec.add(names.annotation("ebsd_on_lom1"), _labels(reference), step="annotate.to_micrograph",
+             inputs=[names.micrograph("lom1")])
+    quantify_step(spec, what=["phases"])
+    verdict = qc_verdict(spec, {"bainite": limits})
+    assert verdict["qc_source"] == names.PHASES_ACROSS_MAPS
+    assert verdict["qc"]["bainite"]["mean"] == pytest.approx(0.5, abs=0.01)
+    assert ("reference_disagrees" in verdict["qc"]["bainite"]) is fails and verdict["qc_passed"] is (not fails)
