@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from metallo import names
 from metallo._xarray import pixel_size_um
 from metallo.annotate._cleanup import clean_labels, ignore_band
 from metallo.annotate._labels import as_annotation
@@ -80,6 +81,15 @@ def from_ebsd(
     ctx = _Context(ebsd, grains, derived, {"grains": rules.grains, "kam": rules.kam})
     table = quantity_table(ctx, rules.used_quantities())
     grain_class, thresholds = classify_grains(table, rules, phases=phases_of(ebsd))
+    # A data-driven threshold that splits off a few grains makes class fractions of individual
+    # grains: the annotation says so in its quality record (QC of fractions resting on it fails).
+    unsupported = [f"{q}: {t['reason']}" for q, t in thresholds.items() if t.get("supported") is False]
+    quality: dict[str, Any] | None = None
+    if any(t.get("method") in ("otsu", "gmm") for t in thresholds.values()):
+        quality = {names.PASSED: not unsupported, "failure_reasons": unsupported}
+    for reason in unsupported:
+        warnings.warn(f"annotation of {ebsd.attrs.get('source', 'the EBSD map')}: data-driven threshold of {reason}",
+                      UserWarning, stacklevel=2)
     ids = ctx.ids
     lut = np.full(max(ctx.n, 1), ignore_index, dtype=np.uint8)
     lut[table.index.to_numpy()] = np.where(grain_class < 0, ignore_index, grain_class).astype(np.uint8)
@@ -117,6 +127,7 @@ def from_ebsd(
             "pixel_size_um": step,
             "n_grains": int(len(table)),
             "source": str(ebsd.attrs.get("source", "")),
+            **({names.QUALITY: json.dumps(quality)} if quality is not None else {}),
         },
     )
 

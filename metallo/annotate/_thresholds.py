@@ -8,7 +8,11 @@ import numpy as np
 
 from metallo.errors import ConfigError, UnknownNameError
 
-__all__ = ["select_threshold"]
+__all__ = ["MIN_GRAINS_PER_SIDE", "select_threshold"]
+
+#: Fewest values (grains) on either side of a data-driven threshold for the split to stand for
+#: two populations: a class of fewer grains has its fraction from individual grains.
+MIN_GRAINS_PER_SIDE = 5
 
 
 def select_threshold(
@@ -39,8 +43,10 @@ def select_threshold(
     Returns
     -------
     dict
-        ``value`` (the threshold), ``method``, ``n`` (values used) and, for ``gmm``,
-        ``means``, ``sigmas``, ``weights`` of the two components.
+        ``value`` (the threshold), ``method``, ``n`` (values used), ``n_below`` / ``n_above``
+        (values on each side), ``supported`` (at least ``MIN_GRAINS_PER_SIDE`` on each side;
+        else ``reason`` says why not) and, for ``gmm``, ``means``, ``sigmas``, ``weights`` of the
+        two components.
 
     Examples
     --------
@@ -59,10 +65,21 @@ def select_threshold(
         raise ConfigError(f"a data-driven threshold ({method}) needs at least two distinct values; got {values.size}")
     method = str(method).lower()
     if method == "otsu":
-        return {"value": _otsu(values, w, nbins), "method": "otsu", "n": int(values.size)}
-    if method == "gmm":
-        return {**_gmm_threshold(values, w, max_iter), "method": "gmm", "n": int(values.size)}
-    raise UnknownNameError(f"unknown threshold method {method!r}; valid names: gmm, otsu")
+        out: dict[str, Any] = {"value": _otsu(values, w, nbins), "method": "otsu", "n": int(values.size)}
+    elif method == "gmm":
+        out = {**_gmm_threshold(values, w, max_iter), "method": "gmm", "n": int(values.size)}
+    else:
+        raise UnknownNameError(f"unknown threshold method {method!r}; valid names: gmm, otsu")
+    # Otsu and a mixture fit cut any distribution in two, one population or two. Where one side
+    # holds a handful of grains the cut follows individual grains, not a second population.
+    below, above = int((values <= out["value"]).sum()), int((values > out["value"]).sum())
+    out.update(n_below=below, n_above=above, supported=min(below, above) >= MIN_GRAINS_PER_SIDE)
+    if not out["supported"]:
+        side = "above" if above < below else "below"
+        out["reason"] = (f"the {method} cut at {out['value']:.3g} leaves {min(below, above)} of {values.size} "
+                         f"values {side} it (fewer than {MIN_GRAINS_PER_SIDE}): it splits off individual grains, "
+                         "not a second population")
+    return out
 
 
 def _otsu(values: np.ndarray, w: np.ndarray, nbins: int) -> float:

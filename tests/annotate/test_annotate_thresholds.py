@@ -49,3 +49,55 @@ def test_bad_input():
         select_threshold(np.ones(5))
     with pytest.raises(UnknownNameError, match="gmm, otsu"):
         select_threshold(np.arange(5.0), method="kmeans")
+
+
+def test_a_cut_that_splits_off_a_few_grains_is_not_supported():
+    # 60 grains of one population and one large outlier (weighted by area, as the rules weigh):
+    # Otsu cuts the outlier off, a class of one grain.
+    rng = np.random.default_rng(3)
+    values = np.r_[rng.normal(0.5, 0.15, 60), 3.0]
+    weights = np.r_[np.full(60, 100.0), 900.0]
+    result = select_threshold(values, method="otsu", weights=weights)
+    assert result["n_above"] == 1 and result["n_below"] == 60 and result["supported"] is False
+    assert "leaves 1 of 61 values above it" in result["reason"]
+    two = select_threshold(np.r_[rng.normal(0.5, 0.15, 60), rng.normal(3.0, 0.3, 20)], method="otsu")
+    assert two["supported"] is True and two["n_above"] == 20 and "reason" not in two
+
+
+@pytest.mark.shared_data
+def test_a_data_driven_gos_cut_on_a_real_map_without_bainite_fails_its_check(shared_file, tmp_path):
+    """The shared duplex steel (annealed ferrite + austenite) has no bainite. With ``thresholds:
+    {gos: otsu}`` the cut (1.45 deg) leaves one grain above it (GOS 3.0 deg, 885 points), which
+    made 7.6 % "lath bainite" without a word; the annotation now fails its check and says why, and
+    fractions resting on it are no QC pass."""
+    import json
+    import warnings
+
+    from metallo import names
+    from metallo.annotate import from_ebsd
+    from metallo.ebsd import clean
+    from metallo.io import read_ebsd
+    from metallo.quantify import quantify_step
+    from metallo.report import qc_verdict
+    from metallo.specimen import Specimen
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ebsd = clean(read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
+    rules = {"classes": ["polygonal_ferrite", "lath_bainite"], "default": "polygonal_ferrite",
+             "rules": {"lath_bainite": {"gos": {"gt": 2.0}}}, "thresholds": {"gos": "otsu"}}
+    with pytest.warns(UserWarning, match="splits off individual grains"):
+        labels = from_ebsd(ebsd, rules=rules)
+    gos = json.loads(labels.attrs["thresholds"])["gos"]
+    assert gos["n_above"] == 1 and gos["value"] == pytest.approx(1.45, abs=0.01)
+    assert ((labels.values == 1).sum() / (labels.values != 255).sum()) == pytest.approx(0.076, abs=0.002)
+    quality = json.loads(labels.attrs[names.QUALITY])
+    assert quality[names.PASSED] is False and "gos: the otsu cut" in quality["failure_reasons"][0]
+    spec = Specimen.create(tmp_path / "d.h5", specimen_id="d")
+    spec.add(names.annotation("bainite"), labels, step=names.STEP_ANNOTATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantify_step(spec, what=["phases"])
+    verdict = qc_verdict(spec, {"lath_bainite": [0.0, 0.2]})
+    assert verdict["qc"]["lath_bainite"]["status"] == "pass"  # 7.6 % lies inside the limits...
+    assert verdict["qc_rests_on_failed"] == [names.annotation("bainite")] and verdict["qc_passed"] is False
