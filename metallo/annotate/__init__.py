@@ -20,9 +20,10 @@ from metallo.annotate._rules import (
     presets,
     quantity_names,
 )
-from metallo.annotate._thresholds import select_threshold
+from metallo.annotate._thresholds import MIN_GRAINS_PER_SIDE, select_threshold
 
 __all__ = [
+    "MIN_GRAINS_PER_SIDE",
     "annotate_step",
     "annotation_name",
     "AnnotationRules",
