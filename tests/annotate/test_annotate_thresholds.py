@@ -66,7 +66,7 @@ def test_a_cut_that_splits_off_a_few_grains_is_not_supported():
 
 @pytest.mark.shared_data
 def test_a_data_driven_gos_cut_on_a_real_map_without_bainite_fails_its_check(shared_file, tmp_path):
-    """The shared duplex steel (annealed ferrite + austenite) has no bainite. With ``thresholds:
+    """The shared duplex stainless steel (ferrite + austenite) has no bainite. With ``thresholds:
     {gos: otsu}`` the cut (1.45 deg) leaves one grain above it (GOS 3.0 deg, 885 points), which
     made 7.6 % "lath bainite" without a word; the annotation now fails its check and says why, and
     fractions resting on it are no QC pass."""
