@@ -63,12 +63,10 @@ def pick_micrograph(spec: Any, wanted: str | None = None) -> str:
 
 
 def _config(spec: Any, node: str) -> dict[str, Any]:
-    ds = spec[node]
-    raw: Any = "{}"
-    for attrs in ([ds[names.LABELS].attrs] if names.LABELS in getattr(ds, "data_vars", {}) else []) + [ds.attrs]:
-        if attrs.get("config"):
-            raw = attrs["config"]
-            break
+    """The ``config`` attribute (JSON) of a node or of its labels, read from the node metadata."""
+    meta = spec.describe(node)
+    label_attrs = (meta.get("variables", {}).get(names.LABELS) or {}).get("attrs", {})
+    raw = meta["attrs"].get("config") or label_attrs.get("config") or "{}"
     try:
         value = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:

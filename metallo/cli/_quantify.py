@@ -6,7 +6,6 @@ recipe's ``quantify`` step runs: the tables land under the same ``quantities/...
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +49,12 @@ def register(app: typer.Typer) -> None:
         from metallo._atomic import atomic_path, atomic_write_text
         from metallo._figure import save_figure
         from metallo.errors import ConfigError
-        from metallo.report import failed_upstream, histogram_figure, quality_checks
+        from metallo.report import (
+            across_parameters,
+            failed_upstream,
+            histogram_figure,
+            quality_checks,
+        )
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
@@ -93,7 +97,7 @@ def register(app: typer.Typer) -> None:
                             folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
             if node == names.PHASES_ACROSS_MAPS:
-                params = json.loads(spec.describe(node)["attrs"].get("parameters", "{}"))
+                params = across_parameters(spec)
                 typer.echo(f"  the specimen: one field per micrograph ({', '.join(map(names.leaf, params.get('micrographs', [])))})"
                            + "".join(f"; left out {n}: {why}" for n, why in (params.get("left_out") or {}).items()))
             if names.leaf(node).endswith(names.PHASE_FRACTIONS) or node == names.PHASES_ACROSS_MAPS:

@@ -88,10 +88,13 @@ def _reference_of(spec: Any, node: str, classes: list[str]) -> str | None:
     mic = micrograph_of(spec, node)
     if mic is None:
         return None
-    shape = spec[node][names.LABELS].shape
+    shape = list(spec.describe(node)["variables"][names.LABELS]["shape"])
     for ann in names.members(spec.nodes(), names.ANNOTATIONS):
-        ds = spec[ann]
-        if ds[names.LABELS].shape == shape and micrograph_of(spec, ann) == mic and set(_classes(ds)) & set(classes):
+        meta = spec.describe(ann)  # metadata only: no annotation is read that is not used
+        labels = meta["variables"].get(names.LABELS) or {}
+        raw = meta["attrs"].get("classes", (labels.get("attrs") or {}).get("classes", "[]"))
+        ann_classes = json.loads(raw) if isinstance(raw, str) else list(raw)
+        if list(labels.get("shape") or []) == shape and set(ann_classes) & set(classes) and micrograph_of(spec, ann) == mic:
             return ann
     return None
 

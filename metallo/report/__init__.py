@@ -7,6 +7,7 @@ specimen was made: by a recipe (``metallo analyze``) or command by command (``me
 from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
 from metallo.report._qc import (
+    across_parameters,
     failed_upstream,
     measured_fractions,
     qc_passed,
@@ -18,6 +19,7 @@ from metallo.report._sections import Section, report_sections
 
 __all__ = [
     "Section",
+    "across_parameters",
     "failed_upstream",
     "histogram_figure",
     "measured_fractions",

@@ -9,8 +9,8 @@ from typing import Any
 from metallo import names
 from metallo._step import failed_upstream, quality_checks
 
-__all__ = ["across_label_maps", "fractions_node", "measured_fractions", "qc_status", "quality_checks",
-           "reference_disagreements"]
+__all__ = ["across_label_maps", "across_parameters", "fractions_node", "judged_qc", "measured_fractions",
+           "qc_status", "quality_checks", "reference_disagreements"]
 
 
 def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,19 +90,38 @@ def fractions_node(measured: str) -> str:
     return measured if measured == names.PHASES_ACROSS_MAPS else names.quantity(measured, names.PHASE_FRACTIONS)
 
 
-def across_label_maps(spec: Any) -> list[str]:
-    """The label maps whose micrographs are the fields of ``names.PHASES_ACROSS_MAPS`` (empty without it)."""
+def across_parameters(spec: Any) -> dict[str, Any]:
+    """The parameters of ``names.PHASES_ACROSS_MAPS`` (label maps, micrographs, maps left out,
+    field weights), read from the node metadata; empty without the node."""
     if names.PHASES_ACROSS_MAPS not in spec:
-        return []
+        return {}
     raw = spec.describe(names.PHASES_ACROSS_MAPS)["attrs"].get("parameters", "{}")
     try:
         params = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
-        return []
-    return [str(n) for n in (params.get("label_maps") or [])] if isinstance(params, Mapping) else []
+        return {}
+    return dict(params) if isinstance(params, Mapping) else {}
 
 
-def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping[str, Any]) -> dict[str, str]:
+def across_label_maps(spec: Any) -> list[str]:
+    """The label maps whose micrographs are the fields of ``names.PHASES_ACROSS_MAPS`` (empty without it)."""
+    return [str(n) for n in (across_parameters(spec).get("label_maps") or [])]
+
+
+def judged_qc(spec: Any, table: Any, limits: Mapping[str, Any], segmentations: Sequence[str],
+              checks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """:func:`qc_status` of a phase-fraction table, with the classes whose verdict the reference
+    labels of its segmentations turn marked fail (:func:`reference_disagreements`). The one rule
+    that ``qc_verdict`` and the report both apply."""
+    qc = qc_status(table, limits)
+    segs = names.members(segmentations, names.SEGMENTATIONS)
+    for cls, why in reference_disagreements(spec, segs, qc, checks=checks).items():
+        qc[cls].update(status="fail", reference_disagrees=why)
+    return qc
+
+
+def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping[str, Any],
+                            checks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
     """Limited classes whose verdict the reference labels of the same pixels would turn.
 
     Where a segmentation has an ``agreement`` table (:func:`metallo.quantify.label_agreement`
@@ -121,6 +140,8 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
         The segmentations behind the judged fractions (one, or those of the mean over micrographs).
     qc : mapping
         :func:`qc_status` of the judged fractions.
+    checks : mapping, optional
+        :func:`quality_checks` of ``spec``, when already computed.
 
     Returns
     -------
@@ -128,12 +149,12 @@ def reference_disagreements(spec: Any, segmentations: Sequence[str], qc: Mapping
         ``{class: reason}``.
     """
     errors: dict[str, dict[str, tuple[float, float, str]]] = {}
-    checks = quality_checks(spec) if segmentations else {}
+    if checks is None:
+        checks = quality_checks(spec) if segmentations else {}
     # Each micrograph's share of the judged mean: its weight in the mean over micrographs, else 1.
     share = {node: 1.0 for node in segmentations}
-    if len(segmentations) > 1 and names.PHASES_ACROSS_MAPS in spec:
-        raw = spec.describe(names.PHASES_ACROSS_MAPS)["attrs"].get("parameters", "{}")
-        params = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    if len(segmentations) > 1:
+        params = across_parameters(spec)
         weights = dict(zip(params.get("label_maps") or [], params.get("field_weights") or [], strict=False))
         total = sum(float(weights.get(n, 0.0)) for n in segmentations)
         share = {n: (float(weights.get(n, 0.0)) / total if total > 0 else 1.0 / len(segmentations)) for n in segmentations}
@@ -196,12 +217,11 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     False
     """
     measured = measured_fractions(spec)
-    qc = qc_status(measured[1], limits) if measured is not None else {}
+    checks = quality_checks(spec)
+    qc: dict[str, Any] = {}
     if measured is not None:
         segmentations = across_label_maps(spec) if measured[0] == names.PHASES_ACROSS_MAPS else [measured[0]]
-        for cls, why in reference_disagreements(spec, names.members(segmentations, names.SEGMENTATIONS), qc).items():
-            qc[cls].update(status="fail", reference_disagrees=why)
-    checks = quality_checks(spec)
+        qc = judged_qc(spec, measured[1], limits, segmentations, checks=checks)
     rests_on = list(failed_upstream(spec, fractions_node(measured[0]), checks)) if measured is not None else []
     return {"qc": qc, "qc_source": measured[0] if measured is not None else None, "checks": checks,
             "qc_rests_on_failed": rests_on,

@@ -23,11 +23,11 @@ from metallo.errors import FormatError
 from metallo.report import _figures as figs
 from metallo.report._qc import (
     across_label_maps,
+    across_parameters,
     failed_upstream,
+    judged_qc,
     measured_fractions,
-    qc_status,
     quality_checks,
-    reference_disagreements,
 )
 
 __all__ = ["Block", "Cell", "Section", "report_sections"]
@@ -180,9 +180,7 @@ def _qc_blocks(spec: Any, quantity: str, frame: pd.DataFrame, limits: Mapping[st
     """The QC badge and table of one phase-fraction table, FAIL where it rests on a failed node or
     where reference labels of the same pixels contradict the segmentations it comes from."""
     blocks: list[Block] = []
-    qc = qc_status(frame, limits)
-    for cls, why in reference_disagreements(spec, names.members(segmentations, names.SEGMENTATIONS), qc).items():
-        qc[cls].update(status="fail", reference_disagrees=why)
+    qc = judged_qc(spec, frame, limits, segmentations, checks=checks)
     # Fractions that rest on a failed step are no QC figure, whatever the limits say.
     upstream = failed_upstream(spec, quantity, checks)
     if qc:
@@ -235,7 +233,7 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
         out.append(section)
     if names.PHASES_ACROSS_MAPS in spec:
         frame = spec.table(names.PHASES_ACROSS_MAPS)
-        params = _producer(spec, names.PHASES_ACROSS_MAPS).get("parameters") or {}
+        params = across_parameters(spec)
         section = Section("phases:across", f"Phase fractions of the specimen — mean over {len(across)} micrographs")
         judged = measured_fractions(spec)
         section.blocks += _qc_blocks(spec, names.PHASES_ACROSS_MAPS, frame, limits, checks,
