@@ -18,7 +18,6 @@ import numpy as np
 
 import metallo as mt
 from metallo import names
-from metallo._xarray import image_dataarray
 
 
 def main() -> None:
@@ -50,13 +49,16 @@ def main() -> None:
     grains = mt.ebsd.grains(cleaned, tolerance_deg=5.0)
     print(f"{len(grains.table)} grains, mean ECD {grains.table['ecd_um'].mean():.2f} µm")
 
-    # 3. Correlate: register the EBSD image quality map onto the micrograph (SIFT + B-spline).
-    iq = image_dataarray(cleaned["iq"].values, pixel_size_um=float(cleaned.attrs["step_um"]))
-    reg = mt.correlate.register(lom, iq, method="sift+bspline")
-    print("registration quality:", {k: v for k, v in reg.quality.items() if isinstance(v, (int, float))})
+    # 3. Correlate: register the EBSD map onto the micrograph (method "auto": automatic control
+    #    points through a thin-plate spline, judged by evidence it was not fitted to; the IQ map
+    #    first, the grain boundaries where that fails). A failed registration says so.
+    reg = mt.correlate.register_ebsd(lom, cleaned)
+    if reg.quality["failed"]:
+        raise SystemExit(f"registration failed: {reg.quality['failure_reasons']}")
+    print("registration quality:", {k: v for k, v in reg.quality.items() if isinstance(v, (int, float, str))})
     reg_ds = reg.to_dataset()
     reg_ds.attrs.update(fixed=names.micrograph("lom"), moving=names.EBSD_CLEAN)
-    spec.add(names.registration("lom"), reg_ds, step=names.STEP_REGISTER, parameters={"method": "sift+bspline"},
+    spec.add(names.registration("lom"), reg_ds, step=names.STEP_REGISTER, parameters={"method": "auto", "representation": reg.quality["representation"]},
              inputs=[names.micrograph("lom"), names.EBSD_CLEAN])
 
     # 4. Annotate: EBSD-informed lath-bainite / polygonal-ferrite mask, carried onto the LOM.

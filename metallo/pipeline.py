@@ -328,7 +328,7 @@ def demo_recipe(out_dir: str | Path = "metallo-demo", *, seed: int = 0) -> Recip
         "steps": {
             "clean_ebsd": {"min_ci": 0.1, "tolerance_deg": 5.0},
             "ebsd_derive": {"tolerance_deg": 5.0},
-            "register": {"micrograph": "lom", "method": "sift+bspline"},
+            "register": {"micrograph": "lom"},
             "annotate": {"rules": "lath_bainite", "micrograph": "lom"},
             "segment": {
                 "micrograph": "lom",
