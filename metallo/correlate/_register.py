@@ -1649,8 +1649,14 @@ def _gate(
     s_final = _structure_score_fine(fixed, moving, steps)
     c_start = _structure_score(fixed, moving, start)[0]
     c_final = _structure_score(fixed, moving, steps)[0]
-    quality["structure_ncc_start"] = s_start
-    quality["structure_ncc_coarse_start"] = c_start
+    # Each score beside the start's at the same scale: ``structure_ncc`` (coarse, set by the
+    # caller for the returned transform) against ``structure_ncc_start``; the matching-scale
+    # score the gate judges as ``structure_ncc_fine`` against ``structure_ncc_fine_start``.
+    # (The start's fine score had been recorded as ``structure_ncc_start`` beside the final
+    # coarse one: the synthetic LOM pair read 0.80 -> 0.70, a drop, for a spline that raised both.)
+    quality["structure_ncc_start"] = c_start
+    quality["structure_ncc_fine_start"] = s_start
+    quality["structure_ncc_fine"] = s_final
     reason = ""
     if s_final < s_start - _GATE_NCC_DROP:
         reason = f"the structure images agree less after the spline (NCC {s_start:.3f} -> {s_final:.3f})"
@@ -1668,6 +1674,7 @@ def _gate(
                 reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
     if reason:
         quality["gate"] = "rejected: " + reason
+        quality["structure_ncc_fine"] = s_start
         warnings.warn(f"automatic control points rejected, keeping the start (affine, or the spline through given landmarks): {reason}", stacklevel=3)
         return start
     quality["gate"] = "kept"

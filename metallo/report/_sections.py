@@ -409,15 +409,73 @@ def _grain_sections(spec: Any) -> list[Section]:
     return out
 
 
+def _stat(record: Mapping[str, Any], key: str, sub: str = "median") -> float | None:
+    """``record[key][sub]`` (or ``record[key]`` when it is a number), None when absent."""
+    value = record.get(key)
+    if isinstance(value, Mapping):
+        value = value.get(sub)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray | None = None) -> pd.DataFrame:
+    """The evidence a registration was judged by, each figure beside the affine start's.
+
+    Rows only for what the record holds (``method="auto"`` records all of them; the other methods
+    few). Columns: ``figure``, ``start`` (the affine start), ``result`` and ``reads`` (which way
+    is better, or what it is).
+
+    Examples
+    --------
+    >>> q = {"structure_ncc_start": 0.66, "structure_ncc": 0.70, "inverse_consistency_px": {"median": 0.04}}
+    >>> registration_key_figures(q)["figure"].tolist()
+    ['structure agreement, coarse (NCC)', 'forward -> reverse -> forward round trip (median px)']
+    """
+    def part(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = record.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    cp = part(quality, "control_points")
+    weights = part(part(quality, "both_ways"), "weights")
+    rows: list[tuple[str, float | None, float | None, str]] = [
+        ("structure agreement, coarse (NCC)", _stat(quality, "structure_ncc_start"), _stat(quality, "structure_ncc"), "higher is better"),
+        ("structure agreement, matching scale (NCC)", _stat(quality, "structure_ncc_fine_start"), _stat(quality, "structure_ncc_fine"),
+         "higher is better"),
+        ("section outlines apart (median px)", _stat(quality, "outline_px_start"), _stat(quality, "outline_px"), "lower is better"),
+        ("section outlines apart (p95 px)", _stat(quality, "outline_px_start", "p95"), _stat(quality, "outline_px", "p95"), "lower is better"),
+        ("control points kept", None, _stat(cp, "inliers"), f"of {int(cp['candidates'])} matched" if "candidates" in cp else ""),
+        ("control points, held-out error (median px)", None, _stat(cp, "held_out_px"), "each point predicted without its tile"),
+        ("forward -> reverse -> forward round trip (median px)", None, _stat(quality, "inverse_consistency_px"), "lower is better"),
+        ("share of the overlap where both directions agree", None, _stat(weights, "agreed"), "failed below 0.665 with a round trip > 2.75 px"),
+        ("overlap (share of the fixed field)", None, _stat(quality, "overlap_fraction"), ""),
+    ]
+    if residual_um is not None and np.isfinite(residual_um).any():
+        rows.append(("expected error, residual map (median µm)", None, float(np.nanmedian(residual_um)), "see the map below"))
+    frame = pd.DataFrame([r for r in rows if r[1] is not None or r[2] is not None], columns=["figure", "start", "result", "reads"])
+    return frame
+
+
 def _registration_sections(spec: Any) -> list[Section]:
     out = []
     for node in names.members(spec.nodes(), names.REGISTRATION):
         ds = spec[node]
         quality = _json_attr(ds.attrs, names.QUALITY)
-        section = Section(f"registration:{node}", f"Registration — {names.leaf(node)}",
-                          _quality_blocks(quality, "Registration quality", fixed=ds.attrs.get("fixed", ""),
-                                          moving=ds.attrs.get("moving", ""),
-                                          transform=ds.attrs.get("transform_type", "")))
+        blocks = _quality_blocks(quality, "Registration quality", fixed=ds.attrs.get("fixed", ""),
+                                 moving=ds.attrs.get("moving", ""), transform=ds.attrs.get("transform_type", ""))
+        if names.PASSED not in quality:
+            method = quality.get("method", "this method")
+            blocks.insert(1, _p(f"Method {method!r} does not judge its own result: nothing here says whether the warp "
+                                "can be trusted. method='auto' (the default) is judged by evidence it was not fitted to."))
+        else:
+            reasons = quality.get("failure_reasons") or []
+            if reasons:
+                blocks.insert(1, _p("Why it failed: " + "; ".join(map(str, reasons))))
+            residual = np.asarray(ds[names.RESIDUAL].values, dtype=np.float64) if names.RESIDUAL in ds else None
+            key = registration_key_figures(quality, residual)
+            if len(key):
+                # The evidence first, beside the start's; the whole record after it.
+                blocks.insert(len(blocks) - 1, table(key))
+                blocks.insert(len(blocks) - 1, _p("Full quality record:"))
+        section = Section(f"registration:{node}", f"Registration — {names.leaf(node)}", blocks)
         if names.RESIDUAL in ds:
             res = ds[names.RESIDUAL]
             section.blocks.append(_figure(figs.scalar_overlay_figure(None, np.asarray(res.values, dtype=np.float64),

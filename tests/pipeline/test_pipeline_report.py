@@ -70,7 +70,9 @@ def test_sections_appear_for_the_nodes_that_exist(specimen_path):
     seg = names.segmentation("lom")
     parent = names.parent(names.EBSD_MAP)
     reg = sections[f"registration:{names.registration('lom')}"]
-    assert [b.badge_text for b in reg.blocks if b.kind == "p"] == ["FAIL"]
+    assert [(b.badge_text, b.text) for b in reg.blocks if b.kind == "p"] == [("FAIL", "Registration quality:"), ("", "Full quality record:")]
+    key = reg.tables()[0]
+    assert key["figure"].tolist() == ["expected error, residual map (median µm)"] and key["result"].tolist() == [pytest.approx(0.4)]
     assert sum(b.kind == "figure" for b in reg.blocks) == 2  # residual map + overlay
     # Within the limits, but the segmentation failed its own check: the fractions are no pass.
     phases = sections[f"phases:{seg}"]
@@ -212,3 +214,47 @@ def test_residual_map_cells_without_evidence_are_named_not_blank():
     legend = fig.axes[0].get_legend()
     assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["not verified (25%)"]
     assert scalar_overlay_figure(None, values, title="t", label="µm").axes[0].get_legend() is None
+
+
+def _registration_spec(tmp_path, quality):
+    spec = Specimen.create(tmp_path / "R.h5", specimen_id="R")
+    synth.add_synthetic_specimen(spec, 3, ebsd_shape=(40, 40))
+    lom, ebsd = spec[names.micrograph("lom")][names.IMAGE], spec[names.EBSD_MAP]
+    reg = Registration([], fixed_grid=Grid.of(lom), moving_grid=Grid.of(map_image(ebsd)), method="identity", quality=quality)
+    ds = reg.to_dataset()
+    ds.attrs.update(fixed=names.micrograph("lom"), moving=names.EBSD_MAP)
+    spec.add(names.registration("lom"), ds, step=names.STEP_REGISTER, inputs=[names.micrograph("lom"), names.EBSD_MAP])
+    return spec
+
+
+def test_registration_section_puts_the_evidence_beside_the_start_and_says_why_it_failed(tmp_path):
+    # A failed automatic registration (the record of Slice8_TFS, abridged): the reason was in the
+    # record but not in the report (lists were left out of the table), and the start's fine-scale
+    # structure score stood beside the result's coarse one.
+    quality = {
+        "method": "auto", names.PASSED: False, "failed": True,
+        "failure_reasons": ["forward and inverse registrations disagree on 47% of the overlap"],
+        "structure_ncc_start": 0.45, "structure_ncc": 0.48, "structure_ncc_fine_start": 0.35, "structure_ncc_fine": 0.47,
+        "outline_px_start": {"median": 3.6, "p95": 14.5}, "outline_px": {"median": 2.0, "p95": 18.4},
+        "control_points": {"candidates": 550, "inliers": 327, "held_out_px": {"median": 4.1}},
+        "inverse_consistency_px": {"median": 8.19}, "both_ways": {"weights": {"agreed": 0.53}},
+    }
+    spec = _registration_spec(tmp_path, quality)
+    (section,) = [s for s in report_sections(spec) if s.key.startswith("registration:")]
+    texts = [b.text for b in section.blocks if b.kind == "p"]
+    assert texts[1] == "Why it failed: forward and inverse registrations disagree on 47% of the overlap"
+    key = section.tables()[0].set_index("figure")
+    assert key.loc["structure agreement, coarse (NCC)", ["start", "result"]].tolist() == [0.45, 0.48]
+    assert key.loc["structure agreement, matching scale (NCC)", ["start", "result"]].tolist() == [0.35, 0.47]
+    assert key.loc["section outlines apart (p95 px)", ["start", "result"]].tolist() == [14.5, 18.4]
+    assert key.loc["control points kept", "result"] == 327 and key.loc["control points kept", "reads"] == "of 550 matched"
+    assert key.loc["share of the overlap where both directions agree", "result"] == 0.53
+
+
+def test_registration_section_says_when_a_method_does_not_judge_itself(tmp_path):
+    spec = _registration_spec(tmp_path, {"method": "sift+bspline", "mi_before": 1.0, "mi_after": 1.1})
+    (section,) = [s for s in report_sections(spec) if s.key.startswith("registration:")]
+    paragraphs = [b for b in section.blocks if b.kind == "p"]
+    assert paragraphs[0].badge_text == "NOT ASSESSED"
+    assert paragraphs[1].text.startswith("Method 'sift+bspline' does not judge its own result")
+    assert len(section.tables()) == 1  # the record alone: no evidence to put beside a start
