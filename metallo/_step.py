@@ -183,9 +183,20 @@ def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
         except (TypeError, ValueError):
             continue
         if isinstance(record, dict) and names.PASSED in record:
-            reasons = record.get("failure_reasons") or record.get("reasons") or record.get("warnings") or []
-            out[node] = {"passed": bool(record[names.PASSED]), "reasons": [str(r) for r in reasons]}
+            out[node] = {"passed": bool(record[names.PASSED]), "reasons": check_reasons(record)}
     return out
+
+
+def check_reasons(record: Mapping[str, Any]) -> list[str]:
+    """The reasons a quality record gives for its verdict (``failure_reasons``, ``reasons`` or ``warnings``).
+
+    Examples
+    --------
+    >>> check_reasons({"passed": False, "failure_reasons": ["too few points"]})
+    ['too few points']
+    """
+    reasons = record.get("failure_reasons") or record.get("reasons") or record.get("warnings") or []
+    return [str(r) for r in reasons] if isinstance(reasons, (list, tuple)) else [str(reasons)]
 
 
 def failed_upstream(spec: Any, node: str, checks: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, list[str]]:

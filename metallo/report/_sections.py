@@ -17,7 +17,7 @@ import pandas as pd
 
 from metallo import names
 from metallo._ebsd_dataset import grain_ecd_um
-from metallo._step import micrograph_of
+from metallo._step import check_reasons, micrograph_of
 from metallo._xarray import require_pixel_size_um
 from metallo.errors import FormatError
 from metallo.report import _figures as figs
@@ -116,7 +116,13 @@ def _quality_blocks(quality: Mapping[str, Any], what: str, **extra: Any) -> list
     record = {**extra, **_flat(quality)}
     for key in (names.PASSED, "seconds"):
         record.pop(key, None)
-    return [_p(f"{what}:", badge=badge, badge_text=text), table(pd.DataFrame([record]))]
+    blocks = [_p(f"{what}:", badge=badge, badge_text=text)]
+    # The reasons are a list, which the one-row table leaves out: a FAIL badge without them
+    # sent the reader to the Specimen file.
+    reasons = check_reasons(quality) if names.PASSED in quality else []
+    if reasons:
+        blocks.append(_p(("Why it failed: " if not quality[names.PASSED] else "Notes: ") + "; ".join(reasons)))
+    return [*blocks, table(pd.DataFrame([record]))]
 
 
 def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -466,9 +472,6 @@ def _registration_sections(spec: Any) -> list[Section]:
             blocks.insert(1, _p(f"Method {method!r} does not judge its own result: nothing here says whether the warp "
                                 "can be trusted. method='auto' (the default) is judged by evidence it was not fitted to."))
         else:
-            reasons = quality.get("failure_reasons") or []
-            if reasons:
-                blocks.insert(1, _p("Why it failed: " + "; ".join(map(str, reasons))))
             residual = np.asarray(ds[names.RESIDUAL].values, dtype=np.float64) if names.RESIDUAL in ds else None
             key = registration_key_figures(quality, residual)
             if len(key):
