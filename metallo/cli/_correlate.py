@@ -104,10 +104,35 @@ def register(app: typer.Typer) -> None:
 
             write_corrected_ang(reg, ebsd, corrected_ang)
             typer.echo(f"wrote corrected EBSD map {corrected_ang}")
-        typer.echo(json.dumps(json_ready({k: reg.quality[k] for k in ("representation", "initial", "inliers", "mi_before", "mi_after", "tre_px", "failed", "failure_reasons") if k in reg.quality})))
+        typer.echo(json.dumps(json_ready(_summary(reg.quality))))
         typer.echo(f"wrote {out}/{', '.join(written)}")
         if reg.quality.get("failed"):
             typer.echo("FAILED: " + ("; ".join(map(str, reg.quality.get("failure_reasons") or []))
                                      or "the registration failed its quality check"), err=True)
             if strict:
                 raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _summary(quality: dict[str, Any]) -> dict[str, Any]:
+    """The figures the verdict rests on, for the one-line summary (quality.json has them all).
+
+    Mutual information is left out: the optimised metric is no evidence (issue 14: MI rose while
+    the warp dragged an edge 26 px off). Where method "auto" ran: its control points, their
+    held-out error, the two directions' round trip and the structure agreement beside the start's.
+    """
+    q = quality
+    cp = q.get("control_points") if isinstance(q.get("control_points"), dict) else {}
+    out: dict[str, Any] = {k: q[k] for k in ("method", "representation", "initial") if k in q}
+    if cp:
+        out["control_points"] = cp.get("inliers")
+        if isinstance(cp.get("held_out_px"), dict):
+            out["held_out_px_median"] = cp["held_out_px"].get("median")
+    if isinstance(q.get("inverse_consistency_px"), dict):
+        out["round_trip_px_median"] = q["inverse_consistency_px"].get("median")
+    if "structure_ncc" in q:
+        out["structure_ncc"] = {"start": q.get("structure_ncc_start"), "result": q["structure_ncc"]}
+    for key in ("inliers", "tre_px", "failed", "failure_reasons"):
+        if key in q and not (key == "inliers" and cp):
+            out[key] = q[key]
+    return out
+
