@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         cleaned = f", {indexed:.1%} after cleaning" if do_clean else ""
         typer.echo(f"{map_file.name}: {data.sizes['y']} x {data.sizes['x']} points, step {step:g} µm, "
                    f"{indexed_before:.1%} indexed as read{cleaned}")
+        phases = _phase_shares(data)
+        if phases:
+            typer.echo(f"phases (share of the indexed points): {phases}; with a CI over fields: metallo quantify --what phases")
         if grain.size:
             typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
                        f"mean GOS {_mean(gos, '.2f')} deg, mean GAM {_mean(gam, '.2f')} deg")
@@ -93,6 +96,20 @@ def register(app: typer.Typer) -> None:
                            "metallo quantify --twins merge; in martensite these are block boundaries)")
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
+
+
+def _phase_shares(data: Any) -> str:
+    """``"austenite 48.4 %, ferrite 51.6 %"`` for a map of two or more phases, else ``""``."""
+    import numpy as np
+
+    from metallo.ebsd import phases_of
+
+    phases = phases_of(data)
+    phase = np.asarray(data["phase"].values)
+    indexed = int((phase >= 0).sum())
+    if len(phases) < 2 or not indexed:
+        return ""
+    return ", ".join(f"{p['name']} {100 * (phase == int(p['id'])).sum() / indexed:.1f} %" for p in phases)
 
 
 def _sigma3_text(data: Any, count: int) -> str:

@@ -261,9 +261,11 @@ def quantify_step(
     out: list[str] = []
 
     def add(node: str, table: pd.DataFrame, step: str, params: dict[str, Any], inputs: list[str],
-            replace: bool = False) -> None:
+            replace: bool = False, quality: dict[str, Any] | None = None) -> None:
         table = table.reset_index(drop=True)
         table.attrs = {"parameters": json.dumps(params, default=str)}
+        if quality is not None:
+            table.attrs[names.QUALITY] = json.dumps(quality)
         out.append(write(spec, node, table, step=names.quantify_step(step), parameters=params, inputs=inputs,
                          overwrite=overwrite or replace, tag=tag))
 
@@ -340,6 +342,18 @@ def quantify_step(
             table, params, used = across
             add(names.PHASES_ACROSS_MAPS, table, "phases", params, used, replace=True)
     ebsd_nodes = list(ebsd) if ebsd is not None else ebsd_sources(spec)
+    if "phases" in what:
+        for node in ebsd_nodes:
+            if node not in spec:
+                raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
+            measured_phases = _ebsd_phase_tables(spec[node], grid, f"{where}: {node}")
+            if measured_phases is not None:
+                per_field, overall, params = measured_phases
+                # Judged like a step: QC says FAIL on fractions of too few indexed points.
+                verdict = {names.PASSED: "warning" not in params, "indexed_share": params["indexed_share"],
+                           "failure_reasons": [params["warning"]] if "warning" in params else []}
+                add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
+                add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node], quality=verdict)
     # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
     lath_maps = set(ebsd_nodes) if ebsd is not None else {n for n in ebsd_nodes if names.parent(n) in spec}
     if ebsd_nodes and {"grains", "laths"} & set(what):
@@ -393,6 +407,51 @@ def quantify_step(
                 if len(table):
                     add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
     return out
+
+
+#: Share of indexed points below which an EBSD map's phase fractions are flagged: the fractions
+#: are of the indexed points, and a phase that indexes worse than the others (fine retained
+#: austenite between martensite laths, a deformed phase) is under-counted by what is missing.
+EBSD_MIN_INDEXED = 0.9
+
+
+def _ebsd_phase_tables(
+    ebsd: xr.Dataset, grid: tuple[int, int], what: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """Area fractions of the phases of a multi-phase EBSD map (point counts over its indexed
+    points: each point of a square or hexagonal grid stands for the same area), per field and as
+    the E562 mean with its 95 % CI over ``grid`` fields; None for a map of one phase.
+
+    A duplex steel's austenite/ferrite balance, retained austenite in a TRIP or Q&P steel: the
+    phase map is the measurement, no segmentation needed. Unindexed points are left out and their
+    share is recorded (``indexed_share``); below :data:`EBSD_MIN_INDEXED` a warning says the
+    fractions may be biased.
+    """
+    from metallo import ebsd as mebsd
+    from metallo._ebsd_dataset import phases_of
+
+    phases = phases_of(ebsd)
+    if len(phases) < 2:
+        return None
+    # Fields are rectangles of the square grid (a hexagonal map is resampled, as for grain size).
+    square = mebsd.resample_to_square(ebsd)
+    phase = np.asarray(square["phase"].values)
+    classes = [str(p["name"]) for p in phases]
+    lab = np.full(phase.shape, 255, np.uint8)
+    for i, p in enumerate(phases):
+        lab[phase == int(p["id"])] = i
+    indexed = float((lab != 255).mean())
+    if indexed == 0:
+        raise ConfigError(f"{what}: no indexed point; its phase fractions cannot be measured")
+    per_field, overall = _phase_tables(lab, classes, 255, grid)
+    params: dict[str, Any] = {"source": "EBSD phase map", "classes": classes, "fields": list(grid), "confidence": 0.95,
+                              "indexed_share": round(indexed, 4), "min_indexed_share": EBSD_MIN_INDEXED}
+    if indexed < EBSD_MIN_INDEXED:
+        message = (f"{what}: phase fractions of the {100 * indexed:.1f} % of points that are indexed; a phase that "
+                   f"indexes worse than the others is under-counted by what is missing (below {100 * EBSD_MIN_INDEXED:.0f} %)")
+        params["warning"] = message
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return per_field, overall, params
 
 
 def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame | None:

@@ -61,7 +61,8 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
 
 def measured_fractions(spec: Any) -> tuple[str, Any] | None:
     """The phase fractions QC judges: of the first segmentation that has them, else the first
-    annotation; or, where ``names.PHASES_ACROSS_MAPS`` was measured over that map and the label
+    annotation, else the first EBSD map's phases (a duplex steel's austenite balance measured by
+    EBSD alone); or, where ``names.PHASES_ACROSS_MAPS`` was measured over that map and the label
     maps of the specimen's other micrographs, the specimen's mean over micrographs.
 
     Fields of one micrograph show how that image varies, not how the specimen does (measured on
@@ -75,7 +76,7 @@ def measured_fractions(spec: Any) -> tuple[str, Any] | None:
         The label node (or ``names.PHASES_ACROSS_MAPS``) and its phase-fraction table; None when
         nothing was quantified.
     """
-    for group in (names.SEGMENTATIONS, names.ANNOTATIONS):
+    for group in (names.SEGMENTATIONS, names.ANNOTATIONS, names.EBSD):
         for node in names.members(spec.nodes(), group):
             quantity = names.quantity(node, names.PHASE_FRACTIONS)
             if quantity in spec:

@@ -204,16 +204,29 @@ _ONE_IMAGE = ("Mean over the fields of this map with 95 % CI (ASTM E562). The fi
               "this image varies, not how the specimen does; measure several micrographs for the specimen's interval")
 
 
+_ONE_MAP = ("Mean over the fields of this map with 95 % CI (ASTM E562). The fields of one map show how this "
+            "area varies, not how the specimen does; measure several maps for the specimen's interval")
+
+
 def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Section]:
     out = []
     checks = quality_checks(spec)
     across = across_label_maps(spec)
-    for node in names.members(spec.nodes(), names.SEGMENTATIONS, names.ANNOTATIONS):
+    for node in names.members(spec.nodes(), names.SEGMENTATIONS, names.ANNOTATIONS, names.EBSD):
         quantity = names.quantity(node, names.PHASE_FRACTIONS)
         if quantity not in spec:
             continue
         frame = spec.table(quantity)
-        section = Section(f"phases:{node}", f"Phase fractions and QC — {node}")
+        is_ebsd = names.group_of(node) == names.EBSD
+        section = Section(f"phases:{node}", f"Phase fractions and QC — {node}" + (" (EBSD phases)" if is_ebsd else ""))
+        if is_ebsd:
+            params = _producer(spec, quantity).get("parameters") or {}
+            share = float(params.get("indexed_share", float("nan")))
+            low = share < float(params.get("min_indexed_share", 0.0))
+            section.blocks.append(_p(f"Fractions of the indexed points of the map ({100 * share:.1f} % of its points): "
+                                     + ("a phase that indexes worse than the others is under-counted by what is missing."
+                                        if low else "point counts, each point standing for the same area."),
+                                     badge="fail" if low else "", badge_text="DOUBTFUL" if low else ""))
         if node in across:
             section.blocks.append(_p(f"One of {len(across)} micrographs: the specimen's QC judges their mean "
                                      "(section \"Phase fractions of the specimen\")."))
@@ -228,7 +241,7 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
                                                 f"{100 * float(params.get('accuracy', float('nan'))):.1f} % on "
                                                 f"{100 * float(params.get('share_of_map', float('nan'))):.0f} % of the map"),
                                table(spec.table(agreement))]
-        section.blocks += [Block("h3", text=_ONE_IMAGE), table(frame),
+        section.blocks += [Block("h3", text=_ONE_MAP if is_ebsd else _ONE_IMAGE), table(frame),
                            _figure(figs.fractions_figure(frame, limits), f"phase fractions {node}")]
         fields_node = names.quantity(node, names.PHASE_FIELDS)
         if fields_node in spec:

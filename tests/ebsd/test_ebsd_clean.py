@@ -187,6 +187,7 @@ def test_cli_reports_indexing_before_and_after_cleaning_writes_in_the_working_fo
     result = CliRunner().invoke(app, ["ebsd", str(ang)])
     assert result.exit_code == 0, result.output
     assert "75.0% indexed as read, 100.0% after cleaning" in result.output
+    assert "phases (share" not in result.output  # one phase: no shares to print
     # No --specimen: the specimen goes into the working folder, not beside the input.
     assert (tmp_path / "work" / "holes.metallo.h5").is_file()
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["holes.ang"]

@@ -1,0 +1,109 @@
+"""Phase fractions of a multi-phase EBSD map: the phase map is the measurement (duplex balance,
+retained austenite), with the E562 interval over fields and a verdict on the indexed share."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from metallo import names
+from metallo.ebsd import ebsd_dataset, quat_to_euler, random_quaternions
+from metallo.quantify import quantify_step
+from metallo.report import qc_verdict, quality_checks
+from metallo.specimen import Specimen
+
+PHASES = [{"id": 1, "name": "austenite", "symmetry": "m-3m"}, {"id": 2, "name": "ferrite", "symmetry": "m-3m"}]
+
+
+def _map(phase: np.ndarray) -> object:
+    q = np.broadcast_to(random_quaternions(1, 0)[0], (*phase.shape, 4))
+    return ebsd_dataset(quat_to_euler(np.array(q)), phase.astype(np.int16), step_um=0.5, phases=PHASES)
+
+
+def _spec(tmp_path, phase: np.ndarray) -> Specimen:
+    spec = Specimen.create(tmp_path / "s.h5", specimen_id="s")
+    spec.add(names.EBSD_MAP, _map(phase), step=names.STEP_SYNTH)
+    return spec
+
+
+def test_fractions_are_the_point_counts_with_an_interval_over_fields(tmp_path):
+    # 60 x 60 points, austenite in columns 0-17: 30 % exactly; in the 3 x 3 fields (20 columns
+    # each) 18/20, 0, 0 per row of fields -> field means 0.9, 0, 0, three times.
+    phase = np.full((60, 60), 2)
+    phase[:, :18] = 1
+    spec = _spec(tmp_path, phase)
+    quantify_step(spec, what=["phases"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
+    assert table.loc["austenite", "fraction"] == pytest.approx(0.30)
+    assert table.loc["austenite", "mean"] == pytest.approx(0.30)
+    assert table.loc["austenite", "n_fields"] == 9
+    # E562: s = std of (0.9, 0, 0) x 3 (ddof 1), CI = t(0.975, 8) s / sqrt(9)
+    s = np.std([0.9, 0, 0] * 3, ddof=1)
+    assert table.loc["austenite", "std"] == pytest.approx(s)
+    assert table.loc["austenite", "ci_halfwidth"] == pytest.approx(2.306 * s / 3, rel=1e-3)
+    fields = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FIELDS))
+    assert len(fields) == 18
+    assert quality_checks(spec)[names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)]["passed"] is True
+    # QC judges the EBSD phases where there is no label map.
+    verdict = qc_verdict(spec, {"austenite": [0.25, 0.35]})
+    assert verdict["qc_source"] == names.EBSD_MAP and verdict["qc_passed"] is True
+
+
+def test_few_indexed_points_are_flagged_and_fail_qc(tmp_path):
+    # A fifth of the ferrite unindexed: the fractions are of the indexed points (austenite
+    # 18 / (18 + 33.6) columns) and the map has 88 % of its points indexed (< 90 %).
+    phase = np.full((60, 60), 2)
+    phase[:, :18] = 1
+    rng = np.random.default_rng(0)
+    holes = (phase == 2) & (rng.random(phase.shape) < 0.2)
+    phase[holes] = -1
+    spec = _spec(tmp_path, phase)
+    with pytest.warns(UserWarning, match="phase fractions of the 8.\\.. % of points that are indexed"):
+        quantify_step(spec, what=["phases"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
+    assert table.loc["austenite", "fraction"] == pytest.approx(1080 / (phase >= 0).sum())
+    check = quality_checks(spec)[names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)]
+    assert check["passed"] is False and "under-counted" in check["reasons"][0]
+    verdict = qc_verdict(spec, {"austenite": [0.0, 1.0]})  # within any limits, and still no pass
+    assert verdict["qc_passed"] is False
+
+
+def test_a_map_of_one_phase_has_no_phase_fractions(tmp_path):
+    spec = Specimen.create(tmp_path / "s.h5", specimen_id="s")
+    ebsd = ebsd_dataset(quat_to_euler(np.array(np.broadcast_to(random_quaternions(1, 0)[0], (20, 20, 4)))),
+                        np.ones((20, 20), np.int16), step_um=1.0, phases=PHASES[:1])
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    quantify_step(spec, what=["phases"], labels=[])
+    assert names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS) not in spec
+
+
+def test_duplex_steel_map_austenite_fraction(shared_file, tmp_path):
+    """The SDSS ferrite/austenite map (117 x 100 points at 1.5 µm, all indexed): 5,657 of its
+    11,700 points are austenite, 48.35 %."""
+    from metallo.io import read_ebsd
+
+    ebsd = read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang"))
+    spec = Specimen.create(tmp_path / "d.h5", specimen_id="d")
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fully indexed: no doubt raised
+        quantify_step(spec, what=["phases"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
+    assert table.loc["austenite/austenite", "fraction"] == pytest.approx(5657 / 11700)
+    low, high = table.loc["austenite/austenite", ["ci_low", "ci_high"]]
+    assert low < 5657 / 11700 < high and high - low < 0.2
+    verdict = qc_verdict(spec, {"austenite/austenite": [0.40, 0.60]})
+    assert verdict["qc_passed"] is True and verdict["qc_source"] == names.EBSD_MAP
+
+
+def test_ebsd_command_prints_the_phase_shares(shared_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    result = CliRunner().invoke(app, ["ebsd", str(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")),
+                                      "--specimen", str(tmp_path / "d.h5")])
+    assert result.exit_code == 0, result.output
+    assert "phases (share of the indexed points): austenite/austenite 48.4 %, ferrite/ferrite 51.6 %" in result.output
