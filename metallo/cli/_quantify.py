@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
         particles_class: Annotated[
             str | None, typer.Option("--particles-class", help="Class measured as particles (default: found by name).")
         ] = None,
+        lath_class: Annotated[
+            str | None, typer.Option("--lath-class", help="Class of a label map that marks single laths (boundaries in "
+                                     "another class); default: a class named 'lath' or 'laths'. Phase maps "
+                                     "(lath_bainite vs ferrite) are not measured: their regions are blocks of laths.")
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Folder for CSV / Parquet tables and histograms (default: SPECIMEN-quantities in the working folder).")
         ] = None,
@@ -72,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 spec, names.STEP_QUANTIFY, overwrite=overwrite,
                 what=[w.strip() for w in what.split(",") if w.strip()], labels=split,
                 ebsd=[n for item in ebsd for n in item.split(",") if n] if ebsd else None,
-                fields=grid, particles_class=particles_class, min_area_um2=min_area_um2, twins=twins,
+                fields=grid, particles_class=particles_class, lath_class=lath_class, min_area_um2=min_area_um2, twins=twins,
             )
             spec.save()
         folder = out or Path(f"{specimen.stem}-quantities")

@@ -50,7 +50,7 @@ def test_every_measurement_is_reachable_from_a_recipe(tmp_path):
         "specimen": {"id": "Q1"}, "output": {"dir": str(tmp_path / "Q1"), "report": False},
         "inputs": {"synthetic": {"seed": 1, "ebsd_shape": [60, 60]}},
         "steps": {"quantify": {"labels": [truth], "what": ["phases", "particles", "laths", "grains"],
-                               "particles_class": "lath_bainite", "fields": [2, 2]}},
+                               "particles_class": "lath_bainite", "lath_class": "lath_bainite", "fields": [2, 2]}},
     })
     spec = Specimen.open(result.specimen_path)
     for what in (names.PHASE_FRACTIONS, names.PHASE_FIELDS, names.PARTICLES, names.PSD, names.LATHS):

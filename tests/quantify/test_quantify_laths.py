@@ -126,10 +126,41 @@ def test_the_report_gives_the_number_weighted_lath_width(tmp_path):
         "classes": json.dumps(["ferrite", "lath_bainite"]), "ignore_index": 255, "rules": "{}"})
     spec = Specimen.create(tmp_path / "l.h5", specimen_id="l")
     spec.add(names.annotation("laths"), labels, step="test")
-    quantify_step(spec, what=["laths"])
+    # Named: its lath_bainite regions are single laths, separated by one-pixel ferrite lines.
+    quantify_step(spec, what=["laths"], lath_class="lath_bainite")
     section = {s.key: s for s in report_sections(spec, {})}[f"{names.LATHS}:{names.annotation('laths')}"]
     summary = next(b for b in section.blocks if b.kind == "table")
     header = [c for c in summary.columns]
     values = dict(zip(header, [c.text for c in summary.rows[0]], strict=True))
     assert float(values["mean (µm)"]) == pytest.approx(0.8, abs=0.03)
     assert float(values["point-sampled mean (µm)"]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_phase_map_is_not_measured_as_laths_unless_named(tmp_path):
+    """metallo demo's true lath_bainite map holds blocks of laths drawn 0.5-1.0 µm wide: the widths
+    of its regions (median 11.5 µm) were reported as lath widths. A phase map's region is no lath:
+    it is measured only when its class is named as one, and a map of laths is found by its name."""
+    import json
+
+    from metallo import names
+    from metallo._xarray import image_dataarray
+    from metallo.quantify import lath_width_summary, quantify_step
+    from metallo.specimen import Specimen
+    from metallo.synth import add_synthetic_specimen
+
+    spec = Specimen.create(tmp_path / "d.h5", specimen_id="d")
+    add_synthetic_specimen(spec, 0, ebsd_shape=(60, 60))
+    truth = names.annotation("truth_lom")
+    quantify_step(spec, what=["laths"], labels=[truth])
+    assert names.quantity(truth, names.LATHS) not in spec
+    quantify_step(spec, what=["laths"], labels=[truth], lath_class="lath_bainite")
+    blocks = lath_width_summary(spec.table(names.quantity(truth, names.LATHS)))
+    assert blocks["median_um"] > 5.0  # block widths, ten times the laths: why it is not the default
+    # A lath mask (laths 6 px wide, one-pixel boundaries) is measured by its class name.
+    row = np.array(([1] * 6 + [0]) * 20, np.uint8)
+    mask = image_dataarray(np.repeat(row[None, :], 100, axis=0), pixel_size_um=0.1, name=names.LABELS,
+                           attrs={"classes": json.dumps(["boundary", "lath"]), "ignore_index": 255, "rules": "{}"})
+    spec.add(names.annotation("laths"), mask, step="test")
+    quantify_step(spec, what=["laths"], labels=[names.annotation("laths")])
+    laths = lath_width_summary(spec.table(names.quantity(names.annotation("laths"), names.LATHS)))
+    assert laths["median_um"] == pytest.approx(0.6, abs=0.05)
