@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             kind = name.rsplit(".", 1)[-1]
             if kind in histograms and len(table):
                 column, xlabel = histograms[kind]
-                weights = table["weight"].to_numpy() if kind == names.LATHS and "weight" in table else None
+                weights = table["weight"].to_numpy() if kind in (names.LATHS, names.PARTICLES) and "weight" in table else None
                 save_figure(histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name, weights=weights),
                             folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")

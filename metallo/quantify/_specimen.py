@@ -301,17 +301,21 @@ def quantify_step(
         else:
             particle = _find_class(classes, "particle")
         if "particles" in what and particle is not None:
+            # Edge particles are left out (as DeCost et al. do) and each kept particle weighs by
+            # the Miles-Lantuejoul factor: a large particle is cut by the frame more often, and
+            # leaving the cut ones out alone biased the mean ECD low by 0.5-5.7 % on the 11 UHCS
+            # particle micrographs (the larger the particles, the more).
             table = particle_sizes(lab, pixel_size_um=ps, particle_class=particle, ignore_index=ignore,
-                                   min_area_um2=min_area_um2)
+                                   min_area_um2=min_area_um2, edge_correction="miles")
             params = {**json.loads(table.attrs["parameters"]), "class": classes[particle] if classes else particle}
             add(names.quantity(node, names.PARTICLES), table, "particles", params, [node])
             if len(table):
-                psd = size_distribution(table, bins="auto")
-                psd_params: dict[str, Any] = {**params, "column": "ecd_um"}
+                psd = size_distribution(table, bins="auto", weights="weight")
+                psd_params: dict[str, Any] = {**params, "column": "ecd_um", "weights": "weight (Miles-Lantuejoul)"}
                 if len(table) >= 2:
                     # Particles below min_area_um2 were left out: fit the log-normal truncated there.
                     cut = 2.0 * float(np.sqrt(min_area_um2 / np.pi)) if min_area_um2 > 0 else None
-                    fit = lognormal_fit(table, truncated_below_um=cut)
+                    fit = lognormal_fit(table, weights=table["weight"].to_numpy(), truncated_below_um=cut)
                     psd_params["lognormal"] = {k: (v if np.isfinite(v) else None) for k, v in fit.items()}
                 add(names.quantity(node, names.PSD), psd, "particles", psd_params, [node])
         network = _find_class(classes, "network")

@@ -308,12 +308,24 @@ def _segmentation_sections(spec: Any) -> list[Section]:
     return out
 
 
-def _summary(frame: pd.DataFrame, column: str, unit: str) -> pd.DataFrame:
+def _summary(frame: pd.DataFrame, column: str, unit: str, weights: np.ndarray | None = None) -> pd.DataFrame:
+    """n, median, mean and p90 of a column; weighted (quantiles of the weighted distribution) with ``weights``."""
     values = frame[column].to_numpy(dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return pd.DataFrame([{"n": int(values.size), f"median ({unit})": float(np.median(values)) if values.size else np.nan,
-                          f"mean ({unit})": float(values.mean()) if values.size else np.nan,
-                          f"p90 ({unit})": float(np.percentile(values, 90)) if values.size else np.nan}])
+    w = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    ok = np.isfinite(values) & np.isfinite(w)
+    values, w = values[ok], w[ok]
+    if not values.size:
+        return pd.DataFrame([{"n": 0, f"median ({unit})": np.nan, f"mean ({unit})": np.nan, f"p90 ({unit})": np.nan}])
+    order = np.argsort(values)
+    cum = np.cumsum(w[order]) / w.sum()
+
+    def quantile(q: float) -> float:
+        if weights is None:
+            return float(np.percentile(values, 100 * q))
+        return float(values[order][min(np.searchsorted(cum, q), values.size - 1)])
+
+    return pd.DataFrame([{"n": int(values.size), f"median ({unit})": quantile(0.5),
+                          f"mean ({unit})": float(np.average(values, weights=w)), f"p90 ({unit})": quantile(0.9)}])
 
 
 def _distribution_sections(spec: Any) -> list[Section]:
@@ -333,8 +345,8 @@ def _distribution_sections(spec: Any) -> list[Section]:
             col = column if column in frame else str(frame.columns[0])
             params = _producer(spec, quantity).get("parameters") or {}
             detail = f" ({params['class']})" if what == names.PARTICLES and "class" in params else ""
-            weights = frame["weight"].to_numpy(dtype=np.float64) if what == names.LATHS and "weight" in frame else None
-            if weights is not None:
+            weights = frame["weight"].to_numpy(dtype=np.float64) if what in (names.LATHS, names.PARTICLES) and "weight" in frame else None
+            if weights is not None and what == names.LATHS:
                 from metallo.quantify import lath_width_summary
 
                 stats = lath_width_summary(frame)
@@ -342,14 +354,17 @@ def _distribution_sections(spec: Any) -> list[Section]:
                                          "mean (µm)": stats["mean_um"], "std (µm)": stats["std_um"],
                                          "point-sampled mean (µm)": stats["mean_point_sampled_um"]}])
             else:
-                summary = _summary(frame, col, "µm")
+                summary = _summary(frame, col, "µm", weights)
             section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(summary)])
-            if weights is not None:
+            if weights is not None and what == names.LATHS:
                 section.blocks.insert(0, _p("Number-weighted: each lath crossing counts once. The grid points that "
                                             "sample the laths hit wide laths more often; their plain mean (point-"
                                             "sampled) is the length-weighted one."))
             if what == names.PARTICLES:
-                section.blocks.insert(0, _p("Particles touching the image edge are excluded."))
+                corrected = weights is not None and bool(np.any(weights != 1.0))
+                section.blocks.insert(0, _p("Particles touching the image edge are excluded"
+                                            + ("; each kept particle weighs by the Miles-Lantuéjoul factor, which "
+                                               "makes up for the large particles the edge cuts more often." if corrected else ".")))
                 fit = (_producer(spec, names.quantity(source, names.PSD)).get("parameters") or {}).get("lognormal")
                 if isinstance(fit, Mapping) and "median_um" in fit:
                     cut = fit.get("truncated_below_um")

@@ -95,4 +95,8 @@ def test_quantify_specimen_selected_labels(specimen_path):
     node = names.annotation("particles")
     tables = quantify_specimen(spec, what=["particles"], labels=[node], min_area_um2=0.1)
     assert set(tables) == {names.quantity(node, names.PARTICLES), names.quantity(node, names.PSD)}
-    assert tables[names.quantity(node, names.PSD)]["count"].sum() == 12
+    particles = tables[names.quantity(node, names.PARTICLES)]
+    assert len(particles) == 12
+    # The PSD counts each particle with its Miles-Lantuejoul weight (>= 1: the frame's bias undone).
+    assert (particles["weight"] >= 1).all()
+    assert tables[names.quantity(node, names.PSD)]["count"].sum() == pytest.approx(particles["weight"].sum())
