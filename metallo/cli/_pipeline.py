@@ -126,8 +126,12 @@ def _print_result(result: RunResult) -> None:
     source = " (specimen: mean over its micrographs)" if result.qc_source == names.PHASES_ACROSS_MAPS else ""
     for cls, qc in result.qc.items():
         mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
-        out.print(f"QC {cls}{source}: {mean} (limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> {qc['status'].upper()}",
-                  markup=False)
+        lo, hi = qc.get("ci_low"), qc.get("ci_high")
+        ci = f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%; " if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi else ""
+        # A pass whose interval reaches past a limit is a pass of the mean only: say so here as the report does.
+        doubt = " (the interval crosses a limit)" if qc["status"] == "pass" and qc.get("ci_inside") is False else ""
+        out.print(f"QC {cls}{source}: {mean} ({ci}limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> "
+                  f"{qc['status'].upper()}{doubt}", markup=False)
         if qc.get("reference_disagrees"):
             out.print(f"  the reference labels disagree: {qc['reference_disagrees']}", markup=False)
     if result.qc and result.qc_rests_on_failed:
