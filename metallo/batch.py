@@ -127,6 +127,10 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
         row["qc"] = "pass" if result.qc_passed else "fail"
         for cls, v in result.qc.items():
             row[f"{cls} (%)"] = round(100 * v["mean"], 2) if "mean" in v else float("nan")
+            # The interval beside the mean: a pass whose interval crosses a limit is a pass of the mean only.
+            for end in ("ci_low", "ci_high"):
+                value = v.get(end)
+                row[f"{cls} {end.replace('_', ' ')} (%)"] = round(100 * value, 2) if isinstance(value, float) else float("nan")
     return row
 
 

@@ -139,6 +139,8 @@ def test_fractions_within_limits_from_a_doubtful_segmentation_are_no_qc_pass(tmp
     batch = run_batch([tmp_path / "u.yaml"], workers=1, out_dir=tmp_path / "summary")
     row = batch.rows[0]
     assert row["status"] == "complete" and row["qc"] == "fail" and row["checks"] == "fail: segmentations/sem"
+    # The batch table holds the interval beside the mean.
+    assert row["cementite ci low (%)"] < row["cementite (%)"] < row["cementite ci high (%)"]
     assert batch.not_passed == [row] and batch.failed == []
     # The same step alone says its verdict beside its node, and --strict exits 3 on it.
     specimen = tmp_path / "out" / "U170.h5"
