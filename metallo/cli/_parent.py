@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         """Reconstruct parent austenite grains, variants, packets and PAG size into a specimen."""
         import json
 
+        import numpy as np
+
         from metallo import names
         from metallo.specimen import Specimen
         from metallo.steps import run_step
@@ -90,7 +92,15 @@ def register(app: typer.Typer) -> None:
         if size_node in spec:
             for _, row in spec.table(size_node).iterrows():
                 doubt = "" if row.get("reliable", True) else f" (NOT RELIABLE: {row['note']})"
-                typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, mean ECD {row['mean_ecd_um']:.2f} µm"
+                # The figure each G rests on (E112's mean grain area 1 / N_A, or the mean lineal
+                # intercept), not the interior grains' mean ECD: on a small map the interior
+                # parents are the fragments (M1700: 0.38 µm beside a G that says 7 µm grains).
+                if row["method"] == "intercept":
+                    basis = f"mean lineal intercept {row['mean_intercept_um']:.3g} µm"
+                else:
+                    area = 1e6 / float(row["n_a_per_mm2"])
+                    basis = f"mean grain area 1/N_A {area:.3g} µm² (ECD of that area {2 * (area / np.pi) ** 0.5:.3g} µm)"
+                typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, {basis}"
                            + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)")
                            + doubt)
         typer.echo(f"written: {saved} ({', '.join(dict.fromkeys(nodes))})")
