@@ -103,13 +103,18 @@ def _phase_shares(data: Any) -> str:
     import numpy as np
 
     from metallo.ebsd import phases_of
+    from metallo.quantify import EBSD_MIN_INDEXED
 
     phases = phases_of(data)
     phase = np.asarray(data["phase"].values)
     indexed = int((phase >= 0).sum())
     if len(phases) < 2 or not indexed:
         return ""
-    return ", ".join(f"{p['name']} {100 * (phase == int(p['id'])).sum() / indexed:.1f} %" for p in phases)
+    shares = ", ".join(f"{p['name']} {100 * (phase == int(p['id'])).sum() / indexed:.1f} %" for p in phases)
+    if indexed < EBSD_MIN_INDEXED * phase.size:
+        shares += (f" (only {100 * indexed / phase.size:.1f} % of the points are indexed: a phase that indexes worse "
+                   "is under-counted)")
+    return shares
 
 
 def _sigma3_text(data: Any, count: int) -> str:

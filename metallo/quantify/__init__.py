@@ -27,9 +27,15 @@ from metallo.quantify._psd import (
     size_distribution,
     size_ecdf,
 )
-from metallo.quantify._specimen import QUANTITIES, quantify_specimen, quantify_step
+from metallo.quantify._specimen import (
+    EBSD_MIN_INDEXED,
+    QUANTITIES,
+    quantify_specimen,
+    quantify_step,
+)
 
 __all__ = [
+    "EBSD_MIN_INDEXED",
     "measurement_fields",
     "QUANTITIES",
     "DenudedZone",

@@ -107,3 +107,16 @@ def test_ebsd_command_prints_the_phase_shares(shared_file, tmp_path):
                                       "--specimen", str(tmp_path / "d.h5")])
     assert result.exit_code == 0, result.output
     assert "phases (share of the indexed points): austenite/austenite 48.4 %, ferrite/ferrite 51.6 %" in result.output
+
+
+def test_ebsd_command_says_when_few_points_are_indexed(shared_file, tmp_path):
+    # MTEX's eclogite extract: 617 points of a 432 x 497 grid (0.3 %), seven phases.
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    result = CliRunner().invoke(app, ["ebsd", str(shared_file("ebsd_ctf/mtex_eclogite_interactive.ctf")),
+                                      "--specimen", str(tmp_path / "e.h5")])
+    assert result.exit_code == 0, result.output
+    line = next(s for s in result.output.splitlines() if s.startswith("phases"))
+    assert "Omphacite 34.9 %" in line and "(only 0.3 % of the points are indexed" in line
