@@ -463,6 +463,12 @@ def _ebsd_phase_tables(
     if indexed == 0:
         raise ConfigError(f"{what}: no indexed point; its phase fractions cannot be measured")
     per_field, overall = _phase_tables(lab, classes, 255, grid)
+    # The whole-map fraction from the map's own points (a hexagonal grid's, not the resampled copy's).
+    own = np.asarray(ebsd["phase"].values)
+    counts = np.array([(own == int(p["id"])).sum() for p in phases], dtype=np.float64)
+    if counts.sum() > 0:
+        overall["fraction"] = overall["class"].map(dict(zip(classes, counts / counts.sum(), strict=True))).to_numpy()
+        indexed = float(counts.sum() / own.size)
     params: dict[str, Any] = {"source": "EBSD phase map", "classes": classes, "fields": list(grid), "confidence": 0.95,
                               "indexed_share": round(indexed, 4), "min_indexed_share": EBSD_MIN_INDEXED}
     if indexed < EBSD_MIN_INDEXED:

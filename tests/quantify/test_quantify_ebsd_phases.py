@@ -120,3 +120,18 @@ def test_ebsd_command_says_when_few_points_are_indexed(shared_file, tmp_path):
     assert result.exit_code == 0, result.output
     line = next(s for s in result.output.splitlines() if s.startswith("phases"))
     assert "Omphacite 34.9 %" in line and "(only 0.3 % of the points are indexed" in line
+
+
+def test_hexagonal_map_fraction_is_its_own_point_count(tmp_path):
+    # The fields come from a square resampling; the whole-map fraction from the hexagonal points.
+    phase = np.full((41, 50), 2)
+    phase[:, :13] = 1
+    phase[::3, 13] = 1  # a ragged interface, which nearest-neighbour resampling would not keep exactly
+    q = np.broadcast_to(random_quaternions(1, 0)[0], (*phase.shape, 4))
+    ebsd = ebsd_dataset(quat_to_euler(np.array(q)), phase.astype(np.int16), step_um=0.5, phases=PHASES, grid="hexagonal")
+    spec = Specimen.create(tmp_path / "h.h5", specimen_id="h")
+    spec.add(names.EBSD_MAP, ebsd, step=names.STEP_SYNTH)
+    quantify_step(spec, what=["phases"], labels=[])
+    table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
+    assert table.loc["austenite", "fraction"] == pytest.approx((phase == 1).mean())
+    assert table.loc["austenite", "mean"] == pytest.approx((phase == 1).mean(), abs=0.02)
