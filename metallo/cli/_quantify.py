@@ -106,6 +106,13 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"  the specimen: one field per micrograph ({', '.join(map(names.leaf, params.get('micrographs', [])))})"
                            + "".join(f"; left out {n}: {why}" for n, why in (params.get("left_out") or {}).items()))
             if names.leaf(node).endswith(names.PHASE_FRACTIONS) or node == names.PHASES_ACROSS_MAPS:
+                # The numbers themselves, each with its 95 % interval (E562), not only a row count.
+                for _, row in table.iterrows():
+                    if {"class", "mean", "ci_low", "ci_high"} <= set(row.index):
+                        n = (f", {int(row['n_micrographs'])} micrographs" if "n_micrographs" in row.index
+                             else f", {int(row['n_fields'])} fields" if "n_fields" in row.index else "")
+                        typer.echo(f"  {row['class']}: {100 * row['mean']:.1f} % (95 % CI {100 * row['ci_low']:.1f}-"
+                                   f"{100 * row['ci_high']:.1f} %{n})")
                 for failed, reasons in failed_upstream(spec, node, checks).items():
                     typer.echo(f"  FAILED: these fractions rest on {failed}, which failed its quality check"
                                + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")

@@ -135,3 +135,19 @@ def test_hexagonal_map_fraction_is_its_own_point_count(tmp_path):
     table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
     assert table.loc["austenite", "fraction"] == pytest.approx((phase == 1).mean())
     assert table.loc["austenite", "mean"] == pytest.approx((phase == 1).mean(), abs=0.02)
+
+
+def test_quantify_command_prints_the_fractions_with_their_interval(tmp_path):
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    phase = np.full((60, 60), 2)
+    phase[:, :18] = 1
+    spec = _spec(tmp_path, phase)
+    spec.save()
+    result = CliRunner().invoke(app, ["quantify", str(tmp_path / "s.h5"), "--what", "phases", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    s = np.std([0.9, 0, 0] * 3, ddof=1)
+    low, high = max(0.0, 0.3 - 2.306 * s / 3), 0.3 + 2.306 * s / 3
+    assert f"  austenite: 30.0 % (95 % CI {100 * low:.1f}-{100 * high:.1f} %, 9 fields)" in result.output
