@@ -42,8 +42,6 @@ def register(app: typer.Typer) -> None:
         """Reconstruct parent austenite grains, variants, packets and PAG size into a specimen."""
         import json
 
-        import numpy as np
-
         from metallo import names
         from metallo.specimen import Specimen
         from metallo.steps import run_step
@@ -98,8 +96,8 @@ def register(app: typer.Typer) -> None:
                 if row["method"] == "intercept":
                     basis = f"mean lineal intercept {row['mean_intercept_um']:.3g} µm"
                 else:
-                    area = 1e6 / float(row["n_a_per_mm2"])
-                    basis = f"mean grain area 1/N_A {area:.3g} µm² (ECD of that area {2 * (area / np.pi) ** 0.5:.3g} µm)"
+                    basis = (f"mean grain area 1/N_A {row['mean_area_um2']:.3g} µm² "
+                             f"(ECD of that area {row['mean_ecd_um']:.3g} µm)")
                 typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, {basis}"
                            + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)")
                            + doubt)
