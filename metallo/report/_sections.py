@@ -423,7 +423,9 @@ def _grain_sections(spec: Any) -> list[Section]:
                 kept, merged = params.get("grains_with_twins"), params.get("grains_without_twins")
                 section.blocks.append(_p(
                     f"Sigma3 twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
-                    f"{kept} grains with twins, {merged} without (ASTM E112 counts austenite without annealing twins)."))
+                    f"{kept} grains with twins, {merged} without. ASTM E112 counts austenitic (fcc) grains without "
+                    "their annealing twins; in ferrite, bainite or martensite a Sigma3 boundary is no annealing twin "
+                    "and the grains are rightly counted with it."))
             section.blocks.append(table(sizes))
         by_phase = names.quantity(source, names.GRAIN_SIZE_BY_PHASE)
         if by_phase in spec:
