@@ -190,7 +190,7 @@ def quantify_step(
         Classes are found by name: particles ("particle", "cementite", "carbide"), network,
         matrix / denuded, Widmanstätten; laths only as ``lath_class`` says.
     ebsd : sequence of str, optional
-        EBSD maps for grain sizes and lath widths; default every current map (a map with a
+        EBSD maps for grain sizes, phase fractions and lath widths; default every current map (a map with a
         cleaned copy is measured through the copy). Parent-austenite nodes
         (``ebsd/<map>/parent``) of these maps give the prior-austenite grain size. Lath widths
         are measured on the maps named here, or, by default, only on maps with a parent-austenite
@@ -233,7 +233,8 @@ def quantify_step(
         ``particles`` and ``psd``, ``denuded``, ``laths`` of each label map; ``grain_size``
         (rows: ASTM E112 planimetric and intercept, ASTM E2627's mean area) and ``laths``
         of each EBSD map (and ``grain_size_by_phase`` where it has grains of two or more
-        phases); ``grain_size`` (the two E112 rows) of each parent-austenite node. Empty tables are not
+        phases; ``phase_fields`` / ``phase_fractions`` of its phases where its header lists two
+        or more, with a quality record that fails below :data:`EBSD_MIN_INDEXED` indexed); ``grain_size`` (the two E112 rows) of each parent-austenite node. Empty tables are not
         added. With label maps of two or more micrographs of one modality (the maps QC judges:
         segmentations, else annotations, with the classes of the first), ``names.PHASES_ACROSS_MAPS``
         holds the specimen's E562 mean and CI with one field per micrograph (``n_micrographs``).
