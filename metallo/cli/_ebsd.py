@@ -100,21 +100,16 @@ def register(app: typer.Typer) -> None:
 
 def _phase_shares(data: Any) -> str:
     """``"austenite 48.4 %, ferrite 51.6 %"`` for a map of two or more phases, else ``""``."""
-    import numpy as np
+    from metallo.quantify import EBSD_MIN_INDEXED, ebsd_phase_shares
 
-    from metallo.ebsd import phases_of
-    from metallo.quantify import EBSD_MIN_INDEXED
-
-    phases = phases_of(data)
-    phase = np.asarray(data["phase"].values)
-    indexed = int((phase >= 0).sum())
-    if len(phases) < 2 or not indexed:
+    measured = ebsd_phase_shares(data)
+    if measured is None:
         return ""
-    shares = ", ".join(f"{p['name']} {100 * (phase == int(p['id'])).sum() / indexed:.1f} %" for p in phases)
-    if indexed < EBSD_MIN_INDEXED * phase.size:
-        shares += (f" (only {100 * indexed / phase.size:.1f} % of the points are indexed: a phase that indexes worse "
-                   "is under-counted)")
-    return shares
+    shares, indexed = measured
+    text = ", ".join(f"{name} {100 * share:.1f} %" for name, share in shares.items())
+    if indexed < EBSD_MIN_INDEXED:
+        text += f" (only {100 * indexed:.1f} % of the points are indexed: a phase that indexes worse is under-counted)"
+    return text
 
 
 def _sigma3_text(data: Any, count: int) -> str:

@@ -30,12 +30,14 @@ from metallo.quantify._psd import (
 from metallo.quantify._specimen import (
     EBSD_MIN_INDEXED,
     QUANTITIES,
+    ebsd_phase_shares,
     quantify_specimen,
     quantify_step,
 )
 
 __all__ = [
     "EBSD_MIN_INDEXED",
+    "ebsd_phase_shares",
     "measurement_fields",
     "QUANTITIES",
     "DenudedZone",

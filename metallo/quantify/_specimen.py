@@ -368,10 +368,8 @@ def quantify_step(
                 raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
             measured_phases = _ebsd_phase_tables(spec[node], grid, f"{where}: {node}")
             if measured_phases is not None:
-                per_field, overall, params = measured_phases
+                per_field, overall, params, verdict = measured_phases
                 # Judged like a step: QC says FAIL on fractions of too few indexed points.
-                verdict = {names.PASSED: "warning" not in params, "indexed_share": params["indexed_share"],
-                           "failure_reasons": [params["warning"]] if "warning" in params else []}
                 add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
                 add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node], quality=verdict)
     # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
@@ -435,49 +433,73 @@ def quantify_step(
 EBSD_MIN_INDEXED = 0.9
 
 
+def ebsd_phase_shares(ebsd: xr.Dataset) -> tuple[dict[str, float], float] | None:
+    """Each listed phase's share of a multi-phase EBSD map's indexed points, and the share of its
+    points that are indexed; None for a map of one phase or without an indexed point.
+
+    Point counts are area fractions: each point of a square or hexagonal grid stands for the same
+    area. ``metallo ebsd`` prints these; :func:`quantify_step` adds the interval over fields.
+
+    Examples
+    --------
+    >>> from metallo.ebsd import ebsd_dataset
+    >>> phase = np.array([[1, 1, 2, -1]], np.int16)
+    >>> ebsd = ebsd_dataset(np.zeros((1, 4, 3)), phase, step_um=1.0, phases=[
+    ...     {"id": 1, "name": "austenite", "symmetry": "m-3m"}, {"id": 2, "name": "ferrite", "symmetry": "m-3m"}])
+    >>> shares, indexed = ebsd_phase_shares(ebsd)
+    >>> {k: round(v, 3) for k, v in shares.items()}, indexed
+    ({'austenite': 0.667, 'ferrite': 0.333}, 0.75)
+    """
+    from metallo._ebsd_dataset import phases_of
+
+    phases = phases_of(ebsd)
+    phase = np.asarray(ebsd["phase"].values)
+    counts = np.array([(phase == int(p["id"])).sum() for p in phases], dtype=np.float64)
+    if len(phases) < 2 or counts.sum() == 0:
+        return None
+    return ({str(p["name"]): float(c / counts.sum()) for p, c in zip(phases, counts, strict=True)},
+            float(counts.sum() / phase.size))
+
+
 def _ebsd_phase_tables(
     ebsd: xr.Dataset, grid: tuple[int, int], what: str,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
-    """Area fractions of the phases of a multi-phase EBSD map (point counts over its indexed
-    points: each point of a square or hexagonal grid stands for the same area), per field and as
-    the E562 mean with its 95 % CI over ``grid`` fields; None for a map of one phase.
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]] | None:
+    """Area fractions of the phases of a multi-phase EBSD map, per field and as the E562 mean
+    with its 95 % CI over ``grid`` fields, their parameters and their quality record; None for a
+    map of one phase.
 
     A duplex steel's austenite/ferrite balance, retained austenite in a TRIP or Q&P steel: the
     phase map is the measurement, no segmentation needed. Unindexed points are left out and their
-    share is recorded (``indexed_share``); below :data:`EBSD_MIN_INDEXED` a warning says the
-    fractions may be biased.
+    share is recorded (``indexed_share``); below :data:`EBSD_MIN_INDEXED` the record fails and a
+    warning says the fractions may be biased.
     """
     from metallo import ebsd as mebsd
     from metallo._ebsd_dataset import phases_of
 
-    phases = phases_of(ebsd)
-    if len(phases) < 2:
+    measured = ebsd_phase_shares(ebsd)
+    if measured is None:
+        if len(phases_of(ebsd)) >= 2:
+            raise ConfigError(f"{what}: no indexed point; its phase fractions cannot be measured")
         return None
-    # Fields are rectangles of the square grid (a hexagonal map is resampled, as for grain size).
-    square = mebsd.resample_to_square(ebsd)
-    phase = np.asarray(square["phase"].values)
-    classes = [str(p["name"]) for p in phases]
+    shares, indexed = measured
+    classes = list(shares)
+    # Fields are rectangles of the square grid (a hexagonal map is resampled, as for grain size);
+    # the whole-map fraction is the map's own point count.
+    phase = np.asarray(mebsd.resample_to_square(ebsd)["phase"].values)
     lab = np.full(phase.shape, 255, np.uint8)
-    for i, p in enumerate(phases):
+    for i, p in enumerate(phases_of(ebsd)):
         lab[phase == int(p["id"])] = i
-    indexed = float((lab != 255).mean())
-    if indexed == 0:
-        raise ConfigError(f"{what}: no indexed point; its phase fractions cannot be measured")
     per_field, overall = _phase_tables(lab, classes, 255, grid)
-    # The whole-map fraction from the map's own points (a hexagonal grid's, not the resampled copy's).
-    own = np.asarray(ebsd["phase"].values)
-    counts = np.array([(own == int(p["id"])).sum() for p in phases], dtype=np.float64)
-    if counts.sum() > 0:
-        overall["fraction"] = overall["class"].map(dict(zip(classes, counts / counts.sum(), strict=True))).to_numpy()
-        indexed = float(counts.sum() / own.size)
+    overall["fraction"] = overall["class"].map(shares).to_numpy()
     params: dict[str, Any] = {"source": "EBSD phase map", "classes": classes, "fields": list(grid), "confidence": 0.95,
                               "indexed_share": round(indexed, 4), "min_indexed_share": EBSD_MIN_INDEXED}
+    reasons = []
     if indexed < EBSD_MIN_INDEXED:
-        message = (f"{what}: phase fractions of the {100 * indexed:.1f} % of points that are indexed; a phase that "
-                   f"indexes worse than the others is under-counted by what is missing (below {100 * EBSD_MIN_INDEXED:.0f} %)")
-        params["warning"] = message
-        warnings.warn(message, UserWarning, stacklevel=3)
-    return per_field, overall, params
+        reasons.append(f"{what}: phase fractions of the {100 * indexed:.1f} % of points that are indexed; a phase that "
+                       f"indexes worse than the others is under-counted by what is missing (below {100 * EBSD_MIN_INDEXED:.0f} %)")
+        warnings.warn(reasons[0], UserWarning, stacklevel=3)
+    quality = {names.PASSED: not reasons, "indexed_share": params["indexed_share"], "failure_reasons": reasons}
+    return per_field, overall, params, quality
 
 
 def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame | None:
