@@ -4,6 +4,7 @@ Every length is in µm, every angle in degrees; results are pandas DataFrames th
 Specimen under ``quantities/<name>``.
 """
 
+from metallo.quantify._common import weighted_quantile
 from metallo.quantify._denuded import DenudedZone, denuded_zone_width
 from metallo.quantify._fractions import (
     label_agreement,
@@ -36,6 +37,7 @@ from metallo.quantify._specimen import (
 )
 
 __all__ = [
+    "weighted_quantile",
     "EBSD_MIN_INDEXED",
     "ebsd_phase_shares",
     "measurement_fields",

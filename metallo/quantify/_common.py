@@ -33,3 +33,22 @@ def label_array(data: Any, *, what: str = "labels") -> np.ndarray:
             return array.astype(np.int64)
         raise ConfigError(f"{what} must hold integer labels or booleans; got dtype {array.dtype}")
     return array
+
+
+def weighted_quantile(values: Any, weights: Any, q: float) -> float:
+    """The ``q`` quantile of ``values`` each counted ``weights`` times (the smallest value whose
+    cumulative weight reaches ``q`` of the total); NaN for no values.
+
+    Examples
+    --------
+    >>> weighted_quantile([1.0, 2.0, 3.0], [1.0, 1.0, 2.0], 0.5)
+    2.0
+    """
+    v = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if v.size == 0:
+        return float("nan")
+    order = np.argsort(v)
+    cum = np.cumsum(w[order]) / w.sum()
+    return float(v[order][min(int(np.searchsorted(cum, q)), v.size - 1)])
+

@@ -18,7 +18,7 @@ import xarray as xr
 from scipy import ndimage
 
 from metallo.errors import ConfigError
-from metallo.quantify._common import label_array, resolve_pixel_size
+from metallo.quantify._common import label_array, resolve_pixel_size, weighted_quantile
 
 __all__ = ["lath_boundaries_from_ebsd", "lath_orientation", "lath_width_summary", "lath_widths"]
 
@@ -297,12 +297,10 @@ def lath_width_summary(table: pd.DataFrame) -> dict[str, float]:
                 "mean_point_sampled_um": np.nan}
     wt = table["weight"].to_numpy(dtype=np.float64)
     mean = float(np.average(w, weights=wt))
-    order = np.argsort(w)
-    cum = np.cumsum(wt[order]) / wt.sum()
     return {
         "n": float(w.size),
         "mean_um": mean,
         "std_um": float(np.sqrt(np.average((w - mean) ** 2, weights=wt))),
-        "median_um": float(w[order][np.searchsorted(cum, 0.5)]),
+        "median_um": weighted_quantile(w, wt, 0.5),
         "mean_point_sampled_um": float(w.mean()),
     }

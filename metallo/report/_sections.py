@@ -316,13 +316,11 @@ def _summary(frame: pd.DataFrame, column: str, unit: str, weights: np.ndarray | 
     values, w = values[ok], w[ok]
     if not values.size:
         return pd.DataFrame([{"n": 0, f"median ({unit})": np.nan, f"mean ({unit})": np.nan, f"p90 ({unit})": np.nan}])
-    order = np.argsort(values)
-    cum = np.cumsum(w[order]) / w.sum()
+
+    from metallo.quantify import weighted_quantile
 
     def quantile(q: float) -> float:
-        if weights is None:
-            return float(np.percentile(values, 100 * q))
-        return float(values[order][min(np.searchsorted(cum, q), values.size - 1)])
+        return float(np.percentile(values, 100 * q)) if weights is None else weighted_quantile(values, w, q)
 
     return pd.DataFrame([{"n": int(values.size), f"median ({unit})": quantile(0.5),
                           f"mean ({unit})": float(np.average(values, weights=w)), f"p90 ({unit})": quantile(0.9)}])
