@@ -116,23 +116,14 @@ def register(app: typer.Typer) -> None:
 def _summary(quality: dict[str, Any]) -> dict[str, Any]:
     """The figures the verdict rests on, for the one-line summary (quality.json has them all).
 
-    Mutual information is left out: the optimised metric is no evidence (issue 14: MI rose while
-    the warp dragged an edge 26 px off). Where method "auto" ran: its control points, their
-    held-out error, the two directions' round trip and the structure agreement beside the start's.
+    The report's registration figures (:func:`metallo.report.registration_key_figures`), each
+    beside the start's. Mutual information is left out: the optimised metric is no evidence
+    (issue 14: MI rose while the warp dragged an edge 26 px off).
     """
-    q = quality
-    cp = q.get("control_points") if isinstance(q.get("control_points"), dict) else {}
-    out: dict[str, Any] = {k: q[k] for k in ("method", "representation", "initial") if k in q}
-    if cp:
-        out["control_points"] = cp.get("inliers")
-        if isinstance(cp.get("held_out_px"), dict):
-            out["held_out_px_median"] = cp["held_out_px"].get("median")
-    if isinstance(q.get("inverse_consistency_px"), dict):
-        out["round_trip_px_median"] = q["inverse_consistency_px"].get("median")
-    if "structure_ncc" in q:
-        out["structure_ncc"] = {"start": q.get("structure_ncc_start"), "result": q["structure_ncc"]}
-    for key in ("inliers", "tre_px", "failed", "failure_reasons"):
-        if key in q and not (key == "inliers" and cp):
-            out[key] = q[key]
-    return out
+    from metallo.report import registration_key_figures
 
+    out: dict[str, Any] = {k: quality[k] for k in ("method", "representation", "initial") if k in quality}
+    for row in registration_key_figures(quality).itertuples(index=False):
+        out[row.figure] = row.result if row.start is None or row.start != row.start else {"start": row.start, "result": row.result}
+    out.update({k: quality[k] for k in ("inliers", "tre_px", "failed", "failure_reasons") if k in quality})
+    return out

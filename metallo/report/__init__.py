@@ -15,7 +15,7 @@ from metallo.report._qc import (
     qc_verdict,
     quality_checks,
 )
-from metallo.report._sections import Section, report_sections
+from metallo.report._sections import Section, registration_key_figures, report_sections
 
 __all__ = [
     "Section",
@@ -27,6 +27,7 @@ __all__ = [
     "qc_status",
     "qc_verdict",
     "quality_checks",
+    "registration_key_figures",
     "report_is_current",
     "report_key",
     "report_sections",
