@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -127,7 +128,8 @@ def _print_result(result: RunResult) -> None:
     for cls, qc in result.qc.items():
         mean = f"{100 * qc['mean']:.1f}%" if "mean" in qc else "-"
         lo, hi = qc.get("ci_low"), qc.get("ci_high")
-        ci = f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%; " if isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi else ""
+        known = all(isinstance(v, float) and math.isfinite(v) for v in (lo, hi))
+        ci = f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%; " if known else ""
         # A pass whose interval reaches past a limit is a pass of the mean only: say so here as the report does.
         doubt = " (the interval crosses a limit)" if qc["status"] == "pass" and qc.get("ci_inside") is False else ""
         out.print(f"QC {cls}{source}: {mean} ({ci}limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> "
