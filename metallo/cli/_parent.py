@@ -88,17 +88,9 @@ def register(app: typer.Typer) -> None:
                    f"median packets {table['n_packets'].median() if len(table) else 0:g}")
         size_node = names.quantity(node, names.GRAIN_SIZE)
         if size_node in spec:
+            from metallo.report import grain_size_line
+
             for _, row in spec.table(size_node).iterrows():
-                doubt = "" if row.get("reliable", True) else f" (NOT RELIABLE: {row['note']})"
-                # The figure each G rests on (E112's mean grain area 1 / N_A, or the mean lineal
-                # intercept), not the interior grains' mean ECD: on a small map the interior
-                # parents are the fragments (M1700: 0.38 µm beside a G that says 7 µm grains).
-                if row["method"] == "intercept":
-                    basis = f"mean lineal intercept {row['mean_intercept_um']:.3g} µm"
-                else:
-                    basis = (f"mean grain area 1/N_A {row['mean_area_um2']:.3g} µm² "
-                             f"(ECD of that area {row['mean_ecd_um']:.3g} µm)")
-                typer.echo(f"PAG size ({row['method']}): G = {row['G']:.2f}, {basis}"
-                           + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)")
-                           + doubt)
+                typer.echo(grain_size_line(row, "PAG size")
+                           + ("" if quality.get(names.PASSED) else " (reconstruction FAILED: not prior-austenite grains)"))
         typer.echo(f"written: {saved} ({', '.join(dict.fromkeys(nodes))})")

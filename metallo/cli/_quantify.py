@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
             failed_upstream,
             histogram_figure,
             quality_checks,
+            quantity_lines,
         )
         from metallo.specimen import Specimen
         from metallo.steps import run_step
@@ -101,6 +102,8 @@ def register(app: typer.Typer) -> None:
                 save_figure(histogram_figure(table[column].to_numpy(), xlabel=xlabel, title=name, weights=weights),
                             folder / f"{name}.png")
             typer.echo(f"{node}: {len(table)} rows")
+            for line in quantity_lines(spec, node):
+                typer.echo(f"  {line}")
             if node == names.PHASES_ACROSS_MAPS:
                 params = across_parameters(spec)
                 typer.echo(f"  the specimen: one field per micrograph ({', '.join(map(names.leaf, params.get('micrographs', [])))})"

@@ -15,18 +15,26 @@ from metallo.report._qc import (
     qc_verdict,
     quality_checks,
 )
-from metallo.report._sections import Section, registration_key_figures, report_sections
+from metallo.report._sections import (
+    Section,
+    grain_size_line,
+    quantity_lines,
+    registration_key_figures,
+    report_sections,
+)
 
 __all__ = [
     "Section",
     "across_parameters",
     "failed_upstream",
+    "grain_size_line",
     "histogram_figure",
     "measured_fractions",
     "qc_passed",
     "qc_status",
     "qc_verdict",
     "quality_checks",
+    "quantity_lines",
     "registration_key_figures",
     "report_is_current",
     "report_key",

@@ -30,7 +30,7 @@ from metallo.report._qc import (
     quality_checks,
 )
 
-__all__ = ["Block", "Cell", "Section", "report_sections"]
+__all__ = ["Block", "Cell", "Section", "grain_size_line", "quantity_lines", "report_sections"]
 
 
 @dataclass(frozen=True)
@@ -324,6 +324,54 @@ def _summary(frame: pd.DataFrame, column: str, unit: str, weights: np.ndarray | 
 
     return pd.DataFrame([{"n": int(values.size), f"median ({unit})": quantile(0.5),
                           f"mean ({unit})": float(np.average(values, weights=w)), f"p90 ({unit})": quantile(0.9)}])
+
+
+def grain_size_line(row: Mapping[str, Any], what: str = "grain size") -> str:
+    """One printed line for a grain-size row: G, the figure it rests on, and its doubt.
+
+    The figure is E112's mean grain area 1/N_A (or the mean lineal intercept), not the interior
+    grains' mean ECD: on a small map the interior grains are the fragments.
+    """
+    if row.get("method") == "intercept":
+        basis = f"mean lineal intercept {float(row['mean_intercept_um']):.3g} µm"
+    else:
+        # E112's planimetric figure is 1/N_A over the whole field; E2627's is the interior grains' mean.
+        area = "mean grain area" + (" 1/N_A" if row.get("method") == "planimetric" else "")
+        basis = (f"{area} {float(row['mean_area_um2']):.3g} µm² "
+                 f"(ECD of that area {float(row['mean_ecd_um']):.3g} µm)")
+    phase = f" of {row['phase']}" if isinstance(row.get("phase"), str) and row.get("phase") else ""
+    reliable = row.get("reliable", True)
+    doubt = "" if reliable is None or bool(reliable) else f" (NOT RELIABLE: {row.get('note')})"
+    return f"{what}{phase} ({row.get('method')}): G = {float(row['G']):.2f}, {basis}{doubt}"
+
+
+def quantity_lines(spec: Any, node: str) -> list[str]:
+    """The key figures of a quantity table, as lines for a terminal (``metallo quantify``).
+
+    Grain sizes (G and what it rests on, with the reliability note), and the weighted summary
+    of particle sizes, denuded-zone widths and lath widths that the report's sections show.
+    Other tables give no lines.
+    """
+    kind = names.leaf(node).rsplit(".", 1)[-1]
+    frame = spec.table(node)
+    if kind in (names.GRAIN_SIZE, names.GRAIN_SIZE_BY_PHASE):
+        return [grain_size_line(row) for _, row in frame.iterrows()]
+    columns = {names.PARTICLES: ("ecd_um", "ECD"), names.DENUDED: ("width_um", "width"),
+               names.LATHS: ("width_um", "apparent width")}
+    if kind not in columns or not len(frame) or columns[kind][0] not in frame:
+        return []
+    column, label = columns[kind]
+    if kind == names.LATHS and "weight" in frame:
+        from metallo.quantify import lath_width_summary
+
+        stats = lath_width_summary(frame)
+        return [f"{label}: n {int(stats['n'])} intercepts, median {stats['median_um']:.3g} µm, "
+                f"mean {stats['mean_um']:.3g} µm (number-weighted)"]
+    weights = frame["weight"].to_numpy(dtype=np.float64) if kind == names.PARTICLES and "weight" in frame else None
+    row = _summary(frame, column, "µm", weights).iloc[0]
+    corrected = weights is not None and bool(np.any(weights != 1.0))
+    return [f"{label}: n {int(row['n'])}, median {row['median (µm)']:.3g} µm, mean {row['mean (µm)']:.3g} µm, "
+            f"p90 {row['p90 (µm)']:.3g} µm" + (" (edge-corrected, Miles-Lantuéjoul weights)" if corrected else "")]
 
 
 def _distribution_sections(spec: Any) -> list[Section]:

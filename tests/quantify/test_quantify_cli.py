@@ -78,6 +78,18 @@ def test_cli_quantify_writes_tables_figures_and_nodes(specimen_path, tmp_path):
     assert {names.quantify_step(w) for w in names.QUANTIFY_WHAT} <= steps
     record = next(p for p in spec.provenance if p["step"] == names.quantify_step("particles"))
     assert record["parameters"]["split_touching"] is True
+    # The key figures are printed, not only row counts: 12 disks of 16 px (0.8 µm) ECD, 1 µm
+    # denuded bands, 1.8 µm laths, and ten grains that are no E112 statistic.
+    lines = result.output.splitlines()
+    ecd = next(line for line in lines if line.strip().startswith("ECD: n 12,"))
+    assert float(ecd.split("median ")[1].split(" µm")[0]) == pytest.approx(0.8, rel=0.02)
+    width = next(line for line in lines if line.strip().startswith("width: n "))
+    assert float(width.split("median ")[1].split(" µm")[0]) == pytest.approx(1.0, abs=0.1)
+    lath = next(line for line in named.output.splitlines() if line.strip().startswith("apparent width: n "))
+    assert float(lath.split("median ")[1].split(" µm")[0]) == pytest.approx(1.8, rel=0.05)
+    g = next(line for line in lines if "grain size (planimetric): G = " in line)
+    assert f"G = {grains.loc['planimetric', 'G']:.2f}" in g and f"1/N_A {grains.loc['planimetric', 'mean_area_um2']:.3g} µm²" in g
+    assert "NOT RELIABLE" in g and "fewer than the 50 grains" in g
     particles_file = names.leaf(names.quantity(particles_node, names.PARTICLES))
     assert (out / f"{particles_file}.csv").is_file()
     assert (out / f"{particles_file}.png").is_file()
