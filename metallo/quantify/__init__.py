@@ -12,7 +12,12 @@ from metallo.quantify._fractions import (
     phase_fraction_ci,
     phase_fractions,
 )
-from metallo.quantify._grains import astm_g_intercept, astm_g_planimetric, grain_size
+from metallo.quantify._grains import (
+    EBSD_MIN_INDEXED,
+    astm_g_intercept,
+    astm_g_planimetric,
+    grain_size,
+)
 from metallo.quantify._laths import (
     lath_boundaries_from_ebsd,
     lath_orientation,
@@ -29,7 +34,6 @@ from metallo.quantify._psd import (
     size_ecdf,
 )
 from metallo.quantify._specimen import (
-    EBSD_MIN_INDEXED,
     QUANTITIES,
     ebsd_phase_shares,
     quantify_specimen,

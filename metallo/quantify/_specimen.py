@@ -27,7 +27,7 @@ from metallo.quantify._fractions import (
     phase_fraction_ci,
     phase_fractions,
 )
-from metallo.quantify._grains import grain_size
+from metallo.quantify._grains import EBSD_MIN_INDEXED, grain_size
 from metallo.quantify._laths import lath_widths
 from metallo.quantify._particles import particle_sizes
 from metallo.quantify._psd import lognormal_fit, size_distribution
@@ -388,7 +388,8 @@ def quantify_step(
                 twin_info = json.loads(merged.attrs["parameters"])
                 measured: Any = grains
                 if twins == "merge":
-                    measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, 0))  # 0 = no grain
+                    # -1 stays "not indexed" (not a boundary), as in the grains' own ids.
+                    measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, -1))
                 elif names.parent(node) not in spec and twin_info["n_grains_before"] and (
                         twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
                     # (A map with a parent reconstruction is martensite: its Sigma3 are block boundaries.)
@@ -427,10 +428,6 @@ def quantify_step(
     return out
 
 
-#: Share of indexed points below which an EBSD map's phase fractions are flagged: the fractions
-#: are of the indexed points, and a phase that indexes worse than the others (fine retained
-#: austenite between martensite laths, a deformed phase) is under-counted by what is missing.
-EBSD_MIN_INDEXED = 0.9
 
 
 def ebsd_phase_shares(ebsd: xr.Dataset) -> tuple[dict[str, float], float] | None:

@@ -347,3 +347,25 @@ def test_e112_mean_area_is_one_over_n_a_not_the_interior_mean(shared_file):
     area = np.bincount(ids[ids >= 0].ravel()) * float(ebsd.attrs["step_um"]) ** 2
     interior = np.setdiff1d(np.flatnonzero(area), edge)
     assert len(interior) == 84 and area[interior].mean() == pytest.approx(216.5, abs=0.5)
+
+
+def test_an_ebsd_map_mostly_unindexed_gives_no_reliable_grain_size():
+    """An EBSD grain map (-1 = not indexed): 10 x 10 square grains of 20 points, the right 60 % of
+    the map not indexed (a cold-rolled region that does not index). The field is the indexed 40 %
+    exactly, not grown into the unindexed region, and the size is flagged: the grains that index
+    are no sample of the section. A one-point hole inside a grain is closed, as before."""
+    ids = (np.arange(100).reshape(10, 10)).repeat(20, 0).repeat(20, 1)  # 0 is a grain id
+    ids[:, 80:] = -1
+    ids[50, 50] = -1  # one unindexed point inside grain 22
+    with pytest.warns(UserWarning, match=r"only 40\.0 % of the map is indexed"):
+        row = grain_size(ids, pixel_size_um=1.0, method="planimetric").iloc[0]
+    assert row["field_area_um2"] == 200 * 80  # the 1-point hole closed, the region not grown into
+    # 10 rows x 4 columns of grains indexed: 8 x 2 interior (the first column lies on the map's
+    # edge, the fourth on the unindexed region), 24 cut, 2 of them at the map's corners.
+    assert row["n_grains"] == 40 and row["n_edge_grains"] == 24 and row["n_corner_grains"] == 2
+    assert row["n_a_per_mm2"] == pytest.approx((16 + 0.5 * 22 + 0.25 * 2) / (200 * 80 * 1e-6))
+    assert not row["reliable"] and "not a sample of the section" in row["note"]
+    # The same map fully indexed: reliable, and nothing about indexing.
+    full = (np.arange(100).reshape(10, 10) + 1).repeat(20, 0).repeat(20, 1)
+    row = grain_size(full, pixel_size_um=1.0, method="planimetric").iloc[0]
+    assert row["reliable"] and row["field_area_um2"] == 200 * 200
