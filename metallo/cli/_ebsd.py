@@ -74,8 +74,12 @@ def register(app: typer.Typer) -> None:
         if phases:
             typer.echo(f"phases (share of the indexed points): {phases}; with a CI over fields: metallo quantify --what phases")
         if grain.size:
+            from metallo.quantify import EBSD_MIN_INDEXED
+
             typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
-                       f"mean GOS {_mean(gos, '.2f')} deg, mean GAM {_mean(gam, '.2f')} deg")
+                       f"mean GOS {_mean(gos, '.2f')} deg, mean GAM {_mean(gam, '.2f')} deg"
+                       + (f" (of the {indexed:.1%} indexed: the grains that index, no grain size of the section)"
+                          if indexed < EBSD_MIN_INDEXED else ""))
         else:
             typer.echo(f"grains: none (tolerance {tolerance:g} deg; {int((data['phase'].values >= 0).sum())} indexed "
                        "points form no grain of the minimum size)")
