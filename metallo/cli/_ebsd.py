@@ -88,16 +88,23 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
         else:
             typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): no point has indexed neighbours of its phase at that order")
-        typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}")
-        if grain.size and codes[3]:
+        typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}"
+                   + (f", hcp twins {codes[4]}" if codes.size > 4 and codes[4] else ""))
+        if grain.size:
+            twin_line = _twin_text(data, derived["grain_id"])
+            if twin_line:
+                typer.echo(f"twin boundaries (share of the grain-boundary segments): {twin_line}")
+        if grain.size and (codes[3] or (codes.size > 4 and codes[4])):
             import json
 
             from metallo.ebsd import merge_twins
 
             after = json.loads(merge_twins(data, derived["grain_id"]).attrs["parameters"])["n_grains_after"]
-            if after < grain.size:
+            if after < grain.size and codes[3]:
                 typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
                            "metallo quantify --twins merge; in martensite these are block boundaries)")
+            elif after < grain.size:
+                typer.echo(f"parent grains with their hcp twins merged: {after} (metallo quantify --twins merge)")
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
 
@@ -114,6 +121,19 @@ def _phase_shares(data: Any) -> str:
     if indexed < EBSD_MIN_INDEXED:
         text += f" (only {100 * indexed:.1f} % of the points are indexed: a phase that indexes worse is under-counted)"
     return text
+
+
+def _twin_text(data: Any, grain_id: Any) -> str:
+    """``"Magnesium {10-12} extension 52.3 %, ..."``: each twin relation found, as a share of its
+    phase's grain-boundary segments; "" for a map without twin relations."""
+    from metallo.ebsd import twin_boundaries
+
+    table = twin_boundaries(data, grain_id)
+    parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} %"
+             for _, row in table.iterrows() if row["n_segments"] > 0]
+    if not parts and len(table):
+        return "none within the relations' tolerance (" + ", ".join(dict.fromkeys(table["twin"])) + ")"
+    return ", ".join(parts)
 
 
 def _sigma3_text(data: Any, count: int) -> str:

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         min_area_um2: Annotated[float, typer.Option("--min-area-um2", help="Smallest particle (µm²).")] = 0.0,
         twins: Annotated[
-            str, typer.Option("--twins", help="EBSD grain size: 'keep' Sigma3 twins as grains, or 'merge' them into their grains (ASTM E112 for austenite).")
+            str, typer.Option("--twins", help="EBSD grain size: 'keep' twins as grains, or 'merge' them into their grains (Sigma3 in cubic phases: ASTM E112 for austenite; the hcp twins in hexagonal phases: the parent grains).")
         ] = "keep",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier quantities.")] = False,
     ) -> None:

@@ -42,6 +42,7 @@ from metallo.ebsd._rotations import (
     random_quaternions,
 )
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
+from metallo.ebsd._twins import TwinSystem, twin_boundaries, twin_deviation, twin_systems
 
 __all__ = [
     "KAM_KERNELS",
@@ -94,4 +95,8 @@ __all__ = [
     "resample_to_square",
     "sigma3_deviation",
     "symmetry_operators",
+    "TwinSystem",
+    "twin_boundaries",
+    "twin_deviation",
+    "twin_systems",
 ]

@@ -8,7 +8,7 @@ from typing import Literal, overload
 import numpy as np
 import xarray as xr
 
-from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundary_codes
+from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundary_codes, special_parameters
 from metallo.ebsd._grains import (
     Grains,
     _first_neighbour_angles,
@@ -18,6 +18,7 @@ from metallo.ebsd._grains import (
 )
 from metallo.ebsd._kam import check_kam_kernel, kam_values
 from metallo.ebsd._neighbours import orientation_map
+from metallo.ebsd._twins import twins_by_phase
 
 __all__ = ["derive"]
 
@@ -92,7 +93,8 @@ def derive(
     gos_px = np.where(inside, table["gos_deg"].to_numpy()[safe] if n else np.nan, np.nan)
     gam_px = np.where(inside, table["gam_deg"].to_numpy()[safe] if n else np.nan, np.nan)
     kparams = {"order": int(kam_order), "max_deg": float(kam_max_deg), "kernel": kam_kernel, "grid": omap.grid}
-    bparams = {"low_deg": float(low_deg), "high_deg": float(high_deg), "special": "sigma3" if special else "",
+    twins = twins_by_phase(ebsd)
+    bparams = {"low_deg": float(low_deg), "high_deg": float(high_deg), **special_parameters(twins, bool(special)),
                "classes": list(BOUNDARY_CLASSES), "grains": True, **gparams}
     out = xr.Dataset(
         {
@@ -103,7 +105,8 @@ def derive(
             "gos": map_dataarray(gos_px.astype(np.float32), omap, "gos", gparams, "deg"),
             "gam": map_dataarray(gam_px.astype(np.float32), omap, "gam", gparams, "deg"),
             "boundaries": map_dataarray(
-                boundary_codes(omap, ids, low_deg=float(low_deg), high_deg=float(high_deg), special=bool(special)),
+                boundary_codes(omap, ids, low_deg=float(low_deg), high_deg=float(high_deg), special=bool(special),
+                               twins=twins),
                 omap, "boundaries", bparams),
         },
         attrs={"n_grains": int(n), "source": str(ebsd.attrs.get("source", "")),

@@ -233,7 +233,9 @@ def quantify_step(
         ``particles`` and ``psd``, ``denuded``, ``laths`` of each label map; ``grain_size``
         (rows: ASTM E112 planimetric and intercept, ASTM E2627's mean area) and ``laths``
         of each EBSD map (and ``grain_size_by_phase`` where it has grains of two or more
-        phases; ``phase_fields`` / ``phase_fractions`` of its phases where its header lists two
+        phases; ``twins``, the twin share of each phase's grain boundaries, where a phase has
+        twin relations: Sigma3 in cubic phases, the hcp twins in hexagonal ones with lattice
+        constants, :func:`metallo.ebsd.twin_boundaries`; ``phase_fields`` / ``phase_fractions`` of its phases where its header lists two
         or more, with a quality record that fails below :data:`EBSD_MIN_INDEXED` indexed); ``grain_size`` (the two E112 rows) of each parent-austenite node. Empty tables are not
         added. With label maps of two or more micrographs of one modality (the maps QC judges:
         segmentations, else annotations, with the classes of the first), ``names.PHASES_ACROSS_MAPS``
@@ -393,11 +395,15 @@ def quantify_step(
                 elif names.parent(node) not in spec and twin_info["n_grains_before"] and (
                         twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
                     # (A map with a parent reconstruction is martensite: its Sigma3 are block boundaries.)
+                    cubic = twin_info["twin"].startswith("Sigma3")
                     warnings.warn(
                         f"{where}: {node}: {twin_info['n_grains_before'] - twin_info['n_grains_after']} of its "
-                        f"{twin_info['n_grains_before']} grains are Sigma3 twins of a neighbour; ASTM E112 counts "
-                        "austenitic grains without annealing twins (quantify with twins='merge'); in lath "
-                        "martensite or bainite these are block boundaries and are rightly kept",
+                        f"{twin_info['n_grains_before']} grains are "
+                        + ("Sigma3 twins of a neighbour; ASTM E112 counts austenitic grains without annealing twins "
+                           "(quantify with twins='merge'); in lath martensite or bainite these are block boundaries "
+                           "and are rightly kept" if cubic else
+                           f"twins of a neighbour ({twin_info['twin']}); the grain size of the parent grains, "
+                           "without their twins, is quantify with twins='merge'"),
                         UserWarning, stacklevel=2,
                     )
                 ps_um = require_pixel_size_um(square, what=f"{where}: {node}")
@@ -412,6 +418,13 @@ def quantify_step(
                 if by_phase is not None:
                     add(names.quantity(node, names.GRAIN_SIZE_BY_PHASE), by_phase, "grains",
                         {**params, "region": True, "by": "phase"}, [node])
+                twin_table = mebsd.twin_boundaries(square, grains)
+                if len(twin_table):
+                    # Twin relations of the grains as found (twins kept): what share of each
+                    # phase's grain boundaries they are.
+                    add(names.quantity(node, names.TWINS), twin_table, "grains",
+                        {"tolerance_deg": grain_tolerance_deg, "counted": "edge-neighbour pairs in different grains"},
+                        [node])
                 parent = names.parent(node)
                 if parent in spec and names.PARENT_GRAIN_ID in spec[parent]:
                     # Prior-austenite grain size (E112) of the reconstructed parent grains.

@@ -348,7 +348,7 @@ def grain_size_line(row: Mapping[str, Any], what: str = "grain size") -> str:
 def quantity_lines(spec: Any, node: str) -> list[str]:
     """The key figures of a quantity table, as lines for a terminal (``metallo quantify``).
 
-    Grain sizes (G and what it rests on, with the reliability note), and the weighted summary
+    Grain sizes (G and what it rests on, with the reliability note), twin shares, and the weighted summary
     of particle sizes, denuded-zone widths and lath widths that the report's sections show.
     Other tables give no lines.
     """
@@ -356,6 +356,9 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
     frame = spec.table(node)
     if kind in (names.GRAIN_SIZE, names.GRAIN_SIZE_BY_PHASE):
         return [grain_size_line(row) for _, row in frame.iterrows()]
+    if kind == names.TWINS:
+        return [f"{row['phase']} {row['twin']} ({row['angle_deg']:g} deg {row['axis']}): {100 * row['share']:.1f} % of "
+                f"{int(row['n_boundary_segments'])} grain-boundary segments" for _, row in frame.iterrows()]
     columns = {names.PARTICLES: ("ecd_um", "ECD"), names.DENUDED: ("width_um", "width"),
                names.LATHS: ("width_um", "apparent width")}
     if kind not in columns or not len(frame) or columns[kind][0] not in frame:
@@ -468,15 +471,24 @@ def _grain_sections(spec: Any) -> list[Section]:
             if "twins" in params:
                 kept, merged = params.get("grains_with_twins"), params.get("grains_without_twins")
                 section.blocks.append(_p(
-                    f"Sigma3 twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
+                    f"Twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
                     f"{kept} grains with twins, {merged} without. ASTM E112 counts austenitic (fcc) grains without "
-                    "their annealing twins; in ferrite, bainite or martensite a Sigma3 boundary is no annealing twin "
-                    "and the grains are rightly counted with it."))
+                    "their annealing (Sigma3) twins; in ferrite, bainite or martensite a Sigma3 boundary is no "
+                    "annealing twin and the grains are rightly counted with it. In hexagonal phases the twins are "
+                    "those of the hcp twin relations, and merged grains are the parent grains."))
             section.blocks.append(table(sizes))
         by_phase = names.quantity(source, names.GRAIN_SIZE_BY_PHASE)
         if by_phase in spec:
             sizes = spec.table(by_phase)
             section.blocks += [Block("h3", text="Each phase on its own area" + _too_few_grains(sizes)), table(sizes)]
+        twins = names.quantity(source, names.TWINS)
+        if twins in spec:
+            section.blocks += [Block("h3", text="Twin boundaries"),
+                               _p("Share of each phase's grain-boundary segments (edge-neighbour pairs in different "
+                                  "grains) whose misorientation lies within the tolerance of a twin relation: Sigma3 "
+                                  "(60 deg <111>, Brandon) in cubic phases; the hcp twins at the phase's c/a "
+                                  "(within 5 deg) in hexagonal ones."),
+                               table(spec.table(twins))]
         if has_ids:
             require_pixel_size_um(spec[source], what=source)
             ids = np.asarray(spec[derived]["grain_id"].values)

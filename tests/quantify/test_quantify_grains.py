@@ -154,7 +154,7 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     from metallo.report import write_report
 
     html = write_report(spec, tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "Sigma3 twins merged into their grains: 4 grains with twins, 2 without" in html
+    assert "Twins merged into their grains: 4 grains with twins, 2 without" in html
     with pytest.raises(ConfigError, match="twins must be"):
         quantify_step(spec, what=["grains"], labels=[], twins="drop", overwrite=True)
 

@@ -1,0 +1,251 @@
+"""Twin relations of cubic and hexagonal phases, and the twin share of a map's grain boundaries.
+
+A twin relation is a misorientation: a rotation about a crystal axis, compared with a boundary's
+misorientation over both crystals' symmetry (as MTEX's ``angle(gB.misorientation, twinning)``).
+
+- Cubic (``m-3m``): Sigma3, 60 deg about <111>, within Brandon's 15/sqrt(3) = 8.66 deg.
+- Hexagonal (``6/mmm``; metallo's crystal frame has x || a): the four twin systems of hcp metals
+  (Mg, Ti, Zr, Zn, Co). Each is a 180 deg turn about the twin plane's normal, which the
+  hexagonal symmetry makes a rotation of ``2 psi`` about the axis lying in the twin plane, with
+  ``psi`` the angle between the plane's normal and c. That angle follows from the phase's c/a:
+
+  ========================  ==========  ===================================  ============
+  twin plane                axis        tan(psi)                             Mg (1.624)
+  ========================  ==========  ===================================  ============
+  {10-12} extension         <11-20>     c / (sqrt(3) a)                      86.3 deg
+  {10-11} contraction       <11-20>     2 c / (sqrt(3) a)                    56.1 deg
+  {11-21} extension         <10-10>     2 c / a                              34.2 deg
+  {11-22} contraction       <10-10>     c / a                                63.3 deg
+  ========================  ==========  ===================================  ============
+
+  (The reduced angle is ``min(2 psi, 180 - 2 psi)``.) A map that states no lattice constants for
+  a hexagonal phase gets no twin relations for it: the angles would be guesses. Boundaries of
+  hcp twins are marked within 5 deg, the tolerance of MTEX's twinning tutorial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from metallo.ebsd._rotations import axis_angle_to_quat, quat_multiply
+from metallo.ebsd._symmetry import (
+    _pair_product,
+    disorientation_cos,
+    disorientation_cos_components,
+    pair_product_components,
+    symmetry_operators,
+)
+
+__all__ = ["TwinSystem", "twin_boundaries", "twin_deviation", "twin_systems"]
+
+#: Brandon's criterion for Sigma3: 15 deg / sqrt(3).
+BRANDON_SIGMA3_DEG = 15.0 / math.sqrt(3.0)
+#: Tolerance of the hcp twin relations (MTEX's twinning tutorial: 5 deg).
+HCP_TWIN_TOLERANCE_DEG = 5.0
+
+
+@dataclass(frozen=True)
+class TwinSystem:
+    """A twin relation: ``angle_deg`` about the crystal ``axis``, for phases of Laue group ``laue``."""
+
+    name: str
+    laue: str
+    axis: tuple[float, float, float]
+    angle_deg: float
+    tolerance_deg: float
+
+    @property
+    def reduced_angle_deg(self) -> float:
+        """The disorientation angle of the exact twin (hexagonal: ``min(angle, 180 - angle)``)."""
+        return float(min(self.angle_deg, 180.0 - self.angle_deg)) if self.laue == "6/mmm" else float(self.angle_deg)
+
+
+#: The cubic annealing twin.
+SIGMA3 = TwinSystem("Sigma3", "m-3m", (1.0, 1.0, 1.0), 60.0, BRANDON_SIGMA3_DEG)
+
+_A_AXIS = (1.0, 0.0, 0.0)  # <11-20> in metallo's hexagonal frame (x || a)
+_M_AXIS = (0.0, 1.0, 0.0)  # <10-10>
+
+
+def twin_systems(phase: Mapping[str, Any]) -> list[TwinSystem]:
+    """The twin relations metallo marks for one phase of a map (an entry of ``attrs["phases"]``).
+
+    Cubic ``m-3m`` phases: Sigma3. Hexagonal ``6/mmm`` phases with lattice constants: the four hcp
+    twin systems at the phase's own c/a. Other phases, and hexagonal ones without lattice
+    constants: none.
+
+    Examples
+    --------
+    >>> mg = {"symmetry": "6/mmm", "lattice": [3.2089, 3.2089, 5.2101, 90, 90, 120]}
+    >>> [(s.name, round(s.reduced_angle_deg, 1)) for s in twin_systems(mg)]
+    [('{10-12} extension', 86.3), ('{10-11} contraction', 56.1), ('{11-21} extension', 34.2), ('{11-22} contraction', 63.3)]
+    """
+    laue = phase.get("symmetry")
+    if laue == "m-3m":
+        return [SIGMA3]
+    if laue != "6/mmm":
+        return []
+    lattice = phase.get("lattice")
+    try:
+        a, c = float(lattice[0]), float(lattice[2])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        return []
+    if not (a > 0 and c > 0 and math.isfinite(a) and math.isfinite(c)):
+        return []
+    ratio = c / a
+    s3 = math.sqrt(3.0)
+    tol = HCP_TWIN_TOLERANCE_DEG
+    return [
+        TwinSystem("{10-12} extension", "6/mmm", _A_AXIS, 2 * math.degrees(math.atan(ratio / s3)), tol),
+        TwinSystem("{10-11} contraction", "6/mmm", _A_AXIS, 2 * math.degrees(math.atan(2 * ratio / s3)), tol),
+        TwinSystem("{11-21} extension", "6/mmm", _M_AXIS, 2 * math.degrees(math.atan(2 * ratio)), tol),
+        TwinSystem("{11-22} contraction", "6/mmm", _M_AXIS, 2 * math.degrees(math.atan(ratio)), tol),
+    ]
+
+
+@lru_cache(maxsize=64)
+def _variants(system: TwinSystem) -> np.ndarray:
+    """Right multipliers ``T S_k`` of the twin ``T`` that differ modulo the left symmetry (the
+    disorientation already minimises over it), component-first."""
+    ops = symmetry_operators(system.laue)
+    twins = quat_multiply(axis_angle_to_quat(np.array(system.axis), np.radians(system.angle_deg)), ops)
+    keep: list[np.ndarray] = []
+    for t in twins:
+        if all(disorientation_cos(_pair_product(t, k), system.laue) < 1 - 1e-9 for k in keep):
+            keep.append(t)
+    return np.array(keep)
+
+
+def twin_deviation(q1: np.ndarray, q2: np.ndarray, system: TwinSystem = SIGMA3) -> np.ndarray:
+    """Angular deviation (degrees) of the misorientation of ``q1``, ``q2`` from a twin relation,
+    minimised over both crystals' symmetry.
+
+    Parameters
+    ----------
+    q1, q2 : ndarray, (..., 4)
+        Orientations (unit quaternions) of two crystals of the system's Laue group.
+    system : TwinSystem
+        The relation (:func:`twin_systems`); default the cubic Sigma3.
+
+    Returns
+    -------
+    ndarray, (...)
+        Degrees; 0 for an exact twin.
+
+    Examples
+    --------
+    >>> mg = twin_systems({"symmetry": "6/mmm", "lattice": [3.2089, 3.2089, 5.2101, 90, 90, 120]})[0]
+    >>> twin = axis_angle_to_quat(np.array([1.0, 0, 0]), np.radians(mg.angle_deg))
+    >>> round(float(twin_deviation(np.array([1.0, 0, 0, 0]), twin, mg)), 6)
+    0.0
+    """
+    q1 = np.moveaxis(np.asarray(q1, dtype=np.float64), -1, 0)
+    q2 = np.moveaxis(np.asarray(q2, dtype=np.float64), -1, 0)
+    m = pair_product_components(q2, q1)
+    best = np.zeros(m.shape[1:])
+    for t in _variants(system):
+        tc = t.reshape((4,) + (1,) * (m.ndim - 1))
+        best = np.maximum(best, disorientation_cos_components(pair_product_components(m, tc), system.laue))
+    return np.degrees(2.0 * np.arccos(np.minimum(best, 1.0)))
+
+
+def nearest_twin(q1: np.ndarray, q2: np.ndarray, systems: Sequence[TwinSystem]) -> np.ndarray:
+    """Index into ``systems`` of the twin relation each pair is within tolerance of (the closest
+    one where several are), -1 for none."""
+    q1 = np.asarray(q1, dtype=np.float64)
+    out = np.full(q1.shape[:-1], -1, dtype=np.int64)
+    best = np.full(q1.shape[:-1], np.inf)
+    for k, system in enumerate(systems):
+        dev = twin_deviation(q1, q2, system)
+        hit = (dev <= system.tolerance_deg) & (dev < best)
+        out[hit] = k
+        best[hit] = dev[hit]
+    return out
+
+
+def twins_by_phase(ebsd: xr.Dataset) -> dict[int, list[TwinSystem]]:
+    """Phase id -> its twin relations (:func:`twin_systems`), for the phases that have any."""
+    from metallo._ebsd_dataset import phases_of
+
+    out = {}
+    for phase in phases_of(ebsd):
+        systems = twin_systems(phase)
+        if systems and "id" in phase:
+            out[int(phase["id"])] = systems
+    return out
+
+
+def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
+    """The twin share of a map's grain boundaries, per phase and twin relation.
+
+    Every pair of edge neighbours that lie in different grains of one phase (both indexed) is a
+    grain-boundary segment, as MTEX counts ``grains.boundary('Mg', 'Mg')``. A segment is a twin
+    boundary of a relation when its two points' misorientation lies within the relation's
+    tolerance (the closest relation where several do).
+
+    Parameters
+    ----------
+    ebsd : xr.Dataset
+        EBSD map.
+    grains : Grains or (y, x) ids
+        Grains of the map (:func:`metallo.ebsd.grains`).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per phase with twin relations and per relation: phase, twin, angle_deg (the
+        exact twin's disorientation), axis, tolerance_deg, n_segments, length_um (segments x the
+        edge length of one step: the step on a square grid, step / sqrt(3) on a hexagonal one),
+        share (of the phase's grain-boundary segments), n_boundary_segments. Empty for a map
+        without twin relations.
+
+    Examples
+    --------
+    >>> from metallo.synth import make_specimen
+    >>> from metallo.ebsd import grains
+    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # random grains
+    >>> table = twin_boundaries(ebsd, grains(ebsd))
+    >>> list(table.columns)[:3]
+    ['phase', 'twin', 'angle_deg']
+    """
+    from metallo._ebsd_dataset import phases_of
+    from metallo.ebsd._grains import _ids_of
+    from metallo.ebsd._neighbours import first_neighbour_offsets, offset_pairs, orientation_map
+
+    omap = orientation_map(ebsd)
+    ids = _ids_of(grains, omap)
+    systems = twins_by_phase(ebsd)
+    names = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
+    edge_um = omap.step_x / math.sqrt(3.0) if omap.grid == "hexagonal" else omap.step_x
+    counts = {pid: np.zeros(len(s) + 1, np.int64) for pid, s in systems.items()}  # last: all boundaries
+    for off in first_neighbour_offsets(omap.grid):
+        a, b = offset_pairs(omap.shape, omap.grid, off)
+        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b])
+        a, b = a[keep], b[keep]
+        for pid, phase_systems in systems.items():
+            mine = omap.phase[a] == pid
+            counts[pid][-1] += int(mine.sum())
+            if mine.any():
+                which = nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems)
+                counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(phase_systems))
+    rows = []
+    for pid, phase_systems in systems.items():
+        total = int(counts[pid][-1])
+        for k, system in enumerate(phase_systems):
+            n = int(counts[pid][k])
+            rows.append({"phase": names.get(pid, str(pid)), "twin": system.name,
+                         "angle_deg": round(system.reduced_angle_deg, 2),
+                         "axis": "<111>" if system.laue == "m-3m" else ("<11-20>" if system.axis == _A_AXIS else "<10-10>"),
+                         "tolerance_deg": round(system.tolerance_deg, 2), "n_segments": n, "length_um": n * edge_um,
+                         "share": n / total if total else float("nan"), "n_boundary_segments": total})
+    columns = ["phase", "twin", "angle_deg", "axis", "tolerance_deg", "n_segments", "length_um", "share",
+               "n_boundary_segments"]
+    return pd.DataFrame(rows, columns=columns)
