@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         if grain.size:
             twin_line = _twin_text(data, derived["grain_id"])
             if twin_line:
-                typer.echo(f"twin boundaries (share of the grain-boundary segments): {twin_line}")
+                typer.echo(f"twin relations (share of each phase's grain-boundary segments): {twin_line}")
         if grain.size and (codes[3] or (codes.size > 4 and codes[4])):
             import json
 

@@ -418,7 +418,11 @@ def quantify_step(
                 if by_phase is not None:
                     add(names.quantity(node, names.GRAIN_SIZE_BY_PHASE), by_phase, "grains",
                         {**params, "region": True, "by": "phase"}, [node])
-                twin_table = mebsd.twin_boundaries(square, grains)
+                # On the map's own grid (a hexagonal map's neighbours are not the resampling's),
+                # so the shares are those `metallo ebsd` prints.
+                native = spec[node]
+                twin_table = mebsd.twin_boundaries(native, grains if square is native else
+                                                   mebsd.grains(native, tolerance_deg=grain_tolerance_deg))
                 if len(twin_table):
                     # Twin relations of the grains as found (twins kept): what share of each
                     # phase's grain boundaries they are.
