@@ -27,13 +27,13 @@ from metallo.ebsd._neighbours import (
     OrientationMap,
     first_neighbour_offsets,
     iter_pair_angles,
-    offset_pairs,
     orientation_map,
 )
 from metallo.ebsd._twins import (
     BRANDON_SIGMA3_DEG,
     SIGMA3,
     TwinSystem,
+    boundary_twin_pairs,
     nearest_twin,
     twin_deviation,
     twins_by_phase,
@@ -217,17 +217,10 @@ def merge_twins(
                for pid, s in twins_by_phase(ebsd).items() if omap.laue.get(pid) == s[0].laue}
     src, dst, phase_of_pair = [], [], []
     if n and systems:
-        for off in first_neighbour_offsets(omap.grid):
-            a, b = offset_pairs(omap.shape, omap.grid, off)
-            cand = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b])
-            a, b = a[cand], b[cand]
-            for pid, phase_systems in systems.items():
-                mine = omap.phase[a] == pid
-                if mine.any():
-                    twin = nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems) >= 0
-                    src.append(ids[a[mine][twin]])
-                    dst.append(ids[b[mine][twin]])
-                    phase_of_pair.append(np.full(int(twin.sum()), pid))
+        for pid, a, b, which in boundary_twin_pairs(omap, ids, systems):
+            src.append(ids[a[which >= 0]])
+            dst.append(ids[b[which >= 0]])
+            phase_of_pair.append(np.full(int((which >= 0).sum()), pid))
     pairs = np.zeros((0, 2), int)
     if src:
         pairs, first = np.unique(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), axis=0, return_index=True)

@@ -26,7 +26,7 @@ misorientation over both crystals' symmetry (as MTEX's ``angle(gB.misorientation
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -183,6 +183,23 @@ def twins_by_phase(ebsd: xr.Dataset) -> dict[int, list[TwinSystem]]:
     return out
 
 
+def boundary_twin_pairs(omap: Any, ids: np.ndarray, systems: Mapping[int, Sequence[TwinSystem]]
+                        ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(phase id, a, b, which)`` for the grain-boundary pairs of each phase with twin relations:
+    edge neighbours ``a``, ``b`` (flat indices) in different grains of that phase, and the index
+    into its ``systems`` of the relation each pair is within tolerance of (-1 for none)."""
+    from metallo.ebsd._neighbours import first_neighbour_offsets, offset_pairs
+
+    for off in first_neighbour_offsets(omap.grid):
+        a, b = offset_pairs(omap.shape, omap.grid, off)
+        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b])
+        a, b = a[keep], b[keep]
+        for pid, phase_systems in systems.items():
+            mine = omap.phase[a] == pid
+            if mine.any():
+                yield pid, a[mine], b[mine], nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems)
+
+
 def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     """The twin share of a map's grain boundaries, per phase and twin relation.
 
@@ -194,9 +211,9 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     Parameters
     ----------
     ebsd : xr.Dataset
-        EBSD map.
+        EBSD map, square or hexagonal grid.
     grains : Grains or (y, x) ids
-        Grains of the map (:func:`metallo.ebsd.grains`).
+        Its grains (:func:`metallo.ebsd.grains`; -1 = none): the boundaries counted are theirs.
 
     Returns
     -------
@@ -218,7 +235,7 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     """
     from metallo._ebsd_dataset import phases_of
     from metallo.ebsd._grains import _ids_of
-    from metallo.ebsd._neighbours import first_neighbour_offsets, offset_pairs, orientation_map
+    from metallo.ebsd._neighbours import orientation_map
 
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
@@ -226,16 +243,9 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     names = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
     edge_um = omap.step_x / math.sqrt(3.0) if omap.grid == "hexagonal" else omap.step_x
     counts = {pid: np.zeros(len(s) + 1, np.int64) for pid, s in systems.items()}  # last: all boundaries
-    for off in first_neighbour_offsets(omap.grid):
-        a, b = offset_pairs(omap.shape, omap.grid, off)
-        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b])
-        a, b = a[keep], b[keep]
-        for pid, phase_systems in systems.items():
-            mine = omap.phase[a] == pid
-            counts[pid][-1] += int(mine.sum())
-            if mine.any():
-                which = nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems)
-                counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(phase_systems))
+    for pid, _, _, which in boundary_twin_pairs(omap, ids, systems):
+        counts[pid][-1] += which.size
+        counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(systems[pid]))
     rows = []
     for pid, phase_systems in systems.items():
         total = int(counts[pid][-1])
