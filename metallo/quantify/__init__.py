@@ -21,6 +21,7 @@ from metallo.quantify._grains import (
 from metallo.quantify._laths import (
     lath_boundaries_from_ebsd,
     lath_orientation,
+    lath_width_quality,
     lath_width_summary,
     lath_widths,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "ks_test",
     "lath_boundaries_from_ebsd",
     "lath_orientation",
+    "lath_width_quality",
     "lath_width_summary",
     "lath_widths",
     "lognormal_fit",

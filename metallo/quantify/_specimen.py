@@ -28,7 +28,7 @@ from metallo.quantify._fractions import (
     phase_fractions,
 )
 from metallo.quantify._grains import EBSD_MIN_INDEXED, grain_size
-from metallo.quantify._laths import lath_widths
+from metallo.quantify._laths import lath_width_quality, lath_widths
 from metallo.quantify._particles import particle_sizes
 from metallo.quantify._psd import lognormal_fit, size_distribution
 
@@ -337,7 +337,8 @@ def quantify_step(
         if "laths" in what and lath is not None and (lab == lath).any():
             table = lath_widths(lab, pixel_size_um=ps, lath_class=lath)
             if len(table):
-                add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
+                add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node],
+                    quality=lath_width_quality(table, ps, what=f"{where}: {node}"))
 
     if "phases" in what:
         for node in names.members(phase_maps, names.SEGMENTATIONS):
@@ -441,7 +442,9 @@ def quantify_step(
             if "laths" in what and node in lath_maps:
                 table = lath_widths(square, threshold_deg=lath_threshold_deg)
                 if len(table):
-                    add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node])
+                    add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node],
+                        quality=lath_width_quality(table, json.loads(table.attrs["parameters"])["pixel_size_um"],
+                                                   what=f"{where}: {node}"))
     return out
 
 

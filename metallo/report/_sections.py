@@ -345,6 +345,12 @@ def grain_size_line(row: Mapping[str, Any], what: str = "grain size") -> str:
     return f"{what}{phase} ({row.get('method')}): G = {float(row['G']):.2f}, {basis}{doubt}"
 
 
+def _failed(spec: Any, node: str) -> list[str]:
+    """The reasons of a node's failed quality record; [] where it passed or has none."""
+    check = quality_checks(spec).get(node) if node in spec else None
+    return list(check["reasons"]) if check and not check["passed"] else []
+
+
 def quantity_lines(spec: Any, node: str) -> list[str]:
     """The key figures of a quantity table, as lines for a terminal (``metallo quantify``).
 
@@ -369,7 +375,8 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
 
         stats = lath_width_summary(frame)
         return [f"{label}: n {int(stats['n'])} intercepts, median {stats['median_um']:.3g} µm, "
-                f"mean {stats['mean_um']:.3g} µm (number-weighted)"]
+                f"mean {stats['mean_um']:.3g} µm (number-weighted)"
+                + "".join(f" (NOT RELIABLE: {reason})" for reason in _failed(spec, node))]
     weights = frame["weight"].to_numpy(dtype=np.float64) if kind == names.PARTICLES and "weight" in frame else None
     row = _summary(frame, column, "µm", weights).iloc[0]
     corrected = weights is not None and bool(np.any(weights != 1.0))
@@ -405,6 +412,8 @@ def _distribution_sections(spec: Any) -> list[Section]:
             else:
                 summary = _summary(frame, col, "µm", weights)
             section = Section(f"{what}:{source}", f"{title} — {source}{detail}", [table(summary)])
+            for reason in _failed(spec, quantity):
+                section.blocks.insert(0, _p(f"NOT RELIABLE: {reason}", badge="fail", badge_text="FAIL"))
             if weights is not None and what == names.LATHS:
                 section.blocks.insert(0, _p("Number-weighted: each lath crossing counts once. The grid points that "
                                             "sample the laths hit wide laths more often; their plain mean (point-"

@@ -164,3 +164,44 @@ def test_a_phase_map_is_not_measured_as_laths_unless_named(tmp_path):
     quantify_step(spec, what=["laths"], labels=[names.annotation("laths")])
     laths = lath_width_summary(spec.table(names.quantity(names.annotation("laths"), names.LATHS)))
     assert laths["median_um"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_laths_at_the_maps_resolution_are_flagged():
+    """Laths 2 px wide (lath ids, no boundary pixels; measured 2.25 px) are no width measurement: the record fails
+    with the share at resolution; 10 px laths pass. Known widths: 2 and 10 px."""
+    from metallo.quantify import lath_width_quality
+
+    thin = lath_widths(lath_field((200, 200), 30.0, 2.0), pixel_size_um=0.1)
+    with pytest.warns(UserWarning, match="at the resolution of the map"):
+        record = lath_width_quality(thin, 0.1, what="thin")
+    assert not record["passed"] and record["share_at_resolution"] > 0.5  # 2.25 px, or 3.25 px across the 30 deg slant
+    wide = lath_widths(lath_field((200, 200), 30.0, 10.0), pixel_size_um=0.1)
+    record = lath_width_quality(wide, 0.1, what="wide")
+    assert record["passed"] and record["share_at_resolution"] < 0.05
+
+
+@pytest.mark.shared_data
+def test_the_real_martensite_laths_are_flagged_at_resolution(shared_file, tmp_path):
+    """The M1700 crop (0.1 µm step): its lath intercepts gave a number-weighted median of 0.125 µm,
+    1.25 steps, printed as the lath width. 57 % of the laths (number-weighted) are one or two points
+    across: the quantify step's record now fails and `metallo quantify` says NOT RELIABLE."""
+    from typer.testing import CliRunner
+
+    from metallo import names
+    from metallo.cli import app
+    from metallo.specimen import Specimen
+
+    out = tmp_path / "m.h5"
+    runner = CliRunner()
+    parent = runner.invoke(app, ["parent", str(shared_file("ebsd_martensite_pag/byu_M1700_martensite_cropped_gf1.txt")),
+                                 "--specimen", str(out)])
+    assert parent.exit_code == 0, parent.output
+    result = runner.invoke(app, ["quantify", str(out), "--what", "laths", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("apparent width:"))
+    assert "NOT RELIABLE" in line and "at the resolution of the map" in line
+    from metallo._step import quality_checks
+
+    checks = quality_checks(Specimen.open(out))
+    node = names.quantity(names.ebsd("map"), names.LATHS)
+    assert checks[node]["passed"] is False
