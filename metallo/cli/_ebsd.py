@@ -129,7 +129,7 @@ def _twin_text(data: Any, grain_id: Any) -> str:
     from metallo.ebsd import twin_boundaries
 
     table = twin_boundaries(data, grain_id)
-    parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} %"
+    parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} % (twins: {100 * row['area_share']:.1f} % of the area)"
              for _, row in table.iterrows() if row["n_segments"] > 0]
     if not parts and len(table):
         return "none within the relations' tolerance (" + ", ".join(dict.fromkeys(table["twin"])) + ")"

@@ -200,6 +200,41 @@ def boundary_twin_pairs(omap: Any, ids: np.ndarray, systems: Mapping[int, Sequen
                 yield pid, a[mine], b[mine], nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems)
 
 
+def _twinned_area(ebsd: xr.Dataset, grains: Any, omap: Any, ids: np.ndarray,
+                  systems: Mapping[int, Sequence[TwinSystem]]) -> dict[int, np.ndarray]:
+    """Points of each phase in twins, per relation: the grains merged into a parent grain
+    (:func:`metallo.ebsd.merge_twins`) other than its largest, each under the relation of its
+    mean orientation to the largest's (a twin of a twin, related to the largest by none, is in
+    none)."""
+    from metallo.ebsd._boundaries import merge_twins
+    from metallo.ebsd._grains import Grains, _mean_orientations
+
+    out = {pid: np.zeros(len(s)) for pid, s in systems.items()}
+    inside = ids >= 0
+    n = int(ids.max()) + 1 if inside.any() else 0
+    if not n or not systems:
+        return out
+    root = np.full(n, -1, np.int64)
+    root[ids[inside]] = np.asarray(merge_twins(ebsd, grains).values).ravel()[inside]
+    phase = np.full(n, -1, np.int64)
+    phase[ids[inside]] = omap.phase[inside]
+    frame = pd.DataFrame({"root": root, "area": np.bincount(ids[inside], minlength=n), "phase": phase})
+    frame = frame[frame["root"] >= 0]
+    host = frame.groupby("root")["area"].idxmax()
+    frame = frame.assign(host=frame["root"].map(host))
+    twins = frame[frame.index != frame["host"]]
+    if twins.empty:
+        return out
+    mean = grains.mean_quaternions if isinstance(grains, Grains) else _mean_orientations(omap, ids, n)
+    for pid, phase_systems in systems.items():
+        mine = twins[twins["phase"] == pid]
+        if len(mine):
+            which = nearest_twin(mean[mine.index.to_numpy()], mean[mine["host"].to_numpy()], phase_systems)
+            out[pid] += np.bincount(which[which >= 0], weights=mine["area"].to_numpy()[which >= 0],
+                                    minlength=len(phase_systems))
+    return out
+
+
 def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     """The twin share of a map's grain boundaries, per phase and twin relation.
 
@@ -221,8 +256,11 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
         One row per phase with twin relations and per relation: phase, twin, angle_deg (the
         exact twin's disorientation), axis, tolerance_deg, n_segments, length_um (segments x the
         edge length of one step: the step on a square grid, step / sqrt(3) on a hexagonal one),
-        share (of the phase's grain-boundary segments), n_boundary_segments. Empty for a map
-        without twin relations.
+        share (of the phase's grain-boundary segments), n_boundary_segments, and area_share: the
+        share of the phase's points in twins of that relation (the grains that
+        :func:`metallo.ebsd.merge_twins` merges into a parent grain, other than its largest,
+        by their mean orientation's relation to the largest's: MTEX's "twinned area"). Empty
+        for a map without twin relations.
 
     Examples
     --------
@@ -246,16 +284,19 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     for pid, _, _, which in boundary_twin_pairs(omap, ids, systems):
         counts[pid][-1] += which.size
         counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(systems[pid]))
+    area = _twinned_area(ebsd, grains, omap, ids, systems)
     rows = []
     for pid, phase_systems in systems.items():
         total = int(counts[pid][-1])
+        phase_points = int((omap.phase == pid).sum())
         for k, system in enumerate(phase_systems):
             n = int(counts[pid][k])
             rows.append({"phase": names.get(pid, str(pid)), "twin": system.name,
                          "angle_deg": round(system.reduced_angle_deg, 2),
                          "axis": "<111>" if system.laue == "m-3m" else ("<11-20>" if system.axis == _A_AXIS else "<10-10>"),
                          "tolerance_deg": round(system.tolerance_deg, 2), "n_segments": n, "length_um": n * edge_um,
-                         "share": n / total if total else float("nan"), "n_boundary_segments": total})
+                         "share": n / total if total else float("nan"), "n_boundary_segments": total,
+                         "area_share": area[pid][k] / phase_points if phase_points else float("nan")})
     columns = ["phase", "twin", "angle_deg", "axis", "tolerance_deg", "n_segments", "length_um", "share",
-               "n_boundary_segments"]
+               "n_boundary_segments", "area_share"]
     return pd.DataFrame(rows, columns=columns)

@@ -364,7 +364,9 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
         return [grain_size_line(row) for _, row in frame.iterrows()]
     if kind == names.TWINS:
         return [f"{row['phase']} {row['twin']} ({row['angle_deg']:g} deg {row['axis']}): {100 * row['share']:.1f} % of "
-                f"{int(row['n_boundary_segments'])} grain-boundary segments" for _, row in frame.iterrows()]
+                f"{int(row['n_boundary_segments'])} grain-boundary segments"
+                + (f"; twins {100 * row['area_share']:.1f} % of the area" if "area_share" in row.index else "")
+                for _, row in frame.iterrows()]
     columns = {names.PARTICLES: ("ecd_um", "ECD"), names.DENUDED: ("width_um", "width"),
                names.LATHS: ("width_um", "apparent width")}
     if kind not in columns or not len(frame) or columns[kind][0] not in frame:
@@ -496,7 +498,8 @@ def _grain_sections(spec: Any) -> list[Section]:
                                _p("Share of each phase's grain-boundary segments (edge-neighbour pairs in different "
                                   "grains) whose misorientation lies within the tolerance of a twin relation: Sigma3 "
                                   "(60 deg <111>, Brandon) in cubic phases; the hcp twins at the phase's c/a "
-                                  "(within 5 deg) in hexagonal ones."),
+                                  "(within 5 deg) in hexagonal ones. area_share: the share of the phase's area in "
+                                  "twins of the relation (grains merged into a parent grain, other than its largest)."),
                                table(spec.table(twins))]
         if has_ids:
             require_pixel_size_um(spec[source], what=source)

@@ -84,6 +84,7 @@ def test_a_twin_band_is_marked_counted_and_merged():
     row = table.loc["{10-12} extension"]
     assert row["n_segments"] == 120 and row["n_boundary_segments"] == 120 and row["share"] == 1.0
     assert row["length_um"] == pytest.approx(120 * 0.5)
+    assert row["area_share"] == pytest.approx(10 / 60)  # the band: 10 of the 60 rows
     assert table.loc["{11-22} contraction", "n_segments"] == 0
     merged = merge_twins(ebsd, g)
     assert json.loads(merged.attrs["parameters"])["n_grains_after"] == 1
@@ -134,7 +135,8 @@ def test_quantify_writes_the_twin_table_and_prints_it(tmp_path):
     spec.save()
     result = CliRunner().invoke(app, ["quantify", str(tmp_path / "mg.h5"), "--what", "grains", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.output
-    assert "Magnesium {10-12} extension (86.3 deg <11-20>): 100.0 % of 120 grain-boundary segments" in result.output
+    assert ("Magnesium {10-12} extension (86.3 deg <11-20>): 100.0 % of 120 grain-boundary segments; "
+            "twins 16.7 % of the area") in result.output
     table = Specimen.open(tmp_path / "mg.h5").table(names.quantity(names.ebsd("map"), names.TWINS))
     assert table.set_index("twin").loc["{10-12} extension", "n_segments"] == 120
     # The parent grain with its twin band is one grain when twins are merged.
