@@ -110,9 +110,20 @@ def check_unique_ids(recipes: Sequence[str | Path]) -> None:
 
 def _run_one(recipe_path: str) -> dict[str, Any]:
     """Run one recipe (in a worker) and summarise it for the batch table."""
+    import sys
+    import warnings
+
     from metallo import pipeline
 
-    result = pipeline.run(recipe_path)
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        # A worker's warnings as the command line prints them: the message, named by its recipe
+        # (the default format adds metallo's file, line and source line, once per worker).
+        print(f"warning: {Path(recipe_path).name}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        result = pipeline.run(recipe_path)
     row: dict[str, Any] = {
         "recipe": recipe_path,
         "specimen": result.specimen_id,

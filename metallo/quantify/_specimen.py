@@ -403,8 +403,8 @@ def quantify_step(
                         + ("Sigma3 twins of a neighbour; ASTM E112 counts austenitic grains without annealing twins "
                            "(quantify with twins='merge'); in lath martensite or bainite these are block boundaries "
                            "and are rightly kept" if cubic else
-                           f"twins of a neighbour ({twin_info['twin']}); the grain size of the parent grains, "
-                           "without their twins, is quantify with twins='merge'"),
+                           "hcp twins of a neighbour; quantify with twins='merge' measures the parent grains "
+                           "without their twins"),
                         UserWarning, stacklevel=2,
                     )
                 ps_um = require_pixel_size_um(square, what=f"{where}: {node}")
