@@ -142,7 +142,34 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
             for end in ("ci_low", "ci_high"):
                 value = v.get(end)
                 row[f"{cls} {end.replace('_', ' ')} (%)"] = round(100 * value, 2) if isinstance(value, float) else float("nan")
+    row.update(_grain_columns(result.specimen_path))
     return row
+
+
+def _grain_columns(specimen_path: Path) -> dict[str, Any]:
+    """The E112 planimetric G of each EBSD grain-size table of a specimen, with whether it is a
+    size statistic, and its twin shares: what a batch of EBSD specimens is compared by."""
+    from metallo import names
+    from metallo.specimen import Specimen
+
+    out: dict[str, Any] = {}
+    if not Path(specimen_path).is_file():
+        return out
+    spec = Specimen.open(specimen_path)
+    for node in spec.nodes():
+        leaf = names.leaf(node)
+        source = leaf.rsplit(".", 1)[0]
+        if leaf.endswith("." + names.GRAIN_SIZE):
+            rows = spec.table(node)
+            planimetric = rows[rows["method"] == "planimetric"]
+            if len(planimetric):
+                out[f"G {source}"] = round(float(planimetric["G"].iloc[0]), 2)
+                out[f"G {source} reliable"] = "yes" if bool(planimetric["reliable"].iloc[0]) else "no"
+        elif leaf.endswith("." + names.TWINS):
+            for _, twin in spec.table(node).iterrows():
+                if twin["n_segments"]:
+                    out[f"{twin['twin']} {source} {twin['phase']} (% boundaries)"] = round(100 * float(twin["share"]), 1)
+    return out
 
 
 def _one_line(exc: BaseException) -> str:

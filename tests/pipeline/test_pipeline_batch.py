@@ -173,3 +173,30 @@ def test_batch_command_exit_codes(tmp_path, monkeypatch, rows, strict, code):
     result = CliRunner().invoke(app, ["batch", str(tmp_path / "a.yaml"), "-q", *(["--strict"] if strict else [])])
     assert result.exit_code == code, result.output
     assert ("checks or QC failed: A" in result.output) is (code == 3)
+
+
+def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path):
+    """A map of two cubic grains in a Sigma3 twin relation: the batch row gives the planimetric G
+    of its table, says it is no size statistic (2 grains), and 100 % of its boundary is Sigma3."""
+    import numpy as np
+
+    from metallo.batch import _grain_columns
+    from metallo.ebsd import axis_angle_to_quat, ebsd_dataset, quat_multiply, quat_to_euler, random_quaternions
+    from metallo.quantify import quantify_specimen
+
+    parent = random_quaternions(1, rng=5)
+    twin = quat_multiply(axis_angle_to_quat(np.array([1.0, 1.0, 1.0]), np.pi / 3), parent)
+    q = np.repeat(parent, 3600, axis=0).reshape(60, 60, 4)
+    q[:, 30:] = twin[0]
+    ebsd = ebsd_dataset(quat_to_euler(q), np.ones((60, 60), np.int16), step_um=1.0,
+                        phases=[{"id": 1, "name": "austenite", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90, 90, 90]}])
+    spec = Specimen.create(tmp_path / "t.h5", specimen_id="t", material="316L")
+    spec.add(names.ebsd("map"), ebsd, step="test")
+    with pytest.warns(UserWarning):  # two grains: no E112 statistic
+        quantify_specimen(spec, what=["grains"])
+    spec.save()
+    columns = _grain_columns(tmp_path / "t.h5")
+    table = spec.table(names.quantity(names.ebsd("map"), names.GRAIN_SIZE)).set_index("method")
+    assert columns["G ebsd.map"] == round(float(table.loc["planimetric", "G"]), 2)
+    assert columns["G ebsd.map reliable"] == "no"
+    assert columns["Sigma3 ebsd.map austenite (% boundaries)"] == 100.0
