@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         if grain.size:
             from metallo.quantify import EBSD_MIN_INDEXED
 
-            typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm, "
+            typer.echo(f"grains: {grain.size} (tolerance {tolerance:g} deg), mean ECD {ecd.mean():.2f} µm "
+                       "(every grain, the edge-cut ones too; ASTM grain size: metallo quantify), "
                        f"mean GOS {_mean(gos, '.2f')} deg, mean GAM {_mean(gam, '.2f')} deg"
                        + (f" (of the {indexed:.1%} indexed: the grains that index, no grain size of the section)"
                           if indexed < EBSD_MIN_INDEXED else ""))
