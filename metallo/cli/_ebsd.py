@@ -121,6 +121,12 @@ def _phase_shares(data: Any) -> str:
     text = ", ".join(f"{name} {100 * share:.1f} %" for name, share in shares.items())
     if indexed < EBSD_MIN_INDEXED:
         text += f" (only {100 * indexed:.1f} % of the points are indexed: a phase that indexes worse is under-counted)"
+    from metallo.ebsd import MAX_INVENTED, invented_share
+
+    invented = invented_share(data)
+    if invented > MAX_INVENTED:
+        text += (f" (cleanup gave {100 * invented:.0f} % of the measured points a neighbour's phase: the shares of an "
+                 "interpolated map; metallo ebsd --no-clean gives those of the points measured)")
     return text
 
 

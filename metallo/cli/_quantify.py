@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
                         typer.echo(f"  {row['class']}: {100 * row['mean']:.1f} % (95 % CI {100 * row['ci_low']:.1f}-"
                                    f"{100 * row['ci_high']:.1f} %{n})")
                 for failed, reasons in failed_upstream(spec, node, checks).items():
-                    typer.echo(f"  FAILED: these fractions rest on {failed}, which failed its quality check"
-                               + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")
+                    basis = "their own quality check failed" if failed == node else (
+                        f"these fractions rest on {failed}, which failed its quality check")
+                    typer.echo(f"  FAILED: {basis}" + (f" ({reasons[0]})" if reasons else "") + "; they are no QC figure")
         typer.echo(f"tables in {folder}; specimen updated: {specimen}")

@@ -3,7 +3,7 @@
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.ebsd._adapter import clean_step, derive_step, parent_step
 from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, merge_twins, sigma3_deviation
-from metallo.ebsd._clean import clean
+from metallo.ebsd._clean import MAX_INVENTED, clean, invented_share
 from metallo.ebsd._derive import derive
 from metallo.ebsd._grains import (
     Grains,
@@ -95,6 +95,8 @@ __all__ = [
     "resample_to_square",
     "sigma3_deviation",
     "symmetry_operators",
+    "MAX_INVENTED",
+    "invented_share",
     "TwinSystem",
     "twin_boundaries",
     "twin_deviation",

@@ -43,11 +43,15 @@ from metallo.ebsd._neighbours import (
 )
 from metallo.errors import ConfigError
 
-__all__ = ["clean"]
+__all__ = ["MAX_INVENTED", "clean", "invented_share"]
 
 _STEPS = ("ci_correlation", "ci_threshold", "grain_dilation")
 #: Cleanup that gives more than this fraction of the measured points a neighbour's orientation warns.
-_MAX_INVENTED = 0.2
+#: Share of a map's measured points that cleanup may give a neighbour's orientation before the
+#: result is an interpolation rather than a measurement (a warning; grain sizes and phase
+#: fractions of such a map are flagged).
+MAX_INVENTED = 0.2
+_MAX_INVENTED = MAX_INVENTED
 
 
 def _all_neighbour_offsets(grid: str) -> list[tuple[int, int]]:
@@ -226,12 +230,14 @@ def clean(
                                 no_data=no_data)
             record.append({"step": step, "parameters": {"tolerance_deg": float(tolerance_deg),
                                                         "min_grain_px": int(min_grain_px)}, "n_changed": n})
+    for r in record[earlier:]:
+        r["n_measured"] = measured
     invented = sum(r["n_changed"] for r in record[earlier:] if r["step"] in ("ci_correlation", "grain_dilation"))
     if measured and invented > _MAX_INVENTED * measured:
         warnings.warn(
             f"{ebsd.attrs.get('source') or 'EBSD map'}: cleanup gave {invented} of {measured} measured points "
             f"({invented / measured:.0%}) a neighbour's orientation; more than {_MAX_INVENTED:.0%} is not a "
-            "cleanup but an interpolation, and grain sizes and KAM from it are not measurements (clean with "
+            "cleanup but an interpolation, and grain sizes, phase fractions and KAM from it are not measurements (clean with "
             "steps=('ci_threshold',) or lower max_iterations)", UserWarning, stacklevel=2)
     out = ebsd.copy()
     shape = omap.shape
@@ -244,3 +250,24 @@ def clean(
         out["quaternion"] = (out["quaternion"].dims, omap.q.reshape(out["quaternion"].shape))
     out.attrs["cleanup"] = json.dumps(record)
     return out
+
+
+def invented_share(ebsd: xr.Dataset) -> float:
+    """Share of a map's measured points whose orientation a cleanup gave them from a neighbour
+    (CI correlation, grain dilation), from the map's ``cleanup`` record; 0 for a map never cleaned.
+
+    Examples
+    --------
+    >>> import json, xarray as xr
+    >>> m = xr.Dataset(attrs={"cleanup": json.dumps([{"step": "grain_dilation", "n_changed": 30, "n_measured": 100}])})
+    >>> invented_share(m)
+    0.3
+    """
+    record = json.loads(ebsd.attrs.get("cleanup", "[]") or "[]")
+    size = int(np.prod([ebsd.sizes[d] for d in ("y", "x") if d in ebsd.sizes])) or 1
+    share = 0.0
+    for r in record:
+        if r.get("step") in ("ci_correlation", "grain_dilation"):
+            share += float(r.get("n_changed", 0)) / float(r.get("n_measured") or size)
+    return share
+

@@ -412,6 +412,8 @@ def quantify_step(
                 # itself where the step is too coarse for it.
                 table = grain_size(measured, pixel_size_um=ps_um, what=node, method="all")
                 by_phase = _by_phase(measured, square, ps_um, node)
+                for sizes in (table, by_phase):
+                    _mark_interpolated(sizes, square, f"{where}: {node}")
                 params = {**json.loads(table.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg,
                           "twins": twins, "grains_with_twins": twin_info["n_grains_before"],
                           "grains_without_twins": twin_info["n_grains_after"]}
@@ -510,13 +512,38 @@ def _ebsd_phase_tables(
     overall["fraction"] = overall["class"].map(shares).to_numpy()
     params: dict[str, Any] = {"source": "EBSD phase map", "classes": classes, "fields": list(grid), "confidence": 0.95,
                               "indexed_share": round(indexed, 4), "min_indexed_share": EBSD_MIN_INDEXED}
+    invented = mebsd.invented_share(ebsd)
+    params["invented_share"] = round(invented, 4)
     reasons = []
     if indexed < EBSD_MIN_INDEXED:
         reasons.append(f"{what}: phase fractions of the {100 * indexed:.1f} % of points that are indexed; a phase that "
                        f"indexes worse than the others is under-counted by what is missing (below {100 * EBSD_MIN_INDEXED:.0f} %)")
-        warnings.warn(reasons[0], UserWarning, stacklevel=3)
-    quality = {names.PASSED: not reasons, "indexed_share": params["indexed_share"], "failure_reasons": reasons}
+    if invented > mebsd.MAX_INVENTED:
+        # A cleaned map's filled points carry their neighbours' phase: the fractions of an
+        # interpolation, in which a phase that indexes worse is under-counted all the same.
+        reasons.append(f"{what}: cleanup gave {100 * invented:.0f} % of the measured points a neighbour's orientation "
+                       f"and phase (over {100 * mebsd.MAX_INVENTED:.0f} %): phase fractions of an interpolated map")
+    for reason in reasons:
+        warnings.warn(reason, UserWarning, stacklevel=3)
+    quality = {names.PASSED: not reasons, "indexed_share": params["indexed_share"], "invented_share": params["invented_share"],
+               "failure_reasons": reasons}
     return per_field, overall, params, quality
+
+
+def _mark_interpolated(sizes: pd.DataFrame | None, ebsd: xr.Dataset, what: str) -> None:
+    """Mark a grain-size table not reliable (in place) where cleanup invented more than
+    :data:`metallo.ebsd.MAX_INVENTED` of the map's measured points: the grains are then grown
+    over points that were never measured."""
+    from metallo import ebsd as mebsd
+
+    invented = mebsd.invented_share(ebsd)
+    if sizes is None or not len(sizes) or invented <= mebsd.MAX_INVENTED:
+        return
+    note = (f"cleanup gave {100 * invented:.0f} % of the measured points a neighbour's orientation (over "
+            f"{100 * mebsd.MAX_INVENTED:.0f} %): the grains of an interpolated map")
+    sizes["note"] = [f"{n}; {note}" if isinstance(n, str) and n else note for n in sizes["note"]]
+    sizes["reliable"] = False
+    warnings.warn(f"grain size of {what}: {note}", UserWarning, stacklevel=3)
 
 
 def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame | None:

@@ -181,7 +181,13 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     import numpy as np
 
     from metallo.batch import _grain_columns
-    from metallo.ebsd import axis_angle_to_quat, ebsd_dataset, quat_multiply, quat_to_euler, random_quaternions
+    from metallo.ebsd import (
+        axis_angle_to_quat,
+        ebsd_dataset,
+        quat_multiply,
+        quat_to_euler,
+        random_quaternions,
+    )
     from metallo.quantify import quantify_specimen
 
     parent = random_quaternions(1, rng=5)

@@ -151,3 +151,33 @@ def test_quantify_command_prints_the_fractions_with_their_interval(tmp_path):
     s = np.std([0.9, 0, 0] * 3, ddof=1)
     low, high = max(0.0, 0.3 - 2.306 * s / 3), 0.3 + 2.306 * s / 3
     assert f"  austenite: 30.0 % (95 % CI {100 * low:.1f}-{100 * high:.1f} %, 9 fields)" in result.output
+
+
+def test_fractions_of_a_map_that_cleanup_filled_are_flagged(tmp_path):
+    """Austenite in the left 30 % of the map (columns 0-17), and 40 % of the ferrite points
+    unindexed (CI 0). Cleanup fills them from their neighbours: 98 % of the map ends up indexed,
+    so the indexed-share check passes, yet 28 % of the measured points carry an invented phase.
+    The fractions' record fails on that, and the grain sizes are not reliable."""
+    from metallo.ebsd import clean, invented_share
+
+    phase = np.full((60, 60), 2)
+    phase[:, :18] = 1
+    rng = np.random.default_rng(3)
+    holes = (phase == 2) & (rng.random(phase.shape) < 0.4)
+    ci = np.where(holes, 0.0, 0.5).astype(np.float32)
+    ebsd = _map(np.where(holes, -1, phase))
+    ebsd["ci"] = (("y", "x"), ci)
+    with pytest.warns(UserWarning, match="not a cleanup but an interpolation"):
+        cleaned = clean(ebsd)
+    assert invented_share(cleaned) == pytest.approx(holes.sum() / holes.size, abs=0.01)
+    assert float((cleaned["phase"].values >= 0).mean()) > 0.9
+    spec = Specimen.create(tmp_path / "c.h5", specimen_id="c")
+    spec.add(names.EBSD_CLEAN, cleaned, step=names.STEP_SYNTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantify_step(spec, what=["phases", "grains"], labels=[])
+    node = names.quantity(names.EBSD_CLEAN, names.PHASE_FRACTIONS)
+    check = quality_checks(spec)[node]
+    assert check["passed"] is False and "phase fractions of an interpolated map" in check["reasons"][0]
+    sizes = spec.table(names.quantity(names.EBSD_CLEAN, names.GRAIN_SIZE))
+    assert not sizes["reliable"].any() and sizes["note"].str.contains("the grains of an interpolated map").all()
