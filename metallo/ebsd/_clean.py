@@ -180,6 +180,9 @@ def clean(
     if unknown:
         raise ConfigError(f"unknown cleanup steps {unknown}; expected some of {', '.join(_STEPS)}")
     omap = orientation_map(ebsd)
+    if not (omap.phase >= 0).any():
+        raise ConfigError(f"{ebsd.attrs.get('source') or 'EBSD map'}: no point of the map is indexed (every point "
+                          "carries the not-indexed marker); there is nothing to clean")
     euler = np.asarray(ebsd["euler"].values, dtype=np.float64).reshape(-1, 3).copy()
     ci = np.asarray(ebsd["ci"].values, dtype=np.float64).reshape(-1).copy() if "ci" in ebsd else None
     # Per-point measurement columns (CI, IQ, fit, ...) that a dilated point copies from its source.

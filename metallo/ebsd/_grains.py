@@ -121,6 +121,8 @@ def _label(omap: OrientationMap, pairs: list, tolerance_deg: float, min_size_px:
     labels = np.where(indexed, labels, -1)
     sizes = np.bincount(labels[indexed], minlength=int(labels.max()) + 1 if indexed.any() else 0)
     keep = sizes >= max(1, int(min_size_px))
+    if not keep.size:  # no indexed point: no grain
+        return np.full(n, -1, dtype=np.int32), 0
     valid = indexed & keep[np.where(indexed, labels, 0)]
     return raster_ids(labels, valid)
 

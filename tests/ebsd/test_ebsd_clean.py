@@ -286,3 +286,16 @@ def test_cli_kam_kernel_reaches_the_derived_map_and_a_wrong_one_is_one_line(tmp_
     assert bad.output.strip().splitlines() == [bad.output.strip()]
     assert "--kam-kernel must be one of ring, mtex, full; got 'diamond'" in bad.output
     assert not (tmp_path / "other.h5").exists()
+
+
+def test_a_map_without_an_indexed_point_gives_no_grains_and_a_clear_cleanup_error():
+    """EbsdLib's Test_1.ang is such a map (every point at the 4 pi marker, CI -1): derive crashed
+    with an IndexError, and clean asked to lower thresholds that were not the reason."""
+    from metallo.ebsd import derive, ebsd_dataset, grains
+
+    ebsd = ebsd_dataset(np.zeros((4, 40, 3)), np.full((4, 40), -1, np.int16), step_um=0.25,
+                        phases=[{"id": 1, "name": "Ni", "symmetry": "m-3m"}], source="none.ang")
+    assert len(grains(ebsd)) == 0 and (np.asarray(grains(ebsd).ids.values) == -1).all()
+    assert int(derive(ebsd).attrs["n_grains"]) == 0
+    with pytest.raises(ConfigError, match="no point of the map is indexed"):
+        clean(ebsd)
