@@ -136,6 +136,14 @@ def _twin_text(data: Any, grain_id: Any) -> str:
     from metallo.ebsd import twin_boundaries
 
     table = twin_boundaries(data, grain_id)
+    if not len(table):
+        from metallo._ebsd_dataset import phases_of
+        from metallo.ebsd import twin_systems
+
+        bare = [str(p.get("name", p.get("id"))) for p in phases_of(data)
+                if p.get("symmetry") == "6/mmm" and not twin_systems(p)]
+        return (f"n/a for {', '.join(bare)} (hexagonal, but the file gives no lattice constants: the hcp twin "
+                "angles follow from c/a)") if bare else ""
     parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} % (twins: {100 * row['area_share']:.1f} % of the area)"
              for _, row in table.iterrows() if row["n_segments"] > 0]
     if not parts and len(table):

@@ -145,3 +145,22 @@ def test_quantify_writes_the_twin_table_and_prints_it(tmp_path):
     assert merged.exit_code == 0, merged.output
     sizes = Specimen.open(tmp_path / "mg.h5").table(names.quantity(names.ebsd("map"), names.GRAIN_SIZE))
     assert (sizes.set_index("method").loc["planimetric", "n_grains"]) == 1
+
+
+def test_metallo_ebsd_says_why_a_hexagonal_map_without_lattice_gets_no_twins(tmp_path):
+    """MTEX's column-text titanium export states no lattice constants: no twin relation can be
+    placed, and the command says so instead of printing nothing."""
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    rows = ["phi1 Phi phi2 phase x y"]
+    for y in range(12):
+        for x in range(12):
+            rows.append(f"{10 if x < 6 else 70} 30 0 0 {x} {y}")
+    path = tmp_path / "ti.txt"
+    path.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(app, ["ebsd", str(path), "--specimen", str(tmp_path / "ti.h5"), "--symmetry", "6/mmm"])
+    assert result.exit_code == 0, result.output
+    assert "twin relations (share of each phase's grain-boundary segments): n/a for" in result.output
+    assert "no lattice constants" in result.output
