@@ -164,3 +164,18 @@ def test_metallo_ebsd_says_why_a_hexagonal_map_without_lattice_gets_no_twins(tmp
     assert result.exit_code == 0, result.output
     assert "twin relations (share of each phase's grain-boundary segments): n/a for" in result.output
     assert "no lattice constants" in result.output
+
+
+def test_twin_band_on_a_hexagonal_grid():
+    """The same twin band on a hexagonal grid: each point has two neighbours across the band's
+    edge, so about 2 x 60 segments per edge, each step / sqrt(3) long (the hexagonal cell's side)."""
+    square = _twinned_map()
+    q = np.asarray(square["euler"].values)
+    hexmap = ebsd_dataset(q, np.ones((60, 60), np.int16), step_um=0.5, step_y_um=0.5 * np.sqrt(3) / 2,
+                          grid="hexagonal", phases=[MG])
+    g = grains(hexmap)
+    assert len(g) == 3
+    row = twin_boundaries(hexmap, g).set_index("twin").loc["{10-12} extension"]
+    assert row["share"] == 1.0 and 2 * (2 * 60 - 1) <= row["n_segments"] <= 2 * 2 * 60
+    assert row["length_um"] == pytest.approx(row["n_segments"] * 0.5 / np.sqrt(3))
+    assert row["area_share"] == pytest.approx(10 / 60)
