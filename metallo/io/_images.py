@@ -351,11 +351,11 @@ def _positive(value: Any, where: str) -> float | None:
     return out
 
 
-def _calibrated(pixel_size: float | None) -> float | None:
+def _calibrated(pixel_size: float | None, *, cap: bool = True) -> float | None:
     if pixel_size is None or not math.isfinite(pixel_size) or pixel_size <= 0:
         return None
     # 12 significant digits: hides unit-conversion round-off (2.5e-08 m -> 0.025 µm).
-    return float(f"{pixel_size:.12g}") if pixel_size <= _MAX_CALIBRATED_UM else None
+    return float(f"{pixel_size:.12g}") if pixel_size <= _MAX_CALIBRATED_UM or not cap else None
 
 
 def _to_gray(array: np.ndarray) -> np.ndarray:
@@ -379,6 +379,7 @@ def _finish(
     file_meta: dict[str, Any],
     modality: str | None,
     as_gray: bool,
+    stated: bool = False,
 ) -> xr.DataArray:
     """Pixel size and modality by priority, attrs, and the DataArray."""
     if array.size == 0:
@@ -399,7 +400,9 @@ def _finish(
     sidecar: dict[str, Any] = {}
     ps = pixel_size_um
     if ps is None:
-        ps = _calibrated(file_pixel_size_um)
+        # A microscope's own statement (SEM vendor tags) is taken at any size; a resolution tag
+        # coarser than _MAX_CALIBRATED_UM is a dpi default.
+        ps = _calibrated(file_pixel_size_um, cap=not stated)
     if ps is None:
         ps = _positive(file_meta.get("pixel_size_um"), f"{path} (metallo description)")
     if ps is None or modality is None:
@@ -474,6 +477,15 @@ def _read_tiff(
         array = np.moveaxis(colormap, 0, -1)[array]
     elif page_colormap is not None and array.ndim == 2:
         _warn_colour_palette(path, np.moveaxis(page_colormap, 0, -1), array)
+    if array.ndim > 3 or (array.ndim == 3 and axes and axes[0] not in "SC" and axes[-1] not in "SC"):
+        # A stack (FIB-SEM slices, a multi-page Zeiss file, an ImageJ hyperstack): said before the
+        # vendor tags are read for a frame that the stack's shape would not match.
+        raise FormatError(
+            f"{path}: holds {int(np.prod(array.shape[:-2 if array.ndim == 3 else -3]))} images of "
+            f"{array.shape[-2 if array.ndim == 3 else -3]} x {array.shape[-1 if array.ndim == 3 else -2]} pixels "
+            f"(array shape {array.shape}: a multi-page TIFF or stack); read_image reads one 2-D gray or RGB image: "
+            "save the page you want as its own file"
+        )
     if min_is_white and array.ndim == 2:
         # PhotometricInterpretation 0: 0 is white. Every viewer shows it inverted, and so must the
         # values that thresholds, phases and particles see.
@@ -484,14 +496,15 @@ def _read_tiff(
     side_ps, side_frame = _sem_sidecar(path, array.shape)
     sem_ps = _sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan) or side_ps
     file_ps = sem_ps or tiff_ps
-    if sem_ps is not None:
+    navcam = bool(fei) and not ((fei or {}).get("Scan") or (fei or {}).get("EScan")) and bool((fei or {}).get("IRBeam"))
+    if sem_ps is not None and not navcam:  # (a navigation-camera image is no SEM micrograph)
         meta.setdefault("modality", "SEM")
     bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]) or side_frame, path)
     if bar:
         meta = {**meta, "databar_rows_in_file": bar}
     return _finish(
         array, path, pixel_size_um=pixel_size_um, file_pixel_size_um=file_ps, file_meta=meta,
-        modality=modality, as_gray=as_gray,
+        modality=modality, as_gray=as_gray, stated=sem_ps is not None,
     )  # fmt: skip
 
 
@@ -640,6 +653,14 @@ def _stated_sem_pixel_size(
             fields = [scan.get(k) for k in ("HorFieldsize", "VerFieldsize")]
             hor, ver = (float(f) * 1e6 if isinstance(f, (int, float)) and f > 0 else None for f in fields)
             return float(width) * 1e6, hor, ver
+    # A navigation-camera image (FEI/Thermo Helios "navcam") has no [Scan]: its field width is the
+    # [IRBeam] section's HFW over the [Image] columns (as rosettasciio reads it: 0.2640 mm/px).
+    ir, image = (fei or {}).get("IRBeam") or {}, (fei or {}).get("Image") or {}
+    hfw, cols = ir.get("HFW"), image.get("ResolutionX")
+    if isinstance(hfw, (int, float)) and hfw > 0 and isinstance(cols, (int, float)) and cols > 0:
+        vfw = ir.get("VFW")
+        return (float(hfw) * 1e6 / float(cols), float(hfw) * 1e6,
+                float(vfw) * 1e6 if isinstance(vfw, (int, float)) and vfw > 0 else None)
     zeiss = zeiss or {}
     size = _zeiss_length_um(zeiss.get("ap_image_pixel_size")) or _zeiss_length_um(zeiss.get("ap_pixel_size"))
     if size is None:

@@ -185,6 +185,21 @@ def test_pixel_size_and_modality_from_fei_sem_tags(tmp_path):
     assert image.attrs["modality"] == "SEM"
 
 
+def test_pixel_size_of_an_fei_navigation_camera_image(tmp_path):
+    """A Helios navcam image (rosettasciio's FEI-Helios-navcam.tif) has no [Scan]: its pixel is the
+    [IRBeam] HFW over the [Image] columns, 0.202732 m / 768 = 264.0 µm (rosettasciio reads 0.2640
+    mm), above the 50 µm that a resolution tag may state; it is no SEM micrograph. Without the
+    [IRBeam] section the size stays unknown, as rosettasciio's."""
+    ini = "[IRBeam]\nHFW=0.202732\nVFW=0.135155\n[Image]\nResolutionX=768\nResolutionY=512\n"
+    tifffile.imwrite(tmp_path / "nav.tif", np.zeros((512, 768), np.uint8), extratags=[(34682, "s", 0, ini, True)])
+    image = read_image(tmp_path / "nav.tif")
+    assert image.attrs["pixel_size_um"] == pytest.approx(202732 / 768) and image.attrs["modality"] == "other"
+    bare = "[Image]\nResolutionX=768\nResolutionY=512\n"
+    tifffile.imwrite(tmp_path / "bare.tif", np.zeros((512, 768), np.uint8), extratags=[(34682, "s", 0, bare, True)])
+    with pytest.warns(UserWarning, match="pixel size unknown"):
+        assert np.isnan(read_image(tmp_path / "bare.tif").attrs["pixel_size_um"])
+
+
 def test_pixel_size_from_zeiss_sem_tags(tmp_path):
     path = tmp_path / "zeiss.tif"
     text = "\r\n".join(
@@ -351,8 +366,25 @@ def test_truncated_files_are_format_errors_naming_the_file(tmp_path, ext):
 
 def test_stacks_are_refused_with_their_shape(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 16, 16), np.uint8))
-    with pytest.raises(FormatError, match=r"stack.tif: holds an array of shape \(5, 16, 16\)"):
+    with pytest.raises(FormatError, match=r"stack.tif: holds 5 images of 16 x 16 pixels \(array shape \(5, 16, 16\)"):
         read_image(tmp_path / "stack.tif", pixel_size_um=1.0)
+
+
+def test_a_multi_page_sem_file_is_refused_before_its_frame_is_misread(tmp_path):
+    """rosettasciio's ZEISS_SEM_multipage.tif (two FIB slices of 1536 x 2048, CZ_SEM tags) was
+    refused only after a warning that its 2048 x 1536 frame did not match "an image of 1536 x 2"."""
+    import warnings
+
+    pages = np.zeros((2, 30, 40), np.uint8)
+    tifffile.imwrite(tmp_path / "fib.tif", pages, metadata=None,
+                     extratags=[(34682, "s", 0, "[Scan]\r\nPixelWidth=1e-08\r\n", True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning about a frame before the refusal
+        with pytest.raises(FormatError, match="holds 2 images of 30 x 40 pixels"):
+            read_image(tmp_path / "fib.tif")
+    rgb = np.zeros((30, 40, 3), np.uint8)  # samples last: one colour image, not a stack
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert read_image(tmp_path / "rgb.tif", pixel_size_um=1.0).shape == (30, 40, 3)
 
 
 def test_unknown_and_missing_files_are_format_errors(tmp_path):
