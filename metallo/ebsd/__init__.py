@@ -2,7 +2,7 @@
 
 from metallo._ebsd_dataset import LAUE_GROUPS, ebsd_dataset, phases_of
 from metallo.ebsd._adapter import clean_step, derive_step, parent_step
-from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, merge_twins, sigma3_deviation
+from metallo.ebsd._boundaries import BOUNDARY_CLASSES, boundaries, sigma3_deviation
 from metallo.ebsd._clean import MAX_INVENTED, clean, invented_share
 from metallo.ebsd._derive import derive
 from metallo.ebsd._grains import (
@@ -42,7 +42,13 @@ from metallo.ebsd._rotations import (
     random_quaternions,
 )
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
-from metallo.ebsd._twins import TwinSystem, twin_boundaries, twin_deviation, twin_systems
+from metallo.ebsd._twins import (
+    TwinSystem,
+    merge_twins,
+    twin_boundaries,
+    twin_deviation,
+    twin_systems,
+)
 
 __all__ = [
     "KAM_KERNELS",

@@ -14,15 +14,12 @@ hcp twin relations at the phase's c/a, within 5 deg; see :mod:`metallo.ebsd._twi
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
-from metallo.ebsd._grains import Grains, _ids_of, _mean_orientations, map_dataarray, raster_ids
+from metallo.ebsd._grains import Grains, _ids_of, map_dataarray
 from metallo.ebsd._neighbours import (
     OrientationMap,
     first_neighbour_offsets,
@@ -33,14 +30,13 @@ from metallo.ebsd._twins import (
     BRANDON_SIGMA3_DEG,
     SIGMA3,
     TwinSystem,
-    boundary_twin_pairs,
     nearest_twin,
     twin_deviation,
     twins_by_phase,
 )
 from metallo.errors import ConfigError
 
-__all__ = ["BOUNDARY_CLASSES", "boundaries", "merge_twins", "sigma3_deviation", "special_parameters"]
+__all__ = ["BOUNDARY_CLASSES", "boundaries", "sigma3_deviation", "special_parameters"]
 
 #: Boundary codes of :func:`boundaries`.
 BOUNDARY_CLASSES = ("interior", "low_angle", "high_angle", "sigma3", "twin")
@@ -157,88 +153,3 @@ def boundaries(
     params = {"low_deg": float(low_deg), "high_deg": float(high_deg), **special_parameters(twins, bool(special)),
               "classes": list(BOUNDARY_CLASSES), "grains": grains is not None}
     return map_dataarray(values, omap, "boundaries", params)
-
-
-def merge_twins(
-    ebsd: xr.Dataset,
-    grains: Grains | xr.DataArray | np.ndarray,
-    *,
-    max_deviation_deg: float = _BRANDON_SIGMA3_DEG,
-) -> xr.DataArray:
-    """Grain ids with their twins merged into their parent grains.
-
-    ASTM E112 counts the grains of austenitic (fcc) steels without their annealing twins, and
-    MTEX users merge twins before measuring grain size (``merge(grains, twinBoundary)``). Two
-    grains of one cubic (m-3m) phase are merged when they share an edge whose pixel pair is
-    within ``max_deviation_deg`` of the twin relation (60 deg about <111>) *and* their mean
-    orientations are too: a few noisy pixels on an ordinary boundary do not merge two grains.
-    Merging is transitive (a grain with several twin lamellae becomes one grain). Grains of a
-    hexagonal phase with lattice constants merge the same way along the hcp twin relations at
-    the phase's c/a (:func:`metallo.ebsd.twin_systems`, each within its 5 deg): a magnesium
-    grain and its {10-12} extension twins become one parent grain.
-
-    Only merge where the Sigma3 boundaries are annealing twins: in lath martensite and bainite
-    the 60 deg <111> boundaries between variants are block boundaries, not twins.
-
-    Parameters
-    ----------
-    ebsd : xr.Dataset
-        EBSD map.
-    grains : Grains or (y, x) ids
-        Grains of the map (:func:`metallo.ebsd.grains`).
-    max_deviation_deg : float
-        Largest deviation from the exact twin (default Brandon's 15/sqrt(3) = 8.66 deg).
-
-    Returns
-    -------
-    xr.DataArray
-        (y, x) int32 ids 0..m-1 (raster order of first pixel), -1 where ``grains`` has none;
-        ``attrs["parameters"]`` holds the grain counts before and after and the number of
-        twin pairs merged.
-
-    Example
-    -------
-    >>> import json
-    >>> from metallo.synth import make_specimen
-    >>> from metallo.ebsd import grains
-    >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd   # no twins
-    >>> g = grains(ebsd)
-    >>> merged = merge_twins(ebsd, g)
-    >>> json.loads(merged.attrs["parameters"])["n_grains_after"] == len(g)
-    True
-    """
-    if not 0 < max_deviation_deg < 60:
-        raise ConfigError(f"max_deviation_deg must lie in (0, 60); got {max_deviation_deg}")
-    omap = orientation_map(ebsd)
-    ids = _ids_of(grains, omap)
-    n = int(ids.max()) + 1 if (ids >= 0).any() else 0
-    # Each phase's twin relations; Sigma3 at the caller's tolerance.
-    systems = {pid: [dataclasses.replace(SIGMA3, tolerance_deg=float(max_deviation_deg))] if s[0].laue == "m-3m" else list(s)
-               for pid, s in twins_by_phase(ebsd).items() if omap.laue.get(pid) == s[0].laue}
-    src, dst, phase_of_pair = [], [], []
-    if n and systems:
-        for pid, a, b, which in boundary_twin_pairs(omap, ids, systems):
-            src.append(ids[a[which >= 0]])
-            dst.append(ids[b[which >= 0]])
-            phase_of_pair.append(np.full(int((which >= 0).sum()), pid))
-    pairs = np.zeros((0, 2), int)
-    if src:
-        pairs, first = np.unique(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), axis=0, return_index=True)
-        phase_of = np.concatenate(phase_of_pair)[first]
-    if len(pairs):
-        # The grains' mean orientations: from the Grains table, computed only for bare id maps.
-        mean = grains.mean_quaternions if isinstance(grains, Grains) else _mean_orientations(omap, ids, n)
-        keep = np.zeros(len(pairs), bool)
-        for pid, phase_systems in systems.items():
-            mine = phase_of == pid
-            keep[mine] = nearest_twin(mean[pairs[mine, 0]], mean[pairs[mine, 1]], phase_systems) >= 0
-        pairs = pairs[keep]
-    graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, root = connected_components(graph, directed=False) if n else (0, np.zeros(0, np.int64))
-    inside = ids >= 0
-    out, n_after = raster_ids(np.where(inside, root[np.where(inside, ids, 0)] if n else 0, -1), inside)
-    used = list(dict.fromkeys(t.name for phase_systems in systems.values() for t in phase_systems))
-    params = {"max_deviation_deg": float(max_deviation_deg),
-              "twin": "Sigma3 60 deg <111>" if used in ([], ["Sigma3"]) else ", ".join(used),
-              "n_grains_before": n, "n_grains_after": n_after, "twin_pairs_merged": int(len(pairs))}
-    return map_dataarray(out, omap, "twin_merged_grain_id", params)
