@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         symmetry: Annotated[str | None, typer.Option(
             "--symmetry", help="Laue group of the map's phases, for files that state none (TSL grain files, "
                                "column text such as MTEX's export), e.g. m-3m.")] = None,
+        lattice: Annotated[str | None, typer.Option(
+            "--lattice", help="Lattice constants a,b,c[,alpha,beta,gamma] (Å, degrees) of the map's phases, for "
+                              "column text that states none; a hexagonal phase's twin relations follow from c/a, "
+                              "e.g. 2.95,2.95,4.68 for titanium.")] = None,
         kam_order: Annotated[int, typer.Option("--kam-order", min=1, help="KAM neighbour order.")] = 3,
         kam_kernel: Annotated[str, typer.Option(
             "--kam-kernel", help="KAM neighbours of that order: ring (the order-th shell only), mtex "
@@ -40,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from metallo import names
         from metallo._ebsd_dataset import grain_ecd_um
         from metallo.ebsd import check_kam_kernel
+        from metallo.errors import ConfigError
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
@@ -49,6 +54,11 @@ def register(app: typer.Typer) -> None:
         with Specimen.lock(path):
             spec = Specimen.open(path) if path.exists() else Specimen.create(path, specimen_id=map_file.stem)
             given: dict[str, Any] = {"symmetry": symmetry} if symmetry else {}
+            if lattice is not None:
+                try:
+                    given["lattice"] = [float(v) for v in lattice.replace(",", " ").split()]
+                except ValueError:
+                    raise ConfigError(f"--lattice must be numbers a,b,c[,alpha,beta,gamma]; got {lattice!r}") from None
             (node,) = run_step(spec, names.STEP_READ_EBSD, path=str(map_file), name=name, overwrite=overwrite, **given)
             indexed_before = float((spec[node]["phase"].values >= 0).mean())
             if do_clean:
@@ -143,7 +153,7 @@ def _twin_text(data: Any, grain_id: Any) -> str:
         bare = [str(p.get("name", p.get("id"))) for p in phases_of(data)
                 if p.get("symmetry") == "6/mmm" and not twin_systems(p)]
         return (f"n/a for {', '.join(bare)} (hexagonal, but the file gives no lattice constants: the hcp twin "
-                "angles follow from c/a)") if bare else ""
+                "angles follow from c/a; --lattice a,b,c gives them)") if bare else ""
     parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} % (twins: {100 * row['area_share']:.1f} % of the area)"
              for _, row in table.iterrows() if row["n_segments"] > 0]
     if not parts and len(table):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,13 @@ def read_image_step(spec: Any, *, path: str | Path, name: str, pixel_size_um: fl
 
 
 def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", symmetry: str | None = None,
-                   overwrite: bool = False, tag: Mapping[str, Any] | None = None) -> list[str]:
+                   lattice: Sequence[float] | None = None, overwrite: bool = False,
+                   tag: Mapping[str, Any] | None = None) -> list[str]:
     """Read an EBSD map (.ang, .ctf, ...) into ``ebsd/<name>`` (step ``io.read_ebsd``).
 
     ``symmetry`` (a Laue group) is for the files that state none: TSL grain files and column
-    text (MTEX's export); other formats refuse it.
+    text (MTEX's export); other formats refuse it. ``lattice`` (a, b, c [, angles]) likewise, for
+    column text: a hexagonal phase's twin relations need its c/a.
 
     Returns
     -------
@@ -85,7 +87,9 @@ def read_ebsd_step(spec: Any, *, path: str | Path, name: str = "map", symmetry: 
     """
     from metallo.io import read_ebsd
 
-    data = read_ebsd(path, **({"symmetry": symmetry} if symmetry else {}))
-    parameters = {"path": str(path), **({"symmetry": symmetry} if symmetry else {})}
+    given: dict[str, Any] = {**({"symmetry": symmetry} if symmetry else {}),
+                             **({"lattice": [float(v) for v in lattice]} if lattice is not None else {})}
+    data = read_ebsd(path, **given)
+    parameters = {"path": str(path), **given}
     return [write(spec, names.ebsd(name), data, step=names.STEP_READ_EBSD, parameters=parameters,
                   inputs=[str(path)], overwrite=overwrite, tag=tag)]

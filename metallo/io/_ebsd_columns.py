@@ -112,6 +112,27 @@ def sniff_columns(head: bytes) -> bool:
     return all(r in roles for r in _NEEDED)
 
 
+def lattice_constants(values: Sequence[float], laue: str, source: str) -> list[float]:
+    """a, b, c and the three angles of a phase, from 3 or 6 positive numbers (the angles by
+    default 90, 90, 120 for a hexagonal or trigonal Laue group, else 90, 90, 90).
+
+    Examples
+    --------
+    >>> lattice_constants([3.21, 3.21, 5.21], "6/mmm", "x.txt")
+    [3.21, 3.21, 5.21, 90.0, 90.0, 120.0]
+    """
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) not in (3, 6) or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise ConfigError(f"{source}: lattice must be 3 or 6 positive numbers (a, b, c [, alpha, beta, gamma]); "
+                          f"got {values!r}")
+    if len(numbers) == 3:
+        numbers += [90.0, 90.0, 120.0] if laue in ("6/mmm", "6/m", "-3m", "-3") else [90.0, 90.0, 90.0]
+    return numbers
+
+
 def _phase_table(
     ids: np.ndarray, phases: Sequence[Mapping[str, Any]] | None, symmetry: str | Mapping[Any, str] | None, source: str,
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -155,6 +176,7 @@ def read_columns(
     columns: Sequence[str] | None = None,
     phases: Sequence[Mapping[str, Any]] | None = None,
     symmetry: str | Mapping[Any, str] | None = None,
+    lattice: Sequence[float] | None = None,
     degrees: bool | None = None,
     oxford_frame: bool | None = None,
 ) -> xr.Dataset:
@@ -169,6 +191,11 @@ def read_columns(
         ``{"id", "name", "symmetry", "lattice"}`` per phase; ids not listed are not indexed.
     symmetry : str or mapping, optional
         Laue group of every phase, or phase id -> Laue group (without ``phases``).
+    lattice : sequence of float, optional
+        Lattice constants a, b, c (Å; and alpha, beta, gamma in degrees, by default 90, 90, 120
+        for hexagonal and trigonal phases, else 90, 90, 90) of every phase (without ``phases``):
+        a hexagonal phase's twin relations follow from its c/a
+        (:func:`metallo.ebsd.twin_systems`).
     degrees : bool, optional
         Euler angles in degrees (True) or radians (False); by default from their range.
     oxford_frame : bool, optional
@@ -232,6 +259,11 @@ def read_columns(
     euler[:, 1] = np.clip(euler[:, 1], 0.0, math.pi)
     raw_ids = np.rint(col["phase"]).astype(np.int64) if "phase" in col else np.zeros(len(data), np.int64)
     table, ids = _phase_table(raw_ids, phases, symmetry, source)
+    if lattice is not None:
+        if phases is not None:
+            raise ConfigError(f"{source}: give the lattice constants in phases= or lattice=, not both")
+        for p in table:
+            p["lattice"] = lattice_constants(lattice, p["symmetry"], source)
     ids = np.where(finite, ids, -1)
     header_extra = {}
     oxford_columns = [n for n in names if _norm(n) in ("mad", "bc", "bs")]

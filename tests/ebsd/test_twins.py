@@ -164,6 +164,18 @@ def test_metallo_ebsd_says_why_a_hexagonal_map_without_lattice_gets_no_twins(tmp
     assert result.exit_code == 0, result.output
     assert "twin relations (share of each phase's grain-boundary segments): n/a for" in result.output
     assert "no lattice constants" in result.output
+    # --lattice gives them: the two halves (60 deg apart in phi1) are no hcp twin, and it is said.
+    given = CliRunner().invoke(app, ["ebsd", str(path), "--specimen", str(tmp_path / "ti2.h5"), "--symmetry", "6/mmm",
+                                     "--lattice", "2.95,2.95,4.68"])
+    assert given.exit_code == 0, given.output
+    assert "none within the relations' tolerance ({10-12} extension" in given.output
+    from metallo.specimen import Specimen
+
+    phases = json.loads(Specimen.open(tmp_path / "ti2.h5")["ebsd/map"].attrs["phases"])
+    assert phases[0]["lattice"] == [2.95, 2.95, 4.68, 90.0, 90.0, 120.0]
+    bad = CliRunner().invoke(app, ["ebsd", str(path), "--specimen", str(tmp_path / "ti3.h5"), "--symmetry", "6/mmm",
+                                   "--lattice", "2.95,4.68"])
+    assert bad.exit_code == 1 and "lattice must be 3 or 6 positive numbers" in bad.output
 
 
 def test_twin_band_on_a_hexagonal_grid():
