@@ -37,6 +37,11 @@ def register(app: typer.Typer) -> None:
         ] = "fit",
         start: Annotated[str, typer.Option("--start", help="Starting OR of the fit ('auto': KS, NW, GT).")] = "auto",
         tolerance: Annotated[float, typer.Option("--tolerance", help="Largest child-to-parent misfit, degrees.")] = 5.0,
+        child_phase: Annotated[str | None, typer.Option(
+            "--child-phase", help="The child (martensite/bainite) phase, by name or id, where its name and lattice "
+                                  "do not say it.")] = None,
+        parent_phase: Annotated[str | None, typer.Option(
+            "--parent-phase", help="The retained parent (austenite) phase, by name or id.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing nodes.")] = False,
     ) -> None:
         """Reconstruct parent austenite grains, variants, packets and PAG size into a specimen."""
@@ -62,6 +67,9 @@ def register(app: typer.Typer) -> None:
                 else:
                     (ebsd,) = run_step(spec, names.STEP_READ_EBSD, path=str(source), name=leaf, overwrite=overwrite)
             kwargs: dict[str, Any] = {"start": start} if orientation_relationship.lower() == "fit" else {}
+            for key, value in (("child_phase", child_phase), ("parent_phase", parent_phase)):
+                if value is not None:
+                    kwargs[key] = int(value) if value.strip().isdigit() else value  # an id, else a name
             nodes = run_step(spec, names.STEP_PARENT, ebsd=ebsd, orientation_relationship=orientation_relationship,
                              tolerance_deg=tolerance, overwrite=overwrite, **kwargs)
             node = nodes[0]

@@ -152,10 +152,12 @@ def _phase_ids(ebsd: xr.Dataset, child_phase: Any, parent_phase: Any) -> tuple[l
         cubic = [int(p["id"]) for p in phases if p["symmetry"] == _CUBIC and int(p["id"]) not in parent]
         child = cubic if len(cubic) == 1 else []
     if not child:
+        cubic_any = any(p["symmetry"] == _CUBIC for p in phases)
         raise ParentReconstructionError(
             f"{source}: no bcc/bct child phase found (phases: "
             f"{_phase_list(phases) or 'none'}); "
-            "name it with child_phase=")
+            + ("name it with child_phase=" if cubic_any else
+               "a parent-austenite reconstruction needs a cubic child phase (martensite, bainite, ferrite)"))
     for pid in child + parent:
         sym = next(p["symmetry"] for p in phases if int(p["id"]) == pid)
         if sym != _CUBIC:

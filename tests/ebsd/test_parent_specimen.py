@@ -42,6 +42,20 @@ def test_reconstruction_round_trips_through_the_specimen(tmp_path):
     assert sub.loc["variant", "n_regions"] >= sub.loc["block", "n_regions"] >= sub.loc["packet", "n_regions"] >= 5
 
 
+def test_metallo_parent_names_the_child_phase_on_the_command_line(tmp_path):
+    """The library's child_phase= on the command line: a phase by id or name; a phase the map
+    does not hold is a one-line error that lists its phases."""
+    m = make_martensite(2, shape=(60, 60), n_parents=2)
+    ang = write_ang(m.ebsd, tmp_path / "mart.ang")
+    runner = CliRunner()
+    by_id = runner.invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "a.h5"), "--child-phase", "1"])
+    assert by_id.exit_code == 0, by_id.output
+    record = next(r for r in Specimen.open(tmp_path / "a.h5").provenance if r["step"] == names.STEP_PARENT)
+    assert record["parameters"]["child_phase"] == 1
+    wrong = runner.invoke(app, ["parent", str(ang), "--specimen", str(tmp_path / "b.h5"), "--child-phase", "Austenite"])
+    assert wrong.exit_code == 1 and "no phase 'Austenite' for the child; phases: 1=" in wrong.output
+
+
 def test_metallo_parent_command(tmp_path):
     m = make_martensite(2, shape=(90, 90), n_parents=4)
     ang = write_ang(m.ebsd, tmp_path / "mart.ang")
