@@ -19,7 +19,8 @@ misorientation over both crystals' symmetry (as MTEX's ``angle(gB.misorientation
   {11-22} contraction       <10-10>     c / a                                63.3 deg
   ========================  ==========  ===================================  ============
 
-  (The reduced angle is ``min(2 psi, 180 - 2 psi)``.) A map that states no lattice constants for
+  (The reduced angle is ``min(2 psi, 180 - 2 psi)``; above c/a = sqrt(3), in Zn and Cd, {10-12}
+  twinning contracts c and is named so.) A map that states no lattice constants for
   a hexagonal phase gets no twin relations for it: the angles would be guesses. Boundaries of
   hcp twins are marked within 5 deg, the tolerance of MTEX's twinning tutorial.
 """
@@ -110,8 +111,10 @@ def twin_systems(phase: Mapping[str, Any]) -> list[TwinSystem]:
     ratio = c / a
     s3 = math.sqrt(3.0)
     tol = HCP_TWIN_TOLERANCE_DEG
+    # {10-12} twinning extends c where c/a < sqrt(3) (Mg, Ti, Zr, Co) and contracts it above (Zn, Cd).
+    sense = "extension" if ratio < s3 else "contraction"
     return [
-        TwinSystem("{10-12} extension", "6/mmm", _A_AXIS, 2 * math.degrees(math.atan(ratio / s3)), tol),
+        TwinSystem(f"{{10-12}} {sense}", "6/mmm", _A_AXIS, 2 * math.degrees(math.atan(ratio / s3)), tol),
         TwinSystem("{10-11} contraction", "6/mmm", _A_AXIS, 2 * math.degrees(math.atan(2 * ratio / s3)), tol),
         TwinSystem("{11-21} extension", "6/mmm", _M_AXIS, 2 * math.degrees(math.atan(2 * ratio)), tol),
         TwinSystem("{11-22} contraction", "6/mmm", _M_AXIS, 2 * math.degrees(math.atan(ratio)), tol),

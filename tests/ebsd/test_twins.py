@@ -38,6 +38,9 @@ def test_hcp_twin_angles_follow_c_over_a():
     # Magnesium (c/a 1.624): 86.3 deg about <11-20> (MTEX's twinning tutorial on this very phase).
     mg = _by_name(MG)["{10-12} extension"]
     assert mg.reduced_angle_deg == pytest.approx(86.3, abs=0.05) and mg.axis == (1.0, 0.0, 0.0)
+    # Zinc (c/a 1.856 > sqrt 3): {10-12} twinning contracts c; 2 atan(1.856 / sqrt 3) = 94.0 -> 86.0 deg.
+    zn = twin_systems({"symmetry": "6/mmm", "lattice": [2.665, 2.665, 4.947, 90, 90, 120]})[0]
+    assert zn.name == "{10-12} contraction" and zn.reduced_angle_deg == pytest.approx(86.0, abs=0.1)
     # No lattice constants, no hcp twins (the angles would be guesses); cubic: Sigma3 only.
     assert twin_systems({"symmetry": "6/mmm"}) == []
     assert [s.name for s in twin_systems({"symmetry": "m-3m"})] == ["Sigma3"]
