@@ -260,7 +260,10 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     pd.DataFrame
         One row per phase with twin relations and per relation: phase, twin, angle_deg (the
         exact twin's disorientation), axis, tolerance_deg, n_segments, length_um (segments x the
-        edge length of one step: the step on a square grid, step / sqrt(3) on a hexagonal one),
+        edge length of one step: the step on a square grid, step / sqrt(3) on a hexagonal one; the
+        staircase length of the pixel edges, which for boundaries of every direction is about
+        4 / pi times the true length on a square grid: MTEX's Mg example gives 501.6 µm where
+        MTEX's smoothed boundaries measure 361 µm),
         share (of the phase's grain-boundary segments), n_boundary_segments, and area_share: the
         share of the phase's points in twins of that relation (the grains that
         :func:`metallo.ebsd.merge_twins` merges into a parent grain, other than its largest,
