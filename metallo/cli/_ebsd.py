@@ -102,15 +102,16 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}"
                    + (f", hcp twins {codes[4]}" if codes.size > 4 and codes[4] else ""))
         if grain.size:
-            twin_line = _twin_text(data, derived["grain_id"])
-            if twin_line:
-                typer.echo(f"twin relations (share of each phase's grain-boundary segments): {twin_line}")
-        if grain.size and (codes[3] or (codes.size > 4 and codes[4])):
             import json
 
-            from metallo.ebsd import merge_twins
+            from metallo.ebsd import twin_boundaries
 
-            after = json.loads(merge_twins(data, derived["grain_id"]).attrs["parameters"])["n_grains_after"]
+            twins = twin_boundaries(data, derived["grain_id"])
+            twin_line = _twin_text(data, twins)
+            if twin_line:
+                typer.echo(f"twin relations (share of each phase's grain-boundary segments): {twin_line}")
+            # The merge the twin table made (no second one for the count).
+            after = json.loads(twins.attrs.get("merged") or "{}").get("n_grains_after", grain.size)
             if after < grain.size and codes[3]:
                 typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
                            "metallo quantify --twins merge; in martensite these are block boundaries)")
@@ -140,12 +141,10 @@ def _phase_shares(data: Any) -> str:
     return text
 
 
-def _twin_text(data: Any, grain_id: Any) -> str:
-    """``"Magnesium {10-12} extension 52.3 %, ..."``: each twin relation found, as a share of its
-    phase's grain-boundary segments; "" for a map without twin relations."""
-    from metallo.ebsd import twin_boundaries
-
-    table = twin_boundaries(data, grain_id)
+def _twin_text(data: Any, table: Any) -> str:
+    """``"Magnesium {10-12} extension 52.3 %, ..."``: each twin relation found in the
+    :func:`metallo.ebsd.twin_boundaries` table, as a share of its phase's grain-boundary segments;
+    "" for a map without twin relations."""
     if not len(table):
         from metallo._ebsd_dataset import phases_of
         from metallo.ebsd import twin_systems

@@ -46,12 +46,10 @@ from metallo.errors import ConfigError
 __all__ = ["MAX_INVENTED", "clean", "invented_share"]
 
 _STEPS = ("ci_correlation", "ci_threshold", "grain_dilation")
-#: Cleanup that gives more than this fraction of the measured points a neighbour's orientation warns.
 #: Share of a map's measured points that cleanup may give a neighbour's orientation before the
 #: result is an interpolation rather than a measurement (a warning; grain sizes and phase
 #: fractions of such a map are flagged).
 MAX_INVENTED = 0.2
-_MAX_INVENTED = MAX_INVENTED
 
 
 def _all_neighbour_offsets(grid: str) -> list[tuple[int, int]]:
@@ -236,10 +234,10 @@ def clean(
     for r in record[earlier:]:
         r["n_measured"] = measured
     invented = sum(r["n_changed"] for r in record[earlier:] if r["step"] in ("ci_correlation", "grain_dilation"))
-    if measured and invented > _MAX_INVENTED * measured:
+    if measured and invented > MAX_INVENTED * measured:
         warnings.warn(
             f"{ebsd.attrs.get('source') or 'EBSD map'}: cleanup gave {invented} of {measured} measured points "
-            f"({invented / measured:.0%}) a neighbour's orientation; more than {_MAX_INVENTED:.0%} is not a "
+            f"({invented / measured:.0%}) a neighbour's orientation; more than {MAX_INVENTED:.0%} is not a "
             "cleanup but an interpolation, and grain sizes, phase fractions and KAM from it are not measurements (clean with "
             "steps=('ci_threshold',) or lower max_iterations)", UserWarning, stacklevel=2)
     out = ebsd.copy()
@@ -273,4 +271,3 @@ def invented_share(ebsd: xr.Dataset) -> float:
         if r.get("step") in ("ci_correlation", "grain_dilation"):
             share += float(r.get("n_changed", 0)) / float(r.get("n_measured") or size)
     return share
-

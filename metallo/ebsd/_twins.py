@@ -208,19 +208,19 @@ def boundary_twin_pairs(omap: Any, ids: np.ndarray, systems: Mapping[int, Sequen
                 yield pid, a[mine], b[mine], nearest_twin(omap.q[a[mine]], omap.q[b[mine]], phase_systems)
 
 
-def _twinned_area(ebsd: xr.Dataset, grains: Any, omap: Any, ids: np.ndarray,
+def _twinned_area(merged: np.ndarray, grains: Any, omap: Any, ids: np.ndarray,
                   systems: Mapping[int, Sequence[TwinSystem]]) -> dict[int, np.ndarray]:
     """Points of each phase in twins, per relation: the grains merged into a parent grain
-    (:func:`metallo.ebsd.merge_twins`) other than its largest, each under the relation of its
-    mean orientation to the largest's (a twin of a twin, related to the largest by none, is in
-    none)."""
+    (``merged``, flat ids of :func:`metallo.ebsd.merge_twins`) other than its largest, each under
+    the relation of its mean orientation to the largest's (a twin of a twin, related to the
+    largest by none, is in none)."""
     out = {pid: np.zeros(len(s)) for pid, s in systems.items()}
     inside = ids >= 0
     n = int(ids.max()) + 1 if inside.any() else 0
     if not n or not systems:
         return out
     root = np.full(n, -1, np.int64)
-    root[ids[inside]] = np.asarray(merge_twins(ebsd, grains).values).ravel()[inside]
+    root[ids[inside]] = merged[inside]
     phase = np.full(n, -1, np.int64)
     phase[ids[inside]] = omap.phase[inside]
     frame = pd.DataFrame({"root": root, "area": np.bincount(ids[inside], minlength=n), "phase": phase})
@@ -268,7 +268,8 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
         share of the phase's points in twins of that relation (the grains that
         :func:`metallo.ebsd.merge_twins` merges into a parent grain, other than its largest,
         by their mean orientation's relation to the largest's: MTEX's "twinned area"). Empty
-        for a map without twin relations.
+        for a map without twin relations. ``attrs["merged"]``: the parameters of that merge
+        (JSON; ``n_grains_before``, ``n_grains_after``).
 
     Examples
     --------
@@ -290,7 +291,8 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     for pid, _, _, which in boundary_twin_pairs(omap, ids, systems):
         counts[pid][-1] += which.size
         counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(systems[pid]))
-    area = _twinned_area(ebsd, grains, omap, ids, systems)
+    merged = merge_twins(ebsd, grains) if systems else None
+    area = _twinned_area(np.asarray(merged.values).ravel(), grains, omap, ids, systems) if merged is not None else {}
     rows = []
     for pid, phase_systems in systems.items():
         total = int(counts[pid][-1])
@@ -305,7 +307,10 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
                          "area_share": area[pid][k] / phase_points if phase_points else float("nan")})
     columns = ["phase", "twin", "angle_deg", "axis", "tolerance_deg", "n_segments", "length_um", "share",
                "n_boundary_segments", "area_share"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    # The merge the twinned area rests on (grain counts before and after), for callers that print it.
+    table.attrs["merged"] = merged.attrs["parameters"] if merged is not None else "{}"
+    return table
 
 
 def merge_twins(

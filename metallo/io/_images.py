@@ -480,9 +480,9 @@ def _read_tiff(
     if array.ndim > 3 or (array.ndim == 3 and axes and axes[0] not in "SC" and axes[-1] not in "SC"):
         # A stack (FIB-SEM slices, a multi-page Zeiss file, an ImageJ hyperstack): said before the
         # vendor tags are read for a frame that the stack's shape would not match.
+        frames = array.shape if array.ndim == 3 else array.shape[:-1]  # (..., rows, columns), samples dropped
         raise FormatError(
-            f"{path}: holds {int(np.prod(array.shape[:-2 if array.ndim == 3 else -3]))} images of "
-            f"{array.shape[-2 if array.ndim == 3 else -3]} x {array.shape[-1 if array.ndim == 3 else -2]} pixels "
+            f"{path}: holds {int(np.prod(frames[:-2]))} images of {frames[-2]} x {frames[-1]} pixels "
             f"(array shape {array.shape}: a multi-page TIFF or stack); read_image reads one 2-D gray or RGB image: "
             "save the page you want as its own file"
         )
@@ -496,7 +496,8 @@ def _read_tiff(
     side_ps, side_frame = _sem_sidecar(path, array.shape)
     sem_ps = _sem_vendor_pixel_size(fei, zeiss, frame, array.shape, path) or _tescan_pixel_size(tescan) or side_ps
     file_ps = sem_ps or tiff_ps
-    navcam = bool(fei) and not ((fei or {}).get("Scan") or (fei or {}).get("EScan")) and bool((fei or {}).get("IRBeam"))
+    fei_sections = fei or {}
+    navcam = bool(fei_sections.get("IRBeam")) and not (fei_sections.get("Scan") or fei_sections.get("EScan"))
     if sem_ps is not None and not navcam:  # (a navigation-camera image is no SEM micrograph)
         meta.setdefault("modality", "SEM")
     bar = _databar_rows(array.shape[:2], frame or _tescan_frame(tescan, array.shape[0]) or side_frame, path)
@@ -646,8 +647,9 @@ def _stated_sem_pixel_size(
     fei: dict[str, Any] | None, zeiss: dict[str, Any] | None
 ) -> tuple[float, float | None, float | None] | None:
     """(pixel size, field width, field height) in µm stated by FEI/Thermo or Zeiss tags, or None."""
+    fei = fei or {}
     for section in ("Scan", "EScan"):
-        scan = (fei or {}).get(section) or {}
+        scan = fei.get(section) or {}
         width = scan.get("PixelWidth")
         if isinstance(width, (int, float)) and width > 0:
             fields = [scan.get(k) for k in ("HorFieldsize", "VerFieldsize")]
@@ -655,7 +657,7 @@ def _stated_sem_pixel_size(
             return float(width) * 1e6, hor, ver
     # A navigation-camera image (FEI/Thermo Helios "navcam") has no [Scan]: its field width is the
     # [IRBeam] section's HFW over the [Image] columns (as rosettasciio reads it: 0.2640 mm/px).
-    ir, image = (fei or {}).get("IRBeam") or {}, (fei or {}).get("Image") or {}
+    ir, image = fei.get("IRBeam") or {}, fei.get("Image") or {}
     hfw, cols = ir.get("HFW"), image.get("ResolutionX")
     if isinstance(hfw, (int, float)) and hfw > 0 and isinstance(cols, (int, float)) and cols > 0:
         vfw = ir.get("VFW")

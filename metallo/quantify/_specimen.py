@@ -444,12 +444,10 @@ def quantify_step(
             if "laths" in what and node in lath_maps:
                 table = lath_widths(square, threshold_deg=lath_threshold_deg)
                 if len(table):
-                    add(names.quantity(node, names.LATHS), table, "laths", json.loads(table.attrs["parameters"]), [node],
-                        quality=lath_width_quality(table, json.loads(table.attrs["parameters"])["pixel_size_um"],
-                                                   what=f"{where}: {node}"))
+                    lath_params = json.loads(table.attrs["parameters"])
+                    add(names.quantity(node, names.LATHS), table, "laths", lath_params, [node],
+                        quality=lath_width_quality(table, lath_params["pixel_size_um"], what=f"{where}: {node}"))
     return out
-
-
 
 
 def ebsd_phase_shares(ebsd: xr.Dataset) -> tuple[dict[str, float], float] | None:
