@@ -91,12 +91,18 @@ def check_unique_ids(recipes: Sequence[str | Path]) -> None:
     --------
     >>> check_unique_ids(["S1.yaml", "S2.yaml"])  # doctest: +SKIP
     """
+    import warnings
+
     from metallo._recipe import load_recipe
 
     seen: dict[str, str] = {}
     for path in map(str, recipes):
         try:
-            recipe = load_recipe(path)
+            # A recipe's warnings (an absolute output folder, ...) print once, from the worker
+            # that runs it and named by it; here they printed a second time for every recipe.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                recipe = load_recipe(path)
         except MetalloError:
             continue
         for key in (f"id {recipe.specimen_id!r}", f"file {recipe.specimen_path}"):

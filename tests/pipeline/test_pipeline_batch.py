@@ -206,3 +206,17 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     assert columns["G ebsd.map"] == round(float(table.loc["planimetric", "G"]), 2)
     assert columns["G ebsd.map reliable"] == "no"
     assert columns["Sigma3 ebsd.map austenite (% boundaries)"] == 100.0
+
+
+@pytest.mark.slow
+def test_a_recipes_warning_prints_once_named_by_it(tmp_path):
+    # The ids are checked in the main process before the workers load each recipe again: the
+    # absolute output folder's warning had printed twice per recipe (118 lines for 59 recipes).
+    recipes = tmp_path / "recipes"
+    _write_recipes(recipes, 2, corrupt=-1)
+    proc = subprocess.run([sys.executable, "-m", "metallo.cli", "batch", str(recipes), "--workers", "1", "-q",
+                           "--out", str(tmp_path / "summary")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "writing outside the recipe's folder" in ln]
+    assert len(lines) == 2, proc.stderr
+    assert sorted(ln.split(":")[1].strip() for ln in lines) == ["B00.yaml", "B01.yaml"]
