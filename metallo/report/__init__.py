@@ -17,6 +17,7 @@ from metallo.report._qc import (
 )
 from metallo.report._sections import (
     Section,
+    ebsd_key_figures,
     grain_size_line,
     quantity_lines,
     registration_key_figures,
@@ -26,6 +27,7 @@ from metallo.report._sections import (
 __all__ = [
     "Section",
     "across_parameters",
+    "ebsd_key_figures",
     "failed_upstream",
     "grain_size_line",
     "histogram_figure",

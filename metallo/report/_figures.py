@@ -153,6 +153,33 @@ def scalar_overlay_figure(image: np.ndarray | None, values: np.ndarray, *, title
     return fig
 
 
+def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float] | None = None,
+                   grain_ids: np.ndarray | None = None) -> Any:
+    """An RGB map (e.g. IPF colours) on µm axes; with ``grain_ids``, their boundaries as thin black lines.
+
+    A small map is enlarged (nearest) to about 600 px before the boundaries are drawn one
+    enlarged pixel wide: drawn on the map's own pixels they would blacken a map of a few
+    points per grain.
+    """
+    rgb = np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0)
+    if grain_ids is not None:
+        k = int(min(8, max(1, np.ceil(600 / max(rgb.shape[:2])))))
+        ids = np.repeat(np.repeat(np.asarray(grain_ids), k, axis=0), k, axis=1)
+        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+        edge = np.zeros(ids.shape, bool)
+        edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+        edge[:-1, :] |= ids[:-1, :] != ids[1:, :]
+        rgb[edge] = 0.0
+    fig = _figure(6.0, 5.0)
+    ax = fig.subplots()
+    extent = None if extent_um is None else (0, extent_um[1], extent_um[0], 0)
+    ax.imshow(rgb, extent=extent, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (µm)" if extent else "x (px)")
+    ax.set_ylabel("y (µm)" if extent else "y (px)")
+    return fig
+
+
 def grain_map_figure(ids: np.ndarray, *, title: str, extent_um: tuple[float, float] | None = None) -> Any:
     """A grain-id map with one random colour per grain (ids < 0 white)."""
     ids = np.asarray(ids)

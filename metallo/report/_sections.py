@@ -30,7 +30,7 @@ from metallo.report._qc import (
     quality_checks,
 )
 
-__all__ = ["Block", "Cell", "Section", "grain_size_line", "quantity_lines", "report_sections"]
+__all__ = ["Block", "Cell", "Section", "ebsd_key_figures", "grain_size_line", "quantity_lines", "report_sections"]
 
 
 @dataclass(frozen=True)
@@ -464,6 +464,106 @@ def _too_few_grains(sizes: pd.DataFrame) -> str:
     return " — NOT RELIABLE: " + "; ".join(texts)
 
 
+def ebsd_key_figures(spec: Any, node: str) -> dict[str, Any]:
+    """What a QC engineer checks of an EBSD map before trusting a number from it.
+
+    Parameters
+    ----------
+    spec : Specimen
+    node : str
+        An EBSD map node (``ebsd/map``, ``ebsd/clean``).
+
+    Returns
+    -------
+    dict
+        ``map``, ``points`` (rows x columns), ``step_um``, ``field_um`` (width x height),
+        ``indexed_pct`` (share of the grid's points that carry a phase), ``phases`` (each listed
+        phase's share of the indexed points), ``cleanup`` (each step with the % of the measured
+        points it changed), ``invented_pct`` (points given a neighbour's orientation), and from
+        the map's derived node ``grains``, ``kam_mean_deg``, ``gos_mean_deg``; ``problems``: why
+        numbers from the map are not measurements (below ``EBSD_MIN_INDEXED`` indexed, more than
+        ``MAX_INVENTED`` invented), empty when none.
+
+    Examples
+    --------
+    >>> ebsd_key_figures(spec, "ebsd/clean")["indexed_pct"]  # doctest: +SKIP
+    98.7
+    """
+    from metallo._ebsd_dataset import phases_of
+    from metallo.ebsd import MAX_INVENTED, invented_share
+    from metallo.quantify import EBSD_MIN_INDEXED
+
+    data = spec[node]
+    phase = np.asarray(data["phase"].values)
+    step = float(data.attrs.get("step_um", float("nan")))
+    step_y = float(data.attrs.get("step_y_um", step))
+    rows, cols = int(data.sizes["y"]), int(data.sizes["x"])
+    indexed = float((phase >= 0).mean()) if phase.size else 0.0
+    counts = {str(p.get("name", p.get("id"))): int((phase == int(p["id"])).sum()) for p in phases_of(data)}
+    total = sum(counts.values())
+    phases = ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in counts.items() if v) if total else "none indexed"
+    record = json.loads(data.attrs.get("cleanup", "[]") or "[]")
+    cleanup = ", ".join(f"{r['step']} {100 * r.get('n_changed', 0) / max(1, r.get('n_measured') or phase.size):.1f} %"
+                        for r in record) or "none"
+    invented = invented_share(data)
+    out: dict[str, Any] = {
+        "map": node, "points": f"{rows} x {cols}", "step_um": step, "field_um": f"{cols * step:.4g} x {rows * step_y:.4g}",
+        "indexed_pct": round(100 * indexed, 2), "phases": phases, "cleanup": cleanup,
+        "invented_pct": round(100 * invented, 2),
+    }
+    derived = names.derived(node)
+    if derived in spec:
+        d = spec[derived]
+        ids = np.asarray(d["grain_id"].values)
+        valid = ids >= 0
+        out["grains"] = int(np.unique(ids[valid]).size)
+        kam = np.asarray(d["kam"].values, dtype=np.float64)
+        out["kam_mean_deg"] = float(np.nanmean(kam)) if np.isfinite(kam).any() else float("nan")
+        _, first = np.unique(ids[valid], return_index=True)
+        gos = np.asarray(d["gos"].values, dtype=np.float64)[valid][first]
+        out["gos_mean_deg"] = float(np.nanmean(gos)) if np.isfinite(gos).any() else float("nan")
+    problems = []
+    if indexed < EBSD_MIN_INDEXED:
+        problems.append(f"only {100 * indexed:.1f} % of its points are indexed (below {100 * EBSD_MIN_INDEXED:.0f} %): "
+                        "what indexes is no sample of the section, and a phase that indexes worse is under-counted")
+    if invented > MAX_INVENTED:
+        problems.append(f"cleanup gave {100 * invented:.0f} % of its measured points a neighbour's orientation (over "
+                        f"{100 * MAX_INVENTED:.0f} %): grain sizes, phase fractions and KAM of an interpolated map are "
+                        "not measurements")
+    out["problems"] = "; ".join(problems)
+    return out
+
+
+def _ebsd_sections(spec: Any) -> list[Section]:
+    """The EBSD maps: one row of key figures each, their problems, and the IPF map of each derived map."""
+    from metallo.ebsd import ipf_colors, resample_to_square
+
+    # As read first, then cleaned (the order of the chain, not of the alphabet).
+    maps = sorted((n for n in names.members(spec.nodes(), names.EBSD) if "phase" in spec[n]),
+                  key=lambda n: (bool(spec[n].attrs.get("cleanup")), n))
+    if not maps:
+        return []
+    section = Section("ebsd", "EBSD maps")
+    figures = [ebsd_key_figures(spec, n) for n in maps]
+    for f in figures:
+        if f["problems"]:
+            section.blocks.append(_p(f"{f['map']} — NOT RELIABLE: {f['problems']}"))
+    section.blocks.append(table(pd.DataFrame([{k: v for k, v in f.items() if k != "problems"} for f in figures])))
+    for node in maps:
+        derived = names.derived(node)
+        if derived not in spec:
+            continue
+        # A hexagonal grid is shown on square pixels (nearest point), as metallo's map images are.
+        shown = resample_to_square(spec[node].assign(grain_id=spec[derived]["grain_id"]))
+        tolerance = _json_attr(spec[derived].attrs, "parameters").get("grains", {}).get("tolerance_deg")
+        said = f" ({tolerance:g} deg)" if isinstance(tolerance, (int, float)) else ""
+        fig = figs.rgb_map_figure(ipf_colors(shown, direction="z"), grain_ids=np.asarray(shown["grain_id"].values),
+                                  title=f"{node}: IPF colours of the sample normal (z)\nblack: grain boundaries{said}, "
+                                        "unindexed points", extent_um=_extent(shown["phase"]))
+        section.blocks.append(_figure(fig, f"IPF map {node}"))
+    return [section]
+
+
 def _grain_sections(spec: Any) -> list[Section]:
     out = []
     for source in names.members(spec.nodes(), names.EBSD):
@@ -709,5 +809,5 @@ def report_sections(spec: Any, limits: Mapping[str, Sequence[float]] | None = No
     """
     limits = dict(limits or {})
     return [_specimen_section(spec), *_phase_sections(spec, limits), *_segmentation_sections(spec),
-            *_distribution_sections(spec), *_grain_sections(spec), *_registration_sections(spec),
+            *_distribution_sections(spec), *_ebsd_sections(spec), *_grain_sections(spec), *_registration_sections(spec),
             *_parent_sections(spec), _provenance_section(spec)]

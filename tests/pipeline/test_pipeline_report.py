@@ -260,3 +260,64 @@ def test_registration_section_says_when_a_method_does_not_judge_itself(tmp_path)
     assert paragraphs[0].badge_text == "NOT ASSESSED"
     assert paragraphs[1].text.startswith("Method 'sift+bspline' does not judge its own result")
     assert len(section.tables()) == 1  # the record alone: no evidence to put beside a start
+
+
+def _ebsd_specimen(tmp_path, phase, cleanup=None):
+    from metallo.ebsd import derive, ebsd_dataset
+
+    rng = np.random.default_rng(0)
+    euler = np.full(phase.shape + (3,), 0.1)
+    euler[:, phase.shape[1] // 2:] = [0.6, 0.4, 0.2]  # two grains, far apart
+    euler += rng.uniform(0, 1e-3, euler.shape)
+    ebsd = ebsd_dataset(euler, phase.astype(np.int16), step_um=0.5, phases=[
+        {"id": 1, "name": "ferrite", "symmetry": "m-3m"}, {"id": 2, "name": "austenite", "symmetry": "m-3m"}])
+    if cleanup is not None:
+        ebsd.attrs["cleanup"] = json.dumps(cleanup)
+    spec = Specimen.create(tmp_path / "E.h5", specimen_id="E")
+    spec.add(names.EBSD_CLEAN, ebsd, step=names.STEP_CLEAN)
+    spec.add(names.derived(names.EBSD_CLEAN), derive(ebsd), step=names.STEP_DERIVE, inputs=[names.EBSD_CLEAN])
+    return spec
+
+
+def test_ebsd_section_gives_each_maps_key_figures_and_says_when_they_are_no_measurement(tmp_path):
+    phase = np.ones((20, 40), int)
+    phase[:, 30:] = 2  # a quarter austenite
+    phase[:2, :] = -1  # 2 of 20 rows unindexed: 90 % indexed
+    spec = _ebsd_specimen(tmp_path, phase, cleanup=[{"step": "grain_dilation", "n_changed": 200, "n_measured": 800}])
+    (section,) = [s for s in report_sections(spec) if s.key == "ebsd"]
+    (row,) = section.tables()[0].to_dict("records")
+    assert row["points"] == "20 x 40" and row["step_um"] == 0.5 and row["field_um"] == "20 x 10"
+    assert row["indexed_pct"] == 90.0
+    # 180 of the 720 indexed points are austenite
+    assert row["phases"] == "ferrite 75.0 %, austenite 25.0 %"
+    assert row["cleanup"] == "grain_dilation 25.0 %" and row["invented_pct"] == 25.0
+    assert row["grains"] == 3  # ferrite left, ferrite right, austenite (its own phase)
+    said = [b.text for b in section.blocks if b.kind == "p"]
+    assert said == ["ebsd/clean — NOT RELIABLE: cleanup gave 25 % of its measured points a neighbour's orientation "
+                    "(over 20 %): grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
+    assert sum(b.kind == "figure" for b in section.blocks) == 1  # the IPF map of the derived map
+
+
+def test_ebsd_section_of_a_sound_map_has_no_warning(tmp_path):
+    phase = np.ones((20, 40), int)
+    phase[0, :4] = -1  # 0.5 % unindexed
+    spec = _ebsd_specimen(tmp_path, phase, cleanup=[{"step": "ci_correlation", "n_changed": 8, "n_measured": 800}])
+    (section,) = [s for s in report_sections(spec) if s.key == "ebsd"]
+    (row,) = section.tables()[0].to_dict("records")
+    assert row["indexed_pct"] == 99.5 and row["invented_pct"] == 1.0 and row["phases"] == "ferrite 100.0 %"
+    assert not [b for b in section.blocks if b.kind == "p"]
+
+
+@pytest.mark.shared_data
+def test_ebsd_section_of_a_mostly_unindexed_real_map_says_so(tmp_path, shared_file):
+    # MTEX-tools' 60 %-cold-rolled MEA: a third of its points index.
+    path = tmp_path / "mea.h5"
+    result = runner.invoke(app, ["ebsd", str(shared_file("ebsd_ctf/mtexTools_MEA_60CR_1C.ctf")), "--specimen", str(path)])
+    assert result.exit_code == 0, result.output
+    (section,) = [s for s in report_sections(Specimen.open(path)) if s.key == "ebsd"]
+    rows = section.tables()[0].set_index("map")
+    assert list(rows.index) == ["ebsd/map", "ebsd/clean"]  # as read, then cleaned
+    assert rows.loc["ebsd/map", "indexed_pct"] == pytest.approx(32.93, abs=0.01)
+    assert rows.loc["ebsd/map", "points"] == "375 x 500" and rows.loc["ebsd/map", "step_um"] == pytest.approx(0.96)
+    said = [b.text for b in section.blocks if b.kind == "p"]
+    assert said[0].startswith("ebsd/map — NOT RELIABLE: only 32.9 % of its points are indexed (below 90 %)")
