@@ -146,6 +146,7 @@ PSD = "psd"  # particle size distribution (binned) with a log-normal fit
 GRAIN_SIZE = "grain_size"  # ASTM E112 planimetric + intercept (+ ASTM E2627 mean area on EBSD maps)
 GRAIN_SIZE_BY_PHASE = "grain_size_by_phase"  # the same for each phase of a multi-phase EBSD map
 TWINS = "twins"  # twin share of an EBSD map's grain boundaries (Sigma3; hcp twin relations)
+MISORIENTATIONS = "misorientations"  # misorientation-angle distribution of an EBSD map's grain boundaries
 DENUDED = "denuded"  # denuded-zone width along a network interface
 LATHS = "laths"  # apparent lath widths
 AGREEMENT = "agreement"  # a segmentation against the reference labels (annotation) of the same micrograph

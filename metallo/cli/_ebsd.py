@@ -117,6 +117,11 @@ def register(app: typer.Typer) -> None:
                            "metallo quantify --twins merge; in martensite these are block boundaries)")
             elif after < grain.size:
                 typer.echo(f"parent grains with their hcp twins merged: {after} (metallo quantify --twins merge)")
+            from metallo.ebsd import misorientation_distribution, misorientation_summary
+            from metallo.report import misorientation_line
+
+            for phase, summary in misorientation_summary(misorientation_distribution(data, derived["grain_id"])).items():
+                typer.echo(misorientation_line(phase, summary))
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
 

@@ -17,6 +17,13 @@ from metallo.ebsd._grid import resample_to_square
 from metallo.ebsd._image import map_image
 from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import check_kam_kernel, kam
+from metallo.ebsd._misorientations import (
+    HAGB_DEG,
+    boundary_misorientations,
+    misorientation_distribution,
+    misorientation_summary,
+    random_misorientation_angles,
+)
 from metallo.ebsd._neighbours import KAM_KERNELS, laue_by_phase
 from metallo.ebsd._or import OrientationRelationship, or_angle, or_names, orientation_relationship
 from metallo.ebsd._parent import (
@@ -105,6 +112,11 @@ __all__ = [
     "invented_share",
     "TwinSystem",
     "twin_boundaries",
+    "HAGB_DEG",
+    "boundary_misorientations",
+    "misorientation_distribution",
+    "misorientation_summary",
+    "random_misorientation_angles",
     "twin_deviation",
     "twin_systems",
 ]

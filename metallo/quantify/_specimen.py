@@ -424,14 +424,19 @@ def quantify_step(
                 # On the map's own grid (a hexagonal map's neighbours are not the resampling's),
                 # so the shares are those `metallo ebsd` prints.
                 native = spec[node]
-                twin_table = mebsd.twin_boundaries(native, grains if square is native else
-                                                   mebsd.grains(native, tolerance_deg=grain_tolerance_deg))
+                native_grains = grains if square is native else mebsd.grains(native, tolerance_deg=grain_tolerance_deg)
+                twin_table = mebsd.twin_boundaries(native, native_grains)
                 if len(twin_table):
                     # Twin relations of the grains as found (twins kept): what share of each
                     # phase's grain boundaries they are.
                     add(names.quantity(node, names.TWINS), twin_table, "grains",
                         {"tolerance_deg": grain_tolerance_deg, "counted": "edge-neighbour pairs in different grains"},
                         [node])
+                # The misorientation-angle distribution of the same boundaries, beside the random one.
+                angles = mebsd.misorientation_distribution(native, native_grains)
+                if len(angles):
+                    add(names.quantity(node, names.MISORIENTATIONS), angles, "grains",
+                        {**json.loads(angles.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}, [node])
                 parent = names.parent(node)
                 if parent in spec and names.PARENT_GRAIN_ID in spec[parent]:
                     # Prior-austenite grain size (E112) of the reconstructed parent grains.

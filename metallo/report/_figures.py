@@ -180,6 +180,26 @@ def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float
     return fig
 
 
+def misorientation_figure(table: Any, *, title: str) -> Any:
+    """Bars: each phase's share of grain-boundary segments per misorientation bin; line: the
+    random (Mackenzie) distribution of its symmetry (a :func:`metallo.ebsd.misorientation_distribution` table)."""
+    phases = list(dict.fromkeys(table["phase"]))[:4]
+    fig = _figure(4.0 * len(phases) + 1.0, 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(phases)))
+    for ax, phase in zip(axes, phases, strict=True):
+        rows = table[table["phase"] == phase]
+        lo, hi = rows["bin_low_deg"].to_numpy(), rows["bin_high_deg"].to_numpy()
+        ax.bar(lo, 100 * rows["share"].to_numpy(), width=hi - lo, align="edge", color=PALETTE[0], label="grain boundaries")
+        ax.step(np.r_[lo, hi[-1:]], 100 * np.r_[rows["random_share"].to_numpy(), rows["random_share"].to_numpy()[-1:]],
+                where="post", color="black", lw=1.2, label="random")
+        ax.set_xlabel("misorientation angle (deg)")
+        ax.set_title(str(phase), fontsize=9)
+    axes[0].set_ylabel("share of segments (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def grain_map_figure(ids: np.ndarray, *, title: str, extent_um: tuple[float, float] | None = None) -> Any:
     """A grain-id map with one random colour per grain (ids < 0 white)."""
     ids = np.asarray(ids)
