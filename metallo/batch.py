@@ -153,15 +153,27 @@ def _run_one(recipe_path: str) -> dict[str, Any]:
 
 
 def _grain_columns(specimen_path: Path) -> dict[str, Any]:
-    """The E112 planimetric G of each EBSD grain-size table of a specimen, with whether it is a
-    size statistic, and its twin shares: what a batch of EBSD specimens is compared by."""
+    """Each EBSD map's indexed share (and the share its cleanup invented), the E112 planimetric G
+    of each EBSD grain-size table of a specimen, with whether it is a size statistic, and its twin
+    shares: what a batch of EBSD specimens is compared by."""
     from metallo import names
+    from metallo.report import ebsd_key_figures
     from metallo.specimen import Specimen
 
     out: dict[str, Any] = {}
     if not Path(specimen_path).is_file():
         return out
     spec = Specimen.open(specimen_path)
+    # Each map's indexed share, and what its cleanup invented: the first thing to compare
+    # across a batch of maps (MTEX's serial sections: S00 is 75.6 % indexed, its cleanup
+    # invented 27 %; the others index 96-100 %).
+    for node in names.members(spec.nodes(), names.EBSD):
+        if "phase" in spec[node]:
+            figures = ebsd_key_figures(spec, node)
+            source = node.replace("/", ".")
+            out[f"indexed % {source}"] = round(float(figures["indexed_pct"]), 1)
+            if spec[node].attrs.get("cleanup"):
+                out[f"invented % {source}"] = round(float(figures["invented_pct"]), 1)
     for node in spec.nodes():
         leaf = names.leaf(node)
         source = leaf.rsplit(".", 1)[0]

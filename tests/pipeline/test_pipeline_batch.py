@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -198,6 +199,9 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
                         phases=[{"id": 1, "name": "austenite", "symmetry": "m-3m", "lattice": [3.6, 3.6, 3.6, 90, 90, 90]}])
     spec = Specimen.create(tmp_path / "t.h5", specimen_id="t", material="316L")
     spec.add(names.ebsd("map"), ebsd, step="test")
+    cleaned = ebsd.copy()
+    cleaned.attrs["cleanup"] = json.dumps([{"step": "grain_dilation", "n_changed": 900, "n_measured": 3600}])
+    spec.add(names.EBSD_CLEAN, cleaned, step="test")
     with pytest.warns(UserWarning):  # two grains: no E112 statistic
         quantify_specimen(spec, what=["grains"])
     spec.save()
@@ -206,6 +210,8 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     assert columns["G ebsd.map"] == round(float(table.loc["planimetric", "G"]), 2)
     assert columns["G ebsd.map reliable"] == "no"
     assert columns["Sigma3 ebsd.map austenite (% boundaries)"] == 100.0
+    assert columns["indexed % ebsd.map"] == 100.0 and "invented % ebsd.map" not in columns  # never cleaned
+    assert columns["invented % ebsd.clean"] == 25.0
 
 
 @pytest.mark.slow
