@@ -187,6 +187,9 @@ def test_cli_reports_indexing_before_and_after_cleaning_writes_in_the_working_fo
     result = CliRunner().invoke(app, ["ebsd", str(ang)])
     assert result.exit_code == 0, result.output
     assert "75.0% indexed as read, 100.0% after cleaning" in result.output
+    # The holes were filled from their neighbours: the line says how much, and what it means.
+    assert ("100.0% after cleaning (25.0% of the measured points given a neighbour's orientation: an "
+            "interpolation, not a measurement; --no-clean keeps the points as measured)") in result.output
     assert "phases (share" not in result.output  # one phase: no shares to print
     # No --specimen: the specimen goes into the working folder, not beside the input.
     assert (tmp_path / "work" / "holes.metallo.h5").is_file()
