@@ -154,7 +154,7 @@ def scalar_overlay_figure(image: np.ndarray | None, values: np.ndarray, *, title
 
 
 def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float] | None = None,
-                   grain_ids: np.ndarray | None = None) -> Any:
+                   grain_ids: np.ndarray | None = None, legend: Sequence[tuple[str, Any]] = ()) -> Any:
     """An RGB map (e.g. IPF colours) on µm axes; with ``grain_ids``, their boundaries as thin black lines.
 
     A small map is enlarged (nearest) to about 600 px before the boundaries are drawn one
@@ -169,6 +169,9 @@ def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float
         edge = np.zeros(ids.shape, bool)
         edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
         edge[:-1, :] |= ids[:-1, :] != ids[1:, :]
+        if k >= 4:  # two enlarged pixels wide, so that the figure's downsampling keeps every line
+            edge[:, 1:] |= edge[:, :-1].copy()
+            edge[1:, :] |= edge[:-1, :].copy()
         rgb[edge] = 0.0
     fig = _figure(6.0, 5.0)
     ax = fig.subplots()
@@ -177,6 +180,10 @@ def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x (µm)" if extent else "x (px)")
     ax.set_ylabel("y (µm)" if extent else "y (px)")
+    if legend:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=colour, label=label) for label, colour in legend], loc="lower right", fontsize=8)
     return fig
 
 

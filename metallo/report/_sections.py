@@ -555,6 +555,7 @@ def ebsd_key_figures(spec: Any, node: str) -> dict[str, Any]:
 
 def _ebsd_sections(spec: Any) -> list[Section]:
     """The EBSD maps: one row of key figures each, their problems, and the IPF map of each derived map."""
+    from metallo._ebsd_dataset import phases_of
     from metallo.ebsd import ipf_colors, resample_to_square
 
     # As read first, then cleaned (the order of the chain, not of the alphabet).
@@ -580,6 +581,20 @@ def _ebsd_sections(spec: Any) -> list[Section]:
                                   title=f"{node}: IPF colours of the sample normal (z)\nblack: grain boundaries{said}, "
                                         "unindexed points", extent_um=_extent(shown["phase"]))
         section.blocks.append(_figure(fig, f"IPF map {node}"))
+        phases = [p for p in phases_of(shown) if (np.asarray(shown["phase"].values) == int(p["id"])).any()]
+        if len(phases) > 1:
+            # A multi-phase map's balance is read off its phase map (a duplex steel's austenite).
+            phase = np.asarray(shown["phase"].values)
+            rgb = np.zeros(phase.shape + (3,))
+            legend = []
+            for k, p in enumerate(phases):
+                colour = figs.PALETTE[k % len(figs.PALETTE)]
+                rgb[phase == int(p["id"])] = colour
+                legend.append((str(p.get("name", p["id"])), colour))
+            fig = figs.rgb_map_figure(rgb, grain_ids=np.asarray(shown["grain_id"].values), legend=legend,
+                                      title=f"{node}: phases; black: grain boundaries{said}, unindexed points",
+                                      extent_um=_extent(shown["phase"]))
+            section.blocks.append(_figure(fig, f"phase map {node}"))
     return [section]
 
 

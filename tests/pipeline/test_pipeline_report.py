@@ -295,7 +295,8 @@ def test_ebsd_section_gives_each_maps_key_figures_and_says_when_they_are_no_meas
     said = [b.text for b in section.blocks if b.kind == "p"]
     assert said == ["ebsd/clean — NOT RELIABLE: cleanup gave 25 % of its measured points a neighbour's orientation "
                     "(over 20 %): grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
-    assert sum(b.kind == "figure" for b in section.blocks) == 1  # the IPF map of the derived map
+    # the IPF map of the derived map, and (two phases) its phase map
+    assert [b.text for b in section.blocks if b.kind == "figure"] == ["IPF map ebsd/clean", "phase map ebsd/clean"]
 
 
 def test_ebsd_section_of_a_sound_map_has_no_warning(tmp_path):
@@ -306,6 +307,7 @@ def test_ebsd_section_of_a_sound_map_has_no_warning(tmp_path):
     (row,) = section.tables()[0].to_dict("records")
     assert row["indexed_pct"] == 99.5 and row["invented_pct"] == 1.0 and row["phases"] == "ferrite 100.0 %"
     assert not [b for b in section.blocks if b.kind == "p"]
+    assert [b.text for b in section.blocks if b.kind == "figure"] == ["IPF map ebsd/clean"]  # one phase: no phase map
 
 
 @pytest.mark.shared_data
