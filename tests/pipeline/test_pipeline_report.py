@@ -323,3 +323,23 @@ def test_ebsd_section_of_a_mostly_unindexed_real_map_says_so(tmp_path, shared_fi
     assert rows.loc["ebsd/map", "points"] == "375 x 500" and rows.loc["ebsd/map", "step_um"] == pytest.approx(0.96)
     said = [b.text for b in section.blocks if b.kind == "p"]
     assert said[0].startswith("ebsd/map — NOT RELIABLE: only 32.9 % of its points are indexed (below 90 %)")
+
+
+@pytest.mark.shared_data
+def test_ebsd_section_of_a_real_map_its_cleanup_interpolated_says_so(tmp_path, shared_file):
+    # MTEX's serial section S00: 75.6 % indexed as read; the default cleanup fills the rest
+    # (27 % of the measured points), so the cleaned map is 100 % indexed but interpolated.
+    path = tmp_path / "s00.h5"
+    result = runner.invoke(app, ["ebsd", str(shared_file("ebsd_ang/mtex_3dData_S00.ANG")), "--specimen", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "75.6% indexed as read, 100.0% after cleaning (27.1% of the measured points" in result.output
+    (section,) = [s for s in report_sections(Specimen.open(path)) if s.key == "ebsd"]
+    rows = section.tables()[0].set_index("map")
+    assert rows.loc["ebsd/clean", "indexed_pct"] == 100.0 and rows.loc["ebsd/clean", "invented_pct"] == pytest.approx(27.07, abs=0.01)
+    assert rows.loc["ebsd/map", "indexed_pct"] == pytest.approx(75.57, abs=0.01)
+    said = [b.text for b in section.blocks if b.kind == "p"]
+    assert said == [
+        "ebsd/map — NOT RELIABLE: only 75.6 % of its points are indexed (below 90 %): what indexes is no sample of "
+        "the section, and a phase that indexes worse is under-counted",
+        "ebsd/clean — NOT RELIABLE: cleanup gave 27 % of its measured points a neighbour's orientation (over 20 %): "
+        "grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
