@@ -613,8 +613,10 @@ def _grain_sections(spec: Any) -> list[Section]:
                 section.blocks.append(_p(_too_few_grains(sizes).removeprefix(" — ")))
             params = _producer(spec, quantity).get("parameters") or {}
             params = json.loads(params) if isinstance(params, str) else params
-            if "twins" in params:
-                kept, merged = params.get("grains_with_twins"), params.get("grains_without_twins")
+            kept, merged = params.get("grains_with_twins"), params.get("grains_without_twins")
+            # Only where some grain is a twin of a neighbour: a map without any (a monoclinic
+            # mineral, untwinned ferrite) needs no paragraph on how twins are counted.
+            if "twins" in params and kept != merged:
                 section.blocks.append(_p(
                     f"Twins {'merged into their grains' if params['twins'] == 'merge' else 'counted as grains'}: "
                     f"{kept} grains with twins, {merged} without. ASTM E112 counts austenitic (fcc) grains without "

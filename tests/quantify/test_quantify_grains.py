@@ -155,6 +155,15 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
 
     html = write_report(spec, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Twins merged into their grains: 4 grains with twins, 2 without" in html
+    # Without a twin relation between neighbours, no paragraph on how twins are counted.
+    untwinned = ebsd.copy()
+    two = np.where(np.arange(40)[None, :, None] < 20, q[:1, :1], q[:1, 30:31])  # a 40 deg bicrystal
+    untwinned["euler"] = (("y", "x", "angle"), quat_to_euler(np.broadcast_to(two, (40, 40, 4)).copy()))
+    other = Specimen.create(tmp_path / "u.metallo.h5", specimen_id="u")
+    other.add(names.EBSD_MAP, untwinned, step=names.STEP_SYNTH)
+    quantify_step(other, what=["grains"], labels=[])
+    html = write_report(other, tmp_path / "u.html").read_text(encoding="utf-8")
+    assert "Grain size" in html and "Twins counted as grains" not in html and "Twins merged" not in html
     with pytest.raises(ConfigError, match="twins must be"):
         quantify_step(spec, what=["grains"], labels=[], twins="drop", overwrite=True)
 
