@@ -1,4 +1,4 @@
-"""Benchmark: read + clean + grains + KAM + GOS + GAM on a 1,000,000-point cubic EBSD map.
+"""Benchmark: read + clean + grains + KAM + GOS + GAM (+ twin shares, misorientation distribution) on a 1,000,000-point cubic EBSD map.
 
 The map comes from ``metallo.synth.make_specimen`` (ferrite + lath bainite, noise, a few
 unindexed points) and is written to a temporary .ang file first (not timed). Each step of the
@@ -59,6 +59,12 @@ def chain(path: Path, timings: dict[str, float] | None = None) -> dict[str, floa
     t = time.perf_counter()
     me.grain_average_misorientation(ebsd, g)
     timings["gam"] = time.perf_counter() - t
+    t = time.perf_counter()
+    me.twin_boundaries(ebsd, g)
+    timings["twin shares (+merge)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    me.misorientation_distribution(ebsd, g)
+    timings["boundary misorientation distribution"] = time.perf_counter() - t
     timings["n_grains"] = len(g)
     return timings
 
