@@ -9,6 +9,7 @@ completes only what is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,13 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
             for _, twin in spec.table(node).iterrows():
                 if twin["n_segments"]:
                     out[f"{twin['twin']} {source} {twin['phase']} (% boundaries)"] = round(100 * float(twin["share"]), 1)
+        elif leaf.endswith("." + names.MISORIENTATIONS):
+            # The high-angle share of each phase's grain boundaries (recrystallised against
+            # deformed), from the summary its step recorded.
+            params = next((r.get("parameters") or {} for r in reversed(spec.provenance) if node in (r.get("outputs") or [])), {})
+            params = json.loads(params) if isinstance(params, str) else params
+            for phase, summary in dict(params.get("summary", {})).items():
+                out[f"HAGB {source} {phase} (% boundaries)"] = round(100 * float(summary["hagb_share"]), 1)
     return out
 
 

@@ -212,6 +212,7 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     assert columns["Sigma3 ebsd.map austenite (% boundaries)"] == 100.0
     assert columns["indexed % ebsd.map"] == 100.0 and "invented % ebsd.map" not in columns  # never cleaned
     assert columns["invented % ebsd.clean"] == 25.0
+    assert columns["HAGB ebsd.map austenite (% boundaries)"] == 100.0  # its one boundary is a 60 deg twin
 
 
 @pytest.mark.slow
