@@ -19,6 +19,7 @@ from metallo.ebsd._ipf import ipf_colors
 from metallo.ebsd._kam import check_kam_kernel, kam
 from metallo.ebsd._misorientations import (
     HAGB_DEG,
+    MIN_BOUNDARIES,
     boundary_misorientations,
     misorientation_distribution,
     misorientation_summary,
@@ -113,6 +114,7 @@ __all__ = [
     "TwinSystem",
     "twin_boundaries",
     "HAGB_DEG",
+    "MIN_BOUNDARIES",
     "boundary_misorientations",
     "misorientation_distribution",
     "misorientation_summary",

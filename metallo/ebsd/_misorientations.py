@@ -34,11 +34,14 @@ from metallo.ebsd._neighbours import (
 from metallo.ebsd._rotations import random_quaternions
 from metallo.ebsd._symmetry import misorientation_angle
 
-__all__ = ["HAGB_DEG", "boundary_misorientations", "misorientation_distribution", "misorientation_summary",
+__all__ = ["HAGB_DEG", "MIN_BOUNDARIES", "boundary_misorientations", "misorientation_distribution", "misorientation_summary",
            "random_misorientation_angles"]
 
 #: High-angle grain boundaries start here (degrees), as in :func:`metallo.ebsd.boundaries`.
 HAGB_DEG = 15.0
+#: Fewer distinct grain boundaries (grain pairs) than this, and a phase's distribution is
+#: marked as no statistic (the same number of grains ASTM E112 asks for).
+MIN_BOUNDARIES = 50
 #: Pairs of random orientations drawn for the random reference.
 _RANDOM_PAIRS = 200_000
 
@@ -79,7 +82,8 @@ def boundary_misorientations(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
     -------
     pd.DataFrame
         One row per segment (edge neighbours in different grains of one phase, both indexed):
-        ``phase`` (its name) and ``angle_deg`` (the disorientation under the phase's Laue group).
+        ``phase`` (its name), ``angle_deg`` (the disorientation under the phase's Laue group) and
+        the two grains it separates (``grain_a`` < ``grain_b``).
 
     Examples
     --------
@@ -88,7 +92,7 @@ def boundary_misorientations(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
     >>> ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd
     >>> segments = boundary_misorientations(ebsd, grains(ebsd))
     >>> list(segments.columns), bool((segments["angle_deg"] <= 62.81).all())
-    (['phase', 'angle_deg'], True)
+    (['phase', 'angle_deg', 'grain_a', 'grain_b'], True)
     """
     from metallo._ebsd_dataset import phases_of
 
@@ -96,7 +100,7 @@ def boundary_misorientations(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
     ids = _ids_of(grains, omap)
     laue = laue_by_phase(ebsd)
     label = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
-    phases, angles = [], []
+    phases, angles, first, second = [], [], [], []
     for off in first_neighbour_offsets(omap.grid):
         a, b = offset_pairs(omap.shape, omap.grid, off)
         keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b]) & (omap.phase[a] >= 0)
@@ -105,9 +109,13 @@ def boundary_misorientations(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
             mine = omap.phase[a] == pid
             angles.append(misorientation_angle(omap.q[a[mine]], omap.q[b[mine]], symmetry=laue.get(int(pid), "m-3m")))
             phases.append(np.full(int(mine.sum()), label.get(int(pid), str(pid)), dtype=object))
+            first.append(np.minimum(ids[a[mine]], ids[b[mine]]))
+            second.append(np.maximum(ids[a[mine]], ids[b[mine]]))
     if not angles:
-        return pd.DataFrame({"phase": pd.Series([], dtype=object), "angle_deg": pd.Series([], dtype=np.float64)})
-    return pd.DataFrame({"phase": np.concatenate(phases), "angle_deg": np.concatenate(angles)})
+        return pd.DataFrame({"phase": pd.Series([], dtype=object), "angle_deg": pd.Series([], dtype=np.float64),
+                             "grain_a": pd.Series([], dtype=np.int64), "grain_b": pd.Series([], dtype=np.int64)})
+    return pd.DataFrame({"phase": np.concatenate(phases), "angle_deg": np.concatenate(angles),
+                         "grain_a": np.concatenate(first), "grain_b": np.concatenate(second)})
 
 
 def misorientation_distribution(
@@ -130,9 +138,10 @@ def misorientation_distribution(
         One row per phase and bin: ``phase``, ``bin_low_deg``, ``bin_high_deg``, ``n_segments``,
         ``share`` (of the phase's grain-boundary segments) and ``random_share`` (of random
         orientation pairs of the phase's symmetry). ``attrs["parameters"]`` (JSON) holds the bin
-        width and, under ``summary``, per phase: ``laue``, ``n_segments``, ``mean_deg``,
-        ``median_deg``, ``hagb_share`` (segments at 15 deg or more) and the random reference's
-        ``random_mean_deg`` and ``random_hagb_share`` (:func:`misorientation_summary`).
+        width and, under ``summary``, per phase: ``laue``, ``n_segments``, ``n_boundaries``
+        (distinct grain pairs; below 50 ``note`` says the distribution is no statistic),
+        ``mean_deg``, ``median_deg``, ``hagb_share`` (segments at 15 deg or more) and the random
+        reference's ``random_mean_deg`` and ``random_hagb_share`` (:func:`misorientation_summary`).
 
     Examples
     --------
@@ -164,7 +173,13 @@ def misorientation_distribution(
         for lo, hi, n, r in zip(edges[:-1], edges[1:], counts, random_counts, strict=True):
             rows.append({"phase": str(name), "bin_low_deg": float(lo), "bin_high_deg": float(hi), "n_segments": int(n),
                          "share": float(n) / angles.size, "random_share": float(r) / reference.size})
-        summary[str(name)] = {"laue": symmetry, "n_segments": int(angles.size), "mean_deg": float(angles.mean()),
+        # Segments of one boundary are no independent draws: the statistic has as many as there
+        # are grain pairs.
+        n_boundaries = int(len(group[["grain_a", "grain_b"]].drop_duplicates()))
+        note = (f"only {n_boundaries} grain boundaries (grain pairs): fewer than {MIN_BOUNDARIES}, the distribution "
+                "is no statistic of the phase" if n_boundaries < MIN_BOUNDARIES else "")
+        summary[str(name)] = {"laue": symmetry, "n_segments": int(angles.size), "n_boundaries": n_boundaries,
+                              "note": note, "mean_deg": float(angles.mean()),
                               "median_deg": float(np.median(angles)), "hagb_share": float((angles >= HAGB_DEG).mean()),
                               "random_mean_deg": float(reference.mean()),
                               "random_hagb_share": float((reference >= HAGB_DEG).mean())}
@@ -179,8 +194,10 @@ def misorientation_distribution(
 
 def misorientation_summary(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per phase, the summary a :func:`misorientation_distribution` table carries in
-    ``attrs["parameters"]`` (also after a Specimen round trip): ``laue``, ``n_segments``,
-    ``mean_deg``, ``median_deg``, ``hagb_share``, ``random_mean_deg``, ``random_hagb_share``."""
+    ``attrs["parameters"]``: ``laue``, ``n_segments``, ``n_boundaries``, ``note``, ``mean_deg``,
+    ``median_deg``, ``hagb_share``, ``random_mean_deg``, ``random_hagb_share``. (A table read back
+    from a Specimen has no attrs; the provenance of the step that wrote it holds the same
+    parameters.)"""
     raw = table.attrs.get("parameters", "{}")
     params = json.loads(raw) if isinstance(raw, str) else dict(raw)
     return dict(params.get("summary", {}))

@@ -402,7 +402,8 @@ def misorientation_line(phase: str, summary: Mapping[str, Any]) -> str:
     :func:`metallo.ebsd.misorientation_summary` for a terminal."""
     return (f"{phase} grain-boundary misorientation ({int(summary['n_segments'])} segments): mean "
             f"{summary['mean_deg']:.1f} deg (random {summary['random_mean_deg']:.1f}), median {summary['median_deg']:.1f} deg, "
-            f"high-angle (>= 15 deg) {100 * summary['hagb_share']:.1f} % (random {100 * summary['random_hagb_share']:.1f} %)")
+            f"high-angle (>= 15 deg) {100 * summary['hagb_share']:.1f} % (random {100 * summary['random_hagb_share']:.1f} %)"
+            + (f" (NOT RELIABLE: {summary['note']})" if summary.get("note") else ""))
 
 
 def _distribution_sections(spec: Any) -> list[Section]:

@@ -58,6 +58,8 @@ def test_a_bicrystal_gives_its_one_angle_on_every_segment():
     assert (row["bin_low_deg"], row["bin_high_deg"], row["n_segments"], row["share"]) == (30.0, 32.5, rows, 1.0)
     summary = misorientation_summary(table)["ferrite"]
     assert summary["mean_deg"] == pytest.approx(30.0) and summary["hagb_share"] == 1.0
+    # 20 segments of one boundary: one grain pair, no statistic, and the summary says so
+    assert summary["n_boundaries"] == 1 and summary["note"].startswith("only 1 grain boundaries (grain pairs)")
     assert summary["random_mean_deg"] == pytest.approx(40.74, abs=0.1)
     # 45 deg about [001] and its symmetry equivalent 135 deg read the same disorientation.
     q[:, 15:] = axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), np.radians(135.0))
@@ -77,6 +79,7 @@ def test_grains_of_random_orientation_follow_the_random_distribution():
     summary = misorientation_summary(table)["ferrite"]
     # 2 x 30 x 29 = 1,740 grain pairs: the mean of a sample of Mackenzie's distribution (sd ~12 deg).
     assert summary["n_segments"] == 2 * n * (n - 1) * size
+    assert summary["n_boundaries"] == 2 * n * (n - 1) and summary["note"] == ""
     assert summary["mean_deg"] == pytest.approx(40.74, abs=1.5)
     # the per-bin shares track the random ones (total variation distance)
     assert 0.5 * np.abs(table["share"] - table["random_share"]).sum() < 0.1
@@ -97,6 +100,9 @@ def test_magnesium_twins_and_austenite_annealing_twins_make_their_peaks(shared_f
     assert austenite.loc[57.5, "share"] > 0.6 and austenite.loc[57.5, "random_share"] < 0.05
     ferrite = misorientation_summary(table)["ferrite/ferrite"]
     assert abs(ferrite["mean_deg"] - ferrite["random_mean_deg"]) < 5.0  # no twin peak in the ferrite
+    # ... but its 134 segments lie on 28 grain boundaries: the summary says it is no statistic
+    assert ferrite["n_boundaries"] == 28 and ferrite["note"].startswith("only 28 grain boundaries")
+    assert misorientation_summary(table)["austenite/austenite"]["note"] == ""  # 98 grain pairs
 
 
 @pytest.mark.shared_data
