@@ -68,3 +68,40 @@ def test_unreadable_and_non_yaml_files(tmp_path):
         load_recipe(_write(tmp_path, "specimen: {id: S1}\n  bad: [\n"))
     with pytest.raises(SchemaError, match="must be a mapping"):
         load_recipe(_write(tmp_path, "- just\n- a list\n"))
+
+
+def test_a_recipe_gives_column_text_its_symmetry_and_lattice(tmp_path):
+    # MTEX's column-text export states no symmetry and no lattice: a recipe gives both, as
+    # `metallo ebsd --symmetry --lattice` does, and the hcp twin relations follow from c/a.
+    import json
+
+    import numpy as np
+
+    from metallo import names
+    from metallo.ebsd import axis_angle_to_quat, quat_multiply, quat_to_euler, twin_systems
+    from metallo.pipeline import run
+    from metallo.specimen import Specimen
+
+    mg = {"symmetry": "6/mmm", "lattice": [3.2089, 3.2089, 5.2101, 90, 90, 120]}
+    twin = twin_systems(mg)[0]  # {10-12} extension, 86.3 deg about <11-20>
+    host = np.array([1.0, 0.0, 0.0, 0.0])
+    band = quat_multiply(axis_angle_to_quat(np.array([1.0, 0.0, 0.0]), np.radians(twin.angle_deg)), host)
+    lines = ["phi1 Phi phi2 phase x y"]
+    for r in range(20):
+        for c in range(20):
+            e = np.degrees(np.mod(quat_to_euler(band if 8 <= r < 12 else host), 2 * np.pi))
+            lines.append(f"{e[0]:.4f} {e[1]:.4f} {e[2]:.4f} 1 {c * 0.5} {r * 0.5}")
+    (tmp_path / "mg.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "r.yaml").write_text(
+        "specimen: {id: R}\noutput: {dir: out}\n"
+        "inputs:\n  ebsd: {path: mg.txt, symmetry: 6/mmm, lattice: [3.2089, 3.2089, 5.2101]}\n"
+        "steps:\n  ebsd_derive: {}\n  quantify: {what: [grains]}\n")
+    result = run(tmp_path / "r.yaml")
+    spec = Specimen.open(result.specimen_path)
+    (phase,) = json.loads(spec[names.EBSD_MAP].attrs["phases"])
+    assert phase["symmetry"] == "6/mmm" and phase["lattice"][:3] == [3.2089, 3.2089, 5.2101]
+    twins = spec.table(names.quantity(names.EBSD_MAP, names.TWINS)).set_index("twin")
+    assert twins.loc["{10-12} extension", "share"] == 1.0  # both band edges, every segment
+    with pytest.raises(SchemaError, match="lattice"):
+        (tmp_path / "bad.yaml").write_text("specimen: {id: B}\ninputs:\n  ebsd: {path: mg.txt, lattice: [3.2, 5.2]}\n")
+        load_recipe(tmp_path / "bad.yaml")
