@@ -188,6 +188,9 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
             for _, twin in spec.table(node).iterrows():
                 if twin["n_segments"]:
                     out[f"{twin['twin']} {source} {twin['phase']} (% boundaries)"] = round(100 * float(twin["share"]), 1)
+        elif leaf.endswith("." + names.TEXTURE):
+            for _, fibre in spec.table(node).iterrows():
+                out[f"{str(fibre['fibre']).split(' ')[0]} || ND {source} {fibre['phase']} (% area)"] = round(100 * float(fibre["share"]), 1)
         elif leaf.endswith("." + names.MISORIENTATIONS):
             # The high-angle share of each phase's grain boundaries (recrystallised against
             # deformed), from the summary its step recorded.

@@ -147,6 +147,7 @@ GRAIN_SIZE = "grain_size"  # ASTM E112 planimetric + intercept (+ ASTM E2627 mea
 GRAIN_SIZE_BY_PHASE = "grain_size_by_phase"  # the same for each phase of a multi-phase EBSD map
 TWINS = "twins"  # twin share of an EBSD map's grain boundaries (Sigma3; hcp twin relations)
 MISORIENTATIONS = "misorientations"  # misorientation-angle distribution of an EBSD map's grain boundaries
+TEXTURE = "texture"  # normal-direction texture fibres of an EBSD map (gamma, theta, basal), beside random
 DENUDED = "denuded"  # denuded-zone width along a network interface
 LATHS = "laths"  # apparent lath widths
 AGREEMENT = "agreement"  # a segmentation against the reference labels (annotation) of the same micrograph
@@ -209,7 +210,7 @@ STEP_QUANTIFY = "quantify"
 #: Segmentation methods; the step of each is ``segment.<method>``.
 SEGMENT_METHODS = ("unsupervised", "checkpoint", "annotation")
 #: Measurements; the step of each is ``quantify.<what>``.
-QUANTIFY_WHAT = ("phases", "particles", "grains", "denuded", "laths")
+QUANTIFY_WHAT = ("phases", "particles", "grains", "denuded", "laths", "texture")
 
 
 def segment_step(method: str) -> str:

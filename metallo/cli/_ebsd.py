@@ -129,6 +129,12 @@ def register(app: typer.Typer) -> None:
 
             for phase, summary in misorientation_summary(misorientation_distribution(data, derived["grain_id"])).items():
                 typer.echo(misorientation_line(phase, summary))
+        from metallo.ebsd import fibre_shares
+        from metallo.report import texture_line
+
+        fibres = fibre_shares(data)
+        if len(fibres):
+            typer.echo(texture_line(fibres))
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))
         typer.echo(f"written: {saved} ({nodes})")
 

@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
     def quantify(
         specimen: Annotated[Path, typer.Argument(help="Specimen file (.h5).")],
         what: Annotated[
-            str, typer.Option("--what", help="Comma list of phases,particles,grains,denuded,laths.")
-        ] = "phases,particles,grains,denuded,laths",
+            str, typer.Option("--what", help="Comma list of phases,particles,grains,denuded,laths,texture.")
+        ] = "phases,particles,grains,denuded,laths,texture",
         labels: Annotated[
             list[str] | None,
             typer.Option("--labels", help="Label node(s) to measure (default: every annotation and segmentation)."),

@@ -50,6 +50,7 @@ from metallo.ebsd._rotations import (
     random_quaternions,
 )
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
+from metallo.ebsd._texture import FIBRE_TOLERANCE_DEG, fibre_shares
 from metallo.ebsd._twins import (
     TwinSystem,
     merge_twins,
@@ -113,6 +114,8 @@ __all__ = [
     "invented_share",
     "TwinSystem",
     "twin_boundaries",
+    "FIBRE_TOLERANCE_DEG",
+    "fibre_shares",
     "HAGB_DEG",
     "MIN_BOUNDARIES",
     "boundary_misorientations",

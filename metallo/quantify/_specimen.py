@@ -184,7 +184,8 @@ def quantify_step(
     spec : metallo.specimen.Specimen
         The specimen; the new nodes are added to it (call ``spec.save()`` to write them).
     what : sequence of str
-        Any of ``"phases"``, ``"particles"``, ``"grains"``, ``"denuded"``, ``"laths"``.
+        Any of ``"phases"``, ``"particles"``, ``"grains"``, ``"denuded"``, ``"laths"``, ``"texture"``
+        (the normal-direction fibres of each EBSD map, :func:`metallo.ebsd.fibre_shares`).
     labels : sequence of str, optional
         Label nodes (``annotations/...``, ``segmentations/...``); default all of them.
         Classes are found by name: particles ("particle", "cementite", "carbide"), network,
@@ -375,6 +376,16 @@ def quantify_step(
                 # Judged like a step: QC says FAIL on fractions of too few indexed points.
                 add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
                 add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node], quality=verdict)
+    if "texture" in what:
+        from metallo.ebsd import FIBRE_TOLERANCE_DEG, fibre_shares
+
+        for node in ebsd_nodes:
+            if node not in spec:
+                raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
+            fibres = fibre_shares(spec[node])
+            if len(fibres):
+                add(names.quantity(node, names.TEXTURE), fibres, "texture",
+                    {"tolerance_deg": FIBRE_TOLERANCE_DEG, "sample_normal": "map z", "area": "indexed points"}, [node])
     # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
     lath_maps = set(ebsd_nodes) if ebsd is not None else {n for n in ebsd_nodes if names.parent(n) in spec}
     if ebsd_nodes and {"grains", "laths"} & set(what):
