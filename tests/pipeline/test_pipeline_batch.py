@@ -203,7 +203,7 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     cleaned.attrs["cleanup"] = json.dumps([{"step": "grain_dilation", "n_changed": 900, "n_measured": 3600}])
     spec.add(names.EBSD_CLEAN, cleaned, step="test")
     with pytest.warns(UserWarning):  # two grains: no E112 statistic
-        quantify_specimen(spec, what=["grains"])
+        quantify_specimen(spec, what=["grains", "texture"])
     spec.save()
     columns = _grain_columns(tmp_path / "t.h5")
     table = spec.table(names.quantity(names.ebsd("map"), names.GRAIN_SIZE)).set_index("method")
@@ -213,6 +213,8 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     assert columns["indexed % ebsd.map"] == 100.0 and "invented % ebsd.map" not in columns  # never cleaned
     assert columns["invented % ebsd.clean"] == 25.0
     assert columns["HAGB ebsd.map austenite (% boundaries)"] == 100.0  # its one boundary is a 60 deg twin
+    fibres = spec.table(names.quantity(names.EBSD_CLEAN, names.TEXTURE)).set_index("fibre")
+    assert columns["<111> || ND ebsd.clean austenite (% area)"] == round(100 * fibres.loc["<111> || ND (gamma fibre)", "share"], 1)
 
 
 @pytest.mark.slow
