@@ -869,7 +869,8 @@ def report_sections(spec: Any, limits: Mapping[str, Sequence[float]] | None = No
     -------
     list of Section
         Specimen; phase fractions and QC (per label map); segmentations (overlay, uncertainty);
-        particle sizes, denuded zones, lath widths; grain size; registration (quality with
+        particle sizes, denuded zones, lath widths; EBSD maps (key figures, texture fibres, IPF
+        and phase maps); grain size (with twin shares and boundary misorientations); registration (quality with
         pass/fail, residual map); parent austenite (grain map, PAG size, OR misfit); provenance.
 
     Examples
