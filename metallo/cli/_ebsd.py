@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         from metallo.ebsd import fibre_shares
         from metallo.report import texture_line
 
-        fibres = fibre_shares(data)
+        fibres = fibre_shares(data, derived["grain_id"])
         if len(fibres):
             typer.echo(texture_line(fibres))
         nodes = ", ".join(dict.fromkeys([names.ebsd(name), node, derived_node]))

@@ -50,7 +50,7 @@ from metallo.ebsd._rotations import (
     random_quaternions,
 )
 from metallo.ebsd._symmetry import misorientation, misorientation_angle, symmetry_operators
-from metallo.ebsd._texture import FIBRE_TOLERANCE_DEG, fibre_shares
+from metallo.ebsd._texture import FIBRE_TOLERANCE_DEG, MIN_TEXTURE_GRAINS, fibre_shares
 from metallo.ebsd._twins import (
     TwinSystem,
     merge_twins,
@@ -115,6 +115,7 @@ __all__ = [
     "TwinSystem",
     "twin_boundaries",
     "FIBRE_TOLERANCE_DEG",
+    "MIN_TEXTURE_GRAINS",
     "fibre_shares",
     "HAGB_DEG",
     "MIN_BOUNDARIES",

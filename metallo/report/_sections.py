@@ -404,8 +404,10 @@ def texture_line(fibres: pd.DataFrame) -> str:
     a :func:`metallo.ebsd.fibre_shares` table for a terminal."""
     parts = []
     for phase, rows in fibres.groupby("phase", sort=False):
+        note = str(rows["note"].iloc[0]) if "note" in rows and rows["note"].iloc[0] else ""
         parts.append(f"{phase} " + ", ".join(f"{str(r['fibre']).split(' ')[0]} {100 * r['share']:.1f} % "
-                                            f"({r['times_random']:.1f} x random)" for _, r in rows.iterrows()))
+                                            f"({r['times_random']:.1f} x random)" for _, r in rows.iterrows())
+                     + (f" (NOT RELIABLE: {note})" if note else ""))
     return f"texture (sample normal within {fibres['tolerance_deg'].iloc[0]:g} deg of): " + "; ".join(parts)
 
 

@@ -52,10 +52,21 @@ def test_the_random_share_is_the_analytic_cap_area_of_the_family():
 
 
 def test_a_gamma_fibre_map_is_all_gamma_and_no_theta():
-    q = _normal_along([1, 1, 1], 400, tilt_deg=10.0).reshape(20, 20, 4)  # within 15 deg of <111>
+    # 12 x 12 grains of 5 x 5 points, each normal 10 deg from <111> and turned about it at random
+    q = np.repeat(np.repeat(_normal_along([1, 1, 1], 144, tilt_deg=10.0).reshape(12, 12, 4), 5, 0), 5, 1)
     table = fibre_shares(_map(q, FERRITE)).set_index("fibre")
     assert table.loc["<111> || ND (gamma fibre)", "share"] == 1.0
     assert table.loc["<100> || ND (theta fibre)", "share"] == 0.0
+    # (two neighbours may fall within 5 deg of each other and make one grain: 143 with this draw)
+    assert (table["n_grains"] >= 140).all() and table["reliable"].all() and (table["note"] == "").all()
+    # one crystal per point (a few neighbours within 5 deg make grains of two): the shares stand,
+    # marked as of too few grains
+    q = _normal_along([1, 1, 1], 400, tilt_deg=10.0).reshape(20, 20, 4)
+    table = fibre_shares(_map(q, FERRITE)).set_index("fibre")
+    assert table.loc["<111> || ND (gamma fibre)", "share"] == 1.0
+    n = int(table["n_grains"].iloc[0])
+    assert n < 100 and not table["reliable"].any()
+    assert table["note"].iloc[0].startswith(f"the share of {n} grains (fewer than 100)")
     # tilted 20 deg off <111>: outside a 15 deg fibre, inside a 25 deg one
     q = _normal_along([-1, 1, 1], 400, tilt_deg=20.0).reshape(20, 20, 4)
     assert fibre_shares(_map(q, FERRITE)).set_index("fibre").loc["<111> || ND (gamma fibre)", "share"] == 0.0
@@ -94,5 +105,9 @@ def test_fibres_of_the_real_duplex_map_and_the_cli_and_report(tmp_path, shared_f
     spec = Specimen.open(path)
     fibres = spec.table(names.quantity(names.EBSD_CLEAN, names.TEXTURE))
     assert set(fibres["phase"]) == {"austenite/austenite", "ferrite/ferrite"} and len(fibres) == 6
+    # 34 ferrite grains: a texture of so few crystals says so (in the table and the printed line)
+    ferrite = fibres[fibres["phase"] == "ferrite/ferrite"]
+    assert (ferrite["n_grains"] == 34).all() and not ferrite["reliable"].any()
+    assert "(NOT RELIABLE: the share of 34 grains (fewer than 100)" in result.output
     (section,) = [s for s in report_sections(spec) if s.key == "ebsd"]
     assert any(t.equals(fibres) for t in section.tables())

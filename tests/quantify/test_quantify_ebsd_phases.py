@@ -181,3 +181,24 @@ def test_fractions_of_a_map_that_cleanup_filled_are_flagged(tmp_path):
     assert check["passed"] is False and "phase fractions of an interpolated map" in check["reasons"][0]
     sizes = spec.table(names.quantity(names.EBSD_CLEAN, names.GRAIN_SIZE))
     assert not sizes["reliable"].any() and sizes["note"].str.contains("the grains of an interpolated map").all()
+
+
+def test_a_map_of_scattered_points_gets_its_fractions_without_fields_and_no_grain_size(tmp_path):
+    # MTEX's interactive eclogite map: 617 points scattered over a grid, 0.3 % of it indexed. Every
+    # field held under a quarter of indexed points and the field table crashed (pandas concat of
+    # nothing); no grain of two points made grain size stop the whole run.
+    phase = np.full((60, 60), -1)
+    phase[::10, ::10] = 2  # 36 isolated points, a third of them austenite
+    phase[::10, ::30] = 1
+    spec = _spec(tmp_path, phase)
+    with pytest.warns(UserWarning) as caught:
+        quantify_step(spec, labels=[])
+    said = " ".join(str(w.message) for w in caught)
+    assert "no grain of at least two indexed points" in said
+    table = spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)).set_index("class")
+    assert table.loc["austenite", "fraction"] == pytest.approx(12 / 36)
+    assert table.loc["austenite", "n_fields"] == 0 and np.isnan(table.loc["austenite", "ci_halfwidth"])
+    assert len(spec.table(names.quantity(names.EBSD_MAP, names.PHASE_FIELDS))) == 0
+    assert quality_checks(spec)[names.quantity(names.EBSD_MAP, names.PHASE_FRACTIONS)]["passed"] is False  # 1 % indexed
+    assert names.quantity(names.EBSD_MAP, names.GRAIN_SIZE) not in spec
+    assert names.quantity(names.EBSD_MAP, names.TEXTURE) in spec  # the orientations are still measured
