@@ -91,7 +91,9 @@ def pixel_size_um(image: Any) -> float | None:
     """
     attrs = getattr(image, "attrs", None) or {}
     try:
-        stated = float(attrs.get("pixel_size_um", math.nan))
+        # An EBSD map states its x step (``step_um``): the pixel size of a map of one column,
+        # whose coordinates cannot give it (an EMsoft simulation's 1 x 1 "map").
+        stated = float(attrs.get("pixel_size_um", attrs.get("step_um", math.nan)))
     except (TypeError, ValueError):
         stated = math.nan
     stated_ok = math.isfinite(stated) and stated > 0

@@ -343,3 +343,17 @@ def test_ebsd_section_of_a_real_map_its_cleanup_interpolated_says_so(tmp_path, s
         "the section, and a phase that indexes worse is under-counted",
         "ebsd/clean — NOT RELIABLE: cleanup gave 27 % of its measured points a neighbour's orientation (over 20 %): "
         "grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
+
+
+def test_report_of_a_one_point_ebsd_map_is_written(tmp_path):
+    # EMsoft's pattern simulation reads as a 1 x 1 "map": its x coordinate cannot give the pixel
+    # size, and the report stopped with "pixel size unknown" though the map states its step.
+    from metallo.ebsd import derive, ebsd_dataset
+
+    ebsd = ebsd_dataset(np.full((1, 1, 3), 0.5), np.ones((1, 1), np.int16), step_um=0.25,
+                        phases=[{"id": 1, "name": "Ni", "symmetry": "m-3m"}])
+    spec = Specimen.create(tmp_path / "one.h5", specimen_id="one")
+    spec.add(names.EBSD_CLEAN, ebsd, step=names.STEP_CLEAN)
+    spec.add(names.derived(names.EBSD_CLEAN), derive(ebsd), step=names.STEP_DERIVE, inputs=[names.EBSD_CLEAN])
+    html = write_report(spec, tmp_path / "one.html").read_text(encoding="utf-8")
+    assert "EBSD maps" in html and "1 x 1" in html
