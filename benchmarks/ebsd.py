@@ -1,4 +1,4 @@
-"""Benchmark: read + clean + grains + KAM + GOS + GAM (+ twin shares, misorientation distribution) on a 1,000,000-point cubic EBSD map.
+"""Benchmark: read + clean + grains + KAM + GOS + GAM (+ twin shares, misorientation distribution, texture fibres) on a 1,000,000-point cubic EBSD map.
 
 The map comes from ``metallo.synth.make_specimen`` (ferrite + lath bainite, noise, a few
 unindexed points) and is written to a temporary .ang file first (not timed). Each step of the
@@ -38,33 +38,22 @@ def chain(path: Path, timings: dict[str, float] | None = None) -> dict[str, floa
     from metallo.io import read_ebsd
 
     timings = {} if timings is None else timings
-    steps = [
-        ("read", lambda _: read_ebsd(path)),
-        ("clean", lambda ebsd: me.clean(ebsd)),
-    ]
-    ebsd = None
-    for name, fn in steps:
+
+    def timed(name, fn):
         t = time.perf_counter()
-        ebsd = fn(ebsd)
+        out = fn()
         timings[name] = time.perf_counter() - t
-    t = time.perf_counter()
-    g = me.grains(ebsd)
-    timings["grains (+table, mean orientations)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    me.kam(ebsd, order=3, max_deg=5.0)
-    timings["kam (order 3)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    me.grain_orientation_spread(ebsd, g)
-    timings["gos"] = time.perf_counter() - t
-    t = time.perf_counter()
-    me.grain_average_misorientation(ebsd, g)
-    timings["gam"] = time.perf_counter() - t
-    t = time.perf_counter()
-    me.twin_boundaries(ebsd, g)
-    timings["twin shares (+merge)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    me.misorientation_distribution(ebsd, g)
-    timings["boundary misorientation distribution"] = time.perf_counter() - t
+        return out
+
+    ebsd = timed("read", lambda: read_ebsd(path))
+    ebsd = timed("clean", lambda: me.clean(ebsd))
+    g = timed("grains (+table, mean orientations)", lambda: me.grains(ebsd))
+    timed("kam (order 3)", lambda: me.kam(ebsd, order=3, max_deg=5.0))
+    timed("gos", lambda: me.grain_orientation_spread(ebsd, g))
+    timed("gam", lambda: me.grain_average_misorientation(ebsd, g))
+    timed("twin shares (+merge)", lambda: me.twin_boundaries(ebsd, g))
+    timed("boundary misorientation distribution", lambda: me.misorientation_distribution(ebsd, g))
+    timed("texture fibres", lambda: me.fibre_shares(ebsd, g))
     timings["n_grains"] = len(g)
     return timings
 
