@@ -191,6 +191,8 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
         elif leaf.endswith("." + names.TEXTURE):
             for _, fibre in spec.table(node).iterrows():
                 out[f"{str(fibre['fibre']).split(' ')[0]} || ND {source} {fibre['phase']} (% area)"] = round(100 * float(fibre["share"]), 1)
+                if "reliable" in fibre.index:  # a texture of fewer than 100 grains says so, as G does
+                    out[f"texture {source} {fibre['phase']} reliable"] = "yes" if bool(fibre["reliable"]) else "no"
         elif leaf.endswith("." + names.MISORIENTATIONS):
             # The high-angle share of each phase's grain boundaries (recrystallised against
             # deformed), from the summary its step recorded.
@@ -198,6 +200,7 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
             params = json.loads(params) if isinstance(params, str) else params
             for phase, summary in dict(params.get("summary", {})).items():
                 out[f"HAGB {source} {phase} (% boundaries)"] = round(100 * float(summary["hagb_share"]), 1)
+                out[f"HAGB {source} {phase} reliable"] = "no" if summary.get("note") else "yes"  # >= 50 grain pairs
     return out
 
 

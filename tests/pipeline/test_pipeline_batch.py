@@ -215,6 +215,8 @@ def test_the_batch_row_carries_each_ebsd_maps_grain_size_and_twin_share(tmp_path
     assert columns["HAGB ebsd.map austenite (% boundaries)"] == 100.0  # its one boundary is a 60 deg twin
     fibres = spec.table(names.quantity(names.EBSD_CLEAN, names.TEXTURE)).set_index("fibre")
     assert columns["<111> || ND ebsd.clean austenite (% area)"] == round(100 * fibres.loc["<111> || ND (gamma fibre)", "share"], 1)
+    # two grains, one boundary: neither the texture nor the boundary distribution is a statistic
+    assert columns["texture ebsd.clean austenite reliable"] == "no" and columns["HAGB ebsd.map austenite reliable"] == "no"
 
 
 @pytest.mark.slow
