@@ -187,9 +187,11 @@ def rgb_map_figure(rgb: np.ndarray, *, title: str, extent_um: tuple[float, float
     return fig
 
 
-def misorientation_figure(table: Any, *, title: str) -> Any:
+def misorientation_figure(table: Any, *, title: str, few: Mapping[str, int] | None = None) -> Any:
     """Bars: each phase's share of grain-boundary segments per misorientation bin; line: the
-    random (Mackenzie) distribution of its symmetry (a :func:`metallo.ebsd.misorientation_distribution` table)."""
+    random (Mackenzie) distribution of its symmetry (a :func:`metallo.ebsd.misorientation_distribution` table).
+    ``few``: phase -> its number of grain boundaries, for the phases too few for a statistic
+    (said in their panel's title)."""
     phases = list(dict.fromkeys(table["phase"]))[:4]
     fig = _figure(4.0 * len(phases) + 1.0, 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(phases)))
@@ -200,7 +202,8 @@ def misorientation_figure(table: Any, *, title: str) -> Any:
         ax.step(np.r_[lo, hi[-1:]], 100 * np.r_[rows["random_share"].to_numpy(), rows["random_share"].to_numpy()[-1:]],
                 where="post", color="black", lw=1.2, label="random")
         ax.set_xlabel("misorientation angle (deg)")
-        ax.set_title(str(phase), fontsize=9)
+        n = (few or {}).get(str(phase))
+        ax.set_title(str(phase) + (f"\n(no statistic: {n} grain boundaries)" if n is not None else ""), fontsize=9)
     axes[0].set_ylabel("share of segments (%)")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)

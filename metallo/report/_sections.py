@@ -671,7 +671,9 @@ def _grain_sections(spec: Any) -> list[Section]:
                    "phases): a peak at 60 deg in austenite marks annealing twins, near 86 deg in magnesium "
                    "{10-12} twins; a share below 15 deg above the random one, deformation substructure."),
                 table(pd.DataFrame([{"phase": k, **v} for k, v in summary.items()])),
-                _figure(figs.misorientation_figure(frame, title=f"grain-boundary misorientation angles: {source}"),
+                _figure(figs.misorientation_figure(frame, title=f"grain-boundary misorientation angles: {source}",
+                                                   few={k: int(v.get("n_boundaries", 0)) for k, v in summary.items()
+                                                        if v.get("note")}),
                         f"misorientation angles {source}")]
         if has_ids:
             require_pixel_size_um(spec[source], what=source)
