@@ -553,6 +553,12 @@ def ebsd_key_figures(spec: Any, node: str) -> dict[str, Any]:
         out["grains"] = int(np.unique(ids[valid]).size)
         kam = np.asarray(d["kam"].values, dtype=np.float64)
         out["kam_mean_deg"] = float(np.nanmean(kam)) if np.isfinite(kam).any() else float("nan")
+        present = [p for p in phases_of(data) if (phase == int(p["id"])).any()]
+        if len(present) > 1 and kam.shape == phase.shape:
+            # One mean over a duplex map mixes a soft and a hard phase: each phase's beside it.
+            out["kam_mean_deg_by_phase"] = ", ".join(
+                f"{p.get('name', p['id'])} {np.nanmean(kam[phase == int(p['id'])]):.3g}" for p in present
+                if np.isfinite(kam[phase == int(p["id"])]).any())
         _, first = np.unique(ids[valid], return_index=True)
         gos = np.asarray(d["gos"].values, dtype=np.float64)[valid][first]
         out["gos_mean_deg"] = float(np.nanmean(gos)) if np.isfinite(gos).any() else float("nan")

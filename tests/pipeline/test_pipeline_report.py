@@ -292,6 +292,9 @@ def test_ebsd_section_gives_each_maps_key_figures_and_says_when_they_are_no_meas
     assert row["phases"] == "ferrite 75.0 %, austenite 25.0 %"
     assert row["cleanup"] == "grain_dilation 25.0 %" and row["invented_pct"] == 25.0
     assert row["grains"] == 3  # ferrite left, ferrite right, austenite (its own phase)
+    # two phases: each one's mean KAM beside the map's (grains of one orientation each: ~0)
+    names_in = [part.split(" ")[0] for part in row["kam_mean_deg_by_phase"].split(", ")]
+    assert names_in == ["ferrite", "austenite"]
     said = [b.text for b in section.blocks if b.kind == "p"]
     assert said == ["ebsd/clean — NOT RELIABLE: cleanup gave 25 % of its measured points a neighbour's orientation "
                     "(over 20 %): grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
