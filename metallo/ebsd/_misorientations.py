@@ -26,10 +26,10 @@ import xarray as xr
 
 from metallo.ebsd._grains import Grains, _ids_of
 from metallo.ebsd._neighbours import (
-    first_neighbour_offsets,
+    grain_boundary_pairs,
     laue_by_phase,
-    offset_pairs,
     orientation_map,
+    pair_angles,
 )
 from metallo.ebsd._rotations import random_quaternions
 from metallo.ebsd._symmetry import misorientation_angle
@@ -98,24 +98,17 @@ def boundary_misorientations(ebsd: xr.Dataset, grains: Grains | xr.DataArray | n
 
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
-    laue = laue_by_phase(ebsd)
     label = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
-    phases, angles, first, second = [], [], [], []
-    for off in first_neighbour_offsets(omap.grid):
-        a, b = offset_pairs(omap.shape, omap.grid, off)
-        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b]) & (omap.phase[a] >= 0)
-        a, b = a[keep], b[keep]
-        for pid in np.unique(omap.phase[a]):
-            mine = omap.phase[a] == pid
-            angles.append(misorientation_angle(omap.q[a[mine]], omap.q[b[mine]], symmetry=laue.get(int(pid), "m-3m")))
-            phases.append(np.full(int(mine.sum()), label.get(int(pid), str(pid)), dtype=object))
-            first.append(np.minimum(ids[a[mine]], ids[b[mine]]))
-            second.append(np.maximum(ids[a[mine]], ids[b[mine]]))
-    if not angles:
-        return pd.DataFrame({"phase": pd.Series([], dtype=object), "angle_deg": pd.Series([], dtype=np.float64),
-                             "grain_a": pd.Series([], dtype=np.int64), "grain_b": pd.Series([], dtype=np.int64)})
-    return pd.DataFrame({"phase": np.concatenate(phases), "angle_deg": np.concatenate(angles),
-                         "grain_a": np.concatenate(first), "grain_b": np.concatenate(second)})
+    pairs = list(grain_boundary_pairs(omap, ids))
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
+    phase = omap.phase[a]
+    named = np.empty(phase.size, dtype=object)
+    for pid in np.unique(phase):
+        named[phase == pid] = label.get(int(pid), str(pid))
+    return pd.DataFrame({"phase": named,
+                         "angle_deg": pair_angles(omap, a, b),  # each phase under its own Laue group
+                         "grain_a": np.minimum(ids[a], ids[b]), "grain_b": np.maximum(ids[a], ids[b])})
 
 
 def misorientation_distribution(

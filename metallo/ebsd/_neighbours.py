@@ -242,6 +242,17 @@ def iter_slice_angles(
         yield sa, sb, angles_between(omap, q[(whole, *sa)], q[(whole, *sb)], p[sa], p[sb])
 
 
+def grain_boundary_pairs(omap: OrientationMap, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(a, b)`` flat indices of the grain-boundary segments, one first-neighbour offset at a
+    time: edge neighbours in different grains (``ids`` >= 0) of one indexed phase. What the twin
+    shares and the boundary misorientation distribution count, as MTEX counts
+    ``grains.boundary('phase', 'phase')``."""
+    for off in first_neighbour_offsets(omap.grid):
+        a, b = offset_pairs(omap.shape, omap.grid, off)
+        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b]) & (omap.phase[a] >= 0)
+        yield a[keep], b[keep]
+
+
 def iter_pair_angles(
     omap: OrientationMap, offsets: list[tuple[int, int]]
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -41,7 +41,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from metallo.ebsd._grains import Grains, _ids_of, _mean_orientations, map_dataarray, raster_ids
-from metallo.ebsd._neighbours import first_neighbour_offsets, offset_pairs, orientation_map
+from metallo.ebsd._neighbours import grain_boundary_pairs, orientation_map
 from metallo.ebsd._rotations import axis_angle_to_quat, quat_multiply
 from metallo.ebsd._symmetry import (
     _pair_product,
@@ -198,10 +198,7 @@ def boundary_twin_pairs(omap: Any, ids: np.ndarray, systems: Mapping[int, Sequen
     """``(phase id, a, b, which)`` for the grain-boundary pairs of each phase with twin relations:
     edge neighbours ``a``, ``b`` (flat indices) in different grains of that phase, and the index
     into its ``systems`` of the relation each pair is within tolerance of (-1 for none)."""
-    for off in first_neighbour_offsets(omap.grid):
-        a, b = offset_pairs(omap.shape, omap.grid, off)
-        keep = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b]) & (omap.phase[a] == omap.phase[b])
-        a, b = a[keep], b[keep]
+    for a, b in grain_boundary_pairs(omap, ids):
         for pid, phase_systems in systems.items():
             mine = omap.phase[a] == pid
             if mine.any():
