@@ -379,30 +379,41 @@ def quantify_step(
                 # Judged like a step: QC says FAIL on fractions of too few indexed points.
                 add(names.quantity(node, names.PHASE_FIELDS), per_field, "phases", params, [node])
                 add(names.quantity(node, names.PHASE_FRACTIONS), overall, "phases", params, [node], quality=verdict)
-    if "texture" in what:
-        from metallo.ebsd import FIBRE_TOLERANCE_DEG, fibre_shares
-        from metallo.ebsd import grains as find_grains
+    from metallo import ebsd as mebsd
 
+    found: dict[str, Any] = {}
+
+    def native_grains(node: str) -> Any:
+        """The grains of an EBSD node on its own grid, found once in a run (texture, grain size,
+        twin shares and misorientations all count them)."""
+        if node not in found:
+            found[node] = mebsd.grains(spec[node], tolerance_deg=grain_tolerance_deg)
+        return found[node]
+
+    if "texture" in what:
         for node in ebsd_nodes:
             if node not in spec:
                 raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
             # Counted in grains at the grain-size tolerance: a share of few crystals says so.
-            fibres = fibre_shares(spec[node], find_grains(spec[node], tolerance_deg=grain_tolerance_deg))
+            fibres = mebsd.fibre_shares(spec[node], native_grains(node))
             if len(fibres):
                 add(names.quantity(node, names.TEXTURE), fibres, "texture",
-                    {"tolerance_deg": FIBRE_TOLERANCE_DEG, "sample_normal": "map z", "area": "indexed points",
+                    {"tolerance_deg": mebsd.FIBRE_TOLERANCE_DEG, "sample_normal": "map z", "area": "indexed points",
                      "grain_tolerance_deg": grain_tolerance_deg}, [node])
     # Laths only where the user asks for this map or a parent reconstruction shows lath structure.
     lath_maps = set(ebsd_nodes) if ebsd is not None else {n for n in ebsd_nodes if names.parent(n) in spec}
     if ebsd_nodes and {"grains", "laths"} & set(what):
-        from metallo import ebsd as mebsd
-
         for node in ebsd_nodes:
             if node not in spec:
                 raise ConfigError(f"{where}: no EBSD node {node!r}; nodes: {', '.join(nodes)}")
             # Intercepts and Jeffries counts assume square pixels: resample hexagonal grids.
-            square = mebsd.resample_to_square(spec[node])
-            grains = mebsd.grains(square, tolerance_deg=grain_tolerance_deg) if "grains" in what else None
+            # (spec[node] reads the node anew each time: one read, so that "square is native"
+            # can tell a square map, whose grains are then found once.)
+            native = spec[node]
+            square = mebsd.resample_to_square(native)
+            grains = None
+            if "grains" in what:
+                grains = native_grains(node) if square is native else mebsd.grains(square, tolerance_deg=grain_tolerance_deg)
             if grains is not None and not len(grains):
                 # Scattered points (an interactive map) or nothing indexed: no grain to measure,
                 # which is said, and the other measurements of the run go on.
@@ -446,9 +457,8 @@ def quantify_step(
                         {**params, "region": True, "by": "phase"}, [node])
                 # On the map's own grid (a hexagonal map's neighbours are not the resampling's),
                 # so the shares are those `metallo ebsd` prints.
-                native = spec[node]
-                native_grains = grains if square is native else mebsd.grains(native, tolerance_deg=grain_tolerance_deg)
-                twin_table = mebsd.twin_boundaries(native, native_grains)
+                on_native = grains if square is native else native_grains(node)
+                twin_table = mebsd.twin_boundaries(native, on_native)
                 if len(twin_table):
                     # Twin relations of the grains as found (twins kept): what share of each
                     # phase's grain boundaries they are.
@@ -456,7 +466,7 @@ def quantify_step(
                         {"tolerance_deg": grain_tolerance_deg, "counted": "edge-neighbour pairs in different grains"},
                         [node])
                 # The misorientation-angle distribution of the same boundaries, beside the random one.
-                angles = mebsd.misorientation_distribution(native, native_grains)
+                angles = mebsd.misorientation_distribution(native, on_native)
                 if len(angles):
                     add(names.quantity(node, names.MISORIENTATIONS), angles, "grains",
                         {**json.loads(angles.attrs["parameters"]), "tolerance_deg": grain_tolerance_deg}, [node])
