@@ -9,7 +9,6 @@ completes only what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -158,7 +157,7 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
     of each EBSD grain-size table of a specimen, with whether it is a size statistic, and its twin
     shares: what a batch of EBSD specimens is compared by."""
     from metallo import names
-    from metallo.report import ebsd_key_figures
+    from metallo.report import ebsd_key_figures, stored_misorientation_summary
     from metallo.specimen import Specimen
 
     out: dict[str, Any] = {}
@@ -196,9 +195,7 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
         elif leaf.endswith("." + names.MISORIENTATIONS):
             # The high-angle share of each phase's grain boundaries (recrystallised against
             # deformed), from the summary its step recorded.
-            params = next((r.get("parameters") or {} for r in reversed(spec.provenance) if node in (r.get("outputs") or [])), {})
-            params = json.loads(params) if isinstance(params, str) else params
-            for phase, summary in dict(params.get("summary", {})).items():
+            for phase, summary in stored_misorientation_summary(spec, node).items():
                 out[f"HAGB {source} {phase} (% boundaries)"] = round(100 * float(summary["hagb_share"]), 1)
                 out[f"HAGB {source} {phase} reliable"] = "no" if summary.get("note") else "yes"  # >= 50 grain pairs
     return out

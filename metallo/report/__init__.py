@@ -23,6 +23,7 @@ from metallo.report._sections import (
     quantity_lines,
     registration_key_figures,
     report_sections,
+    stored_misorientation_summary,
     texture_line,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "report_is_current",
     "report_key",
     "report_sections",
+    "stored_misorientation_summary",
     "texture_line",
     "write_batch_summary",
     "write_report",

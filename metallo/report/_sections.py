@@ -31,7 +31,7 @@ from metallo.report._qc import (
 )
 
 __all__ = ["Block", "Cell", "Section", "ebsd_key_figures", "grain_size_line", "misorientation_line", "quantity_lines",
-           "report_sections", "texture_line"]
+           "report_sections", "stored_misorientation_summary", "texture_line"]
 
 
 @dataclass(frozen=True)
@@ -371,7 +371,7 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
     if kind == names.TEXTURE:
         return [texture_line(frame)] if len(frame) else []
     if kind == names.MISORIENTATIONS:
-        return [misorientation_line(phase, summary) for phase, summary in _misorientation_summary(spec, node).items()]
+        return [misorientation_line(phase, summary) for phase, summary in stored_misorientation_summary(spec, node).items()]
     columns = {names.PARTICLES: ("ecd_um", "ECD"), names.DENUDED: ("width_um", "width"),
                names.LATHS: ("width_um", "apparent width")}
     if kind not in columns or not len(frame) or columns[kind][0] not in frame:
@@ -391,9 +391,10 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
             f"p90 {row['p90 (µm)']:.3g} µm" + (" (edge-corrected, Miles-Lantuéjoul weights)" if corrected else "")]
 
 
-def _misorientation_summary(spec: Any, node: str) -> dict[str, dict[str, Any]]:
-    """The per-phase summary of a misorientation table, from the parameters its step recorded
-    (a table read back from the Specimen has no attrs)."""
+def stored_misorientation_summary(spec: Any, node: str) -> dict[str, dict[str, Any]]:
+    """The per-phase summary (:func:`metallo.ebsd.misorientation_summary`) of a stored
+    misorientation table, from the parameters its step recorded (a table read back from the
+    Specimen has no attrs)."""
     params = _producer(spec, node).get("parameters") or {}
     params = json.loads(params) if isinstance(params, str) else params
     return dict(params.get("summary", {}))
@@ -669,7 +670,7 @@ def _grain_sections(spec: Any) -> list[Section]:
         angles = names.quantity(source, names.MISORIENTATIONS)
         if angles in spec:
             frame = spec.table(angles)
-            summary = _misorientation_summary(spec, angles)
+            summary = stored_misorientation_summary(spec, angles)
             section.blocks += [
                 Block("h3", text="Boundary misorientation angles"),
                 _p("The disorientation angle of each grain-boundary segment (edge neighbours in different grains of "
