@@ -1017,11 +1017,15 @@ _FILL_MAX_SIDE = 0.5
 #: pasted into a larger canvas or turned on one (Slice8_TFS's turned 7 degrees: 25 %; with the
 #: grey levels' 30 % it had no outline and ended 104-279 px off). Grey-level sections keep 30 %.
 _FILL_MIN_SECTION = 0.1
-#: The section inside a fill replaces the grey-level one when that covers less of it than this.
-#: coni16_459: 74 % (its dark lower band left out); Slice8_TFS: 91 %, where the grey-level
-#: outline, which follows dark grains along the edge, is kept: with the fill's outline its start
-#: improved (p95 23.0 -> 17.8 px) but its unstable final result did not (p95 14.2 -> 24.6 px).
+#: The section inside a fill replaces the grey-level one when that covers less of it than this
+#: (coni16_459: 74 %, its dark lower band left out) ...
 _FILL_COVERED = 0.85
+#: ... or when the grey-level outline is longer than the fill's by this factor: it follows the
+#: dark grains along the section's edge. Slice8_TFS 1.62 (91 % covered; with the ragged outline
+#: its affine start was 13.4 px off at the median and 23.0 px at p95, with the fill's 8.85 and
+#: 17.8 px), coni16_459 1.52; Slice381's map turned on a canvas, whose fill surrounds the field
+#: and whose grey levels find the section inside it, 0.95.
+_FILL_RAGGED = 1.25
 
 
 def _fill_outline(p: _Prepared) -> np.ndarray | None:
@@ -1073,14 +1077,16 @@ def _foreground(p: _Prepared, *, dark: bool = False, strict: bool = False) -> np
     region) on one background (>= 80 % of it connected), so that a phase of a microstructure is
     not taken for a section. Where the image holds a fill value around a scanned section
     (:func:`_fill_outline`) and the grey levels leave more than :data:`_FILL_COVERED` of that
-    section out, the section is what the fill surrounds.
-    ``None`` when the image has no such outline (a field inside the specimen).
+    section out, or follow its edge raggedly (outline longer than the fill's by
+    :data:`_FILL_RAGGED`: dark grains left out along the edge), the section is what the fill
+    surrounds. ``None`` when the image has no such outline (a field inside the specimen).
     """
+    from skimage.measure import perimeter
+
     grey = _grey_outline(p, dark=dark, strict=strict)
     filled = None if dark else _fill_outline(p)
-    if filled is not None and (grey is None or (grey & filled).sum() < _FILL_COVERED * filled.sum()):
-        # The grey levels leave a large part of the scanned section out (a dark band): the
-        # section is what the fill surrounds.
+    if filled is not None and (grey is None or (grey & filled).sum() < _FILL_COVERED * filled.sum()
+                               or perimeter(grey) > _FILL_RAGGED * perimeter(filled)):
         return filled
     return grey
 
@@ -1627,13 +1633,26 @@ _DEFER_GATE: ContextVar[bool] = ContextVar("_DEFER_GATE", default=False)
 
 #: Whole-field structure NCC drop (at the matching scale) that rejects the spline.
 _GATE_NCC_DROP = 0.01
+#: Least distinctiveness of the first-pass block matches over chance (``auto_points``'
+#: ``pass0_distinct_over_chance``; 1: no more distinctive than matches in flipped decoys) for a
+#: spline to be kept; with both directions, the larger of the two. Over the 60 grid variants
+#: (direction x size x dtype) of five real pairs: Slice8_TFS, whose BSE shows no grain
+#: contrast, 0.47-1.14 (its spline, bent by chance matches, raised the p95 above the start's in
+#: 10 of 12 variants and moved the median by up to 1.45 px between the dtypes of one image);
+#: coni16_459 1.36-1.68, NiAlMo 1.71-2.14, Slice381 2.04-3.03, Slice420 2.7-4.47.
+_GATE_MIN_DISTINCT = 1.25
 
 
 def _gate(
-    fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any], *, coarse: bool = True
+    fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any], *, coarse: bool = True,
+    distinct: float | None = None,
 ) -> list[Any]:
     """Keep the spline only if evidence it was not fitted to says it is at least as good as the start.
 
+    First, the control points must be evidence at all: where the block matches are no more
+    distinctive than chance matches (``distinct`` below :data:`_GATE_MIN_DISTINCT`; by default
+    the record's own first-pass figure), the spline follows chance and the start is kept; the
+    residual map, made from those matches, then claims nothing (NaN: not verified).
     Whole-field measures (``coarse=False`` leaves out the coarse-scale one): the agreement of the
     blurred structure images over the overlap at the matching scale (tiles that agree less were already pinned to the start by
     ``auto_points``; what remains is a check over the whole field) and at a coarse scale the
@@ -1658,7 +1677,12 @@ def _gate(
     quality["structure_ncc_fine_start"] = s_start
     quality["structure_ncc_fine"] = s_final
     reason = ""
-    if s_final < s_start - _GATE_NCC_DROP:
+    if distinct is None:
+        distinct = quality.get("control_points", {}).get("pass0_distinct_over_chance")
+    if distinct is not None and np.isfinite(distinct) and distinct < _GATE_MIN_DISTINCT:
+        reason = (f"the block matches are no more distinctive than chance ({distinct:.2f} x chance < {_GATE_MIN_DISTINCT}): "
+                  "the images share too little structure for local corrections")
+    elif s_final < s_start - _GATE_NCC_DROP:
         reason = f"the structure images agree less after the spline (NCC {s_start:.3f} -> {s_final:.3f})"
     elif coarse and c_final < c_start - _GATE_NCC_DROP:
         reason = f"the blurred structure images agree less after the spline at a coarse scale (NCC {c_start:.3f} -> {c_final:.3f})"
@@ -1672,6 +1696,10 @@ def _gate(
             p_start, p_final = np.percentile(d_start, 90), np.percentile(d_final, 90)
             if p_final > 1.5 * p_start + 2.0 and s_final < s_start + 0.03:
                 reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
+    if reason and reason.startswith("the block matches are no more distinctive") and "residual_map_px" in quality:
+        # The map was made from those matches' held-out errors: it says nothing of the start.
+        rmap = quality["residual_map_px"]
+        quality["residual_map_px"] = {"values": np.full(np.shape(rmap["values"]), np.nan), "grid": rmap["grid"]}
     if reason:
         quality["gate"] = "rejected: " + reason
         quality["structure_ncc_fine"] = s_start
@@ -2716,7 +2744,13 @@ def _combined_directions(
     # Its coarse-scale check is left out here: it stood in for the local evidence the reverse
     # registration now gives, and alone it rejected Slice381's 8-bit half-size spline (median
     # 2.00 px) for the start (5.20 px) in one direction only, the 2.3 px forward/reverse gap.
-    steps = _gate(fp, mp, spline, start, quality, coarse=False) if fwd.control_points is not None else spline
+    # Evidence of the control points: the better direction's (the other's matches may be poor
+    # where its fixed image lacks structure), so that both orders of one pair judge alike.
+    distinct = [r.quality.get("control_points", {}).get("pass0_distinct_over_chance") for r in (fwd, rev)]
+    distinct_best = max((float(v) for v in distinct if v is not None and np.isfinite(v)), default=float("nan"))
+    quality["both_ways"]["distinct_over_chance"] = distinct
+    steps = (_gate(fp, mp, spline, start, quality, coarse=False, distinct=distinct_best)
+             if fwd.control_points is not None else spline)
     reg.steps = steps
 
     # Forward/reverse disagreement: the round trip fixed -> moving (F) -> fixed (R), fixed pixels,
