@@ -122,7 +122,7 @@ def _summary(quality: dict[str, Any]) -> dict[str, Any]:
     """
     from metallo.report import registration_key_figures
 
-    out: dict[str, Any] = {k: quality[k] for k in ("method", "representation", "initial") if k in quality}
+    out: dict[str, Any] = {k: quality[k] for k in ("method", "representation", "initial", "gate") if k in quality}
     for row in registration_key_figures(quality).itertuples(index=False):
         out[row.figure] = row.result if row.start is None or row.start != row.start else {"start": row.start, "result": row.result}
     out.update({k: quality[k] for k in ("inliers", "tre_px", "failed", "failure_reasons") if k in quality})

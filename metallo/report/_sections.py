@@ -723,14 +723,17 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
 
     cp = part(quality, "control_points")
     weights = part(part(quality, "both_ways"), "weights")
+    gate = str(quality.get("gate", ""))
+    # Points the gate rejected are no part of the result (the affine start): say so where they are counted.
+    rejected = "; rejected by the gate, the result is the start" if gate.startswith("rejected") else ""
     rows: list[tuple[str, float | None, float | None, str]] = [
         ("structure agreement, coarse (NCC)", _stat(quality, "structure_ncc_start"), _stat(quality, "structure_ncc"), "higher is better"),
         ("structure agreement, matching scale (NCC)", _stat(quality, "structure_ncc_fine_start"), _stat(quality, "structure_ncc_fine"),
          "higher is better"),
         ("section outlines apart (median px)", _stat(quality, "outline_px_start"), _stat(quality, "outline_px"), "lower is better"),
         ("section outlines apart (p95 px)", _stat(quality, "outline_px_start", "p95"), _stat(quality, "outline_px", "p95"), "lower is better"),
-        ("control points kept", None, _stat(cp, "inliers"), f"of {int(cp['candidates'])} matched" if "candidates" in cp else ""),
-        ("control points, held-out error (median px)", None, _stat(cp, "held_out_px"), "each point predicted without its tile"),
+        ("control points kept", None, _stat(cp, "inliers"), (f"of {int(cp['candidates'])} matched" if "candidates" in cp else "") + rejected),
+        ("control points, held-out error (median px)", None, _stat(cp, "held_out_px"), "each point predicted without its tile" + rejected),
         ("forward -> reverse -> forward round trip (median px)", None, _stat(quality, "inverse_consistency_px"), "lower is better"),
         ("share of the overlap where both directions agree", None, _stat(weights, "agreed"), "higher is better (judged with the round trip)"),
         ("overlap (share of the fixed field)", None, _stat(quality, "overlap_fraction"), ""),

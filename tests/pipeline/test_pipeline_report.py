@@ -253,6 +253,19 @@ def test_registration_section_puts_the_evidence_beside_the_start_and_says_why_it
     assert key.loc["share of the overlap where both directions agree", "result"] == 0.53
 
 
+def test_registration_figures_say_when_the_gate_rejected_the_points():
+    # Slice8_TFS now (abridged): 464 chance matches, rejected; the result is the affine start.
+    from metallo.report import registration_key_figures
+
+    quality = {"gate": "rejected: the block matches are no more distinctive than chance (1.17 x chance < 1.25)",
+               "control_points": {"candidates": 669, "inliers": 464, "held_out_px": {"median": 8.9}}}
+    key = registration_key_figures(quality).set_index("figure")
+    assert key.loc["control points kept", "reads"] == "of 669 matched; rejected by the gate, the result is the start"
+    assert key.loc["control points, held-out error (median px)", "reads"].endswith("rejected by the gate, the result is the start")
+    quality["gate"] = "kept"
+    assert registration_key_figures(quality).set_index("figure").loc["control points kept", "reads"] == "of 669 matched"
+
+
 def test_registration_section_says_when_a_method_does_not_judge_itself(tmp_path):
     spec = _registration_spec(tmp_path, {"method": "sift+bspline", "mi_before": 1.0, "mi_after": 1.1})
     (section,) = [s for s in report_sections(spec) if s.key.startswith("registration:")]
