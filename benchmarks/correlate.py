@@ -286,9 +286,12 @@ def stability_rows(data: Path, names: list[str], draws: int) -> list[dict]:
                          "failed": bool(reg.quality.get("failed")), "failure_reasons": reg.quality.get("failure_reasons", []),
                          "round_trip_median_px": (reg.quality.get("inverse_consistency_px") or {}).get("median"),
                          "agreed_share": ((reg.quality.get("both_ways") or {}).get("weights") or {}).get("agreed"),
-                         "cpu_s": cpu})
+                         # The gate's evidence: each direction's first-pass matches over chance.
+                         "distinct_over_chance": (reg.quality.get("both_ways") or {}).get("distinct_over_chance"),
+                         "gate": reg.quality.get("gate"), "cpu_s": cpu})
             print(f"  {name} draw {seed}: median {stats['median']:.2f} p95 {stats['p95']:.2f} failed {reg.quality.get('failed')} "
-                  f"(round trip {rows[-1]['round_trip_median_px']:.2f} px, directions agree on {rows[-1]['agreed_share']:.0%})", flush=True)
+                  f"(round trip {rows[-1]['round_trip_median_px']:.2f} px, directions agree on {rows[-1]['agreed_share']:.0%}; "
+                  f"matches x chance {rows[-1]['distinct_over_chance']}, gate {str(rows[-1]['gate'])[:20]})", flush=True)
     return rows
 
 

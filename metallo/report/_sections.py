@@ -735,7 +735,8 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
         ("control points kept", None, _stat(cp, "inliers"), (f"of {int(cp['candidates'])} matched" if "candidates" in cp else "") + rejected),
         ("control points, held-out error (median px)", None, _stat(cp, "held_out_px"), "each point predicted without its tile" + rejected),
         ("forward -> reverse -> forward round trip (median px)", None, _stat(quality, "inverse_consistency_px"), "lower is better"),
-        ("share of the overlap where both directions agree", None, _stat(weights, "agreed"), "higher is better (judged with the round trip)"),
+        ("share of the overlap where both directions agree", None, _stat(weights, "agreed"),
+         "higher is better (judged with the round trip)" + (rejected and "; of the splines the gate rejected")),
         ("overlap (share of the fixed field)", None, _stat(quality, "overlap_fraction"), ""),
     ]
     if residual_um is not None and np.isfinite(residual_um).any():

@@ -258,8 +258,10 @@ def test_registration_figures_say_when_the_gate_rejected_the_points():
     from metallo.report import registration_key_figures
 
     quality = {"gate": "rejected: the block matches are no more distinctive than chance (1.17 x chance < 1.25)",
-               "control_points": {"candidates": 669, "inliers": 464, "held_out_px": {"median": 8.9}}}
+               "control_points": {"candidates": 669, "inliers": 464, "held_out_px": {"median": 8.9}},
+               "both_ways": {"weights": {"agreed": 0.58}}}
     key = registration_key_figures(quality).set_index("figure")
+    assert key.loc["share of the overlap where both directions agree", "reads"].endswith("of the splines the gate rejected")
     assert key.loc["control points kept", "reads"] == "of 669 matched; rejected by the gate, the result is the start"
     assert key.loc["control points, held-out error (median px)", "reads"].endswith("rejected by the gate, the result is the start")
     quality["gate"] = "kept"
