@@ -93,9 +93,19 @@ def register(app: typer.Typer) -> None:
             written.append("residual_map.png")
         atomic_write_json(out / "quality.json", reg.quality, indent=2)
         written.append("quality.json")
-        if reg.control_points is not None:
-            reg.control_points.write_bigwarp(out / "control_points.csv")
-            reg.control_points.write_table(out / "control_points_scores.csv")
+        cp = reg.control_points
+        if cp is not None and str(reg.quality.get("gate", "")).startswith("rejected"):
+            import numpy as np
+
+            # The result does not use them: never a ready-made landmark file (BigWarp, --landmarks).
+            cp.write_bigwarp(out / "control_points_rejected.csv", active=np.zeros(len(cp.fixed_xy), bool))
+            cp.write_table(out / "control_points_rejected_scores.csv")
+            written += ["control_points_rejected.csv", "control_points_rejected_scores.csv"]
+            typer.echo("note: the quality gate rejected the automatic control points (quality.json 'gate'); they are written "
+                       "as control_points_rejected.csv, every row inactive", err=True)
+        elif cp is not None:
+            cp.write_bigwarp(out / "control_points.csv")
+            cp.write_table(out / "control_points_scores.csv")
             written += ["control_points.csv", "control_points_scores.csv"]
         if corrected_ang is not None:
             if ebsd is None:

@@ -145,12 +145,15 @@ class ControlPoints:
     info: dict[str, Any] = field(default_factory=dict)
     held_out_error_px: np.ndarray | None = None
 
-    def write_bigwarp(self, path: Any) -> Any:
+    def write_bigwarp(self, path: Any, *, active: np.ndarray | None = None) -> Any:
         """Write all pairs as a BigWarp ``landmarks.csv`` (rejected pairs inactive), in µm (pixels without pixel size).
 
         Parameters
         ----------
         path : str or Path
+        active : ndarray of bool, optional
+            Rows to mark active instead of the kept pairs (e.g. none, when the registration's
+            gate rejected them all).
 
         Returns
         -------
@@ -162,7 +165,7 @@ class ControlPoints:
         """
         from metallo.correlate._landmarks import write_landmarks
 
-        return write_landmarks(self.moving_xy[:, ::-1], self.fixed_xy[:, ::-1], path, active=self.inlier)
+        return write_landmarks(self.moving_xy[:, ::-1], self.fixed_xy[:, ::-1], path, active=self.inlier if active is None else active)
 
     def write_table(self, path: Any) -> Any:
         """Write every pair with its evidence as CSV: positions (µm), match score, kept, held-out error (px).

@@ -98,3 +98,27 @@ def test_register_command_auto_writes_points_and_corrected_ang(tmp_path):
     corrected = read_ebsd(tmp_path / "corrected.ang")
     # The corrected map covers the LOM field at the EBSD step.
     assert abs(corrected.sizes["x"] * float(corrected.attrs["step_um"]) - spec.lom.sizes["x"] * ps) < 1.0
+
+
+@pytest.mark.slow
+def test_register_writes_rejected_control_points_as_no_landmark_file(tmp_path, shared_file):
+    """Slice8_TFS: its block matches are chance, the gate keeps the affine start. The points are
+    written for inspection as ``control_points_rejected.csv`` with every row inactive, so that
+    neither BigWarp nor ``--landmarks`` takes chance matches for landmarks."""
+    from metallo.correlate import read_landmarks
+
+    d = "correlative_ebsd_bse_more/Slice8_TFS_"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["register", str(shared_file(d + "bse_resized.png")), str(shared_file(d + "ebsd.png")),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["gate"].startswith("rejected: the block matches are no more distinctive than chance")
+    assert not (out / "control_points.csv").exists() and "control_points_rejected.csv" in result.output
+    rows = (out / "control_points_rejected.csv").read_text().splitlines()
+    assert len(rows) >= 100 and all(r.split(",")[1].strip('"') == "false" for r in rows)
+    with pytest.raises(Exception, match="active"):
+        read_landmarks(out / "control_points_rejected.csv")
+    summary = json.loads(next(line for line in result.output.splitlines() if line.startswith("{")))
+    assert summary["gate"].startswith("rejected")
+
