@@ -1654,8 +1654,9 @@ def _gate(
 
     First, the control points must be evidence at all: where the block matches are no more
     distinctive than chance matches (``distinct`` below :data:`_GATE_MIN_DISTINCT`; by default
-    the record's own first-pass figure), the spline follows chance and the start is kept; the
-    residual map, made from those matches, then claims nothing (NaN: not verified).
+    the record's own first-pass figure), the spline follows chance and the start is kept.
+    Whenever the start is kept, the residual map (the rejected spline's held-out errors) then
+    claims nothing (NaN: not verified).
     Whole-field measures (``coarse=False`` leaves out the coarse-scale one): the agreement of the
     blurred structure images over the overlap at the matching scale (tiles that agree less were already pinned to the start by
     ``auto_points``; what remains is a check over the whole field) and at a coarse scale the
@@ -1699,8 +1700,8 @@ def _gate(
             p_start, p_final = np.percentile(d_start, 90), np.percentile(d_final, 90)
             if p_final > 1.5 * p_start + 2.0 and s_final < s_start + 0.03:
                 reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
-    if reason and reason.startswith("the block matches are no more distinctive") and "residual_map_px" in quality:
-        # The map was made from those matches' held-out errors: it says nothing of the start.
+    if reason and "residual_map_px" in quality:
+        # The map was made from the rejected spline's held-out errors: it says nothing of the start.
         rmap = quality["residual_map_px"]
         quality["residual_map_px"] = {"values": np.full(np.shape(rmap["values"]), np.nan), "grid": rmap["grid"]}
     if reason:

@@ -802,6 +802,13 @@ def test_the_gate_keeps_the_start_when_the_matches_are_chance():
         assert any("no more distinctive than chance" in str(w.message) for w in caught) is not kept
         # The map made from chance matches claims nothing once they are rejected.
         assert np.isnan(quality["residual_map_px"]["values"]).all() is not kept
+    # Rejected for another reason (a spline that moves the structure off): the map is blanked too.
+    quality = {"control_points": {"pass0_distinct_over_chance": 3.0}, "residual_map_px": {"values": np.full((3, 4), 1.5), "grid": {}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = _gate(fp, mp, [AffineStep(np.eye(2), np.array([6.0, 0.0]))], start, quality)
+    assert out is start and quality["gate"].startswith("rejected: the structure images agree less")
+    assert np.isnan(quality["residual_map_px"]["values"]).all()
     # Both directions run: the better direction's figure is passed and decides.
     quality = {"control_points": {"pass0_distinct_over_chance": 0.5}}
     assert _gate(fp, mp, spline, start, quality, distinct=2.0) is spline
