@@ -156,9 +156,10 @@ def residual_figure(
     The map (``quality["residual_map_px"]``: expected error per region from the held-out
     automatic points) is drawn over the fixed image; cells without evidence (NaN: far from every
     point, or within half a block of a border) are hatched "not verified". The automatic points
-    are drawn (kept green, rejected red), or for ``landmarks+tps`` the given points coloured by
-    their leave-one-out error, and, when passed, reference points (e.g. hand-picked) coloured by
-    their measured error on the same scale.
+    are drawn (kept green, rejected red; all red where the quality gate rejected them), the given
+    points (``landmarks+tps``, or ``auto`` with landmarks) coloured by their leave-one-out error,
+    and, when passed, reference points (e.g. hand-picked) coloured by their measured error on the
+    same scale.
 
     Parameters
     ----------
@@ -224,12 +225,16 @@ def residual_figure(
     cp = reg.control_points
     if cp is not None and len(cp.fixed_xy):
         px = fg.to_index_xy(cp.fixed_xy)
-        ax.scatter(px[cp.inlier, 0], px[cp.inlier, 1], s=5, c="lime", label=f"automatic points kept ({int(cp.inlier.sum())})")
-        if (~cp.inlier).any():
-            ax.scatter(px[~cp.inlier, 0], px[~cp.inlier, 1], s=5, c="red", label=f"rejected ({int((~cp.inlier).sum())})")
+        if str(reg.quality.get("gate", "")).startswith("rejected"):
+            # None of them is part of the result: drawn as "kept" they would claim support they do not give.
+            ax.scatter(px[:, 0], px[:, 1], s=5, c="red", label=f"automatic points, all rejected by the quality gate ({len(px)})")
+        else:
+            ax.scatter(px[cp.inlier, 0], px[cp.inlier, 1], s=5, c="lime", label=f"automatic points kept ({int(cp.inlier.sum())})")
+            if (~cp.inlier).any():
+                ax.scatter(px[~cp.inlier, 0], px[~cp.inlier, 1], s=5, c="red", label=f"rejected ({int((~cp.inlier).sum())})")
     given = reg.quality.get("landmark_points")
     if given is not None and len(given["loo_px"]):
-        # landmarks+tps: the given points, coloured by their leave-one-out error.
+        # Given points (landmarks+tps, or auto with landmarks), coloured by their leave-one-out error.
         gx = fg.to_index_xy(np.asarray(given["fixed_xy_um"], float))
         ax.scatter(gx[:, 0], gx[:, 1], s=45, c=np.asarray(given["loo_px"], float), cmap="viridis", vmin=0, vmax=top,
                    marker="o", edgecolors="white", linewidths=0.8, label="given points (colour: leave-one-out error)")

@@ -1646,9 +1646,32 @@ _GATE_NCC_DROP = 0.01
 _GATE_MIN_DISTINCT = 1.25
 
 
+def _landmark_start(
+    lm: tuple[np.ndarray, np.ndarray], affine: AffineStep, grid: Grid, smoothing: float, quality: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The start of an automatic registration with given points: the thin-plate spline through them.
+
+    Returns its steps and its residual map, made from each given point's leave-one-out error
+    (the spline refitted without the point, in fixed pixels; the spline lives in the fixed frame
+    behind the affine, so the error is the left-out point's miss there). Those errors are also
+    recorded (``quality["landmark_loo_px"]``, and per point ``"landmark_points"``): where the gate rejects the automatic points, the
+    map says where the result, the spline through the given points, can be trusted, as
+    ``method="landmarks+tps"`` does.
+    """
+    from metallo.correlate._auto import residual_map
+    from metallo.correlate._tps import fit_tps
+
+    fit = fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=smoothing)
+    loo_px = np.asarray(fit.loo_error, float) / float(grid.spacing_yx[1])
+    quality["landmark_loo_px"] = _stats(loo_px)
+    quality["landmark_points"] = {"fixed_xy_um": np.asarray(lm[1], float).tolist(), "loo_px": loo_px.tolist()}
+    rmap, rgrid = residual_map(lm[1], loo_px, grid)
+    return [fit.step, affine], {"values": rmap, "grid": rgrid.to_dict()}
+
+
 def _gate(
     fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any], *, coarse: bool = True,
-    distinct: float | None = None,
+    distinct: float | None = None, start_map: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Keep the spline only if evidence it was not fitted to says it is at least as good as the start.
 
@@ -1656,7 +1679,9 @@ def _gate(
     distinctive than chance matches (``distinct`` below :data:`_GATE_MIN_DISTINCT`; by default
     the record's own first-pass figure), the spline follows chance and the start is kept.
     Whenever the start is kept, the residual map (the rejected spline's held-out errors) then
-    claims nothing (NaN: not verified).
+    claims nothing (NaN: not verified), unless the start has evidence of its own: ``start_map``,
+    the map of a start that is the spline through given landmarks, from their leave-one-out
+    errors (:func:`_landmark_start`).
     Whole-field measures (``coarse=False`` leaves out the coarse-scale one): the agreement of the
     blurred structure images over the overlap at the matching scale (tiles that agree less were already pinned to the start by
     ``auto_points``; what remains is a check over the whole field) and at a coarse scale the
@@ -1704,6 +1729,8 @@ def _gate(
         # The map was made from the rejected spline's held-out errors: it says nothing of the start.
         rmap = quality["residual_map_px"]
         quality["residual_map_px"] = {"values": np.full(np.shape(rmap["values"]), np.nan), "grid": rmap["grid"]}
+    if reason and start_map is not None:
+        quality["residual_map_px"] = start_map
     if reason:
         quality["gate"] = "rejected: " + reason
         quality["structure_ncc_fine"] = s_start
@@ -2322,15 +2349,14 @@ def register(
 
     if control_points is not None:
         fallback_steps: list[Any] = [affine]
+        fallback_map = None
         if lm is not None and len(lm[0]) >= 3:
-            from metallo.correlate._tps import fit_tps
-
             # Given points are constraints: without trusted automatic points, the spline through them alone.
-            fallback_steps = [fit_tps(lm[1], affine.apply_inverse(lm[0]) - lm[1], smoothing=landmark_smoothing).step, affine]
+            fallback_steps, fallback_map = _landmark_start(lm, affine, fp.grid, landmark_smoothing, quality)
         if _DEFER_GATE.get():
             quality["gate"] = "deferred to the combination of both directions"
         else:
-            steps = _gate(fp, mp, steps, fallback_steps, quality)
+            steps = _gate(fp, mp, steps, fallback_steps, quality, start_map=fallback_map)
         warped, overlap = _overlap(fp, mp, steps)
         quality["mi_after"] = mutual_information(fp.values, warped, mask=overlap)
         _record_overlap(quality, fp, mp, steps, overlap)
@@ -2338,6 +2364,7 @@ def register(
     reg.control_points = control_points
     if control_points is not None:
         reg._fallback_steps = fallback_steps  # the start the deferred gate compares with
+        reg._fallback_map = fallback_map  # and that start's own residual map, if it has one
     if lm is not None:
         px = fp.grid.spacing_yx[0]
         affine_only = Registration([affine], fixed_grid=fp.grid, moving_grid=mp.grid)
@@ -2753,7 +2780,10 @@ def _combined_directions(
     distinct = [r.quality.get("control_points", {}).get("pass0_distinct_over_chance") for r in (fwd, rev)]
     distinct_best = max((float(v) for v in distinct if v is not None and np.isfinite(v)), default=float("nan"))
     quality["both_ways"]["distinct_over_chance"] = distinct
-    steps = (_gate(fp, mp, spline, start, quality, coarse=False, distinct=distinct_best)
+    # With given landmarks the start is the forward spline through them (``mean`` is off), whose
+    # leave-one-out errors map where it can be trusted.
+    start_map = fwd._fallback_map if lm is not None else None
+    steps = (_gate(fp, mp, spline, start, quality, coarse=False, distinct=distinct_best, start_map=start_map)
              if fwd.control_points is not None else spline)
     reg.steps = steps
 

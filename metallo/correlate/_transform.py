@@ -506,6 +506,8 @@ class Registration:
         self.control_points: Any = None
         #: ``method="auto"`` with the gate deferred: the start the combination is judged against.
         self._fallback_steps: list[Step] = []
+        #: And that start's own residual map where it has one (the spline through given landmarks).
+        self._fallback_map: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         kinds = "+".join(s.kind for s in self.steps) or "identity"

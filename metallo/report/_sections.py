@@ -734,6 +734,8 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
         ("section outlines apart (p95 px)", _stat(quality, "outline_px_start", "p95"), _stat(quality, "outline_px", "p95"), "lower is better"),
         ("control points kept", None, _stat(cp, "inliers"), (f"of {int(cp['candidates'])} matched" if "candidates" in cp else "") + rejected),
         ("control points, held-out error (median px)", None, _stat(cp, "held_out_px"), "each point predicted without its tile" + rejected),
+        ("given points, leave-one-out error (median px)", None, _stat(quality, "landmark_loo_px"),
+         "each given point predicted by the spline through the others"),
         ("forward -> reverse -> forward round trip (median px)", None, _stat(quality, "inverse_consistency_px"), "lower is better"),
         ("share of the overlap where both directions agree", None, _stat(weights, "agreed"),
          "higher is better (judged with the round trip)" + (rejected and "; of the splines the gate rejected")),

@@ -1433,3 +1433,33 @@ def test_slice8_tfs_map_with_nan_around_its_section_registers_as_given(shared_fi
         reg = register(tfs.fixed, m)
     assert reg.quality["start"]["chosen"] == "outline"
     assert np.median(tre(reg, tfs.moving_yx, tfs.fixed_yx)) < point_baselines(tfs.moving_yx, tfs.fixed_yx)["affine_loo"]["median"]
+
+
+@pytest.mark.slow
+def test_given_points_map_the_result_when_the_gate_rejects_the_automatic_ones(shared_file):
+    """Slice8_TFS with 9 of its 18 points given: its automatic matches are chance, the gate keeps
+    the start, which is the spline through the given points. Before, the residual map was blank
+    (the rejected points' map, blanked); now it is the given points' leave-one-out errors, as
+    ``method="landmarks+tps"`` gives, and the record holds those errors."""
+    from metallo.correlate._tps import fit_tps
+
+    tfs = tfs_pair(shared_file)
+    given = np.arange(0, 18, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = register(tfs.fixed, tfs.moving, landmarks=(tfs.moving_yx[given], tfs.fixed_yx[given]))
+    assert reg.quality["gate"].startswith("rejected: the block matches are no more distinctive than chance")
+    assert tre(reg, tfs.moving_yx[given], tfs.fixed_yx[given]).max() < 0.01  # still exact through them
+    values = np.asarray(reg.quality["residual_map_px"]["values"], float)
+    assert np.isfinite(values).mean() > 0.15  # measured 0.22: cells within 1.5 cells of a given point
+    # Known answer: the closed-form leave-one-out errors of the same spline (x y order, pixels of 1 µm).
+    m_xy, f_xy = tfs.moving_yx[given][:, ::-1].astype(float), tfs.fixed_yx[given][:, ::-1].astype(float)
+    loo = reg.quality["landmark_loo_px"]
+    assert loo["n"] == 9
+    assert loo["median"] > 1.0  # noisy picks: leaving one out costs pixels
+    # The map's cells average those errors: none is outside their range.
+    assert np.nanmin(values) >= 0.0 and np.nanmax(values) <= loo["max"] + 1e-6
+    # The left-out errors of the spline behind an affine are those of a plain TPS of the same points
+    # when the affine is a near-identity in scale (Slice8_TFS: ~1.1), to within that scale.
+    plain = fit_tps(f_xy, m_xy - f_xy).loo_error
+    assert loo["median"] == pytest.approx(float(np.median(plain)), rel=0.35)

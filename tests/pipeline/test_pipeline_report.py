@@ -266,6 +266,11 @@ def test_registration_figures_say_when_the_gate_rejected_the_points():
     assert key.loc["control points, held-out error (median px)", "reads"].endswith("rejected by the gate, the result is the start")
     quality["gate"] = "kept"
     assert registration_key_figures(quality).set_index("figure").loc["control points kept", "reads"] == "of 669 matched"
+    # With given points, their leave-one-out error is the evidence the kept start stands on.
+    assert "given points, leave-one-out error (median px)" not in key.index
+    quality.update(gate="rejected: chance", landmark_loo_px={"median": 9.82, "n": 9})
+    row = registration_key_figures(quality).set_index("figure").loc["given points, leave-one-out error (median px)"]
+    assert row["result"] == 9.82 and row["reads"] == "each given point predicted by the spline through the others"
 
 
 def test_registration_section_says_when_a_method_does_not_judge_itself(tmp_path):
