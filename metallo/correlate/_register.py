@@ -184,6 +184,12 @@ def _prepare(image: Any, role: str, user_mask: Any = None, highpass_um: float | 
         raise RegistrationError(f"{role} image has non-numeric dtype {arr.dtype}")
     grey_from = None
     if arr.ndim == 3:
+        if arr.shape[2] > 4:
+            # A stack (slices, z, or a multi-channel map with the channel first) would otherwise be read
+            # as an image of its first 3 "colours", and the error say something about a wrong shape.
+            raise RegistrationError(f"{role} image of shape {arr.shape}: a 3-D image is (y, x, channel) with at most "
+                                    f"4 channels (grey, grey + alpha, RGB, RGBA), not {arr.shape[2]}; "
+                                    "register one 2-D image of a stack at a time")
         arr, grey_from = _colour_to_grey(arr)
     if min(arr.shape) < 16:
         raise RegistrationError(f"{role} image is {arr.shape}; registration needs at least 16 x 16 pixels")

@@ -159,6 +159,9 @@ def test_errors_say_what_failed():
         register(np.ones((64, 64)), img, method="sift")
     with pytest.raises(RegistrationError, match="16 x 16"):
         register(np.ones((8, 8)), img)
+    # A stack of 5 images is no colour image of 64 channels (it had been read as one, 5 x 64 px).
+    with pytest.raises(RegistrationError, match=r"shape \(5, 64, 64\).*at most 4 channels.*one 2-D image"):
+        register(np.stack([img] * 5), img)
     far = image_dataarray(img, pixel_size_um=1.0, origin_um=(5000.0, 5000.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
