@@ -132,6 +132,11 @@ def phase_fraction_ci(
     >>> phase_fraction_ci([a, b])["mean"].tolist()
     [0.625, 0.375]
     """
+    if getattr(fields, "ndim", None) == 2:
+        # One label map iterates as its rows, each "a field of shape (x,)" refused as not 2-D: say what was meant.
+        raise ConfigError(f"phase_fraction_ci takes a sequence of field label maps (e.g. [labels_1, labels_2, ...]); "
+                          f"got one 2-D array of shape {tuple(np.shape(fields))}: pass the fields as a list, or use "
+                          "phase_fractions for one field")
     fields = list(fields)
     if len(fields) < 2:
         raise ConfigError(f"phase_fraction_ci needs at least 2 fields for a standard deviation; got {len(fields)}")

@@ -34,30 +34,37 @@ E2627_MIN_MEAN_PX = 500
 EBSD_MIN_INDEXED = 0.9
 
 
-def astm_g_planimetric(n_a_per_mm2: float) -> float:
-    """ASTM E112 grain size number from the number of grains per mm².
+def _positive_log10(value: Any, what: str) -> Any:
+    """log10 of a positive number, or elementwise of an array of them (a column of fields)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        bad = arr[~(np.isfinite(arr) & (arr > 0))]
+        raise ConfigError(f"{what} must be positive; got {bad.ravel()[0] if bad.size else value}")
+    return float(math.log10(float(arr))) if arr.ndim == 0 else np.log10(arr)
+
+
+def astm_g_planimetric(n_a_per_mm2: Any) -> Any:
+    """ASTM E112 grain size number from the number of grains per mm² (a number, or an array of them).
 
     Examples
     --------
     >>> round(astm_g_planimetric(62.0), 2)  # E112 Table 4: N_A = 62.0 mm⁻² at G 3
     3.0
+    >>> astm_g_planimetric(np.array([62.0, 496.0])).round(2).tolist()  # G 3 and 6
+    [3.0, 6.0]
     """
-    if n_a_per_mm2 <= 0:
-        raise ConfigError(f"N_A must be positive; got {n_a_per_mm2}")
-    return 3.321928 * math.log10(n_a_per_mm2) - 2.954
+    return 3.321928 * _positive_log10(n_a_per_mm2, "N_A") - 2.954
 
 
-def astm_g_intercept(mean_intercept_mm: float) -> float:
-    """ASTM E112 grain size number from the mean lineal intercept length in mm.
+def astm_g_intercept(mean_intercept_mm: Any) -> Any:
+    """ASTM E112 grain size number from the mean lineal intercept length in mm (a number, or an array of them).
 
     Examples
     --------
     >>> round(astm_g_intercept(0.1132), 2)  # E112 Table 4: l = 113.2 µm at G 3
     3.0
     """
-    if mean_intercept_mm <= 0:
-        raise ConfigError(f"the mean intercept must be positive; got {mean_intercept_mm}")
-    return -6.643856 * math.log10(mean_intercept_mm) - 3.288
+    return -6.643856 * _positive_log10(mean_intercept_mm, "the mean intercept") - 3.288
 
 
 def _grain_map(labels_or_grains: Any, pixel_size_um: float | None) -> tuple[np.ndarray, float, str, bool]:

@@ -36,6 +36,9 @@ def _values(sample: Any, *, column: str, what: str) -> np.ndarray:
     values = np.asarray(sample, dtype=np.float64).ravel()
     if values.size and not np.all(np.isfinite(values)):
         raise ConfigError(f"{what}: sizes must be finite numbers")
+    if values.size and values.min() < 0:
+        # A negative size is no size (a difference, or a column of coordinates): binned, it made a bin below 0 µm.
+        raise ConfigError(f"{what}: sizes must be >= 0 µm; got {int((values < 0).sum())} negative (smallest {values.min():g})")
     return values
 
 
@@ -147,7 +150,8 @@ def lognormal_fit(sizes: Any, *, column: str = "ecd_um", weights: Any = None,
     """
     values = _values(sizes, column=column, what="sizes")
     if values.size < 2 or values.min() <= 0:
-        raise ConfigError(f"lognormal_fit needs at least 2 positive sizes; got {values.size}")
+        raise ConfigError(f"lognormal_fit needs at least 2 sizes, all positive (the log of 0 is no number); got {values.size}"
+                          + (f", {int((values <= 0).sum())} of them 0" if values.size and values.min() <= 0 else ""))
     logs = np.log(values)
     w = np.ones_like(logs) if weights is None else np.asarray(weights, dtype=np.float64)
     mu = float(np.average(logs, weights=w))

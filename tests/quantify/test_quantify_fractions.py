@@ -89,3 +89,15 @@ def test_fields_of_unequal_labelled_area_weigh_by_their_pixels():
     assert equal.loc["b", "mean"] == pytest.approx(0.5) and equal.loc["b", "std"] == pytest.approx(np.sqrt(0.5))
     with pytest.raises(ConfigError, match="weighting"):
         phase_fraction_ci([full, edge], weighting="area")
+
+
+def test_phase_fraction_ci_of_one_label_map_says_to_pass_a_list():
+    from metallo.errors import ConfigError
+    from metallo.quantify import phase_fraction_ci
+
+    labels = np.zeros((40, 50), int)
+    with pytest.raises(ConfigError, match=r"sequence of field label maps .*shape \(40, 50\).*phase_fractions for one field"):
+        phase_fraction_ci(labels)
+    # A stack of fields (n, y, x) is a sequence of fields, as before.
+    stack = np.stack([labels, 1 - labels])
+    assert phase_fraction_ci(stack)["mean"].tolist() == [0.5, 0.5]

@@ -77,6 +77,14 @@ def test_e112_formulas_table_values():
     # E112-13 Table 4: G 5 -> 248.0 grains/mm² and l = 0.0566 mm
     assert astm_g_planimetric(248.0) == pytest.approx(5.0, abs=0.01)
     assert astm_g_intercept(0.0566) == pytest.approx(5.0, abs=0.01)
+    # A column of fields at once (it had raised numpy's "truth value of an array is ambiguous").
+    np.testing.assert_allclose(astm_g_planimetric(np.array([62.0, 248.0, 992.0])), [3.0, 5.0, 7.0], atol=0.01)
+    np.testing.assert_allclose(astm_g_intercept([0.1132, 0.0566]), [3.0, 5.0], atol=0.01)
+    assert isinstance(astm_g_planimetric(248.0), float)
+    with pytest.raises(ConfigError, match="N_A must be positive; got 0"):
+        astm_g_planimetric(np.array([62.0, 0.0]))
+    with pytest.raises(ConfigError, match="mean intercept must be positive; got nan"):
+        astm_g_intercept(float("nan"))
 
 
 def test_bad_method():

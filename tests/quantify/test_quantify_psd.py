@@ -82,7 +82,7 @@ def test_histogram_and_ecdf():
 def test_bad_samples_raise():
     with pytest.raises(ConfigError, match="non-empty"):
         ks_test([], [1.0])
-    with pytest.raises(ConfigError, match="positive"):
+    with pytest.raises(ConfigError, match=">= 0"):
         lognormal_fit([1.0, -2.0])
 
 
@@ -124,3 +124,15 @@ def test_the_quantify_step_keeps_the_fit_of_its_psd(tmp_path, disks):
 
     section = {s.key: s for s in report_sections(spec, {})}[f"{names.PARTICLES}:{names.annotation('particles')}"]
     assert any("Log-normal fit" in str(b) and "truncated below" in str(b) for b in section.blocks)
+
+
+def test_negative_and_zero_sizes_are_refused_with_what_is_wrong():
+    # A negative size had been binned (a bin from -1 to 0.33 µm) and the log-normal fit said
+    # "needs at least 2 positive sizes; got 3" of a sample that held 2 positive sizes.
+    with pytest.raises(ConfigError, match=r"sizes must be >= 0 µm; got 1 negative \(smallest -1\)"):
+        size_distribution(np.array([-1.0, 2.0, 3.0]))
+    with pytest.raises(ConfigError, match="sizes must be >= 0"):
+        lognormal_fit(np.array([-1.0, 2.0, 3.0]))
+    with pytest.raises(ConfigError, match="all positive .*got 3, 1 of them 0"):
+        lognormal_fit(np.array([0.0, 2.0, 3.0]))
+    assert size_distribution(np.array([0.0, 2.0]), bins=[0, 1, 3])["count"].tolist() == [1.0, 1.0]
