@@ -10,7 +10,11 @@ with P = -1, as used by EDAX/TSL, Oxford, MTEX and orix:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from metallo.errors import ConfigError
 
 __all__ = [
     "axis_angle_to_quat",
@@ -32,9 +36,22 @@ def quat_normalize(q: np.ndarray) -> np.ndarray:
     return np.where(q[..., :1] < 0, -q, q)
 
 
+#: Largest Euler angle taken without a warning: 4 pi, the marker of unindexed points, and a little more.
+_EULER_MAX_RAD = 4 * np.pi + 1e-3
+
+
 def euler_to_quat(euler: np.ndarray) -> np.ndarray:
-    """Bunge Euler angles ``(..., 3)`` in radians to unit quaternions ``(..., 4)``."""
+    """Bunge Euler angles ``(..., 3)`` in radians to unit quaternions ``(..., 4)``.
+
+    Angles beyond 4 pi (files mark unindexed points with 4 pi = 12.566) are warned about: they
+    are degrees, and read as radians they give a valid but wrong orientation.
+    """
     euler = np.asarray(euler, dtype=np.float64)
+    if euler.ndim == 0 or euler.shape[-1] != 3:
+        raise ConfigError(f"Euler angles are (..., 3) arrays (phi1, Phi, phi2) in radians; got shape {euler.shape}")
+    if euler.size and np.nanmax(np.abs(euler), initial=0.0) > _EULER_MAX_RAD:
+        warnings.warn(f"Euler angles up to {np.nanmax(np.abs(euler)):.4g}: beyond 4 pi, so degrees, not radians? "
+                      "euler_to_quat takes radians (np.radians(angles))", stacklevel=2)
     phi1, Phi, phi2 = euler[..., 0], euler[..., 1], euler[..., 2]
     sigma = 0.5 * (phi1 + phi2)
     delta = 0.5 * (phi1 - phi2)
@@ -120,10 +137,17 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def axis_angle_to_quat(axis: np.ndarray, angle: np.ndarray | float) -> np.ndarray:
-    """Rotation of ``angle`` radians about ``axis`` (``(..., 3)``, need not be unit)."""
+    """Rotation of ``angle`` radians about ``axis`` (``(..., 3)``, need not be unit; a zero axis only with angle 0)."""
     axis = np.asarray(axis, dtype=np.float64)
-    axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
-    half = 0.5 * np.asarray(angle, dtype=np.float64)[..., None]
+    if axis.ndim == 0 or axis.shape[-1] != 3:
+        raise ConfigError(f"a rotation axis is a (..., 3) array; got shape {axis.shape}")
+    norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+    angle_arr = np.asarray(angle, dtype=np.float64)
+    zero = norm[..., 0] == 0
+    if np.any(zero & (np.broadcast_to(angle_arr, np.broadcast_shapes(zero.shape, angle_arr.shape)) != 0)):
+        raise ConfigError("a rotation about a zero axis is undefined; give the axis (e.g. [0, 0, 1])")
+    axis = np.where(norm > 0, axis / np.where(norm > 0, norm, 1.0), 0.0)
+    half = 0.5 * angle_arr[..., None]
     q = np.concatenate([np.cos(half), np.sin(half) * axis], axis=-1)
     return np.where(q[..., :1] < 0, -q, q)
 
@@ -140,6 +164,8 @@ def quat_to_axis_angle(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def random_quaternions(n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
     """``n`` orientations drawn uniformly from SO(3) (Shoemake's method)."""
+    if int(n) != n or n < 0:
+        raise ConfigError(f"the number of orientations must be a whole number >= 0; got {n}")
     rng = np.random.default_rng(rng)
     u1, u2, u3 = rng.random((3, n))
     q = np.stack(

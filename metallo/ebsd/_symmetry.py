@@ -15,6 +15,7 @@ puts it along z (orix's default). A map selects the setting with
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from metallo.ebsd._rotations import (
     quat_normalize,
     quat_to_axis_angle,
 )
-from metallo.errors import UnknownNameError
+from metallo.errors import ConfigError, UnknownNameError
 
 __all__ = [
     "disorientation_cos",
@@ -239,6 +240,26 @@ def _angle_deg(cos_half: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arccos(np.clip(cos_half, -1.0, 1.0)))
 
 
+def _quaternion_pair(q1: Any, q2: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two quaternion arrays checked to be ``(..., 4)`` and broadcastable; zero quaternions (no
+    rotation: some files store unindexed points so) become NaN, whose angle is NaN, not 180 deg."""
+    out = []
+    for name, q in (("q1", q1), ("q2", q2)):
+        arr = np.asarray(q, dtype=np.float64)
+        if arr.ndim == 0 or arr.shape[-1] != 4:
+            raise ConfigError(f"{name}: orientations are (..., 4) unit quaternions (w, x, y, z); got shape {arr.shape}"
+                              + (" (Euler angles? metallo.ebsd.euler_to_quat converts them)" if arr.ndim and arr.shape[-1] == 3 else ""))
+        zero = ~np.any(arr != 0, axis=-1)
+        if zero.any():
+            arr = np.where(zero[..., None], np.nan, arr)
+        out.append(arr)
+    try:
+        np.broadcast_shapes(out[0].shape[:-1], out[1].shape[:-1])
+    except ValueError:
+        raise ConfigError(f"q1 {out[0].shape} and q2 {out[1].shape} do not broadcast against each other") from None
+    return out[0], out[1]
+
+
 def misorientation_angle(
     q1: np.ndarray, q2: np.ndarray, *, symmetry: str = "m-3m", device: str | None = None
 ) -> np.ndarray:
@@ -267,8 +288,7 @@ def misorientation_angle(
     >>> float(misorientation_angle(q, [1, 0, 0, 0]))   # a cubic symmetry operation
     0.0
     """
-    q1 = np.asarray(q1, dtype=np.float64)
-    q2 = np.asarray(q2, dtype=np.float64)
+    q1, q2 = _quaternion_pair(q1, q2)
     ops = symmetry_operators(symmetry)
     if device is not None:
         from metallo.ebsd._torch import misorientation_angle_torch
@@ -310,7 +330,7 @@ def misorientation(
     >>> round(float(angle), 6), np.round(axis * np.sqrt(3), 6).tolist()
     (60.0, [1.0, 1.0, 1.0])
     """
-    d = _pair_product(np.asarray(q1, dtype=np.float64), np.asarray(q2, dtype=np.float64))
+    d = _pair_product(*_quaternion_pair(q1, q2))
     symmetry_operators(symmetry)
     # w(conj(S) * d) = <S, d>, so the operator that maximises |<S, d>| enters conjugated.
     best = quat_multiply(quat_conjugate(nearest_operator_quaternion(d, symmetry)), d)

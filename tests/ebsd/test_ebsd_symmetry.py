@@ -120,3 +120,43 @@ def test_torch_path_matches_numpy_on_cpu(laue):
     np.testing.assert_allclose(
         misorientation_angle(q1, q2, symmetry=laue, device="cpu"), misorientation_angle(q1, q2, symmetry=laue), atol=1e-8
     )
+
+
+def test_orientation_inputs_of_the_wrong_kind_are_named():
+    """Wrong shapes, degrees for radians and zero quaternions: each said, none a silent number.
+
+    Before: Euler angles given as (n, 3) to misorientation_angle raised "not enough values to
+    unpack"; a zero quaternion (some files store unindexed points so) gave 180 deg; Euler angles
+    in degrees were read as radians without a word (90 deg became 90 rad, a valid but wrong
+    orientation); a rotation about a zero axis was a NaN quaternion.
+    """
+    import warnings
+
+    from metallo.ebsd import (
+        axis_angle_to_quat,
+        euler_to_quat,
+        misorientation,
+        misorientation_angle,
+        random_quaternions,
+    )
+    from metallo.errors import ConfigError
+
+    q = random_quaternions(3, 0)
+    with pytest.raises(ConfigError, match=r"q1: orientations are \(\.\.\., 4\).*shape \(3, 3\).*euler_to_quat"):
+        misorientation_angle(q[:, :3], q)
+    with pytest.raises(ConfigError, match=r"q1 \(3, 4\) and q2 \(2, 4\) do not broadcast"):
+        misorientation(q, q[:2])
+    angles = misorientation_angle(np.array([[0.0, 0, 0, 0], [1.0, 0, 0, 0]]), np.array([1.0, 0, 0, 0]))
+    assert np.isnan(angles[0]) and angles[1] == pytest.approx(0.0)
+    with pytest.warns(UserWarning, match="degrees, not radians"):
+        euler_to_quat(np.array([[90.0, 45.0, 30.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        euler_to_quat(np.array([[4 * np.pi, 4 * np.pi, 4 * np.pi], [6.2, 3.1, 6.2]]))  # the unindexed marker: no warning
+    with pytest.raises(ConfigError, match=r"\(\.\.\., 3\).*shape \(3, 2\)"):
+        euler_to_quat(np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="zero axis"):
+        axis_angle_to_quat([0.0, 0.0, 0.0], 1.0)
+    np.testing.assert_allclose(axis_angle_to_quat([0.0, 0.0, 0.0], 0.0), [1.0, 0.0, 0.0, 0.0])  # no rotation
+    with pytest.raises(ConfigError, match=">= 0"):
+        random_quaternions(-1)
