@@ -165,8 +165,9 @@ def read_image(
         modality = canonical
     if palette not in ("index", "rgb"):
         raise ConfigError(f"palette must be 'index' or 'rgb'; got {palette!r}")
-    if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
-        raise ConfigError(f"pixel_size_um must be a positive number; got {pixel_size_um}")
+    if pixel_size_um is not None and (isinstance(pixel_size_um, bool) or not isinstance(pixel_size_um, (int, float, np.number))
+                                      or not (math.isfinite(pixel_size_um) and pixel_size_um > 0)):
+        raise ConfigError(f"pixel_size_um must be a positive number (µm); got {pixel_size_um!r}")
     if isinstance(databar, bool) or not (databar in ("crop", "keep") or isinstance(databar, (int, np.integer))):
         raise ConfigError(f"databar must be 'crop', 'keep' or a number of rows; got {databar!r}")
     path = Path(path)

@@ -117,6 +117,14 @@ def test_modality_is_checked_and_case_insensitive(tmp_path):
         read_image(tmp_path / "a.png", modality="TEM")
 
 
+def test_pixel_size_argument_must_be_a_positive_number(tmp_path):
+    write_image(np.zeros((4, 4), np.uint8), tmp_path / "a.png", pixel_size_um=1.0)
+    for bad in (0, -1.0, float("nan"), "0.5", True):  # a string had raised TypeError from math.isfinite
+        with pytest.raises(ConfigError, match="pixel_size_um must be a positive number"):
+            read_image(tmp_path / "a.png", pixel_size_um=bad)
+    assert read_image(tmp_path / "a.png", pixel_size_um=np.float32(0.5)).attrs["pixel_size_um"] == 0.5
+
+
 def test_tiff_modality_written_by_metallo_comes_back(tmp_path):
     image = image_dataarray(
         np.zeros((8, 8), np.uint8), pixel_size_um=0.3, attrs={"modality": "LOM"}
