@@ -787,6 +787,26 @@ def _uncertainty_quality(uncertainty: np.ndarray, expected_error: np.ndarray, co
             "mean_uncertainty": float(uncertainty.mean()), "passed": passed, "reasons": reasons}
 
 
+def _check_pixels(array: Any) -> None:
+    """Refuse what the network would silently misread: complex values, a stack of images read as one
+    image of many channels (``(5, 100, 120)`` had given a 5 x 100 label map), and NaN/infinite
+    pixels (they were set to 0 and labelled as black, and counted in the fractions)."""
+    dtype = np.dtype(getattr(array, "dtype", np.float64))
+    if dtype.kind not in "iufb":
+        raise ConfigError(f"image pixel values must be real numbers; got dtype {dtype}")
+    shape = tuple(array.shape)
+    if len(shape) == 3 and shape[2] > min(shape[:2]):
+        raise ConfigError(f"image of shape {shape} has more channels ({shape[2]}) than rows or columns: a stack of "
+                          "images (n, y, x)? Predict one image at a time, or put the channel axis last")
+    if dtype.kind == "f":
+        # By bands of rows: a memory-mapped mosaic is read once, without an image-sized temporary.
+        rows = max(1, (1 << 24) // max(1, int(np.prod(shape[1:]))))
+        bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(array[r:r + rows])))) for r in range(0, shape[0], rows))
+        if bad:
+            raise ConfigError(f"image has {bad} NaN or infinite values ({bad / int(np.prod(shape)):.1%}): the network "
+                              "would read them as black and label them; fill them or crop to the measured field")
+
+
 def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "auto",
             overlap: int | None = None, batch_size: int | None = None, device: str = "auto",
             probabilities: bool = False, uncertainty: bool | None = None, scale: float | None = None,
@@ -878,6 +898,9 @@ def predict(checkpoint_or_model: Any, image: Any, *, tile: int | str | None = "a
     array = image.data if isinstance(image, xr.DataArray) else image
     if not hasattr(array, "shape") or len(array.shape) not in (2, 3):
         raise ConfigError(f"image must be (y, x) or (y, x, channel); got {getattr(array, 'shape', type(image))}")
+    _check_pixels(array)
+    if scale is not None and not (np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be a positive number (the factor the image is resized by); got {scale}")
     tile_info = infos[0].get("tile", {}) or {}
     for other in infos[1:]:
         other_tile = other.get("tile", {}) or {}

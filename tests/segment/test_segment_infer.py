@@ -173,6 +173,18 @@ def test_bad_prediction_inputs(checkpoint, tmp_path):
         predict_files(checkpoint, [tmp_path / "nope.png"], out_dir=tmp_path / "o", device="cpu")
     with pytest.raises(ConfigError, match="larger than overlap"):
         predict(checkpoint, np.zeros((100, 100)), tile=16, overlap=16, device="cpu")
+    # What the network would misread without a word: NaN pixels had been labelled as black (and
+    # counted in the fractions), a stack of 5 images labelled as one 5 x 100 image, a zero scale run.
+    image = np.full((100, 120), 0.5)
+    image[:10] = np.nan
+    with pytest.raises(ConfigError, match=r"1200 NaN or infinite values \(10.0%\).*fill them or crop"):
+        predict(checkpoint, image, device="cpu")
+    with pytest.raises(ConfigError, match=r"shape \(5, 100, 120\) has more channels \(120\).*stack of images"):
+        predict(checkpoint, np.zeros((5, 100, 120)), device="cpu")
+    with pytest.raises(ConfigError, match="real numbers; got dtype complex128"):
+        predict(checkpoint, np.zeros((100, 120), complex), device="cpu")
+    with pytest.raises(ConfigError, match="scale must be a positive number"):
+        predict(checkpoint, np.zeros((100, 120)), scale=0, device="cpu")
     with pytest.raises(ModelError, match="checkpoint file not found"):
         predict(tmp_path / "missing.pt", np.zeros((10, 10)), device="cpu")
     with pytest.raises(ModelError, match="holds model 'unet', not 'pixelnet'"):

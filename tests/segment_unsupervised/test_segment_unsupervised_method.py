@@ -113,6 +113,11 @@ def test_bad_input_raises_config_error(fast_options):
         unsupervised(image, **{**fast_options, "device": "tpu"})
     with pytest.raises(ConfigError, match="channels"):
         unsupervised_stack([image, np.dstack([image, image])], **fast_options)
+    # A stack of 5 images had been segmented as one 5 x 128 image of 128 channels.
+    with pytest.raises(ConfigError, match=r"shape \(5, 128, 128\) has more channels \(128\).*stack of images"):
+        unsupervised(np.stack([image] * 5), **fast_options)
+    with pytest.raises(ConfigError, match="real numbers; got dtype complex128"):
+        unsupervised(image.astype(complex), **fast_options)
     with pytest.raises(ConfigError, match="unknown options"):
         choose_n_classes(image, n_superpixel=100)
     with pytest.raises(ConfigError, match="criterion"):
