@@ -71,6 +71,17 @@ def clean_labels(
     0
     """
     labels = _as_labels(labels)
+    if int(n_classes) != n_classes or n_classes < 1:
+        raise ConfigError(f"n_classes must be a whole number >= 1; got {n_classes}")
+    for name, value in (("min_region_px", min_region_px), ("smooth_px", smooth_px)):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0; got {value}")
+    present = np.unique(labels[labels != ignore_index])
+    if present.size and (present.min() < 0 or present.max() >= n_classes):
+        # A class outside 0..n_classes-1 was never cleaned, and the smoothing overwrote it with a class it knew.
+        outside = present[(present < 0) | (present >= n_classes)]
+        raise ConfigError(f"labels hold class ids {outside[:8].tolist()} outside 0..{n_classes - 1} (n_classes={n_classes}) "
+                          f"and other than ignore_index={ignore_index}; give the number of classes the map has")
     out = labels.copy()
     valid = out != ignore_index
     eight = np.ones((3, 3), dtype=bool)
@@ -135,11 +146,15 @@ def ignore_band(
     [3, 4]
     """
     labels = _as_labels(labels)
+    if border_px < 0:
+        raise ConfigError(f"border_px must be >= 0; got {border_px}")
     out = labels.copy()
     if border_px > 0:
         valid = labels != ignore_index
         wide = labels.astype(np.int32)
-        foot = _disk(border_px)
+        # A disk beyond the image's diagonal reaches every pixel from every pixel, as the diagonal's does;
+        # a 1000-px band on a 50 x 60 map had built a 2001 x 2001 footprint and run out of memory.
+        foot = _disk(min(int(np.ceil(border_px)), int(np.ceil(np.hypot(*labels.shape)))))
         hi = ndi.maximum_filter(np.where(valid, wide, -1), footprint=foot, mode="nearest")
         lo = ndi.minimum_filter(np.where(valid, wide, np.iinfo(np.int32).max), footprint=foot, mode="nearest")
         out[valid & (hi != lo)] = ignore_index

@@ -62,7 +62,8 @@ def select_threshold(
     keep = np.isfinite(values) & np.isfinite(w) & (w > 0)
     values, w = values[keep], w[keep]
     if values.size < 2 or np.ptp(values) == 0:
-        raise ConfigError(f"a data-driven threshold ({method}) needs at least two distinct values; got {values.size}")
+        raise ConfigError(f"a data-driven threshold ({method}) needs at least two distinct values; got {values.size} "
+                          f"finite value(s), {np.unique(values).size} distinct")
     method = str(method).lower()
     if method == "otsu":
         out: dict[str, Any] = {"value": _otsu(values, w, nbins), "method": "otsu", "n": int(values.size)}

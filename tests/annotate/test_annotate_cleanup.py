@@ -66,3 +66,24 @@ def test_ignore_pixels_do_not_make_a_border_and_mask_is_applied():
 def test_labels_must_be_integer_2d():
     with pytest.raises(ConfigError, match="2-D integer"):
         clean_labels(np.zeros((4, 4)), n_classes=2)
+
+
+def test_cleanup_refuses_classes_it_was_not_told_of_and_negative_widths():
+    """A 3-class map cleaned with n_classes=2: class 2 had been left uncleaned and the smoothing
+    had overwritten it with class 0 or 1. A 1000-px band on a small map had run out of memory."""
+    lab = np.zeros((50, 60), np.uint8)
+    lab[:, 20:40] = 1
+    lab[:, 40:] = 2
+    lab[0, 0] = 255
+    with pytest.raises(ConfigError, match=r"class ids \[2\] outside 0\.\.1 \(n_classes=2\)"):
+        clean_labels(lab, n_classes=2, smooth_px=2)
+    with pytest.raises(ConfigError, match="n_classes must be a whole number >= 1"):
+        clean_labels(lab, n_classes=0)
+    with pytest.raises(ConfigError, match="smooth_px must be >= 0"):
+        clean_labels(lab, n_classes=3, smooth_px=-1)
+    assert (clean_labels(lab, n_classes=3, smooth_px=2)[:, 45:] == 2).all()
+    with pytest.raises(ConfigError, match="border_px must be >= 0"):
+        ignore_band(lab, border_px=-1)
+    # Wider than the map: every labelled pixel is within reach of another class, as with the diagonal's width.
+    wide = ignore_band(lab, border_px=1000)
+    assert (wide == 255).all() and np.array_equal(wide, ignore_band(lab, border_px=79))
