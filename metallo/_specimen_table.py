@@ -44,9 +44,10 @@ def _column(name: str, values: pd.Series, node: str) -> tuple[np.ndarray, dict[s
             and dtype.kind == "O"
             and not all(isinstance(v, str) for v in values.dropna().tolist())
         ):
+            kinds = sorted({type(v).__name__ for v in values.dropna().tolist()})
             raise ConfigError(
-                f"table {node!r}: column {name!r} mixes strings and other objects; "
-                "expected numbers, booleans, datetimes or strings"
+                f"table {node!r}: column {name!r} holds Python objects of type {', '.join(kinds[:5])}; "
+                "expected numbers, booleans, datetimes or strings (one kind per column)"
             )
         return _string_column(values, attrs), attrs
     if isinstance(dtype, pd.DatetimeTZDtype):

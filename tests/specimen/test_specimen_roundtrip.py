@@ -167,6 +167,15 @@ def test_table_variants_round_trip(tmp_path):
         assert json.loads(reopened[node].attrs["parameters"]) == {"node": node}
 
 
+def test_a_column_of_python_objects_is_named_by_their_type(tmp_path):
+    from metallo.errors import ConfigError
+
+    spec = Specimen.create(tmp_path / "t.h5", specimen_id="T")
+    # Lists per row (no strings at all): the message had said the column "mixes strings and other objects".
+    with pytest.raises(ConfigError, match=r"column 'widths' holds Python objects of type list; expected numbers"):
+        spec.add("quantities/laths", pd.DataFrame({"widths": [[1.0, 2.0], [3.0]]}), step="quantify")
+
+
 def test_xarray_fallback_reader_gives_the_same(full_specimen, monkeypatch):
     """Files the fast h5py reader does not recognise go through xarray.open_datatree."""
     import h5py
