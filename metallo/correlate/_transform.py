@@ -625,9 +625,11 @@ class Registration:
             data = np.asarray(image_or_labels.values)
         else:
             if data.shape[:2] != self.moving_grid.shape:
+                stack = data.ndim == 3 and data.shape[1:] == self.moving_grid.shape
                 raise RegistrationError(
-                    f"warp input has shape {data.shape[:2]} but the moving image is {self.moving_grid.shape}; "
-                    "pass a DataArray with y/x coordinates to warp data on another grid"
+                    f"warp input has shape {data.shape[:2]} (of {data.shape}) but the moving image is {self.moving_grid.shape}; "
+                    + ("a stack (n, y, x) of moving images? Warp each, or put the stacked axis last (y, x, n)"
+                       if stack else "pass a DataArray with y/x coordinates to warp data on another grid")
                 )
             source_grid = self.moving_grid
         is_discrete = data.dtype.kind in "iub"

@@ -110,6 +110,8 @@ def test_warp_errors():
         reg.warp(np.zeros((90, 110), np.uint8), interpolation="nearest", fill_value=-1)
     with pytest.raises(RegistrationError, match="shape"):
         reg.warp(np.zeros((10, 10)))
+    with pytest.raises(RegistrationError, match=r"\(of \(4, 90, 110\)\).*a stack \(n, y, x\) of moving images"):
+        reg.warp(np.zeros((4, 90, 110)))
     with pytest.raises(RegistrationError, match="NaN"):
         reg.warp(np.full((90, 110), np.nan))
 
