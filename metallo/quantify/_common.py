@@ -44,10 +44,16 @@ def weighted_quantile(values: Any, weights: Any, q: float) -> float:
     >>> weighted_quantile([1.0, 2.0, 3.0], [1.0, 1.0, 2.0], 0.5)
     2.0
     """
-    v = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape != v.shape:
+        raise ConfigError(f"weighted_quantile: {w.size} weights for {v.size} values (arguments: values, weights, q)")
+    if not 0 <= q <= 1:
+        raise ConfigError(f"weighted_quantile: q must be in [0, 1]; got {q}")
     if v.size == 0:
         return float("nan")
+    if not (np.all(w >= 0) and w.sum() > 0):
+        raise ConfigError("weighted_quantile: weights must be >= 0 with a positive sum")
     order = np.argsort(v)
     cum = np.cumsum(w[order]) / w.sum()
     return float(v[order][min(int(np.searchsorted(cum, q)), v.size - 1)])

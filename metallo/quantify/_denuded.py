@@ -16,6 +16,7 @@ References
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,9 +115,14 @@ def denuded_zone_width(
     lab = np.asarray(label_array(labels, what="labels")).astype(np.int64)
     if closing_radius_px < 0:
         raise ConfigError(f"closing_radius_px must be >= 0; got {closing_radius_px}")
+    if network_class == matrix_class:
+        raise ConfigError(f"network_class and matrix_class must differ; both are {network_class}")
     network = lab == network_class
     if not network.any():
         raise ConfigError(f"labels: no pixel of network_class={network_class}")
+    if not (lab == matrix_class).any():
+        warnings.warn(f"labels: no pixel of matrix_class={matrix_class}: no denuded zone can be measured "
+                      "(the width table is empty; check the class numbers)", UserWarning, stacklevel=2)
     ignore = lab == ignore_index if ignore_index is not None else np.zeros(lab.shape, bool)
     # Matrix enclosed by the network belongs to the network, not to a denuded zone.
     network = ndimage.binary_fill_holes(network)

@@ -9,6 +9,7 @@ not with the number of particles.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import numpy as np
@@ -383,7 +384,16 @@ def particle_sizes(
             inner = np.clip(h - extent[:, 0], 0, None) * np.clip(w - extent[:, 1], 0, None)
             table["weight"] = np.where(inner > 0, (h * w) / np.maximum(inner, 1), np.inf)
     if exclude_edge or edge_correction == "miles":
+        n_found = len(table)
         table = table[~table["touches_edge"].to_numpy()]
+        if n_found and table.empty:
+            # An inverted mask (the matrix as the particle class) is one particle touching every edge:
+            # the table was empty without a word.
+            share = float((ids > 0).mean())
+            warnings.warn(f"all {n_found} particle(s) touch the image edge and were left out (edge correction), "
+                          f"none is measured; they cover {share:.0%} of the image"
+                          + (": is particle_class the matrix (an inverted mask)?" if share > 0.5 else ""),
+                          UserWarning, stacklevel=2)
     if min_area_um2 > 0:
         table = table[table["area_um2"].to_numpy() >= min_area_um2]
     table = table.reset_index(drop=True)

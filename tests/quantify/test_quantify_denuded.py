@@ -60,3 +60,14 @@ def test_matrix_enclosed_by_network_is_filled():
 def test_missing_network_raises():
     with pytest.raises(ConfigError, match="network_class"):
         denuded_zone_width(np.ones((10, 10), int), network_class=0, matrix_class=1, pixel_size_um=1.0)
+
+
+def test_class_numbers_that_cannot_make_a_denuded_zone_are_said():
+    lab = np.zeros((40, 40), np.uint8)
+    lab[:, :10] = 1
+    with pytest.raises(ConfigError, match="network_class and matrix_class must differ; both are 1"):
+        denuded_zone_width(lab, network_class=1, matrix_class=1, pixel_size_um=0.1)
+    # No matrix pixel (wrong class number): the empty table is said, not only an n = 0.
+    with pytest.warns(UserWarning, match="no pixel of matrix_class=3"):
+        dz = denuded_zone_width(lab, network_class=1, matrix_class=3, pixel_size_um=0.1)
+    assert dz.summary()["n"] == 0

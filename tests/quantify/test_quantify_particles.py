@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -256,3 +258,19 @@ def test_miles_weights_remove_the_edge_bias_over_window_positions(disks, tmp_pat
     summary = section.tables()[0]
     assert summary.loc[0, "mean (µm)"] == pytest.approx(np.average(table["ecd_um"], weights=table["weight"]))
     assert "Miles-Lantuéjoul" in section.blocks[0].text
+
+
+def test_an_inverted_mask_says_why_no_particle_is_measured():
+    # Dark particles thresholded the wrong way round: the matrix is the "particle", one region touching
+    # every edge. Its table had been empty without a word.
+    mask = np.ones((80, 80), np.uint8)
+    mask[20:30, 20:30] = 0
+    mask[50:60, 40:52] = 0
+    with pytest.warns(UserWarning, match=r"all 1 particle\(s\) touch the image edge.*cover 97% of the image: is particle_class the matrix"):
+        table = particle_sizes(mask, pixel_size_um=0.1, split_touching=False)
+    assert table.empty
+    # The right way round: two particles, 100 and 120 px, nothing to say.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = particle_sizes(1 - mask, pixel_size_um=0.1, split_touching=False)
+    assert sorted(table["area_px"].tolist()) == [100, 120]

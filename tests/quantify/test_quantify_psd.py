@@ -136,3 +136,16 @@ def test_negative_and_zero_sizes_are_refused_with_what_is_wrong():
     with pytest.raises(ConfigError, match="all positive .*got 3, 1 of them 0"):
         lognormal_fit(np.array([0.0, 2.0, 3.0]))
     assert size_distribution(np.array([0.0, 2.0]), bins=[0, 1, 3])["count"].tolist() == [1.0, 1.0]
+
+
+def test_weighted_quantile_checks_its_arguments():
+    from metallo.quantify import weighted_quantile
+
+    assert weighted_quantile([1.0, 2.0, 3.0], [1.0, 1.0, 2.0], 0.5) == 2.0
+    # Arguments in the wrong order (q where the weights go) had raised numpy's IndexError.
+    with pytest.raises(ConfigError, match=r"1 weights for 3 values \(arguments: values, weights, q\)"):
+        weighted_quantile([1.0, 2.0, 3.0], 0.5, [1.0, 1.0, 1.0])
+    with pytest.raises(ConfigError, match="q must be in"):
+        weighted_quantile([1.0, 2.0], [1.0, 1.0], 50)
+    with pytest.raises(ConfigError, match="weights must be >= 0"):
+        weighted_quantile([1.0, 2.0], [1.0, np.nan], 0.5)
