@@ -2519,8 +2519,43 @@ def _local_ncc(a: np.ndarray, b: np.ndarray, ok: np.ndarray, sigma: float) -> np
     return np.nan_to_num(ncc, nan=-1.0)
 
 
+#: How far apart the two directions' matches-over-chance figures must be for the weaker one, below
+#: the gate's line, to take no part (:func:`_direction_with_evidence`): more than the figure scatters
+#: between noise draws of one pair (0.24 on coni16_459), less than the gaps where one direction is
+#: at chance and the other is not (coni16_459 at half size: 0.54-0.82).
+_DIRECTION_GAP = 0.3
+
+
+def _direction_with_evidence(forward: float, reverse: float) -> str | None:
+    """``"forward"`` or ``"reverse"`` where only that direction's first-pass matches are evidence, else None.
+
+    A direction whose own matches are no more distinctive than chance (below the gate's line,
+    :data:`_GATE_MIN_DISTINCT`) has no evidence of local corrections: its spline follows chance,
+    and where the two directions disagree it must not be a local candidate, so the other
+    direction alone is the spline. Measured: coni16_459 at half size, 8-bit, BSE-fixed 1.52 x
+    chance, EBSD-fixed 0.98; the chance direction had been taken around five points 14-15 px off
+    (p95 14.1 / 12.5 px in the two orders against the start's 11.6), the BSE-fixed direction
+    alone gives 11.0 in both. Both below the line: None (the gate keeps the start). The two
+    figures must also lie :data:`_DIRECTION_GAP` apart, beyond the scatter of the figure between
+    invisible-noise draws of one pair (coni16_459 at full size: BSE-fixed 1.12-1.36 x chance):
+    in draws where it fell to 1.12-1.17 against the EBSD-fixed 1.26, the barely-evidenced
+    direction alone reached a p95 of 24.1-25.7 px against the start's 23.0.
+
+    Examples
+    --------
+    >>> _direction_with_evidence(1.52, 0.98), _direction_with_evidence(0.98, 1.52), _direction_with_evidence(3.0, 2.2)
+    ('forward', 'reverse', None)
+    """
+    if not (np.isfinite(forward) and np.isfinite(reverse)) or min(forward, reverse) >= _GATE_MIN_DISTINCT:
+        return None
+    if max(forward, reverse) < _GATE_MIN_DISTINCT or abs(forward - reverse) < _DIRECTION_GAP:
+        return None
+    return "forward" if forward >= reverse else "reverse"
+
+
 def _combine_directions(
-    fwd: Registration, rev: Registration, start: list[Any], fp: _Prepared, mp: _Prepared, *, mean: bool
+    fwd: Registration, rev: Registration, start: list[Any], fp: _Prepared, mp: _Prepared, *, mean: bool,
+    only: str | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Combine both directions locally: F (or the mean of F and R^-1) where they agree, else the locally best of F, R^-1 and the start.
 
@@ -2533,6 +2568,8 @@ def _combine_directions(
     asks, so that no region where the two registrations tell different stories silently ends
     worse than the start. The weights are smoothed over about 3 % of the field, so the
     combined transform stays smooth.
+    ``only="forward"`` or ``"reverse"``: that direction everywhere (F, or R^-1), where the other
+    direction's matches are no evidence (see :func:`_combined_directions`).
     """
     from metallo.correlate._auto import _sample, structure_image
 
@@ -2579,6 +2616,9 @@ def _combine_directions(
     w = np.stack([ndi.gaussian_filter(w[:, k].reshape(lattice.shape) * m, smooth, mode="nearest").ravel() for k in range(4)], axis=1)
     w[norm.ravel() < 1e-6] = (1.0, 0.0, 0.0, 0.0)
     w /= w.sum(axis=1, keepdims=True)
+    if only is not None:
+        w = np.zeros_like(w)
+        w[:, 1 if only == "forward" else 2] = 1.0
     base_target = 0.5 * (targets[0] + targets[1]) if mean else targets[0]
     target = w[:, 0:1] * base_target + np.einsum("nk,kna->na", w[:, 1:], targets)
     last_f, last_r = fwd.steps[-1], rev.steps[-1]
@@ -2757,8 +2797,14 @@ def _combined_directions(
         # used, as with "gate"; the verdict judges the disagreement.
         mean = False
     start = _mean_steps(fwd._fallback_steps, rev._fallback_steps, fg) if mean else fwd._fallback_steps
+    # Evidence of the control points: the better direction's (the other's matches may be poor
+    # where its fixed image lacks structure), so that both orders of one pair judge alike.
+    distinct = [r.quality.get("control_points", {}).get("pass0_distinct_over_chance") for r in (fwd, rev)]
+    finite = [float(v) if v is not None and np.isfinite(v) else float("nan") for v in distinct]
+    distinct_best = max((v for v in finite if np.isfinite(v)), default=float("nan"))
+    only = _direction_with_evidence(finite[0], finite[1])
     if lm is None:
-        spline, agreement = _combine_directions(fwd, rev, start, fp, mp, mean=mean)
+        spline, agreement = _combine_directions(fwd, rev, start, fp, mp, mean=mean, only=only)
     else:
         # Given points are constraints: the forward spline passes through them exactly, a
         # combination sampled on a lattice would not. The reverse registration is evidence only.
@@ -2781,11 +2827,10 @@ def _combined_directions(
     # Its coarse-scale check is left out here: it stood in for the local evidence the reverse
     # registration now gives, and alone it rejected Slice381's 8-bit half-size spline (median
     # 2.00 px) for the start (5.20 px) in one direction only, the 2.3 px forward/reverse gap.
-    # Evidence of the control points: the better direction's (the other's matches may be poor
-    # where its fixed image lacks structure), so that both orders of one pair judge alike.
-    distinct = [r.quality.get("control_points", {}).get("pass0_distinct_over_chance") for r in (fwd, rev)]
-    distinct_best = max((float(v) for v in distinct if v is not None and np.isfinite(v)), default=float("nan"))
     quality["both_ways"]["distinct_over_chance"] = distinct
+    if only is not None and lm is None:
+        quality["both_ways"]["only"] = (f"{only}: the {'reverse' if only == 'forward' else 'forward'} direction's matches "
+                                        f"are no more distinctive than chance ({min(finite):.2f} x < {_GATE_MIN_DISTINCT})")
     # With given landmarks the start is the forward spline through them (``mean`` is off), whose
     # leave-one-out errors map where it can be trusted.
     start_map = fwd._fallback_map if lm is not None else None

@@ -1463,3 +1463,41 @@ def test_given_points_map_the_result_when_the_gate_rejects_the_automatic_ones(sh
     # when the affine is a near-identity in scale (Slice8_TFS: ~1.1), to within that scale.
     plain = fit_tps(f_xy, m_xy - f_xy).loo_error
     assert loo["median"] == pytest.approx(float(np.median(plain)), rel=0.35)
+
+
+def test_a_direction_whose_matches_are_chance_is_no_local_candidate():
+    """Where one direction's matches are evidence and the other's are chance, the spline is the
+    evidenced direction alone, in both orders (coni16_459 at half size, 8-bit: 1.52 against 0.98 x
+    chance; its chance direction had been taken around five points 14-15 px off)."""
+    from metallo.correlate._register import (
+        _DIRECTION_GAP,
+        _GATE_MIN_DISTINCT,
+        _combine_directions,
+        _direction_with_evidence,
+        _prepare,
+    )
+    from metallo.correlate._transform import AffineStep
+
+    assert _direction_with_evidence(1.52, 0.98) == "forward" and _direction_with_evidence(0.98, 1.52) == "reverse"
+    assert _direction_with_evidence(3.0, 2.2) is None  # both evidence: combined locally, as before
+    assert _direction_with_evidence(1.1, 1.14) is None  # neither: the gate keeps the start
+    assert _direction_with_evidence(float("nan"), 0.9) is None
+    # Apart by less than the figure scatters between noise draws (coni16_459 full size, 1.17 against
+    # 1.26): both take part as before; the barely-evidenced one alone had reached a p95 above the start's.
+    assert _direction_with_evidence(1.17, 1.26) is None
+    assert _direction_with_evidence(_GATE_MIN_DISTINCT - 0.01, _GATE_MIN_DISTINCT + _DIRECTION_GAP) == "reverse"
+
+    rng = np.random.default_rng(3)
+    img = ndi_blur(rng.random((120, 160)))
+    fp, mp = _prepare(img, "fixed"), _prepare(img, "moving")
+    # Forward shifts by (+3, 0) µm, the reverse registration (moving -> fixed) by (+1, +2): its
+    # inverse maps fixed points by (-1, -2). They disagree by several pixels everywhere.
+    fwd = Registration([AffineStep(np.eye(2), np.array([3.0, 0.0]))], fixed_grid=fp.grid, moving_grid=mp.grid)
+    rev = Registration([AffineStep(np.eye(2), np.array([1.0, 2.0]))], fixed_grid=mp.grid, moving_grid=fp.grid)
+    start = [AffineStep(np.eye(2), np.zeros(2))]
+    pts = np.array([[20.0, 30.0], [80.0, 60.0], [140.0, 90.0]])  # fixed (x, y)
+    for only, expected in (("forward", pts + [3.0, 0.0]), ("reverse", pts - [1.0, 2.0])):
+        steps, info = _combine_directions(fwd, rev, start, fp, mp, mean=False, only=only)
+        got = Registration(steps, fixed_grid=fp.grid, moving_grid=mp.grid).fixed_to_moving_xy(pts)
+        np.testing.assert_allclose(got, expected, atol=0.05)
+        assert info["weights"][only] == pytest.approx(1.0)
