@@ -11,6 +11,7 @@ unindexed (phase -1, NaN angles).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
     xr.Dataset
         An EBSD map (same layout and phases) whose coordinates are micrograph µm; attrs
         ``registration`` (JSON: method, transform type and steps, quality verdict) record where it
-        came from.
+        came from. From a registration that failed its quality check it warns, and its
+        ``source`` (a .ang's SAMPLEID) says "registration FAILED its quality check".
 
     Examples
     --------
@@ -94,9 +96,17 @@ def corrected_ebsd(registration: Registration, ebsd: xr.Dataset, *, step_um: flo
         fill: Any = np.nan if values.dtype.kind == "f" else (-1 if values.dtype.kind == "i" else 0)
         variables[str(key)] = take(values, fill)
     phases = json.loads(ebsd.attrs["phases"]) if isinstance(ebsd.attrs.get("phases"), str) else ebsd.attrs.get("phases", [])
+    failed = bool(registration.quality.get("failed"))
+    if failed:
+        # The corrected map leaves metallo (a .ang for OIM or MTEX) without its quality record: its
+        # name carries the verdict, which a .ang keeps in its SAMPLEID line.
+        warnings.warn(f"correcting {ebsd.attrs.get('source') or 'the EBSD map'} with a registration that failed its quality "
+                      f"check ({'; '.join(registration.quality.get('failure_reasons', []))[:300]}): the corrected map is "
+                      "no better than that warp", UserWarning, stacklevel=2)
     out = ebsd_dataset(
         euler, phase, step_um=step, phases=phases, origin_um=origin, variables=variables,
-        source=f"{ebsd.attrs.get('source', 'EBSD map')} (corrected onto {registration.fixed})",
+        source=f"{ebsd.attrs.get('source', 'EBSD map')} (corrected onto {registration.fixed}"
+               + ("; registration FAILED its quality check)" if failed else ")"),
     )
     out.attrs["registration"] = json.dumps(
         json_ready(

@@ -67,3 +67,22 @@ def test_wrong_map_is_refused(ebsd):
     reg = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=g, moving_grid=g)
     with pytest.raises(RegistrationError, match="register an image of this map"):
         corrected_ebsd(reg, ebsd)
+
+
+def test_a_failed_registration_marks_the_corrected_map_it_makes(ebsd, tmp_path):
+    """The .ang leaves metallo without the quality record: its SAMPLEID carries the verdict."""
+    from metallo.io import read_ebsd
+
+    moving = Grid.of(ebsd["phase"])
+    reg = Registration([AffineStep(np.eye(2), np.zeros(2))], fixed_grid=moving, moving_grid=moving,
+                       quality={"failed": True, "failure_reasons": ["the structure images agree poorly"]})
+    with pytest.warns(UserWarning, match="failed its quality check .the structure images agree poorly"):
+        path = write_corrected_ang(reg, ebsd, tmp_path / "c.ang")
+    assert "registration FAILED its quality check" in path.read_text(encoding="latin-1").split("# SAMPLEID:")[1].splitlines()[0]
+    assert read_ebsd(path).sizes["x"] == ebsd.sizes["x"]  # still a map the readers read
+    reg.quality = {"failed": False}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "FAILED" not in corrected_ebsd(reg, ebsd).attrs["source"]
