@@ -385,6 +385,9 @@ def _finish(
     """Pixel size and modality by priority, attrs, and the DataArray."""
     if array.size == 0:
         raise FormatError(f"{path}: the image has no pixels (shape {array.shape}); expected an image")
+    if array.dtype.kind not in "iuf":
+        # A complex TIFF was written, which no image program (and not read_image's callers) expects.
+        raise ConfigError(f"{path.name}: pixel values must be real numbers; got dtype {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[2] in (2, 4):  # gray+alpha, RGBA: drop alpha
@@ -1157,6 +1160,9 @@ def write_image(
         array = array.astype(np.uint8)
     if array.size == 0:
         raise FormatError(f"{path}: the image has no pixels (shape {array.shape}); expected an image")
+    if array.dtype.kind not in "iuf":
+        # A complex TIFF was written, which no image program (and not read_image's callers) expects.
+        raise ConfigError(f"{path.name}: pixel values must be real numbers; got dtype {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):

@@ -352,6 +352,9 @@ def test_png_refuses_floats_and_unknown_extensions_are_format_errors(tmp_path):
         write_image(np.zeros((4, 4), np.float32), tmp_path / "f.png")
     with pytest.raises(FormatError, match=r"\.gif"):
         write_image(np.zeros((4, 4), np.uint8), tmp_path / "f.gif")
+    with pytest.raises(ConfigError, match="real numbers; got dtype complex128"):  # it had written a complex TIFF
+        write_image(np.zeros((4, 4), complex), tmp_path / "c.tif")
+    assert not (tmp_path / "c.tif").exists()
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
