@@ -183,6 +183,9 @@ def read_ang(path: str | Path) -> xr.Dataset:
             header["COLUMN_HEADERS"] = value
         elif lower in ("xstep", "ystep", "ncols_odd", "ncols_even", "nrows"):
             header[key.upper()] = header_float(value, source, line_no, key.upper(), first_token=True)
+        elif lower in ("operator", "sampleid", "scanid") and value:
+            # After the phase blocks in OIM's layout; a corrected map says there what it is.
+            header[key.upper()] = value
         elif current is None and value:
             header[key] = value
     for p in phases:

@@ -79,7 +79,9 @@ def test_a_failed_registration_marks_the_corrected_map_it_makes(ebsd, tmp_path):
     with pytest.warns(UserWarning, match="failed its quality check .the structure images agree poorly"):
         path = write_corrected_ang(reg, ebsd, tmp_path / "c.ang")
     assert "registration FAILED its quality check" in path.read_text(encoding="latin-1").split("# SAMPLEID:")[1].splitlines()[0]
-    assert read_ebsd(path).sizes["x"] == ebsd.sizes["x"]  # still a map the readers read
+    back = read_ebsd(path)  # still a map the readers read, and the mark comes back with it
+    assert back.sizes["x"] == ebsd.sizes["x"]
+    assert "registration FAILED" in json.loads(back.attrs["header"])["SAMPLEID"]
     reg.quality = {"failed": False}
     import warnings
 
