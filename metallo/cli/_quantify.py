@@ -7,9 +7,55 @@ recipe's ``quantify`` step runs: the tables land under the same ``quantities/...
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+#: What each quantity needs, said when it measured nothing.
+_NEEDS = {
+    "phases": "needs a label map (annotation or segmentation) or an EBSD map of two or more phases",
+    "particles": "needs a label map with a class named particle, cementite, carbide or precipitate "
+                 "(--particles-class names another)",
+    "grains": "needs an EBSD map",
+    "denuded": "needs a label map with a network class present and a matrix (or denuded) class",
+    "laths": "needs a label map with a class named lath or laths (--lath-class names another), or an EBSD map "
+             "with a parent-austenite reconstruction (--ebsd names others)",
+    "texture": "needs an EBSD map",
+}
+
+#: Table names (the last part of a quantity node) each quantity writes.
+_WRITES = {
+    "phases": ("phase_fractions", "phase_fields", "phase_fractions_ci"),
+    "particles": ("particles", "psd"),
+    "grains": ("grain_size", "grain_size_by_phase"),
+    "denuded": ("denuded",),
+    "laths": ("laths",),
+    "texture": ("texture",),
+}
+
+
+def _not_measured(nodes: list[str], asked: list[str]) -> list[str]:
+    """The quantities in ``asked`` that wrote no table."""
+    leaves = {node.rsplit("/", 1)[-1].rsplit(".", 1)[-1] for node in nodes}
+    return [kind for kind in asked if kind in _WRITES and not leaves & set(_WRITES[kind])]
+
+
+def _holdings(spec: Any) -> str | None:
+    """What a specimen holds to be measured: its label maps with their classes, and its EBSD maps (None: nothing)."""
+    import json
+
+    from metallo import names
+
+    nodes = spec.nodes()
+    maps = []
+    for node in names.members(nodes, *names.LABEL_GROUPS):
+        raw = spec[node].attrs.get("classes", "[]")
+        classes = json.loads(raw) if isinstance(raw, str) else list(raw)
+        maps.append(f"{node} (classes {', '.join(map(str, classes)) or 'unnamed'})")
+    ebsd = names.members(nodes, names.EBSD)
+    if not maps and not ebsd:
+        return None
+    return ("label maps: " + ("; ".join(maps) if maps else "none") + "; EBSD maps: " + (", ".join(ebsd) if ebsd else "none"))
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +127,20 @@ def register(app: typer.Typer) -> None:
                 fields=grid, particles_class=particles_class, lath_class=lath_class, min_area_um2=min_area_um2, twins=twins,
             )
             spec.save()
+        asked = [w.strip() for w in what.split(",") if w.strip()]
+        missing = _not_measured(nodes, asked)
+        if not nodes:
+            # A folder of nothing and "tables in ..." had been the whole answer.
+            holds = _holdings(spec)
+            if holds is None:
+                raise ConfigError(f"{specimen}: holds no label map and no EBSD map to measure; add one first "
+                                  "(metallo predict, annotate, segment-unsupervised or ebsd)")
+            raise ConfigError(f"{specimen}: nothing measured for --what {','.join(asked)}: "
+                              + "; ".join(f"{k} {_NEEDS[k]}" for k in missing) + f"; it holds {holds}")
+        if set(asked) != set(names.QUANTIFY_WHAT):
+            # Asked for by name and not measured: say why, rather than leave it out without a word.
+            for kind in missing:
+                typer.echo(f"note: {kind}: nothing measured; {kind} {_NEEDS[kind]}")
         folder = out or Path(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None

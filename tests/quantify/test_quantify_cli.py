@@ -112,3 +112,23 @@ def test_quantify_specimen_selected_labels(specimen_path):
     # The PSD counts each particle with its Miles-Lantuejoul weight (>= 1: the frame's bias undone).
     assert (particles["weight"] >= 1).all()
     assert tables[names.quantity(node, names.PSD)]["count"].sum() == pytest.approx(particles["weight"].sum())
+
+
+def test_cli_quantify_says_what_it_could_not_measure(tmp_path):
+    """Nothing measured had printed "tables in ...; specimen updated" over an empty folder."""
+    Specimen.create(tmp_path / "M.h5", specimen_id="M").save()
+    result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1
+    assert "holds no label map and no EBSD map to measure" in result.output
+    # A two-phase map without a particle class: particles asked by name are said to be missing, phases measured.
+    spec = Specimen.open(tmp_path / "M.h5")
+    lab = np.zeros((40, 40), np.uint8)
+    lab[:, 20:] = 1
+    spec.add(names.annotation("phases"), _annotation(lab, ["ferrite", "bainite"], 0.1), step="test")
+    spec.save()
+    result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--what", "particles", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1
+    assert "nothing measured for --what particles: particles needs a label map with a class named particle" in result.output
+    result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--what", "phases,particles", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "note: particles: nothing measured" in result.output and "phase_fractions" in result.output
