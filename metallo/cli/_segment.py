@@ -181,6 +181,9 @@ def register(app: typer.Typer) -> None:
         from metallo.errors import ConfigError
         from metallo.segment import pretrain as pretrain_model
 
+        missing = [str(p) for p in images if not p.exists()]
+        if missing:  # said first: a budget given for files that are not there would only fail later
+            raise ConfigError(f"{', '.join(missing[:3])}: no such image file or folder")
         if cpu_minutes is None and minutes is None and epochs >= 1000:
             raise ConfigError("give a budget: --cpu-minutes, --minutes or a smaller --epochs")
         kwargs = {} if base_channels is None else {"base_channels": base_channels}

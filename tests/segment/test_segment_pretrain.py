@@ -133,6 +133,8 @@ def test_cli_pretrain_then_train_from_it(data_folder, tmp_path):
     assert info["metrics"]["init_weights"]["pretext"] == "masked_inpainting"
     result = runner.invoke(app, ["pretrain", str(data_folder), "--out", str(pre)])
     assert result.exit_code == 1 and "give a budget" in result.output
+    result = runner.invoke(app, ["pretrain", str(tmp_path / "nope"), "--out", str(pre)])
+    assert result.exit_code == 1 and "nope: no such image file or folder" in result.output
 
 
 @pytest.mark.parametrize("name, kwargs", [
