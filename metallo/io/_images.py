@@ -385,9 +385,9 @@ def _finish(
     """Pixel size and modality by priority, attrs, and the DataArray."""
     if array.size == 0:
         raise FormatError(f"{path}: the image has no pixels (shape {array.shape}); expected an image")
-    if array.dtype.kind not in "iuf":
-        # A complex TIFF was written, which no image program (and not read_image's callers) expects.
-        raise ConfigError(f"{path.name}: pixel values must be real numbers; got dtype {array.dtype}")
+    if array.dtype.kind not in "iufb":
+        # A complex-valued TIFF (an FFT, say) is no micrograph; 1-bit (bool) images are read.
+        raise FormatError(f"{path}: holds pixel values of dtype {array.dtype}; expected real grey or colour values")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[2] in (2, 4):  # gray+alpha, RGBA: drop alpha

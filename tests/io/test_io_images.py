@@ -322,6 +322,19 @@ def test_as_gray_collapses_equal_channels_and_converts_colour(tmp_path):
     assert (read_image(tmp_path / "r.png", pixel_size_um=1, as_gray=True).values == 30).all()
 
 
+def test_one_bit_tiffs_are_read_and_complex_ones_refused(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "mask.tif", np.eye(20, dtype=bool))
+    mask = read_image(tmp_path / "mask.tif", pixel_size_um=1.0)
+    # tifffile stores bool as MinIsWhite: read as a viewer shows it (Pillow's reading), the diagonal dark.
+    np.testing.assert_array_equal(np.asarray(mask), np.asarray(Image.open(tmp_path / "mask.tif")))
+    assert int(np.asarray(mask).sum()) == 380
+    tifffile.imwrite(tmp_path / "fft.tif", np.zeros((20, 20), np.complex64))
+    with pytest.raises(FormatError, match="fft.tif: holds pixel values of dtype complex64"):
+        read_image(tmp_path / "fft.tif", pixel_size_um=1.0)
+
+
 def test_bmp_is_read_with_values_intact(tmp_path):
     rgb = _smooth((12, 17, 3), 255, np.uint8)
     Image.fromarray(rgb).save(tmp_path / "old.bmp")
