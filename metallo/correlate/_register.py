@@ -1765,12 +1765,12 @@ def _gate(
             p_start, p_final = np.percentile(d_start, 90), np.percentile(d_final, 90)
             if p_final > 1.5 * p_start + 2.0 and s_final < s_start + 0.03:
                 reason = f"the spline moves the section outlines apart (p90 {p_start:.1f} -> {p_final:.1f} px)"
-    if reason and "residual_map_px" in quality:
+    if reason and start_map is not None:
+        quality["residual_map_px"] = start_map
+    elif reason and "residual_map_px" in quality:
         # The map was made from the rejected spline's held-out errors: it says nothing of the start.
         rmap = quality["residual_map_px"]
         quality["residual_map_px"] = {"values": np.full(np.shape(rmap["values"]), np.nan), "grid": rmap["grid"]}
-    if reason and start_map is not None:
-        quality["residual_map_px"] = start_map
     if reason:
         quality["gate"] = "rejected: " + reason
         quality["structure_ncc_fine"] = s_start
@@ -2620,40 +2620,42 @@ def _combine_directions(
     inside = _inside(mg.to_index_xy(there), mg.shape)
     targets = np.stack([there, r.moving_to_fixed_xy(pts), s.fixed_to_moving_xy(pts)])  # F, R^-1, start
 
-    # Windowed structure agreement of each candidate, sampled at the lattice nodes (on a grid at
-    # most _COARSE_MAX_PX a side: the windows are 2 % of the field).
-    cg = _coarse(fp).grid
-    sigma = _LOCAL_SIGMA * max(cg.shape)
-    fs, fok = _sample(structure_image(fp.values, fp.valid), fp.valid, fg, cg, [])
-    fs = ndi.gaussian_filter(fs, 1.0)
-    ms = structure_image(mp.values, mp.valid)
-    idx = np.round(cg.to_index_xy(pts)).astype(int)
-    node = (np.clip(idx[:, 1], 0, cg.shape[0] - 1), np.clip(idx[:, 0], 0, cg.shape[1] - 1))
-    columns = []
-    for steps in (fwd.steps, Registration(rev.steps, fixed_grid=mg, moving_grid=fg).inverse().steps, start):
-        warped, ok = _sample(ms, mp.valid, mg, cg, steps)
-        columns.append(_local_ncc(fs, ndi.gaussian_filter(warped, 1.0), ok & fok, sigma)[node])
-    ncc = np.stack(columns, axis=1)
-    order = np.sort(ncc, axis=1)
-    decisive = order[:, -1] - order[:, -2] >= _LOCAL_MARGIN
-    soft = np.exp((ncc - ncc.max(axis=1, keepdims=True)) / _LOCAL_TAU)
-    soft /= soft.sum(axis=1, keepdims=True)
-    agree = np.clip((_DISAGREE_PX - d) / (_DISAGREE_PX - _AGREE_PX), 0.0, 1.0)
-    # Weights of (base, F, R^-1, start), smoothed over the nodes inside the moving field only
-    # (normalised convolution): outside it there is nothing to judge, and nothing may bleed in
-    # from there; outside nodes take the smoothed weights of the inside ones nearby.
-    w = np.zeros((len(pts), 4))
-    w[:, 0] = agree + (1 - agree) * ~decisive
-    w[:, 1:] = ((1 - agree) * decisive)[:, None] * soft
-    smooth = 0.03 * max(fg.shape) * fg.spacing_yx[1] / lattice.spacing_yx[1]
-    m = inside.reshape(lattice.shape).astype(np.float64)
-    norm = ndi.gaussian_filter(m, smooth, mode="nearest")
-    w = np.stack([ndi.gaussian_filter(w[:, k].reshape(lattice.shape) * m, smooth, mode="nearest").ravel() for k in range(4)], axis=1)
-    w[norm.ravel() < 1e-6] = (1.0, 0.0, 0.0, 0.0)
-    w /= w.sum(axis=1, keepdims=True)
     if only is not None:
-        w = np.zeros_like(w)
+        # One direction has no evidence: the other everywhere, no local comparison to make.
+        w = np.zeros((len(pts), 4))
         w[:, 1 if only == "forward" else 2] = 1.0
+    else:
+        # Windowed structure agreement of each candidate, sampled at the lattice nodes (on a grid at
+        # most _COARSE_MAX_PX a side: the windows are 2 % of the field).
+        cg = _coarse(fp).grid
+        sigma = _LOCAL_SIGMA * max(cg.shape)
+        fs, fok = _sample(structure_image(fp.values, fp.valid), fp.valid, fg, cg, [])
+        fs = ndi.gaussian_filter(fs, 1.0)
+        ms = structure_image(mp.values, mp.valid)
+        idx = np.round(cg.to_index_xy(pts)).astype(int)
+        node = (np.clip(idx[:, 1], 0, cg.shape[0] - 1), np.clip(idx[:, 0], 0, cg.shape[1] - 1))
+        columns = []
+        for steps in (fwd.steps, Registration(rev.steps, fixed_grid=mg, moving_grid=fg).inverse().steps, start):
+            warped, ok = _sample(ms, mp.valid, mg, cg, steps)
+            columns.append(_local_ncc(fs, ndi.gaussian_filter(warped, 1.0), ok & fok, sigma)[node])
+        ncc = np.stack(columns, axis=1)
+        order = np.sort(ncc, axis=1)
+        decisive = order[:, -1] - order[:, -2] >= _LOCAL_MARGIN
+        soft = np.exp((ncc - ncc.max(axis=1, keepdims=True)) / _LOCAL_TAU)
+        soft /= soft.sum(axis=1, keepdims=True)
+        agree = np.clip((_DISAGREE_PX - d) / (_DISAGREE_PX - _AGREE_PX), 0.0, 1.0)
+        # Weights of (base, F, R^-1, start), smoothed over the nodes inside the moving field only
+        # (normalised convolution): outside it there is nothing to judge, and nothing may bleed in
+        # from there; outside nodes take the smoothed weights of the inside ones nearby.
+        w = np.zeros((len(pts), 4))
+        w[:, 0] = agree + (1 - agree) * ~decisive
+        w[:, 1:] = ((1 - agree) * decisive)[:, None] * soft
+        smooth = 0.03 * max(fg.shape) * fg.spacing_yx[1] / lattice.spacing_yx[1]
+        m = inside.reshape(lattice.shape).astype(np.float64)
+        norm = ndi.gaussian_filter(m, smooth, mode="nearest")
+        w = np.stack([ndi.gaussian_filter(w[:, k].reshape(lattice.shape) * m, smooth, mode="nearest").ravel() for k in range(4)], axis=1)
+        w[norm.ravel() < 1e-6] = (1.0, 0.0, 0.0, 0.0)
+        w /= w.sum(axis=1, keepdims=True)
     base_target = 0.5 * (targets[0] + targets[1]) if mean else targets[0]
     target = w[:, 0:1] * base_target + np.einsum("nk,kna->na", w[:, 1:], targets)
     last_f, last_r = fwd.steps[-1], rev.steps[-1]
