@@ -86,6 +86,26 @@ def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
     return np.where(folded >= n, period - folded, folded)
 
 
+def check_image_values(dtype: Any, shape: tuple[int, ...], what: str, remedy: str) -> None:
+    """Refuse an image the networks would misread: complex values, and a stack ``(n, y, x)`` that
+    reads as one image of ``x`` channels (more channels than rows or columns; five 100 x 120
+    images had given a 5 x 100 label map). ``remedy`` ends the stack's message.
+
+    Examples
+    --------
+    >>> check_image_values(np.dtype("uint8"), (100, 120, 3), "image", "")
+    >>> check_image_values(np.dtype("uint8"), (5, 100, 120), "image", "one at a time")
+    Traceback (most recent call last):
+    ...
+    metallo.errors.ConfigError: image: shape (5, 100, 120) has more channels (120) than rows or columns: a stack of images (n, y, x)? one at a time
+    """
+    if np.dtype(dtype).kind not in "iufb":
+        raise ConfigError(f"{what}: pixel values must be real numbers; got dtype {dtype}")
+    if len(shape) == 3 and shape[2] > min(shape[:2]):
+        raise ConfigError(f"{what}: shape {tuple(shape)} has more channels ({shape[2]}) than rows or columns: a stack of "
+                          f"images (n, y, x)? {remedy}")
+
+
 def to_unit_range(array: np.ndarray) -> np.ndarray:
     """Integer images divided by their dtype maximum, floats kept; float32 (y, x, channel)."""
     array = np.asarray(array)

@@ -50,6 +50,7 @@ from metallo.errors import ConfigError, ModelError
 from metallo.segment._checkpoint import load_checkpoint
 from metallo.segment._data import (
     IMAGE_SUFFIXES,
+    check_image_values,
     metadata_pixel_size,
     mirror_index,
     read_micrograph,
@@ -792,12 +793,8 @@ def _check_pixels(array: Any) -> None:
     image of many channels (``(5, 100, 120)`` had given a 5 x 100 label map), and NaN/infinite
     pixels (they were set to 0 and labelled as black, and counted in the fractions)."""
     dtype = np.dtype(getattr(array, "dtype", np.float64))
-    if dtype.kind not in "iufb":
-        raise ConfigError(f"image pixel values must be real numbers; got dtype {dtype}")
     shape = tuple(array.shape)
-    if len(shape) == 3 and shape[2] > min(shape[:2]):
-        raise ConfigError(f"image of shape {shape} has more channels ({shape[2]}) than rows or columns: a stack of "
-                          "images (n, y, x)? Predict one image at a time, or put the channel axis last")
+    check_image_values(dtype, shape, "image", "Predict one image at a time, or put the channel axis last")
     if dtype.kind == "f":
         # By bands of rows: a memory-mapped mosaic is read once, without an image-sized temporary.
         rows = max(1, (1 << 24) // max(1, int(np.prod(shape[1:]))))

@@ -39,6 +39,7 @@ from metallo._progress import ProgressCallback, notify
 from metallo._xarray import as_image, pixel_size_um, to_numpy
 from metallo.errors import ConfigError
 from metallo.segment._criteria import segmentation_criteria
+from metallo.segment._data import check_image_values
 from metallo.segment._superpixels import slic_superpixels
 
 if TYPE_CHECKING:
@@ -175,17 +176,12 @@ def _as_float_stack(images: Sequence[Any]) -> list[np.ndarray]:
     arrays = []
     for index, image in enumerate(images):
         raw = to_numpy(image)
-        if raw.dtype.kind not in "iufb":
-            raise ConfigError(f"image {index}: pixel values must be real numbers; got dtype {raw.dtype}")
+        check_image_values(raw.dtype, raw.shape, f"image {index}", "Pass the images as a list, or put the channel axis last")
         values = raw.astype(np.float64)
         if values.ndim == 2:
             values = values[..., None]
         if values.ndim != 3 or min(values.shape[:2]) < 2:
             raise ConfigError(f"image {index}: expected (y, x) or (y, x, channel) of at least 2x2; got {values.shape}")
-        if values.shape[2] > min(values.shape[:2]):
-            # A stack (n, y, x) read as n rows of y columns with x channels: it "segmented" into an n x y map.
-            raise ConfigError(f"image {index}: shape {values.shape} has more channels ({values.shape[2]}) than rows or "
-                              "columns: a stack of images (n, y, x)? Pass the images as a list, or put the channel axis last")
         if not np.all(np.isfinite(values)):
             raise ConfigError(f"image {index}: has NaN or infinite pixels; unsupervised needs a value everywhere")
         arrays.append(values)
