@@ -117,6 +117,7 @@ def ebsd_dataset(
         if p.get("space_group"):
             entry["space_group"] = int(p["space_group"])
         phase_list.append(entry)
+    _check_phase_ids(phase, phase_list, source or "EBSD map")
     if step_y_um is None:
         step_y_um = step_um * (np.sqrt(3.0) / 2.0 if grid == "hexagonal" else 1.0)
     ny, nx = phase.shape
@@ -146,6 +147,28 @@ def ebsd_dataset(
     if header is not None:
         attrs["header"] = json.dumps(dict(header), default=str)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _check_phase_ids(phase: np.ndarray, phase_list: list[dict[str, Any]], where: str) -> None:
+    """Refuse a phase map whose ids have no entry in ``phases`` (or repeat one): every later
+    step would have to guess the symmetry of those points."""
+    if phase.dtype.kind not in "iu":
+        if phase.dtype.kind != "f" or not np.all(np.isfinite(phase)) or np.any(phase != np.round(phase)):
+            raise FormatError(f"{where}: phase must hold whole numbers (ids; -1 = not indexed); got dtype {phase.dtype}")
+    ids = [p["id"] for p in phase_list]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise FormatError(f"{where}: phases lists id {repeated} more than once; each phase id needs one entry")
+    present = np.unique(phase)
+    below = present[present < -1]
+    if below.size:
+        raise FormatError(f"{where}: phase ids {below.astype(int).tolist()} are below -1; expected -1 (not indexed) or a listed id")
+    missing = np.setdiff1d(present[present >= 0], ids)
+    if missing.size:
+        raise FormatError(
+            f"{where}: phase ids {missing.astype(int).tolist()} occur in the map but have no entry in phases "
+            f"(listed: {sorted(ids)}); add them, or set those points to -1 (not indexed)"
+        )
 
 
 def phases_of(ebsd: xr.Dataset) -> list[dict[str, Any]]:

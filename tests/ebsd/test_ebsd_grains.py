@@ -418,3 +418,21 @@ def test_grain_counts_match_mtex_on_its_magnesium_twins_map(shared_file):
     filled["euler"].values[drop] = ebsd["euler"].values[iy, ix][drop]
     filled["phase"].values[drop] = ebsd["phase"].values[iy, ix][drop]
     assert len(grains(filled, tolerance_deg=5.0, min_size_px=1)) == 91
+
+
+def test_ebsd_dataset_refuses_phase_ids_without_entry():
+    from metallo._ebsd_dataset import ebsd_dataset
+    from metallo.errors import FormatError
+
+    euler = np.zeros((3, 4, 3))
+    fe = [{"id": 1, "name": "Fe", "symmetry": "m-3m"}]
+    ok = ebsd_dataset(euler, np.array([[1, 1, -1, 1]] * 3), step_um=1.0, phases=fe, source="a.ang")
+    assert set(np.unique(ok.phase.values)) == {-1, 1}
+    with pytest.raises(FormatError, match=r"a\.ang: phase ids \[2\] occur in the map but have no entry"):
+        ebsd_dataset(euler, np.array([[1, 2, -1, 1]] * 3), step_um=1.0, phases=fe, source="a.ang")
+    with pytest.raises(FormatError, match=r"phase ids \[-3\] are below -1"):
+        ebsd_dataset(euler, np.full((3, 4), -3), step_um=1.0, phases=fe)
+    with pytest.raises(FormatError, match=r"lists id \[1\] more than once"):
+        ebsd_dataset(euler, np.ones((3, 4), int), step_um=1.0, phases=fe + fe)
+    with pytest.raises(FormatError, match="whole numbers"):
+        ebsd_dataset(euler, np.full((3, 4), 1.5), step_um=1.0, phases=fe)
