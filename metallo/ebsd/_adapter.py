@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,10 +36,20 @@ def clean_step(spec: Any, *, ebsd: str | None = None, overwrite: bool = False,
     >>> clean_step(spec, min_ci=0.1)  # doctest: +SKIP
     ['ebsd/clean']
     """
-    from metallo.ebsd import clean
+    from metallo.ebsd import MAX_INVENTED, clean, invented_share
 
     source = pick_ebsd(spec, ebsd)
     cleaned = clean(spec[source], **parameters)
+    invented = invented_share(cleaned)
+    if invented > MAX_INVENTED:
+        # clean() warned; the node's verdict fails too, so that the fractions, grain sizes and
+        # QC verdicts measured on it (and the batch table) say they rest on an interpolated map.
+        cleaned.attrs[names.QUALITY] = json.dumps({
+            names.PASSED: False, "invented_share": round(invented, 4),
+            "failure_reasons": [f"cleanup gave {100 * invented:.0f} % of the measured points a neighbour's orientation "
+                                f"(over {100 * MAX_INVENTED:.0f} %): an interpolated map, not a measurement; clean with "
+                                "steps=('ci_threshold',) (metallo ebsd --no-clean keeps the points as measured)"],
+        })
     return [write(spec, names.cleaned(source), cleaned, step=names.STEP_CLEAN, parameters=parameters,
                   inputs=[source], overwrite=overwrite, tag=tag)]
 

@@ -589,7 +589,7 @@ def _ebsd_sections(spec: Any) -> list[Section]:
     figures = [ebsd_key_figures(spec, n) for n in maps]
     for f in figures:
         if f["problems"]:
-            section.blocks.append(_p(f"{f['map']} — NOT RELIABLE: {f['problems']}"))
+            section.blocks.append(_p(f"{f['map']} — NOT RELIABLE: {f['problems']}", badge="fail", badge_text="FAIL"))
     section.blocks.append(table(pd.DataFrame([{k: v for k, v in f.items() if k != "problems"} for f in figures])))
     for node in maps:
         texture = names.quantity(node, names.TEXTURE)

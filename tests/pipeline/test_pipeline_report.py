@@ -360,6 +360,13 @@ def test_ebsd_section_of_a_real_map_its_cleanup_interpolated_says_so(tmp_path, s
     rows = section.tables()[0].set_index("map")
     assert rows.loc["ebsd/clean", "indexed_pct"] == 100.0 and rows.loc["ebsd/clean", "invented_pct"] == pytest.approx(27.07, abs=0.01)
     assert rows.loc["ebsd/map", "indexed_pct"] == pytest.approx(75.57, abs=0.01)
+    # the cleaned node's own verdict fails: what is measured on it rests on a failed node
+    from metallo._step import failed_upstream, quality_checks
+
+    checks = quality_checks(Specimen.open(path))
+    assert checks["ebsd/clean"]["passed"] is False and "ebsd/map" not in checks
+    assert checks["ebsd/clean"]["reasons"][0].startswith("cleanup gave 27 % of the measured points a neighbour's orientation")
+    assert list(failed_upstream(Specimen.open(path), "ebsd/clean/derived")) == ["ebsd/clean"]
     said = [b.text for b in section.blocks if b.kind == "p"]
     assert said == [
         "ebsd/map — NOT RELIABLE: only 75.6 % of its points are indexed (below 90 %): what indexes is no sample of "
