@@ -87,6 +87,11 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
     output["dir"] = str((base_dir / output.get("dir", data["specimen"]["id"])).resolve())
 
 
+def _line(lines: dict[str, int], key: str) -> str:
+    """`` (line N)`` for a YAML path read from a file, else ``""``."""
+    return f" (line {lines[key]})" if key in lines else ""
+
+
 def _check_output(data: dict[str, Any], base_dir: Path, name: str, lines: dict[str, int], *,
                   from_file: bool) -> None:
     """Relative output folders stay inside the recipe's folder; absolute ones of a recipe file are
@@ -164,6 +169,19 @@ def load_recipe(source: str | Path | Mapping[str, Any], *, base_dir: str | Path 
             f"{name}: steps.segment.options.{unknown[0]}: not an option of method {method!r}; "
             f"expected one of {', '.join(sorted(_SEGMENT_OPTIONS[method])) or '(none)'}"
         )
+    classes = segment.get("classes")
+    if classes is not None and method == "unsupervised":
+        n_classes = int(segment.get("n_classes", 2))
+        if len(classes) != n_classes:
+            raise SchemaError(f"{name}: steps.segment.classes{_line(lines, 'steps.segment.classes')}: {len(classes)} names "
+                              f"for n_classes {n_classes}; give one name per class")
+    if classes is not None and len(set(map(str, classes))) != len(classes):
+        raise SchemaError(f"{name}: steps.segment.classes{_line(lines, 'steps.segment.classes')}: a name occurs more "
+                          "than once; each class needs its own name")
+    for cls, bounds in (data.get("limits") or {}).items():
+        if bounds[0] > bounds[1]:
+            raise SchemaError(f"{name}: limits.{cls}{_line(lines, f'limits.{cls}')}: min {bounds[0]:g} is above max "
+                              f"{bounds[1]:g}; give [min, max] as fractions")
     _check_output(data, base, name, lines, from_file=not isinstance(source, Mapping))
     _resolve_paths(data, base)
     return Recipe(data=data, base_dir=base, source=name, _lines=lines)

@@ -28,6 +28,9 @@ def _class_names(classes: Sequence[str] | None, n_classes: int, where: str) -> l
         out = [str(c) for c in classes]
         if len(out) != n_classes:
             raise ConfigError(f"{where}: classes has {len(out)} names for {n_classes} classes")
+        repeated = sorted({c for c in out if out.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"{where}: classes names {', '.join(repeated)} more than once; each class needs its own name")
         return out
     return [f"class_{i}" for i in range(n_classes)]
 
@@ -84,8 +87,8 @@ def segment_step(spec: Any, *, method: str = "unsupervised", micrograph: str | N
     if method == "unsupervised":
         from metallo.segment._unsupervised import unsupervised
 
+        class_names = _class_names(classes, int(n_classes), where)  # before the minutes of clustering
         labels = unsupervised(image, n_classes=int(n_classes), **options)
-        class_names = _class_names(classes, int(n_classes), where)
         if classes is not None:
             class_names = _name_by_reference(spec, fixed, labels, class_names, where)
         model, checkpoint_sha, inputs = "unsupervised", "", [fixed]

@@ -40,6 +40,18 @@ def test_bad_value_reports_its_path(tmp_path):
         load_recipe(_write(tmp_path, text))
 
 
+def test_limits_upside_down_and_class_names_that_do_not_fit_are_refused_before_anything_runs(tmp_path):
+    head = "specimen: {id: S1}\ninputs:\n  synthetic: {seed: 1}\n"
+    with pytest.raises(SchemaError, match=r"S1\.yaml: limits\.bainite \(line 6\): min 0\.45 is above max 0\.3"):
+        load_recipe(_write(tmp_path, head + "limits:\n  ferrite: [0.1, 0.2]\n  bainite: [0.45, 0.3]\n"))
+    steps = "steps:\n  segment:\n    method: unsupervised\n    n_classes: 3\n    classes: [{}]\n"
+    with pytest.raises(SchemaError, match=r"steps\.segment\.classes \(line 8\): 2 names for n_classes 3"):
+        load_recipe(_write(tmp_path, head + steps.format("a, b")))
+    with pytest.raises(SchemaError, match=r"steps\.segment\.classes \(line 8\): a name occurs more than once"):
+        load_recipe(_write(tmp_path, head + steps.format("a, b, a")))
+    assert load_recipe(_write(tmp_path, head + steps.format("a, b, c"))).step("segment")["classes"] == ["a", "b", "c"]
+
+
 def test_several_errors_are_listed_on_one_line(tmp_path):
     text = "specimen: {id: 'bad id'}\ninputs:\n  synthetic: {seed: -1}\n"
     with pytest.raises(SchemaError) as info:
