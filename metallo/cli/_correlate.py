@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         from metallo._atomic import atomic_write_json, json_ready
         from metallo._xarray import image_dataarray
-        from metallo.correlate import overlay_figure, register_ebsd, residual_figure
+        from metallo.correlate import gate_rejected, overlay_figure, register_ebsd, residual_figure
         from metallo.correlate import register as run_register
         from metallo.errors import ConfigError
         from metallo.io import read_image, reader_for, write_image
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         atomic_write_json(out / "quality.json", reg.quality, indent=2)
         written.append("quality.json")
         cp = reg.control_points
-        if cp is not None and str(reg.quality.get("gate", "")).startswith("rejected"):
+        if cp is not None and gate_rejected(reg.quality):
             import numpy as np
 
             # The result does not use them: never a ready-made landmark file (BigWarp, --landmarks).

@@ -21,6 +21,7 @@ from metallo.correlate._figures import checkerboard, overlay_figure, residual_fi
 from metallo.correlate._landmarks import read_landmarks, read_points, write_landmarks, write_points
 from metallo.correlate._register import (
     RegistrationMethod,
+    gate_rejected,
     get_method,
     method_names,
     mutual_information,
@@ -42,6 +43,7 @@ __all__ = [
     "checkerboard",
     "corrected_ebsd",
     "ebsd_structure_image",
+    "gate_rejected",
     "get_method",
     "load_point_pair",
     "method_names",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from metallo._figure import agg_figure, save_figure
+from metallo.correlate._register import gate_rejected
 from metallo.correlate._transform import AffineStep, Grid, Registration
 from metallo.errors import RegistrationError
 
@@ -225,7 +226,7 @@ def residual_figure(
     cp = reg.control_points
     if cp is not None and len(cp.fixed_xy):
         px = fg.to_index_xy(cp.fixed_xy)
-        if str(reg.quality.get("gate", "")).startswith("rejected"):
+        if gate_rejected(reg.quality):
             # None of them is part of the result: drawn as "kept" they would claim support they do not give.
             ax.scatter(px[:, 0], px[:, 1], s=5, c="red", label=f"automatic points, all rejected by the quality gate ({len(px)})")
         else:

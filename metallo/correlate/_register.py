@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -1709,6 +1709,21 @@ def _check_landmark_order(fp: _Prepared, mp: _Prepared, lm: tuple[np.ndarray, np
         )
 
 
+
+_GATE_REJECTED = "rejected: "
+
+
+def gate_rejected(quality: Mapping[str, Any]) -> bool:
+    """Whether the quality gate rejected the automatic control points of a registration
+    (``quality["gate"]``), so that the result is the start and the points are no part of it.
+
+    Examples
+    --------
+    >>> gate_rejected({"gate": "rejected: too few points"}), gate_rejected({"gate": "kept"}), gate_rejected({})
+    (True, False, False)
+    """
+    return str(quality.get("gate", "")).startswith(_GATE_REJECTED)
+
 def _gate(
     fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any], *, coarse: bool = True,
     distinct: float | None = None, start_map: dict[str, Any] | None = None,
@@ -1772,7 +1787,7 @@ def _gate(
         rmap = quality["residual_map_px"]
         quality["residual_map_px"] = {"values": np.full(np.shape(rmap["values"]), np.nan), "grid": rmap["grid"]}
     if reason:
-        quality["gate"] = "rejected: " + reason
+        quality["gate"] = _GATE_REJECTED + reason
         quality["structure_ncc_fine"] = s_start
         warnings.warn(f"automatic control points rejected, keeping the start (affine, or the spline through given landmarks): {reason}", stacklevel=3)
         return start

@@ -723,9 +723,10 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
 
     cp = part(quality, "control_points")
     weights = part(part(quality, "both_ways"), "weights")
-    gate = str(quality.get("gate", ""))
+    from metallo.correlate import gate_rejected
+
     # Points the gate rejected are no part of the result (the affine start): say so where they are counted.
-    rejected = "; rejected by the gate, the result is the start" if gate.startswith("rejected") else ""
+    rejected = "; rejected by the gate, the result is the start" if gate_rejected(quality) else ""
     rows: list[tuple[str, float | None, float | None, str]] = [
         ("structure agreement, coarse (NCC)", _stat(quality, "structure_ncc_start"), _stat(quality, "structure_ncc"), "higher is better"),
         ("structure agreement, matching scale (NCC)", _stat(quality, "structure_ncc_fine_start"), _stat(quality, "structure_ncc_fine"),
