@@ -250,7 +250,8 @@ def residual_figure(
     ax.set_axis_off()
     title, failed = _title(reg)
     share = float(np.isnan(values).mean()) if values.size else 1.0
-    ax.set_title(f"{title}\nresidual map: median {np.median(finite) if finite.size else float('nan'):.1f} px where "
-                 f"verified; {share:.0%} of the field not verified", fontsize=9, color="firebrick" if failed else "black")
+    said = (f"median {np.median(finite):.1f} px where verified; {share:.0%} of the field not verified" if finite.size else
+            "no part of the field verified" + (" (the gate rejected the automatic points)" if gate_rejected(reg.quality) else ""))
+    ax.set_title(f"{title}\nresidual map: {said}", fontsize=9, color="firebrick" if failed else "black")
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
