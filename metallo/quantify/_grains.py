@@ -28,6 +28,13 @@ MIN_GRAINS = 50
 E2627_MIN_GRAIN_PX = 100
 E2627_MIN_MEAN_PX = 500
 
+#: The intercept count on the pixel grid misses crossings where a grain is a few points wide: on
+#: a Voronoi tessellation of 400 grains sampled ever coarser (against 9,600 points per grain),
+#: the intercept G fell by 0.13 at 24 points per grain, 0.19 at 12 and 0.32 at 6, while the
+#: planimetric G stayed within 0.003. Below this many points per interior grain the intercept
+#: row is not reliable.
+INTERCEPT_MIN_MEAN_PX = 15
+
 #: Share of indexed points below which an EBSD map's measurements are flagged (phase fractions
 #: fail their quality record; grain sizes are not reliable): what indexes is no sample of the
 #: whole when a phase or a deformed region indexes worse than the rest.
@@ -268,7 +275,15 @@ def grain_size(
         rows.append({"method": "planimetric", "G": astm_g_planimetric(n_a), **common})
     if method in ("both", "intercept", "all"):
         g = astm_g_intercept(intercept_um * 1e-3) if math.isfinite(intercept_um) else float("nan")
-        rows.append({"method": "intercept", "G": g, **common})
+        row = {"method": "intercept", "G": g, **common}
+        if common["mean_px_per_grain"] < INTERCEPT_MIN_MEAN_PX:
+            coarse = (f"the average interior grain holds {common['mean_px_per_grain']:.0f} points (fewer than "
+                      f"{INTERCEPT_MIN_MEAN_PX}): the pixel grid misses intercepts, G reads 0.2-0.3 low; the planimetric "
+                      "row holds (a finer step for both)")
+            if common["reliable"]:
+                warnings.warn(f"intercept grain size of {what or source}: {coarse}", UserWarning, stacklevel=2)
+            row.update(reliable=False, note="; ".join(n for n in (common["note"], coarse) if n))
+        rows.append(row)
     if method in ("e2627", "all"):
         rows.append(_e2627_row(interior_px, ps, int(min_grain_px), common, what or source))
     table = pd.DataFrame(rows)

@@ -122,6 +122,29 @@ def test_too_few_grains_are_marked_not_reliable():
     assert many["mean_ecd_um"].iloc[0] == pytest.approx(2 * np.sqrt(57600 / 121 / np.pi))
 
 
+def test_intercept_row_of_grains_a_few_points_wide_is_not_reliable():
+    # One Voronoi tessellation of 400 grains in a 2 mm field, sampled at 1000 px (2,400 points per
+    # grain) and at 70 px (12 points): planimetric G holds, the intercept G reads low.
+    from scipy.spatial import cKDTree
+
+    seeds = np.random.default_rng(1).random((400, 2)) * 2000.0
+    tables = {}
+    for npx in (1000, 70):
+        ps = 2000.0 / npx
+        yx = (np.indices((npx, npx)).reshape(2, -1).T + 0.5) * ps
+        ids = cKDTree(seeds).query(yx)[1].reshape(npx, npx) + 1
+        if npx == 70:
+            with pytest.warns(UserWarning, match=r"intercept grain size .*holds 12 points \(fewer than 15\)"):
+                tables[npx] = grain_size(ids, pixel_size_um=ps).set_index("method")
+        else:
+            tables[npx] = grain_size(ids, pixel_size_um=ps).set_index("method")
+    fine, coarse = tables[1000], tables[70]
+    assert fine["reliable"].all() and coarse.loc["planimetric", "reliable"]
+    assert coarse.loc["planimetric", "G"] == pytest.approx(fine.loc["planimetric", "G"], abs=0.01)
+    assert fine.loc["intercept", "G"] - coarse.loc["intercept", "G"] == pytest.approx(0.18, abs=0.03)
+    assert not coarse.loc["intercept", "reliable"] and "misses intercepts" in coarse.loc["intercept", "note"]
+
+
 @pytest.mark.filterwarnings("ignore:grain size of .*fewer than the 50 grains:UserWarning")
 def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     """A grain cut by a Sigma3 lamella: 'keep' counts 4 grains and warns that 2 of them are
