@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("step")
     def step_command(
-        step: Annotated[str, typer.Argument(help="Step name, e.g. segment, quantify, ebsd.clean (metallo.steps).")],
+        step: Annotated[str, typer.Argument(help="Step name: a recipe step (clean_ebsd, parent, register, segment, ...) or an adapter (ebsd.clean, metallo.steps).")],
         specimen: Annotated[Path, typer.Argument(help="Specimen file (.h5).")],
         set_: Annotated[list[str] | None, typer.Option("--set", help="Parameter KEY=VALUE (VALUE read as YAML); "
                                                        "repeat for several.")] = None,
@@ -92,6 +92,12 @@ def register(app: typer.Typer) -> None:
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
+        from metallo.pipeline import RECIPE_STEPS
+        from metallo.steps import ADAPTERS
+
+        if step not in ADAPTERS and step not in RECIPE_STEPS:
+            raise ConfigError(f"unknown step {step!r}; give a recipe step ({', '.join(RECIPE_STEPS)}) or an adapter "
+                              f"({', '.join(sorted(ADAPTERS))})")
         params = {}
         for item in set_ or []:
             key, sep, value = item.partition("=")
@@ -101,7 +107,8 @@ def register(app: typer.Typer) -> None:
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(specimen):
             spec = Specimen.open(specimen)
-            outputs = run_step(spec, step, overwrite=overwrite, **params)
+            # A recipe step's name runs its adapter (parent -> ebsd.parent), with the recipe's parameters.
+            outputs = run_step(spec, RECIPE_STEPS.get(step, step), overwrite=overwrite, **params)
             spec.save()
         from metallo.report import quality_checks
 

@@ -42,6 +42,16 @@ def test_unknown_step_lists_the_known_ones(tmp_path):
     assert "unknown step 'segment.magic'" in result.output and names.STEP_QUANTIFY in result.output
 
 
+def test_a_recipe_steps_name_runs_its_adapter(tmp_path):
+    # `metallo step clean_ebsd` is the recipe's clean_ebsd: the same node and provenance as ebsd.clean.
+    path = write_demo_specimen(tmp_path / "demo", ebsd_shape=(40, 40))
+    result = runner.invoke(app, ["step", "clean_ebsd", str(path), "--set", "min_ci=0.1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"clean_ebsd -> {names.cleaned(names.ebsd('synth'))}\n"
+    record = Specimen.open(path).provenance[-1]
+    assert record["step"] == names.STEP_CLEAN and record["parameters"]["min_ci"] == 0.1
+
+
 def test_every_measurement_is_reachable_from_a_recipe(tmp_path):
     from metallo import pipeline
 
