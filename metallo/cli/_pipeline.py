@@ -89,11 +89,9 @@ def register(app: typer.Typer) -> None:
         import yaml
 
         from metallo.errors import ConfigError
-        from metallo.specimen import Specimen
-        from metallo.steps import run_step
-
         from metallo.pipeline import RECIPE_STEPS
-        from metallo.steps import ADAPTERS
+        from metallo.specimen import Specimen
+        from metallo.steps import ADAPTERS, run_step
 
         if step not in ADAPTERS and step not in RECIPE_STEPS:
             raise ConfigError(f"unknown step {step!r}; give a recipe step ({', '.join(RECIPE_STEPS)}) or an adapter "

@@ -123,8 +123,8 @@ def test_too_few_grains_are_marked_not_reliable():
 
 
 def test_intercept_row_of_grains_a_few_points_wide_is_not_reliable():
-    # One Voronoi tessellation of 400 grains in a 2 mm field, sampled at 1000 px (2,400 points per
-    # grain) and at 70 px (12 points): planimetric G holds, the intercept G reads low.
+    # One Voronoi tessellation of 400 grains in a 2 mm field, sampled at 1000 px (a mean intercept
+    # of 41 points) and at 70 px (3.1 points): planimetric G holds, the intercept G reads low.
     from scipy.spatial import cKDTree
 
     seeds = np.random.default_rng(1).random((400, 2)) * 2000.0
@@ -134,7 +134,7 @@ def test_intercept_row_of_grains_a_few_points_wide_is_not_reliable():
         yx = (np.indices((npx, npx)).reshape(2, -1).T + 0.5) * ps
         ids = cKDTree(seeds).query(yx)[1].reshape(npx, npx) + 1
         if npx == 70:
-            with pytest.warns(UserWarning, match=r"intercept grain size .*holds 12 points \(fewer than 15\)"):
+            with pytest.warns(UserWarning, match=r"intercept grain size .*mean intercept is 3\.1 points long \(under 3\.5\)"):
                 tables[npx] = grain_size(ids, pixel_size_um=ps).set_index("method")
         else:
             tables[npx] = grain_size(ids, pixel_size_um=ps).set_index("method")
