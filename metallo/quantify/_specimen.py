@@ -300,13 +300,26 @@ def quantify_step(
             phase_maps[node] = (classes, _ignore_as_255(lab, ignore))
         if not {"particles", "denuded", "laths"} & set(what):
             continue
-        ps = require_pixel_size_um(ds[names.LABELS], what=f"{where}: {node}")
         if particles_class is not None:
             if particles_class not in classes:
                 raise ConfigError(f"{where}: {node} has no class {particles_class!r}; classes: {', '.join(classes)}")
             particle: int | None = classes.index(particles_class)
         else:
             particle = _find_class(classes, "particle")
+        network = _find_class(classes, "network")
+        matrix = _find_class(classes, "matrix")
+        if lath_class is not None:
+            if lath_class not in classes:
+                raise ConfigError(f"{where}: {node} has no class {lath_class!r}; classes: {', '.join(classes)}")
+            lath: int | None = classes.index(lath_class)
+        else:
+            lath = next((i for i, c in enumerate(classes) if c.lower() in _LATH_MASK_NAMES), None)
+        sizes = ("particles" in what and particle is not None) or (
+            "denuded" in what and network is not None and matrix is not None and bool((lab == network).any())) or (
+            "laths" in what and lath is not None and bool((lab == lath).any()))
+        if not sizes:
+            continue  # area fractions need no pixel size; nothing here is measured in µm
+        ps = require_pixel_size_um(ds[names.LABELS], what=f"{where}: {node}")
         if "particles" in what and particle is not None:
             # Edge particles are left out (as DeCost et al. do) and each kept particle weighs by
             # the Miles-Lantuejoul factor: a large particle is cut by the frame more often, and
@@ -325,19 +338,11 @@ def quantify_step(
                     fit = lognormal_fit(table, weights=table["weight"].to_numpy(), truncated_below_um=cut)
                     psd_params["lognormal"] = {k: (v if np.isfinite(v) else None) for k, v in fit.items()}
                 add(names.quantity(node, names.PSD), psd, "particles", psd_params, [node])
-        network = _find_class(classes, "network")
-        matrix = _find_class(classes, "matrix")
         if "denuded" in what and network is not None and matrix is not None and (lab == network).any():
             dz = denuded_zone_width(lab, network_class=network, matrix_class=matrix, pixel_size_um=ps,
                                     widmanstatten_class=_find_class(classes, "widmanstatten"),
                                     ignore_index=ignore)
             add(names.quantity(node, names.DENUDED), dz.interface, "denuded", dz.parameters, [node])
-        if lath_class is not None:
-            if lath_class not in classes:
-                raise ConfigError(f"{where}: {node} has no class {lath_class!r}; classes: {', '.join(classes)}")
-            lath: int | None = classes.index(lath_class)
-        else:
-            lath = next((i for i, c in enumerate(classes) if c.lower() in _LATH_MASK_NAMES), None)
         if "laths" in what and lath is not None and (lab == lath).any():
             table = lath_widths(lab, pixel_size_um=ps, lath_class=lath)
             if len(table):

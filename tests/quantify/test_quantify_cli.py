@@ -132,3 +132,23 @@ def test_cli_quantify_says_what_it_could_not_measure(tmp_path):
     result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--what", "phases,particles", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.output
     assert "note: particles: nothing measured" in result.output and "phase_fractions" in result.output
+
+
+def test_area_fractions_of_a_map_without_pixel_size_are_measured(tmp_path):
+    """An uncalibrated micrograph's segmentation has fractions (no µm in them): the default run had
+    refused them for want of a pixel size nothing it measured needed."""
+    from metallo.errors import MetalloError
+
+    spec = Specimen.create(tmp_path / "P.h5", specimen_id="P")
+    lab = np.zeros((40, 40), np.uint8)
+    lab[:, 30:] = 1
+    bare = image_dataarray(lab, name="labels", attrs={"classes": json.dumps(["ferrite", "bainite"]), "ignore_index": 255,
+                                                     "rules": json.dumps({"source": "test"})})
+    spec.add(names.annotation("phases"), bare, step="test")
+    tables = quantify_specimen(spec)  # every measurement asked, as the command's default
+    fractions = tables[names.quantity(names.annotation("phases"), names.PHASE_FRACTIONS)].set_index("class")
+    assert fractions.loc["bainite", "mean"] == pytest.approx(0.25)
+    # A class measured in µm still needs it, and says so.
+    spec.add(names.annotation("dots"), bare.assign_attrs(classes=json.dumps(["ferrite", "particle"])), step="test")
+    with pytest.raises(MetalloError, match=r"annotations/dots: pixel size unknown"):
+        quantify_specimen(spec, overwrite=True)
