@@ -314,10 +314,10 @@ def quantify_step(
             lath: int | None = classes.index(lath_class)
         else:
             lath = next((i for i, c in enumerate(classes) if c.lower() in _LATH_MASK_NAMES), None)
-        sizes = ("particles" in what and particle is not None) or (
+        in_um = ("particles" in what and particle is not None) or (
             "denuded" in what and network is not None and matrix is not None and bool((lab == network).any())) or (
             "laths" in what and lath is not None and bool((lab == lath).any()))
-        if not sizes:
+        if not in_um:
             continue  # area fractions need no pixel size; nothing here is measured in µm
         ps = require_pixel_size_um(ds[names.LABELS], what=f"{where}: {node}")
         if "particles" in what and particle is not None:
