@@ -2211,7 +2211,7 @@ def register(
     if both_ways not in ("gate", "mean", "off"):
         raise ConfigError(f"both_ways must be 'gate', 'mean' or 'off'; got {both_ways!r}")
     if spec.name == "auto" and both_ways != "off":
-        return _both_ways_auto(fixed, moving, options)
+        return _check_calibration(_both_ways_auto(fixed, moving, options))
     if fallback not in ("auto", "outline", "search", "intensity"):
         raise ConfigError(f"fallback must be 'auto', 'outline', 'search' or 'intensity'; got {fallback!r}")
     if transform not in ("affine", "similarity"):
@@ -2447,6 +2447,51 @@ def register(
         _verdict(quality, reg)
     quality["seconds"] = time.perf_counter() - t0
     reg.quality = quality
+    return _check_calibration(reg)
+
+
+#: The scale between two calibrated images of one section may differ from 1 by drift, an
+#: uncorrected tilt (1/sin 70 deg = 1.064 along one axis) and magnification error: a few percent.
+#: Beyond this factor along either principal axis one of the two pixel sizes is wrong.
+_CALIBRATION_TOLERANCE = 1.15
+
+
+def _check_calibration(reg: Registration) -> Registration:
+    """Record (and, beyond :data:`_CALIBRATION_TOLERANCE`, warn about) the scale between the two
+    images' µm: ``quality["calibration"]``.
+
+    The transform absorbs a wrong pixel size (a micrograph declared at 0.45 µm/px that is 0.3
+    registers as well, at scale 1.5), so the warp is right while every length measured in the
+    wrongly calibrated image is off by that factor: the registration is the one step that sees it.
+    """
+    fg, mg = reg.fixed_grid, reg.moving_grid
+    if not (fg.pixel_size_known and mg.pixel_size_known) or _DEFER_GATE.get():
+        return reg
+    # The linear part of an affine fitted to the result over a lattice of fixed points that land
+    # in the moving field: moving µm per fixed µm.
+    ny, nx = fg.shape
+    yy, xx = np.meshgrid(np.linspace(0, ny - 1, 25), np.linspace(0, nx - 1, 25), indexing="ij")
+    pts = np.c_[fg.origin_yx[1] + xx.ravel() * fg.spacing_yx[1], fg.origin_yx[0] + yy.ravel() * fg.spacing_yx[0]]
+    mapped = reg.fixed_to_moving_xy(pts)
+    lo = np.array(mg.origin_yx[::-1]) - 0.5 * np.array(mg.spacing_yx[::-1])
+    inside = np.all(np.isfinite(mapped), axis=1) & np.all((mapped >= lo) & (mapped <= lo + mg.extent_xy), axis=1)
+    if inside.sum() < 10:
+        return reg
+    fit, *_ = np.linalg.lstsq(np.c_[pts[inside], np.ones(int(inside.sum()))], mapped[inside], rcond=None)
+    singular = np.linalg.svd(fit[:2].T, compute_uv=False)
+    scale = sorted((1.0 / singular).tolist(), reverse=True)  # fixed µm per moving µm, principal axes
+    off = max(scale[0], 1.0 / scale[1]) > _CALIBRATION_TOLERANCE
+    record = {"scale_principal": [round(v, 4) for v in scale], "consistent": not off,
+              "tolerance": _CALIBRATION_TOLERANCE,
+              "fixed_um_per_px": list(fg.spacing_yx), "moving_um_per_px": list(mg.spacing_yx)}
+    reg.quality["calibration"] = record
+    if off and not reg.quality.get("failed"):
+        text = (f"one µm of the moving image ({reg.moving or 'moving'}, {mg.spacing_yx[1]:.4g} µm/px) spans {scale[0]:.2f} and "
+                f"{scale[1]:.2f} µm of the fixed one ({reg.fixed or 'fixed'}, {fg.spacing_yx[1]:.4g} µm/px) along the "
+                "principal axes; two calibrated images of one section agree within a few percent, so one of the pixel "
+                "sizes is likely wrong by about that factor, and every length measured with it too")
+        record["note"] = text
+        warnings.warn(f"calibration: {text}", UserWarning, stacklevel=4)
     return reg
 
 

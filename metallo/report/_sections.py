@@ -742,6 +742,13 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
          "higher is better (judged with the round trip)" + (rejected and "; of the splines the gate rejected")),
         ("overlap (share of the fixed field)", None, _stat(quality, "overlap_fraction"), ""),
     ]
+    scale = part(quality, "calibration").get("scale_principal")
+    if isinstance(scale, (list, tuple)) and len(scale) == 2:
+        # The principal scale farther from 1: both images calibrated, it should be about 1.
+        far = max((float(v) for v in scale), key=lambda v: abs(np.log(v)) if v > 0 else np.inf)
+        tolerance = float(part(quality, "calibration").get("tolerance", 1.15))
+        rows.append(("scale between the two calibrations (fixed µm per moving µm)", None, far,
+                     f"about 1; beyond x{tolerance:g} (or below 1/{tolerance:g}) one pixel size is wrong"))
     if residual_um is not None and np.isfinite(residual_um).any():
         rows.append(("expected error, residual map (median µm)", None, float(np.nanmedian(residual_um)), "see the map below"))
     frame = pd.DataFrame([r for r in rows if r[1] is not None or r[2] is not None], columns=["figure", "start", "result", "reads"])
@@ -762,6 +769,9 @@ def _registration_sections(spec: Any) -> list[Section]:
         else:
             residual = np.asarray(ds[names.RESIDUAL].values, dtype=np.float64) if names.RESIDUAL in ds else None
             key = registration_key_figures(quality, residual)
+            note = (quality.get("calibration") or {}).get("note") if isinstance(quality.get("calibration"), Mapping) else None
+            if note:
+                blocks.insert(1, _p(f"Calibration: {note}.", badge="missing", badge_text="CHECK PIXEL SIZE"))
             if len(key):
                 # The evidence first, beside the start's; the whole record after it.
                 blocks.insert(len(blocks) - 1, table(key))

@@ -144,3 +144,36 @@ def test_corrected_ebsd_of_a_hexagonal_map_follows_its_image():
     square = resample_to_square(ebsd)
     assert out.attrs["grid"] == "square" and out["phase"].shape == square["phase"].shape
     np.testing.assert_array_equal(out["phase"].values, square["phase"].values)
+
+
+def test_a_wrong_pixel_size_is_absorbed_by_the_warp_and_said():
+    """A micrograph declared at 1.5x its pixel size registers as well (the affine takes the
+    scale), so the warp is right and every length in its µm wrong: the registration says so."""
+    from metallo._xarray import image_dataarray
+    from metallo.correlate import register_ebsd
+    from metallo.synth import make_specimen
+
+    spec = make_specimen(0, ebsd_shape=(120, 120))
+    truth = spec.lom
+    ps = float(truth.attrs["pixel_size_um"])
+    ys, xs = np.meshgrid(spec.ebsd.y.values[::6], spec.ebsd.x.values[::6], indexing="ij")
+    pts = np.c_[ys.ravel(), xs.ravel()]
+    true_px = spec.ebsd_to_lom(pts) / ps
+    inside = (true_px.min(1) > 1) & (true_px[:, 0] < truth.shape[0] - 2) & (true_px[:, 1] < truth.shape[1] - 2)
+    for factor in (1.0, 1.5):
+        lom = image_dataarray(truth.values, pixel_size_um=ps * factor, name="lom")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reg = register_ebsd(lom, spec.ebsd)
+        err = np.hypot(*(reg.transform_points(pts[inside]) / (ps * factor) - true_px[inside]).T)
+        assert np.median(err) < 0.5  # the warp is right in pixels either way
+        record = reg.quality["calibration"]
+        said = [str(w.message) for w in caught if str(w.message).startswith("calibration:")]
+        if factor == 1.0:
+            assert record["consistent"] and np.allclose(record["scale_principal"], 1.0, atol=0.02) and not said
+        else:
+            assert not record["consistent"] and np.allclose(record["scale_principal"], 1.5, atol=0.03)
+            assert len(said) == 1 and "one of the pixel sizes is likely wrong" in said[0]
+    # Uncalibrated images: no scale to judge.
+    plain = register(truth.values, spec.lom.values[::-1, ::-1][::-1, ::-1], method="affine", inverse_consistency=False)
+    assert "calibration" not in plain.quality

@@ -273,6 +273,23 @@ def test_registration_figures_say_when_the_gate_rejected_the_points():
     assert row["result"] == 9.82 and row["reads"] == "each given point predicted by the spline through the others"
 
 
+def test_registration_section_asks_to_check_a_pixel_size_the_warp_had_to_scale(tmp_path):
+    note = "one µm of the moving image (ebsd, 0.5 µm/px) spans 1.51 and 1.49 µm of the fixed one (lom, 0.45 µm/px) ..."
+    quality = {"method": "auto", names.PASSED: True, "failed": False, "structure_ncc": 0.6,
+               "calibration": {"scale_principal": [1.51, 1.49], "consistent": False, "tolerance": 1.15, "note": note}}
+    (section,) = [s for s in report_sections(_registration_spec(tmp_path, quality)) if s.key.startswith("registration:")]
+    check = [b for b in section.blocks if b.kind == "p" and b.badge_text == "CHECK PIXEL SIZE"]
+    assert len(check) == 1 and check[0].text == f"Calibration: {note}."
+    row = section.tables()[0].set_index("figure").loc["scale between the two calibrations (fixed µm per moving µm)"]
+    assert row["result"] == 1.51 and row["reads"].startswith("about 1; beyond x1.15")
+    # A consistent pair: the scale row, no request.
+    from metallo.report import registration_key_figures
+
+    quality["calibration"] = {"scale_principal": [1.02, 0.97], "consistent": True, "tolerance": 1.15}
+    key = registration_key_figures(quality).set_index("figure")
+    assert key.loc["scale between the two calibrations (fixed µm per moving µm)", "result"] == 0.97  # farther from 1
+
+
 def test_registration_section_says_when_a_method_does_not_judge_itself(tmp_path):
     spec = _registration_spec(tmp_path, {"method": "sift+bspline", "mi_before": 1.0, "mi_after": 1.1})
     (section,) = [s for s in report_sections(spec) if s.key.startswith("registration:")]
