@@ -1709,7 +1709,6 @@ def _check_landmark_order(fp: _Prepared, mp: _Prepared, lm: tuple[np.ndarray, np
         )
 
 
-
 _GATE_REJECTED = "rejected: "
 
 
@@ -1723,6 +1722,7 @@ def gate_rejected(quality: Mapping[str, Any]) -> bool:
     (True, False, False)
     """
     return str(quality.get("gate", "")).startswith(_GATE_REJECTED)
+
 
 def _gate(
     fixed: _Prepared, moving: _Prepared, steps: list[Any], start: list[Any], quality: dict[str, Any], *, coarse: bool = True,
