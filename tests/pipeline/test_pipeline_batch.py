@@ -231,3 +231,23 @@ def test_a_recipes_warning_prints_once_named_by_it(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "writing outside the recipe's folder" in ln]
     assert len(lines) == 2, proc.stderr
     assert sorted(ln.split(":")[1].strip() for ln in lines) == ["B00.yaml", "B01.yaml"]
+
+
+def test_batch_columns_carry_each_registrations_calibration_scale(tmp_path):
+    from metallo import names, synth
+    from metallo.batch import _grain_columns
+    from metallo.correlate import Grid, Registration
+    from metallo.ebsd import map_image
+    from metallo.specimen import Specimen
+
+    spec = Specimen.create(tmp_path / "c.h5", specimen_id="c")
+    synth.add_synthetic_specimen(spec, 3, ebsd_shape=(40, 40))
+    lom, ebsd = spec[names.micrograph("lom")][names.IMAGE], spec[names.EBSD_MAP]
+    quality = {"method": "auto", "passed": True, "calibration": {"scale_principal": [1.49, 1.51], "consistent": False}}
+    ds = Registration([], fixed_grid=Grid.of(lom), moving_grid=Grid.of(map_image(ebsd)), method="identity",
+                      quality=quality).to_dataset()
+    ds.attrs.update(fixed=names.micrograph("lom"), moving=names.EBSD_MAP)
+    spec.add(names.registration("lom"), ds, step=names.STEP_REGISTER, inputs=[names.micrograph("lom"), names.EBSD_MAP])
+    spec.save()
+    columns = _grain_columns(tmp_path / "c.h5")
+    assert columns["calibration scale lom"] == 1.51 and columns["calibration lom consistent"] == "no"
