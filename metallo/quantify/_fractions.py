@@ -227,6 +227,10 @@ def measurement_fields(
         raise ConfigError("the label map has no labelled pixel to divide into fields")
     rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
     box = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if grid[0] > box.shape[0] or grid[1] > box.shape[1]:
+        # array_split would hand back empty fields, dropped without a word: fewer fields than asked.
+        raise ConfigError(f"fields {grid[0]}x{grid[1]} ask for more fields than the labelled area has pixel rows and "
+                          f"columns ({box.shape[0]} x {box.shape[1]}); give fewer fields")
     fields = [f for band in np.array_split(box, grid[0], axis=0) for f in np.array_split(band, grid[1], axis=1)]
     return [f for f in fields if f.size and (f != ignore_index).mean() >= min_valid]
 
