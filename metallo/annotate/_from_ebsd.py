@@ -148,7 +148,7 @@ def _pixels(section: Mapping[str, Any], stem: str, step_um: float, *, area: bool
 def to_micrograph(
     labels: xr.DataArray,
     registration: Any,
-    micrograph: xr.DataArray,
+    micrograph: xr.DataArray | np.ndarray,
     *,
     ignore_index: int | None = None,
 ) -> xr.DataArray:
@@ -165,8 +165,10 @@ def to_micrograph(
     registration : Registration
         From :func:`metallo.correlate.register` with ``fixed`` = the micrograph and
         ``moving`` = an EBSD map image (e.g. IQ) on the EBSD coordinates.
-    micrograph : xr.DataArray
-        The fixed image; the result lies on its grid.
+    micrograph : xr.DataArray or ndarray
+        The fixed image; the result lies on its grid. A plain array takes the registration's
+        fixed grid (coordinates, pixel size); a DataArray whose pixel size is not the one the
+        registration was made on is warned about (the labels follow the pixels).
     ignore_index : int, optional
         Defaults to ``labels.attrs["ignore_index"]`` (255).
 
@@ -191,6 +193,24 @@ def to_micrograph(
     labels = as_annotation(labels)
     if ignore_index is None:
         ignore_index = int(labels.attrs.get("ignore_index", 255))
+    grid = getattr(registration, "fixed_grid", None)
+    if not isinstance(micrograph, xr.DataArray):
+        # A plain array: the registration's fixed grid gives its coordinates (an AttributeError before).
+        array = np.asarray(micrograph)
+        if array.ndim not in (2, 3) or grid is None:
+            raise ConfigError(f"micrograph must be the image the registration was made with (a DataArray from "
+                              f"read_image, or its (y, x) array); got {type(micrograph).__name__} of shape {array.shape}")
+        micrograph = xr.DataArray(
+            array, dims=("y", "x", "channel")[: array.ndim], name="micrograph",
+            coords={"y": grid.origin_yx[0] + grid.spacing_yx[0] * np.arange(array.shape[0]),
+                    "x": grid.origin_yx[1] + grid.spacing_yx[1] * np.arange(array.shape[1])},
+            attrs={"pixel_size_um": float(grid.spacing_yx[1]) if grid.pixel_size_known else math.nan})
+    elif grid is not None and micrograph.sizes.get("x", 0) > 1 and grid.pixel_size_known:
+        step = float(micrograph["x"].values[1] - micrograph["x"].values[0])
+        if not math.isclose(step, grid.spacing_yx[1], rel_tol=0.01):
+            warnings.warn(f"{micrograph.name or 'micrograph'}: its pixel size ({step:.4g} µm) is not the one the "
+                          f"registration was made on ({grid.spacing_yx[1]:.4g} µm); the labels follow the pixels, and "
+                          "take this image's calibration", UserWarning, stacklevel=2)
     warped = registration.warp(labels, interpolation="nearest", fill_value=ignore_index)
     values = np.asarray(getattr(warped, "values", warped))
     shape = tuple(micrograph.shape[:2])

@@ -111,6 +111,31 @@ def test_to_micrograph_rejects_a_foreign_fixed_grid(known_map):
         to_micrograph(mask, reg, image_dataarray(np.zeros((70, 90)), pixel_size_um=0.25))
 
 
+def test_to_micrograph_takes_the_plain_array_and_says_when_the_calibration_is_not_the_registrations():
+    # A plain array had raised AttributeError ('numpy.ndarray' object has no attribute 'name').
+    import warnings
+
+    from metallo.correlate import register
+    from metallo.ebsd import map_image
+    from metallo.synth import make_specimen
+
+    spec = make_specimen(0, ebsd_shape=(40, 40))
+    mask = from_ebsd(spec.ebsd, rules="lath_bainite")
+    reg = register(spec.lom, map_image(spec.ebsd, "iq"), method="affine", inverse_consistency=False)
+    ref = to_micrograph(mask, reg, spec.lom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the registration's own grid: nothing to say
+        bare = to_micrograph(mask, reg, spec.lom.values)
+    assert np.array_equal(bare.values, ref.values) and np.allclose(bare.x.values, ref.x.values)
+    assert bare.attrs["pixel_size_um"] == pytest.approx(float(spec.lom.attrs["pixel_size_um"]))
+    recalibrated = image_dataarray(spec.lom.values, pixel_size_um=2 * float(spec.lom.attrs["pixel_size_um"]))
+    with pytest.warns(UserWarning, match="is not the one the registration was made on"):
+        moved = to_micrograph(mask, reg, recalibrated)
+    assert np.array_equal(moved.values, ref.values)  # the labels follow the pixels
+    with pytest.raises(ConfigError, match=r"got ndarray of shape \(2, 3, 4, 5\)"):
+        to_micrograph(mask, reg, np.zeros((2, 3, 4, 5)))
+
+
 @pytest.mark.slow
 def test_hexagonal_map_masks_land_on_the_micrograph_truth():
     # The registration is found on the map's IQ image and the mask is placed by the map's µm
