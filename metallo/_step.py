@@ -19,7 +19,7 @@ from metallo import names
 from metallo.errors import ConfigError
 
 __all__ = ["ebsd_sources", "failed_upstream", "file_sha256", "latest_output", "micrograph_of", "pick_ebsd", "pick_micrograph",
-           "quality_checks", "write"]
+           "quality_checks", "stale_nodes", "write"]
 
 
 def write(spec: Any, node: str, data: Any, *, step: str, parameters: Mapping[str, Any], inputs: Sequence[str],
@@ -184,6 +184,40 @@ def quality_checks(spec: Any) -> dict[str, dict[str, Any]]:
             continue
         if isinstance(record, dict) and names.PASSED in record:
             out[node] = {"passed": bool(record[names.PASSED]), "reasons": check_reasons(record)}
+    for node, newer in stale_nodes(spec).items():
+        # A node made from an earlier version of its input (the input was replaced since, e.g. a
+        # segmentation re-run with --overwrite after quantify) no longer says what the specimen holds.
+        reason = f"made from an earlier {', '.join(newer)}, replaced since; re-run the step that made it"
+        before = out.get(node, {"passed": True, "reasons": []})
+        out[node] = {"passed": False, "reasons": [reason, *(before["reasons"] if not before["passed"] else [])]}
+    return out
+
+
+def stale_nodes(spec: Any) -> dict[str, list[str]]:
+    """Nodes whose inputs were written again after them: ``{node: [those inputs]}``.
+
+    Each node's provenance is its last record; an input whose last record comes later was
+    replaced (``--overwrite``) after the node was computed from it, so the node describes data
+    the specimen no longer holds (fractions of a segmentation that has been redone).
+
+    Examples
+    --------
+    >>> stale_nodes(spec)  # doctest: +SKIP
+    {'quantities/segmentations.lom.phase_fractions': ['segmentations/lom']}
+    """
+    last: dict[str, int] = {}
+    inputs: dict[str, list[str]] = {}
+    for k, record in enumerate(spec.provenance):
+        for node in record.get("outputs") or []:
+            last[str(node)] = k
+            inputs[str(node)] = [str(i) for i in record.get("inputs") or []]
+    present = set(spec.nodes())
+    out: dict[str, list[str]] = {}
+    for node, used in inputs.items():
+        if node in present:
+            newer = [i for i in used if i != node and i in present and last.get(i, -1) > last[node]]
+            if newer:
+                out[node] = newer
     return out
 
 

@@ -173,3 +173,29 @@ def test_fields_smaller_than_the_microstructure_are_said_and_too_many_fields_ref
     assert "no independent samples" in record["parameters"]["ci_note"]
     with pytest.raises(ConfigError, match=r"fields 25x40 ask for more fields than the labelled area has pixel rows and columns \(20 x 30\)"):
         quantify_specimen(spec, what=["phases"], fields=[25, 40], labels=[names.annotation("two")], overwrite=True)
+
+
+def test_quantities_of_a_label_map_replaced_since_fail_their_check_until_measured_again(tmp_path):
+    """A segmentation redone with --overwrite after quantify left the old fractions in the report
+    as if they were the new map's (41.6 % against 17.7 %), passing QC."""
+    from metallo._step import quality_checks, stale_nodes
+    from metallo.report import qc_verdict
+
+    spec = Specimen.create(tmp_path / "S.h5", specimen_id="S")
+    lab = np.zeros((40, 40), np.uint8)
+    lab[:, 30:] = 1
+    node = names.annotation("phases")
+    spec.add(node, _annotation(lab, ["ferrite", "bainite"], 0.1), step="test")
+    quantify_specimen(spec, what=["phases"], fields=[2, 2])
+    fractions = names.quantity(node, names.PHASE_FRACTIONS)
+    assert stale_nodes(spec) == {} and qc_verdict(spec, {"bainite": [0.2, 0.3]})["qc_passed"] is True
+    lab[:, 10:] = 1  # the map redone: 75 % bainite now
+    spec.add(node, _annotation(lab, ["ferrite", "bainite"], 0.1), step="test", overwrite=True)
+    assert stale_nodes(spec) == {fractions: [node], names.quantity(node, names.PHASE_FIELDS): [node]}
+    check = quality_checks(spec)[fractions]
+    assert check["passed"] is False and check["reasons"][0].startswith(f"made from an earlier {node}, replaced since")
+    verdict = qc_verdict(spec, {"bainite": [0.2, 0.3]})
+    assert verdict["qc_passed"] is False and fractions in verdict["qc_rests_on_failed"]
+    quantify_specimen(spec, what=["phases"], fields=[2, 2], overwrite=True)
+    assert stale_nodes(spec) == {} and fractions not in quality_checks(spec)
+    assert spec.table(fractions).set_index("class").loc["bainite", "mean"] == pytest.approx(0.75)
