@@ -116,6 +116,12 @@ def register(app: typer.Typer) -> None:
             check = checks.get(node)
             failed |= check is not None and not check["passed"]
             typer.echo(f"{step} -> {node}{verdict_text(check)}")
+        from metallo._step import stale_nodes
+
+        # What was made from the nodes this step replaced no longer describes them: say so now.
+        stale = sorted(node for node, newer in stale_nodes(spec).items() if set(newer) & set(outputs))
+        if stale:
+            typer.echo(f"note: made from what this step replaced, now out of date until re-run: {', '.join(stale)}", err=True)
         if strict and failed:
             raise typer.Exit(EXIT_CHECK_FAILED)
 

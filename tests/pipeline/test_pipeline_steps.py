@@ -50,6 +50,11 @@ def test_a_recipe_steps_name_runs_its_adapter(tmp_path):
     assert result.output == f"clean_ebsd -> {names.cleaned(names.ebsd('synth'))}\n"
     record = Specimen.open(path).provenance[-1]
     assert record["step"] == names.STEP_CLEAN and record["parameters"]["min_ci"] == 0.1
+    # Derived from that cleaned map, then the map cleaned again: the derived map is said to be out of date.
+    assert runner.invoke(app, ["step", "ebsd_derive", str(path)]).exit_code == 0
+    again = runner.invoke(app, ["step", "clean_ebsd", str(path), "--set", "min_ci=0.2", "--set", "ebsd=synth", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert f"now out of date until re-run: {names.derived(names.cleaned(names.ebsd('synth')))}" in again.output
 
 
 def test_every_measurement_is_reachable_from_a_recipe(tmp_path):
