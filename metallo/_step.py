@@ -198,24 +198,28 @@ def stale_nodes(spec: Any) -> dict[str, list[str]]:
 
     Each node's provenance is its last record; an input whose last record comes later was
     replaced (``--overwrite``) after the node was computed from it, so the node describes data
-    the specimen no longer holds (fractions of a segmentation that has been redone).
+    the specimen no longer holds (fractions of a segmentation that has been redone). A record
+    that wrote a node again with identical data and attrs (``"unchanged": true``) does not count.
 
     Examples
     --------
     >>> stale_nodes(spec)  # doctest: +SKIP
     {'quantities/segmentations.lom.phase_fractions': ['segmentations/lom']}
     """
-    last: dict[str, int] = {}
+    made: dict[str, int] = {}  # the last record that computed each node
+    version: dict[str, int] = {}  # the last record that changed it (what its users were made from)
     inputs: dict[str, list[str]] = {}
     for k, record in enumerate(spec.provenance):
         for node in record.get("outputs") or []:
-            last[str(node)] = k
+            made[str(node)] = k
             inputs[str(node)] = [str(i) for i in record.get("inputs") or []]
+            if not (record.get("unchanged") and str(node) in version):
+                version[str(node)] = k
     present = set(spec.nodes())
     out: dict[str, list[str]] = {}
     for node, used in inputs.items():
         if node in present:
-            newer = [i for i in used if i != node and i in present and last.get(i, -1) > last[node]]
+            newer = [i for i in used if i != node and i in present and version.get(i, -1) > made[node]]
             if newer:
                 out[node] = newer
     return out

@@ -577,9 +577,18 @@ class Specimen:
         validate_node(description, kind, where=where)
         validate_values(ds, key, kind, where=where)
         self._check_aligned(key, ds)
+        # A node written again with the very same data and attrs (a micrograph read again) leaves
+        # what was made from it current: the record says so, and stale_nodes does not count it.
+        unchanged = key in self._nodes and self._same_as_stored(key, ds)
         self._nodes[key] = ds
         self._descriptions[key] = description
-        self._record(step, json.loads(params_json), inputs=[str(i) for i in inputs], outputs=(key,))
+        self._record(step, json.loads(params_json), inputs=[str(i) for i in inputs], outputs=(key,), unchanged=unchanged)
+
+    def _same_as_stored(self, key: str, ds: xr.Dataset) -> bool:
+        try:
+            return bool(self._get(key).identical(ds))
+        except Exception:  # an unreadable earlier node is no evidence of sameness
+            return False
 
     def _check_aligned(self, key: str, ds: xr.Dataset) -> None:
         # A derived node inherits its map's coordinates in the DataTree, so both must share the grid.
@@ -606,6 +615,7 @@ class Specimen:
         *,
         inputs: Sequence[str],
         outputs: Sequence[str],
+        unchanged: bool = False,
     ) -> None:
         self._provenance.append(
             {
@@ -615,6 +625,7 @@ class Specimen:
                 "outputs": list(outputs),
                 "metallo_version": __version__,
                 "time_utc": _now_utc(),
+                **({"unchanged": True} if unchanged else {}),
             }
         )
 

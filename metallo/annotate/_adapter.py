@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from metallo import names
-from metallo._step import pick_ebsd, pick_micrograph
+from metallo._step import pick_ebsd, pick_micrograph, stale_nodes
 
 __all__ = ["annotate_step", "annotation_name"]
 
@@ -69,10 +69,16 @@ def annotate_step(spec: Any, *, rules: Any = "lath_bainite", ebsd: str | None = 
     if micrograph:
         fixed = pick_micrograph(spec, micrograph)
         reg_node = names.registration(names.leaf(fixed))
-        if reg_node not in spec:
+        replaced = stale_nodes(spec).get(reg_node) if reg_node in spec else None
+        if reg_node not in spec or replaced:
             from metallo.correlate import register_step
 
-            outputs += register_step(spec, micrograph=fixed, ebsd=source, overwrite=overwrite, tag=tag)
+            if replaced:
+                # Made from an earlier micrograph or map: no registration of the images the
+                # specimen holds now, so it is made again, as an absent one would be.
+                warnings.warn(f"{reg_node} was made from an earlier {', '.join(replaced)}, replaced since; registering "
+                              "again", UserWarning, stacklevel=2)
+            outputs += register_step(spec, micrograph=fixed, ebsd=source, overwrite=overwrite or bool(replaced), tag=tag)
         reg = correlate.Registration.from_dataset(spec[reg_node])
         if reg.quality.get("failed") or reg.quality.get(names.PASSED) is False:
             reasons = "; ".join(reg.quality.get("failure_reasons") or []) or "its quality record says failed"

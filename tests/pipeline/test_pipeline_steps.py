@@ -76,3 +76,26 @@ def test_every_measurement_is_reachable_from_a_recipe(tmp_path):
     assert fractions.loc["lath_bainite", "fraction"] == pytest.approx((labels == 1).sum() / (labels != 255).sum())
     assert {names.quantify_step(w) for w in ("phases", "particles", "laths", "grains")} <= \
         {r["step"] for r in spec.provenance}
+
+
+def test_annotate_registers_again_when_its_registration_was_made_from_a_replaced_micrograph(tmp_path):
+    from metallo._step import stale_nodes
+    from metallo.steps import run_step
+
+    path = write_demo_specimen(tmp_path / "demo", ebsd_shape=(40, 40))
+    spec = Specimen.open(path)
+    run_step(spec, names.STEP_ANNOTATE, rules="lath_bainite", micrograph="lom")
+    reg = names.registration("lom")
+    first = [r for r in spec.provenance if reg in (r.get("outputs") or [])]
+    assert len(first) == 1
+    lom = spec[names.micrograph("lom")]
+    spec.add(names.micrograph("lom"), lom, step=names.STEP_READ_IMAGE, overwrite=True)  # read again, the same
+    assert not stale_nodes(spec) and spec.provenance[-1]["unchanged"] is True
+    spec.add(names.micrograph("lom"), lom.assign_attrs(pixel_size_um=0.5), step=names.STEP_READ_IMAGE, overwrite=True)
+    assert stale_nodes(spec)[reg] == [names.micrograph("lom")]  # recalibrated: made again
+    with pytest.warns(UserWarning, match=r"registration/lom was made from an earlier micrographs/lom, replaced since; registering again"):
+        run_step(spec, names.STEP_ANNOTATE, rules="lath_bainite", micrograph="lom", overwrite=True)
+    assert len([r for r in spec.provenance if reg in (r.get("outputs") or [])]) == 2
+    # The registration and the mask carried through it are current; the synthetic truth labels of
+    # the micrograph are not (drawn on its earlier version), and stay flagged until made again.
+    assert stale_nodes(spec) == {names.annotation("truth_lom"): [names.micrograph("lom")]}
