@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,13 +177,15 @@ def _grain_columns(specimen_path: Path) -> dict[str, Any]:
                 out[f"invented % {source}"] = round(float(figures["invented_pct"]), 1)
     # The scale between a registration's two calibrations (about 1): a specimen whose micrograph
     # pixel size is wrong stands out in the batch, beside its lengths.
+    from metallo.correlate import calibration_scale
+
     for node in names.members(spec.nodes(), names.REGISTRATION):
         raw = spec.describe(node)["attrs"].get(names.QUALITY)
-        record = (json.loads(raw) if isinstance(raw, str) else dict(raw or {})).get("calibration")
-        if isinstance(record, dict) and record.get("scale_principal"):
-            far = max((float(v) for v in record["scale_principal"]), key=lambda v: abs(math.log(v)) if v > 0 else math.inf)
+        quality = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        far = calibration_scale(quality)
+        if far is not None:
             out[f"calibration scale {names.leaf(node)}"] = round(far, 3)
-            out[f"calibration {names.leaf(node)} consistent"] = "yes" if record.get("consistent") else "no"
+            out[f"calibration {names.leaf(node)} consistent"] = "yes" if quality["calibration"].get("consistent") else "no"
     for node in spec.nodes():
         leaf = names.leaf(node)
         source = leaf.rsplit(".", 1)[0]

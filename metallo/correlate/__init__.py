@@ -21,6 +21,7 @@ from metallo.correlate._figures import checkerboard, overlay_figure, residual_fi
 from metallo.correlate._landmarks import read_landmarks, read_points, write_landmarks, write_points
 from metallo.correlate._register import (
     RegistrationMethod,
+    calibration_scale,
     gate_rejected,
     get_method,
     method_names,
@@ -40,6 +41,7 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "RegistrationMethod",
+    "calibration_scale",
     "checkerboard",
     "corrected_ebsd",
     "ebsd_structure_image",

@@ -2456,6 +2456,22 @@ def register(
 _CALIBRATION_TOLERANCE = 1.15
 
 
+def calibration_scale(quality: Mapping[str, Any]) -> float | None:
+    """The principal scale between a registration's two calibrations that lies farther from 1
+    (``quality["calibration"]["scale_principal"]``), None where the record has none.
+
+    Examples
+    --------
+    >>> calibration_scale({"calibration": {"scale_principal": [1.02, 0.97]}}), calibration_scale({})
+    (0.97, None)
+    """
+    record = quality.get("calibration")
+    scale = record.get("scale_principal") if isinstance(record, Mapping) else None
+    if not isinstance(scale, (list, tuple)) or not scale:
+        return None
+    return max((float(v) for v in scale), key=lambda v: abs(np.log(v)) if v > 0 else np.inf)
+
+
 def _check_calibration(reg: Registration) -> Registration:
     """Record (and, beyond :data:`_CALIBRATION_TOLERANCE`, warn about) the scale between the two
     images' µm: ``quality["calibration"]``.

@@ -723,7 +723,7 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
 
     cp = part(quality, "control_points")
     weights = part(part(quality, "both_ways"), "weights")
-    from metallo.correlate import gate_rejected
+    from metallo.correlate import calibration_scale, gate_rejected
 
     # Points the gate rejected are no part of the result (the affine start): say so where they are counted.
     rejected = "; rejected by the gate, the result is the start" if gate_rejected(quality) else ""
@@ -742,10 +742,9 @@ def registration_key_figures(quality: Mapping[str, Any], residual_um: np.ndarray
          "higher is better (judged with the round trip)" + (rejected and "; of the splines the gate rejected")),
         ("overlap (share of the fixed field)", None, _stat(quality, "overlap_fraction"), ""),
     ]
-    scale = part(quality, "calibration").get("scale_principal")
-    if isinstance(scale, (list, tuple)) and len(scale) == 2:
-        # The principal scale farther from 1: both images calibrated, it should be about 1.
-        far = max((float(v) for v in scale), key=lambda v: abs(np.log(v)) if v > 0 else np.inf)
+    far = calibration_scale(quality)
+    if far is not None:
+        # Both images calibrated: it should be about 1.
         tolerance = float(part(quality, "calibration").get("tolerance", 1.15))
         rows.append(("scale between the two calibrations (fixed µm per moving µm)", None, far,
                      f"about 1; beyond x{tolerance:g} (or below 1/{tolerance:g}) one pixel size is wrong"))
