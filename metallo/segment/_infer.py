@@ -557,6 +557,11 @@ def _resample_unseen_scale(info: dict[str, Any], image: Any, pixel_size_um: floa
         pixel_size_um = _pixel_size_of(image)
     ratio = unseen_scale_ratio(pixel_size_um, seen, zoom)
     if ratio == 1.0:
+        known = pixel_size_um is not None and np.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0
+        if not known and seen[0] is not None:
+            # Said in the output's record: the scale is assumed, not checked.
+            return scale, ("the checkpoint's training scale; the image's pixel size is unknown, so it is assumed to "
+                           f"be the training images' ({float(seen[0]):.4g}-{float(seen[1]):.4g} µm/px), not checked")
         return scale, "the checkpoint's training scale"
     px, lo, hi = float(pixel_size_um), float(seen[0]), float(seen[1])  # type: ignore[arg-type]
     trained = f"{lo:.4g} µm/px (median)" if median else f"{lo:.4g}-{hi:.4g} µm/px"

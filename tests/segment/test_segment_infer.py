@@ -229,6 +229,11 @@ def test_the_unseen_scale_is_judged_against_the_range_of_training_pixel_sizes(tm
     assert json.loads(asked.attrs["config"])["scale_reason"] == "given"
     own = predict(ck, image_dataarray(values, pixel_size_um=0.15), tta=False)
     assert json.loads(own.attrs["config"])["scale"] == 1.0
+    assert json.loads(own.attrs["config"])["scale_reason"] == "the checkpoint's training scale"
+    # A bare array has no pixel size: predicted at the training scale, and its record says that
+    # this was assumed (the labels are right only if the image is at 0.1-0.2 µm/px), not checked.
+    bare = json.loads(predict(ck, values, tta=False).attrs["config"])
+    assert bare["scale"] == 1.0 and "pixel size is unknown, so it is assumed to be the training images' (0.1-0.2 µm/px)" in bare["scale_reason"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for px in (0.08, 0.1, 0.15, 0.2, 0.29):
