@@ -141,6 +141,11 @@ def register(app: typer.Typer) -> None:
             # Asked for by name and not measured: say why, rather than leave it out without a word.
             for kind in missing:
                 typer.echo(f"note: {kind}: nothing measured; {kind} {_NEEDS[kind]}")
+        elif missing:
+            # The default asks for everything: one line names what this specimen gave nothing to
+            # measure, so that a missing table is not taken for a table lost.
+            typer.echo(f"note: nothing to measure for {', '.join(missing)} in this specimen "
+                       f"(--what {missing[0]} says what {'it needs' if len(missing) == 1 else 'each needs'})")
         folder = out or Path(f"{specimen.stem}-quantities")
         folder.mkdir(parents=True, exist_ok=True)
         parquet = importlib.util.find_spec("pyarrow") is not None

@@ -132,6 +132,11 @@ def test_cli_quantify_says_what_it_could_not_measure(tmp_path):
     result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--what", "phases,particles", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.output
     assert "note: particles: nothing measured" in result.output and "phase_fractions" in result.output
+    # The default asks for everything: one line names the quantities this map gave nothing to measure.
+    result = runner.invoke(app, ["quantify", str(tmp_path / "M.h5"), "--out", str(tmp_path / "q"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert ("note: nothing to measure for particles, grains, denuded, laths, texture in this specimen "
+            "(--what particles says what each needs)") in result.output
 
 
 def test_area_fractions_of_a_map_without_pixel_size_are_measured(tmp_path):
