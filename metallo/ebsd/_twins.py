@@ -41,8 +41,9 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from metallo.ebsd._grains import Grains, _ids_of, _mean_orientations, map_dataarray, raster_ids
+from metallo.ebsd._misorientations import MIN_BOUNDARIES
 from metallo.ebsd._neighbours import grain_boundary_pairs, orientation_map
-from metallo.ebsd._rotations import axis_angle_to_quat, quat_multiply
+from metallo.ebsd._rotations import axis_angle_to_quat, quat_multiply, random_quaternions
 from metallo.ebsd._symmetry import (
     _pair_product,
     disorientation_cos,
@@ -181,6 +182,29 @@ def nearest_twin(q1: np.ndarray, q2: np.ndarray, systems: Sequence[TwinSystem]) 
     return out
 
 
+#: Pairs of random orientations drawn for the random share of the twin relations.
+_RANDOM_TWIN_PAIRS = 200_000
+
+
+@lru_cache(maxsize=32)
+def random_twin_shares(systems: tuple[TwinSystem, ...]) -> tuple[float, ...]:
+    """The share of boundaries between randomly oriented crystals that lie within tolerance of
+    each relation in ``systems`` (as :func:`nearest_twin` assigns them), from 200,000 pairs of
+    uniformly random orientations, the same on every call.
+
+    The reference a measured twin share is read against: a Sigma3 share near it is what
+    grains of random orientation give, no sign of twinning.
+
+    Examples
+    --------
+    >>> round(random_twin_shares((SIGMA3,))[0], 3)   # random grains: 1.8 % within Brandon of Sigma3
+    0.018
+    """
+    which = nearest_twin(random_quaternions(_RANDOM_TWIN_PAIRS, 3), random_quaternions(_RANDOM_TWIN_PAIRS, 4), systems)
+    counts = np.bincount(which[which >= 0], minlength=len(systems))
+    return tuple(float(c) / _RANDOM_TWIN_PAIRS for c in counts)
+
+
 def twins_by_phase(ebsd: xr.Dataset) -> dict[int, list[TwinSystem]]:
     """Phase id -> its twin relations (:func:`twin_systems`), for the phases that have any."""
     from metallo._ebsd_dataset import phases_of
@@ -261,11 +285,14 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
         staircase length of the pixel edges, which for boundaries of every direction is about
         4 / pi times the true length on a square grid: MTEX's Mg example gives 501.6 µm where
         MTEX's smoothed boundaries measure 361 µm),
-        share (of the phase's grain-boundary segments), n_boundary_segments, and area_share: the
+        share (of the phase's grain-boundary segments), n_boundary_segments, area_share: the
         share of the phase's points in twins of that relation (the grains that
         :func:`metallo.ebsd.merge_twins` merges into a parent grain, other than its largest,
-        by their mean orientation's relation to the largest's: MTEX's "twinned area"). Empty
-        for a map without twin relations. ``attrs["merged"]``: the parameters of that merge
+        by their mean orientation's relation to the largest's: MTEX's "twinned area"),
+        random_share (the share that boundaries between randomly oriented grains give:
+        :func:`random_twin_shares`, 1.8 % for Sigma3), n_grain_pairs (the distinct grain
+        boundaries the phase's segments lie on), reliable (at least 50 of them, as for the
+        misorientation distribution) and note (why not). Empty for a map without twin relations. ``attrs["merged"]``: the parameters of that merge
         (JSON; ``n_grains_before``, ``n_grains_after``).
 
     Examples
@@ -285,15 +312,24 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     names = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
     edge_um = omap.step_x / math.sqrt(3.0) if omap.grid == "hexagonal" else omap.step_x
     counts = {pid: np.zeros(len(s) + 1, np.int64) for pid, s in systems.items()}  # last: all boundaries
-    for pid, _, _, which in boundary_twin_pairs(omap, ids, systems):
+    pairs: dict[int, list[np.ndarray]] = {pid: [] for pid in systems}
+    flat = ids.ravel()
+    for pid, a, b, which in boundary_twin_pairs(omap, ids, systems):
         counts[pid][-1] += which.size
         counts[pid][:-1] += np.bincount(which[which >= 0], minlength=len(systems[pid]))
+        ga, gb = flat[a].astype(np.int64), flat[b].astype(np.int64)
+        pairs[pid].append(np.minimum(ga, gb) * (int(flat.max()) + 1) + np.maximum(ga, gb))
     merged = merge_twins(ebsd, grains) if systems else None
     area = _twinned_area(np.asarray(merged.values).ravel(), grains, omap, ids, systems) if merged is not None else {}
     rows = []
     for pid, phase_systems in systems.items():
         total = int(counts[pid][-1])
         phase_points = int((omap.phase == pid).sum())
+        n_pairs = int(np.unique(np.concatenate(pairs[pid])).size) if pairs[pid] else 0
+        # As the misorientation distribution: a share over a few grain boundaries is no statistic.
+        note = (f"only {n_pairs} grain boundaries (grain pairs): fewer than {MIN_BOUNDARIES}, the twin share is no "
+                "statistic of the phase" if n_pairs < MIN_BOUNDARIES else "")
+        random = random_twin_shares(tuple(phase_systems))
         for k, system in enumerate(phase_systems):
             n = int(counts[pid][k])
             rows.append({"phase": names.get(pid, str(pid)), "twin": system.name,
@@ -301,9 +337,10 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
                          "axis": "<111>" if system.laue == "m-3m" else ("<11-20>" if system.axis == _A_AXIS else "<10-10>"),
                          "tolerance_deg": round(system.tolerance_deg, 2), "n_segments": n, "length_um": n * edge_um,
                          "share": n / total if total else float("nan"), "n_boundary_segments": total,
-                         "area_share": area[pid][k] / phase_points if phase_points else float("nan")})
+                         "area_share": area[pid][k] / phase_points if phase_points else float("nan"),
+                         "random_share": random[k], "n_grain_pairs": n_pairs, "reliable": not note, "note": note})
     columns = ["phase", "twin", "angle_deg", "axis", "tolerance_deg", "n_segments", "length_um", "share",
-               "n_boundary_segments", "area_share"]
+               "n_boundary_segments", "area_share", "random_share", "n_grain_pairs", "reliable", "note"]
     table = pd.DataFrame(rows, columns=columns)
     # The merge the twinned area rests on (grain counts before and after), for callers that print it.
     table.attrs["merged"] = merged.attrs["parameters"] if merged is not None else "{}"

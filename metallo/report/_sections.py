@@ -365,8 +365,9 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
         return [grain_size_line(row) for _, row in frame.iterrows()]
     if kind == names.TWINS:
         return [f"{row['phase']} {row['twin']} ({row['angle_deg']:g} deg {row['axis']}): {100 * row['share']:.1f} % of "
-                f"{int(row['n_boundary_segments'])} grain-boundary segments"
+                f"{int(row['n_boundary_segments'])} grain-boundary segments{twin_random_text(row)}"
                 + (f"; twins {100 * row['area_share']:.1f} % of the area" if "area_share" in row.index else "")
+                + (f" (NOT RELIABLE: {row['note']})" if _unreliable(row) else "")
                 for _, row in frame.iterrows()]
     if kind == names.TEXTURE:
         return [texture_line(frame)] if len(frame) else []
@@ -389,6 +390,18 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
     corrected = weights is not None and bool(np.any(weights != 1.0))
     return [f"{label}: n {int(row['n'])}, median {row['median (µm)']:.3g} µm, mean {row['mean (µm)']:.3g} µm, "
             f"p90 {row['p90 (µm)']:.3g} µm" + (" (edge-corrected, Miles-Lantuéjoul weights)" if corrected else "")]
+
+
+def twin_random_text(row: Any) -> str:
+    """``" (random 1.7 %)"``: the share randomly oriented grains give, where the table has it."""
+    random = row.get("random_share") if hasattr(row, "get") else None
+    return f" (random {100 * float(random):.1f} %)" if random is not None and np.isfinite(float(random)) else ""
+
+
+def _unreliable(row: Any) -> bool:
+    """A table row marked not reliable (``reliable`` False); rows without the column are not."""
+    reliable = row.get("reliable", True)
+    return reliable is not None and not (isinstance(reliable, float) and np.isnan(reliable)) and not bool(reliable)
 
 
 def stored_misorientation_summary(spec: Any, node: str) -> dict[str, dict[str, Any]]:
@@ -665,7 +678,10 @@ def _grain_sections(spec: Any) -> list[Section]:
                                   "grains) whose misorientation lies within the tolerance of a twin relation: Sigma3 "
                                   "(60 deg <111>, Brandon) in cubic phases; the hcp twins at the phase's c/a "
                                   "(within 5 deg) in hexagonal ones. area_share: the share of the phase's area in "
-                                  "twins of the relation (grains merged into a parent grain, other than its largest)."),
+                                  "twins of the relation (grains merged into a parent grain, other than its largest). "
+                                  "random_share: the share boundaries between randomly oriented grains give (1.8 % "
+                                  "for Sigma3): a share near it is no sign of twinning. Below 50 grain boundaries "
+                                  "(n_grain_pairs) a share is no statistic of the phase."),
                                table(spec.table(twins))]
         angles = names.quantity(source, names.MISORIENTATIONS)
         if angles in spec:

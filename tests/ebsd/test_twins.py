@@ -89,6 +89,8 @@ def test_a_twin_band_is_marked_counted_and_merged():
     assert row["length_um"] == pytest.approx(120 * 0.5)
     assert row["area_share"] == pytest.approx(10 / 60)  # the band: 10 of the 60 rows
     assert table.loc["{11-22} contraction", "n_segments"] == 0
+    # Two grain boundaries (parent above / band, band / parent below): a share, but no statistic.
+    assert row["n_grain_pairs"] == 2 and not row["reliable"] and "only 2 grain boundaries" in row["note"]
     merged = merge_twins(ebsd, g)
     assert json.loads(merged.attrs["parameters"])["n_grains_after"] == 1
     assert np.unique(merged.values).tolist() == [0]
@@ -121,6 +123,8 @@ def test_magnesium_twin_share_agrees_with_mtex(shared_file):
     assert row["share"] == pytest.approx(1649 / 3164, abs=0.015)
     # The other three relations are (nearly) absent, as the tutorial's misorientation histogram shows.
     assert table.drop(index="{10-12} extension")["share"].max() < 0.01
+    # Random grains would put 0.3 % of their boundaries there; the share rests on enough boundaries.
+    assert row["random_share"] < 0.005 and row["reliable"] and row["n_grain_pairs"] >= 50
     # Merged along the twins, the 96 grains become the parent grains.
     params = json.loads(mt.ebsd.merge_twins(ebsd, g).attrs["parameters"])
     assert params["n_grains_before"] == len(g) and params["n_grains_after"] < 0.5 * len(g)
@@ -138,8 +142,8 @@ def test_quantify_writes_the_twin_table_and_prints_it(tmp_path):
     spec.save()
     result = CliRunner().invoke(app, ["quantify", str(tmp_path / "mg.h5"), "--what", "grains", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.output
-    assert ("Magnesium {10-12} extension (86.3 deg <11-20>): 100.0 % of 120 grain-boundary segments; "
-            "twins 16.7 % of the area") in result.output
+    assert ("Magnesium {10-12} extension (86.3 deg <11-20>): 100.0 % of 120 grain-boundary segments (random 0.3 %); "
+            "twins 16.7 % of the area (NOT RELIABLE: only 2 grain boundaries (grain pairs): fewer than 50") in result.output
     table = Specimen.open(tmp_path / "mg.h5").table(names.quantity(names.ebsd("map"), names.TWINS))
     assert table.set_index("twin").loc["{10-12} extension", "n_segments"] == 120
     # The parent grain with its twin band is one grain when twins are merged.
@@ -194,3 +198,31 @@ def test_twin_band_on_a_hexagonal_grid():
     assert row["share"] == 1.0 and 2 * (2 * 60 - 1) <= row["n_segments"] <= 2 * 2 * 60
     assert row["length_um"] == pytest.approx(row["n_segments"] * 0.5 / np.sqrt(3))
     assert row["area_share"] == pytest.approx(10 / 60)
+
+
+def test_the_random_sigma3_share_is_mackenzies():
+    """Randomly oriented cubic grains: the share of their boundaries within Brandon's 8.66 deg of
+    Sigma3 is the volume of the 96 symmetry-equivalent Sigma3 misorientations' balls of radius
+    theta in SO(3), 96 (theta - sin theta) / pi = 1.76 %."""
+    from metallo.ebsd._twins import SIGMA3, random_twin_shares
+
+    theta = np.radians(15.0 / np.sqrt(3.0))
+    expected = 96 * (theta - np.sin(theta)) / np.pi
+    assert expected == pytest.approx(0.0176, abs=5e-5)
+    # 200,000 random pairs: standard error 0.03 percentage points.
+    assert random_twin_shares((SIGMA3,))[0] == pytest.approx(expected, abs=0.001)
+
+
+@pytest.mark.shared_data
+def test_a_duplex_maps_sigma3_shares_are_read_against_random_and_the_number_of_boundaries(shared_file):
+    """Duplex stainless steel: the austenite's Sigma3 share (annealing twins) is 40x the random
+    1.8 %; the ferrite's 8 % rests on 28 grain boundaries and is marked no statistic."""
+    import metallo as mt
+
+    ebsd = mt.ebsd.clean(mt.io.read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
+    table = twin_boundaries(ebsd, mt.ebsd.grains(ebsd)).set_index("phase")
+    austenite, ferrite = table.loc["austenite/austenite"], table.loc["ferrite/ferrite"]
+    assert austenite["share"] > 30 * austenite["random_share"] and austenite["reliable"]
+    assert austenite["n_grain_pairs"] >= 50
+    assert ferrite["n_grain_pairs"] < 50 and not ferrite["reliable"]
+    assert f"only {ferrite['n_grain_pairs']} grain boundaries" in ferrite["note"]
