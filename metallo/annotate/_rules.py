@@ -108,6 +108,97 @@ def quantity_names() -> list[str]:
 presets: Registry[Callable[[xr.Dataset | None], dict[str, Any]]] = Registry("annotation preset")
 
 
+#: Phase names that say bcc iron (ferrite and the ferrite of bainite and martensite), and fcc or
+#: other ones; lattice constants decide where the name does not.
+_BCC_NAME_WORDS = ("ferrite", "bainite", "martensite", "bcc", "alpha", "α", "fe-a", "fe_a")
+_OTHER_NAME_WORDS = ("austenite", "fcc", "gamma", "γ", "cementite", "carbide", "hcp")
+#: bcc iron: a = 2.866 Å (martensite's tetragonal a stays within this too).
+_BCC_IRON_A = (2.80, 2.95)
+
+
+def looks_bcc_iron(phase: Mapping[str, Any]) -> bool | None:
+    """Whether an EBSD phase entry is bcc iron (ferrite, bainite, martensite): by its name, else
+    by its lattice (cubic or tetragonal, a = 2.80-2.95 Å); None where neither tells.
+
+    Examples
+    --------
+    >>> looks_bcc_iron({"name": "austenite/austenite", "symmetry": "m-3m", "lattice": [3.595] * 3})
+    False
+    >>> looks_bcc_iron({"name": "Iron bcc (old)", "symmetry": "m-3m", "lattice": [2.866] * 3})
+    True
+    >>> looks_bcc_iron({"name": "Nickel", "symmetry": "m-3m", "lattice": [3.52] * 3})
+    False
+    >>> looks_bcc_iron({"name": "phase 1", "symmetry": "m-3m"}) is None
+    True
+    """
+    name = str(phase.get("name", "")).lower()
+    if any(word in name for word in _OTHER_NAME_WORDS):
+        return False
+    if any(word in name for word in _BCC_NAME_WORDS):
+        return True
+    if str(phase.get("symmetry", "")) not in ("m-3m", "4/mmm", ""):
+        return False
+    lattice = [float(v) for v in (phase.get("lattice") or [])[:1]]
+    if lattice and lattice[0] > 0:
+        return bool(_BCC_IRON_A[0] <= lattice[0] <= _BCC_IRON_A[1])
+    return None
+
+
+def _describe_phase(phase: Mapping[str, Any], share: float) -> str:
+    lattice = [float(v) for v in (phase.get("lattice") or [])[:1]]
+    a = f", a = {lattice[0]:.4g} Å" if lattice and lattice[0] > 0 else ""
+    return f"{phase.get('name', phase.get('id'))} ({phase.get('symmetry', '?')}{a}; {100 * share:.1f} % of the indexed points)"
+
+
+def _ferrite_rules(rules: dict[str, Any], ebsd: xr.Dataset | None, preset: str) -> dict[str, Any]:
+    """A ferrite preset's rules for ``ebsd``'s phases. The rules tell bainite from polygonal
+    ferrite among grains of bcc iron: on a map that also holds other phases (the austenite of a
+    duplex steel, retained austenite) their grains get a class of their phase's name, first,
+    instead of being called ferrite; on a map without any phase of bcc iron (nickel, an fcc
+    phase) the classes mean nothing, and a warning says so."""
+    if ebsd is None or "phase" not in getattr(ebsd, "data_vars", {}):
+        return rules
+    import warnings
+
+    from metallo.ebsd import phases_of
+
+    values = np.asarray(ebsd["phase"].values).ravel()
+    indexed = values[values >= 0] if values.size else values
+    entries = {int(p["id"]): p for p in phases_of(ebsd) if "id" in p}
+    ids, counts = np.unique(indexed, return_counts=True)
+    present = [(entries[int(i)], int(c) / max(int(indexed.size), 1)) for i, c in zip(ids, counts, strict=True)
+               if int(i) in entries]
+    if not present:
+        return rules
+    verdict = [(p, share, looks_bcc_iron(p)) for p, share in present]
+    others = [(p, share) for p, share, bcc in verdict if bcc is False]
+    if len(others) == len(present):
+        warnings.warn(
+            f"the {preset} rules tell bainite from polygonal ferrite in grains of bcc iron, and none of this map's "
+            f"phases is bcc iron ({'; '.join(_describe_phase(p, share) for p, share in others)}): its "
+            f"{' and '.join(rules['classes'])} labels name nothing this map holds; use rules for its phases "
+            "(the 'phase' preset labels each phase)", UserWarning, stacklevel=4)
+        return rules
+    if not others:
+        return rules
+    taken = set(rules["classes"])
+    names = []
+    for p, _ in others:
+        name = str(p.get("name", p["id"]))
+        name = name if name not in taken and name != IGNORE_CLASS else f"phase {p['id']} {name}"
+        taken.add(name)
+        names.append(name)
+    warnings.warn(
+        f"the {preset} rules tell bainite from polygonal ferrite in grains of bcc iron; this map also holds "
+        f"{'; '.join(_describe_phase(p, share) for p, share in others)}: labelled as "
+        f"{', '.join(names)}, not as ferrite", UserWarning, stacklevel=4)
+    out = dict(rules)
+    out["classes"] = [*rules["classes"], *names]
+    out["rules"] = {**{name: {"phase": {"eq": int(p["id"])}} for name, (p, _) in zip(names, others, strict=True)},
+                    **rules["rules"]}
+    return out
+
+
 @presets.register("lath_bainite")
 def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     # Lath bainite forms by displacive transformation at low temperature: its grains carry a
@@ -116,7 +207,7 @@ def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     # GOS > 2° is the cut commonly used for "deformed/bainitic" vs "recrystallized/polygonal"
     # grains; a high KAM alone also marks bainite, since lath packets broken into small grains
     # by the 5° grain tolerance have a small GOS but keep the strain in their KAM.
-    return {
+    return _ferrite_rules({
         "classes": ["polygonal_ferrite", "lath_bainite"],
         "default": "polygonal_ferrite",
         "rules": {"lath_bainite": {"any": [{"gos": {"gt": 2.0}}, {"kam_mean": {"gt": 0.6}}]}},
@@ -124,7 +215,7 @@ def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
         "ignore": {"border_px": 1, "min_ci": 0.1},
         "grains": {"tolerance_deg": 5.0},
         "kam": {"order": 3, "max_deg": 5.0},
-    }
+    }, ebsd, "lath_bainite")
 
 
 @presets.register("lath_bainite_parent")
@@ -134,7 +225,7 @@ def _lath_bainite_parent(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     # most of its boundary is a variant-pair boundary. Polygonal ferrite nucleates at random
     # orientations: its neighbours are unrelated (a random boundary fits KS within 5° about
     # a quarter of the time) and the parents it falls into, if any, hold few variants.
-    return {
+    return _ferrite_rules({
         "classes": ["polygonal_ferrite", "lath_bainite"],
         "default": "polygonal_ferrite",
         "rules": {"lath_bainite": {"any": [
@@ -144,7 +235,7 @@ def _lath_bainite_parent(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
         "cleanup": {"min_region_um2": 1.0, "fill_holes": True, "smooth_px": 0},
         "ignore": {"border_px": 1, "min_ci": 0.1},
         "grains": {"tolerance_deg": 5.0},
-    }
+    }, ebsd, "lath_bainite_parent")
 
 
 @presets.register("phase")

@@ -152,3 +152,48 @@ def test_hexagonal_map_masks_land_on_the_micrograph_truth():
     both = (mask != 255) & (truth != 255)
     assert both.mean() > 0.5
     assert (mask[both] == truth[both]).mean() > 0.99  # 0.9996 measured
+
+
+def test_ferrite_presets_label_the_other_phases_by_name(known_map):
+    """The lath_bainite presets tell bainite from polygonal ferrite among grains of bcc iron. On a
+    duplex map they had called the austenite grains polygonal ferrite (or bainite, where their
+    GOS was high): the austenite now gets its own class, and a warning says why."""
+    from metallo.annotate import load_rules
+
+    for preset in ("lath_bainite", "lath_bainite_parent"):
+        with pytest.warns(UserWarning, match=r"this map also holds austenite \(m-3m, a = 3\.6 Å; 50\.0 % of the "
+                                             r"indexed points\): labelled as austenite, not as ferrite"):
+            rules = load_rules(preset, ebsd=known_map.ebsd)
+        assert rules.classes == ["polygonal_ferrite", "lath_bainite", "austenite"]
+        assert list(rules.rules)[0] == "austenite" and rules.rules["austenite"] == {"phase": {"eq": 1}}
+    with pytest.warns(UserWarning, match="labelled as austenite"):
+        mask = from_ebsd(known_map.ebsd, rules="lath_bainite", grains=known_map.grains).values
+    phase = known_map.ebsd["phase"].values
+    labelled = mask != 255
+    # Every austenite point labelled is austenite; every ferrite point labelled is one of the two ferrites.
+    assert labelled[phase == 1].mean() > 0.5 and (mask[labelled & (phase == 1)] == 2).all()
+    assert set(np.unique(mask[labelled & (phase == 2)]).tolist()) == {0, 1}
+    # The ferrite grains keep the rules' verdict: odd grains (GOS 3°) bainite, even ones polygonal.
+    truth = known_map.truth
+    agree = labelled & (phase == 2)
+    assert (mask[agree] == truth[agree]).mean() > 0.95
+
+
+def test_ferrite_presets_warn_on_a_map_without_bcc_iron(known_map):
+    ebsd = known_map.ebsd.copy()
+    ebsd.attrs["phases"] = json.dumps([{"id": 1, "name": "Nickel", "symmetry": "m-3m", "lattice": [3.52] * 3 + [90] * 3},
+                                       {"id": 2, "name": "Copper", "symmetry": "m-3m", "lattice": [3.61] * 3 + [90] * 3}])
+    from metallo.annotate import load_rules
+
+    with pytest.warns(UserWarning, match=r"none of this map's phases is bcc iron \(Nickel .*; Copper .*\): its "
+                                         r"polygonal_ferrite and lath_bainite labels name nothing this map holds"):
+        rules = load_rules("lath_bainite", ebsd=ebsd)
+    assert rules.classes == ["polygonal_ferrite", "lath_bainite"]
+    # A map of bcc iron alone, or of phases nothing tells apart, is classified as before, without a word.
+    import warnings
+
+    ebsd.attrs["phases"] = json.dumps([{"id": 1, "name": "Iron bcc (old)", "symmetry": "m-3m"},
+                                       {"id": 2, "name": "phase 2", "symmetry": "m-3m"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_rules("lath_bainite", ebsd=ebsd).classes == ["polygonal_ferrite", "lath_bainite"]
