@@ -462,7 +462,7 @@ def _read_tiff(
             tescan = _tescan_header(path, page)
             fei, zeiss = tif.fei_metadata, tif.sem_metadata
             tiff_ps = (sis_ps or _ome_pixel_size(tif.ome_metadata if tif.is_ome else None, path)
-                       or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata))
+                       or _gatan_pixel_size(page, path) or _tiff_pixel_size(page, tif.imagej_metadata, path))
             frame = _sem_frame_shape(fei, zeiss)
             page_colormap = page.colormap if page.photometric == 3 else None
             colormap = page_colormap if palette == "rgb" else None
@@ -617,8 +617,9 @@ def _square_pixel(size_x: float, size_y: float, path: Path, source: str) -> floa
     return size_x
 
 
-def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:
-    """Pixel size in µm from the resolution tags (and the ImageJ unit), or None."""
+def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None, path: Path) -> float | None:
+    """Pixel size in µm from the resolution tags (and the ImageJ unit), or None; a row size
+    (``YResolution``) other than the column size is warned of (:func:`_square_pixel`)."""
     tags = page.tags
     if "XResolution" not in tags:
         return None
@@ -630,12 +631,16 @@ def _tiff_pixel_size(page: Any, imagej: dict[str, Any] | None) -> float | None:
     if imagej and imagej.get("unit"):
         unit = str(imagej["unit"]).strip().lower()
         size = _UNIT_UM.get(unit)
-        return size / per_unit if size is not None else None
-    if unit_code == 2:
-        return 25400.0 / per_unit
-    if unit_code == 3:
-        return 10000.0 / per_unit
-    return None  # unit NONE: the numbers mean nothing physical
+        unit_um = size
+    elif unit_code in (2, 3):
+        unit_um = 25400.0 if unit_code == 2 else 10000.0
+    else:
+        return None  # unit NONE: the numbers mean nothing physical
+    if unit_um is None:
+        return None
+    y_num, y_den = tags["YResolution"].value if "YResolution" in tags else (0, 0)
+    size_y = unit_um * y_den / y_num if y_num and y_den else 0.0
+    return _square_pixel(unit_um / per_unit, size_y, path, "TIFF XResolution / YResolution")
 
 
 def _zeiss_length_um(entry: Any) -> float | None:

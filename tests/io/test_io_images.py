@@ -146,6 +146,17 @@ def test_pixel_size_from_foreign_tiff_resolution_tags(tmp_path, unit, per_unit, 
     assert read_image(path).attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-6)
 
 
+def test_tiff_resolution_tags_with_rows_and_columns_of_different_sizes_warn(tmp_path):
+    # A tilt-corrected or stretched SEM export: 0.25 µm per column, 0.5 µm per row. metallo's
+    # pixels are square, so the column size is taken, and the row size is said, not dropped.
+    path = tmp_path / "stretched.tif"
+    tifffile.imwrite(path, np.zeros((10, 12), np.uint16), resolution=(1e4 / 0.25, 1e4 / 0.5),
+                     resolutionunit=tifffile.RESUNIT.CENTIMETER, metadata=None)
+    with pytest.warns(UserWarning, match=r"TIFF XResolution / YResolution give 0\.25 µm per column and 0\.5 µm per row"):
+        image = read_image(path)
+    assert image.attrs["pixel_size_um"] == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate", "packbits"])
 @pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
 def test_compressed_tiffs_are_read_without_imagecodecs(tmp_path, compression, mode):
