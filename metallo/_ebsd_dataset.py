@@ -43,7 +43,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 
-__all__ = ["LAUE_GROUPS", "ebsd_dataset", "grain_ecd_um", "phases_of", "point_area_um2"]
+__all__ = ["LAUE_GROUPS", "ebsd_dataset", "grain_ecd_um", "looks_bcc_iron", "phases_of", "point_area_um2"]
 
 #: The 11 Laue groups, by their Hermann-Mauguin symbols.
 LAUE_GROUPS = ("-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m")
@@ -210,3 +210,44 @@ def grain_ecd_um(grain_ids: Any, ebsd: xr.Dataset) -> np.ndarray:
     counts = np.bincount(values[values >= 0])
     counts = counts[counts > 0]
     return np.sqrt(4.0 * counts * point_area_um2(ebsd) / np.pi)
+
+
+#: Phase names that say bcc iron (ferrite and the ferrite of bainite and martensite), and fcc or
+#: other ones (:func:`looks_bcc_iron`: a stated lattice comes before the bcc names).
+_BCC_NAME_WORDS = ("ferrite", "bainite", "martensite", "bcc", "alpha", "α")
+_OTHER_NAME_WORDS = ("austenite", "fcc", "gamma", "γ", "cementite", "carbide", "hcp")
+#: bcc iron: a = 2.866 Å (martensite's tetragonal a stays within this too).
+_BCC_IRON_A = (2.80, 2.95)
+
+
+def looks_bcc_iron(phase: Mapping[str, Any]) -> bool | None:
+    """Whether an EBSD phase entry is bcc iron (ferrite, bainite, martensite); None where
+    nothing tells.
+
+    Not where its Laue group is neither cubic nor tetragonal, or its name says austenite, fcc,
+    gamma, cementite, carbide or hcp; else its lattice decides where it states one (a = 2.80-2.95
+    Å: bcc iron, a = 2.866 Å, and martensite's tetragonal a), else its name (ferrite, bainite,
+    martensite, bcc, alpha).
+
+    Examples
+    --------
+    >>> looks_bcc_iron({"name": "austenite/austenite", "symmetry": "m-3m", "lattice": [3.595] * 3})
+    False
+    >>> looks_bcc_iron({"name": "Iron bcc (old)", "symmetry": "m-3m", "lattice": [2.866] * 3})
+    True
+    >>> looks_bcc_iron({"name": "Nickel", "symmetry": "m-3m", "lattice": [3.52] * 3})
+    False
+    >>> looks_bcc_iron({"name": "Martensite", "symmetry": "m-3m"}), looks_bcc_iron({"name": "phase 1"}) is None
+    (True, True)
+    """
+    if str(phase.get("symmetry", "")) not in ("m-3m", "4/mmm", ""):
+        return False
+    name = str(phase.get("name", "")).lower()
+    if any(word in name for word in _OTHER_NAME_WORDS):
+        return False
+    lattice = [float(v) for v in (phase.get("lattice") or [])[:1]]
+    if lattice and lattice[0] > 1.5:  # a placeholder lattice (1 Å) says nothing
+        return bool(_BCC_IRON_A[0] <= lattice[0] <= _BCC_IRON_A[1])
+    if any(word in name for word in _BCC_NAME_WORDS):
+        return True
+    return None

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from metallo._ebsd_dataset import looks_bcc_iron
 from metallo._registry import Registry
 from metallo.errors import ConfigError, UnknownNameError
 
@@ -106,42 +107,6 @@ def quantity_names() -> list[str]:
 
 #: Preset name -> function ``(ebsd or None) -> rule dict``.
 presets: Registry[Callable[[xr.Dataset | None], dict[str, Any]]] = Registry("annotation preset")
-
-
-#: Phase names that say bcc iron (ferrite and the ferrite of bainite and martensite), and fcc or
-#: other ones; lattice constants decide where the name does not.
-_BCC_NAME_WORDS = ("ferrite", "bainite", "martensite", "bcc", "alpha", "α", "fe-a", "fe_a")
-_OTHER_NAME_WORDS = ("austenite", "fcc", "gamma", "γ", "cementite", "carbide", "hcp")
-#: bcc iron: a = 2.866 Å (martensite's tetragonal a stays within this too).
-_BCC_IRON_A = (2.80, 2.95)
-
-
-def looks_bcc_iron(phase: Mapping[str, Any]) -> bool | None:
-    """Whether an EBSD phase entry is bcc iron (ferrite, bainite, martensite): by its name, else
-    by its lattice (cubic or tetragonal, a = 2.80-2.95 Å); None where neither tells.
-
-    Examples
-    --------
-    >>> looks_bcc_iron({"name": "austenite/austenite", "symmetry": "m-3m", "lattice": [3.595] * 3})
-    False
-    >>> looks_bcc_iron({"name": "Iron bcc (old)", "symmetry": "m-3m", "lattice": [2.866] * 3})
-    True
-    >>> looks_bcc_iron({"name": "Nickel", "symmetry": "m-3m", "lattice": [3.52] * 3})
-    False
-    >>> looks_bcc_iron({"name": "phase 1", "symmetry": "m-3m"}) is None
-    True
-    """
-    name = str(phase.get("name", "")).lower()
-    if any(word in name for word in _OTHER_NAME_WORDS):
-        return False
-    if any(word in name for word in _BCC_NAME_WORDS):
-        return True
-    if str(phase.get("symmetry", "")) not in ("m-3m", "4/mmm", ""):
-        return False
-    lattice = [float(v) for v in (phase.get("lattice") or [])[:1]]
-    if lattice and lattice[0] > 0:
-        return bool(_BCC_IRON_A[0] <= lattice[0] <= _BCC_IRON_A[1])
-    return None
 
 
 def _describe_phase(phase: Mapping[str, Any], share: float) -> str:

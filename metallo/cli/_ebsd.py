@@ -171,10 +171,9 @@ def _twin_text(data: Any, table: Any) -> str:
                 if p.get("symmetry") == "6/mmm" and not twin_systems(p)]
         return (f"n/a for {', '.join(bare)} (hexagonal, but the file gives no lattice constants: the hcp twin "
                 "angles follow from c/a; --lattice a,b,c gives them)") if bare else ""
-    from metallo.report import twin_random_text
+    from metallo.report import twin_area_text, twin_random_text
 
-    parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} %{twin_random_text(row)} (twins: "
-             f"{100 * row['area_share']:.1f} % of the area)"
+    parts = [f"{row['phase']} {row['twin']} {100 * row['share']:.1f} %{twin_random_text(row)} ({twin_area_text(row)})"
              + ("" if row.get("reliable", True) else f" (NOT RELIABLE: {row['note']})")
              for _, row in table.iterrows() if row["n_segments"] > 0]
     if not parts and len(table):

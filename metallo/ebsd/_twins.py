@@ -292,7 +292,10 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
         random_share (the share that boundaries between randomly oriented grains give:
         :func:`random_twin_shares`, 1.8 % for Sigma3), n_grain_pairs (the distinct grain
         boundaries the phase's segments lie on), reliable (at least 50 of them, as for the
-        misorientation distribution) and note (why not). Empty for a map without twin relations. ``attrs["merged"]``: the parameters of that merge
+        misorientation distribution), note (why not) and boundary: "twin", or "no twin (bcc
+        iron)" for a phase of bcc iron (:func:`metallo._ebsd_dataset.looks_bcc_iron`), which has
+        no annealing twins (in martensite and bainite 60 deg <111> joins two variants of one prior
+        austenite grain: a block boundary). Empty for a map without twin relations. ``attrs["merged"]``: the parameters of that merge
         (JSON; ``n_grains_before``, ``n_grains_after``).
 
     Examples
@@ -304,12 +307,13 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
     >>> list(table.columns)[:3]
     ['phase', 'twin', 'angle_deg']
     """
-    from metallo._ebsd_dataset import phases_of
+    from metallo._ebsd_dataset import looks_bcc_iron, phases_of
 
     omap = orientation_map(ebsd)
     ids = _ids_of(grains, omap)
     systems = twins_by_phase(ebsd)
-    names = {int(p["id"]): str(p.get("name", p["id"])) for p in phases_of(ebsd) if "id" in p}
+    entries = {int(p["id"]): p for p in phases_of(ebsd) if "id" in p}
+    names = {pid: str(p.get("name", pid)) for pid, p in entries.items()}
     edge_um = omap.step_x / math.sqrt(3.0) if omap.grid == "hexagonal" else omap.step_x
     counts = {pid: np.zeros(len(s) + 1, np.int64) for pid, s in systems.items()}  # last: all boundaries
     pairs: dict[int, list[np.ndarray]] = {pid: [] for pid in systems}
@@ -330,6 +334,9 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
         note = (f"only {n_pairs} grain boundaries (grain pairs): fewer than {MIN_BOUNDARIES}, the twin share is no "
                 "statistic of the phase" if n_pairs < MIN_BOUNDARIES else "")
         random = random_twin_shares(tuple(phase_systems))
+        # bcc iron has no annealing twins: in martensite and bainite 60 deg <111> is the
+        # misorientation of two variants of one prior austenite grain (a block boundary).
+        boundary = "no twin (bcc iron)" if looks_bcc_iron(entries.get(pid, {})) else "twin"
         for k, system in enumerate(phase_systems):
             n = int(counts[pid][k])
             rows.append({"phase": names.get(pid, str(pid)), "twin": system.name,
@@ -338,9 +345,10 @@ def twin_boundaries(ebsd: xr.Dataset, grains: Any) -> pd.DataFrame:
                          "tolerance_deg": round(system.tolerance_deg, 2), "n_segments": n, "length_um": n * edge_um,
                          "share": n / total if total else float("nan"), "n_boundary_segments": total,
                          "area_share": area[pid][k] / phase_points if phase_points else float("nan"),
-                         "random_share": random[k], "n_grain_pairs": n_pairs, "reliable": not note, "note": note})
+                         "random_share": random[k], "n_grain_pairs": n_pairs, "reliable": not note, "note": note,
+                         "boundary": boundary})
     columns = ["phase", "twin", "angle_deg", "axis", "tolerance_deg", "n_segments", "length_um", "share",
-               "n_boundary_segments", "area_share", "random_share", "n_grain_pairs", "reliable", "note"]
+               "n_boundary_segments", "area_share", "random_share", "n_grain_pairs", "reliable", "note", "boundary"]
     table = pd.DataFrame(rows, columns=columns)
     # The merge the twinned area rests on (grain counts before and after), for callers that print it.
     table.attrs["merged"] = merged.attrs["parameters"] if merged is not None else "{}"

@@ -25,6 +25,7 @@ from metallo.report._sections import (
     report_sections,
     stored_misorientation_summary,
     texture_line,
+    twin_area_text,
     twin_random_text,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "report_sections",
     "stored_misorientation_summary",
     "texture_line",
+    "twin_area_text",
     "twin_random_text",
     "write_batch_summary",
     "write_report",

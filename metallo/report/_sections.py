@@ -366,7 +366,7 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
     if kind == names.TWINS:
         return [f"{row['phase']} {row['twin']} ({row['angle_deg']:g} deg {row['axis']}): {100 * row['share']:.1f} % of "
                 f"{int(row['n_boundary_segments'])} grain-boundary segments{twin_random_text(row)}"
-                + (f"; twins {100 * row['area_share']:.1f} % of the area" if "area_share" in row.index else "")
+                + (f"; {twin_area_text(row)}" if "area_share" in row.index else "")
                 + (f" (NOT RELIABLE: {row['note']})" if _unreliable(row) else "")
                 for _, row in frame.iterrows()]
     if kind == names.TEXTURE:
@@ -396,6 +396,16 @@ def twin_random_text(row: Any) -> str:
     """``" (random 1.7 %)"``: the share randomly oriented grains give, where the table has it."""
     random = row.get("random_share") if hasattr(row, "get") else None
     return f" (random {100 * float(random):.1f} %)" if random is not None and np.isfinite(float(random)) else ""
+
+
+def twin_area_text(row: Any) -> str:
+    """``"twins 16.7 % of the area"``, or for a phase of bcc iron (``boundary`` "no twin (bcc
+    iron)") what its Sigma3-related grains are not: annealing twins."""
+    share = f"{100 * float(row['area_share']):.1f} % of the area"
+    if hasattr(row, "get") and row.get("boundary") == "no twin (bcc iron)":
+        return (f"grains in that relation {share}; bcc iron has no annealing twins: in martensite or bainite "
+                "these are block boundaries between variants")
+    return f"twins {share}"
 
 
 def _unreliable(row: Any) -> bool:
@@ -681,7 +691,9 @@ def _grain_sections(spec: Any) -> list[Section]:
                                   "twins of the relation (grains merged into a parent grain, other than its largest). "
                                   "random_share: the share boundaries between randomly oriented grains give (1.8 % "
                                   "for Sigma3): a share near it is no sign of twinning. Below 50 grain boundaries "
-                                  "(n_grain_pairs) a share is no statistic of the phase."),
+                                  "(n_grain_pairs) a share is no statistic of the phase. bcc iron has no annealing "
+                                  "twins (boundary: no twin): in martensite and bainite a Sigma3 boundary is a block "
+                                  "boundary between two variants."),
                                table(spec.table(twins))]
         angles = names.quantity(source, names.MISORIENTATIONS)
         if angles in spec:

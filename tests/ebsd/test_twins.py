@@ -216,7 +216,8 @@ def test_the_random_sigma3_share_is_mackenzies():
 @pytest.mark.shared_data
 def test_a_duplex_maps_sigma3_shares_are_read_against_random_and_the_number_of_boundaries(shared_file):
     """Duplex stainless steel: the austenite's Sigma3 share (annealing twins) is 40x the random
-    1.8 %; the ferrite's 8 % rests on 28 grain boundaries and is marked no statistic."""
+    1.8 %; the ferrite's 8 % rests on 28 grain boundaries and is marked no statistic, and, bcc,
+    is not called twinning."""
     import metallo as mt
 
     ebsd = mt.ebsd.clean(mt.io.read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
@@ -226,3 +227,9 @@ def test_a_duplex_maps_sigma3_shares_are_read_against_random_and_the_number_of_b
     assert austenite["n_grain_pairs"] >= 50
     assert ferrite["n_grain_pairs"] < 50 and not ferrite["reliable"]
     assert f"only {ferrite['n_grain_pairs']} grain boundaries" in ferrite["note"]
+    # bcc iron has no annealing twins: the ferrite's Sigma3 boundaries are not called twins.
+    assert austenite["boundary"] == "twin" and ferrite["boundary"] == "no twin (bcc iron)"
+    from metallo.report import twin_area_text
+
+    assert twin_area_text(austenite).startswith("twins ")
+    assert "bcc iron has no annealing twins" in twin_area_text(ferrite) and "twins 8" not in twin_area_text(ferrite)
