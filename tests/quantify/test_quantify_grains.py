@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -174,6 +175,16 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
     with pytest.warns(UserWarning, match="2 of its 4 grains are Sigma3 twins"):
         quantify_step(spec, what=["grains"], labels=[])
     kept = spec.table(node)
+    # The same grains as martensite (bcc iron, no annealing twins): no advice to merge them.
+    import warnings
+
+    martensite = Specimen.create(tmp_path / "m.metallo.h5", specimen_id="m")
+    martensite.add(names.EBSD_MAP, ebsd.assign_attrs(phases=json.dumps([{"id": 1, "name": "martensite", "symmetry": "m-3m"}])),
+                   step=names.STEP_SYNTH)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantify_step(martensite, what=["grains"], labels=[])
+    assert not [w for w in caught if "twins" in str(w.message)]
     quantify_step(spec, what=["grains"], labels=[], twins="merge", overwrite=True)
     merged = spec.table(node)
     e112 = kept["method"] != "e2627"
