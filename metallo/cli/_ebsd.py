@@ -119,9 +119,13 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"twin relations (share of each phase's grain-boundary segments): {twin_line}")
             # The merge the twin table made (no second one for the count).
             after = json.loads(twins.attrs.get("merged") or "{}").get("n_grains_after", grain.size)
+            cubic_rows = twins[twins["twin"] == "Sigma3"] if len(twins) else twins
+            bcc_only = bool(len(cubic_rows)) and bool((cubic_rows["boundary"] == "no twin (bcc iron)").all())
             if after < grain.size and codes[3]:
-                typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
-                           "metallo quantify --twins merge; in martensite these are block boundaries)")
+                # (bcc iron alone has no annealing twins to merge: the twin line above says so.)
+                if not bcc_only:
+                    typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
+                               "metallo quantify --twins merge; in martensite these are block boundaries)")
             elif after < grain.size:
                 typer.echo(f"parent grains with their hcp twins merged: {after} (metallo quantify --twins merge)")
             from metallo.ebsd import misorientation_distribution, misorientation_summary

@@ -87,3 +87,25 @@ def test_cli_ebsd_mean_ecd_on_a_hexagonal_grid_is_the_grain_tables(shared_file, 
     assert clean.attrs["grid"] == "hexagonal"
     table = mt.ebsd.grains(clean, tolerance_deg=5.0).table
     assert printed == pytest.approx(table["ecd_um"].mean(), abs=0.006)
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_cli_ebsd_does_not_call_martensites_sigma3_boundaries_twins(shared_file, tmp_path):
+    # BYU's M1700 lath martensite: 24 % of its boundary segments are 60 deg <111>, the block
+    # boundaries of variants. It had read "twins: 14.2 % of the area" with advice to merge them.
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+
+    result = CliRunner().invoke(app, ["ebsd", str(shared_file("ebsd_martensite_pag/byu_M1700_martensite_cropped_gf1.txt")),
+                                      "--specimen", str(tmp_path / "m.h5")])
+    assert result.exit_code == 0, result.output
+    assert "Martensite Sigma3 24.2 % (random 1.8 %) (grains in that relation 14.2 % of the area; bcc iron has no " \
+           "annealing twins" in result.output
+    assert "twins merged" not in result.output and "(twins " not in result.output
+    # The austenite of a duplex steel keeps its twins and the advice to merge them (ASTM E112).
+    duplex = CliRunner().invoke(app, ["ebsd", str(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")),
+                                      "--specimen", str(tmp_path / "d.h5")])
+    assert "austenite/austenite Sigma3 68.9 % (random 1.8 %) (twins 20.1 % of the area)" in duplex.output
+    assert "grains with their Sigma3 twins merged: 84" in duplex.output
