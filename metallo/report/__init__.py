@@ -8,6 +8,7 @@ from metallo.report._figures import histogram_figure
 from metallo.report._html import report_is_current, report_key, write_batch_summary, write_report
 from metallo.report._qc import (
     across_parameters,
+    check_limits,
     failed_upstream,
     measured_fractions,
     qc_passed,
@@ -32,6 +33,7 @@ from metallo.report._sections import (
 __all__ = [
     "Section",
     "across_parameters",
+    "check_limits",
     "ebsd_key_figures",
     "failed_upstream",
     "grain_size_line",

@@ -9,7 +9,7 @@ from typing import Any
 from metallo import names
 from metallo._step import failed_upstream, quality_checks
 
-__all__ = ["across_label_maps", "across_parameters", "fractions_node", "judged_qc", "measured_fractions",
+__all__ = ["across_label_maps", "across_parameters", "check_limits", "fractions_node", "judged_qc", "measured_fractions",
            "qc_status", "quality_checks", "reference_disagreements"]
 
 
@@ -217,16 +217,52 @@ def qc_verdict(spec: Any, limits: Mapping[str, Any]) -> dict[str, Any]:
     >>> qc_verdict(spec, {"bainite": [0.3, 0.45]})["qc_passed"]  # doctest: +SKIP
     False
     """
+    limits = check_limits(limits)
     measured = measured_fractions(spec)
     checks = quality_checks(spec)
     qc: dict[str, Any] = {}
     if measured is not None:
         segmentations = across_label_maps(spec) if measured[0] == names.PHASES_ACROSS_MAPS else [measured[0]]
         qc = judged_qc(spec, measured[1], limits, segmentations, checks=checks)
+    else:
+        # Limits set and no fraction measured: every limited class is missing, a fail; had been
+        # no verdict at all, which a recipe run counted as passed.
+        qc = {cls: {"status": "missing", "min": lo, "max": hi} for cls, (lo, hi) in limits.items()}
     rests_on = list(failed_upstream(spec, fractions_node(measured[0]), checks)) if measured is not None else []
     return {"qc": qc, "qc_source": measured[0] if measured is not None else None, "checks": checks,
             "qc_rests_on_failed": rests_on,
             "failed_checks": [node for node, c in checks.items() if not c["passed"]], "qc_passed": qc_passed(qc, rests_on)}
+
+
+def check_limits(limits: Mapping[str, Any] | None) -> dict[str, list[float]]:
+    """QC limits as ``{class: [min, max]}``, checked: two fractions (0-1), min not above max.
+
+    Raises
+    ------
+    ConfigError
+        Limits in percent (``[30, 45]``: every fraction would fail), reversed, or not two numbers.
+
+    Examples
+    --------
+    >>> check_limits({"bainite": (0.3, 0.45)})
+    {'bainite': [0.3, 0.45]}
+    """
+    import math
+
+    from metallo.errors import ConfigError
+
+    out: dict[str, list[float]] = {}
+    for cls, bounds in (limits or {}).items():
+        try:
+            lo, hi = (float(v) for v in bounds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"QC limits of {cls!r} must be [min, max] as fractions (e.g. [0.3, 0.45]); got {bounds!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not 0.0 <= lo <= hi <= 1.0:
+            hint = (f"; [{lo:g}, {hi:g}] looks like percent: give [{lo / 100:g}, {hi / 100:g}]"
+                    if 1.0 < hi <= 100.0 and 0.0 <= lo <= hi else "")
+            raise ConfigError(f"QC limits of {cls!r} must be fractions with 0 <= min <= max <= 1; got {list(bounds)!r}{hint}")
+        out[str(cls)] = [lo, hi]
+    return out
 
 
 def qc_passed(qc: Mapping[str, Any], rests_on: Sequence[str]) -> bool | None:

@@ -24,6 +24,7 @@ from metallo.report import _figures as figs
 from metallo.report._qc import (
     across_label_maps,
     across_parameters,
+    check_limits,
     failed_upstream,
     judged_qc,
     measured_fractions,
@@ -266,6 +267,14 @@ def _phase_sections(spec: Any, limits: Mapping[str, Sequence[float]]) -> list[Se
         rows = [{"label map": n, "micrograph": m, "used": "yes"} for n, m in used.items()]
         rows += [{"label map": n, "micrograph": "", "used": f"no: {why}"} for n, why in (params.get("left_out") or {}).items()]
         section.blocks.append(table(pd.DataFrame(rows)))
+        out.append(section)
+    if limits and not out:
+        # Limits set and nothing to judge: a verdict (FAIL), not a report silent on its limits.
+        section = Section("phases:none", "Phase fractions and QC")
+        section.blocks.append(_p(
+            f"QC limits are set for {', '.join(limits)}, but the specimen holds no measured phase fractions "
+            "(metallo quantify measures them from a label map or a multi-phase EBSD map): nothing is within "
+            "its limits.", badge="fail", badge_text="FAIL"))
         out.append(section)
     return out
 
@@ -933,7 +942,7 @@ def report_sections(spec: Any, limits: Mapping[str, Sequence[float]] | None = No
     >>> [s.title for s in report_sections(spec)][:1]  # doctest: +SKIP
     ['Specimen and process']
     """
-    limits = dict(limits or {})
+    limits = check_limits(limits)
     return [_specimen_section(spec), *_phase_sections(spec, limits), *_segmentation_sections(spec),
             *_distribution_sections(spec), *_ebsd_sections(spec), *_grain_sections(spec), *_registration_sections(spec),
             *_parent_sections(spec), _provenance_section(spec)]

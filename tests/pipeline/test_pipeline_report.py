@@ -135,7 +135,8 @@ def test_report_command_one_and_several(specimen_path, tmp_path, monkeypatch):
 
 def test_report_summary_judges_qc_as_the_batch_does(specimen_path, tmp_path):
     """S2's fractions lie within the limits but rest on a segmentation that failed its check: the
-    summary table says QC fail (it said pass from the limits alone), and --strict exits 3."""
+    summary table says QC fail (it said pass from the limits alone), and --strict exits 3. S3, with
+    nothing measured against the limits, fails QC too."""
     import pandas as pd
 
     bare = tmp_path / "S3.h5"
@@ -144,11 +145,13 @@ def test_report_summary_judges_qc_as_the_batch_does(specimen_path, tmp_path):
     limits = ["--limit", "polygonal_ferrite=0.0:1.0"]
     several = runner.invoke(app, ["report", str(specimen_path), str(bare), "--out", str(out), *limits])
     assert several.exit_code == 0, several.output
-    assert "checks or QC failed: S2" in several.output
+    assert "checks or QC failed: S2, S3" in several.output
     table = pd.read_csv(out / "summary.csv").set_index("specimen")
     assert table.loc["S2", "qc"] == "fail"
     assert table.loc["S2", "checks"] == f"fail: {names.registration('lom')}, {names.segmentation('lom')}"
-    assert table.loc["S3", "checks"] == "pass" and pd.isna(table.loc["S3", "qc"])  # nothing to judge, nothing failed
+    # S3 holds no fractions: no node failed, but a limit nothing was measured against is no pass
+    # (it had been left blank, and --strict passed a batch holding it).
+    assert table.loc["S3", "checks"] == "pass" and table.loc["S3", "qc"] == "fail"
     strict = runner.invoke(app, ["report", str(specimen_path), str(bare), "--out", str(out), *limits, "--strict"])
     assert strict.exit_code == 3, strict.output
     one = runner.invoke(app, ["report", str(specimen_path), "--out", str(tmp_path / "one.html"), *limits, "--strict"])

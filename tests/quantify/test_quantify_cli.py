@@ -204,3 +204,28 @@ def test_quantities_of_a_label_map_replaced_since_fail_their_check_until_measure
     quantify_specimen(spec, what=["phases"], fields=[2, 2], overwrite=True)
     assert stale_nodes(spec) == {} and fractions not in quality_checks(spec)
     assert spec.table(fractions).set_index("class").loc["bainite", "mean"] == pytest.approx(0.75)
+
+
+def test_qc_limits_without_measured_fractions_fail_and_limits_in_percent_are_refused(tmp_path):
+    """Limits set for a specimen that holds no phase fractions had given no verdict at all: the
+    report said nothing of them and a recipe run counted as passed. Limits in percent ([30, 45])
+    failed every class, for the wrong reason."""
+    from metallo.errors import ConfigError
+    from metallo.report import check_limits, qc_verdict, write_report
+
+    spec = Specimen.create(tmp_path / "E.h5", specimen_id="E")
+    spec.add(names.micrograph("lom"), image_dataarray(np.zeros((40, 40), np.uint8), pixel_size_um=0.1, name="image",
+                                                      attrs={"modality": "LOM", "source": "test", "sha256": "0" * 64}),
+             step="test")
+    spec.save()
+    verdict = qc_verdict(spec, {"bainite": [0.3, 0.45]})
+    assert verdict["qc"] == {"bainite": {"status": "missing", "min": 0.3, "max": 0.45}} and verdict["qc_passed"] is False
+    assert qc_verdict(spec, {})["qc_passed"] is None  # no limits: no QC
+    html = write_report(spec, tmp_path / "E.html", limits={"bainite": [0.3, 0.45]}).read_text(encoding="utf-8")
+    assert "QC limits are set for bainite, but the specimen holds no measured phase fractions" in html and "FAIL" in html
+    with pytest.raises(ConfigError, match=r"\[30, 45\] looks like percent: give \[0\.3, 0\.45\]"):
+        check_limits({"bainite": [30, 45]})
+    with pytest.raises(ConfigError, match="0 <= min <= max <= 1"):
+        write_report(spec, tmp_path / "E.html", limits={"bainite": [0.45, 0.3]})
+    with pytest.raises(ConfigError, match=r"must be \[min, max\]"):
+        qc_verdict(spec, {"bainite": 0.3})
