@@ -103,7 +103,9 @@ def register(app: typer.Typer) -> None:
                        "points form no grain of the minimum size)")
         kam = derived["kam"].values
         if np.isfinite(kam).any():
-            typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
+            reach = kam_order * float(data.attrs.get("step_um", float("nan")))
+            typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel, reach {reach:.3g} µm: compare maps at one reach): "
+                       f"mean {np.nanmean(kam):.3f} deg, median {np.nanmedian(kam):.3f} deg")
         else:
             typer.echo(f"KAM (order {kam_order}, {kam_kernel} kernel): no point has indexed neighbours of its phase at that order")
         typer.echo(f"boundary points: low-angle {codes[1]}, high-angle {codes[2]}, {_sigma3_text(data, codes[3])}"

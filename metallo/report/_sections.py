@@ -547,7 +547,8 @@ def ebsd_key_figures(spec: Any, node: str) -> dict[str, Any]:
         ``indexed_pct`` (share of the grid's points that carry a phase), ``phases`` (each listed
         phase's share of the indexed points), ``cleanup`` (each step with the % of the measured
         points it changed), ``invented_pct`` (points given a neighbour's orientation), and from
-        the map's derived node ``grains``, ``kam_mean_deg``, ``gos_mean_deg``; ``problems``: why
+        the map's derived node ``grains``, ``kam_mean_deg``, ``kam_kernel`` (its order, kernel
+        and reach, order x step in µm: KAM grows with the reach), ``gos_mean_deg``; ``problems``: why
         numbers from the map are not measurements (below ``EBSD_MIN_INDEXED`` indexed, more than
         ``MAX_INVENTED`` invented), empty when none.
 
@@ -586,6 +587,12 @@ def ebsd_key_figures(spec: Any, node: str) -> dict[str, Any]:
         out["grains"] = int(np.unique(ids[valid]).size)
         kam = np.asarray(d["kam"].values, dtype=np.float64)
         out["kam_mean_deg"] = float(np.nanmean(kam)) if np.isfinite(kam).any() else float("nan")
+        # KAM grows with the kernel's reach in µm (order x step): maps scanned at other steps are
+        # compared only at one reach, so the row gives it.
+        kam_params = json.loads(d["kam"].attrs.get("parameters", "{}") or "{}")
+        if "order" in kam_params and np.isfinite(step):
+            out["kam_kernel"] = (f"order {int(kam_params['order'])} ({kam_params.get('kernel', 'ring')}), "
+                                 f"{int(kam_params['order']) * step:.3g} µm")
         present = [p for p in phases_of(data) if (phase == int(p["id"])).any()]
         if len(present) > 1 and kam.shape == phase.shape:
             # One mean over a duplex map mixes a soft and a hard phase: each phase's beside it.

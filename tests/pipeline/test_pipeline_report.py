@@ -335,6 +335,9 @@ def test_ebsd_section_gives_each_maps_key_figures_and_says_when_they_are_no_meas
     # two phases: each one's mean KAM beside the map's (grains of one orientation each: ~0)
     names_in = [part.split(" ")[0] for part in row["kam_mean_deg_by_phase"].split(", ")]
     assert names_in == ["ferrite", "austenite"]
+    # KAM grows with the kernel's reach: the row gives it, order x step.
+    order = json.loads(spec[names.derived(names.EBSD_CLEAN)]["kam"].attrs["parameters"])["order"]
+    assert row["kam_kernel"] == f"order {order} (ring), {order * 0.5:.3g} µm"
     said = [b.text for b in section.blocks if b.kind == "p"]
     assert said == ["ebsd/clean — NOT RELIABLE: cleanup gave 25 % of its measured points a neighbour's orientation "
                     "(over 20 %): grain sizes, phase fractions and KAM of an interpolated map are not measurements"]
