@@ -172,6 +172,7 @@ def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
     # GOS > 2° is the cut commonly used for "deformed/bainitic" vs "recrystallized/polygonal"
     # grains; a high KAM alone also marks bainite, since lath packets broken into small grains
     # by the 5° grain tolerance have a small GOS but keep the strain in their KAM.
+    _warn_kam_reach(ebsd, order=3, threshold_deg=0.6)
     return _ferrite_rules({
         "classes": ["polygonal_ferrite", "lath_bainite"],
         "default": "polygonal_ferrite",
@@ -181,6 +182,37 @@ def _lath_bainite(ebsd: xr.Dataset | None = None) -> dict[str, Any]:
         "grains": {"tolerance_deg": 5.0},
         "kam": {"order": 3, "max_deg": 5.0},
     }, ebsd, "lath_bainite")
+
+
+#: The paper's EBSD step (hexagonal grid, µm): its 3rd-order KAM reached 1.05 µm.
+PAPER_STEP_UM = 0.35
+#: A KAM reach beyond this factor of the paper's (either way) is warned of.
+_KAM_REACH_FACTOR = 2.0
+
+
+def _warn_kam_reach(ebsd: xr.Dataset | None, *, order: int, threshold_deg: float) -> None:
+    """Warn where a map's KAM kernel reaches much farther or nearer (order x step, µm) than the
+    paper's, for which the preset's KAM threshold was set: the KAM of a lattice gradient grows
+    with the reach, so the threshold marks too many grains (or too few) as bainite."""
+    if ebsd is None:
+        return
+    try:
+        step = float(ebsd.attrs.get("step_um", float("nan")))
+    except (TypeError, ValueError):
+        return
+    paper, reach = order * PAPER_STEP_UM, order * step
+    if not (np.isfinite(step) and step > 0) or 1 / _KAM_REACH_FACTOR <= reach / paper <= _KAM_REACH_FACTOR:
+        return
+    import warnings
+
+    better = max(1, int(round(paper / step)))
+    warnings.warn(
+        f"the lath_bainite preset's KAM threshold ({threshold_deg:g} deg) was set for the paper's KAM of order {order} "
+        f"at {PAPER_STEP_UM:g} µm steps (reach {paper:.3g} µm); this map's step {step:.3g} µm makes it reach "
+        f"{reach:.3g} µm, and the KAM of a lattice gradient grows with the reach, so the threshold marks "
+        f"{'too many' if reach > paper else 'too few'} grains as bainite: give rules with kam: {{order: {better}}} "
+        f"(reach {better * step:.3g} µm), or check the threshold against the map's KAM distribution",
+        UserWarning, stacklevel=4)
 
 
 @presets.register("lath_bainite_parent")

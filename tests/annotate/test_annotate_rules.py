@@ -161,3 +161,25 @@ def test_phase_preset_follows_the_map(known_map):
     assert rules.classes == ["austenite", "ferrite"]
     with pytest.raises(ConfigError, match="EBSD map"):
         load_rules("phase")
+
+
+@pytest.mark.parametrize(("step_um", "said"), [(1.5, r"reach 4\.5 µm.*too many grains as bainite: give rules with kam: \{order: 1\}"),
+                                               (0.1, r"reach 0\.3 µm.*too few grains as bainite: give rules with kam: \{order: 10\}"),
+                                               (0.35, None), (0.5, None)])
+def test_lath_bainite_warns_where_the_kam_kernel_reaches_far_from_the_papers(step_um, said):
+    """The preset's KAM threshold (0.6 deg) is the paper's, for 3rd-order KAM at 0.35 µm steps
+    (1.05 µm). A lattice gradient's KAM grows with the reach, so at 1.5 µm steps the threshold
+    marks strain-free-enough ferrite as bainite; within 2x of the paper's reach it is used as is."""
+    import warnings
+
+    from metallo.ebsd import ebsd_dataset
+
+    ferrite = ebsd_dataset(np.zeros((10, 10, 3)), np.ones((10, 10), np.int16), step_um=step_um,
+                           phases=[{"id": 1, "name": "ferrite", "symmetry": "m-3m", "lattice": [2.87] * 3 + [90] * 3}])
+    if said is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_rules("lath_bainite", ebsd=ferrite)
+    else:
+        with pytest.warns(UserWarning, match=said):
+            load_rules("lath_bainite", ebsd=ferrite)
