@@ -166,6 +166,16 @@ def read_label_map(path: str | Path) -> np.ndarray:
         warnings.filterwarnings("ignore", message=".*palette indices are returned", category=UserWarning)
         labels = to_numpy(read_micrograph(path, palette="index", databar="keep"))
     if labels.ndim == 3:
+        # A grey mask stored as RGB (R = G = B) holds its ids in every channel; a colour mask holds
+        # colours, and one channel of it merges classes (pure red, green and blue give 255, 0, 0).
+        channels = labels[..., :3] if labels.shape[2] >= 3 else labels
+        if channels.shape[2] > 1 and not all(np.array_equal(channels[..., 0], channels[..., c])
+                                             for c in range(1, channels.shape[2])):
+            colours = np.unique(channels.reshape(-1, channels.shape[2]), axis=0)
+            shown = ", ".join(str(tuple(int(v) for v in c)) for c in colours[:6]) + (", ..." if len(colours) > 6 else "")
+            raise ConfigError(f"{path}: a colour mask ({len(colours)} colours: {shown}); label maps hold class ids "
+                              "0..254 (255 = ignore) in one channel or as a palette PNG's indices: convert each "
+                              "colour to its class id")
         labels = labels[..., 0]
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:
         raise ConfigError(f"{path}: labels must be integer class ids 0..254 (255 = ignore)")

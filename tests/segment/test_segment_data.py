@@ -65,6 +65,20 @@ def test_labels_are_read_as_class_ids(data_folder):
         assert sample.labels.dtype == np.uint8 and np.array_equal(sample.labels, labels)
 
 
+def test_a_colour_mask_is_refused_and_a_grey_mask_in_rgb_is_read(data_folder):
+    """A mask painted in pure colours (red ferrite, blue pearlite) as RGB: its red channel had been
+    taken for the ids, 255 and 0, so ferrite became ignore and training went on without a word."""
+    labels = np.asarray(Image.open(data_folder / "labels" / "m0.png")).copy()
+    colours = np.array([[0, 0, 255], [255, 0, 0]], np.uint8)[np.minimum(labels, 1)]
+    Image.fromarray(colours, "RGB").save(data_folder / "labels" / "m0.png")
+    with pytest.raises(ConfigError, match=r"m0\.png: a colour mask \(2 colours: \(0, 0, 255\), \(255, 0, 0\)\); "
+                                          r"label maps hold class ids"):
+        load_training_folder(data_folder)
+    # The same ids written grey in three equal channels are ids.
+    Image.fromarray(np.repeat(labels[..., None], 3, axis=2), "RGB").save(data_folder / "labels" / "m0.png")
+    assert np.array_equal(load_training_folder(data_folder).samples[0].labels, labels)
+
+
 def test_sixteen_bit_tiff_images_scale_by_65535(data_folder):
     values = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16
     write_image(values, data_folder / "images" / "m2.tif", pixel_size_um=0.1)
