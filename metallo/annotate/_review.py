@@ -191,10 +191,12 @@ def review_figure(
     if boundaries is not None:
         bnd = np.asarray(getattr(boundaries, "values", boundaries))
         rgb = np.repeat(grey[..., None], 3, axis=2)
-        for level, color in ((1, (0.6, 0.6, 0.6)), (2, (0.0, 0.0, 0.0)), (3, (1.0, 0.8, 0.0))):
+        for level, color in ((1, (0.6, 0.6, 0.6)), (2, (0.0, 0.0, 0.0)), (3, (1.0, 0.8, 0.0)), (4, (1.0, 0.45, 0.0))):
             rgb[bnd == level] = color
         axes[1].imshow(rgb)
-        axes[1].set_title("EBSD boundaries (grey 2-15°, black >15°)")
+        # Every colour drawn is named: yellow Sigma3 and orange hcp twins only where present.
+        special = [text for level, text in ((3, "yellow Σ3"), (4, "orange hcp twin")) if (bnd == level).any()]
+        axes[1].set_title("EBSD boundaries (grey 2-15°, black >15°" + "".join(f", {t}" for t in special) + ")")
     elif grain_ids is not None:
         axes[1].imshow(_grain_colors(np.asarray(getattr(grain_ids, "values", grain_ids))))
         axes[1].set_title("unique grain colours")

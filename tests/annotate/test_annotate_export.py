@@ -116,6 +116,11 @@ def test_review_figure_writes_png_and_csv(lom_and_mask, mask, tmp_path):
     boundaries[::10, :] = 2
     fig = review_figure(lom, on_lom, boundaries=boundaries, ebsd_labels=mask, path=tmp_path / "review.png")
     assert len(fig.axes) == 4
+    assert fig.axes[1].get_title() == "EBSD boundaries (grey 2-15°, black >15°)"
+    # Sigma3 (code 3) is drawn yellow, and the title says so where there is any.
+    boundaries[5, :] = 3
+    titled = review_figure(lom, on_lom, boundaries=boundaries, ebsd_labels=mask)
+    assert titled.axes[1].get_title() == "EBSD boundaries (grey 2-15°, black >15°, yellow Σ3)"
     assert Image.open(tmp_path / "review.png").size[0] > 1000
     csv = (tmp_path / "review.csv").read_text()
     assert "lath_bainite" in csv and "micrograph_fraction" in csv
