@@ -14,6 +14,7 @@ from metallo.quantify._fractions import (
 )
 from metallo.quantify._grains import (
     EBSD_MIN_INDEXED,
+    ELONGATED_ANISOTROPY,
     astm_g_intercept,
     astm_g_planimetric,
     grain_size,
@@ -44,6 +45,7 @@ from metallo.quantify._specimen import (
 __all__ = [
     "weighted_quantile",
     "EBSD_MIN_INDEXED",
+    "ELONGATED_ANISOTROPY",
     "ebsd_phase_shares",
     "measurement_fields",
     "QUANTITIES",

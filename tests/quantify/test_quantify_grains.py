@@ -437,3 +437,38 @@ def test_the_cold_rolled_map_a_third_indexed_gives_no_reliable_grain_size(shared
     # The small holes closed by the grains count; the unindexed regions do not.
     assert in_grains * step**2 <= table.loc["planimetric", "field_area_um2"] < 1.1 * in_grains * step**2  # was 1.6x
     assert not table["reliable"].any() and table["note"].str.contains("not a sample of the section").all()
+
+
+def test_elongated_grains_give_their_directional_intercepts_and_a_warning():
+    """A tiling of 40 x 10 µm grains (a rolled structure): along x a test line crosses a boundary
+    every 40 µm, along y every 10 µm. The mean over four directions hid that; the row gives both,
+    their ratio, and a warning that one section of such a structure is no 3-D grain size."""
+    from metallo.report import grain_size_line
+
+    ids = (np.arange(20)[:, None] * 100 + np.arange(20)[None, :]).repeat(10, 0).repeat(40, 1) + 1
+    with pytest.warns(UserWarning, match=r"grains elongated: mean intercept 42\.1 µm along x, 10\.5 µm along y \(anisotropy 4\.0\)"):
+        row = grain_size(ids, pixel_size_um=1.0, method="intercept").iloc[0]
+    # 19 boundaries on each 799 µm row and each 199 µm column (the pixel pairs' length).
+    assert row["intercept_x_um"] == pytest.approx(799 / 19) and row["intercept_y_um"] == pytest.approx(199 / 19)
+    assert row["anisotropy"] == pytest.approx((799 / 19) / (199 / 19))
+    assert "grains elongated: 42.1 µm along x, 10.5 µm along y, anisotropy 4.0" in grain_size_line(row)
+    # Square grains: the same intercept every way, no word about shape.
+    import warnings
+
+    square = (np.arange(20)[:, None] * 100 + np.arange(20)[None, :]).repeat(20, 0).repeat(20, 1) + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = grain_size(square, pixel_size_um=1.0, method="intercept").iloc[0]
+    assert row["intercept_x_um"] == pytest.approx(row["intercept_y_um"]) and row["anisotropy"] < 1.5
+    assert "elongated" not in grain_size_line(row)
+
+
+@pytest.mark.shared_data
+def test_equiaxed_real_maps_are_not_called_elongated(shared_file):
+    # The duplex steel's grains: intercepts 14.7 µm along x, 11.8 µm along y (1.24), under 1.5.
+    import metallo as mt
+
+    ebsd = mt.ebsd.clean(mt.io.read_ebsd(shared_file("ebsd_ang/sdss_ferrite_austenite.ang")))
+    row = grain_size(mt.ebsd.grains(ebsd), method="intercept").iloc[0]
+    assert row["intercept_x_um"] == pytest.approx(14.67, abs=0.05) and row["intercept_y_um"] == pytest.approx(11.80, abs=0.05)
+    assert 1.1 < row["anisotropy"] < 1.5
