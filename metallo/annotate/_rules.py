@@ -542,16 +542,28 @@ def classify_grains(
     if missing:
         raise ConfigError(f"quantities table lacks column(s) {', '.join(missing)} that the rules test")
     weights = quantities_table["n_pixels"].to_numpy(np.float64) if "n_pixels" in quantities_table else None
-    chosen: dict[str, dict[str, Any]] = {}
-    for qname, method in _data_driven(rules).items():
+    methods = _data_driven(rules)
+    for qname in methods:
         if qname not in quantities_table.columns:
             raise ConfigError(f"threshold for {qname!r} chosen from the data, but the rules do not test it")
-        chosen[qname] = select_threshold(quantities_table[qname].to_numpy(np.float64), method=method, weights=weights)
+    chosen: dict[str, dict[str, Any]] = {}
     used: dict[str, dict[str, Any]] = {}
     phase_ids = {str(p["name"]).lower(): int(p["id"]) for p in (phases or [])}
+    # Grains an earlier rule has claimed (rules are tried in order, the first match wins).
+    assigned = np.zeros(len(quantities_table), dtype=bool)
+
+    def choose(qname: str) -> dict[str, Any]:
+        # A threshold chosen from the data is chosen among the grains its rule sorts: those no
+        # earlier rule claimed. An austenite phase claimed first had pulled the Otsu cut of the
+        # ferrite's GOS up among its own values.
+        column = quantities_table[qname].to_numpy(np.float64)
+        pool = ~assigned if int((~assigned).sum()) >= 2 else np.ones_like(assigned)
+        return select_threshold(column[pool], method=methods[qname], weights=None if weights is None else weights[pool])
 
     def value_of(qname: str, op: str, threshold: Any) -> Any:
-        if qname in chosen and op in ORDERED_OPS:
+        if qname in methods and op in ORDERED_OPS:
+            if qname not in chosen:
+                chosen[qname] = choose(qname)
             used[qname] = dict(chosen[qname])
             return chosen[qname]["value"]
         if qname == "phase":
@@ -586,7 +598,6 @@ def classify_grains(
 
     default = -1 if rules.default == IGNORE_CLASS else rules.classes.index(rules.default)
     grain_class = np.full(len(quantities_table), default, dtype=np.int16)
-    assigned = np.zeros(len(quantities_table), dtype=bool)
     for name, cond in rules.rules.items():
         hit = evaluate(cond) & ~assigned
         grain_class[hit] = rules.classes.index(name)

@@ -183,3 +183,18 @@ def test_lath_bainite_warns_where_the_kam_kernel_reaches_far_from_the_papers(ste
     else:
         with pytest.warns(UserWarning, match=said):
             load_rules("lath_bainite", ebsd=ferrite)
+
+
+def test_a_threshold_from_the_data_is_chosen_among_the_grains_its_rule_sorts():
+    """Ferrite grains of GOS 0.5 (40) and 3.0 (20), austenite grains of GOS 6.0 (60) claimed
+    first by a phase rule. Otsu over every grain had cut at 3.4, between the ferrite's strained
+    grains and the austenite, so no ferrite grain was bainite; among the ferrite it cuts between
+    0.5 and 3.0."""
+    rng = np.random.default_rng(0)
+    gos = np.r_[rng.normal(0.5, 0.1, 40), rng.normal(3.0, 0.2, 20), rng.normal(6.0, 0.3, 60)]
+    table = pd.DataFrame({"gos": gos, "phase": np.r_[np.full(60, 2), np.full(60, 1)]})
+    rules = {"classes": ["ferrite", "bainite", "austenite"], "default": "ferrite",
+             "rules": {"austenite": {"phase": {"eq": 1}}, "bainite": {"gos": {"gt": 2.0}}}, "thresholds": {"gos": "otsu"}}
+    classes, used = classify_grains(table, rules)
+    assert used["gos"]["n"] == 60 and 0.5 < used["gos"]["value"] < 3.0
+    assert classes[:40].tolist() == [0] * 40 and classes[40:60].tolist() == [1] * 20 and set(classes[60:]) == {2}
