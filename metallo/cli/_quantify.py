@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
         """Quantify a specimen: tables go to /quantities/<group>.<name>.<what> (parameters in provenance)."""
         import importlib.util
 
+        import numpy as np
+
         from metallo import names
         from metallo._atomic import atomic_path, atomic_write_text
         from metallo._figure import save_figure
@@ -178,9 +180,12 @@ def register(app: typer.Typer) -> None:
                 for _, row in table.iterrows():
                     if {"class", "mean", "ci_low", "ci_high"} <= set(row.index):
                         n = (f", {int(row['n_micrographs'])} micrographs" if "n_micrographs" in row.index
-                             else f", {int(row['n_fields'])} fields" if "n_fields" in row.index else "")
-                        typer.echo(f"  {row['class']}: {100 * row['mean']:.1f} % (95 % CI {100 * row['ci_low']:.1f}-"
-                                   f"{100 * row['ci_high']:.1f} %{n})")
+                             else f", {int(row['n_fields'])} field{'' if int(row['n_fields']) == 1 else 's'}"
+                             if "n_fields" in row.index else "")
+                        known = bool(np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]))
+                        ci = (f"95 % CI {100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f} %" if known else
+                              "no 95 % CI: ASTM E562 needs two or more fields (--fields 3x3)")
+                        typer.echo(f"  {row['class']}: {100 * row['mean']:.1f} % ({ci}{n})")
                 for failed, reasons in failed_upstream(spec, node, checks).items():
                     basis = "their own quality check failed" if failed == node else (
                         f"these fractions rest on {failed}, which failed its quality check")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
     """Pass/fail of each limited class: the mean must lie within ``[min, max]``.
 
     ``ci_inside`` says whether the whole 95% confidence interval lies within the limits too
+    (None where there is no interval: fractions of one field)
     (False where the interval is unknown).
 
     Parameters
@@ -54,7 +56,8 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
             "ci_high": ci_hi,
             "min": lo,
             "max": hi,
-            "ci_inside": bool(lo <= ci_lo and ci_hi <= hi),
+            # None where there is no interval (one field: ASTM E562 needs two or more).
+            "ci_inside": bool(lo <= ci_lo and ci_hi <= hi) if math.isfinite(ci_lo) and math.isfinite(ci_hi) else None,
         }
     return out
 

@@ -177,7 +177,8 @@ def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         rows.append({"class": cls, "mean (%)": r["mean"] * 100, "95% CI low (%)": r["ci_low"] * 100,
                      "95% CI high (%)": r["ci_high"] * 100, "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}",
                      "QC": r["status"].upper(),
-                     "note": "; ".join(([] if r["ci_inside"] else ["CI crosses a limit"])
+                     "note": "; ".join(({True: [], False: ["CI crosses a limit"]}.get(r["ci_inside"],
+                                                                                      ["no CI: one field"]))
                                        + ([f"reference labels disagree: {r['reference_disagrees']}"]
                                           if r.get("reference_disagrees") else []))})
     return pd.DataFrame(rows)

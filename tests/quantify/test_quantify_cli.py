@@ -229,3 +229,22 @@ def test_qc_limits_without_measured_fractions_fail_and_limits_in_percent_are_ref
         write_report(spec, tmp_path / "E.html", limits={"bainite": [0.45, 0.3]})
     with pytest.raises(ConfigError, match=r"must be \[min, max\]"):
         qc_verdict(spec, {"bainite": 0.3})
+
+
+def test_one_field_gives_no_interval_and_says_so(tmp_path):
+    """--fields 1x1 printed "95 % CI nan-nan %", and QC called a pass of the mean "the interval
+    crosses a limit" where there is no interval."""
+    from metallo.report import qc_verdict
+
+    Specimen.create(tmp_path / "O.h5", specimen_id="O").save()
+    spec = Specimen.open(tmp_path / "O.h5")
+    lab = np.zeros((40, 40), np.uint8)
+    lab[:, 30:] = 1
+    spec.add(names.annotation("phases"), _annotation(lab, ["ferrite", "bainite"], 0.1), step="test")
+    spec.save()
+    result = runner.invoke(app, ["quantify", str(tmp_path / "O.h5"), "--what", "phases", "--fields", "1x1",
+                                 "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "bainite: 25.0 % (no 95 % CI: ASTM E562 needs two or more fields (--fields 3x3), 1 field)" in result.output
+    qc = qc_verdict(Specimen.open(tmp_path / "O.h5"), {"bainite": [0.2, 0.3]})["qc"]["bainite"]
+    assert qc["status"] == "pass" and qc["ci_inside"] is None
