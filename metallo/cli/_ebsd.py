@@ -43,12 +43,13 @@ def register(app: typer.Typer) -> None:
 
         from metallo import names
         from metallo._ebsd_dataset import grain_ecd_um
-        from metallo.ebsd import check_kam_kernel
+        from metallo.ebsd import check_kam_kernel, check_tolerance
         from metallo.errors import ConfigError
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
         check_kam_kernel(kam_kernel, "--kam-kernel")
+        check_tolerance(tolerance, "--tolerance", warn=False)  # refused here, warned of by the grains
         path = specimen or Path(f"{map_file.stem}.metallo.h5")
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(path):

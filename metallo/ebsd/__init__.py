@@ -7,6 +7,7 @@ from metallo.ebsd._clean import MAX_INVENTED, clean, invented_share
 from metallo.ebsd._derive import derive
 from metallo.ebsd._grains import (
     Grains,
+    check_tolerance,
     gam,
     gos,
     grain_average_misorientation,
@@ -84,6 +85,7 @@ __all__ = [
     "axis_angle_to_quat",
     "boundaries",
     "check_kam_kernel",
+    "check_tolerance",
     "clean",
     "derive",
     "ebsd_dataset",

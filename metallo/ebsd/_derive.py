@@ -14,6 +14,7 @@ from metallo.ebsd._grains import (
     _first_neighbour_angles,
     _grain_table,
     _label,
+    check_tolerance,
     map_dataarray,
 )
 from metallo.ebsd._kam import check_kam_kernel, kam_values
@@ -81,6 +82,7 @@ def derive(
     ['boundaries', 'gam', 'gos', 'grain_id', 'kam']
     """
     check_kam_kernel(kam_kernel)
+    check_tolerance(tolerance_deg)
     omap = orientation_map(ebsd)
     pairs = _first_neighbour_angles(omap)
     ids, n = _label(omap, pairs, float(tolerance_deg), int(min_size_px))

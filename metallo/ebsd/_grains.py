@@ -109,6 +109,32 @@ def _first_neighbour_angles(omap: OrientationMap) -> list[tuple[np.ndarray, np.n
     return list(iter_pair_angles(omap, first_neighbour_offsets(omap.grid)))
 
 
+#: Where high-angle boundaries start (degrees): a grain tolerance above it joins grains across them.
+_HIGH_ANGLE_DEG = 15.0
+
+
+def check_tolerance(tolerance_deg: float, where: str = "tolerance_deg", *, warn: bool = True) -> None:
+    """Refuse a grain tolerance that is not a positive angle, and warn of one above 15 deg
+    (``warn=False``: refuse only, for a caller whose grains warn themselves).
+
+    Examples
+    --------
+    >>> check_tolerance(5.0)
+    """
+    try:
+        value = float(tolerance_deg)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a positive angle in degrees; got {tolerance_deg!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ConfigError(f"{where} must be a positive angle in degrees; got {tolerance_deg}")
+    if warn and value > _HIGH_ANGLE_DEG:
+        import warnings
+
+        warnings.warn(f"{where} {value:g} deg is above the {_HIGH_ANGLE_DEG:g} deg where high-angle boundaries start: "
+                      "grains join across high-angle boundaries and are no grains (tolerances of 2-15 deg are usual; "
+                      "5 deg is the paper's)", UserWarning, stacklevel=3)
+
+
 def _label(omap: OrientationMap, pairs: list, tolerance_deg: float, min_size_px: int) -> tuple[np.ndarray, int]:
     a = np.concatenate([p[0] for p in pairs])
     b = np.concatenate([p[1] for p in pairs])
@@ -301,8 +327,7 @@ def grains(
     >>> len(g.table), bool((g.table["gos_deg"] < 5.0).all())
     (16, True)
     """
-    if not tolerance_deg > 0:
-        raise ConfigError(f"tolerance_deg must be positive; got {tolerance_deg}")
+    check_tolerance(tolerance_deg)
     omap = orientation_map(ebsd)
     pairs = _first_neighbour_angles(omap)
     ids, n = _label(omap, pairs, float(tolerance_deg), int(min_size_px))

@@ -436,3 +436,31 @@ def test_ebsd_dataset_refuses_phase_ids_without_entry():
         ebsd_dataset(euler, np.ones((3, 4), int), step_um=1.0, phases=fe + fe)
     with pytest.raises(FormatError, match="whole numbers"):
         ebsd_dataset(euler, np.full((3, 4), 1.5), step_um=1.0, phases=fe)
+
+
+def test_a_grain_tolerance_must_be_a_positive_angle_and_one_above_15_degrees_warns(tmp_path):
+    """derive() (what metallo ebsd runs) took --tolerance 0 or -5 and printed "grains: none";
+    70 deg joined the duplex map's grains across high-angle boundaries without a word."""
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.ebsd import derive
+    from metallo.errors import ConfigError
+    from metallo.synth import make_specimen
+
+    ebsd = make_specimen(0, ebsd_shape=(40, 40), micrographs=False).ebsd
+    for bad in (0.0, -5.0, float("nan")):
+        with pytest.raises(ConfigError, match="tolerance_deg must be a positive angle in degrees"):
+            derive(ebsd, tolerance_deg=bad)
+    with pytest.warns(UserWarning, match=r"tolerance_deg 20 deg is above the 15 deg where high-angle boundaries start"):
+        derive(ebsd, tolerance_deg=20.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        derive(ebsd, tolerance_deg=15.0)
+    from metallo.io import write_ang
+
+    path = write_ang(ebsd, tmp_path / "m.ang")
+    result = CliRunner().invoke(app, ["ebsd", str(path), "--specimen", str(tmp_path / "m.h5"), "--tolerance", "0"])
+    assert result.exit_code == 1 and result.output.strip() == "error: --tolerance must be a positive angle in degrees; got 0.0"
