@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,9 +49,12 @@ def register(app: typer.Typer) -> None:
         import json
 
         from metallo import names
+        from metallo.errors import ConfigError
         from metallo.specimen import Specimen
         from metallo.steps import run_step
 
+        if not (math.isfinite(tolerance) and tolerance > 0):  # before a map is read or a specimen made
+            raise ConfigError(f"--tolerance must be a positive angle in degrees; got {tolerance}")
         target = source if _is_specimen(source) else (specimen or Path(f"{source.stem}.metallo.h5"))
         # Open-modify-save under the specimen's lock: a second writer waits its turn.
         with Specimen.lock(target):

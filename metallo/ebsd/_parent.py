@@ -913,6 +913,33 @@ def _neighbour_vote(g: _GrainGraph, cand: np.ndarray, labels: np.ndarray, parent
     return labels
 
 
+#: A child-to-parent misfit above this (degrees) merges neighbouring prior-austenite grains,
+#: whose boundaries are high-angle ones (15 deg and more).
+_PARENT_MERGE_WARN_DEG = 15.0
+
+
+def _check_angles(**angles: float) -> None:
+    """Refuse a reconstruction angle that is not a positive number of degrees (0 had crashed with
+    an IndexError), and warn of a misfit tolerance that merges prior-austenite grains."""
+    import warnings
+
+    from metallo.ebsd._grains import check_tolerance
+
+    for name, value in angles.items():
+        try:
+            ok = bool(np.isfinite(float(value)) and float(value) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{name} must be a positive angle in degrees; got {value!r}")
+    check_tolerance(angles["grain_tolerance_deg"], "grain_tolerance_deg")
+    if float(angles["tolerance_deg"]) > _PARENT_MERGE_WARN_DEG:
+        warnings.warn(f"tolerance_deg {float(angles['tolerance_deg']):g} deg: neighbouring parent orientations within "
+                      f"it are merged, and prior-austenite grains meet at high-angle boundaries (above "
+                      f"{_PARENT_MERGE_WARN_DEG:g} deg), so different parent grains are merged into one (5 deg is the "
+                      "default)", UserWarning, stacklevel=3)
+
+
 def reconstruct_parent(
     ebsd: xr.Dataset,
     orientation_relationship: str | OrientationRelationship | np.ndarray | ORFit = "fit",
@@ -991,6 +1018,8 @@ def reconstruct_parent(
     True
     """
     source = ebsd.attrs.get("source") or "EBSD map"
+    _check_angles(tolerance_deg=tolerance_deg, threshold_deg=threshold_deg, graph_tolerance_deg=graph_tolerance_deg,
+                  grain_tolerance_deg=grain_tolerance_deg)
     or_fit: ORFit | None = None
     if isinstance(orientation_relationship, ORFit):
         or_fit = orientation_relationship

@@ -206,3 +206,28 @@ def test_isolated_misindexed_fcc_points_are_not_parents():
     # The noise points are left unreconstructed (their random orientations fit no parent).
     assert (rec.parent_ids.reshape(-1)[pick] >= 0).mean() < 0.1
     assert _scores(m, rec)["parent_within_3"] >= 0.9
+
+
+def test_reconstruction_angles_must_be_positive_and_a_merging_tolerance_warns(tmp_path):
+    """tolerance_deg=0 crashed with an IndexError out of metallo parent; 60 deg merged the M1700
+    map's parents into one (24 variants, "passed") without a word. On four synthetic parents 20
+    deg gives half the points a wrong parent."""
+    from typer.testing import CliRunner
+
+    from metallo.cli import app
+    from metallo.errors import ConfigError
+
+    m = make_martensite(0, shape=(80, 80), n_parents=4)
+    for name in ("tolerance_deg", "threshold_deg", "graph_tolerance_deg", "grain_tolerance_deg"):
+        with pytest.raises(ConfigError, match=f"{name} must be a positive angle in degrees; got 0"):
+            reconstruct_parent(m.ebsd, orientation_relationship="KS", **{name: 0.0})
+    with pytest.warns(UserWarning, match=r"tolerance_deg 20 deg: neighbouring parent orientations within it are merged"):
+        merged = reconstruct_parent(m.ebsd, orientation_relationship="KS", tolerance_deg=20.0)
+    # The warning is right: half the points get a wrong parent (0.97 of them right at 5 deg).
+    assert m.score(merged)["parent_within_3deg"] < 0.6
+    assert m.score(reconstruct_parent(m.ebsd, orientation_relationship="KS"))["parent_within_3deg"] > 0.95
+    from metallo.io import write_ang
+
+    path = write_ang(m.ebsd, tmp_path / "m.ang")
+    result = CliRunner().invoke(app, ["parent", str(path), "--specimen", str(tmp_path / "m.h5"), "--tolerance", "0"])
+    assert result.exit_code == 1 and result.output.strip() == "error: --tolerance must be a positive angle in degrees; got 0.0"
