@@ -14,7 +14,7 @@ from metallo.cli._strict import EXIT_CHECK_FAILED
 
 
 def _parse_classes(value: str) -> int | None:
-    """``"auto"`` -> None (choose by F); otherwise a positive integer."""
+    """``"auto"`` -> None (choose by F); otherwise an integer of 2 or more (one class segments nothing)."""
     from metallo.errors import ConfigError
 
     if value.strip().lower() == "auto":
@@ -22,9 +22,9 @@ def _parse_classes(value: str) -> int | None:
     try:
         k = int(value)
     except ValueError:
-        raise ConfigError(f"--classes must be a positive integer or 'auto'; got {value!r}") from None
-    if k < 1:
-        raise ConfigError(f"--classes must be a positive integer or 'auto'; got {value!r}")
+        raise ConfigError(f"--classes must be an integer of 2 or more, or 'auto'; got {value!r}") from None
+    if k < 2:
+        raise ConfigError(f"--classes must be an integer of 2 or more, or 'auto' (one class segments nothing); got {value!r}")
     return k
 
 
@@ -83,8 +83,8 @@ def _k_values(text: str) -> list[int]:
         first, last = (int(part) for part in text.split(":"))
     except ValueError:
         raise ConfigError(f"--k-range must look like FIRST:LAST (e.g. 2:6); got {text!r}") from None
-    if not 1 <= first <= last:
-        raise ConfigError(f"--k-range needs 1 <= FIRST <= LAST; got {text!r}")
+    if not 2 <= first <= last:
+        raise ConfigError(f"--k-range needs 2 <= FIRST <= LAST (one class segments nothing); got {text!r}")
     return list(range(first, last + 1))
 
 

@@ -70,6 +70,12 @@ def test_cli_bad_classes_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["segment-unsupervised", "x.png", "--classes", "many"])
     assert result.exit_code == 1
     assert "--classes" in result.output
+    # One class segments nothing: it had run and written a map of one label (a 100 % phase).
+    one = CliRunner().invoke(app, ["segment-unsupervised", "x.png", "--classes", "1"])
+    assert one.exit_code == 1 and "--classes must be an integer of 2 or more" in one.output
+    image = write_image(np.zeros((16, 16), np.uint8), tmp_path / "x.png")
+    k1 = CliRunner().invoke(app, ["segment-unsupervised", str(image), "--classes", "auto", "--k-range", "1:4"])
+    assert k1.exit_code == 1 and "--k-range needs 2 <= FIRST <= LAST" in k1.output
 
 
 @pytest.mark.slow
