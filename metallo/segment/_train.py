@@ -71,6 +71,10 @@ from metallo.segment._parallel import run_parallel
 __all__ = ["CVResult", "TrainConfig", "TrainResult", "cross_validate", "evaluate", "train"]
 
 
+#: Smallest training tile (px): the U-Nets halve a tile four times (2 px left at 32).
+MIN_TILE = 32
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; a YAML file or dict with these keys builds one.
@@ -275,6 +279,12 @@ class TrainConfig:
             raise ConfigError(f"ignore_boundary_px must be a distance >= 0 in pixels; got {self.ignore_boundary_px}")
         if self.pixel_size_um is not None and self.scale != 1.0:
             raise ConfigError("give either scale or pixel_size_um, not both")
+        if self.tile_size is not None and not (isinstance(self.tile_size, (int, np.integer))
+                                               and MIN_TILE <= self.tile_size):
+            # A 7-px tile trained for minutes without one line of output: an epoch of tens of
+            # thousands of tiles, each smaller than what the network halves four times.
+            raise ConfigError(f"tile_size must be a whole number of pixels >= {MIN_TILE} (the networks halve a tile "
+                              f"four times; the papers' tiles are 256 px for LOM, 512 for SEM); got {self.tile_size!r}")
 
     @property
     def tile(self) -> int:

@@ -315,3 +315,13 @@ def test_ignore_boundary_px_leaves_the_band_out_of_the_loss(two_phase_data):
     assert all(h["loss"] == 0.0 for h in nothing.history)
     with pytest.raises(ConfigError, match="ignore_boundary_px"):
         TrainConfig.from_any({"ignore_boundary_px": -1})
+
+
+def test_a_tile_smaller_than_the_network_can_halve_is_refused():
+    """metallo train --tile 7 ran for minutes without a line of output (tens of thousands of
+    7-px tiles an epoch); the U-Nets halve a tile four times."""
+    for bad in (7, 31, 0, 64.5):
+        with pytest.raises(ConfigError, match="tile_size must be a whole number of pixels >= 32"):
+            TrainConfig.from_any({"tile_size": bad})
+    assert TrainConfig.from_any({"tile_size": 32}).tile == 32
+    assert TrainConfig.from_any({}).tile == 256  # LOM default, the paper's
