@@ -17,20 +17,39 @@ from metallo._progress import ProgressCallback
 __all__ = ["rich_progress"]
 
 
+#: Where stderr is no terminal (a log file, a batch job), bars are not drawn: counted work is
+#: said in a timed line at its start, its end, and at most every this many seconds between.
+LOG_EVERY_S = 30.0
+
+
 class _RichProgress:
-    """One bar per run of counted work; a line per stage."""
+    """One bar per run of counted work; a line per stage. Into a log (stderr no terminal), timed
+    lines instead of bars, which rich draws only when the work ends (a 20-minute training had
+    left its log empty until then)."""
 
     def __init__(self, bar: Any, lines: bool) -> None:
         self.bar = bar
         self.lines = lines
+        self.log = not bar.console.is_terminal
         self.t0 = time.perf_counter()
         self.task: Any = None
         self.total: int | None = None
         self.done = 0
+        self.last_line = -float("inf")
+
+    def _line(self, text: str) -> None:
+        self.bar.console.print(f"[{time.perf_counter() - self.t0:6.1f} s] {text}", markup=False)
+        self.last_line = time.perf_counter()
 
     def __call__(self, done: int, total: int | None, description: str) -> None:
         if total is None or self.lines:
-            self.bar.console.print(f"[{time.perf_counter() - self.t0:6.1f} s] {description}", markup=False)
+            self._line(description)
+            return
+        if self.log:
+            new = total != self.total or done < self.done
+            if new or done >= total or time.perf_counter() - self.last_line >= LOG_EVERY_S:
+                self._line(f"{description}: {done}/{total}")
+            self.total, self.done = total, done
             return
         if self.task is None or total != self.total or done < self.done:
             # A new run of counted work (the next image, fold, ...) gets its own bar.
