@@ -453,6 +453,12 @@ def quantify_step(
                 if twins == "merge":
                     # -1 stays "not indexed" (not a boundary), as in the grains' own ids.
                     measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, -1))
+                    if _bcc_iron_only(square) and twin_info["n_grains_before"] > twin_info["n_grains_after"]:
+                        warnings.warn(
+                            f"{where}: {node}: twins='merge' on a map of bcc iron, which has no annealing twins: the "
+                            f"{twin_info['n_grains_before'] - twin_info['n_grains_after']} grains merged along Sigma3 are "
+                            "blocks of martensite or bainite (variants), and the grain size is of merged blocks",
+                            UserWarning, stacklevel=2)
                 elif names.parent(node) not in spec and not _bcc_iron_only(square) and twin_info["n_grains_before"] and (
                         twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
                     # (A map with a parent reconstruction is martensite, and one of bcc iron alone

@@ -185,6 +185,9 @@ def test_quantify_counts_austenite_grains_without_twins_on_request(tmp_path):
         warnings.simplefilter("always")
         quantify_step(martensite, what=["grains"], labels=[])
     assert not [w for w in caught if "twins" in str(w.message)]
+    # Asked to merge them anyway: said what is merged.
+    with pytest.warns(UserWarning, match=r"twins='merge' on a map of bcc iron, which has no annealing twins: the 2 grains"):
+        quantify_step(martensite, what=["grains"], labels=[], twins="merge", overwrite=True)
     quantify_step(spec, what=["grains"], labels=[], twins="merge", overwrite=True)
     merged = spec.table(node)
     e112 = kept["method"] != "e2627"
