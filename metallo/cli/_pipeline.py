@@ -143,8 +143,10 @@ def _print_result(result: RunResult) -> None:
         ci = f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%; " if known else ""
         # A pass whose interval reaches past a limit is a pass of the mean only: say so here as the report does.
         doubt = " (the interval crosses a limit)" if qc["status"] == "pass" and qc.get("ci_inside") is False else ""
+        measured = (f" (no class {cls!r} among {', '.join(qc['measured_classes'])})"
+                    if qc["status"] == "missing" and qc.get("measured_classes") else "")
         out.print(f"QC {cls}{source}: {mean} ({ci}limits {100 * qc['min']:.0f}-{100 * qc['max']:.0f}%) -> "
-                  f"{qc['status'].upper()}{doubt}", markup=False)
+                  f"{qc['status'].upper()}{doubt}{measured}", markup=False)
         if qc.get("reference_disagrees"):
             out.print(f"  the reference labels disagree: {qc['reference_disagrees']}", markup=False)
     if result.qc and result.qc_rests_on_failed:

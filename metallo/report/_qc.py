@@ -44,7 +44,8 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
     table = phase_fractions.set_index("class") if "class" in phase_fractions else phase_fractions
     for cls, (lo, hi) in limits.items():
         if cls not in table.index:
-            out[cls] = {"status": "missing", "min": lo, "max": hi}
+            # The classes measured, so that a misspelt limit (Lath_Bainite) is seen for what it is.
+            out[cls] = {"status": "missing", "min": lo, "max": hi, "measured_classes": [str(c) for c in table.index]}
             continue
         row = table.loc[cls]
         mean = float(row["mean"])

@@ -172,7 +172,8 @@ def _qc_frame(qc: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         if r["status"] == "missing":
             rows.append({"class": cls, "mean (%)": np.nan, "95% CI low (%)": np.nan, "95% CI high (%)": np.nan,
                          "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}", "QC": "MISSING",
-                         "note": "class not found in the label map"})
+                         "note": "class not found in the label map"
+                                 + (f" (its classes: {', '.join(r['measured_classes'])})" if r.get("measured_classes") else "")})
             continue
         rows.append({"class": cls, "mean (%)": r["mean"] * 100, "95% CI low (%)": r["ci_low"] * 100,
                      "95% CI high (%)": r["ci_high"] * 100, "limits (%)": f"{r['min'] * 100:.1f}–{r['max'] * 100:.1f}",

@@ -248,3 +248,19 @@ def test_one_field_gives_no_interval_and_says_so(tmp_path):
     assert "bainite: 25.0 % (no 95 % CI: ASTM E562 needs two or more fields (--fields 3x3), 1 field)" in result.output
     qc = qc_verdict(Specimen.open(tmp_path / "O.h5"), {"bainite": [0.2, 0.3]})["qc"]["bainite"]
     assert qc["status"] == "pass" and qc["ci_inside"] is None
+
+
+def test_a_misspelt_limit_class_names_the_classes_measured():
+    import pandas as pd
+
+    from metallo.report import qc_status
+    from metallo.report._sections import _qc_frame
+
+    table = pd.DataFrame({"class": ["polygonal_ferrite", "lath_bainite"], "mean": [0.6, 0.4],
+                          "ci_low": [0.55, 0.35], "ci_high": [0.65, 0.45]})
+    qc = qc_status(table, {"Lath_Bainite": [0.3, 0.5], "lath_bainite": [0.3, 0.5]})
+    assert qc["Lath_Bainite"] == {"status": "missing", "min": 0.3, "max": 0.5,
+                                  "measured_classes": ["polygonal_ferrite", "lath_bainite"]}
+    assert qc["lath_bainite"]["status"] == "pass"
+    note = _qc_frame(qc).set_index("class").loc["Lath_Bainite", "note"]
+    assert note == "class not found in the label map (its classes: polygonal_ferrite, lath_bainite)"
