@@ -18,8 +18,7 @@ def qc_status(phase_fractions: Any, limits: Mapping[str, Any]) -> dict[str, Any]
     """Pass/fail of each limited class: the mean must lie within ``[min, max]``.
 
     ``ci_inside`` says whether the whole 95% confidence interval lies within the limits too
-    (None where there is no interval: fractions of one field)
-    (False where the interval is unknown).
+    (None where there is no interval: fractions of one field).
 
     Parameters
     ----------
@@ -251,8 +250,6 @@ def check_limits(limits: Mapping[str, Any] | None) -> dict[str, list[float]]:
     >>> check_limits({"bainite": (0.3, 0.45)})
     {'bainite': [0.3, 0.45]}
     """
-    import math
-
     from metallo.errors import ConfigError
 
     out: dict[str, list[float]] = {}
