@@ -43,7 +43,7 @@ import xarray as xr
 
 from metallo.errors import FormatError
 
-__all__ = ["LAUE_GROUPS", "ebsd_dataset", "grain_ecd_um", "looks_bcc_iron", "phases_of", "point_area_um2"]
+__all__ = ["LAUE_GROUPS", "ebsd_dataset", "grain_ecd_um", "bcc_iron_only", "looks_bcc_iron", "phases_of", "point_area_um2"]
 
 #: The 11 Laue groups, by their Hermann-Mauguin symbols.
 LAUE_GROUPS = ("-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m")
@@ -251,3 +251,16 @@ def looks_bcc_iron(phase: Mapping[str, Any]) -> bool | None:
     if any(word in name for word in _BCC_NAME_WORDS):
         return True
     return None
+
+
+def bcc_iron_only(ebsd: xr.Dataset) -> bool:
+    """Whether the map has cubic phases and every one is bcc iron (:func:`looks_bcc_iron`): a map
+    without annealing twins, whose Sigma3 boundaries are blocks of martensite or bainite.
+
+    Examples
+    --------
+    >>> bcc_iron_only(xr.Dataset(attrs={"phases": '[{"id": 1, "name": "Martensite", "symmetry": "m-3m"}]'}))
+    True
+    """
+    cubic = [p for p in phases_of(ebsd) if p.get("symmetry") == "m-3m"]
+    return bool(cubic) and all(looks_bcc_iron(p) is True for p in cubic)

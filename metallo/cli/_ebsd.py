@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from metallo import names
-        from metallo._ebsd_dataset import grain_ecd_um
+        from metallo._ebsd_dataset import bcc_iron_only, grain_ecd_um
         from metallo.ebsd import check_kam_kernel, check_tolerance
         from metallo.errors import ConfigError
         from metallo.specimen import Specimen
@@ -122,11 +122,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"twin relations (share of each phase's grain-boundary segments): {twin_line}")
             # The merge the twin table made (no second one for the count).
             after = json.loads(twins.attrs.get("merged") or "{}").get("n_grains_after", grain.size)
-            cubic_rows = twins[twins["twin"] == "Sigma3"] if len(twins) else twins
-            bcc_only = bool(len(cubic_rows)) and bool((cubic_rows["boundary"] == "no twin (bcc iron)").all())
             if after < grain.size and codes[3]:
                 # (bcc iron alone has no annealing twins to merge: the twin line above says so.)
-                if not bcc_only:
+                if not bcc_iron_only(data):
                     typer.echo(f"grains with their Sigma3 twins merged: {after} (ASTM E112 counts austenite grains so: "
                                "metallo quantify --twins merge; in martensite these are block boundaries)")
             elif after < grain.size:

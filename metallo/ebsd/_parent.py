@@ -926,13 +926,8 @@ def _check_angles(**angles: float) -> None:
     from metallo.ebsd._grains import check_tolerance
 
     for name, value in angles.items():
-        try:
-            ok = bool(np.isfinite(float(value)) and float(value) > 0)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"{name} must be a positive angle in degrees; got {value!r}")
-    check_tolerance(angles["grain_tolerance_deg"], "grain_tolerance_deg")
+        # The grain tolerance also warns above 15 deg, as every grain reconstruction does.
+        check_tolerance(value, name, warn=name == "grain_tolerance_deg")
     if float(angles["tolerance_deg"]) > _PARENT_MERGE_WARN_DEG:
         warnings.warn(f"tolerance_deg {float(angles['tolerance_deg']):g} deg: neighbouring parent orientations within "
                       f"it are merged, and prior-austenite grains meet at high-angle boundaries (above "

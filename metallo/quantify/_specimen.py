@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from metallo import names
+from metallo._ebsd_dataset import bcc_iron_only
 from metallo._step import ebsd_sources, micrograph_of, write
 from metallo._xarray import pixel_size_um, require_pixel_size_um
 from metallo.errors import ConfigError
@@ -453,13 +454,13 @@ def quantify_step(
                 if twins == "merge":
                     # -1 stays "not indexed" (not a boundary), as in the grains' own ids.
                     measured = merged.copy(data=np.where(merged.values >= 0, merged.values + 1, -1))
-                    if _bcc_iron_only(square) and twin_info["n_grains_before"] > twin_info["n_grains_after"]:
+                    if bcc_iron_only(square) and twin_info["n_grains_before"] > twin_info["n_grains_after"]:
                         warnings.warn(
                             f"{where}: {node}: twins='merge' on a map of bcc iron, which has no annealing twins: the "
                             f"{twin_info['n_grains_before'] - twin_info['n_grains_after']} grains merged along Sigma3 are "
                             "blocks of martensite or bainite (variants), and the grain size is of merged blocks",
                             UserWarning, stacklevel=2)
-                elif names.parent(node) not in spec and not _bcc_iron_only(square) and twin_info["n_grains_before"] and (
+                elif names.parent(node) not in spec and not bcc_iron_only(square) and twin_info["n_grains_before"] and (
                         twin_info["n_grains_before"] - twin_info["n_grains_after"] >= 0.1 * twin_info["n_grains_before"]):
                     # (A map with a parent reconstruction is martensite, and one of bcc iron alone
                     # has no annealing twins: their Sigma3 are block boundaries.)
@@ -614,14 +615,6 @@ def _mark_interpolated(sizes: pd.DataFrame | None, ebsd: xr.Dataset, what: str) 
     sizes["note"] = [f"{n}; {note}" if isinstance(n, str) and n else note for n in sizes["note"]]
     sizes["reliable"] = False
     warnings.warn(f"grain size of {what}: {note}", UserWarning, stacklevel=3)
-
-
-def _bcc_iron_only(ebsd: xr.Dataset) -> bool:
-    """Whether every cubic phase of the map is bcc iron (:func:`metallo._ebsd_dataset.looks_bcc_iron`)."""
-    from metallo._ebsd_dataset import looks_bcc_iron, phases_of
-
-    cubic = [p for p in phases_of(ebsd) if p.get("symmetry") == "m-3m"]
-    return bool(cubic) and all(looks_bcc_iron(p) is True for p in cubic)
 
 
 def _by_phase(measured: Any, ebsd: xr.Dataset, pixel_size_um: float, node: str) -> pd.DataFrame | None:
