@@ -15,8 +15,10 @@ from metallo.quantify._fractions import (
 from metallo.quantify._grains import (
     EBSD_MIN_INDEXED,
     ELONGATED_ANISOTROPY,
+    INTERCEPT_COLUMNS,
     astm_g_intercept,
     astm_g_planimetric,
+    elongation_text,
     grain_size,
 )
 from metallo.quantify._laths import (
@@ -46,6 +48,8 @@ __all__ = [
     "weighted_quantile",
     "EBSD_MIN_INDEXED",
     "ELONGATED_ANISOTROPY",
+    "INTERCEPT_COLUMNS",
+    "elongation_text",
     "ebsd_phase_shares",
     "measurement_fields",
     "QUANTITIES",

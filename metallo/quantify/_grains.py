@@ -14,7 +14,8 @@ import pandas as pd
 from metallo.errors import ConfigError
 from metallo.quantify._common import label_array, resolve_pixel_size
 
-__all__ = ["EBSD_MIN_INDEXED", "astm_g_intercept", "astm_g_planimetric", "grain_size"]
+__all__ = ["EBSD_MIN_INDEXED", "ELONGATED_ANISOTROPY", "INTERCEPT_COLUMNS", "astm_g_intercept", "astm_g_planimetric",
+           "elongation_text", "grain_size"]
 
 # ASTM E112-13 eqs: planimetric G = 3.321928 log10(N_A) - 2.954 (N_A in grains/mm²);
 # intercept G = -6.643856 log10(l) - 3.288 (l in mm).
@@ -28,6 +29,8 @@ MIN_GRAINS = 50
 #: sections. The shared maps of equiaxed grains give 1.12-1.24 (Mg, Ni, M1700, duplex); the
 #: 60 % cold-rolled MEA map 1.50.
 ELONGATED_ANISOTROPY = 1.5
+#: The mean intercept along each test-line direction: rows, columns and the two diagonals.
+INTERCEPT_COLUMNS = ("intercept_x_um", "intercept_y_um", "intercept_diagonal_um", "intercept_other_diagonal_um")
 
 
 def elongation_text(intercepts_um: Sequence[float]) -> str:
@@ -295,8 +298,7 @@ def grain_size(
         "n_corner_grains": n_corner,
         "n_a_per_mm2": n_a,
         "mean_intercept_um": intercept_um,
-        "intercept_x_um": directional[0],
-        "intercept_y_um": directional[1],
+        **dict(zip(INTERCEPT_COLUMNS, directional, strict=True)),
         "anisotropy": anisotropy,
         "mean_area_um2": mean_area,
         "mean_ecd_um": mean_ecd,

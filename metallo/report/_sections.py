@@ -346,13 +346,11 @@ def grain_size_line(row: Mapping[str, Any], what: str = "grain size") -> str:
     """
     if row.get("method") == "intercept":
         basis = f"mean lineal intercept {float(row['mean_intercept_um']):.3g} µm"
-        from metallo.quantify import ELONGATED_ANISOTROPY
+        from metallo.quantify import ELONGATED_ANISOTROPY, INTERCEPT_COLUMNS, elongation_text
 
         anisotropy = row.get("anisotropy")
         if anisotropy is not None and np.isfinite(float(anisotropy)) and float(anisotropy) >= ELONGATED_ANISOTROPY:
-            basis += (f" (grains elongated: {float(row['intercept_x_um']):.3g} µm along x, "
-                      f"{float(row['intercept_y_um']):.3g} µm along y, anisotropy {float(anisotropy):.1f}: one section "
-                      "of a non-equiaxed structure, which ASTM E112 measures on three)")
+            basis += f" ({elongation_text([float(row[c]) for c in INTERCEPT_COLUMNS])})"
     else:
         # E112's planimetric figure is 1/N_A over the whole field; E2627's is the interior grains' mean.
         area = "mean grain area" + (" 1/N_A" if row.get("method") == "planimetric" else "")
@@ -411,7 +409,7 @@ def quantity_lines(spec: Any, node: str) -> list[str]:
 
 
 def twin_random_text(row: Any) -> str:
-    """``" (random 1.7 %)"``: the share randomly oriented grains give, where the table has it."""
+    """``" (random 1.8 %)"``: the share randomly oriented grains give, where the table has it."""
     random = row.get("random_share") if hasattr(row, "get") else None
     return f" (random {100 * float(random):.1f} %)" if random is not None and np.isfinite(float(random)) else ""
 

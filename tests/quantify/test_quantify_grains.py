@@ -454,7 +454,7 @@ def test_elongated_grains_give_their_directional_intercepts_and_a_warning():
     # 19 boundaries on each 799 µm row and each 199 µm column (the pixel pairs' length).
     assert row["intercept_x_um"] == pytest.approx(799 / 19) and row["intercept_y_um"] == pytest.approx(199 / 19)
     assert row["anisotropy"] == pytest.approx((799 / 19) / (199 / 19))
-    assert "grains elongated: 42.1 µm along x, 10.5 µm along y, anisotropy 4.0" in grain_size_line(row)
+    assert "(grains elongated: mean intercept 42.1 µm along x, 10.5 µm along y (anisotropy 4.0)" in grain_size_line(row)
     # Square grains: the same intercept every way, no word about shape.
     import warnings
 
